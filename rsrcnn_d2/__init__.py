@@ -1,0 +1,11 @@
+"""rsrcnn_d2: Refined Segmentation R-CNN (Liu et al., MICCAI 2019) for Detectron2.
+
+``import rsrcnn_d2`` registers every component in detectron2's registries; a
+config then selects them by name (see README.md).
+"""
+from .config import add_rsrcnn_config, get_rsrcnn_cfg
+from . import modeling  # noqa: F401  (registration)
+from .modeling import DCRF_REGISTRY
+
+__version__ = "0.1.0"
+__all__ = ["add_rsrcnn_config", "get_rsrcnn_cfg", "DCRF_REGISTRY", "__version__"]

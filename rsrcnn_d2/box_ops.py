@@ -1,0 +1,68 @@
+"""Box arithmetic of RS R-CNN: expansion by the factor k, and the RoIAlign2 size.
+
+Pure functions on tensors, no config. The paper's Eq. 1 prints the growth as
+``k * (w / 2)``, which would double a box at k = 1 and contradicts its own text
+("k = 1 indicates that the ROI will not be expanded"). The reference code grows
+each side by ``(k - 1) * w / 2``; so do we, which makes the new box k*w x k*h.
+"""
+import math
+
+import torch
+
+__all__ = ["expand_boxes", "expanded_mask_resolution", "round_half_up"]
+
+
+def round_half_up(x: torch.Tensor) -> torch.Tensor:
+    """Round to the nearest integer, halves away from -inf (0.5 -> 1, 2.5 -> 3).
+
+    ``torch.round`` rounds halves to even, which would make the growth of a box
+    depend on the parity of its size.
+    """
+    return torch.floor(x + 0.5)
+
+
+def expand_boxes(boxes: torch.Tensor, k: float, image_size=None) -> torch.Tensor:
+    """Grow boxes about their centres by the factor ``k``.
+
+    Args:
+        boxes: Tensor of shape (R, 4), XYXY in pixels (R may be 0).
+        k: expansion factor, k >= 1; k = 1 returns the boxes unchanged.
+        image_size: (height, width) to clip to, or None for no clipping.
+
+    Returns:
+        Tensor of shape (R, 4). Each side moves out by ``round((k-1)*w/2)``
+        horizontally and ``round((k-1)*h/2)`` vertically (the growth is rounded,
+        so integer boxes stay integer and k = 1 is exactly the identity), then
+        the box is clipped to ``[0, width] x [0, height]``. Boxes of zero width or
+        height do not grow along that axis.
+    """
+    if k < 1:
+        raise ValueError(f"expansion factor k must be >= 1, got {k}")
+    if boxes.ndim != 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must have shape (R, 4), got {tuple(boxes.shape)}")
+    widths = (boxes[:, 2] - boxes[:, 0]).clamp(min=0)
+    heights = (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    grow_x = round_half_up((k - 1.0) * widths / 2.0)
+    grow_y = round_half_up((k - 1.0) * heights / 2.0)
+    grow = torch.stack([-grow_x, -grow_y, grow_x, grow_y], dim=1)
+    out = boxes + grow
+    if image_size is not None:
+        height, width = image_size
+        out = torch.stack(
+            [
+                out[:, 0].clamp(0, width),
+                out[:, 1].clamp(0, height),
+                out[:, 2].clamp(0, width),
+                out[:, 3].clamp(0, height),
+            ],
+            dim=1,
+        )
+    return out
+
+
+def expanded_mask_resolution(k: float, base: int = 14) -> int:
+    """Side N of RoIAlign2's output: R(base * k), halves rounded up (k = 1.3 -> 18)."""
+    if k < 1:
+        raise ValueError(f"expansion factor k must be >= 1, got {k}")
+    # the small epsilon keeps e.g. 14 * 1.25 = 17.499999... from rounding down
+    return int(math.floor(base * k + 0.5 + 1e-9))

@@ -1,0 +1,1 @@
+"""Data: synthetic slices, mask <-> instance conversion."""

@@ -1,0 +1,42 @@
+"""Install rsrcnn_d2, the Refined Segmentation R-CNN plugin for Detectron2.
+
+Detectron2 itself is not on the package registry under its own name and is
+therefore not listed here: `tools/install_detectron2.py` (run by `make`) keeps
+an existing install or adds one. See README.md, "Installing by hand".
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="rsrcnn_d2",
+    version="0.1.0",
+    description="Refined Segmentation R-CNN (Liu et al., MICCAI 2019) for PWML "
+    "segmentation in preterm-infant T1w MRI, as a Detectron2 plugin",
+    packages=find_packages(include=["rsrcnn_d2", "rsrcnn_d2.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.0",
+        "torchvision>=0.15",
+        # detectron2's own runtime needs (its wheel is installed with --no-deps)
+        "fvcore>=0.1.5",
+        "iopath>=0.1.7",
+        "pycocotools>=2.0.2",
+        "omegaconf>=2.1,<2.4",
+        "hydra-core>=1.1",
+        "yacs>=0.1.8",
+        "tabulate",
+        "termcolor>=1.1",
+        "cloudpickle",
+        "tqdm>4.29.0",
+        "matplotlib",
+        "Pillow>=7.1",
+        "setuptools<81",  # detectron2.model_zoo imports pkg_resources
+        "tensorboard",  # DefaultTrainer's writers import it
+        # the method's own needs
+        "numpy",
+        "scipy",
+        "nibabel>=5",
+        "pydensecrf2>=1.1",  # provides the `pydensecrf` module on Python >= 3.11
+        "bayesian-optimization>=1.4",
+    ],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+)

@@ -1,0 +1,44 @@
+"""Shared fixtures: repository paths, tiny configs and synthetic inputs."""
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+TINY = CONFIGS / "PWML-Tiny"
+SHARED_SLICES = REPO.parent / "shared" / "data" / "pwml_reference_slices"
+TINY_ROWS = {
+    "B": TINY / "B_mask_rcnn_R_18_FPN.yaml",
+    "C": TINY / "C_hrpn_expand_R_18_FPN.yaml",
+    "D": TINY / "D_hrpn_lrsnet_R_18_FPN.yaml",
+    "E": TINY / "E_rsrcnn_R_18_FPN.yaml",
+}
+
+
+def tiny_cfg(row: str = "E", *opts):
+    from rsrcnn_d2 import get_rsrcnn_cfg
+
+    return get_rsrcnn_cfg(str(TINY_ROWS[row]), ["MODEL.DEVICE", "cpu", *opts])
+
+
+def synthetic_input(seed: int = 0, size: int = 128, num_lesions=(2, 6)):
+    """A training dict for detectron2 models, plus the source mask."""
+    from rsrcnn_d2.data.instances import mask_to_instances
+    from rsrcnn_d2.data.synthetic import synthetic_slice
+
+    image, mask = synthetic_slice(size, num_lesions=num_lesions, seed=seed)
+    tensor = torch.from_numpy(np.repeat(image[None], 3, axis=0))
+    return {"image": tensor, "instances": mask_to_instances(mask)}, mask
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    os.environ.setdefault("DETECTRON2_DATASETS", str(REPO / "datasets"))

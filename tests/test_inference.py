@@ -1,0 +1,164 @@
+"""Inference outputs: pasting through expanded boxes, rescaling, DCRF, degenerate cases."""
+import numpy as np
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+
+from conftest import synthetic_input, tiny_cfg
+from rsrcnn_d2.modeling import DenseCRFPostprocessor, build_dcrf_postprocessor
+from rsrcnn_d2.modeling.dcrf import to_uint8
+from rsrcnn_d2.modeling.postprocessing import paste_instance_masks, zscore_image
+
+
+def test_paste_constant_mask_fills_exactly_its_box():
+    probs = torch.ones(1, 1, 18, 18)
+    masks, prob = paste_instance_masks(probs, torch.tensor([[10.0, 20.0, 30.0, 40.0]]), 64, 50)
+    expected = torch.zeros(64, 50, dtype=torch.bool)
+    expected[20:40, 10:30] = True
+    assert masks.shape == (1, 64, 50)
+    assert torch.equal(masks[0], expected)
+    assert torch.equal(prob > 0.5, expected)
+
+
+def _raw_result(in_size, boxes, expanded, probs):
+    r = Instances(in_size)
+    r.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+    r.expanded_boxes = Boxes(torch.tensor(expanded, dtype=torch.float32))
+    r.scores = torch.ones(len(boxes))
+    r.pred_classes = torch.zeros(len(boxes), dtype=torch.int64)
+    r.pred_masks = probs
+    return r
+
+
+def test_postprocess_pastes_through_expanded_box_and_rescales():
+    model = build_model(tiny_cfg("D"))
+    # network saw 64x64; the requested output is 128x128 (scale 2)
+    raw = _raw_result((64, 64), [[10, 10, 20, 20]], [[8, 8, 22, 22]], torch.ones(1, 1, 18, 18))
+    out = model._postprocess_one(raw, {"image": torch.zeros(3, 64, 64), "height": 128, "width": 128})
+    inst = out["instances"]
+    assert inst.pred_boxes.tensor.tolist() == [[20.0, 20.0, 40.0, 40.0]]  # refined box, rescaled
+    assert inst.expanded_boxes.tensor.tolist() == [[16.0, 16.0, 44.0, 44.0]]
+    expected = torch.zeros(128, 128, dtype=torch.bool)
+    expected[16:44, 16:44] = True
+    assert torch.equal(out["lesion_mask"], expected)
+    assert inst.pred_masks.shape == (1, 128, 128)
+
+
+def test_postprocess_half_mask_lands_on_the_right_side():
+    model = build_model(tiny_cfg("D"))
+    probs = torch.zeros(1, 1, 20, 20)
+    probs[..., :, 10:] = 1.0  # right half
+    raw = _raw_result((100, 100), [[42, 42, 58, 58]], [[40, 40, 60, 60]], probs)
+    out = model._postprocess_one(raw, {"image": torch.zeros(3, 100, 100)})
+    ys, xs = np.nonzero(out["lesion_mask"].numpy())
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (40, 59, 50, 59)
+
+
+def test_inference_on_synthetic_image_has_input_size_outputs():
+    model = build_model(tiny_cfg("E", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"))
+    model.eval()
+    x, _ = synthetic_input(7, size=96)
+    with torch.no_grad():
+        out = model([{"image": x["image"], "height": 150, "width": 140}])[0]
+    assert out["lesion_mask"].shape == (150, 140) and out["lesion_prob"].shape == (150, 140)
+    inst = out["instances"]
+    assert len(inst) > 0 and inst.pred_masks.shape == (len(inst), 150, 140)
+    assert torch.equal(out["lesion_mask"], inst.pred_masks.any(0))
+    assert (inst.expanded_boxes.tensor[:, 2:] >= inst.pred_boxes.tensor[:, 2:] - 1e-4).all()
+
+
+def test_no_detections_gives_empty_outputs():
+    model = build_model(tiny_cfg("E", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1.01"))
+    model.eval()
+    with torch.no_grad():
+        out = model([{"image": synthetic_input(8)[0]["image"]}])[0]
+    assert len(out["instances"]) == 0
+    assert out["lesion_mask"].shape == (128, 128) and not out["lesion_mask"].any()
+    assert out["instances"].pred_masks.shape == (0, 128, 128)
+
+
+def test_zero_width_boxes_are_dropped_not_crashing():
+    model = build_model(tiny_cfg("E"))
+    raw = _raw_result((64, 64), [[10, 10, 10, 20], [30, 30, 31, 31]], [[10, 7, 10, 23], [30, 30, 31, 31]],
+                      torch.ones(2, 1, 18, 18))
+    out = model._postprocess_one(raw, {"image": torch.rand(3, 64, 64)})
+    assert len(out["instances"]) == 1  # the zero-width box is dropped by detectron2
+    assert out["lesion_mask"].sum() == 1  # the 1-pixel box keeps its one pixel
+
+
+def test_one_pixel_lesion_trains():
+    from detectron2.utils.events import EventStorage
+    from rsrcnn_d2.data.instances import mask_to_instances
+
+    mask = np.zeros((128, 128), np.uint8)
+    mask[60, 70] = 1
+    inst = mask_to_instances(mask)
+    assert inst.gt_boxes.tensor.tolist() == [[70.0, 60.0, 71.0, 61.0]]
+    model = build_model(tiny_cfg("E"))
+    model.train()
+    image = torch.rand(3, 128, 128)
+    with EventStorage():
+        losses = model([{"image": image, "instances": inst}])
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def _blob_case(seed=0, size=40):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    truth = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 <= 8 ** 2
+    image = np.where(truth, 200.0, 60.0) + rng.normal(0, 5, truth.shape)
+    prob = np.clip(np.where(truth, 0.62, 0.38) + rng.normal(0, 0.2, truth.shape), 0, 1)
+    return to_uint8(image), prob.astype(np.float32), truth
+
+
+def _dice(a, b):
+    return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+def test_dcrf_raises_dice_of_a_noisy_blob():
+    image, prob, truth = _blob_case()
+    crf = DenseCRFPostprocessor(gaussian_sxy=2, bilateral_sxy=4, bilateral_srgb=6, iterations=1)
+    refined = crf(image, prob)
+    before, after = _dice(prob >= 0.5, truth), _dice(refined >= 0.5, truth)
+    assert refined.shape == prob.shape and refined.dtype == np.float32
+    assert after > before + 0.05, (before, after)
+    assert after > 0.9
+
+
+def test_dcrf_disabled_is_no_op():
+    assert build_dcrf_postprocessor(tiny_cfg("D")) is None
+    assert isinstance(build_dcrf_postprocessor(tiny_cfg("E")), DenseCRFPostprocessor)
+    _, prob, _ = _blob_case()
+    masks, lesion_prob = paste_instance_masks(torch.from_numpy(prob)[None, None], torch.tensor([[0.0, 0, 40, 40]]),
+                                              40, 40, refine=None)
+    assert torch.allclose(lesion_prob, torch.from_numpy(prob), atol=1e-5)
+    crf0 = DenseCRFPostprocessor(iterations=0)
+    assert np.array_equal(crf0(np.zeros((40, 40), np.uint8), prob), prob)
+
+
+def test_dcrf_in_the_model_changes_masks_only_through_refinement():
+    image, prob, truth = _blob_case(1)
+    probs = torch.nn.functional.interpolate(torch.from_numpy(prob)[None, None], size=(18, 18), mode="bilinear")
+    raw = lambda: _raw_result((40, 40), [[4, 4, 36, 36]], [[0, 0, 40, 40]], probs.clone())  # noqa: E731
+    x = {"image": torch.from_numpy(image.astype(np.float32))[None].repeat(3, 1, 1)}
+    plain = build_model(tiny_cfg("D"))._postprocess_one(raw(), x)["lesion_mask"].numpy()
+    crf = build_model(tiny_cfg("E"))._postprocess_one(raw(), x)["lesion_mask"].numpy()
+    assert _dice(crf, truth) > _dice(plain, truth)
+
+
+def test_dcrf_rejects_bad_parameters_and_shapes():
+    with pytest.raises(ValueError, match="must be > 0"):
+        DenseCRFPostprocessor(gaussian_sxy=0)
+    with pytest.raises(ValueError, match="differ"):
+        DenseCRFPostprocessor()(np.zeros((4, 5), np.uint8), np.zeros((5, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        to_uint8(np.array([[0.0, np.nan]]))
+
+
+def test_zscore_constant_image_is_zero_not_nan():
+    out = zscore_image(torch.full((3, 8, 8), 7.0))
+    assert torch.equal(out, torch.zeros(3, 8, 8))
+    x = torch.arange(12.0).reshape(3, 2, 2)
+    z = zscore_image(x)
+    assert abs(z.mean().item()) < 1e-6 and abs(z.std().item() - 1) < 1e-6

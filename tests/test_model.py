@@ -1,0 +1,157 @@
+"""RS R-CNN's components built from small configs on CPU."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+import rsrcnn_d2
+from conftest import CONFIGS, TINY_ROWS, synthetic_input, tiny_cfg
+from rsrcnn_d2.modeling import HRPNHead, LRSNetHead
+
+LOSS_KEYS = {"loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"}
+FULL_ROWS = sorted((CONFIGS / "PWML").glob("*.yaml"))
+
+
+def _train_step(cfg, inputs):
+    model = build_model(cfg)
+    model.train()
+    with EventStorage():
+        losses = model(inputs)
+    total = sum(losses.values())
+    total.backward()
+    return model, losses
+
+
+@pytest.mark.parametrize("path", list(TINY_ROWS.values()) + FULL_ROWS, ids=lambda p: p.stem)
+def test_one_training_step_every_config(path):
+    # the R-101 rows run at 128 px to stay fast on CPU; the architecture is unchanged
+    cfg = rsrcnn_d2.get_rsrcnn_cfg(str(path), ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TRAIN", "(128,)"])
+    inputs = [synthetic_input(seed)[0] for seed in (1, 2)]
+    model, losses = _train_step(cfg, inputs)
+    assert set(losses) == LOSS_KEYS
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_roialign2_is_18_at_k_1_3_and_lrsnet_keeps_it():
+    model = build_model(tiny_cfg("D"))
+    roi = model.roi_heads
+    assert roi.mask_pooler.output_size == (18, 18)
+    assert isinstance(roi.mask_head, LRSNetHead)
+    out = roi.mask_head.layers(torch.zeros(3, 64, 18, 18))
+    assert out.shape == (3, 1, 18, 18)  # N x N, no upsampling
+
+
+def test_explicit_resolution_overrides_k():
+    model = build_model(tiny_cfg("D", "MODEL.ROI_MASK_HEAD.EXPANDED_RESOLUTION", "12"))
+    assert model.roi_heads.mask_pooler.output_size == (12, 12)
+
+
+def test_lrsnet_parameter_count_close_to_paper():
+    cfg = rsrcnn_d2.get_rsrcnn_cfg(str(CONFIGS / "PWML" / "D_hrpn_lrsnet_R_101_FPN.yaml"))
+    head = LRSNetHead(cfg, ShapeSpec(channels=256, height=18, width=18))
+    count = sum(p.numel() for p in head.parameters())
+    # 2 x (256*256*9 + 256) + (256 + 1) = 1,180,417
+    assert count == 1_180_417
+    assert abs(count - 1.2e6) / 1.2e6 < 0.05
+
+
+def _hrpn_head(relu: bool):
+    cfg = tiny_cfg("C", "MODEL.HRPN.OBJECTNESS_RELU", str(relu))
+    return HRPNHead(cfg, [ShapeSpec(channels=64)] * 5)
+
+
+def test_hrpn_objectness_is_softmax_of_relu_logits():
+    head = _hrpn_head(True)
+    x = torch.randn(1, 64, 5, 6)
+    with torch.no_grad():
+        torch.nn.init.normal_(head.objectness_logits.weight, std=1.0)
+        logits, deltas = head([x])
+        two = head.objectness_logits(head.conv(x))
+    num_anchors = head.anchor_deltas.out_channels // 4
+    bg, fg = F.relu(two[:, :num_anchors]), F.relu(two[:, num_anchors:])
+    softmax_fg = torch.softmax(torch.stack([bg, fg]), dim=0)[1]
+    assert logits[0].shape == (1, num_anchors, 5, 6) and deltas[0].shape == (1, 4 * num_anchors, 5, 6)
+    torch.testing.assert_close(torch.sigmoid(logits[0]), softmax_fg)
+
+
+def test_hrpn_relu_switch():
+    on, off = _hrpn_head(True), _hrpn_head(False)
+    off.load_state_dict(on.state_dict())
+    x = torch.randn(1, 64, 4, 4)
+    with torch.no_grad():
+        torch.nn.init.normal_(on.objectness_logits.weight, std=1.0)
+        torch.nn.init.normal_(off.objectness_logits.weight, std=0.0)
+        off.objectness_logits.weight.copy_(on.objectness_logits.weight)
+        two = on.objectness_logits(on.conv(x))
+        a = on.objectness_logits.out_channels // 2
+        assert torch.allclose(off([x])[0][0], two[:, a:] - two[:, :a])
+        assert not torch.allclose(on([x])[0][0], off([x])[0][0])
+
+
+def test_hrpn_caps_proposals():
+    model = build_model(tiny_cfg("C", "MODEL.HRPN.POST_NMS_TOPK_TEST", "7"))
+    model.eval()
+    images = model.preprocess_image([synthetic_input(3)[0]])
+    with torch.no_grad():
+        proposals, _ = model.proposal_generator(images, model.backbone(images.tensor))
+    assert len(proposals[0]) == 7
+    assert model.proposal_generator.post_nms_topk == {True: 50, False: 7}
+
+
+def test_training_targets_use_expanded_boxes(monkeypatch):
+    """The mask loss sees the proposals expanded by k (and clipped)."""
+    seen = {}
+    import detectron2.modeling.roi_heads.mask_head as mask_head
+
+    original = mask_head.mask_rcnn_loss
+
+    def spy(pred, instances, vis_period=0):
+        seen["boxes"] = torch.cat([i.proposal_boxes.tensor for i in instances])
+        seen["gt"] = torch.cat([i.gt_boxes.tensor for i in instances])
+        return original(pred, instances, vis_period)
+
+    monkeypatch.setattr(mask_head, "mask_rcnn_loss", spy)
+    _train_step(tiny_cfg("D", "MODEL.ROI_MASK_HEAD.EXPANSION_K", "2.0"), [synthetic_input(4)[0]])
+    # detectron2 adds the ground-truth boxes to the proposals: those rows must be
+    # the GT boxes grown by (k-1)*size/2 = size/2 per side
+    gt = seen["gt"]
+    w, h = gt[:, 2] - gt[:, 0], gt[:, 3] - gt[:, 1]
+    expected = torch.stack([gt[:, 0] - torch.floor(w / 2 + 0.5), gt[:, 1] - torch.floor(h / 2 + 0.5),
+                            gt[:, 2] + torch.floor(w / 2 + 0.5), gt[:, 3] + torch.floor(h / 2 + 0.5)], 1)
+    expected = expected.clamp(0, 128)
+    match = (seen["boxes"][:, None, :] == expected[None]).all(-1).any(0)
+    assert match.all(), "some expanded ground-truth boxes were not used as mask boxes"
+
+
+def test_overfits_one_synthetic_image():
+    """Mask loss falls well below its start, and masks on the true boxes match the truth."""
+    model = build_model(tiny_cfg("D"))
+    model.train()
+    x, mask = synthetic_input(5, num_lesions=(3, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
+    mask_losses = []
+    with EventStorage():
+        for _ in range(60):
+            losses = model([x, x])
+            opt.zero_grad()
+            sum(losses.values()).backward()
+            opt.step()
+            mask_losses.append(losses["loss_mask"].item())
+    assert abs(mask_losses[0] - np.log(2)) < 0.05  # untrained head predicts p = 0.5
+    assert np.median(mask_losses[-20:]) < 0.65 * mask_losses[0], mask_losses
+
+    model.eval()
+    gt = x["instances"]
+    given = Instances(gt.image_size, pred_boxes=gt.gt_boxes, pred_classes=gt.gt_classes,
+                      scores=torch.ones(len(gt)))
+    with torch.no_grad():
+        out = model.inference([{"image": x["image"]}], detected_instances=[given])[0]
+    pred = out["lesion_mask"].numpy()
+    dice = 2 * (pred & (mask > 0)).sum() / (pred.sum() + mask.sum())
+    assert dice > 0.8, dice

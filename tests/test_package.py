@@ -1,0 +1,64 @@
+"""The package registers its components and every YAML in configs/ loads."""
+import pytest
+from detectron2.modeling import META_ARCH_REGISTRY, PROPOSAL_GENERATOR_REGISTRY
+from detectron2.modeling.proposal_generator.rpn import RPN_HEAD_REGISTRY
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, ROI_MASK_HEAD_REGISTRY
+
+import rsrcnn_d2
+from conftest import CONFIGS
+
+
+def test_import_registers_components():
+    assert META_ARCH_REGISTRY.get("RSRCNN").__name__ == "RSRCNN"
+    assert PROPOSAL_GENERATOR_REGISTRY.get("HRPN").__name__ == "HRPN"
+    assert RPN_HEAD_REGISTRY.get("HRPNHead").__name__ == "HRPNHead"
+    assert ROI_HEADS_REGISTRY.get("ExpandedROIHeads").__name__ == "ExpandedROIHeads"
+    assert ROI_MASK_HEAD_REGISTRY.get("LRSNetHead").__name__ == "LRSNetHead"
+    assert rsrcnn_d2.DCRF_REGISTRY.get("DenseCRFPostprocessor").__name__ == "DenseCRFPostprocessor"
+
+
+def test_add_config_defaults():
+    cfg = rsrcnn_d2.get_rsrcnn_cfg()
+    assert cfg.MODEL.ROI_MASK_HEAD.EXPANSION_K == 1.3
+    assert cfg.MODEL.HRPN.POST_NMS_TOPK_TRAIN == 50 and cfg.MODEL.HRPN.POST_NMS_TOPK_TEST == 50
+    assert (cfg.MODEL.DCRF.GAUSSIAN_SXY, cfg.MODEL.DCRF.BILATERAL_SXY,
+            cfg.MODEL.DCRF.BILATERAL_SRGB, cfg.MODEL.DCRF.ITERATIONS) == (2.0, 4.0, 6.0, 1)
+    assert cfg.MODEL.DCRF.NAME == ""
+
+
+ALL_YAMLS = sorted(CONFIGS.rglob("*.yaml"))
+
+
+def test_there_are_configs():
+    assert len(ALL_YAMLS) >= 10
+
+
+@pytest.mark.parametrize("path", ALL_YAMLS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_config_loads(path):
+    cfg = rsrcnn_d2.get_rsrcnn_cfg(str(path))
+    assert cfg.MODEL.META_ARCHITECTURE == "RSRCNN"
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1
+
+
+def test_rows_differ_only_in_components():
+    rows = {p.name[0]: rsrcnn_d2.get_rsrcnn_cfg(str(p)) for p in (CONFIGS / "PWML").glob("*.yaml")}
+    b, c, d, e = rows["B"], rows["C"], rows["D"], rows["E"]
+    assert (b.MODEL.PROPOSAL_GENERATOR.NAME, b.MODEL.ROI_HEADS.NAME) == ("RPN", "StandardROIHeads")
+    assert (c.MODEL.PROPOSAL_GENERATOR.NAME, c.MODEL.ROI_HEADS.NAME) == ("HRPN", "ExpandedROIHeads")
+    assert c.MODEL.ROI_MASK_HEAD.EXPANSION_K == 1.3
+    assert d.MODEL.ROI_MASK_HEAD.NAME == "LRSNetHead" and c.MODEL.ROI_MASK_HEAD.NAME != "LRSNetHead"
+    assert e.MODEL.DCRF.NAME == "DenseCRFPostprocessor" and d.MODEL.DCRF.NAME == ""
+    assert b.MODEL.RESNETS.DEPTH == e.MODEL.RESNETS.DEPTH == 101
+
+
+def test_unknown_key_is_rejected(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f'_BASE_: "{CONFIGS / "Base-RSRCNN.yaml"}"\nMODEL:\n  DCRF:\n    NOT_A_KEY: 1\n')
+    with pytest.raises(KeyError, match="NOT_A_KEY"):
+        rsrcnn_d2.get_rsrcnn_cfg(str(bad))
+
+
+def test_unknown_override_is_rejected():
+    # yacs reports unknown command-line keys with an AssertionError
+    with pytest.raises(AssertionError, match="Non-existent key: MODEL.ROI_MASK_HEAD.EXPANSION_Q"):
+        rsrcnn_d2.get_rsrcnn_cfg("", ["MODEL.ROI_MASK_HEAD.EXPANSION_Q", "2"])

@@ -3,8 +3,14 @@
 ``import rsrcnn_d2`` registers every component in detectron2's registries; a
 config then selects them by name (see README.md).
 """
+import warnings
+
+# detectron2 scripts a few functions at import time, which torch >= 2.10 flags as
+# deprecated on every import; the warning is about detectron2, not about the user
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
 from .config import add_rsrcnn_config, get_rsrcnn_cfg
-from . import modeling  # noqa: F401  (registration)
+from . import data, modeling  # noqa: F401  (registration of components and datasets)
 from .modeling import DCRF_REGISTRY
 
 __version__ = "0.1.0"

@@ -29,6 +29,17 @@ def add_rsrcnn_config(cfg: CN) -> None:
     # Number of 3x3 conv layers of the LRS-Net mask head (paper: 2).
     cfg.MODEL.ROI_MASK_HEAD.LRS_NUM_CONV = 2
 
+    # --- LR halving on a validation-loss plateau (SOLVER.LR_SCHEDULER_NAME: WarmupPlateauLR)
+    cfg.SOLVER.PLATEAU = CN()
+    # Evaluations of the validation loss without improvement before the LR is cut (paper: 10).
+    cfg.SOLVER.PLATEAU.PATIENCE = 10
+    # Factor applied to the LR at each cut (paper: 0.5, "halved").
+    cfg.SOLVER.PLATEAU.FACTOR = 0.5
+    # Minimum decrease of the validation loss that counts as an improvement.
+    cfg.SOLVER.PLATEAU.MIN_DELTA = 0.0
+    # Iterations between validation-loss evaluations; 0 means TEST.EVAL_PERIOD.
+    cfg.SOLVER.PLATEAU.PERIOD = 0
+
     # --- dense CRF postprocessor (registry DCRF_REGISTRY) -------------------------
     cfg.MODEL.DCRF = CN()
     # Registered postprocessor name, e.g. "DenseCRFPostprocessor"; "" disables it.
@@ -55,3 +66,21 @@ def get_rsrcnn_cfg(config_file: str = "", opts=None) -> CN:
     if opts:
         cfg.merge_from_list(list(opts))
     return cfg
+
+
+def fall_back_to_cpu(cfg: CN) -> bool:
+    """Set MODEL.DEVICE to "cpu" when it asks for CUDA that this machine lacks.
+
+    Returns True when it changed the config (the caller logs it). The configs
+    keep detectron2's default "cuda" so that GPU users need no override.
+    """
+    import torch
+
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        frozen = cfg.is_frozen()
+        cfg.defrost()
+        cfg.MODEL.DEVICE = "cpu"
+        if frozen:
+            cfg.freeze()
+        return True
+    return False

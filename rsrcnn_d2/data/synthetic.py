@@ -11,7 +11,7 @@ from typing import Tuple
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["synthetic_slice"]
+__all__ = ["synthetic_slice", "synthetic_volume", "synthetic_affine", "write_synthetic_cohort"]
 
 
 def _ellipse(shape, cy, cx, ry, rx, angle=0.0):
@@ -77,3 +77,128 @@ def synthetic_slice(size: int = 128, num_lesions: Tuple[int, int] = (2, 6), seed
     noise = rng.normal(0, 0.05, shape) + 1j * rng.normal(0, 0.05, shape)
     image = np.abs(image + noise).astype(np.float32)
     return image, mask
+
+
+# --- volumes and cohorts ---------------------------------------------------------
+
+SYNTHETIC_INTENSITY_SCALE = 1000.0  # phantom intensity 1.0 is stored as int16 1000
+
+
+def synthetic_affine(shape, spacing=(0.8, 0.8, 2.0)) -> np.ndarray:
+    """RAS+ affine with voxel size ``spacing`` (mm) and the volume centred on the origin."""
+    affine = np.diag([*map(float, spacing), 1.0])
+    affine[:3, 3] = -(np.asarray(shape[:3], float) - 1) / 2 * np.asarray(spacing, float)
+    return affine
+
+
+def synthetic_volume(size: int = 64, depth: int = 6, lesion_fraction: float = 0.3,
+                     num_lesions: Tuple[int, int] = (1, 5), spacing=(0.8, 0.8, 2.0),
+                     seed=None, rng: np.random.Generator = None,
+                     distinct_slices: int = 0):
+    """A T1w-like volume (int16 (size, size, depth)), its lesion mask (uint8) and affine.
+
+    Axial slices come from `synthetic_slice`, placed so that array row r and
+    column c are canonical voxel (x, y) = (size-1-c, size-1-r): the volume then
+    reads back through `nifti.volume_slice` as the same images. About
+    ``lesion_fraction`` of the slices, drawn from the middle 60 % of the volume
+    and at least one, carry lesions; the rest are lesion-free.
+    ``distinct_slices`` > 0 generates only that many lesion-free and that many
+    lesion slices and repeats them (a fast path for large benchmark cohorts).
+    Intensities are stored as int16 = round(1000 * phantom value), as scanners do.
+    """
+    rng = rng if rng is not None else np.random.default_rng(seed)
+    lo, hi = int(depth * 0.2), max(int(depth * 0.8), int(depth * 0.2) + 1)
+    middle = np.arange(lo, min(hi, depth)) if depth > 2 else np.arange(depth)
+    n_lesion = int(np.clip(round(lesion_fraction * depth), 1, len(middle)))
+    lesion_slices = set(rng.choice(middle, size=n_lesion, replace=False).tolist())
+
+    pool = {}
+    if distinct_slices > 0:
+        pool[False] = [synthetic_slice(size, (0, 0), rng=rng) for _ in range(distinct_slices)]
+        pool[True] = [synthetic_slice(size, num_lesions, rng=rng) for _ in range(distinct_slices)]
+    image = np.zeros((size, size, depth), np.int16)
+    mask = np.zeros((size, size, depth), np.uint8)
+    for z in range(depth):
+        has = z in lesion_slices
+        if pool:
+            img2d, m2d = pool[has][z % distinct_slices]
+        else:
+            img2d, m2d = synthetic_slice(size, num_lesions if has else (0, 0), rng=rng)
+        # inverse of the radiological display orientation of nifti.volume_slice
+        image[:, :, z] = np.round(img2d * SYNTHETIC_INTENSITY_SCALE)[::-1, ::-1].T
+        mask[:, :, z] = m2d[::-1, ::-1].T
+    return image, mask, synthetic_affine(image.shape, spacing)
+
+
+def _save_nifti(array: np.ndarray, affine: np.ndarray, path) -> None:
+    # written under a temporary name in the same folder, then renamed: never half a file
+    import os
+    import uuid
+
+    import nibabel as nib
+
+    img = nib.Nifti1Image(array, affine)
+    img.header.set_xyzt_units("mm")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    tmp = path.parent / f".tmp-{uuid.uuid4().hex[:8]}-{path.name}"
+    try:
+        nib.save(img, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_case(args) -> str:
+    out_dir, case, seed_seq, overwrite, kwargs = args
+    image_path = out_dir / "imagesTr" / f"{case}_0000.nii.gz"
+    mask_path = out_dir / "labelsTr" / f"{case}.nii.gz"
+    if image_path.exists() and mask_path.exists() and not overwrite:
+        return case  # cached: both files are only ever written whole
+    image, mask, affine = synthetic_volume(rng=np.random.default_rng(seed_seq), **kwargs)
+    _save_nifti(mask, affine, mask_path)
+    _save_nifti(image, affine, image_path)
+    return case
+
+
+def write_synthetic_cohort(out_dir, num_subjects: int = 6, size: int = 64, depth: int = 6,
+                           seed: int = 0, lesion_fraction: float = 0.3,
+                           num_lesions: Tuple[int, int] = (1, 5), spacing=(0.8, 0.8, 2.0),
+                           distinct_slices: int = 0, workers: int = 1,
+                           overwrite: bool = False):
+    """Write a seeded synthetic cohort in nnU-Net raw layout; return the case names.
+
+    ``out_dir/imagesTr/PWML_###_0000.nii.gz``, ``out_dir/labelsTr/PWML_###.nii.gz``
+    and a ``dataset.json`` (nnU-Net v2 fields). Subject i's volume depends only
+    on (seed, i), so cohorts of different sizes share their first subjects and
+    existing cases are reused unless ``overwrite``.
+    """
+    import json
+    import multiprocessing
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    (out_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (out_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
+    seeds = np.random.SeedSequence(seed).spawn(num_subjects)
+    kwargs = dict(size=size, depth=depth, lesion_fraction=lesion_fraction,
+                  num_lesions=tuple(num_lesions), spacing=tuple(spacing),
+                  distinct_slices=distinct_slices)
+    jobs = [(out_dir, f"PWML_{i:03d}", s, overwrite, kwargs)
+            for i, s in enumerate(seeds)]
+    if workers > 1:
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        with ctx.Pool(workers) as pool:
+            cases = pool.map(_write_case, jobs)
+    else:
+        cases = [_write_case(j) for j in jobs]
+    dataset = {"name": "synthetic PWML phantom (rsrcnn_d2)", "channel_names": {"0": "T1w"},
+               "labels": {"background": 0, "lesion": 1}, "numTraining": num_subjects,
+               "file_ending": ".nii.gz", "seed": seed, **{k: list(v) if isinstance(v, tuple)
+                                                             else v for k, v in kwargs.items()}}
+    tmp = out_dir / ".dataset.json.tmp"
+    tmp.write_text(json.dumps(dataset, indent=2))
+    tmp.replace(out_dir / "dataset.json")
+    return cases

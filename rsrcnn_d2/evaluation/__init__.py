@@ -1,4 +1,19 @@
-"""Evaluation: metrics on binary masks."""
-from .metrics import confusion, dice, sensitivity, specificity
+"""Evaluation: per-slice metrics on binary masks and the PWML dataset evaluator.
 
-__all__ = ["confusion", "dice", "sensitivity", "specificity"]
+metrics.py     overlap metrics and `slice_metrics` (every per-slice figure in one pass)
+distance.py    Hausdorff distance and HD95 (2-D and 3-D, pixels or mm)
+lesionwise.py  lesion-wise detection counts, sensitivity, FP per slice, F1
+pwml_evaluator.py  PWMLEvaluator (detectron2 DatasetEvaluator): strict, reference
+               and per-subject 3-D protocols, CSV output
+"""
+from .distance import HausdorffDistances, hausdorff, hausdorff95, hausdorff_distances
+from .lesionwise import (LesionCounts, false_positives_per_slice, lesion_counts, lesion_f1,
+                         lesion_sensitivity)
+from .metrics import (SliceMetrics, confusion, dice, mean_of_defined, sensitivity, slice_metrics,
+                      specificity)
+from .pwml_evaluator import PWMLEvaluator
+
+__all__ = ["confusion", "dice", "sensitivity", "specificity", "SliceMetrics", "slice_metrics",
+           "mean_of_defined", "HausdorffDistances", "hausdorff", "hausdorff95",
+           "hausdorff_distances", "LesionCounts", "lesion_counts", "lesion_sensitivity",
+           "false_positives_per_slice", "lesion_f1", "PWMLEvaluator"]

@@ -1,0 +1,145 @@
+"""Reading a T1w volume and its lesion mask from NIfTI, checked, in canonical orientation.
+
+Every check nnU-Net would make is made here, before anything is written, and
+each failure names the file: 3-D only, image and mask of equal shape and affine,
+finite intensities, a binary mask (or an explicit request to binarise).
+
+Orientation: both volumes are reoriented with ``nibabel.as_closest_canonical``
+(RAS+), so "axial slice k" means the same thing for every scanner. A 2-D slice
+is then shown the way radiologists read it (`volume_slice`): for an axial slice
+anterior is up and the patient's right is on the image's left; coronal and
+sagittal slices have superior up. `put_slice` is the exact inverse, for writing
+predictions back into a volume.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Tuple, Union
+
+import numpy as np
+
+from .errors import PWMLDataError
+
+__all__ = ["AXES", "NiftiPair", "axis_index", "read_nifti_pair", "volume_slice", "put_slice",
+           "slice_spacing"]
+
+# canonical (RAS+) axis that is constant across a slice
+AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
+
+
+def axis_index(axis: Union[str, int]) -> int:
+    """0, 1 or 2 from "sagittal" / "coronal" / "axial" or the index itself."""
+    if isinstance(axis, str):
+        if axis.lower() not in AXES:
+            raise ValueError(f"unknown slice axis {axis!r}; use one of {sorted(AXES)} or 0/1/2")
+        return AXES[axis.lower()]
+    if int(axis) not in (0, 1, 2):
+        raise ValueError(f"slice axis must be 0, 1 or 2, got {axis}")
+    return int(axis)
+
+
+@dataclass
+class NiftiPair:
+    """A checked subject: canonical image (float32 or integer) and binary mask (uint8), same shape."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    affine: np.ndarray      # canonical affine (4, 4)
+    zooms: Tuple[float, float, float]  # voxel size along the canonical axes, mm
+
+
+def _load(path: Path):
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception as e:  # ImageFileError, OSError, EOFError, zlib.error ...
+        raise PWMLDataError(path, f"cannot read NIfTI ({type(e).__name__}: {e})") from e
+    if len(img.shape) != 3:
+        raise PWMLDataError(path, f"expected a 3-D volume, got shape {img.shape} "
+                                  f"({len(img.shape)}-D); split 4-D series into 3-D files first")
+    return img
+
+
+def _data(img, path: Path) -> np.ndarray:
+    try:
+        return np.asanyarray(img.dataobj)
+    except Exception as e:  # truncated gzip / short file
+        raise PWMLDataError(path, f"cannot read voxel data, truncated or corrupt file "
+                                  f"({type(e).__name__}: {e})") from e
+
+
+def _canonical(img, path: Path):
+    import nibabel as nib
+
+    try:  # reorienting reads the voxels: truncated files fail here
+        return nib.as_closest_canonical(img)
+    except Exception as e:
+        raise PWMLDataError(path, f"cannot reorient to canonical, truncated or corrupt file "
+                                  f"({type(e).__name__}: {e})") from e
+
+
+def read_nifti_pair(image_path: Union[str, Path], mask_path: Union[str, Path],
+                    binarize: bool = False, affine_atol: float = 1e-3) -> NiftiPair:
+    """Load, check and canonicalise one subject's T1w volume and lesion mask.
+
+    ``binarize``: treat every non-zero mask voxel as lesion instead of rejecting
+    masks whose values are not exactly 0 and 1. ``affine_atol`` (mm) absorbs the
+    float32 rounding of headers written by different tools.
+    """
+    image_path, mask_path = Path(image_path), Path(mask_path)
+    img, msk = _load(image_path), _load(mask_path)
+    if img.shape != msk.shape:
+        raise PWMLDataError(mask_path, f"mask shape {msk.shape} differs from image shape "
+                                       f"{img.shape} of {image_path}")
+    if not np.allclose(img.affine, msk.affine, atol=affine_atol):
+        raise PWMLDataError(mask_path, f"mask affine differs from the affine of {image_path}:\n"
+                                       f"{np.round(msk.affine, 4)}\nvs\n{np.round(img.affine, 4)}")
+    img, msk = _canonical(img, image_path), _canonical(msk, mask_path)
+    image = _data(img, image_path)
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise PWMLDataError(image_path, "image contains NaN or infinite intensities")
+    if image.dtype.kind not in "fiub":
+        raise PWMLDataError(image_path, f"unsupported voxel type {image.dtype}")
+    raw = _data(msk, mask_path)
+    if binarize:
+        mask = (raw > 0).astype(np.uint8)
+    else:
+        if not ((raw == 0) | (raw == 1)).all():
+            bad = np.unique(raw[(raw != 0) & (raw != 1)])[:5]
+            raise PWMLDataError(mask_path, f"mask is not binary (values such as {bad.tolist()} "
+                                           "besides 0 and 1); pass binarize=True / --binarize "
+                                           "to treat every non-zero voxel as lesion")
+        mask = raw.astype(np.uint8)
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return NiftiPair(image=image, mask=mask, affine=img.affine, zooms=zooms)
+
+
+def _plane(axis: int) -> Tuple[int, int]:
+    # the two in-plane canonical axes, in increasing order
+    return tuple(a for a in (0, 1, 2) if a != axis)
+
+
+def volume_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """Slice ``index`` along canonical ``axis`` as a 2-D image in radiological display.
+
+    Rows run along the second in-plane axis, reversed (anterior / superior up);
+    columns along the first, reversed (patient's right on the left for axial and
+    coronal slices, anterior on the left for sagittal ones). A view, no copy.
+    """
+    where = [slice(None)] * 3
+    where[axis] = index
+    slab = volume[tuple(where)]  # (first in-plane, second in-plane); np.take would copy
+    return slab.T[::-1, ::-1]
+
+
+def put_slice(volume: np.ndarray, axis: int, index: int, image: np.ndarray) -> None:
+    """Write a 2-D image from `volume_slice`'s orientation back into ``volume`` in place."""
+    where = [slice(None)] * 3
+    where[axis] = index
+    volume[tuple(where)] = image[::-1, ::-1].T
+
+
+def slice_spacing(zooms: Tuple[float, float, float], axis: int) -> Tuple[float, float, float]:
+    """(row, column, through-plane) spacing in mm of a `volume_slice` image."""
+    first, second = _plane(axis)
+    return tuple(round(float(zooms[a]), 6) for a in (second, first, axis))

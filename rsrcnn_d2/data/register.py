@@ -1,0 +1,96 @@
+"""Registering converted PWML datasets with detectron2's DatasetCatalog / MetadataCatalog.
+
+``import rsrcnn_d2`` registers the prepared root ``$DETECTRON2_DATASETS/pwml``
+(detectron2's convention; the variable defaults to "datasets") under the names
+a config's DATASETS.TRAIN / TEST use::
+
+    pwml_all, pwml_train, pwml_val, pwml_test, pwml_fold{0..4}_{train,val}
+
+Registration is lazy, as detectron2's builtin COCO datasets are: it records
+paths only, so importing never fails when the root is absent, and using a
+name whose files are missing raises a PWMLDataError that says to run
+tools/prepare_pwml.py. Other converted roots are registered by
+`register_pwml_root` (all splits, under any prefix) or `register_pwml_split`.
+"""
+import os
+from pathlib import Path
+from typing import List, Optional, Union
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from .coco import load_pwml_coco
+from .errors import PWMLDataError
+from .fileio import read_json
+
+__all__ = ["register_pwml_split", "register_pwml_root", "register_all_pwml", "pwml_split_names",
+           "default_pwml_root", "PWML_METADATA"]
+
+PWML_METADATA = {"thing_classes": ["lesion"], "evaluator_type": "pwml",
+                 "thing_dataset_id_to_contiguous_id": {1: 0}}
+DEFAULT_NUM_FOLDS = 5
+
+
+def default_pwml_root() -> Path:
+    """``$DETECTRON2_DATASETS/pwml`` (the variable defaults to "datasets", relative to the cwd)."""
+    return Path(os.getenv("DETECTRON2_DATASETS", "datasets")) / "pwml"
+
+
+def pwml_split_names(root: Union[str, Path, None] = None,
+                     num_folds: Optional[int] = None) -> List[str]:
+    """Split names of a converted root (from its splits.json), or the default set if absent."""
+    if num_folds is None:
+        splits = Path(root) / "splits.json" if root is not None else None
+        num_folds = (len(read_json(splits)["folds"]) if splits is not None and splits.exists()
+                     else DEFAULT_NUM_FOLDS)
+    return ["all", "train", "val", "test"] + [
+        f"fold{i}_{part}" for i in range(num_folds) for part in ("train", "val")]
+
+
+def _loader(json_file: Path, image_root: Path):
+    def load():
+        if not json_file.exists():
+            raise PWMLDataError(json_file, "no prepared PWML split here; convert your data with "
+                                           "tools/prepare_pwml.py (see datasets/README.md) or "
+                                           "set $DETECTRON2_DATASETS")
+        return load_pwml_coco(json_file, image_root)
+
+    return load
+
+
+def register_pwml_split(name: str, root: Union[str, Path], split: str,
+                        overwrite: bool = True) -> None:
+    """Register split ``split`` (e.g. "train", "fold3_val") of converted ``root`` as ``name``.
+
+    ``overwrite`` replaces an earlier registration of ``name`` (detectron2 itself
+    refuses to register a name twice).
+    """
+    root = Path(root).absolute()
+    json_file = root / "annotations" / f"instances_{split}.json"
+    if name in DatasetCatalog.list():
+        if not overwrite:
+            raise ValueError(f"dataset {name!r} is already registered")
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, _loader(json_file, root / "images"))
+    MetadataCatalog.get(name).set(json_file=str(json_file), image_root=str(root / "images"),
+                                  pwml_root=str(root), split=split, **PWML_METADATA)
+
+
+def register_pwml_root(root: Union[str, Path], prefix: str = "pwml",
+                       num_folds: Optional[int] = None, overwrite: bool = True) -> List[str]:
+    """Register every split of ``root`` as ``<prefix>_<split>``; return the names."""
+    names = []
+    for split in pwml_split_names(root, num_folds):
+        register_pwml_split(f"{prefix}_{split}", root, split, overwrite=overwrite)
+        names.append(f"{prefix}_{split}")
+    return names
+
+
+def register_all_pwml(root: Union[str, Path, None] = None) -> List[str]:
+    """The import-time registration of ``$DETECTRON2_DATASETS/pwml``; never raises for a missing root."""
+    root = Path(root) if root is not None else default_pwml_root()
+    try:
+        num_folds = None if (root / "splits.json").exists() else DEFAULT_NUM_FOLDS
+        return register_pwml_root(root, "pwml", num_folds=num_folds)
+    except PWMLDataError:  # a damaged splits.json: register the default names, fail on use
+        return register_pwml_root(root, "pwml", num_folds=DEFAULT_NUM_FOLDS)

@@ -1,0 +1,33 @@
+"""Reading one 2-D image/mask pair from the reference implementation's slice folders.
+
+The reference stores 8-bit PNGs with masks of 0 and 255; masks of 0 and 1 are
+accepted too. Anything else is rejected unless binarising was asked for, as
+for NIfTI masks (nifti.py).
+"""
+from pathlib import Path
+from typing import Tuple, Union
+
+import numpy as np
+
+from .errors import PWMLDataError
+from .fileio import read_slice
+
+__all__ = ["read_slice_pair"]
+
+
+def read_slice_pair(image_path: Union[str, Path], mask_path: Union[str, Path],
+                    binarize: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """(image float32 (H, W), mask uint8 (H, W) of 0/1), checked to belong together."""
+    image, raw = read_slice(image_path), read_slice(mask_path)
+    if image.shape != raw.shape:
+        raise PWMLDataError(mask_path, f"mask size {raw.shape} differs from image size "
+                                       f"{image.shape} of {image_path}")
+    if not np.isfinite(image).all():
+        raise PWMLDataError(image_path, "image contains NaN or infinite intensities")
+    if binarize:
+        return image, (raw > 0).astype(np.uint8)
+    values = np.unique(raw)
+    if not (set(values.tolist()) <= {0.0, 1.0} or set(values.tolist()) <= {0.0, 255.0}):
+        raise PWMLDataError(mask_path, f"mask is not binary (values {values[:6].tolist()}); "
+                                       "expected 0/1 or 0/255, or pass binarize=True / --binarize")
+    return image, (raw > 0).astype(np.uint8)

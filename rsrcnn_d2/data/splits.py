@@ -1,0 +1,84 @@
+"""Subject-level splits: train/val/test and k-fold cross-validation.
+
+Slices of one infant are strongly correlated (neighbouring slices show the same
+lesions), so every split is made over subjects, never over slices: a subject's
+slices are all in one part. Splits are seeded and written to ``splits.json``
+beside the converted data so any run can be reproduced or audited.
+
+Part sizes use the largest-remainder rule on ``fraction * n`` (70 subjects at
+0.7/0.15/0.15 give 49/11/10; 5 subjects give 3/1/1). Folds: the subjects are
+shuffled once and dealt into k near-equal groups; fold i validates on group i
+and trains on the rest, so every subject is validated exactly once.
+"""
+import math
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+__all__ = ["split_sizes", "subject_splits", "subject_folds", "make_splits", "SPLIT_NAMES"]
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def split_sizes(n: int, fractions: Sequence[float]) -> List[int]:
+    """Integer part sizes summing to ``n``, as close to ``fraction * n`` as possible."""
+    if n < 0 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0,
+                                                                     abs_tol=1e-6):
+        raise ValueError(f"fractions must be >= 0 and sum to 1, got {list(fractions)}")
+    quotas = [f * n for f in fractions]
+    sizes = [int(math.floor(q)) for q in quotas]
+    # hand out what is left to the largest remainders; ties go to the earlier part
+    order = sorted(range(len(quotas)), key=lambda i: (-(quotas[i] - sizes[i]), i))
+    for i in order[: n - sum(sizes)]:
+        sizes[i] += 1
+    return sizes
+
+
+def _shuffled(subjects: Sequence[str], rng: np.random.Generator) -> List[str]:
+    ordered = sorted(set(subjects))
+    if len(ordered) != len(subjects):
+        raise ValueError("subject ids must be unique")
+    return [ordered[i] for i in rng.permutation(len(ordered))]
+
+
+def subject_splits(subjects: Sequence[str], fractions=(0.7, 0.15, 0.15),
+                   seed: int = 0) -> Dict[str, List[str]]:
+    """{"train", "val", "test"}: sorted subject lists, disjoint, covering ``subjects``."""
+    shuffled = _shuffled(subjects, np.random.default_rng(seed))
+    sizes = split_sizes(len(shuffled), fractions)
+    out, start = {}, 0
+    for name, size in zip(SPLIT_NAMES, sizes):
+        out[name] = sorted(shuffled[start:start + size])
+        start += size
+    return out
+
+
+def subject_folds(subjects: Sequence[str], num_folds: int = 5,
+                  seed: int = 0) -> List[Dict[str, List[str]]]:
+    """``num_folds`` dicts {"train", "val"}; each subject is in exactly one "val"."""
+    if num_folds < 2 or num_folds > len(subjects):
+        raise ValueError(f"cannot make {num_folds} folds of {len(subjects)} subjects "
+                         "(need 2 <= folds <= subjects)")
+    # a different stream from subject_splits', so folds do not mirror the split
+    shuffled = _shuffled(subjects, np.random.default_rng([seed, 1]))
+    groups = np.array_split(np.arange(len(shuffled)), num_folds)
+    folds = []
+    for group in groups:
+        val = {shuffled[i] for i in group}
+        folds.append({"train": sorted(set(shuffled) - val), "val": sorted(val)})
+    return folds
+
+
+def make_splits(subjects: Sequence[str], seed: int = 0, fractions=(0.7, 0.15, 0.15),
+                num_folds: int = 5) -> dict:
+    """The content of splits.json: seed, fractions, subjects, the split and the folds.
+
+    ``num_folds`` 0 writes no folds (for cohorts smaller than the fold count).
+    """
+    return {
+        "seed": int(seed),
+        "fractions": dict(zip(SPLIT_NAMES, [float(f) for f in fractions])),
+        "subjects": sorted(subjects),
+        **subject_splits(subjects, fractions, seed),
+        "folds": subject_folds(subjects, num_folds, seed) if num_folds else [],
+    }

@@ -1,0 +1,186 @@
+"""PWMLEvaluator end to end on hand-made inputs/outputs (no model)."""
+import csv
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from detectron2.data import DatasetCatalog
+from detectron2.evaluation import print_csv_format
+
+from rsrcnn_d2.data.coco import lesion_annotations
+from rsrcnn_d2.data.instances import mask_to_instances
+from rsrcnn_d2.evaluation import PWMLEvaluator
+
+SIZE = 16
+
+
+def mask(*points):
+    m = np.zeros((SIZE, SIZE), bool)
+    for p in points:
+        m[p] = True
+    return m
+
+
+BLOCK = [(10, 10), (10, 11), (11, 10), (11, 11)]
+# (subject, slice_index, truth, prediction)
+CASES = [
+    ("a", 0, mask((2, 2), *BLOCK), mask((2, 2), *BLOCK)),  # perfect
+    ("a", 1, mask((5, 5)), mask()),                        # missed: empty prediction
+    ("b", 3, mask((4, 4)), mask((4, 7))),                  # 3 px off: Dice 0, HD 3
+]
+
+
+def fake_batch(spacing=(0.5, 0.5, 2.0)):
+    inputs, outputs = [], []
+    for i, (subject, k, truth, pred) in enumerate(CASES):
+        inputs.append({"file_name": f"{subject}/{k}.npy", "image_id": i, "subject": subject,
+                       "slice_index": k, "spacing": spacing,
+                       "lesion_mask": torch.from_numpy(truth)})
+        outputs.append({"lesion_mask": torch.from_numpy(pred)})
+    return inputs, outputs
+
+
+def run(evaluator, inputs, outputs):
+    evaluator.reset()
+    evaluator.process(inputs[:2], outputs[:2])  # two batches, as inference_on_dataset does
+    evaluator.process(inputs[2:], outputs[2:])
+    return evaluator.evaluate()
+
+
+def test_strict_reference_and_3d(tmp_path):
+    results = run(PWMLEvaluator(output_dir=str(tmp_path)), *fake_batch())
+    strict, ref, d3 = results["pwml_strict"], results["pwml_reference"], results["pwml_subject3d"]
+    # strict: every slice counts; the empty prediction scores 0 and its HD is missing
+    assert strict["Dice"] == pytest.approx(1 / 3)
+    assert strict["Sens"] == pytest.approx(1 / 3)
+    assert strict["HD"] == pytest.approx(1.5) and strict["n_HD_missing"] == 1
+    assert strict["HD_mm"] == pytest.approx(0.75)
+    assert strict["n_slices"] == 3 and strict["n_Sens_undefined"] == 0
+    # reference: the empty prediction is skipped, then subject means (a: 1, b: 0)
+    assert ref["Dice"] == pytest.approx(0.5)
+    assert ref["n_skipped_empty_pred"] == 1 and ref["n_slices_used"] == 2
+    assert ref["skipped_fraction"] == pytest.approx(1 / 3)
+    assert ref["HD"] == pytest.approx(1.5)
+    # 3-D: subject a pools tp=5, fn=1; its missed pixel (z=1, 5, 5) is sqrt(1+9+9) from (0, 2, 2)
+    assert d3["Dice"] == pytest.approx((10 / 11 + 0.0) / 2)
+    assert d3["HD"] == pytest.approx((math.sqrt(19) + 3.0) / 2)
+    assert d3["HD_mm"] == pytest.approx((math.sqrt(2.0 ** 2 + 2 * 1.5 ** 2) + 1.5) / 2)
+    # lesion-wise, pooled: 4 true lesions, 2 found, 3 predicted components, 1 false
+    assert results["pwml_lesion"] == {"true_lesions": 4.0, "found": 2.0, "predicted": 3.0,
+                                      "false_positives": 1.0}
+    assert strict["lesion_F1"] == pytest.approx(4 / 7)
+    assert strict["lesion_FP_per_slice"] == pytest.approx(1 / 3)
+    for task in results.values():
+        assert all(isinstance(v, float) and "-" not in k for k, v in task.items())
+    print_csv_format(results)
+
+
+def test_csv_files(tmp_path):
+    run(PWMLEvaluator(output_dir=str(tmp_path)), *fake_batch())
+    with open(tmp_path / "pwml_slices.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["subject"], r["slice_index"]) for r in rows] == [("a", "0"), ("a", "1"), ("b", "3")]
+    missed = rows[1]
+    assert (missed["dice"], missed["sensitivity"], missed["hd"], missed["reference_used"]) == \
+        ("0", "0", "", "0")
+    assert rows[2]["hd"] == "3" and rows[2]["fp_lesions"] == "1"
+    with open(tmp_path / "pwml_subjects.csv") as f:
+        subjects = list(csv.DictReader(f))
+    assert [s["subject"] for s in subjects] == ["a", "b"]
+    assert subjects[0]["n_reference_used"] == "1" and subjects[0]["ref_Dice"] == "1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pwml_slices.csv", "pwml_subjects.csv"]
+
+
+def test_empty_truth_slices():
+    inputs = [{"file_name": "x.npy", "image_id": 0, "lesion_mask": mask()},
+              {"file_name": "y.npy", "image_id": 1, "lesion_mask": mask()}]
+    outputs = [{"lesion_mask": torch.from_numpy(mask())},
+               {"lesion_mask": torch.from_numpy(mask((1, 1)))}]
+    strict = run(PWMLEvaluator(), inputs, outputs)["pwml_strict"]
+    assert strict["Dice"] == 0.5          # 1 (both empty) and 0 (false positive)
+    assert math.isnan(strict["Sens"]) and strict["n_Sens_undefined"] == 2
+    assert strict["HD"] == 0.0 and strict["n_HD_missing"] == 1
+    assert math.isnan(strict["HD_mm"])     # no spacing given
+
+
+def test_truth_sources_agree(tmp_path):
+    truth = mask((2, 2), (2, 3), *BLOCK)
+    pred = mask((2, 2), (12, 3))
+    base = {"file_name": "s/0.npy", "image_id": 7, "height": SIZE, "width": SIZE}
+    name = "pwml_evaluator_test_dataset"
+    DatasetCatalog.register(name, lambda: [{**base, "annotations": lesion_annotations(truth)}])
+    try:
+        sources = [
+            (dict(), {"gt_mask": torch.from_numpy(truth.astype(np.uint8))}),  # our mapper
+            (dict(), {"lesion_mask": truth.astype(np.uint8)}),
+            (dict(), {"sem_seg": torch.from_numpy(truth.astype(np.int64) * 255)}),
+            (dict(), {"instances": mask_to_instances(truth)}),
+            (dict(), {"annotations": lesion_annotations(truth)}),
+            (dict(truth_fn=lambda inp: truth), {}),
+            (dict(dataset_name=name), {}),
+        ]
+        dices = []
+        for kwargs, extra in sources:
+            results = run(PWMLEvaluator(**kwargs), [{**base, **extra}],
+                          [{"lesion_mask": torch.from_numpy(pred)}])
+            dices.append(results["pwml_strict"]["Dice"])
+        assert dices == [pytest.approx(2 / 8)] * len(sources)
+    finally:
+        DatasetCatalog.remove(name)
+
+
+def test_prediction_from_instances():
+    from detectron2.structures import Instances
+
+    inst = Instances((SIZE, SIZE))
+    inst.pred_masks = torch.from_numpy(np.stack([mask((1, 1)), mask((5, 5))]))
+    inp = {"file_name": "p.npy", "image_id": 0, "lesion_mask": mask((1, 1), (5, 5))}
+    assert run(PWMLEvaluator(), [inp], [{"instances": inst}])["pwml_strict"]["Dice"] == 1.0
+
+
+def test_clear_errors():
+    evaluator = PWMLEvaluator()
+    with pytest.raises(ValueError, match="nowhere.npy: no ground truth"):
+        evaluator.process([{"file_name": "nowhere.npy"}], [{"lesion_mask": mask()}])
+    with pytest.raises(ValueError, match="small.npy: prediction is"):
+        evaluator.process([{"file_name": "small.npy", "lesion_mask": np.zeros((4, 4))}],
+                          [{"lesion_mask": mask()}])
+    with pytest.raises(ValueError, match="bad.npy: spacing"):
+        evaluator.process([{"file_name": "bad.npy", "lesion_mask": mask(), "spacing": (1, -1)}],
+                          [{"lesion_mask": mask()}])
+    with pytest.raises(ValueError, match="o.npy: the model output"):
+        evaluator.process([{"file_name": "o.npy", "lesion_mask": mask()}], [{"scores": 1}])
+
+
+def test_no_inputs_warns_and_returns_nothing(caplog, tmp_path):
+    evaluator = PWMLEvaluator(output_dir=str(tmp_path))
+    evaluator.reset()
+    evaluator.process([], [])
+    with caplog.at_level(logging.WARNING):
+        assert evaluator.evaluate() == {}
+    assert "no slices were processed" in caplog.text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reference_warns_when_it_would_abort(caplog):
+    with caplog.at_level(logging.WARNING):
+        run(PWMLEvaluator(), *fake_batch())
+    assert "would abort" in caplog.text  # 1 of 3 predictions empty > a fifth
+
+
+def test_in_plane_spacing_only_and_no_subject(caplog):
+    inputs, outputs = fake_batch(spacing=(0.5, 0.5))
+    for inp in inputs:
+        del inp["subject"], inp["slice_index"]
+    with caplog.at_level(logging.WARNING):
+        results = run(PWMLEvaluator(), inputs, outputs)
+    assert "one subject 'unknown'" in caplog.text
+    assert results["pwml_strict"]["HD_mm"] == pytest.approx(0.75)
+    d3 = results["pwml_subject3d"]
+    assert d3["n_subjects"] == 1 and math.isnan(d3["HD_mm"])  # no through-plane spacing
+    # file-name order a/0, a/1, b/3 stacked at z = 0, 1, 2: pooled tp=5, fp=1, fn=2
+    assert d3["Dice"] == pytest.approx(10 / 13)
+    assert results["pwml_reference"]["Dice"] == pytest.approx(0.5)  # one subject: slice mean

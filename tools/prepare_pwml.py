@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Convert PWML data (NIfTI or PNG slice folders) into a registered COCO-style dataset.
+
+    python tools/prepare_pwml.py SOURCE [--out datasets/pwml] [--all-slices] [--seed 0]
+
+SOURCE is an nnU-Net raw folder (imagesTr/ + labelsTr/), a CSV/JSON pair list
+(subject,image,mask) or the reference implementation's slice folders
+(input/ + gt/). The default output, $DETECTRON2_DATASETS/pwml, is what
+``import rsrcnn_d2`` registers as pwml_train / pwml_val / pwml_test /
+pwml_fold{i}_{train,val}. See datasets/README.md.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rsrcnn_d2.data.convert import convert_pwml  # noqa: E402
+from rsrcnn_d2.data.errors import PWMLDataError  # noqa: E402
+from rsrcnn_d2.data.register import default_pwml_root  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="nnU-Net folder, pair list (.csv/.json) or input/+gt/ folder")
+    p.add_argument("--out", default=str(default_pwml_root()),
+                   help="output folder (default: $DETECTRON2_DATASETS/pwml = %(default)s)")
+    p.add_argument("--axis", default="axial", choices=["axial", "coronal", "sagittal"],
+                   help="slice axis in canonical (RAS+) orientation (NIfTI only)")
+    p.add_argument("--all-slices", action="store_true",
+                   help="keep lesion-free slices too (default: lesion slices only, as the paper)")
+    p.add_argument("--binarize", action="store_true",
+                   help="treat every non-zero mask value as lesion instead of rejecting the mask")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subject split and folds")
+    p.add_argument("--fractions", type=float, nargs=3, default=(0.7, 0.15, 0.15),
+                   metavar=("TRAIN", "VAL", "TEST"), help="subject split fractions")
+    p.add_argument("--folds", type=int, default=None,
+                   help="cross-validation folds (default 5, or 0 for fewer than 5 subjects)")
+    p.add_argument("--workers", type=int, default=2, help="conversion processes")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        summary = convert_pwml(args.source, args.out, axis=args.axis,
+                               lesion_slices_only=not args.all_slices, binarize=args.binarize,
+                               seed=args.seed, fractions=tuple(args.fractions),
+                               num_folds=args.folds, workers=args.workers, progress=True)
+    except PWMLDataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{summary['num_subjects']} subjects, {summary['num_images']} slices, "
+          f"{summary['num_annotations']} lesions -> {Path(args.out).absolute()}")
+    print("splits: " + ", ".join(summary["splits"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

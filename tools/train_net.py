@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""Train and evaluate RS R-CNN (any row of Table 1) on registered PWML datasets.
+
+detectron2's idiom: ``--config-file``, ``--num-gpus`` (on a CPU-only machine
+``launch`` starts that many GLOO workers), ``--num-machines``, ``--resume``,
+``--eval-only`` and trailing ``KEY VALUE`` overrides. For example:
+
+    python tools/train_net.py --config-file configs/PWML/E_rsrcnn_R_101_FPN.yaml \\
+        DATASETS.TRAIN "('pwml_fold0_train',)" DATASETS.TEST "('pwml_fold0_val',)"
+"""
+import logging
+import os
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+
+import rsrcnn_d2
+from rsrcnn_d2.config import fall_back_to_cpu
+from rsrcnn_d2.data import PWMLDatasetMapper, build_pwml_test_loader, build_pwml_train_loader
+from rsrcnn_d2.data.augmentation import build_pwml_augmentations
+from rsrcnn_d2.engine import ValidationLossHook, cpu_ddp_support
+from rsrcnn_d2.evaluation import PWMLEvaluator
+from rsrcnn_d2.solver import PlateauTracker, build_lr_scheduler
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with the PWML mapper, evaluator and plateau LR schedule."""
+
+    def __init__(self, cfg):
+        with cpu_ddp_support():  # GLOO workers on a CPU-only machine
+            super().__init__(cfg)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_pwml_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_pwml_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return PWMLEvaluator(dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name))
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        cfg = self.cfg
+        period = cfg.SOLVER.PLATEAU.PERIOD or cfg.TEST.EVAL_PERIOD
+        scale = getattr(self.scheduler, "plateau_scale", None)
+        if scale is not None and (period <= 0 or not cfg.DATASETS.TEST):
+            raise ValueError("SOLVER.LR_SCHEDULER_NAME WarmupPlateauLR needs DATASETS.TEST and "
+                             "SOLVER.PLATEAU.PERIOD or TEST.EVAL_PERIOD > 0")
+        if period > 0 and cfg.DATASETS.TEST:
+            # annotated, un-augmented validation batches for the loss
+            mapper = PWMLDatasetMapper(True, augmentations=build_pwml_augmentations(cfg, False))
+            from detectron2.data import build_detection_test_loader
+
+            def batches():
+                return build_detection_test_loader(cfg, cfg.DATASETS.TEST[0], mapper=mapper)
+
+            hook = ValidationLossHook(period, batches, scale,
+                                      PlateauTracker(cfg.SOLVER.PLATEAU.PATIENCE, cfg.SOLVER.PLATEAU.MIN_DELTA),
+                                      cfg.SOLVER.PLATEAU.FACTOR)
+            # checkpointed with the trainer's hooks (TrainerBase.state_dict), so --resume
+            # restores the plateau state; placed before the metric writer so it is printed
+            hooks.insert(len(hooks) - 1, hook)
+        return hooks
+
+
+def setup(args):
+    cfg = rsrcnn_d2.get_rsrcnn_cfg(args.config_file, args.opts)
+    cpu = fall_back_to_cpu(cfg)
+    cfg.freeze()
+    default_setup(cfg, args)
+    if cpu:
+        logging.getLogger("detectron2").warning("no CUDA device: running on CPU (MODEL.DEVICE cpu)")
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        return Trainer.test(cfg, model)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))

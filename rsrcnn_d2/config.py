@@ -29,6 +29,11 @@ def add_rsrcnn_config(cfg: CN) -> None:
     # Number of 3x3 conv layers of the LRS-Net mask head (paper: 2).
     cfg.MODEL.ROI_MASK_HEAD.LRS_NUM_CONV = 2
 
+    # --- augmentation (rsrcnn_d2/data/augmentation.py) --------------------------
+    # Range of the random width scale d applied in training (paper: 0.85 < d < 1.15);
+    # (1.0, 1.0) disables it. Flip: detectron2's INPUT.RANDOM_FLIP.
+    cfg.INPUT.WIDTH_SCALE_RANGE = (0.85, 1.15)
+
     # --- LR halving on a validation-loss plateau (SOLVER.LR_SCHEDULER_NAME: WarmupPlateauLR)
     cfg.SOLVER.PLATEAU = CN()
     # Evaluations of the validation loss without improvement before the LR is cut (paper: 10).

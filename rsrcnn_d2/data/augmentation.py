@@ -49,14 +49,14 @@ class RandomWidthScale(T.Augmentation):
 def build_pwml_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
     """Training: width scale, flip, resize (cfg); testing: resize only.
 
-    The width-scale range is INPUT.WIDTH_SCALE_RANGE where the config has that
-    key, the paper's (0.85, 1.15) otherwise; INPUT.RANDOM_FLIP ("horizontal",
+    The width-scale range is INPUT.WIDTH_SCALE_RANGE (added by add_rsrcnn_config,
+    default the paper's (0.85, 1.15)); INPUT.RANDOM_FLIP ("horizontal",
     "vertical" or "none") chooses the flip; sizes follow detectron2's
     ResizeShortestEdge keys, and a min size of 0 means no resizing.
     """
     augs: List[T.Augmentation] = []
     if is_train:
-        scale = tuple(cfg.INPUT.get("WIDTH_SCALE_RANGE", PAPER_WIDTH_SCALE))
+        scale = tuple(cfg.INPUT.WIDTH_SCALE_RANGE)
         if scale != (1.0, 1.0):
             augs.append(RandomWidthScale(scale))
         flip = cfg.INPUT.RANDOM_FLIP

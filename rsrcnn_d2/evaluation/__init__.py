@@ -3,8 +3,8 @@
 metrics.py     overlap metrics and `slice_metrics` (every per-slice figure in one pass)
 distance.py    Hausdorff distance and HD95 (2-D and 3-D, pixels or mm)
 lesionwise.py  lesion-wise detection counts, sensitivity, FP per slice, F1
-pwml_evaluator.py  PWMLEvaluator (detectron2 DatasetEvaluator): strict, reference
-               and per-subject 3-D protocols, CSV output
+protocols.py   strict, reference and per-subject 3-D summaries of per-slice records
+pwml_evaluator.py  PWMLEvaluator (detectron2 DatasetEvaluator): gathering, tables, CSVs
 """
 from .distance import HausdorffDistances, hausdorff, hausdorff95, hausdorff_distances
 from .lesionwise import (LesionCounts, false_positives_per_slice, lesion_counts, lesion_f1,

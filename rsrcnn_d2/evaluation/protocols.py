@@ -1,0 +1,173 @@
+"""The evaluation protocols over per-slice records (see pwml_evaluator.py for their definitions).
+
+strict (every slice counts), reference (the reference implementation's: empty
+predictions skipped, subject means, then the mean over subjects) and per-subject
+3-D figures on each subject's stacked slices.
+"""
+import logging
+from collections import OrderedDict, defaultdict
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from .distance import hausdorff_distances
+from .lesionwise import LesionCounts, false_positives_per_slice, lesion_f1, lesion_sensitivity
+from .metrics import (SliceMetrics, dice_from_counts, mean_of_defined, sensitivity_from_counts,
+                      specificity_from_counts)
+
+__all__ = ["summarize_slices", "METRICS", "UNKNOWN_SUBJECT", "REFERENCE_MAX_SKIPPED"]
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_MAX_SKIPPED = 0.2  # the reference aborts when more predictions are empty
+UNKNOWN_SUBJECT = "unknown"
+METRICS = ("Dice", "Sens", "Spec", "HD", "HD95", "HD_mm", "HD95_mm")
+_FIELD = {"Dice": "dice", "Sens": "sensitivity", "Spec": "specificity", "HD": "hd",
+          "HD95": "hd95", "HD_mm": "hd_mm", "HD95_mm": "hd95_mm"}
+
+
+
+def _packed_crop(mask: np.ndarray, box):
+    return np.packbits(mask[box].ravel()) if box is not None else None
+
+
+def _unpack(bits, shape) -> np.ndarray:
+    return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+
+
+# --- the three protocols ------------------------------------------------------------
+
+def _means(metrics: List[SliceMetrics]) -> Dict[str, tuple]:
+    return {name: mean_of_defined(getattr(m, field) for m in metrics)
+            for name, field in _FIELD.items()}
+
+
+def _strict(records) -> Dict[str, float]:
+    metrics = [r["metrics"] for r in records]
+    means = _means(metrics)
+    lesions = [m.lesions for m in metrics]
+    out = {name: means[name][0] for name in METRICS}
+    out.update(lesion_Sens=lesion_sensitivity(lesions),
+               lesion_FP_per_slice=false_positives_per_slice(lesions),
+               lesion_F1=lesion_f1(lesions), n_slices=len(records),
+               n_Sens_undefined=means["Sens"][2], n_HD_missing=means["HD"][2],
+               n_HD_mm=means["HD_mm"][1])
+    return out
+
+
+def _reference(by_subject) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]]]:
+    per_subject, n_used, n_all = {}, 0, 0
+    for subject, recs in by_subject.items():
+        used = [r["metrics"] for r in recs if not r["metrics"].pred_empty]
+        n_used, n_all = n_used + len(used), n_all + len(recs)
+        if used:
+            per_subject[subject] = {name: v[0] for name, v in _means(used).items()}
+    out = {name: mean_of_defined(s[name] for s in per_subject.values())[0] for name in METRICS}
+    skipped = n_all - n_used
+    out.update(n_subjects=len(per_subject), n_slices_used=n_used, n_skipped_empty_pred=skipped,
+               skipped_fraction=skipped / n_all if n_all else float("nan"))
+    return out, per_subject
+
+
+def _subject_volume_hd(recs, subject: str):
+    """(HD, HD95, HD_mm, HD95_mm) of one subject's slices stacked at their slice_index."""
+    nan4 = (float("nan"),) * 4
+    if len({r["shape"] for r in recs}) > 1:
+        logger.warning(f"subject {subject}: slices differ in size; no 3-D HD")
+        return nan4
+    zs = [r["z"] for r in recs]
+    if len(set(zs)) != len(zs):
+        logger.warning(f"subject {subject}: repeated slice_index; no 3-D HD")
+        return nan4
+    spacings = {r["spacing"] for r in recs}
+    spacing = spacings.pop() if len(spacings) == 1 else None
+    if spacing is not None and len(spacing) == 3:  # volume axes: (through-plane, row, column)
+        spacing = (spacing[2], spacing[0], spacing[1])
+    else:
+        spacing = None  # in-plane only, unknown, or differing between slices: no mm
+    boxes = [r["box"] for r in recs if r["box"] is not None]
+    if not boxes:  # nothing predicted, nothing to find
+        return 0.0, 0.0, (0.0 if spacing else float("nan")), (0.0 if spacing else float("nan"))
+    r0, c0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    r1, c1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    z0 = min(zs)
+    pred = np.zeros((max(zs) - z0 + 1, r1 - r0, c1 - c0), bool)  # the union's 3-D box
+    truth = np.zeros_like(pred)
+    for r in recs:
+        if r["box"] is not None:
+            br0, bc0, br1, bc1 = r["box"]
+            shape = (br1 - br0, bc1 - bc0)
+            dst = (r["z"] - z0, slice(br0 - r0, br1 - r0), slice(bc0 - c0, bc1 - c0))
+            pred[dst] = _unpack(r["pred_bits"], shape)
+            truth[dst] = _unpack(r["truth_bits"], shape)
+    hd, hd95 = hausdorff_distances(pred, truth)
+    if spacing is None:
+        return hd, hd95, float("nan"), float("nan")
+    return (hd, hd95, *hausdorff_distances(pred, truth, spacing))
+
+
+def _subject3d(by_subject) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]]]:
+    per_subject = {}
+    for subject, recs in by_subject.items():
+        tp, fp, fn, tn = (sum(getattr(r["metrics"], k) for r in recs)
+                          for k in ("tp", "fp", "fn", "tn"))
+        hd, hd95, hd_mm, hd95_mm = _subject_volume_hd(recs, subject)
+        per_subject[subject] = {
+            "Dice": dice_from_counts(tp, fp, fn), "Sens": sensitivity_from_counts(tp, fn),
+            "Spec": specificity_from_counts(fp, tn), "HD": hd, "HD95": hd95,
+            "HD_mm": hd_mm, "HD95_mm": hd95_mm}
+    means = {name: mean_of_defined(s[name] for s in per_subject.values()) for name in METRICS}
+    out = {name: means[name][0] for name in METRICS}
+    out.update(n_subjects=len(per_subject), n_HD_missing=means["HD"][2])
+    return out, per_subject
+
+
+def _group_by_subject(records) -> Dict[str, List[Dict]]:
+    """Records per subject, ordered through-plane; each gets "z", its stacking position."""
+    groups = defaultdict(list)
+    for r in records:
+        groups[r["subject"]].append(r)
+    for recs in groups.values():
+        if all(r["slice_index"] is not None for r in recs):
+            for r in recs:
+                r["z"] = int(r["slice_index"])
+        else:  # no positions: file-name order, consecutive
+            recs.sort(key=lambda r: str(r["file_name"]))
+            for z, r in enumerate(recs):
+                r["z"] = z
+        recs.sort(key=lambda r: (r["z"], str(r["file_name"])))
+    return dict(sorted(groups.items()))
+
+
+def summarize_slices(records: List[Dict]):
+    """(results OrderedDict of tasks, per-subject rows) from per-slice records (`slice_record`)."""
+    by_subject = _group_by_subject(records)
+    reference, ref_subjects = _reference(by_subject)
+    subject3d, d3_subjects = _subject3d(by_subject)
+    pooled = sum((r["metrics"].lesions for r in records), LesionCounts())
+    results = OrderedDict()
+    results["pwml_strict"] = _strict(records)
+    results["pwml_reference"] = reference
+    results["pwml_subject3d"] = subject3d
+    results["pwml_lesion"] = {"true_lesions": pooled.true_lesions, "found": pooled.found,
+                              "predicted": pooled.predicted,
+                              "false_positives": pooled.false_positives}
+    for task in results.values():
+        for k, v in task.items():
+            task[k] = float(v)
+    rows = []
+    for subject, recs in by_subject.items():
+        lesions = sum((r["metrics"].lesions for r in recs), LesionCounts())
+        row = {"subject": subject, "n_slices": len(recs),
+               "n_lesion_slices": sum(not r["metrics"].truth_empty for r in recs),
+               "n_reference_used": sum(not r["metrics"].pred_empty for r in recs)}
+        ref = ref_subjects.get(subject, {})  # absent: every prediction was empty
+        row.update({f"ref_{k}": ref.get(k, float("nan")) for k in METRICS})
+        row.update({f"3d_{k}": d3_subjects[subject][k] for k in METRICS})
+        row.update(true_lesions=lesions.true_lesions, found=lesions.found,
+                   predicted=lesions.predicted, false_positives=lesions.false_positives)
+        rows.append(row)
+    return results, rows
+
+
+# --- output ---------------------------------------------------------------------------

@@ -39,4 +39,5 @@ setup(
         "bayesian-optimization>=1.4",
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    entry_points={"console_scripts": ["rsrcnn-predict=rsrcnn_d2.inference.cli:main"]},
 )

@@ -1,0 +1,98 @@
+"""``rsrcnn-predict`` / ``tools/predict.py``: lesion masks for NIfTI volumes or slice PNGs.
+
+    rsrcnn-predict INPUT --output OUT --config-file CFG.yaml --weights model_final.pth
+                   [--axis axial] [--save-prob] [--overlays] [KEY VALUE ...]
+
+INPUT is a NIfTI volume, a folder of volumes or a folder of slice PNGs
+(``<slice>.png`` or ``input/<subject>/<slice>.png``). Outputs in OUT:
+``<case>_lesion.nii.gz`` (uint8, the input's affine and header) for
+``<case>.nii.gz`` or ``<case>_0000.nii.gz``; ``<case>_prob.nii.gz`` with
+--save-prob; ``<case>_overlays/<axis>_<index>.png`` for each slice with a
+predicted lesion with --overlays. Slice PNGs give mask PNGs (0/255) of the
+same names, ``<name>_prob.npy`` and ``<name>_overlay.png``.
+
+OUT may not lie inside the input folder (--allow-output-in-input permits it);
+input files are never overwritten. Exit status: 0 all done, 1 some inputs
+failed (the others' outputs are written), 2 nothing could start.
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from ..data.errors import PWMLDataError
+
+__all__ = ["build_parser", "setup_cfg", "build_predictor", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rsrcnn-predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", help="NIfTI volume, folder of volumes, or folder of slice PNGs")
+    p.add_argument("--output", "-o", required=True, help="output folder (created if missing)")
+    p.add_argument("--config-file", required=True, metavar="FILE",
+                   help="the model's config (e.g. the config.yaml train_net wrote)")
+    p.add_argument("--weights", default=None, help="checkpoint to load (sets MODEL.WEIGHTS)")
+    p.add_argument("--axis", default="axial", choices=["axial", "coronal", "sagittal"],
+                   help="slice axis in canonical (RAS+) orientation, as in prepare_pwml")
+    p.add_argument("--save-prob", action="store_true", help="also write the probability maps")
+    p.add_argument("--overlays", action="store_true",
+                   help="also write a PNG of every slice with a predicted lesion")
+    p.add_argument("--allow-output-in-input", action="store_true",
+                   help="permit an output folder inside the input folder")
+    p.add_argument("--batch-size", type=int, default=4, help="slices per model call")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("opts", nargs="*", default=[],
+                   help="config overrides as KEY VALUE pairs, e.g. MODEL.DEVICE cpu")
+    return p
+
+
+def setup_cfg(args: argparse.Namespace):
+    """Config from --config-file, --weights and the overrides; CPU when CUDA is absent."""
+    from .. import get_rsrcnn_cfg
+    from ..config import fall_back_to_cpu
+
+    if not Path(args.config_file).is_file():
+        raise PWMLDataError(args.config_file, "config file does not exist")
+    opts = list(args.opts) + (["MODEL.WEIGHTS", args.weights] if args.weights else [])
+    cfg = get_rsrcnn_cfg(args.config_file, opts)
+    if fall_back_to_cpu(cfg):
+        print("CUDA is not available: predicting on the CPU", file=sys.stderr)
+    if not cfg.MODEL.WEIGHTS:
+        raise PWMLDataError(args.config_file, "no trained weights: pass --weights (or MODEL.WEIGHTS)")
+    cfg.freeze()
+    return cfg
+
+
+def build_predictor(args: argparse.Namespace):
+    """The `LesionPredictor` the run uses (tests replace this with a stand-in)."""
+    from .predictor import LesionPredictor
+
+    return LesionPredictor.from_config(setup_cfg(args), batch_size=args.batch_size)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from tqdm import tqdm
+
+    from . import io
+    from .predictor import predict_inputs
+
+    args = build_parser().parse_intermixed_args(argv)
+    try:
+        inputs = io.find_inputs(args.input)
+        io.check_output_location(args.input, args.output, args.allow_output_in_input)
+        predictor = build_predictor(args)
+    except (PWMLDataError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    report = predict_inputs(predictor, inputs, args.output, axis=args.axis,
+                            save_prob=args.save_prob, overlays=args.overlays,
+                            progress=not args.no_progress, log=tqdm.write)
+    done = len(report.written)
+    print(f"{done} of {len(inputs)} input(s) predicted, outputs in {Path(args.output).resolve()}")
+    if report.failures:
+        print(f"{len(report.failures)} failed:", file=sys.stderr)
+        for _, message in report.failures:
+            print(f"  {message}", file=sys.stderr)
+        return 1
+    return 0

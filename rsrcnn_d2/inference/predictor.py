@@ -1,0 +1,218 @@
+"""Segmenting slices, volumes and whole input folders with a trained RS R-CNN.
+
+`LesionPredictor` is detectron2's DefaultPredictor for grey MRI slices: it
+resizes as at test time (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST), feeds the raw
+intensities as three channels (the model z-scores each image itself) and asks
+for outputs at the slice's own size. `predict_volume` runs it over every slice
+of a canonical volume, cut as the converter cuts training slices, and
+`predict_inputs` runs whole folders, writing each result as soon as it exists
+and carrying on past a bad file (see `rsrcnn_d2.inference.io` for file names).
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from ..data.errors import PWMLDataError
+from ..data.fileio import read_slice
+from ..data.nifti import axis_index, put_slice, volume_slice
+from . import io
+
+__all__ = ["SlicePrediction", "LesionPredictor", "predict_volume", "PredictionReport",
+           "predict_inputs"]
+
+Model = Callable[[List[Dict]], List[Dict]]
+
+
+@dataclass
+class SlicePrediction:
+    """``mask``: bool (H, W); ``prob``: float32 (H, W) in [0, 1]; H, W the slice's own size."""
+
+    mask: np.ndarray
+    prob: np.ndarray
+
+
+class LesionPredictor:
+    """Grey slices in, lesion masks out, at the slices' own size.
+
+    ``model`` is any callable with detectron2's inference interface returning
+    ``lesion_mask`` and ``lesion_prob`` per image (an eval-mode RSRCNN, or a
+    stand-in in tests); ``augmentations`` are the test-time resizing.
+    Constant slices (empty field of view) are not shown to the model: there is
+    no contrast in which a lesion could be, and they are all-zero output.
+    """
+
+    def __init__(self, model: Model, augmentations: Sequence = (), batch_size: int = 4):
+        from detectron2.data import transforms as T
+
+        self.model = model
+        self.augmentations = T.AugmentationList(list(augmentations))
+        self.batch_size = max(1, int(batch_size))
+
+    @classmethod
+    def from_config(cls, cfg, batch_size: int = 4) -> "LesionPredictor":
+        """Build cfg's model, load MODEL.WEIGHTS (if set) and switch it to eval mode."""
+        from detectron2.checkpoint import DetectionCheckpointer
+        from detectron2.modeling import build_model
+
+        from ..data.augmentation import build_pwml_augmentations
+
+        model = build_model(cfg)
+        if cfg.MODEL.WEIGHTS:
+            weights = cfg.MODEL.WEIGHTS
+            if "://" not in weights and not Path(weights).is_file():
+                raise PWMLDataError(weights, "weights file does not exist")
+            DetectionCheckpointer(model).load(weights)
+        model.eval()
+        return cls(model, build_pwml_augmentations(cfg, is_train=False), batch_size)
+
+    def _model_input(self, image: np.ndarray) -> Dict:
+        from detectron2.data import transforms as T
+
+        aug = T.AugInput(np.ascontiguousarray(image, dtype=np.float32))
+        self.augmentations(aug)
+        tensor = torch.from_numpy(np.ascontiguousarray(aug.image, dtype=np.float32))
+        return {"image": tensor[None].repeat(3, 1, 1), "height": image.shape[0],
+                "width": image.shape[1]}
+
+    def predict_slices(self, images: Sequence[np.ndarray]) -> List[SlicePrediction]:
+        """One `SlicePrediction` per 2-D image, in order; the model sees ``batch_size`` at a time."""
+        out: List[Optional[SlicePrediction]] = [None] * len(images)
+        todo = []
+        for i, image in enumerate(images):
+            if image.ndim != 2:
+                raise ValueError(f"expected a 2-D slice, got shape {image.shape}")
+            if image.size == 0 or image.min() == image.max():
+                out[i] = SlicePrediction(np.zeros(image.shape, bool), np.zeros(image.shape, np.float32))
+            else:
+                todo.append(i)
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            with torch.no_grad():
+                results = self.model([self._model_input(images[i]) for i in chunk])
+            for i, result in zip(chunk, results):
+                mask = result["lesion_mask"].to("cpu").numpy().astype(bool)
+                prob = result["lesion_prob"].to("cpu", torch.float32).numpy().clip(0.0, 1.0)
+                if mask.shape != images[i].shape or prob.shape != images[i].shape:
+                    raise RuntimeError(f"model returned a {mask.shape} mask for a "
+                                       f"{images[i].shape} slice; it must honour height/width")
+                out[i] = SlicePrediction(mask, prob)
+        return out
+
+    def __call__(self, image: np.ndarray) -> SlicePrediction:
+        return self.predict_slices([image])[0]
+
+
+def predict_volume(predictor: LesionPredictor, volume: np.ndarray, axis: Union[str, int] = "axial",
+                   progress: bool = False, desc: str = "slices") -> Tuple[np.ndarray, np.ndarray]:
+    """Mask (uint8 0/1) and probability (float32) volumes for a canonical (RAS+) ``volume``.
+
+    Slices are cut with `volume_slice` and written back with `put_slice`, the
+    converter's own pair, so a model trained on converted slices sees the same
+    views here.
+    """
+    from tqdm import tqdm
+
+    axis = axis_index(axis)
+    mask = np.zeros(volume.shape, np.uint8)
+    prob = np.zeros(volume.shape, np.float32)
+    count = volume.shape[axis]
+    with tqdm(total=count, desc=desc, unit="slice", leave=False, disable=not progress) as bar:
+        for start in range(0, count, predictor.batch_size):
+            indices = range(start, min(count, start + predictor.batch_size))
+            slices = [volume_slice(volume, axis, k) for k in indices]
+            for k, pred in zip(indices, predictor.predict_slices(slices)):
+                put_slice(mask, axis, k, pred.mask.astype(np.uint8))
+                put_slice(prob, axis, k, pred.prob)
+            bar.update(len(indices))
+    return mask, prob
+
+
+@dataclass
+class PredictionReport:
+    """What a run wrote, per input, and which inputs failed with which message."""
+
+    written: Dict[Path, List[Path]] = field(default_factory=dict)
+    failures: List[Tuple[Path, str]] = field(default_factory=list)
+
+
+class _Writer:
+    """Writes outputs, refusing any target that is one of the run's input files."""
+
+    def __init__(self, inputs: Sequence[io.PredictionInput]):
+        self.protected = {item.path.resolve() for item in inputs}
+        self.written: List[Path] = []
+
+    def __call__(self, save: Callable, path: Path, *args) -> None:
+        if path.resolve() in self.protected:
+            raise PWMLDataError(path, "refusing to overwrite an input file")
+        save(path, *args)
+        self.written.append(path)
+
+
+def _run_volume(predictor, item, paths, axis: int, save_prob: bool, overlays: bool,
+                progress: bool, write: _Writer) -> None:
+    volume = io.read_volume(item.path)
+    mask, prob = predict_volume(predictor, volume.canonical, axis, progress, desc=item.name)
+    affine = volume.source.affine
+    write(lambda p, a: io.save_volume_like(a, volume.source, p, np.uint8), paths.mask,
+          io.to_input_orientation(mask, affine))
+    if save_prob:
+        write(lambda p, a: io.save_volume_like(a, volume.source, p, np.float32), paths.prob,
+              io.to_input_orientation(prob, affine))
+    if overlays:
+        axis_name = {0: "sagittal", 1: "coronal", 2: "axial"}[axis]
+        for k in range(mask.shape[axis]):
+            lesion = volume_slice(mask, axis, k).astype(bool)
+            if lesion.any():
+                image = volume_slice(volume.canonical, axis, k).astype(np.float32)
+                write(io.save_overlay, paths.overlays / f"{axis_name}_{k:03d}.png", image, lesion,
+                      f"{item.name} {axis_name} {k}")
+
+
+def _run_slice(predictor, item, paths, save_prob: bool, overlays: bool, write: _Writer) -> None:
+    image = read_slice(item.path)
+    pred = predictor(image)
+    write(io.save_mask_png, paths.mask, pred.mask)
+    if save_prob:
+        write(io.save_prob_npy, paths.prob, pred.prob)
+    if overlays and pred.mask.any():
+        write(io.save_overlay, paths.overlays, image, pred.mask, item.name)
+
+
+def predict_inputs(predictor: LesionPredictor, inputs: Sequence[io.PredictionInput],
+                   output: Union[str, Path], axis: Union[str, int] = "axial",
+                   save_prob: bool = False, overlays: bool = False, progress: bool = True,
+                   log: Callable[[str], None] = None) -> PredictionReport:
+    """Predict every input, writing its outputs under ``output`` as soon as they exist.
+
+    A failing input (unreadable, 4-D, ...) is recorded in the report and the
+    run goes on, so one bad file among 70 costs one result, not 70.
+    ``log`` receives one line per input saying where its outputs went.
+    """
+    from tqdm import tqdm
+
+    axis = axis_index(axis)
+    report = PredictionReport()
+    write = _Writer(inputs)
+    say = log or (lambda line: None)
+    unit = "volume" if inputs and inputs[0].kind == "nifti" else "slice"
+    for item in tqdm(inputs, desc="predicting", unit=unit, disable=not progress):
+        paths = io.output_paths(item, output)
+        start = len(write.written)
+        try:
+            if item.kind == "nifti":
+                _run_volume(predictor, item, paths, axis, save_prob, overlays, progress, write)
+            else:
+                _run_slice(predictor, item, paths, save_prob, overlays, write)
+        except Exception as e:  # anything one input does must not lose the others
+            message = str(e) if isinstance(e, PWMLDataError) else f"{item.path}: {type(e).__name__}: {e}"
+            report.failures.append((item.path, message))
+            say(f"FAILED {message}")
+            continue
+        report.written[item.path] = write.written[start:]
+        say(f"{item.path} -> {paths.mask}" + (f" (+{len(write.written) - start - 1} more)"
+                                               if len(write.written) - start > 1 else ""))
+    return report

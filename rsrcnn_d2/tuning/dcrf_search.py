@@ -1,0 +1,174 @@
+"""Bayesian optimisation of the dense CRF's parameters on validation Dice.
+
+The paper tunes the CRF's l1 (Gaussian sxy), l2 (bilateral sxy), c1 (bilateral
+srgb) and e1 (mean-field steps) with a Gaussian-process optimiser on validation
+Dice. Here the objective is the strict mean Dice over the cached slices (every
+slice counts; an empty prediction on a lesion slice scores 0, an empty
+prediction on an empty slice 1: `rsrcnn_d2.evaluation.dice`), computed by
+re-pasting cached mask probabilities through the CRF (prediction_cache.py).
+
+The starting parameters (the config's) are probed first, and the best trial is
+the first one reaching the highest Dice, so the result is never worse than the
+starting point on the tuning set.
+"""
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..evaluation import dice
+from ..modeling.dcrf import DenseCRFPostprocessor
+from ..modeling.postprocessing import paste_instance_masks
+from .prediction_cache import CachedSlice
+
+__all__ = ["PARAM_KEYS", "DEFAULT_BOUNDS", "Trial", "TuningResult", "params_from_cfg",
+           "normalize_params", "crf_from_params", "mean_dice", "tune_dcrf", "format_params"]
+
+logger = logging.getLogger(__name__)
+
+# the paper's symbols -> the MODEL.DCRF keys they set
+PARAM_KEYS = {"l1": "GAUSSIAN_SXY", "l2": "BILATERAL_SXY", "c1": "BILATERAL_SRGB",
+              "e1": "ITERATIONS"}
+DEFAULT_BOUNDS: Dict[str, Tuple[float, float]] = {
+    "l1": (0.5, 10.0), "l2": (1.0, 20.0), "c1": (1.0, 30.0), "e1": (1.0, 10.0)}
+
+Refine = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One evaluated parameter set (e1 already an integer) and its mean Dice."""
+
+    params: Dict[str, float]
+    dice: float
+
+
+@dataclass
+class TuningResult:
+    """Dice without the CRF, with the starting parameters and with the best found."""
+
+    no_crf_dice: float
+    start_params: Dict[str, float]
+    start_dice: float
+    best_params: Dict[str, float]
+    best_dice: float
+    trials: List[Trial] = field(default_factory=list)
+    num_slices: int = 0
+
+
+def normalize_params(params: Mapping[str, float]) -> Dict[str, float]:
+    """The four parameters as the CRF uses them: l1, l2, c1 to 4 significant digits, e1 an int.
+
+    The optimiser works on a continuous box; e1 (mean-field steps) is an integer,
+    so it is rounded (half up) inside the objective and equal rounded points share
+    one value. The standard deviations are kept to 4 significant digits, far finer
+    than the CRF can tell apart, so that the tuned config holds readable numbers
+    that are exactly the ones scored.
+    """
+    missing = [k for k in PARAM_KEYS if k not in params]
+    if missing:
+        raise KeyError(f"DCRF parameters missing: {', '.join(missing)}")
+    out = {k: float(f"{float(params[k]):.4g}") for k in ("l1", "l2", "c1")}
+    out["e1"] = int(math.floor(float(params["e1"]) + 0.5))
+    return out
+
+
+def params_from_cfg(cfg) -> Dict[str, float]:
+    """l1, l2, c1, e1 as set in cfg.MODEL.DCRF."""
+    return normalize_params({k: cfg.MODEL.DCRF[key] for k, key in PARAM_KEYS.items()})
+
+
+def crf_from_params(params: Mapping[str, float], gaussian_compat: float = 3.0,
+                    bilateral_compat: float = 10.0) -> DenseCRFPostprocessor:
+    """A DenseCRFPostprocessor with the given l1, l2, c1, e1 (compatibilities fixed)."""
+    p = normalize_params(params)
+    return DenseCRFPostprocessor(gaussian_sxy=p["l1"], gaussian_compat=gaussian_compat,
+                                 bilateral_sxy=p["l2"], bilateral_srgb=p["c1"],
+                                 bilateral_compat=bilateral_compat, iterations=p["e1"])
+
+
+def mean_dice(slices: Sequence[CachedSlice], refine: Optional[Refine] = None,
+              threshold: float = 0.5) -> float:
+    """Strict mean Dice of the lesion masks pasted from ``slices`` (``refine``: the CRF or None)."""
+    if not slices:
+        raise ValueError("mean_dice: no slices to score")
+    scores = []
+    for s in slices:
+        height, width = s.truth.shape
+        masks, _ = paste_instance_masks(s.mask_probs, s.paste_boxes, height, width, threshold,
+                                        image=s.image, refine=refine)
+        scores.append(dice(masks.any(dim=0).numpy(), s.truth.numpy()))
+    return math.fsum(scores) / len(scores)
+
+
+def _check_bounds(bounds: Mapping[str, Sequence[float]]) -> Dict[str, Tuple[float, float]]:
+    out = {}
+    for k in PARAM_KEYS:
+        if k not in bounds:
+            raise KeyError(f"bounds for DCRF parameter {k!r} missing")
+        lo, hi = (float(v) for v in bounds[k])
+        # at least one mean-field step; the CRF's standard deviations must be positive
+        ok = 1 <= lo <= hi if k == "e1" else 0 < lo <= hi
+        if not ok:
+            need = "1 <= low <= high" if k == "e1" else "0 < low <= high"
+            raise ValueError(f"bounds of {k}: need {need}, got ({lo}, {hi})")
+        out[k] = (lo, hi)
+    return out
+
+
+def _inside(params: Mapping[str, float], bounds: Mapping[str, Tuple[float, float]]) -> bool:
+    return all(bounds[k][0] <= params[k] <= bounds[k][1] for k in PARAM_KEYS)
+
+
+def tune_dcrf(slices: Sequence[CachedSlice], start_params: Mapping[str, float], *,
+              bounds: Mapping[str, Sequence[float]] = DEFAULT_BOUNDS, init_points: int = 5,
+              n_iter: int = 25, seed: int = 0, gaussian_compat: float = 3.0,
+              bilateral_compat: float = 10.0, threshold: float = 0.5) -> TuningResult:
+    """Maximise strict mean Dice over l1, l2, c1, e1 with bayes_opt's GP optimiser.
+
+    ``start_params`` (usually `params_from_cfg`) are evaluated first (probed, when
+    inside ``bounds``), then ``init_points`` random points and ``n_iter`` GP-guided
+    ones, all drawn from ``seed``: equal inputs give equal results.
+    """
+    from bayes_opt import BayesianOptimization
+
+    if init_points < 0 or n_iter < 0:
+        raise ValueError("init_points and n_iter must be >= 0")
+    bounds = _check_bounds(bounds)
+    start = normalize_params(start_params)
+    trials: List[Trial] = []
+    seen: Dict[Tuple[float, ...], float] = {}
+
+    def objective(**raw: float) -> float:
+        params = normalize_params(raw)
+        key = tuple(params[k] for k in PARAM_KEYS)
+        if key not in seen:  # e1 rounding maps many optimiser points onto one CRF
+            crf = crf_from_params(params, gaussian_compat, bilateral_compat)
+            seen[key] = mean_dice(slices, crf, threshold)
+            trials.append(Trial(params, seen[key]))
+            logger.info(f"DCRF trial {len(trials)}: {format_params(params)} "
+                        f"-> Dice {seen[key]:.4f}")
+        return seen[key]
+
+    no_crf = mean_dice(slices, None, threshold)
+    optimizer = BayesianOptimization(f=objective, pbounds=bounds, random_state=seed, verbose=0)
+    if _inside(start, bounds):
+        optimizer.probe(params=start, lazy=True)  # evaluated first by maximize()
+    else:
+        logger.warning(f"starting DCRF parameters {format_params(start)} lie outside the search "
+                       "bounds; scored but not given to the optimiser")
+        objective(**start)
+    optimizer.maximize(init_points=init_points, n_iter=n_iter)
+
+    start_dice = seen[tuple(start[k] for k in PARAM_KEYS)]
+    best = max(trials, key=lambda t: t.dice)  # first of equals: the start wins ties
+    return TuningResult(no_crf_dice=no_crf, start_params=start, start_dice=start_dice,
+                        best_params=dict(best.params), best_dice=best.dice, trials=trials,
+                        num_slices=len(slices))
+
+
+def format_params(params: Mapping[str, float]) -> str:
+    """'l1=2, l2=4, c1=6, e1=1': parameters for logs and reports."""
+    return ", ".join(f"{k}={params[k]:.4g}" for k in PARAM_KEYS)

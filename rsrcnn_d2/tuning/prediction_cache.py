@@ -1,0 +1,157 @@
+"""Run the network once over a dataset and keep what re-pasting the masks needs.
+
+Why: the dense CRF acts after the network, on the pasted instance probabilities.
+Tuning its parameters therefore never needs the network again: per slice we keep
+the raw mask-head probabilities, the boxes they are pasted through, the grey image
+at the output size and the truth mask, and every trial only re-pastes them with
+`paste_instance_masks(..., refine=crf)` (the same function the model uses).
+The cache can be saved so that later tuning runs skip the network entirely.
+"""
+import hashlib
+import logging
+import os
+import tempfile
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Union
+
+import torch
+
+from ..modeling.postprocessing import image_at_size
+
+__all__ = ["CachedSlice", "collect_predictions", "save_prediction_cache",
+           "load_prediction_cache", "prediction_cache_key"]
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class CachedSlice:
+    """One slice's network output, reduced to what pasting needs (all on the CPU).
+
+    mask_probs: float32 Tensor of shape (R, 1, M, M), the mask head's probabilities.
+    paste_boxes: float32 Tensor of shape (R, 4), XYXY at the output resolution
+        (the expanded boxes, or ``pred_boxes`` for heads that do not expand).
+    image: float32 Tensor of shape (H, W), the grey slice at the output size.
+    truth: bool Tensor of shape (H, W), the union of the true lesions.
+    """
+
+    file_name: str
+    mask_probs: torch.Tensor
+    paste_boxes: torch.Tensor
+    image: torch.Tensor
+    truth: torch.Tensor
+    subject: Optional[str] = None
+    slice_index: Optional[int] = None
+
+
+def _cached_slice(inp: Dict, out: Dict) -> CachedSlice:
+    where = str(inp.get("file_name", inp.get("image_id", "<input>")))
+    if "gt_mask" not in inp:
+        raise ValueError(f"{where}: the input has no 'gt_mask' (truth); DCRF tuning needs an "
+                         "annotated dataset read with build_pwml_test_loader")
+    inst = out["instances"].to("cpu")
+    if not inst.has("mask_probs"):
+        raise ValueError(f"{where}: the model output has no instances.mask_probs; DCRF tuning "
+                         "needs the RSRCNN meta-architecture")
+    boxes = inst.expanded_boxes if inst.has("expanded_boxes") else inst.pred_boxes
+    height, width = inst.image_size
+    truth = torch.as_tensor(inp["gt_mask"]).bool().cpu()
+    if tuple(truth.shape) != (height, width):
+        raise ValueError(f"{where}: truth of size {tuple(truth.shape)} but the output is "
+                         f"{(height, width)}")
+    index = inp.get("slice_index")
+    return CachedSlice(
+        file_name=where,
+        mask_probs=inst.mask_probs.detach().float().contiguous(),
+        paste_boxes=boxes.tensor.detach().float().contiguous(),
+        image=image_at_size(inp["image"], height, width).detach().cpu().contiguous(),
+        truth=truth.contiguous(),
+        subject=None if inp.get("subject") is None else str(inp["subject"]),
+        slice_index=None if index is None else int(index),
+    )
+
+
+def collect_predictions(model: Callable[[List[Dict]], List[Dict]],
+                        loader: Iterable[List[Dict]]) -> List[CachedSlice]:
+    """Run ``model`` once on every batch of ``loader`` and cache each slice's outputs.
+
+    ``model`` is an RSRCNN (or anything returning its outputs); it is put in eval
+    mode and run without gradients. Build it with ``MODEL.DCRF.NAME ""``: the raw
+    ``mask_probs`` are the same either way, so a CRF inside the model is wasted time.
+    """
+    is_module = isinstance(model, torch.nn.Module)
+    if is_module and getattr(model, "dcrf", None) is not None:
+        logger.warning("collect_predictions: the model runs its own dense CRF; its result is "
+                       "not used here (build it with MODEL.DCRF.NAME '' to save the time)")
+    if is_module:
+        from detectron2.evaluation import inference_context
+
+        context = inference_context(model)
+    else:
+        context = nullcontext()
+    slices = []
+    with context, torch.no_grad():
+        for batch in loader:
+            outputs = model(batch)
+            slices.extend(_cached_slice(inp, out) for inp, out in zip(batch, outputs))
+    return slices
+
+
+def prediction_cache_key(cfg, dataset_name: str, weights: str) -> Dict[str, str]:
+    """What the cached outputs depend on: dataset, weights file, model/input/test config.
+
+    The weights file's size and modification time are part of the key, so that
+    retraining into the same ``model_final.pth`` invalidates a saved cache.
+    """
+    model_cfg = cfg.clone()
+    model_cfg.defrost()
+    del model_cfg.MODEL["DCRF"]  # the CRF acts after the cached outputs
+    text = "\n".join(model_cfg[k].dump() for k in ("MODEL", "INPUT", "TEST"))
+    stamp = ""
+    if weights and os.path.isfile(weights):
+        st = os.stat(weights)
+        stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    return {"dataset": dataset_name, "weights": str(weights), "weights_stamp": stamp,
+            "config_sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def save_prediction_cache(path: Union[str, Path], slices: List[CachedSlice],
+                          key: Optional[Dict[str, str]] = None) -> None:
+    """Save ``slices`` (and the ``key`` they were made under) atomically with torch.save."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save({"version": CACHE_VERSION, "key": dict(key or {}),
+                    "slices": [asdict(s) for s in slices]}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_prediction_cache(path: Union[str, Path],
+                          key: Optional[Dict[str, str]] = None) -> List[CachedSlice]:
+    """Load a cache written by `save_prediction_cache`.
+
+    With ``key``, a cache made under a different key (dataset, weights, config)
+    raises ValueError naming the file and the differing fields, rather than tuning
+    the CRF on another model's outputs.
+    """
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+        raise ValueError(f"{path}: not a DCRF prediction cache (version {CACHE_VERSION})")
+    if key is not None:
+        stored = data.get("key", {})
+        differ = sorted(k for k in set(key) | set(stored) if key.get(k) != stored.get(k))
+        if differ:
+            raise ValueError(f"{path}: cache was made for a different {', '.join(differ)}; "
+                             "delete it or pass another --cache path")
+    return [CachedSlice(**s) for s in data["slices"]]
+

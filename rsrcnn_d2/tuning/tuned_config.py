@@ -1,0 +1,65 @@
+"""Write tuned dense-CRF parameters as a config that inherits the tuned model's config.
+
+The file is ``_BASE_: <input config>`` plus the ``MODEL.DCRF`` keys, so it is a
+complete config: ``train_net.py --config-file tuned.yaml`` (or any tool that
+reads configs) gets the same model with the tuned CRF switched on, and a diff
+against the input config is exactly what tuning changed.
+"""
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping, Sequence, Union
+
+import yaml
+
+from .dcrf_search import PARAM_KEYS, normalize_params
+
+__all__ = ["write_tuned_config", "base_reference"]
+
+CRF_NAME = "DenseCRFPostprocessor"
+
+
+def base_reference(base_config: Union[str, Path], output: Union[str, Path]) -> str:
+    """``base_config`` as ``_BASE_`` in a file at ``output``.
+
+    Relative to the output's folder when both share a folder below the file-system
+    root (detectron2 resolves a relative ``_BASE_`` against the file naming it), so
+    a repository's configs and outputs keep working from any working directory and
+    when the repository moves; absolute otherwise (e.g. output under /tmp).
+    """
+    base = os.path.abspath(base_config)
+    folder = os.path.dirname(os.path.abspath(output))
+    try:
+        common = os.path.commonpath([base, folder])
+    except ValueError:  # different drives
+        return base
+    if os.path.dirname(common) == common:  # only the root in common
+        return base
+    return os.path.relpath(base, folder)
+
+
+def write_tuned_config(path: Union[str, Path], base_config: Union[str, Path],
+                       params: Mapping[str, float], comments: Sequence[str] = ()) -> Path:
+    """Atomically write ``_BASE_: base_config`` + MODEL.DCRF (NAME and l1, l2, c1, e1).
+
+    ``comments`` become ``#`` lines at the top (what was tuned on, the Dice figures).
+    """
+    path = Path(path)
+    if not os.path.isfile(base_config):
+        raise FileNotFoundError(f"base config {base_config} does not exist")
+    p = normalize_params(params)
+    dcrf = {"NAME": CRF_NAME, **{key: p[k] for k, key in PARAM_KEYS.items()}}
+    body = yaml.safe_dump({"_BASE_": base_reference(base_config, path), "MODEL": {"DCRF": dcrf}},
+                          sort_keys=False, default_flow_style=False)
+    header = "".join(f"# {line}\n" for c in comments for line in str(c).splitlines())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(header + body)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,256 @@
+"""Prediction tool: output geometry, voxel placement across orientations, PNG folders, safety."""
+import hashlib
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import TINY_ROWS
+from rsrcnn_d2.data import write_synthetic_cohort
+from rsrcnn_d2.data.nifti import volume_slice
+from rsrcnn_d2.inference import LesionPredictor, case_name, find_inputs, predict_inputs
+from rsrcnn_d2.inference import cli
+from rsrcnn_d2.inference.io import to_input_orientation
+
+CONFIG = str(TINY_ROWS["E"])
+
+
+class FakeModel:
+    """Stand-in for RSRCNN: lesion where ``rule(image, call)`` says, probability 0.75 there."""
+
+    def __init__(self, rule):
+        self.rule, self.inputs = rule, []
+
+    def __call__(self, batch):
+        out = []
+        for x in batch:
+            assert x["image"].shape[0] == 3 and x["image"].dtype == torch.float32
+            mask = self.rule(x["image"][0], len(self.inputs))
+            self.inputs.append(x)
+            out.append({"lesion_mask": mask, "lesion_prob": mask.float() * 0.75})
+        return out
+
+
+def bright(image, call):
+    return image > 500
+
+
+def fake_predictor(rule=bright):
+    # no resizing: the fake model's mask is already at the slice's size
+    return LesionPredictor(FakeModel(rule), augmentations=[], batch_size=1)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cohort")
+    write_synthetic_cohort(root, num_subjects=2, size=64, depth=4, seed=0)
+    return root / "imagesTr"
+
+
+@pytest.fixture
+def volumes(cohort, tmp_path):
+    """A private copy of the cohort's images (tests may add bad files to it)."""
+    return Path(shutil.copytree(cohort, tmp_path / "volumes"))
+
+
+def checksums(folder: Path) -> dict:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run_cli(monkeypatch, *argv, predictor=None):
+    if predictor is not None:
+        monkeypatch.setattr(cli, "build_predictor", lambda args: predictor)
+    return cli.main([*map(str, argv), "--config-file", CONFIG, "--no-progress"])
+
+
+# ------------------------------------------------------------------ geometry
+def test_tiny_model_writes_mask_and_prob_with_the_input_geometry(volumes, tmp_path, monkeypatch):
+    from detectron2.modeling import build_model
+    from rsrcnn_d2 import get_rsrcnn_cfg
+
+    torch.manual_seed(0)  # random weights, saved as a checkpoint the CLI loads
+    model = build_model(get_rsrcnn_cfg(CONFIG, ["MODEL.DEVICE", "cpu"]))
+    weights = tmp_path / "model.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    out = tmp_path / "out"
+    code = run_cli(monkeypatch, volumes / "PWML_000_0000.nii.gz", "-o", out, "--weights", weights,
+                   "--save-prob", "MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
+    assert code == 0
+    source = nib.load(volumes / "PWML_000_0000.nii.gz")
+    mask, prob = nib.load(out / "PWML_000_lesion.nii.gz"), nib.load(out / "PWML_000_prob.nii.gz")
+    for img in (mask, prob):
+        assert img.shape == source.shape
+        assert np.array_equal(img.affine, source.affine)
+        assert img.header.get_zooms() == source.header.get_zooms()
+    assert mask.get_data_dtype() == np.uint8 and prob.get_data_dtype() == np.float32
+    m, p = np.asanyarray(mask.dataobj), np.asanyarray(prob.dataobj)
+    assert set(np.unique(m)) <= {0, 1} and m.any()  # threshold 0: random weights find "lesions"
+    assert p.min() >= 0.0 and p.max() <= 1.0 and p.max() > 0
+
+
+def test_missing_weights_is_a_clear_error(volumes, tmp_path, monkeypatch, capsys):
+    code = run_cli(monkeypatch, volumes, "-o", tmp_path / "out", "--weights", tmp_path / "nope.pth")
+    assert code == 2 and "nope.pth" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+ORIENTATIONS = {  # affine columns: where each stored voxel axis points in RAS mm
+    "RAS": np.diag([0.8, 0.9, 2.0, 1.0]),
+    "LPS": np.diag([-0.8, -0.9, 2.0, 1.0]),
+    "flipped_S": np.diag([0.8, 0.9, -2.0, 1.0]),
+    "SLA": np.array([[0, -0.8, 0, 10], [0, 0, 0.9, -5], [2.0, 0, 0, 3], [0, 0, 0, 1]]),
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
+def test_fake_model_output_lands_on_the_input_voxels(orientation, tmp_path):
+    rng = np.random.default_rng(1)
+    data = rng.uniform(0, 100, (7, 6, 5)).astype(np.float32)
+    for voxel in [(0, 0, 0), (6, 2, 1), (3, 5, 4), (1, 4, 2)]:
+        data[voxel] = 1000.0
+    source = nib.Nifti1Image(data, ORIENTATIONS[orientation])
+    (tmp_path / "in").mkdir()
+    nib.save(source, tmp_path / "in" / "case.nii.gz")
+    predictor = fake_predictor()
+    report = predict_inputs(predictor, find_inputs(tmp_path / "in"), tmp_path / "out",
+                            save_prob=True, progress=False)
+    assert report.failures == []
+    mask = nib.load(tmp_path / "out" / "case_lesion.nii.gz")
+    assert np.array_equal(mask.affine, nib.load(tmp_path / "in" / "case.nii.gz").affine)
+    assert np.array_equal(np.asanyarray(mask.dataobj), (data > 500).astype(np.uint8))
+    prob = np.asanyarray(nib.load(tmp_path / "out" / "case_prob.nii.gz").dataobj)
+    assert np.array_equal(prob, np.where(data > 500, 0.75, 0).astype(np.float32))
+    # the model saw the converter's axial slices, in order
+    canonical = np.asanyarray(nib.as_closest_canonical(nib.load(tmp_path / "in" / "case.nii.gz")).dataobj)
+    seen = [x["image"][0].numpy() for x in predictor.model.inputs]
+    assert len(seen) == canonical.shape[2]
+    for k, image in enumerate(seen):
+        assert np.array_equal(image, volume_slice(canonical, 2, k))
+
+
+def test_hand_computed_voxel_for_an_lps_input(tmp_path):
+    """Display pixel (0, 0) of axial slice 1 is the canonical voxel (X-1, Y-1, 1): in LPS, (0, 0, 1)."""
+    data = np.random.default_rng(2).uniform(1, 2, (5, 4, 3)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([-1.0, -1.0, 1.0, 1.0])), tmp_path / "lps.nii")
+
+    def corner_of_second_slice(image, call):
+        mask = torch.zeros(image.shape, dtype=torch.bool)
+        mask[0, 0] = call == 1
+        return mask
+
+    predict_inputs(fake_predictor(corner_of_second_slice), find_inputs(tmp_path / "lps.nii"),
+                   tmp_path / "out", progress=False)
+    mask = np.asanyarray(nib.load(tmp_path / "out" / "lps_lesion.nii.gz").dataobj)
+    assert list(zip(*np.nonzero(mask))) == [(0, 0, 1)]
+
+
+def test_to_input_orientation_inverts_as_closest_canonical():
+    data = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4)
+    for affine in ORIENTATIONS.values():
+        img = nib.Nifti1Image(data, affine)
+        canonical = np.asanyarray(nib.as_closest_canonical(img).dataobj)
+        assert np.array_equal(to_input_orientation(canonical, affine), data)
+
+
+# ------------------------------------------------------------------ PNG folders
+def _write_png(path: Path, array: np.ndarray):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8), mode="L").save(path)
+
+
+@pytest.mark.parametrize("layout", ["reference", "flat"])
+def test_png_folder_gives_mask_pngs_of_the_same_names_and_sizes(layout, tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    base = tmp_path / "ref" / "input" if layout == "reference" else tmp_path / "ref"
+    names = ["s1/3.png", "s1/12.png", "s2/5.png"] if layout == "reference" else ["3.png", "x.png"]
+    arrays = {}
+    for i, name in enumerate(names):
+        a = rng.integers(0, 150, (40 + 5 * i, 30 + 3 * i))
+        a[5:9, 6:8] = 255
+        arrays[name] = a
+        _write_png(base / name, a)
+    if layout == "reference":  # ground truth beside input/ is not an input
+        _write_png(tmp_path / "ref" / "gt" / "s1" / "3.png", np.zeros((40, 30)))
+    out = tmp_path / "out"
+    code = run_cli(monkeypatch, tmp_path / "ref", "-o", out, "--overlays", "--save-prob",
+                   predictor=fake_predictor(lambda image, call: image > 200))
+    assert code == 0
+    masks = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png") if "_overlay" not in p.name)
+    assert masks == sorted(names)
+    for name, a in arrays.items():
+        with Image.open(out / name) as im:
+            assert im.mode == "L" and im.size == (a.shape[1], a.shape[0])
+            assert np.array_equal(np.asarray(im), np.where(a > 200, 255, 0))
+        stem = name[:-4]
+        assert (out / f"{stem}_overlay.png").is_file()
+        assert np.load(out / f"{stem}_prob.npy").dtype == np.float32
+
+
+# ------------------------------------------------------------------ safety
+def test_refuses_output_inside_the_input_folder(volumes, monkeypatch, capsys):
+    code = run_cli(monkeypatch, volumes, "-o", volumes / "pred", predictor=fake_predictor())
+    assert code == 2 and "--allow-output-in-input" in capsys.readouterr().err
+    assert not (volumes / "pred").exists()
+    assert run_cli(monkeypatch, volumes / "PWML_000_0000.nii.gz", "-o", volumes / "PWML_000_0000.nii.gz",
+                   predictor=fake_predictor()) == 2
+
+
+def test_never_modifies_inputs(volumes, monkeypatch):
+    before = checksums(volumes)
+    code = run_cli(monkeypatch, volumes, "-o", volumes, "--allow-output-in-input", "--save-prob",
+                   "--overlays", predictor=fake_predictor(lambda image, call: image > image.mean()))
+    assert code == 0
+    after = checksums(volumes)
+    assert {p: after[p] for p in before} == before
+    assert (volumes / "PWML_000_lesion.nii.gz").is_file()
+
+
+def test_an_output_name_equal_to_an_input_is_refused(volumes, tmp_path, monkeypatch, capsys):
+    # case "PWML_000"'s mask would be the input file "PWML_000_lesion.nii.gz"
+    shutil.copy(volumes / "PWML_001_0000.nii.gz", volumes / "PWML_000_lesion.nii.gz")
+    before = checksums(volumes)
+    code = run_cli(monkeypatch, volumes, "-o", volumes, "--allow-output-in-input",
+                   predictor=fake_predictor())
+    assert code == 1 and "refusing to overwrite an input file" in capsys.readouterr().err
+    after = checksums(volumes)
+    assert {p: after[p] for p in before} == before
+
+
+def test_one_bad_file_does_not_lose_the_others(volumes, tmp_path, monkeypatch, capsys):
+    good = (volumes / "PWML_000_0000.nii.gz").read_bytes()
+    (volumes / "broken_0000.nii.gz").write_bytes(good[: len(good) // 2])
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 2), np.float32), np.eye(4)), volumes / "series.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), volumes / "flat.nii.gz")
+    out = tmp_path / "out"
+    code = run_cli(monkeypatch, volumes, "-o", out, predictor=fake_predictor())
+    captured = capsys.readouterr()
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["PWML_000_lesion.nii.gz", "PWML_001_lesion.nii.gz"]
+    assert "3 failed" in captured.err
+    for name in ("broken_0000.nii.gz", "series.nii.gz", "flat.nii.gz"):
+        assert str(volumes / name) in captured.err
+    lines = captured.err.splitlines()
+    assert any("series.nii.gz" in line and "3-D" in line and "4-D" in line for line in lines)
+    assert any("flat.nii.gz" in line and "2-D" in line for line in lines)
+    assert "truncated or corrupt" in captured.err or "cannot read" in captured.err
+    assert f"2 of 5 input(s) predicted, outputs in {out.resolve()}" in captured.out
+
+
+def test_four_d_input_error_names_the_file(tmp_path):
+    path = tmp_path / "series.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3, 2), np.float32), np.eye(4)), path)
+    report = predict_inputs(fake_predictor(), find_inputs(path), tmp_path / "out", progress=False)
+    assert [str(p) for p, _ in report.failures] == [str(path)]
+    assert report.failures[0][1].startswith(f"{path}: expected a 3-D volume")
+
+
+# ------------------------------------------------------------------ naming
+def test_case_names():
+    assert case_name("a/PWML_000_0000.nii.gz") == "PWML_000"
+    assert case_name("infant01.nii") == "infant01"
+    assert case_name("scan_0001.nii.gz") == "scan_0001"  # only the T1w channel suffix is dropped
+    assert case_name("_0000.nii.gz") == "_0000"

@@ -1,117 +1,105 @@
 #!/usr/bin/env python
-"""The main job on an embedded synthetic default, on CPU.
+"""The main job end to end on an embedded synthetic default, on CPU.
 
-Generates synthetic T1w-like slices with punctate lesions, trains the CPU-sized
-RS R-CNN (row E, R-18-FPN, 128x128) from scratch with detectron2's trainer and
-its metric printer, then segments held-out slices and reports Dice, sensitivity
-and specificity per slice and on average. Everything goes under --output.
+Each step is one of the project's ordinary tools, run as a user would run it:
+
+1. tools/make_synthetic_cohort.py  synthetic NIfTI cohort       -> OUT/raw
+2. tools/prepare_pwml.py           COCO slices, subject splits    -> OUT/pwml
+3. tools/train_net.py              train row E (CPU twin), evaluate on pwml_test
+                                   with both protocols            -> OUT/train
+4. tools/tune_dcrf.py              Bayesian DCRF tuning on pwml_val -> OUT/train/*_dcrf_tuned.yaml
+5. tools/predict.py                segment one held-out volume    -> OUT/predict
+6. tools/plot_results.py + report  box plot, overlays, OUT/report.md
+
+Re-running is safe: the cohort is reused, the conversion replaced, the model retrained.
 """
 import argparse
-import itertools
+import csv
 import json
-import logging
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
-
-from detectron2.engine import SimpleTrainer, hooks  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-from detectron2.solver import build_lr_scheduler, build_optimizer  # noqa: E402
-from detectron2.utils.events import CommonMetricPrinter, JSONWriter  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
-
-from rsrcnn_d2 import get_rsrcnn_cfg  # noqa: E402
-from rsrcnn_d2.data.instances import mask_to_instances  # noqa: E402
-from rsrcnn_d2.data.synthetic import synthetic_slice  # noqa: E402
-from rsrcnn_d2.evaluation import dice, sensitivity, specificity  # noqa: E402
+TOOLS = REPO / "tools"
+CONFIG = REPO / "configs/PWML-Tiny/E_rsrcnn_R_18_FPN.yaml"
 
 
-def make_slices(count: int, seed: int):
-    rng = np.random.default_rng(seed)
-    return [synthetic_slice(128, num_lesions=(1, 6), rng=rng) for _ in range(count)]
+def run(step: str, args, env=None):
+    print(f"\n=== {step}\n$ {' '.join(str(a) for a in args)}", flush=True)
+    start = time.time()
+    subprocess.run([sys.executable, *map(str, args)], check=True, env=env)
+    print(f"=== {step}: done in {time.time() - start:.0f} s", flush=True)
 
 
-def as_input(image, mask=None):
-    x = {"image": torch.from_numpy(np.repeat(image[None], 3, axis=0))}
-    if mask is not None:
-        x["instances"] = mask_to_instances(mask)
-    return x
+def summary_rows(csv_path: Path):
+    with open(csv_path) as f:
+        return list(csv.DictReader(f))
 
 
-def batches(slices, batch_size: int, seed: int):
-    """Endless shuffled batches with random horizontal flips."""
-    rng = np.random.default_rng(seed)
-    for _ in itertools.count():
-        for i in rng.permutation(len(slices))[: len(slices) // batch_size * batch_size].reshape(-1, batch_size):
-            batch = []
-            for j in i:
-                image, mask = slices[j]
-                if rng.random() < 0.5:
-                    image, mask = image[:, ::-1].copy(), mask[:, ::-1].copy()
-                batch.append(as_input(image, mask))
-            yield batch
-
-
-def main():
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", default="output/demo")
-    parser.add_argument("--config-file", default=str(REPO / "configs/PWML-Tiny/E_rsrcnn_R_18_FPN.yaml"))
-    parser.add_argument("--iters", type=int, default=300)
-    parser.add_argument("--train-slices", type=int, default=48)
-    parser.add_argument("--test-slices", type=int, default=12)
+    parser.add_argument("--subjects", type=int, default=14)
+    parser.add_argument("--iters", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args()
-
-    out = Path(args.output)
+    out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    setup_logger(str(out / "log.txt"), name="detectron2")
-    log = setup_logger(str(out / "log.txt"), name="rsrcnn_d2")
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    env = dict(os.environ, DETECTRON2_DATASETS=str(out))  # registers OUT/pwml as pwml_*
+    train_dir = out / "train"
 
-    cfg = get_rsrcnn_cfg(args.config_file, ["MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", str(args.iters),
-                                             "OUTPUT_DIR", str(out), *args.opts])
-    (out / "config.yaml").write_text(cfg.dump())
-    log.info("1/3 generating %d training and %d test slices (seed %d)",
-             args.train_slices, args.test_slices, args.seed)
-    train = make_slices(args.train_slices, args.seed)
-    test = make_slices(args.test_slices, args.seed + 1000)
-
-    log.info("2/3 training %s for %d iterations", Path(args.config_file).name, cfg.SOLVER.MAX_ITER)
-    model = build_model(cfg)
-    optimizer = build_optimizer(cfg, model)
-    trainer = SimpleTrainer(model, batches(train, cfg.SOLVER.IMS_PER_BATCH, args.seed), optimizer)
-    trainer.register_hooks([
-        hooks.IterationTimer(),
-        hooks.LRScheduler(optimizer=optimizer, scheduler=build_lr_scheduler(cfg, optimizer)),
-        hooks.PeriodicWriter([CommonMetricPrinter(cfg.SOLVER.MAX_ITER),
-                              JSONWriter(str(out / "metrics.json"))], period=20),
-    ])
-    trainer.train(0, cfg.SOLVER.MAX_ITER)
-    torch.save(model.state_dict(), out / "model_final.pth")
-
-    log.info("3/3 segmenting %d held-out slices", len(test))
-    model.eval()
-    rows = []
-    with torch.no_grad():
-        for i, (image, mask) in enumerate(test):
-            pred = model([as_input(image)])[0]["lesion_mask"].numpy()
-            rows.append({"slice": i, "dice": dice(pred, mask), "sensitivity": sensitivity(pred, mask),
-                         "specificity": specificity(pred, mask), "lesion_pixels": int(mask.sum()),
-                         "predicted_pixels": int(pred.sum())})
-    summary = {k: float(np.nanmean([r[k] for r in rows])) for k in ("dice", "sensitivity", "specificity")}
-    (out / "results.json").write_text(json.dumps({"summary": summary, "slices": rows}, indent=2))
-    print("\n| metric (held-out slices, mean) | value |\n|---|---|")
-    for k, v in summary.items():
-        print(f"| {k} | {v:.4f} |")
-    print(f"\nresults: {out / 'results.json'}")
+    run("1/6 synthetic cohort", [TOOLS / "make_synthetic_cohort.py", out / "raw", "--subjects", args.subjects,
+                                 "--size", 128, "--depth", 16, "--seed", args.seed, "--lesion-fraction", 0.5])
+    run("2/6 conversion", [TOOLS / "prepare_pwml.py", out / "raw", "--out", out / "pwml", "--seed", args.seed],
+        env)
+    run("3/6 training + evaluation", [TOOLS / "train_net.py", "--config-file", CONFIG,
+                                      "SOLVER.MAX_ITER", args.iters, "DATASETS.TEST", "('pwml_test',)",
+                                      "OUTPUT_DIR", train_dir, "SEED", args.seed], env)
+    weights = train_dir / "model_final.pth"
+    tuned = train_dir / "dcrf_tuned.yaml"
+    run("4/6 DCRF tuning", [TOOLS / "tune_dcrf.py", "--config-file", CONFIG, "--weights", weights,
+                            "--dataset", "pwml_val", "--output", tuned, "--init-points", 3, "--n-iter", 6,
+                            "--seed", args.seed], env)
+    test_subject = json.loads((out / "pwml" / "splits.json").read_text())["test"][0]
+    volume = out / "raw" / "imagesTr" / f"{test_subject}_0000.nii.gz"
+    run("5/6 prediction", [TOOLS / "predict.py", volume, "-o", out / "predict", "--config-file", tuned,
+                           "--weights", weights, "--save-prob", "--overlays", "--no-progress"], env)
+    slices_csv = train_dir / "inference" / "pwml_test" / "pwml_slices.csv"
+    boxplot = out / "boxplot.png"
+    run("6/6 figures", [TOOLS / "plot_results.py", "--csv", f"row E (tiny)={slices_csv}",
+                        "--output", boxplot, "--title", "held-out slices"], env)
+    write_report(out, slices_csv, boxplot, volume)
     return 0
+
+
+def write_report(out: Path, slices_csv: Path, boxplot: Path, volume: Path):
+    rows = summary_rows(slices_csv)
+    metrics = {}
+    for key in ("dice", "sensitivity", "specificity", "hd"):
+        values = [float(r[key]) for r in rows if r[key] != ""]
+        metrics[key] = (sum(values) / len(values) if values else float("nan"), len(values))
+    overlays = sorted((out / "predict").glob("*_overlays/*.png"))
+    lines = ["# RS R-CNN demo report", "",
+             f"Synthetic cohort, CPU-sized row E (`{CONFIG.relative_to(REPO)}`), held-out subjects "
+             f"({len(rows)} lesion slices of the test split), strict protocol (every slice counts).", "",
+             "| metric | mean | slices |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.4f} | {n} |" for k, (v, n) in metrics.items()]
+    lines += ["", "Both protocols, per-subject 3-D and lesion-wise figures: see the evaluation log above and "
+              f"`{slices_csv.relative_to(out)}`.", "", f"![per-slice box plot]({boxplot.name})", "",
+              f"Prediction of `{volume.name}`: `predict/` (mask and probability NIfTI with the input's affine)."]
+    if overlays:
+        lines += ["", f"![overlay]({overlays[len(overlays) // 2].relative_to(out)})"]
+    report = out / "report.md"
+    tmp = report.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, report)
+    print("\n| metric (held-out slices, strict) | mean |\n|---|---|")
+    for k, (v, _) in metrics.items():
+        print(f"| {k} | {v:.4f} |")
+    print(f"\nreport: {report}")
 
 
 if __name__ == "__main__":

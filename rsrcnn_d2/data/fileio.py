@@ -23,25 +23,31 @@ import numpy as np
 
 from .errors import PWMLDataError
 
-__all__ = ["atomic_write_json", "read_json", "save_slice", "read_slice", "replace_dir",
+__all__ = ["atomic_write_bytes", "atomic_write_json", "read_json", "save_slice", "read_slice", "replace_dir",
            "staging_dir_for"]
 
 PathLike = Union[str, os.PathLike]
 
 
-def atomic_write_json(path: PathLike, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename."""
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, separators=(",", ":"))
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def atomic_write_json(path: PathLike, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename."""
+    atomic_write_bytes(path, json.dumps(obj, separators=(",", ":")).encode())
 
 
 def read_json(path: PathLike) -> Any:

@@ -47,7 +47,8 @@ class NiftiPair:
     zooms: Tuple[float, float, float]  # voxel size along the canonical axes, mm
 
 
-def _load(path: Path):
+def load_nifti_3d(path: Path):
+    """nibabel image of a 3-D NIfTI; PWMLDataError naming the file if unreadable or not 3-D."""
     import nibabel as nib
 
     try:
@@ -87,7 +88,7 @@ def read_nifti_pair(image_path: Union[str, Path], mask_path: Union[str, Path],
     float32 rounding of headers written by different tools.
     """
     image_path, mask_path = Path(image_path), Path(mask_path)
-    img, msk = _load(image_path), _load(mask_path)
+    img, msk = load_nifti_3d(image_path), load_nifti_3d(mask_path)
     if img.shape != msk.shape:
         raise PWMLDataError(mask_path, f"mask shape {msk.shape} differs from image shape "
                                        f"{img.shape} of {image_path}")

@@ -31,6 +31,7 @@ from typing import Callable, List, Optional, Union
 import numpy as np
 
 from ..data.errors import PWMLDataError
+from ..data.nifti import load_nifti_3d
 
 __all__ = ["NIFTI_ENDINGS", "PredictionInput", "OutputPaths", "find_inputs", "case_name",
            "output_paths", "check_output_location", "Volume", "read_volume",
@@ -168,13 +169,7 @@ def read_volume(path: PathLike) -> Volume:
     import nibabel as nib
 
     path = Path(path)
-    try:
-        img = nib.load(str(path))
-    except Exception as e:  # ImageFileError, OSError, EOFError, zlib.error ...
-        raise PWMLDataError(path, f"cannot read NIfTI ({type(e).__name__}: {e})") from e
-    if len(img.shape) != 3:
-        raise PWMLDataError(path, f"expected a 3-D volume, got shape {img.shape} "
-                                  f"({len(img.shape)}-D); give one 3-D T1w volume per file")
+    img = load_nifti_3d(path)
     try:  # reading the voxels is where truncated files fail
         canonical = np.asanyarray(nib.as_closest_canonical(img).dataobj)
     except Exception as e:

@@ -6,11 +6,12 @@ reads configs) gets the same model with the tuned CRF switched on, and a diff
 against the input config is exactly what tuning changed.
 """
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence, Union
 
 import yaml
+
+from ..data.fileio import atomic_write_bytes
 
 from .dcrf_search import PARAM_KEYS, normalize_params
 
@@ -52,14 +53,4 @@ def write_tuned_config(path: Union[str, Path], base_config: Union[str, Path],
     body = yaml.safe_dump({"_BASE_": base_reference(base_config, path), "MODEL": {"DCRF": dcrf}},
                           sort_keys=False, default_flow_style=False)
     header = "".join(f"# {line}\n" for c in comments for line in str(c).splitlines())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(header + body)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_bytes(path, (header + body).encode())

@@ -6,13 +6,12 @@ that would hide a one-pixel miss) and `save_overlay_png` can enlarge by pixel
 replication instead of smoothing.
 """
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 
+from ..data.fileio import atomic_write_bytes
 from ..modeling.dcrf import to_uint8
 
 __all__ = ["TP_COLOR", "FP_COLOR", "FN_COLOR", "TITLE_BAND", "overlay_rgb", "save_overlay_png",
@@ -82,15 +81,4 @@ def save_figure_png(fig, path: Union[str, Path], dpi: Optional[float] = None) ->
     """
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_bytes(path, buffer.getvalue())

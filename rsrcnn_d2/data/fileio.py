@@ -17,32 +17,47 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 import numpy as np
 
 from .errors import PWMLDataError
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "read_json", "save_slice", "read_slice", "replace_dir",
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "read_json", "save_slice", "read_slice", "replace_dir",
            "staging_dir_for"]
 
 PathLike = Union[str, os.PathLike]
 
 
-def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+def atomic_write(path: PathLike, write: Callable[[str], None], binary_handle: bool = False) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    The temporary name keeps ``path``'s endings (``.nii.gz``) for writers that
+    choose the format from the name. ``binary_handle``: pass an open file
+    instead of a name (for writers such as np.save that would add a suffix).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    endings = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{endings}", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        if binary_handle:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+        else:
+            os.close(fd)
+            write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    atomic_write(path, lambda f: f.write(data), binary_handle=True)
+    return Path(path)
 
 
 def atomic_write_json(path: PathLike, obj: Any) -> None:

@@ -23,14 +23,14 @@ Every file is written to a temporary name beside its target and renamed over
 it, so an interrupted run never leaves a truncated mask that looks finished.
 """
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Union
+from typing import List, Optional, Union
 
 import numpy as np
 
 from ..data.errors import PWMLDataError
+from ..data.fileio import atomic_write
 from ..data.nifti import load_nifti_3d
 
 __all__ = ["NIFTI_ENDINGS", "PredictionInput", "OutputPaths", "find_inputs", "case_name",
@@ -246,28 +246,3 @@ def save_overlay(path: PathLike, image: np.ndarray, mask: np.ndarray, title: str
     if title:
         ax.text(2, 2, title, color="yellow", fontsize=9, va="top", ha="left")
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-
-
-def atomic_write(path: PathLike, write: Callable[[str], None], binary_handle: bool = False) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    The temporary name keeps ``path``'s endings (``.nii.gz``) for writers that
-    choose the format from the name. ``binary_handle``: pass an open file
-    instead of a name (for writers such as np.save that would add a suffix).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    endings = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{endings}", dir=path.parent)
-    try:
-        if binary_handle:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-        else:
-            os.close(fd)
-            write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

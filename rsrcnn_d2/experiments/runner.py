@@ -1,0 +1,61 @@
+"""One training run through tools/train_net.py, resumable and recorded once finished.
+
+A run folder holds detectron2's usual output plus ``result.json``, written
+(atomically) only after training and the final evaluation are done. A folder
+with ``result.json`` is skipped; one without it is resumed from its last
+checkpoint, so an interrupted sweep loses at most one checkpoint period.
+"""
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence, Union
+
+from ..data.fileio import atomic_write_json, read_json
+from .results import read_eval_results
+
+__all__ = ["finished_result", "train_and_record", "TRAIN_NET"]
+
+TRAIN_NET = Path(__file__).resolve().parents[2] / "tools" / "train_net.py"
+RESULT_FILE = "result.json"
+
+
+def finished_result(run_dir: Union[str, Path]) -> Optional[Dict]:
+    """The recorded result of a finished run, or None if the run has not finished."""
+    path = Path(run_dir) / RESULT_FILE
+    return read_json(path) if path.exists() else None
+
+
+def train_and_record(config: Union[str, Path], run_dir: Union[str, Path], opts: Sequence = (),
+                     env: Optional[Mapping[str, str]] = None, log_file: Optional[Path] = None,
+                     keep_checkpoints: bool = False) -> Dict:
+    """Train (or resume) ``config`` into ``run_dir``; return {"config", "opts", "results"}.
+
+    ``opts`` are train_net's trailing KEY VALUE overrides; OUTPUT_DIR is set here.
+    The final evaluation (DATASETS.TEST) must be PWML's. Intermediate checkpoints
+    are deleted once the run is recorded unless ``keep_checkpoints``;
+    ``model_final.pth`` stays.
+    """
+    run_dir = Path(run_dir).absolute()
+    done = finished_result(run_dir)
+    if done is not None:
+        return done
+    run_dir.mkdir(parents=True, exist_ok=True)
+    opts = [str(o) for o in opts]
+    cmd = [sys.executable, str(TRAIN_NET), "--config-file", str(config), "--resume",
+           *opts, "OUTPUT_DIR", str(run_dir)]
+    if log_file is None:
+        proc = subprocess.run(cmd, env=None if env is None else dict(env))
+    else:
+        with open(log_file, "a") as log:
+            proc = subprocess.run(cmd, env=None if env is None else dict(env), stdout=log,
+                                  stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        where = f"; see {log_file}" if log_file else ""
+        raise RuntimeError(f"training in {run_dir} failed (exit {proc.returncode}){where}")
+    record = {"config": str(config), "opts": opts,
+              "results": read_eval_results(run_dir / "metrics.json")}
+    atomic_write_json(run_dir / RESULT_FILE, record)
+    if not keep_checkpoints:
+        for ckpt in run_dir.glob("model_0*.pth"):
+            ckpt.unlink()
+    return record

@@ -1,0 +1,181 @@
+"""Experiment tables: reading results, mean ± sd, pooling folds, and resumable runs."""
+import csv
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from rsrcnn_d2.evaluation.pwml_evaluator import SLICE_COLUMNS
+from rsrcnn_d2.experiments import (mean_sd, pooled_strict, read_eval_results, seed_summary_table,
+                                   train_and_record)
+
+
+def test_read_eval_results_takes_the_last_evaluation(tmp_path):
+    path = tmp_path / "metrics.json"
+    lines = [{"iteration": 9, "total_loss": 1.0},
+             {"iteration": 9, "pwml_strict/Dice": 0.25, "pwml_lesion/found": 3},
+             {"iteration": 19, "pwml_strict/Dice": 0.5, "pwml_strict/HD": 4.0, "lr": 0.01},
+             {"iteration": 19, "total_loss": 0.5}]
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert read_eval_results(path) == {"pwml_strict/Dice": 0.5, "pwml_strict/HD": 4.0}
+
+
+def test_read_eval_results_errors_name_the_file(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"iteration": 1, "total_loss": 1.0}) + "\n")
+    with pytest.raises(ValueError, match=r"metrics\.json: no PWML evaluation"):
+        read_eval_results(path)
+    path.write_text("{not json\n")
+    with pytest.raises(ValueError, match=r"metrics\.json: a line is not JSON"):
+        read_eval_results(path)
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        read_eval_results(tmp_path / "missing.json")
+
+
+def test_mean_sd_by_hand():
+    mean, sd, n = mean_sd([0.5, 0.7, float("nan")])
+    assert n == 2 and mean == pytest.approx(0.6) and sd == pytest.approx(math.sqrt(0.02))
+    mean, sd, n = mean_sd([1.0, 2.0, 3.0, 6.0])  # mean 3, squares 4+1+0+9 = 14, /3
+    assert (mean, n) == (3.0, 4) and sd == pytest.approx(math.sqrt(14 / 3))
+    mean, sd, n = mean_sd([0.3])
+    assert mean == 0.3 and math.isnan(sd) and n == 1
+    mean, sd, n = mean_sd([])
+    assert math.isnan(mean) and n == 0
+
+
+def test_seed_summary_table_cells():
+    metrics = (("Dice", "d", 2), ("HD", "h", 1))
+    runs = {"B": [{"d": 0.5, "h": 3.0}, {"d": 0.7, "h": float("nan")}],
+            "E": [{"d": 0.25}], "X": []}
+    lines = seed_summary_table(runs, {"B": "row B"}, metrics).splitlines()
+    assert lines[0] == "| run | results | Dice | HD |"
+    assert seed_summary_table(runs, None, metrics, "seeds", {"X": 7}).splitlines()[4] == "| X | 7 | – | – |"
+    assert lines[2] == "| row B | 2 | 0.60 ± 0.14 | 3.0 (n=1) |"
+    assert lines[3] == "| E | 1 | 0.25 | – |"
+    assert lines[4] == "| X | 0 | – | – |"
+
+
+def _slices_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SLICE_COLUMNS)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({c: r.get(c, 0) for c in SLICE_COLUMNS})
+
+
+def test_pooled_strict_by_hand(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    _slices_csv(a, [dict(dice=0.5, sensitivity=0.4, specificity=1.0, hd=2.0, true_lesions=2,
+                         found_lesions=1, pred_lesions=2, fp_lesions=1)])
+    _slices_csv(b, [dict(dice=0.0, sensitivity=0.0, specificity=1.0, hd="", true_lesions=1,
+                         found_lesions=0, pred_lesions=0, fp_lesions=0),
+                    dict(dice=1.0, sensitivity=1.0, specificity=0.5, hd=0.0, true_lesions=3,
+                         found_lesions=3, pred_lesions=3, fp_lesions=0)])
+    r = pooled_strict([a, b])
+    assert r["pwml_strict/Dice"] == pytest.approx(0.5)           # (0.5 + 0 + 1) / 3
+    assert r["pwml_strict/Sens"] == pytest.approx(1.4 / 3)
+    assert r["pwml_strict/Spec"] == pytest.approx(2.5 / 3)
+    assert r["pwml_strict/HD"] == pytest.approx(1.0)             # the empty prediction has no HD
+    # found 4 of 6, missed 2, one false blob: 2*4 / (2*4 + 2 + 1)
+    assert r["pwml_strict/lesion_F1"] == pytest.approx(8 / 11)
+    assert r["pwml_strict/n_slices"] == 3
+
+
+def test_pooled_strict_names_a_file_without_the_column(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("subject,dice\ns1,0.5\n")
+    with pytest.raises(ValueError, match=r"bad\.csv: no column 'sensitivity'"):
+        pooled_strict([bad])
+
+
+def test_finished_run_is_not_retrained(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    record = {"config": "x.yaml", "opts": [], "results": {"pwml_strict/Dice": 0.5}}
+    (run / "result.json").write_text(json.dumps(record))
+    # a config that does not exist would fail if training were attempted
+    assert train_and_record(tmp_path / "no_such.yaml", run) == record
+
+
+def test_failed_training_raises_and_records_nothing(tmp_path):
+    with pytest.raises(RuntimeError, match="failed"):
+        train_and_record(tmp_path / "no_such.yaml", tmp_path / "run", log_file=tmp_path / "log.txt")
+    assert not (tmp_path / "run" / "result.json").exists()
+    assert "no_such.yaml" in (tmp_path / "log.txt").read_text()
+
+
+def _tool(name, *args, **kw):
+    return subprocess.run([sys.executable, str(REPO / "tools" / name), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO, **kw)
+
+
+def test_ablation_plan_names_the_k_sweep():
+    sys.path.insert(0, str(REPO / "tools"))
+    from run_ablation import ROW_CONFIGS, planned_runs
+
+    runs = planned_runs(["B", "E"], [1.0, 1.3, 2])
+    assert list(runs) == ["B", "E", "E_k1.0", "E_k2.0"]
+    assert runs["E"][1] == []                                   # k = 1.3 is row E itself
+    assert runs["E_k2.0"] == (ROW_CONFIGS["E"], ["MODEL.ROI_MASK_HEAD.EXPANSION_K", "2.0"], "E  k=2.0")
+
+
+def test_ablation_runs_then_resumes_without_retraining(tmp_path):
+    out = tmp_path / "abl"
+    args = ["--output", out, "--iters", 2, "--subjects", 6, "--seeds", 0, "--rows", "E", "--k"]
+    first = _tool("run_ablation.py", *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    result = out / "runs" / "E" / "seed0" / "result.json"
+    recorded = json.loads(result.read_text())
+    assert recorded["opts"][-2:] == ["DATASETS.TEST", "('pwml_test',)"]
+    assert set(recorded["results"]) >= {"pwml_strict/Dice", "pwml_strict/lesion_F1"}
+    assert (out / "runs" / "E" / "seed0" / "model_final.pth").exists()
+    assert not list((out / "runs" / "E" / "seed0").glob("model_0*.pth"))  # pruned
+    stamp = result.stat().st_mtime_ns
+    second = _tool("run_ablation.py", *args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "seed 0 (done)" in second.stdout
+    assert result.stat().st_mtime_ns == stamp
+    summary = (out / "summary.md").read_text()
+    assert "| run | seeds |" in summary and "| E  + DCRF (RS R-CNN), k=1.3 | 1 |" in summary
+
+
+def _slice_folder(root, subjects=3):
+    from rsrcnn_d2.data.synthetic import synthetic_slice
+    for s in range(subjects):
+        for k in range(2):
+            image, mask = synthetic_slice(64, seed=10 * s + k)
+            for part, array in (("input", (image / image.max() * 255).astype(np.uint8)),
+                                ("gt", (mask > 0).astype(np.uint8) * 255)):
+                (root / part / f"s{s}").mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(root / part / f"s{s}" / f"{k}.png")
+
+
+def test_loso_holds_out_each_subject_once(tmp_path):
+    _slice_folder(tmp_path / "slices")
+    out = tmp_path / "loso"
+    proc = _tool("run_loso.py", tmp_path / "slices", "--output", out, "--iters", 2, "--rows", "E")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folds = json.loads((out / "pwml" / "splits.json").read_text())["folds"]
+    assert sorted(v for f in folds for v in f["val"]) == ["s0", "s1", "s2"]
+    assert all(len(f["val"]) == 1 for f in folds)
+    summary = (out / "summary_scratch.md").read_text()
+    assert "(3 folds)" in summary and "| E  RS R-CNN | 3 |" in summary
+    pooled = [ln for ln in summary.splitlines() if ln.startswith("| E ")][0]
+    assert pooled.startswith("| E  RS R-CNN | 6 |")         # the 6 slices of 3 folds, pooled
+    assert "| run | slices |" in summary and "| run | folds |" in summary
+
+
+def test_loso_refuses_a_folder_without_slices(tmp_path):
+    proc = _tool("run_loso.py", tmp_path, "--output", tmp_path / "out")
+    assert proc.returncode == 2 and "expected input/ and gt/" in proc.stderr
+    (tmp_path / "input").mkdir()
+    (tmp_path / "gt").mkdir()
+    proc = _tool("run_loso.py", tmp_path, "--weights", "E=/no/such.pth")
+    assert proc.returncode != 0 and "no such file: /no/such.pth" in proc.stderr
+    proc = _tool("run_loso.py", tmp_path, "--weights", "C=/no/such.pth")
+    assert proc.returncode != 0 and "ROW=PATH" in proc.stderr

@@ -1,0 +1,135 @@
+#!/usr/bin/env python
+"""Table 1's ablation rows and a k sweep on the synthetic cohort, several seeds, resumable.
+
+    python tools/run_ablation.py [--output output/ablation] [--seeds 0 1 2] [--iters 1000]
+                                 [--rows B C D E] [--k 1.0 1.3 2.0] [--subjects 30]
+
+Every run is the ordinary tools/train_net.py with a CPU-sized config
+(configs/PWML-Tiny/), trained on the cohort's train subjects for a fixed number
+of iterations and evaluated once on its held-out test subjects (strict protocol).
+The cohort (tools/make_synthetic_cohort.py + tools/prepare_pwml.py) is made once
+and shared by all runs; seeds change initialisation and data order only.
+
+Re-running skips finished runs and resumes an interrupted one from its last
+checkpoint; runs go seed by seed, so a partial sweep still has whole seeds.
+The summary (mean ± sd over seeds) is written to OUTPUT/summary.md.
+"""
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from rsrcnn_d2.data.fileio import atomic_write_bytes  # noqa: E402
+from rsrcnn_d2.experiments import finished_result, seed_summary_table, train_and_record  # noqa: E402
+
+TOOLS = REPO / "tools"
+TINY = REPO / "configs" / "PWML-Tiny"
+ROW_CONFIGS = {
+    "B": TINY / "B_mask_rcnn_R_18_FPN.yaml",
+    "C": TINY / "C_hrpn_expand_R_18_FPN.yaml",
+    "D": TINY / "D_hrpn_lrsnet_R_18_FPN.yaml",
+    "E": TINY / "E_rsrcnn_R_18_FPN.yaml",
+}
+ROW_LABELS = {"B": "B  Mask R-CNN", "C": "C  + H-RPN, k=1.3", "D": "D  + LRS-Net",
+              "E": "E  + DCRF (RS R-CNN), k=1.3"}
+ROW_E_K = 1.3  # the expansion factor of the row E config
+
+
+def planned_runs(rows, ks):
+    """{name: (config, extra opts, label)}: the rows, then row E at each other k."""
+    runs = {row: (ROW_CONFIGS[row], [], ROW_LABELS[row]) for row in rows}
+    for k in ks:
+        if abs(k - ROW_E_K) < 1e-9:
+            if "E" not in runs:
+                runs["E"] = (ROW_CONFIGS["E"], [], ROW_LABELS["E"])
+            continue
+        text = repr(float(k))  # "2.0": the config key is a float
+        runs[f"E_k{text}"] = (ROW_CONFIGS["E"], ["MODEL.ROI_MASK_HEAD.EXPANSION_K", text],
+                              f"E  k={text}")
+    return runs
+
+
+def run_tool(args, env):
+    print("$ " + " ".join(str(a) for a in args), flush=True)
+    subprocess.run([sys.executable, *map(str, args)], check=True, env=env)
+
+
+def prepare_cohort(out: Path, args, env):
+    raw, pwml = out / "raw", out / "pwml"
+    run_tool([TOOLS / "make_synthetic_cohort.py", raw, "--subjects", args.subjects, "--size", 128,
+              "--depth", 16, "--seed", args.cohort_seed, "--lesion-fraction", 0.5], env)
+    if not (pwml / "conversion.json").exists():
+        run_tool([TOOLS / "prepare_pwml.py", raw, "--out", pwml, "--seed", args.cohort_seed], env)
+
+
+def write_summary(out: Path, runs, seeds, iters) -> str:
+    results, per_seed = {}, []
+    for name, (config, opts, label) in runs.items():
+        done = [finished_result(out / "runs" / name / f"seed{s}") for s in seeds]
+        results[name] = [d["results"] for d in done if d is not None]
+        for s, d in zip(seeds, done):
+            if d is not None:
+                r = d["results"]
+                per_seed.append(f"| {label} | {s} | {r['pwml_strict/Dice']:.3f} | "
+                                f"{r['pwml_strict/Sens']:.3f} | {r['pwml_strict/lesion_F1']:.3f} | "
+                                f"{int(r['pwml_strict/n_slices'])} |")
+    labels = {name: label for name, (_, _, label) in runs.items()}
+    text = "\n".join([
+        f"Synthetic cohort, held-out test subjects, strict protocol; {iters} iterations per run; "
+        f"mean ± sd over seeds {', '.join(map(str, seeds))}.", "",
+        seed_summary_table(results, labels, count_title="seeds"), "",
+        "Per seed:", "", "| run | seed | Dice | Sensitivity | lesion F1 | slices |", "|---|---|---|---|---|---|",
+        *per_seed, ""])
+    atomic_write_bytes(out / "summary.md", text.encode())
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--output", default="output/ablation")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--iters", type=int, default=1000)
+    p.add_argument("--rows", nargs="+", default=list(ROW_CONFIGS), choices=list(ROW_CONFIGS))
+    p.add_argument("--k", type=float, nargs="*", default=[1.0, 1.3, 2.0],
+                   help="expansion factors for row E (1.3 is row E itself)")
+    p.add_argument("--subjects", type=int, default=30, help="synthetic cohort size")
+    p.add_argument("--cohort-seed", type=int, default=0)
+    p.add_argument("--summary-only", action="store_true", help="only tabulate finished runs")
+    args = p.parse_args(argv)
+
+    out = Path(args.output).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, DETECTRON2_DATASETS=str(out))  # registers OUT/pwml as pwml_*
+    runs = planned_runs(args.rows, args.k)
+    if not args.summary_only:
+        prepare_cohort(out, args, env)
+        failed = []
+        todo = [(s, name) for s in args.seeds for name in runs]
+        for i, (seed, name) in enumerate(todo, 1):
+            config, opts, label = runs[name]
+            run_dir = out / "runs" / name / f"seed{seed}"
+            state = "done" if finished_result(run_dir) else "training"
+            print(f"\n=== run {i}/{len(todo)}: {label}, seed {seed} ({state}) -> {run_dir}", flush=True)
+            try:
+                train_and_record(config, run_dir, [
+                    *opts, "SOLVER.MAX_ITER", args.iters, "SOLVER.CHECKPOINT_PERIOD",
+                    max(1, args.iters // 4), "SEED", seed, "DATASETS.TEST", "('pwml_test',)"], env=env)
+            except RuntimeError as e:  # go on with the other runs; re-running retries this one
+                print(f"error: {e}", file=sys.stderr, flush=True)
+                failed.append(f"{label}, seed {seed}")
+            write_summary(out, runs, args.seeds, args.iters)
+    print(write_summary(out, runs, args.seeds, args.iters))
+    print(f"summary: {out / 'summary.md'}")
+    if not args.summary_only and failed:
+        print("failed (re-run to retry): " + "; ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -124,6 +124,18 @@ def test_ablation_plan_names_the_k_sweep():
     assert runs["E_k2.0"] == (ROW_CONFIGS["E"], ["MODEL.ROI_MASK_HEAD.EXPANSION_K", "2.0"], "E  k=2.0")
 
 
+def test_ablation_variants_are_rows_with_overrides():
+    sys.path.insert(0, str(REPO / "tools"))
+    from run_ablation import ROW_CONFIGS, add_variants
+
+    runs = add_variants({}, [["C_off", "C", "MODEL.HRPN.OBJECTNESS_RELU", "False"]])
+    assert runs["C_off"] == (ROW_CONFIGS["C"], ["MODEL.HRPN.OBJECTNESS_RELU", "False"],
+                             "C  MODEL.HRPN.OBJECTNESS_RELU=False")
+    for bad in (["x", "Z"], ["x", "C", "KEY"], ["C_off", "C"]):
+        with pytest.raises(SystemExit, match="--variant"):
+            add_variants(dict(runs), [bad])
+
+
 def test_ablation_runs_then_resumes_without_retraining(tmp_path):
     out = tmp_path / "abl"
     args = ["--output", out, "--iters", 2, "--subjects", 6, "--seeds", 0, "--rows", "E", "--k"]
@@ -135,6 +147,9 @@ def test_ablation_runs_then_resumes_without_retraining(tmp_path):
     assert set(recorded["results"]) >= {"pwml_strict/Dice", "pwml_strict/lesion_F1"}
     assert (out / "runs" / "E" / "seed0" / "model_final.pth").exists()
     assert not list((out / "runs" / "E" / "seed0").glob("model_0*.pth"))  # pruned
+    tuned = json.loads((out / "runs" / "E_dcrf_tuned" / "seed0" / "result.json").read_text())
+    assert tuned["config"].endswith("dcrf_tuned.yaml") and "pwml_strict/Dice" in tuned["results"]
+    assert tuned["results"]["pwml_strict/n_slices"] == recorded["results"]["pwml_strict/n_slices"]
     stamp = result.stat().st_mtime_ns
     second = _tool("run_ablation.py", *args)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -142,6 +157,7 @@ def test_ablation_runs_then_resumes_without_retraining(tmp_path):
     assert result.stat().st_mtime_ns == stamp
     summary = (out / "summary.md").read_text()
     assert "| run | seeds |" in summary and "| E  + DCRF (RS R-CNN), k=1.3 | 1 |" in summary
+    assert "| E  + DCRF tuned on val (tools/tune_dcrf.py) | 1 |" in summary
 
 
 def _slice_folder(root, subjects=3):

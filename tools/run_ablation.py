@@ -3,6 +3,7 @@
 
     python tools/run_ablation.py [--output output/ablation] [--seeds 0 1 2] [--iters 1000]
                                  [--rows B C D E] [--k 1.0 1.3 2.0] [--subjects 30]
+                                 [--variant NAME ROW KEY VALUE [KEY VALUE ...]]
 
 Every run is the ordinary tools/train_net.py with a CPU-sized config
 (configs/PWML-Tiny/), trained on the cohort's train subjects for a fixed number
@@ -13,6 +14,11 @@ and shared by all runs; seeds change initialisation and data order only.
 Re-running skips finished runs and resumes an interrupted one from its last
 checkpoint; runs go seed by seed, so a partial sweep still has whole seeds.
 The summary (mean ± sd over seeds) is written to OUTPUT/summary.md.
+Row E also gets a tuned-CRF twin (E_dcrf_tuned, unless --no-tune-dcrf): the
+seed's row-E model with the CRF parameters tuned on the validation subjects by
+tools/tune_dcrf.py, as the paper does, then evaluated once on the test subjects.
+--variant adds a run of your own: a row with config overrides, e.g.
+``--variant C_relu_off C MODEL.HRPN.OBJECTNESS_RELU False``.
 """
 import argparse
 import os
@@ -24,7 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rsrcnn_d2.data.fileio import atomic_write_bytes  # noqa: E402
-from rsrcnn_d2.experiments import finished_result, seed_summary_table, train_and_record  # noqa: E402
+from rsrcnn_d2.data.fileio import atomic_write_json  # noqa: E402
+from rsrcnn_d2.experiments import (finished_result, pooled_strict, seed_summary_table,  # noqa: E402
+                                   train_and_record)
 
 TOOLS = REPO / "tools"
 TINY = REPO / "configs" / "PWML-Tiny"
@@ -53,9 +61,42 @@ def planned_runs(rows, ks):
     return runs
 
 
+def add_variants(runs, variants):
+    """Add --variant runs (NAME ROW KEY VALUE ...) to the plan."""
+    for v in variants:
+        if len(v) < 2 or v[1] not in ROW_CONFIGS or len(v) % 2:
+            raise SystemExit(f"error: --variant wants NAME ROW [KEY VALUE ...] with ROW in "
+                             f"{sorted(ROW_CONFIGS)}: {' '.join(v)!r}")
+        name, row, opts = v[0], v[1], v[2:]
+        if name in runs or "/" in name:
+            raise SystemExit(f"error: --variant name {name!r} is taken or not a folder name")
+        pairs = " ".join(f"{k}={val}" for k, val in zip(opts[::2], opts[1::2]))
+        runs[name] = (ROW_CONFIGS[row], list(opts), f"{row}  {pairs}".rstrip())
+    return runs
+
+
 def run_tool(args, env):
     print("$ " + " ".join(str(a) for a in args), flush=True)
     subprocess.run([sys.executable, *map(str, args)], check=True, env=env)
+
+
+TUNED = "E_dcrf_tuned"
+
+
+def tuned_dcrf_run(out: Path, seed: int, env) -> None:
+    """Tune row E's CRF on pwml_val for one seed's model, evaluate on pwml_test, record."""
+    source, run_dir = out / "runs" / "E" / f"seed{seed}", out / "runs" / TUNED / f"seed{seed}"
+    if finished_result(run_dir) is not None or finished_result(source) is None:
+        return
+    weights, tuned = source / "model_final.pth", run_dir / "dcrf_tuned.yaml"
+    run_tool([TOOLS / "tune_dcrf.py", "--config-file", ROW_CONFIGS["E"], "--weights", weights,
+              "--dataset", "pwml_val", "--output", tuned, "--cache", run_dir / "val_probs.pt",
+              "--init-points", 5, "--n-iter", 15, "--seed", seed], env)
+    run_tool([TOOLS / "train_net.py", "--eval-only", "--config-file", tuned, "MODEL.WEIGHTS", weights,
+              "DATASETS.TEST", "('pwml_test',)", "OUTPUT_DIR", run_dir], env)
+    # the evaluator's strict figures, recomputed from its per-slice CSV (eval-only keeps no metrics.json)
+    results = pooled_strict([run_dir / "inference" / "pwml_test" / "pwml_slices.csv"])
+    atomic_write_json(run_dir / "result.json", {"config": str(tuned), "opts": [], "results": results})
 
 
 def prepare_cohort(out: Path, args, env):
@@ -97,19 +138,25 @@ def main(argv=None) -> int:
     p.add_argument("--rows", nargs="+", default=list(ROW_CONFIGS), choices=list(ROW_CONFIGS))
     p.add_argument("--k", type=float, nargs="*", default=[1.0, 1.3, 2.0],
                    help="expansion factors for row E (1.3 is row E itself)")
+    p.add_argument("--variant", nargs="+", action="append", default=[],
+                   metavar="NAME ROW KEY VALUE", help="an extra run: a row with overrides")
     p.add_argument("--subjects", type=int, default=30, help="synthetic cohort size")
     p.add_argument("--cohort-seed", type=int, default=0)
+    p.add_argument("--no-tune-dcrf", action="store_true", help="no tuned-CRF twin of row E")
     p.add_argument("--summary-only", action="store_true", help="only tabulate finished runs")
     args = p.parse_args(argv)
 
     out = Path(args.output).absolute()
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, DETECTRON2_DATASETS=str(out))  # registers OUT/pwml as pwml_*
-    runs = planned_runs(args.rows, args.k)
+    runs = add_variants(planned_runs(args.rows, args.k), args.variant)
+    tune = "E" in runs and not args.no_tune_dcrf
+    if tune:
+        runs[TUNED] = (ROW_CONFIGS["E"], [], "E  + DCRF tuned on val (tools/tune_dcrf.py)")
     if not args.summary_only:
         prepare_cohort(out, args, env)
         failed = []
-        todo = [(s, name) for s in args.seeds for name in runs]
+        todo = [(s, name) for s in args.seeds for name in runs if name != TUNED]
         for i, (seed, name) in enumerate(todo, 1):
             config, opts, label = runs[name]
             run_dir = out / "runs" / name / f"seed{seed}"
@@ -119,7 +166,10 @@ def main(argv=None) -> int:
                 train_and_record(config, run_dir, [
                     *opts, "SOLVER.MAX_ITER", args.iters, "SOLVER.CHECKPOINT_PERIOD",
                     max(1, args.iters // 4), "SEED", seed, "DATASETS.TEST", "('pwml_test',)"], env=env)
-            except RuntimeError as e:  # go on with the other runs; re-running retries this one
+                if name == "E" and tune:
+                    tuned_dcrf_run(out, seed, env)
+            except (RuntimeError, subprocess.CalledProcessError) as e:
+                # go on with the other runs; re-running retries this one
                 print(f"error: {e}", file=sys.stderr, flush=True)
                 failed.append(f"{label}, seed {seed}")
             write_summary(out, runs, args.seeds, args.iters)

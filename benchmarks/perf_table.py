@@ -106,11 +106,18 @@ def child_infer(scale: str, row: str, detections: int, slices: int) -> dict:
 
 def child_train(scale: str, row: str, iters: int, warmup: int) -> dict:
     from detectron2.solver import build_optimizer
+    from detectron2.utils.events import EventStorage
     cfg, model = _model(scale, row, 50)
     model.train()
     optimizer = build_optimizer(cfg, model)
     data = _slices(scale, 4, True)
     times = []
+    with EventStorage(0):  # the losses log their statistics there
+        _train_steps(model, optimizer, data, warmup, iters, times)
+    return {"times": times, "peak_rss_mib": peak_rss_mib()}
+
+
+def _train_steps(model, optimizer, data, warmup: int, iters: int, times: list) -> None:
     for i in range(warmup + iters):
         batch = [data[(2 * i) % 4], data[(2 * i + 1) % 4]]
         start = time.perf_counter()
@@ -120,7 +127,6 @@ def child_train(scale: str, row: str, iters: int, warmup: int) -> dict:
         optimizer.step()
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    return {"times": times, "peak_rss_mib": peak_rss_mib()}
 
 
 def _read_volume(paths):

@@ -13,7 +13,7 @@ and shared by all runs; seeds change initialisation and data order only.
 
 Re-running skips finished runs and resumes an interrupted one from its last
 checkpoint; runs go seed by seed, so a partial sweep still has whole seeds.
-The summary (mean ± sd over seeds) is written to OUTPUT/summary.md.
+The summary (mean ± sd over seeds) is written to OUTPUT/summary.md (--summary).
 Row E also gets a tuned-CRF twin (E_dcrf_tuned, unless --no-tune-dcrf): the
 seed's row-E model with the CRF parameters tuned on the validation subjects by
 tools/tune_dcrf.py, as the paper does, then evaluated once on the test subjects.
@@ -107,7 +107,7 @@ def prepare_cohort(out: Path, args, env):
         run_tool([TOOLS / "prepare_pwml.py", raw, "--out", pwml, "--seed", args.cohort_seed], env)
 
 
-def write_summary(out: Path, runs, seeds, iters) -> str:
+def write_summary(out: Path, runs, seeds, iters, name: str = "summary.md") -> str:
     results, per_seed = {}, []
     for name, (config, opts, label) in runs.items():
         done = [finished_result(out / "runs" / name / f"seed{s}") for s in seeds]
@@ -125,7 +125,7 @@ def write_summary(out: Path, runs, seeds, iters) -> str:
         seed_summary_table(results, labels, count_title="seeds"), "",
         "Per seed:", "", "| run | seed | Dice | Sensitivity | lesion F1 | slices |", "|---|---|---|---|---|---|",
         *per_seed, ""])
-    atomic_write_bytes(out / "summary.md", text.encode())
+    atomic_write_bytes(out / name, text.encode())
     return text
 
 
@@ -144,6 +144,7 @@ def main(argv=None) -> int:
     p.add_argument("--cohort-seed", type=int, default=0)
     p.add_argument("--no-tune-dcrf", action="store_true", help="no tuned-CRF twin of row E")
     p.add_argument("--summary-only", action="store_true", help="only tabulate finished runs")
+    p.add_argument("--summary", default="summary.md", help="summary file name inside OUTPUT")
     args = p.parse_args(argv)
 
     out = Path(args.output).absolute()
@@ -172,9 +173,9 @@ def main(argv=None) -> int:
                 # go on with the other runs; re-running retries this one
                 print(f"error: {e}", file=sys.stderr, flush=True)
                 failed.append(f"{label}, seed {seed}")
-            write_summary(out, runs, args.seeds, args.iters)
-    print(write_summary(out, runs, args.seeds, args.iters))
-    print(f"summary: {out / 'summary.md'}")
+            write_summary(out, runs, args.seeds, args.iters, args.summary)
+    print(write_summary(out, runs, args.seeds, args.iters, args.summary))
+    print(f"summary: {out / args.summary}")
     if not args.summary_only and failed:
         print("failed (re-run to retry): " + "; ".join(failed), file=sys.stderr)
         return 1

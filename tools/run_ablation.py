@@ -107,7 +107,7 @@ def prepare_cohort(out: Path, args, env):
         run_tool([TOOLS / "prepare_pwml.py", raw, "--out", pwml, "--seed", args.cohort_seed], env)
 
 
-def write_summary(out: Path, runs, seeds, iters, name: str = "summary.md") -> str:
+def write_summary(out: Path, runs, seeds, iters, filename: str = "summary.md") -> str:
     results, per_seed = {}, []
     for name, (config, opts, label) in runs.items():
         done = [finished_result(out / "runs" / name / f"seed{s}") for s in seeds]
@@ -125,7 +125,7 @@ def write_summary(out: Path, runs, seeds, iters, name: str = "summary.md") -> st
         seed_summary_table(results, labels, count_title="seeds"), "",
         "Per seed:", "", "| run | seed | Dice | Sensitivity | lesion F1 | slices |", "|---|---|---|---|---|---|",
         *per_seed, ""])
-    atomic_write_bytes(out / name, text.encode())
+    atomic_write_bytes(out / filename, text.encode())
     return text
 
 

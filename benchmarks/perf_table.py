@@ -227,6 +227,43 @@ def machine() -> str:
             f"numpy {numpy.__version__}")
 
 
+def table_rows(infer, train, conv, ev, cohort_shape):
+    """(figure, ours, value, baseline, value, ratio) rows from the children's results."""
+    med = statistics.median
+    rows = []
+    for (scale, dets), r in infer.items():
+        b, e = med(r["B"]["times"]), med(r["E"]["times"])
+        rows.append((f"inference, {SCALE_NAME[scale]}, {dets} detections (s/slice)", "row E", e,
+                     "row B", b, f"{e / b:.2f}×"))
+        share = r["E"]["dcrf_s"] / sum(r["E"]["times"])
+        rows.append((f"DCRF inside row E, {SCALE_NAME[scale]}, {dets} detections (s/slice)", "DCRF",
+                     r["E"]["dcrf_s"] / len(r["E"]["times"]), "row E total", statistics.mean(r["E"]["times"]),
+                     f"{100 * share:.1f} %"))
+    for scale, r in train.items():
+        b, e = med(r["B"]["times"]), med(r["E"]["times"])
+        rows.append((f"training, {SCALE_NAME[scale]}, 2 slices/iter (s/iter)", "row E", e, "row B", b,
+                     f"{e / b:.2f}×"))
+    for (scale, dets), r in infer.items():
+        if dets == 50:
+            b, e = r["B"]["peak_rss_mib"], r["E"]["peak_rss_mib"]
+            rows.append((f"peak RSS, inference, {SCALE_NAME[scale]} (MiB)", "row E", e, "row B", b,
+                         f"{e / b:.2f}×"))
+    for scale, r in train.items():
+        b, e = r["B"]["peak_rss_mib"], r["E"]["peak_rss_mib"]
+        rows.append((f"peak RSS, training, {SCALE_NAME[scale]} (MiB)", "row E", e, "row B", b,
+                     f"{e / b:.2f}×"))
+    read_s, conv_s = med([c["seconds"] for c in conv["read"]]), med([c["seconds"] for c in conv["convert"]])
+    vols = conv["convert"][0]["volumes"]
+    rows.append((f"conversion, {vols} volumes of {cohort_shape[1]}²×{cohort_shape[2]}, 2 workers (volumes/s)",
+                 "convert_pwml", vols / conv_s, "read volumes only", vols / read_s,
+                 f"{read_s / conv_s:.2f}× (time {conv_s / read_s:.2f}×)"))
+    rows.append(("evaluator per-slice metrics, 512×512 (slices/s)", "slice_metrics",
+                 1 / ev["ours_per_slice"], "whole-slice", 1 / ev["base_per_slice"],
+                 f"{ev['base_per_slice'] / ev['ours_per_slice']:.1f}×"))
+
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -267,37 +304,7 @@ def main(argv=None) -> int:
     progress("evaluator")
     ev = run_child("evaluate", slices=eval_n, baseline_slices=eval_base)
 
-    med = statistics.median
-    rows = []
-    for (scale, dets), r in infer.items():
-        b, e = med(r["B"]["times"]), med(r["E"]["times"])
-        rows.append((f"inference, {SCALE_NAME[scale]}, {dets} detections (s/slice)", "row E", e,
-                     "row B", b, f"{e / b:.2f}×"))
-        share = r["E"]["dcrf_s"] / sum(r["E"]["times"])
-        rows.append((f"DCRF inside row E, {SCALE_NAME[scale]}, {dets} detections (s/slice)", "DCRF",
-                     r["E"]["dcrf_s"] / len(r["E"]["times"]), "row E total", statistics.mean(r["E"]["times"]),
-                     f"{100 * share:.1f} %"))
-    for scale, r in train.items():
-        b, e = med(r["B"]["times"]), med(r["E"]["times"])
-        rows.append((f"training, {SCALE_NAME[scale]}, 2 slices/iter (s/iter)", "row E", e, "row B", b,
-                     f"{e / b:.2f}×"))
-    for (scale, dets), r in infer.items():
-        if dets == 50:
-            b, e = r["B"]["peak_rss_mib"], r["E"]["peak_rss_mib"]
-            rows.append((f"peak RSS, inference, {SCALE_NAME[scale]} (MiB)", "row E", e, "row B", b,
-                         f"{e / b:.2f}×"))
-    for scale, r in train.items():
-        b, e = r["B"]["peak_rss_mib"], r["E"]["peak_rss_mib"]
-        rows.append((f"peak RSS, training, {SCALE_NAME[scale]} (MiB)", "row E", e, "row B", b,
-                     f"{e / b:.2f}×"))
-    read_s, conv_s = med([c["seconds"] for c in conv["read"]]), med([c["seconds"] for c in conv["convert"]])
-    vols, slices = conv["convert"][0]["volumes"], conv["convert"][0]["slices"]
-    rows.append((f"conversion, {vols} volumes of {cohort_shape[1]}²×{cohort_shape[2]}, 2 workers (volumes/s)",
-                 "convert_pwml", vols / conv_s, "read volumes only", vols / read_s,
-                 f"{read_s / conv_s:.2f}× (time {conv_s / read_s:.2f}×)"))
-    rows.append(("evaluator per-slice metrics, 512×512 (slices/s)", "slice_metrics",
-                 1 / ev["ours_per_slice"], "whole-slice", 1 / ev["base_per_slice"],
-                 f"{ev['base_per_slice'] / ev['ours_per_slice']:.1f}×"))
+    rows = table_rows(infer, train, conv, ev, cohort_shape)
 
     def fmt(v):
         return f"{v:.4f}" if v < 1 else f"{v:.3g}" if v < 100 else f"{v:.0f}"
@@ -314,8 +321,10 @@ def main(argv=None) -> int:
         f"per child, training {n_train['paper']} / {n_train['cpu']} iterations per child after 1 warm-up, "
         f"{repeats} child(ren) per row alternating B, E; times are medians, DCRF share is DCRF "
         f"seconds / row E seconds. Detections per slice B / E at paper scale, 50: "
-        f"{med(infer['paper', 50]['B']['instances']):.0f} / {med(infer['paper', 50]['E']['instances']):.0f}; "
-        f"conversion: {slices} lesion slices written; evaluator: {eval_n} slices (baseline {eval_base}).",
+        f"{statistics.median(infer['paper', 50]['B']['instances']):.0f} / "
+        f"{statistics.median(infer['paper', 50]['E']['instances']):.0f}; "
+        f"conversion: {conv['convert'][0]['slices']} lesion slices written; evaluator: {eval_n} slices "
+        f"(baseline {eval_base}).",
         "", *table, "", END])
     print(text)
     if args.write:

@@ -195,3 +195,34 @@ def test_loso_refuses_a_folder_without_slices(tmp_path):
     assert proc.returncode != 0 and "no such file: /no/such.pth" in proc.stderr
     proc = _tool("run_loso.py", tmp_path, "--weights", "C=/no/such.pth")
     assert proc.returncode != 0 and "ROW=PATH" in proc.stderr
+
+
+def test_pooled_csv_figures_match_the_evaluator(tmp_path):
+    """Both protocols recomputed from the evaluator's CSV equal the evaluator's own results."""
+    import torch
+    from rsrcnn_d2.evaluation import PWMLEvaluator
+    from rsrcnn_d2.experiments import pooled_results
+
+    rng = np.random.default_rng(3)
+    evaluator = PWMLEvaluator(output_dir=str(tmp_path), distributed=False)
+    evaluator.reset()
+    for i in range(12):
+        truth = np.zeros((40, 40), bool)
+        for _ in range(int(rng.integers(1, 4))):
+            y, x = rng.integers(2, 36, 2)
+            truth[y:y + int(rng.integers(1, 4)), x:x + int(rng.integers(1, 4))] = True
+        pred = np.roll(truth, int(rng.integers(-1, 2)), axis=1)
+        if i % 4 == 0:
+            pred[:] = False                                    # an empty prediction
+        if i % 3 == 0:
+            pred[30:33, 2:4] = True                            # a false blob
+        evaluator.process([{"file_name": f"s{i % 3}/{i}.npy", "image_id": i, "subject": f"s{i % 3}",
+                            "slice_index": i, "lesion_mask": torch.from_numpy(truth)}],
+                          [{"lesion_mask": torch.from_numpy(pred)}])
+    results = evaluator.evaluate()
+    pooled = pooled_results([tmp_path / "pwml_slices.csv"])
+    for protocol, names in (("pwml_strict", ("Dice", "Sens", "Spec", "HD", "lesion_F1")),
+                            ("pwml_reference", ("Dice", "Sens", "Spec", "HD", "skipped_fraction"))):
+        for name in names:
+            assert pooled[f"{protocol}/{name}"] == pytest.approx(results[protocol][name], rel=1e-5), name
+    assert results["pwml_reference"]["skipped_fraction"] > 0   # the case is not trivial

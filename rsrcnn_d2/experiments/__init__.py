@@ -1,7 +1,8 @@
 """Reproducible experiment runs: train/evaluate through the ordinary tools, resumably, and tabulate."""
-from .results import (SUMMARY_METRICS, mean_sd, pooled_strict, read_eval_results,
-                      seed_summary_table)
+from .results import (REFERENCE_METRICS, SUMMARY_METRICS, mean_sd, pooled_reference,
+                      pooled_results, pooled_strict, read_eval_results, seed_summary_table)
 from .runner import finished_result, train_and_record
 
-__all__ = ["SUMMARY_METRICS", "mean_sd", "pooled_strict", "read_eval_results",
+__all__ = ["SUMMARY_METRICS", "REFERENCE_METRICS", "mean_sd", "pooled_strict", "pooled_reference",
+           "pooled_results", "read_eval_results",
            "seed_summary_table", "finished_result", "train_and_record"]

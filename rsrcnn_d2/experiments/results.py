@@ -12,8 +12,8 @@ from typing import Dict, Iterable, List, Sequence, Tuple, Union
 from ..evaluation.lesionwise import LesionCounts, lesion_f1
 from ..evaluation.metrics import mean_of_defined
 
-__all__ = ["SUMMARY_METRICS", "read_eval_results", "mean_sd", "seed_summary_table",
-           "pooled_strict"]
+__all__ = ["SUMMARY_METRICS", "REFERENCE_METRICS", "read_eval_results", "mean_sd",
+           "seed_summary_table", "pooled_strict", "pooled_reference", "pooled_results"]
 
 # (column title, key in detectron2's flattened results, digits)
 SUMMARY_METRICS: Tuple[Tuple[str, str, int], ...] = (
@@ -22,6 +22,14 @@ SUMMARY_METRICS: Tuple[Tuple[str, str, int], ...] = (
     ("Specificity", "pwml_strict/Spec", 5),
     ("HD (px)", "pwml_strict/HD", 1),
     ("lesion F1", "pwml_strict/lesion_F1", 3),
+)
+# the reference implementation's protocol (the paper's figures): empty predictions skipped
+REFERENCE_METRICS: Tuple[Tuple[str, str, int], ...] = (
+    ("Dice", "pwml_reference/Dice", 3),
+    ("Sensitivity", "pwml_reference/Sens", 3),
+    ("Specificity", "pwml_reference/Spec", 5),
+    ("HD (px)", "pwml_reference/HD", 1),
+    ("slices skipped (empty prediction)", "pwml_reference/skipped_fraction", 3),
 )
 
 
@@ -94,6 +102,14 @@ def _number(row: Dict[str, str], key: str, where: str) -> float:
     return float(value) if value != "" else float("nan")
 
 
+def _slice_rows(slice_csvs: Sequence[Union[str, Path]]) -> List[Tuple[str, Dict[str, str]]]:
+    rows = []
+    for path in slice_csvs:
+        with open(path, newline="") as f:
+            rows += [(str(path), row) for row in csv.DictReader(f)]
+    return rows
+
+
 def pooled_strict(slice_csvs: Sequence[Union[str, Path]]) -> Dict[str, float]:
     """Strict-protocol figures over the slices of several ``pwml_slices.csv`` files pooled.
 
@@ -101,19 +117,43 @@ def pooled_strict(slice_csvs: Sequence[Union[str, Path]]) -> Dict[str, float]:
     them all (means of the defined per-slice values; lesion F1 from pooled counts).
     """
     dice, sens, spec, hd, counts = [], [], [], [], []
-    for path in slice_csvs:
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                where = str(path)
-                dice.append(_number(row, "dice", where))
-                sens.append(_number(row, "sensitivity", where))
-                spec.append(_number(row, "specificity", where))
-                hd.append(_number(row, "hd", where))
-                counts.append(LesionCounts(*(int(_number(row, k, where)) for k in (
-                    "true_lesions", "found_lesions", "pred_lesions", "fp_lesions"))))
+    for where, row in _slice_rows(slice_csvs):
+        dice.append(_number(row, "dice", where))
+        sens.append(_number(row, "sensitivity", where))
+        spec.append(_number(row, "specificity", where))
+        hd.append(_number(row, "hd", where))
+        counts.append(LesionCounts(*(int(_number(row, k, where)) for k in (
+            "true_lesions", "found_lesions", "pred_lesions", "fp_lesions"))))
     return {"pwml_strict/Dice": mean_of_defined(dice)[0],
             "pwml_strict/Sens": mean_of_defined(sens)[0],
             "pwml_strict/Spec": mean_of_defined(spec)[0],
             "pwml_strict/HD": mean_of_defined(hd)[0],
             "pwml_strict/lesion_F1": lesion_f1(counts) if counts else float("nan"),
             "pwml_strict/n_slices": float(len(dice))}
+
+
+def pooled_reference(slice_csvs: Sequence[Union[str, Path]]) -> Dict[str, float]:
+    """The reference protocol over pooled ``pwml_slices.csv`` files (subjects must be disjoint).
+
+    Slices with an empty prediction are skipped; each subject's remaining slices
+    are averaged, then the subjects (as rsrcnn_d2.evaluation.protocols does).
+    """
+    by_subject: Dict[str, List[Dict[str, float]]] = {}
+    total = 0
+    for where, row in _slice_rows(slice_csvs):
+        total += 1
+        if _number(row, "pred_pixels", where) > 0:
+            by_subject.setdefault(row.get("subject", ""), []).append(
+                {k: _number(row, k, where) for k in ("dice", "sensitivity", "specificity", "hd")})
+    out = {}
+    for name, key in (("Dice", "dice"), ("Sens", "sensitivity"), ("Spec", "specificity"), ("HD", "hd")):
+        per_subject = [mean_of_defined(r[key] for r in rows)[0] for rows in by_subject.values()]
+        out[f"pwml_reference/{name}"] = mean_of_defined(per_subject)[0]
+    used = sum(len(rows) for rows in by_subject.values())
+    out["pwml_reference/skipped_fraction"] = (total - used) / total if total else float("nan")
+    return out
+
+
+def pooled_results(slice_csvs: Sequence[Union[str, Path]]) -> Dict[str, float]:
+    """Both protocols' figures over pooled ``pwml_slices.csv`` files."""
+    return {**pooled_strict(slice_csvs), **pooled_reference(slice_csvs)}

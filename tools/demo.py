@@ -14,7 +14,6 @@ Each step is one of the project's ordinary tools, run as a user would run it:
 Re-running is safe: the cohort is reused, the conversion replaced, the model retrained.
 """
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -23,6 +22,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from rsrcnn_d2.data.fileio import atomic_write_bytes  # noqa: E402
+from rsrcnn_d2.experiments import pooled_results  # noqa: E402
+
 TOOLS = REPO / "tools"
 CONFIG = REPO / "configs/PWML-Tiny/E_rsrcnn_R_18_FPN.yaml"
 
@@ -32,11 +36,6 @@ def run(step: str, args, env=None):
     start = time.time()
     subprocess.run([sys.executable, *map(str, args)], check=True, env=env)
     print(f"=== {step}: done in {time.time() - start:.0f} s", flush=True)
-
-
-def summary_rows(csv_path: Path):
-    with open(csv_path) as f:
-        return list(csv.DictReader(f))
 
 
 def main() -> int:
@@ -75,30 +74,29 @@ def main() -> int:
     return 0
 
 
+REPORT_METRICS = (("Dice", "Dice"), ("sensitivity", "Sens"), ("specificity", "Spec"), ("HD (px)", "HD"))
+
+
 def write_report(out: Path, slices_csv: Path, boxplot: Path, volume: Path):
-    rows = summary_rows(slices_csv)
-    metrics = {}
-    for key in ("dice", "sensitivity", "specificity", "hd"):
-        values = [float(r[key]) for r in rows if r[key] != ""]
-        metrics[key] = (sum(values) / len(values) if values else float("nan"), len(values))
+    results = pooled_results([slices_csv])  # the evaluator's figures, from its per-slice CSV
+    n = int(results["pwml_strict/n_slices"])
+    table = ["| metric | strict (every slice) | reference (empty predictions skipped) |", "|---|---|---|"]
+    table += [f"| {title} | {results[f'pwml_strict/{key}']:.4f} | {results[f'pwml_reference/{key}']:.4f} |"
+              for title, key in REPORT_METRICS]
+    table += [f"| lesion-wise F1 | {results['pwml_strict/lesion_F1']:.4f} | |",
+              f"| slices skipped | 0 | {100 * results['pwml_reference/skipped_fraction']:.1f} % |"]
     overlays = sorted((out / "predict").glob("*_overlays/*.png"))
     lines = ["# RS R-CNN demo report", "",
-             f"Synthetic cohort, CPU-sized row E (`{CONFIG.relative_to(REPO)}`), held-out subjects "
-             f"({len(rows)} lesion slices of the test split), strict protocol (every slice counts).", "",
-             "| metric | mean | slices |", "|---|---|---|"]
-    lines += [f"| {k} | {v:.4f} | {n} |" for k, (v, n) in metrics.items()]
-    lines += ["", "Both protocols, per-subject 3-D and lesion-wise figures: see the evaluation log above and "
-              f"`{slices_csv.relative_to(out)}`.", "", f"![per-slice box plot]({boxplot.name})", "",
-              f"Prediction of `{volume.name}`: `predict/` (mask and probability NIfTI with the input's affine)."]
+             f"Synthetic cohort, CPU-sized row E (`{CONFIG.relative_to(REPO)}`), held-out test subjects "
+             f"({n} lesion slices), both evaluator protocols (see docs/RESULTS.md).", "", *table,
+             "", "Per-subject 3-D and lesion-wise figures: see the evaluation log above; per-slice values: "
+             f"`{slices_csv.relative_to(out)}`.", "", f"![per-slice box plot]({boxplot.name})", "",
+             f"Prediction of `{volume.name}`: `predict/` (mask and probability NIfTI with the input's affine)."]
     if overlays:
         lines += ["", f"![overlay]({overlays[len(overlays) // 2].relative_to(out)})"]
     report = out / "report.md"
-    tmp = report.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, report)
-    print("\n| metric (held-out slices, strict) | mean |\n|---|---|")
-    for k, (v, _) in metrics.items():
-        print(f"| {k} | {v:.4f} |")
+    atomic_write_bytes(report, ("\n".join(lines) + "\n").encode())
+    print("\n" + "\n".join(table))
     print(f"\nreport: {report}")
 
 

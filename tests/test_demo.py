@@ -1,0 +1,36 @@
+"""The demo's report: both protocols' figures, as the evaluator computed them."""
+import sys
+
+import numpy as np
+import torch
+
+from conftest import REPO
+from rsrcnn_d2.evaluation import PWMLEvaluator
+
+
+def test_report_tables_both_protocols(tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "tools"))
+    import demo
+
+    out = tmp_path / "demo"
+    csv_dir = out / "train" / "inference" / "pwml_test"
+    evaluator = PWMLEvaluator(output_dir=str(csv_dir), distributed=False)
+    evaluator.reset()
+    truth = np.zeros((16, 16), bool)
+    truth[4:6, 4:6] = True
+    half = truth.copy()
+    half[5, :] = False                                   # 2 of 4 lesion pixels: Dice 2·2/(2+4)
+    for i, pred in enumerate([truth, half, np.zeros_like(truth)]):
+        evaluator.process([{"file_name": f"a/{i}.npy", "image_id": i, "subject": "a", "slice_index": i,
+                            "lesion_mask": torch.from_numpy(truth)}], [{"lesion_mask": torch.from_numpy(pred)}])
+    results = evaluator.evaluate()
+    demo.write_report(out, csv_dir / "pwml_slices.csv", out / "boxplot.png", out / "case_0000.nii.gz")
+    report = (out / "report.md").read_text()
+    strict = (1 + 2 / 3 + 0) / 3                          # the empty prediction counts as 0
+    reference = (1 + 2 / 3) / 2                           # ... and is skipped here
+    assert abs(results["pwml_strict"]["Dice"] - strict) < 1e-9
+    assert abs(results["pwml_reference"]["Dice"] - reference) < 1e-9
+    assert f"| Dice | {strict:.4f} | {reference:.4f} |" in report
+    assert "| slices skipped | 0 | 33.3 % |" in report
+    assert "(3 lesion slices)" in report and "![per-slice box plot](boxplot.png)" in report
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out

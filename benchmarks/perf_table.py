@@ -170,7 +170,15 @@ def child_evaluate(slices: int, baseline_slices: int) -> dict:
             "peak_rss_mib": peak_rss_mib()}
 
 
-CHILDREN = {"infer": child_infer, "train": child_train, "convert": child_convert,
+def child_idle() -> dict:
+    """The floor under every other child's RSS: the interpreter with the libraries imported."""
+    import importlib
+    for name in ("torch", "detectron2.modeling", "rsrcnn_d2"):
+        importlib.import_module(name)
+    return {"peak_rss_mib": peak_rss_mib()}
+
+
+CHILDREN = {"idle": child_idle, "infer": child_infer, "train": child_train, "convert": child_convert,
             "evaluate": child_evaluate}
 
 
@@ -303,6 +311,7 @@ def main(argv=None) -> int:
             conv[what].append(run_child("convert", cohort=str(cohort), workers=2, what=what))
     progress("evaluator")
     ev = run_child("evaluate", slices=eval_n, baseline_slices=eval_base)
+    idle = run_child("idle")["peak_rss_mib"]
 
     rows = table_rows(infer, train, conv, ev, cohort_shape)
 
@@ -324,7 +333,8 @@ def main(argv=None) -> int:
         f"{statistics.median(infer['paper', 50]['B']['instances']):.0f} / "
         f"{statistics.median(infer['paper', 50]['E']['instances']):.0f}; "
         f"conversion: {conv['convert'][0]['slices']} lesion slices written; evaluator: {eval_n} slices "
-        f"(baseline {eval_base}).",
+        f"(baseline {eval_base}). Peak RSS is the whole child process: one that only imports torch, "
+        f"detectron2 and rsrcnn_d2 peaks at {idle:.0f} MiB, which every RSS figure includes.",
         "", *table, "", END])
     print(text)
     if args.write:

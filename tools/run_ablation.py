@@ -31,17 +31,11 @@ sys.path.insert(0, str(REPO))
 
 from rsrcnn_d2.data.fileio import atomic_write_bytes  # noqa: E402
 from rsrcnn_d2.data.fileio import atomic_write_json  # noqa: E402
-from rsrcnn_d2.experiments import (REFERENCE_METRICS, finished_result, pooled_results,  # noqa: E402
-                                   seed_summary_table, train_and_record)
+from rsrcnn_d2.experiments import (REFERENCE_METRICS, TINY_ROW_CONFIGS, TOOLS,  # noqa: E402
+                                   finished_result, pooled_results, run_tool, seed_summary_table,
+                                   train_and_record)
 
-TOOLS = REPO / "tools"
-TINY = REPO / "configs" / "PWML-Tiny"
-ROW_CONFIGS = {
-    "B": TINY / "B_mask_rcnn_R_18_FPN.yaml",
-    "C": TINY / "C_hrpn_expand_R_18_FPN.yaml",
-    "D": TINY / "D_hrpn_lrsnet_R_18_FPN.yaml",
-    "E": TINY / "E_rsrcnn_R_18_FPN.yaml",
-}
+ROW_CONFIGS = TINY_ROW_CONFIGS
 ROW_LABELS = {"B": "B  Mask R-CNN", "C": "C  + H-RPN, k=1.3", "D": "D  + LRS-Net",
               "E": "E  + DCRF (RS R-CNN), k=1.3"}
 ROW_E_K = 1.3  # the expansion factor of the row E config
@@ -73,11 +67,6 @@ def add_variants(runs, variants):
         pairs = " ".join(f"{k}={val}" for k, val in zip(opts[::2], opts[1::2]))
         runs[name] = (ROW_CONFIGS[row], list(opts), f"{row}  {pairs}".rstrip())
     return runs
-
-
-def run_tool(args, env):
-    print("$ " + " ".join(str(a) for a in args), flush=True)
-    subprocess.run([sys.executable, *map(str, args)], check=True, env=env)
 
 
 TUNED = "E_dcrf_tuned"

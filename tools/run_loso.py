@@ -19,7 +19,6 @@ re-running; an interrupted one resumes.
 """
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,12 +27,10 @@ sys.path.insert(0, str(REPO))
 
 from rsrcnn_d2.data.fileio import atomic_write_bytes, read_json  # noqa: E402
 from rsrcnn_d2.data.sources import discover_subjects  # noqa: E402
-from rsrcnn_d2.experiments import (REFERENCE_METRICS, pooled_results, seed_summary_table,  # noqa: E402
-                                   train_and_record)
+from rsrcnn_d2.experiments import (REFERENCE_METRICS, TINY_ROW_CONFIGS, TOOLS,  # noqa: E402
+                                   pooled_results, run_tool, seed_summary_table, train_and_record)
 
-TOOLS = REPO / "tools"
-TINY = REPO / "configs" / "PWML-Tiny"
-ROW_CONFIGS = {"B": TINY / "B_mask_rcnn_R_18_FPN.yaml", "E": TINY / "E_rsrcnn_R_18_FPN.yaml"}
+ROW_CONFIGS = {row: TINY_ROW_CONFIGS[row] for row in ("B", "E")}
 ROW_LABELS = {"B": "B  Mask R-CNN", "E": "E  RS R-CNN"}
 
 
@@ -53,8 +50,7 @@ def prepare(slices: Path, pwml: Path, seed: int, env) -> int:
     """Convert SLICES with one fold per subject (once); return the number of folds."""
     if not (pwml / "conversion.json").exists():
         subjects = len(discover_subjects(slices))  # leave-one-out: as many folds as subjects
-        subprocess.run([sys.executable, str(TOOLS / "prepare_pwml.py"), str(slices), "--out", str(pwml),
-                        "--seed", str(seed), "--folds", str(subjects)], check=True, env=env)
+        run_tool([TOOLS / "prepare_pwml.py", slices, "--out", pwml, "--seed", seed, "--folds", subjects], env)
     return len(read_json(pwml / "splits.json")["folds"])
 
 

@@ -13,10 +13,28 @@ from typing import Dict, Mapping, Optional, Sequence, Union
 from ..data.fileio import atomic_write_json, read_json
 from .results import read_eval_results
 
-__all__ = ["finished_result", "train_and_record", "TRAIN_NET"]
+__all__ = ["finished_result", "train_and_record", "run_tool", "TOOLS", "TRAIN_NET",
+           "TINY_ROW_CONFIGS"]
 
-TRAIN_NET = Path(__file__).resolve().parents[2] / "tools" / "train_net.py"
+REPO = Path(__file__).resolve().parents[2]
+TOOLS = REPO / "tools"
+TRAIN_NET = TOOLS / "train_net.py"
 RESULT_FILE = "result.json"
+_TINY = REPO / "configs" / "PWML-Tiny"
+# the CPU-sized configs of Table 1's rows, used by the experiment scripts
+TINY_ROW_CONFIGS = {
+    "B": _TINY / "B_mask_rcnn_R_18_FPN.yaml",
+    "C": _TINY / "C_hrpn_expand_R_18_FPN.yaml",
+    "D": _TINY / "D_hrpn_lrsnet_R_18_FPN.yaml",
+    "E": _TINY / "E_rsrcnn_R_18_FPN.yaml",
+}
+
+
+def run_tool(args: Sequence, env: Optional[Mapping[str, str]] = None) -> None:
+    """Run a project tool (``[script, *arguments]``) with this interpreter; raise if it fails."""
+    print("$ " + " ".join(str(a) for a in args), flush=True)
+    subprocess.run([sys.executable, *map(str, args)], check=True,
+                   env=None if env is None else dict(env))
 
 
 def finished_result(run_dir: Union[str, Path]) -> Optional[Dict]:

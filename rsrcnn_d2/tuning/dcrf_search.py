@@ -9,7 +9,8 @@ re-pasting cached mask probabilities through the CRF (prediction_cache.py).
 
 The starting parameters (the config's) are probed first, and the best trial is
 the first one reaching the highest Dice, so the result is never worse than the
-starting point on the tuning set.
+starting point on the tuning set (the optimiser's loop is bayes.py's, shared
+with the classical detector's tuning).
 """
 import logging
 import math
@@ -21,6 +22,7 @@ import numpy as np
 from ..evaluation import dice
 from ..modeling.dcrf import DenseCRFPostprocessor
 from ..modeling.postprocessing import paste_instance_masks
+from .bayes import bayes_maximize, best_trial
 from .prediction_cache import CachedSlice
 
 __all__ = ["PARAM_KEYS", "DEFAULT_BOUNDS", "Trial", "TuningResult", "params_from_cfg",
@@ -118,10 +120,6 @@ def _check_bounds(bounds: Mapping[str, Sequence[float]]) -> Dict[str, Tuple[floa
     return out
 
 
-def _inside(params: Mapping[str, float], bounds: Mapping[str, Tuple[float, float]]) -> bool:
-    return all(bounds[k][0] <= params[k] <= bounds[k][1] for k in PARAM_KEYS)
-
-
 def tune_dcrf(slices: Sequence[CachedSlice], start_params: Mapping[str, float], *,
               bounds: Mapping[str, Sequence[float]] = DEFAULT_BOUNDS, init_points: int = 5,
               n_iter: int = 25, seed: int = 0, gaussian_compat: float = 3.0,
@@ -130,42 +128,25 @@ def tune_dcrf(slices: Sequence[CachedSlice], start_params: Mapping[str, float], 
 
     ``start_params`` (usually `params_from_cfg`) are evaluated first (probed, when
     inside ``bounds``), then ``init_points`` random points and ``n_iter`` GP-guided
-    ones, all drawn from ``seed``: equal inputs give equal results.
+    ones, all drawn from ``seed``: equal inputs give equal results (bayes.py).
     """
-    from bayes_opt import BayesianOptimization
-
     if init_points < 0 or n_iter < 0:
         raise ValueError("init_points and n_iter must be >= 0")
     bounds = _check_bounds(bounds)
     start = normalize_params(start_params)
-    trials: List[Trial] = []
-    seen: Dict[Tuple[float, ...], float] = {}
 
-    def objective(**raw: float) -> float:
-        params = normalize_params(raw)
-        key = tuple(params[k] for k in PARAM_KEYS)
-        if key not in seen:  # e1 rounding maps many optimiser points onto one CRF
-            crf = crf_from_params(params, gaussian_compat, bilateral_compat)
-            seen[key] = mean_dice(slices, crf, threshold)
-            trials.append(Trial(params, seen[key]))
-            logger.info(f"DCRF trial {len(trials)}: {format_params(params)} "
-                        f"-> Dice {seen[key]:.4f}")
-        return seen[key]
+    def score(params: Dict[str, float]) -> float:
+        return mean_dice(slices, crf_from_params(params, gaussian_compat, bilateral_compat),
+                         threshold)
 
     no_crf = mean_dice(slices, None, threshold)
-    optimizer = BayesianOptimization(f=objective, pbounds=bounds, random_state=seed, verbose=0)
-    if _inside(start, bounds):
-        optimizer.probe(params=start, lazy=True)  # evaluated first by maximize()
-    else:
-        logger.warning(f"starting DCRF parameters {format_params(start)} lie outside the search "
-                       "bounds; scored but not given to the optimiser")
-        objective(**start)
-    optimizer.maximize(init_points=init_points, n_iter=n_iter)
-
-    start_dice = seen[tuple(start[k] for k in PARAM_KEYS)]
-    best = max(trials, key=lambda t: t.dice)  # first of equals: the start wins ties
-    return TuningResult(no_crf_dice=no_crf, start_params=start, start_dice=start_dice,
-                        best_params=dict(best.params), best_dice=best.dice, trials=trials,
+    found = bayes_maximize(score, start, bounds, normalize=normalize_params,
+                           init_points=init_points, n_iter=n_iter, seed=seed,
+                           describe=format_params, name="DCRF trial")
+    trials = [Trial(params, value) for params, value in found]
+    best_params, best_dice = best_trial(found)
+    return TuningResult(no_crf_dice=no_crf, start_params=start, start_dice=trials[0].dice,
+                        best_params=dict(best_params), best_dice=best_dice, trials=trials,
                         num_slices=len(slices))
 
 

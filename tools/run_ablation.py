@@ -2,7 +2,7 @@
 """Table 1's ablation rows and a k sweep on the synthetic cohort, several seeds, resumable.
 
     python tools/run_ablation.py [--output output/ablation] [--seeds 0 1 2] [--iters 1000]
-                                 [--rows B C D E] [--k 1.0 1.3 2.0] [--subjects 30]
+                                 [--rows A B C D E] [--k 1.0 1.3 2.0] [--subjects 30]
                                  [--variant NAME ROW KEY VALUE [KEY VALUE ...]]
 
 Every run is the ordinary tools/train_net.py with a CPU-sized config
@@ -14,6 +14,9 @@ and shared by all runs; seeds change initialisation and data order only.
 Re-running skips finished runs and resumes an interrupted one from its last
 checkpoint; runs go seed by seed, so a partial sweep still has whole seeds.
 The summary (mean ± sd over seeds) is written to OUTPUT/summary.md (--summary).
+Row A is the classical baseline (rsrcnn_d2.classical, no training): per seed,
+its parameters are tuned on the validation subjects (the seed is the
+optimiser's) and it is evaluated once on the test subjects, like the tuned CRF.
 Row E also gets a tuned-CRF twin (E_dcrf_tuned, unless --no-tune-dcrf): the
 seed's row-E model with the CRF parameters tuned on the validation subjects by
 tools/tune_dcrf.py, as the paper does, then evaluated once on the test subjects.
@@ -36,14 +39,14 @@ from rsrcnn_d2.experiments import (REFERENCE_METRICS, TINY_ROW_CONFIGS, TOOLS,  
                                    train_and_record)
 
 ROW_CONFIGS = TINY_ROW_CONFIGS
-ROW_LABELS = {"B": "B  Mask R-CNN", "C": "C  + H-RPN, k=1.3", "D": "D  + LRS-Net",
+ROW_LABELS = {"A": "A  classical (local contrast, tuned on val)", "B": "B  Mask R-CNN", "C": "C  + H-RPN, k=1.3", "D": "D  + LRS-Net",
               "E": "E  + DCRF (RS R-CNN), k=1.3"}
 ROW_E_K = 1.3  # the expansion factor of the row E config
 
 
 def planned_runs(rows, ks):
     """{name: (config, extra opts, label)}: the rows, then row E at each other k."""
-    runs = {row: (ROW_CONFIGS[row], [], ROW_LABELS[row]) for row in rows}
+    runs = {row: (ROW_CONFIGS.get(row), [], ROW_LABELS[row]) for row in rows}  # A: no config
     for k in ks:
         if abs(k - ROW_E_K) < 1e-9:
             if "E" not in runs:
@@ -70,6 +73,22 @@ def add_variants(runs, variants):
 
 
 TUNED = "E_dcrf_tuned"
+CLASSICAL = "A"
+
+
+def classical_run(out: Path, seed: int) -> None:
+    """Row A for one seed: tune the classical detector on pwml_val, evaluate on pwml_test, record."""
+    from rsrcnn_d2.classical import tune_and_evaluate
+    from rsrcnn_d2.data import register_pwml_root
+
+    run_dir = out / "runs" / CLASSICAL / f"seed{seed}"
+    if finished_result(run_dir) is not None:
+        return
+    register_pwml_root(out / "pwml")  # this process's pwml_* are the cohort's, as the tools' env
+    record = tune_and_evaluate("pwml_val", "pwml_test", run_dir, seed=seed, progress=False)
+    atomic_write_json(run_dir / "result.json", {"config": record["params"], "opts": [],
+                                                "tuning": record["tuning"],
+                                                "results": record["results"]})
 
 
 def tuned_dcrf_run(out: Path, seed: int, env) -> None:
@@ -127,7 +146,8 @@ def main(argv=None) -> int:
     p.add_argument("--output", default="output/ablation")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--iters", type=int, default=1000)
-    p.add_argument("--rows", nargs="+", default=list(ROW_CONFIGS), choices=list(ROW_CONFIGS))
+    p.add_argument("--rows", nargs="+", default=[CLASSICAL, *ROW_CONFIGS],
+                   choices=[CLASSICAL, *ROW_CONFIGS])
     p.add_argument("--k", type=float, nargs="*", default=[1.0, 1.3, 2.0],
                    help="expansion factors for row E (1.3 is row E itself)")
     p.add_argument("--variant", nargs="+", action="append", default=[],
@@ -156,12 +176,16 @@ def main(argv=None) -> int:
             state = "done" if finished_result(run_dir) else "training"
             print(f"\n=== run {i}/{len(todo)}: {label}, seed {seed} ({state}) -> {run_dir}", flush=True)
             try:
-                train_and_record(config, run_dir, [
-                    *opts, "SOLVER.MAX_ITER", args.iters, "SOLVER.CHECKPOINT_PERIOD",
-                    max(1, args.iters // 4), "SEED", seed, "DATASETS.TEST", "('pwml_test',)"], env=env)
+                if name == CLASSICAL:
+                    classical_run(out, seed)
+                else:
+                    train_and_record(config, run_dir, [
+                        *opts, "SOLVER.MAX_ITER", args.iters, "SOLVER.CHECKPOINT_PERIOD",
+                        max(1, args.iters // 4), "SEED", seed, "DATASETS.TEST", "('pwml_test',)"],
+                        env=env)
                 if name == "E" and tune:
                     tuned_dcrf_run(out, seed, env)
-            except (RuntimeError, subprocess.CalledProcessError) as e:
+            except (RuntimeError, ValueError, subprocess.CalledProcessError) as e:
                 # go on with the other runs; re-running retries this one
                 print(f"error: {e}", file=sys.stderr, flush=True)
                 failed.append(f"{label}, seed {seed}")

@@ -2,6 +2,10 @@
 
     rsrcnn-predict INPUT --output OUT --config-file CFG.yaml --weights model_final.pth
                    [--axis axial] [--save-prob] [--overlays] [KEY VALUE ...]
+    rsrcnn-predict INPUT --output OUT --classical PARAMS.yaml [--axis axial] ...
+
+--classical runs the classical baseline (row A, rsrcnn_d2.classical) with the
+parameters tools/tune_classical.py wrote, instead of a network.
 
 INPUT is a NIfTI volume, a folder of volumes or a folder of slice PNGs
 (``<slice>.png`` or ``input/<subject>/<slice>.png``). Outputs in OUT:
@@ -30,8 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="NIfTI volume, folder of volumes, or folder of slice PNGs")
     p.add_argument("--output", "-o", required=True, help="output folder (created if missing)")
-    p.add_argument("--config-file", required=True, metavar="FILE",
-                   help="the model's config (e.g. the config.yaml train_net wrote)")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--config-file", metavar="FILE",
+                       help="the model's config (e.g. the config.yaml train_net wrote)")
+    model.add_argument("--classical", metavar="PARAMS",
+                       help="the classical detector's parameters file (row A), instead of a model")
     p.add_argument("--weights", default=None, help="checkpoint to load (sets MODEL.WEIGHTS)")
     p.add_argument("--axis", default="axial", choices=["axial", "coronal", "sagittal"],
                    help="slice axis in canonical (RAS+) orientation, as in prepare_pwml")
@@ -68,6 +75,13 @@ def build_predictor(args: argparse.Namespace):
     """The `LesionPredictor` the run uses (tests replace this with a stand-in)."""
     from .predictor import LesionPredictor
 
+    if args.classical:
+        from ..classical import ClassicalPredictor, load_params
+
+        if args.opts or args.weights:
+            raise PWMLDataError(args.classical, "--weights and config overrides apply to "
+                                                "networks, not to --classical")
+        return ClassicalPredictor(load_params(args.classical), batch_size=args.batch_size)
     return LesionPredictor.from_config(setup_cfg(args), batch_size=args.batch_size)
 
 

@@ -33,12 +33,13 @@ def input_slice(inp: Dict) -> np.ndarray:
 
 
 def _at_size(array: np.ndarray, height: int, width: int, mode: str) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(array, np.float32))
-    if tensor.shape == (height, width):
-        return tensor
+    """``array`` as a tensor of (height, width): shared memory when already that size."""
+    if array.shape == (height, width):
+        return torch.from_numpy(np.ascontiguousarray(array))
+    tensor = torch.from_numpy(np.ascontiguousarray(array, np.float32))[None, None]
     kwargs = {"align_corners": False} if mode == "bilinear" else {}
-    return torch.nn.functional.interpolate(tensor[None, None], size=(height, width), mode=mode,
-                                           **kwargs)[0, 0]
+    resized = torch.nn.functional.interpolate(tensor, size=(height, width), mode=mode, **kwargs)
+    return resized[0, 0] > 0.5 if array.dtype == bool else resized[0, 0].clamp_(0.0, 1.0)
 
 
 class ClassicalLesionModel:
@@ -62,8 +63,8 @@ class ClassicalLesionModel:
             det = detect_slice(image, self.params, neighbours)
             height = int(inp.get("height", image.shape[0]))
             width = int(inp.get("width", image.shape[1]))
-            mask = _at_size(det.mask, height, width, "nearest") > 0.5
-            prob = _at_size(det.prob, height, width, "bilinear").clamp_(0.0, 1.0)
+            mask = _at_size(det.mask, height, width, "nearest")
+            prob = _at_size(det.prob, height, width, "bilinear")
             outputs.append({"lesion_mask": mask, "lesion_prob": prob})
         return outputs
 
@@ -85,6 +86,11 @@ class ClassicalPredictor(LesionPredictor):
     @property
     def params(self) -> ClassicalParams:
         return self.model.params
+
+    def _model_input(self, image: np.ndarray) -> Dict:
+        # the detector reads one grey channel at the slice's own size: no resizing, no copies
+        return {"image": np.asarray(image, np.float32), "height": image.shape[0],
+                "width": image.shape[1]}
 
     def predict_slices(self, images: Sequence[np.ndarray]) -> List[SlicePrediction]:
         if self.params.mode != "3d" or len(images) < 2:

@@ -278,3 +278,92 @@ def test_classical_and_a_config_are_exclusive(tmp_path):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["x", "-o", "y", "--classical", "p.yaml",
                                        "--config-file", "c.yaml"])
+
+
+# ------------------------------------------------------------------ the tools on a registered dataset
+def _tool_main(name):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.fixture(scope="module")
+def toy_dataset(tmp_path_factory):
+    from rsrcnn_d2.data import convert_pwml, register_pwml_root, write_synthetic_cohort
+
+    base = tmp_path_factory.mktemp("classical_toy")
+    write_synthetic_cohort(base / "raw", num_subjects=5, size=64, depth=4, seed=0,
+                           lesion_fraction=0.5)
+    convert_pwml(base / "raw", base / "pwml", workers=1)
+    register_pwml_root(base / "pwml", prefix="classical_toy")
+    return "classical_toy"
+
+
+def test_tune_then_evaluate_tools_write_only_their_outputs(toy_dataset, tmp_path, capsys):
+    from rsrcnn_d2.classical import load_dataset_slices
+
+    out = tmp_path / "A"
+    code = _tool_main("tune_classical")(["--dataset", f"{toy_dataset}_val", "--output",
+                                         str(out / "params.yaml"), "--init-points", "1",
+                                         "--n-iter", "1", "--no-progress"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["params.yaml", "params_trials.json"]
+    trials = json.loads((out / "params_trials.json").read_text())
+    params = load_params(out / "params.yaml")
+    assert trials["best"]["value"] >= trials["start"]["value"]
+    assert trials["trials"][0] == {**ClassicalParams().to_dict(), "value": trials["start"]["value"]}
+    val = load_dataset_slices(f"{toy_dataset}_val", progress=False)
+    assert objective_value(val, params) == pytest.approx(trials["best"]["value"])
+
+    code = _tool_main("eval_classical")(["--params", str(out / "params.yaml"), "--dataset",
+                                         f"{toy_dataset}_test", "--output", str(out / "test"),
+                                         "--no-progress"])
+    assert code == 0 and "| Dice" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "test").iterdir()) == [
+        "pwml_slices.csv", "pwml_subjects.csv", "results.json"]
+    recorded = json.loads((out / "test" / "results.json").read_text())["results"]
+    test = load_dataset_slices(f"{toy_dataset}_test", progress=False)
+    expected = evaluate_classical(test, params, progress=False)
+    assert recorded["pwml_strict/Dice"] == pytest.approx(expected["pwml_strict"]["Dice"])
+    assert recorded["pwml_reference/Dice"] == pytest.approx(expected["pwml_reference"]["Dice"])
+
+
+def test_tools_name_a_bad_params_file(toy_dataset, tmp_path, capsys):
+    (tmp_path / "p.yaml").write_text("smoothing: 1\n")
+    code = _tool_main("eval_classical")(["--params", str(tmp_path / "p.yaml"), "--dataset",
+                                         f"{toy_dataset}_test", "--output", str(tmp_path / "o")])
+    assert code == 2 and "p.yaml: unknown parameter(s) smoothing" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_ablation_plan_has_row_a_without_a_config():
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "tools"))
+    from run_ablation import ROW_LABELS, planned_runs
+
+    runs = planned_runs(["A", "B"], [])
+    assert list(runs) == ["A", "B"] and runs["A"] == (None, [], ROW_LABELS["A"])
+
+
+def test_row_a_run_is_recorded_once_and_then_skipped(toy_dataset, tmp_path):
+    from rsrcnn_d2.classical import run_row_a
+
+    run_dir = tmp_path / "runs" / "A" / "seed0"
+    first = run_row_a(f"{toy_dataset}_val", f"{toy_dataset}_test", run_dir, init_points=1,
+                      n_iter=0, progress=False)
+    result = run_dir / "result.json"
+    assert json.loads(result.read_text()) == first
+    assert first["config"] == str(run_dir / "params.yaml") and first["opts"] == []
+    assert (run_dir / "inference" / f"{toy_dataset}_test" / "pwml_slices.csv").exists()
+    assert {"pwml_strict/Dice", "pwml_reference/Dice", "pwml_strict/lesion_F1"} <= set(first["results"])
+    stamp = result.stat().st_mtime_ns
+    assert run_row_a(f"{toy_dataset}_val", f"{toy_dataset}_test", run_dir) == first
+    assert result.stat().st_mtime_ns == stamp

@@ -78,33 +78,12 @@ CLASSICAL = "A"
 
 def classical_run(out: Path, seed: int) -> None:
     """Row A for one seed: tune the classical detector on pwml_val, evaluate on pwml_test, record."""
-    from rsrcnn_d2.classical import tune_and_evaluate
+    from rsrcnn_d2.classical import run_row_a
     from rsrcnn_d2.data import register_pwml_root
 
-    run_dir = out / "runs" / CLASSICAL / f"seed{seed}"
-    if finished_result(run_dir) is not None:
-        return
     register_pwml_root(out / "pwml")  # this process's pwml_* are the cohort's, as the tools' env
-    record = tune_and_evaluate("pwml_val", "pwml_test", run_dir, seed=seed, progress=False)
-    atomic_write_json(run_dir / "result.json", {"config": record["params"], "opts": [],
-                                                "tuning": record["tuning"],
-                                                "results": record["results"]})
-
-
-def tuned_dcrf_run(out: Path, seed: int, env) -> None:
-    """Tune row E's CRF on pwml_val for one seed's model, evaluate on pwml_test, record."""
-    source, run_dir = out / "runs" / "E" / f"seed{seed}", out / "runs" / TUNED / f"seed{seed}"
-    if finished_result(run_dir) is not None or finished_result(source) is None:
-        return
-    weights, tuned = source / "model_final.pth", run_dir / "dcrf_tuned.yaml"
-    run_tool([TOOLS / "tune_dcrf.py", "--config-file", ROW_CONFIGS["E"], "--weights", weights,
-              "--dataset", "pwml_val", "--output", tuned, "--cache", run_dir / "val_probs.pt",
-              "--init-points", 5, "--n-iter", 15, "--seed", seed], env)
-    run_tool([TOOLS / "train_net.py", "--eval-only", "--config-file", tuned, "MODEL.WEIGHTS", weights,
-              "DATASETS.TEST", "('pwml_test',)", "OUTPUT_DIR", run_dir], env)
-    # the evaluator's figures, recomputed from its per-slice CSV (eval-only keeps no metrics.json)
-    results = pooled_results([run_dir / "inference" / "pwml_test" / "pwml_slices.csv"])
-    atomic_write_json(run_dir / "result.json", {"config": str(tuned), "opts": [], "results": results})
+    run_row_a("pwml_val", "pwml_test", out / "runs" / CLASSICAL / f"seed{seed}", seed=seed,
+              progress=False)
 
 
 def prepare_cohort(out: Path, args, env):
@@ -173,7 +152,8 @@ def main(argv=None) -> int:
         for i, (seed, name) in enumerate(todo, 1):
             config, opts, label = runs[name]
             run_dir = out / "runs" / name / f"seed{seed}"
-            state = "done" if finished_result(run_dir) else "training"
+            state = ("done" if finished_result(run_dir) else
+                     "tuning" if name == CLASSICAL else "training")
             print(f"\n=== run {i}/{len(todo)}: {label}, seed {seed} ({state}) -> {run_dir}", flush=True)
             try:
                 if name == CLASSICAL:

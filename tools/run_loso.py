@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Leave-one-subject-out cross-validation of row B vs row E on a slice folder (input/ + gt/).
+"""Leave-one-subject-out cross-validation of rows A, B and E on a slice folder (input/ + gt/).
 
-    python tools/run_loso.py SLICES [--output output/loso] [--rows B E] [--iters 300]
+    python tools/run_loso.py SLICES [--output output/loso] [--rows A B E] [--iters 300]
                              [--weights B=PATH --weights E=PATH] [--tag NAME]
 
 SLICES is a folder in the reference implementation's layout, such as
@@ -10,7 +10,10 @@ It is converted once with tools/prepare_pwml.py into OUTPUT/pwml with one fold
 per subject, and each row is trained with tools/train_net.py on all subjects
 but one and evaluated on that one, for every subject. The held-out slices of
 all folds are then pooled into one strict-protocol table (OUTPUT/summary.md),
-with the per-fold mean ± sd beside it.
+with the per-fold mean ± sd beside it. Row A, the classical baseline
+(rsrcnn_d2.classical), is not trained: its parameters are tuned on the same
+held-in subjects (Bayesian optimisation, --seed) and it is evaluated on the
+held-out one.
 
 --weights starts a row from a checkpoint, e.g. a model trained on the synthetic
 cohort by tools/run_ablation.py (runs/B/seed0/model_final.pth); --tag keeps
@@ -31,7 +34,9 @@ from rsrcnn_d2.experiments import (REFERENCE_METRICS, TINY_ROW_CONFIGS, TOOLS,  
                                    pooled_results, run_tool, seed_summary_table, train_and_record)
 
 ROW_CONFIGS = {row: TINY_ROW_CONFIGS[row] for row in ("B", "E")}
-ROW_LABELS = {"B": "B  Mask R-CNN", "E": "E  RS R-CNN"}
+ROW_LABELS = {"A": "A  classical (tuned on the held-in subjects)", "B": "B  Mask R-CNN",
+              "E": "E  RS R-CNN"}
+CLASSICAL = "A"
 
 
 def parse_weights(items):
@@ -59,7 +64,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("slices", help="folder with input/<subject>/*.png and gt/<subject>/*.png")
     p.add_argument("--output", default="output/loso")
-    p.add_argument("--rows", nargs="+", default=["B", "E"], choices=list(ROW_CONFIGS))
+    p.add_argument("--rows", nargs="+", default=[CLASSICAL, "B", "E"],
+                   choices=[CLASSICAL, *ROW_CONFIGS])
     p.add_argument("--iters", type=int, default=300)
     p.add_argument("--weights", action="append", default=[], metavar="ROW=PATH",
                    help="initial weights of a row (default: from scratch)")
@@ -86,10 +92,19 @@ def main(argv=None) -> int:
             run_dir = out / "runs" / tag / row / f"fold{i}"
             print(f"\n=== {tag}: row {row}, fold {i + 1}/{folds} (held out: subject "
                   f"{', '.join(splits[i]['val'])}) -> {run_dir}", flush=True)
-            record = train_and_record(ROW_CONFIGS[row], run_dir, [
-                "SOLVER.MAX_ITER", args.iters, "SOLVER.CHECKPOINT_PERIOD", max(1, args.iters // 2),
-                "SEED", args.seed, "MODEL.WEIGHTS", weights.get(row, ""),
-                "DATASETS.TRAIN", f"('pwml_fold{i}_train',)", "DATASETS.TEST", f"('{name}',)"], env=env)
+            if row == CLASSICAL:
+                from rsrcnn_d2.classical import run_row_a
+                from rsrcnn_d2.data import register_pwml_root
+
+                register_pwml_root(out / "pwml")  # in this process, as the tools' env does
+                record = run_row_a(f"pwml_fold{i}_train", name, run_dir, seed=args.seed,
+                                   progress=False)
+            else:
+                record = train_and_record(ROW_CONFIGS[row], run_dir, [
+                    "SOLVER.MAX_ITER", args.iters, "SOLVER.CHECKPOINT_PERIOD",
+                    max(1, args.iters // 2), "SEED", args.seed, "MODEL.WEIGHTS",
+                    weights.get(row, ""), "DATASETS.TRAIN", f"('pwml_fold{i}_train',)",
+                    "DATASETS.TEST", f"('{name}',)"], env=env)
             fold_results[row].append(record["results"])
             csvs.append(run_dir / "inference" / name / "pwml_slices.csv")
         pooled[row] = [pooled_results(csvs)]

@@ -15,7 +15,8 @@ from .dataset import DatasetSlice, load_dataset_slices, model_input
 from .detector import Detection, detect_slice, detect_stack, local_contrast, otsu_threshold, tissue_mask
 from .model import ClassicalLesionModel, ClassicalPredictor
 from .params import MODES, ClassicalParams, load_params, params_from_dict, save_params
-from .evaluate import evaluate_classical, flat_results, save_tuning, tune_and_evaluate
+from .evaluate import (evaluate_classical, flat_results, run_row_a, save_tuning,
+                       tune_and_evaluate)
 from .tuning import (DEFAULT_BOUNDS, OBJECTIVES, ClassicalTuningResult, normalize_search_point,
                      objective_value, tune_classical)
 
@@ -25,4 +26,4 @@ __all__ = ["ClassicalParams", "MODES", "load_params", "save_params", "params_fro
            "load_dataset_slices", "model_input", "DEFAULT_BOUNDS", "OBJECTIVES",
            "ClassicalTuningResult", "objective_value", "normalize_search_point",
            "tune_classical", "evaluate_classical", "flat_results", "save_tuning",
-           "tune_and_evaluate"]
+           "tune_and_evaluate", "run_row_a"]

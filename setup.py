@@ -37,6 +37,7 @@ setup(
         "nibabel>=5",
         "pydensecrf2>=1.1",  # provides the `pydensecrf` module on Python >= 3.11
         "bayesian-optimization>=1.4",
+        "nilearn>=0.14",  # ships the MNI152 2009a template the synthetic cohort is built on
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
     entry_points={"console_scripts": ["rsrcnn-predict=rsrcnn_d2.inference.cli:main"]},

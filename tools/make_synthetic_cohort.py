@@ -1,11 +1,20 @@
 #!/usr/bin/env python
-"""Write a seeded synthetic PWML cohort (NIfTI, nnU-Net raw layout) for demos, tests, benchmarks.
+"""Write a seeded synthetic PWML cohort (NIfTI, nnU-Net raw layout) for demos, experiments, tests.
 
-    python tools/make_synthetic_cohort.py OUT [--subjects 6] [--size 64] [--depth 6] [--seed 0]
+    python tools/make_synthetic_cohort.py OUT [--subjects 30] [--seed 0] [--workers 2]
+                                              [--slices SLICES_DIR] [--overwrite]
+    python tools/make_synthetic_cohort.py OUT --phantom [--size 64] [--depth 6] ...
 
-Then convert it: ``python tools/prepare_pwml.py OUT``. Volumes are T1w-like
-phantoms (rsrcnn_d2.data.synthetic) stored as int16 with voxel size
-0.8 x 0.8 x 2 mm; existing cases are kept unless --overwrite.
+Default: the anatomy-based cohort (rsrcnn_d2.data.anatomy): the MNI152 2009a
+template scaled to a preterm head and deformed per subject, neonatal T1w
+contrast, 3-D punctate lesions in deep and periventricular white matter,
+axial acquisitions of 0.6-0.8 mm in-plane and 1.2-2 mm slices, int16.
+--slices also writes the lesion slices as 8-bit head crops in the reference
+implementation's layout (SLICES/input/<case>/<slice>.png + gt/...).
+--phantom: the fast cartoon phantom (rsrcnn_d2.data.synthetic) for unit tests.
+Then convert: ``python tools/prepare_pwml.py OUT`` (lesion-free subjects need
+--all-slices there, or --lesion-free-fraction 0 here). Existing cases are kept
+unless --overwrite. See datasets/README.md.
 """
 import argparse
 import sys
@@ -13,29 +22,65 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rsrcnn_d2.data.anatomy import AnatomyParams  # noqa: E402
+from rsrcnn_d2.data.anatomical_cohort import write_anatomical_cohort  # noqa: E402
 from rsrcnn_d2.data.synthetic import write_synthetic_cohort  # noqa: E402
+
+DEFAULTS = AnatomyParams()
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", help="output folder (imagesTr/, labelsTr/, dataset.json)")
+    p.add_argument("--subjects", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="processes")
+    p.add_argument("--overwrite", action="store_true")
+    anatomy = p.add_argument_group("anatomy-based cohort (default)")
+    anatomy.add_argument("--slices", metavar="SLICES_DIR",
+                         help="also write lesion slices as reference-style PNG head crops here")
+    anatomy.add_argument("--lesion-free-fraction", type=float, default=DEFAULTS.lesion_free_fraction,
+                         help="share of subjects drawn without lesions")
+    anatomy.add_argument("--lesions", type=int, nargs=2, metavar=("LOW", "HIGH"),
+                         default=DEFAULTS.lesions_per_subject, help="lesions per lesion subject")
+    anatomy.add_argument("--in-plane-mm", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                         default=DEFAULTS.in_plane_mm, help="range of the in-plane voxel size")
+    anatomy.add_argument("--slice-mm", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                         default=DEFAULTS.slice_mm, help="range of the slice thickness")
+    phantom = p.add_argument_group("phantom (--phantom)")
+    phantom.add_argument("--phantom", action="store_true", help="the fast cartoon phantom instead")
+    phantom.add_argument("--size", type=int, default=64, help="in-plane size (pixels)")
+    phantom.add_argument("--depth", type=int, default=6, help="number of axial slices")
+    phantom.add_argument("--lesion-fraction", type=float, default=0.3,
+                         help="fraction of slices with lesions (at least one per subject)")
+    phantom.add_argument("--spacing", type=float, nargs=3, default=(0.8, 0.8, 2.0))
+    phantom.add_argument("--distinct-slices", type=int, default=0,
+                         help="generate only this many distinct slices per kind and repeat them (fast)")
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("out", help="output folder (imagesTr/, labelsTr/, dataset.json)")
-    p.add_argument("--subjects", type=int, default=6)
-    p.add_argument("--size", type=int, default=64, help="in-plane size (pixels)")
-    p.add_argument("--depth", type=int, default=6, help="number of axial slices")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lesion-fraction", type=float, default=0.3,
-                   help="fraction of slices with lesions (at least one per subject)")
-    p.add_argument("--spacing", type=float, nargs=3, default=(0.8, 0.8, 2.0))
-    p.add_argument("--distinct-slices", type=int, default=0,
-                   help="generate only this many distinct slices per kind and repeat them (fast)")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--overwrite", action="store_true")
-    args = p.parse_args(argv)
-    cases = write_synthetic_cohort(args.out, args.subjects, args.size, args.depth, args.seed,
-                                   lesion_fraction=args.lesion_fraction, spacing=args.spacing,
-                                   distinct_slices=args.distinct_slices, workers=args.workers,
-                                   overwrite=args.overwrite)
-    print(f"{len(cases)} subjects in {Path(args.out).absolute()}")
+    args = parse_args(argv)
+    try:
+        if args.phantom:
+            if args.slices:
+                raise ValueError("--slices writes the anatomy-based cohort's slices; drop --phantom")
+            cases = write_synthetic_cohort(args.out, args.subjects, args.size, args.depth, args.seed,
+                                           lesion_fraction=args.lesion_fraction, spacing=args.spacing,
+                                           distinct_slices=args.distinct_slices, workers=args.workers,
+                                           overwrite=args.overwrite)
+        else:
+            params = AnatomyParams(lesion_free_fraction=args.lesion_free_fraction,
+                                   lesions_per_subject=tuple(args.lesions),
+                                   in_plane_mm=tuple(args.in_plane_mm), slice_mm=tuple(args.slice_mm))
+            cases = write_anatomical_cohort(args.out, args.subjects, args.seed, params,
+                                            workers=args.workers, slices_dir=args.slices,
+                                            overwrite=args.overwrite)
+    except ValueError as e:  # bad arguments and PWMLDataError: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(cases)} subjects in {Path(args.out).absolute()}"
+          + (f"; PNG slices in {Path(args.slices).absolute()}" if args.slices else ""))
     return 0
 
 

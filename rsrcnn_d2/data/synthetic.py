@@ -11,6 +11,8 @@ from typing import Tuple
 import numpy as np
 from scipy import ndimage
 
+from .nifti_writer import save_nifti
+
 __all__ = ["synthetic_slice", "synthetic_volume", "synthetic_affine", "write_synthetic_cohort"]
 
 
@@ -130,26 +132,6 @@ def synthetic_volume(size: int = 64, depth: int = 6, lesion_fraction: float = 0.
     return image, mask, synthetic_affine(image.shape, spacing)
 
 
-def _save_nifti(array: np.ndarray, affine: np.ndarray, path) -> None:
-    # written under a temporary name in the same folder, then renamed: never half a file
-    import os
-    import uuid
-
-    import nibabel as nib
-
-    img = nib.Nifti1Image(array, affine)
-    img.header.set_xyzt_units("mm")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex[:8]}-{path.name}"
-    try:
-        nib.save(img, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _write_case(args) -> str:
     out_dir, case, seed_seq, overwrite, kwargs = args
     image_path = out_dir / "imagesTr" / f"{case}_0000.nii.gz"
@@ -157,8 +139,8 @@ def _write_case(args) -> str:
     if image_path.exists() and mask_path.exists() and not overwrite:
         return case  # cached: both files are only ever written whole
     image, mask, affine = synthetic_volume(rng=np.random.default_rng(seed_seq), **kwargs)
-    _save_nifti(mask, affine, mask_path)
-    _save_nifti(image, affine, image_path)
+    save_nifti(mask_path, mask, affine)
+    save_nifti(image_path, image, affine)
     return case
 
 
@@ -174,11 +156,20 @@ def write_synthetic_cohort(out_dir, num_subjects: int = 6, size: int = 64, depth
     on (seed, i), so cohorts of different sizes share their first subjects and
     existing cases are reused unless ``overwrite``.
     """
-    import json
     import multiprocessing
-    from pathlib import Path
 
-    out_dir = Path(out_dir)
+    from .anatomical_cohort import check_cohort_output
+    from .fileio import atomic_write_json, read_json
+
+    out_dir = check_cohort_output(out_dir, num_subjects)
+    if int(size) < 1 or int(depth) < 1:
+        raise ValueError(f"size and depth must be positive, got size={size}, depth={depth}")
+    if any(float(s) <= 0 for s in spacing):
+        raise ValueError(f"spacing must be positive, got {tuple(spacing)}")
+    previous = out_dir / "dataset.json"
+    if previous.exists() and not overwrite and "generator_settings" in read_json(previous):
+        raise ValueError(f"{out_dir} holds the anatomy-based cohort; use another folder for the "
+                         "phantom or overwrite=True (--overwrite)")
     (out_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
     seeds = np.random.SeedSequence(seed).spawn(num_subjects)
@@ -198,7 +189,5 @@ def write_synthetic_cohort(out_dir, num_subjects: int = 6, size: int = 64, depth
                "labels": {"background": 0, "lesion": 1}, "numTraining": num_subjects,
                "file_ending": ".nii.gz", "seed": seed, **{k: list(v) if isinstance(v, tuple)
                                                              else v for k, v in kwargs.items()}}
-    tmp = out_dir / ".dataset.json.tmp"
-    tmp.write_text(json.dumps(dataset, indent=2))
-    tmp.replace(out_dir / "dataset.json")
+    atomic_write_json(out_dir / "dataset.json", dataset)
     return cases

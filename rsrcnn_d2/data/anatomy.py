@@ -64,7 +64,7 @@ class AnatomyParams:
     lesions_per_subject: Tuple[int, int] = (3, 12)
     lesion_in_plane_mm: Tuple[float, float] = (1.1, 3.0)
     lesion_through_plane_mm: Tuple[float, float] = (0.9, 2.4)
-    lesion_contrast: Tuple[float, float] = (7.5, 2.5)
+    lesion_contrast: Tuple[float, float] = (7.0, 3.5)
     lesion_contrast_scale: float = 1.0
     crop_pixel_mm: float = 1.2
 
@@ -125,17 +125,33 @@ def _acquisition(rng, params: AnatomyParams) -> AcquisitionGrid:
     return AcquisitionGrid(shape=shape, spacing=spacing)
 
 
+def _sample(volume: np.ndarray, coords_list, fill: float, where=None) -> np.ndarray:
+    # linear interpolation averaged over the slice-profile samples, optionally only at ``where``
+    total = None
+    for coords in coords_list:
+        points = coords if where is None else coords[:, where]
+        sample = ndimage.map_coordinates(volume, points, order=1, mode="constant", cval=fill,
+                                         prefilter=False)
+        total = sample if total is None else total + sample
+    return total / np.float32(len(coords_list))
+
+
 def _sample_tissues(tissues, coords_list) -> Dict[str, np.ndarray]:
-    # each map averaged over the slice-profile samples (linear interpolation)
-    out = {}
-    for name, fill in (("gm", 0.0), ("wm", 0.0), ("csf", 0.0), ("surface_mm", 99.0)):
-        volume = getattr(tissues, name)
-        acc = None
-        for coords in coords_list:
-            sample = ndimage.map_coordinates(volume, coords, order=1, mode="constant", cval=fill,
-                                             prefilter=False)
-            acc = sample if acc is None else acc + sample
-        out[name] = acc / np.float32(len(coords_list))
+    """gm, wm, csf and surface_mm on the acquisition grid.
+
+    Grey and white matter are sampled only near and inside the brain (they are
+    zero elsewhere); the brain's partial volume, and so the CSF, comes from the
+    signed distance, which crosses from -1 to +1 mm over the mask's edge.
+    """
+    surface = _sample(tissues.surface_mm, coords_list, 99.0)
+    near = surface <= 3.0
+    out = {"surface_mm": surface}
+    for name in ("gm", "wm"):
+        full = np.zeros(surface.shape, np.float32)
+        full[near] = _sample(getattr(tissues, name), coords_list, 0.0, near)
+        out[name] = full
+    brain = np.clip((1.0 - surface) / 2.0, 0.0, 1.0)
+    out["csf"] = np.clip(brain - out["gm"] - out["wm"], 0.0, 1.0)
     return out
 
 
@@ -164,7 +180,7 @@ def simulate_subject(seed, params: AnatomyParams = AnatomyParams(),
     contrast = random_tissue_contrast(crng)
     jitter = smooth_field(crng, grid.shape, grid.spacing, 25.0, 0.4)
     clean = neonatal_t1w(maps, contrast, scale=float(np.mean(params.head_scale)), thickness_jitter=jitter)
-    clean *= 1.0 + smooth_field(crng, grid.shape, grid.spacing, 1.5, params.texture)
+    clean *= 1.0 + smooth_field(crng, grid.shape, grid.spacing, 2.0, params.texture)
     gain = float(crng.uniform(*params.gain))
     snr = float(crng.uniform(*params.snr))
     biased = clean * np.exp(smooth_field(crng, grid.shape, grid.spacing, 60.0, params.bias)) * np.float32(gain)

@@ -3,13 +3,13 @@
 
 Each step is one of the project's ordinary tools, run as a user would run it:
 
-1. tools/make_synthetic_cohort.py  synthetic NIfTI cohort       -> OUT/raw
+1. tools/make_synthetic_cohort.py  anatomy-based synthetic NIfTI cohort -> OUT/cohort
 2. tools/prepare_pwml.py           COCO slices, subject splits    -> OUT/pwml
 3. tools/train_net.py              train row E (CPU twin), evaluate on pwml_test
                                    with both protocols            -> OUT/train
 4. tools/tune_dcrf.py              Bayesian DCRF tuning on pwml_val -> OUT/train/*_dcrf_tuned.yaml
 5. tools/predict.py                segment one held-out volume    -> OUT/predict
-6. tools/plot_results.py + report  box plot, overlays, OUT/report.md
+6. tools/plot_results.py + report  box plot, real-anatomy overlays, OUT/report.md
 
 Re-running is safe: the cohort is reused, the conversion replaced, the model retrained.
 """
@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -50,9 +52,12 @@ def main() -> int:
     env = dict(os.environ, DETECTRON2_DATASETS=str(out))  # registers OUT/pwml as pwml_*
     train_dir = out / "train"
 
-    run("1/6 synthetic cohort", [TOOLS / "make_synthetic_cohort.py", out / "raw", "--subjects", args.subjects,
-                                 "--size", 128, "--depth", 16, "--seed", args.seed, "--lesion-fraction", 0.5])
-    run("2/6 conversion", [TOOLS / "prepare_pwml.py", out / "raw", "--out", out / "pwml", "--seed", args.seed],
+    # every subject with lesions: the converter's lesion-slice mode (the paper's) refuses lesion-free ones
+    # OUT/cohort, not OUT/raw: a phantom cohort an older demo left in OUT/raw is never mixed in
+    cohort = out / "cohort"
+    run("1/6 synthetic cohort", [TOOLS / "make_synthetic_cohort.py", cohort, "--subjects", args.subjects,
+                                 "--seed", args.seed, "--lesion-free-fraction", 0, "--workers", 2])
+    run("2/6 conversion", [TOOLS / "prepare_pwml.py", cohort, "--out", out / "pwml", "--seed", args.seed],
         env)
     run("3/6 training + evaluation", [TOOLS / "train_net.py", "--config-file", CONFIG,
                                       "SOLVER.MAX_ITER", args.iters, "DATASETS.TEST", "('pwml_test',)",
@@ -63,7 +68,7 @@ def main() -> int:
                             "--dataset", "pwml_val", "--output", tuned, "--init-points", 3, "--n-iter", 6,
                             "--seed", args.seed], env)
     test_subject = json.loads((out / "pwml" / "splits.json").read_text())["test"][0]
-    volume = out / "raw" / "imagesTr" / f"{test_subject}_0000.nii.gz"
+    volume = cohort / "imagesTr" / f"{test_subject}_0000.nii.gz"
     run("5/6 prediction", [TOOLS / "predict.py", volume, "-o", out / "predict", "--config-file", tuned,
                            "--weights", weights, "--save-prob", "--overlays", "--no-progress"], env)
     slices_csv = train_dir / "inference" / "pwml_test" / "pwml_slices.csv"
@@ -85,19 +90,54 @@ def write_report(out: Path, slices_csv: Path, boxplot: Path, volume: Path):
               for title, key in REPORT_METRICS]
     table += [f"| lesion-wise F1 | {results['pwml_strict/lesion_F1']:.4f} | |",
               f"| slices skipped | 0 | {100 * results['pwml_reference/skipped_fraction']:.1f} % |"]
-    overlays = sorted((out / "predict").glob("*_overlays/*.png"))
+    overlays = write_overlays(out, volume)
     lines = ["# RS R-CNN demo report", "",
-             f"Synthetic cohort, CPU-sized row E (`{CONFIG.relative_to(REPO)}`), held-out test subjects "
+             f"Anatomy-based synthetic cohort (datasets/README.md, section 7), CPU-sized row E "
+             f"(`{CONFIG.relative_to(REPO)}`), held-out test subjects "
              f"({n} lesion slices), both evaluator protocols (see docs/RESULTS.md).", "", *table,
              "", "Per-subject 3-D and lesion-wise figures: see the evaluation log above; per-slice values: "
              f"`{slices_csv.relative_to(out)}`.", "", f"![per-slice box plot]({boxplot.name})", "",
              f"Prediction of `{volume.name}`: `predict/` (mask and probability NIfTI with the input's affine)."]
     if overlays:
-        lines += ["", f"![overlay]({overlays[len(overlays) // 2].relative_to(out)})"]
+        lines += ["", "Lesion slices of that held-out subject, head crops enlarged 3x: green = found, "
+                      "red = false positive, blue = missed.", "",
+                  *[f"![{path.stem}]({path.relative_to(out)})" for path in overlays]]
     report = out / "report.md"
     atomic_write_bytes(report, ("\n".join(lines) + "\n").encode())
     print("\n" + "\n".join(table))
     print(f"\nreport: {report}")
+
+
+def write_overlays(out: Path, volume: Path, count: int = 3):
+    """Ground truth vs prediction on ``count`` lesion slices of the predicted volume (head crops).
+
+    Returns the PNG paths; none when the volume, its mask or the prediction is missing.
+    """
+    import nibabel as nib
+
+    from rsrcnn_d2.data.head_crop import head_box
+    from rsrcnn_d2.data.nifti import read_nifti_pair, volume_slice
+    from rsrcnn_d2.visualization.overlays import save_overlay_png
+
+    case = volume.name.replace("_0000.nii.gz", "")
+    truth_path = volume.parent.parent / "labelsTr" / f"{case}.nii.gz"
+    predicted = sorted((out / "predict").glob(f"{case}*_lesion.nii.gz"))
+    if not (volume.exists() and truth_path.exists() and predicted):
+        return []
+    pair = read_nifti_pair(volume, truth_path)
+    pred = np.asarray(nib.as_closest_canonical(nib.load(str(predicted[0]))).dataobj)
+    lesion_slices = np.flatnonzero(pair.mask.any(axis=(0, 1)))
+    picks = lesion_slices[np.linspace(0, len(lesion_slices) - 1, min(count, len(lesion_slices))).astype(int)]
+    paths = []
+    for z in picks:
+        image = volume_slice(pair.image, 2, z).astype(np.float32)
+        x0, y0, x1, y1 = head_box(image)
+        crop = (slice(y0, y1), slice(x0, x1))
+        path = out / "overlays" / f"{case}_axial_{z:03d}.png"
+        save_overlay_png(path, image[crop], volume_slice(pred, 2, z)[crop], volume_slice(pair.mask, 2, z)[crop],
+                         title=f"{case}, axial slice {z}", scale=3)
+        paths.append(path)
+    return paths
 
 
 if __name__ == "__main__":

@@ -27,6 +27,17 @@ from rsrcnn_d2.data.anatomical_cohort import write_anatomical_cohort  # noqa: E4
 from rsrcnn_d2.data.synthetic import write_synthetic_cohort  # noqa: E402
 
 DEFAULTS = AnatomyParams()
+PHANTOM_OPTIONS = {
+    "--size": dict(type=int, help="in-plane size (pixels; default 64)"),
+    "--depth": dict(type=int, help="number of axial slices (default 6)"),
+    "--lesion-fraction": dict(type=float, help="fraction of slices with lesions, at least one per subject "
+                                               "(default 0.3)"),
+    "--spacing": dict(type=float, nargs=3, help="voxel size, mm (default 0.8 0.8 2.0)"),
+    "--distinct-slices": dict(type=int, help="generate only this many distinct slices per kind and "
+                                             "repeat them (fast; default 0 = all distinct)"),
+}
+PHANTOM_DEFAULTS = {"--size": 64, "--depth": 6, "--lesion-fraction": 0.3, "--spacing": (0.8, 0.8, 2.0),
+                    "--distinct-slices": 0}
 
 
 def parse_args(argv=None):
@@ -47,16 +58,19 @@ def parse_args(argv=None):
                          default=DEFAULTS.in_plane_mm, help="range of the in-plane voxel size")
     anatomy.add_argument("--slice-mm", type=float, nargs=2, metavar=("LOW", "HIGH"),
                          default=DEFAULTS.slice_mm, help="range of the slice thickness")
-    phantom = p.add_argument_group("phantom (--phantom)")
+    phantom = p.add_argument_group("phantom (--phantom only)")
     phantom.add_argument("--phantom", action="store_true", help="the fast cartoon phantom instead")
-    phantom.add_argument("--size", type=int, default=64, help="in-plane size (pixels)")
-    phantom.add_argument("--depth", type=int, default=6, help="number of axial slices")
-    phantom.add_argument("--lesion-fraction", type=float, default=0.3,
-                         help="fraction of slices with lesions (at least one per subject)")
-    phantom.add_argument("--spacing", type=float, nargs=3, default=(0.8, 0.8, 2.0))
-    phantom.add_argument("--distinct-slices", type=int, default=0,
-                         help="generate only this many distinct slices per kind and repeat them (fast)")
-    return p.parse_args(argv)
+    for flag, kwargs in PHANTOM_OPTIONS.items():
+        phantom.add_argument(flag, default=None, **kwargs)
+    args = p.parse_args(argv)
+    given = [flag for flag in PHANTOM_OPTIONS if getattr(args, flag[2:].replace("-", "_")) is not None]
+    if given and not args.phantom:
+        p.error(f"{', '.join(given)}: phantom options; add --phantom or drop them")
+    for flag, default in PHANTOM_DEFAULTS.items():
+        name = flag[2:].replace("-", "_")
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    return args
 
 
 def main(argv=None) -> int:

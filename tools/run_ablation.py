@@ -88,8 +88,10 @@ def classical_run(out: Path, seed: int) -> None:
 
 def prepare_cohort(out: Path, args, env):
     raw, pwml = out / "raw", out / "pwml"
-    run_tool([TOOLS / "make_synthetic_cohort.py", raw, "--subjects", args.subjects, "--size", 128,
-              "--depth", 16, "--seed", args.cohort_seed, "--lesion-fraction", 0.5], env)
+    # the anatomy-based cohort, every subject with lesions (the converter's lesion-slice mode,
+    # the paper's, refuses lesion-free subjects)
+    run_tool([TOOLS / "make_synthetic_cohort.py", raw, "--subjects", args.subjects, "--seed",
+              args.cohort_seed, "--lesion-free-fraction", 0, "--workers", 2], env)
     if not (pwml / "conversion.json").exists():
         run_tool([TOOLS / "prepare_pwml.py", raw, "--out", pwml, "--seed", args.cohort_seed], env)
 

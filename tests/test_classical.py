@@ -222,6 +222,18 @@ def test_tuning_is_seeded_and_a_start_outside_the_box_is_scored_first():
         tune_classical(slices, start, bounds={"mode": (0, 1)}, progress=False)
 
 
+def test_through_plane_weight_is_searched_in_3d_mode_only():
+    slices = _slices(3)
+    for s in slices:
+        s.neighbours = (s.image, None)  # any neighbour: only what is searched matters here
+    two_d = tune_classical(slices, ClassicalParams(), init_points=2, n_iter=0, progress=False)
+    three_d = tune_classical(slices, ClassicalParams(mode="3d"), init_points=2, n_iter=0,
+                             progress=False)
+    assert {p.through_plane_weight for p, _ in two_d.trials} == {1.0}
+    assert len({p.through_plane_weight for p, _ in three_d.trials}) == 3
+    assert {p.mode for p, _ in three_d.trials} == {"3d"}
+
+
 def test_evaluator_protocols_on_a_found_and_a_missed_slice():
     """Slice 0: every dot found exactly (Dice 1); slice 1: a dot too faint, empty prediction
     (Dice 0). Strict: mean 0.5; reference: the empty prediction skipped, Dice 1."""

@@ -24,7 +24,7 @@ All in numpy/scipy.ndimage on the slice as given (its own pixels: parameters
 are in pixels of the data it is tuned on). Speed: benchmarks/bench_classical.py.
 """
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -171,7 +171,7 @@ def detect_slice(image: np.ndarray, params: ClassicalParams,
     return Detection(mask, prob, z)
 
 
-def detect_stack(slices: Sequence[np.ndarray], params: ClassicalParams) -> list:
+def detect_stack(slices: Sequence[np.ndarray], params: ClassicalParams) -> List[Detection]:
     """`Detection` of each slice of a through-plane ordered stack; in "3d" mode with its neighbours."""
     out = []
     for k, image in enumerate(slices):

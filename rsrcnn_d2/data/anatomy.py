@@ -62,9 +62,9 @@ class AnatomyParams:
     gain: Tuple[float, float] = (0.8, 1.25)
     lesion_free_fraction: float = 0.15
     lesions_per_subject: Tuple[int, int] = (3, 12)
-    lesion_in_plane_mm: Tuple[float, float] = (1.1, 3.0)
+    lesion_in_plane_mm: Tuple[float, float] = (1.1, 2.5)
     lesion_through_plane_mm: Tuple[float, float] = (0.9, 2.4)
-    lesion_contrast: Tuple[float, float] = (7.0, 3.5)
+    lesion_contrast: Tuple[float, float] = (8.5, 3.2)
     lesion_contrast_scale: float = 1.0
     crop_pixel_mm: float = 1.2
 

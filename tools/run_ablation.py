@@ -86,6 +86,22 @@ def classical_run(out: Path, seed: int) -> None:
               progress=False)
 
 
+def tuned_dcrf_run(out: Path, seed: int, env) -> None:
+    """Tune row E's CRF on pwml_val for one seed's model, evaluate on pwml_test, record."""
+    source, run_dir = out / "runs" / "E" / f"seed{seed}", out / "runs" / TUNED / f"seed{seed}"
+    if finished_result(run_dir) is not None or finished_result(source) is None:
+        return
+    weights, tuned = source / "model_final.pth", run_dir / "dcrf_tuned.yaml"
+    run_tool([TOOLS / "tune_dcrf.py", "--config-file", ROW_CONFIGS["E"], "--weights", weights,
+              "--dataset", "pwml_val", "--output", tuned, "--cache", run_dir / "val_probs.pt",
+              "--init-points", 5, "--n-iter", 15, "--seed", seed], env)
+    run_tool([TOOLS / "train_net.py", "--eval-only", "--config-file", tuned, "MODEL.WEIGHTS", weights,
+              "DATASETS.TEST", "('pwml_test',)", "OUTPUT_DIR", run_dir], env)
+    # the evaluator's figures, recomputed from its per-slice CSV (eval-only keeps no metrics.json)
+    results = pooled_results([run_dir / "inference" / "pwml_test" / "pwml_slices.csv"])
+    atomic_write_json(run_dir / "result.json", {"config": str(tuned), "opts": [], "results": results})
+
+
 def prepare_cohort(out: Path, args, env):
     raw, pwml = out / "raw", out / "pwml"
     # the anatomy-based cohort, every subject with lesions (the converter's lesion-slice mode,

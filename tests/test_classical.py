@@ -379,3 +379,29 @@ def test_row_a_run_is_recorded_once_and_then_skipped(toy_dataset, tmp_path):
     stamp = result.stat().st_mtime_ns
     assert run_row_a(f"{toy_dataset}_val", f"{toy_dataset}_test", run_dir) == first
     assert result.stat().st_mtime_ns == stamp
+
+
+def test_run_ablation_records_and_tabulates_row_a(toy_dataset, tmp_path):
+    import shutil
+    import sys
+
+    from conftest import REPO
+    from detectron2.data import MetadataCatalog
+
+    from rsrcnn_d2.data import register_all_pwml
+
+    sys.path.insert(0, str(REPO / "tools"))
+    import run_ablation
+
+    out = tmp_path / "abl"
+    root = MetadataCatalog.get(f"{toy_dataset}_val").pwml_root
+    shutil.copytree(root, out / "pwml")  # the cohort run_ablation would have made
+    try:
+        run_ablation.classical_run(out, seed=0, init_points=1, n_iter=0)
+    finally:
+        register_all_pwml()  # classical_run re-points pwml_*; leave the import-time state
+    record = json.loads((out / "runs" / "A" / "seed0" / "result.json").read_text())
+    summary = run_ablation.write_summary(out, run_ablation.planned_runs(["A"], []), [0], 0)
+    dice = record["results"]["pwml_strict/Dice"]
+    assert f"| A  classical (local contrast, tuned on val) | 0 | {dice:.3f} |" in summary
+    assert "| A  classical (local contrast, tuned on val) | 1 |" in summary

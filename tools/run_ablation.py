@@ -76,14 +76,14 @@ TUNED = "E_dcrf_tuned"
 CLASSICAL = "A"
 
 
-def classical_run(out: Path, seed: int) -> None:
+def classical_run(out: Path, seed: int, init_points: int = 10, n_iter: int = 30) -> None:
     """Row A for one seed: tune the classical detector on pwml_val, evaluate on pwml_test, record."""
     from rsrcnn_d2.classical import run_row_a
     from rsrcnn_d2.data import register_pwml_root
 
     register_pwml_root(out / "pwml")  # this process's pwml_* are the cohort's, as the tools' env
     run_row_a("pwml_val", "pwml_test", out / "runs" / CLASSICAL / f"seed{seed}", seed=seed,
-              progress=False)
+              init_points=init_points, n_iter=n_iter, progress=False)
 
 
 def tuned_dcrf_run(out: Path, seed: int, env) -> None:

@@ -345,6 +345,30 @@ def test_tune_then_evaluate_tools_write_only_their_outputs(toy_dataset, tmp_path
     assert recorded["pwml_reference/Dice"] == pytest.approx(expected["pwml_reference"]["Dice"])
 
 
+def test_3d_neighbours_are_cut_from_the_source_volume_as_the_converter_cut(toy_dataset):
+    from rsrcnn_d2.classical import load_dataset_slices
+    from rsrcnn_d2.data.nifti import volume_slice
+    from rsrcnn_d2.inference.io import read_volume
+
+    cut = load_dataset_slices(f"{toy_dataset}_all", progress=False, from_volumes=True)
+    own = load_dataset_slices(f"{toy_dataset}_all", progress=False)
+    assert len(cut) == len(own) > 0
+    checked = 0
+    for a, b in zip(cut, own):
+        volume = read_volume(a.record["source_file"]).canonical
+        k, depth = a.record["slice_index"], volume.shape[2]
+        assert np.array_equal(a.image, volume_slice(volume, 2, k))  # the converter's cut
+        for side, j in enumerate((k - 1, k + 1)):
+            if 0 <= j < depth:
+                assert np.array_equal(a.neighbours[side], volume_slice(volume, 2, j))
+            else:
+                assert a.neighbours[side] is None
+            if b.neighbours[side] is not None:  # the dataset holds that slice too: the same
+                assert np.array_equal(b.neighbours[side], a.neighbours[side])
+                checked += 1
+    assert checked > 0
+
+
 def test_tools_name_a_bad_params_file(toy_dataset, tmp_path, capsys):
     (tmp_path / "p.yaml").write_text("smoothing: 1\n")
     code = _tool_main("eval_classical")(["--params", str(tmp_path / "p.yaml"), "--dataset",

@@ -37,7 +37,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         params = load_params(args.params)
-        slices = load_dataset_slices(args.dataset, progress=not args.no_progress)
+        slices = load_dataset_slices(args.dataset, progress=not args.no_progress,
+                                     from_volumes=params.mode == "3d")
     except (PWMLDataError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

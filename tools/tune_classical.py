@@ -9,7 +9,8 @@ The starting parameters (--start, else the defaults) are scored first, so the
 written parameters are never worse than them on the tuning dataset. Writes the
 best parameters to --output (YAML, or JSON for a .json name; what
 ``rsrcnn-predict --classical`` and tools/eval_classical.py read) and every
-trial to ``<output stem>_trials.json`` beside it; nothing else.
+trial to ``<output stem>_trials.json`` beside it; nothing else. In "3d" mode
+each slice's neighbours are cut from its source volume (rsrcnn_d2.classical.dataset).
 """
 import argparse
 import sys
@@ -43,12 +44,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         start = load_params(args.start) if args.start else ClassicalParams()
-        slices = load_dataset_slices(args.dataset, progress=not args.no_progress)
+        if args.mode:
+            start = start.replace(mode=args.mode)
+        slices = load_dataset_slices(args.dataset, progress=not args.no_progress,
+                                     from_volumes=start.mode == "3d")
     except (PWMLDataError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.mode:
-        start = start.replace(mode=args.mode)
     if not slices:
         print(f"error: dataset {args.dataset} has no slices", file=sys.stderr)
         return 2

@@ -3,8 +3,11 @@
 The detector works on the slices at their own size (no mapper resizing), so
 tuning and evaluation read the converted slices directly: the grey image, the
 truth (the union of the record's lesions) and, for "3d" mode, the adjacent
-slices of the same subject where the dataset holds them (a converted dataset
-keeps only lesion slices by default; a missing neighbour is simply absent).
+slices. A converted dataset keeps only lesion slices by default, so with
+``from_volumes`` the neighbours are cut from the record's ``source_file``
+volume exactly as the converter cut the slice (`rsrcnn_d2.inference.io.read_volume`,
+`volume_slice`); otherwise, or for slices converted from PNGs, they are the
+dataset's own slices of the same subject at ``slice_index`` ± 1, where present.
 """
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -28,8 +31,25 @@ class DatasetSlice:
     neighbours: Tuple[Optional[np.ndarray], Optional[np.ndarray]] = (None, None)
 
 
-def load_dataset_slices(dataset_name: str, progress: bool = True) -> List[DatasetSlice]:
-    """Every slice of a registered dataset, with truth and same-subject neighbours."""
+def _volume_neighbours(record: Dict, volumes: Dict) -> Optional[List[Optional[np.ndarray]]]:
+    """(previous, next) slices cut from the record's source volume; None without one."""
+    from ..data.nifti import axis_index, volume_slice
+    from ..inference.io import read_volume
+
+    source, axis, k = record.get("source_file"), record.get("axis"), record.get("slice_index")
+    if not source or axis is None or k is None or not str(source).endswith((".nii", ".nii.gz")):
+        return None
+    if source not in volumes:
+        volumes.clear()  # records come subject by subject: keep one volume in memory
+        volumes[source] = read_volume(source).canonical
+    volume, axis = volumes[source], axis_index(axis)
+    return [np.asarray(volume_slice(volume, axis, j), np.float32)
+            if 0 <= j < volume.shape[axis] else None for j in (int(k) - 1, int(k) + 1)]
+
+
+def load_dataset_slices(dataset_name: str, progress: bool = True,
+                        from_volumes: bool = False) -> List[DatasetSlice]:
+    """Every slice of a registered dataset, with truth and neighbours (module docstring)."""
     from detectron2.data import DatasetCatalog
     from tqdm import tqdm
 
@@ -40,12 +60,15 @@ def load_dataset_slices(dataset_name: str, progress: bool = True) -> List[Datase
     for i, r in enumerate(records):
         if r.get("subject") is not None and r.get("slice_index") is not None:
             position[(str(r["subject"]), int(r["slice_index"]))] = i
-    slices = []
+    slices, volumes = [], {}
     for i, (r, image) in enumerate(zip(records, images)):
         height, width = int(r.get("height", image.shape[0])), int(r.get("width", image.shape[1]))
         truth = annotations_union_mask(r.get("annotations", []), height, width).astype(bool)
         near: List[Optional[np.ndarray]] = [None, None]
-        if r.get("subject") is not None and r.get("slice_index") is not None:
+        cut = _volume_neighbours(r, volumes) if from_volumes else None
+        if cut is not None:
+            near = [n if n is not None and n.shape == image.shape else None for n in cut]
+        elif r.get("subject") is not None and r.get("slice_index") is not None:
             for side, step in enumerate((-1, 1)):
                 j = position.get((str(r["subject"]), int(r["slice_index"]) + step))
                 if j is not None and images[j].shape == image.shape:

@@ -74,12 +74,15 @@ def tune_and_evaluate(tune_dataset: str, test_dataset: str, output_dir: Union[st
     ``{"params": <path>, "tuning": {...}, "results": <flat results>}``.
     """
     output_dir = Path(output_dir)
-    tuning = tune_classical(load_dataset_slices(tune_dataset, progress), start or ClassicalParams(),
+    start = start or ClassicalParams()
+    three_d = start.mode == "3d"  # neighbours cut from the source volumes
+    tuning = tune_classical(load_dataset_slices(tune_dataset, progress, three_d), start,
                             objective=objective, seed=seed, init_points=init_points,
                             n_iter=n_iter, progress=progress)
     params_path = save_tuning(tuning, output_dir / "params.yaml", tune_dataset, seed)
-    results = evaluate_classical(load_dataset_slices(test_dataset, progress), tuning.best_params,
-                                 test_dataset, output_dir / "inference" / test_dataset, progress)
+    results = evaluate_classical(load_dataset_slices(test_dataset, progress, three_d),
+                                 tuning.best_params, test_dataset,
+                                 output_dir / "inference" / test_dataset, progress)
     return {"params": str(params_path),
             "tuning": {"dataset": tune_dataset, "objective": objective, "seed": seed,
                        "start": tuning.start_value, "best": tuning.best_value},

@@ -174,12 +174,13 @@ def simulate_subject(seed, params: AnatomyParams = AnatomyParams(),
     maps = _sample_tissues(tissues, coords)
     template_x, template_z = (np.mean([c[a] for c in coords], axis=0) * tissues.affine[a, a]
                               + tissues.affine[a, 3] for a in (0, 2))
+    scale = transform.scale  # subject mm per template mm
     del coords, transform
 
     crng = rng["contrast"]
     contrast = random_tissue_contrast(crng)
     jitter = smooth_field(crng, grid.shape, grid.spacing, 25.0, 0.4)
-    clean = neonatal_t1w(maps, contrast, scale=float(np.mean(params.head_scale)), thickness_jitter=jitter)
+    clean = neonatal_t1w(maps, contrast, scale=scale, thickness_jitter=jitter)
     clean *= 1.0 + smooth_field(crng, grid.shape, grid.spacing, 2.0, params.texture)
     gain = float(crng.uniform(*params.gain))
     snr = float(crng.uniform(*params.snr))
@@ -192,7 +193,7 @@ def simulate_subject(seed, params: AnatomyParams = AnatomyParams(),
     count = int(lrng.integers(params.lesions_per_subject[0], params.lesions_per_subject[1] + 1))
     # deep and periventricular white matter: >= 8 mm under the brain's surface, at the levels
     # of the lateral ventricles and centrum semiovale (MNI z -5 to 45 mm)
-    deep = maps["surface_mm"] * np.float32(np.mean(params.head_scale)) <= -8.0
+    deep = maps["surface_mm"] * np.float32(scale) <= -8.0
     candidates = (maps["wm"] >= 0.85) & deep & (template_z >= -5.0) & (template_z <= 45.0)
     candidates &= np.abs(template_x) >= 8.0  # not the corpus callosum / midline
     lesions = draw_lesions(lrng, candidates, maps["wm"], grid, count if has_lesions else 0,
@@ -232,7 +233,7 @@ def _surrounding_spread(image: np.ndarray, lesion: Lesion, grid: AcquisitionGrid
     core = lesion.pv >= MASK_PV_THRESHOLD
     z = int(np.argmax(core.sum(axis=(0, 1))))
     reach = int(np.ceil(3 * crop_pixel_mm / grid.spacing[0]))
-    x0, y0, z0 = (s.start for s in lesion.box)
+    z0 = lesion.box[2].start
     footprint = np.zeros(grid.shape[:2], bool)
     footprint[lesion.box[0], lesion.box[1]] = core[:, :, z]
     ring = ndimage.binary_dilation(footprint, iterations=reach) & ~footprint

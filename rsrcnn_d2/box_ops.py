@@ -3,22 +3,15 @@
 Pure functions on tensors, no config. The paper's Eq. 1 prints the growth as
 ``k * (w / 2)``, which would double a box at k = 1 and contradicts its own text
 ("k = 1 indicates that the ROI will not be expanded"). The reference code grows
-each side by ``(k - 1) * w / 2``; so do we, which makes the new box k*w x k*h.
+each side by ``(k - 1) * w / 2`` in float coordinates inside its ROI-align layer;
+so do we, which makes the new box k*w x k*h. Pooling, mask targets and pasting
+all use this same float box.
 """
 import math
 
 import torch
 
-__all__ = ["expand_boxes", "expanded_mask_resolution", "round_half_up"]
-
-
-def round_half_up(x: torch.Tensor) -> torch.Tensor:
-    """Round to the nearest integer, halves away from -inf (0.5 -> 1, 2.5 -> 3).
-
-    ``torch.round`` rounds halves to even, which would make the growth of a box
-    depend on the parity of its size.
-    """
-    return torch.floor(x + 0.5)
+__all__ = ["expand_boxes", "expanded_mask_resolution"]
 
 
 def expand_boxes(boxes: torch.Tensor, k: float, image_size=None) -> torch.Tensor:
@@ -30,11 +23,11 @@ def expand_boxes(boxes: torch.Tensor, k: float, image_size=None) -> torch.Tensor
         image_size: (height, width) to clip to, or None for no clipping.
 
     Returns:
-        Tensor of shape (R, 4). Each side moves out by ``round((k-1)*w/2)``
-        horizontally and ``round((k-1)*h/2)`` vertically (the growth is rounded,
-        so integer boxes stay integer and k = 1 is exactly the identity), then
-        the box is clipped to ``[0, width] x [0, height]``. Boxes of zero width or
-        height do not grow along that axis.
+        Tensor of shape (R, 4), float. Each side moves out by ``(k-1)*w/2``
+        horizontally and ``(k-1)*h/2`` vertically, not rounded (as the
+        reference's ROI-align layer), then the box is clipped to
+        ``[0, width] x [0, height]``. k = 1 returns the boxes exactly. Boxes of
+        zero width or height do not grow along that axis.
     """
     if k < 1:
         raise ValueError(f"expansion factor k must be >= 1, got {k}")
@@ -42,8 +35,8 @@ def expand_boxes(boxes: torch.Tensor, k: float, image_size=None) -> torch.Tensor
         raise ValueError(f"boxes must have shape (R, 4), got {tuple(boxes.shape)}")
     widths = (boxes[:, 2] - boxes[:, 0]).clamp(min=0)
     heights = (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
-    grow_x = round_half_up((k - 1.0) * widths / 2.0)
-    grow_y = round_half_up((k - 1.0) * heights / 2.0)
+    grow_x = (k - 1.0) * widths / 2.0
+    grow_y = (k - 1.0) * heights / 2.0
     grow = torch.stack([-grow_x, -grow_y, grow_x, grow_y], dim=1)
     out = boxes + grow
     if image_size is not None:

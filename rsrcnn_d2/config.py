@@ -6,9 +6,13 @@ def add_rsrcnn_config(cfg: CN) -> None:
     """Add RS R-CNN's keys to a detectron2 config (call before merge_from_file)."""
     # --- the meta-architecture (RSRCNN) -----------------------------------------
     cfg.MODEL.RSRCNN = CN()
-    # Normalise each input image to zero mean, unit variance inside the model (the
-    # paper's per-image normalisation); PIXEL_MEAN/STD are then not applied.
-    cfg.MODEL.RSRCNN.PER_IMAGE_ZSCORE = True
+    # How the model normalises each input image (rsrcnn_d2/modeling/normalization.py):
+    # "minmax_uint8": stretch the image's min..max onto 0..255, then subtract
+    #   MODEL.PIXEL_MEAN and divide by MODEL.PIXEL_STD (the reference: 8-bit head
+    #   crops minus 56.49; the scale COCO-initialised weights expect);
+    # "zscore": zero mean, unit variance per image (PIXEL_MEAN/STD unused);
+    # "none": detectron2's (x - PIXEL_MEAN) / PIXEL_STD on the raw intensities.
+    cfg.MODEL.RSRCNN.NORMALIZATION = "zscore"
     # Probability above which a pasted mask pixel is lesion (paper: 0.5).
     cfg.MODEL.RSRCNN.MASK_THRESHOLD = 0.5
 
@@ -17,13 +21,22 @@ def add_rsrcnn_config(cfg: CN) -> None:
     # ReLU on the objectness classifier's two logits (background, lesion) before the
     # softmax, as the reference code's H-RPN; False gives a 2-logit softmax RPN.
     cfg.MODEL.HRPN.OBJECTNESS_RELU = True
-    # Proposals per image kept after NMS and handed to the ROI heads (paper: 50).
-    cfg.MODEL.HRPN.POST_NMS_TOPK_TRAIN = 50
-    cfg.MODEL.HRPN.POST_NMS_TOPK_TEST = 50
+    # (How many proposals H-RPN keeps is MODEL.RPN.POST_NMS_TOPK_TRAIN/TEST; the
+    # reference: 100 and 100.)
+
+    # --- the reference's ROI sampler (ROI heads "ReferenceSamplingROIHeads" and
+    # "ExpandedROIHeads") ----------------------------------------------------------
+    # Cap the negatives at int(P / f) - P for P sampled positives, f =
+    # MODEL.ROI_HEADS.POSITIVE_FRACTION (the reference: f = 0.33, about 2 negatives
+    # per positive), instead of filling BATCH_SIZE_PER_IMAGE up with negatives.
+    cfg.MODEL.ROI_HEADS.CAP_NEGATIVES = True
 
     # --- expanded mask branch (ROI heads "ExpandedROIHeads") ----------------------
-    # Expansion factor k of the boxes the mask branch sees (paper: k = 1.3; 1 = none).
+    # Expansion factor k of the boxes both branches see (paper: k = 1.3; 1 = none).
     cfg.MODEL.ROI_MASK_HEAD.EXPANSION_K = 1.3
+    # The box branch (RoIAlign1) pools the k-expanded proposals too, its deltas still
+    # relative to the unexpanded ones (the reference); False pools the proposals.
+    cfg.MODEL.ROI_BOX_HEAD.EXPAND_PROPOSALS = True
     # RoIAlign2 output side N; 0 means round(14 * k) as in the paper (k = 1.3 -> 18).
     cfg.MODEL.ROI_MASK_HEAD.EXPANDED_RESOLUTION = 0
     # Number of 3x3 conv layers of the LRS-Net mask head (paper: 2).
@@ -34,21 +47,38 @@ def add_rsrcnn_config(cfg: CN) -> None:
     # (1.0, 1.0) disables it. Flip: detectron2's INPUT.RANDOM_FLIP.
     cfg.INPUT.WIDTH_SCALE_RANGE = (0.85, 1.15)
 
+    # --- validation set -----------------------------------------------------------
+    # Dataset(s) whose loss drives the plateau LR schedule and picks model_best.pth;
+    # kept apart from DATASETS.TEST so the final evaluation never steers training.
+    cfg.DATASETS.VAL = ()
+
+    # --- head crop (rsrcnn_d2/data/head_crop.py) ----------------------------------
+    # Crop each slice to the bounding box of the head before the resize, as the
+    # reference's data were; every output is pasted back at the slice's full size.
+    cfg.INPUT.CROP_TO_HEAD = False
+    # Margin (pixels of the original slice) added around the head's bounding box.
+    cfg.INPUT.HEAD_CROP_MARGIN = 2
+
     # --- LR halving on a validation-loss plateau (SOLVER.LR_SCHEDULER_NAME: WarmupPlateauLR)
     cfg.SOLVER.PLATEAU = CN()
     # Evaluations of the validation loss without improvement before the LR is cut (paper: 10).
     cfg.SOLVER.PLATEAU.PATIENCE = 10
     # Factor applied to the LR at each cut (paper: 0.5, "halved").
     cfg.SOLVER.PLATEAU.FACTOR = 0.5
-    # Minimum decrease of the validation loss that counts as an improvement.
+    # Minimum decrease of the validation loss that counts as an improvement (reference: 1e-4).
     cfg.SOLVER.PLATEAU.MIN_DELTA = 0.0
     # Iterations between validation-loss evaluations; 0 means TEST.EVAL_PERIOD.
     cfg.SOLVER.PLATEAU.PERIOD = 0
+    # The validation loss watched, for the LR cut and for model_best.pth: one of the
+    # model's loss names (the reference: "loss_rpn_cls") or "total_loss" (their sum).
+    cfg.SOLVER.PLATEAU.MONITOR = "loss_rpn_cls"
 
     # --- dense CRF postprocessor (registry DCRF_REGISTRY) -------------------------
     cfg.MODEL.DCRF = CN()
     # Registered postprocessor name, e.g. "DenseCRFPostprocessor"; "" disables it.
     cfg.MODEL.DCRF.NAME = ""
+    # All in the reference's units: pixels and grey levels of the 8-bit image at the
+    # network's input scale, on the patch under the expanded box (the CRF runs there).
     # Gaussian pairwise term: spatial std `l1` (pixels) and its compatibility.
     cfg.MODEL.DCRF.GAUSSIAN_SXY = 2.0
     cfg.MODEL.DCRF.GAUSSIAN_COMPAT = 3.0

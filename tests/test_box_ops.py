@@ -10,26 +10,42 @@ def test_k_one_is_identity_even_for_fractional_boxes():
     assert torch.equal(expand_boxes(boxes, 1.0, (20, 20)), boxes)
 
 
-def test_growth_is_k_minus_one_half_per_side():
-    # w = 10, h = 20 at k = 1.3: sides grow by 1.5 -> 2 (half up) and 3
+def test_growth_is_k_minus_one_half_per_side_in_float():
+    # w = 10, h = 20 at k = 1.3: sides grow by 1.5 and 3, not rounded
     boxes = torch.tensor([[10.0, 10.0, 20.0, 30.0]])
     out = expand_boxes(boxes, 1.3)
-    assert out.tolist() == [[8.0, 7.0, 22.0, 33.0]]
+    torch.testing.assert_close(out, torch.tensor([[8.5, 7.0, 21.5, 33.0]]))
     # k = 2 doubles the size about the centre
     assert expand_boxes(boxes, 2.0).tolist() == [[5.0, 0.0, 25.0, 40.0]]
-
-
-def test_rounding_is_half_up_not_to_even():
-    # (k-1)*w/2 = 0.5 and 2.5: torch.round would give 0 and 2
-    boxes = torch.tensor([[10.0, 10.0, 20.0, 20.0], [10.0, 10.0, 60.0, 60.0]])
-    out = expand_boxes(boxes, 1.1)
-    assert out.tolist() == [[9.0, 9.0, 21.0, 21.0], [7.0, 7.0, 63.0, 63.0]]
+    # a 1-pixel box grows by 0.15 per side (a rounded growth would leave it as it is)
+    torch.testing.assert_close(expand_boxes(torch.tensor([[4.0, 4.0, 5.0, 5.0]]), 1.3),
+                               torch.tensor([[3.85, 3.85, 5.15, 5.15]]))
 
 
 def test_clipped_at_image_borders():
     boxes = torch.tensor([[0.0, 1.0, 10.0, 11.0], [90.0, 40.0, 100.0, 50.0]])
     out = expand_boxes(boxes, 1.5, image_size=(50, 100))  # (height, width)
-    assert out.tolist() == [[0.0, 0.0, 13.0, 14.0], [87.0, 37.0, 100.0, 50.0]]
+    assert out.tolist() == [[0.0, 0.0, 12.5, 13.5], [87.5, 37.5, 100.0, 50.0]]
+
+
+@pytest.mark.parametrize("side", [1, 2, 3, 5])
+@pytest.mark.parametrize("shape", ["square", "line"])
+def test_mask_target_then_paste_gives_the_lesion_back(side, shape):
+    """Training target (GT cropped on the float expanded box, N x N, rounded) pasted back
+    through the same box at k = 1.3 reproduces the lesion exactly."""
+    from detectron2.structures import BitMasks
+
+    from rsrcnn_d2.modeling.postprocessing import paste_instance_masks
+
+    lesion = torch.zeros(1, 40, 40, dtype=torch.bool)
+    height = side if shape == "square" else 1
+    lesion[0, 17:17 + height, 11:11 + side] = True
+    box = BitMasks(lesion).get_bounding_boxes().tensor
+    expanded = expand_boxes(box, 1.3, (40, 40))
+    n = expanded_mask_resolution(1.3)
+    target = BitMasks(lesion).crop_and_resize(expanded, n).float()  # (1, N, N), 0/1
+    masks, _ = paste_instance_masks(target[:, None], expanded, 40, 40)
+    assert torch.equal(masks[0], lesion[0])
 
 
 def test_zero_width_box_does_not_grow_along_that_axis():

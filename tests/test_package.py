@@ -13,6 +13,8 @@ def test_import_registers_components():
     assert PROPOSAL_GENERATOR_REGISTRY.get("HRPN").__name__ == "HRPN"
     assert RPN_HEAD_REGISTRY.get("HRPNHead").__name__ == "HRPNHead"
     assert ROI_HEADS_REGISTRY.get("ExpandedROIHeads").__name__ == "ExpandedROIHeads"
+    assert ROI_HEADS_REGISTRY.get("ReferenceSamplingROIHeads").__name__ == "ReferenceSamplingROIHeads"
+    assert PROPOSAL_GENERATOR_REGISTRY.get("SingleNMSRPN").__name__ == "SingleNMSRPN"
     assert ROI_MASK_HEAD_REGISTRY.get("LRSNetHead").__name__ == "LRSNetHead"
     assert rsrcnn_d2.DCRF_REGISTRY.get("DenseCRFPostprocessor").__name__ == "DenseCRFPostprocessor"
 
@@ -20,7 +22,9 @@ def test_import_registers_components():
 def test_add_config_defaults():
     cfg = rsrcnn_d2.get_rsrcnn_cfg()
     assert cfg.MODEL.ROI_MASK_HEAD.EXPANSION_K == 1.3
-    assert cfg.MODEL.HRPN.POST_NMS_TOPK_TRAIN == 50 and cfg.MODEL.HRPN.POST_NMS_TOPK_TEST == 50
+    assert "POST_NMS_TOPK_TRAIN" not in cfg.MODEL.HRPN  # MODEL.RPN's keys count, as everywhere
+    assert cfg.MODEL.ROI_HEADS.CAP_NEGATIVES and cfg.MODEL.ROI_BOX_HEAD.EXPAND_PROPOSALS
+    assert cfg.MODEL.RSRCNN.NORMALIZATION == "zscore" and not cfg.INPUT.CROP_TO_HEAD
     assert (cfg.MODEL.DCRF.GAUSSIAN_SXY, cfg.MODEL.DCRF.BILATERAL_SXY,
             cfg.MODEL.DCRF.BILATERAL_SRGB, cfg.MODEL.DCRF.ITERATIONS) == (2.0, 4.0, 6.0, 1)
     assert cfg.MODEL.DCRF.NAME == ""
@@ -43,7 +47,8 @@ def test_every_config_loads(path):
 def test_rows_differ_only_in_components():
     rows = {p.name[0]: rsrcnn_d2.get_rsrcnn_cfg(str(p)) for p in (CONFIGS / "PWML").glob("*.yaml")}
     b, c, d, e = rows["B"], rows["C"], rows["D"], rows["E"]
-    assert (b.MODEL.PROPOSAL_GENERATOR.NAME, b.MODEL.ROI_HEADS.NAME) == ("RPN", "StandardROIHeads")
+    assert (b.MODEL.PROPOSAL_GENERATOR.NAME, b.MODEL.ROI_HEADS.NAME) == ("SingleNMSRPN",
+                                                                          "ReferenceSamplingROIHeads")
     assert (c.MODEL.PROPOSAL_GENERATOR.NAME, c.MODEL.ROI_HEADS.NAME) == ("HRPN", "ExpandedROIHeads")
     assert c.MODEL.ROI_MASK_HEAD.EXPANSION_K == 1.3
     assert d.MODEL.ROI_MASK_HEAD.NAME == "LRSNetHead" and c.MODEL.ROI_MASK_HEAD.NAME != "LRSNetHead"

@@ -53,6 +53,6 @@ def test_plateau_scheduler_follows_the_scale_after_warmup():
 
 
 def test_other_schedulers_are_detectron2s():
-    cfg = tiny_cfg("E")
+    cfg = tiny_cfg("E", "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR")
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
     assert not hasattr(build_lr_scheduler(cfg, opt), "plateau_scale")

@@ -15,7 +15,7 @@ from conftest import REPO, TINY_ROWS, tiny_cfg
 from rsrcnn_d2 import get_rsrcnn_cfg
 from rsrcnn_d2.data import (build_pwml_test_loader, convert_pwml, register_all_pwml,
                             register_pwml_root, write_synthetic_cohort)
-from rsrcnn_d2.modeling.postprocessing import paste_instance_masks
+from rsrcnn_d2.modeling.postprocessing import paste_lesions
 from rsrcnn_d2.tuning import (collect_predictions, crf_from_params, load_prediction_cache,
                               mean_dice, normalize_params, params_from_cfg, save_prediction_cache,
                               tune_dcrf, write_tuned_config)
@@ -63,7 +63,7 @@ def test_network_runs_once_per_slice(toy):
     # re-pasting the cache without a CRF is exactly what the model output
     for s in toy["slices"]:
         h, w = s.truth.shape
-        masks, _ = paste_instance_masks(s.mask_probs, s.paste_boxes, h, w, image=s.image)
+        masks, _, _ = paste_lesions(s.mask_probs, s.network_boxes, s.network_image, h, w, s.crop_box)
         assert torch.equal(masks.any(0), toy["model"].outputs[s.file_name]["lesion_mask"])
 
 
@@ -79,7 +79,8 @@ def test_cached_crf_matches_the_model_with_its_crf_on(toy):
             out = model_on(batch)[0]
             s = by_file[batch[0]["file_name"]]
             h, w = s.truth.shape
-            masks, _ = paste_instance_masks(s.mask_probs, s.paste_boxes, h, w, image=s.image, refine=crf)
+            masks, _, _ = paste_lesions(s.mask_probs, s.network_boxes, s.network_image, h, w, s.crop_box,
+                                        refine=crf)
             assert torch.equal(masks.any(0), out["lesion_mask"])
 
 

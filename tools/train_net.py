@@ -12,13 +12,16 @@ import logging
 import os
 
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine.hooks import PeriodicCheckpointer
 
 import rsrcnn_d2
 from rsrcnn_d2.config import fall_back_to_cpu
 from rsrcnn_d2.data import PWMLDatasetMapper, build_pwml_test_loader, build_pwml_train_loader
+from rsrcnn_d2.data.mapper import head_crop_margin
 from rsrcnn_d2.data.augmentation import build_pwml_augmentations
-from rsrcnn_d2.engine import ValidationLossHook, cpu_ddp_support
+from rsrcnn_d2.engine import BEST_CHECKPOINT, ValidationLossHook, cpu_ddp_support
 from rsrcnn_d2.evaluation import PWMLEvaluator
 from rsrcnn_d2.solver import PlateauTracker, build_lr_scheduler
 
@@ -51,23 +54,27 @@ class Trainer(DefaultTrainer):
         cfg = self.cfg
         period = cfg.SOLVER.PLATEAU.PERIOD or cfg.TEST.EVAL_PERIOD
         scale = getattr(self.scheduler, "plateau_scale", None)
-        if scale is not None and (period <= 0 or not cfg.DATASETS.TEST):
-            raise ValueError("SOLVER.LR_SCHEDULER_NAME WarmupPlateauLR needs DATASETS.TEST and "
+        if scale is not None and (period <= 0 or not cfg.DATASETS.VAL):
+            raise ValueError("SOLVER.LR_SCHEDULER_NAME WarmupPlateauLR needs DATASETS.VAL and "
                              "SOLVER.PLATEAU.PERIOD or TEST.EVAL_PERIOD > 0")
-        if period > 0 and cfg.DATASETS.TEST:
+        if period > 0 and cfg.DATASETS.VAL:
             # annotated, un-augmented validation batches for the loss
-            mapper = PWMLDatasetMapper(True, augmentations=build_pwml_augmentations(cfg, False))
-            from detectron2.data import build_detection_test_loader
+            mapper = PWMLDatasetMapper(True, augmentations=build_pwml_augmentations(cfg, False),
+                                       head_crop_margin=head_crop_margin(cfg))
 
             def batches():
-                return build_detection_test_loader(cfg, cfg.DATASETS.TEST[0], mapper=mapper)
+                return build_detection_test_loader(cfg, cfg.DATASETS.VAL[0], mapper=mapper)
 
             hook = ValidationLossHook(period, batches, scale,
                                       PlateauTracker(cfg.SOLVER.PLATEAU.PATIENCE, cfg.SOLVER.PLATEAU.MIN_DELTA),
-                                      cfg.SOLVER.PLATEAU.FACTOR)
-            # checkpointed with the trainer's hooks (TrainerBase.state_dict), so --resume
-            # restores the plateau state; placed before the metric writer so it is printed
-            hooks.insert(len(hooks) - 1, hook)
+                                      cfg.SOLVER.PLATEAU.FACTOR, monitor=cfg.SOLVER.PLATEAU.MONITOR,
+                                      output_dir=cfg.OUTPUT_DIR)
+            # before the periodic checkpointer, so that a checkpoint written at an
+            # evaluation's iteration holds it (--resume then continues the same LR
+            # schedule), and before the final evaluation, which then scores model_best
+            position = next((i for i, h in enumerate(hooks) if isinstance(h, PeriodicCheckpointer)),
+                            len(hooks) - 1)
+            hooks.insert(position, hook)
         return hooks
 
 
@@ -85,7 +92,12 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        weights = cfg.MODEL.WEIGHTS
+        best = os.path.join(cfg.OUTPUT_DIR, BEST_CHECKPOINT)
+        if not weights and not args.resume and os.path.isfile(best):
+            weights = best  # the lowest-validation-loss weights, unless told otherwise
+            logging.getLogger("detectron2").info("--eval-only: evaluating %s", best)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(weights, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

@@ -17,6 +17,7 @@ import torch
 
 from ..data.errors import PWMLDataError
 from ..data.fileio import read_slice
+from ..data.head_crop import crop_to_head
 from ..data.nifti import axis_index, put_slice, volume_slice
 from . import io
 
@@ -44,12 +45,14 @@ class LesionPredictor:
     no contrast in which a lesion could be, and they are all-zero output.
     """
 
-    def __init__(self, model: Model, augmentations: Sequence = (), batch_size: int = 4):
+    def __init__(self, model: Model, augmentations: Sequence = (), batch_size: int = 4,
+                 head_crop_margin: Optional[int] = None):
         from detectron2.data import transforms as T
 
         self.model = model
         self.augmentations = T.AugmentationList(list(augmentations))
         self.batch_size = max(1, int(batch_size))
+        self.head_crop_margin = head_crop_margin  # None: no head crop (INPUT.CROP_TO_HEAD off)
 
     @classmethod
     def from_config(cls, cfg, batch_size: int = 4) -> "LesionPredictor":
@@ -58,6 +61,7 @@ class LesionPredictor:
         from detectron2.modeling import build_model
 
         from ..data.augmentation import build_pwml_augmentations
+        from ..data.mapper import head_crop_margin
 
         model = build_model(cfg)
         if cfg.MODEL.WEIGHTS:
@@ -66,16 +70,21 @@ class LesionPredictor:
                 raise PWMLDataError(weights, "weights file does not exist")
             DetectionCheckpointer(model).load(weights)
         model.eval()
-        return cls(model, build_pwml_augmentations(cfg, is_train=False), batch_size)
+        return cls(model, build_pwml_augmentations(cfg, is_train=False), batch_size,
+                   head_crop_margin(cfg))
 
     def _model_input(self, image: np.ndarray) -> Dict:
         from detectron2.data import transforms as T
 
+        height, width = image.shape
+        extra = {}
+        if self.head_crop_margin is not None:
+            image, box = crop_to_head(image, self.head_crop_margin)
+            extra["crop_box"] = list(box)
         aug = T.AugInput(np.ascontiguousarray(image, dtype=np.float32))
         self.augmentations(aug)
         tensor = torch.from_numpy(np.ascontiguousarray(aug.image, dtype=np.float32))
-        return {"image": tensor[None].repeat(3, 1, 1), "height": image.shape[0],
-                "width": image.shape[1]}
+        return {"image": tensor[None].repeat(3, 1, 1), "height": height, "width": width, **extra}
 
     def predict_slices(self, images: Sequence[np.ndarray]) -> List[SlicePrediction]:
         """One `SlicePrediction` per 2-D image, in order; the model sees ``batch_size`` at a time."""

@@ -6,7 +6,9 @@ detectron2's RPN works with one logit per anchor fed to a sigmoid. A softmax ove
 two logits equals the sigmoid of their difference, so the head below predicts the
 two logits, applies the ReLU to both, and hands ``relu(lesion) - relu(background)``
 to detectron2's unchanged losses and proposal selection. With the ReLU switched
-off it is an ordinary two-logit softmax RPN.
+off it is an ordinary two-logit softmax RPN. Proposals go through the
+reference's single NMS over all levels (`SingleNMSRPN`); how many are kept is
+detectron2's ``MODEL.RPN.POST_NMS_TOPK_TRAIN/TEST`` (the reference: 100 and 100).
 """
 from typing import List
 
@@ -15,8 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from detectron2.config import configurable
-from detectron2.modeling.proposal_generator import PROPOSAL_GENERATOR_REGISTRY, RPN
+from detectron2.modeling.proposal_generator import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.proposal_generator.rpn import RPN_HEAD_REGISTRY, StandardRPNHead
+
+from .rpn import SingleNMSRPN
 
 __all__ = ["HRPNHead", "HRPN"]
 
@@ -61,16 +65,15 @@ class HRPNHead(StandardRPNHead):
 
 
 @PROPOSAL_GENERATOR_REGISTRY.register()
-class HRPN(RPN):
-    """RPN with the H-RPN head and its own cap on the proposals kept after NMS.
+class HRPN(SingleNMSRPN):
+    """The reference's RPN (one NMS over all levels) with the H-RPN head.
 
-    Selected by ``MODEL.PROPOSAL_GENERATOR.NAME: HRPN``; everything else
-    (anchors, matching, sampling, losses, NMS) is detectron2's RPN.
+    Selected by ``MODEL.PROPOSAL_GENERATOR.NAME: HRPN``; everything but the
+    objectness classifier is `SingleNMSRPN`'s.
     """
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
-        ret["post_nms_topk"] = (cfg.MODEL.HRPN.POST_NMS_TOPK_TRAIN, cfg.MODEL.HRPN.POST_NMS_TOPK_TEST)
         ret["head"] = HRPNHead(cfg, [input_shape[f] for f in cfg.MODEL.RPN.IN_FEATURES])
         return ret

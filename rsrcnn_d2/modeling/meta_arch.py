@@ -1,11 +1,16 @@
-"""RSRCNN: GeneralizedRCNN with per-image z-scoring, expanded-box pasting and DCRF.
+"""RSRCNN: GeneralizedRCNN with the reference's input normalisation, expanded-box pasting,
+DCRF and head crops.
 
 Only inference's postprocessing and the input normalisation differ from
-detectron2's GeneralizedRCNN; training is the parent's. Outputs, per image:
+detectron2's GeneralizedRCNN; training is the parent's. Outputs, per image, in
+the frame given by the input's ``height`` x ``width`` (default: the input's own
+size); an input with ``crop_box`` (x0, y0, x1, y1) showed the network only that
+part of the frame (a head crop) and its outputs are put back in place:
 
-- ``instances``: as Mask R-CNN's (``pred_boxes`` are the refined boxes, at the
-  output size; ``pred_masks`` bool (R, H, W)), plus ``expanded_boxes`` where the
-  ROI heads expanded boxes, and ``mask_probs`` (R, 1, M, M), the raw mask head
+- ``instances``: as Mask R-CNN's (``pred_boxes`` are the refined boxes;
+  ``pred_masks`` bool (R, H, W)), plus ``expanded_boxes`` (the boxes masks were
+  pasted through, in the output frame), ``network_boxes`` (the same at the
+  network's input scale) and ``mask_probs`` (R, 1, M, M), the raw mask head
   probabilities (what a DCRF tuner needs to re-run only the CRF);
 - ``lesion_mask``: bool (H, W), union of the instance masks — the task is
   semantic segmentation of lesions;
@@ -21,9 +26,11 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 
 from .dcrf import build_dcrf_postprocessor
-from .postprocessing import image_at_size, paste_instance_masks, zscore_image
+from .postprocessing import minmax_uint8_image, paste_lesions, zscore_image
 
-__all__ = ["RSRCNN"]
+__all__ = ["RSRCNN", "NORMALIZATIONS"]
+
+NORMALIZATIONS = ("minmax_uint8", "zscore", "none")
 
 
 @META_ARCH_REGISTRY.register()
@@ -31,10 +38,13 @@ class RSRCNN(GeneralizedRCNN):
     """Mask R-CNN meta-architecture of RS R-CNN (``MODEL.META_ARCHITECTURE: RSRCNN``)."""
 
     @configurable
-    def __init__(self, *, per_image_zscore: bool = True, mask_threshold: float = 0.5,
+    def __init__(self, *, normalization: str = "minmax_uint8", mask_threshold: float = 0.5,
                  dcrf=None, **kwargs):
         super().__init__(**kwargs)
-        self.per_image_zscore = per_image_zscore
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"MODEL.RSRCNN.NORMALIZATION must be one of {NORMALIZATIONS}, "
+                             f"got {normalization!r}")
+        self.normalization = normalization
         self.mask_threshold = mask_threshold
         self.dcrf = dcrf
 
@@ -42,16 +52,22 @@ class RSRCNN(GeneralizedRCNN):
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
         ret.update(
-            per_image_zscore=cfg.MODEL.RSRCNN.PER_IMAGE_ZSCORE,
+            normalization=cfg.MODEL.RSRCNN.NORMALIZATION,
             mask_threshold=cfg.MODEL.RSRCNN.MASK_THRESHOLD,
             dcrf=build_dcrf_postprocessor(cfg),
         )
         return ret
 
+    def _normalize(self, image: torch.Tensor) -> torch.Tensor:
+        image = self._move_to_current_device(image).float()
+        if self.normalization == "zscore":
+            return zscore_image(image)
+        if self.normalization == "minmax_uint8":
+            image = minmax_uint8_image(image)
+        return (image - self.pixel_mean) / self.pixel_std
+
     def preprocess_image(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> ImageList:
-        if not self.per_image_zscore:
-            return super().preprocess_image(batched_inputs)
-        images = [zscore_image(self._move_to_current_device(x["image"])) for x in batched_inputs]
+        images = [self._normalize(x["image"]) for x in batched_inputs]
         return ImageList.from_tensors(images, self.backbone.size_divisibility,
                                       padding_constraints=self.backbone.padding_constraints)
 
@@ -66,29 +82,27 @@ class RSRCNN(GeneralizedRCNN):
         in_h, in_w = results.image_size
         height = int(batched_input.get("height", in_h))
         width = int(batched_input.get("width", in_w))
+        crop_box = batched_input.get("crop_box")
+        x0, y0, x1, y1 = (0, 0, width, height) if crop_box is None else (int(v) for v in crop_box)
         has_masks = results.has("pred_masks")
         if has_masks:
             results.mask_probs = results.pred_masks
             results.remove("pred_masks")  # pasted below, not by detector_postprocess
             source = results.expanded_boxes if results.has("expanded_boxes") else results.pred_boxes
-            results.paste_boxes = Boxes(source.tensor.clone())
-        out = detector_postprocess(results, height, width)  # rescales + filters pred_boxes
+            results.network_boxes = source.tensor.clone()  # a plain tensor: not rescaled
+        # rescales pred_boxes to the (cropped) frame and drops empty ones
+        framed = detector_postprocess(results, y1 - y0, x1 - x0)
+        out = Instances((height, width), **framed.get_fields())
+        out.pred_boxes.tensor += out.pred_boxes.tensor.new_tensor([x0, y0, x0, y0])
 
         lesion_prob = torch.zeros((height, width), dtype=torch.float32, device=self.device)
         masks = torch.zeros((len(out), height, width), dtype=torch.bool, device=self.device)
         if has_masks:
-            paste = out.paste_boxes
-            out.remove("paste_boxes")
-            paste.scale(width / in_w, height / in_h)
-            paste.clip((height, width))
-            if out.has("expanded_boxes"):
-                out.expanded_boxes = paste
-            image = None
-            if self.dcrf is not None and len(out) > 0:
-                image = image_at_size(batched_input["image"], height, width)
-            masks, lesion_prob = paste_instance_masks(
-                out.mask_probs, paste.tensor, height, width, self.mask_threshold,
-                image=image, refine=self.dcrf,
+            network_image = batched_input["image"].to(self.device).float().mean(dim=0)
+            masks, lesion_prob, boxes = paste_lesions(
+                out.mask_probs, out.network_boxes, network_image, height, width, crop_box,
+                self.mask_threshold, refine=self.dcrf if len(out) > 0 else None,
             )
+            out.expanded_boxes = Boxes(boxes)
             out.pred_masks = masks
         return {"instances": out, "lesion_mask": masks.any(dim=0), "lesion_prob": lesion_prob}

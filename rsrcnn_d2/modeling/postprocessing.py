@@ -4,7 +4,7 @@ Pure functions on tensors. Masks are pasted through the box the mask branch saw
 (the expanded box, when there is one), optionally refined on the image patch
 under that box, then thresholded; the slice's lesion mask is their union.
 """
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -14,7 +14,8 @@ from detectron2.layers.mask_ops import _do_paste_mask
 
 from .dcrf import to_uint8
 
-__all__ = ["zscore_image", "image_at_size", "paste_instance_masks"]
+__all__ = ["zscore_image", "minmax_uint8_image", "image_at_size", "paste_instance_masks",
+           "paste_lesions", "place_in_frame"]
 
 
 def zscore_image(image: torch.Tensor) -> torch.Tensor:
@@ -25,6 +26,18 @@ def zscore_image(image: torch.Tensor) -> torch.Tensor:
     image = image.float()
     std = image.std() if image.numel() > 1 else image.new_tensor(0.0)
     return (image - image.mean()) / std.clamp(min=1e-6)
+
+
+def minmax_uint8_image(image: torch.Tensor) -> torch.Tensor:
+    """Stretch an image's min..max linearly onto 0..255 (float), as the reference's 8-bit slices.
+
+    Not rounded: the reference rounded to 8 bit before resizing to the network's
+    size, we stretch after it, where the interpolated values are not integers
+    anyway. A constant image becomes all zeros.
+    """
+    image = image.float()
+    lo, hi = image.min(), image.max()
+    return (image - lo) * (255.0 / (hi - lo).clamp(min=1e-6))
 
 
 def image_at_size(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -44,6 +57,7 @@ def paste_instance_masks(
     threshold: float = 0.5,
     image: Optional[torch.Tensor] = None,
     refine: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None,
+    refine_boxes: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Paste per-instance probability maps into the image and threshold them.
 
@@ -53,9 +67,12 @@ def paste_instance_masks(
             M x M map is resized to its box.
         height, width: output size.
         threshold: probability at or above which a pixel is lesion.
-        image: grey image (height, width), needed when ``refine`` is given.
-        refine: ``refine(patch_u8, prob) -> prob`` applied to each instance's
-            patch before thresholding (the dense CRF), or None.
+        image: grey image at the network's input scale (Hn, Wn), needed with ``refine``.
+        refine: ``refine(patch_u8, prob) -> prob``, the dense CRF, or None. As in
+            the reference it runs at the network's input scale: each map is pasted
+            through ``refine_boxes`` into ``image`` (stretched to 8 bit), refined on
+            that patch, and the refined patch is then resized into the output.
+        refine_boxes: Tensor of shape (R, 4), the same boxes at the network's scale.
 
     Returns:
         masks: bool Tensor of shape (R, height, width);
@@ -68,16 +85,84 @@ def paste_instance_masks(
     prob_map = torch.zeros((height, width), dtype=torch.float32, device=device)
     grey_u8 = None
     if refine is not None and num > 0:
-        if image is None:
-            raise ValueError("paste_instance_masks: `refine` needs the image")
+        if image is None or refine_boxes is None:
+            raise ValueError("paste_instance_masks: `refine` needs the image and refine_boxes")
         grey_u8 = to_uint8(image.detach().cpu().numpy())
+        scale = paste_boxes.new_tensor([width / image.shape[1], height / image.shape[0]] * 2)
     for i in range(num):
-        patch, (ys, xs) = _do_paste_mask(mask_probs[i : i + 1].float(), paste_boxes[i : i + 1],
-                                         height, width, skip_empty=True)
+        source, box = mask_probs[i : i + 1].float(), paste_boxes[i : i + 1]
+        if grey_u8 is not None:
+            net_h, net_w = grey_u8.shape
+            patch, (ys, xs) = _do_paste_mask(source, refine_boxes[i : i + 1], net_h, net_w,
+                                             skip_empty=True)
+            if patch.numel() == 0:
+                continue
+            refined = refine(grey_u8[ys, xs], patch[0].detach().cpu().numpy())
+            source = torch.from_numpy(np.asarray(refined, dtype=np.float32)).to(device)[None, None]
+            # the refined patch covers whole network pixels [xs] x [ys]
+            box = paste_boxes.new_tensor([[xs.start, ys.start, xs.stop, ys.stop]]) * scale
+        patch, (ys, xs) = _do_paste_mask(source, box, height, width, skip_empty=True)
         prob = patch[0]
-        if grey_u8 is not None and prob.numel() > 0:
-            refined = refine(grey_u8[ys, xs], prob.detach().cpu().numpy())
-            prob = torch.from_numpy(np.asarray(refined, dtype=np.float32)).to(device)
         masks[i, ys, xs] = prob >= threshold
         prob_map[ys, xs] = torch.maximum(prob_map[ys, xs], prob)
     return masks, prob_map
+
+
+def paste_lesions(
+    mask_probs: torch.Tensor,
+    network_boxes: torch.Tensor,
+    network_image: torch.Tensor,
+    height: int,
+    width: int,
+    crop_box: Optional[Sequence[int]] = None,
+    threshold: float = 0.5,
+    refine: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From the mask head's maps to masks in the full output frame (the model and DCRF tuning).
+
+    Args:
+        mask_probs: (R, 1, M, M) probabilities.
+        network_boxes: (R, 4) XYXY boxes the maps belong to, at the network's input scale.
+        network_image: (Hn, Wn) grey image the network saw (before normalisation).
+        height, width: the output frame.
+        crop_box: (x0, y0, x1, y1) of the output frame that the network's input
+            showed (a head crop), or None for the whole frame.
+        threshold, refine: as `paste_instance_masks`.
+
+    Returns:
+        masks (R, height, width) bool, prob (height, width) float and the boxes
+        (R, 4) the maps were pasted through, in the output frame.
+    """
+    if crop_box is None:
+        x0, y0, x1, y1 = 0, 0, width, height
+    else:
+        x0, y0, x1, y1 = (int(v) for v in crop_box)
+    frame_h, frame_w = y1 - y0, x1 - x0
+    net_h, net_w = network_image.shape[-2:]
+    scale = network_boxes.new_tensor([frame_w / net_w, frame_h / net_h] * 2)
+    boxes = network_boxes * scale
+    boxes = torch.stack([boxes[:, 0].clamp(0, frame_w), boxes[:, 1].clamp(0, frame_h),
+                         boxes[:, 2].clamp(0, frame_w), boxes[:, 3].clamp(0, frame_h)], dim=1)
+    masks, prob = paste_instance_masks(mask_probs, boxes, frame_h, frame_w, threshold,
+                                       image=network_image, refine=refine,
+                                       refine_boxes=network_boxes)
+    if crop_box is not None:
+        masks = place_in_frame(masks, (y0, x0), (height, width))
+        prob = place_in_frame(prob, (y0, x0), (height, width))
+        boxes = boxes + boxes.new_tensor([x0, y0, x0, y0])
+    return masks, prob, boxes
+
+
+def place_in_frame(array: torch.Tensor, offset: Tuple[int, int], size: Tuple[int, int]) -> torch.Tensor:
+    """Put ``array`` (..., h, w) at ``offset`` = (y0, x0) of a zero array (..., *size).
+
+    The inverse of cropping (a head crop): outputs computed on a crop go back to
+    their place in the full slice.
+    """
+    y0, x0 = offset
+    h, w = array.shape[-2:]
+    if y0 < 0 or x0 < 0 or y0 + h > size[0] or x0 + w > size[1]:
+        raise ValueError(f"a {h}x{w} crop at {offset} does not fit in {tuple(size)}")
+    out = array.new_zeros((*array.shape[:-2], *size))
+    out[..., y0 : y0 + h, x0 : x0 + w] = array
+    return out

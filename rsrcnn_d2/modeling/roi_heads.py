@@ -1,12 +1,19 @@
-"""ROI heads whose mask branch works on boxes expanded by the factor k.
+"""ROI heads of the reference: its ROI sampler, and boxes expanded by the factor k.
 
-Box branch (RoIAlign1, 7x7, class + box regression) is detectron2's
-StandardROIHeads unchanged. The mask branch (RoIAlign2) pools N x N features,
-N = round(14 k), from
-- training: the foreground proposals expanded by k, so that detectron2's
-  ``mask_rcnn_loss`` crops the ground truth to the expanded box as well;
-- inference: the refined (predicted) boxes expanded by k. The expanded boxes are
-  kept as ``instances.expanded_boxes`` for pasting; ``pred_boxes`` stays refined.
+`ReferenceSamplingROIHeads` (row B) is detectron2's StandardROIHeads with the
+reference's sampler (`subsample_capped_negatives`: at most ``POSITIVE_FRACTION``
+positives and about twice as many negatives, not filled up to the batch size).
+
+`ExpandedROIHeads` (rows C-E) adds the expansion by k:
+- box branch (RoIAlign1, 7x7): pools the proposals expanded by k, so the
+  classifier sees the lesion's surroundings, while its box deltas stay relative
+  to the unexpanded proposals (training targets and decoding alike);
+- mask branch (RoIAlign2, N x N, N = round(14 k)): pools the foreground
+  proposals expanded by k in training, so detectron2's ``mask_rcnn_loss`` crops
+  the ground truth on the expanded box too, and the refined (predicted) boxes
+  expanded by k at inference. Those are kept as ``instances.expanded_boxes``
+  for pasting; ``pred_boxes`` stays refined.
+All expansions are the same float box (`expand_boxes`, clipped to the image).
 """
 from typing import Dict, List
 
@@ -18,8 +25,9 @@ from detectron2.modeling.roi_heads.roi_heads import select_foreground_proposals
 from detectron2.structures import Boxes, Instances
 
 from ..box_ops import expand_boxes, expanded_mask_resolution
+from .sampling import subsample_capped_negatives
 
-__all__ = ["ExpandedROIHeads", "mask_pooler_resolution"]
+__all__ = ["ReferenceSamplingROIHeads", "ExpandedROIHeads", "mask_pooler_resolution"]
 
 
 def mask_pooler_resolution(cfg) -> int:
@@ -29,20 +37,56 @@ def mask_pooler_resolution(cfg) -> int:
 
 
 @ROI_HEADS_REGISTRY.register()
-class ExpandedROIHeads(StandardROIHeads):
-    """StandardROIHeads with the mask branch on k-expanded boxes (see module doc)."""
+class ReferenceSamplingROIHeads(StandardROIHeads):
+    """StandardROIHeads whose training ROIs follow the reference's sampler (see module doc)."""
 
     @configurable
-    def __init__(self, *, expansion_k: float = 1.3, **kwargs):
+    def __init__(self, *, cap_negatives: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.cap_negatives = cap_negatives
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["cap_negatives"] = cfg.MODEL.ROI_HEADS.CAP_NEGATIVES
+        return ret
+
+    def _sample_proposals(self, matched_idxs: torch.Tensor, matched_labels: torch.Tensor,
+                          gt_classes: torch.Tensor):
+        if not self.cap_negatives:
+            return super()._sample_proposals(matched_idxs, matched_labels, gt_classes)
+        if gt_classes.numel() > 0:
+            labels = gt_classes[matched_idxs]
+            labels[matched_labels == 0] = self.num_classes
+            labels[matched_labels == -1] = -1
+        else:
+            labels = torch.full_like(matched_idxs, self.num_classes)
+        pos, neg = subsample_capped_negatives(labels, self.batch_size_per_image,
+                                              self.positive_fraction, self.num_classes)
+        sampled = torch.cat([pos, neg])
+        return sampled, labels[sampled]
+
+
+@ROI_HEADS_REGISTRY.register()
+class ExpandedROIHeads(ReferenceSamplingROIHeads):
+    """ReferenceSamplingROIHeads with both branches on k-expanded boxes (see module doc)."""
+
+    @configurable
+    def __init__(self, *, expansion_k: float = 1.3, expand_box_head: bool = True, **kwargs):
         super().__init__(**kwargs)
         if expansion_k < 1:
             raise ValueError(f"MODEL.ROI_MASK_HEAD.EXPANSION_K must be >= 1, got {expansion_k}")
+        if expand_box_head and self.train_on_pred_boxes:
+            raise ValueError("MODEL.ROI_BOX_HEAD.EXPAND_PROPOSALS and TRAIN_ON_PRED_BOXES "
+                             "cannot be combined")
         self.expansion_k = expansion_k
+        self.expand_box_head = expand_box_head
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
         ret["expansion_k"] = cfg.MODEL.ROI_MASK_HEAD.EXPANSION_K
+        ret["expand_box_head"] = cfg.MODEL.ROI_BOX_HEAD.EXPAND_PROPOSALS
         return ret
 
     @classmethod
@@ -54,6 +98,19 @@ class ExpandedROIHeads(StandardROIHeads):
 
     def _expand(self, boxes: Boxes, image_size) -> Boxes:
         return Boxes(expand_boxes(boxes.tensor, self.expansion_k, image_size))
+
+    def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
+        if not self.expand_box_head:
+            return super()._forward_box(features, proposals)
+        # StandardROIHeads._forward_box, except that RoIAlign1 pools the expanded
+        # proposals; losses and decoding use the unexpanded `proposal_boxes`
+        pooled_boxes = [self._expand(p.proposal_boxes, p.image_size) for p in proposals]
+        box_features = self.box_pooler([features[f] for f in self.box_in_features], pooled_boxes)
+        predictions = self.box_predictor(self.box_head(box_features))
+        if self.training:
+            return self.box_predictor.losses(predictions, proposals)
+        pred_instances, _ = self.box_predictor.inference(predictions, proposals)
+        return pred_instances
 
     def _forward_mask(self, features: Dict[str, torch.Tensor], instances: List[Instances]):
         if not self.mask_on:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..evaluation import dice
 from ..modeling.dcrf import DenseCRFPostprocessor
-from ..modeling.postprocessing import paste_instance_masks
+from ..modeling.postprocessing import paste_lesions
 from .bayes import bayes_maximize, best_trial
 from .prediction_cache import CachedSlice
 
@@ -99,8 +99,8 @@ def mean_dice(slices: Sequence[CachedSlice], refine: Optional[Refine] = None,
     scores = []
     for s in slices:
         height, width = s.truth.shape
-        masks, _ = paste_instance_masks(s.mask_probs, s.paste_boxes, height, width, threshold,
-                                        image=s.image, refine=refine)
+        masks, _, _ = paste_lesions(s.mask_probs, s.network_boxes, s.network_image, height, width,
+                                    s.crop_box, threshold, refine=refine)
         scores.append(dice(masks.any(dim=0).numpy(), s.truth.numpy()))
     return math.fsum(scores) / len(scores)
 

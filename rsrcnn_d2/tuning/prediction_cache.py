@@ -2,9 +2,10 @@
 
 Why: the dense CRF acts after the network, on the pasted instance probabilities.
 Tuning its parameters therefore never needs the network again: per slice we keep
-the raw mask-head probabilities, the boxes they are pasted through, the grey image
-at the output size and the truth mask, and every trial only re-pastes them with
-`paste_instance_masks(..., refine=crf)` (the same function the model uses).
+the raw mask-head probabilities, the boxes they are pasted through and the grey
+image, both at the network's input scale (where the CRF runs), the head crop and
+the truth mask, and every trial only re-pastes them with
+`paste_lesions(..., refine=crf)` (the same function the model uses).
 The cache can be saved so that later tuning runs skip the network entirely.
 """
 import hashlib
@@ -18,14 +19,13 @@ from typing import Callable, Dict, Iterable, List, Optional, Union
 
 import torch
 
-from ..modeling.postprocessing import image_at_size
 
 __all__ = ["CachedSlice", "collect_predictions", "save_prediction_cache",
            "load_prediction_cache", "prediction_cache_key"]
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -33,17 +33,19 @@ class CachedSlice:
     """One slice's network output, reduced to what pasting needs (all on the CPU).
 
     mask_probs: float32 Tensor of shape (R, 1, M, M), the mask head's probabilities.
-    paste_boxes: float32 Tensor of shape (R, 4), XYXY at the output resolution
-        (the expanded boxes, or ``pred_boxes`` for heads that do not expand).
-    image: float32 Tensor of shape (H, W), the grey slice at the output size.
-    truth: bool Tensor of shape (H, W), the union of the true lesions.
+    network_boxes: float32 Tensor of shape (R, 4), XYXY at the network's input
+        scale (the expanded boxes, or ``pred_boxes`` for heads that do not expand).
+    network_image: float32 Tensor of shape (Hn, Wn), the grey slice the network saw.
+    truth: bool Tensor of shape (H, W), the union of the true lesions (output frame).
+    crop_box: (x0, y0, x1, y1) of the frame the network saw (head crop), or None.
     """
 
     file_name: str
     mask_probs: torch.Tensor
-    paste_boxes: torch.Tensor
-    image: torch.Tensor
+    network_boxes: torch.Tensor
+    network_image: torch.Tensor
     truth: torch.Tensor
+    crop_box: Optional[List[int]] = None
     subject: Optional[str] = None
     slice_index: Optional[int] = None
 
@@ -57,7 +59,6 @@ def _cached_slice(inp: Dict, out: Dict) -> CachedSlice:
     if not inst.has("mask_probs"):
         raise ValueError(f"{where}: the model output has no instances.mask_probs; DCRF tuning "
                          "needs the RSRCNN meta-architecture")
-    boxes = inst.expanded_boxes if inst.has("expanded_boxes") else inst.pred_boxes
     height, width = inst.image_size
     truth = torch.as_tensor(inp["gt_mask"]).bool().cpu()
     if tuple(truth.shape) != (height, width):
@@ -67,9 +68,10 @@ def _cached_slice(inp: Dict, out: Dict) -> CachedSlice:
     return CachedSlice(
         file_name=where,
         mask_probs=inst.mask_probs.detach().float().contiguous(),
-        paste_boxes=boxes.tensor.detach().float().contiguous(),
-        image=image_at_size(inp["image"], height, width).detach().cpu().contiguous(),
+        network_boxes=inst.network_boxes.detach().float().contiguous(),
+        network_image=inp["image"].float().mean(dim=0).cpu().contiguous(),
         truth=truth.contiguous(),
+        crop_box=None if inp.get("crop_box") is None else [int(v) for v in inp["crop_box"]],
         subject=None if inp.get("subject") is None else str(inp["subject"]),
         slice_index=None if index is None else int(index),
     )

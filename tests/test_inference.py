@@ -162,3 +162,30 @@ def test_zscore_constant_image_is_zero_not_nan():
     x = torch.arange(12.0).reshape(3, 2, 2)
     z = zscore_image(x)
     assert abs(z.mean().item()) < 1e-6 and abs(z.std().item() - 1) < 1e-6
+
+
+def test_crf_runs_on_the_network_scale_patch_and_comes_back_to_the_output():
+    """The reference's CRF parameters are in pixels of the network's input: the CRF sees the
+    patch under the box at that scale (8-bit), and its result is resized into the output."""
+    seen = []
+
+    def identity(patch_u8, prob):
+        seen.append((patch_u8.dtype, patch_u8.shape, prob.shape, int(patch_u8.max())))
+        return prob
+
+    network_image = torch.arange(16 * 16, dtype=torch.float32).reshape(16, 16)  # output is 8 x 8
+    probs = torch.ones(1, 1, 5, 5)
+    masks, prob = paste_instance_masks(probs, torch.tensor([[2.0, 2.0, 6.0, 6.0]]), 8, 8,
+                                       image=network_image, refine=identity,
+                                       refine_boxes=torch.tensor([[4.0, 4.0, 12.0, 12.0]]))
+    # network box 4..12 and a 1-pixel margin (detectron2's paste region): a 10 x 10 patch
+    # 8-bit stretch of the whole image (0..255 -> 0..255); the patch ends at pixel 12 * 16 + 12
+    assert seen == [(np.uint8, (10, 10), (10, 10), 204)]
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[2:6, 2:6] = True
+    assert torch.equal(masks[0], expected)
+    direct, _ = paste_instance_masks(probs, torch.tensor([[2.0, 2.0, 6.0, 6.0]]), 8, 8)
+    assert torch.equal(direct[0], expected)
+    with pytest.raises(ValueError, match="refine_boxes"):
+        paste_instance_masks(probs, torch.tensor([[2.0, 2.0, 6.0, 6.0]]), 8, 8, image=network_image,
+                             refine=identity)

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rsrcnn_d2.data.fileio import atomic_write_bytes  # noqa: E402
-from rsrcnn_d2.experiments import pooled_results  # noqa: E402
+from rsrcnn_d2.experiments import pooled_results, trained_weights  # noqa: E402
 
 TOOLS = REPO / "tools"
 CONFIG = REPO / "configs/PWML-Tiny/E_rsrcnn_R_18_FPN.yaml"
@@ -62,7 +62,7 @@ def main() -> int:
     run("3/6 training + evaluation", [TOOLS / "train_net.py", "--config-file", CONFIG,
                                       "SOLVER.MAX_ITER", args.iters, "DATASETS.TEST", "('pwml_test',)",
                                       "OUTPUT_DIR", train_dir, "SEED", args.seed], env)
-    weights = train_dir / "model_final.pth"
+    weights = trained_weights(train_dir)  # model_best.pth: the lowest validation loss
     tuned = train_dir / "dcrf_tuned.yaml"
     run("4/6 DCRF tuning", [TOOLS / "tune_dcrf.py", "--config-file", CONFIG, "--weights", weights,
                             "--dataset", "pwml_val", "--output", tuned, "--init-points", 3, "--n-iter", 6,

@@ -36,6 +36,7 @@ from rsrcnn_d2.data.fileio import atomic_write_bytes  # noqa: E402
 from rsrcnn_d2.data.fileio import atomic_write_json  # noqa: E402
 from rsrcnn_d2.experiments import (REFERENCE_METRICS, TINY_ROW_CONFIGS, TOOLS,  # noqa: E402
                                    finished_result, pooled_results, run_tool, seed_summary_table,
+                                   trained_weights,
                                    train_and_record)
 
 ROW_CONFIGS = TINY_ROW_CONFIGS
@@ -91,7 +92,7 @@ def tuned_dcrf_run(out: Path, seed: int, env) -> None:
     source, run_dir = out / "runs" / "E" / f"seed{seed}", out / "runs" / TUNED / f"seed{seed}"
     if finished_result(run_dir) is not None or finished_result(source) is None:
         return
-    weights, tuned = source / "model_final.pth", run_dir / "dcrf_tuned.yaml"
+    weights, tuned = trained_weights(source), run_dir / "dcrf_tuned.yaml"
     run_tool([TOOLS / "tune_dcrf.py", "--config-file", ROW_CONFIGS["E"], "--weights", weights,
               "--dataset", "pwml_val", "--output", tuned, "--cache", run_dir / "val_probs.pt",
               "--init-points", 5, "--n-iter", 15, "--seed", seed], env)

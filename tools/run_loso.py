@@ -104,6 +104,9 @@ def main(argv=None) -> int:
                     "SOLVER.MAX_ITER", args.iters, "SOLVER.CHECKPOINT_PERIOD",
                     max(1, args.iters // 2), "SEED", args.seed, "MODEL.WEIGHTS",
                     weights.get(row, ""), "DATASETS.TRAIN", f"('pwml_fold{i}_train',)",
+                    # no spare subject for validation: the schedule and model_best follow
+                    # the training subjects' loss, never the held-out one's
+                    "DATASETS.VAL", f"('pwml_fold{i}_train',)",
                     "DATASETS.TEST", f"('{name}',)"], env=env)
             fold_results[row].append(record["results"])
             csvs.append(run_dir / "inference" / name / "pwml_slices.csv")

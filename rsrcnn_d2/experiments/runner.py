@@ -13,8 +13,8 @@ from typing import Dict, Mapping, Optional, Sequence, Union
 from ..data.fileio import atomic_write_json, read_json
 from .results import read_eval_results
 
-__all__ = ["finished_result", "train_and_record", "run_tool", "TOOLS", "TRAIN_NET",
-           "TINY_ROW_CONFIGS"]
+__all__ = ["finished_result", "train_and_record", "run_tool", "trained_weights", "TOOLS",
+           "TRAIN_NET", "TINY_ROW_CONFIGS"]
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / "tools"
@@ -37,6 +37,13 @@ def run_tool(args: Sequence, env: Optional[Mapping[str, str]] = None) -> None:
                    env=None if env is None else dict(env))
 
 
+def trained_weights(run_dir: Union[str, Path]) -> Path:
+    """The weights a run's final evaluation used: ``model_best.pth`` (lowest validation
+    loss) where training kept one, else ``model_final.pth``."""
+    best = Path(run_dir) / "model_best.pth"
+    return best if best.is_file() else Path(run_dir) / "model_final.pth"
+
+
 def finished_result(run_dir: Union[str, Path]) -> Optional[Dict]:
     """The recorded result of a finished run, or None if the run has not finished."""
     path = Path(run_dir) / RESULT_FILE
@@ -51,7 +58,7 @@ def train_and_record(config: Union[str, Path], run_dir: Union[str, Path], opts: 
     ``opts`` are train_net's trailing KEY VALUE overrides; OUTPUT_DIR is set here.
     The final evaluation (DATASETS.TEST) must be PWML's. Intermediate checkpoints
     are deleted once the run is recorded unless ``keep_checkpoints``;
-    ``model_final.pth`` stays.
+    ``model_final.pth`` and ``model_best.pth`` stay.
     """
     run_dir = Path(run_dir).absolute()
     done = finished_result(run_dir)

@@ -6,7 +6,7 @@
 Figures (ours / baseline):
 - inference s/slice, row E / row B, same backbone, same synthetic slices:
   paper scale (R-101-FPN, 512x512, 50 and 10 detections) and the CPU twin
-  (R-18, 128x128, configs/PWML-Tiny); the DCRF's share of row E;
+  (R-18, 256x256, configs/PWML-Tiny); the DCRF's share of row E;
 - training s/iteration (2 slices, forward + backward + SGD step), E / B, both scales;
 - peak resident memory (RSS) of inference and of training, E / B;
 - conversion throughput (tools/prepare_pwml.py's convert_pwml) / reading the
@@ -42,8 +42,8 @@ CONFIGS = {
     ("cpu", "B"): REPO / "configs/PWML-Tiny/B_mask_rcnn_R_18_FPN.yaml",
     ("cpu", "E"): REPO / "configs/PWML-Tiny/E_rsrcnn_R_18_FPN.yaml",
 }
-SIZE = {"paper": 512, "cpu": 128}
-SCALE_NAME = {"paper": "R-101-FPN, 512×512", "cpu": "R-18 CPU twin, 128×128"}
+SIZE = {"paper": 512, "cpu": 256}
+SCALE_NAME = {"paper": "R-101-FPN, 512×512", "cpu": "R-18 CPU twin, 256×256"}
 BEGIN, END = "<!-- perf-table:begin -->", "<!-- perf-table:end -->"
 RESULT = "PERF-RESULT "
 

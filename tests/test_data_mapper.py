@@ -93,7 +93,8 @@ def test_mapper_output_no_zscore_three_channels(tmp_path):
 
 def test_test_mapping_is_deterministic_and_resizes_like_detectron2(tmp_path):
     rec = _record(tmp_path, _blobs(90, 100))
-    cfg = get_rsrcnn_cfg(TINY)  # 128 / 128
+    cfg = get_rsrcnn_cfg(TINY, ["INPUT.CROP_TO_HEAD", "False", "INPUT.MIN_SIZE_TEST", "128",
+                                "INPUT.MAX_SIZE_TEST", "128"])
     mapper = PWMLDatasetMapper(cfg, False)
     a, b = mapper(rec), mapper(rec)
     assert torch.equal(a["image"], b["image"])
@@ -124,10 +125,15 @@ def test_loaders_on_registered_split(converted):
     cfg = get_rsrcnn_cfg(TINY, ["DATASETS.TRAIN", "('loadtest_train',)"])
     batch = next(iter(build_pwml_train_loader(cfg)))
     assert len(batch) == cfg.SOLVER.IMS_PER_BATCH
-    assert batch[0]["image"].shape == (3, 128, 128) and len(batch[0]["instances"]) > 0
+    # head crops (INPUT.CROP_TO_HEAD), short edge resized to 256, long edge capped at 256
+    assert max(batch[0]["image"].shape[1:]) == 256 and len(batch[0]["instances"]) > 0
     test = list(build_pwml_test_loader(cfg, "loadtest_val"))
     assert len(test) == len(DatasetCatalog.get("loadtest_val"))
-    assert test[0][0]["image"].shape == (3, 128, 128)
+    first = test[0][0]
+    x0, y0, x1, y1 = first["crop_box"]
+    assert 0 <= x0 < x1 <= first["width"] and 0 <= y0 < y1 <= first["height"]
+    assert max(first["image"].shape[1:]) == 256
+    assert tuple(first["gt_mask"].shape) == (first["height"], first["width"])  # the full slice
 
 
 def test_model_forward_on_mapped_batch(converted):

@@ -212,7 +212,7 @@ def test_overfits_one_synthetic_image():
     """Mask loss falls well below its start, and masks on the true boxes match the truth."""
     # ground truth and many proposals, so the mask head has foreground ROIs from the first step
     model = build_model(tiny_cfg("D", "MODEL.ROI_HEADS.PROPOSAL_APPEND_GT", "True",
-                                 "MODEL.RPN.POST_NMS_TOPK_TRAIN", "1000"))
+                                 "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "1000", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "1000"))
     model.train()
     x, mask = synthetic_input(5, num_lesions=(3, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)

@@ -30,6 +30,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# the tool's mechanics, not the input scale: whole 128-px slices keep these runs short
+SMALL_INPUT = ["INPUT.CROP_TO_HEAD", "False", "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128",
+               "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128"]
+
+
 def _run(root, out, *extra, num_gpus=1):
     env = dict(os.environ, DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="1")
     # detectron2's default port depends only on the user id: runs side by side would collide
@@ -37,7 +42,7 @@ def _run(root, out, *extra, num_gpus=1):
     opts = [e for e in extra if not e.startswith("--")]
     cmd = [sys.executable, str(TRAIN_NET), "--config-file", str(TINY_ROWS["E"]), "--num-gpus", str(num_gpus),
            *flags, "OUTPUT_DIR", str(out), "SOLVER.IMS_PER_BATCH", str(2 * num_gpus),
-           "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "1000", "SEED", "1", *opts]
+           "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "1000", "SEED", "1", *SMALL_INPUT, *opts]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
@@ -113,7 +118,8 @@ def test_kill_and_resume_keeps_the_lr_schedule_and_best_checkpoint(cohort_root, 
     killed = tmp_path / "killed"
     env = dict(os.environ, DETECTRON2_DATASETS=str(cohort_root), OMP_NUM_THREADS="1")
     cmd = [sys.executable, str(TRAIN_NET), "--config-file", str(TINY_ROWS["E"]), "OUTPUT_DIR", str(killed),
-           "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "8", "SEED", "1", *PLATEAU_EVERY_EVAL]
+           "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "8", "SEED", "1", *SMALL_INPUT,
+           *PLATEAU_EVERY_EVAL]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tag = killed / "last_checkpoint"
     deadline = time.time() + 300

@@ -38,7 +38,7 @@ class RSRCNN(GeneralizedRCNN):
     """Mask R-CNN meta-architecture of RS R-CNN (``MODEL.META_ARCHITECTURE: RSRCNN``)."""
 
     @configurable
-    def __init__(self, *, normalization: str = "minmax_uint8", mask_threshold: float = 0.5,
+    def __init__(self, *, normalization: str = "zscore", mask_threshold: float = 0.5,
                  dcrf=None, **kwargs):
         super().__init__(**kwargs)
         if normalization not in NORMALIZATIONS:

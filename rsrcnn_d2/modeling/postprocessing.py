@@ -8,13 +8,12 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from detectron2.layers.mask_ops import _do_paste_mask
 
 from .dcrf import to_uint8
 
-__all__ = ["zscore_image", "minmax_uint8_image", "image_at_size", "paste_instance_masks",
+__all__ = ["zscore_image", "minmax_uint8_image", "paste_instance_masks",
            "paste_lesions", "place_in_frame"]
 
 
@@ -38,15 +37,6 @@ def minmax_uint8_image(image: torch.Tensor) -> torch.Tensor:
     image = image.float()
     lo, hi = image.min(), image.max()
     return (image - lo) * (255.0 / (hi - lo).clamp(min=1e-6))
-
-
-def image_at_size(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Grey image (height, width) from a (C, H, W) input, resized bilinearly if needed."""
-    grey = image.float().mean(dim=0)
-    if tuple(grey.shape) != (height, width):
-        grey = F.interpolate(grey[None, None], size=(height, width), mode="bilinear",
-                             align_corners=False)[0, 0]
-    return grey
 
 
 def paste_instance_masks(

@@ -58,6 +58,8 @@ def test_train_evaluate_and_resume(cohort_root, tmp_path):
     log = _run(cohort_root, out, "SOLVER.MAX_ITER", "6", "SOLVER.LR_SCHEDULER_NAME", "WarmupPlateauLR",
                "SOLVER.PLATEAU.PERIOD", "3", "SOLVER.PLATEAU.PATIENCE", "1", "SOLVER.WARMUP_ITERS", "0")
     assert "validation_loss" in log
+    # our own log lines reach the console and log.txt
+    assert "is the lowest so far: saved" in log and "is the lowest so far" in (out / "log.txt").read_text()
     assert "copypaste: Task: pwml_strict" in log and "copypaste: Task: pwml_reference" in log
     assert (out / "inference" / "pwml_val" / "pwml_slices.csv").exists()
     first = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)

@@ -15,6 +15,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.engine.hooks import PeriodicCheckpointer
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 import rsrcnn_d2
 from rsrcnn_d2.config import fall_back_to_cpu
@@ -83,6 +85,8 @@ def setup(args):
     cpu = fall_back_to_cpu(cfg)
     cfg.freeze()
     default_setup(cfg, args)
+    # our own log lines (LR cuts, best checkpoint) to the console and log.txt, as detectron2's
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="rsrcnn_d2")
     if cpu:
         logging.getLogger("detectron2").warning("no CUDA device: running on CPU (MODEL.DEVICE cpu)")
     return cfg

@@ -38,12 +38,9 @@ def main(argv=None) -> int:
     try:
         params = load_params(args.params)
         slices = load_dataset_slices(args.dataset, progress=not args.no_progress,
-                                     from_volumes=params.mode == "3d")
+                                     from_volumes=params.mode == "3d", required=True)
     except (PWMLDataError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not slices:
-        print(f"error: dataset {args.dataset} has no slices", file=sys.stderr)
         return 2
     results = evaluate_classical(slices, params, args.dataset, args.output,
                                  progress=not args.no_progress)

@@ -47,12 +47,9 @@ def main(argv=None) -> int:
         if args.mode:
             start = start.replace(mode=args.mode)
         slices = load_dataset_slices(args.dataset, progress=not args.no_progress,
-                                     from_volumes=start.mode == "3d")
+                                     from_volumes=start.mode == "3d", required=True)
     except (PWMLDataError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not slices:
-        print(f"error: dataset {args.dataset} has no slices", file=sys.stderr)
         return 2
     result = tune_classical(slices, start, objective=args.objective, init_points=args.init_points,
                             n_iter=args.n_iter, seed=args.seed, progress=not args.no_progress)

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..data.errors import PWMLDataError
 from ..data.fileio import read_slice
 from ..data.mapper import annotations_union_mask
 
@@ -47,9 +48,12 @@ def _volume_neighbours(record: Dict, volumes: Dict) -> Optional[List[Optional[np
             if 0 <= j < volume.shape[axis] else None for j in (int(k) - 1, int(k) + 1)]
 
 
-def load_dataset_slices(dataset_name: str, progress: bool = True,
-                        from_volumes: bool = False) -> List[DatasetSlice]:
-    """Every slice of a registered dataset, with truth and neighbours (module docstring)."""
+def load_dataset_slices(dataset_name: str, progress: bool = True, from_volumes: bool = False,
+                        required: bool = False) -> List[DatasetSlice]:
+    """Every slice of a registered dataset, with truth and neighbours (module docstring).
+
+    ``required``: an empty dataset is a PWMLDataError naming it (what the tools want).
+    """
     from detectron2.data import DatasetCatalog
     from tqdm import tqdm
 
@@ -74,6 +78,8 @@ def load_dataset_slices(dataset_name: str, progress: bool = True,
                 if j is not None and images[j].shape == image.shape:
                     near[side] = images[j]
         slices.append(DatasetSlice(r, image, truth, (near[0], near[1])))
+    if required and not slices:
+        raise PWMLDataError(dataset_name, "the dataset has no slices")
     return slices
 
 

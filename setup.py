@@ -40,5 +40,6 @@ setup(
         "nilearn>=0.14",  # ships the MNI152 2009a template the synthetic cohort is built on
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
-    entry_points={"console_scripts": ["rsrcnn-predict=rsrcnn_d2.inference.cli:main"]},
+    entry_points={"console_scripts": ["rsrcnn-predict=rsrcnn_d2.inference.cli:main",
+                                       "rsrcnn-evaluate=rsrcnn_d2.evaluation.cli:main"]},
 )

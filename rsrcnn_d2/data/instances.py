@@ -2,7 +2,8 @@
 
 Connectivity: 8-neighbourhood in 2-D, i.e. pixels that touch only at a corner
 belong to the same lesion. Punctate lesions are a few pixels across, and a
-diagonal pair is one lesion to a reader, not two.
+diagonal pair is one lesion to a reader, not two. Whole volumes (lesion-wise
+counts of 3-D lesions) use the same rule in 3-D: the 26-neighbourhood.
 """
 import numpy as np
 import torch
@@ -16,11 +17,15 @@ EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 def label_lesions(mask: np.ndarray):
-    """Label the connected lesions of a 2-D binary mask: (labels int32 (H, W), count)."""
+    """Label the connected lesions of a 2-D or 3-D binary mask: (labels int32, count).
+
+    Full connectivity in either case (8 neighbours in 2-D, 26 in 3-D).
+    """
     mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"expected a 2-D mask, got shape {mask.shape}")
-    labels, count = ndimage.label(mask > 0, structure=EIGHT_CONNECTED)
+    if mask.ndim not in (2, 3):
+        raise ValueError(f"expected a 2-D or 3-D mask, got shape {mask.shape}")
+    structure = EIGHT_CONNECTED if mask.ndim == 2 else np.ones((3, 3, 3), dtype=bool)
+    labels, count = ndimage.label(mask > 0, structure=structure)
     return labels.astype(np.int32), int(count)
 
 

@@ -4,7 +4,8 @@ Pixel overlap metrics are dominated by the few larger lesions; a reader cares
 whether each punctate lesion was seen at all. Lesions are the connected
 components of a 2-D mask with the dataset's connectivity
 (`rsrcnn_d2.data.instances.label_lesions`, 8-neighbourhood), so the lesions
-counted here are the instances the model was trained on.
+counted here are the instances the model was trained on. Given whole volumes,
+lesions are 3-D components (26-neighbourhood), as a reader counts them.
 
 Definitions:
 - a true lesion is *found* if any predicted pixel lies on it (any overlap);
@@ -54,7 +55,7 @@ Counts = Union[LesionCounts, Iterable[LesionCounts]]  # one slice's, pooled, or 
 
 
 def lesion_counts(pred: np.ndarray, truth: np.ndarray) -> LesionCounts:
-    """Lesion-wise counts of one 2-D slice (see module docstring for the definitions)."""
+    """Lesion-wise counts of one 2-D slice or 3-D volume (definitions in the module docstring)."""
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     if pred.shape != truth.shape:
         raise ValueError(f"prediction shape {pred.shape} != truth shape {truth.shape}")

@@ -1,0 +1,129 @@
+"""rsrcnn-evaluate: a folder of predicted NIfTI masks against reference labels, by hand."""
+import csv
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from rsrcnn_d2.data.errors import PWMLDataError
+from rsrcnn_d2.evaluation.cli import main
+from rsrcnn_d2.evaluation.folder import evaluate_folder, pair_cases
+
+AFFINE = np.diag([0.5, 0.5, 2.0, 1.0])  # RAS+ already: axial slices are [:, :, z]
+
+
+def _save(path, volume, affine=AFFINE):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(volume.astype(np.uint8), affine), str(path))
+
+
+def _case():
+    """Truth: lesion A over z=1,2 (2x2 voxels each), lesion B one voxel at z=3.
+
+    Prediction: A on z=1 only, plus a false-positive voxel on z=0.
+    """
+    truth = np.zeros((6, 8, 4), np.uint8)
+    truth[1:3, 1:3, 1:3] = 1
+    truth[5, 6, 3] = 1
+    pred = np.zeros_like(truth)
+    pred[1:3, 1:3, 1] = 1
+    pred[0, 7, 0] = 1
+    return pred, truth
+
+
+@pytest.fixture
+def folders(tmp_path):
+    pred, truth = _case()
+    _save(tmp_path / "ref" / "sub01.nii.gz", truth)
+    _save(tmp_path / "pred" / "sub01_lesion.nii.gz", pred)  # rsrcnn-predict's name
+    _save(tmp_path / "pred" / "sub01_prob.nii.gz", pred)    # --save-prob output: not a mask
+    return tmp_path / "pred", tmp_path / "ref"
+
+
+def test_hand_computed_figures_over_whole_volumes(folders, tmp_path):
+    summary = evaluate_folder(*folders, tmp_path / "out", workers=1, progress=False)
+    strict = summary["pwml_strict"]
+    # slices z0..z3 strict Dice: FP only 0, exact 1, missed 0, missed 0
+    assert strict["n_slices"] == 4 and strict["Dice"] == pytest.approx(0.25)
+    # one subject in 3-D: tp 4, fp 1, fn 5
+    assert summary["pwml_subject3d"]["Dice"] == pytest.approx(8 / 14)
+    # 2-D lesions: A at z1 (found), A at z2, B at z3 (missed); the z0 blob is false
+    assert summary["pwml_lesion"] == {"true_lesions": 3.0, "found": 1.0, "predicted": 2.0,
+                                      "false_positives": 1.0}
+    # 3-D lesions: A (found), B (missed); two predicted components, one false
+    lesion3d = summary["pwml_lesion3d"]
+    assert (lesion3d["true_lesions"], lesion3d["found"], lesion3d["predicted"],
+            lesion3d["false_positives"]) == (2, 1, 2, 1)
+    assert lesion3d["F1"] == pytest.approx(2 / (2 + 1 + 1))
+    assert summary["slices"] == "all slices"
+    rows = list(csv.DictReader(open(tmp_path / "out" / "slices.csv")))
+    assert [int(r["slice_index"]) for r in rows] == [0, 1, 2, 3]
+    assert {r["subject"] for r in rows} == {"sub01"}
+    assert float(rows[1]["spacing_row"]) == 0.5
+    case = next(csv.DictReader(open(tmp_path / "out" / "cases.csv")))
+    assert (case["true_lesions_3d"], case["found_3d"]) == ("2", "1")
+    assert json.load(open(tmp_path / "out" / "summary.json"))["cases"] == ["sub01"]
+
+
+def test_lesion_slices_only_is_the_papers_selection(folders):
+    summary = evaluate_folder(*folders, None, lesion_slices_only=True, workers=1, progress=False)
+    assert summary["pwml_strict"]["n_slices"] == 3
+    assert summary["pwml_strict"]["Dice"] == pytest.approx(1 / 3)
+    assert summary["slices"].startswith("lesion slices only")
+
+
+def test_nnunet_names_pair_and_two_workers_agree(tmp_path):
+    pred, truth = _case()
+    for case in ("a", "b", "c"):
+        _save(tmp_path / "ref" / f"{case}.nii.gz", truth)
+        _save(tmp_path / "pred" / f"{case}.nii.gz", pred)  # nnU-Net's name
+    one = evaluate_folder(tmp_path / "pred", tmp_path / "ref", workers=1, progress=False)
+    two = evaluate_folder(tmp_path / "pred", tmp_path / "ref", workers=2, progress=False)
+    assert one["cases"] == ["a", "b", "c"] and one["pwml_strict"]["n_slices"] == 12
+    assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
+
+
+def test_geometry_mismatch_names_both_files(folders):
+    pred_dir, ref_dir = folders
+    pred, _ = _case()
+    _save(pred_dir / "sub01_lesion.nii.gz", pred, affine=np.diag([0.5, 0.5, 3.0, 1.0]))
+    with pytest.raises(PWMLDataError, match="affine differs") as e:
+        evaluate_folder(pred_dir, ref_dir, workers=1, progress=False)
+    assert "sub01_lesion.nii.gz" in str(e.value) and "sub01.nii.gz" in str(e.value)
+    _save(pred_dir / "sub01_lesion.nii.gz", pred[:, :, :3])
+    with pytest.raises(PWMLDataError, match=r"shape \(6, 8, 3\) differs"):
+        evaluate_folder(pred_dir, ref_dir, workers=1, progress=False)
+
+
+def test_unpaired_cases(folders):
+    pred_dir, ref_dir = folders
+    pred, truth = _case()
+    _save(ref_dir / "sub02.nii.gz", truth)
+    with pytest.raises(PWMLDataError, match="no prediction for 1 reference case.*sub02"):
+        pair_cases(pred_dir, ref_dir)
+    assert [p.case for p in pair_cases(pred_dir, ref_dir, allow_missing=True)] == ["sub01"]
+    _save(pred_dir / "sub03.nii.gz", pred)
+    with pytest.raises(PWMLDataError, match="no reference label for 1 predicted case.*sub03"):
+        pair_cases(pred_dir, ref_dir, allow_missing=True)
+
+
+def test_non_binary_mask_refused_unless_binarized(folders):
+    pred_dir, ref_dir = folders
+    _, truth = _case()
+    _save(ref_dir / "sub01.nii.gz", truth * 2)
+    with pytest.raises(PWMLDataError, match="not binary"):
+        evaluate_folder(pred_dir, ref_dir, workers=1, progress=False)
+    summary = evaluate_folder(pred_dir, ref_dir, binarize=True, workers=1, progress=False)
+    assert summary["pwml_strict"]["Dice"] == pytest.approx(0.25)
+
+
+def test_cli_table_default_output_and_exit_codes(folders, capsys):
+    pred_dir, ref_dir = folders
+    assert main([str(ref_dir), str(pred_dir), "--workers", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "lesion-wise, 3-D lesions" in out and "all slices" in out
+    assert (pred_dir / "evaluation" / "summary.json").is_file()
+    assert (pred_dir / "evaluation" / "log.txt").is_file()
+    assert main([str(ref_dir), str(pred_dir / "missing"), "--no-progress"]) == 2
+    assert "prediction folder does not exist" in capsys.readouterr().err

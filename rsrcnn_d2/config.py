@@ -1,4 +1,7 @@
-"""add_rsrcnn_config(cfg): every config key the project adds, with its default."""
+"""add_rsrcnn_config(cfg): every config key the project adds; get_rsrcnn_cfg: a config read safely."""
+import os
+import re
+
 from detectron2.config import CfgNode as CN
 
 
@@ -91,16 +94,82 @@ def add_rsrcnn_config(cfg: CN) -> None:
 
 
 def get_rsrcnn_cfg(config_file: str = "", opts=None) -> CN:
-    """detectron2's default config + RS R-CNN's keys, merged with a YAML and overrides."""
+    """detectron2's default config + RS R-CNN's keys, merged with a YAML and overrides.
+
+    The YAML and its whole ``_BASE_`` chain are read with a safe loader only:
+    configs are passed around (tuned configs, shared runs), and detectron2's own
+    loader would fall back to a YAML load that runs the Python a tag names. Any
+    problem of the file or the overrides raises `rsrcnn_d2.errors.ConfigError`.
+    """
     from detectron2.config import get_cfg
 
     cfg = get_cfg()
     add_rsrcnn_config(cfg)
     if config_file:
-        cfg.merge_from_file(config_file)
+        merge_config_file(cfg, config_file)
     if opts:
-        cfg.merge_from_list(list(opts))
+        merge_overrides(cfg, opts, config_file)
     return cfg
+
+
+def merge_config_file(cfg: CN, config_file: str) -> None:
+    """Merge a YAML config (and its _BASE_ chain) into ``cfg``; no tag may construct Python objects."""
+    import yaml
+
+    from .errors import ConfigError
+
+    if not os.path.isfile(config_file):
+        what = "is not a file" if os.path.exists(config_file) else "does not exist"
+        raise ConfigError(config_file, f"config file {what}")
+    try:
+        cfg.merge_from_file(config_file, allow_unsafe=False)
+    except yaml.constructor.ConstructorError as e:
+        tag = re.search(r"tag '([^']*)'", str(e.problem))
+        raise ConfigError(_yaml_file(e, config_file),
+                          f"YAML tag {tag.group(1) if tag else ''} is not allowed{_yaml_line(e)}: "
+                          "configs are read with a safe loader, which constructs no Python "
+                          "objects") from None
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(_yaml_file(e, config_file),
+                          f"not valid YAML{_yaml_line(e)}: {problem}") from None
+    except OSError as e:  # a _BASE_ that cannot be read
+        raise ConfigError(e.filename or config_file,
+                          f"cannot read config file ({e.strerror or e}), named by the _BASE_ "
+                          f"chain of {config_file}") from None
+    except (KeyError, ValueError, AssertionError, TypeError, AttributeError) as e:
+        raise ConfigError(config_file, _key_problem(e) or f"cannot merge this config: {e}") from None
+
+
+def merge_overrides(cfg: CN, opts, config_file: str = "") -> None:
+    """Merge ``KEY VALUE`` overrides; a wrong key or value is a `ConfigError` naming them."""
+    from .errors import ConfigError
+
+    opts = list(opts)
+    where = config_file or "config overrides"
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, ValueError, AssertionError, TypeError) as e:
+        problem = _key_problem(e) or str(e)
+        raise ConfigError(where, f"override {' '.join(map(str, opts))}: {problem}") from None
+
+
+def _key_problem(error: Exception) -> str:
+    """yacs's 'Non-existent (config) key: X' as 'unknown config key X'; '' for other errors."""
+    message = str(error.args[0]) if error.args else ""
+    if not message.startswith("Non-existent"):
+        return ""
+    return f"unknown config key {message.split(':', 1)[1].strip()}"
+
+
+def _yaml_file(error, default: str) -> str:
+    mark = getattr(error, "problem_mark", None)
+    return mark.name if mark is not None and not mark.name.startswith("<") else default
+
+
+def _yaml_line(error) -> str:
+    mark = getattr(error, "problem_mark", None)
+    return f" (line {mark.line + 1})" if mark is not None else ""
 
 
 def fall_back_to_cpu(cfg: CN) -> bool:

@@ -88,6 +88,8 @@ def pair_cases(predictions: Union[str, Path], references: Union[str, Path],
 def _binary(volume: np.ndarray, path: Path, binarize: bool) -> np.ndarray:
     if binarize:
         return volume > 0
+    if volume.dtype.kind in "ub" and volume.max(initial=0) <= 1:  # the usual uint8 mask: one pass
+        return volume.view(bool) if volume.dtype.itemsize == 1 else volume.astype(bool)
     if not ((volume == 0) | (volume == 1)).all():
         bad = np.unique(volume[(volume != 0) & (volume != 1)])[:5]
         raise PWMLDataError(path, f"mask is not binary (values such as {bad.tolist()} besides 0 "
@@ -117,13 +119,15 @@ def evaluate_case(pair: CasePair, axis: Union[str, int] = "axial", lesion_slices
     spacing = slice_spacing(zooms, axis)
     in_plane = tuple(a for a in range(3) if a != axis)
     has_lesion = ref.any(axis=in_plane)
+    keep = [k for k in range(ref.shape[axis]) if has_lesion[k] or not lesion_slices_only]
+    # slice-major contiguous copies: the per-slice passes then read memory in order
+    pred_slices = np.stack([volume_slice(pred, axis, k) for k in keep])
+    ref_slices = np.stack([volume_slice(ref, axis, k) for k in keep])
     records = []
-    for k in range(ref.shape[axis]):
-        if lesion_slices_only and not has_lesion[k]:
-            continue
+    for i, k in enumerate(keep):
         inp = {"file_name": pair.prediction.name, "image_id": f"{pair.case}:{k}",
                "subject_id": pair.case, "slice_index": k, "spacing": spacing}
-        records.append(slice_record(volume_slice(pred, axis, k), volume_slice(ref, axis, k), inp))
+        records.append(slice_record(pred_slices[i], ref_slices[i], inp))
     return records, lesion_counts(pred, ref)
 
 

@@ -189,3 +189,93 @@ def test_crf_runs_on_the_network_scale_patch_and_comes_back_to_the_output():
     with pytest.raises(ValueError, match="refine_boxes"):
         paste_instance_masks(probs, torch.tensor([[2.0, 2.0, 6.0, 6.0]]), 8, 8, image=network_image,
                              refine=identity)
+
+
+# ------------------------------------------------------------------ prediction never writes through a symlink
+class _BrightModel:
+    """Stand-in for RSRCNN: lesion wherever the slice is brighter than 200."""
+
+    def __call__(self, batch):
+        return [{"lesion_mask": x["image"][0] > 200, "lesion_prob": (x["image"][0] > 200).float()}
+                for x in batch]
+
+
+def _predict_cli(monkeypatch, *argv):
+    from rsrcnn_d2.inference import LesionPredictor, cli
+
+    monkeypatch.setattr(cli, "build_predictor", lambda args: LesionPredictor(_BrightModel(), batch_size=1))
+    return cli.main([*map(str, argv), "--config-file", "unused.yaml", "--no-progress"])
+
+
+def _bright_volume(path, seed):
+    import nibabel as nib
+
+    data = np.random.default_rng(seed).uniform(0, 100, (6, 5, 4)).astype(np.float32)
+    data[2, 2, 1] = data[3, 1, 2] = 1000.0
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+
+
+def _files(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+def test_a_symlinked_overlay_folder_is_refused_and_the_other_cases_predicted(tmp_path, monkeypatch, capsys):
+    import nibabel as nib
+
+    (tmp_path / "in").mkdir()
+    _bright_volume(tmp_path / "in" / "a.nii.gz", 0)
+    _bright_volume(tmp_path / "in" / "b.nii.gz", 1)
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "a_overlays").symlink_to(elsewhere, target_is_directory=True)
+    victim = tmp_path / "victim.nii.gz"
+    victim.write_bytes(b"not yours")
+    (out / "b_lesion.nii.gz").symlink_to(victim)  # a link as a file name: replaced, not followed
+    code = _predict_cli(monkeypatch, tmp_path / "in", "-o", out, "--overlays")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert _files(elsewhere) == [] and victim.read_bytes() == b"not yours"
+    assert "1 failed" in err
+    line = next(line for line in err.splitlines() if "a_overlays" in line)
+    assert line.strip().startswith(str(out / "a_overlays" / "axial_001.png"))
+    assert "outside the output folder" in line and "symlink" in line
+    assert not (out / "b_lesion.nii.gz").is_symlink()
+    assert int(np.asanyarray(nib.load(out / "b_lesion.nii.gz").dataobj).sum()) == 2
+    assert _files(out / "b_overlays") == ["axial_001.png", "axial_002.png"]
+
+
+def test_a_symlinked_subject_folder_of_slice_outputs_is_refused(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    for subject in ("s1", "s2"):
+        (tmp_path / "in" / "input" / subject).mkdir(parents=True)
+        image = np.full((12, 10), 40, np.uint8)
+        image[3:5, 4:6] = 255
+        Image.fromarray(image, mode="L").save(tmp_path / "in" / "input" / subject / "3.png")
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "s1").symlink_to(elsewhere, target_is_directory=True)
+    code = _predict_cli(monkeypatch, tmp_path / "in", "-o", out, "--save-prob", "--overlays")
+    err = capsys.readouterr().err
+    assert code == 1 and _files(elsewhere) == []
+    assert f"{out / 's1' / '3.png'}: lies outside the output folder" in err
+    assert _files(out / "s2") == ["3.png", "3_overlay.png", "3_prob.npy"]
+
+
+def test_inside_output_follows_links_but_not_a_final_link(tmp_path):
+    from rsrcnn_d2.data.errors import PWMLDataError
+    from rsrcnn_d2.inference.io import check_inside_output
+
+    out = tmp_path / "out"
+    (out / "real").mkdir(parents=True)
+    (out / "inner").symlink_to(out / "real", target_is_directory=True)  # stays inside: fine
+    (out / "outer").symlink_to(tmp_path, target_is_directory=True)
+    (out / "file").symlink_to(tmp_path / "x")  # the rename replaces the link itself
+    assert check_inside_output(out / "inner" / "m.png", out) == out.resolve() / "real" / "m.png"
+    assert check_inside_output(out / "file", out) == out.resolve() / "file"
+    assert check_inside_output(out / "outer" / "out" / "m.png", out) == out.resolve() / "m.png"
+    for bad in (out / "outer" / "m.png", out / ".." / "m.png", out / "real" / ".."):
+        with pytest.raises(PWMLDataError, match="outside the output folder"):
+            check_inside_output(bad, out)

@@ -21,6 +21,10 @@ in any viewer without resampling.
 
 Every file is written to a temporary name beside its target and renamed over
 it, so an interrupted run never leaves a truncated mask that looks finished.
+Every target must lie inside the output folder once symlinks are followed
+(`check_inside_output`): a pre-existing ``<case>_overlays`` link to another
+folder is refused, never written through; a link as the file itself is
+replaced by the rename, its target left alone.
 """
 import os
 from dataclasses import dataclass
@@ -34,7 +38,7 @@ from ..data.fileio import atomic_write
 from ..data.nifti import load_nifti_3d
 
 __all__ = ["NIFTI_ENDINGS", "PredictionInput", "OutputPaths", "find_inputs", "case_name",
-           "output_paths", "check_output_location", "Volume", "read_volume",
+           "output_paths", "check_output_location", "check_inside_output", "Volume", "read_volume",
            "to_input_orientation", "save_volume_like", "save_mask_png", "save_prob_npy",
            "save_overlay", "atomic_write"]
 
@@ -153,6 +157,22 @@ def check_output_location(input_path: PathLike, output: PathLike, allow_in_input
     if input_path.is_dir() and output.is_relative_to(input_path) and not allow_in_input:
         raise PWMLDataError(output, f"output folder is inside the input folder {input_path}; "
                                     "choose another folder or pass --allow-output-in-input")
+
+
+def check_inside_output(path: PathLike, output: PathLike) -> Path:
+    """Where writing ``path`` lands; PWMLDataError unless that is inside ``output``.
+
+    The folders above ``path`` are resolved (a symlinked folder would take the
+    file elsewhere); ``path``'s own name is not, because the atomic rename
+    replaces a link of that name instead of writing through it.
+    """
+    path, root = Path(path), Path(output).resolve()
+    where = path.absolute().parent.resolve() / path.name
+    if path.name in ("", ".", "..") or not where.is_relative_to(root):
+        raise PWMLDataError(path, f"lies outside the output folder {root} once symlinks are followed "
+                                  f"(it would be written to {where}); remove the symlink or "
+                                  "choose another output folder")
+    return where
 
 
 # ---------------------------------------------------------------- volumes

@@ -148,13 +148,16 @@ class PredictionReport:
 
 
 class _Writer:
-    """Writes outputs, refusing any target that is one of the run's input files."""
+    """Writes outputs, refusing any target that is one of the run's input files or that a
+    symlinked folder would take outside the output folder."""
 
-    def __init__(self, inputs: Sequence[io.PredictionInput]):
+    def __init__(self, inputs: Sequence[io.PredictionInput], output: Union[str, Path]):
         self.protected = {item.path.resolve() for item in inputs}
+        self.output = output
         self.written: List[Path] = []
 
     def __call__(self, save: Callable, path: Path, *args) -> None:
+        io.check_inside_output(path, self.output)
         if path.resolve() in self.protected:
             raise PWMLDataError(path, "refusing to overwrite an input file")
         save(path, *args)
@@ -205,7 +208,7 @@ def predict_inputs(predictor: LesionPredictor, inputs: Sequence[io.PredictionInp
 
     axis = axis_index(axis)
     report = PredictionReport()
-    write = _Writer(inputs)
+    write = _Writer(inputs, output)
     say = log or (lambda line: None)
     unit = "volume" if inputs and inputs[0].kind == "nifti" else "slice"
     for item in tqdm(inputs, desc="predicting", unit=unit, disable=not progress):

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from ..data.errors import PWMLDataError
+from ..data.fileio import atomic_write
 
 __all__ = ["CachedSlice", "collect_predictions", "save_prediction_cache",
            "load_prediction_cache", "prediction_cache_key", "dataset_digest", "file_sha256"]
@@ -181,18 +181,9 @@ def prediction_cache_key(cfg, dataset_name: str, weights: str) -> Dict[str, str]
 def save_prediction_cache(path: Union[str, Path], slices: List[CachedSlice],
                           key: Optional[Dict[str, str]] = None) -> None:
     """Save ``slices`` (and the ``key`` they were made under) atomically with torch.save."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save({"version": CACHE_VERSION, "key": dict(key or {}),
-                    "slices": [asdict(s) for s in slices]}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    payload = {"version": CACHE_VERSION, "key": dict(key or {}),
+               "slices": [asdict(s) for s in slices]}
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_prediction_cache(path: Union[str, Path],

@@ -13,6 +13,7 @@ setup(
     "segmentation in preterm-infant T1w MRI, as a Detectron2 plugin",
     packages=find_packages(include=["rsrcnn_d2", "rsrcnn_d2.*"]),
     python_requires=">=3.9",
+    license="Apache-2.0",
     install_requires=[
         "torch>=2.0",
         "torchvision>=0.15",

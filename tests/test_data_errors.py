@@ -12,7 +12,7 @@ from test_data_fixtures import nnunet_case, save_nifti, small_cohort
 
 
 def _volume(shape=(16, 16, 4), lesion=True):
-    image = np.full(shape, 100, np.int16)
+    image = (np.arange(np.prod(shape)) % 200 + 100).astype(np.int16).reshape(shape)  # not blank
     mask = np.zeros(shape, np.uint8)
     if lesion:
         mask[5, 5, 1] = 1

@@ -10,9 +10,15 @@ and swapped in (see `replace_dir`).
 Slice images are stored as float32 ``.npy`` (see datasets/README.md): lossless
 for every integer MRI type up to 16 bits and for float32 volumes, so the model's
 per-image z-scoring sees exactly the scanner's intensities.
+
+Permissions: ``mkstemp`` and ``mkdtemp`` create 0600 files and 0700 folders
+whatever the umask; renamed into place they would keep those modes, so every
+file and staging folder made here is given the mode a plain ``open`` or
+``mkdir`` would have had (0666 / 0777 minus the umask).
 """
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -23,10 +29,39 @@ import numpy as np
 
 from .errors import PWMLDataError
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "read_json", "save_slice", "read_slice", "replace_dir",
-           "staging_dir_for"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "read_json", "save_slice",
+           "read_slice", "replace_dir", "staging_dir_for", "remove_stale_staging", "output_path",
+           "current_umask"]
 
 PathLike = Union[str, os.PathLike]
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux /proc)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore
+    os.umask(mask)
+    return mask
+
+
+def output_path(root: PathLike, *parts: str) -> Path:
+    """``root/part/...``, checked to lie inside ``root`` (links inside ``root`` resolved).
+
+    Every path a conversion writes goes through here, so no subject id or file
+    name, however made, can place a file outside the output folder.
+    """
+    root = Path(root).absolute()
+    path = root.joinpath(*parts)
+    real_root, real = os.path.realpath(root), os.path.realpath(path)
+    if os.path.commonpath([real_root, real]) != real_root or real == real_root:
+        raise PWMLDataError(path, f"lies outside the output folder {root}; refusing to write it")
+    return path
 
 
 def atomic_write(path: PathLike, write: Callable[[str], None], binary_handle: bool = False) -> None:
@@ -41,6 +76,7 @@ def atomic_write(path: PathLike, write: Callable[[str], None], binary_handle: bo
     endings = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{endings}", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())
         if binary_handle:
             with os.fdopen(fd, "wb") as f:
                 write(f)
@@ -79,11 +115,43 @@ def save_slice(path: PathLike, image: np.ndarray) -> None:
     np.save(path, np.ascontiguousarray(image, dtype=np.float32), allow_pickle=False)
 
 
+def _same_channels(rgb: np.ndarray) -> bool:
+    return all(np.array_equal(rgb[..., 0], rgb[..., c]) for c in range(1, rgb.shape[-1]))
+
+
+def _grey_pixels(im, path: str) -> np.ndarray:
+    """The grey values of a PIL image, whatever its mode; colour images are refused.
+
+    Palette images hold indices into a colour table: their grey value is the
+    table's entry, not the index. Alpha channels are ignored.
+    """
+    mode = im.mode
+    if mode in ("1", "L", "I", "F") or mode.startswith("I;16"):
+        return np.asarray(im)
+    if mode in ("P", "PA"):
+        rgb = np.asarray(im.convert("RGB"))
+        if not _same_channels(rgb):
+            raise PWMLDataError(path, "colour palette image (mode P) with different R, G, B; "
+                                      "expected a grey T1w slice")
+        return rgb[..., 0]
+    if mode == "LA":
+        return np.asarray(im)[..., 0]
+    if mode in ("RGB", "RGBA", "RGBX"):
+        rgb = np.asarray(im)[..., :3]
+        if not _same_channels(rgb):
+            raise PWMLDataError(path, f"colour image with different channels {rgb.shape}; "
+                                      "expected a grey T1w slice")
+        return rgb[..., 0]
+    raise PWMLDataError(path, f"unsupported image mode {mode}; expected a grey T1w slice "
+                              "(L, I;16, I, F, or RGB/palette with equal channels)")
+
+
 def read_slice(path: PathLike) -> np.ndarray:
     """A grey slice as float32 (H, W): ``.npy`` from the converter, or any image PIL reads.
 
     PIL images are read without rescaling (8- or 16-bit values as stored); colour
-    images must have identical channels, as a T1w slice saved as RGB does.
+    images must have identical channels, as a T1w slice saved as RGB does;
+    palette images give their palette's grey values.
     """
     path = str(path)
     try:
@@ -94,11 +162,13 @@ def read_slice(path: PathLike) -> np.ndarray:
 
             with Image.open(path) as im:
                 im.load()
-                image = np.asarray(im)
+                image = _grey_pixels(im, path)
+    except PWMLDataError:
+        raise
     except Exception as e:  # numpy / PIL raise many types for truncated files
         raise PWMLDataError(path, f"cannot read slice image ({type(e).__name__}: {e})") from e
-    if image.ndim == 3:
-        if not all(np.array_equal(image[..., 0], image[..., c]) for c in range(1, min(3, image.shape[2]))):
+    if image.ndim == 3:  # .npy
+        if not _same_channels(image[..., :3]):
             raise PWMLDataError(path, f"colour image with different channels {image.shape}; "
                                       "expected a grey T1w slice")
         image = image[..., 0]
@@ -107,11 +177,58 @@ def read_slice(path: PathLike) -> np.ndarray:
     return image.astype(np.float32, copy=False)
 
 
+def _staging_prefix(out_dir: Path) -> str:
+    return f".{out_dir.name}.staging-"
+
+
 def staging_dir_for(out_dir: PathLike) -> Path:
-    """A fresh, empty folder beside ``out_dir`` on the same file system (for `replace_dir`)."""
+    """A fresh, empty folder beside ``out_dir`` on the same file system (for `replace_dir`).
+
+    Its name, ``.<out>.staging-<pid>-<random>``, records the creating process, so
+    that `remove_stale_staging` can tell the leftovers of a killed run from the
+    staging folder of a run still in progress.
+    """
     out_dir = Path(out_dir).absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(out_dir)}{os.getpid()}-",
+                                    dir=out_dir.parent))
+    os.chmod(staging, 0o777 & ~current_umask())
+    return staging
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, another user's
+        return False
+    try:  # a zombie has finished too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def remove_stale_staging(out_dir: PathLike) -> list:
+    """Delete staging folders of ``out_dir`` left by runs that were killed; return them.
+
+    Only folders named as `staging_dir_for` names them and whose creating
+    process no longer exists are removed; anything else beside ``out_dir`` is
+    left alone.
+    """
+    out_dir = Path(out_dir).absolute()
+    pattern = re.compile(re.escape(_staging_prefix(out_dir)) + r"(\d+)-[A-Za-z0-9_]+")
+    removed = []
+    if not out_dir.parent.is_dir():
+        return removed
+    for entry in out_dir.parent.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if (match and entry.is_dir() and not entry.is_symlink()
+                and int(match.group(1)) != os.getpid() and _process_gone(int(match.group(1)))):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def replace_dir(staging: PathLike, out_dir: PathLike) -> None:

@@ -2,7 +2,8 @@
 
 Every check nnU-Net would make is made here, before anything is written, and
 each failure names the file: 3-D only, image and mask of equal shape and affine,
-finite intensities, a binary mask (or an explicit request to binarise).
+finite intensities, an image that is not blank (constant), a finite and binary
+mask (or an explicit request to binarise, which never turns NaN into background).
 
 Orientation: both volumes are reoriented with ``nibabel.as_closest_canonical``
 (RAS+), so "axial slice k" means the same thing for every scanner. A 2-D slice
@@ -101,7 +102,12 @@ def read_nifti_pair(image_path: Union[str, Path], mask_path: Union[str, Path],
         raise PWMLDataError(image_path, "image contains NaN or infinite intensities")
     if image.dtype.kind not in "fiub":
         raise PWMLDataError(image_path, f"unsupported voxel type {image.dtype}")
+    if image.size and image.min() == image.max():  # all zero: a failed export, not a scan
+        raise PWMLDataError(image_path, f"image is constant (every voxel {image.flat[0]}); "
+                                        "an empty or blank T1w volume")
     raw = _data(msk, mask_path)
+    if raw.dtype.kind in "fc" and not np.isfinite(raw).all():
+        raise PWMLDataError(mask_path, "mask contains NaN or infinite values")
     if binarize:
         mask = (raw > 0).astype(np.uint8)
     else:

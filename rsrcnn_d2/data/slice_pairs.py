@@ -2,7 +2,9 @@
 
 The reference stores 8-bit PNGs with masks of 0 and 255; masks of 0 and 1 are
 accepted too. Anything else is rejected unless binarising was asked for, as
-for NIfTI masks (nifti.py).
+for NIfTI masks (nifti.py); NaN or infinite mask values are rejected even then.
+A constant image with lesions in its mask is refused (blank slices outside the
+head are normal, a blank slice with lesions is a broken export).
 """
 from pathlib import Path
 from typing import Tuple, Union
@@ -24,10 +26,16 @@ def read_slice_pair(image_path: Union[str, Path], mask_path: Union[str, Path],
                                        f"{image.shape} of {image_path}")
     if not np.isfinite(image).all():
         raise PWMLDataError(image_path, "image contains NaN or infinite intensities")
+    if not np.isfinite(raw).all():
+        raise PWMLDataError(mask_path, "mask contains NaN or infinite values")
+    mask = (raw > 0).astype(np.uint8)
+    if mask.any() and image.min() == image.max():
+        raise PWMLDataError(image_path, f"image is constant (every pixel {image.flat[0]:g}) but "
+                                        f"its mask {mask_path} has lesions; a blank slice")
     if binarize:
-        return image, (raw > 0).astype(np.uint8)
+        return image, mask
     values = np.unique(raw)
     if not (set(values.tolist()) <= {0.0, 1.0} or set(values.tolist()) <= {0.0, 255.0}):
         raise PWMLDataError(mask_path, f"mask is not binary (values {values[:6].tolist()}); "
                                        "expected 0/1 or 0/255, or pass binarize=True / --binarize")
-    return image, (raw > 0).astype(np.uint8)
+    return image, mask

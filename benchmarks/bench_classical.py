@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO))
 from rsrcnn_d2.classical import ClassicalParams, ClassicalPredictor, detect_slice  # noqa: E402
 from rsrcnn_d2.data.synthetic import synthetic_slice  # noqa: E402
 
-REFERENCE = REPO.parent / "shared" / "data" / "pwml_reference_slices" / "input"
+REFERENCE = Path(os.environ.get("PWML_REFERENCE_SLICES")
+                 or REPO.parent / "shared" / "data" / "pwml_reference_slices") / "input"
 GOAL = 20.0  # slices per second
 
 

@@ -15,6 +15,7 @@ phantom at the demo's former size. The reference slices are read in place.
 """
 import argparse
 import multiprocessing
+import os
 import sys
 from pathlib import Path
 
@@ -107,7 +108,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--cohort", help="measure this nnU-Net folder instead of simulating")
     p.add_argument("--phantom", action="store_true", help="also measure the phantom (same subjects, seed)")
-    p.add_argument("--reference", default=str(REPO.parent / "shared" / "data" / "pwml_reference_slices"))
+    p.add_argument("--reference", default=os.environ.get("PWML_REFERENCE_SLICES")
+                   or str(REPO.parent / "shared" / "data" / "pwml_reference_slices"))
     args = p.parse_args(argv)
     if args.subjects < 1:
         p.error("--subjects must be at least 1")

@@ -12,7 +12,10 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 TINY = CONFIGS / "PWML-Tiny"
-SHARED_SLICES = REPO.parent / "shared" / "data" / "pwml_reference_slices"
+# the reference slices (datasets/README.md): $PWML_REFERENCE_SLICES, else the CI checkout's copy
+# beside the repository; tests that need them skip when neither exists
+SHARED_SLICES = Path(os.environ.get("PWML_REFERENCE_SLICES")
+                     or REPO.parent / "shared" / "data" / "pwml_reference_slices")
 TINY_ROWS = {
     "B": TINY / "B_mask_rcnn_R_18_FPN.yaml",
     "C": TINY / "C_hrpn_expand_R_18_FPN.yaml",

@@ -4,9 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SHARED_SLICES
 from rsrcnn_d2.data.synthetic import synthetic_affine, synthetic_volume, write_synthetic_cohort
-
-SHARED_SLICES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pwml_reference_slices"
 
 
 def save_nifti(path, array, affine=None):

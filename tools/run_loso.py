@@ -4,8 +4,8 @@
     python tools/run_loso.py SLICES [--output output/loso] [--rows A B E] [--iters 300]
                              [--weights B=PATH --weights E=PATH] [--tag NAME]
 
-SLICES is a folder in the reference implementation's layout, such as
-../shared/data/pwml_reference_slices (it is read, never copied or written).
+SLICES is a folder in the reference implementation's layout, such as the
+reference slices ($PWML_REFERENCE_SLICES, see datasets/README.md; read, never written).
 It is converted once with tools/prepare_pwml.py into OUTPUT/pwml with one fold
 per subject, and each row is trained with tools/train_net.py on all subjects
 but one and evaluated on that one, for every subject. The held-out slices of

@@ -5,7 +5,7 @@
 subject's draws). With ``slices_dir`` the lesion slices are also written in the
 reference implementation's layout (``input/<case>/<slice>.png``,
 ``gt/<case>/<slice>.png``: 8-bit head crops, masks 0/255), the form of
-``../shared/data/pwml_reference_slices``. Subject i depends only on (seed, i).
+the reference slices (datasets/README.md). Subject i depends only on (seed, i).
 Every file is written under a temporary name and renamed.
 """
 import multiprocessing

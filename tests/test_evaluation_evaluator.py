@@ -102,7 +102,10 @@ def test_empty_truth_slices():
     strict = run(PWMLEvaluator(), inputs, outputs)["pwml_strict"]
     assert strict["Dice"] == 0.5          # 1 (both empty) and 0 (false positive)
     assert math.isnan(strict["Sens"]) and strict["n_Sens_undefined"] == 2
-    assert strict["HD"] == 0.0 and strict["n_HD_missing"] == 1
+    # no slice has lesions in both masks: no distance was measured, HD is n/a, not 0
+    assert math.isnan(strict["HD"]) and math.isnan(strict["HD95"])
+    assert strict["n_HD_missing"] == 1 and strict["n_HD_both_empty"] == 1
+    assert strict["n_HD_measured"] == 0
     assert math.isnan(strict["HD_mm"])     # no spacing given
 
 
@@ -184,3 +187,51 @@ def test_in_plane_spacing_only_and_no_subject(caplog):
     # file-name order a/0, a/1, b/3 stacked at z = 0, 1, 2: pooled tp=5, fp=1, fn=2
     assert d3["Dice"] == pytest.approx(10 / 13)
     assert results["pwml_reference"]["Dice"] == pytest.approx(0.5)  # one subject: slice mean
+
+
+def lesion_free_batch(n=4, spacing=(0.5, 0.5, 2.0)):
+    inputs = [{"file_name": f"c/{k}.npy", "image_id": k, "subject": "c", "slice_index": k,
+               "spacing": spacing, "lesion_mask": mask()} for k in range(n)]
+    return inputs, [{"lesion_mask": torch.from_numpy(mask())} for _ in range(n)]
+
+
+def test_lesion_free_dataset_has_no_hd_and_no_abort_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        results = run(PWMLEvaluator(), *lesion_free_batch())
+    strict, ref, d3 = results["pwml_strict"], results["pwml_reference"], results["pwml_subject3d"]
+    assert strict["Dice"] == 1.0 and strict["n_slices"] == 4
+    for name in ("HD", "HD95", "HD_mm", "HD95_mm"):
+        assert math.isnan(strict[name]) and math.isnan(d3[name]), name
+    assert (strict["n_HD_both_empty"], strict["n_HD_measured"], strict["n_HD_missing"]) == (4, 0, 0)
+    assert (d3["n_HD_measured"], d3["n_HD_both_empty"]) == (0, 1)
+    assert ref["n_lesion_slices"] == 0 and ref["n_skipped_empty_pred"] == 4
+    assert "would abort" not in caplog.text
+    from rsrcnn_d2.evaluation.pwml_evaluator import format_table
+    table = format_table(results)
+    assert "HD n/a: no slice has lesions in both truth and prediction (4 both empty, " \
+           "0 one empty)" in table
+
+
+def test_all_lesions_missed_is_not_hd_zero(caplog):
+    inputs, outputs = lesion_free_batch(3)
+    inputs[1]["lesion_mask"] = mask((5, 5))  # one lesion slice, predicted empty
+    with caplog.at_level(logging.WARNING):
+        strict = run(PWMLEvaluator(), inputs, outputs)["pwml_strict"]
+    assert strict["Dice"] == pytest.approx(2 / 3)
+    assert math.isnan(strict["HD"]) and strict["n_HD_missing"] == 1
+    assert "1 of the 1 slices with lesions (100.0%)" in caplog.text  # the reference would abort
+
+
+def test_reference_abort_warning_counts_lesion_slices_only(caplog):
+    inputs, outputs = lesion_free_batch(8)
+    for k in range(4):  # 4 lesion slices, all found; 4 lesion-free ones with nothing predicted
+        inputs[k]["lesion_mask"] = mask((k + 2, 3))
+        outputs[k]["lesion_mask"] = torch.from_numpy(mask((k + 2, 3)))
+    with caplog.at_level(logging.WARNING):
+        results = run(PWMLEvaluator(), inputs, outputs)
+    ref = results["pwml_reference"]
+    assert ref["skipped_fraction"] == 0.5 and ref["n_lesion_slices"] == 4
+    assert ref["n_lesion_slices_empty_pred"] == 0
+    assert "would abort" not in caplog.text
+    assert results["pwml_strict"]["HD"] == 0.0  # measured on 4 slices (0 px), 4 both empty
+    assert results["pwml_strict"]["n_HD_measured"] == 4

@@ -15,11 +15,13 @@ from .lesionwise import LesionCounts, false_positives_per_slice, lesion_f1, lesi
 from .metrics import (SliceMetrics, dice_from_counts, mean_of_defined, sensitivity_from_counts,
                       specificity_from_counts)
 
-__all__ = ["summarize_slices", "METRICS", "UNKNOWN_SUBJECT", "REFERENCE_MAX_SKIPPED"]
+__all__ = ["summarize_slices", "METRICS", "UNKNOWN_SUBJECT", "REFERENCE_MAX_SKIPPED",
+           "reference_would_abort"]
 
 logger = logging.getLogger(__name__)
 
 REFERENCE_MAX_SKIPPED = 0.2  # the reference aborts when more predictions are empty
+DISTANCES = ("HD", "HD95", "HD_mm", "HD95_mm")
 UNKNOWN_SUBJECT = "unknown"
 METRICS = ("Dice", "Sens", "Spec", "HD", "HD95", "HD_mm", "HD95_mm")
 _FIELD = {"Dice": "dice", "Sens": "sensitivity", "Spec": "specificity", "HD": "hd",
@@ -42,31 +44,62 @@ def _means(metrics: List[SliceMetrics]) -> Dict[str, tuple]:
             for name, field in _FIELD.items()}
 
 
+def _no_distance_measured(out: Dict[str, float]) -> None:
+    """HD figures n/a (NaN) where no slice or subject had lesions in both masks.
+
+    Both-empty slices score HD 0 by convention (nothing to find, nothing found);
+    a mean of only such zeros (a lesion-free dataset, or every lesion missed)
+    would read as perfect boundary agreement when no distance was measured.
+    """
+    for name in DISTANCES:
+        out[name] = float("nan")
+
+
 def _strict(records) -> Dict[str, float]:
     metrics = [r["metrics"] for r in records]
     means = _means(metrics)
     lesions = [m.lesions for m in metrics]
     out = {name: means[name][0] for name in METRICS}
+    measured = sum(not m.truth_empty and not m.pred_empty for m in metrics)
+    if measured == 0:
+        _no_distance_measured(out)
     out.update(lesion_Sens=lesion_sensitivity(lesions),
                lesion_FP_per_slice=false_positives_per_slice(lesions),
                lesion_F1=lesion_f1(lesions), n_slices=len(records),
                n_Sens_undefined=means["Sens"][2], n_HD_missing=means["HD"][2],
-               n_HD_mm=means["HD_mm"][1])
+               n_HD_mm=means["HD_mm"][1], n_HD_measured=measured,
+               n_HD_both_empty=sum(m.truth_empty and m.pred_empty for m in metrics))
     return out
 
 
 def _reference(by_subject) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]]]:
-    per_subject, n_used, n_all = {}, 0, 0
+    per_subject, n_used, n_all, n_lesion, n_missed = {}, 0, 0, 0, 0
     for subject, recs in by_subject.items():
         used = [r["metrics"] for r in recs if not r["metrics"].pred_empty]
         n_used, n_all = n_used + len(used), n_all + len(recs)
+        lesion_slices = [r["metrics"] for r in recs if not r["metrics"].truth_empty]
+        n_lesion += len(lesion_slices)
+        n_missed += sum(m.pred_empty for m in lesion_slices)
         if used:
             per_subject[subject] = {name: v[0] for name, v in _means(used).items()}
     out = {name: mean_of_defined(s[name] for s in per_subject.values())[0] for name in METRICS}
     skipped = n_all - n_used
     out.update(n_subjects=len(per_subject), n_slices_used=n_used, n_skipped_empty_pred=skipped,
-               skipped_fraction=skipped / n_all if n_all else float("nan"))
+               skipped_fraction=skipped / n_all if n_all else float("nan"),
+               n_lesion_slices=n_lesion, n_lesion_slices_empty_pred=n_missed)
     return out, per_subject
+
+
+def reference_would_abort(reference: Dict[str, float]) -> bool:
+    """Whether the reference evaluator would stop on this run (``pwml_reference`` results).
+
+    The reference scored lesion slices only (the paper's test set holds no other)
+    and stops when more than a fifth of their predictions are empty. An empty
+    prediction on a slice without lesions is right, not a miss, so only slices
+    with lesions count; with none, the rule does not apply.
+    """
+    n = reference["n_lesion_slices"]
+    return n > 0 and reference["n_lesion_slices_empty_pred"] / n > REFERENCE_MAX_SKIPPED
 
 
 def _subject_volume_hd(recs, subject: str):
@@ -107,10 +140,12 @@ def _subject_volume_hd(recs, subject: str):
 
 
 def _subject3d(by_subject) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]]]:
-    per_subject = {}
+    per_subject, measured, both_empty = {}, 0, 0
     for subject, recs in by_subject.items():
         tp, fp, fn, tn = (sum(getattr(r["metrics"], k) for r in recs)
                           for k in ("tp", "fp", "fn", "tn"))
+        measured += tp + fn > 0 and tp + fp > 0
+        both_empty += tp + fn + fp == 0
         hd, hd95, hd_mm, hd95_mm = _subject_volume_hd(recs, subject)
         per_subject[subject] = {
             "Dice": dice_from_counts(tp, fp, fn), "Sens": sensitivity_from_counts(tp, fn),
@@ -118,7 +153,10 @@ def _subject3d(by_subject) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]
             "HD_mm": hd_mm, "HD95_mm": hd95_mm}
     means = {name: mean_of_defined(s[name] for s in per_subject.values()) for name in METRICS}
     out = {name: means[name][0] for name in METRICS}
-    out.update(n_subjects=len(per_subject), n_HD_missing=means["HD"][2])
+    if measured == 0:
+        _no_distance_measured(out)
+    out.update(n_subjects=len(per_subject), n_HD_missing=means["HD"][2], n_HD_measured=measured,
+               n_HD_both_empty=both_empty)
     return out, per_subject
 
 

@@ -12,17 +12,22 @@ in pixels (and in mm when the input carries ``spacing``), lesion-wise counts.
   and sensitivity 0; its HD is undefined, left out of the HD mean and counted
   (``n_HD_missing``). Empty-truth slices: Dice 1 if the prediction is empty
   too, else 0; sensitivity undefined (left out, ``n_Sens_undefined``); HD 0 if
-  the prediction is empty, else missing. Also lesion-wise sensitivity, false
+  the prediction is empty, else missing. When no slice has lesions in both
+  masks (a lesion-free dataset, every lesion missed) no distance was measured
+  and HD/HD95 are NaN ("n/a"), not a mean of those zeros (``n_HD_measured``,
+  ``n_HD_both_empty``). Also lesion-wise sensitivity, false
   positives per slice and F1 on counts pooled over all slices (lesionwise.py).
 - ``pwml_reference``: the reference implementation's protocol, for comparison
   with the paper. Slices whose prediction is empty are skipped (counted in
-  ``n_skipped_empty_pred``; the reference aborts above a fifth, we warn); the
-  remaining slice values are averaged per subject, then over subjects.
+  ``n_skipped_empty_pred``); the remaining slice values are averaged per
+  subject, then over subjects. The reference, scored on lesion slices only,
+  aborts when more than a fifth of them have an empty prediction; we warn on
+  that condition (``n_lesion_slices_empty_pred`` of ``n_lesion_slices``).
 - ``pwml_subject3d``: each subject's slices stacked in a volume at their
   ``slice_index`` (absent indices are empty in both masks, so gaps keep the
   true through-plane distances): Dice, sensitivity, specificity from pooled
   counts, HD/HD95 in 3-D (voxel-index units, and mm when every slice carries a
-  3-element spacing), averaged over subjects.
+  3-element spacing), averaged over subjects (NaN when no subject has lesions in both).
 - ``pwml_lesion``: the pooled lesion-wise counts.
 
 Inputs: ``file_name``/``image_id``; optional ``subject_id`` (or ``subject``, as
@@ -53,7 +58,8 @@ from detectron2.utils import comm
 
 from .distance import check_spacing, union_bounding_box
 from .metrics import slice_metrics
-from .protocols import _FIELD, METRICS, REFERENCE_MAX_SKIPPED, UNKNOWN_SUBJECT, _packed_crop, summarize_slices
+from .protocols import (_FIELD, METRICS, UNKNOWN_SUBJECT, _packed_crop, reference_would_abort,
+                        summarize_slices)
 
 __all__ = ["PWMLEvaluator", "prediction_mask", "slice_record", "summarize_slices",
            "format_table", "write_csv_atomic"]
@@ -209,9 +215,14 @@ def format_table(results) -> str:
                      tablefmt="pipe")
     s, r, d = results["pwml_strict"], results["pwml_reference"], results["pwml_subject3d"]
     lesion = results["pwml_lesion"]
+    no_hd = ""
+    if s["n_HD_measured"] == 0:
+        no_hd = (f"HD n/a: no slice has lesions in both truth and prediction "
+                 f"({s['n_HD_both_empty']:.0f} both empty, {s['n_HD_missing']:.0f} one empty)\n")
     return (f"{table}\n"
             f"strict: {s['n_slices']:.0f} slices; sensitivity undefined (empty truth) on "
             f"{s['n_Sens_undefined']:.0f}; HD missing (one mask empty) on {s['n_HD_missing']:.0f}\n"
+            f"{no_hd}"
             f"reference: skipped {r['n_skipped_empty_pred']:.0f} slices with an empty prediction "
             f"({100 * r['skipped_fraction']:.1f}%), {r['n_subjects']:.0f} subjects\n"
             f"subject 3-D: {d['n_subjects']:.0f} subjects, HD missing on {d['n_HD_missing']:.0f}\n"
@@ -296,10 +307,12 @@ class PWMLEvaluator(DatasetEvaluator):
             logger.warning(f"PWMLEvaluator: some slices have no subject_id/subject; they form "
                            f"one subject {UNKNOWN_SUBJECT!r}")
         results, subject_rows = summarize_slices(records)
-        skipped = results["pwml_reference"]["skipped_fraction"]
-        if skipped > REFERENCE_MAX_SKIPPED:
-            logger.warning(f"PWMLEvaluator: {100 * skipped:.1f}% of predictions are empty; the "
-                           "reference implementation would abort its evaluation here")
+        ref = results["pwml_reference"]
+        if reference_would_abort(ref):
+            n, missed = ref["n_lesion_slices"], ref["n_lesion_slices_empty_pred"]
+            logger.warning(f"PWMLEvaluator: the prediction is empty on {missed:.0f} of the {n:.0f} "
+                           f"slices with lesions ({100 * missed / n:.1f}%); the reference "
+                           "implementation would abort its evaluation here")
         if self._output_dir:
             rows = sorted(records, key=lambda r: (r["subject"], r["z"], str(r["file_name"])))
             write_csv_atomic(os.path.join(self._output_dir, "pwml_slices.csv"), SLICE_COLUMNS,

@@ -62,6 +62,19 @@ def add_rsrcnn_config(cfg: CN) -> None:
     # Margin (pixels of the original slice) added around the head's bounding box.
     cfg.INPUT.HEAD_CROP_MARGIN = 2
 
+    # --- training slice geometry (rsrcnn_d2/data/slice_geometry.py) ----------------
+    # Median (height, width) in pixels of DATASETS.TRAIN's slices; tools/train_net.py
+    # records it in the config.yaml it writes. Empty: unknown (no check, detectron2's resize).
+    cfg.INPUT.TRAIN_SLICE_SIZE = []
+    # Median in-plane (row, column) spacing in mm of those slices; empty: unknown.
+    cfg.INPUT.TRAIN_SLICE_SPACING = []
+    # Test-time resize of slices that are not head-cropped, once TRAIN_SLICE_SIZE is known:
+    # "training_scale" gives every slice the scale MIN/MAX_SIZE_TEST give the training's
+    # median slice (times slice / training spacing), so the same anatomy reaches the
+    # network at the same size whatever the slice's shape; "shortest_edge" is
+    # detectron2's ResizeShortestEdge, which scales each slice by its own size.
+    cfg.INPUT.TEST_RESIZE = "training_scale"
+
     # --- LR halving on a validation-loss plateau (SOLVER.LR_SCHEDULER_NAME: WarmupPlateauLR)
     cfg.SOLVER.PLATEAU = CN()
     # Evaluations of the validation loss without improvement before the LR is cut (paper: 10).

@@ -1,11 +1,13 @@
 """Figures: Fig. 3-style overlays (exact colours, PNG size) and Fig. 2-style box plots."""
 import importlib.util
+import re
 
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
 from conftest import REPO
+from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.evaluation import PWMLEvaluator
 from rsrcnn_d2.visualization import (TITLE_BAND, boxplot_from_csvs, overlay_rgb,
                                      read_slice_metrics, save_overlay_png)
@@ -92,9 +94,9 @@ def test_bad_csv_names_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"bad\.csv.*'sensitivity'"):
         boxplot_from_csvs({"A": good, "B": bad}, tmp_path / "x.png")
     junk = _write_csv(tmp_path / "junk.csv", ["dice", "sensitivity"], [["n/a", 0.5]])
-    with pytest.raises(ValueError, match=r"junk\.csv, line 2"):
+    with pytest.raises(ValueError, match=r"junk\.csv: line 2"):
         read_slice_metrics(junk, ("dice",))
-    with pytest.raises(FileNotFoundError, match="missing.csv"):
+    with pytest.raises(PWMLDataError, match="missing.csv: no such per-slice CSV"):
         read_slice_metrics(tmp_path / "missing.csv", ("dice",))
     assert not (tmp_path / "x.png").exists()
 
@@ -111,3 +113,78 @@ def test_plot_results_cli(tmp_path, capsys):
     bad = _write_csv(tmp_path / "bad.csv", ["dice"], [[0.5]])
     assert plot_results.main(["--csv", f"X={bad}", "--output", str(out)]) == 2
     assert "bad.csv" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("column, cells, bad, line, valid", [
+    ("dice", [0.5, -5, 42], "-5", 3, "[0, 1]"),
+    ("dice", [0.5, 1.0, 42], "42", 4, "[0, 1]"),
+    ("sensitivity", [1.5], "1.5", 2, "[0, 1]"),
+    ("specificity", [-0.001], "-0.001", 2, "[0, 1]"),
+    ("hd", [3.0, -1.0], "-1.0", 3, "[0, inf)"),
+    ("hd95_mm", ["inf"], "inf", 2, "[0, inf)"),
+])
+def test_values_outside_a_metrics_range_are_refused(tmp_path, column, cells, bad, line, valid):
+    path = _write_csv(tmp_path / "odd.csv", ["file_name", column],
+                      [[f"s{i}.npy", v] for i, v in enumerate(cells)])
+    message = (rf"odd\.csv: line {line} \(s{line - 2}\.npy\): column '{column}' holds {bad}, "
+               rf"outside its valid range {re.escape(valid)}")
+    with pytest.raises(PWMLDataError, match=message):
+        read_slice_metrics(path, (column,))
+    with pytest.raises(PWMLDataError, match=message):
+        boxplot_from_csvs({"A": path}, tmp_path / "x.png", metrics=(column,))
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_undefined_values_are_left_out_and_counted(tmp_path, monkeypatch):
+    a = _write_csv(tmp_path / "a.csv", ["dice", "sensitivity"],
+                   [[0.5, 0.6], [0.7, ""], ["nan", "NaN"], [0.2, 0.4]])
+    notes, figures = [], []
+    from rsrcnn_d2.visualization import boxplots
+    real_save = boxplots.save_figure_png
+    monkeypatch.setattr(boxplots, "save_figure_png",
+                        lambda fig, path: figures.append(fig) or real_save(fig, path))
+    boxplot_from_csvs({"D": a}, tmp_path / "box.png", log=notes.append)
+    assert notes == [f"D ({a}): dice: 1 of 4 slices n/a (empty or NaN), left out",
+                     f"D ({a}): sensitivity: 2 of 4 slices n/a (empty or NaN), left out"]
+    ticks = [[t.get_text() for t in ax.get_xticklabels()] for ax in figures[0].axes]
+    assert ticks == [["D\n(n=3, 1 n/a)"], ["D\n(n=2, 2 n/a)"]]
+
+
+def test_plot_results_out_of_range_is_one_line_exit_2(tmp_path, capsys):
+    bad = _write_csv(tmp_path / "bad.csv", ["dice", "sensitivity"], [[0.5, 0.5], [-5, 0.5]])
+    out = tmp_path / "fig.png"
+    assert plot_results.main(["--csv", f"X={bad}", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"plot_results: error: {bad}: line 3: column 'dice' holds -5, "
+                   "outside its valid range [0, 1]\n")
+    assert not out.exists()
+
+
+def test_plot_results_output_and_input_errors_are_one_line_exit_2(tmp_path, capsys):
+    good = _write_csv(tmp_path / "good.csv", ["dice", "sensitivity"], [[0.5, 0.5]])
+    folder = tmp_path / "figs"
+    folder.mkdir()
+    assert plot_results.main(["--csv", f"A={good}", "--output", str(folder)]) == 2
+    assert capsys.readouterr().err == (f"plot_results: error: {folder}: is a directory; "
+                                       "--output takes the PNG file to write\n")
+    assert list(folder.iterdir()) == []
+
+    missing = tmp_path / "nope.csv"
+    assert plot_results.main(["--csv", f"A={missing}", "--output", str(folder / "f.png")]) == 2
+    assert capsys.readouterr().err == f"plot_results: error: {missing}: no such per-slice CSV\n"
+
+    not_a_folder = tmp_path / "notes.txt"
+    not_a_folder.write_text("mine\n")
+    target = not_a_folder / "f.png"  # its folder cannot be made: a file is in the way
+    assert plot_results.main(["--csv", f"A={good}", "--output", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"plot_results: error: {target}: cannot write the figure (")
+    assert err.count("\n") == 1 and not_a_folder.read_text() == "mine\n"
+
+
+def test_plot_results_prints_what_it_left_out(tmp_path, capsys):
+    a = _write_csv(tmp_path / "a.csv", ["dice", "sensitivity"], [[0.5, ""], [0.7, 0.8]])
+    out = tmp_path / "fig.png"
+    assert plot_results.main(["--csv", f"E={a}", "--output", str(out)]) == 0
+    assert capsys.readouterr().out == (f"E ({a}): sensitivity: 1 of 2 slices n/a (empty or NaN), "
+                                       f"left out\nwrote {out}\n")

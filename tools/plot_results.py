@@ -6,11 +6,16 @@ Each ``--csv LABEL=PATH`` is a ``pwml_slices.csv`` written by PWMLEvaluator
 
     python tools/plot_results.py --csv D=output/D/inference/pwml_val/pwml_slices.csv \\
         --csv E=output/E/inference/pwml_val/pwml_slices.csv --output figures/fig2.png
+
+Empty or NaN cells (undefined for that slice) are left out and counted; a value
+outside its metric's range (Dice not in [0, 1], a negative distance) is refused.
+Exit status: 0 written; 2 a bad CSV, argument or output location (one line on stderr).
 """
 import argparse
 import sys
 from typing import Dict, List
 
+from rsrcnn_d2.errors import PWMLDataError, report_errors
 from rsrcnn_d2.visualization import boxplot_from_csvs
 
 
@@ -20,14 +25,16 @@ def parse_csvs(items: List[str]) -> Dict[str, str]:
     for item in items:
         label, sep, path = item.partition("=")
         if not sep or not label or not path:
-            raise ValueError(f"--csv {item!r}: expected LABEL=PATH")
+            raise PWMLDataError(f"--csv {item}", "expected LABEL=PATH")
         if label in csvs:
-            raise ValueError(f"--csv: label {label!r} given twice")
+            raise PWMLDataError(f"--csv {item}", f"label {label!r} given twice")
         csvs[label] = path
     return csvs
 
 
+@report_errors("plot_results")
 def main(argv=None) -> int:
+    """Exit 0 with the figure written; 2 (one line on stderr) for a bad CSV, argument or output."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--csv", action="append", required=True, metavar="LABEL=PATH",
                         help="a model's per-slice CSV; repeat for each model")
@@ -36,12 +43,8 @@ def main(argv=None) -> int:
                         help="CSV columns to plot, one panel each")
     parser.add_argument("--title", default="")
     args = parser.parse_args(argv)
-    try:
-        out = boxplot_from_csvs(parse_csvs(args.csv), args.output, metrics=args.metrics,
-                                title=args.title)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"plot_results: {e}", file=sys.stderr)
-        return 2
+    out = boxplot_from_csvs(parse_csvs(args.csv), args.output, metrics=args.metrics,
+                            title=args.title, log=print)
     print(f"wrote {out}")
     return 0
 

@@ -2,95 +2,167 @@
 
 Input: the per-slice CSVs PWMLEvaluator writes (``pwml_slices.csv``, one row a
 slice, columns named after the metrics: ``dice``, ``sensitivity``, ...). An empty
-cell is an undefined value (sensitivity on a slice without lesions) and is left
-out of that box; how many values each box holds is printed under its label.
+or NaN cell is an undefined value (sensitivity on a slice without lesions): it is
+left out of that box, and how many were left out is said under the box's label
+and to ``log``. A value outside its metric's valid range (Dice -5 or 42, a
+negative distance, infinity) is refused, naming the file, line and column: a
+figure must not hide a broken CSV by clipping its axis.
 """
 import csv
 import math
 import os
 from pathlib import Path
-from typing import Dict, Mapping, Sequence, Union
+from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..data.errors import PWMLDataError
 from .overlays import save_figure_png
 
-__all__ = ["METRIC_LABELS", "read_slice_metrics", "boxplot_from_csvs"]
+__all__ = ["METRIC_LABELS", "VALID_RANGES", "read_slice_metrics", "read_slice_columns",
+           "boxplot_from_csvs"]
 
 METRIC_LABELS = {"dice": "Dice (DSC)", "sensitivity": "Sensitivity", "specificity": "Specificity",
                  "hd": "Hausdorff distance (pixels)", "hd95": "HD95 (pixels)",
                  "hd_mm": "Hausdorff distance (mm)", "hd95_mm": "HD95 (mm)"}
 
+_FRACTIONS = ("dice", "sensitivity", "specificity", "precision", "recall", "f1", "jaccard", "iou",
+              "reference_used")
+_NON_NEGATIVE = ("hd", "hd95", "hd_mm", "hd95_mm", "assd", "truth_pixels", "pred_pixels", "tp",
+                 "fp", "fn", "tn", "true_lesions", "found_lesions", "pred_lesions", "fp_lesions",
+                 "height", "width", "spacing_row", "spacing_col")
+# (low, high) both inclusive, per column of pwml_slices.csv; other columns: any finite number
+VALID_RANGES: Dict[str, Tuple[float, float]] = {
+    **{m: (0.0, 1.0) for m in _FRACTIONS}, **{m: (0.0, math.inf) for m in _NON_NEGATIVE}}
+
 PathLike = Union[str, os.PathLike]
 
 
-def read_slice_metrics(csv_path: PathLike, metrics: Sequence[str]) -> Dict[str, np.ndarray]:
-    """{metric: float array of its defined (non-empty) per-slice values} from one CSV.
+class SliceColumn(NamedTuple):
+    """One metric column of a per-slice CSV: its defined values and how many were n/a."""
 
-    Raises ValueError naming the file for a missing column or a non-numeric
-    cell, FileNotFoundError for a missing file.
-    """
+    values: np.ndarray
+    undefined: int
+
+
+def _range_text(low: float, high: float) -> str:
+    return f"[{low:g}, {high:g}]" if math.isfinite(high) else f"[{low:g}, inf)"
+
+
+def _check_value(v: float, metric: str) -> Optional[str]:
+    """Why ``v`` cannot be a value of ``metric``, or None."""
+    low, high = VALID_RANGES.get(metric, (-math.inf, math.inf))
+    if math.isfinite(v) and low <= v <= high:
+        return None
+    if metric in VALID_RANGES:
+        return f"outside its valid range {_range_text(low, high)}"
+    return "not a finite number"
+
+
+def read_slice_columns(csv_path: PathLike, metrics: Sequence[str]) -> Dict[str, SliceColumn]:
+    """{metric: SliceColumn} from one per-slice CSV; every problem is a PWMLDataError naming it."""
     if not os.path.isfile(csv_path):
-        raise FileNotFoundError(f"{csv_path}: no such per-slice CSV")
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        missing = [m for m in metrics if m not in columns]
-        if missing:
-            raise ValueError(f"{csv_path}: no column {', '.join(repr(m) for m in missing)} "
-                             f"(columns: {', '.join(columns) or 'none'}); expected a "
-                             "pwml_slices.csv written by PWMLEvaluator")
-        values = {m: [] for m in metrics}
-        for line, row in enumerate(reader, start=2):
-            for m in metrics:
-                cell = (row[m] or "").strip()
-                if not cell:
-                    continue  # undefined for this slice
-                try:
-                    v = float(cell)
-                except ValueError:
-                    raise ValueError(f"{csv_path}, line {line}: column {m!r} holds {cell!r}, "
-                                     "not a number") from None
-                if not math.isnan(v):
-                    values[m].append(v)
-    return {m: np.asarray(v, dtype=float) for m, v in values.items()}
+        raise PWMLDataError(csv_path, "no such per-slice CSV")
+    try:
+        with open(csv_path, newline="") as f:
+            return _read_columns(csv_path, csv.DictReader(f), metrics)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise PWMLDataError(csv_path, f"cannot read the CSV ({e})") from e
+
+
+def _read_columns(csv_path, reader, metrics) -> Dict[str, SliceColumn]:
+    columns = reader.fieldnames or []
+    missing = [m for m in metrics if m not in columns]
+    if missing:
+        raise PWMLDataError(csv_path, f"no column {', '.join(repr(m) for m in missing)} "
+                                      f"(columns: {', '.join(columns) or 'none'}); expected a "
+                                      "pwml_slices.csv written by PWMLEvaluator")
+    values = {m: [] for m in metrics}
+    undefined = dict.fromkeys(metrics, 0)
+    for line, row in enumerate(reader, start=2):
+        for m in metrics:
+            cell = (row[m] or "").strip()
+            try:
+                v = float(cell) if cell else math.nan
+            except ValueError:
+                raise PWMLDataError(csv_path, f"line {line}: column {m!r} holds {cell!r}, "
+                                              "not a number") from None
+            if math.isnan(v):
+                undefined[m] += 1  # undefined for this slice
+                continue
+            why = _check_value(v, m)
+            if why:
+                where = f" ({row['file_name']})" if row.get("file_name") else ""
+                raise PWMLDataError(csv_path, f"line {line}{where}: column {m!r} holds {cell}, "
+                                              f"{why}")
+            values[m].append(v)
+    return {m: SliceColumn(np.asarray(values[m], dtype=float), undefined[m]) for m in metrics}
+
+
+def read_slice_metrics(csv_path: PathLike, metrics: Sequence[str]) -> Dict[str, np.ndarray]:
+    """{metric: float array of its defined (non-empty, non-NaN) per-slice values} from one CSV.
+
+    Raises PWMLDataError naming the file for a missing file or column, a
+    non-numeric cell or a value outside the metric's valid range (`VALID_RANGES`).
+    """
+    return {m: c.values for m, c in read_slice_columns(csv_path, metrics).items()}
+
+
+def _check_output(out_png: PathLike) -> Path:
+    out = Path(out_png)
+    if out.is_dir():
+        raise PWMLDataError(out, "is a directory; --output takes the PNG file to write")
+    return out
 
 
 def boxplot_from_csvs(csvs: Mapping[str, PathLike], out_png: PathLike,
                       metrics: Sequence[str] = ("dice", "sensitivity"),
-                      title: str = "") -> Path:
+                      title: str = "", log: Optional[Callable[[str], None]] = None) -> Path:
     """One panel per metric, one box per label (models/configs in the given order).
 
     ``csvs``: {label: path of a per-slice CSV}. Means are marked as well as
-    medians: the paper's tables report means. Written atomically as PNG.
+    medians: the paper's tables report means. ``log`` gets one line per box that
+    left undefined values out. Written atomically as PNG; an output that cannot
+    be written is a PWMLDataError naming it.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     if not csvs:
-        raise ValueError("boxplot_from_csvs: no CSVs given")
+        raise PWMLDataError("--csv", "no per-slice CSV given")
     if not metrics:
-        raise ValueError("boxplot_from_csvs: no metrics given")
-    data = {label: read_slice_metrics(path, metrics) for label, path in csvs.items()}
+        raise PWMLDataError("--metrics", "no metric given")
+    out = _check_output(out_png)
+    data = {label: read_slice_columns(path, metrics) for label, path in csvs.items()}
     for label, path in csvs.items():
         for m in metrics:
-            if data[label][m].size == 0:
-                raise ValueError(f"{path}: column {m!r} has no defined values ({label!r})")
+            column = data[label][m]
+            if column.values.size == 0:
+                raise PWMLDataError(path, f"column {m!r} has no defined values ({label!r})")
+            if column.undefined and log is not None:
+                total = column.values.size + column.undefined
+                log(f"{label} ({path}): {m}: {column.undefined} of {total} slices n/a "
+                    "(empty or NaN), left out")
 
     labels = list(csvs)
     fig = Figure(figsize=(max(3.0, 0.9 * len(labels) + 1.2) * len(metrics), 4.0), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, m in zip(axes, metrics):
-        series = [data[label][m] for label in labels]
-        ax.boxplot(series, showmeans=True, widths=0.6)
+        columns = [data[label][m] for label in labels]
+        ax.boxplot([c.values for c in columns], showmeans=True, widths=0.6)
         ax.set_xticks(range(1, len(labels) + 1),
-                      [f"{label}\n(n={len(s)})" for label, s in zip(labels, series)])
+                      [f"{label}\n(n={c.values.size}" + (f", {c.undefined} n/a)" if c.undefined
+                                                          else ")")
+                       for label, c in zip(labels, columns)])
         ax.set_title(METRIC_LABELS.get(m, m))
         ax.grid(axis="y", alpha=0.3)
-        if m in ("dice", "sensitivity", "specificity"):
+        if VALID_RANGES.get(m) == (0.0, 1.0):  # every value is inside: nothing is cut off
             ax.set_ylim(-0.03, 1.03)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return save_figure_png(fig, out_png)
+    try:
+        return save_figure_png(fig, out)
+    except OSError as e:
+        raise PWMLDataError(out, f"cannot write the figure ({e.strerror or e})") from e

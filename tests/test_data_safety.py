@@ -20,7 +20,7 @@ from rsrcnn_d2.data.fileio import atomic_write_bytes, read_slice
 from rsrcnn_d2.data.nifti import read_nifti_pair
 from rsrcnn_d2.data.slice_pairs import read_slice_pair
 from rsrcnn_d2.data.sources import SubjectSource
-from test_data_fixtures import cohort, nnunet_case, save_nifti, small_cohort  # noqa: F401
+from test_data_fixtures import cohort, save_nifti, small_cohort  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -384,3 +384,19 @@ def test_bad_folds_name_the_source(cohort, tmp_path, capsys):
     with pytest.raises(SystemExit) as ex:
         prepare_pwml.main([str(cohort), "--out", str(tmp_path / "o"), "--folds", "-1"])
     assert ex.value.code == 2
+
+
+def test_resplit_keeps_the_manifest_and_foreign_fold_files(cohort, tmp_path):
+    from rsrcnn_d2.data.convert import resplit_pwml
+
+    out = tmp_path / "out"
+    convert_pwml(cohort, out, workers=1)
+    (out / "annotations" / "instances_fold9_val.json").write_text("user's")
+    resplit_pwml(out, seed=2, num_folds=2)
+    files = json.loads((out / "conversion.json").read_text())["files"]
+    assert "annotations/instances_fold1_val.json" in files
+    assert "annotations/instances_fold4_val.json" not in files
+    assert not (out / "annotations" / "instances_fold4_val.json").exists()
+    assert (out / "annotations" / "instances_fold9_val.json").read_text() == "user's"
+    assert set(files) == {p for p in _tree(out) if (out / p).is_file()} - {
+        "annotations/instances_fold9_val.json"}

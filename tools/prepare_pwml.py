@@ -8,16 +8,20 @@ SOURCE is an nnU-Net raw folder (imagesTr/ + labelsTr/), a CSV/JSON pair list
 (input/ + gt/). The default output, $DETECTRON2_DATASETS/pwml, is what
 ``import rsrcnn_d2`` registers as pwml_train / pwml_val / pwml_test /
 pwml_fold{i}_{train,val}. See datasets/README.md.
+
+Exit status (rsrcnn_d2.errors): 0 done, 2 bad input data, arguments or output
+location (one line on stderr naming the file or option).
 """
 import argparse
+import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rsrcnn_d2.data.convert import convert_pwml  # noqa: E402
-from rsrcnn_d2.data.errors import PWMLDataError  # noqa: E402
 from rsrcnn_d2.data.register import default_pwml_root  # noqa: E402
+from rsrcnn_d2.errors import report_errors  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -37,19 +41,26 @@ def parse_args(argv=None):
     p.add_argument("--folds", type=int, default=None,
                    help="cross-validation folds (default 5, or 0 for fewer than 5 subjects)")
     p.add_argument("--workers", type=int, default=2, help="conversion processes")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    fractions = args.fractions
+    if (not all(math.isfinite(f) and f >= 0 for f in fractions)
+            or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)):
+        p.error(f"argument --fractions: must be three numbers >= 0 that sum to 1, got "
+                f"{' '.join(f'{f:g}' for f in fractions)}")
+    if args.folds is not None and args.folds < 0:
+        p.error(f"argument --folds: must be 0 (no folds) or at least 2, got {args.folds}")
+    if args.workers < 1:
+        p.error(f"argument --workers: must be at least 1, got {args.workers}")
+    return args
 
 
+@report_errors("prepare_pwml.py")
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        summary = convert_pwml(args.source, args.out, axis=args.axis,
-                               lesion_slices_only=not args.all_slices, binarize=args.binarize,
-                               seed=args.seed, fractions=tuple(args.fractions),
-                               num_folds=args.folds, workers=args.workers, progress=True)
-    except PWMLDataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    summary = convert_pwml(args.source, args.out, axis=args.axis,
+                           lesion_slices_only=not args.all_slices, binarize=args.binarize,
+                           seed=args.seed, fractions=tuple(args.fractions),
+                           num_folds=args.folds, workers=args.workers, progress=True)
     print(f"{summary['num_subjects']} subjects, {summary['num_images']} slices, "
           f"{summary['num_annotations']} lesions -> {Path(args.out).absolute()}")
     print("splits: " + ", ".join(summary["splits"]))

@@ -17,10 +17,26 @@ slice files); the main process only numbers the results and writes each JSON
 once. Safety: everything is written into a staging folder that replaces
 ``out`` only when the whole conversion succeeded, so a bad file anywhere
 leaves the previous output untouched and no partial output behind.
+
+The output folder may hold the user's own files too: conversion.json lists
+the files the converter wrote (``files``), and a re-run replaces or removes
+only those; everything else is carried into the new output (hard links, so
+nothing is copied or lost if the run dies half-way). The converter refuses an
+output that is a symbolic link, that contains one where it writes, or that
+contains or lies inside its input. A run killed by SIGKILL leaves its staging
+folder, which the next run removes; SIGTERM ends a run and removes it at once;
+worker processes die with the converter (Linux: PR_SET_PDEATHSIG).
 """
+import contextlib
+import functools
 import multiprocessing
+import os
+import re
 import shutil
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+import signal
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
@@ -29,10 +45,11 @@ import numpy as np
 
 from .coco import coco_dict, coco_subset, lesion_annotations
 from .errors import PWMLDataError
-from .fileio import atomic_write_json, read_json, replace_dir, save_slice, staging_dir_for
+from .fileio import (atomic_write_json, output_path, read_json, remove_stale_staging, replace_dir,
+                     save_slice, staging_dir_for)
 from .nifti import AXES, axis_index, read_nifti_pair, slice_spacing, volume_slice
 from .slice_pairs import read_slice_pair
-from .sources import SubjectSource, discover_subjects
+from .sources import SubjectSource, check_subject_id, discover_subjects
 from .splits import make_splits
 
 __all__ = ["ConvertOptions", "convert_subject", "convert_pwml", "write_split_files",
@@ -100,12 +117,13 @@ def convert_subject(source: SubjectSource, out_images: Union[str, Path],
         axis = None  # the slice folders do not say
     else:
         raise ValueError(f"unknown subject kind {source.kind!r}")
-    subject_dir = out_images / source.subject
+    check_subject_id(source.subject, source.image or out_images)
+    subject_dir = output_path(out_images, source.subject)
     records = []
     for k, image, mask, image_path, mask_path, spacing in items:
         subject_dir.mkdir(parents=True, exist_ok=True)
         rel = f"{source.subject}/{source.subject}_{k:04d}.npy"
-        save_slice(out_images / rel, image)
+        save_slice(output_path(out_images, rel), image)
         entry = {"file_name": rel, "height": int(image.shape[0]), "width": int(image.shape[1]),
                  "subject": source.subject, "slice_index": int(k), "axis": axis,
                  "source_file": str(image_path), "mask_file": str(mask_path),
@@ -118,6 +136,35 @@ def convert_subject(source: SubjectSource, out_images: Union[str, Path],
                             + ("; convert all slices to keep lesion-free subjects"
                                if opts.lesion_slices_only else ""))
     return records
+
+
+def _convert_numbered(item, out_images, opts):
+    return item[0], convert_subject(item[1], out_images, opts)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _worker_init(parent: int) -> None:
+    """Make a pool worker die with the converter, so a killed run leaves no blocked workers."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (fork copies it)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C: the parent stops the pool
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            armed = ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
 def _convert_all(subjects, out_images, opts, workers, progress) -> List[List[SliceRecord]]:
@@ -136,26 +183,45 @@ def _convert_all(subjects, out_images, opts, workers, progress) -> List[List[Sli
             return results
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [pool.submit(convert_subject, s, out_images, opts) for s in subjects]
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+        task = functools.partial(_convert_numbered, out_images=out_images, opts=opts)
+        results = [None] * len(subjects)
+        # leaving the block terminates the workers, also on an error or a signal
+        with ctx.Pool(workers, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
+            for i, records in pool.imap_unordered(task, list(enumerate(subjects))):
+                results[i] = records
                 if bar:
-                    bar.update(len(done))
-                for f in done:
-                    if f.exception() is not None:
-                        for p in pending:
-                            p.cancel()
-                        raise f.exception()
-            return [f.result() for f in futures]
+                    bar.update()
+        return results
     finally:
         if bar:
             bar.close()
 
 
-def write_split_files(root: Union[str, Path], coco_all: dict, splits: dict) -> List[str]:
-    """Write splits.json and annotations/instances_<split>.json; return the split names."""
+@contextlib.contextmanager
+def _sigterm_ends_run():
+    """Turn SIGTERM into SystemExit(143) while converting, so the staging folder is removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not break the clean-up
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def write_split_files(root: Union[str, Path], coco_all: dict, splits: dict,
+                      own: Optional[set] = None) -> List[str]:
+    """Write splits.json and annotations/instances_<split>.json; return the split names.
+
+    ``own``: files of ``root`` the converter wrote (relative), the only stale fold
+    files it may delete; None when ``root`` is a fresh staging folder.
+    """
     root = Path(root)
     names = {}
     for name in ("train", "val", "test"):
@@ -164,21 +230,117 @@ def write_split_files(root: Union[str, Path], coco_all: dict, splits: dict) -> L
         for part in ("train", "val"):
             names[f"fold{i}_{part}"] = fold[part]
     for stale in (root / "annotations").glob("instances_fold*.json"):
-        if stale.name[len("instances_"):-len(".json")] not in names:
+        mine = own is None or f"annotations/{stale.name}" in own
+        if mine and stale.name[len("instances_"):-len(".json")] not in names:
             stale.unlink()  # folds of an earlier, larger k
     for name, subjects in names.items():
-        atomic_write_json(root / "annotations" / f"instances_{name}.json",
+        atomic_write_json(output_path(root, "annotations", f"instances_{name}.json"),
                           coco_subset(coco_all, subjects))
-    atomic_write_json(root / "splits.json", splits)
+    atomic_write_json(output_path(root, "splits.json"), splits)
     return ["all", *names]
 
 
-def _check_output_location(out_dir: Path) -> None:
+def _inside(path: Union[str, Path], folder: Union[str, Path]) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def _input_paths(source, subjects: Sequence[SubjectSource]) -> List[Path]:
+    paths = [] if isinstance(source, (list, tuple)) else [Path(source)]
+    for s in subjects:
+        paths += [p for p in (s.image, s.mask) if p is not None]
+        for _, image, mask in s.slices:
+            paths += [image, mask]
+    return paths
+
+
+def _check_output_location(out_dir: Path, source, subjects: Sequence[SubjectSource]) -> None:
+    """Refuse an output that is a link, a file, someone else's folder, or mixed with the input."""
+    if out_dir.is_symlink():
+        raise PWMLDataError(out_dir, f"output folder is a symbolic link (to {os.readlink(out_dir)}); "
+                                     "give the real folder")
     if out_dir.is_file():
         raise PWMLDataError(out_dir, "output location is a file")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "conversion.json").exists():
         raise PWMLDataError(out_dir, "exists, is not empty and is not a previous PWML "
                                      "conversion (no conversion.json); refusing to replace it")
+    for path in _input_paths(source, subjects):
+        if _inside(path, out_dir):
+            raise PWMLDataError(out_dir, f"output folder contains the input {path}; "
+                                         "choose an output outside the input")
+        if path.is_dir() and _inside(out_dir, path):
+            raise PWMLDataError(out_dir, f"output folder lies inside the input folder {path}; "
+                                         "choose an output outside the input")
+
+
+_LEGACY_OWN = re.compile(r"conversion\.json|splits\.json|annotations/instances_[A-Za-z0-9_]+\.json"
+                         r"|images/([A-Za-z0-9_.-]+)/\1_[0-9]{4,}\.npy")
+
+
+def _own_files(out_dir: Path) -> Optional[set]:
+    """Files of a previous output that the converter wrote (relative POSIX paths).
+
+    From conversion.json's ``files``; outputs written before that list existed
+    (or a conversion.json without it) count only names of the converter's layout.
+    None: every file counts (patterns apply).
+    """
+    path = out_dir / "conversion.json"
+    try:
+        summary = read_json(path) if path.is_file() and not path.is_symlink() else {}
+    except PWMLDataError:
+        summary = {}
+    files = summary.get("files") if isinstance(summary, dict) else None
+    if isinstance(files, list) and all(isinstance(f, str) for f in files):
+        return set(files) | {"conversion.json"}
+    return None
+
+
+def _is_own(rel: str, own: Optional[set]) -> bool:
+    return rel in own if own is not None else bool(_LEGACY_OWN.fullmatch(rel))
+
+
+def _carry_foreign(out_dir: Path, staging: Path) -> None:
+    """Hard-link (or copy) every file of ``out_dir`` the converter did not write into ``staging``.
+
+    A foreign file or link at a path the new output uses is an error: nothing of
+    the user's is ever overwritten, and no link is followed.
+    """
+    own = _own_files(out_dir)
+    for folder, dirs, files in os.walk(out_dir):
+        folder = Path(folder)
+        links = [d for d in dirs if (folder / d).is_symlink()]
+        dirs[:] = [d for d in dirs if d not in links]
+        if not dirs and not files and not links and folder != out_dir:
+            rel = folder.relative_to(out_dir).as_posix()
+            if own is None or not any(f.startswith(rel + "/") for f in own):
+                (staging / rel).mkdir(parents=True, exist_ok=True)  # the user's empty folder
+        for name in files + links:
+            src = folder / name
+            rel = src.relative_to(out_dir).as_posix()
+            if not src.is_symlink() and _is_own(rel, own):
+                continue
+            dst = staging / rel
+            parents = [staging / Path(rel).parents[i] for i in range(len(Path(rel).parts) - 1)]
+            if os.path.lexists(dst) or any(p.exists() and not p.is_dir() for p in parents):
+                what = "a symbolic link" if src.is_symlink() else "not written by a previous conversion"
+                raise PWMLDataError(src, f"is {what}, and the new conversion writes there; "
+                                         "move it out of the output folder")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_symlink():
+                os.symlink(os.readlink(src), dst)
+                continue
+            try:
+                os.link(src, dst, follow_symlinks=False)
+            except OSError:  # file system without hard links, or not ours to link
+                shutil.copy2(src, dst)
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Put ``staging`` in place of ``out_dir``, keeping the user's files of ``out_dir``."""
+    if out_dir.exists():
+        _carry_foreign(out_dir, staging)
+        shutil.copymode(out_dir, staging)
+    replace_dir(staging, out_dir)
 
 
 def convert_pwml(source: Union[str, Path, Sequence[SubjectSource]], out_dir: Union[str, Path],
@@ -191,7 +353,8 @@ def convert_pwml(source: Union[str, Path, Sequence[SubjectSource]], out_dir: Uni
     ``source``: an nnU-Net folder, a slice folder, a pair list (see sources.py),
     or a list of `SubjectSource`. ``lesion_slices_only`` is the paper's setting.
     ``seed`` fixes the subject split and folds. ``num_folds`` None uses 5 or,
-    for fewer subjects, none. Re-running over a previous output replaces it whole.
+    for fewer subjects, none. Re-running over a previous output replaces the
+    files it wrote (conversion.json's ``files``) and keeps any others.
     """
     out_dir = Path(out_dir).absolute()
     subjects = list(source) if isinstance(source, (list, tuple)) else discover_subjects(source)
@@ -202,9 +365,18 @@ def convert_pwml(source: Union[str, Path, Sequence[SubjectSource]], out_dir: Uni
     opts = ConvertOptions(axis=axis, lesion_slices_only=lesion_slices_only, binarize=binarize)
     if subjects[0].kind == "nifti":
         axis_index(axis)  # fail on a bad axis before any work
-    splits = make_splits([s.subject for s in subjects], seed, fractions, num_folds)
-    _check_output_location(out_dir)
+    try:
+        splits = make_splits([s.subject for s in subjects], seed, fractions, num_folds)
+    except ValueError as e:  # fractions or fold count that do not fit the cohort
+        where = "subjects" if isinstance(source, (list, tuple)) else source
+        raise PWMLDataError(where, str(e)) from e
+    _check_output_location(out_dir, source, subjects)
+    remove_stale_staging(out_dir)
+    with _sigterm_ends_run():
+        return _convert_into(out_dir, subjects, opts, splits, workers, progress, seed)
 
+
+def _convert_into(out_dir, subjects, opts, splits, workers, progress, seed) -> dict:
     staging = staging_dir_for(out_dir)
     try:
         results = _convert_all(subjects, staging / "images", opts, workers, progress)
@@ -216,13 +388,14 @@ def convert_pwml(source: Union[str, Path, Sequence[SubjectSource]], out_dir: Uni
                 for a in annos:
                     annotations.append({"id": len(annotations) + 1, "image_id": image_id, **a})
         coco_all = coco_dict(images, annotations)
-        atomic_write_json(staging / "annotations" / "instances_all.json", coco_all)
+        atomic_write_json(output_path(staging, "annotations", "instances_all.json"), coco_all)
         split_names = write_split_files(staging, coco_all, splits)
+        files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
         summary = {
             "format": FORMAT,
-            "axis": _axis_name(axis_index(axis)) if subjects[0].kind == "nifti" else None,
-            "lesion_slices_only": lesion_slices_only,
-            "binarize": binarize,
+            "axis": _axis_name(axis_index(opts.axis)) if subjects[0].kind == "nifti" else None,
+            "lesion_slices_only": opts.lesion_slices_only,
+            "binarize": opts.binarize,
             "connectivity": "8-neighbourhood, 2-D (rsrcnn_d2.data.instances)",
             "intensity_storage": INTENSITY_STORAGE,
             "num_subjects": len(subjects),
@@ -230,9 +403,10 @@ def convert_pwml(source: Union[str, Path, Sequence[SubjectSource]], out_dir: Uni
             "num_annotations": len(annotations),
             "splits": split_names,
             "seed": int(seed),
+            "files": sorted(files + ["conversion.json"]),
         }
-        atomic_write_json(staging / "conversion.json", summary)
-        replace_dir(staging, out_dir)
+        atomic_write_json(output_path(staging, "conversion.json"), summary)
+        _publish(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -246,10 +420,14 @@ def resplit_pwml(root: Union[str, Path], seed: int = 0, fractions=(0.7, 0.15, 0.
     coco_all = read_json(root / "annotations" / "instances_all.json")
     subjects = sorted({im["subject"] for im in coco_all["images"]})
     splits = make_splits(subjects, seed, fractions, num_folds)
-    write_split_files(root, coco_all, splits)
+    own = _own_files(root)
+    names = write_split_files(root, coco_all, splits, own)
     summary = read_json(root / "conversion.json")
     summary["seed"] = int(seed)
-    summary["splits"] = ["all", "train", "val", "test"] + [
-        f"fold{i}_{p}" for i in range(len(splits["folds"])) for p in ("train", "val")]
-    atomic_write_json(root / "conversion.json", summary)
+    summary["splits"] = names
+    if own is not None:  # the manifest follows the fold files written and removed
+        split_files = {f"annotations/instances_{n}.json" for n in names}
+        kept = {f for f in own if not f.startswith("annotations/instances_fold")}
+        summary["files"] = sorted(kept | split_files | {"splits.json", "conversion.json"})
+    atomic_write_json(output_path(root, "conversion.json"), summary)
     return splits

@@ -11,9 +11,12 @@ Three layouts are understood (datasets/README.md shows them):
 
 Discovery checks only that the files exist and pair up; reading them is the
 converter's job, so a subject id or missing-file error comes before any work.
+Subject ids become folder and file names of the output, so they are restricted
+to letters, digits, ``_``, ``-`` and ``.`` (not ``.`` or ``..`` alone).
 """
 import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Tuple, Union
@@ -21,7 +24,9 @@ from typing import List, Tuple, Union
 from .errors import PWMLDataError
 
 __all__ = ["SubjectSource", "nnunet_subjects", "pair_list_subjects", "slice_folder_subjects",
-           "discover_subjects"]
+           "discover_subjects", "check_subject_id"]
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9_.-]+")
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 PNG_ENDINGS = (".png", ".tif", ".tiff")
@@ -49,9 +54,20 @@ def _strip(name: str, endings) -> Tuple[str, str]:
     return None, None
 
 
+def check_subject_id(subject, where: Union[str, Path], entry: str = "") -> str:
+    """``subject`` if it is safe as a file name; else PWMLDataError naming ``where`` (and ``entry``)."""
+    if (not isinstance(subject, str) or not _SAFE_ID.fullmatch(subject)
+            or subject in (".", "..")):
+        raise PWMLDataError(where, f"{entry + ': ' if entry else ''}subject id {subject!r} is not "
+                                   "allowed; use letters, digits, '_', '-' and '.' only "
+                                   "(not '.' or '..' alone, no path separators)")
+    return subject
+
+
 def _check_unique(subjects: List[SubjectSource], where: Path) -> List[SubjectSource]:
     seen = set()
     for s in subjects:
+        check_subject_id(s.subject, where)
         if s.subject in seen:
             raise PWMLDataError(where, f"subject id {s.subject!r} appears twice")
         seen.add(s.subject)
@@ -91,10 +107,15 @@ def pair_list_subjects(list_file: Union[str, Path]) -> List[SubjectSource]:
                 rows = list(csv.DictReader(f))
     except (OSError, ValueError) as e:
         raise PWMLDataError(list_file, f"cannot read pair list ({e})") from e
+    if not isinstance(rows, list):
+        raise PWMLDataError(list_file, "pair list must be a JSON list of objects")
+    is_csv = list_file.suffix.lower() != ".json"
     out = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or not {"subject", "image", "mask"} <= set(row):
             raise PWMLDataError(list_file, f"entry {i} needs keys subject, image, mask: {row}")
+        where = f"line {i + 2}" if is_csv else f"entry {i}"  # CSV: line 1 is the header
+        check_subject_id(str(row["subject"] or "").strip(), list_file, where)
         image, mask = (list_file.parent / str(row[k]).strip() for k in ("image", "mask"))
         for p in (image, mask):
             if not p.exists():

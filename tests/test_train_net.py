@@ -1,10 +1,12 @@
 """tools/train_net.py end to end on a tiny synthetic cohort: train, evaluate, resume, 2 workers."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -35,17 +37,29 @@ SMALL_INPUT = ["INPUT.CROP_TO_HEAD", "False", "INPUT.MIN_SIZE_TRAIN", "(128,)", 
                "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128"]
 
 
-def _run(root, out, *extra, num_gpus=1):
-    env = dict(os.environ, DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="1")
+def _run(root, out, *extra, num_gpus=1, timeout=600, threads="1"):
+    """train_net in a session of its own: on a timeout the whole group (workers too) is killed."""
+    env = dict(os.environ, DETECTRON2_DATASETS=str(root))
+    env.pop("OMP_NUM_THREADS", None)
+    env.pop("MKL_NUM_THREADS", None)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = threads
     # detectron2's default port depends only on the user id: runs side by side would collide
     flags = [e for e in extra if e.startswith("--")] + ["--dist-url", f"tcp://127.0.0.1:{_free_port()}"]
     opts = [e for e in extra if not e.startswith("--")]
     cmd = [sys.executable, str(TRAIN_NET), "--config-file", str(TINY_ROWS["E"]), "--num-gpus", str(num_gpus),
            *flags, "OUTPUT_DIR", str(out), "SOLVER.IMS_PER_BATCH", str(2 * num_gpus),
            "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "1000", "SEED", "1", *SMALL_INPUT, *opts]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"train_net did not finish within {timeout} s (hung?):\n{stdout[-3000:]}{stderr[-3000:]}")
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    return stdout + stderr
 
 
 def _iterations(out):
@@ -87,14 +101,23 @@ def test_eval_only(cohort_root, tmp_path):
 
 
 def test_two_workers_over_gloo(cohort_root, tmp_path):
+    """Periodic evaluation and validation loss at iteration 2 and at the end: both collective
+    hooks run on both workers (a different order on the two ranks would hang: timeout)."""
     out = tmp_path / "ddp"
-    log = _run(cohort_root, out, "SOLVER.MAX_ITER", "3", num_gpus=2)
+    # no OMP_NUM_THREADS of ours: the tool chooses the workers' threads
+    log = _run(cohort_root, out, "SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", "2", "SOLVER.PLATEAU.PERIOD", "2",
+               num_gpus=2, timeout=420, threads=None)
     assert "world_size" in log.lower() or "rank" in log.lower()
     assert (out / "model_final.pth").exists()
-    assert "copypaste: Task: pwml_strict" in log  # evaluation gathered from both workers
+    assert log.count("copypaste: Task: pwml_strict") == 2  # at iteration 2 and at the end, gathered
+    assert log.count("is the lowest so far") >= 1 and "validation_loss" in log
     rows = (out / "inference" / "pwml_val" / "pwml_slices.csv").read_text().strip().splitlines()
     val = json.loads((cohort_root / "pwml" / "annotations" / "instances_val.json").read_text())
     assert len(rows) - 1 == len(val["images"])
+    # each worker ran with its share of the cores, not a full thread pool each
+    expected = max(1, len(os.sched_getaffinity(0)) // 2)
+    for name in ("log.txt", "log.txt.rank1"):
+        assert f"per-worker threads: {expected}" in (out / name).read_text(), name
 
 
 PLATEAU_EVERY_EVAL = ["SOLVER.LR_SCHEDULER_NAME", "WarmupPlateauLR", "SOLVER.PLATEAU.PERIOD", "4",
@@ -140,3 +163,101 @@ def test_kill_and_resume_keeps_the_lr_schedule_and_best_checkpoint(cohort_root, 
     assert best_after["validation_loss"] <= best_before["validation_loss"]
     hooks = torch.load(killed / "model_final.pth", map_location="cpu", weights_only=False)["trainer"]["hooks"]
     assert hooks["ValidationLossHook"]["lowest"] == pytest.approx(best_after["validation_loss"])
+
+
+def _load_train_net():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_net_under_test", TRAIN_NET)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _EveryRankHook:
+    """Stands for a hook that a later detectron2 or a subclass appends on every rank."""
+
+
+@pytest.mark.parametrize("extra_hook", [False, True], ids=["detectron2 hooks", "one more hook on every rank"])
+def test_hooks_in_the_same_order_on_every_rank(monkeypatch, tmp_path, extra_hook):
+    """Collective hooks (PreciseBN, validation loss, evaluation) in the same order on rank 0 and on
+    rank 1, which lacks the main process's checkpointer and writer; the validation hook before the
+    checkpointer, so that a checkpoint at an evaluation's iteration holds its state."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.engine import DefaultTrainer, HookBase
+    from detectron2.engine import hooks as d2_hooks
+    from detectron2.utils import comm
+    from rsrcnn_d2.engine import ValidationLossHook
+    from rsrcnn_d2.solver import PlateauScale
+
+    from conftest import tiny_cfg
+
+    train_net = _load_train_net()
+    cfg = tiny_cfg("E", "OUTPUT_DIR", str(tmp_path), "TEST.EVAL_PERIOD", "2",
+                   "TEST.PRECISE_BN.ENABLED", "True")
+    trainer = train_net.Trainer.__new__(train_net.Trainer)  # the hooks only, no model or data
+    trainer.cfg, trainer.max_iter = cfg, 10
+    # the model lives in the inner SimpleTrainer; PreciseBN needs a BN layer
+    trainer._trainer = SimpleNamespace(model=torch.nn.Sequential(torch.nn.BatchNorm2d(1)))
+    trainer.scheduler = type("Scheduler", (), {"plateau_scale": PlateauScale()})()
+    trainer.checkpointer = DetectionCheckpointer(trainer._trainer.model, str(tmp_path))
+    monkeypatch.setattr(train_net.Trainer, "build_train_loader", classmethod(lambda cls, cfg: []))
+    if extra_hook:
+        every_rank = type("EveryRankHook", (_EveryRankHook, HookBase), {})
+        d2_build = DefaultTrainer.build_hooks
+        monkeypatch.setattr(DefaultTrainer, "build_hooks", lambda self: d2_build(self) + [every_rank()])
+
+    collective = (d2_hooks.PreciseBN, ValidationLossHook, d2_hooks.EvalHook, _EveryRankHook)
+    orders = {}
+    for rank in (0, 1):
+        monkeypatch.setattr(comm, "get_rank", lambda: rank)
+        monkeypatch.setattr(comm, "is_main_process", lambda: rank == 0)
+        hooks = trainer.build_hooks()
+        names = [type(h).__name__ for h in hooks]
+        orders[rank] = [type(h).__name__ for h in hooks if isinstance(h, collective)]
+        if rank == 0:
+            validation, evaluation = names.index("ValidationLossHook"), names.index("EvalHook")
+            assert validation < names.index("PeriodicCheckpointer") < evaluation
+        else:
+            assert "PeriodicCheckpointer" not in names
+    expected = ["PreciseBN", "ValidationLossHook", "EvalHook"] + (["EveryRankHook"] if extra_hook else [])
+    assert orders[0] == orders[1] == expected
+
+
+def test_cpu_threads_per_worker():
+    from rsrcnn_d2.engine import cpu_threads_per_worker
+
+    assert cpu_threads_per_worker(2, cores=2, environ={}) == 1
+    assert cpu_threads_per_worker(3, cores=16, environ={}) == 5
+    assert cpu_threads_per_worker(1, cores=16, environ={}) == 16
+    assert cpu_threads_per_worker(4, cores=2, environ={}) == 1  # never 0
+    # an explicit choice of the user is kept
+    assert cpu_threads_per_worker(2, cores=16, environ={"OMP_NUM_THREADS": "3"}) == 3
+    assert cpu_threads_per_worker(2, cores=16, environ={"OMP_NUM_THREADS": "6,2"}) == 6  # nested levels
+    assert cpu_threads_per_worker(2, cores=16, environ={"OMP_NUM_THREADS": ""}) == 8  # empty: unset
+
+
+def test_prepare_cpu_workers_exports_the_share_and_keeps_the_users_choice():
+    from rsrcnn_d2.engine import prepare_cpu_workers
+
+    env = {}
+    assert prepare_cpu_workers(3, cores=16, environ=env) == 5
+    assert env == {"OMP_NUM_THREADS": "5", "MKL_NUM_THREADS": "5"}
+    env = {"OMP_NUM_THREADS": "2"}
+    assert prepare_cpu_workers(3, cores=16, environ=env) == 2
+    assert env == {"OMP_NUM_THREADS": "2"}  # MKL follows OMP_NUM_THREADS by itself
+
+
+def test_set_worker_threads(monkeypatch):
+    from rsrcnn_d2.engine import set_worker_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        assert set_worker_threads(2, cores=4) == 2
+        assert torch.get_num_threads() == 2
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert set_worker_threads(2, cores=4) == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

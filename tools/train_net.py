@@ -11,10 +11,11 @@ detectron2's idiom: ``--config-file``, ``--num-gpus`` (on a CPU-only machine
 import logging
 import os
 
+import torch
+
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
-from detectron2.engine.hooks import PeriodicCheckpointer
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -23,7 +24,8 @@ from rsrcnn_d2.config import fall_back_to_cpu
 from rsrcnn_d2.data import PWMLDatasetMapper, build_pwml_test_loader, build_pwml_train_loader
 from rsrcnn_d2.data.mapper import head_crop_margin
 from rsrcnn_d2.data.augmentation import build_pwml_augmentations
-from rsrcnn_d2.engine import BEST_CHECKPOINT, ValidationLossHook, cpu_ddp_support
+from rsrcnn_d2.engine import (BEST_CHECKPOINT, ValidationLossHook, cpu_ddp_support, insert_before_evaluation,
+                              prepare_cpu_workers, set_worker_threads)
 from rsrcnn_d2.evaluation import PWMLEvaluator
 from rsrcnn_d2.solver import PlateauTracker, build_lr_scheduler
 
@@ -71,24 +73,28 @@ class Trainer(DefaultTrainer):
                                       PlateauTracker(cfg.SOLVER.PLATEAU.PATIENCE, cfg.SOLVER.PLATEAU.MIN_DELTA),
                                       cfg.SOLVER.PLATEAU.FACTOR, monitor=cfg.SOLVER.PLATEAU.MONITOR,
                                       output_dir=cfg.OUTPUT_DIR)
-            # before the periodic checkpointer, so that a checkpoint written at an
+            # by type, the same place among the collective hooks on every rank (else the workers
+            # hang); before the periodic checkpointer, so that a checkpoint written at an
             # evaluation's iteration holds it (--resume then continues the same LR
             # schedule), and before the final evaluation, which then scores model_best
-            position = next((i for i, h in enumerate(hooks) if isinstance(h, PeriodicCheckpointer)),
-                            len(hooks) - 1)
-            hooks.insert(position, hook)
+            insert_before_evaluation(hooks, hook)
         return hooks
 
 
 def setup(args):
     cfg = rsrcnn_d2.get_rsrcnn_cfg(args.config_file, args.opts)
     cpu = fall_back_to_cpu(cfg)
+    # the training slices' size and spacing, into the config.yaml: prediction resizes and checks by them
+    rsrcnn_d2.data.slice_geometry.record_training_geometry(cfg, overwrite=not args.eval_only)
     cfg.freeze()
     default_setup(cfg, args)
     # our own log lines (LR cuts, best checkpoint) to the console and log.txt, as detectron2's
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="rsrcnn_d2")
     if cpu:
         logging.getLogger("detectron2").warning("no CUDA device: running on CPU (MODEL.DEVICE cpu)")
+    if cfg.MODEL.DEVICE == "cpu":  # each worker its share of the cores, not a pool of all of them
+        threads = set_worker_threads(comm.get_local_size())
+        logging.getLogger("rsrcnn_d2").info("per-worker threads: %d", threads)
     return cfg
 
 
@@ -108,8 +114,17 @@ def main(args):
     return trainer.train()
 
 
+def _trains_on_cpu(args) -> bool:
+    """Whether the workers will train on the CPU: no CUDA, or MODEL.DEVICE cpu."""
+    if not torch.cuda.is_available():
+        return True
+    return rsrcnn_d2.get_rsrcnn_cfg(args.config_file, args.opts).MODEL.DEVICE == "cpu"
+
+
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
+    if args.num_gpus > 1 and _trains_on_cpu(args):
+        prepare_cpu_workers(args.num_gpus)  # read by the workers' thread pools as they start
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

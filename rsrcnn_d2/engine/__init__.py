@@ -1,6 +1,8 @@
 """Training-loop additions: validation loss, the plateau LR schedule, best checkpoint, CPU DDP."""
-from .ddp import cpu_ddp_support, create_ddp_model
-from .validation_loss import BEST_CHECKPOINT, ValidationLossHook, validation_losses
+from .ddp import (cpu_ddp_support, cpu_threads_per_worker, create_ddp_model, prepare_cpu_workers,
+                  set_worker_threads)
+from .validation_loss import BEST_CHECKPOINT, ValidationLossHook, insert_before_evaluation, validation_losses
 
-__all__ = ["ValidationLossHook", "validation_losses", "BEST_CHECKPOINT", "cpu_ddp_support",
-           "create_ddp_model"]
+__all__ = ["ValidationLossHook", "validation_losses", "insert_before_evaluation", "BEST_CHECKPOINT",
+           "cpu_ddp_support", "create_ddp_model", "cpu_threads_per_worker", "prepare_cpu_workers",
+           "set_worker_threads"]

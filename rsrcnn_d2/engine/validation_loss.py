@@ -10,18 +10,20 @@ already holds that evaluation and ``--resume`` continues the same schedule.
 import logging
 import math
 import os
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 
 from detectron2.engine import HookBase
+from detectron2.engine.hooks import EvalHook, PeriodicCheckpointer
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
 from ..data.fileio import atomic_write
 from ..solver import PlateauScale, PlateauTracker
 
-__all__ = ["ValidationLossHook", "validation_losses", "BEST_CHECKPOINT", "TOTAL_LOSS"]
+__all__ = ["ValidationLossHook", "validation_losses", "insert_before_evaluation", "BEST_CHECKPOINT",
+           "TOTAL_LOSS"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,3 +156,20 @@ class ValidationLossHook(HookBase):
         self.lowest = float(state.get("lowest", math.inf))
         if self.scale is not None and "scale" in state:
             self.scale.load_state_dict(state["scale"])
+
+
+def insert_before_evaluation(hooks: List[HookBase], hook: HookBase) -> List[HookBase]:
+    """Put ``hook`` immediately before detectron2's EvalHook (last without one), with the periodic
+    checkpointer between them; returns ``hooks``, changed in place.
+
+    Hooks that talk to all workers (this one, EvalHook, PreciseBN) must run in the same order on
+    every rank or the workers wait on each other forever. The main process holds two more hooks
+    (checkpointer, writer), so a position counted from either end differs between ranks, while
+    EvalHook is on every rank. Before the checkpointer, ``hook``'s state is in a checkpoint written
+    at an evaluation's iteration; before EvalHook, the final evaluation scores model_best.
+    """
+    checkpointers = [h for h in hooks if isinstance(h, PeriodicCheckpointer)]  # main process only
+    others = [h for h in hooks if not isinstance(h, PeriodicCheckpointer)]
+    at = next((i for i, h in enumerate(others) if isinstance(h, EvalHook)), len(others))
+    hooks[:] = others[:at] + [hook] + checkpointers + others[at:]
+    return hooks

@@ -10,11 +10,14 @@ Registration is lazy, as detectron2's builtin COCO datasets are: it records
 paths only, so importing never fails when the root is absent, and using a
 name whose files are missing raises a PWMLDataError that says to run
 tools/prepare_pwml.py. Other converted roots are registered by
-`register_pwml_root` (all splits, under any prefix) or `register_pwml_split`.
+`register_pwml_root` (all splits, under any prefix) or `register_pwml_split`;
+the tools' ``--dataset-root [NAME=]DIR`` options go through
+`register_dataset_roots`, which checks the roots first (they are named by hand).
 """
 import os
+import re
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -23,7 +26,8 @@ from .errors import PWMLDataError
 from .fileio import read_json
 
 __all__ = ["register_pwml_split", "register_pwml_root", "register_all_pwml", "pwml_split_names",
-           "default_pwml_root", "PWML_METADATA"]
+           "default_pwml_root", "PWML_METADATA", "parse_dataset_root", "check_prepared_root",
+           "register_dataset_roots"]
 
 PWML_METADATA = {"thing_classes": ["lesion"], "evaluator_type": "pwml",
                  "thing_dataset_id_to_contiguous_id": {1: 0}}
@@ -94,3 +98,81 @@ def register_all_pwml(root: Union[str, Path, None] = None) -> List[str]:
         return register_pwml_root(root, "pwml", num_folds=num_folds)
     except PWMLDataError:  # a damaged splits.json: register the default names, fail on use
         return register_pwml_root(root, "pwml", num_folds=DEFAULT_NUM_FOLDS)
+
+
+_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def parse_dataset_root(spec: str) -> Tuple[str, Path]:
+    """``"NAME=DIR"`` or ``"DIR"`` -> (prefix, folder); the default prefix is the folder's name.
+
+    A left part that is not a plain name (``./a=b``) makes the whole spec a folder.
+    """
+    name, sep, folder = str(spec).partition("=")
+    if sep and _PREFIX.fullmatch(name) and folder:
+        return name, Path(folder)
+    folder = Path(spec)
+    prefix = folder.absolute().name
+    if not _PREFIX.fullmatch(prefix):
+        raise PWMLDataError(folder, f"folder name {prefix!r} is not usable as a dataset name "
+                                    "prefix (letters, digits, '_', '.', '-'); give NAME=DIR")
+    return prefix, folder
+
+
+def check_prepared_root(root: Union[str, Path]) -> Path:
+    """The absolute ``root`` if it is a tools/prepare_pwml.py output, else PWMLDataError naming it.
+
+    Checked at once, not on first use, because a mistyped --dataset-root would
+    otherwise surface deep inside training.
+    """
+    root = Path(root).absolute()
+    if not root.is_dir():
+        raise PWMLDataError(root, "dataset root does not exist" if not root.exists()
+                            else "dataset root is not a folder")
+    missing = [f for f in ("splits.json", "annotations/instances_all.json") if not (root / f).is_file()]
+    if missing:
+        raise PWMLDataError(root, f"not a prepared PWML dataset (no {missing[0]}); convert your "
+                                  "data with tools/prepare_pwml.py (see datasets/README.md)")
+    read_json(root / "splits.json")  # a damaged one fails here, naming the file
+    return root
+
+
+def _owner(name: str) -> Optional[str]:
+    """The root a registered name points to ("" for a dataset that is not PWML's), None if free."""
+    if name not in DatasetCatalog.list():
+        return None
+    return MetadataCatalog.get(name).get("pwml_root", "")
+
+
+def register_dataset_roots(specs: Sequence[str]) -> List[str]:
+    """Register each ``--dataset-root`` spec (``NAME=DIR`` or ``DIR``) under its prefix; return the names.
+
+    Refused with a PWMLDataError naming the folder: a missing or unprepared
+    root, two roots under one prefix, or a prefix whose names already belong
+    to another dataset. The import-time ``pwml_*`` names of an absent
+    ``$DETECTRON2_DATASETS/pwml`` are placeholders and may be taken over.
+    Registering the same root under the same prefix again is harmless.
+    """
+    parsed, seen = [], {}
+    for spec in specs or ():
+        prefix, folder = parse_dataset_root(spec)
+        root = check_prepared_root(folder)
+        if prefix in seen and seen[prefix] != root:
+            raise PWMLDataError(folder, f"dataset prefix {prefix!r} is also given to {seen[prefix]}; "
+                                        "name one of them with NAME=DIR")
+        seen[prefix] = root
+        placeholder = str(default_pwml_root().absolute())
+        for split in pwml_split_names(root):
+            owner = _owner(f"{prefix}_{split}")
+            if owner is None or owner == str(root):
+                continue
+            if owner == placeholder and not (Path(owner) / "splits.json").exists():
+                continue
+            where = f"the prepared dataset {owner}" if owner else "a dataset that is not PWML's"
+            raise PWMLDataError(folder, f"dataset name {prefix}_{split} is already registered for "
+                                        f"{where}; choose another prefix with NAME=DIR")
+        parsed.append((prefix, root))
+    names = []
+    for prefix, root in parsed:
+        names += register_pwml_root(root, prefix)
+    return names

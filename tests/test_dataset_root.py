@@ -1,0 +1,120 @@
+"""--dataset-root [NAME=]DIR: registering prepared cohorts by hand, in the tools and their workers."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from conftest import REPO, TINY_ROWS
+from rsrcnn_d2.data.errors import PWMLDataError
+from rsrcnn_d2.data.register import parse_dataset_root, register_all_pwml, register_dataset_roots
+from test_data_fixtures import cohort, converted  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+def _restore_default_registration():
+    yield
+    register_all_pwml()
+
+
+def test_parse_name_and_default_prefix(tmp_path):
+    assert parse_dataset_root(f"mine={tmp_path}") == ("mine", tmp_path)
+    assert parse_dataset_root(str(tmp_path / "cohortB")) == ("cohortB", tmp_path / "cohortB")
+    # a left part that is not a name: the whole spec is the folder
+    assert parse_dataset_root("./x=y/cohort") == ("cohort", tmp_path.__class__("./x=y/cohort"))
+    with pytest.raises(PWMLDataError, match="not usable as a dataset name prefix"):
+        parse_dataset_root(str(tmp_path / "my cohort"))
+
+
+def test_registers_two_roots_under_their_prefixes(converted, tmp_path):
+    second = tmp_path / "cohortB"
+    shutil.copytree(converted, second)
+    names = register_dataset_roots([f"first={converted}", str(second)])
+    splits = json.loads((converted / "splits.json").read_text())
+    assert names[:4] == ["first_all", "first_train", "first_val", "first_test"]
+    assert "cohortB_fold4_val" in names and len(names) == 2 * (4 + 2 * len(splits["folds"]))
+    assert MetadataCatalog.get("cohortB_train").pwml_root == str(second)
+    train = DatasetCatalog.get("cohortB_train")
+    assert {d["file_name"].split(os.sep)[-2] for d in train} == set(splits["train"])
+    # the same root again under the same prefix is harmless
+    assert register_dataset_roots([f"first={converted}"])[0] == "first_all"
+
+
+def test_refuses_missing_unprepared_and_clashing_roots(converted, tmp_path):
+    with pytest.raises(PWMLDataError, match=r"nowhere: dataset root does not exist"):
+        register_dataset_roots([str(tmp_path / "nowhere")])
+    (tmp_path / "raw").mkdir()
+    with pytest.raises(PWMLDataError, match=r"raw: not a prepared PWML dataset \(no splits.json\)"):
+        register_dataset_roots([str(tmp_path / "raw")])
+    other = tmp_path / "other"
+    shutil.copytree(converted, other)
+    with pytest.raises(PWMLDataError, match=r"other: dataset prefix 'x' is also given to "):
+        register_dataset_roots([f"x={converted}", f"x={other}"])
+    assert "x_train" not in DatasetCatalog.list()  # nothing registered by a refused call
+    register_dataset_roots([f"y={converted}"])
+    with pytest.raises(PWMLDataError, match=r"other: dataset name y_all is already registered for "
+                                            r"the prepared dataset .*; choose another prefix"):
+        register_dataset_roots([f"y={other}"])
+    with pytest.raises(PWMLDataError, match=r"dataset name coco_2017_train is already registered for "
+                                            r"a dataset that is not PWML's"):
+        register_dataset_roots([f"coco_2017={other}"])
+
+
+def test_takes_over_the_placeholder_pwml_names(converted, tmp_path, monkeypatch):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "empty"))
+    register_all_pwml()  # the import-time names, pointing nowhere
+    register_dataset_roots([f"pwml={converted}"])
+    assert MetadataCatalog.get("pwml_train").pwml_root == str(converted)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_train_net_registers_a_second_cohort_in_two_gloo_workers(converted, tmp_path):
+    """No $DETECTRON2_DATASETS cohort at all: the workers see only the --dataset-root one."""
+    out = tmp_path / "run"
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "empty"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", str(TINY_ROWS["B"]),
+           "--num-gpus", "2", "--dist-url", f"tcp://127.0.0.1:{_free_port()}",
+           "--dataset-root", f"mycohort={converted}",
+           "OUTPUT_DIR", str(out), "MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2",
+           "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "0", "SOLVER.WARMUP_ITERS", "0",
+           "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR", "SOLVER.STEPS", "()",
+           "DATASETS.TRAIN", "('mycohort_train',)", "DATASETS.VAL", "()", "DATASETS.TEST", "('mycohort_val',)",
+           "INPUT.CROP_TO_HEAD", "False", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
+           "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
+        pytest.fail(f"train_net did not finish (hung?):\n{log[-3000:]}")
+    assert proc.returncode == 0, log[-3000:]
+    assert (out / "model_final.pth").exists()
+    assert "copypaste: Task: pwml_strict" in log
+    rows = (out / "inference" / "mycohort_val" / "pwml_slices.csv").read_text().strip().splitlines()
+    val = json.loads((converted / "annotations" / "instances_val.json").read_text())
+    assert len(rows) - 1 == len(val["images"]) > 0
+    # two workers ran, each building its own loader of mycohort_train (an unregistered name
+    # would be a KeyError in the worker that lacks it)
+    assert "World size: 2" in (out / "log.txt.rank1").read_text()
+
+
+def test_train_net_refuses_an_unprepared_root_with_exit_2(tmp_path):
+    (tmp_path / "raw").mkdir()
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file",
+                           str(TINY_ROWS["B"]), "--dataset-root", str(tmp_path / "raw"),
+                           "OUTPUT_DIR", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"error: {tmp_path / 'raw'}: not a prepared PWML dataset" in proc.stderr

@@ -7,9 +7,14 @@ detectron2's idiom: ``--config-file``, ``--num-gpus`` (on a CPU-only machine
 
     python tools/train_net.py --config-file configs/PWML/E_rsrcnn_R_101_FPN.yaml \\
         DATASETS.TRAIN "('pwml_fold0_train',)" DATASETS.TEST "('pwml_fold0_val',)"
+
+``--dataset-root [NAME=]DIR`` (repeatable, before the overrides) registers another
+prepared cohort as ``NAME_train``, ``NAME_fold0_val``, ... (NAME defaults to the
+folder's name) in every worker; a missing or unprepared root exits with status 2.
 """
 import logging
 import os
+import sys
 
 import torch
 
@@ -21,11 +26,13 @@ from detectron2.utils.logger import setup_logger
 
 import rsrcnn_d2
 from rsrcnn_d2.config import fall_back_to_cpu
+from rsrcnn_d2.data.register import register_dataset_roots
 from rsrcnn_d2.data import PWMLDatasetMapper, build_pwml_test_loader, build_pwml_train_loader
 from rsrcnn_d2.data.mapper import head_crop_margin
 from rsrcnn_d2.data.augmentation import build_pwml_augmentations
 from rsrcnn_d2.engine import (BEST_CHECKPOINT, ValidationLossHook, cpu_ddp_support, insert_before_evaluation,
                               prepare_cpu_workers, set_worker_threads)
+from rsrcnn_d2.errors import PWMLDataError, exit_code_of
 from rsrcnn_d2.evaluation import PWMLEvaluator
 from rsrcnn_d2.solver import PlateauTracker, build_lr_scheduler
 
@@ -99,6 +106,7 @@ def setup(args):
 
 
 def main(args):
+    register_dataset_roots(getattr(args, "dataset_root", ()))  # here: every worker needs the names
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
@@ -122,8 +130,16 @@ def _trains_on_cpu(args) -> bool:
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    parser = default_argument_parser()
+    parser.add_argument("--dataset-root", action="append", default=[], metavar="[NAME=]DIR",
+                        help="register a prepared cohort (tools/prepare_pwml.py) as NAME_<split>; repeatable")
+    args = parser.parse_args()
     print("Command Line Args:", args)
+    try:
+        register_dataset_roots(args.dataset_root)  # a bad root fails here, before any worker starts
+    except PWMLDataError as e:
+        print(f"train_net.py: error: {e}", file=sys.stderr)
+        sys.exit(exit_code_of(e))
     if args.num_gpus > 1 and _trains_on_cpu(args):
         prepare_cpu_workers(args.num_gpus)  # read by the workers' thread pools as they start
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,

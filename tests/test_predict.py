@@ -94,8 +94,75 @@ def test_tiny_model_writes_mask_and_prob_with_the_input_geometry(volumes, tmp_pa
 
 def test_missing_weights_is_a_clear_error(volumes, tmp_path, monkeypatch, capsys):
     code = run_cli(monkeypatch, volumes, "-o", tmp_path / "out", "--weights", tmp_path / "nope.pth")
-    assert code == 2 and "nope.pth" in capsys.readouterr().err
+    assert code == 4
+    assert capsys.readouterr().err.splitlines()[-1] == (f"rsrcnn-predict: error: {tmp_path / 'nope.pth'}"
+                                                        ": weights file does not exist")
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ bad config / weights files
+def _predict(volumes, out, config, *extra):
+    return cli.main([str(volumes / "PWML_000_0000.nii.gz"), "-o", str(out), "--config-file", str(config),
+                     "--no-progress", *map(str, extra), "MODEL.DEVICE", "cpu"])
+
+
+@pytest.fixture(scope="module")
+def row_e_checkpoint(tmp_path_factory):
+    from detectron2.modeling import build_model
+    from rsrcnn_d2 import get_rsrcnn_cfg
+
+    torch.manual_seed(0)
+    model = build_model(get_rsrcnn_cfg(CONFIG, ["MODEL.DEVICE", "cpu"]))
+    path = tmp_path_factory.mktemp("rowE") / "model_final.pth"
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+def test_weights_of_another_row_are_refused_with_exit_4(volumes, tmp_path, row_e_checkpoint, capsys):
+    code = _predict(volumes, tmp_path / "out", TINY_ROWS["B"], "--weights", row_e_checkpoint)
+    err = capsys.readouterr().err
+    assert code == 4 and not (tmp_path / "out").exists()
+    assert err.startswith(f"rsrcnn-predict: error: {row_e_checkpoint}: leaves 8 of the model's 110 "
+                          "weight tensors uninitialised (proposal_generator.rpn_head.objectness_logits")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    # the explicit flag loads what fits and predicts
+    code = _predict(volumes, tmp_path / "out", TINY_ROWS["B"], "--weights", row_e_checkpoint,
+                    "--allow-partial-weights")
+    assert code == 0 and (tmp_path / "out" / "PWML_000_lesion.nii.gz").is_file()
+
+
+def test_truncated_and_unsafe_weights_exit_4_and_run_nothing(volumes, tmp_path, row_e_checkpoint, capsys):
+    import pickle
+
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(row_e_checkpoint.read_bytes()[:5000])
+    assert _predict(volumes, tmp_path / "out", CONFIG, "--weights", truncated) == 4
+    err = capsys.readouterr().err
+    assert err.startswith(f"rsrcnn-predict: error: {truncated}: cannot load weights") and err.count("\n") == 1
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"model": {"x": Payload()}, "__author__": "zoo"}))
+    assert _predict(volumes, tmp_path / "out", CONFIG, "--weights", evil) == 4
+    assert capsys.readouterr().err.startswith(f"rsrcnn-predict: error: {evil}: unsafe or corrupt pickle")
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "out").exists()
+
+
+def test_bad_config_exits_3_in_one_line(volumes, tmp_path, capsys):
+    assert _predict(volumes, tmp_path / "out", CONFIG, "--weights", "w.pth", "MODEL.NO_SUCH", "1") == 3
+    assert capsys.readouterr().err == (f"rsrcnn-predict: error: {CONFIG}: config override: "
+                                       "unknown config key MODEL.NO_SUCH\n")
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(f"_BASE_: {CONFIG}\nMODEL:\n  WEIGHTS: !!python/object/apply:os.system "
+                    f"[\"touch {tmp_path / 'pwned'}\"]\n")
+    assert _predict(volumes, tmp_path / "out", evil) == 3
+    assert capsys.readouterr().err.startswith(f"rsrcnn-predict: error: {evil}: YAML tag ")
+    assert not (tmp_path / "pwned").exists()
+    assert _predict(volumes, tmp_path / "out", tmp_path / "none.yaml") == 3
+    assert "none.yaml: config file does not exist" in capsys.readouterr().err
 
 
 ORIENTATIONS = {  # affine columns: where each stored voxel axis points in RAS mm

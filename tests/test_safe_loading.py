@@ -65,7 +65,202 @@ def test_bad_config_files_are_config_errors_naming_the_file(tmp_path, body, prob
 def test_missing_config_and_unknown_override_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match=f"^{tmp_path / 'nope.yaml'}: config file does not exist$"):
         get_rsrcnn_cfg(str(tmp_path / "nope.yaml"))
-    with pytest.raises(ConfigError, match=r": override MODEL\.NOPE 1: unknown config key MODEL\.NOPE$"):
+    with pytest.raises(ConfigError, match=r": config override: unknown config key MODEL\.NOPE$"):
         get_rsrcnn_cfg(str(TINY_ROWS["B"]), ["MODEL.NOPE", "1"])
-    with pytest.raises(ConfigError, match="override SOLVER.MAX_ITER: .*odd length"):
+    with pytest.raises(ConfigError, match=r"config override: .*odd length: \['SOLVER.MAX_ITER'\]; it must"):
         get_rsrcnn_cfg(str(TINY_ROWS["B"]), ["SOLVER.MAX_ITER"])
+
+
+# ------------------------------------------------------------------ .pkl / .pth files (item 7)
+class _TouchOnLoad:
+    """Unpickling this creates a file: what a malicious weights file would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _model_zoo_state():
+    rng = np.random.default_rng(0)
+    return {"conv.weight": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+            "conv.bias": np.arange(4, dtype=np.float32),
+            "bn.num": np.array(7, dtype=np.int64),
+            "fc.weight": np.asfortranarray(rng.standard_normal((2, 5))).astype(np.float64)}
+
+
+class _Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.fc = torch.nn.Linear(5, 2, bias=False).double()
+        self.bn = torch.nn.Module()
+        self.bn.register_buffer("num", torch.tensor(0))
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_model_zoo_pkl_loads_with_the_same_values(tmp_path, protocol):
+    from rsrcnn_d2.checkpoint import load_model_weights
+
+    state = _model_zoo_state()
+    path = tmp_path / "zoo.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": state, "__author__": "Detectron2 Model Zoo", "matching_heuristics": False,
+                     "scale": np.float32(0.5)}, f, protocol=protocol)
+    model = _Tiny()
+    incompatible = load_model_weights(model, str(path))
+    assert incompatible.missing_keys == [] and incompatible.unexpected_keys == []
+    loaded = model.state_dict()
+    for name, value in state.items():
+        assert np.array_equal(loaded[name].numpy(), value) and loaded[name].numpy().dtype == value.dtype
+
+
+def test_pkl_written_by_numpy_1_loads(tmp_path):
+    """numpy 1.x names its reconstructor numpy.core.multiarray: the zoo's files use that name."""
+    from rsrcnn_d2.checkpoint import restricted_unpickle
+
+    state = _model_zoo_state()
+    data = pickle.dumps({"model": state, "__author__": "zoo"}, protocol=2)
+    path = tmp_path / "old.pkl"
+    path.write_bytes(data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    assert b"numpy.core.multiarray\n_reconstruct" in path.read_bytes()
+    back = restricted_unpickle(str(path))
+    assert back["__author__"] == "zoo"
+    assert all(np.array_equal(back["model"][k], v) for k, v in state.items())
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_malicious_pkl_is_refused_and_does_not_run(tmp_path, protocol):
+    from rsrcnn_d2.checkpoint import load_model_weights
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    state = _model_zoo_state()
+    state["conv.bias"] = _TouchOnLoad(marker)
+    path.write_bytes(pickle.dumps({"model": state, "__author__": "x"}, protocol=protocol))
+    with pytest.raises(WeightsError, match=f"^{path}: unsafe or corrupt pickle: refusing to load "
+                                           r"io\.open: "):
+        load_model_weights(_Tiny(), str(path))
+    assert not marker.exists()
+
+
+def test_codecs_encode_only_makes_latin1_bytes(tmp_path):
+    from rsrcnn_d2.checkpoint import restricted_unpickle
+
+    path = tmp_path / "codec.pkl"
+    # _codecs.encode('x', 'rot13') is harmless but is not how a numpy array's bytes are stored
+    path.write_bytes(b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x05\x00\x00\x00rot13\x86R.")
+    with pytest.raises(WeightsError, match="'rot13' is not a numpy array's bytes"):
+        restricted_unpickle(str(path))
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".pth"])
+def test_truncated_weights_are_a_weights_error(tmp_path, suffix):
+    from rsrcnn_d2.checkpoint import load_model_weights
+
+    model = _Tiny()
+    path = tmp_path / f"w{suffix}"
+    if suffix == ".pkl":
+        path.write_bytes(pickle.dumps({"model": _model_zoo_state(), "__author__": "x"}, protocol=2))
+    else:
+        torch.save({"model": model.state_dict()}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match=f"^{path}: "):
+        load_model_weights(model, str(path))
+    with pytest.raises(WeightsError, match=f"^{tmp_path / 'none.pth'}: weights file does not exist$"):
+        load_model_weights(model, str(tmp_path / "none.pth"))
+
+
+def test_pth_with_a_payload_is_refused_by_weights_only(tmp_path):
+    from rsrcnn_d2.checkpoint import load_model_weights
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"model": _Tiny().state_dict(), "extra": _TouchOnLoad(marker)}, path)
+    with pytest.raises(WeightsError, match=f"^{path}: cannot load weights"):
+        load_model_weights(_Tiny(), str(path))
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------ foreign weights (item 8)
+def _saved_row(row, path):
+    from detectron2.modeling import build_model
+
+    from conftest import tiny_cfg
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(row))
+    torch.save({"model": model.state_dict()}, path)
+    return model
+
+
+@pytest.fixture(scope="module")
+def row_e_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rowE") / "model_final.pth"
+    _saved_row("E", path)
+    return path
+
+
+def test_row_e_weights_into_row_b_are_refused(row_e_weights):
+    from conftest import tiny_cfg
+    from rsrcnn_d2.inference import LesionPredictor
+
+    cfg = tiny_cfg("B", "MODEL.WEIGHTS", str(row_e_weights))
+    with pytest.raises(WeightsError) as info:
+        LesionPredictor.from_config(cfg)
+    message = str(info.value)
+    # row E's H-RPN has 2 objectness logits per anchor, its LRS-Net head 2 convs, not 4
+    assert message == (f"{row_e_weights}: leaves 8 of the model's 110 weight tensors uninitialised "
+                       "(proposal_generator.rpn_head.objectness_logits.weight, "
+                       "proposal_generator.rpn_head.objectness_logits.bias, "
+                       "roi_heads.mask_head.mask_fcn3.weight, roi_heads.mask_head.mask_fcn3.bias, "
+                       "roi_heads.mask_head.mask_fcn4.weight, ...): weights of another model? "
+                       "(--allow-partial-weights loads them anyway)")
+
+
+def test_allow_partial_weights_loads_and_logs_one_table(row_e_weights, caplog):
+    from conftest import tiny_cfg
+    from rsrcnn_d2.inference import LesionPredictor
+
+    cfg = tiny_cfg("B", "MODEL.WEIGHTS", str(row_e_weights))
+    with caplog.at_level(logging.INFO, logger="rsrcnn_d2"):
+        predictor = LesionPredictor.from_config(cfg, allow_partial_weights=True)
+    tables = [r.getMessage() for r in caplog.records if "fit the model only in part" in r.getMessage()]
+    assert len(tables) == 1
+    lines = tables[0].splitlines()
+    assert lines[1].split() == ["module", "loaded", "re-initialised", "unused"]
+    rows = {line.split()[0]: [int(n) for n in line.split()[1:]] for line in lines[2:-1]}
+    assert rows == {"backbone.fpn_lateral*": [12, 0, 0], "backbone.fpn_output*": [12, 0, 0],
+                    "backbone.bottom_up": [60, 0, 0], "proposal_generator.rpn_head": [4, 2, 2],
+                    "roi_heads.box_head": [4, 0, 0], "roi_heads.box_predictor": [4, 0, 0],
+                    "roi_heads.mask_head": [6, 6, 0], "total": [102, 8, 2]}
+    assert lines[-1].startswith("(2 re-initialised for a shape mismatch")
+    state = predictor.model.state_dict()
+    source = torch.load(row_e_weights, weights_only=True)["model"]
+    key = "backbone.bottom_up.stem.conv1.weight"
+    assert torch.equal(state[key], source[key])
+
+
+def test_row_e_weights_into_row_e_load_silently(row_e_weights, caplog):
+    from conftest import tiny_cfg
+    from rsrcnn_d2.inference import LesionPredictor
+
+    with caplog.at_level(logging.INFO, logger="rsrcnn_d2"):
+        LesionPredictor.from_config(tiny_cfg("E", "MODEL.WEIGHTS", str(row_e_weights)))
+    assert any(r.getMessage().startswith("loaded all ") for r in caplog.records)
+
+
+def test_pkl_with_no_matching_keys_is_refused(tmp_path):
+    from detectron2.modeling import build_model
+
+    from conftest import tiny_cfg
+    from rsrcnn_d2.checkpoint import load_model_weights
+
+    path = tmp_path / "other.pkl"
+    path.write_bytes(pickle.dumps({"model": _model_zoo_state(), "__author__": "zoo",
+                                   "matching_heuristics": True}))
+    model = build_model(tiny_cfg("B"))
+    with pytest.raises(WeightsError, match=f"^{path}: leaves (\\d+) of the model's \\1 weight tensors"):
+        load_model_weights(model, str(path))

@@ -16,8 +16,15 @@ predicted lesion with --overlays. Slice PNGs give mask PNGs (0/255) of the
 same names, ``<name>_prob.npy`` and ``<name>_overlay.png``.
 
 OUT may not lie inside the input folder (--allow-output-in-input permits it);
-input files are never overwritten. Exit status: 0 all done, 1 some inputs
-failed (the others' outputs are written), 2 nothing could start.
+input files are never overwritten. Weights that leave any of the model's
+parameters uninitialised (another row's checkpoint) are refused unless
+--allow-partial-weights. Exit status (rsrcnn_d2.errors), errors as one line:
+
+    0  all inputs predicted
+    1  some inputs failed (the others' outputs are written)
+    2  bad input data, arguments or output location: nothing could start
+    3  bad config file (unknown key, unsafe YAML tag, unreadable)
+    4  bad weights file (missing, truncated, unsafe pickle, does not fit the model)
 """
 import argparse
 import sys
@@ -25,6 +32,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..data.errors import PWMLDataError
+from ..errors import EXIT_DATA, EXIT_PARTIAL, report_errors
 
 __all__ = ["build_parser", "setup_cfg", "build_predictor", "main"]
 
@@ -40,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--classical", metavar="PARAMS",
                        help="the classical detector's parameters file (row A), instead of a model")
     p.add_argument("--weights", default=None, help="checkpoint to load (sets MODEL.WEIGHTS)")
+    p.add_argument("--allow-partial-weights", action="store_true",
+                   help="load a checkpoint that leaves some of the model's layers at their random "
+                        "initialisation (refused by default: it predicts near-empty masks)")
     p.add_argument("--axis", default="axial", choices=["axial", "coronal", "sagittal"],
                    help="slice axis in canonical (RAS+) orientation, as in prepare_pwml")
     p.add_argument("--save-prob", action="store_true", help="also write the probability maps")
@@ -59,8 +70,6 @@ def setup_cfg(args: argparse.Namespace):
     from .. import get_rsrcnn_cfg
     from ..config import fall_back_to_cpu
 
-    if not Path(args.config_file).is_file():
-        raise PWMLDataError(args.config_file, "config file does not exist")
     opts = list(args.opts) + (["MODEL.WEIGHTS", args.weights] if args.weights else [])
     cfg = get_rsrcnn_cfg(args.config_file, opts)
     if fall_back_to_cpu(cfg):
@@ -78,13 +87,15 @@ def build_predictor(args: argparse.Namespace):
     if args.classical:
         from ..classical import ClassicalPredictor, load_params
 
-        if args.opts or args.weights:
-            raise PWMLDataError(args.classical, "--weights and config overrides apply to "
-                                                "networks, not to --classical")
+        if args.opts or args.weights or args.allow_partial_weights:
+            raise PWMLDataError(args.classical, "--weights, --allow-partial-weights and config "
+                                                "overrides apply to networks, not to --classical")
         return ClassicalPredictor(load_params(args.classical), batch_size=args.batch_size)
-    return LesionPredictor.from_config(setup_cfg(args), batch_size=args.batch_size)
+    return LesionPredictor.from_config(setup_cfg(args), batch_size=args.batch_size,
+                                       allow_partial_weights=args.allow_partial_weights)
 
 
+@report_errors("rsrcnn-predict")
 def main(argv: Optional[List[str]] = None) -> int:
     from tqdm import tqdm
 
@@ -92,13 +103,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .predictor import predict_inputs
 
     args = build_parser().parse_intermixed_args(argv)
-    try:
+    try:  # the project's errors (bad data, config, weights) are reported by report_errors
         inputs = io.find_inputs(args.input)
         io.check_output_location(args.input, args.output, args.allow_output_in_input)
         predictor = build_predictor(args)
-    except (PWMLDataError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except FileNotFoundError as e:
+        print(f"rsrcnn-predict: error: {e}", file=sys.stderr)
+        return EXIT_DATA
     report = predict_inputs(predictor, inputs, args.output, axis=args.axis,
                             save_prob=args.save_prob, overlays=args.overlays,
                             progress=not args.no_progress, log=tqdm.write)
@@ -108,5 +119,5 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{len(report.failures)} failed:", file=sys.stderr)
         for _, message in report.failures:
             print(f"  {message}", file=sys.stderr)
-        return 1
+        return EXIT_PARTIAL
     return 0

@@ -55,20 +55,23 @@ class LesionPredictor:
         self.head_crop_margin = head_crop_margin  # None: no head crop (INPUT.CROP_TO_HEAD off)
 
     @classmethod
-    def from_config(cls, cfg, batch_size: int = 4) -> "LesionPredictor":
-        """Build cfg's model, load MODEL.WEIGHTS (if set) and switch it to eval mode."""
-        from detectron2.checkpoint import DetectionCheckpointer
+    def from_config(cls, cfg, batch_size: int = 4,
+                    allow_partial_weights: bool = False) -> "LesionPredictor":
+        """Build cfg's model, load MODEL.WEIGHTS (if set) and switch it to eval mode.
+
+        Weights that leave any of the model's parameters uninitialised (another
+        row's, another architecture's) raise `WeightsError` unless
+        ``allow_partial_weights``: they would predict near-empty masks.
+        """
         from detectron2.modeling import build_model
 
+        from ..checkpoint import load_model_weights
         from ..data.augmentation import build_pwml_augmentations
         from ..data.mapper import head_crop_margin
 
         model = build_model(cfg)
         if cfg.MODEL.WEIGHTS:
-            weights = cfg.MODEL.WEIGHTS
-            if "://" not in weights and not Path(weights).is_file():
-                raise PWMLDataError(weights, "weights file does not exist")
-            DetectionCheckpointer(model).load(weights)
+            load_model_weights(model, cfg.MODEL.WEIGHTS, allow_partial=allow_partial_weights)
         model.eval()
         return cls(model, build_pwml_augmentations(cfg, is_train=False), batch_size,
                    head_crop_margin(cfg))

@@ -1,0 +1,225 @@
+"""Loading weights that runs no code from the file and says what it did not fill.
+
+detectron2's checkpointer unpickles ``.pkl`` files with ``pickle.load`` (a
+payload runs) and only warns, among hundreds of lines, when a checkpoint leaves
+layers of the model at their random initialisation (weights of another row
+then predict near-empty masks with exit 0). `SafeCheckpointer` reads ``.pkl``
+with an unpickler that builds numpy arrays and nothing else, ``.pth`` with
+torch's ``weights_only``, turns every unreadable file into a `WeightsError`,
+and either refuses a partial fit or logs one table of what was loaded.
+`load_model_weights` is the one checked loading every tool uses.
+"""
+import codecs
+import logging
+import os
+import pickle
+import re
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+from .errors import WeightsError
+
+__all__ = ["SafeCheckpointer", "load_model_weights", "load_trainer_weights", "restricted_unpickle",
+           "fit_table"]
+
+logger = logging.getLogger(__name__)
+
+# How many missing parameter names an error message shows.
+SHOWN_NAMES = 5
+
+
+def _latin1_bytes(text, encoding="latin1"):
+    """``_codecs.encode`` as protocol <= 2 pickles written by Python 3 use it for bytes, latin-1 only."""
+    if codecs.lookup(encoding).name != "iso8859-1" or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not a numpy array's bytes")
+    return codecs.encode(text, "latin1")
+
+
+def _numpy_globals() -> Dict[Tuple[str, str], object]:
+    """The globals a pickled numpy array, dtype or scalar names, under numpy 1.x and 2.x module names."""
+    try:
+        from numpy._core import multiarray, numeric  # numpy >= 2
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray, numeric
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+               ("_codecs", "encode"): _latin1_bytes}
+    for package in ("numpy.core", "numpy._core"):
+        allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{package}.multiarray", "scalar")] = multiarray.scalar
+        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer
+    return allowed
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, strings, numbers and numpy arrays; any other global is refused."""
+
+    _allowed = None
+
+    def find_class(self, module, name):
+        if _NumpyOnlyUnpickler._allowed is None:
+            _NumpyOnlyUnpickler._allowed = _numpy_globals()
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a weights .pkl may "
+                                         "hold only numpy arrays, strings and numbers") from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("refusing a persistent id: not a numpy weights file")
+
+
+def restricted_unpickle(path: str):
+    """Unpickle ``path`` admitting exactly what numpy arrays need; `WeightsError` otherwise."""
+    with open(path, "rb") as f:
+        try:
+            return _NumpyOnlyUnpickler(f, encoding="latin1").load()
+        except pickle.UnpicklingError as e:
+            raise WeightsError(path, f"unsafe or corrupt pickle: {e}") from None
+        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+            raise WeightsError(path, f"truncated or corrupt pickle ({type(e).__name__}: {e})") from None
+
+
+def _group(name: str) -> str:
+    """The module prefix a tensor is counted under in the fit table: two levels, numbered
+    siblings together (backbone.fpn_lateral2..5 -> backbone.fpn_lateral*)."""
+    parts = name.split(".")
+    if len(parts) <= 2:
+        return parts[0]
+    return f"{parts[0]}.{re.sub(r'[0-9]+$', '*', parts[1])}"
+
+
+def fit_table(model_keys: List[str], missing: List[str], unexpected: List[str],
+              incorrect_shapes: List[Tuple[str, tuple, tuple]]) -> str:
+    """Per module prefix: how many tensors were loaded, re-initialised (missing or of another
+    shape) and left unused in the checkpoint (absent from the model, or of another shape)."""
+    rows: Dict[str, List[int]] = OrderedDict()
+    missing_set = set(missing)
+    for key in model_keys:
+        counts = rows.setdefault(_group(key), [0, 0, 0])
+        counts[1 if key in missing_set else 0] += 1
+    for key in list(unexpected) + [k for k, _, _ in incorrect_shapes]:
+        rows.setdefault(_group(key), [0, 0, 0])[2] += 1
+    width = max([len("module")] + [len(k) for k in rows])
+    lines = [f"{'module':<{width}}  {'loaded':>8}  {'re-initialised':>14}  {'unused':>6}"]
+    for prefix, (loaded, reinit, unused) in rows.items():
+        lines.append(f"{prefix:<{width}}  {loaded:>8}  {reinit:>14}  {unused:>6}")
+    total = [sum(c[i] for c in rows.values()) for i in range(3)]
+    lines.append(f"{'total':<{width}}  {total[0]:>8}  {total[1]:>14}  {total[2]:>6}")
+    if incorrect_shapes:
+        shown = ", ".join(f"{k} {tuple(c)} vs {tuple(m)}" for k, c, m in incorrect_shapes[:SHOWN_NAMES])
+        lines.append(f"({len(incorrect_shapes)} re-initialised for a shape mismatch, checkpoint vs "
+                     f"model: {shown}{', ...' if len(incorrect_shapes) > SHOWN_NAMES else ''})")
+    return "\n".join(lines)
+
+
+class SafeCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer that runs no code from a weights file and checks the fit.
+
+    ``allow_partial=False``: a checkpoint that leaves any model parameter or
+    buffer uninitialised raises `WeightsError` before anything else is loaded
+    from it. ``allow_partial=True``: it loads what fits and logs one table by
+    module. ``incompatible`` holds detectron2's ``_IncompatibleKeys`` of the
+    last load (after its renaming of Caffe2 / model-zoo keys).
+    """
+
+    def __init__(self, model, save_dir: str = "", *, allow_partial: bool = False, **kwargs):
+        super().__init__(model, save_dir, **kwargs)
+        self.allow_partial = allow_partial
+        self.incompatible = None
+        self._path: Optional[str] = None
+
+    def load(self, path, *args, **kwargs):
+        if path and "://" not in path and not os.path.isfile(path):
+            raise WeightsError(path, "weights file does not exist")
+        self._path, self.incompatible = path, None
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            self._path = None
+
+    def _load_file(self, filename):
+        if filename.endswith(".pkl"):
+            return self._model_zoo_dict(filename, restricted_unpickle(filename))
+        try:
+            return super()._load_file(filename)
+        except WeightsError:
+            raise
+        except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, AssertionError,
+                TypeError, OSError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise WeightsError(filename, f"cannot load weights ({type(e).__name__}: {first}); "
+                                         "truncated, corrupt, or holding more than tensors") from None
+
+    @staticmethod
+    def _model_zoo_dict(filename, data):
+        """detectron2's .pkl layouts: its model zoo's {"model": ..., "__author__": ...}, else
+        a Caffe2 / Detectron1 dict of blobs, renamed by detectron2's matching heuristics."""
+        if not isinstance(data, dict):
+            raise WeightsError(filename, f"a weights .pkl must hold a dict, not {type(data).__name__}")
+        if "model" in data and "__author__" in data:
+            return data
+        blobs = data.get("blobs", data)
+        if not isinstance(blobs, dict):
+            raise WeightsError(filename, "the 'blobs' of a Caffe2 .pkl must be a dict")
+        weights = {k: v for k, v in blobs.items() if not str(k).endswith("_momentum")}
+        return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
+
+    def _torch_load(self, f):
+        return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
+
+    def _load_model(self, checkpoint):
+        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
+            raise WeightsError(self._path, "not a checkpoint: no dict of tensors under 'model'")
+        try:
+            incompatible = super()._load_model(checkpoint)
+        except (ValueError, TypeError, AttributeError, RuntimeError) as e:
+            raise WeightsError(self._path, f"cannot load these weights into the model ({e})") from None
+        self.incompatible = incompatible
+        if incompatible.missing_keys and not self.allow_partial:
+            missing = incompatible.missing_keys
+            shown = ", ".join(missing[:SHOWN_NAMES]) + (", ..." if len(missing) > SHOWN_NAMES else "")
+            total = len(self.model.state_dict())
+            raise WeightsError(self._path, f"leaves {len(missing)} of the model's {total} weight "
+                                           f"tensors uninitialised ({shown}): weights of another "
+                                           "model? (--allow-partial-weights loads them anyway)")
+        return incompatible
+
+    def _log_incompatible_keys(self, incompatible):
+        """One table instead of detectron2's scattered warnings; one line when all fits."""
+        keys = list(self.model.state_dict())
+        if not (incompatible.missing_keys or incompatible.unexpected_keys):
+            logger.info("loaded all %d parameters of the model from %s", len(keys), self._path)
+            return
+        table = fit_table(keys, incompatible.missing_keys, incompatible.unexpected_keys,
+                          incompatible.incorrect_shapes)
+        logger.warning("weights %s fit the model only in part (tensors per module):\n%s",
+                       self._path, table)
+
+
+def load_model_weights(model, weights: str, *, allow_partial: bool = False, save_dir: str = "",
+                       resume: bool = False):
+    """Load ``weights`` into ``model`` with `SafeCheckpointer`; the checked loading of every tool.
+
+    ``resume`` (with ``save_dir``) loads the last checkpoint of ``save_dir``
+    instead, as detectron2's ``resume_or_load``. Returns detectron2's
+    ``_IncompatibleKeys`` of the load (None when nothing was loaded).
+    """
+    checkpointer = SafeCheckpointer(model, save_dir, allow_partial=allow_partial)
+    checkpointer.resume_or_load(weights, resume=resume)
+    return checkpointer.incompatible
+
+
+def load_trainer_weights(trainer, resume: bool) -> None:
+    """``trainer.resume_or_load(resume)`` through a `SafeCheckpointer` with the same checkpointables.
+
+    Training may start from a foreign checkpoint (ImageNet, another row): what
+    does not fit is re-initialised and shown in the fit table, not refused.
+    """
+    old = trainer.checkpointer
+    trainer.checkpointer = SafeCheckpointer(old.model, old.save_dir, allow_partial=True,
+                                            save_to_disk=old.save_to_disk, **old.checkpointables)
+    trainer.resume_or_load(resume=resume)

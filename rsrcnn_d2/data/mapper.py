@@ -79,6 +79,7 @@ class PWMLDatasetMapper:
             record["crop_box"] = [x0, y0, x1, y1]
             crop = [T.CropTransform(x0, y0, x1 - x0, y1 - y0)]
         aug_input = T.AugInput(image)
+        aug_input.spacing = record.get("spacing")  # TrainingScaleResize keeps the training's mm/pixel
         transforms = T.TransformList(crop) + self.augmentations(aug_input)
         image = aug_input.image
         shape = image.shape[:2]

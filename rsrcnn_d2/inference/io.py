@@ -38,7 +38,8 @@ from ..data.fileio import atomic_write
 from ..data.nifti import load_nifti_3d
 
 __all__ = ["NIFTI_ENDINGS", "PredictionInput", "OutputPaths", "find_inputs", "case_name",
-           "output_paths", "check_output_location", "check_inside_output", "Volume", "read_volume",
+           "output_paths", "check_output_location", "check_inside_output",
+           "input_slice_geometry", "check_input_geometry", "Volume", "read_volume",
            "to_input_orientation", "save_volume_like", "save_mask_png", "save_prob_npy",
            "save_overlay", "atomic_write"]
 
@@ -173,6 +174,58 @@ def check_inside_output(path: PathLike, output: PathLike) -> Path:
                                   f"(it would be written to {where}); remove the symlink or "
                                   "choose another output folder")
     return where
+
+
+def input_slice_geometry(item: PredictionInput, axis: int):
+    """((rows, columns), (row, column) mm or None) of ``item``'s slices, from its header only.
+
+    For a volume, the slices `volume_slice` cuts along canonical ``axis``, with
+    the canonical voxel sizes (the header's, permuted as ``as_closest_canonical``
+    permutes the axes); a PNG's spacing is unknown. PWMLDataError if unreadable.
+    """
+    from nibabel.orientations import io_orientation
+
+    from ..data.nifti import slice_spacing
+
+    if item.kind != "nifti":
+        from PIL import Image
+
+        try:
+            with Image.open(item.path) as im:
+                return (im.height, im.width), None
+        except Exception as e:  # PIL raises many types for bad files
+            raise PWMLDataError(item.path, f"cannot read slice image ({type(e).__name__}: {e})") from e
+    img = load_nifti_3d(item.path)
+    shape, zooms = [0, 0, 0], [0.0, 0.0, 0.0]
+    for source_axis, (canonical_axis, _) in enumerate(io_orientation(img.affine)):
+        shape[int(canonical_axis)] = img.shape[source_axis]
+        zooms[int(canonical_axis)] = float(img.header.get_zooms()[source_axis])
+    first, second = (a for a in (0, 1, 2) if a != axis)
+    return (shape[second], shape[first]), slice_spacing(tuple(zooms), axis)[:2]
+
+
+def check_input_geometry(predictor, item: PredictionInput, axis: int) -> None:
+    """Before predicting ``item``: give the predictor's `TrainingScaleResize` its spacing, and
+    warn once (logger "rsrcnn_d2") if its slices are unlike the training data's.
+
+    A no-op for predictors without that resize (head crop, unknown training
+    geometry, the classical baseline). An unreadable input is left to the
+    prediction, which reports it.
+    """
+    from ..data.augmentation import TrainingScaleResize
+    from ..data.slice_geometry import warn_if_unlike
+
+    augs = getattr(getattr(predictor, "augmentations", None), "augs", ())
+    resize = next((a for a in augs if isinstance(a, TrainingScaleResize)), None)
+    if resize is None:
+        return
+    resize.input_spacing = None
+    try:
+        shape, spacing = input_slice_geometry(item, axis)
+    except PWMLDataError:
+        return
+    resize.input_spacing = spacing
+    warn_if_unlike(resize.train, shape, spacing, item.path)
 
 
 # ---------------------------------------------------------------- volumes

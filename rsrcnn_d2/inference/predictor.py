@@ -218,6 +218,7 @@ def predict_inputs(predictor: LesionPredictor, inputs: Sequence[io.PredictionInp
         paths = io.output_paths(item, output)
         start = len(write.written)
         try:
+            io.check_input_geometry(predictor, item, axis)  # warns once; spacing for the resize
             if item.kind == "nifti":
                 _run_volume(predictor, item, paths, axis, save_prob, overlays, progress, write)
             else:

@@ -190,3 +190,38 @@ def test_tune_dcrf_cli_writes_a_usable_config_and_reuses_its_cache(toy, tmp_path
     finally:
         register_all_pwml()  # pwml_* back to $DETECTRON2_DATASETS/pwml for other tests
     assert json.loads(out.with_suffix(".json").read_text())["best"] == summary["best"]
+
+
+# ------------------------------------------------------------------ bad config / weights (issue 11)
+def test_tune_dcrf_refuses_weights_of_another_row(toy, tmp_path, capsys):
+    torch.manual_seed(0)
+    weights = tmp_path / "rowE.pth"
+    torch.save({"model": build_model(tiny_cfg("E")).state_dict()}, weights)
+    out = tmp_path / "tuned.yaml"
+    args = ["--config-file", str(TINY_ROWS["B"]), "--weights", str(weights), "--output", str(out),
+            "--dataset", "toy_val", "--init-points", "1", "--n-iter", "0", "MODEL.DEVICE", "cpu"]
+    assert _load_tool().main(args) == 4
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"tune_dcrf: error: {weights}: leaves 8 of the model's 110 weight tensors")
+    assert not out.exists()
+    # the flag loads what fits and tunes
+    assert _load_tool().main(["--allow-partial-weights", *args]) == 0
+    assert out.is_file()
+
+
+def test_tune_dcrf_bad_config_and_truncated_weights_are_one_line_errors(toy, tmp_path, capsys):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(f"_BASE_: {TINY_ROWS['E']}\nOUTPUT_DIR: !!python/object/apply:os.system "
+                    f"[\"touch {tmp_path / 'pwned'}\"]\n")
+    tool = _load_tool()
+    assert tool.main(["--config-file", str(evil), "--dataset", "toy_val"]) == 3
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"tune_dcrf: error: {evil}: YAML tag ")
+    assert not (tmp_path / "pwned").exists()
+    assert tool.main(["--config-file", str(TINY_ROWS["E"]), "--dataset", "toy_val", "MODEL.NOPE", "1"]) == 3
+    assert capsys.readouterr().err.splitlines()[-1].endswith("config override: unknown config key MODEL.NOPE")
+    truncated = tmp_path / "w.pth"
+    truncated.write_bytes(b"PK\x03\x04 not a whole checkpoint")
+    assert tool.main(["--config-file", str(TINY_ROWS["E"]), "--dataset", "toy_val", "--weights",
+                      str(truncated), "--output", str(tmp_path / "t.yaml"), "MODEL.DEVICE", "cpu"]) == 4
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"tune_dcrf: error: {truncated}: "
+                                                               "cannot load weights")

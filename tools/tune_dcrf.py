@@ -19,14 +19,15 @@ from pathlib import Path
 
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 import rsrcnn_d2
+from rsrcnn_d2.checkpoint import load_model_weights
 from rsrcnn_d2.config import fall_back_to_cpu
 from rsrcnn_d2.data import build_pwml_test_loader
 from rsrcnn_d2.data.fileio import atomic_write_json
+from rsrcnn_d2.errors import report_errors
 from rsrcnn_d2.tuning import (DEFAULT_BOUNDS, PARAM_KEYS, collect_predictions, format_params,
                               load_prediction_cache, params_from_cfg, prediction_cache_key,
                               save_prediction_cache, tune_dcrf, write_tuned_config)
@@ -36,6 +37,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--weights", default=None, help="checkpoint (default: MODEL.WEIGHTS)")
+    parser.add_argument("--allow-partial-weights", action="store_true",
+                        help="tune on a checkpoint that leaves some of the model's layers at their "
+                             "random initialisation (refused by default)")
     parser.add_argument("--dataset", default=None, help="registered dataset to tune on "
                         "(default: the config's DATASETS.TEST[0])")
     parser.add_argument("--output", default=None, help="tuned config YAML (default: "
@@ -55,11 +59,18 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load_slices(cfg, dataset: str, weights: str, cache: str, seed: int, log):
-    """Cached network outputs: from ``cache`` when it matches, else one pass of the model."""
+def load_slices(cfg, dataset: str, weights: str, cache: str, seed: int, log,
+                allow_partial: bool = False):
+    """Cached network outputs: from ``cache`` when it matches, else one pass of the model.
+
+    The weights go through the predictor's checked loading: a checkpoint that
+    does not fill the model is refused unless ``allow_partial``.
+    """
     key = prediction_cache_key(cfg, dataset, weights)
     if not weights:
         key["random_init_seed"] = str(seed)
+    if allow_partial:  # a cache of a partly loaded network is not reused by a checked run
+        key["allow_partial_weights"] = "1"
     if cache and os.path.exists(cache):
         slices = load_prediction_cache(cache, key)
         log.info(f"read {len(slices)} slices' network outputs from {cache}")
@@ -70,7 +81,7 @@ def load_slices(cfg, dataset: str, weights: str, cache: str, seed: int, log):
     torch.manual_seed(seed)  # only matters without weights: a reproducible random network
     model = build_model(model_cfg)
     if weights:
-        DetectionCheckpointer(model).load(weights)
+        load_model_weights(model, weights, allow_partial=allow_partial)
     else:
         log.warning("no weights given (--weights / MODEL.WEIGHTS): tuning on a randomly "
                     "initialised network")
@@ -82,6 +93,7 @@ def load_slices(cfg, dataset: str, weights: str, cache: str, seed: int, log):
     return slices
 
 
+@report_errors("tune_dcrf")
 def main(argv=None) -> int:
     args = parse_args(argv)
     log = setup_logger(name="rsrcnn_d2")
@@ -96,7 +108,7 @@ def main(argv=None) -> int:
     output = Path(args.output or
                   Path(cfg.OUTPUT_DIR) / f"{Path(args.config_file).stem}_dcrf_tuned.yaml")
 
-    slices = load_slices(cfg, dataset, weights, args.cache, args.seed, log)
+    slices = load_slices(cfg, dataset, weights, args.cache, args.seed, log, args.allow_partial_weights)
     if not slices:
         sys.exit(f"dataset {dataset} has no slices")
     bounds = {k: tuple(getattr(args, k)) for k in PARAM_KEYS}

@@ -211,6 +211,18 @@ def _alive(pid):
         return False
 
 
+def _wait_gone(workers):
+    """True once every worker has ended; the test kills leftovers so that none outlives it."""
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.1)
+    gone = not any(_alive(w) for w in workers)
+    for w in workers:
+        if _alive(w):
+            os.kill(w, signal.SIGKILL)
+    return gone
+
+
 def _start_slow_run(src, out):
     code = _SLOW_RUN.format(tests=str(REPO / "tests"), src=str(src), out=str(out))
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
@@ -232,10 +244,7 @@ def test_sigkill_leaves_no_workers_and_next_run_cleans_staging(tmp_path):
     proc, staging, workers = _start_slow_run(raw, out)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    deadline = time.time() + 10
-    while time.time() < deadline and any(_alive(w) for w in workers):
-        time.sleep(0.1)
-    assert not any(_alive(w) for w in workers)
+    assert _wait_gone(workers)
     assert staging.is_dir()  # SIGKILL cannot be caught: the next run cleans up
     other = tmp_path / f".{out.name}.staging-notours"  # not our naming: left alone
     other.mkdir()
@@ -252,10 +261,7 @@ def test_sigterm_ends_the_run_and_removes_its_staging(tmp_path):
     proc, staging, workers = _start_slow_run(raw, out)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 128 + signal.SIGTERM
-    deadline = time.time() + 10
-    while time.time() < deadline and any(_alive(w) for w in workers):
-        time.sleep(0.1)
-    assert not any(_alive(w) for w in workers)
+    assert _wait_gone(workers)
     assert not staging.exists() and not out.exists()
 
 

@@ -186,7 +186,7 @@ def _convert_all(subjects, out_images, opts, workers, progress) -> List[List[Sli
         task = functools.partial(_convert_numbered, out_images=out_images, opts=opts)
         results = [None] * len(subjects)
         # leaving the block terminates the workers, also on an error or a signal
-        with ctx.Pool(workers, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
+        with ctx.Pool(min(workers, len(subjects)), initializer=_worker_init, initargs=(os.getpid(),)) as pool:
             for i, records in pool.imap_unordered(task, list(enumerate(subjects))):
                 results[i] = records
                 if bar:
@@ -332,15 +332,28 @@ def _carry_foreign(out_dir: Path, staging: Path) -> None:
             try:
                 os.link(src, dst, follow_symlinks=False)
             except OSError:  # file system without hard links, or not ours to link
-                shutil.copy2(src, dst)
+                try:
+                    shutil.copy2(src, dst)
+                except OSError as e:
+                    raise PWMLDataError(src, f"not written by a previous conversion and cannot be "
+                                             f"kept in the new output ({e}); move it away") from e
 
 
 def _publish(staging: Path, out_dir: Path) -> None:
-    """Put ``staging`` in place of ``out_dir``, keeping the user's files of ``out_dir``."""
-    if out_dir.exists():
-        _carry_foreign(out_dir, staging)
-        shutil.copymode(out_dir, staging)
-    replace_dir(staging, out_dir)
+    """Put ``staging`` in place of ``out_dir``, keeping the user's files of ``out_dir``.
+
+    SIGTERM waits until the swap is done (it would otherwise fall between its renames).
+    """
+    block = hasattr(signal, "pthread_sigmask")
+    if block:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        if out_dir.exists():
+            _carry_foreign(out_dir, staging)
+        replace_dir(staging, out_dir)
+    finally:
+        if block:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def convert_pwml(source: Union[str, Path, Sequence[SubjectSource]], out_dir: Union[str, Path],

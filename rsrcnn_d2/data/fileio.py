@@ -76,7 +76,10 @@ def atomic_write(path: PathLike, write: Callable[[str], None], binary_handle: bo
     endings = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{endings}", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~current_umask())
+        try:
+            os.chmod(tmp, 0o666 & ~current_umask())
+        except OSError:  # file systems without modes: nothing to fix
+            pass
         if binary_handle:
             with os.fdopen(fd, "wb") as f:
                 write(f)

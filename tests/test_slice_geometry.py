@@ -114,7 +114,8 @@ def test_a_volume_is_resized_with_its_own_spacing(tmp_path):
     model = RecordingModel()
     predictor = LesionPredictor(model, build_pwml_augmentations(
         whole_slice_cfg("INPUT.TRAIN_SLICE_SPACING", "[1.0, 1.0]"), False), batch_size=2)
-    report = predict_inputs(predictor, find_inputs(tmp_path / "fine.nii.gz"), tmp_path / "out", progress=False)
+    report = predict_inputs(predictor, find_inputs(tmp_path / "fine.nii.gz"), tmp_path / "out",
+                            progress=False)
     assert report.failures == []
     assert [tuple(x["image"].shape) for x in model.inputs] == [(3, 100, 104)] * 2
     assert [(x["height"], x["width"]) for x in model.inputs] == [(200, 130)] * 2
@@ -125,31 +126,48 @@ def _png(path, shape):
     Image.fromarray(np.random.default_rng(3).integers(1, 200, shape).astype(np.uint8), mode="L").save(path)
 
 
-def test_warns_once_per_input_whose_size_is_more_than_20_percent_off(tmp_path, caplog):
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def rsrcnn_warnings():
+    """The "rsrcnn_d2" logger's warnings, whether or not an earlier setup_logger stopped propagation."""
+    logger, handler = logging.getLogger("rsrcnn_d2"), _Collect()
+    level = logger.level
+    logger.setLevel(logging.WARNING if level == logging.NOTSET else min(level, logging.WARNING))
+    logger.addHandler(handler)
+    yield handler.messages
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def test_warns_once_per_input_whose_size_is_more_than_20_percent_off(tmp_path, rsrcnn_warnings):
     _png(tmp_path / "in" / "wide.png", (200, 130))  # 1.56 x 1.02 the training's
     _png(tmp_path / "in" / "close.png", (140, 118))  # 1.09 x 0.92
     predictor = LesionPredictor(RecordingModel(), build_pwml_augmentations(whole_slice_cfg(), False))
-    with caplog.at_level(logging.WARNING, logger="rsrcnn_d2"):
-        report = predict_inputs(predictor, find_inputs(tmp_path / "in"), tmp_path / "out", progress=False)
+    report = predict_inputs(predictor, find_inputs(tmp_path / "in"), tmp_path / "out", progress=False)
     assert report.failures == []
-    warnings = [r.getMessage() for r in caplog.records if r.name == "rsrcnn_d2"]
-    assert warnings == [f"{tmp_path / 'in' / 'wide.png'}: slice size 200x130 px (training: 128x128 px) "
-                        "differ by more than 20 % from the training data's; it is resized to the "
+    assert rsrcnn_warnings == [f"{tmp_path / 'in' / 'wide.png'}: slice size 200x130 px (training: 128x128 px) "
+                        "differs by more than 20 % from the training data's; it is resized to the "
                         "training's scale, but results on unlike data may be poorer"]
 
 
-def test_warns_once_per_volume_whose_spacing_is_more_than_20_percent_off(tmp_path, caplog):
+def test_warns_once_per_volume_whose_spacing_is_more_than_20_percent_off(tmp_path, rsrcnn_warnings):
     (tmp_path / "in").mkdir()
     _volume(tmp_path / "in" / "coarse.nii.gz", (128, 128, 3), (1.0, 1.3, 2.0))  # rows 1.3 mm: 30 % coarser
     _volume(tmp_path / "in" / "near.nii.gz", (128, 128, 3), (1.1, 0.9, 2.0))
     cfg = whole_slice_cfg("INPUT.TRAIN_SLICE_SPACING", "[1.0, 1.0]")
     predictor = LesionPredictor(RecordingModel(), build_pwml_augmentations(cfg, False), batch_size=3)
-    with caplog.at_level(logging.WARNING, logger="rsrcnn_d2"):
-        predict_inputs(predictor, find_inputs(tmp_path / "in"), tmp_path / "out", progress=False)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "rsrcnn_d2"]
-    assert len(warnings) == 1
-    assert warnings[0].startswith(f"{tmp_path / 'in' / 'coarse.nii.gz'}: slice spacing 1.3x1 mm "
-                                  "(training: 1x1 mm) differ by more than 20 %")
+    predict_inputs(predictor, find_inputs(tmp_path / "in"), tmp_path / "out", progress=False)
+    assert len(rsrcnn_warnings) == 1
+    assert rsrcnn_warnings[0].startswith(f"{tmp_path / 'in' / 'coarse.nii.gz'}: slice spacing 1.3x1 mm "
+                                  "(training: 1x1 mm) differs by more than 20 %")
 
 
 # ------------------------------------------------------------------ recording the training data's geometry
@@ -212,3 +230,15 @@ def test_train_net_writes_the_geometry_into_its_config_yaml(registered_train_set
     assert cfg.INPUT.TRAIN_SLICE_SIZE == [128.0, 134.0]
     written = get_rsrcnn_cfg(str(tmp_path / "config.yaml"))
     assert (written.INPUT.TRAIN_SLICE_SIZE, written.INPUT.TRAIN_SLICE_SPACING) == ([128.0, 134.0], [1.0, 0.9])
+
+
+def test_size_and_spacing_off_together_are_one_warning(rsrcnn_warnings):
+    from rsrcnn_d2.data.slice_geometry import warn_if_unlike
+
+    train = SliceGeometry(128.0, 128.0, (1.0, 1.0))
+    assert warn_if_unlike(train, (200, 130), (1.5, 1.0), "scan.nii.gz")
+    assert not warn_if_unlike(train, (150, 105), (1.19, 0.81), "near.nii.gz")  # 17 %, 18 %, 19 %, 19 %
+    assert not warn_if_unlike(SliceGeometry(128.0, 128.0), (128, 128), (3.0, 3.0), "unknown spacing")
+    assert rsrcnn_warnings == ["scan.nii.gz: slice size 200x130 px (training: 128x128 px) and spacing 1.5x1 mm "
+                               "(training: 1x1 mm) differ by more than 20 % from the training data's; it is "
+                               "resized to the training's scale, but results on unlike data may be poorer"]

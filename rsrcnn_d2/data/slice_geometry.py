@@ -127,7 +127,8 @@ def warn_if_unlike(train: SliceGeometry, shape: Sequence[int],
         problems.append(f"spacing {spacing[0]:g}x{spacing[1]:g} mm "
                         f"(training: {train.spacing[0]:g}x{train.spacing[1]:g} mm)")
     if problems:
-        logger.warning("%s: slice %s differ by more than %d %% from the training data's; it is "
+        logger.warning("%s: slice %s %s by more than %d %% from the training data's; it is "
                        "resized to the training's scale, but results on unlike data may be poorer",
-                       source, " and ".join(problems), round(GEOMETRY_TOLERANCE * 100))
+                       source, " and ".join(problems), "differ" if len(problems) > 1 else "differs",
+                       round(GEOMETRY_TOLERANCE * 100))
     return bool(problems)

@@ -153,7 +153,8 @@ def test_warns_once_per_input_whose_size_is_more_than_20_percent_off(tmp_path, r
     predictor = LesionPredictor(RecordingModel(), build_pwml_augmentations(whole_slice_cfg(), False))
     report = predict_inputs(predictor, find_inputs(tmp_path / "in"), tmp_path / "out", progress=False)
     assert report.failures == []
-    assert rsrcnn_warnings == [f"{tmp_path / 'in' / 'wide.png'}: slice size 200x130 px (training: 128x128 px) "
+    assert rsrcnn_warnings == [f"{tmp_path / 'in' / 'wide.png'}: slice size 200x130 px "
+                               "(training: 128x128 px) "
                         "differs by more than 20 % from the training data's; it is resized to the "
                         "training's scale, but results on unlike data may be poorer"]
 
@@ -239,6 +240,7 @@ def test_size_and_spacing_off_together_are_one_warning(rsrcnn_warnings):
     assert warn_if_unlike(train, (200, 130), (1.5, 1.0), "scan.nii.gz")
     assert not warn_if_unlike(train, (150, 105), (1.19, 0.81), "near.nii.gz")  # 17 %, 18 %, 19 %, 19 %
     assert not warn_if_unlike(SliceGeometry(128.0, 128.0), (128, 128), (3.0, 3.0), "unknown spacing")
-    assert rsrcnn_warnings == ["scan.nii.gz: slice size 200x130 px (training: 128x128 px) and spacing 1.5x1 mm "
+    assert rsrcnn_warnings == ["scan.nii.gz: slice size 200x130 px (training: 128x128 px) "
+                               "and spacing 1.5x1 mm "
                                "(training: 1x1 mm) differ by more than 20 % from the training data's; it is "
                                "resized to the training's scale, but results on unlike data may be poorer"]

@@ -49,11 +49,13 @@ def cpu_ddp_support():
 
 
 def _usable_cores() -> int:
-    """The cores this process may run on (a taskset or container limit counts), at least 1."""
+    """The cores this process may run on, at least 1: its CPU affinity (taskset, container), and at
+    most torch's own default pool (physical cores), which a process that set its threads changed."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, torch.get_num_threads()))
 
 
 def cpu_threads_per_worker(workers: int, cores: Optional[int] = None,

@@ -182,6 +182,7 @@ def test_training_geometry_is_the_median_slice():
     assert training_geometry(RECORDS) == SliceGeometry(128.0, 134.0, (1.0, 0.9))
     assert training_geometry([{"height": 64, "width": 80}]) == SliceGeometry(64.0, 80.0, None)
     assert training_geometry([]) is None
+    assert training_geometry([{"file_name": "a.png"}, {"height": 10, "width": 12}]) == SliceGeometry(10.0, 12.0)
 
 
 @pytest.fixture

@@ -48,10 +48,13 @@ def _in_plane(spacing) -> Optional[Tuple[float, float]]:
 def training_geometry(records: Iterable[dict]) -> Optional[SliceGeometry]:
     """Median height, width and in-plane spacing of dataset dicts (None when there are none).
 
-    Spacing is the median over the records that have one, None if none has.
+    Records without height and width (not every registered dataset stores them)
+    are left out; spacing is the median over the records that have one.
     """
     sizes, spacings = [], []
     for r in records:
+        if not r.get("height") or not r.get("width"):
+            continue
         sizes.append((r["height"], r["width"]))
         spacing = _in_plane(r.get("spacing"))
         if spacing is not None:

@@ -85,9 +85,12 @@ def whole_slice_metrics(pred, truth):
     tn = pred.size - tp - fp - fn
     dice = 1.0 if 2 * tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
     if pred.any() and truth.any():
-        pooled = np.concatenate([ndimage.distance_transform_edt(~truth)[pred],
-                                 ndimage.distance_transform_edt(~pred)[truth]])
-        hd, hd95 = pooled.max(), np.percentile(pooled, 95)
+        hd = max(ndimage.distance_transform_edt(~truth)[pred].max(),
+                 ndimage.distance_transform_edt(~pred)[truth].max())
+        cross = ndimage.generate_binary_structure(2, 1)
+        pe, te = (m & ~ndimage.binary_erosion(m, cross) for m in (pred, truth))
+        hd95 = max(np.percentile(ndimage.distance_transform_edt(~te)[pe], 95),
+                   np.percentile(ndimage.distance_transform_edt(~pe)[te], 95))
     else:
         hd = hd95 = 0.0 if not (pred.any() or truth.any()) else float("nan")
     t_lab, n_t = label_lesions(truth)

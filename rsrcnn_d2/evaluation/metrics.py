@@ -5,8 +5,9 @@ Edge cases are defined, not left to chance:
   empty truth and a non-empty prediction, or the reverse, is 0.
 - Sensitivity with an empty truth is undefined and returned as NaN (callers
   decide whether to skip it); specificity with no negatives likewise.
-- HD / HD95 (see distance.py): 0 when both masks are empty, NaN ("missing")
-  when exactly one is.
+- HD / HD95 (see distance.py): HD over all pixels as the reference computes
+  it, HD95 by the standard boundary definition (MONAI's, nnU-Net users'); 0
+  when both masks are empty, NaN ("missing") when exactly one is.
 
 `slice_metrics` computes every per-slice figure the evaluator reports in one
 pass: all of them depend only on the pixels inside the bounding box of the

@@ -3,7 +3,8 @@
 A detectron2 ``DatasetEvaluator`` (``inference_on_dataset``, ``DefaultTrainer.test``,
 or alone: ``reset()``, ``process(inputs, outputs)``..., ``evaluate()``).
 
-Per slice (metrics.slice_metrics): Dice, sensitivity, specificity, HD and HD95
+Per slice (metrics.slice_metrics): Dice, sensitivity, specificity, HD (all
+pixels, as the reference) and HD95 (standard, boundary to boundary; distance.py)
 in pixels (and in mm when the input carries ``spacing``), lesion-wise counts.
 `evaluate` gathers the slices of all workers and reports, as detectron2 tasks:
 

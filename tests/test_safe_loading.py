@@ -35,7 +35,8 @@ def test_python_tag_in_a_base_config_is_refused_and_does_not_run(tmp_path):
 def test_python_tag_in_the_top_config_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     top = tmp_path / "top.yaml"
-    top.write_text(f"_BASE_: {TINY_ROWS['B']}\nOUTPUT_DIR: !!python/object/new:os.system [\"touch {marker}\"]\n")
+    top.write_text(f"_BASE_: {TINY_ROWS['B']}\n"
+                   f"OUTPUT_DIR: !!python/object/new:os.system [\"touch {marker}\"]\n")
     with pytest.raises(ConfigError, match=f"^{top}: YAML tag .*python/object/new:os.system"):
         get_rsrcnn_cfg(str(top))
     assert not marker.exists()
@@ -264,3 +265,62 @@ def test_pkl_with_no_matching_keys_is_refused(tmp_path):
     model = build_model(tiny_cfg("B"))
     with pytest.raises(WeightsError, match=f"^{path}: leaves (\\d+) of the model's \\1 weight tensors"):
         load_model_weights(model, str(path))
+
+
+# ------------------------------------------------------------------ train_net (items 8, 13)
+TRAIN_NET = TINY.parents[1] / "tools" / "train_net.py"
+SMALL = ["MODEL.DEVICE", "cpu", "INPUT.CROP_TO_HEAD", "False", "INPUT.MIN_SIZE_TRAIN", "(64,)",
+         "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
+         "SOLVER.IMS_PER_BATCH", "1", "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "1000"]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    from rsrcnn_d2.data import convert_pwml, write_synthetic_cohort
+
+    base = tmp_path_factory.mktemp("cohort")
+    write_synthetic_cohort(base / "raw", num_subjects=5, size=64, depth=3, seed=0, lesion_fraction=0.5)
+    convert_pwml(base / "raw", base / "pwml", workers=1)
+    return base
+
+
+def _train_net(cohort, config, *extra):
+    import os
+    import subprocess
+
+    env = dict(os.environ, DETECTRON2_DATASETS=str(cohort), OMP_NUM_THREADS="1")
+    extra = [str(e) for e in extra]
+    flags = [e for e in extra if e.startswith("--")]
+    opts = [e for e in extra if not e.startswith("--")]
+    return subprocess.run([sys.executable, str(TRAIN_NET), "--config-file", str(config), *flags,
+                           *SMALL, *opts], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_train_net_from_a_foreign_checkpoint_logs_one_fit_table(cohort, row_e_weights, tmp_path):
+    proc = _train_net(cohort, TINY_ROWS["B"], "MODEL.WEIGHTS", row_e_weights, "SOLVER.MAX_ITER", "1",
+                      "OUTPUT_DIR", tmp_path / "out")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert f"weights {row_e_weights} fit the model only in part (tensors per module):" in log
+    rows = [line.split() for line in log.splitlines()]
+    assert ["proposal_generator.rpn_head", "4", "2", "2"] in rows
+    assert ["roi_heads.mask_head", "6", "6", "0"] in rows and ["total", "102", "8", "2"] in rows
+    # instead of detectron2's scattered per-key warnings
+    assert "Some model parameters or buffers are not found in the checkpoint" not in log
+    assert "Skip loading parameter" not in log
+
+
+def test_train_net_eval_only_refuses_another_rows_weights_with_exit_4(cohort, row_e_weights, tmp_path):
+    proc = _train_net(cohort, TINY_ROWS["B"], "--eval-only", "MODEL.WEIGHTS", row_e_weights,
+                      "OUTPUT_DIR", tmp_path / "out")
+    assert proc.returncode == 4, (proc.stdout + proc.stderr)[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"train_net.py: error: {row_e_weights}: leaves 8 of the model's 110 weight")
+    assert "Traceback" not in proc.stderr
+
+
+def test_train_net_bad_config_exits_3_in_one_line(cohort, tmp_path):
+    proc = _train_net(cohort, TINY_ROWS["B"], "MODEL.NOPE", "1")
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (f"train_net.py: error: {TINY_ROWS['B']}: config "
+                                                    "override: unknown config key MODEL.NOPE")

@@ -18,13 +18,13 @@ import sys
 
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import rsrcnn_d2
+from rsrcnn_d2.checkpoint import load_model_weights, load_trainer_weights
 from rsrcnn_d2.config import fall_back_to_cpu
 from rsrcnn_d2.data.register import register_dataset_roots
 from rsrcnn_d2.data import PWMLDatasetMapper, build_pwml_test_loader, build_pwml_train_loader
@@ -32,7 +32,7 @@ from rsrcnn_d2.data.mapper import head_crop_margin
 from rsrcnn_d2.data.augmentation import build_pwml_augmentations
 from rsrcnn_d2.engine import (BEST_CHECKPOINT, ValidationLossHook, cpu_ddp_support, insert_before_evaluation,
                               prepare_cpu_workers, set_worker_threads)
-from rsrcnn_d2.errors import PWMLDataError, exit_code_of
+from rsrcnn_d2.errors import ConfigError, PWMLDataError, exit_code_of, report_errors
 from rsrcnn_d2.evaluation import PWMLEvaluator
 from rsrcnn_d2.solver import PlateauTracker, build_lr_scheduler
 
@@ -115,10 +115,11 @@ def main(args):
         if not weights and not args.resume and os.path.isfile(best):
             weights = best  # the lowest-validation-loss weights, unless told otherwise
             logging.getLogger("detectron2").info("--eval-only: evaluating %s", best)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(weights, resume=args.resume)
+        load_model_weights(model, weights, save_dir=cfg.OUTPUT_DIR, resume=args.resume,  # refuses a misfit
+                           allow_partial=getattr(args, "allow_partial_weights", False))
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
+    load_trainer_weights(trainer, resume=args.resume)  # logs a table of what a foreign checkpoint fills
     return trainer.train()
 
 
@@ -133,14 +134,19 @@ if __name__ == "__main__":
     parser = default_argument_parser()
     parser.add_argument("--dataset-root", action="append", default=[], metavar="[NAME=]DIR",
                         help="register a prepared cohort (tools/prepare_pwml.py) as NAME_<split>; repeatable")
+    parser.add_argument("--allow-partial-weights", action="store_true",
+                        help="--eval-only: evaluate a checkpoint that leaves some layers uninitialised")
     args = parser.parse_args()
     print("Command Line Args:", args)
     try:
         register_dataset_roots(args.dataset_root)  # a bad root fails here, before any worker starts
-    except PWMLDataError as e:
+        rsrcnn_d2.get_rsrcnn_cfg(args.config_file, args.opts)  # and a bad config file (exit 3)
+    except (PWMLDataError, ConfigError) as e:
         print(f"train_net.py: error: {e}", file=sys.stderr)
         sys.exit(exit_code_of(e))
     if args.num_gpus > 1 and _trains_on_cpu(args):
         prepare_cpu_workers(args.num_gpus)  # read by the workers' thread pools as they start
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    # one worker runs main here: its errors (weights that do not fit: exit 4) as one line
+    sys.exit(report_errors("train_net.py")(launch)(main, args.num_gpus, num_machines=args.num_machines,
+                                                   machine_rank=args.machine_rank, dist_url=args.dist_url,
+                                                   args=(args,)) or 0)

@@ -139,10 +139,10 @@ class ValidationLossHook(HookBase):
         comm.synchronize()  # every worker, before any looks for the file the main one writes
         if not os.path.isfile(self.best_path):
             return
-        from detectron2.checkpoint import DetectionCheckpointer
+        from ..checkpoint import load_model_weights
 
         model = self.trainer.model
-        DetectionCheckpointer(getattr(model, "module", model)).load(self.best_path)
+        load_model_weights(getattr(model, "module", model), self.best_path)  # our own file: must fit
         logger.info("final evaluation uses %s (lowest validation %s)", self.best_path, self.monitor)
 
     def state_dict(self):

@@ -222,6 +222,17 @@ def test_all_lesions_missed_is_not_hd_zero(caplog):
     assert "1 of the 1 slices with lesions (100.0%)" in caplog.text  # the reference would abort
 
 
+def test_table_says_which_slices_it_covers():
+    from rsrcnn_d2.evaluation.pwml_evaluator import format_table
+
+    inputs, outputs = lesion_free_batch(3)
+    inputs[1]["lesion_mask"] = mask((5, 5))
+    assert "covers 1 slices with lesions and 2 without" in format_table(run(PWMLEvaluator(), inputs, outputs))
+    inputs, outputs = inputs[1:2], [{"lesion_mask": torch.from_numpy(mask((5, 5)))}]
+    assert "covers slices with lesions only (the paper's selection)" in \
+        format_table(run(PWMLEvaluator(), inputs, outputs))
+
+
 def test_reference_abort_warning_counts_lesion_slices_only(caplog):
     inputs, outputs = lesion_free_batch(8)
     for k in range(4):  # 4 lesion slices, all found; 4 lesion-free ones with nothing predicted

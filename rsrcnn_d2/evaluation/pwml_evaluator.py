@@ -220,7 +220,11 @@ def format_table(results) -> str:
     if s["n_HD_measured"] == 0:
         no_hd = (f"HD n/a: no slice has lesions in both truth and prediction "
                  f"({s['n_HD_both_empty']:.0f} both empty, {s['n_HD_missing']:.0f} one empty)\n")
+    lesion_free = s["n_slices"] - r["n_lesion_slices"]
+    coverage = ("slices with lesions only (the paper's selection)" if lesion_free == 0 else
+                f"{r['n_lesion_slices']:.0f} slices with lesions and {lesion_free:.0f} without")
     return (f"{table}\n"
+            f"covers {coverage}; HD/HD95 in pixels, HD_mm/HD95_mm in mm (NaN: spacing unknown)\n"
             f"strict: {s['n_slices']:.0f} slices; sensitivity undefined (empty truth) on "
             f"{s['n_Sens_undefined']:.0f}; HD missing (one mask empty) on {s['n_HD_missing']:.0f}\n"
             f"{no_hd}"

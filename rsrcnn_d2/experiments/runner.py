@@ -52,10 +52,11 @@ def finished_result(run_dir: Union[str, Path]) -> Optional[Dict]:
 
 def train_and_record(config: Union[str, Path], run_dir: Union[str, Path], opts: Sequence = (),
                      env: Optional[Mapping[str, str]] = None, log_file: Optional[Path] = None,
-                     keep_checkpoints: bool = False) -> Dict:
+                     keep_checkpoints: bool = False, flags: Sequence = ()) -> Dict:
     """Train (or resume) ``config`` into ``run_dir``; return {"config", "opts", "results"}.
 
     ``opts`` are train_net's trailing KEY VALUE overrides; OUTPUT_DIR is set here.
+    ``flags`` are train_net options that go before them (``--dataset-root``, ``--num-gpus``).
     The final evaluation (DATASETS.TEST) must be PWML's. Intermediate checkpoints
     are deleted once the run is recorded unless ``keep_checkpoints``;
     ``model_final.pth`` and ``model_best.pth`` stay.
@@ -67,7 +68,7 @@ def train_and_record(config: Union[str, Path], run_dir: Union[str, Path], opts: 
     run_dir.mkdir(parents=True, exist_ok=True)
     opts = [str(o) for o in opts]
     cmd = [sys.executable, str(TRAIN_NET), "--config-file", str(config), "--resume",
-           *opts, "OUTPUT_DIR", str(run_dir)]
+           *map(str, flags), *opts, "OUTPUT_DIR", str(run_dir)]
     if log_file is None:
         proc = subprocess.run(cmd, env=None if env is None else dict(env))
     else:

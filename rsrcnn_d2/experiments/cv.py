@@ -1,0 +1,307 @@
+"""Cross-validation over the folds of a prepared cohort, as nnU-Net users run it (tools/run_cv.py).
+
+For each fold i of ``splits.json`` (tools/prepare_pwml.py writes them): train on
+``fold{i}_train`` through tools/train_net.py, predict the **whole volumes** of
+the fold's held-out subjects (``fold{i}_val``) from their original NIfTI files,
+and score them with `evaluate_folder` (every slice counts). All out-of-fold
+predictions are then pooled and scored once. Output folder::
+
+    OUT/fold_<i>/                   train_net's run: config.yaml, model_best.pth and/or
+                                    model_final.pth, log.txt, metrics.json, result.json
+    OUT/fold_<i>/predictions/<case>.nii.gz   the fold model's masks of its held-out cases
+    OUT/fold_<i>/references/<case>.nii[.gz]  copies of their reference labels
+    OUT/fold_<i>/evaluation/        slices.csv, cases.csv, summary.json
+    OUT/oof/                        the same three folders for all folds' cases together
+    OUT/cv_summary.json, OUT/cv_summary.md   per fold, mean ± sd across folds, pooled
+
+Validation: the held-out fold is also DATASETS.VAL, as nnU-Net validates on it:
+it steers the plateau LR schedule and picks ``model_best.pth`` (lowest
+validation loss), so the held-out figures are not fully independent of
+training decisions. ``checkpoint="final"`` predicts with ``model_final.pth``
+instead (the schedule still sees the fold).
+
+Resumable: a fold with ``result.json`` is not retrained, an interrupted one is
+resumed from its last checkpoint (`train_and_record`); a prediction newer than
+its fold's ``result.json`` is kept. Folds trained by earlier runs into the same
+OUT (e.g. one fold per machine) are scored and pooled with the requested ones. Nothing is written outside OUT, and the
+cohort and its source files are only read.
+"""
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from ..data.errors import PWMLDataError
+from ..data.fileio import (atomic_write, atomic_write_bytes, atomic_write_json, read_json,
+                           remove_stale_staging, replace_dir, staging_dir_for)
+from ..data.nifti import axis_index
+from ..data.register import check_prepared_root, parse_dataset_root, register_dataset_roots
+from .results import mean_sd
+from .runner import RESULT_FILE, train_and_record, trained_weights
+
+__all__ = ["Cohort", "read_cohort", "run_cv", "summarize_cv", "format_cv_summary", "CV_METRICS",
+           "SCORED"]
+
+# (key, label, task and field in evaluate_folder's summary)
+CV_METRICS = (
+    ("Dice", "Dice, strict (per slice)", "pwml_strict", "Dice"),
+    ("Sens", "sensitivity, strict (per slice)", "pwml_strict", "Sens"),
+    ("HD95_mm", "HD95 mm, strict (per slice)", "pwml_strict", "HD95_mm"),
+    ("Dice_3d", "Dice, per subject 3-D", "pwml_subject3d", "Dice"),
+    ("lesion_F1_2d", "lesion F1, 2-D lesions", "pwml_strict", "lesion_F1"),
+    ("lesion_F1_3d", "lesion F1, 3-D lesions", "pwml_lesion3d", "F1"),
+)
+SCORED = ("whole volumes: every slice of each held-out subject's original NIfTI volume "
+          "(not only the converted lesion slices)")
+VALIDATION = ("the held-out fold is DATASETS.VAL: it steers the plateau LR schedule and picks "
+              "model_best.pth, as nnU-Net validates on its held-out fold")
+_FORBIDDEN_OPTS = ("DATASETS.TRAIN", "DATASETS.VAL", "DATASETS.TEST", "OUTPUT_DIR")
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """What the driver needs of a prepared root: its folds and each subject's source files."""
+
+    root: Path
+    axis: str
+    binarize: bool
+    folds: List[Dict[str, List[str]]]
+    sources: Dict[str, tuple]  # subject -> (image, mask) NIfTI paths
+
+
+def read_cohort(root: Union[str, Path]) -> Cohort:
+    """The prepared root's folds and sources; PWMLDataError if it cannot be cross-validated."""
+    root = check_prepared_root(root)
+    conversion = read_json(root / "conversion.json") if (root / "conversion.json").is_file() else {}
+    splits = read_json(root / "splits.json")
+    folds = splits.get("folds") or []
+    if not folds:
+        raise PWMLDataError(root / "splits.json", "has no cross-validation folds; convert with "
+                                                  "tools/prepare_pwml.py --folds K (K >= 2)")
+    sources = {}
+    for image in read_json(root / "annotations" / "instances_all.json")["images"]:
+        sources.setdefault(image["subject"], (Path(image["source_file"]), Path(image["mask_file"])))
+    first = next(iter(sources.values()))
+    if not conversion.get("axis") or not str(first[0]).endswith((".nii", ".nii.gz")):
+        raise PWMLDataError(root, "was converted from slice images, not NIfTI volumes; the CV driver "
+                                  "scores whole volumes and needs the original NIfTI files")
+    axis = conversion["axis"]
+    for fold in folds:
+        for subject in fold["val"]:
+            if subject not in sources:
+                raise PWMLDataError(root / "splits.json", f"fold subject {subject!r} has no slices "
+                                                          "in annotations/instances_all.json")
+    return Cohort(root, axis, bool(conversion.get("binarize", False)), folds, sources)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def _check_output(output: Path, cohort: Cohort) -> None:
+    """OUT may not overlap the prepared root or hold a source file (it is written, they are read)."""
+    if output.is_symlink() or output.is_file():
+        raise PWMLDataError(output, "output location is a file or a symbolic link; give a folder")
+    if _inside(output, cohort.root) or _inside(cohort.root, output):
+        raise PWMLDataError(output, f"output folder overlaps the dataset root {cohort.root}; "
+                                    "choose a folder outside it")
+    for image, mask in cohort.sources.values():
+        for source in (image, mask):
+            if _inside(source, output):
+                raise PWMLDataError(output, f"output folder contains the source file {source}")
+
+
+def _fold_opts(prefix: str, fold: int) -> List[str]:
+    train, val = f"{prefix}_fold{fold}_train", f"{prefix}_fold{fold}_val"
+    return ["DATASETS.TRAIN", f"('{train}',)", "DATASETS.VAL", f"('{val}',)",
+            "DATASETS.TEST", f"('{val}',)"]
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    """A plain copy written atomically (never a link into the input); an identical one is kept."""
+    data = source.read_bytes()
+    if not (target.is_file() and target.read_bytes() == data):
+        atomic_write_bytes(target, data)
+
+
+def _nifti_ending(path: Path) -> str:
+    return ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
+
+
+def _fold_weights(run_dir: Path, checkpoint: str) -> Path:
+    weights = trained_weights(run_dir) if checkpoint == "best" else run_dir / "model_final.pth"
+    if not weights.is_file():
+        raise PWMLDataError(run_dir, f"fold finished but {weights.name} is missing")
+    return weights
+
+
+def predict_fold(cohort: Cohort, fold: int, run_dir: Path, checkpoint: str = "best",
+                 opts: Sequence[str] = (), log: Callable[[str], None] = print) -> Path:
+    """Write ``<case>.nii.gz`` masks of the fold's held-out cases and copies of their labels.
+
+    The fold's own config.yaml and weights are used; ``opts`` are the user's
+    overrides again (e.g. MODEL.DEVICE). Up-to-date predictions are kept.
+    """
+    from .. import get_rsrcnn_cfg
+    from ..config import fall_back_to_cpu
+    from ..inference import io
+    from ..inference.predictor import LesionPredictor, predict_volume
+
+    predictions, references = run_dir / "predictions", run_dir / "references"
+    finished = (run_dir / RESULT_FILE).stat().st_mtime
+    todo = []
+    for case in cohort.folds[fold]["val"]:
+        image, mask = cohort.sources[case]
+        _copy_file(mask, references / f"{case}{_nifti_ending(mask)}")
+        target = predictions / f"{case}.nii.gz"
+        if not (target.is_file() and target.stat().st_mtime >= finished):
+            todo.append((case, image, target))
+    if not todo:
+        return predictions
+    weights = _fold_weights(run_dir, checkpoint)
+    cfg = get_rsrcnn_cfg(str(run_dir / "config.yaml"), [*opts, "MODEL.WEIGHTS", str(weights)])
+    fall_back_to_cpu(cfg)
+    cfg.freeze()
+    predictor = LesionPredictor.from_config(cfg)
+    axis = axis_index(cohort.axis)
+    for case, image, target in todo:
+        item = io.PredictionInput("nifti", image, case)
+        io.check_input_geometry(predictor, item, axis)
+        volume = io.read_volume(image)
+        mask, _ = predict_volume(predictor, volume.canonical, axis)
+        io.save_volume_like(io.to_input_orientation(mask, volume.source.affine), volume.source, target,
+                            np.uint8)
+        log(f"fold {fold}: {image} -> {target}")
+    return predictions
+
+
+def _evaluate(predictions: Path, references: Path, output: Path, cohort: Cohort) -> Dict:
+    from ..evaluation.folder import evaluate_folder
+
+    return evaluate_folder(predictions, references, output, axis=cohort.axis, binarize=cohort.binarize,
+                           workers=1, progress=False)
+
+
+def _pool(output: Path, folds: Sequence[int], cohort: Cohort) -> Dict:
+    """Hard links (copies where links fail) of every fold's cases in OUT/oof, scored once."""
+    oof = output / "oof"
+    remove_stale_staging(oof)
+    staging = staging_dir_for(oof)
+    try:
+        for fold in folds:
+            for part in ("predictions", "references"):
+                (staging / part).mkdir(exist_ok=True)
+                for path in sorted((output / f"fold_{fold}" / part).iterdir()):
+                    if path.name.startswith("."):
+                        continue
+                    try:
+                        os.link(path, staging / part / path.name)
+                    except OSError:
+                        shutil.copyfile(path, staging / part / path.name)
+        summary = _evaluate(staging / "predictions", staging / "references", staging / "evaluation", cohort)
+        replace_dir(staging, oof)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return summary
+
+
+def _figures(summary: Dict) -> Dict[str, float]:
+    return {key: float(summary[task][field]) for key, _, task, field in CV_METRICS}
+
+
+def summarize_cv(per_fold: Mapping[int, Dict], pooled: Optional[Dict]) -> Dict:
+    """Mean ± sample sd across folds of each figure, and the pooled out-of-fold figures."""
+    figures = {fold: _figures(s) for fold, s in per_fold.items()}
+    mean, sd, n = {}, {}, {}
+    for key, *_ in CV_METRICS:
+        mean[key], sd[key], n[key] = mean_sd([f[key] for f in figures.values()])
+    return {"per_fold": {str(k): v for k, v in figures.items()}, "mean": mean, "sd": sd, "n_folds": n,
+            "pooled": _figures(pooled) if pooled is not None else None}
+
+
+def _cell(value: float, digits: int = 4) -> str:
+    return "–" if value is None or np.isnan(value) else f"{value:.{digits}f}"
+
+
+def format_cv_summary(record: Dict) -> str:
+    """cv_summary.md: one row per figure; folds, mean ± sd across folds, pooled out-of-fold."""
+    folds = list(record["per_fold"])
+    lines = [f"# Cross-validation: {record['config']}", "",
+             f"Dataset root: {record['dataset_root']}; folds run: "
+             f"{', '.join(folds)} of {record['num_folds']}"
+             + ("" if record["complete"] else " (incomplete: pooled figures cover these folds only)"),
+             f"Scored: {record['scored']}.",
+             f"Validation: {record['validation']}.", f"Weights: {record['checkpoint']}.", "",
+             "| figure | " + " | ".join(f"fold {f}" for f in folds) + " | mean ± sd | pooled OOF |",
+             "|---|" + "---|" * len(folds) + "---|---|"]
+    for key, label, *_ in CV_METRICS:
+        cells = [_cell(record["per_fold"][f][key]) for f in folds]
+        mean, sd = record["mean"][key], record["sd"][key]
+        spread = f"{_cell(mean)} ± {_cell(sd)}" if not np.isnan(sd) else _cell(mean)
+        pooled = _cell(record["pooled"][key]) if record["pooled"] else "–"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {spread} | {pooled} |")
+    lines += ["", "sd: sample standard deviation (n-1) across folds; – where undefined. "
+                  "Per-slice figures count every slice of the volumes (empty slices included)."]
+    return "\n".join(lines) + "\n"
+
+
+def run_cv(config: Union[str, Path], dataset_root: str, output: Union[str, Path],
+           folds: Optional[Sequence[int]] = None, opts: Sequence[str] = (), num_gpus: int = 1,
+           checkpoint: str = "best", env: Optional[Mapping[str, str]] = None,
+           log: Callable[[str], None] = print) -> Dict:
+    """Train, predict and score the requested folds (default: all); return cv_summary.json's content.
+
+    ``dataset_root`` is a ``[NAME=]DIR`` spec as train_net's ``--dataset-root``;
+    ``opts`` are KEY VALUE overrides for every fold (DATASETS.* and OUTPUT_DIR are
+    the driver's). Raises PWMLDataError / ConfigError before any training for
+    bad arguments, RuntimeError if a fold's training fails.
+    """
+    from .. import get_rsrcnn_cfg
+
+    if checkpoint not in ("best", "final"):
+        raise ValueError(f"checkpoint must be 'best' or 'final', not {checkpoint!r}")
+    opts = [str(o) for o in opts]
+    for key in opts[::2]:
+        if key in _FORBIDDEN_OPTS:
+            raise PWMLDataError(config, f"override {key} is set by the CV driver for each fold")
+    get_rsrcnn_cfg(str(config), opts)  # a bad config or override fails now, not in fold 0
+    prefix, root = parse_dataset_root(dataset_root)
+    cohort = read_cohort(root)
+    register_dataset_roots([f"{prefix}={cohort.root}"])  # refuses a prefix clash before training
+    folds = list(range(len(cohort.folds))) if folds is None else [int(f) for f in folds]
+    for fold in folds:
+        if not 0 <= fold < len(cohort.folds):
+            raise PWMLDataError(cohort.root / "splits.json",
+                                f"has {len(cohort.folds)} folds (0-{len(cohort.folds) - 1}); no fold {fold}")
+    output = Path(output).absolute()
+    _check_output(output, cohort)
+    flags = ["--dataset-root", f"{prefix}={cohort.root}", "--num-gpus", str(num_gpus)]
+    per_fold = {}
+    for fold in range(len(cohort.folds)):
+        run_dir = output / f"fold_{fold}"
+        if (run_dir / RESULT_FILE).is_file():
+            log(f"fold {fold}: finished earlier ({run_dir / RESULT_FILE}), not retrained")
+        elif fold in folds:
+            log(f"fold {fold}: training on {prefix}_fold{fold}_train in {run_dir}")
+            train_and_record(config, run_dir, [*opts, *_fold_opts(prefix, fold)], env=env, flags=flags)
+        else:
+            continue  # not asked for and not trained by an earlier run
+        predictions = predict_fold(cohort, fold, run_dir, checkpoint, opts, log)
+        per_fold[fold] = _evaluate(predictions, run_dir / "references", run_dir / "evaluation", cohort)
+    pooled = _pool(output, sorted(per_fold), cohort)
+    record = {"config": str(config), "dataset_root": str(cohort.root), "prefix": prefix,
+              "num_folds": len(cohort.folds), "folds": sorted(per_fold),
+              "complete": sorted(per_fold) == list(range(len(cohort.folds))),
+              "scored": SCORED, "validation": VALIDATION,
+              "checkpoint": ("model_best.pth where training kept one, else model_final.pth"
+                             if checkpoint == "best" else "model_final.pth"),
+              "opts": opts, "cases": pooled["cases"], **summarize_cv(per_fold, pooled),
+              "pooled_counts": pooled["pwml_lesion3d"]}
+    atomic_write_json(output / "cv_summary.json", record)
+    atomic_write(output / "cv_summary.md", lambda tmp: Path(tmp).write_text(format_cv_summary(record)))
+    return record

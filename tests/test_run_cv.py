@@ -1,0 +1,121 @@
+"""tools/run_cv.py: folds trained resumably, held-out whole volumes predicted and scored, pooled."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, TINY_ROWS
+from rsrcnn_d2.data.register import register_all_pwml
+from test_data_fixtures import small_cohort
+
+RUN_CV = REPO / "tools" / "run_cv.py"
+# mechanics, not accuracy: two iterations on whole 64-px slices
+FAST = ["MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD",
+        "1000", "TEST.EVAL_PERIOD", "0", "SOLVER.PLATEAU.PERIOD", "1", "SOLVER.IMS_PER_BATCH", "2",
+        "INPUT.CROP_TO_HEAD", "False", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
+        "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_default_registration():
+    yield
+    register_all_pwml()
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    from rsrcnn_d2.data.convert import convert_pwml
+
+    base = tmp_path_factory.mktemp("cv")
+    small_cohort(base / "raw", n=4, size=64, depth=6)
+    convert_pwml(base / "raw", base / "tiny", workers=1, num_folds=2)
+    return base
+
+
+def _run_cv(*args, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(RUN_CV), *map(str, args)], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    return proc
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort):
+    root, out = cohort / "tiny", cohort / "out"
+    splits = json.loads((root / "splits.json").read_text())
+    first = _run_cv(TINY_ROWS["B"], "--dataset-root", root, "--output", out, "--folds", "0", *FAST)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    fold0 = out / "fold_0"
+    assert (fold0 / "config.yaml").is_file() and (fold0 / "model_final.pth").is_file()
+    held_out = splits["folds"][0]["val"]
+    assert sorted(p.name for p in (fold0 / "predictions").iterdir()) == [f"{c}.nii.gz" for c in held_out]
+    assert sorted(p.name for p in (fold0 / "references").iterdir()) == [f"{c}.nii.gz" for c in held_out]
+    partial = json.loads((out / "cv_summary.json").read_text())
+    assert partial["folds"] == [0] and partial["complete"] is False and partial["cases"] == held_out
+    assert "incomplete" in (out / "cv_summary.md").read_text()
+    before = _snapshot(fold0)
+
+    second = _run_cv(TINY_ROWS["B"], "--dataset-root", f"tiny={root}", "--output", out, *FAST)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    after = _snapshot(fold0)
+    # fold 0 was neither retrained nor re-predicted: its files are untouched (the evaluation is redone)
+    for name in ["result.json", "model_final.pth", "config.yaml", *[f"predictions/{c}.nii.gz" for c in held_out]]:
+        assert after[name] == before[name], name
+    assert "fold 0: training" not in second.stdout and "fold 1: training" in second.stdout
+    summary = json.loads((out / "cv_summary.json").read_text())
+    assert summary["folds"] == [0, 1] and summary["complete"] is True and summary["num_folds"] == 2
+    assert summary["cases"] == sorted(splits["subjects"])  # the pooled OOF covers every subject
+    assert sorted(p.name for p in (out / "oof" / "predictions").iterdir()) == \
+        [f"{c}.nii.gz" for c in sorted(splits["subjects"])]
+    pooled = json.loads((out / "oof" / "evaluation" / "summary.json").read_text())
+    per_fold = [json.loads((out / f"fold_{i}" / "evaluation" / "summary.json").read_text()) for i in (0, 1)]
+    assert pooled["pwml_lesion3d"]["true_lesions"] == sum(s["pwml_lesion3d"]["true_lesions"] for s in per_fold) > 0
+    assert pooled["slices"] == "all slices"  # whole volumes: every slice of the 6-slice volumes
+    assert pooled["pwml_strict"]["n_slices"] == 6 * len(splits["subjects"])
+    assert summary["per_fold"]["1"]["Dice"] == per_fold[1]["pwml_strict"]["Dice"]
+    assert summary["pooled"]["lesion_F1_3d"] == pooled["pwml_lesion3d"]["F1"]
+    dice = [s["pwml_strict"]["Dice"] for s in per_fold]
+    assert summary["mean"]["Dice"] == pytest.approx(sum(dice) / 2)
+    assert summary["sd"]["Dice"] == pytest.approx(abs(dice[0] - dice[1]) / 2 ** 0.5)
+    md = (out / "cv_summary.md").read_text()
+    assert "whole volumes" in md and "| fold 0 | fold 1 | mean ± sd | pooled OOF |" in md
+    # the inputs were only read
+    assert not any(p.name.startswith("fold_") for p in root.iterdir())
+
+
+def _main():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_cv_tool", RUN_CV)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_bad_arguments_exit_2_before_training(cohort, tmp_path, capsys):
+    root, main = cohort / "tiny", _main()
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        return code, capsys.readouterr().err.strip()
+
+    code, err = run(TINY_ROWS["B"], "--dataset-root", root, "--output", tmp_path / "o", "--folds", "2")
+    assert (code, err) == (2, f"run_cv: error: {root / 'splits.json'}: has 2 folds (0-1); no fold 2")
+    code, err = run(TINY_ROWS["B"], "--dataset-root", root, "--output", root / "cv")
+    assert code == 2 and "output folder overlaps the dataset root" in err
+    code, err = run(TINY_ROWS["B"], "--dataset-root", cohort / "raw", "--output", tmp_path / "o")
+    assert code == 2 and "not a prepared PWML dataset (no splits.json)" in err
+    code, err = run(TINY_ROWS["B"], "--dataset-root", root, "--output", tmp_path / "o", "--folds", "0",
+                    "DATASETS.TRAIN", "('x',)")
+    assert code == 2 and err.endswith("override DATASETS.TRAIN is set by the CV driver for each fold")
+    code, err = run(TINY_ROWS["B"], "--dataset-root", root, "--output", tmp_path / "o", "MODEL.NOPE", "1")
+    assert code == 3 and "MODEL.NOPE" in err
+    with pytest.raises(SystemExit) as odd:
+        main([str(TINY_ROWS["B"]), "--dataset-root", str(root), "MODEL.DEVICE"])
+    assert odd.value.code == 2 and "KEY VALUE pairs" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (root / "cv").exists()

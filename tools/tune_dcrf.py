@@ -11,6 +11,9 @@ as ``--config-file`` by train_net.py and the other tools. For example:
     python tools/tune_dcrf.py --config-file configs/PWML/E_rsrcnn_R_101_FPN.yaml \\
         --weights output/E/model_final.pth --dataset pwml_val --cache output/E/val_probs.pt \\
         --output output/E/E_dcrf_tuned.yaml
+
+``--dataset-root [NAME=]DIR`` (repeatable) registers another prepared cohort as
+``NAME_<split>`` for --dataset; a missing or unprepared root exits with status 2.
 """
 import argparse
 import os
@@ -27,6 +30,7 @@ from rsrcnn_d2.checkpoint import load_model_weights
 from rsrcnn_d2.config import fall_back_to_cpu
 from rsrcnn_d2.data import build_pwml_test_loader
 from rsrcnn_d2.data.fileio import atomic_write_json
+from rsrcnn_d2.data.register import register_dataset_roots
 from rsrcnn_d2.errors import report_errors
 from rsrcnn_d2.tuning import (DEFAULT_BOUNDS, PARAM_KEYS, collect_predictions, format_params,
                               load_prediction_cache, params_from_cfg, prediction_cache_key,
@@ -46,6 +50,8 @@ def parse_args(argv=None):
                         "OUTPUT_DIR/<config name>_dcrf_tuned.yaml); trials go beside it as .json")
     parser.add_argument("--cache", default=None, help="file for the network's outputs: "
                         "reused when it matches the model, config and dataset, else written")
+    parser.add_argument("--dataset-root", action="append", default=[], metavar="[NAME=]DIR",
+                        help="register a prepared cohort (tools/prepare_pwml.py) as NAME_<split>; repeatable")
     parser.add_argument("--init-points", type=int, default=5, help="random trials")
     parser.add_argument("--n-iter", type=int, default=25, help="GP-guided trials")
     parser.add_argument("--seed", type=int, default=0,
@@ -96,6 +102,7 @@ def load_slices(cfg, dataset: str, weights: str, cache: str, seed: int, log,
 @report_errors("tune_dcrf")
 def main(argv=None) -> int:
     args = parse_args(argv)
+    register_dataset_roots(args.dataset_root)  # a bad root: one line, exit 2 (report_errors)
     log = setup_logger(name="rsrcnn_d2")
     setup_logger(name="detectron2")
     cfg = rsrcnn_d2.get_rsrcnn_cfg(args.config_file, args.opts)

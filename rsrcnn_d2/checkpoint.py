@@ -4,8 +4,9 @@ detectron2's checkpointer unpickles ``.pkl`` files with ``pickle.load`` (a
 payload runs) and only warns, among hundreds of lines, when a checkpoint leaves
 layers of the model at their random initialisation (weights of another row
 then predict near-empty masks with exit 0). `SafeCheckpointer` reads ``.pkl``
-with an unpickler that builds numpy arrays and nothing else, ``.pth`` with
-torch's ``weights_only``, turns every unreadable file into a `WeightsError`,
+with an unpickler that builds numpy arrays and nothing else, ``.pth`` and
+``.pyth`` with torch's ``weights_only`` passed explicitly (no environment
+variable turns it off), turns every unreadable file into a `WeightsError`,
 and either refuses a partial fit or logs one table of what was loaded.
 `load_model_weights` is the one checked loading every tool uses.
 """
@@ -144,8 +145,15 @@ class SafeCheckpointer(DetectionCheckpointer):
     def _load_file(self, filename):
         if filename.endswith(".pkl"):
             return self._model_zoo_dict(filename, restricted_unpickle(filename))
+        if filename.endswith(".pyth"):  # detectron2 reads pycls files with a bare torch.load
+            return self._pycls_dict(filename, self._checked(filename, self._torch_load))
+        return self._checked(filename, super()._load_file)
+
+    @staticmethod
+    def _checked(filename, load):
+        """``load(filename)``, any failure of reading the file a `WeightsError` naming it."""
         try:
-            return super()._load_file(filename)
+            return load(filename)
         except WeightsError:
             raise
         except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, AssertionError,
@@ -153,6 +161,14 @@ class SafeCheckpointer(DetectionCheckpointer):
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise WeightsError(filename, f"cannot load weights ({type(e).__name__}: {first}); "
                                          "truncated, corrupt, or holding more than tensors") from None
+
+    @staticmethod
+    def _pycls_dict(filename, data):
+        """A pycls checkpoint's ``model_state``, renamed by detectron2's matching heuristics."""
+        if not isinstance(data, dict) or not isinstance(data.get("model_state"), dict):
+            raise WeightsError(filename, "a pycls .pyth checkpoint must hold a 'model_state' dict")
+        weights = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
+        return {"model": weights, "__author__": "pycls", "matching_heuristics": True}
 
     @staticmethod
     def _model_zoo_dict(filename, data):

@@ -185,6 +185,28 @@ def test_pth_with_a_payload_is_refused_by_weights_only(tmp_path):
     assert not marker.exists()
 
 
+
+@pytest.mark.parametrize("suffix", [".pth", ".pyth"])
+def test_torch_files_load_weights_only_even_when_the_environment_says_otherwise(tmp_path, monkeypatch,
+                                                                                 suffix):
+    """detectron2 reads .pyth with a bare torch.load, which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD makes unsafe."""
+    from rsrcnn_d2.checkpoint import load_model_weights
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "pwned"
+    key = "model_state" if suffix == ".pyth" else "model"
+    good, evil = tmp_path / f"good{suffix}", tmp_path / f"evil{suffix}"
+    source = _Tiny()
+    torch.save({key: source.state_dict()}, good)
+    torch.save({key: source.state_dict(), "extra": _TouchOnLoad(marker)}, evil)
+    with pytest.raises(WeightsError, match=f"^{evil}: cannot load weights"):
+        load_model_weights(_Tiny(), str(evil))
+    assert not marker.exists()
+    model = _Tiny()
+    load_model_weights(model, str(good))
+    assert torch.equal(model.conv.weight, source.conv.weight)
+
+
 # ------------------------------------------------------------------ foreign weights (item 8)
 def _saved_row(row, path):
     from detectron2.modeling import build_model

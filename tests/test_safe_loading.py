@@ -275,6 +275,23 @@ def test_row_e_weights_into_row_e_load_silently(row_e_weights, caplog):
     assert any(r.getMessage().startswith("loaded all ") for r in caplog.records)
 
 
+def test_a_whole_model_as_a_model_zoo_pkl_loads_after_detectron2s_renaming(row_e_weights, tmp_path):
+    """The check counts the model's tensors after align_and_update_state_dicts, not the file's names."""
+    from detectron2.modeling import build_model
+
+    from conftest import tiny_cfg
+    from rsrcnn_d2.checkpoint import load_model_weights
+
+    source = torch.load(row_e_weights, weights_only=True)["model"]
+    path = tmp_path / "zoo.pkl"
+    path.write_bytes(pickle.dumps({"model": {k: v.numpy() for k, v in source.items()},
+                                   "__author__": "zoo", "matching_heuristics": True}, protocol=2))
+    model = build_model(tiny_cfg("E"))
+    incompatible = load_model_weights(model, str(path))
+    assert incompatible.missing_keys == []
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.items())
+
+
 def test_pkl_with_no_matching_keys_is_refused(tmp_path):
     from detectron2.modeling import build_model
 

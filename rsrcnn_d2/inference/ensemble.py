@@ -1,0 +1,108 @@
+"""Several checkpoints and horizontal-flip test-time augmentation as one RS R-CNN.
+
+How the members are combined, per image (detectron2's own TTA recipe for Mask
+R-CNN, extended to several checkpoints of one config):
+
+1. every member — each checkpoint, on the image and, with ``flip``, on its
+   mirror — detects lesions; mirrored boxes are mirrored back;
+2. the union of all members' detections is merged by the config's test NMS
+   (``MODEL.ROI_HEADS.NMS_THRESH_TEST``, ``TEST.DETECTIONS_PER_IMAGE``): a
+   lesion any member found is kept once, with its highest score;
+3. every member's mask head predicts the mask of each merged box (on the
+   mirror for mirrored members, then mirrored back), and the per-instance mask
+   probabilities are averaged over the members;
+4. the averaged masks go through the first model's usual postprocessing:
+   pasting through the (k-expanded) boxes, the dense CRF per instance on the
+   network-scale image patch, then the mask threshold.
+
+So averaging happens before thresholding and before the CRF, and the CRF runs
+exactly as in a single model. One member without ``flip`` is the plain model.
+All members must share the config's input pipeline (the same network input);
+checkpoints of one config's folds or seeds do.
+"""
+from typing import Dict, List, Sequence
+
+import torch
+
+from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
+from detectron2.structures import Boxes, Instances
+
+__all__ = ["LesionEnsemble", "flip_boxes"]
+
+
+def flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
+    """XYXY boxes mirrored left-right in an image ``width`` pixels wide."""
+    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+
+
+class LesionEnsemble:
+    """A callable with the model's inference interface over several models and/or flips."""
+
+    def __init__(self, models: Sequence[torch.nn.Module], flip: bool = True,
+                 nms_thresh: float = 0.5, detections_per_image: int = 100):
+        if not models:
+            raise ValueError("LesionEnsemble needs at least one model")
+        self.models = list(models)
+        self.flip = bool(flip)
+        self.nms_thresh = float(nms_thresh)
+        self.detections_per_image = int(detections_per_image)
+
+    @classmethod
+    def from_config(cls, cfg, models: Sequence[torch.nn.Module], flip: bool) -> "LesionEnsemble":
+        return cls(models, flip, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE)
+
+    @property
+    def members(self) -> int:
+        return len(self.models) * (2 if self.flip else 1)
+
+    def eval(self) -> "LesionEnsemble":
+        for m in self.models:
+            m.eval()
+        return self
+
+    @torch.no_grad()
+    def __call__(self, batched_inputs: List[Dict]) -> List[Dict]:
+        if self.members == 1:
+            return self.models[0](batched_inputs)
+        return [self._one(x) for x in batched_inputs]
+
+    def _views(self, inp: Dict):
+        mirrored = dict(inp, image=inp["image"].flip(dims=[-1]))
+        for model in self.models:
+            yield model, inp, False
+            if self.flip:
+                yield model, mirrored, True
+
+    def _one(self, inp: Dict) -> Dict:
+        height, width = inp["image"].shape[-2:]
+        boxes, scores, classes = [], [], []
+        for model, view, mirrored in self._views(inp):
+            found = model.inference([view], do_postprocess=False)[0]
+            b = found.pred_boxes.tensor
+            boxes.append(flip_boxes(b, width) if mirrored else b)
+            scores.append(found.scores)
+            classes.append(found.pred_classes)
+        merged = self._merge(torch.cat(boxes), torch.cat(scores), torch.cat(classes), (height, width))
+        masks, expanded = [], None
+        for model, view, mirrored in self._views(inp):
+            given = Instances((height, width), scores=merged.scores, pred_classes=merged.pred_classes,
+                              pred_boxes=Boxes(flip_boxes(merged.pred_boxes.tensor, width)
+                                               if mirrored else merged.pred_boxes.tensor))
+            out = model.inference([view], detected_instances=[given], do_postprocess=False)[0]
+            if out.has("pred_masks"):  # (R, 1, M, M); R = 0 keeps the field's shape
+                masks.append(out.pred_masks.flip(dims=[-1]) if mirrored else out.pred_masks)
+            if not mirrored and expanded is None and out.has("expanded_boxes"):
+                expanded = out.expanded_boxes
+        if masks:
+            merged.pred_masks = torch.stack(masks).mean(dim=0)
+        if expanded is not None:
+            merged.expanded_boxes = expanded
+        return self.models[0]._postprocess_one(merged, inp)
+
+    def _merge(self, boxes, scores, classes, shape_hw) -> Instances:
+        num_classes = int(classes.max()) + 1 if len(classes) else 1
+        scores_2d = boxes.new_zeros((len(boxes), num_classes + 1))  # + background column
+        scores_2d[torch.arange(len(boxes)), classes] = scores
+        merged, _ = fast_rcnn_inference_single_image(boxes, scores_2d, shape_hw, 1e-8,
+                                                     self.nms_thresh, self.detections_per_image)
+        return merged

@@ -1,0 +1,88 @@
+"""Checkpoint ensembling and flip TTA (rsrcnn_d2.inference.ensemble) on real tiny models."""
+import copy
+
+import pytest
+import torch
+
+from conftest import synthetic_input, tiny_cfg
+from detectron2.modeling import build_model
+
+from rsrcnn_d2.inference.ensemble import LesionEnsemble, flip_boxes
+
+# a random network: keep every box it finds, no CRF, so the outputs are the network's
+OPEN = ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.DCRF.NAME", "",
+        "INPUT.CROP_TO_HEAD", "False")
+
+
+def _model(*opts):
+    torch.manual_seed(0)
+    cfg = tiny_cfg("E", *OPEN, *opts)
+    return cfg, build_model(cfg).eval()
+
+
+def _input(seed=1, size=96):
+    inp, _ = synthetic_input(seed=seed, size=size)
+    return {"image": inp["image"], "height": size, "width": size}
+
+
+def test_flip_boxes():
+    boxes = torch.tensor([[1.0, 2.0, 4.0, 5.0]])
+    assert flip_boxes(boxes, 10).tolist() == [[6.0, 2.0, 9.0, 5.0]]
+    assert torch.equal(flip_boxes(flip_boxes(boxes, 10), 10), boxes)
+
+
+def test_one_member_is_the_model_and_a_repeated_checkpoint_changes_nothing():
+    cfg, model = _model()
+    inp = _input()
+    with torch.no_grad():
+        plain = model([inp])[0]
+    alone = LesionEnsemble.from_config(cfg, [model], flip=False)([inp])[0]
+    twice = LesionEnsemble.from_config(cfg, [model, model], flip=False)([inp])[0]
+    assert len(plain["instances"]) > 0
+    assert torch.equal(alone["lesion_prob"], plain["lesion_prob"])
+    assert torch.allclose(twice["lesion_prob"], plain["lesion_prob"], atol=1e-6)
+    assert torch.equal(twice["lesion_mask"], plain["lesion_mask"])
+
+
+def test_two_checkpoints_average_their_probability_maps():
+    # two checkpoints that differ in the mask head only: the same single detection,
+    # so the ensemble's map must be the mean of the two maps (pasting is linear)
+    cfg, a = _model("TEST.DETECTIONS_PER_IMAGE", "1")
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        for p in b.roi_heads.mask_head.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        inp = _input()
+        pa, pb = a([inp])[0]["lesion_prob"], b([inp])[0]["lesion_prob"]
+    assert not torch.allclose(pa, pb)
+    both = LesionEnsemble.from_config(cfg, [a, b], flip=False)([inp])[0]["lesion_prob"]
+    assert torch.allclose(both, (pa + pb) / 2, atol=1e-5)
+
+
+def test_flip_tta_commutes_with_mirroring_the_input():
+    # TTA over {image, mirror} is the same set of members for the mirrored image:
+    # its output must be the mirror of the image's output, box by box. (For a model
+    # whose own output is mirror-symmetric on a symmetric image, this is "flip TTA of
+    # a symmetric input equals no TTA"; a random network is not such a model.)
+    cfg, model = _model()
+    tta = LesionEnsemble.from_config(cfg, [model], flip=True)
+    inp = _input(seed=2)
+    mirrored = dict(inp, image=inp["image"].flip(dims=[-1]))
+    out, out_m = tta([inp])[0], tta([mirrored])[0]
+    assert len(out["instances"]) > 0
+    assert torch.allclose(out_m["lesion_prob"], out["lesion_prob"].flip(dims=[-1]), atol=1e-5)
+    with torch.no_grad():
+        plain = model([inp])[0]
+    assert not torch.allclose(out["lesion_prob"], plain["lesion_prob"])  # the mirror counted
+
+
+def test_empty_model_list_is_refused():
+    with pytest.raises(ValueError, match="at least one model"):
+        LesionEnsemble([])
+
+
+def test_no_detection_anywhere_gives_empty_outputs_with_the_usual_fields():
+    cfg, model = _model("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1.01")
+    out = LesionEnsemble.from_config(cfg, [model, model], flip=True)([_input()])[0]
+    assert len(out["instances"]) == 0 and out["instances"].has("mask_probs")
+    assert not out["lesion_mask"].any() and out["lesion_prob"].shape == (96, 96)

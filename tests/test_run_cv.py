@@ -63,9 +63,8 @@ def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort):
     second = _run_cv(TINY_ROWS["B"], "--dataset-root", f"tiny={root}", "--output", out, *FAST)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     after = _snapshot(fold0)
-    # fold 0 was neither retrained nor re-predicted: its files are untouched (the evaluation is redone)
-    for name in ["result.json", "model_final.pth", "config.yaml", *[f"predictions/{c}.nii.gz" for c in held_out]]:
-        assert after[name] == before[name], name
+    # fold 0 was neither retrained, re-predicted nor re-scored: its files are untouched
+    assert after == before and {"result.json", "model_final.pth", "evaluation/summary.json"} <= set(after)
     assert "fold 0: training" not in second.stdout and "fold 1: training" in second.stdout
     summary = json.loads((out / "cv_summary.json").read_text())
     assert summary["folds"] == [0, 1] and summary["complete"] is True and summary["num_folds"] == 2
@@ -86,6 +85,23 @@ def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort):
     assert "whole volumes" in md and "| fold 0 | fold 1 | mean ± sd | pooled OOF |" in md
     # the inputs were only read
     assert not any(p.name.startswith("fold_") for p in root.iterdir())
+
+    # fold 1 interrupted before it was recorded: resumed from its last checkpoint, not restarted,
+    # and its held-out cases are predicted again by the resumed model
+    import torch
+
+    fold1 = out / "fold_1"
+    assert torch.load(fold1 / "model_final.pth", weights_only=False)["iteration"] == 1
+    (fold1 / "result.json").unlink()
+    stale = _snapshot(fold1 / "predictions")
+    third = _run_cv(TINY_ROWS["B"], "--dataset-root", f"tiny={root}", "--output", out, *FAST[:2],
+                    "SOLVER.MAX_ITER", "3", *FAST[4:])
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert torch.load(fold1 / "model_final.pth", weights_only=False)["iteration"] == 2
+    iterations = [json.loads(line)["iteration"] for line in (fold1 / "metrics.json").read_text().splitlines()]
+    assert iterations.count(0) == 1  # the first run's iterations only once: no restart from scratch
+    assert all(_snapshot(fold1 / "predictions")[n] > stale[n] for n in stale)
+    assert _snapshot(fold0) == after
 
 
 def _main():

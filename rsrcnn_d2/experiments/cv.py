@@ -180,8 +180,14 @@ def predict_fold(cohort: Cohort, fold: int, run_dir: Path, checkpoint: str = "be
 
 
 def _evaluate(predictions: Path, references: Path, output: Path, cohort: Cohort) -> Dict:
+    """evaluate_folder's summary; a summary newer than every scored file is read, not recomputed."""
     from ..evaluation.folder import evaluate_folder
 
+    done = output / "summary.json"
+    if done.is_file():
+        scored = [p.stat().st_mtime for folder in (predictions, references) for p in folder.iterdir()]
+        if scored and done.stat().st_mtime >= max(scored):
+            return read_json(done)
     return evaluate_folder(predictions, references, output, axis=cohort.axis, binarize=cohort.binarize,
                            workers=1, progress=False)
 

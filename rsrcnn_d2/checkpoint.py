@@ -134,7 +134,9 @@ class SafeCheckpointer(DetectionCheckpointer):
         self._path: Optional[str] = None
 
     def load(self, path, *args, **kwargs):
-        if path and "://" not in path and not os.path.isfile(path):
+        # detectron2 accepts "file.pth?matching_heuristics=True": the query is not part of the name
+        if path and "://" not in path and not os.path.isfile(path.split("?", 1)[0]) \
+                and not os.path.isfile(path):
             raise WeightsError(path, "weights file does not exist")
         self._path, self.incompatible = path, None
         try:

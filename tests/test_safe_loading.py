@@ -292,6 +292,16 @@ def test_a_whole_model_as_a_model_zoo_pkl_loads_after_detectron2s_renaming(row_e
     assert all(torch.equal(model.state_dict()[k], v) for k, v in source.items())
 
 
+def test_detectron2s_matching_heuristics_query_still_works(tmp_path):
+    from rsrcnn_d2.checkpoint import load_model_weights
+
+    source, path = _Tiny(), tmp_path / "w.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
+    model = _Tiny()
+    assert load_model_weights(model, f"{path}?matching_heuristics=True").missing_keys == []
+    assert torch.equal(model.fc.weight, source.fc.weight)
+
+
 def test_pkl_with_no_matching_keys_is_refused(tmp_path):
     from detectron2.modeling import build_model
 

@@ -75,13 +75,15 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 def restricted_unpickle(path: str):
     """Unpickle ``path`` admitting exactly what numpy arrays need; `WeightsError` otherwise."""
-    with open(path, "rb") as f:
-        try:
+    try:
+        with open(path, "rb") as f:
             return _NumpyOnlyUnpickler(f, encoding="latin1").load()
-        except pickle.UnpicklingError as e:
-            raise WeightsError(path, f"unsafe or corrupt pickle: {e}") from None
-        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
-            raise WeightsError(path, f"truncated or corrupt pickle ({type(e).__name__}: {e})") from None
+    except pickle.UnpicklingError as e:
+        raise WeightsError(path, f"unsafe or corrupt pickle: {e}") from None
+    except OSError as e:
+        raise WeightsError(path, f"cannot read weights file ({e.strerror or e})") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+        raise WeightsError(path, f"truncated or corrupt pickle ({type(e).__name__}: {e})") from None
 
 
 def _group(name: str) -> str:

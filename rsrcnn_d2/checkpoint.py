@@ -123,8 +123,9 @@ class SafeCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer that runs no code from a weights file and checks the fit.
 
     ``allow_partial=False``: a checkpoint that leaves any model parameter or
-    buffer uninitialised raises `WeightsError` before anything else is loaded
-    from it. ``allow_partial=True``: it loads what fits and logs one table by
+    buffer uninitialised raises `WeightsError` (before any optimizer or other
+    state is loaded from it; the model itself is then half-loaded and is to be
+    dropped). ``allow_partial=True``: it loads what fits and logs one table by
     module. ``incompatible`` holds detectron2's ``_IncompatibleKeys`` of the
     last load (after its renaming of Caffe2 / model-zoo keys).
     """

@@ -88,7 +88,8 @@ def test_train_net_registers_a_second_cohort_in_two_gloo_workers(converted, tmp_
            "OUTPUT_DIR", str(out), "MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2",
            "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "0", "SOLVER.WARMUP_ITERS", "0",
            "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR", "SOLVER.STEPS", "()",
-           "DATASETS.TRAIN", "('mycohort_train',)", "DATASETS.VAL", "()", "DATASETS.TEST", "('mycohort_val',)",
+           "DATASETS.TRAIN", "('mycohort_train',)", "DATASETS.VAL", "()",
+           "DATASETS.TEST", "('mycohort_val',)",
            "INPUT.CROP_TO_HEAD", "False", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
            "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -118,3 +119,28 @@ def test_train_net_refuses_an_unprepared_root_with_exit_2(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"error: {tmp_path / 'raw'}: not a prepared PWML dataset" in proc.stderr
+
+
+def _tune_dcrf():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tune_dcrf_tool", REPO / "tools" / "tune_dcrf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tune_dcrf_tunes_on_a_dataset_root(converted, tmp_path, capsys):
+    out = tmp_path / "tuned.yaml"
+    code = _tune_dcrf().main(["--config-file", str(TINY_ROWS["E"]), "--dataset-root", f"tcohort={converted}",
+                              "--dataset", "tcohort_val", "--output", str(out), "--init-points", "1",
+                              "--n-iter", "1", "MODEL.DEVICE", "cpu", "INPUT.CROP_TO_HEAD", "False",
+                              "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64"])
+    assert code == 0
+    trials = json.loads(out.with_suffix(".json").read_text())
+    assert trials["dataset"] == "tcohort_val"
+    assert "mean Dice (strict) on tcohort_val" in capsys.readouterr().out
+    assert _tune_dcrf().main(["--config-file", str(TINY_ROWS["E"]), "--dataset-root", str(tmp_path / "gone"),
+                              "--dataset", "gone_val"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"tune_dcrf: error: {tmp_path / 'gone'}: dataset root does not exist"

@@ -1,6 +1,7 @@
 """tools/run_cv.py: folds trained resumably, held-out whole volumes predicted and scored, pooled."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -73,7 +74,8 @@ def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort):
         [f"{c}.nii.gz" for c in sorted(splits["subjects"])]
     pooled = json.loads((out / "oof" / "evaluation" / "summary.json").read_text())
     per_fold = [json.loads((out / f"fold_{i}" / "evaluation" / "summary.json").read_text()) for i in (0, 1)]
-    assert pooled["pwml_lesion3d"]["true_lesions"] == sum(s["pwml_lesion3d"]["true_lesions"] for s in per_fold) > 0
+    true_lesions = [s["pwml_lesion3d"]["true_lesions"] for s in per_fold]
+    assert pooled["pwml_lesion3d"]["true_lesions"] == sum(true_lesions) > 0
     assert pooled["slices"] == "all slices"  # whole volumes: every slice of the 6-slice volumes
     assert pooled["pwml_strict"]["n_slices"] == 6 * len(splits["subjects"])
     assert summary["per_fold"]["1"]["Dice"] == per_fold[1]["pwml_strict"]["Dice"]
@@ -134,4 +136,11 @@ def test_bad_arguments_exit_2_before_training(cohort, tmp_path, capsys):
     with pytest.raises(SystemExit) as odd:
         main([str(TINY_ROWS["B"]), "--dataset-root", str(root), "MODEL.DEVICE"])
     assert odd.value.code == 2 and "KEY VALUE pairs" in capsys.readouterr().err
+    # a held-out subject's source volume gone: refused before any training
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved)
+    all_json = moved / "annotations" / "instances_all.json"
+    all_json.write_text(all_json.read_text().replace(str(cohort / "raw"), str(tmp_path / "gone")))
+    code, err = run(TINY_ROWS["B"], "--dataset-root", moved, "--output", tmp_path / "o")
+    assert code == 2 and err.startswith(f"run_cv: error: {tmp_path / 'gone'}") and "is missing" in err
     assert not (tmp_path / "o").exists() and not (root / "cv").exists()

@@ -23,8 +23,8 @@ instead (the schedule still sees the fold).
 Resumable: a fold with ``result.json`` is not retrained, an interrupted one is
 resumed from its last checkpoint (`train_and_record`); a prediction newer than
 its fold's ``result.json`` is kept. Folds trained by earlier runs into the same
-OUT (e.g. one fold per machine) are scored and pooled with the requested ones. Nothing is written outside OUT, and the
-cohort and its source files are only read.
+OUT (e.g. one fold per machine) are scored and pooled with the requested ones.
+Nothing is written outside OUT, and the cohort and its source files are only read.
 """
 import os
 import shutil
@@ -85,15 +85,22 @@ def read_cohort(root: Union[str, Path]) -> Cohort:
     for image in read_json(root / "annotations" / "instances_all.json")["images"]:
         sources.setdefault(image["subject"], (Path(image["source_file"]), Path(image["mask_file"])))
     first = next(iter(sources.values()))
-    if not conversion.get("axis") or not str(first[0]).endswith((".nii", ".nii.gz")):
+    if not str(first[0]).endswith((".nii", ".nii.gz")):
         raise PWMLDataError(root, "was converted from slice images, not NIfTI volumes; the CV driver "
                                   "scores whole volumes and needs the original NIfTI files")
-    axis = conversion["axis"]
+    axis = conversion.get("axis")
+    if not axis:
+        raise PWMLDataError(root / "conversion.json", "does not say along which axis slices were cut")
     for fold in folds:
         for subject in fold["val"]:
             if subject not in sources:
                 raise PWMLDataError(root / "splits.json", f"fold subject {subject!r} has no slices "
                                                           "in annotations/instances_all.json")
+            for path in sources[subject]:
+                if not path.is_file():  # checked before any training, not after fold 0
+                    raise PWMLDataError(path, f"source file of subject {subject!r} (recorded in "
+                                              f"{root / 'annotations' / 'instances_all.json'}) is missing; "
+                                              "held-out cases are predicted from the original volumes")
     return Cohort(root, axis, bool(conversion.get("binarize", False)), folds, sources)
 
 

@@ -164,7 +164,7 @@ def merge_overrides(cfg: CN, opts, config_file: str = "") -> None:
         cfg.merge_from_list(opts)
     except (KeyError, ValueError, AssertionError, TypeError) as e:
         problem = _key_problem(e) or str(e)
-        raise ConfigError(where, f"config override: {problem}") from None
+        raise ConfigError(where, f"config override: {problem}" if config_file else problem) from None
 
 
 def _key_problem(error: Exception) -> str:

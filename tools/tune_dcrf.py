@@ -31,7 +31,7 @@ from rsrcnn_d2.config import fall_back_to_cpu
 from rsrcnn_d2.data import build_pwml_test_loader
 from rsrcnn_d2.data.fileio import atomic_write_json
 from rsrcnn_d2.data.register import register_dataset_roots
-from rsrcnn_d2.errors import report_errors
+from rsrcnn_d2.errors import ConfigError, PWMLDataError, report_errors
 from rsrcnn_d2.tuning import (DEFAULT_BOUNDS, PARAM_KEYS, collect_predictions, format_params,
                               load_prediction_cache, params_from_cfg, prediction_cache_key,
                               save_prediction_cache, tune_dcrf, write_tuned_config)
@@ -111,13 +111,13 @@ def main(argv=None) -> int:
     weights = cfg.MODEL.WEIGHTS if args.weights is None else args.weights
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
     if not dataset:
-        sys.exit("no dataset: pass --dataset or set DATASETS.TEST")
+        raise ConfigError(args.config_file, "no dataset to tune on: pass --dataset or set DATASETS.TEST")
     output = Path(args.output or
                   Path(cfg.OUTPUT_DIR) / f"{Path(args.config_file).stem}_dcrf_tuned.yaml")
 
     slices = load_slices(cfg, dataset, weights, args.cache, args.seed, log, args.allow_partial_weights)
     if not slices:
-        sys.exit(f"dataset {dataset} has no slices")
+        raise PWMLDataError(dataset, "the dataset has no slices to tune on")
     bounds = {k: tuple(getattr(args, k)) for k in PARAM_KEYS}
     result = tune_dcrf(slices, params_from_cfg(cfg), bounds=bounds, init_points=args.init_points,
                        n_iter=args.n_iter, seed=args.seed,

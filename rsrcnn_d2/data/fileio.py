@@ -31,6 +31,7 @@ from .errors import PWMLDataError
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "read_json", "save_slice",
            "read_slice", "replace_dir", "staging_dir_for", "remove_stale_staging", "output_path",
+           "check_inside_output",
            "current_umask"]
 
 PathLike = Union[str, os.PathLike]
@@ -50,18 +51,26 @@ def current_umask() -> int:
     return mask
 
 
-def output_path(root: PathLike, *parts: str) -> Path:
-    """``root/part/...``, checked to lie inside ``root`` (links inside ``root`` resolved).
+def check_inside_output(path: PathLike, output: PathLike) -> Path:
+    """Where writing ``path`` lands; PWMLDataError unless that is inside ``output``.
 
-    Every path a conversion writes goes through here, so no subject id or file
-    name, however made, can place a file outside the output folder.
+    The folders above ``path`` are resolved (a symlinked folder would take the
+    file elsewhere); ``path``'s own name is not, because the atomic rename
+    replaces a link of that name instead of writing through it.
     """
-    root = Path(root).absolute()
-    path = root.joinpath(*parts)
-    real_root, real = os.path.realpath(root), os.path.realpath(path)
-    if os.path.commonpath([real_root, real]) != real_root or real == real_root:
-        raise PWMLDataError(path, f"lies outside the output folder {root}; refusing to write it")
-    return path
+    path, root = Path(path), Path(output).resolve()
+    where = path.absolute().parent.resolve() / path.name
+    if path.name in ("", ".", "..") or not where.is_relative_to(root):
+        raise PWMLDataError(path, f"lies outside the output folder {root} once symlinks are followed "
+                                  f"(it would be written to {where}); remove the symlink or "
+                                  "choose another output folder")
+    return where
+
+
+def output_path(root: PathLike, *parts: str) -> Path:
+    """``root/part/...`` checked by `check_inside_output`: no subject id or file name, however
+    made, places a file outside the output folder (every path a conversion writes comes here)."""
+    return check_inside_output(Path(root).absolute().joinpath(*parts), root)
 
 
 def atomic_write(path: PathLike, write: Callable[[str], None], binary_handle: bool = False) -> None:

@@ -34,7 +34,7 @@ from typing import List, Optional, Union
 import numpy as np
 
 from ..data.errors import PWMLDataError
-from ..data.fileio import atomic_write
+from ..data.fileio import atomic_write, check_inside_output  # noqa: F401 (part of this API)
 from ..data.nifti import load_nifti_3d
 
 __all__ = ["NIFTI_ENDINGS", "PredictionInput", "OutputPaths", "find_inputs", "case_name",
@@ -158,22 +158,6 @@ def check_output_location(input_path: PathLike, output: PathLike, allow_in_input
     if input_path.is_dir() and output.is_relative_to(input_path) and not allow_in_input:
         raise PWMLDataError(output, f"output folder is inside the input folder {input_path}; "
                                     "choose another folder or pass --allow-output-in-input")
-
-
-def check_inside_output(path: PathLike, output: PathLike) -> Path:
-    """Where writing ``path`` lands; PWMLDataError unless that is inside ``output``.
-
-    The folders above ``path`` are resolved (a symlinked folder would take the
-    file elsewhere); ``path``'s own name is not, because the atomic rename
-    replaces a link of that name instead of writing through it.
-    """
-    path, root = Path(path), Path(output).resolve()
-    where = path.absolute().parent.resolve() / path.name
-    if path.name in ("", ".", "..") or not where.is_relative_to(root):
-        raise PWMLDataError(path, f"lies outside the output folder {root} once symlinks are followed "
-                                  f"(it would be written to {where}); remove the symlink or "
-                                  "choose another output folder")
-    return where
 
 
 def input_slice_geometry(item: PredictionInput, axis: int):

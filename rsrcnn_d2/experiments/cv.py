@@ -9,6 +9,7 @@ predictions are then pooled and scored once. Output folder::
     OUT/fold_<i>/                   train_net's run: config.yaml, model_best.pth and/or
                                     model_final.pth, log.txt, metrics.json, result.json
     OUT/fold_<i>/predictions/<case>.nii.gz   the fold model's masks of its held-out cases
+                                    (predictions.json: the weights and config that made them)
     OUT/fold_<i>/references/<case>.nii[.gz]  copies of their reference labels
     OUT/fold_<i>/evaluation/        slices.csv, cases.csv, summary.json
     OUT/oof/                        the same three folders for all folds' cases together
@@ -21,9 +22,10 @@ training decisions. ``checkpoint="final"`` predicts with ``model_final.pth``
 instead (the schedule still sees the fold).
 
 Resumable: a fold with ``result.json`` is not retrained, an interrupted one is
-resumed from its last checkpoint (`train_and_record`); a prediction newer than
-its fold's ``result.json`` is kept. Folds trained by earlier runs into the same
-OUT (e.g. one fold per machine) are scored and pooled with the requested ones.
+resumed from its last checkpoint (`train_and_record`); predictions made with
+the same weights file and test-time config are kept, and so is an evaluation
+newer than them. Folds trained by earlier runs into the same OUT (e.g. one fold
+per machine) are scored and pooled with the requested ones.
 Nothing is written outside OUT, and the cohort and its source files are only read.
 """
 import os
@@ -151,7 +153,9 @@ def predict_fold(cohort: Cohort, fold: int, run_dir: Path, checkpoint: str = "be
     """Write ``<case>.nii.gz`` masks of the fold's held-out cases and copies of their labels.
 
     The fold's own config.yaml and weights are used; ``opts`` are the user's
-    overrides again (e.g. MODEL.DEVICE). Up-to-date predictions are kept.
+    overrides again (e.g. MODEL.DEVICE). Predictions made with the same weights
+    file (path and mtime) and the same MODEL/INPUT/TEST keys, recorded in
+    ``predictions.json``, are kept (a SOLVER change does not touch them).
     """
     from .. import get_rsrcnn_cfg
     from ..config import fall_back_to_cpu
@@ -159,20 +163,27 @@ def predict_fold(cohort: Cohort, fold: int, run_dir: Path, checkpoint: str = "be
     from ..inference.predictor import LesionPredictor, predict_volume
 
     predictions, references = run_dir / "predictions", run_dir / "references"
-    finished = (run_dir / RESULT_FILE).stat().st_mtime
+    weights = _fold_weights(run_dir, checkpoint)
+    cfg = get_rsrcnn_cfg(str(run_dir / "config.yaml"), [*opts, "MODEL.WEIGHTS", str(weights)])
+    fall_back_to_cpu(cfg)
+    cfg.freeze()
+    stamp = {"weights": str(weights), "weights_mtime_ns": weights.stat().st_mtime_ns,
+             "config": {key: cfg[key].dump() for key in ("MODEL", "INPUT", "TEST")}}
+    stamp_file = run_dir / "predictions.json"
+    current = stamp_file.is_file() and read_json(stamp_file) == stamp
     todo = []
     for case in cohort.folds[fold]["val"]:
         image, mask = cohort.sources[case]
         _copy_file(mask, references / f"{case}{_nifti_ending(mask)}")
         target = predictions / f"{case}.nii.gz"
-        if not (target.is_file() and target.stat().st_mtime >= finished):
+        if not (current and target.is_file()):
             todo.append((case, image, target))
     if not todo:
         return predictions
-    weights = _fold_weights(run_dir, checkpoint)
-    cfg = get_rsrcnn_cfg(str(run_dir / "config.yaml"), [*opts, "MODEL.WEIGHTS", str(weights)])
-    fall_back_to_cpu(cfg)
-    cfg.freeze()
+    if not current:  # other weights or overrides: none of the old masks may be scored
+        for _, _, target in todo:
+            target.unlink(missing_ok=True)
+        atomic_write_json(stamp_file, stamp)
     predictor = LesionPredictor.from_config(cfg)
     axis = axis_index(cohort.axis)
     for case, image, target in todo:

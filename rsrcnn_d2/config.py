@@ -75,6 +75,14 @@ def add_rsrcnn_config(cfg: CN) -> None:
     # detectron2's ResizeShortestEdge, which scales each slice by its own size.
     cfg.INPUT.TEST_RESIZE = "training_scale"
 
+    # --- test-time augmentation (rsrcnn_d2/inference/ensemble.py) -----------------
+    # Horizontal-flip TTA in evaluation and CRF tuning: detections of the slice and of
+    # its mirror merged by the test NMS, their mask probabilities averaged before the
+    # CRF and the threshold. Off: the paper has none. rsrcnn-predict has it on by
+    # default (--disable-tta), as nnU-Net mirrors. (detectron2's multi-scale TEST.AUG
+    # is not used by this project.)
+    cfg.TEST.FLIP_TTA = False
+
     # --- LR halving on a validation-loss plateau (SOLVER.LR_SCHEDULER_NAME: WarmupPlateauLR)
     cfg.SOLVER.PLATEAU = CN()
     # Evaluations of the validation loss without improvement before the LR is cut (paper: 10).

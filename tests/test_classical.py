@@ -264,7 +264,7 @@ def test_predict_writes_nifti_with_the_input_affine(tmp_path, mode):
     code = cli.main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--classical",
                      str(params), "--save-prob", "--no-progress"])
     assert code == 0
-    mask = nib.load(tmp_path / "out" / "case_lesion.nii.gz")
+    mask = nib.load(tmp_path / "out" / "case.nii.gz")
     source = nib.load(tmp_path / "in" / "case_0000.nii.gz")  # the affine as stored (float32)
     assert np.allclose(source.affine, affine, atol=1e-6)
     assert np.array_equal(mask.affine, source.affine) and mask.shape == data.shape

@@ -86,3 +86,39 @@ def test_no_detection_anywhere_gives_empty_outputs_with_the_usual_fields():
     out = LesionEnsemble.from_config(cfg, [model, model], flip=True)([_input()])[0]
     assert len(out["instances"]) == 0 and out["instances"].has("mask_probs")
     assert not out["lesion_mask"].any() and out["lesion_prob"].shape == (96, 96)
+
+
+def test_with_flip_tta_follows_the_config_and_unwraps_ddp():
+    from rsrcnn_d2.inference.ensemble import with_flip_tta
+
+    cfg, model = _model()
+    assert with_flip_tta(cfg, model) is model  # TEST.FLIP_TTA defaults to off (the paper has none)
+    cfg.defrost()
+    cfg.TEST.FLIP_TTA = True
+
+    class Wrapped(torch.nn.Module):  # what DistributedDataParallel looks like to the hook
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    tta = with_flip_tta(cfg, Wrapped(model))
+    assert isinstance(tta, LesionEnsemble) and tta.members == 2 and tta.models[0] is model
+
+
+def test_train_net_evaluates_with_tta_when_the_config_asks(monkeypatch):
+    import importlib.util
+
+    from conftest import REPO
+    from detectron2.engine import DefaultTrainer
+
+    spec = importlib.util.spec_from_file_location("train_net_tool", REPO / "tools" / "train_net.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    seen = []
+    monkeypatch.setattr(DefaultTrainer, "test", classmethod(lambda cls, cfg, model, ev=None: seen.append(model)))
+    cfg, model = _model("TEST.FLIP_TTA", "True")
+    tool.Trainer.test(cfg, model)
+    assert isinstance(seen[-1], LesionEnsemble) and seen[-1].flip
+    cfg, model = _model()
+    tool.Trainer.test(cfg, model)
+    assert seen[-1] is model

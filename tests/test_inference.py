@@ -231,7 +231,7 @@ def test_a_symlinked_overlay_folder_is_refused_and_the_other_cases_predicted(tmp
     (out / "a_overlays").symlink_to(elsewhere, target_is_directory=True)
     victim = tmp_path / "victim.nii.gz"
     victim.write_bytes(b"not yours")
-    (out / "b_lesion.nii.gz").symlink_to(victim)  # a link as a file name: replaced, not followed
+    (out / "b.nii.gz").symlink_to(victim)  # a link as a file name: replaced, not followed
     code = _predict_cli(monkeypatch, tmp_path / "in", "-o", out, "--overlays")
     err = capsys.readouterr().err
     assert code == 1
@@ -240,8 +240,8 @@ def test_a_symlinked_overlay_folder_is_refused_and_the_other_cases_predicted(tmp
     line = next(line for line in err.splitlines() if "a_overlays" in line)
     assert line.strip().startswith(str(out / "a_overlays" / "axial_001.png"))
     assert "outside the output folder" in line and "symlink" in line
-    assert not (out / "b_lesion.nii.gz").is_symlink()
-    assert int(np.asanyarray(nib.load(out / "b_lesion.nii.gz").dataobj).sum()) == 2
+    assert not (out / "b.nii.gz").is_symlink()
+    assert int(np.asanyarray(nib.load(out / "b.nii.gz").dataobj).sum()) == 2
     assert _files(out / "b_overlays") == ["axial_001.png", "axial_002.png"]
 
 

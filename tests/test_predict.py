@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import TINY_ROWS
 from rsrcnn_d2.data import write_synthetic_cohort
+from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.data.nifti import volume_slice
 from rsrcnn_d2.inference import LesionPredictor, case_name, find_inputs, predict_inputs
 from rsrcnn_d2.inference import cli
@@ -81,7 +82,7 @@ def test_tiny_model_writes_mask_and_prob_with_the_input_geometry(volumes, tmp_pa
                    "--save-prob", "MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
     assert code == 0
     source = nib.load(volumes / "PWML_000_0000.nii.gz")
-    mask, prob = nib.load(out / "PWML_000_lesion.nii.gz"), nib.load(out / "PWML_000_prob.nii.gz")
+    mask, prob = nib.load(out / "PWML_000.nii.gz"), nib.load(out / "PWML_000_prob.nii.gz")
     for img in (mask, prob):
         assert img.shape == source.shape
         assert np.array_equal(img.affine, source.affine)
@@ -128,7 +129,7 @@ def test_weights_of_another_row_are_refused_with_exit_4(volumes, tmp_path, row_e
     # the explicit flag loads what fits and predicts
     code = _predict(volumes, tmp_path / "out", TINY_ROWS["B"], "--weights", row_e_checkpoint,
                     "--allow-partial-weights")
-    assert code == 0 and (tmp_path / "out" / "PWML_000_lesion.nii.gz").is_file()
+    assert code == 0 and (tmp_path / "out" / "PWML_000.nii.gz").is_file()
 
 
 def test_truncated_and_unsafe_weights_exit_4_and_run_nothing(volumes, tmp_path, row_e_checkpoint, capsys):
@@ -186,7 +187,7 @@ def test_fake_model_output_lands_on_the_input_voxels(orientation, tmp_path):
     report = predict_inputs(predictor, find_inputs(tmp_path / "in"), tmp_path / "out",
                             save_prob=True, progress=False)
     assert report.failures == []
-    mask = nib.load(tmp_path / "out" / "case_lesion.nii.gz")
+    mask = nib.load(tmp_path / "out" / "case.nii.gz")
     assert np.array_equal(mask.affine, nib.load(tmp_path / "in" / "case.nii.gz").affine)
     assert np.array_equal(np.asanyarray(mask.dataobj), (data > 500).astype(np.uint8))
     prob = np.asanyarray(nib.load(tmp_path / "out" / "case_prob.nii.gz").dataobj)
@@ -211,7 +212,7 @@ def test_hand_computed_voxel_for_an_lps_input(tmp_path):
 
     predict_inputs(fake_predictor(corner_of_second_slice), find_inputs(tmp_path / "lps.nii"),
                    tmp_path / "out", progress=False)
-    mask = np.asanyarray(nib.load(tmp_path / "out" / "lps_lesion.nii.gz").dataobj)
+    mask = np.asanyarray(nib.load(tmp_path / "out" / "lps.nii.gz").dataobj)
     assert list(zip(*np.nonzero(mask))) == [(0, 0, 1)]
 
 
@@ -273,15 +274,15 @@ def test_never_modifies_inputs(volumes, monkeypatch):
     assert code == 0
     after = checksums(volumes)
     assert {p: after[p] for p in before} == before
-    assert (volumes / "PWML_000_lesion.nii.gz").is_file()
+    assert (volumes / "PWML_000.nii.gz").is_file()
 
 
 def test_an_output_name_equal_to_an_input_is_refused(volumes, tmp_path, monkeypatch, capsys):
-    # case "PWML_000"'s mask would be the input file "PWML_000_lesion.nii.gz"
+    # with the earlier names, case "PWML_000"'s mask would be the input file "PWML_000.nii.gz"
     shutil.copy(volumes / "PWML_001_0000.nii.gz", volumes / "PWML_000_lesion.nii.gz")
     before = checksums(volumes)
     code = run_cli(monkeypatch, volumes, "-o", volumes, "--allow-output-in-input",
-                   predictor=fake_predictor())
+                   "--mask-suffix", "_lesion", predictor=fake_predictor())
     assert code == 1 and "refusing to overwrite an input file" in capsys.readouterr().err
     after = checksums(volumes)
     assert {p: after[p] for p in before} == before
@@ -296,7 +297,7 @@ def test_one_bad_file_does_not_lose_the_others(volumes, tmp_path, monkeypatch, c
     code = run_cli(monkeypatch, volumes, "-o", out, predictor=fake_predictor())
     captured = capsys.readouterr()
     assert code == 1
-    assert sorted(p.name for p in out.iterdir()) == ["PWML_000_lesion.nii.gz", "PWML_001_lesion.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["PWML_000.nii.gz", "PWML_001.nii.gz"]
     assert "3 failed" in captured.err
     for name in ("broken_0000.nii.gz", "series.nii.gz", "flat.nii.gz"):
         assert str(volumes / name) in captured.err
@@ -321,3 +322,96 @@ def test_case_names():
     assert case_name("infant01.nii") == "infant01"
     assert case_name("scan_0001.nii.gz") == "scan_0001"  # only the T1w channel suffix is dropped
     assert case_name("_0000.nii.gz") == "_0000"
+
+
+# ------------------------------------------------------------------ nnU-Net habits, ensembles
+def test_continue_skips_cases_whose_outputs_exist(volumes, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    assert run_cli(monkeypatch, "-i", volumes, "-o", out, predictor=fake_predictor()) == 0
+    first = out / "PWML_000.nii.gz"
+    first.write_bytes(b"kept")  # a finished output (its content is not checked)
+    (out / "PWML_001.nii.gz").unlink()
+    assert run_cli(monkeypatch, "-i", volumes, "-o", out, "--continue", predictor=fake_predictor()) == 0
+    assert first.read_bytes() == b"kept" and (out / "PWML_001.nii.gz").is_file()
+    assert "1 of 2 input(s) predicted (1 skipped: outputs exist)" in capsys.readouterr().out
+    # without --continue both are predicted again
+    assert run_cli(monkeypatch, "-i", volumes, "-o", out, predictor=fake_predictor()) == 0
+    assert first.read_bytes() != b"kept"
+
+
+def test_an_input_named_like_its_mask_is_never_overwritten(volumes, monkeypatch, capsys):
+    # nnU-Net's names: the mask of case.nii.gz is case.nii.gz; predicting into the input folder
+    shutil.copy(volumes / "PWML_000_0000.nii.gz", volumes / "plain.nii.gz")
+    before = checksums(volumes)
+    code = run_cli(monkeypatch, volumes, "-o", volumes, "--allow-output-in-input",
+                   predictor=fake_predictor())
+    assert code == 1 and "plain.nii.gz: refusing to overwrite an input file" in capsys.readouterr().err
+    after = checksums(volumes)
+    assert {p: after[p] for p in before} == before
+
+
+def _checkpoint(path, seed):
+    from detectron2.modeling import build_model
+    from rsrcnn_d2 import get_rsrcnn_cfg
+
+    torch.manual_seed(seed)
+    model = build_model(get_rsrcnn_cfg(CONFIG, ["MODEL.DEVICE", "cpu"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+def test_several_checkpoints_and_tta_make_one_ensemble(tmp_path, monkeypatch):
+    from rsrcnn_d2.inference.ensemble import LesionEnsemble
+
+    built = {}
+
+    def spy(cfg, **kwargs):
+        built.update(kwargs, device=cfg.MODEL.DEVICE)
+        return fake_predictor()
+
+    from rsrcnn_d2.inference import predictor as predictor_module
+    monkeypatch.setattr(predictor_module.LesionPredictor, "from_config", staticmethod(spy))
+    a, b = _checkpoint(tmp_path / "a.pth", 0), _checkpoint(tmp_path / "b.pth", 1)
+    args = cli.parse_args(["-i", "x.nii.gz", "-o", str(tmp_path / "o"), "--config-file", str(CONFIG),
+                           "--weights", str(a), str(b), "MODEL.DEVICE", "cpu"])
+    cli.build_predictor(args)
+    assert built["weights"] == [str(a), str(b)] and built["tta"] is True and built["device"] == "cpu"
+    args = cli.parse_args(["-i", "x.nii.gz", "-o", str(tmp_path / "o"), "--config-file", str(CONFIG),
+                           "--weights", str(a), "--disable-tta", "-device", "cpu"])
+    cli.build_predictor(args)
+    assert built["weights"] == [str(a)] and built["tta"] is False
+    # the real thing: two checkpoints + flip are one LesionEnsemble of 4 members
+    from rsrcnn_d2 import get_rsrcnn_cfg
+    monkeypatch.undo()
+
+    cfg = get_rsrcnn_cfg(CONFIG, ["MODEL.DEVICE", "cpu"])
+    predictor = LesionPredictor.from_config(cfg, weights=[str(a), str(b)], tta=True)
+    assert isinstance(predictor.model, LesionEnsemble) and predictor.model.members == 4
+    assert not torch.equal(predictor.model.models[0].roi_heads.mask_head.predictor.weight,
+                           predictor.model.models[1].roi_heads.mask_head.predictor.weight)
+
+
+def test_model_folder_ensembles_the_folds_with_their_config(tmp_path, monkeypatch):
+    import yaml
+
+    cv = tmp_path / "cv"
+    for fold in (0, 1):
+        _checkpoint(cv / f"fold_{fold}" / "model_best.pth", fold)
+        (cv / f"fold_{fold}" / "config.yaml").write_text(yaml.safe_dump({"_BASE_": str(CONFIG)}))
+    seen = {}
+
+    def spy(cfg, **kwargs):
+        seen.update(kwargs)
+        return fake_predictor()
+
+    from rsrcnn_d2.inference import predictor as predictor_module
+    monkeypatch.setattr(predictor_module.LesionPredictor, "from_config", staticmethod(spy))
+    args = cli.parse_args(["-i", "x.nii.gz", "-o", str(tmp_path / "o"), "-m", str(cv), "-device", "cpu"])
+    cli.build_predictor(args)
+    assert seen["weights"] == [str(cv / "fold_0" / "model_best.pth"), str(cv / "fold_1" / "model_best.pth")]
+    args = cli.parse_args(["-i", "x.nii.gz", "-o", str(tmp_path / "o"), "-m", str(cv), "-f", "1", "-device", "cpu"])
+    cli.build_predictor(args)
+    assert seen["weights"] == [str(cv / "fold_1" / "model_best.pth")]
+    with pytest.raises(PWMLDataError, match="fold_3: no model_best.pth or model_final.pth"):
+        cli.build_predictor(cli.parse_args(["-i", "x", "-o", "o", "-m", str(cv), "-f", "3"]))

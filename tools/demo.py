@@ -121,8 +121,8 @@ def write_overlays(out: Path, volume: Path, count: int = 3):
 
     case = volume.name.replace("_0000.nii.gz", "")
     truth_path = volume.parent.parent / "labelsTr" / f"{case}.nii.gz"
-    predicted = sorted((out / "predict").glob(f"{case}*_lesion.nii.gz"))
-    if not (volume.exists() and truth_path.exists() and predicted):
+    predicted = [out / "predict" / f"{case}.nii.gz"]  # rsrcnn-predict's (nnU-Net's) name
+    if not (volume.exists() and truth_path.exists() and predicted[0].exists()):
         return []
     pair = read_nifti_pair(volume, truth_path)
     pred = np.asarray(nib.as_closest_canonical(nib.load(str(predicted[0]))).dataobj)

@@ -34,6 +34,7 @@ from rsrcnn_d2.engine import (BEST_CHECKPOINT, ValidationLossHook, cpu_ddp_suppo
                               prepare_cpu_workers, set_worker_threads)
 from rsrcnn_d2.errors import ConfigError, PWMLDataError, exit_code_of, report_errors
 from rsrcnn_d2.evaluation import PWMLEvaluator
+from rsrcnn_d2.inference.ensemble import with_flip_tta
 from rsrcnn_d2.solver import PlateauTracker, build_lr_scheduler
 
 
@@ -59,6 +60,11 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
         return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's evaluation, with horizontal-flip TTA when TEST.FLIP_TTA is on."""
+        return super().test(cfg, with_flip_tta(cfg, model), evaluators)
 
     def build_hooks(self):
         hooks = super().build_hooks()

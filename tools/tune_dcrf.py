@@ -32,6 +32,7 @@ from rsrcnn_d2.data import build_pwml_test_loader
 from rsrcnn_d2.data.fileio import atomic_write_json
 from rsrcnn_d2.data.register import register_dataset_roots
 from rsrcnn_d2.errors import ConfigError, PWMLDataError, report_errors
+from rsrcnn_d2.inference.ensemble import with_flip_tta
 from rsrcnn_d2.tuning import (DEFAULT_BOUNDS, PARAM_KEYS, collect_predictions, format_params,
                               load_prediction_cache, params_from_cfg, prediction_cache_key,
                               save_prediction_cache, tune_dcrf, write_tuned_config)
@@ -91,7 +92,8 @@ def load_slices(cfg, dataset: str, weights: str, cache: str, seed: int, log,
     else:
         log.warning("no weights given (--weights / MODEL.WEIGHTS): tuning on a randomly "
                     "initialised network")
-    slices = collect_predictions(model, build_pwml_test_loader(model_cfg, dataset))
+    # TEST.FLIP_TTA: the CRF is tuned on the flip-averaged masks the evaluation will see
+    slices = collect_predictions(with_flip_tta(model_cfg, model), build_pwml_test_loader(model_cfg, dataset))
     log.info(f"ran the network on {len(slices)} slices of {dataset}")
     if cache:
         save_prediction_cache(cache, slices, key)

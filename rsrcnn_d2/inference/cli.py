@@ -1,19 +1,28 @@
 """``rsrcnn-predict`` / ``tools/predict.py``: lesion masks for NIfTI volumes or slice PNGs.
 
-    rsrcnn-predict INPUT --output OUT --config-file CFG.yaml --weights model_final.pth
-                   [--axis axial] [--save-prob] [--overlays] [KEY VALUE ...]
-    rsrcnn-predict INPUT --output OUT --classical PARAMS.yaml [--axis axial] ...
+    rsrcnn-predict -i INPUT -o OUT --config-file CFG.yaml --weights model_best.pth [...]
+    rsrcnn-predict -i INPUT -o OUT --config-file CFG.yaml --weights f0.pth f1.pth ...
+    rsrcnn-predict -i INPUT -o OUT -m CV_OUTPUT [-f 0 1 2 3 4]      (tools/run_cv.py's folds)
+    rsrcnn-predict -i INPUT -o OUT --classical PARAMS.yaml           (row A, no network)
+        [--axis axial] [--save-probabilities] [--overlays] [--continue] [--disable-tta]
+        [-device cpu|cuda] [--mask-suffix _lesion] [KEY VALUE ...]
 
---classical runs the classical baseline (row A, rsrcnn_d2.classical) with the
-parameters tools/tune_classical.py wrote, instead of a network.
-
-INPUT is a NIfTI volume, a folder of volumes or a folder of slice PNGs
-(``<slice>.png`` or ``input/<subject>/<slice>.png``). Outputs in OUT:
-``<case>_lesion.nii.gz`` (uint8, the input's affine and header) for
+INPUT (``-i`` or the first argument) is a NIfTI volume, a folder of volumes or a
+folder of slice PNGs (``<slice>.png`` or ``input/<subject>/<slice>.png``).
+Outputs in OUT: ``<case>.nii.gz`` (uint8, the input's affine and header; the name
+nnU-Net and rsrcnn-evaluate pair with the label ``<case>.nii.gz``;
+``--mask-suffix _lesion`` gives the earlier ``<case>_lesion.nii.gz``) for
 ``<case>.nii.gz`` or ``<case>_0000.nii.gz``; ``<case>_prob.nii.gz`` with
---save-prob; ``<case>_overlays/<axis>_<index>.png`` for each slice with a
-predicted lesion with --overlays. Slice PNGs give mask PNGs (0/255) of the
+--save-probabilities; ``<case>_overlays/<axis>_<index>.png`` for each slice with
+a predicted lesion with --overlays. Slice PNGs give mask PNGs (0/255) of the
 same names, ``<name>_prob.npy`` and ``<name>_overlay.png``.
+
+Several checkpoints (``--weights`` with several files, or the folds of a
+cross-validation output with ``-m``) are ensembled, and horizontal-flip
+test-time augmentation is on unless --disable-tta (as nnU-Net mirrors): the
+detections of every member are merged, their per-lesion mask probabilities
+averaged, and only then come the dense CRF and the threshold
+(rsrcnn_d2/inference/ensemble.py). --continue skips inputs whose outputs exist.
 
 OUT may not lie inside the input folder (--allow-output-in-input permits it);
 input files are never overwritten. Weights that leave any of the model's
@@ -27,6 +36,7 @@ parameters uninitialised (another row's checkpoint) are refused unless
     4  bad weights file (missing, truncated, unsafe pickle, does not fit the model)
 """
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -34,28 +44,48 @@ from typing import List, Optional
 from ..data.errors import PWMLDataError
 from ..errors import EXIT_DATA, EXIT_PARTIAL, report_errors
 
-__all__ = ["build_parser", "setup_cfg", "build_predictor", "main"]
+__all__ = ["build_parser", "parse_args", "fold_checkpoints", "setup_cfg", "build_predictor", "main"]
+
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")  # MODEL.DEVICE, not a file name
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rsrcnn-predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", help="NIfTI volume, folder of volumes, or folder of slice PNGs")
+    p.add_argument("input", nargs="?", default=None,
+                   help="NIfTI volume, folder of volumes, or folder of slice PNGs (or -i)")
+    p.add_argument("-i", "--input", dest="input_option", metavar="INPUT", default=None,
+                   help="the same as the first argument, as nnU-Net spells it")
     p.add_argument("--output", "-o", required=True, help="output folder (created if missing)")
-    model = p.add_mutually_exclusive_group(required=True)
+    model = p.add_mutually_exclusive_group()
     model.add_argument("--config-file", metavar="FILE",
                        help="the model's config (e.g. the config.yaml train_net wrote)")
     model.add_argument("--classical", metavar="PARAMS",
                        help="the classical detector's parameters file (row A), instead of a model")
-    p.add_argument("--weights", default=None, help="checkpoint to load (sets MODEL.WEIGHTS)")
+    p.add_argument("--weights", nargs="+", default=None, metavar="FILE",
+                   help="checkpoint(s) to load; several are ensembled (sets MODEL.WEIGHTS)")
+    p.add_argument("-m", "--model-folder", default=None, metavar="CV_OUTPUT",
+                   help="a tools/run_cv.py output: its folds' checkpoints (and config, unless "
+                        "--config-file) are ensembled")
+    p.add_argument("-f", "--folds", nargs="+", type=int, default=None,
+                   help="folds of --model-folder to use (default: every fold_<i> in it)")
     p.add_argument("--allow-partial-weights", action="store_true",
                    help="load a checkpoint that leaves some of the model's layers at their random "
                         "initialisation (refused by default: it predicts near-empty masks)")
+    p.add_argument("--disable-tta", action="store_true",
+                   help="no horizontal-flip test-time augmentation (on by default)")
+    p.add_argument("-device", "--device", dest="device", choices=["cpu", "cuda"], default=None,
+                   help="where the network runs (sets MODEL.DEVICE)")
     p.add_argument("--axis", default="axial", choices=["axial", "coronal", "sagittal"],
                    help="slice axis in canonical (RAS+) orientation, as in prepare_pwml")
-    p.add_argument("--save-prob", action="store_true", help="also write the probability maps")
+    p.add_argument("--save-probabilities", "--save-prob", dest="save_prob", action="store_true",
+                   help="also write the probability maps")
     p.add_argument("--overlays", action="store_true",
                    help="also write a PNG of every slice with a predicted lesion")
+    p.add_argument("--continue", dest="skip_existing", action="store_true",
+                   help="skip inputs whose outputs already exist in OUT")
+    p.add_argument("--mask-suffix", default="", metavar="SUFFIX",
+                   help="inserted before .nii.gz in mask names (e.g. _lesion); default none")
     p.add_argument("--allow-output-in-input", action="store_true",
                    help="permit an output folder inside the input folder")
     p.add_argument("--batch-size", type=int, default=4, help="slices per model call")
@@ -65,17 +95,68 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Arguments, with INPUT from -i or the first argument (not both) and the model named once."""
+    parser = build_parser()
+    args = parser.parse_intermixed_args(argv)
+    if args.weights:  # `--weights a.pth MODEL.DEVICE cpu`: the overrides are not checkpoints
+        first_key = next((i for i, w in enumerate(args.weights) if CONFIG_KEY.match(w)), None)
+        if first_key is not None:
+            args.opts = [*args.weights[first_key:], *args.opts]
+            args.weights = args.weights[:first_key] or None
+    if args.input_option is not None:
+        if args.input is not None:  # with -i, a first free word is an override's KEY
+            args.opts = [args.input, *args.opts]
+        args.input = args.input_option
+    if args.input is None:
+        parser.error("no input: pass INPUT or -i INPUT")
+    if not (args.config_file or args.classical or args.model_folder):
+        parser.error("name the model: --config-file, -m/--model-folder or --classical")
+    if args.model_folder and (args.classical or args.weights):
+        parser.error("-m/--model-folder brings its own checkpoints: no --weights or --classical")
+    if args.folds is not None and not args.model_folder:
+        parser.error("-f/--folds needs -m/--model-folder")
+    return args
+
+
+def fold_checkpoints(model_folder: str, folds: Optional[List[int]] = None) -> List[Path]:
+    """The trained weights of each ``fold_<i>`` of a cross-validation output, in fold order."""
+    from ..experiments.runner import trained_weights
+
+    root = Path(model_folder)
+    if not root.is_dir():
+        raise PWMLDataError(root, "model folder does not exist")
+    if folds is None:
+        folds = sorted(int(p.name[5:]) for p in root.glob("fold_*") if p.name[5:].isdigit())
+        if not folds:
+            raise PWMLDataError(root, "no fold_<i> folders: not a tools/run_cv.py output")
+    found = []
+    for fold in folds:
+        weights = trained_weights(root / f"fold_{fold}")
+        if not weights.is_file():
+            raise PWMLDataError(root / f"fold_{fold}", "no model_best.pth or model_final.pth: "
+                                                        "has this fold finished training?")
+        found.append(weights)
+    return found
+
+
 def setup_cfg(args: argparse.Namespace):
-    """Config from --config-file, --weights and the overrides; CPU when CUDA is absent."""
+    """Config from --config-file (or the first fold's config.yaml), the weights, -device and
+    the overrides; CPU when CUDA is absent. Sets ``args.weights`` to the checkpoint list."""
     from .. import get_rsrcnn_cfg
     from ..config import fall_back_to_cpu
 
-    opts = list(args.opts) + (["MODEL.WEIGHTS", args.weights] if args.weights else [])
-    cfg = get_rsrcnn_cfg(args.config_file, opts)
+    if args.model_folder:
+        args.weights = [str(p) for p in fold_checkpoints(args.model_folder, args.folds)]
+    config_file = args.config_file or str(Path(args.weights[0]).parent / "config.yaml")
+    opts = list(args.opts) + (["MODEL.WEIGHTS", args.weights[0]] if args.weights else [])
+    opts += ["MODEL.DEVICE", args.device] if args.device else []
+    cfg = get_rsrcnn_cfg(config_file, opts)
     if fall_back_to_cpu(cfg):
         print("CUDA is not available: predicting on the CPU", file=sys.stderr)
     if not cfg.MODEL.WEIGHTS:
-        raise PWMLDataError(args.config_file, "no trained weights: pass --weights (or MODEL.WEIGHTS)")
+        raise PWMLDataError(config_file, "no trained weights: pass --weights (or MODEL.WEIGHTS)")
+    args.weights = args.weights or [cfg.MODEL.WEIGHTS]
     cfg.freeze()
     return cfg
 
@@ -91,8 +172,10 @@ def build_predictor(args: argparse.Namespace):
             raise PWMLDataError(args.classical, "--weights, --allow-partial-weights and config "
                                                 "overrides apply to networks, not to --classical")
         return ClassicalPredictor(load_params(args.classical), batch_size=args.batch_size)
-    return LesionPredictor.from_config(setup_cfg(args), batch_size=args.batch_size,
-                                       allow_partial_weights=args.allow_partial_weights)
+    cfg = setup_cfg(args)
+    return LesionPredictor.from_config(cfg, batch_size=args.batch_size,
+                                       allow_partial_weights=args.allow_partial_weights,
+                                       weights=args.weights, tta=not args.disable_tta)
 
 
 @report_errors("rsrcnn-predict")
@@ -102,7 +185,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from . import io
     from .predictor import predict_inputs
 
-    args = build_parser().parse_intermixed_args(argv)
+    args = parse_args(argv)
     try:  # the project's errors (bad data, config, weights) are reported by report_errors
         inputs = io.find_inputs(args.input)
         io.check_output_location(args.input, args.output, args.allow_output_in_input)
@@ -112,9 +195,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_DATA
     report = predict_inputs(predictor, inputs, args.output, axis=args.axis,
                             save_prob=args.save_prob, overlays=args.overlays,
-                            progress=not args.no_progress, log=tqdm.write)
+                            progress=not args.no_progress, log=tqdm.write,
+                            skip_existing=args.skip_existing, mask_suffix=args.mask_suffix)
     done = len(report.written)
-    print(f"{done} of {len(inputs)} input(s) predicted, outputs in {Path(args.output).resolve()}")
+    skipped = f" ({len(report.skipped)} skipped: outputs exist)" if report.skipped else ""
+    print(f"{done} of {len(inputs)} input(s) predicted{skipped}, outputs in "
+          f"{Path(args.output).resolve()}")
     if report.failures:
         print(f"{len(report.failures)} failed:", file=sys.stderr)
         for _, message in report.failures:

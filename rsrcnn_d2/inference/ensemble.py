@@ -27,7 +27,7 @@ import torch
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
 from detectron2.structures import Boxes, Instances
 
-__all__ = ["LesionEnsemble", "flip_boxes"]
+__all__ = ["LesionEnsemble", "flip_boxes", "with_flip_tta"]
 
 
 def flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
@@ -35,14 +35,22 @@ def flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
     return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
 
 
-class LesionEnsemble:
-    """A callable with the model's inference interface over several models and/or flips."""
+def with_flip_tta(cfg, model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with horizontal-flip TTA when ``TEST.FLIP_TTA`` is on (evaluation, tuning), else itself."""
+    if not cfg.TEST.FLIP_TTA:
+        return model
+    return LesionEnsemble.from_config(cfg, [getattr(model, "module", model)], flip=True)
+
+
+class LesionEnsemble(torch.nn.Module):
+    """An inference-only module with the model's interface over several models and/or flips."""
 
     def __init__(self, models: Sequence[torch.nn.Module], flip: bool = True,
                  nms_thresh: float = 0.5, detections_per_image: int = 100):
+        super().__init__()
         if not models:
             raise ValueError("LesionEnsemble needs at least one model")
-        self.models = list(models)
+        self.models = torch.nn.ModuleList(models)
         self.flip = bool(flip)
         self.nms_thresh = float(nms_thresh)
         self.detections_per_image = int(detections_per_image)
@@ -55,13 +63,8 @@ class LesionEnsemble:
     def members(self) -> int:
         return len(self.models) * (2 if self.flip else 1)
 
-    def eval(self) -> "LesionEnsemble":
-        for m in self.models:
-            m.eval()
-        return self
-
     @torch.no_grad()
-    def __call__(self, batched_inputs: List[Dict]) -> List[Dict]:
+    def forward(self, batched_inputs: List[Dict]) -> List[Dict]:
         if self.members == 1:
             return self.models[0](batched_inputs)
         return [self._one(x) for x in batched_inputs]

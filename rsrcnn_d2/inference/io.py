@@ -8,7 +8,8 @@ implementation's ``input/<subject>/<slice>.png`` (pass the folder holding
 Output names (`output_paths`), under the output folder:
 
 - volume ``<case>.nii.gz`` or nnU-Net ``<case>_0000.nii.gz``:
-  ``<case>_lesion.nii.gz`` (uint8 0/1), ``<case>_prob.nii.gz`` (float32, with
+  ``<case>.nii.gz`` (uint8 0/1; nnU-Net's name, ``<case>_lesion.nii.gz`` with
+  ``--mask-suffix _lesion``), ``<case>_prob.nii.gz`` (float32, with
   ``--save-prob``), ``<case>_overlays/<axis>_<index>.png`` (with ``--overlays``);
 - slice ``<rel>/<name>.png``: ``<rel>/<name>.png`` (0/255), ``<rel>/<name>_prob.npy``
   (float32) and ``<rel>/<name>_overlay.png``, ``<rel>`` being the subject folder.
@@ -134,11 +135,16 @@ def find_inputs(path: PathLike) -> List[PredictionInput]:
     return inputs
 
 
-def output_paths(item: PredictionInput, output: PathLike) -> OutputPaths:
-    """The output files of ``item`` under the ``output`` folder (see the module docstring)."""
+def output_paths(item: PredictionInput, output: PathLike, mask_suffix: str = "") -> OutputPaths:
+    """The output files of ``item`` under the ``output`` folder (see the module docstring).
+
+    ``mask_suffix`` goes between a volume's case name and ``.nii.gz`` in its mask's
+    name: "" gives nnU-Net's ``<case>.nii.gz`` (what its and our evaluators pair
+    with the label ``<case>.nii.gz``), "_lesion" this project's earlier names.
+    """
     output = Path(output)
     if item.kind == "nifti":
-        return OutputPaths(mask=output / f"{item.name}_lesion.nii.gz",
+        return OutputPaths(mask=output / f"{item.name}{mask_suffix}.nii.gz",
                            prob=output / f"{item.name}_prob.nii.gz",
                            overlays=output / f"{item.name}_overlays")
     return OutputPaths(mask=output / f"{item.name}.png", prob=output / f"{item.name}_prob.npy",

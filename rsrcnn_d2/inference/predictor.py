@@ -55,24 +55,35 @@ class LesionPredictor:
         self.head_crop_margin = head_crop_margin  # None: no head crop (INPUT.CROP_TO_HEAD off)
 
     @classmethod
-    def from_config(cls, cfg, batch_size: int = 4,
-                    allow_partial_weights: bool = False) -> "LesionPredictor":
-        """Build cfg's model, load MODEL.WEIGHTS (if set) and switch it to eval mode.
+    def from_config(cls, cfg, batch_size: int = 4, allow_partial_weights: bool = False,
+                    weights: Optional[Sequence[str]] = None, tta: bool = False) -> "LesionPredictor":
+        """Build cfg's model for each checkpoint, load it, switch to eval mode.
 
-        Weights that leave any of the model's parameters uninitialised (another
-        row's, another architecture's) raise `WeightsError` unless
-        ``allow_partial_weights``: they would predict near-empty masks.
+        ``weights``: checkpoints of cfg's model to ensemble (default: MODEL.WEIGHTS,
+        if set); ``tta``: add horizontal-flip test-time augmentation. Several
+        checkpoints or ``tta`` make a `LesionEnsemble` (see its docstring for how
+        members, CRF and threshold combine). Weights that leave any of the model's
+        parameters uninitialised (another row's, another architecture's) raise
+        `WeightsError` unless ``allow_partial_weights``: they would predict
+        near-empty masks.
         """
         from detectron2.modeling import build_model
 
         from ..checkpoint import load_model_weights
         from ..data.augmentation import build_pwml_augmentations
         from ..data.mapper import head_crop_margin
+        from .ensemble import LesionEnsemble
 
-        model = build_model(cfg)
-        if cfg.MODEL.WEIGHTS:
-            load_model_weights(model, cfg.MODEL.WEIGHTS, allow_partial=allow_partial_weights)
-        model.eval()
+        if weights is None:
+            weights = [cfg.MODEL.WEIGHTS] if cfg.MODEL.WEIGHTS else []
+        models = []
+        for path in weights or [None]:
+            model = build_model(cfg)
+            if path:
+                load_model_weights(model, path, allow_partial=allow_partial_weights)
+            models.append(model.eval())
+        model = models[0] if len(models) == 1 and not tta else \
+            LesionEnsemble.from_config(cfg, models, flip=tta).eval()
         return cls(model, build_pwml_augmentations(cfg, is_train=False), batch_size,
                    head_crop_margin(cfg))
 
@@ -148,6 +159,7 @@ class PredictionReport:
 
     written: Dict[Path, List[Path]] = field(default_factory=dict)
     failures: List[Tuple[Path, str]] = field(default_factory=list)
+    skipped: List[Path] = field(default_factory=list)
 
 
 class _Writer:
@@ -200,12 +212,16 @@ def _run_slice(predictor, item, paths, save_prob: bool, overlays: bool, write: _
 def predict_inputs(predictor: LesionPredictor, inputs: Sequence[io.PredictionInput],
                    output: Union[str, Path], axis: Union[str, int] = "axial",
                    save_prob: bool = False, overlays: bool = False, progress: bool = True,
-                   log: Callable[[str], None] = None) -> PredictionReport:
+                   log: Callable[[str], None] = None, skip_existing: bool = False,
+                   mask_suffix: str = "") -> PredictionReport:
     """Predict every input, writing its outputs under ``output`` as soon as they exist.
 
     A failing input (unreadable, 4-D, ...) is recorded in the report and the
     run goes on, so one bad file among 70 costs one result, not 70.
     ``log`` receives one line per input saying where its outputs went.
+    ``skip_existing`` (nnU-Net's ``--continue``): inputs whose mask (and, with
+    ``save_prob``, probability map) already exist are left alone and reported in
+    ``skipped``. ``mask_suffix``: see `io.output_paths`.
     """
     from tqdm import tqdm
 
@@ -215,7 +231,11 @@ def predict_inputs(predictor: LesionPredictor, inputs: Sequence[io.PredictionInp
     say = log or (lambda line: None)
     unit = "volume" if inputs and inputs[0].kind == "nifti" else "slice"
     for item in tqdm(inputs, desc="predicting", unit=unit, disable=not progress):
-        paths = io.output_paths(item, output)
+        paths = io.output_paths(item, output, mask_suffix)
+        if skip_existing and paths.mask.is_file() and (not save_prob or paths.prob.is_file()):
+            report.skipped.append(item.path)
+            say(f"{item.path}: outputs exist, skipped (--continue)")
+            continue
         start = len(write.written)
         try:
             io.check_input_geometry(predictor, item, axis)  # warns once; spacing for the resize

@@ -4,7 +4,8 @@
                     [--lesion-slices-only] [--binarize] [--allow-missing] [--workers 2]
 
 Reference labels ``<case>.nii.gz`` are paired with predictions named
-``<case>_lesion.nii.gz`` (rsrcnn-predict) or ``<case>.nii.gz`` (nnU-Net). Both
+``<case>.nii.gz`` (rsrcnn-predict, nnU-Net) or ``<case>_lesion.nii.gz``
+(rsrcnn-predict --mask-suffix _lesion, its earlier default). Both
 must lie on the same voxel grid (shape and affine). Every slice of every volume
 is scored by default; --lesion-slices-only scores only slices with a reference
 lesion, as the paper reports. Writes ``slices.csv``, ``cases.csv`` and

@@ -1,7 +1,7 @@
 """Evaluate a folder of predicted NIfTI lesion masks against a folder of reference labels.
 
-What ``rsrcnn-evaluate`` runs: volumes are paired by case id (ours,
-``<case>_lesion.nii.gz``, or nnU-Net's ``<case>.nii.gz``), checked to lie on the
+What ``rsrcnn-evaluate`` runs: volumes are paired by case id (``<case>.nii.gz``,
+rsrcnn-predict's and nnU-Net's names, or ``<case>_lesion.nii.gz``), checked to lie on the
 same voxel grid, cut into slices along one canonical axis exactly as
 ``prepare_pwml`` cuts training slices, and scored by the same per-slice records
 and protocols as `PWMLEvaluator` (strict, reference, per-subject 3-D, lesion-wise
@@ -32,7 +32,7 @@ __all__ = ["CasePair", "pair_cases", "evaluate_case", "evaluate_folder", "PREDIC
 
 logger = logging.getLogger(__name__)
 
-PREDICTION_SUFFIX = "_lesion"  # rsrcnn-predict's mask names; nnU-Net's have none
+PREDICTION_SUFFIX = "_lesion"  # rsrcnn-predict --mask-suffix _lesion (its earlier default)
 PROBABILITY_SUFFIX = "_prob"   # rsrcnn-predict --save-prob: not masks, never paired
 AFFINE_ATOL_MM = 1e-3          # float32 header rounding of different writers
 

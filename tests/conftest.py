@@ -41,6 +41,23 @@ def synthetic_input(seed: int = 0, size: int = 128, num_lesions=(2, 6)):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_logging():
+    """Tools called in-process (train_net's setup, tune_dcrf's main) attach handlers to the
+    project's and detectron2's loggers with the test's captured stdout; drop them after
+    each test so that no later test logs into a closed stream."""
+    yield
+    import logging
+
+    from detectron2.utils.logger import setup_logger
+
+    for name in ("rsrcnn_d2", "detectron2", "fvcore", "d2"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+    setup_logger.cache_clear()
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)

@@ -75,6 +75,9 @@ def test_train_evaluate_and_resume(cohort_root, tmp_path):
     # our own log lines reach the console and log.txt
     assert "is the lowest so far: saved" in log and "is the lowest so far" in (out / "log.txt").read_text()
     assert "copypaste: Task: pwml_strict" in log and "copypaste: Task: pwml_reference" in log
+    # the evaluator's own table (strict / reference / 3-D / lesion-wise) too
+    assert "PWML evaluation on pwml_" in (out / "log.txt").read_text()
+    assert "lesion-wise:" in (out / "log.txt").read_text()
     assert (out / "inference" / "pwml_val" / "pwml_slices.csv").exists()
     first = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
     assert first["iteration"] == 5

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rsrcnn_d2.data.convert import convert_pwml  # noqa: E402
 from rsrcnn_d2.data.register import default_pwml_root  # noqa: E402
 from rsrcnn_d2.errors import report_errors  # noqa: E402
+from rsrcnn_d2.tool_setup import quiet_known_warnings  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -57,6 +58,7 @@ def parse_args(argv=None):
 @report_errors("prepare_pwml.py")
 def main(argv=None) -> int:
     args = parse_args(argv)
+    quiet_known_warnings()
     summary = convert_pwml(args.source, args.out, axis=args.axis,
                            lesion_slices_only=not args.all_slices, binarize=args.binarize,
                            seed=args.seed, fractions=tuple(args.fractions),

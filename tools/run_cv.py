@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rsrcnn_d2.errors import EXIT_PARTIAL, report_errors  # noqa: E402
+from rsrcnn_d2.tool_setup import quiet_known_warnings  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
     from rsrcnn_d2.experiments.cv import run_cv
 
     args = parse_args(argv)
+    quiet_known_warnings()
     output = Path(args.output or Path("output") / f"cv_{Path(args.config).stem}")
     try:
         record = run_cv(args.config, args.dataset_root, output, folds=args.folds, opts=args.opts,

@@ -34,6 +34,7 @@ from rsrcnn_d2.engine import (BEST_CHECKPOINT, ValidationLossHook, cpu_ddp_suppo
                               prepare_cpu_workers, set_worker_threads)
 from rsrcnn_d2.errors import ConfigError, PWMLDataError, exit_code_of, report_errors
 from rsrcnn_d2.evaluation import PWMLEvaluator
+from rsrcnn_d2.tool_setup import quiet_known_warnings
 from rsrcnn_d2.inference.ensemble import with_flip_tta
 from rsrcnn_d2.solver import PlateauTracker, build_lr_scheduler
 
@@ -112,6 +113,7 @@ def setup(args):
 
 
 def main(args):
+    quiet_known_warnings()  # in every worker
     register_dataset_roots(getattr(args, "dataset_root", ()))  # here: every worker needs the names
     cfg = setup(args)
     if args.eval_only:

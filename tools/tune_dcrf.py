@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 from detectron2.modeling import build_model
-from detectron2.utils.logger import setup_logger
 
 import rsrcnn_d2
 from rsrcnn_d2.checkpoint import load_model_weights
@@ -33,6 +32,7 @@ from rsrcnn_d2.data.fileio import atomic_write_json
 from rsrcnn_d2.data.register import register_dataset_roots
 from rsrcnn_d2.errors import ConfigError, PWMLDataError, report_errors
 from rsrcnn_d2.inference.ensemble import with_flip_tta
+from rsrcnn_d2.tool_setup import quiet_known_warnings, setup_tool_logging
 from rsrcnn_d2.tuning import (DEFAULT_BOUNDS, PARAM_KEYS, collect_predictions, format_params,
                               load_prediction_cache, params_from_cfg, prediction_cache_key,
                               save_prediction_cache, tune_dcrf, write_tuned_config)
@@ -104,18 +104,19 @@ def load_slices(cfg, dataset: str, weights: str, cache: str, seed: int, log,
 @report_errors("tune_dcrf")
 def main(argv=None) -> int:
     args = parse_args(argv)
+    quiet_known_warnings()
     register_dataset_roots(args.dataset_root)  # a bad root: one line, exit 2 (report_errors)
-    log = setup_logger(name="rsrcnn_d2")
-    setup_logger(name="detectron2")
     cfg = rsrcnn_d2.get_rsrcnn_cfg(args.config_file, args.opts)
-    if fall_back_to_cpu(cfg):
-        log.warning("no CUDA device: running on CPU (MODEL.DEVICE cpu)")
     weights = cfg.MODEL.WEIGHTS if args.weights is None else args.weights
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
     if not dataset:
         raise ConfigError(args.config_file, "no dataset to tune on: pass --dataset or set DATASETS.TEST")
     output = Path(args.output or
                   Path(cfg.OUTPUT_DIR) / f"{Path(args.config_file).stem}_dcrf_tuned.yaml")
+    # our lines and detectron2's (data loading) to the console and beside the tuned config
+    log = setup_tool_logging(output.with_suffix(".log"), names=("rsrcnn_d2", "detectron2"))
+    if fall_back_to_cpu(cfg):
+        log.warning("no CUDA device: running on CPU (MODEL.DEVICE cpu)")
 
     slices = load_slices(cfg, dataset, weights, args.cache, args.seed, log, args.allow_partial_weights)
     if not slices:

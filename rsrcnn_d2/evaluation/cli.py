@@ -43,15 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 @report_errors("rsrcnn-evaluate")
 def main(argv: Optional[List[str]] = None) -> int:
-    from detectron2.utils.logger import setup_logger
+    from ..tool_setup import quiet_known_warnings, setup_tool_logging
 
     from .folder import evaluate_folder, format_summary, pair_cases
 
     args = build_parser().parse_args(argv)
+    quiet_known_warnings()
     output = Path(args.output) if args.output else Path(args.prediction) / "evaluation"
     pair_cases(args.prediction, args.reference, args.allow_missing)  # bad folders: no output made
     # our warnings (e.g. subjects whose slices differ in size) to the console and log.txt
-    setup_logger(output=str(output), name="rsrcnn_d2", abbrev_name="rsrcnn")
+    setup_tool_logging(output / "log.txt")
     summary = evaluate_folder(args.prediction, args.reference, output, axis=args.axis,
                               lesion_slices_only=args.lesion_slices_only, binarize=args.binarize,
                               allow_missing=args.allow_missing, workers=args.workers,

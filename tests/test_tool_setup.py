@@ -1,0 +1,47 @@
+"""The tools' logging and warning set-up (rsrcnn_d2.tool_setup)."""
+import logging
+import warnings
+
+from rsrcnn_d2.tool_setup import quiet_known_warnings, setup_tool_logging
+
+
+def test_lines_reach_the_console_and_the_file_and_a_second_call_replaces_the_first(tmp_path, capsys):
+    setup_tool_logging(tmp_path / "a" / "log.txt")
+    logging.getLogger("rsrcnn_d2.some.module").warning("first line")
+    setup_tool_logging(tmp_path / "b.log")  # main() called again in the same process
+    logging.getLogger("rsrcnn_d2.other").info("second line")
+    out = capsys.readouterr().out
+    assert out.count("first line") == 1 and out.count("second line") == 1  # not doubled
+    assert "rsrcnn_d2.some.module WARNING]: first line" in out
+    assert "first line" in (tmp_path / "a" / "log.txt").read_text()
+    assert "second line" not in (tmp_path / "a" / "log.txt").read_text()
+    assert "second line" in (tmp_path / "b.log").read_text()
+    handlers = logging.getLogger("rsrcnn_d2").handlers
+    assert len([h for h in handlers if getattr(h, "_rsrcnn_tool", False)]) == 2
+
+
+def test_the_console_handler_follows_the_current_stdout(capsys):
+    setup_tool_logging()
+    logging.getLogger("rsrcnn_d2").info("one")
+    assert "one" in capsys.readouterr().out
+    logging.getLogger("rsrcnn_d2").info("two")  # a new capture: the handler must not keep the old one
+    assert "two" in capsys.readouterr().out
+
+
+def test_known_warnings_only_are_hidden():
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_known_warnings()
+        warnings.warn("torch.meshgrid: in an upcoming release, it will be required", UserWarning)
+        warnings.warn("The given NumPy array is not writable, and PyTorch", UserWarning)
+        warnings.warn("something of ours", UserWarning)
+    assert [str(w.message) for w in seen] == ["something of ours"]
+
+
+def test_importing_the_package_changes_no_warning_filter():
+    import subprocess
+    import sys
+
+    code = ("import warnings; before = list(warnings.filters); import rsrcnn_d2; "
+            "assert warnings.filters == before, 'import changed the filters'")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

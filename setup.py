@@ -11,7 +11,11 @@ setup(
     version="0.1.0",
     description="Refined Segmentation R-CNN (Liu et al., MICCAI 2019) for PWML "
     "segmentation in preterm-infant T1w MRI, as a Detectron2 plugin",
-    packages=find_packages(include=["rsrcnn_d2", "rsrcnn_d2.*"]),
+    # configs/ stays at the repository top (README, tools and users name configs/...);
+    # a built package carries it as rsrcnn_d2/configs, where rsrcnn_d2.model_zoo looks first
+    packages=[*find_packages(include=["rsrcnn_d2", "rsrcnn_d2.*"]), "rsrcnn_d2.configs"],
+    package_dir={"rsrcnn_d2.configs": "configs"},
+    package_data={"rsrcnn_d2.configs": ["*.yaml", "*/*.yaml"]},
     python_requires=">=3.9",
     license="Apache-2.0",
     install_requires=[

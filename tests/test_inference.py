@@ -7,7 +7,7 @@ from detectron2.structures import Boxes, Instances
 
 from conftest import synthetic_input, tiny_cfg
 from rsrcnn_d2.modeling import DenseCRFPostprocessor, build_dcrf_postprocessor
-from rsrcnn_d2.modeling.dcrf import to_uint8
+from rsrcnn_d2.data.image_ops import to_uint8
 from rsrcnn_d2.modeling.postprocessing import paste_instance_masks, zscore_image
 
 

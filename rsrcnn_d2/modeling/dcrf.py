@@ -11,34 +11,19 @@ import numpy as np
 from detectron2.config import configurable
 from detectron2.utils.registry import Registry
 
-__all__ = ["DCRF_REGISTRY", "DenseCRFPostprocessor", "build_dcrf_postprocessor", "to_uint8"]
+__all__ = ["DCRF_REGISTRY", "DenseCRFPostprocessor", "build_dcrf_postprocessor"]
 
 DCRF_REGISTRY = Registry("DCRF")
 DCRF_REGISTRY.__doc__ = """
 Registry for mask postprocessors applied at inference, before thresholding.
 
 A registered object is called as ``post(patch_u8, prob)`` with the image patch
-(uint8, shape (h, w)) and the lesion probability on it (float, shape (h, w)), and
-returns the refined probability (float32, shape (h, w)). Chosen by
+(uint8, shape (h, w), scaled by `rsrcnn_d2.data.image_ops.to_uint8`) and the lesion
+probability on it (float, shape (h, w)), and returns the refined probability (float32, shape (h, w)). Chosen by
 ``MODEL.DCRF.NAME``; an empty name means no postprocessor.
 """
 
 _EPS = 1e-6
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Map an image linearly onto 0..255 (its min to 0, its max to 255).
-
-    The CRF's intensity scale ``c1`` is in 8-bit units, as in the reference,
-    which worked on 8-bit slices; a constant image maps to zeros.
-    """
-    image = np.asarray(image, dtype=np.float32)
-    lo, hi = float(image.min()), float(image.max())
-    if not np.isfinite(lo) or not np.isfinite(hi):
-        raise ValueError("image for the dense CRF contains NaN or inf")
-    if hi <= lo:
-        return np.zeros(image.shape, dtype=np.uint8)
-    return np.round((image - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
 @DCRF_REGISTRY.register()

@@ -11,7 +11,7 @@ import torch
 
 from detectron2.layers.mask_ops import _do_paste_mask
 
-from .dcrf import to_uint8
+from ..data.image_ops import to_uint8
 
 __all__ = ["zscore_image", "minmax_uint8_image", "paste_instance_masks",
            "paste_lesions", "place_in_frame"]

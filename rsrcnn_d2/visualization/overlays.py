@@ -12,7 +12,7 @@ from typing import Optional, Union
 import numpy as np
 
 from ..data.fileio import atomic_write_bytes
-from ..modeling.dcrf import to_uint8
+from ..data.image_ops import to_uint8
 
 __all__ = ["TP_COLOR", "FP_COLOR", "FN_COLOR", "TITLE_BAND", "overlay_rgb", "save_overlay_png",
            "save_figure_png"]

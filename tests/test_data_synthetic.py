@@ -31,15 +31,22 @@ def test_volume_slices_read_back_as_synthetic_slices():
         assert m2d.any() == (z in lesion)
 
 
-def test_fast_path_and_lesion_sizes():
-    image, mask, _ = synthetic_volume(64, 20, lesion_fraction=0.2, distinct_slices=2, seed=0)
+def test_fast_path_repeats_two_lesion_free_and_two_lesion_slices():
+    """distinct_slices=2: slice z is one of two lesion-free or two lesion slices, chosen by z % 2."""
     from rsrcnn_d2.data.instances import label_lesions
 
-    sizes = []
+    image, mask, _ = synthetic_volume(64, 20, lesion_fraction=0.2, distinct_slices=2, seed=0)
+    lesion = [z for z in range(20) if mask[:, :, z].any()]
+    assert len(lesion) == 4 and all(4 <= z < 16 for z in lesion)  # round(0.2 x 20), middle 60 %
+    drawn = {}
     for z in range(20):
-        labels, n = label_lesions(mask[:, :, z])
-        sizes += np.bincount(labels.ravel())[1:].tolist()
-    assert sizes and min(sizes) >= 1
+        drawn.setdefault((z in lesion, z % 2), set()).add((image[:, :, z].tobytes(), mask[:, :, z].tobytes()))
+    assert all(len(slices) == 1 for slices in drawn.values()), drawn.keys()
+    assert len({image[:, :, z].tobytes() for z in range(20)}) == len(drawn) == 4
+    full, _, _ = synthetic_volume(64, 20, lesion_fraction=0.2, seed=0)
+    assert len({full[:, :, z].tobytes() for z in range(20)}) == 20  # without it: all distinct
+    for z in lesion:  # num_lesions=(1, 5) drawn; touching blobs may merge, none vanishes
+        assert 1 <= label_lesions(mask[:, :, z])[1] <= 5
 
 
 def test_cohort_layout_and_cache(tmp_path):
@@ -52,9 +59,12 @@ def test_cohort_layout_and_cache(tmp_path):
     assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
     meta = json.loads((tmp_path / "dataset.json").read_text())
     assert meta["channel_names"] == {"0": "T1w"} and meta["numTraining"] == 3
-    before = (tmp_path / "imagesTr" / "PWML_000_0000.nii.gz").stat().st_mtime_ns
+    first = tmp_path / "imagesTr" / "PWML_000_0000.nii.gz"
+    before = first.stat().st_ino  # files are written to a temporary name and renamed: a new inode
     write_synthetic_cohort(tmp_path, 4, size=32, depth=4, seed=2)  # reuses cases 0-2
-    assert (tmp_path / "imagesTr" / "PWML_000_0000.nii.gz").stat().st_mtime_ns == before
+    assert first.stat().st_ino == before and (tmp_path / "imagesTr" / "PWML_003_0000.nii.gz").exists()
+    write_synthetic_cohort(tmp_path, 1, size=32, depth=4, seed=2, overwrite=True)
+    assert first.stat().st_ino != before  # the check above would see a rewrite
     other = tmp_path / "again"
     write_synthetic_cohort(other, 2, size=32, depth=4, seed=2)
     a = np.asanyarray(nib.load(str(other / "imagesTr" / "PWML_001_0000.nii.gz")).dataobj)

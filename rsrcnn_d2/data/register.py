@@ -44,8 +44,13 @@ def pwml_split_names(root: Union[str, Path, None] = None,
     """Split names of a converted root (from its splits.json), or the default set if absent."""
     if num_folds is None:
         splits = Path(root) / "splits.json" if root is not None else None
-        num_folds = (len(read_json(splits)["folds"]) if splits is not None and splits.exists()
-                     else DEFAULT_NUM_FOLDS)
+        num_folds = DEFAULT_NUM_FOLDS
+        if splits is not None and splits.exists():
+            folds = read_json(splits)
+            folds = folds.get("folds") if isinstance(folds, dict) else None
+            if not isinstance(folds, list):  # valid JSON, not our layout: an error naming the file
+                raise PWMLDataError(splits, "has no list of 'folds'; re-run tools/prepare_pwml.py")
+            num_folds = len(folds)
     return ["all", "train", "val", "test"] + [
         f"fold{i}_{part}" for i in range(num_folds) for part in ("train", "val")]
 

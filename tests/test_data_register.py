@@ -5,6 +5,7 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from rsrcnn_d2.data.errors import PWMLDataError
+from rsrcnn_d2.model_zoo import get_config_file
 from rsrcnn_d2.data.register import (PWML_METADATA, pwml_split_names, register_all_pwml,
                                      register_pwml_root, register_pwml_split)
 from test_data_fixtures import cohort, converted  # noqa: F401
@@ -55,10 +56,29 @@ def test_register_converted_root(converted):
 def test_env_root_is_registered_by_import(converted, monkeypatch):
     """$DETECTRON2_DATASETS/pwml: the layout prepare_pwml.py writes by default."""
     monkeypatch.setenv("DETECTRON2_DATASETS", str(converted.parent))
-    register_all_pwml()
-    assert len(DatasetCatalog.get("pwml_all")) == json.loads(
-        (converted / "conversion.json").read_text())["num_images"]
-    register_all_pwml()  # idempotent
+    names = register_all_pwml()
+    num_images = json.loads((converted / "conversion.json").read_text())["num_images"]
+    assert len(DatasetCatalog.get("pwml_all")) == num_images
+    assert names == [f"pwml_{s}" for s in pwml_split_names(converted)]
+    assert register_all_pwml() == names  # idempotent: the same names, the same data
+    assert len(DatasetCatalog.get("pwml_all")) == num_images
+
+
+@pytest.mark.parametrize("content", ['{"folds": [["PWML_0', "{}", "[]", '{"folds": 3}'],
+                         ids=["truncated", "no-folds", "a-list", "folds-not-a-list"])
+def test_damaged_splits_json_registers_default_names(tmp_path, content):
+    """A damaged splits.json under $DETECTRON2_DATASETS must not break ``import rsrcnn_d2``:
+    the default names are registered and the splits that exist still load."""
+    root = tmp_path / "pwml"
+    (root / "annotations").mkdir(parents=True)
+    (root / "splits.json").write_text(content)
+    names = register_all_pwml(root)
+    assert names == [f"pwml_{s}" for s in pwml_split_names(None)] and "pwml_fold4_val" in names
+    with pytest.raises(PWMLDataError, match="instances_train.json: no prepared PWML split"):
+        DatasetCatalog.get("pwml_train")
+    # named by hand, the same file is an error that names it
+    with pytest.raises(PWMLDataError, match=r"splits\.json"):
+        register_pwml_root(root, "damaged")
 
 
 def test_yaml_selects_splits(converted):
@@ -67,7 +87,7 @@ def test_yaml_selects_splits(converted):
     from rsrcnn_d2 import get_rsrcnn_cfg
 
     register_pwml_root(converted, "yamltest")
-    cfg = get_rsrcnn_cfg("configs/PWML-Tiny/E_rsrcnn_R_18_FPN.yaml",
+    cfg = get_rsrcnn_cfg(get_config_file("PWML-Tiny/E_rsrcnn_R_18_FPN.yaml"),
                          ["DATASETS.TRAIN", "('yamltest_fold0_train',)",
                           "DATASETS.TEST", "('yamltest_fold0_val',)"])
     dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN)

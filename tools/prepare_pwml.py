@@ -1,13 +1,14 @@
 #!/usr/bin/env python
 """Convert PWML data (NIfTI or PNG slice folders) into a registered COCO-style dataset.
 
-    python tools/prepare_pwml.py SOURCE [--out datasets/pwml] [--all-slices] [--seed 0]
+    python tools/prepare_pwml.py SOURCE [-o/--output datasets/pwml] [--all-slices] [--seed 0]
 
 SOURCE is an nnU-Net raw folder (imagesTr/ + labelsTr/), a CSV/JSON pair list
 (subject,image,mask) or the reference implementation's slice folders
 (input/ + gt/). The default output, $DETECTRON2_DATASETS/pwml, is what
 ``import rsrcnn_d2`` registers as pwml_train / pwml_val / pwml_test /
-pwml_fold{i}_{train,val}. See datasets/README.md.
+pwml_fold{i}_{train,val}. See datasets/README.md. ``--out`` is the deprecated
+spelling of ``--output``, kept so that existing scripts keep working.
 
 Exit status (rsrcnn_d2.errors): 0 done, 2 bad input data, arguments or output
 location (one line on stderr naming the file or option).
@@ -17,19 +18,19 @@ import math
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rsrcnn_d2.data.convert import convert_pwml  # noqa: E402
-from rsrcnn_d2.data.register import default_pwml_root  # noqa: E402
-from rsrcnn_d2.errors import report_errors  # noqa: E402
-from rsrcnn_d2.tool_setup import quiet_known_warnings  # noqa: E402
+from rsrcnn_d2.data.convert import convert_pwml
+from rsrcnn_d2.data.register import default_pwml_root
+from rsrcnn_d2.errors import report_errors
+from rsrcnn_d2.tool_setup import quiet_known_warnings
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="nnU-Net folder, pair list (.csv/.json) or input/+gt/ folder")
-    p.add_argument("--out", default=str(default_pwml_root()),
-                   help="output folder (default: $DETECTRON2_DATASETS/pwml = %(default)s)")
+    # --output as every other tool; --out is the earlier name, still accepted
+    p.add_argument("-o", "--output", "--out", dest="output", default=str(default_pwml_root()),
+                   help="output folder (default: $DETECTRON2_DATASETS/pwml = %(default)s); "
+                        "--out is a deprecated alias")
     p.add_argument("--axis", default="axial", choices=["axial", "coronal", "sagittal"],
                    help="slice axis in canonical (RAS+) orientation (NIfTI only)")
     p.add_argument("--all-slices", action="store_true",
@@ -43,6 +44,9 @@ def parse_args(argv=None):
                    help="cross-validation folds (default 5, or 0 for fewer than 5 subjects)")
     p.add_argument("--workers", type=int, default=2, help="conversion processes")
     args = p.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    if any(a == "--out" or a.startswith("--out=") for a in given):
+        print(f"{p.prog}: warning: --out is deprecated, use --output (or -o)", file=sys.stderr)
     fractions = args.fractions
     if (not all(math.isfinite(f) and f >= 0 for f in fractions)
             or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)):
@@ -59,12 +63,12 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     quiet_known_warnings()
-    summary = convert_pwml(args.source, args.out, axis=args.axis,
+    summary = convert_pwml(args.source, args.output, axis=args.axis,
                            lesion_slices_only=not args.all_slices, binarize=args.binarize,
                            seed=args.seed, fractions=tuple(args.fractions),
                            num_folds=args.folds, workers=args.workers, progress=True)
     print(f"{summary['num_subjects']} subjects, {summary['num_images']} slices, "
-          f"{summary['num_annotations']} lesions -> {Path(args.out).absolute()}")
+          f"{summary['num_annotations']} lesions -> {Path(args.output).absolute()}")
     print("splits: " + ", ".join(summary["splits"]))
     return 0
 

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from rsrcnn_d2.classical import ClassicalParams, ClassicalPredictor, detect_slice
+from rsrcnn_d2.data.synthetic import synthetic_slice
 
-from rsrcnn_d2.classical import ClassicalParams, ClassicalPredictor, detect_slice  # noqa: E402
-from rsrcnn_d2.data.synthetic import synthetic_slice  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]  # the reference slices sit beside the checkout
 
 REFERENCE = Path(os.environ.get("PWML_REFERENCE_SLICES")
                  or REPO.parent / "shared" / "data" / "pwml_reference_slices") / "input"

@@ -20,10 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rsrcnn_d2.data.convert import convert_pwml  # noqa: E402
-from rsrcnn_d2.data.synthetic import write_synthetic_cohort  # noqa: E402
+from rsrcnn_d2.data.convert import convert_pwml
+from rsrcnn_d2.data.synthetic import write_synthetic_cohort
 
 
 def main(argv=None) -> int:

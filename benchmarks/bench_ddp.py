@@ -26,14 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from rsrcnn_d2.data import convert_pwml, write_synthetic_cohort
+from rsrcnn_d2.engine.ddp import _usable_cores
+from rsrcnn_d2.experiments import TRAIN_NET_MODULE
+from rsrcnn_d2.model_zoo import row_config
 
-from rsrcnn_d2.data import convert_pwml, write_synthetic_cohort  # noqa: E402
-from rsrcnn_d2.engine.ddp import _usable_cores  # noqa: E402
-
-TRAIN_NET = REPO / "tools" / "train_net.py"
-CONFIG = REPO / "configs" / "PWML-Tiny" / "E_rsrcnn_R_18_FPN.yaml"
+CONFIG = row_config("E")
 SPEED = re.compile(r"Overall training speed: (\d+) iterations in \S+ \(([\d.]+) s / it\)")
 THREADS = re.compile(r"per-worker threads: (\d+)")
 
@@ -61,7 +59,7 @@ def train(root: Path, workers: int, iters: int, size: int, threads=None):
     env["DETECTRON2_DATASETS"] = str(root)
     if threads is not None:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, str(TRAIN_NET), "--config-file", str(CONFIG), "--num-gpus", str(workers),
+    cmd = [sys.executable, "-m", TRAIN_NET_MODULE, "--config-file", CONFIG, "--num-gpus", str(workers),
            "--dist-url", f"tcp://127.0.0.1:{_free_port()}", "OUTPUT_DIR", str(out),
            "MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", str(2 * workers), "SOLVER.MAX_ITER", str(iters),
            "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR", "SOLVER.STEPS", "()",

@@ -25,20 +25,15 @@ import argparse
 import logging
 import math
 import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from rsrcnn_d2.data.instances import label_lesions  # noqa: E402
-from rsrcnn_d2.evaluation import PWMLEvaluator, hausdorff_distances, slice_metrics  # noqa: E402
-from rsrcnn_d2.evaluation.lesionwise import LesionCounts  # noqa: E402
+from rsrcnn_d2.data.instances import label_lesions
+from rsrcnn_d2.evaluation import PWMLEvaluator, hausdorff_distances, slice_metrics
+from rsrcnn_d2.evaluation.lesionwise import LesionCounts
 
 SIZE = 512
 

@@ -15,25 +15,18 @@ real lesion boxes), which makes the DCRF share an upper estimate.
 import argparse
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from detectron2.modeling import build_model
 
-from detectron2.modeling import build_model  # noqa: E402
+from rsrcnn_d2 import get_rsrcnn_cfg
+from rsrcnn_d2.model_zoo import row_config
+from rsrcnn_d2.data.synthetic import synthetic_slice
 
-from rsrcnn_d2 import get_rsrcnn_cfg  # noqa: E402
-from rsrcnn_d2.data.synthetic import synthetic_slice  # noqa: E402
-
-ROWS = {
-    "B": REPO / "configs/PWML/B_mask_rcnn_R_101_FPN.yaml",
-    "E": REPO / "configs/PWML/E_rsrcnn_R_101_FPN.yaml",
-}
+ROWS = {row: row_config(row, "r101") for row in ("B", "E")}
 
 
 class TimedRefine:

@@ -19,7 +19,6 @@ import argparse
 import platform
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from rsrcnn_d2.data.realism import (lesion_slice_spans, summarize_measures,  # noqa: E402
+from rsrcnn_d2.data.realism import (lesion_slice_spans, summarize_measures,
                                     volume_crops)
+
+REPO = Path(__file__).resolve().parents[1]  # the reference slices sit beside the checkout
 
 TARGETS = {"area": "1-15", "contrast_median": "2.5-5.5", "threshold_dice_mean": "< 0.1",
            "multi_slice_share": ">= 50 %"}

@@ -32,16 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-CONFIGS = {
-    ("paper", "B"): REPO / "configs/PWML/B_mask_rcnn_R_101_FPN.yaml",
-    ("paper", "E"): REPO / "configs/PWML/E_rsrcnn_R_101_FPN.yaml",
-    ("cpu", "B"): REPO / "configs/PWML-Tiny/B_mask_rcnn_R_18_FPN.yaml",
-    ("cpu", "E"): REPO / "configs/PWML-Tiny/E_rsrcnn_R_18_FPN.yaml",
-}
+FAMILY = {"paper": "r101", "cpu": "tiny"}  # rsrcnn_d2.model_zoo's row families
 SIZE = {"paper": 512, "cpu": 256}
 SCALE_NAME = {"paper": "R-101-FPN, 512×512", "cpu": "R-18 CPU twin, 256×256"}
 BEGIN, END = "<!-- perf-table:begin -->", "<!-- perf-table:end -->"
@@ -62,7 +53,8 @@ def _model(scale: str, row: str, detections: int):
             "TEST.DETECTIONS_PER_IMAGE", str(detections)]
     if scale == "paper":
         opts += ["MODEL.RESNETS.NORM", "GN"]
-    cfg = get_rsrcnn_cfg(str(CONFIGS[scale, row]), opts)
+    from rsrcnn_d2.model_zoo import row_config
+    cfg = get_rsrcnn_cfg(row_config(row, FAMILY[scale]), opts)
     torch.manual_seed(0)
     return cfg, build_model(cfg)
 

@@ -109,6 +109,37 @@ def test_failed_training_raises_and_records_nothing(tmp_path):
     assert "no_such.yaml" in (tmp_path / "log.txt").read_text()
 
 
+def test_training_runs_the_package_module_not_a_repository_script(tmp_path, monkeypatch):
+    """The runner starts the installed training program (python -m), so it works from any
+    directory and without a checkout; OUTPUT_DIR comes last, after flags and overrides."""
+    from rsrcnn_d2.experiments import runner
+
+    run_dir, seen = tmp_path / "run", []
+
+    def train(cmd, env=None, **kw):
+        seen.append(cmd)
+        (run_dir / "metrics.json").write_text(json.dumps({"iteration": 3, "pwml_strict/Dice": 0.5}) + "\n")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(runner.subprocess, "run", train)
+    record = train_and_record("cfg.yaml", run_dir, ["SEED", 1], flags=["--num-gpus", 2])
+    assert seen == [[sys.executable, "-m", "rsrcnn_d2.engine.train_net", "--config-file", "cfg.yaml",
+                     "--resume", "--num-gpus", "2", "SEED", "1", "OUTPUT_DIR", str(run_dir)]]
+    assert record == {"config": "cfg.yaml", "opts": ["SEED", "1"], "results": {"pwml_strict/Dice": 0.5}}
+    assert json.loads((run_dir / "result.json").read_text()) == record
+
+
+def test_run_tool_names_the_step_and_its_time(capfd):
+    from rsrcnn_d2.experiments import run_tool
+
+    run_tool(["-c", "print('hello')"], step="1/2 greeting")
+    assert capfd.readouterr().out == ("\n=== 1/2 greeting\n$ -c print('hello')\nhello\n"
+                                      "=== 1/2 greeting: done in 0 s\n")
+    with pytest.raises(subprocess.CalledProcessError):
+        run_tool(["-c", "raise SystemExit(3)"])
+    assert capfd.readouterr().out == "$ -c raise SystemExit(3)\n"
+
+
 def _tool(name, *args, **kw):
     return subprocess.run([sys.executable, str(REPO / "tools" / name), *map(str, args)],
                           capture_output=True, text=True, cwd=REPO, **kw)

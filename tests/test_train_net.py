@@ -267,3 +267,23 @@ def test_set_worker_threads(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_training_program_is_a_module_of_the_package(tmp_path):
+    """``python -m rsrcnn_d2.engine.train_net`` from outside the checkout: the same program
+    as tools/train_net.py (same checks and exit codes), found through the installed package."""
+    proc = subprocess.run([sys.executable, "-m", "rsrcnn_d2.engine.train_net", "--config-file",
+                           "missing.yaml", "--num-gpus", "2"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 3
+    assert proc.stderr.splitlines()[-1] == "train_net.py: error: missing.yaml: config file does not exist"
+    assert proc.stdout.startswith("Command Line Args: Namespace(config_file='missing.yaml'")
+
+
+def test_the_tool_is_the_package_program():
+    """tools/train_net.py only calls the package's command line: one Trainer, one main."""
+    from rsrcnn_d2.engine import train_net
+
+    tool = _load_train_net()
+    assert (tool.Trainer, tool.main, tool.setup, tool.cli) == (train_net.Trainer, train_net.main,
+                                                               train_net.setup, train_net.cli)
+    assert "class " not in TRAIN_NET.read_text() and "def " not in TRAIN_NET.read_text()

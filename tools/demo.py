@@ -16,28 +16,18 @@ Re-running is safe: the cohort is reused, the conversion replaced, the model ret
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from rsrcnn_d2.data.fileio import atomic_write_bytes
+from rsrcnn_d2.experiments import pooled_results, run_tool, trained_weights
+from rsrcnn_d2.model_zoo import ROW_CONFIGS, row_config
 
-from rsrcnn_d2.data.fileio import atomic_write_bytes  # noqa: E402
-from rsrcnn_d2.experiments import pooled_results, trained_weights  # noqa: E402
-
-TOOLS = REPO / "tools"
-CONFIG = REPO / "configs/PWML-Tiny/E_rsrcnn_R_18_FPN.yaml"
-
-
-def run(step: str, args, env=None):
-    print(f"\n=== {step}\n$ {' '.join(str(a) for a in args)}", flush=True)
-    start = time.time()
-    subprocess.run([sys.executable, *map(str, args)], check=True, env=env)
-    print(f"=== {step}: done in {time.time() - start:.0f} s", flush=True)
+TOOLS = Path(__file__).resolve().parent  # each step is a sibling tool, run as a user would
+CONFIG_NAME = ROW_CONFIGS["tiny"]["E"]
+CONFIG = row_config("E")
 
 
 def main() -> int:
@@ -55,26 +45,26 @@ def main() -> int:
     # every subject with lesions: the converter's lesion-slice mode (the paper's) refuses lesion-free ones
     # OUT/cohort, not OUT/raw: a phantom cohort an older demo left in OUT/raw is never mixed in
     cohort = out / "cohort"
-    run("1/6 synthetic cohort", [TOOLS / "make_synthetic_cohort.py", cohort, "--subjects", args.subjects,
-                                 "--seed", args.seed, "--lesion-free-fraction", 0, "--workers", 2])
-    run("2/6 conversion", [TOOLS / "prepare_pwml.py", cohort, "--out", out / "pwml", "--seed", args.seed],
-        env)
-    run("3/6 training + evaluation", [TOOLS / "train_net.py", "--config-file", CONFIG,
-                                      "SOLVER.MAX_ITER", args.iters, "DATASETS.TEST", "('pwml_test',)",
-                                      "OUTPUT_DIR", train_dir, "SEED", args.seed], env)
+    run_tool([TOOLS / "make_synthetic_cohort.py", cohort, "--subjects", args.subjects, "--seed", args.seed,
+              "--lesion-free-fraction", 0, "--workers", 2], step="1/6 synthetic cohort")
+    run_tool([TOOLS / "prepare_pwml.py", cohort, "--output", out / "pwml", "--seed", args.seed], env,
+             step="2/6 conversion")
+    run_tool([TOOLS / "train_net.py", "--config-file", CONFIG, "SOLVER.MAX_ITER", args.iters,
+              "DATASETS.TEST", "('pwml_test',)", "OUTPUT_DIR", train_dir, "SEED", args.seed], env,
+             step="3/6 training + evaluation")
     weights = trained_weights(train_dir)  # model_best.pth: the lowest validation loss
     tuned = train_dir / "dcrf_tuned.yaml"
-    run("4/6 DCRF tuning", [TOOLS / "tune_dcrf.py", "--config-file", CONFIG, "--weights", weights,
-                            "--dataset", "pwml_val", "--output", tuned, "--init-points", 3, "--n-iter", 6,
-                            "--seed", args.seed], env)
+    run_tool([TOOLS / "tune_dcrf.py", "--config-file", CONFIG, "--weights", weights, "--dataset", "pwml_val",
+              "--output", tuned, "--init-points", 3, "--n-iter", 6, "--seed", args.seed], env,
+             step="4/6 DCRF tuning")
     test_subject = json.loads((out / "pwml" / "splits.json").read_text())["test"][0]
     volume = cohort / "imagesTr" / f"{test_subject}_0000.nii.gz"
-    run("5/6 prediction", [TOOLS / "predict.py", volume, "-o", out / "predict", "--config-file", tuned,
-                           "--weights", weights, "--save-prob", "--overlays", "--no-progress"], env)
+    run_tool([TOOLS / "predict.py", volume, "-o", out / "predict", "--config-file", tuned,
+              "--weights", weights, "--save-prob", "--overlays", "--no-progress"], env, step="5/6 prediction")
     slices_csv = train_dir / "inference" / "pwml_test" / "pwml_slices.csv"
     boxplot = out / "boxplot.png"
-    run("6/6 figures", [TOOLS / "plot_results.py", "--csv", f"row E (tiny)={slices_csv}",
-                        "--output", boxplot, "--title", "held-out slices"], env)
+    run_tool([TOOLS / "plot_results.py", "--csv", f"row E (tiny)={slices_csv}", "--output", boxplot,
+              "--title", "held-out slices"], env, step="6/6 figures")
     write_report(out, slices_csv, boxplot, volume)
     return 0
 
@@ -93,7 +83,7 @@ def write_report(out: Path, slices_csv: Path, boxplot: Path, volume: Path):
     overlays = write_overlays(out, volume)
     lines = ["# RS R-CNN demo report", "",
              f"Anatomy-based synthetic cohort (datasets/README.md, section 7), CPU-sized row E "
-             f"(`{CONFIG.relative_to(REPO)}`), held-out test subjects "
+             f"(`configs/{CONFIG_NAME}`), held-out test subjects "
              f"({n} lesion slices), both evaluator protocols (see docs/RESULTS.md).", "", *table,
              "", "Per-subject 3-D and lesion-wise figures: see the evaluation log above; per-slice values: "
              f"`{slices_csv.relative_to(out)}`.", "", f"![per-slice box plot]({boxplot.name})", "",

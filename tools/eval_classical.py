@@ -13,14 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import rsrcnn_d2  # noqa: E402,F401  (registers the pwml_* datasets)
-from rsrcnn_d2.classical import (evaluate_classical, flat_results, load_dataset_slices,  # noqa: E402
+import rsrcnn_d2  # noqa: F401  (registers the pwml_* datasets)
+from rsrcnn_d2.classical import (evaluate_classical, flat_results, load_dataset_slices,
                                  load_params)
-from rsrcnn_d2.data.errors import PWMLDataError  # noqa: E402
-from rsrcnn_d2.data.fileio import atomic_write_json  # noqa: E402
-from rsrcnn_d2.evaluation.pwml_evaluator import format_table  # noqa: E402
+from rsrcnn_d2.data.errors import PWMLDataError
+from rsrcnn_d2.data.fileio import atomic_write_json
+from rsrcnn_d2.evaluation.pwml_evaluator import format_table
 
 
 def parse_args(argv=None):

@@ -20,11 +20,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rsrcnn_d2.data.anatomy import AnatomyParams  # noqa: E402
-from rsrcnn_d2.data.anatomical_cohort import write_anatomical_cohort  # noqa: E402
-from rsrcnn_d2.data.synthetic import write_synthetic_cohort  # noqa: E402
+from rsrcnn_d2.data.anatomy import AnatomyParams
+from rsrcnn_d2.data.anatomical_cohort import write_anatomical_cohort
+from rsrcnn_d2.data.synthetic import write_synthetic_cohort
 
 DEFAULTS = AnatomyParams()
 PHANTOM_OPTIONS = {

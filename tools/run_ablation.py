@@ -29,17 +29,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from rsrcnn_d2 import model_zoo
+from rsrcnn_d2.data.fileio import atomic_write_bytes, atomic_write_json
+from rsrcnn_d2.experiments import (REFERENCE_METRICS, TRAIN_NET_MODULE, finished_result, pooled_results,
+                                   run_tool, seed_summary_table, train_and_record, trained_weights)
 
-from rsrcnn_d2.data.fileio import atomic_write_bytes  # noqa: E402
-from rsrcnn_d2.data.fileio import atomic_write_json  # noqa: E402
-from rsrcnn_d2.experiments import (REFERENCE_METRICS, TINY_ROW_CONFIGS, TOOLS,  # noqa: E402
-                                   finished_result, pooled_results, run_tool, seed_summary_table,
-                                   trained_weights,
-                                   train_and_record)
-
-ROW_CONFIGS = TINY_ROW_CONFIGS
+TOOLS = Path(__file__).resolve().parent  # the sibling tools this sweep runs, as a user would
+ROW_CONFIGS = {row: model_zoo.row_config(row) for row in model_zoo.ROW_CONFIGS["tiny"]}
 ROW_LABELS = {"A": "A  classical (local contrast, tuned on val)", "B": "B  Mask R-CNN", "C": "C  + H-RPN, k=1.3", "D": "D  + LRS-Net",
               "E": "E  + DCRF (RS R-CNN), k=1.3"}
 ROW_E_K = 1.3  # the expansion factor of the row E config
@@ -96,7 +92,7 @@ def tuned_dcrf_run(out: Path, seed: int, env) -> None:
     run_tool([TOOLS / "tune_dcrf.py", "--config-file", ROW_CONFIGS["E"], "--weights", weights,
               "--dataset", "pwml_val", "--output", tuned, "--cache", run_dir / "val_probs.pt",
               "--init-points", 5, "--n-iter", 15, "--seed", seed], env)
-    run_tool([TOOLS / "train_net.py", "--eval-only", "--config-file", tuned, "MODEL.WEIGHTS", weights,
+    run_tool(["-m", TRAIN_NET_MODULE, "--eval-only", "--config-file", tuned, "MODEL.WEIGHTS", weights,
               "DATASETS.TEST", "('pwml_test',)", "OUTPUT_DIR", run_dir], env)
     # the evaluator's figures, recomputed from its per-slice CSV (eval-only keeps no metrics.json)
     results = pooled_results([run_dir / "inference" / "pwml_test" / "pwml_slices.csv"])
@@ -110,7 +106,7 @@ def prepare_cohort(out: Path, args, env):
     run_tool([TOOLS / "make_synthetic_cohort.py", raw, "--subjects", args.subjects, "--seed",
               args.cohort_seed, "--lesion-free-fraction", 0, "--workers", 2], env)
     if not (pwml / "conversion.json").exists():
-        run_tool([TOOLS / "prepare_pwml.py", raw, "--out", pwml, "--seed", args.cohort_seed], env)
+        run_tool([TOOLS / "prepare_pwml.py", raw, "--output", pwml, "--seed", args.cohort_seed], env)
 
 
 def write_summary(out: Path, runs, seeds, iters, filename: str = "summary.md") -> str:

@@ -22,11 +22,8 @@ import re
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from rsrcnn_d2.errors import EXIT_PARTIAL, report_errors  # noqa: E402
-from rsrcnn_d2.tool_setup import quiet_known_warnings  # noqa: E402
+from rsrcnn_d2.errors import EXIT_PARTIAL, report_errors
+from rsrcnn_d2.tool_setup import quiet_known_warnings
 
 
 def build_parser() -> argparse.ArgumentParser:

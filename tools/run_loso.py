@@ -25,15 +25,14 @@ import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from rsrcnn_d2.data.fileio import atomic_write_bytes, read_json
+from rsrcnn_d2.data.sources import discover_subjects
+from rsrcnn_d2.experiments import (REFERENCE_METRICS, pooled_results, run_tool, seed_summary_table,
+                                   train_and_record)
+from rsrcnn_d2.model_zoo import row_config
 
-from rsrcnn_d2.data.fileio import atomic_write_bytes, read_json  # noqa: E402
-from rsrcnn_d2.data.sources import discover_subjects  # noqa: E402
-from rsrcnn_d2.experiments import (REFERENCE_METRICS, TINY_ROW_CONFIGS, TOOLS,  # noqa: E402
-                                   pooled_results, run_tool, seed_summary_table, train_and_record)
-
-ROW_CONFIGS = {row: TINY_ROW_CONFIGS[row] for row in ("B", "E")}
+TOOLS = Path(__file__).resolve().parent  # prepare_pwml.py, run as a user would
+ROW_CONFIGS = {row: row_config(row) for row in ("B", "E")}
 ROW_LABELS = {"A": "A  classical (tuned on the held-in subjects)", "B": "B  Mask R-CNN",
               "E": "E  RS R-CNN"}
 CLASSICAL = "A"
@@ -55,7 +54,7 @@ def prepare(slices: Path, pwml: Path, seed: int, env) -> int:
     """Convert SLICES with one fold per subject (once); return the number of folds."""
     if not (pwml / "conversion.json").exists():
         subjects = len(discover_subjects(slices))  # leave-one-out: as many folds as subjects
-        run_tool([TOOLS / "prepare_pwml.py", slices, "--out", pwml, "--seed", seed, "--folds", subjects], env)
+        run_tool([TOOLS / "prepare_pwml.py", slices, "--output", pwml, "--seed", seed, "--folds", subjects], env)
     return len(read_json(pwml / "splits.json")["folds"])
 
 

@@ -14,14 +14,11 @@ each slice's neighbours are cut from its source volume (rsrcnn_d2.classical.data
 """
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import rsrcnn_d2  # noqa: E402,F401  (registers the pwml_* datasets)
-from rsrcnn_d2.classical import (MODES, OBJECTIVES, ClassicalParams, load_dataset_slices,  # noqa: E402
+import rsrcnn_d2  # noqa: F401  (registers the pwml_* datasets)
+from rsrcnn_d2.classical import (MODES, OBJECTIVES, ClassicalParams, load_dataset_slices,
                                  load_params, save_tuning, tune_classical)
-from rsrcnn_d2.data.errors import PWMLDataError  # noqa: E402
+from rsrcnn_d2.data.errors import PWMLDataError
 
 
 def parse_args(argv=None):

@@ -1,9 +1,9 @@
 """Cross-validation over the folds of a prepared cohort, as nnU-Net users run it (tools/run_cv.py).
 
 For each fold i of ``splits.json`` (tools/prepare_pwml.py writes them): train on
-``fold{i}_train`` through tools/train_net.py, predict the **whole volumes** of
-the fold's held-out subjects (``fold{i}_val``) from their original NIfTI files,
-and score them with `evaluate_folder` (every slice counts). All out-of-fold
+``fold{i}_train`` through the training program (`rsrcnn_d2.engine.train_net`),
+predict the **whole volumes** of the fold's held-out subjects (``fold{i}_val``)
+from their original NIfTI files, and score them with `evaluate_folder` (every slice counts). All out-of-fold
 predictions are then pooled and scored once. Output folder::
 
     OUT/fold_<i>/                   train_net's run: config.yaml, model_best.pth and/or

@@ -1,40 +1,50 @@
-"""One training run through tools/train_net.py, resumable and recorded once finished.
+"""One training run through the package's training program, resumable and recorded once finished.
 
 A run folder holds detectron2's usual output plus ``result.json``, written
 (atomically) only after training and the final evaluation are done. A folder
 with ``result.json`` is skipped; one without it is resumed from its last
 checkpoint, so an interrupted sweep loses at most one checkpoint period.
+Training runs in a child process (``python -m rsrcnn_d2.engine.train_net``: the
+installed module, never a script of the repository), which isolates its workers
+and global state from the sweep that drives it.
 """
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from ..data.fileio import atomic_write_json, read_json
 from .results import read_eval_results
 
-__all__ = ["finished_result", "train_and_record", "run_tool", "trained_weights", "TOOLS",
-           "TRAIN_NET", "TINY_ROW_CONFIGS"]
+__all__ = ["finished_result", "train_and_record", "train_net_command", "run_tool", "trained_weights",
+           "TRAIN_NET_MODULE"]
 
-REPO = Path(__file__).resolve().parents[2]
-TOOLS = REPO / "tools"
-TRAIN_NET = TOOLS / "train_net.py"
+TRAIN_NET_MODULE = "rsrcnn_d2.engine.train_net"
 RESULT_FILE = "result.json"
-_TINY = REPO / "configs" / "PWML-Tiny"
-# the CPU-sized configs of Table 1's rows, used by the experiment scripts
-TINY_ROW_CONFIGS = {
-    "B": _TINY / "B_mask_rcnn_R_18_FPN.yaml",
-    "C": _TINY / "C_hrpn_expand_R_18_FPN.yaml",
-    "D": _TINY / "D_hrpn_lrsnet_R_18_FPN.yaml",
-    "E": _TINY / "E_rsrcnn_R_18_FPN.yaml",
-}
 
 
-def run_tool(args: Sequence, env: Optional[Mapping[str, str]] = None) -> None:
-    """Run a project tool (``[script, *arguments]``) with this interpreter; raise if it fails."""
+def run_tool(args: Sequence, env: Optional[Mapping[str, str]] = None, step: Optional[str] = None) -> None:
+    """Run a program (``[script, *arguments]`` or ``["-m", module, ...]``) with this
+    interpreter, echoing the command; raise ``CalledProcessError`` if it fails.
+
+    ``step`` names it in a header and a closing line with the time it took.
+    """
+    if step:
+        print(f"\n=== {step}", flush=True)
     print("$ " + " ".join(str(a) for a in args), flush=True)
+    start = time.time()
     subprocess.run([sys.executable, *map(str, args)], check=True,
                    env=None if env is None else dict(env))
+    if step:
+        print(f"=== {step}: done in {time.time() - start:.0f} s", flush=True)
+
+
+def train_net_command(config: Union[str, Path], run_dir: Union[str, Path], opts: Sequence = (),
+                      flags: Sequence = ()) -> List[str]:
+    """The command line that trains (or resumes) ``config`` into ``run_dir``."""
+    return [sys.executable, "-m", TRAIN_NET_MODULE, "--config-file", str(config), "--resume",
+            *map(str, flags), *map(str, opts), "OUTPUT_DIR", str(run_dir)]
 
 
 def trained_weights(run_dir: Union[str, Path]) -> Path:
@@ -67,8 +77,7 @@ def train_and_record(config: Union[str, Path], run_dir: Union[str, Path], opts: 
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
     opts = [str(o) for o in opts]
-    cmd = [sys.executable, str(TRAIN_NET), "--config-file", str(config), "--resume",
-           *map(str, flags), *opts, "OUTPUT_DIR", str(run_dir)]
+    cmd = train_net_command(config, run_dir, opts, flags)
     if log_file is None:
         proc = subprocess.run(cmd, env=None if env is None else dict(env))
     else:

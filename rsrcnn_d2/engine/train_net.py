@@ -1,0 +1,178 @@
+"""The training program: train and evaluate RS R-CNN (any row of Table 1) on registered PWML datasets.
+
+detectron2's idiom: ``--config-file``, ``--num-gpus`` (on a CPU-only machine
+``launch`` starts that many GLOO workers), ``--num-machines``, ``--resume``,
+``--eval-only`` and trailing ``KEY VALUE`` overrides; ``--dataset-root
+[NAME=]DIR`` registers another prepared cohort in every worker. It lives in the
+package (run it as ``python -m rsrcnn_d2.engine.train_net`` or through the thin
+``tools/train_net.py``) so that the library's own drivers (`rsrcnn_d2.experiments`)
+start the installed program, never a script of the repository.
+"""
+import argparse
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+import torch
+
+from detectron2.data import build_detection_test_loader
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+import rsrcnn_d2
+from rsrcnn_d2.checkpoint import load_model_weights, load_trainer_weights
+from rsrcnn_d2.config import fall_back_to_cpu
+from rsrcnn_d2.data import PWMLDatasetMapper, build_pwml_test_loader, build_pwml_train_loader
+from rsrcnn_d2.data.augmentation import build_pwml_augmentations
+from rsrcnn_d2.data.mapper import head_crop_margin
+from rsrcnn_d2.data.register import register_dataset_roots
+from rsrcnn_d2.errors import ConfigError, PWMLDataError, exit_code_of, report_errors
+from rsrcnn_d2.evaluation import PWMLEvaluator
+from rsrcnn_d2.inference.ensemble import with_flip_tta
+from rsrcnn_d2.solver import PlateauTracker, build_lr_scheduler
+from rsrcnn_d2.tool_setup import quiet_known_warnings
+
+from .ddp import cpu_ddp_support, prepare_cpu_workers, set_worker_threads
+from .validation_loss import BEST_CHECKPOINT, ValidationLossHook, insert_before_evaluation
+
+__all__ = ["Trainer", "setup", "main", "argument_parser", "cli"]
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with the PWML mapper, evaluator and plateau LR schedule."""
+
+    def __init__(self, cfg):
+        with cpu_ddp_support():  # GLOO workers on a CPU-only machine
+            super().__init__(cfg)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_pwml_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_pwml_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return PWMLEvaluator(dataset_name, folder)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's evaluation, with horizontal-flip TTA when TEST.FLIP_TTA is on."""
+        return super().test(cfg, with_flip_tta(cfg, model), evaluators)
+
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        cfg = self.cfg
+        period = cfg.SOLVER.PLATEAU.PERIOD or cfg.TEST.EVAL_PERIOD
+        scale = getattr(self.scheduler, "plateau_scale", None)
+        if scale is not None and (period <= 0 or not cfg.DATASETS.VAL):
+            raise ValueError("SOLVER.LR_SCHEDULER_NAME WarmupPlateauLR needs DATASETS.VAL and "
+                             "SOLVER.PLATEAU.PERIOD or TEST.EVAL_PERIOD > 0")
+        if period > 0 and cfg.DATASETS.VAL:
+            # annotated, un-augmented validation batches for the loss
+            mapper = PWMLDatasetMapper(True, augmentations=build_pwml_augmentations(cfg, False),
+                                       head_crop_margin=head_crop_margin(cfg))
+
+            def batches():
+                return build_detection_test_loader(cfg, cfg.DATASETS.VAL[0], mapper=mapper)
+
+            plateau = cfg.SOLVER.PLATEAU
+            hook = ValidationLossHook(period, batches, scale,
+                                      PlateauTracker(plateau.PATIENCE, plateau.MIN_DELTA),
+                                      plateau.FACTOR, monitor=plateau.MONITOR,
+                                      output_dir=cfg.OUTPUT_DIR)
+            # by type, the same place among the collective hooks on every rank (else the workers
+            # hang); before the periodic checkpointer, so that a checkpoint written at an
+            # evaluation's iteration holds it (--resume then continues the same LR
+            # schedule), and before the final evaluation, which then scores model_best
+            insert_before_evaluation(hooks, hook)
+        return hooks
+
+
+def setup(args):
+    """The frozen config of ``args``, with detectron2's output folder, logging and seed set up."""
+    cfg = rsrcnn_d2.get_rsrcnn_cfg(args.config_file, args.opts)
+    cpu = fall_back_to_cpu(cfg)
+    # the training slices' size and spacing, into the config.yaml: prediction resizes and checks by them
+    rsrcnn_d2.data.slice_geometry.record_training_geometry(cfg, overwrite=not args.eval_only)
+    cfg.freeze()
+    default_setup(cfg, args)
+    # our own log lines (LR cuts, best checkpoint) to the console and log.txt, as detectron2's
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="rsrcnn_d2")
+    if cpu:
+        logging.getLogger("detectron2").warning("no CUDA device: running on CPU (MODEL.DEVICE cpu)")
+    if cfg.MODEL.DEVICE == "cpu":  # each worker its share of the cores, not a pool of all of them
+        threads = set_worker_threads(comm.get_local_size())
+        logging.getLogger("rsrcnn_d2").info("per-worker threads: %d", threads)
+    return cfg
+
+
+def main(args):
+    """One worker's job: train (or, with ``--eval-only``, evaluate) and return the results."""
+    quiet_known_warnings()  # in every worker
+    register_dataset_roots(getattr(args, "dataset_root", ()))  # here: every worker needs the names
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        weights = cfg.MODEL.WEIGHTS
+        best = os.path.join(cfg.OUTPUT_DIR, BEST_CHECKPOINT)
+        if not weights and not args.resume and os.path.isfile(best):
+            weights = best  # the lowest-validation-loss weights, unless told otherwise
+            logging.getLogger("detectron2").info("--eval-only: evaluating %s", best)
+        load_model_weights(model, weights, save_dir=cfg.OUTPUT_DIR, resume=args.resume,  # refuses a misfit
+                           allow_partial=getattr(args, "allow_partial_weights", False))
+        return Trainer.test(cfg, model)
+    trainer = Trainer(cfg)
+    load_trainer_weights(trainer, resume=args.resume)  # logs a table of what a foreign checkpoint fills
+    return trainer.train()
+
+
+def _trains_on_cpu(args) -> bool:
+    """Whether the workers will train on the CPU: no CUDA, or MODEL.DEVICE cpu."""
+    if not torch.cuda.is_available():
+        return True
+    return rsrcnn_d2.get_rsrcnn_cfg(args.config_file, args.opts).MODEL.DEVICE == "cpu"
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """detectron2's ``default_argument_parser`` with this program's own options."""
+    parser = default_argument_parser()
+    parser.add_argument("--dataset-root", action="append", default=[], metavar="[NAME=]DIR",
+                        help="register a prepared cohort (tools/prepare_pwml.py) as NAME_<split>; repeatable")
+    parser.add_argument("--allow-partial-weights", action="store_true",
+                        help="--eval-only: evaluate a checkpoint that leaves some layers uninitialised")
+    return parser
+
+
+def cli(argv: Optional[Sequence[str]] = None, prog: str = "train_net.py") -> int:
+    """The command line: check the inputs once, then ``launch`` the workers; the exit status.
+
+    A bad ``--dataset-root`` (2) or config file (3) is refused before any worker
+    starts; an error of the worker run here (weights that do not fit: 4) is one line.
+    """
+    args = argument_parser().parse_args(argv)
+    print("Command Line Args:", args)
+    try:
+        register_dataset_roots(args.dataset_root)
+        rsrcnn_d2.get_rsrcnn_cfg(args.config_file, args.opts)
+    except (PWMLDataError, ConfigError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return exit_code_of(e)
+    if args.num_gpus > 1 and _trains_on_cpu(args):
+        prepare_cpu_workers(args.num_gpus)  # read by the workers' thread pools as they start
+    return report_errors(prog)(launch)(main, args.num_gpus, num_machines=args.num_machines,
+                                       machine_rank=args.machine_rank, dist_url=args.dist_url,
+                                       args=(args,)) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,27 +1,27 @@
-"""Shared fixtures: repository paths, tiny configs and synthetic inputs."""
+"""Shared fixtures: repository paths, tiny configs and synthetic inputs.
+
+Configs are named through `rsrcnn_d2.model_zoo` (the one row table), so the
+tests run from any directory. Third-party warnings are filtered in pytest.ini,
+not here: a global filter would hide warnings of our own code too.
+"""
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-warnings.filterwarnings("ignore", category=FutureWarning)
+from rsrcnn_d2.model_zoo import ROW_CONFIGS, configs_dir, get_config_file
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
+CONFIGS = configs_dir()
 TINY = CONFIGS / "PWML-Tiny"
 # the reference slices (datasets/README.md): $PWML_REFERENCE_SLICES, else the CI checkout's copy
 # beside the repository; tests that need them skip when neither exists
 SHARED_SLICES = Path(os.environ.get("PWML_REFERENCE_SLICES")
                      or REPO.parent / "shared" / "data" / "pwml_reference_slices")
-TINY_ROWS = {
-    "B": TINY / "B_mask_rcnn_R_18_FPN.yaml",
-    "C": TINY / "C_hrpn_expand_R_18_FPN.yaml",
-    "D": TINY / "D_hrpn_lrsnet_R_18_FPN.yaml",
-    "E": TINY / "E_rsrcnn_R_18_FPN.yaml",
-}
+TINY_ROWS = {row: Path(get_config_file(name)) for row, name in ROW_CONFIGS["tiny"].items()}
+FULL_ROWS = {row: Path(get_config_file(name)) for row, name in ROW_CONFIGS["r101"].items()}
 
 
 def tiny_cfg(row: str = "E", *opts):
@@ -38,6 +38,16 @@ def synthetic_input(seed: int = 0, size: int = 128, num_lesions=(2, 6)):
     image, mask = synthetic_slice(size, num_lesions=num_lesions, seed=seed)
     tensor = torch.from_numpy(np.repeat(image[None], 3, axis=0))
     return {"image": tensor, "instances": mask_to_instances(mask)}, mask
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _datasets_root():
+    """$DETECTRON2_DATASETS defaults to the repository's datasets/ whatever the working
+    directory (tools run by tests inherit it); the caller's environment is restored after."""
+    with pytest.MonkeyPatch.context() as mp:
+        if "DETECTRON2_DATASETS" not in os.environ:
+            mp.setenv("DETECTRON2_DATASETS", str(REPO / "datasets"))
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -61,4 +71,3 @@ def _fresh_logging():
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
-    os.environ.setdefault("DETECTRON2_DATASETS", str(REPO / "datasets"))

@@ -45,3 +45,37 @@ def test_importing_the_package_changes_no_warning_filter():
     code = ("import warnings; before = list(warnings.filters); import rsrcnn_d2; "
             "assert warnings.filters == before, 'import changed the filters'")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+# one message of each KNOWN_WARNINGS entry, in order, as the third-party code words it
+KNOWN_SAMPLES = [
+    (UserWarning, "torch.meshgrid: in an upcoming release, it will be required to pass the indexing"),
+    (UserWarning, "The given NumPy array is not writable, and PyTorch does not support"),
+    (DeprecationWarning, "__array__ implementation doesn't accept a copy keyword, so passing"),
+    (UserWarning, "pkg_resources is deprecated as an API."),
+    (DeprecationWarning, "pkg_resources is deprecated as an API."),
+    (UserWarning, "Was not able to add assertion to guard the torch.fx graph"),
+    (FutureWarning, "`torch.jit.script` is deprecated. Please switch to `torch.compile`"),
+]
+
+
+def test_the_samples_are_the_known_warnings():
+    import re
+
+    from rsrcnn_d2.tool_setup import KNOWN_WARNINGS
+
+    assert len(KNOWN_SAMPLES) == len(KNOWN_WARNINGS)
+    for (category, message), (known, pattern) in zip(KNOWN_SAMPLES, KNOWN_WARNINGS):
+        assert category is known and re.match(pattern, message), (message, pattern)
+
+
+def test_the_test_run_hides_the_known_warnings_and_no_other():
+    """pytest.ini's filters hide what the tools hide; no blanket filter (e.g. on every
+    FutureWarning) hides a warning of our own."""
+    with warnings.catch_warnings(record=True) as seen:  # the filters pytest set for this test
+        for category, message in KNOWN_SAMPLES:
+            warnings.warn(message, category)
+        warnings.warn("rsrcnn_d2 test: a future change of ours", FutureWarning)
+        warnings.warn("rsrcnn_d2 test: something of ours", UserWarning)
+    assert [str(w.message) for w in seen] == ["rsrcnn_d2 test: a future change of ours",
+                                              "rsrcnn_d2 test: something of ours"]

@@ -348,7 +348,7 @@ def test_tune_then_evaluate_tools_write_only_their_outputs(toy_dataset, tmp_path
 def test_3d_neighbours_are_cut_from_the_source_volume_as_the_converter_cut(toy_dataset):
     from rsrcnn_d2.classical import load_dataset_slices
     from rsrcnn_d2.data.nifti import volume_slice
-    from rsrcnn_d2.inference.io import read_volume
+    from rsrcnn_d2.data.nifti import read_volume
 
     cut = load_dataset_slices(f"{toy_dataset}_all", progress=False, from_volumes=True)
     own = load_dataset_slices(f"{toy_dataset}_all", progress=False)

@@ -155,3 +155,36 @@ def test_read_pair_direct_error_is_value_error(tmp_path):
     m = save_nifti(tmp_path / "m.nii.gz", mask[:8])
     with pytest.raises(ValueError, match="m.nii.gz"):
         read_nifti_pair(i, m)
+
+
+def test_one_volume_reader_one_message_for_a_damaged_volume(tmp_path):
+    """A subject's pair and a single volume (prediction, mask to score) go through one reader."""
+    from rsrcnn_d2.data.nifti import read_volume
+
+    image, mask = _volume((32, 32, 8))
+    i, m = nnunet_case(tmp_path / "raw", "a", image, mask)
+    data = gzip.decompress(i.read_bytes())
+    i.write_bytes(gzip.compress(data[: len(data) // 2]))
+    with pytest.raises(PWMLDataError) as single:
+        read_volume(i)
+    with pytest.raises(PWMLDataError) as pair:
+        read_nifti_pair(i, m)
+    assert str(single.value) == str(pair.value)
+    assert str(single.value).startswith(f"{i}: cannot read voxel data, truncated or corrupt file")
+    save_nifti(i, np.full((4, 4, 2), np.nan, np.float32))
+    with pytest.raises(PWMLDataError, match=f"^{i}: image contains NaN or infinite intensities$"):
+        read_volume(i)
+
+
+def test_nifti_names_have_one_definition(tmp_path):
+    from rsrcnn_d2.data import nifti, sources
+    from rsrcnn_d2.inference import inputs
+
+    assert nifti.split_nifti_name("a.b.nii.gz") == ("a.b", ".nii.gz")
+    assert nifti.split_nifti_name("a.nii") == ("a", ".nii")
+    assert nifti.split_nifti_name("a.nii.zip") == (None, None)
+    assert not hasattr(sources, "NIFTI_ENDINGS") and not hasattr(inputs, "NIFTI_ENDINGS")
+    image, mask = _volume()
+    nnunet_case(tmp_path / "raw", "case_0000", image, mask)  # nnU-Net channel twice
+    assert [s.subject for s in sources.nnunet_subjects(tmp_path / "raw")] == \
+        [nifti.case_name("case_0000_0000.nii.gz")] == ["case_0000"]

@@ -94,6 +94,19 @@ def test_csv_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pwml_slices.csv", "pwml_subjects.csv"]
 
 
+def test_csv_files_are_written_as_every_other_output(tmp_path):
+    """Through data.fileio's atomic write: the mode a plain open gives, not mkstemp's 0600."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        run(PWMLEvaluator(output_dir=str(tmp_path)), *fake_batch())
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"pwml_slices.csv": 0o644, "pwml_subjects.csv": 0o644}
+
+
 def test_empty_truth_slices():
     inputs = [{"file_name": "x.npy", "image_id": 0, "lesion_mask": mask()},
               {"file_name": "y.npy", "image_id": 1, "lesion_mask": mask()}]
@@ -206,7 +219,7 @@ def test_lesion_free_dataset_has_no_hd_and_no_abort_warning(caplog):
     assert (d3["n_HD_measured"], d3["n_HD_both_empty"]) == (0, 1)
     assert ref["n_lesion_slices"] == 0 and ref["n_skipped_empty_pred"] == 4
     assert "would abort" not in caplog.text
-    from rsrcnn_d2.evaluation.pwml_evaluator import format_table
+    from rsrcnn_d2.evaluation.report import format_table
     table = format_table(results)
     assert "HD n/a: no slice has lesions in both truth and prediction (4 both empty, " \
            "0 one empty)" in table
@@ -223,7 +236,7 @@ def test_all_lesions_missed_is_not_hd_zero(caplog):
 
 
 def test_table_says_which_slices_it_covers():
-    from rsrcnn_d2.evaluation.pwml_evaluator import format_table
+    from rsrcnn_d2.evaluation.report import format_table
 
     inputs, outputs = lesion_free_batch(3)
     inputs[1]["lesion_mask"] = mask((5, 5))
@@ -246,3 +259,32 @@ def test_reference_abort_warning_counts_lesion_slices_only(caplog):
     assert "would abort" not in caplog.text
     assert results["pwml_strict"]["HD"] == 0.0  # measured on 4 slices (0 px), 4 both empty
     assert results["pwml_strict"]["n_HD_measured"] == 4
+
+
+def test_mapper_and_evaluator_read_annotations_alike(tmp_path):
+    """Polygons, uncompressed and compressed RLE: one reader gives the mapper's gt_mask and the
+    evaluator's truth; an annotation without a segmentation names the slice."""
+    from rsrcnn_d2.data.coco import annotations_mask
+    from rsrcnn_d2.data.mapper import PWMLDatasetMapper
+
+    image = tmp_path / "s0.npy"
+    np.save(image, np.arange(SIZE * SIZE, dtype=np.float32).reshape(SIZE, SIZE))
+    square = [[2.0, 2.0, 6.0, 2.0, 6.0, 6.0, 2.0, 6.0]]  # x, y: pixels 2..5 of rows 2..5
+    column_major = np.zeros((SIZE, SIZE), bool)
+    column_major[10, 10:12] = True
+    counts = [10 * SIZE + 10, 1, SIZE - 1, 1, SIZE * SIZE - (11 * SIZE + 11)]
+    annotations = [{"segmentation": square}, {"segmentation": {"size": [SIZE, SIZE], "counts": counts}},
+                   *lesion_annotations(mask((14, 1)))]
+    expected = np.zeros((SIZE, SIZE), bool)
+    expected[2:6, 2:6] = True
+    expected |= column_major | mask((14, 1))
+    assert np.array_equal(annotations_mask(annotations, SIZE, SIZE), expected)
+    record = {"file_name": str(image), "image_id": 0, "height": SIZE, "width": SIZE,
+              "annotations": annotations}
+    mapped = PWMLDatasetMapper(False, augmentations=[])(record)
+    assert mapped["gt_mask"].dtype == torch.uint8
+    assert np.array_equal(mapped["gt_mask"].numpy(), expected.astype(np.uint8))
+    results = run(PWMLEvaluator(), [record], [{"lesion_mask": torch.from_numpy(expected)}])
+    assert results["pwml_strict"]["Dice"] == 1.0
+    with pytest.raises(ValueError, match=f"^{image}: an annotation has no segmentation"):
+        PWMLDatasetMapper(False, augmentations=[])({**record, "annotations": [{"bbox": [0, 0, 1, 1]}]})

@@ -266,7 +266,7 @@ def test_a_symlinked_subject_folder_of_slice_outputs_is_refused(tmp_path, monkey
 
 def test_inside_output_follows_links_but_not_a_final_link(tmp_path):
     from rsrcnn_d2.data.errors import PWMLDataError
-    from rsrcnn_d2.inference.io import check_inside_output
+    from rsrcnn_d2.data.fileio import check_inside_output
 
     out = tmp_path / "out"
     (out / "real").mkdir(parents=True)
@@ -279,3 +279,29 @@ def test_inside_output_follows_links_but_not_a_final_link(tmp_path):
     for bad in (out / "outer" / "m.png", out / ".." / "m.png", out / "real" / ".."):
         with pytest.raises(PWMLDataError, match="outside the output folder"):
             check_inside_output(bad, out)
+
+
+def test_the_predictor_and_the_test_mapper_feed_the_model_alike(tmp_path):
+    """One helper makes the network's input: head crop, resize, raw intensities x 3 channels."""
+    from detectron2.data import transforms as T
+
+    from rsrcnn_d2.data.mapper import PWMLDatasetMapper, slice_model_input
+    from rsrcnn_d2.inference import LesionPredictor
+
+    image = np.zeros((10, 12), np.float32)
+    image[3:7, 4:9] = np.arange(20, dtype=np.float32).reshape(4, 5) + 100  # the "head"
+    resize = [T.Resize((8, 14))]
+    fields, transforms = slice_model_input(image, T.AugmentationList(resize), head_crop_margin=1)
+    assert fields["crop_box"] == [3, 2, 10, 8]
+    assert fields["image"].shape == (3, 8, 14) and fields["image"].dtype == torch.float32
+    assert torch.equal(fields["image"][0], fields["image"][2])
+    expected = T.ResizeTransform(6, 7, 8, 14).apply_image(image[2:8, 3:10])
+    assert np.array_equal(fields["image"][1].numpy(), expected)
+    assert np.array_equal(transforms.apply_coords(np.array([[3.0, 2.0]])), [[0.0, 0.0]])
+    np.save(tmp_path / "s.npy", image)
+    mapped = PWMLDatasetMapper(False, augmentations=resize, head_crop_margin=1)(
+        {"file_name": str(tmp_path / "s.npy"), "image_id": 0})
+    predicted = LesionPredictor(None, resize, head_crop_margin=1)._model_input(image)
+    for given in (mapped, predicted):
+        assert torch.equal(given["image"], fields["image"]) and given["crop_box"] == [3, 2, 10, 8]
+        assert (given["height"], given["width"]) == (10, 12)

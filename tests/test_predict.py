@@ -15,7 +15,7 @@ from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.data.nifti import volume_slice
 from rsrcnn_d2.inference import LesionPredictor, case_name, find_inputs, predict_inputs
 from rsrcnn_d2.inference import cli
-from rsrcnn_d2.inference.io import to_input_orientation
+from rsrcnn_d2.inference.writers import to_input_orientation
 
 CONFIG = str(TINY_ROWS["E"])
 

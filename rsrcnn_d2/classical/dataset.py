@@ -5,7 +5,7 @@ tuning and evaluation read the converted slices directly: the grey image, the
 truth (the union of the record's lesions) and, for "3d" mode, the adjacent
 slices. A converted dataset keeps only lesion slices by default, so with
 ``from_volumes`` the neighbours are cut from the record's ``source_file``
-volume exactly as the converter cut the slice (`rsrcnn_d2.inference.io.read_volume`,
+volume exactly as the converter cut the slice (`rsrcnn_d2.data.nifti.read_volume`,
 `volume_slice`); otherwise, or for slices converted from PNGs, they are the
 dataset's own slices of the same subject at ``slice_index`` ± 1, where present.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from ..data.errors import PWMLDataError
 from ..data.fileio import read_slice
-from ..data.mapper import annotations_union_mask
+from ..data.coco import annotations_mask
 
 __all__ = ["DatasetSlice", "load_dataset_slices", "model_input"]
 
@@ -34,11 +34,10 @@ class DatasetSlice:
 
 def _volume_neighbours(record: Dict, volumes: Dict) -> Optional[List[Optional[np.ndarray]]]:
     """(previous, next) slices cut from the record's source volume; None without one."""
-    from ..data.nifti import axis_index, volume_slice
-    from ..inference.io import read_volume
+    from ..data.nifti import NIFTI_ENDINGS, axis_index, read_volume, volume_slice
 
     source, axis, k = record.get("source_file"), record.get("axis"), record.get("slice_index")
-    if not source or axis is None or k is None or not str(source).endswith((".nii", ".nii.gz")):
+    if not source or axis is None or k is None or not str(source).endswith(NIFTI_ENDINGS):
         return None
     if source not in volumes:
         volumes.clear()  # records come subject by subject: keep one volume in memory
@@ -67,7 +66,7 @@ def load_dataset_slices(dataset_name: str, progress: bool = True, from_volumes: 
     slices, volumes = [], {}
     for i, (r, image) in enumerate(zip(records, images)):
         height, width = int(r.get("height", image.shape[0])), int(r.get("width", image.shape[1]))
-        truth = annotations_union_mask(r.get("annotations", []), height, width).astype(bool)
+        truth = annotations_mask(r.get("annotations", []), height, width, r["file_name"])
         near: List[Optional[np.ndarray]] = [None, None]
         cut = _volume_neighbours(r, volumes) if from_volumes else None
         if cut is not None:

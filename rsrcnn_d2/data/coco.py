@@ -9,6 +9,9 @@ the component, ``area`` its pixel count, ``iscrowd`` 0, category id 1 "lesion".
 Image entries carry, besides COCO's id/file_name/height/width: ``subject``,
 ``slice_index``, ``axis``, ``source_file``, ``mask_file`` and ``spacing``
 (row, column, through-plane mm; null for PNG slices, whose spacing is unknown).
+
+`annotations_mask` is the one way back from a record's annotations to its truth
+mask (the mapper's ``gt_mask``, the evaluator's truth, the classical baseline's).
 """
 from pathlib import Path
 from typing import Dict, Iterable, List, Union
@@ -20,7 +23,8 @@ from .errors import PWMLDataError
 from .fileio import read_json
 from .instances import label_lesions
 
-__all__ = ["CATEGORIES", "lesion_annotations", "coco_dict", "coco_subset", "load_pwml_coco"]
+__all__ = ["CATEGORIES", "lesion_annotations", "annotations_mask", "coco_dict", "coco_subset",
+           "load_pwml_coco"]
 
 CATEGORIES = [{"id": 1, "name": "lesion", "supercategory": "lesion"}]
 
@@ -47,6 +51,27 @@ def lesion_annotations(mask: np.ndarray) -> List[dict]:
             "iscrowd": 0,
         })
     return out
+
+
+def annotations_mask(annotations: Iterable[dict], height: int, width: int,
+                     where: Union[str, Path] = "record") -> np.ndarray:
+    """The union of a record's lesions as a bool (height, width) mask.
+
+    Segmentations may be compressed RLE (the converter's), uncompressed RLE
+    (list counts) or polygons, as COCO allows; an annotation without one is a
+    PWMLDataError naming ``where`` (the slice's file).
+    """
+    mask = np.zeros((height, width), bool)
+    for a in annotations:
+        seg = a.get("segmentation")
+        if seg is None:
+            raise PWMLDataError(where, "an annotation has no segmentation; cannot build the truth mask")
+        if isinstance(seg, dict):  # uncompressed RLE (list counts) needs encoding first
+            rle = mask_util.frPyObjects(seg, height, width) if isinstance(seg["counts"], list) else seg
+        else:
+            rle = mask_util.merge(mask_util.frPyObjects(seg, height, width))
+        mask |= mask_util.decode(rle).astype(bool)
+    return mask
 
 
 def coco_dict(images: List[dict], annotations: List[dict], description: str = "") -> dict:

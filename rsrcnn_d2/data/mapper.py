@@ -20,7 +20,6 @@ import copy
 from typing import List, Optional, Union
 
 import numpy as np
-import pycocotools.mask as mask_util
 import torch
 from detectron2.config import configurable
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
@@ -29,20 +28,36 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks
 
 from .augmentation import build_pwml_augmentations
+from .coco import annotations_mask
 from .errors import PWMLDataError
 from .fileio import read_slice
 from .head_crop import crop_to_head
 
 __all__ = ["PWMLDatasetMapper", "build_pwml_train_loader", "build_pwml_test_loader",
-           "annotations_union_mask", "head_crop_margin"]
+           "head_crop_margin", "slice_model_input"]
 
 
-def annotations_union_mask(annotations: List[dict], height: int, width: int) -> np.ndarray:
-    """All lesions of a record as one uint8 (height, width) mask (RLE annotations)."""
-    mask = np.zeros((height, width), np.uint8)
-    for a in annotations:
-        mask |= mask_util.decode(a["segmentation"]).astype(np.uint8)
-    return mask
+def slice_model_input(image: np.ndarray, augmentations: T.AugmentationList,
+                      head_crop_margin: Optional[int] = None, spacing=None, channels: int = 3):
+    """(model input fields, transforms applied) for one grey slice (H, W).
+
+    The one place that turns a slice into what the network reads, so that
+    training, the test loader and `LesionPredictor` feed it alike: optional
+    head crop (its box as "crop_box" x0, y0, x1, y1), the augmentations (with
+    the slice's ``spacing`` for TrainingScaleResize), and the raw intensities as
+    ``channels`` identical float32 channels under "image" (channels, h, w).
+    """
+    fields, crop = {}, []
+    if head_crop_margin is not None:
+        image, (x0, y0, x1, y1) = crop_to_head(image, head_crop_margin)
+        fields["crop_box"] = [x0, y0, x1, y1]
+        crop = [T.CropTransform(x0, y0, x1 - x0, y1 - y0)]
+    aug_input = T.AugInput(np.ascontiguousarray(image, dtype=np.float32))
+    aug_input.spacing = spacing
+    transforms = T.TransformList(crop) + augmentations(aug_input)
+    tensor = torch.from_numpy(np.ascontiguousarray(aug_input.image, dtype=np.float32))
+    fields["image"] = tensor[None].repeat(channels, 1, 1)
+    return fields, transforms
 
 
 class PWMLDatasetMapper:
@@ -73,24 +88,17 @@ class PWMLDatasetMapper:
         record.setdefault("height", image.shape[0])
         record.setdefault("width", image.shape[1])
 
-        crop = []
-        if self.head_crop_margin is not None:
-            image, (x0, y0, x1, y1) = crop_to_head(image, self.head_crop_margin)
-            record["crop_box"] = [x0, y0, x1, y1]
-            crop = [T.CropTransform(x0, y0, x1 - x0, y1 - y0)]
-        aug_input = T.AugInput(image)
-        aug_input.spacing = record.get("spacing")  # TrainingScaleResize keeps the training's mm/pixel
-        transforms = T.TransformList(crop) + self.augmentations(aug_input)
-        image = aug_input.image
-        shape = image.shape[:2]
-        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-        record["image"] = tensor[None].repeat(self.image_channels, 1, 1)
+        # the record's spacing: TrainingScaleResize keeps the training's mm/pixel
+        fields, transforms = slice_model_input(image, self.augmentations, self.head_crop_margin,
+                                               record.get("spacing"), self.image_channels)
+        record.update(fields)
+        shape = tuple(fields["image"].shape[1:])
 
         annotations = record.pop("annotations", None)
         if not self.is_train:
             if annotations is not None:
-                record["gt_mask"] = torch.from_numpy(
-                    annotations_union_mask(annotations, record["height"], record["width"]))
+                record["gt_mask"] = torch.from_numpy(annotations_mask(
+                    annotations, record["height"], record["width"], record["file_name"]).astype(np.uint8))
             return record
         annos = [utils.transform_instance_annotations(a, transforms, shape)
                  for a in (annotations or []) if a.get("iscrowd", 0) == 0]

@@ -11,20 +11,53 @@ is then shown the way radiologists read it (`volume_slice`): for an axial slice
 anterior is up and the patient's right is on the image's left; coronal and
 sagittal slices have superior up. `put_slice` is the exact inverse, for writing
 predictions back into a volume.
+
+File names: `NIFTI_ENDINGS` and `case_name` (nnU-Net's ``<case>_0000.nii.gz``)
+are the one definition that discovery, prediction and evaluation use.
+`read_volume` is the one reader of a single volume (what a prediction or a
+mask to score is); `read_nifti_pair` reads a training subject with the same checks.
 """
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 
 from .errors import PWMLDataError
 
-__all__ = ["AXES", "NiftiPair", "axis_index", "read_nifti_pair", "volume_slice", "put_slice",
-           "slice_spacing"]
+__all__ = ["AXES", "axis_name", "NIFTI_ENDINGS", "NNUNET_T1_CHANNEL", "split_nifti_name",
+           "case_name", "NiftiPair", "axis_index", "load_nifti_3d", "Volume", "read_volume",
+           "read_nifti_pair", "volume_slice", "put_slice", "slice_spacing"]
 
-# canonical (RAS+) axis that is constant across a slice
+# canonical (RAS+) axis that is constant across a slice; the keys are the CLIs' --axis choices
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+NNUNET_T1_CHANNEL = "_0000"  # nnU-Net's channel suffix of the T1w image (the only one used)
+
+
+def axis_name(axis: Union[str, int]) -> str:
+    """"sagittal", "coronal" or "axial" for a canonical axis given by index or name."""
+    index = axis_index(axis)
+    return next(name for name, i in AXES.items() if i == index)
+
+
+def split_nifti_name(name: str) -> Tuple[Optional[str], Optional[str]]:
+    """(stem, ending) of a NIfTI file name (``a.nii.gz`` -> ("a", ".nii.gz")); (None, None) else."""
+    for ending in NIFTI_ENDINGS:
+        if name.endswith(ending):
+            return name[: -len(ending)], ending
+    return None, None
+
+
+def case_name(path: Union[str, os.PathLike]) -> str:
+    """``case`` from ``case.nii.gz``, ``case.nii`` or nnU-Net's T1w channel ``case_0000.nii.gz``."""
+    stem, _ = split_nifti_name(Path(path).name)
+    if stem is None:
+        raise PWMLDataError(path, "not a NIfTI file (.nii or .nii.gz)")
+    if stem.endswith(NNUNET_T1_CHANNEL) and len(stem) > len(NNUNET_T1_CHANNEL):
+        stem = stem[: -len(NNUNET_T1_CHANNEL)]
+    return stem
 
 
 def axis_index(axis: Union[str, int]) -> int:
@@ -76,8 +109,32 @@ def _canonical(img, path: Path):
     try:  # reorienting reads the voxels: truncated files fail here
         return nib.as_closest_canonical(img)
     except Exception as e:
-        raise PWMLDataError(path, f"cannot reorient to canonical, truncated or corrupt file "
+        raise PWMLDataError(path, f"cannot read voxel data, truncated or corrupt file "
                                   f"({type(e).__name__}: {e})") from e
+
+
+def _check_intensities(image: np.ndarray, path: Path) -> None:
+    if image.dtype.kind not in "fiub":
+        raise PWMLDataError(path, f"unsupported voxel type {image.dtype}")
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise PWMLDataError(path, "image contains NaN or infinite intensities")
+
+
+@dataclass
+class Volume:
+    """A volume as stored (``source``: affine, header) and its voxels in canonical RAS+ order."""
+
+    source: "nibabel.spatialimages.SpatialImage"  # noqa: F821
+    canonical: np.ndarray
+
+
+def read_volume(path: Union[str, os.PathLike]) -> Volume:
+    """Load a 3-D NIfTI and its canonical voxels: a real-valued, finite volume, or PWMLDataError."""
+    path = Path(path)
+    img = load_nifti_3d(path)
+    canonical = _data(_canonical(img, path), path)
+    _check_intensities(canonical, path)
+    return Volume(source=img, canonical=canonical)
 
 
 def read_nifti_pair(image_path: Union[str, Path], mask_path: Union[str, Path],
@@ -98,10 +155,7 @@ def read_nifti_pair(image_path: Union[str, Path], mask_path: Union[str, Path],
                                        f"{np.round(msk.affine, 4)}\nvs\n{np.round(img.affine, 4)}")
     img, msk = _canonical(img, image_path), _canonical(msk, mask_path)
     image = _data(img, image_path)
-    if image.dtype.kind == "f" and not np.isfinite(image).all():
-        raise PWMLDataError(image_path, "image contains NaN or infinite intensities")
-    if image.dtype.kind not in "fiub":
-        raise PWMLDataError(image_path, f"unsupported voxel type {image.dtype}")
+    _check_intensities(image, image_path)
     if image.size and image.min() == image.max():  # all zero: a failed export, not a scan
         raise PWMLDataError(image_path, f"image is constant (every voxel {image.flat[0]}); "
                                         "an empty or blank T1w volume")

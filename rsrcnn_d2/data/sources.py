@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import List, Tuple, Union
 
 from .errors import PWMLDataError
+from .nifti import NNUNET_T1_CHANNEL, case_name, split_nifti_name
 
 __all__ = ["SubjectSource", "nnunet_subjects", "pair_list_subjects", "slice_folder_subjects",
            "discover_subjects", "check_subject_id"]
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.-]+")
 
-NIFTI_ENDINGS = (".nii.gz", ".nii")
 PNG_ENDINGS = (".png", ".tif", ".tiff")
 
 
@@ -45,13 +45,6 @@ class SubjectSource:
     image: Path = None
     mask: Path = None
     slices: List[Tuple[int, Path, Path]] = field(default_factory=list)
-
-
-def _strip(name: str, endings) -> Tuple[str, str]:
-    for e in endings:
-        if name.endswith(e):
-            return name[: -len(e)], e
-    return None, None
 
 
 def check_subject_id(subject, where: Union[str, Path], entry: str = "") -> str:
@@ -85,10 +78,10 @@ def nnunet_subjects(root: Union[str, Path]) -> List[SubjectSource]:
             raise PWMLDataError(d, "missing folder of the nnU-Net layout")
     out = []
     for path in sorted(images_dir.iterdir()):
-        stem, ending = _strip(path.name, NIFTI_ENDINGS)
-        if stem is None or not stem.endswith("_0000"):
+        stem, ending = split_nifti_name(path.name)
+        if stem is None or not stem.endswith(NNUNET_T1_CHANNEL):
             continue  # other channels, dataset.json ...
-        case = stem[: -len("_0000")]
+        case = case_name(path)
         mask = labels_dir / f"{case}{ending}"
         if not mask.exists():
             raise PWMLDataError(path, f"no lesion mask {mask}")

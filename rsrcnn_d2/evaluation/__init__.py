@@ -3,8 +3,11 @@
 metrics.py     overlap metrics and `slice_metrics` (every per-slice figure in one pass)
 distance.py    Hausdorff distance and HD95 (2-D and 3-D, pixels or mm)
 lesionwise.py  lesion-wise detection counts, sensitivity, FP per slice, F1
-protocols.py   strict, reference and per-subject 3-D summaries of per-slice records
-pwml_evaluator.py  PWMLEvaluator (detectron2 DatasetEvaluator): gathering, tables, CSVs
+protocols.py   per-slice records; the strict, reference and per-subject 3-D protocols (definitions)
+truth.py       where the truth of a slice comes from (input keys, annotations, the dataset)
+report.py      per-slice CSV rows, atomic CSV files, the summary table
+pwml_evaluator.py  PWMLEvaluator (detectron2 DatasetEvaluator): gathering the records of all workers
+folder.py      rsrcnn-evaluate: folders of predicted and reference NIfTI masks (cli.py)
 """
 from .distance import HausdorffDistances, hausdorff, hausdorff95, hausdorff_distances
 from .lesionwise import (LesionCounts, false_positives_per_slice, lesion_counts, lesion_f1,

@@ -21,11 +21,10 @@ import numpy as np
 
 from ..data.errors import PWMLDataError
 from ..data.fileio import atomic_write_json
-from ..data.nifti import axis_index, slice_spacing, volume_slice
-from ..inference.io import case_name, read_volume
+from ..data.nifti import NIFTI_ENDINGS, axis_index, case_name, read_volume, slice_spacing, volume_slice
 from .lesionwise import LesionCounts, lesion_counts, lesion_f1, lesion_sensitivity
-from .protocols import summarize_slices
-from .pwml_evaluator import SLICE_COLUMNS, _slice_row, format_table, slice_record, write_csv_atomic
+from .protocols import slice_record, summarize_slices
+from .report import SLICE_COLUMNS, format_table, slice_row, write_csv_atomic
 
 __all__ = ["CasePair", "pair_cases", "evaluate_case", "evaluate_folder", "PREDICTION_SUFFIX",
            "AFFINE_ATOL_MM"]
@@ -49,7 +48,7 @@ def _masks_in(folder: Path, role: str) -> Dict[str, Path]:
         raise PWMLDataError(folder, f"{role} folder does not exist")
     found: Dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or not path.name.endswith((".nii", ".nii.gz")):
+        if path.name.startswith(".") or not path.is_file() or not path.name.endswith(NIFTI_ENDINGS):
             continue
         case = case_name(path)
         if case.endswith(PROBABILITY_SUFFIX):
@@ -192,7 +191,7 @@ def evaluate_folder(predictions: Union[str, Path], references: Union[str, Path],
         output = Path(output)
         output.mkdir(parents=True, exist_ok=True)
         rows = sorted(records, key=lambda r: (r["subject"], r["z"]))
-        write_csv_atomic(str(output / "slices.csv"), SLICE_COLUMNS, [_slice_row(r) for r in rows])
+        write_csv_atomic(str(output / "slices.csv"), SLICE_COLUMNS, [slice_row(r) for r in rows])
         write_csv_atomic(str(output / "cases.csv"), list(case_rows[0].keys()), case_rows)
         atomic_write_json(output / "summary.json", summary)
     return summary

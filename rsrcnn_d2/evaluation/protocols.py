@@ -1,8 +1,38 @@
-"""The evaluation protocols over per-slice records (see pwml_evaluator.py for their definitions).
+"""Per-slice records and the evaluation protocols over them.
 
-strict (every slice counts), reference (the reference implementation's: empty
-predictions skipped, subject means, then the mean over subjects) and per-subject
-3-D figures on each subject's stacked slices.
+A record (`slice_record`) holds one slice's metrics (metrics.slice_metrics:
+Dice, sensitivity, specificity, HD over all pixels as the reference computes
+it, HD95 boundary to boundary (distance.py), in pixels and in mm when the input
+carries ``spacing``, lesion-wise counts) and the masks as packed crops for the
+3-D figures. `summarize_slices` reports, as detectron2 tasks:
+
+- ``pwml_strict`` (the default figures): every slice counts, each weighs the
+  same (mean over slices). An empty prediction on a lesion slice scores Dice 0
+  and sensitivity 0; its HD is undefined, left out of the HD mean and counted
+  (``n_HD_missing``). Empty-truth slices: Dice 1 if the prediction is empty
+  too, else 0; sensitivity undefined (left out, ``n_Sens_undefined``); HD 0 if
+  the prediction is empty, else missing. When no slice has lesions in both
+  masks (a lesion-free dataset, every lesion missed) no distance was measured
+  and HD/HD95 are NaN ("n/a"), not a mean of those zeros (``n_HD_measured``,
+  ``n_HD_both_empty``). Also lesion-wise sensitivity, false positives per
+  slice and F1 on counts pooled over all slices (lesionwise.py).
+- ``pwml_reference``: the reference implementation's protocol, for comparison
+  with the paper. Slices whose prediction is empty are skipped (counted in
+  ``n_skipped_empty_pred``); the remaining slice values are averaged per
+  subject, then over subjects. The reference, scored on lesion slices only,
+  aborts when more than a fifth of them have an empty prediction
+  (`reference_would_abort`; ``n_lesion_slices_empty_pred`` of ``n_lesion_slices``).
+- ``pwml_subject3d``: each subject's slices stacked in a volume at their
+  ``slice_index`` (absent indices are empty in both masks, so gaps keep the
+  true through-plane distances): Dice, sensitivity, specificity from pooled
+  counts, HD/HD95 in 3-D (voxel-index units, and mm when every slice carries a
+  3-element spacing), averaged over subjects (NaN when no subject has lesions in both).
+- ``pwml_lesion``: the pooled lesion-wise counts.
+
+Slices without a subject (``subject_id`` or the converter's ``subject``) form
+one subject, "unknown"; without ``slice_index`` a subject's slices are stacked
+in file-name order. `strict_and_reference` computes the first two protocols
+from the metrics alone, for records read back from a per-slice CSV.
 """
 import logging
 from collections import OrderedDict, defaultdict
@@ -10,13 +40,13 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .distance import hausdorff_distances
+from .distance import check_spacing, hausdorff_distances, union_bounding_box
 from .lesionwise import LesionCounts, false_positives_per_slice, lesion_f1, lesion_sensitivity
 from .metrics import (SliceMetrics, dice_from_counts, mean_of_defined, sensitivity_from_counts,
-                      specificity_from_counts)
+                      slice_metrics, specificity_from_counts)
 
-__all__ = ["summarize_slices", "METRICS", "UNKNOWN_SUBJECT", "REFERENCE_MAX_SKIPPED",
-           "reference_would_abort"]
+__all__ = ["slice_record", "summarize_slices", "strict_and_reference", "METRICS", "UNKNOWN_SUBJECT",
+           "REFERENCE_MAX_SKIPPED", "reference_would_abort"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,13 +58,44 @@ _FIELD = {"Dice": "dice", "Sens": "sensitivity", "Spec": "specificity", "HD": "h
           "HD95": "hd95", "HD_mm": "hd_mm", "HD95_mm": "hd95_mm"}
 
 
-
 def _packed_crop(mask: np.ndarray, box):
     return np.packbits(mask[box].ravel()) if box is not None else None
 
 
 def _unpack(bits, shape) -> np.ndarray:
     return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+
+
+def slice_record(pred: np.ndarray, truth: np.ndarray, inp: Dict) -> Dict:
+    """Metrics of one slice plus what aggregation needs; masks kept only as packed crops.
+
+    ``inp`` gives ``file_name``/``image_id`` (named in errors), ``subject_id``
+    or ``subject``, ``slice_index`` and ``spacing`` ((row, column[, through-plane]) mm).
+    """
+    where = str(inp.get("file_name", inp.get("image_id", "<input without file_name>")))
+    if pred.shape != truth.shape:
+        raise ValueError(f"{where}: prediction is {pred.shape} but the truth is {truth.shape}; "
+                         "the output must be at the truth's resolution (input height/width)")
+    spacing = inp.get("spacing")
+    try:
+        if spacing is not None:
+            if np.ndim(spacing) != 1 or len(spacing) not in (2, 3):
+                raise ValueError(f"spacing must be (row, column[, through-plane]) mm, "
+                                 f"got {spacing!r}")
+            spacing = check_spacing(spacing, len(spacing))
+        metrics = slice_metrics(pred, truth, None if spacing is None else spacing[:2])
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from e
+    box = union_bounding_box(pred, truth)
+    subject = inp.get("subject_id", inp.get("subject"))
+    return {
+        "image_id": inp.get("image_id"), "file_name": inp.get("file_name"),
+        "subject": UNKNOWN_SUBJECT if subject is None else str(subject),
+        "has_subject": subject is not None, "slice_index": inp.get("slice_index"),
+        "shape": pred.shape, "spacing": spacing, "metrics": metrics,
+        "box": None if box is None else (box[0].start, box[1].start, box[0].stop, box[1].stop),
+        "pred_bits": _packed_crop(pred, box), "truth_bits": _packed_crop(truth, box),
+    }
 
 
 # --- the three protocols ------------------------------------------------------------
@@ -177,6 +238,28 @@ def _group_by_subject(records) -> Dict[str, List[Dict]]:
     return dict(sorted(groups.items()))
 
 
+def _all_floats(results: Dict[str, Dict]) -> None:
+    for task in results.values():
+        for k, v in task.items():
+            task[k] = float(v)
+
+
+def strict_and_reference(records: List[Dict]) -> Dict[str, Dict[str, float]]:
+    """``pwml_strict`` and ``pwml_reference`` of records that carry only "metrics" and "subject".
+
+    The two protocols need no masks, so they can be computed again from the
+    per-slice CSV rows of several runs pooled (rsrcnn_d2.experiments.results),
+    by this same code; the subjects of pooled runs must be disjoint.
+    """
+    by_subject = defaultdict(list)
+    for r in records:
+        by_subject[r["subject"]].append(r)
+    results = OrderedDict(pwml_strict=_strict(records),
+                          pwml_reference=_reference(dict(sorted(by_subject.items())))[0])
+    _all_floats(results)
+    return results
+
+
 def summarize_slices(records: List[Dict]):
     """(results OrderedDict of tasks, per-subject rows) from per-slice records (`slice_record`)."""
     by_subject = _group_by_subject(records)
@@ -190,9 +273,7 @@ def summarize_slices(records: List[Dict]):
     results["pwml_lesion"] = {"true_lesions": pooled.true_lesions, "found": pooled.found,
                               "predicted": pooled.predicted,
                               "false_positives": pooled.false_positives}
-    for task in results.values():
-        for k, v in task.items():
-            task[k] = float(v)
+    _all_floats(results)
     rows = []
     for subject, recs in by_subject.items():
         lesions = sum((r["metrics"].lesions for r in recs), LesionCounts())
@@ -206,6 +287,3 @@ def summarize_slices(records: List[Dict]):
                    predicted=lesions.predicted, false_positives=lesions.false_positives)
         rows.append(row)
     return results, rows
-
-
-# --- output ---------------------------------------------------------------------------

@@ -183,15 +183,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     from tqdm import tqdm
 
     from ..tool_setup import quiet_known_warnings, setup_tool_logging
-    from . import io
+    from .inputs import check_output_location, find_inputs
     from .predictor import predict_inputs
 
     args = parse_args(argv)
     quiet_known_warnings()
     setup_tool_logging()  # our warnings (unlike slices, partial weights) on the console
     try:  # the project's errors (bad data, config, weights) are reported by report_errors
-        inputs = io.find_inputs(args.input)
-        io.check_output_location(args.input, args.output, args.allow_output_in_input)
+        inputs = find_inputs(args.input)
+        check_output_location(args.input, args.output, args.allow_output_in_input)
         predictor = build_predictor(args)
     except FileNotFoundError as e:
         print(f"rsrcnn-predict: error: {e}", file=sys.stderr)

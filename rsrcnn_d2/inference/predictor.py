@@ -6,7 +6,7 @@ intensities as three channels (the model z-scores each image itself) and asks
 for outputs at the slice's own size. `predict_volume` runs it over every slice
 of a canonical volume, cut as the converter cuts training slices, and
 `predict_inputs` runs whole folders, writing each result as soon as it exists
-and carrying on past a bad file (see `rsrcnn_d2.inference.io` for file names).
+and carrying on past a bad file (see `rsrcnn_d2.inference.inputs` for file names).
 """
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from ..data.errors import PWMLDataError
-from ..data.fileio import read_slice
-from ..data.head_crop import crop_to_head
-from ..data.nifti import axis_index, put_slice, volume_slice
-from . import io
+from ..data.fileio import check_inside_output, read_slice
+from ..data.mapper import slice_model_input
+from ..data.nifti import axis_index, axis_name, put_slice, read_volume, volume_slice
+from . import writers
+from .inputs import PredictionInput, check_input_geometry, output_paths
 
 __all__ = ["SlicePrediction", "LesionPredictor", "predict_volume", "PredictionReport",
            "predict_inputs"]
@@ -88,17 +89,9 @@ class LesionPredictor:
                    head_crop_margin(cfg))
 
     def _model_input(self, image: np.ndarray) -> Dict:
-        from detectron2.data import transforms as T
-
-        height, width = image.shape
-        extra = {}
-        if self.head_crop_margin is not None:
-            image, box = crop_to_head(image, self.head_crop_margin)
-            extra["crop_box"] = list(box)
-        aug = T.AugInput(np.ascontiguousarray(image, dtype=np.float32))
-        self.augmentations(aug)
-        tensor = torch.from_numpy(np.ascontiguousarray(aug.image, dtype=np.float32))
-        return {"image": tensor[None].repeat(3, 1, 1), "height": height, "width": width, **extra}
+        # spacing None: TrainingScaleResize uses what check_input_geometry gave it
+        fields, _ = slice_model_input(image, self.augmentations, self.head_crop_margin)
+        return {**fields, "height": image.shape[0], "width": image.shape[1]}
 
     def predict_slices(self, images: Sequence[np.ndarray]) -> List[SlicePrediction]:
         """One `SlicePrediction` per 2-D image, in order; the model sees ``batch_size`` at a time."""
@@ -166,13 +159,13 @@ class _Writer:
     """Writes outputs, refusing any target that is one of the run's input files or that a
     symlinked folder would take outside the output folder."""
 
-    def __init__(self, inputs: Sequence[io.PredictionInput], output: Union[str, Path]):
+    def __init__(self, inputs: Sequence[PredictionInput], output: Union[str, Path]):
         self.protected = {item.path.resolve() for item in inputs}
         self.output = output
         self.written: List[Path] = []
 
     def __call__(self, save: Callable, path: Path, *args) -> None:
-        io.check_inside_output(path, self.output)
+        check_inside_output(path, self.output)
         if path.resolve() in self.protected:
             raise PWMLDataError(path, "refusing to overwrite an input file")
         save(path, *args)
@@ -181,35 +174,35 @@ class _Writer:
 
 def _run_volume(predictor, item, paths, axis: int, save_prob: bool, overlays: bool,
                 progress: bool, write: _Writer) -> None:
-    volume = io.read_volume(item.path)
+    volume = read_volume(item.path)
     mask, prob = predict_volume(predictor, volume.canonical, axis, progress, desc=item.name)
     affine = volume.source.affine
-    write(lambda p, a: io.save_volume_like(a, volume.source, p, np.uint8), paths.mask,
-          io.to_input_orientation(mask, affine))
+    write(lambda p, a: writers.save_volume_like(a, volume.source, p, np.uint8), paths.mask,
+          writers.to_input_orientation(mask, affine))
     if save_prob:
-        write(lambda p, a: io.save_volume_like(a, volume.source, p, np.float32), paths.prob,
-              io.to_input_orientation(prob, affine))
+        write(lambda p, a: writers.save_volume_like(a, volume.source, p, np.float32), paths.prob,
+              writers.to_input_orientation(prob, affine))
     if overlays:
-        axis_name = {0: "sagittal", 1: "coronal", 2: "axial"}[axis]
+        name = axis_name(axis)
         for k in range(mask.shape[axis]):
             lesion = volume_slice(mask, axis, k).astype(bool)
             if lesion.any():
                 image = volume_slice(volume.canonical, axis, k).astype(np.float32)
-                write(io.save_overlay, paths.overlays / f"{axis_name}_{k:03d}.png", image, lesion,
-                      f"{item.name} {axis_name} {k}")
+                write(writers.save_overlay, paths.overlays / f"{name}_{k:03d}.png", image, lesion,
+                      f"{item.name} {name} {k}")
 
 
 def _run_slice(predictor, item, paths, save_prob: bool, overlays: bool, write: _Writer) -> None:
     image = read_slice(item.path)
     pred = predictor(image)
-    write(io.save_mask_png, paths.mask, pred.mask)
+    write(writers.save_mask_png, paths.mask, pred.mask)
     if save_prob:
-        write(io.save_prob_npy, paths.prob, pred.prob)
+        write(writers.save_prob_npy, paths.prob, pred.prob)
     if overlays and pred.mask.any():
-        write(io.save_overlay, paths.overlays, image, pred.mask, item.name)
+        write(writers.save_overlay, paths.overlays, image, pred.mask, item.name)
 
 
-def predict_inputs(predictor: LesionPredictor, inputs: Sequence[io.PredictionInput],
+def predict_inputs(predictor: LesionPredictor, inputs: Sequence[PredictionInput],
                    output: Union[str, Path], axis: Union[str, int] = "axial",
                    save_prob: bool = False, overlays: bool = False, progress: bool = True,
                    log: Callable[[str], None] = None, skip_existing: bool = False,
@@ -221,7 +214,7 @@ def predict_inputs(predictor: LesionPredictor, inputs: Sequence[io.PredictionInp
     ``log`` receives one line per input saying where its outputs went.
     ``skip_existing`` (nnU-Net's ``--continue``): inputs whose mask (and, with
     ``save_prob``, probability map) already exist are left alone and reported in
-    ``skipped``. ``mask_suffix``: see `io.output_paths`.
+    ``skipped``. ``mask_suffix``: see `inputs.output_paths`.
     """
     from tqdm import tqdm
 
@@ -231,14 +224,14 @@ def predict_inputs(predictor: LesionPredictor, inputs: Sequence[io.PredictionInp
     say = log or (lambda line: None)
     unit = "volume" if inputs and inputs[0].kind == "nifti" else "slice"
     for item in tqdm(inputs, desc="predicting", unit=unit, disable=not progress):
-        paths = io.output_paths(item, output, mask_suffix)
+        paths = output_paths(item, output, mask_suffix)
         if skip_existing and paths.mask.is_file() and (not save_prob or paths.prob.is_file()):
             report.skipped.append(item.path)
             say(f"{item.path}: outputs exist, skipped (--continue)")
             continue
         start = len(write.written)
         try:
-            io.check_input_geometry(predictor, item, axis)  # warns once; spacing for the resize
+            check_input_geometry(predictor, item, axis)  # warns once; spacing for the resize
             if item.kind == "nifti":
                 _run_volume(predictor, item, paths, axis, save_prob, overlays, progress, write)
             else:

@@ -1,6 +1,4 @@
 """The demo's report: both protocols' figures, as the evaluator computed them."""
-import sys
-
 import numpy as np
 import torch
 
@@ -8,8 +6,8 @@ from conftest import REPO
 from rsrcnn_d2.evaluation import PWMLEvaluator
 
 
-def test_report_tables_both_protocols(tmp_path, capsys):
-    sys.path.insert(0, str(REPO / "tools"))
+def test_report_tables_both_protocols(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "tools"))
     import demo
 
     out = tmp_path / "demo"
@@ -22,7 +20,7 @@ def test_report_tables_both_protocols(tmp_path, capsys):
     half[5, :] = False                                   # 2 of 4 lesion pixels: Dice 2·2/(2+4)
     for i, pred in enumerate([truth, half, np.zeros_like(truth)]):
         evaluator.process([{"file_name": f"a/{i}.npy", "image_id": i, "subject": "a", "slice_index": i,
-                            "lesion_mask": torch.from_numpy(truth)}], [{"lesion_mask": torch.from_numpy(pred)}])
+                            "gt_mask": torch.from_numpy(truth)}], [{"lesion_mask": torch.from_numpy(pred)}])
     results = evaluator.evaluate()
     demo.write_report(out, csv_dir / "pwml_slices.csv", out / "boxplot.png", out / "case_0000.nii.gz")
     report = (out / "report.md").read_text()

@@ -248,7 +248,7 @@ def test_pooled_csv_figures_match_the_evaluator(tmp_path):
         if i % 3 == 0:
             pred[30:33, 2:4] = True                            # a false blob
         evaluator.process([{"file_name": f"s{i % 3}/{i}.npy", "image_id": i, "subject": f"s{i % 3}",
-                            "slice_index": i, "lesion_mask": torch.from_numpy(truth)}],
+                            "slice_index": i, "gt_mask": torch.from_numpy(truth)}],
                           [{"lesion_mask": torch.from_numpy(pred)}])
     results = evaluator.evaluate()
     pooled = pooled_results([tmp_path / "pwml_slices.csv"])

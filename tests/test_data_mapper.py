@@ -13,9 +13,10 @@ from rsrcnn_d2.data.coco import lesion_annotations
 from rsrcnn_d2.data.fileio import save_slice
 from rsrcnn_d2.data.mapper import PWMLDatasetMapper, build_pwml_test_loader, build_pwml_train_loader
 from rsrcnn_d2.data.register import register_pwml_root
+from rsrcnn_d2.model_zoo import get_config_file
 from test_data_fixtures import cohort, converted  # noqa: F401
 
-TINY = "configs/PWML-Tiny/E_rsrcnn_R_18_FPN.yaml"
+TINY = get_config_file("PWML-Tiny/E_rsrcnn_R_18_FPN.yaml")  # found from any working directory
 
 
 def _record(tmp_path, mask, image=None, name="s.npy"):
@@ -100,7 +101,7 @@ def test_test_mapping_is_deterministic_and_resizes_like_detectron2(tmp_path):
     assert torch.equal(a["image"], b["image"])
     assert a["image"].shape == (3, 115, 128)  # short edge 90 -> 128, long edge capped at 128
     assert (a["height"], a["width"]) == (90, 100)
-    augs = build_pwml_augmentations(get_rsrcnn_cfg("configs/Base-RSRCNN.yaml"), False)
+    augs = build_pwml_augmentations(get_rsrcnn_cfg(get_config_file("Base-RSRCNN.yaml")), False)
     assert len(augs) == 1 and augs[0].short_edge_length == (512, 512)
 
 
@@ -152,11 +153,21 @@ def test_model_forward_on_mapped_batch(converted):
     assert all(torch.isfinite(v) for v in losses.values())
 
 
-@pytest.mark.parametrize("bad_size", [(10, 10)])
+@pytest.mark.parametrize("bad_size", [(10, 10), (40, 21), (41, 20), (20, 40)],
+                         ids=["smaller", "one-column-more", "one-row-more", "transposed"])
 def test_size_mismatch_names_file(tmp_path, bad_size):
     from rsrcnn_d2.data.errors import PWMLDataError
 
-    rec = _record(tmp_path, _blobs(40, 40))
+    rec = _record(tmp_path, _blobs(40, 20))
     rec["height"], rec["width"] = bad_size
-    with pytest.raises(PWMLDataError, match="s.npy"):
+    with pytest.raises(PWMLDataError) as err:
         PWMLDatasetMapper(True, augmentations=[])(rec)
+    assert str(err.value) == (f"{tmp_path / 's.npy'}: slice of size (40, 20) but the dataset says "
+                              f"{bad_size}")
+
+
+def test_size_given_or_missing_is_accepted(tmp_path):
+    rec = _record(tmp_path, _blobs(40, 20))
+    assert PWMLDatasetMapper(True, augmentations=[])(rec)["image"].shape == (3, 40, 20)
+    del rec["height"], rec["width"]
+    assert PWMLDatasetMapper(True, augmentations=[])(rec)["image"].shape == (3, 40, 20)

@@ -7,6 +7,7 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, ROI_MASK_HEAD_REGI
 import rsrcnn_d2
 from conftest import CONFIGS
 from rsrcnn_d2.errors import ConfigError
+from rsrcnn_d2.model_zoo import row_config
 
 
 def test_import_registers_components():
@@ -45,8 +46,28 @@ def test_every_config_loads(path):
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1
 
 
-def test_rows_differ_only_in_components():
-    rows = {p.name[0]: rsrcnn_d2.get_rsrcnn_cfg(str(p)) for p in (CONFIGS / "PWML").glob("*.yaml")}
+def _flat(node, prefix=""):
+    out = {}
+    for key, value in node.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return out
+
+
+# the keys Table 1's rows B-E set differently; every other key is the same in all four
+COMPONENT_KEYS = {"MODEL.PROPOSAL_GENERATOR.NAME", "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+                  "MODEL.RPN.POST_NMS_TOPK_TEST", "MODEL.ROI_HEADS.NAME",
+                  "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "MODEL.ROI_MASK_HEAD.EXPANSION_K",
+                  "MODEL.ROI_MASK_HEAD.NAME", "MODEL.DCRF.NAME"}
+
+
+@pytest.mark.parametrize("family", ["r101", "tiny"])
+def test_rows_differ_only_in_components(family):
+    rows = {row: rsrcnn_d2.get_rsrcnn_cfg(row_config(row, family)) for row in "BCDE"}
+    flat = {row: _flat(cfg) for row, cfg in rows.items()}
+    keys = set().union(*flat.values())
+    assert all(set(f) == keys for f in flat.values())  # no row adds a key
+    differing = {k for k in keys if len({repr(f[k]) for f in flat.values()}) > 1}
+    assert differing == COMPONENT_KEYS
     b, c, d, e = rows["B"], rows["C"], rows["D"], rows["E"]
     assert (b.MODEL.PROPOSAL_GENERATOR.NAME, b.MODEL.ROI_HEADS.NAME) == ("SingleNMSRPN",
                                                                           "ReferenceSamplingROIHeads")
@@ -54,7 +75,7 @@ def test_rows_differ_only_in_components():
     assert c.MODEL.ROI_MASK_HEAD.EXPANSION_K == 1.3
     assert d.MODEL.ROI_MASK_HEAD.NAME == "LRSNetHead" and c.MODEL.ROI_MASK_HEAD.NAME != "LRSNetHead"
     assert e.MODEL.DCRF.NAME == "DenseCRFPostprocessor" and d.MODEL.DCRF.NAME == ""
-    assert b.MODEL.RESNETS.DEPTH == e.MODEL.RESNETS.DEPTH == 101
+    assert b.MODEL.RESNETS.DEPTH == e.MODEL.RESNETS.DEPTH == {"r101": 101, "tiny": 18}[family]
 
 
 def test_unknown_key_is_rejected(tmp_path):

@@ -124,6 +124,28 @@ def test_split_files_partition_the_images(converted):
         assert val == set(splits["folds"][i]["val"]) and not val & train
 
 
+def test_the_split_names_written_are_the_names_registered(converted, tmp_path):
+    """One list of split names: the converter's files, its summary and the registered names."""
+    import shutil
+
+    from rsrcnn_d2.data.register import pwml_split_names
+    from rsrcnn_d2.data.splits import split_names
+
+    assert split_names(2) == ["all", "train", "val", "test", "fold0_train", "fold0_val",
+                              "fold1_train", "fold1_val"]
+    root = tmp_path / "copy"
+    shutil.copytree(converted, root)
+    summary = json.loads((root / "conversion.json").read_text())
+    written = sorted(p.name[len("instances_"):-len(".json")] for p in (root / "annotations").iterdir())
+    assert summary["splits"] == pwml_split_names(root) == split_names(5)
+    assert written == sorted(split_names(5))
+    resplit_pwml(root, seed=7, num_folds=2)
+    written = sorted(p.name[len("instances_"):-len(".json")] for p in (root / "annotations").iterdir())
+    assert json.loads((root / "conversion.json").read_text())["splits"] == pwml_split_names(root) == \
+        split_names(2)
+    assert written == sorted(split_names(2))
+
+
 def test_resplit_rewrites_splits(converted, tmp_path):
     import shutil
 

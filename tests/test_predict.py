@@ -415,3 +415,15 @@ def test_model_folder_ensembles_the_folds_with_their_config(tmp_path, monkeypatc
     assert seen["weights"] == [str(cv / "fold_1" / "model_best.pth")]
     with pytest.raises(PWMLDataError, match="fold_3: no model_best.pth or model_final.pth"):
         cli.build_predictor(cli.parse_args(["-i", "x", "-o", "o", "-m", str(cv), "-f", "3"]))
+
+
+def test_axis_names_come_from_one_table():
+    from rsrcnn_d2.data.nifti import AXES, axis_name
+    from rsrcnn_d2.evaluation import cli as evaluate_cli
+
+    for parser in (cli.build_parser(), evaluate_cli.build_parser()):
+        axis = next(a for a in parser._actions if a.dest == "axis")
+        assert axis.choices == list(AXES) == ["sagittal", "coronal", "axial"] and axis.default == "axial"
+    assert [axis_name(i) for i in (0, 1, 2)] == list(AXES) and axis_name("Coronal") == "coronal"
+    with pytest.raises(ValueError, match="unknown slice axis 'top'"):
+        axis_name("top")

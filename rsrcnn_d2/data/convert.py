@@ -47,10 +47,10 @@ from .coco import coco_dict, coco_subset, lesion_annotations
 from .errors import PWMLDataError
 from .fileio import (atomic_write_json, output_path, read_json, remove_stale_staging, replace_dir,
                      save_slice, staging_dir_for)
-from .nifti import AXES, axis_index, read_nifti_pair, slice_spacing, volume_slice
+from .nifti import axis_index, axis_name, read_nifti_pair, slice_spacing, volume_slice
 from .slice_pairs import read_slice_pair
 from .sources import SubjectSource, check_subject_id, discover_subjects
-from .splits import make_splits
+from .splits import make_splits, split_names, split_subjects
 
 __all__ = ["ConvertOptions", "convert_subject", "convert_pwml", "write_split_files",
            "resplit_pwml", "FORMAT"]
@@ -70,10 +70,6 @@ class ConvertOptions:
 
 
 SliceRecord = Tuple[dict, List[dict]]  # image entry without id, its annotations without ids
-
-
-def _axis_name(axis: int) -> str:
-    return {v: k for k, v in AXES.items()}[axis]
 
 
 def _nifti_records(source: SubjectSource, opts: ConvertOptions):
@@ -111,7 +107,7 @@ def convert_subject(source: SubjectSource, out_images: Union[str, Path],
     out_images = Path(out_images)
     if source.kind == "nifti":
         items = _nifti_records(source, opts)
-        axis = _axis_name(axis_index(opts.axis))
+        axis = axis_name(opts.axis)
     elif source.kind == "slices":
         items = _slice_folder_records(source, opts)
         axis = None  # the slice folders do not say
@@ -223,12 +219,7 @@ def write_split_files(root: Union[str, Path], coco_all: dict, splits: dict,
     files it may delete; None when ``root`` is a fresh staging folder.
     """
     root = Path(root)
-    names = {}
-    for name in ("train", "val", "test"):
-        names[name] = splits[name]
-    for i, fold in enumerate(splits["folds"]):
-        for part in ("train", "val"):
-            names[f"fold{i}_{part}"] = fold[part]
+    names = split_subjects(splits)
     for stale in (root / "annotations").glob("instances_fold*.json"):
         mine = own is None or f"annotations/{stale.name}" in own
         if mine and stale.name[len("instances_"):-len(".json")] not in names:
@@ -237,7 +228,7 @@ def write_split_files(root: Union[str, Path], coco_all: dict, splits: dict,
         atomic_write_json(output_path(root, "annotations", f"instances_{name}.json"),
                           coco_subset(coco_all, subjects))
     atomic_write_json(output_path(root, "splits.json"), splits)
-    return ["all", *names]
+    return split_names(len(splits["folds"]))
 
 
 def _inside(path: Union[str, Path], folder: Union[str, Path]) -> bool:
@@ -406,7 +397,7 @@ def _convert_into(out_dir, subjects, opts, splits, workers, progress, seed) -> d
         files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
         summary = {
             "format": FORMAT,
-            "axis": _axis_name(axis_index(opts.axis)) if subjects[0].kind == "nifti" else None,
+            "axis": axis_name(opts.axis) if subjects[0].kind == "nifti" else None,
             "lesion_slices_only": opts.lesion_slices_only,
             "binarize": opts.binarize,
             "connectivity": "8-neighbourhood, 2-D (rsrcnn_d2.data.instances)",

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import PWMLDataError
 
-__all__ = ["AXES", "axis_name", "NIFTI_ENDINGS", "NNUNET_T1_CHANNEL", "split_nifti_name",
+__all__ = ["AXES", "axis_name", "add_axis_option", "NIFTI_ENDINGS", "NNUNET_T1_CHANNEL", "split_nifti_name",
            "case_name", "NiftiPair", "axis_index", "load_nifti_3d", "Volume", "read_volume",
            "read_nifti_pair", "volume_slice", "put_slice", "slice_spacing"]
 
@@ -40,6 +40,12 @@ def axis_name(axis: Union[str, int]) -> str:
     """"sagittal", "coronal" or "axial" for a canonical axis given by index or name."""
     index = axis_index(axis)
     return next(name for name, i in AXES.items() if i == index)
+
+
+def add_axis_option(parser, help: str = "slice axis in canonical (RAS+) orientation, as in "
+                                        "prepare_pwml") -> None:
+    """``--axis`` (default axial) with the `AXES` names as choices, for every tool that slices."""
+    parser.add_argument("--axis", default="axial", choices=list(AXES), help=help)
 
 
 def split_nifti_name(name: str) -> Tuple[Optional[str], Optional[str]]:

@@ -24,6 +24,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from .coco import load_pwml_coco
 from .errors import PWMLDataError
 from .fileio import read_json
+from .splits import split_names
 
 __all__ = ["register_pwml_split", "register_pwml_root", "register_all_pwml", "pwml_split_names",
            "default_pwml_root", "PWML_METADATA", "parse_dataset_root", "check_prepared_root",
@@ -51,8 +52,7 @@ def pwml_split_names(root: Union[str, Path, None] = None,
             if not isinstance(folds, list):  # valid JSON, not our layout: an error naming the file
                 raise PWMLDataError(splits, "has no list of 'folds'; re-run tools/prepare_pwml.py")
             num_folds = len(folds)
-    return ["all", "train", "val", "test"] + [
-        f"fold{i}_{part}" for i in range(num_folds) for part in ("train", "val")]
+    return split_names(num_folds)
 
 
 def _loader(json_file: Path, image_root: Path):

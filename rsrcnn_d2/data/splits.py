@@ -15,9 +15,28 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-__all__ = ["split_sizes", "subject_splits", "subject_folds", "make_splits", "SPLIT_NAMES"]
+__all__ = ["split_sizes", "subject_splits", "subject_folds", "make_splits", "SPLIT_NAMES",
+           "FOLD_PARTS", "split_names", "split_subjects"]
 
 SPLIT_NAMES = ("train", "val", "test")
+FOLD_PARTS = ("train", "val")
+
+
+def split_names(num_folds: int) -> List[str]:
+    """Every split a converted root has: "all", train/val/test, then fold{i}_train, fold{i}_val.
+
+    The one list behind the files the converter writes (instances_<name>.json)
+    and the dataset names registration makes of them.
+    """
+    return ["all", *SPLIT_NAMES] + [f"fold{i}_{part}" for i in range(num_folds) for part in FOLD_PARTS]
+
+
+def split_subjects(splits: dict) -> Dict[str, List[str]]:
+    """{split name: subjects} of a splits.json content, for every name of `split_names` but "all"."""
+    parts = {name: splits[name] for name in SPLIT_NAMES}
+    for i, fold in enumerate(splits["folds"]):
+        parts.update({f"fold{i}_{part}": fold[part] for part in FOLD_PARTS})
+    return parts
 
 
 def split_sizes(n: int, fractions: Sequence[float]) -> List[int]:

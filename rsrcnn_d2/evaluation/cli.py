@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 from typing import List, Optional
 
+from ..data.nifti import add_axis_option
 from ..errors import report_errors
 
 __all__ = ["build_parser", "main"]
@@ -28,8 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prediction", help="folder of predicted lesion masks (NIfTI)")
     p.add_argument("-o", "--output", default=None,
                    help="folder for the CSVs and summary.json (default: PREDICTION/evaluation)")
-    p.add_argument("--axis", default="axial", choices=["axial", "coronal", "sagittal"],
-                   help="slice axis in canonical (RAS+) orientation, as in prepare_pwml")
+    add_axis_option(p)
     p.add_argument("--lesion-slices-only", action="store_true",
                    help="score only slices with a reference lesion (the paper's figures)")
     p.add_argument("--binarize", action="store_true",

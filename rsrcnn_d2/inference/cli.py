@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..data.errors import PWMLDataError
+from ..data.nifti import add_axis_option
 from ..errors import EXIT_DATA, EXIT_PARTIAL, report_errors
 
 __all__ = ["build_parser", "parse_args", "fold_checkpoints", "setup_cfg", "build_predictor", "main"]
@@ -76,8 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no horizontal-flip test-time augmentation (on by default)")
     p.add_argument("-device", "--device", dest="device", choices=["cpu", "cuda"], default=None,
                    help="where the network runs (sets MODEL.DEVICE)")
-    p.add_argument("--axis", default="axial", choices=["axial", "coronal", "sagittal"],
-                   help="slice axis in canonical (RAS+) orientation, as in prepare_pwml")
+    add_axis_option(p)
     p.add_argument("--save-probabilities", "--save-prob", dest="save_prob", action="store_true",
                    help="also write the probability maps")
     p.add_argument("--overlays", action="store_true",

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from rsrcnn_d2.evaluation.pwml_evaluator import SLICE_COLUMNS
-from rsrcnn_d2.experiments import (mean_sd, pooled_strict, read_eval_results, seed_summary_table,
-                                   train_and_record)
+from rsrcnn_d2.evaluation.report import SLICE_COLUMNS
+from rsrcnn_d2.experiments import (mean_sd, pooled_reference, pooled_results, pooled_strict,
+                                   read_eval_results, seed_summary_table, train_and_record)
 
 
 def test_read_eval_results_takes_the_last_evaluation(tmp_path):
@@ -70,26 +70,77 @@ def _slices_csv(path, rows):
 
 def test_pooled_strict_by_hand(tmp_path):
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
-    _slices_csv(a, [dict(dice=0.5, sensitivity=0.4, specificity=1.0, hd=2.0, true_lesions=2,
-                         found_lesions=1, pred_lesions=2, fp_lesions=1)])
-    _slices_csv(b, [dict(dice=0.0, sensitivity=0.0, specificity=1.0, hd="", true_lesions=1,
-                         found_lesions=0, pred_lesions=0, fp_lesions=0),
-                    dict(dice=1.0, sensitivity=1.0, specificity=0.5, hd=0.0, true_lesions=3,
-                         found_lesions=3, pred_lesions=3, fp_lesions=0)])
+    _slices_csv(a, [dict(subject="s1", tp=2, fp=2, fn=2, tn=94, dice=0.5, sensitivity=0.5,
+                         specificity=0.98, hd=2.0, true_lesions=2, found_lesions=1, pred_lesions=2,
+                         fp_lesions=1)])
+    _slices_csv(b, [dict(subject="s2", tp=0, fp=0, fn=3, tn=97, dice=0.0, sensitivity=0.0,
+                         specificity=1.0, hd="", true_lesions=1, found_lesions=0, pred_lesions=0,
+                         fp_lesions=0),
+                    dict(subject="s2", tp=4, fp=0, fn=0, tn=96, dice=1.0, sensitivity=1.0,
+                         specificity=1.0, hd=0.0, true_lesions=3, found_lesions=3, pred_lesions=3,
+                         fp_lesions=0)])
     r = pooled_strict([a, b])
     assert r["pwml_strict/Dice"] == pytest.approx(0.5)           # (0.5 + 0 + 1) / 3
-    assert r["pwml_strict/Sens"] == pytest.approx(1.4 / 3)
-    assert r["pwml_strict/Spec"] == pytest.approx(2.5 / 3)
+    assert r["pwml_strict/Sens"] == pytest.approx(1.5 / 3)
+    assert r["pwml_strict/Spec"] == pytest.approx(2.98 / 3)
     assert r["pwml_strict/HD"] == pytest.approx(1.0)             # the empty prediction has no HD
     # found 4 of 6, missed 2, one false blob: 2*4 / (2*4 + 2 + 1)
     assert r["pwml_strict/lesion_F1"] == pytest.approx(8 / 11)
-    assert r["pwml_strict/n_slices"] == 3
+    assert r["pwml_strict/n_slices"] == 3 and r["pwml_strict/n_HD_missing"] == 1
+    # the reference protocol: the empty prediction skipped, then subject means (0.5 and 1.0)
+    ref = pooled_results([a, b])
+    assert ref["pwml_reference/Dice"] == pytest.approx(0.75)
+    assert ref["pwml_reference/skipped_fraction"] == pytest.approx(1 / 3)
+    assert ref["pwml_reference/n_subjects"] == 2 and set(ref) == set(r) | set(pooled_reference([a, b]))
+
+
+def test_pooled_figures_follow_the_evaluators_rules(tmp_path):
+    """Pooled folds are scored by the evaluator's own protocols, edge cases included: with no
+    slice whose truth and prediction both have lesions, HD is n/a, not a mean of zeros."""
+    path = tmp_path / "missed.csv"
+    _slices_csv(path, [dict(subject="s1", tp=0, fp=0, fn=2, tn=98, dice=0.0, sensitivity=0.0,
+                            specificity=1.0, hd="", true_lesions=1, pred_lesions=0),
+                       dict(subject="s1", tp=0, fp=0, fn=0, tn=100, dice=1.0, sensitivity="",
+                            specificity=1.0, hd=0.0)])
+    r = pooled_results([path])
+    assert math.isnan(r["pwml_strict/HD"]) and math.isnan(r["pwml_reference/HD"])
+    assert r["pwml_strict/n_HD_measured"] == 0 and r["pwml_strict/Dice"] == 0.5
+    assert r["pwml_reference/skipped_fraction"] == 1.0 and r["pwml_reference/n_subjects"] == 0
+
+
+def test_slice_records_read_back_are_the_evaluators(tmp_path):
+    """The CSV keeps every figure the two protocols need (to its 6 significant digits)."""
+    import dataclasses
+
+    import torch
+    from rsrcnn_d2.evaluation import PWMLEvaluator
+    from rsrcnn_d2.experiments.results import read_slice_records
+
+    rng = np.random.default_rng(3)
+    evaluator = PWMLEvaluator(output_dir=str(tmp_path), distributed=False)
+    for i in range(6):
+        truth = np.zeros((40, 40), bool)
+        truth[5 + i:8 + i, 10:13] = True
+        pred = np.roll(truth, int(rng.integers(-1, 2)), axis=1) if i % 3 else np.zeros_like(truth)
+        evaluator.process([{"file_name": f"s{i % 2}/{i}.npy", "image_id": i, "subject": f"s{i % 2}",
+                            "slice_index": i, "spacing": (0.5, 0.7), "gt_mask": torch.from_numpy(truth)}],
+                          [{"lesion_mask": torch.from_numpy(pred)}])
+    evaluator.evaluate()
+    original = sorted(evaluator._records, key=lambda r: (r["subject"], r["z"]))
+    read = read_slice_records([tmp_path / "pwml_slices.csv"])
+    assert [r["subject"] for r in read] == [r["subject"] for r in original]
+    for mine, theirs in zip(read, original):
+        for field in dataclasses.fields(theirs["metrics"]):
+            expected = getattr(theirs["metrics"], field.name)
+            assert getattr(mine["metrics"], field.name) == (
+                expected if not isinstance(expected, float) else pytest.approx(expected, rel=1e-5,
+                                                                               nan_ok=True)), field.name
 
 
 def test_pooled_strict_names_a_file_without_the_column(tmp_path):
     bad = tmp_path / "bad.csv"
-    bad.write_text("subject,dice\ns1,0.5\n")
-    with pytest.raises(ValueError, match=r"bad\.csv: no column 'sensitivity'"):
+    bad.write_text("subject,tp,fp,fn,tn,dice\ns1,1,0,0,9,0.5\n")
+    with pytest.raises(ValueError, match=r"bad\.csv: no column 'true_lesions'"):
         pooled_strict([bad])
 
 
@@ -226,34 +277,3 @@ def test_loso_refuses_a_folder_without_slices(tmp_path):
     assert proc.returncode != 0 and "no such file: /no/such.pth" in proc.stderr
     proc = _tool("run_loso.py", tmp_path, "--weights", "C=/no/such.pth")
     assert proc.returncode != 0 and "ROW=PATH" in proc.stderr
-
-
-def test_pooled_csv_figures_match_the_evaluator(tmp_path):
-    """Both protocols recomputed from the evaluator's CSV equal the evaluator's own results."""
-    import torch
-    from rsrcnn_d2.evaluation import PWMLEvaluator
-    from rsrcnn_d2.experiments import pooled_results
-
-    rng = np.random.default_rng(3)
-    evaluator = PWMLEvaluator(output_dir=str(tmp_path), distributed=False)
-    evaluator.reset()
-    for i in range(12):
-        truth = np.zeros((40, 40), bool)
-        for _ in range(int(rng.integers(1, 4))):
-            y, x = rng.integers(2, 36, 2)
-            truth[y:y + int(rng.integers(1, 4)), x:x + int(rng.integers(1, 4))] = True
-        pred = np.roll(truth, int(rng.integers(-1, 2)), axis=1)
-        if i % 4 == 0:
-            pred[:] = False                                    # an empty prediction
-        if i % 3 == 0:
-            pred[30:33, 2:4] = True                            # a false blob
-        evaluator.process([{"file_name": f"s{i % 3}/{i}.npy", "image_id": i, "subject": f"s{i % 3}",
-                            "slice_index": i, "gt_mask": torch.from_numpy(truth)}],
-                          [{"lesion_mask": torch.from_numpy(pred)}])
-    results = evaluator.evaluate()
-    pooled = pooled_results([tmp_path / "pwml_slices.csv"])
-    for protocol, names in (("pwml_strict", ("Dice", "Sens", "Spec", "HD", "lesion_F1")),
-                            ("pwml_reference", ("Dice", "Sens", "Spec", "HD", "skipped_fraction"))):
-        for name in names:
-            assert pooled[f"{protocol}/{name}"] == pytest.approx(results[protocol][name], rel=1e-5), name
-    assert results["pwml_reference"]["skipped_fraction"] > 0   # the case is not trivial

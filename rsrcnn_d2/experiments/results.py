@@ -1,7 +1,9 @@
 """Reading a run's evaluation results and tabulating them over seeds or folds.
 
 The figures are the evaluator's strict protocol (every slice counts, an empty
-prediction scores Dice 0) and lesion-wise F1; see rsrcnn_d2.evaluation.
+prediction scores Dice 0) and lesion-wise F1, and the reference protocol; folds
+are pooled by reading their per-slice CSVs back into records for the
+evaluator's own protocols (rsrcnn_d2.evaluation.protocols), never re-implemented.
 """
 import csv
 import json
@@ -9,11 +11,13 @@ import math
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple, Union
 
-from ..evaluation.lesionwise import LesionCounts, lesion_f1
-from ..evaluation.metrics import mean_of_defined
+from ..evaluation.lesionwise import LesionCounts
+from ..evaluation.metrics import SliceMetrics, mean_of_defined
+from ..evaluation.protocols import UNKNOWN_SUBJECT, strict_and_reference
 
 __all__ = ["SUMMARY_METRICS", "REFERENCE_METRICS", "read_eval_results", "mean_sd",
-           "seed_summary_table", "pooled_strict", "pooled_reference", "pooled_results"]
+           "seed_summary_table", "read_slice_records", "pooled_strict", "pooled_reference",
+           "pooled_results"]
 
 # (column title, key in detectron2's flattened results, digits)
 SUMMARY_METRICS: Tuple[Tuple[str, str, int], ...] = (
@@ -91,7 +95,8 @@ def seed_summary_table(runs: Dict[str, List[Dict[str, float]]], labels: Dict[str
     for name, results in runs.items():
         cells = [_cell(*mean_sd([r.get(key, float("nan")) for r in results]), digits,
                        len(results)) for _, key, digits in metrics]
-        lines.append(f"| {labels.get(name, name)} | {counts.get(name, len(results))} | " + " | ".join(cells) + " |")
+        count = counts.get(name, len(results))
+        lines.append(f"| {labels.get(name, name)} | {count} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -102,58 +107,52 @@ def _number(row: Dict[str, str], key: str, where: str) -> float:
     return float(value) if value != "" else float("nan")
 
 
-def _slice_rows(slice_csvs: Sequence[Union[str, Path]]) -> List[Tuple[str, Dict[str, str]]]:
-    rows = []
+def _count(row: Dict[str, str], key: str, where: str) -> int:
+    value = _number(row, key, where)
+    if math.isnan(value):
+        raise ValueError(f"{where}: column {key!r} is empty; counts are always written")
+    return int(value)
+
+
+def read_slice_records(slice_csvs: Sequence[Union[str, Path]]) -> List[Dict]:
+    """The per-slice records of ``pwml_slices.csv`` files, as `strict_and_reference` scores them.
+
+    Each row gives back the slice's metrics (counts, per-slice figures, lesion
+    counts) and subject; the masks are not in the CSV, so the 3-D figures cannot
+    be recomputed from it.
+    """
+    records = []
     for path in slice_csvs:
+        where = str(path)
         with open(path, newline="") as f:
-            rows += [(str(path), row) for row in csv.DictReader(f)]
-    return rows
-
-
-def pooled_strict(slice_csvs: Sequence[Union[str, Path]]) -> Dict[str, float]:
-    """Strict-protocol figures over the slices of several ``pwml_slices.csv`` files pooled.
-
-    For cross-validation: every held-out slice once, as if one evaluator had seen
-    them all (means of the defined per-slice values; lesion F1 from pooled counts).
-    """
-    dice, sens, spec, hd, counts = [], [], [], [], []
-    for where, row in _slice_rows(slice_csvs):
-        dice.append(_number(row, "dice", where))
-        sens.append(_number(row, "sensitivity", where))
-        spec.append(_number(row, "specificity", where))
-        hd.append(_number(row, "hd", where))
-        counts.append(LesionCounts(*(int(_number(row, k, where)) for k in (
-            "true_lesions", "found_lesions", "pred_lesions", "fp_lesions"))))
-    return {"pwml_strict/Dice": mean_of_defined(dice)[0],
-            "pwml_strict/Sens": mean_of_defined(sens)[0],
-            "pwml_strict/Spec": mean_of_defined(spec)[0],
-            "pwml_strict/HD": mean_of_defined(hd)[0],
-            "pwml_strict/lesion_F1": lesion_f1(counts) if counts else float("nan"),
-            "pwml_strict/n_slices": float(len(dice))}
-
-
-def pooled_reference(slice_csvs: Sequence[Union[str, Path]]) -> Dict[str, float]:
-    """The reference protocol over pooled ``pwml_slices.csv`` files (subjects must be disjoint).
-
-    Slices with an empty prediction are skipped; each subject's remaining slices
-    are averaged, then the subjects (as rsrcnn_d2.evaluation.protocols does).
-    """
-    by_subject: Dict[str, List[Dict[str, float]]] = {}
-    total = 0
-    for where, row in _slice_rows(slice_csvs):
-        total += 1
-        if _number(row, "pred_pixels", where) > 0:
-            by_subject.setdefault(row.get("subject", ""), []).append(
-                {k: _number(row, k, where) for k in ("dice", "sensitivity", "specificity", "hd")})
-    out = {}
-    for name, key in (("Dice", "dice"), ("Sens", "sensitivity"), ("Spec", "specificity"), ("HD", "hd")):
-        per_subject = [mean_of_defined(r[key] for r in rows)[0] for rows in by_subject.values()]
-        out[f"pwml_reference/{name}"] = mean_of_defined(per_subject)[0]
-    used = sum(len(rows) for rows in by_subject.values())
-    out["pwml_reference/skipped_fraction"] = (total - used) / total if total else float("nan")
-    return out
+            for row in csv.DictReader(f):
+                tp, fp, fn, tn = (_count(row, k, where) for k in ("tp", "fp", "fn", "tn"))
+                lesions = LesionCounts(*(_count(row, k, where) for k in (
+                    "true_lesions", "found_lesions", "pred_lesions", "fp_lesions")))
+                metrics = SliceMetrics(tp, fp, fn, tn, *(_number(row, k, where) for k in (
+                    "dice", "sensitivity", "specificity", "hd", "hd95", "hd_mm", "hd95_mm")), lesions)
+                records.append({"metrics": metrics, "subject": row.get("subject") or UNKNOWN_SUBJECT})
+    return records
 
 
 def pooled_results(slice_csvs: Sequence[Union[str, Path]]) -> Dict[str, float]:
-    """Both protocols' figures over pooled ``pwml_slices.csv`` files."""
-    return {**pooled_strict(slice_csvs), **pooled_reference(slice_csvs)}
+    """Strict and reference figures over the slices of several ``pwml_slices.csv`` files pooled.
+
+    For cross-validation: every held-out slice once, as if one evaluator had seen
+    them all, scored by the evaluator's own protocols (`strict_and_reference`);
+    the runs' subjects must be disjoint. Keys as in detectron2's flattened
+    results (``pwml_strict/Dice``, ``pwml_reference/skipped_fraction``, ...).
+    """
+    results = strict_and_reference(read_slice_records(slice_csvs))
+    return {f"{task}/{name}": value for task, figures in results.items()
+            for name, value in figures.items()}
+
+
+def pooled_strict(slice_csvs: Sequence[Union[str, Path]]) -> Dict[str, float]:
+    """The ``pwml_strict/...`` figures of `pooled_results`."""
+    return {k: v for k, v in pooled_results(slice_csvs).items() if k.startswith("pwml_strict/")}
+
+
+def pooled_reference(slice_csvs: Sequence[Union[str, Path]]) -> Dict[str, float]:
+    """The ``pwml_reference/...`` figures of `pooled_results`."""
+    return {k: v for k, v in pooled_results(slice_csvs).items() if k.startswith("pwml_reference/")}

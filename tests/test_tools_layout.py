@@ -74,3 +74,16 @@ def test_sweeps_take_their_rows_from_the_model_zoo(tool):
 
     rows = _load_tool(tool).ROW_CONFIGS
     assert rows and all(rows[row] == row_config(row) for row in rows)
+
+
+def test_tools_build_and_load_models_only_through_the_library():
+    """One way to build a model and load checked weights (LesionPredictor.from_config, the
+    training program): no tool calls detectron2's build_model or the weight loader itself."""
+    calls = []
+    for path in sorted(REPO.glob("tools/*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                name = ast.unparse(node.func).rsplit(".", 1)[-1]
+                if name in ("build_model", "load_model_weights", "load_trainer_weights"):
+                    calls.append(f"{path.name}:{node.lineno} {name}")
+    assert calls == []

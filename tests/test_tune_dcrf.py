@@ -183,7 +183,8 @@ def test_tune_dcrf_cli_writes_a_usable_config_and_reuses_its_cache(toy, tmp_path
 
     # a second run reads the cache: the network is never built
     tool = _load_tool()
-    monkeypatch.setattr(tool, "build_model", lambda cfg: pytest.fail("network rebuilt"))
+    monkeypatch.setattr(tool.LesionPredictor, "from_config",
+                        classmethod(lambda cls, *a, **kw: pytest.fail("network rebuilt")))
     register_pwml_root(toy["root"] / "pwml", prefix="pwml")
     try:
         assert tool.main(args) == 0

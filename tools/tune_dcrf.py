@@ -22,16 +22,13 @@ from pathlib import Path
 
 import torch
 
-from detectron2.modeling import build_model
-
 import rsrcnn_d2
-from rsrcnn_d2.checkpoint import load_model_weights
 from rsrcnn_d2.config import fall_back_to_cpu
 from rsrcnn_d2.data import build_pwml_test_loader
 from rsrcnn_d2.data.fileio import atomic_write_json
 from rsrcnn_d2.data.register import register_dataset_roots
 from rsrcnn_d2.errors import ConfigError, PWMLDataError, report_errors
-from rsrcnn_d2.inference.ensemble import with_flip_tta
+from rsrcnn_d2.inference.predictor import LesionPredictor
 from rsrcnn_d2.tool_setup import quiet_known_warnings, setup_tool_logging
 from rsrcnn_d2.tuning import (DEFAULT_BOUNDS, PARAM_KEYS, collect_predictions, format_params,
                               load_prediction_cache, params_from_cfg, prediction_cache_key,
@@ -85,15 +82,16 @@ def load_slices(cfg, dataset: str, weights: str, cache: str, seed: int, log,
     model_cfg = cfg.clone()
     model_cfg.defrost()
     model_cfg.MODEL.DCRF.NAME = ""  # the CRF is what the trials vary
-    torch.manual_seed(seed)  # only matters without weights: a reproducible random network
-    model = build_model(model_cfg)
-    if weights:
-        load_model_weights(model, weights, allow_partial=allow_partial)
-    else:
+    if not weights:
         log.warning("no weights given (--weights / MODEL.WEIGHTS): tuning on a randomly "
                     "initialised network")
-    # TEST.FLIP_TTA: the CRF is tuned on the flip-averaged masks the evaluation will see
-    slices = collect_predictions(with_flip_tta(model_cfg, model), build_pwml_test_loader(model_cfg, dataset))
+    torch.manual_seed(seed)  # only matters without weights: a reproducible random network
+    # the predictor's model building and checked loading; TEST.FLIP_TTA: the CRF is tuned
+    # on the flip-averaged masks the evaluation will see
+    model = LesionPredictor.from_config(model_cfg, weights=[weights] if weights else [],
+                                        allow_partial_weights=allow_partial,
+                                        tta=model_cfg.TEST.FLIP_TTA).model
+    slices = collect_predictions(model, build_pwml_test_loader(model_cfg, dataset))
     log.info(f"ran the network on {len(slices)} slices of {dataset}")
     if cache:
         save_prediction_cache(cache, slices, key)

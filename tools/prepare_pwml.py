@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from rsrcnn_d2.data.convert import convert_pwml
+from rsrcnn_d2.data.nifti import add_axis_option
 from rsrcnn_d2.data.register import default_pwml_root
 from rsrcnn_d2.errors import report_errors
 from rsrcnn_d2.tool_setup import quiet_known_warnings
@@ -31,8 +32,7 @@ def parse_args(argv=None):
     p.add_argument("-o", "--output", "--out", dest="output", default=str(default_pwml_root()),
                    help="output folder (default: $DETECTRON2_DATASETS/pwml = %(default)s); "
                         "--out is a deprecated alias")
-    p.add_argument("--axis", default="axial", choices=["axial", "coronal", "sagittal"],
-                   help="slice axis in canonical (RAS+) orientation (NIfTI only)")
+    add_axis_option(p, help="slice axis in canonical (RAS+) orientation (NIfTI only)")
     p.add_argument("--all-slices", action="store_true",
                    help="keep lesion-free slices too (default: lesion slices only, as the paper)")
     p.add_argument("--binarize", action="store_true",

@@ -99,21 +99,22 @@ def _png(path, array):
     return path
 
 
-def test_png_pair_of_different_sizes(tmp_path):
-    root = tmp_path / "raw"
+def _png_pair(root, mask_shape, lesion_value):
+    """Subject 1, slice 5 of an input/ + gt/ folder: a blank 10 x 12 slice and one lesion pixel."""
     _png(root / "input" / "1" / "5.png", np.zeros((10, 12), np.uint8))
-    m = np.zeros((10, 11), np.uint8)
-    m[2, 2] = 255
-    mp = _png(root / "gt" / "1" / "5.png", m)
+    m = np.zeros(mask_shape, np.uint8)
+    m[2, 2] = lesion_value
+    return _png(root / "gt" / "1" / "5.png", m)
+
+
+def test_png_pair_of_different_sizes(tmp_path):
+    mp = _png_pair(tmp_path / "raw", (10, 11), 255)
     assert "size" in str(_expect(mp, tmp_path))
 
 
 def test_png_non_binary_and_empty_subject(tmp_path):
     root = tmp_path / "raw"
-    _png(root / "input" / "1" / "5.png", np.zeros((10, 12), np.uint8))
-    m = np.zeros((10, 12), np.uint8)
-    m[2, 2] = 128
-    mp = _png(root / "gt" / "1" / "5.png", m)
+    mp = _png_pair(root, (10, 12), 128)
     _expect(mp, tmp_path)
     (root / "input" / "2").mkdir()
     _expect(root / "input" / "2", tmp_path)

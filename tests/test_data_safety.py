@@ -237,12 +237,18 @@ def _start_slow_run(src, out):
     raise AssertionError("conversion did not start")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_sigkill_leaves_no_workers_and_next_run_cleans_staging(tmp_path):
+def _signalled_run(tmp_path, signum):
+    """A slow conversion of 3 subjects into tmp_path/out, sent ``signum`` once its workers run."""
     raw = small_cohort(tmp_path / "raw", n=3)
     out = tmp_path / "out"
     proc, staging, workers = _start_slow_run(raw, out)
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(signum)
+    return raw, out, proc, staging, workers
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigkill_leaves_no_workers_and_next_run_cleans_staging(tmp_path):
+    raw, out, proc, staging, workers = _signalled_run(tmp_path, signal.SIGKILL)
     proc.wait()
     assert _wait_gone(workers)
     assert staging.is_dir()  # SIGKILL cannot be caught: the next run cleans up
@@ -256,10 +262,7 @@ def test_sigkill_leaves_no_workers_and_next_run_cleans_staging(tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_ends_the_run_and_removes_its_staging(tmp_path):
-    raw = small_cohort(tmp_path / "raw", n=3)
-    out = tmp_path / "out"
-    proc, staging, workers = _start_slow_run(raw, out)
-    proc.send_signal(signal.SIGTERM)
+    _, out, proc, staging, workers = _signalled_run(tmp_path, signal.SIGTERM)
     assert proc.wait(timeout=20) == 128 + signal.SIGTERM
     assert _wait_gone(workers)
     assert not staging.exists() and not out.exists()

@@ -69,13 +69,18 @@ def _check_unique(subjects: List[SubjectSource], where: Path) -> List[SubjectSou
     return sorted(subjects, key=lambda s: s.subject)
 
 
+def _layout_folders(root: Union[str, Path], names: Tuple[str, str], layout: str) -> List[Path]:
+    """``root/name`` for each of ``names``; PWMLDataError naming the first that is missing."""
+    folders = [Path(root) / name for name in names]
+    for d in folders:
+        if not d.is_dir():
+            raise PWMLDataError(d, f"missing folder of {layout}")
+    return folders
+
+
 def nnunet_subjects(root: Union[str, Path]) -> List[SubjectSource]:
     """Subjects of an nnU-Net raw dataset folder (imagesTr + labelsTr)."""
-    root = Path(root)
-    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
-    for d in (images_dir, labels_dir):
-        if not d.is_dir():
-            raise PWMLDataError(d, "missing folder of the nnU-Net layout")
+    images_dir, labels_dir = _layout_folders(root, ("imagesTr", "labelsTr"), "the nnU-Net layout")
     out = []
     for path in sorted(images_dir.iterdir()):
         stem, ending = split_nifti_name(path.name)
@@ -126,11 +131,7 @@ def _slice_index(path: Path, fallback: int) -> int:
 
 def slice_folder_subjects(root: Union[str, Path]) -> List[SubjectSource]:
     """Subjects of the reference implementation's input/ + gt/ slice folders."""
-    root = Path(root)
-    input_dir, gt_dir = root / "input", root / "gt"
-    for d in (input_dir, gt_dir):
-        if not d.is_dir():
-            raise PWMLDataError(d, "missing folder of the input/ + gt/ slice layout")
+    input_dir, gt_dir = _layout_folders(root, ("input", "gt"), "the input/ + gt/ slice layout")
     out = []
     for subject_dir in sorted(p for p in input_dir.iterdir() if p.is_dir()):
         files = sorted(p for p in subject_dir.iterdir() if p.name.lower().endswith(PNG_ENDINGS))

@@ -166,11 +166,11 @@ def test_cli_repro_keeps_notes(cohort, tmp_path):
     (out / "conversion.json").write_text("{}")
     (out / "NOTES.txt").write_text("notes\n")
     run = subprocess.run([sys.executable, str(REPO / "tools" / "prepare_pwml.py"), str(cohort),
-                          "--out", str(out), "--workers", "1"], capture_output=True, text=True)
+                          "--output", str(out), "--workers", "1"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert (out / "NOTES.txt").read_text() == "notes\n"
     run = subprocess.run([sys.executable, str(REPO / "tools" / "prepare_pwml.py"), str(cohort),
-                          "--out", str(cohort / "sub"), "--workers", "1"], capture_output=True,
+                          "--output", str(cohort / "sub"), "--workers", "1"], capture_output=True,
                          text=True)
     assert run.returncode == 2 and "inside the input" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
@@ -376,7 +376,7 @@ def test_bad_fractions_are_a_usage_error(tmp_path, capsys, fractions):
     finally:
         sys.path.remove(str(REPO / "tools"))
     with pytest.raises(SystemExit) as ex:
-        prepare_pwml.main([str(tmp_path), "--out", str(tmp_path / "o"), "--fractions", *fractions])
+        prepare_pwml.main([str(tmp_path), "--output", str(tmp_path / "o"), "--fractions", *fractions])
     assert ex.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "--fractions" in err[-1] and "sum to 1" in err[-1]
@@ -388,10 +388,10 @@ def test_bad_folds_name_the_source(cohort, tmp_path, capsys):
         import prepare_pwml
     finally:
         sys.path.remove(str(REPO / "tools"))
-    assert prepare_pwml.main([str(cohort), "--out", str(tmp_path / "o"), "--folds", "9"]) == 2
+    assert prepare_pwml.main([str(cohort), "--output", str(tmp_path / "o"), "--folds", "9"]) == 2
     assert "cannot make 9 folds of 6 subjects" in capsys.readouterr().err
     with pytest.raises(SystemExit) as ex:
-        prepare_pwml.main([str(cohort), "--out", str(tmp_path / "o"), "--folds", "-1"])
+        prepare_pwml.main([str(cohort), "--output", str(tmp_path / "o"), "--folds", "-1"])
     assert ex.value.code == 2
 
 

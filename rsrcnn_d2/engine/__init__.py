@@ -1,4 +1,8 @@
-"""Training-loop additions: validation loss, the plateau LR schedule, best checkpoint, CPU DDP."""
+"""Training-loop additions: validation loss, the plateau LR schedule, best checkpoint, CPU DDP.
+
+The training program itself is `rsrcnn_d2.engine.train_net` (``python -m``); it is not
+imported here, since it builds on the evaluation and inference layers.
+"""
 from .ddp import (cpu_ddp_support, cpu_threads_per_worker, create_ddp_model, prepare_cpu_workers,
                   set_worker_threads)
 from .validation_loss import BEST_CHECKPOINT, ValidationLossHook, insert_before_evaluation, validation_losses

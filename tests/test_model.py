@@ -9,11 +9,10 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 import rsrcnn_d2
-from conftest import CONFIGS, TINY_ROWS, synthetic_input, tiny_cfg
+from conftest import FULL_ROWS, TINY_ROWS, synthetic_input, tiny_cfg
 from rsrcnn_d2.modeling import HRPNHead, LRSNetHead
 
 LOSS_KEYS = {"loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"}
-FULL_ROWS = sorted((CONFIGS / "PWML").glob("*.yaml"))
 
 
 def _train_step(cfg, inputs):
@@ -26,9 +25,11 @@ def _train_step(cfg, inputs):
     return model, losses
 
 
-@pytest.mark.parametrize("path", list(TINY_ROWS.values()) + FULL_ROWS, ids=lambda p: p.stem)
+# every row's components on the tiny backbone; the R-101 backbone once, with row E (every component):
+# the R-101 rows differ from one another only where the tiny rows do (tests/test_config_rows.py)
+@pytest.mark.parametrize("path", [*TINY_ROWS.values(), FULL_ROWS["E"]], ids=lambda p: p.stem)
 def test_one_training_step_every_config(path):
-    # the R-101 rows run at 128 px to stay fast on CPU; the architecture is unchanged
+    # the R-101 row runs at 128 px to stay fast on CPU; the architecture is unchanged
     cfg = rsrcnn_d2.get_rsrcnn_cfg(str(path), ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TRAIN", "(128,)"])
     inputs = [synthetic_input(seed)[0] for seed in (1, 2)]
     model, losses = _train_step(cfg, inputs)
@@ -53,7 +54,7 @@ def test_explicit_resolution_overrides_k():
 
 
 def test_lrsnet_parameter_count_close_to_paper():
-    cfg = rsrcnn_d2.get_rsrcnn_cfg(str(CONFIGS / "PWML" / "D_hrpn_lrsnet_R_101_FPN.yaml"))
+    cfg = rsrcnn_d2.get_rsrcnn_cfg(str(FULL_ROWS["D"]))
     head = LRSNetHead(cfg, ShapeSpec(channels=256, height=18, width=18))
     count = sum(p.numel() for p in head.parameters())
     # 2 x (256*256*9 + 256) + (256 + 1) = 1,180,417
@@ -214,20 +215,21 @@ def test_overfits_one_synthetic_image():
     model = build_model(tiny_cfg("D", "MODEL.ROI_HEADS.PROPOSAL_APPEND_GT", "True",
                                  "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "1000", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "1000"))
     model.train()
-    x, mask = synthetic_input(5, num_lesions=(3, 3))
+    # 64 px and 40 steps: the same lesions (1-30 px each) learnt in a 20th of the time of 128 px x 60
+    x, mask = synthetic_input(5, size=64, num_lesions=(3, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
     mask_losses = []
     with EventStorage():
-        for _ in range(60):
+        for _ in range(40):
             losses = model([x, x])
             opt.zero_grad()
             sum(losses.values()).backward()
             opt.step()
             mask_losses.append(losses["loss_mask"].item())
     assert abs(mask_losses[0] - np.log(2)) < 0.05  # untrained head predicts p = 0.5
-    # the float expansion gives tiny lesions soft target edges that 60 steps do not fit
+    # the float expansion gives tiny lesions soft target edges that 40 steps do not fit
     # (a rounded growth left boxes under 4 px unexpanded); the masks below are what counts
-    assert np.median(mask_losses[-20:]) < 0.9 * mask_losses[0], mask_losses
+    assert np.median(mask_losses[-13:]) < 0.9 * mask_losses[0], mask_losses
 
     model.eval()
     gt = x["instances"]

@@ -5,7 +5,8 @@
                                  [--rows A B C D E] [--k 1.0 1.3 2.0] [--subjects 30]
                                  [--variant NAME ROW KEY VALUE [KEY VALUE ...]]
 
-Every run is the ordinary tools/train_net.py with a CPU-sized config
+Every run is the ordinary training program (tools/train_net.py, run as
+``python -m rsrcnn_d2.engine.train_net``) with a CPU-sized config
 (configs/PWML-Tiny/), trained on the cohort's train subjects for a fixed number
 of iterations and evaluated once on its held-out test subjects (strict protocol).
 The cohort (tools/make_synthetic_cohort.py + tools/prepare_pwml.py) is made once

@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 from collections import OrderedDict
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -25,7 +26,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from .errors import WeightsError
 
 __all__ = ["SafeCheckpointer", "load_model_weights", "load_trainer_weights", "restricted_unpickle",
-           "fit_table"]
+           "fit_table", "trained_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -244,3 +245,14 @@ def load_trainer_weights(trainer, resume: bool) -> None:
     trainer.checkpointer = SafeCheckpointer(old.model, old.save_dir, allow_partial=True,
                                             save_to_disk=old.save_to_disk, **old.checkpointables)
     trainer.resume_or_load(resume=resume)
+
+
+def trained_weights(run_dir) -> Path:
+    """The weights a training run's final evaluation used: ``model_best.pth`` (lowest
+    validation loss) where training kept one, else ``model_final.pth``.
+
+    Here, beside the loading, so that prediction (an ensemble of a CV output's
+    folds) and the experiment drivers pick a run's weights by one rule.
+    """
+    best = Path(run_dir) / "model_best.pth"
+    return best if best.is_file() else Path(run_dir) / "model_final.pth"

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
+from ..checkpoint import trained_weights
 from ..data.fileio import atomic_write_json, read_json
 from .results import read_eval_results
 
@@ -45,13 +46,6 @@ def train_net_command(config: Union[str, Path], run_dir: Union[str, Path], opts:
     """The command line that trains (or resumes) ``config`` into ``run_dir``."""
     return [sys.executable, "-m", TRAIN_NET_MODULE, "--config-file", str(config), "--resume",
             *map(str, flags), *map(str, opts), "OUTPUT_DIR", str(run_dir)]
-
-
-def trained_weights(run_dir: Union[str, Path]) -> Path:
-    """The weights a run's final evaluation used: ``model_best.pth`` (lowest validation
-    loss) where training kept one, else ``model_final.pth``."""
-    best = Path(run_dir) / "model_best.pth"
-    return best if best.is_file() else Path(run_dir) / "model_final.pth"
 
 
 def finished_result(run_dir: Union[str, Path]) -> Optional[Dict]:

@@ -34,6 +34,7 @@ def _imported_packages(path: Path, package: Path = PACKAGE):
 @pytest.mark.parametrize("layer, forbidden", [
     ("data", {"modeling", "evaluation", "inference", "visualization", "experiments", "tuning"}),
     ("evaluation", {"inference", "visualization", "experiments", "tuning"}),
+    ("inference", {"evaluation", "visualization", "experiments", "tuning"}),
     ("visualization", {"modeling", "inference", "experiments", "tuning"}),
 ])
 def test_a_layer_imports_nothing_above_it(layer, forbidden):

@@ -121,7 +121,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def fold_checkpoints(model_folder: str, folds: Optional[List[int]] = None) -> List[Path]:
     """The trained weights of each ``fold_<i>`` of a cross-validation output, in fold order."""
-    from ..experiments.runner import trained_weights
+    from ..checkpoint import trained_weights
 
     root = Path(model_folder)
     if not root.is_dir():

@@ -78,20 +78,25 @@ class LesionEnsemble(torch.nn.Module):
 
     def _one(self, inp: Dict) -> Dict:
         height, width = inp["image"].shape[-2:]
-        boxes, scores, classes = [], [], []
+        boxes, scores, classes, members = [], [], [], []
         for model, view, mirrored in self._views(inp):
-            found = model.inference([view], do_postprocess=False)[0]
+            # GeneralizedRCNN.inference's steps, keeping the features for the mask pass
+            images = model.preprocess_image([view])
+            features = model.backbone(images.tensor)
+            proposals, _ = model.proposal_generator(images, features, None)
+            found = model.roi_heads(images, features, proposals, None)[0][0]
+            members.append((model, features, mirrored))
             b = found.pred_boxes.tensor
             boxes.append(flip_boxes(b, width) if mirrored else b)
             scores.append(found.scores)
             classes.append(found.pred_classes)
         merged = self._merge(torch.cat(boxes), torch.cat(scores), torch.cat(classes), (height, width))
         masks, expanded = [], None
-        for model, view, mirrored in self._views(inp):
+        for model, features, mirrored in members:
             given = Instances((height, width), scores=merged.scores, pred_classes=merged.pred_classes,
                               pred_boxes=Boxes(flip_boxes(merged.pred_boxes.tensor, width)
                                                if mirrored else merged.pred_boxes.tensor))
-            out = model.inference([view], detected_instances=[given], do_postprocess=False)[0]
+            out = model.roi_heads.forward_with_given_boxes(features, [given.to(model.device)])[0]
             if out.has("pred_masks"):  # (R, 1, M, M); R = 0 keeps the field's shape
                 masks.append(out.pred_masks.flip(dims=[-1]) if mirrored else out.pred_masks)
             if not mirrored and expanded is None and out.has("expanded_boxes"):

@@ -1,13 +1,12 @@
 """No code runs from a config or weights file, and weights that do not fit the model are refused."""
 import logging
 import pickle
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, TINY_ROWS
+from conftest import TINY_ROWS
 from rsrcnn_d2 import get_rsrcnn_cfg
 from rsrcnn_d2.errors import ConfigError, WeightsError
 
@@ -317,7 +316,8 @@ def test_pkl_with_no_matching_keys_is_refused(tmp_path):
 
 
 # ------------------------------------------------------------------ train_net (items 8, 13)
-TRAIN_NET = TINY.parents[1] / "tools" / "train_net.py"
+# train_net's command line (rsrcnn_d2.engine.train_net.cli) called in-process: one worker runs in
+# the calling process, and what is checked here (messages, exit codes) needs no fresh interpreter
 SMALL = ["MODEL.DEVICE", "cpu", "INPUT.CROP_TO_HEAD", "False", "INPUT.MIN_SIZE_TRAIN", "(64,)",
          "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
          "SOLVER.IMS_PER_BATCH", "1", "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "1000"]
@@ -333,23 +333,37 @@ def cohort(tmp_path_factory):
     return base
 
 
-def _train_net(cohort, config, *extra):
-    import os
-    import subprocess
+@pytest.fixture
+def registered(cohort):
+    """pwml_* pointing at the cohort, as $DETECTRON2_DATASETS would; the process's torch threads
+    (train_net sets a worker's share) and the default registration restored after."""
+    import torch
 
-    env = dict(os.environ, DETECTRON2_DATASETS=str(cohort), OMP_NUM_THREADS="1")
+    from rsrcnn_d2.data.register import register_all_pwml
+
+    threads = torch.get_num_threads()
+    register_all_pwml(cohort / "pwml")
+    yield cohort
+    torch.set_num_threads(threads)
+    register_all_pwml()
+
+
+def _train_net(capsys, config, *extra):
+    """(exit status, stdout + stderr, stderr) of train_net's command line."""
+    from rsrcnn_d2.engine.train_net import cli
+
     extra = [str(e) for e in extra]
     flags = [e for e in extra if e.startswith("--")]
     opts = [e for e in extra if not e.startswith("--")]
-    return subprocess.run([sys.executable, str(TRAIN_NET), "--config-file", str(config), *flags,
-                           *SMALL, *opts], env=env, capture_output=True, text=True, timeout=300)
+    code = cli(["--config-file", str(config), *flags, *SMALL, *opts])
+    out, err = capsys.readouterr()
+    return code, out + err, err
 
 
-def test_train_net_from_a_foreign_checkpoint_logs_one_fit_table(cohort, row_e_weights, tmp_path):
-    proc = _train_net(cohort, TINY_ROWS["B"], "MODEL.WEIGHTS", row_e_weights, "SOLVER.MAX_ITER", "1",
-                      "OUTPUT_DIR", tmp_path / "out")
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
+def test_train_net_from_a_foreign_checkpoint_logs_one_fit_table(registered, row_e_weights, tmp_path, capsys):
+    code, log, _ = _train_net(capsys, TINY_ROWS["B"], "MODEL.WEIGHTS", row_e_weights, "SOLVER.MAX_ITER", "1",
+                              "OUTPUT_DIR", tmp_path / "out")
+    assert code == 0, log[-3000:]
     assert f"weights {row_e_weights} fit the model only in part (tensors per module):" in log
     rows = [line.split() for line in log.splitlines()]
     assert ["proposal_generator.rpn_head", "4", "2", "2"] in rows
@@ -357,19 +371,22 @@ def test_train_net_from_a_foreign_checkpoint_logs_one_fit_table(cohort, row_e_we
     # instead of detectron2's scattered per-key warnings
     assert "Some model parameters or buffers are not found in the checkpoint" not in log
     assert "Skip loading parameter" not in log
+    assert (tmp_path / "out" / "model_final.pth").is_file()
 
 
-def test_train_net_eval_only_refuses_another_rows_weights_with_exit_4(cohort, row_e_weights, tmp_path):
-    proc = _train_net(cohort, TINY_ROWS["B"], "--eval-only", "MODEL.WEIGHTS", row_e_weights,
-                      "OUTPUT_DIR", tmp_path / "out")
-    assert proc.returncode == 4, (proc.stdout + proc.stderr)[-3000:]
-    last = proc.stderr.strip().splitlines()[-1]
+def test_train_net_eval_only_refuses_another_rows_weights_with_exit_4(registered, row_e_weights, tmp_path,
+                                                                     capsys):
+    code, log, err = _train_net(capsys, TINY_ROWS["B"], "--eval-only", "MODEL.WEIGHTS", row_e_weights,
+                                "OUTPUT_DIR", tmp_path / "out")
+    assert code == 4, log[-3000:]
+    last = err.strip().splitlines()[-1]
     assert last.startswith(f"train_net.py: error: {row_e_weights}: leaves 8 of the model's 110 weight")
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in err
 
 
-def test_train_net_bad_config_exits_3_in_one_line(cohort, tmp_path):
-    proc = _train_net(cohort, TINY_ROWS["B"], "MODEL.NOPE", "1")
-    assert proc.returncode == 3 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == (f"train_net.py: error: {TINY_ROWS['B']}: config "
-                                                    "override: unknown config key MODEL.NOPE")
+def test_train_net_bad_config_exits_3_in_one_line(capsys):
+    code, _, err = _train_net(capsys, TINY_ROWS["B"], "MODEL.NOPE", "1")
+    assert code == 3 and "Traceback" not in err
+    assert err.strip().splitlines() == [f"train_net.py: error: {TINY_ROWS['B']}: config "
+                                        "override: unknown config key MODEL.NOPE"]
+

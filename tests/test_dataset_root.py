@@ -111,14 +111,16 @@ def test_train_net_registers_a_second_cohort_in_two_gloo_workers(converted, tmp_
     assert "World size: 2" in (out / "log.txt.rank1").read_text()
 
 
-def test_train_net_refuses_an_unprepared_root_with_exit_2(tmp_path):
+def test_train_net_refuses_an_unprepared_root_with_exit_2(tmp_path, capsys):
+    from rsrcnn_d2.engine.train_net import cli  # the program tools/train_net.py runs, in-process
+
     (tmp_path / "raw").mkdir()
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file",
-                           str(TINY_ROWS["B"]), "--dataset-root", str(tmp_path / "raw"),
-                           "OUTPUT_DIR", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert f"error: {tmp_path / 'raw'}: not a prepared PWML dataset" in proc.stderr
+    code = cli(["--config-file", str(TINY_ROWS["B"]), "--dataset-root", str(tmp_path / "raw"),
+                "OUTPUT_DIR", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert err.startswith(f"train_net.py: error: {tmp_path / 'raw'}: not a prepared PWML dataset")
+    assert not (tmp_path / "out").exists()  # refused before any worker started
 
 
 def _tune_dcrf():

@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 
 from rsrcnn_d2.evaluation.folder import evaluate_folder, pair_cases
-from rsrcnn_d2.inference.io import read_volume
+from rsrcnn_d2.data.nifti import read_volume
 
 SIZE = 512
 

@@ -26,7 +26,8 @@ import torch
 from rsrcnn_d2 import get_rsrcnn_cfg
 from rsrcnn_d2.config import fall_back_to_cpu
 from rsrcnn_d2.data.nifti import volume_slice
-from rsrcnn_d2.inference import io
+from rsrcnn_d2.data.nifti import read_volume
+from rsrcnn_d2.inference.inputs import find_inputs
 from rsrcnn_d2.inference.predictor import LesionPredictor, predict_inputs
 
 
@@ -55,8 +56,8 @@ def main():
     cfg = get_rsrcnn_cfg(args.config, ["MODEL.WEIGHTS", args.weights])
     fall_back_to_cpu(cfg)
     predictor = LesionPredictor.from_config(cfg, batch_size=args.batch_size)
-    inputs = io.find_inputs(args.volumes)
-    volumes = [io.read_volume(item.path).canonical for item in inputs]
+    inputs = find_inputs(args.volumes)
+    volumes = [read_volume(item.path).canonical for item in inputs]
     n_slices = sum(v.shape[2] for v in volumes)
     forward, whole = [], []
     for _ in range(args.repeats):  # interleaved, so that load on the machine hits both alike

@@ -39,7 +39,7 @@ import numpy as np
 from ..data.errors import PWMLDataError
 from ..data.fileio import (atomic_write, atomic_write_bytes, atomic_write_json, read_json,
                            remove_stale_staging, replace_dir, staging_dir_for)
-from ..data.nifti import axis_index
+from ..data.nifti import NIFTI_ENDINGS, axis_index, read_volume, split_nifti_name
 from ..data.register import check_prepared_root, parse_dataset_root, register_dataset_roots
 from .results import mean_sd
 from .runner import RESULT_FILE, train_and_record, trained_weights
@@ -87,7 +87,7 @@ def read_cohort(root: Union[str, Path]) -> Cohort:
     for image in read_json(root / "annotations" / "instances_all.json")["images"]:
         sources.setdefault(image["subject"], (Path(image["source_file"]), Path(image["mask_file"])))
     first = next(iter(sources.values()))
-    if not str(first[0]).endswith((".nii", ".nii.gz")):
+    if not str(first[0]).endswith(NIFTI_ENDINGS):
         raise PWMLDataError(root, "was converted from slice images, not NIfTI volumes; the CV driver "
                                   "scores whole volumes and needs the original NIfTI files")
     axis = conversion.get("axis")
@@ -137,10 +137,6 @@ def _copy_file(source: Path, target: Path) -> None:
         atomic_write_bytes(target, data)
 
 
-def _nifti_ending(path: Path) -> str:
-    return ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-
-
 def _fold_weights(run_dir: Path, checkpoint: str) -> Path:
     weights = trained_weights(run_dir) if checkpoint == "best" else run_dir / "model_final.pth"
     if not weights.is_file():
@@ -159,8 +155,9 @@ def predict_fold(cohort: Cohort, fold: int, run_dir: Path, checkpoint: str = "be
     """
     from .. import get_rsrcnn_cfg
     from ..config import fall_back_to_cpu
-    from ..inference import io
+    from ..inference.inputs import PredictionInput, check_input_geometry
     from ..inference.predictor import LesionPredictor, predict_volume
+    from ..inference.writers import save_volume_like, to_input_orientation
 
     predictions, references = run_dir / "predictions", run_dir / "references"
     weights = _fold_weights(run_dir, checkpoint)
@@ -174,7 +171,7 @@ def predict_fold(cohort: Cohort, fold: int, run_dir: Path, checkpoint: str = "be
     todo = []
     for case in cohort.folds[fold]["val"]:
         image, mask = cohort.sources[case]
-        _copy_file(mask, references / f"{case}{_nifti_ending(mask)}")
+        _copy_file(mask, references / f"{case}{split_nifti_name(mask.name)[1]}")
         target = predictions / f"{case}.nii.gz"
         if not (current and target.is_file()):
             todo.append((case, image, target))
@@ -187,12 +184,12 @@ def predict_fold(cohort: Cohort, fold: int, run_dir: Path, checkpoint: str = "be
     predictor = LesionPredictor.from_config(cfg)
     axis = axis_index(cohort.axis)
     for case, image, target in todo:
-        item = io.PredictionInput("nifti", image, case)
-        io.check_input_geometry(predictor, item, axis)
-        volume = io.read_volume(image)
+        item = PredictionInput("nifti", image, case)
+        check_input_geometry(predictor, item, axis)
+        volume = read_volume(image)
         mask, _ = predict_volume(predictor, volume.canonical, axis)
-        io.save_volume_like(io.to_input_orientation(mask, volume.source.affine), volume.source, target,
-                            np.uint8)
+        save_volume_like(to_input_orientation(mask, volume.source.affine), volume.source, target,
+                         np.uint8)
         log(f"fold {fold}: {image} -> {target}")
     return predictions
 

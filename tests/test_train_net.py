@@ -287,3 +287,13 @@ def test_the_tool_is_the_package_program():
     assert (tool.Trainer, tool.main, tool.setup, tool.cli) == (train_net.Trainer, train_net.main,
                                                                train_net.setup, train_net.cli)
     assert "class " not in TRAIN_NET.read_text() and "def " not in TRAIN_NET.read_text()
+
+
+def test_the_tool_refuses_a_missing_config_in_exactly_one_line(tmp_path):
+    """Nothing but the error on stderr: the package is imported before detectron2, so the
+    torch.jit deprecation noise of detectron2's import stays hidden."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    proc = subprocess.run([sys.executable, str(TRAIN_NET), "--config-file", "missing.yaml"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 3
+    assert proc.stderr == "train_net.py: error: missing.yaml: config file does not exist\n"

@@ -15,9 +15,9 @@ The program itself is `rsrcnn_d2.engine.train_net` (also ``python -m rsrcnn_d2.e
 """
 import sys
 
-from detectron2.engine import default_argument_parser  # noqa: F401  (callers of this module use it)
-
-from rsrcnn_d2.engine.train_net import Trainer, argument_parser, cli, main, setup  # noqa: F401
+# the package first: it imports detectron2 without the deprecation noise of torch.jit
+from rsrcnn_d2.engine.train_net import (Trainer, argument_parser, cli, default_argument_parser,  # noqa: F401
+                                        main, setup)
 
 if __name__ == "__main__":
     sys.exit(cli())

@@ -19,8 +19,9 @@ Registry for mask postprocessors applied at inference, before thresholding.
 
 A registered object is called as ``post(patch_u8, prob)`` with the image patch
 (uint8, shape (h, w), scaled by `rsrcnn_d2.data.image_ops.to_uint8`) and the lesion
-probability on it (float, shape (h, w)), and returns the refined probability (float32, shape (h, w)). Chosen by
-``MODEL.DCRF.NAME``; an empty name means no postprocessor.
+probability on it (float, shape (h, w)), and returns the refined probability
+(float32, shape (h, w)). Chosen by ``MODEL.DCRF.NAME``; an empty name means no
+postprocessor.
 """
 
 _EPS = 1e-6

@@ -130,7 +130,7 @@ def main():
     for i in range(n):
         p, t = masks[i % len(masks)]
         evaluator.process([{"file_name": f"s{i // 40}/{i}.npy", "image_id": i,
-                            "subject": f"s{i // 40}", "slice_index": i % 40, "lesion_mask": t}],
+                            "subject": f"s{i // 40}", "slice_index": i % 40, "gt_mask": t}],
                           [{"lesion_mask": p}])
     process_s = time.perf_counter() - t0
     logging.getLogger("rsrcnn_d2").setLevel(logging.WARNING)  # no results table

@@ -38,7 +38,7 @@ def fake_batch(spacing=(0.5, 0.5, 2.0)):
     for i, (subject, k, truth, pred) in enumerate(CASES):
         inputs.append({"file_name": f"{subject}/{k}.npy", "image_id": i, "subject": subject,
                        "slice_index": k, "spacing": spacing,
-                       "lesion_mask": torch.from_numpy(truth)})
+                       "gt_mask": torch.from_numpy(truth)})
         outputs.append({"lesion_mask": torch.from_numpy(pred)})
     return inputs, outputs
 
@@ -108,8 +108,8 @@ def test_csv_files_are_written_as_every_other_output(tmp_path):
 
 
 def test_empty_truth_slices():
-    inputs = [{"file_name": "x.npy", "image_id": 0, "lesion_mask": mask()},
-              {"file_name": "y.npy", "image_id": 1, "lesion_mask": mask()}]
+    inputs = [{"file_name": "x.npy", "image_id": 0, "gt_mask": mask()},
+              {"file_name": "y.npy", "image_id": 1, "gt_mask": mask()}]
     outputs = [{"lesion_mask": torch.from_numpy(mask())},
                {"lesion_mask": torch.from_numpy(mask((1, 1)))}]
     strict = run(PWMLEvaluator(), inputs, outputs)["pwml_strict"]
@@ -131,7 +131,7 @@ def test_truth_sources_agree(tmp_path):
     try:
         sources = [
             (dict(), {"gt_mask": torch.from_numpy(truth.astype(np.uint8))}),  # our mapper
-            (dict(), {"lesion_mask": truth.astype(np.uint8)}),
+            (dict(), {"gt_mask": truth.astype(np.uint8)}),  # numpy, not torch
             (dict(), {"sem_seg": torch.from_numpy(truth.astype(np.int64) * 255)}),
             (dict(), {"instances": mask_to_instances(truth)}),
             (dict(), {"annotations": lesion_annotations(truth)}),
@@ -153,7 +153,7 @@ def test_prediction_from_instances():
 
     inst = Instances((SIZE, SIZE))
     inst.pred_masks = torch.from_numpy(np.stack([mask((1, 1)), mask((5, 5))]))
-    inp = {"file_name": "p.npy", "image_id": 0, "lesion_mask": mask((1, 1), (5, 5))}
+    inp = {"file_name": "p.npy", "image_id": 0, "gt_mask": mask((1, 1), (5, 5))}
     assert run(PWMLEvaluator(), [inp], [{"instances": inst}])["pwml_strict"]["Dice"] == 1.0
 
 
@@ -162,13 +162,13 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="nowhere.npy: no ground truth"):
         evaluator.process([{"file_name": "nowhere.npy"}], [{"lesion_mask": mask()}])
     with pytest.raises(ValueError, match="small.npy: prediction is"):
-        evaluator.process([{"file_name": "small.npy", "lesion_mask": np.zeros((4, 4))}],
+        evaluator.process([{"file_name": "small.npy", "gt_mask": np.zeros((4, 4))}],
                           [{"lesion_mask": mask()}])
     with pytest.raises(ValueError, match="bad.npy: spacing"):
-        evaluator.process([{"file_name": "bad.npy", "lesion_mask": mask(), "spacing": (1, -1)}],
+        evaluator.process([{"file_name": "bad.npy", "gt_mask": mask(), "spacing": (1, -1)}],
                           [{"lesion_mask": mask()}])
     with pytest.raises(ValueError, match="o.npy: the model output"):
-        evaluator.process([{"file_name": "o.npy", "lesion_mask": mask()}], [{"scores": 1}])
+        evaluator.process([{"file_name": "o.npy", "gt_mask": mask()}], [{"scores": 1}])
 
 
 def test_no_inputs_warns_and_returns_nothing(caplog, tmp_path):
@@ -204,7 +204,7 @@ def test_in_plane_spacing_only_and_no_subject(caplog):
 
 def lesion_free_batch(n=4, spacing=(0.5, 0.5, 2.0)):
     inputs = [{"file_name": f"c/{k}.npy", "image_id": k, "subject": "c", "slice_index": k,
-               "spacing": spacing, "lesion_mask": mask()} for k in range(n)]
+               "spacing": spacing, "gt_mask": mask()} for k in range(n)]
     return inputs, [{"lesion_mask": torch.from_numpy(mask())} for _ in range(n)]
 
 
@@ -227,7 +227,7 @@ def test_lesion_free_dataset_has_no_hd_and_no_abort_warning(caplog):
 
 def test_all_lesions_missed_is_not_hd_zero(caplog):
     inputs, outputs = lesion_free_batch(3)
-    inputs[1]["lesion_mask"] = mask((5, 5))  # one lesion slice, predicted empty
+    inputs[1]["gt_mask"] = mask((5, 5))  # one lesion slice, predicted empty
     with caplog.at_level(logging.WARNING):
         strict = run(PWMLEvaluator(), inputs, outputs)["pwml_strict"]
     assert strict["Dice"] == pytest.approx(2 / 3)
@@ -239,7 +239,7 @@ def test_table_says_which_slices_it_covers():
     from rsrcnn_d2.evaluation.report import format_table
 
     inputs, outputs = lesion_free_batch(3)
-    inputs[1]["lesion_mask"] = mask((5, 5))
+    inputs[1]["gt_mask"] = mask((5, 5))
     assert "covers 1 slices with lesions and 2 without" in format_table(run(PWMLEvaluator(), inputs, outputs))
     inputs, outputs = inputs[1:2], [{"lesion_mask": torch.from_numpy(mask((5, 5)))}]
     assert "covers slices with lesions only (the paper's selection)" in \
@@ -249,7 +249,7 @@ def test_table_says_which_slices_it_covers():
 def test_reference_abort_warning_counts_lesion_slices_only(caplog):
     inputs, outputs = lesion_free_batch(8)
     for k in range(4):  # 4 lesion slices, all found; 4 lesion-free ones with nothing predicted
-        inputs[k]["lesion_mask"] = mask((k + 2, 3))
+        inputs[k]["gt_mask"] = mask((k + 2, 3))
         outputs[k]["lesion_mask"] = torch.from_numpy(mask((k + 2, 3)))
     with caplog.at_level(logging.WARNING):
         results = run(PWMLEvaluator(), inputs, outputs)
@@ -288,3 +288,12 @@ def test_mapper_and_evaluator_read_annotations_alike(tmp_path):
     assert results["pwml_strict"]["Dice"] == 1.0
     with pytest.raises(ValueError, match=f"^{image}: an annotation has no segmentation"):
         PWMLDatasetMapper(False, augmentations=[])({**record, "annotations": [{"bbox": [0, 0, 1, 1]}]})
+
+
+def test_one_name_per_thing_in_the_inputs():
+    # "lesion_mask" is the prediction (model outputs), never the truth; the subject is "subject"
+    with pytest.raises(ValueError, match="a.npy: no ground truth in the input \\(gt_mask, sem_seg"):
+        PWMLEvaluator().process([{"file_name": "a.npy", "lesion_mask": mask()}], [{"lesion_mask": mask()}])
+    evaluator = PWMLEvaluator(distributed=False)
+    evaluator.process([{"file_name": "b.npy", "subject": "s7", "gt_mask": mask()}], [{"lesion_mask": mask()}])
+    assert evaluator._records[0]["subject"] == "s7"

@@ -125,7 +125,7 @@ def evaluate_case(pair: CasePair, axis: Union[str, int] = "axial", lesion_slices
     records = []
     for i, k in enumerate(keep):
         inp = {"file_name": pair.prediction.name, "image_id": f"{pair.case}:{k}",
-               "subject_id": pair.case, "slice_index": k, "spacing": spacing}
+               "subject": pair.case, "slice_index": k, "spacing": spacing}
         records.append(slice_record(pred_slices[i], ref_slices[i], inp))
     return records, lesion_counts(pred, ref)
 

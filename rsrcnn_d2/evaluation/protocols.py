@@ -29,7 +29,7 @@ carries ``spacing``, lesion-wise counts) and the masks as packed crops for the
   3-element spacing), averaged over subjects (NaN when no subject has lesions in both).
 - ``pwml_lesion``: the pooled lesion-wise counts.
 
-Slices without a subject (``subject_id`` or the converter's ``subject``) form
+Slices without a ``subject`` (the converter's key) form
 one subject, "unknown"; without ``slice_index`` a subject's slices are stacked
 in file-name order. `strict_and_reference` computes the first two protocols
 from the metrics alone, for records read back from a per-slice CSV.
@@ -69,8 +69,8 @@ def _unpack(bits, shape) -> np.ndarray:
 def slice_record(pred: np.ndarray, truth: np.ndarray, inp: Dict) -> Dict:
     """Metrics of one slice plus what aggregation needs; masks kept only as packed crops.
 
-    ``inp`` gives ``file_name``/``image_id`` (named in errors), ``subject_id``
-    or ``subject``, ``slice_index`` and ``spacing`` ((row, column[, through-plane]) mm).
+    ``inp`` gives ``file_name``/``image_id`` (named in errors), ``subject``,
+    ``slice_index`` and ``spacing`` ((row, column[, through-plane]) mm).
     """
     where = str(inp.get("file_name", inp.get("image_id", "<input without file_name>")))
     if pred.shape != truth.shape:
@@ -87,7 +87,7 @@ def slice_record(pred: np.ndarray, truth: np.ndarray, inp: Dict) -> Dict:
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from e
     box = union_bounding_box(pred, truth)
-    subject = inp.get("subject_id", inp.get("subject"))
+    subject = inp.get("subject")
     return {
         "image_id": inp.get("image_id"), "file_name": inp.get("file_name"),
         "subject": UNKNOWN_SUBJECT if subject is None else str(subject),

@@ -8,7 +8,7 @@ figures), ``pwml_reference`` (the reference implementation's), ``pwml_subject3d`
 and ``pwml_lesion``. Where the truth comes from: truth.py; the CSV files and the
 table: report.py.
 
-Inputs: ``file_name``/``image_id``; optional ``subject_id`` (or ``subject``),
+Inputs: ``file_name``/``image_id``; optional ``subject`` (as the converter writes it),
 ``slice_index``, ``spacing`` ((row, column[, through-plane]) mm), and the truth.
 Outputs: ``lesion_mask`` (H, W) or ``instances.pred_masks`` (their union).
 """
@@ -73,7 +73,7 @@ class PWMLEvaluator(DatasetEvaluator):
                            "was never called); returning no results")
             return OrderedDict()
         if not all(r["has_subject"] for r in records):
-            logger.warning(f"PWMLEvaluator: some slices have no subject_id/subject; they form "
+            logger.warning(f"PWMLEvaluator: some slices have no subject; they form "
                            f"one subject {UNKNOWN_SUBJECT!r}")
         results, subject_rows = summarize_slices(records)
         ref = results["pwml_reference"]

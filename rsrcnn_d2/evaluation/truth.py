@@ -1,8 +1,7 @@
 """Where the evaluator finds the truth of a slice, and the prediction in a model output.
 
 Truth, first found: ``truth_fn(input)``; ``input["gt_mask"]`` (what the
-project's test mapper provides), ``["lesion_mask"]`` or ``["sem_seg"]`` (> 0 is
-lesion); the union of ``input["instances"].gt_masks``; ``input["annotations"]``
+project's test mapper provides) or ``["sem_seg"]`` (> 0 is lesion); the union of ``input["instances"].gt_masks``; ``input["annotations"]``
 (COCO RLE or polygons, `rsrcnn_d2.data.coco.annotations_mask`); the dataset's
 own record when a dataset name is given (detectron2's own test mapper drops
 annotations). Prediction: ``lesion_mask`` (H, W) or the union of
@@ -17,8 +16,9 @@ from ..data.coco import annotations_mask
 
 __all__ = ["TRUTH_KEYS", "TruthSource", "prediction_mask", "as_mask", "input_name"]
 
-# truth masks an input may carry: our test mapper's (data/mapper.py), ours, detectron2's
-TRUTH_KEYS = ("gt_mask", "lesion_mask", "sem_seg")
+# truth masks an input may carry: our test mapper's (data/mapper.py), detectron2's. Not
+# "lesion_mask": that name is the prediction, in model outputs.
+TRUTH_KEYS = ("gt_mask", "sem_seg")
 
 
 def input_name(inp: Dict) -> str:

@@ -1,5 +1,4 @@
 """DCRF tuning: one network pass, strict Dice objective, seeded Bayesian optimisation, tuned config."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -157,10 +156,10 @@ def test_prediction_cache_round_trip_and_key(toy, tmp_path):
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("tune_dcrf_tool", TUNE_DCRF)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The program behind tools/tune_dcrf.py (the script only calls its ``main``)."""
+    from rsrcnn_d2.tuning import cli
+
+    return cli
 
 
 def test_tune_dcrf_cli_writes_a_usable_config_and_reuses_its_cache(toy, tmp_path, monkeypatch):

@@ -294,14 +294,11 @@ def test_classical_and_a_config_are_exclusive(tmp_path):
 
 # ------------------------------------------------------------------ the tools on a registered dataset
 def _tool_main(name):
-    import importlib.util
+    """The program behind tools/<name>.py (the script only calls its ``main``)."""
+    import importlib
 
-    from conftest import REPO
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    module = {"tune_classical": "tune_cli", "eval_classical": "eval_cli"}[name]
+    return importlib.import_module(f"rsrcnn_d2.classical.{module}").main
 
 
 @pytest.fixture(scope="module")

@@ -82,6 +82,9 @@ def add_rsrcnn_config(cfg: CN) -> None:
     # default (--disable-tta), as nnU-Net mirrors. (detectron2's multi-scale TEST.AUG
     # is not used by this project.)
     cfg.TEST.FLIP_TTA = False
+    # Members (checkpoints x views) that must detect a lesion for an ensemble or TTA to keep
+    # it: "majority" (more than half), or a number (1: any member's detection, detectron2's TTA).
+    cfg.TEST.ENSEMBLE_MIN_VOTES = "majority"
 
     # --- LR halving on a validation-loss plateau (SOLVER.LR_SCHEDULER_NAME: WarmupPlateauLR)
     cfg.SOLVER.PLATEAU = CN()

@@ -122,3 +122,30 @@ def test_train_net_evaluates_with_tta_when_the_config_asks(monkeypatch):
     cfg, model = _model()
     tool.Trainer.test(cfg, model)
     assert seen[-1] is model
+
+
+def test_votes_count_the_members_that_detected_each_lesion():
+    from rsrcnn_d2.inference.ensemble import votes
+
+    merged = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
+    a = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
+    b = torch.tensor([[1.0, 1.0, 10.0, 10.0]])   # IoU 0.81 with the first
+    c = torch.tensor([[5.0, 0.0, 15.0, 10.0]])   # IoU 1/3 with the first: not the same lesion
+    assert votes(merged, [a, b, c, torch.zeros((0, 4))], 0.5).tolist() == [2, 1]
+    assert votes(merged, [a, b, c], 0.3).tolist() == [3, 1]
+
+
+def test_majority_vote_is_the_default_and_one_vote_is_detectron2s_union():
+    cfg, model = _model()
+    assert LesionEnsemble.from_config(cfg, [model], flip=True).min_votes == 2       # 2 members
+    assert LesionEnsemble.from_config(cfg, [model] * 2, flip=True).min_votes == 3   # 4 members
+    cfg.defrost()
+    cfg.TEST.ENSEMBLE_MIN_VOTES = "1"
+    union = LesionEnsemble.from_config(cfg, [model], flip=True)
+    assert union.min_votes == 1
+    majority = LesionEnsemble([model], flip=True)
+    inp = _input(seed=2)
+    n_union, n_majority = (len(e([inp])[0]["instances"]) for e in (union, majority))
+    assert n_union > n_majority > 0  # a random network's mirror disagrees with it
+    with pytest.raises(ValueError, match="min_votes must be"):
+        LesionEnsemble([model], flip=True, min_votes=3)

@@ -6,8 +6,11 @@ R-CNN, extended to several checkpoints of one config):
 1. every member — each checkpoint, on the image and, with ``flip``, on its
    mirror — detects lesions; mirrored boxes are mirrored back;
 2. the union of all members' detections is merged by the config's test NMS
-   (``MODEL.ROI_HEADS.NMS_THRESH_TEST``, ``TEST.DETECTIONS_PER_IMAGE``): a
-   lesion any member found is kept once, with its highest score;
+   (``MODEL.ROI_HEADS.NMS_THRESH_TEST``, ``TEST.DETECTIONS_PER_IMAGE``): each
+   lesion once, with its highest score; it is kept if at least ``min_votes``
+   members detected it (a detection of theirs overlaps it by the NMS IoU) —
+   ``TEST.ENSEMBLE_MIN_VOTES``: 1 is detectron2's TTA (any member's detection
+   counts), "majority" (the default) more than half of the members;
 3. every member's mask head predicts the mask of each merged box (on the
    mirror for mirrored members, then mirrored back), and the per-instance mask
    probabilities are averaged over the members;
@@ -20,14 +23,23 @@ exactly as in a single model. One member without ``flip`` is the plain model.
 All members must share the config's input pipeline (the same network input);
 checkpoints of one config's folds or seeds do.
 """
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Union
 
 import torch
 
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, Instances, pairwise_iou
 
-__all__ = ["LesionEnsemble", "flip_boxes", "with_flip_tta"]
+__all__ = ["LesionEnsemble", "flip_boxes", "votes", "with_flip_tta"]
+
+
+def votes(merged: torch.Tensor, member_boxes: Sequence[torch.Tensor], iou: float) -> torch.Tensor:
+    """For each merged box, how many members detected it (a box of theirs with IoU >= ``iou``)."""
+    count = torch.zeros(len(merged), dtype=torch.long, device=merged.device)
+    for boxes in member_boxes:
+        if len(boxes):
+            count += (pairwise_iou(Boxes(merged), Boxes(boxes)) >= iou).any(dim=1).long()
+    return count
 
 
 def flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
@@ -46,7 +58,8 @@ class LesionEnsemble(torch.nn.Module):
     """An inference-only module with the model's interface over several models and/or flips."""
 
     def __init__(self, models: Sequence[torch.nn.Module], flip: bool = True,
-                 nms_thresh: float = 0.5, detections_per_image: int = 100):
+                 nms_thresh: float = 0.5, detections_per_image: int = 100,
+                 min_votes: Union[int, str] = "majority"):
         super().__init__()
         if not models:
             raise ValueError("LesionEnsemble needs at least one model")
@@ -54,10 +67,19 @@ class LesionEnsemble(torch.nn.Module):
         self.flip = bool(flip)
         self.nms_thresh = float(nms_thresh)
         self.detections_per_image = int(detections_per_image)
+        if min_votes == "majority":
+            min_votes = self.members // 2 + 1
+        elif not (isinstance(min_votes, int) and 1 <= min_votes <= self.members):
+            raise ValueError(f"min_votes must be 'majority' or 1..{self.members} (the members), "
+                             f"got {min_votes!r}")
+        self.min_votes = min_votes
 
     @classmethod
     def from_config(cls, cfg, models: Sequence[torch.nn.Module], flip: bool) -> "LesionEnsemble":
-        return cls(models, flip, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE)
+        votes = cfg.TEST.ENSEMBLE_MIN_VOTES
+        votes = int(votes) if str(votes).isdigit() else votes
+        return cls(models, flip, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE,
+                   min(votes, len(models) * (2 if flip else 1)) if isinstance(votes, int) else votes)
 
     @property
     def members(self) -> int:
@@ -91,6 +113,8 @@ class LesionEnsemble(torch.nn.Module):
             scores.append(found.scores)
             classes.append(found.pred_classes)
         merged = self._merge(torch.cat(boxes), torch.cat(scores), torch.cat(classes), (height, width))
+        if self.min_votes > 1 and len(merged):
+            merged = merged[votes(merged.pred_boxes.tensor, boxes, self.nms_thresh) >= self.min_votes]
         masks, expanded = [], None
         for model, features, mirrored in members:
             given = Instances((height, width), scores=merged.scores, pred_classes=merged.pred_classes,

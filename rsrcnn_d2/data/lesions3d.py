@@ -66,11 +66,11 @@ def _claim(taken: np.ndarray, box, pv: np.ndarray, spacing) -> None:
     reach = [int(np.ceil(LESION_GAP_MM / s)) for s in spacing]
     lo = [max(b.start - r, 0) for b, r in zip(box, reach)]
     hi = [min(b.stop + r, n) for b, r, n in zip(box, reach, taken.shape)]
-    grown = np.zeros([h - l for l, h in zip(lo, hi)], bool)
-    grown[tuple(slice(b.start - l, b.stop - l) for b, l in zip(box, lo))] = pv > 0
+    grown = np.zeros([h - low for low, h in zip(lo, hi)], bool)
+    grown[tuple(slice(b.start - low, b.stop - low) for b, low in zip(box, lo))] = pv > 0
     axes = np.ogrid[tuple(slice(-r, r + 1) for r in reach)]
     ball = sum((a * s / LESION_GAP_MM) ** 2 for a, s in zip(axes, spacing)) <= 1.0
-    taken[tuple(slice(l, h) for l, h in zip(lo, hi))] |= ndimage.binary_dilation(grown, ball)
+    taken[tuple(slice(low, h) for low, h in zip(lo, hi))] |= ndimage.binary_dilation(grown, ball)
 
 
 def draw_lesions(rng: np.random.Generator, candidates: np.ndarray, white_matter: np.ndarray,

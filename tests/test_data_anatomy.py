@@ -1,13 +1,12 @@
 """Anatomy-based synthetic cohort: seeded, masks exactly where lesions brighten, realistic difficulty."""
 import dataclasses
-import importlib.util
 
 import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from conftest import REPO, SHARED_SLICES
+from conftest import SHARED_SLICES
 from rsrcnn_d2.data.anatomical_cohort import write_anatomical_cohort
 from rsrcnn_d2.data.anatomy import AnatomyParams, simulate_subject
 from rsrcnn_d2.data.fileio import read_slice
@@ -104,11 +103,8 @@ def test_bad_arguments_are_refused_with_the_culprit_named(tmp_path):
 
 
 def test_tool_reports_bad_arguments(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("make_synthetic_cohort",
-                                                  REPO / "tools" / "make_synthetic_cohort.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    main = tool.main
+    from rsrcnn_d2.data.cohort_cli import main  # the program behind tools/make_synthetic_cohort.py
+
     assert main([str(tmp_path / "c"), "--subjects", "0"]) == 2
     assert "at least 1" in capsys.readouterr().err
     assert main([str(tmp_path / "c"), "--phantom", "--size", "-4"]) == 2

@@ -49,7 +49,8 @@ def test_the_package_never_locates_the_repository_tools():
 
 
 def test_prepare_pwml_takes_output_as_every_tool_and_out_as_a_deprecated_alias(capsys):
-    prepare = _load_tool("prepare_pwml")
+    from rsrcnn_d2.data import prepare_cli as prepare  # the program behind tools/prepare_pwml.py
+
     assert prepare.parse_args(["src", "--output", "a"]).output == "a"
     assert prepare.parse_args(["src", "-o", "b"]).output == "b"
     assert capsys.readouterr().err == ""

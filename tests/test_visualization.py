@@ -1,20 +1,16 @@
 """Figures: Fig. 3-style overlays (exact colours, PNG size) and Fig. 2-style box plots."""
-import importlib.util
 import re
 
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from conftest import REPO
 from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.evaluation import PWMLEvaluator
+from rsrcnn_d2.visualization import plot_cli as plot_results  # tools/plot_results.py's program
 from rsrcnn_d2.visualization import (TITLE_BAND, boxplot_from_csvs, overlay_rgb,
                                      read_slice_metrics, save_overlay_png)
 
-_spec = importlib.util.spec_from_file_location("plot_results", REPO / "tools" / "plot_results.py")
-plot_results = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(plot_results)
 
 
 def test_overlay_colours_on_a_hand_made_case():

@@ -78,8 +78,10 @@ def test_tiny_model_writes_mask_and_prob_with_the_input_geometry(volumes, tmp_pa
     weights = tmp_path / "model.pth"
     torch.save({"model": model.state_dict()}, weights)
     out = tmp_path / "out"
+    # the point is geometry: one view, a few boxes per slice (each gets a CRF)
     code = run_cli(monkeypatch, volumes / "PWML_000_0000.nii.gz", "-o", out, "--weights", weights,
-                   "--save-prob", "MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
+                   "--save-prob", "--disable-tta", "MODEL.DEVICE", "cpu",
+                   "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "5")
     assert code == 0
     source = nib.load(volumes / "PWML_000_0000.nii.gz")
     mask, prob = nib.load(out / "PWML_000.nii.gz"), nib.load(out / "PWML_000_prob.nii.gz")
@@ -128,7 +130,7 @@ def test_weights_of_another_row_are_refused_with_exit_4(volumes, tmp_path, row_e
     assert err.count("\n") == 1 and "Traceback" not in err
     # the explicit flag loads what fits and predicts
     code = _predict(volumes, tmp_path / "out", TINY_ROWS["B"], "--weights", row_e_checkpoint,
-                    "--allow-partial-weights")
+                    "--allow-partial-weights", "--disable-tta")
     assert code == 0 and (tmp_path / "out" / "PWML_000.nii.gz").is_file()
 
 

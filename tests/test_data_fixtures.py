@@ -48,9 +48,20 @@ def converted(cohort, tmp_path_factory):
     return out
 
 
+def converted_cohort(base, **cohort_args):
+    """``base/raw`` (a synthetic cohort, ``write_synthetic_cohort`` arguments) converted into
+    ``base/pwml`` (lesion slices); returns ``base``, a DETECTRON2_DATASETS root."""
+    from rsrcnn_d2.data.convert import convert_pwml
+
+    base = Path(base)
+    write_synthetic_cohort(base / "raw", **cohort_args)
+    convert_pwml(base / "raw", base / "pwml", workers=1)
+    return base
+
+
 def lesion_volume(seed=0, size=64, depth=6):
     return synthetic_volume(size, depth, seed=seed)
 
 
 __all__ = ["SHARED_SLICES", "save_nifti", "nnunet_case", "small_cohort", "cohort", "converted",
-           "lesion_volume", "np"]
+           "converted_cohort", "lesion_volume", "np"]

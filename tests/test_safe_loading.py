@@ -325,12 +325,10 @@ SMALL = ["MODEL.DEVICE", "cpu", "INPUT.CROP_TO_HEAD", "False", "INPUT.MIN_SIZE_T
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    from rsrcnn_d2.data import convert_pwml, write_synthetic_cohort
+    from test_data_fixtures import converted_cohort
 
-    base = tmp_path_factory.mktemp("cohort")
-    write_synthetic_cohort(base / "raw", num_subjects=5, size=64, depth=3, seed=0, lesion_fraction=0.5)
-    convert_pwml(base / "raw", base / "pwml", workers=1)
-    return base
+    return converted_cohort(tmp_path_factory.mktemp("cohort"), num_subjects=5, size=64, depth=3,
+                            seed=0, lesion_fraction=0.5)
 
 
 @pytest.fixture

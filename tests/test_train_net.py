@@ -18,12 +18,10 @@ TRAIN_NET = REPO / "tools" / "train_net.py"
 
 @pytest.fixture(scope="module")
 def cohort_root(tmp_path_factory):
-    from rsrcnn_d2.data import convert_pwml, write_synthetic_cohort
+    from test_data_fixtures import converted_cohort
 
-    base = tmp_path_factory.mktemp("cohort")
-    write_synthetic_cohort(base / "raw", num_subjects=8, size=128, depth=6, seed=3, lesion_fraction=0.5)
-    convert_pwml(base / "raw", base / "pwml", workers=1)
-    return base
+    return converted_cohort(tmp_path_factory.mktemp("cohort"), num_subjects=8, size=128, depth=6,
+                            seed=3, lesion_fraction=0.5)
 
 
 def _free_port() -> int:

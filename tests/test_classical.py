@@ -375,12 +375,7 @@ def test_tools_name_a_bad_params_file(toy_dataset, tmp_path, capsys):
 
 
 def test_ablation_plan_has_row_a_without_a_config():
-    import sys
-
-    from conftest import REPO
-
-    sys.path.insert(0, str(REPO / "tools"))
-    from run_ablation import ROW_LABELS, planned_runs
+    from rsrcnn_d2.experiments.ablation import ROW_LABELS, planned_runs
 
     runs = planned_runs(["A", "B"], [])
     assert list(runs) == ["A", "B"] and runs["A"] == (None, [], ROW_LABELS["A"])
@@ -404,15 +399,11 @@ def test_row_a_run_is_recorded_once_and_then_skipped(toy_dataset, tmp_path):
 
 def test_run_ablation_records_and_tabulates_row_a(toy_dataset, tmp_path):
     import shutil
-    import sys
 
-    from conftest import REPO
     from detectron2.data import MetadataCatalog
 
     from rsrcnn_d2.data import register_all_pwml
-
-    sys.path.insert(0, str(REPO / "tools"))
-    import run_ablation
+    from rsrcnn_d2.experiments import ablation as run_ablation
 
     out = tmp_path / "abl"
     root = MetadataCatalog.get(f"{toy_dataset}_val").pwml_root

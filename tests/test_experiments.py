@@ -197,8 +197,7 @@ def _tool(name, *args, **kw):
 
 
 def test_ablation_plan_names_the_k_sweep():
-    sys.path.insert(0, str(REPO / "tools"))
-    from run_ablation import ROW_CONFIGS, planned_runs
+    from rsrcnn_d2.experiments.ablation import ROW_CONFIGS, planned_runs
 
     runs = planned_runs(["B", "E"], [1.0, 1.3, 2])
     assert list(runs) == ["B", "E", "E_k1.0", "E_k2.0"]
@@ -207,8 +206,7 @@ def test_ablation_plan_names_the_k_sweep():
 
 
 def test_ablation_variants_are_rows_with_overrides():
-    sys.path.insert(0, str(REPO / "tools"))
-    from run_ablation import ROW_CONFIGS, add_variants
+    from rsrcnn_d2.experiments.ablation import ROW_CONFIGS, add_variants
 
     runs = add_variants({}, [["C_off", "C", "MODEL.HRPN.OBJECTNESS_RELU", "False"]])
     assert runs["C_off"] == (ROW_CONFIGS["C"], ["MODEL.HRPN.OBJECTNESS_RELU", "False"],

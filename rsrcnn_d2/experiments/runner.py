@@ -19,9 +19,16 @@ from ..data.fileio import atomic_write_json, read_json
 from .results import read_eval_results
 
 __all__ = ["finished_result", "train_and_record", "train_net_command", "run_tool", "trained_weights",
-           "TRAIN_NET_MODULE"]
+           "TRAIN_NET_MODULE", "COHORT_MODULE", "PREPARE_MODULE", "TUNE_DCRF_MODULE", "PREDICT_MODULE",
+           "PLOT_MODULE"]
 
 TRAIN_NET_MODULE = "rsrcnn_d2.engine.train_net"
+# the other programs a driver runs as a user would, as installed modules (python -m), never as scripts
+COHORT_MODULE = "rsrcnn_d2.data.cohort_cli"          # tools/make_synthetic_cohort.py
+PREPARE_MODULE = "rsrcnn_d2.data.prepare_cli"        # tools/prepare_pwml.py
+TUNE_DCRF_MODULE = "rsrcnn_d2.tuning.cli"            # tools/tune_dcrf.py
+PREDICT_MODULE = "rsrcnn_d2.inference.cli"           # tools/predict.py, rsrcnn-predict
+PLOT_MODULE = "rsrcnn_d2.visualization.plot_cli"     # tools/plot_results.py
 RESULT_FILE = "result.json"
 
 

@@ -2,13 +2,11 @@
 import numpy as np
 import torch
 
-from conftest import REPO
 from rsrcnn_d2.evaluation import PWMLEvaluator
 
 
-def test_report_tables_both_protocols(tmp_path, capsys, monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "tools"))
-    import demo
+def test_report_tables_both_protocols(tmp_path, capsys):
+    from rsrcnn_d2.experiments import demo  # the program behind tools/demo.py
 
     out = tmp_path / "demo"
     csv_dir = out / "train" / "inference" / "pwml_test"

@@ -1,6 +1,5 @@
 """The tools are thin programs over the installed package: no path tricks, one runner, one name per option."""
 import ast
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -10,11 +9,29 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted([*REPO.glob("tools/*.py"), *REPO.glob("benchmarks/*.py")])
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_layout", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# tools that are not thin callers, and why
+NOT_THIN = {"install_detectron2.py": "runs before detectron2 (and so the package) can be imported"}
+
+
+def _thin_tool_problems(path: Path):
+    """What makes a tool more than a thin caller: anything but a docstring, ``import sys``,
+    ``from rsrcnn_d2... import ...`` and ``if __name__ == "__main__": sys.exit(<imported>())``."""
+    problems, imported = [], set()
+    body = ast.parse(path.read_text(), str(path)).body
+    for node in body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and node is body[0]:
+            continue  # the docstring
+        if isinstance(node, ast.Import) and [a.name for a in node.names] == ["sys"]:
+            continue
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rsrcnn_d2."):
+            imported |= {a.asname or a.name for a in node.names}
+            continue
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "__name__ == '__main__'" \
+                and len(node.body) == 1 and isinstance(node.body[0], ast.Expr) \
+                and ast.unparse(node.body[0]) in {f"sys.exit({name}())" for name in imported}:
+            continue
+        problems.append(f"{path.name}:{node.lineno} {type(node).__name__}")
+    return problems
 
 
 def test_no_script_edits_sys_path_or_builds_config_and_tool_paths():
@@ -61,19 +78,20 @@ def test_prepare_pwml_takes_output_as_every_tool_and_out_as_a_deprecated_alias(c
 
 
 def test_demo_runs_its_steps_through_the_library_runner():
-    demo = _load_tool("demo")
-    from rsrcnn_d2.experiments import run_tool
+    from rsrcnn_d2.experiments import demo, run_tool
 
     assert demo.run_tool is run_tool
     assert not hasattr(demo, "run") and not hasattr(demo, "subprocess")
     assert demo.CONFIG == str(REPO / "configs" / "PWML-Tiny" / "E_rsrcnn_R_18_FPN.yaml")
 
 
-@pytest.mark.parametrize("tool", ["run_ablation", "run_loso"])
-def test_sweeps_take_their_rows_from_the_model_zoo(tool):
+@pytest.mark.parametrize("driver", ["ablation", "loso"])
+def test_sweeps_take_their_rows_from_the_model_zoo(driver):
+    import importlib
+
     from rsrcnn_d2.model_zoo import row_config
 
-    rows = _load_tool(tool).ROW_CONFIGS
+    rows = importlib.import_module(f"rsrcnn_d2.experiments.{driver}").ROW_CONFIGS
     assert rows and all(rows[row] == row_config(row) for row in rows)
 
 
@@ -88,3 +106,36 @@ def test_tools_build_and_load_models_only_through_the_library():
                 if name in ("build_model", "load_model_weights", "load_trainer_weights"):
                     calls.append(f"{path.name}:{node.lineno} {name}")
     assert calls == []
+
+
+def test_every_tool_is_a_thin_caller_of_a_library_program():
+    """detectron2's tools/ style: a tool imports its program from the package and runs it;
+    the parser and the logic live in the package, where tests and the drivers reach them."""
+    tools = sorted(p for p in REPO.glob("tools/*.py") if p.name not in NOT_THIN)
+    assert len(tools) >= 13
+    assert [problem for path in tools for problem in _thin_tool_problems(path)] == []
+
+
+def test_the_thin_tool_rule_sees_logic(tmp_path):
+    tool = tmp_path / "t.py"
+    tool.write_text('"""doc"""\nimport sys\n\nfrom rsrcnn_d2.x import main\n\n'
+                    'if __name__ == "__main__":\n    sys.exit(main())\n')
+    assert _thin_tool_problems(tool) == []
+    tool.write_text('"""doc"""\nimport os\nfrom rsrcnn_d2.x import main\nX = 1\n\ndef f():\n    pass\n\n'
+                    'if __name__ == "__main__":\n    sys.exit(other())\n')
+    assert _thin_tool_problems(tool) == ["t.py:2 Import", "t.py:4 Assign", "t.py:6 FunctionDef", "t.py:9 If"]
+
+
+def test_the_programs_drivers_run_are_runnable_modules():
+    """The drivers (demo, ablation, LOSO) run each step as ``python -m <module>``: every such
+    module must run its ``main`` when executed, not just define it."""
+    from rsrcnn_d2.experiments import runner
+
+    names = [n for n in dir(runner) if n.endswith("_MODULE")]
+    assert len(names) == 6
+    for name in names:
+        module = getattr(runner, name)
+        path = REPO.joinpath(*module.split(".")).with_suffix(".py")
+        mains = [node for node in ast.parse(path.read_text()).body if isinstance(node, ast.If)
+                 and ast.unparse(node.test) == "__name__ == '__main__'"]
+        assert len(mains) == 1, f"{module} does nothing under python -m"

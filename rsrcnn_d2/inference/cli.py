@@ -210,3 +210,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"  {message}", file=sys.stderr)
         return EXIT_PARTIAL
     return 0
+
+
+if __name__ == "__main__":  # python -m rsrcnn_d2.inference.cli, as the demo runs it
+    sys.exit(main())

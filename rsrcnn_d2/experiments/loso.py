@@ -1,0 +1,135 @@
+"""Leave-one-subject-out cross-validation of rows A, B and E on a slice folder (input/ + gt/).
+
+    python tools/run_loso.py SLICES [--output output/loso] [--rows A B E] [--iters 300]
+                             [--weights B=PATH --weights E=PATH] [--tag NAME]
+
+SLICES is a folder in the reference implementation's layout, such as the
+reference slices ($PWML_REFERENCE_SLICES, see datasets/README.md; read, never written).
+It is converted once with tools/prepare_pwml.py into OUTPUT/pwml with one fold
+per subject, and each row is trained with tools/train_net.py on all subjects
+but one and evaluated on that one, for every subject. The held-out slices of
+all folds are then pooled into one strict-protocol table (OUTPUT/summary.md),
+with the per-fold mean ± sd beside it. Row A, the classical baseline
+(rsrcnn_d2.classical), is not trained: its parameters are tuned on the same
+held-in subjects (Bayesian optimisation, --seed) and it is evaluated on the
+held-out one.
+
+--weights starts a row from a checkpoint, e.g. a model trained on the synthetic
+cohort by tools/run_ablation.py (runs/B/seed0/model_final.pth); --tag keeps
+runs with different starting points apart. Finished folds are skipped on
+re-running; an interrupted one resumes.
+The program behind ``tools/run_loso.py`` (also ``python -m rsrcnn_d2.experiments.loso``).
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ..data.fileio import atomic_write_bytes, read_json
+from ..data.sources import discover_subjects
+from ..model_zoo import row_config
+from .results import REFERENCE_METRICS, pooled_results, seed_summary_table
+from .runner import PREPARE_MODULE, run_tool, train_and_record
+
+__all__ = ["ROW_CONFIGS", "ROW_LABELS", "parse_weights", "prepare", "main"]
+
+ROW_CONFIGS = {row: row_config(row) for row in ("B", "E")}
+ROW_LABELS = {"A": "A  classical (tuned on the held-in subjects)", "B": "B  Mask R-CNN",
+              "E": "E  RS R-CNN"}
+CLASSICAL = "A"
+
+
+def parse_weights(items):
+    weights = {}
+    for item in items:
+        row, sep, path = item.partition("=")
+        if not sep or row not in ROW_CONFIGS:
+            raise SystemExit(f"error: --weights wants ROW=PATH with ROW in {sorted(ROW_CONFIGS)}: {item!r}")
+        if not Path(path).is_file():
+            raise SystemExit(f"error: --weights {row}: no such file: {path}")
+        weights[row] = str(Path(path).absolute())
+    return weights
+
+
+def prepare(slices: Path, pwml: Path, seed: int, env) -> int:
+    """Convert SLICES with one fold per subject (once); return the number of folds."""
+    if not (pwml / "conversion.json").exists():
+        subjects = len(discover_subjects(slices))  # leave-one-out: as many folds as subjects
+        run_tool(["-m", PREPARE_MODULE, slices, "--output", pwml, "--seed", seed, "--folds", subjects], env)
+    return len(read_json(pwml / "splits.json")["folds"])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("slices", help="folder with input/<subject>/*.png and gt/<subject>/*.png")
+    p.add_argument("--output", default="output/loso")
+    p.add_argument("--rows", nargs="+", default=[CLASSICAL, "B", "E"],
+                   choices=[CLASSICAL, *ROW_CONFIGS])
+    p.add_argument("--iters", type=int, default=300)
+    p.add_argument("--weights", action="append", default=[], metavar="ROW=PATH",
+                   help="initial weights of a row (default: from scratch)")
+    p.add_argument("--tag", default=None, help="name of this set of runs (default: scratch or pretrained)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    slices = Path(args.slices)
+    if not (slices / "input").is_dir() or not (slices / "gt").is_dir():
+        print(f"error: {slices}: expected input/ and gt/ folders of PNG slices", file=sys.stderr)
+        return 2
+    weights = parse_weights(args.weights)
+    tag = args.tag or ("pretrained" if weights else "scratch")
+    out = Path(args.output).absolute()
+    env = dict(os.environ, DETECTRON2_DATASETS=str(out))  # registers OUT/pwml as pwml_*
+    folds = prepare(slices, out / "pwml", args.seed, env)
+    splits = read_json(out / "pwml" / "splits.json")["folds"]
+
+    fold_results, pooled = {}, {}
+    for row in args.rows:
+        csvs, fold_results[row] = [], []
+        for i in range(folds):
+            name = f"pwml_fold{i}_val"
+            run_dir = out / "runs" / tag / row / f"fold{i}"
+            print(f"\n=== {tag}: row {row}, fold {i + 1}/{folds} (held out: subject "
+                  f"{', '.join(splits[i]['val'])}) -> {run_dir}", flush=True)
+            if row == CLASSICAL:
+                from ..classical import run_row_a
+                from ..data import register_pwml_root
+
+                register_pwml_root(out / "pwml")  # in this process, as the tools' env does
+                record = run_row_a(f"pwml_fold{i}_train", name, run_dir, seed=args.seed,
+                                   progress=False)
+            else:
+                record = train_and_record(ROW_CONFIGS[row], run_dir, [
+                    "SOLVER.MAX_ITER", args.iters, "SOLVER.CHECKPOINT_PERIOD",
+                    max(1, args.iters // 2), "SEED", args.seed, "MODEL.WEIGHTS",
+                    weights.get(row, ""), "DATASETS.TRAIN", f"('pwml_fold{i}_train',)",
+                    # no spare subject for validation: the schedule and model_best follow
+                    # the training subjects' loss, never the held-out one's
+                    "DATASETS.VAL", f"('pwml_fold{i}_train',)",
+                    "DATASETS.TEST", f"('{name}',)"], env=env)
+            fold_results[row].append(record["results"])
+            csvs.append(run_dir / "inference" / name / "pwml_slices.csv")
+        pooled[row] = [pooled_results(csvs)]
+
+    labels = {row: ROW_LABELS[row] for row in args.rows}
+    start = ", ".join(f"{row} from {w}" for row, w in weights.items()) or "random initialisation"
+    text = "\n".join([
+        f"Leave-one-subject-out over {slices.name} ({folds} folds), {args.iters} iterations per fold, "
+        f"starting from {start}; strict protocol.", "",
+        "Held-out slices of all folds pooled:", "",
+        seed_summary_table(pooled, labels, count_title="slices",
+                           counts={r: int(v[0]["pwml_strict/n_slices"]) for r, v in pooled.items()}), "",
+        "Reference protocol (empty predictions skipped), held-out slices of all folds pooled:", "",
+        seed_summary_table(pooled, labels, REFERENCE_METRICS, count_title="slices",
+                           counts={r: int(v[0]["pwml_strict/n_slices"]) for r, v in pooled.items()}), "",
+        "Mean ± sd over folds (strict):", "",
+        seed_summary_table(fold_results, labels, count_title="folds"), ""])
+    atomic_write_bytes(out / f"summary_{tag}.md", text.encode())
+    print(text)
+    print(f"summary: {out / f'summary_{tag}.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -108,12 +108,9 @@ def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort):
 
 
 def _main():
-    import importlib.util
+    from rsrcnn_d2.experiments.cv_cli import main  # the program behind tools/run_cv.py
 
-    spec = importlib.util.spec_from_file_location("run_cv_tool", RUN_CV)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return main
 
 
 def test_bad_arguments_exit_2_before_training(cohort, tmp_path, capsys):

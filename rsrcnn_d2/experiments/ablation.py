@@ -40,7 +40,8 @@ __all__ = ["ROW_CONFIGS", "ROW_LABELS", "planned_runs", "add_variants", "classic
            "prepare_cohort", "write_summary", "main"]
 
 ROW_CONFIGS = {row: model_zoo.row_config(row) for row in model_zoo.ROW_CONFIGS["tiny"]}
-ROW_LABELS = {"A": "A  classical (local contrast, tuned on val)", "B": "B  Mask R-CNN", "C": "C  + H-RPN, k=1.3", "D": "D  + LRS-Net",
+ROW_LABELS = {"A": "A  classical (local contrast, tuned on val)", "B": "B  Mask R-CNN",
+              "C": "C  + H-RPN, k=1.3", "D": "D  + LRS-Net",
               "E": "E  + DCRF (RS R-CNN), k=1.3"}
 ROW_E_K = 1.3  # the expansion factor of the row E config
 
@@ -132,7 +133,8 @@ def write_summary(out: Path, runs, seeds, iters, filename: str = "summary.md") -
         "The reference implementation's protocol (the paper's Table 1): slices whose prediction is "
         "empty are skipped, the rest averaged per subject, then over subjects:", "",
         seed_summary_table(results, labels, REFERENCE_METRICS, count_title="seeds"), "",
-        "Per seed:", "", "| run | seed | Dice | Sensitivity | lesion F1 | slices |", "|---|---|---|---|---|---|",
+        "Per seed:", "", "| run | seed | Dice | Sensitivity | lesion F1 | slices |",
+        "|---|---|---|---|---|---|",
         *per_seed, ""])
     atomic_write_bytes(out / filename, text.encode())
     return text

@@ -90,7 +90,8 @@ def write_report(out: Path, slices_csv: Path, boxplot: Path, volume: Path):
              f"({n} lesion slices), both evaluator protocols (see docs/RESULTS.md).", "", *table,
              "", "Per-subject 3-D and lesion-wise figures: see the evaluation log above; per-slice values: "
              f"`{slices_csv.relative_to(out)}`.", "", f"![per-slice box plot]({boxplot.name})", "",
-             f"Prediction of `{volume.name}`: `predict/` (mask and probability NIfTI with the input's affine)."]
+             f"Prediction of `{volume.name}`: `predict/` (mask and probability NIfTI with the "
+             "input's affine)."]
     if overlays:
         lines += ["", "Lesion slices of that held-out subject, head crops enlarged 3x: green = found, "
                       "red = false positive, blue = missed.", "",
@@ -127,7 +128,8 @@ def write_overlays(out: Path, volume: Path, count: int = 3):
         x0, y0, x1, y1 = head_box(image)
         crop = (slice(y0, y1), slice(x0, x1))
         path = out / "overlays" / f"{case}_axial_{z:03d}.png"
-        save_overlay_png(path, image[crop], volume_slice(pred, 2, z)[crop], volume_slice(pair.mask, 2, z)[crop],
+        save_overlay_png(path, image[crop], volume_slice(pred, 2, z)[crop],
+                         volume_slice(pair.mask, 2, z)[crop],
                          title=f"{case}, axial slice {z}", scale=3)
         paths.append(path)
     return paths

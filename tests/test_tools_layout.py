@@ -126,16 +126,26 @@ def test_the_thin_tool_rule_sees_logic(tmp_path):
     assert _thin_tool_problems(tool) == ["t.py:2 Import", "t.py:4 Assign", "t.py:6 FunctionDef", "t.py:9 If"]
 
 
+def _runs_under_python_m(module: str) -> bool:
+    path = REPO.joinpath(*module.split(".")).with_suffix(".py")
+    return any(isinstance(node, ast.If) and ast.unparse(node.test) == "__name__ == '__main__'"
+               for node in ast.parse(path.read_text()).body)
+
+
 def test_the_programs_drivers_run_are_runnable_modules():
     """The drivers (demo, ablation, LOSO) run each step as ``python -m <module>``: every such
     module must run its ``main`` when executed, not just define it."""
     from rsrcnn_d2.experiments import runner
 
-    names = [n for n in dir(runner) if n.endswith("_MODULE")]
-    assert len(names) == 6
-    for name in names:
-        module = getattr(runner, name)
-        path = REPO.joinpath(*module.split(".")).with_suffix(".py")
-        mains = [node for node in ast.parse(path.read_text()).body if isinstance(node, ast.If)
-                 and ast.unparse(node.test) == "__name__ == '__main__'"]
-        assert len(mains) == 1, f"{module} does nothing under python -m"
+    modules = [getattr(runner, n) for n in dir(runner) if n.endswith("_MODULE")]
+    assert len(modules) == 6
+    assert [m for m in modules if not _runs_under_python_m(m)] == []
+
+
+def test_every_tool_program_is_also_python_m():
+    """What README promises: each tool's program runs without the checkout's tools/ folder."""
+    programs = {node.module for path in REPO.glob("tools/*.py") if path.name not in NOT_THIN
+                for node in ast.parse(path.read_text()).body
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rsrcnn_d2.")}
+    assert len(programs) == 13
+    assert sorted(m for m in programs if not _runs_under_python_m(m)) == []

@@ -60,3 +60,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(format_summary(summary))
     print(f"per-slice, per-case figures and summary.json in {output.resolve()}")
     return 0
+
+
+if __name__ == "__main__":  # python -m rsrcnn_d2.evaluation.cli (= rsrcnn-evaluate)
+    raise SystemExit(main())

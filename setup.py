@@ -4,6 +4,7 @@ Detectron2 itself is not on the package registry under its own name and is
 therefore not listed here: `tools/install_detectron2.py` (run by `make`) keeps
 an existing install or adds one. See README.md, "Installing by hand".
 """
+
 from setuptools import find_packages, setup
 
 setup(
@@ -45,6 +46,10 @@ setup(
         "nilearn>=0.14",  # ships the MNI152 2009a template the synthetic cohort is built on
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
-    entry_points={"console_scripts": ["rsrcnn-predict=rsrcnn_d2.inference.cli:main",
-                                       "rsrcnn-evaluate=rsrcnn_d2.evaluation.cli:main"]},
+    entry_points={
+        "console_scripts": [
+            "rsrcnn-predict=rsrcnn_d2.inference.cli:main",
+            "rsrcnn-evaluate=rsrcnn_d2.evaluation.cli:main",
+        ]
+    },
 )

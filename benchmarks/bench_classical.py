@@ -12,6 +12,7 @@ average is printed because the machine may be shared.
 
     python benchmarks/bench_classical.py [--slices 40] [--repeats 3]
 """
+
 import argparse
 import os
 import platform
@@ -26,8 +27,13 @@ from rsrcnn_d2.data.synthetic import synthetic_slice
 
 REPO = Path(__file__).resolve().parents[1]  # the reference slices sit beside the checkout
 
-REFERENCE = Path(os.environ.get("PWML_REFERENCE_SLICES")
-                 or REPO.parent / "shared" / "data" / "pwml_reference_slices") / "input"
+REFERENCE = (
+    Path(
+        os.environ.get("PWML_REFERENCE_SLICES")
+        or REPO.parent / "shared" / "data" / "pwml_reference_slices"
+    )
+    / "input"
+)
 GOAL = 20.0  # slices per second
 
 
@@ -69,33 +75,47 @@ def main(argv=None) -> int:
     real = reference_slices()
     if real:
         sets.append(("reference slices resized", real))
-    print(f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"numpy {np.__version__}; load average before: "
-          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"numpy {np.__version__}; load average before: "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     print("\n| slices (512x512) | n | what | slices/s |\n| --- | --- | --- | --- |")
     rates = []
     for name, slices in sets:
         n = len(slices)
-        for label, params in (("detect_slice, 2-D, default parameters", default),
-                              ("detect_slice, 2-D, slowest corner of the tuning box", slowest)):
+        for label, params in (
+            ("detect_slice, 2-D, default parameters", default),
+            ("detect_slice, 2-D, slowest corner of the tuning box", slowest),
+        ):
             rate = best_rate(lambda: [detect_slice(s, params) for s in slices], n, args.repeats)
             rates.append(rate)
             print(f"| {name} | {n} | {label} | {rate:.1f} |")
         three_d = default.replace(mode="3d")
-        rate = best_rate(lambda: [detect_slice(s, three_d, (slices[k - 1], slices[(k + 1) % n]))
-                                  for k, s in enumerate(slices)], n, args.repeats)
+        rate = best_rate(
+            lambda: [
+                detect_slice(s, three_d, (slices[k - 1], slices[(k + 1) % n]))
+                for k, s in enumerate(slices)
+            ],
+            n,
+            args.repeats,
+        )
         rates.append(rate)
         print(f"| {name} | {n} | detect_slice, 3-D (two neighbours), default | {rate:.1f} |")
-        for label, params in (("ClassicalPredictor (rsrcnn-predict path), 2-D", default),
-                              ("ClassicalPredictor (rsrcnn-predict path), 3-D", three_d)):
+        for label, params in (
+            ("ClassicalPredictor (rsrcnn-predict path), 2-D", default),
+            ("ClassicalPredictor (rsrcnn-predict path), 3-D", three_d),
+        ):
             predictor = ClassicalPredictor(params)
             rate = best_rate(lambda: predictor.predict_slices(slices), n, args.repeats)
             rates.append(rate)
             print(f"| {name} | {n} | {label} | {rate:.1f} |")
     print(f"\nload average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     worst = min(rates)
-    print(f"goal: >= {GOAL:.0f} slices/s -> slowest case {worst:.1f} slices/s "
-          f"({'met' if worst >= GOAL else 'NOT met'})")
+    print(
+        f"goal: >= {GOAL:.0f} slices/s -> slowest case {worst:.1f} slices/s "
+        f"({'met' if worst >= GOAL else 'NOT met'})"
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ then the same with the PNG slice export, then the phantom at the size the demo
 used (128x128x16). Each run writes into its own temporary folder, removed after.
 Prints a markdown table.
 """
+
 import argparse
 import os
 import platform
@@ -36,19 +37,44 @@ def timed(write, *args, **kwargs):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--subjects", type=int, default=30)
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
 
     n, w = args.subjects, args.workers
-    rows = [("anatomy-based (template load included)",
-             *timed(write_anatomical_cohort, n, seed=0, workers=w, progress=False)),
-            ("anatomy-based + PNG slices",
-             *timed(lambda out, *a, **k: write_anatomical_cohort(out / "raw", *a, slices_dir=out / "png", **k),
-                    n, seed=0, workers=w, progress=False)),
-            ("phantom 128x128x16",
-             *timed(write_synthetic_cohort, n, size=128, depth=16, seed=0, lesion_fraction=0.5, workers=w))]
+    rows = [
+        (
+            "anatomy-based (template load included)",
+            *timed(write_anatomical_cohort, n, seed=0, workers=w, progress=False),
+        ),
+        (
+            "anatomy-based + PNG slices",
+            *timed(
+                lambda out, *a, **k: write_anatomical_cohort(
+                    out / "raw", *a, slices_dir=out / "png", **k
+                ),
+                n,
+                seed=0,
+                workers=w,
+                progress=False,
+            ),
+        ),
+        (
+            "phantom 128x128x16",
+            *timed(
+                write_synthetic_cohort,
+                n,
+                size=128,
+                depth=16,
+                seed=0,
+                lesion_fraction=0.5,
+                workers=w,
+            ),
+        ),
+    ]
     print(f"{n} subjects, {w} workers, {os.cpu_count()} CPUs, Python {platform.python_version()}\n")
     print("| cohort | time (s) | s / subject | on disk (MiB) |")
     print("| --- | --- | --- | --- |")

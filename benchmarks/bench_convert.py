@@ -11,6 +11,7 @@ checks and slices every full gzip-compressed int16 volume. About 10 % of the
 slices carry lesions, like the paper's 704 lesion slices of 70 subjects.
 Prints a markdown table; goal: lesion-slice conversion <= 60 s on 2 cores.
 """
+
 import argparse
 import os
 import platform
@@ -25,7 +26,9 @@ from rsrcnn_d2.data.synthetic import write_synthetic_cohort
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--subjects", type=int, default=70)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--depth", type=int, default=100)
@@ -37,8 +40,16 @@ def main(argv=None) -> int:
 
     cohort = Path(args.cache) / f"n{args.subjects}_s{args.size}_d{args.depth}"
     t0 = time.perf_counter()
-    write_synthetic_cohort(cohort, args.subjects, args.size, args.depth, seed=0,
-                           lesion_fraction=args.lesion_fraction, distinct_slices=4, workers=2)
+    write_synthetic_cohort(
+        cohort,
+        args.subjects,
+        args.size,
+        args.depth,
+        seed=0,
+        lesion_fraction=args.lesion_fraction,
+        distinct_slices=4,
+        workers=2,
+    )
     gen = time.perf_counter() - t0
     size_mb = sum(f.stat().st_size for f in cohort.rglob("*.nii.gz")) / 2**20
     print(f"cohort: {cohort} ({size_mb:.0f} MiB of .nii.gz; generated/checked in {gen:.1f} s)\n")
@@ -54,11 +65,21 @@ def main(argv=None) -> int:
                 dt = time.perf_counter() - t0
             finally:
                 shutil.rmtree(out.parent, ignore_errors=True)
-            rows.append((("lesion slices" if lesion_only else "all slices"), workers,
-                         s["num_subjects"], s["num_images"], s["num_annotations"], dt))
+            rows.append(
+                (
+                    ("lesion slices" if lesion_only else "all slices"),
+                    workers,
+                    s["num_subjects"],
+                    s["num_images"],
+                    s["num_annotations"],
+                    dt,
+                )
+            )
 
-    print(f"{args.subjects} volumes of {args.size}x{args.size}x{args.depth}, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}\n")
+    print(
+        f"{args.subjects} volumes of {args.size}x{args.size}x{args.depth}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}\n"
+    )
     print("| slices kept | workers | subjects | slices | lesions | time (s) | volumes/s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for kept, workers, n, images, lesions, dt in rows:

@@ -14,6 +14,7 @@ tool picks each worker's threads; --oversubscribed adds a run of the largest wor
 count with every worker on all cores (as before the fix). Goal: 2 workers >= 0.9x
 the images/s of 1 worker. Prints a markdown table; exit status 0 either way.
 """
+
 import argparse
 import os
 import platform
@@ -47,7 +48,9 @@ def cohort(cache: Path, size: int) -> Path:
     root = cache / f"s{size}"
     if not (root / "pwml" / "annotations" / "instances_train.json").exists():
         shutil.rmtree(root, ignore_errors=True)
-        write_synthetic_cohort(root / "raw", num_subjects=8, size=size, depth=8, seed=3, lesion_fraction=0.5)
+        write_synthetic_cohort(
+            root / "raw", num_subjects=8, size=size, depth=8, seed=3, lesion_fraction=0.5
+        )
         convert_pwml(root / "raw", root / "pwml", workers=1)
     return root
 
@@ -59,20 +62,54 @@ def train(root: Path, workers: int, iters: int, size: int, threads=None):
     env["DETECTRON2_DATASETS"] = str(root)
     if threads is not None:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, "-m", TRAIN_NET_MODULE, "--config-file", CONFIG, "--num-gpus", str(workers),
-           "--dist-url", f"tcp://127.0.0.1:{_free_port()}", "OUTPUT_DIR", str(out),
-           "MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", str(2 * workers), "SOLVER.MAX_ITER", str(iters),
-           "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR", "SOLVER.STEPS", "()",
-           "DATASETS.VAL", "()", "DATASETS.TEST", "()", "TEST.EVAL_PERIOD", "0",
-           "SOLVER.CHECKPOINT_PERIOD", "100000", "INPUT.CROP_TO_HEAD", "False",
-           "INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MAX_SIZE_TRAIN", str(size), "SEED", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        TRAIN_NET_MODULE,
+        "--config-file",
+        CONFIG,
+        "--num-gpus",
+        str(workers),
+        "--dist-url",
+        f"tcp://127.0.0.1:{_free_port()}",
+        "OUTPUT_DIR",
+        str(out),
+        "MODEL.DEVICE",
+        "cpu",
+        "SOLVER.IMS_PER_BATCH",
+        str(2 * workers),
+        "SOLVER.MAX_ITER",
+        str(iters),
+        "SOLVER.LR_SCHEDULER_NAME",
+        "WarmupMultiStepLR",
+        "SOLVER.STEPS",
+        "()",
+        "DATASETS.VAL",
+        "()",
+        "DATASETS.TEST",
+        "()",
+        "TEST.EVAL_PERIOD",
+        "0",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "100000",
+        "INPUT.CROP_TO_HEAD",
+        "False",
+        "INPUT.MIN_SIZE_TRAIN",
+        f"({size},)",
+        "INPUT.MAX_SIZE_TRAIN",
+        str(size),
+        "SEED",
+        "1",
+    ]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         log = proc.stdout + proc.stderr
         speed = SPEED.search(log)
         if proc.returncode != 0 or speed is None:
-            sys.exit(f"bench_ddp: train_net failed ({workers} workers, exit {proc.returncode}):\n"
-                     f"{log[-3000:]}")
+            sys.exit(
+                f"bench_ddp: train_net failed ({workers} workers, exit {proc.returncode}):\n"
+                f"{log[-3000:]}"
+            )
         logged = THREADS.search((out / "log.txt").read_text())
         return float(speed.group(2)), int(speed.group(1)), int(logged.group(1)) if logged else None
     finally:
@@ -80,13 +117,22 @@ def train(root: Path, workers: int, iters: int, size: int, threads=None):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--iters", type=int, default=40, help="iterations per run; the first 3 are not timed")
-    p.add_argument("--size", type=int, default=256, help="slice size in px (the tiny config trains at 256)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--iters", type=int, default=40, help="iterations per run; the first 3 are not timed"
+    )
+    p.add_argument(
+        "--size", type=int, default=256, help="slice size in px (the tiny config trains at 256)"
+    )
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=int, default=1, help="runs of each worker count, alternating")
-    p.add_argument("--oversubscribed", action="store_true",
-                   help="also the largest worker count with all cores in every worker (before the fix)")
+    p.add_argument(
+        "--oversubscribed",
+        action="store_true",
+        help="also the largest worker count with all cores in every worker (before the fix)",
+    )
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "rsrcnn_bench_ddp"))
     args = p.parse_args(argv)
     if args.iters < 4:
@@ -102,16 +148,22 @@ def main(argv=None) -> int:
     for workers, threads in runs:
         t0 = time.perf_counter()
         s_per_it, timed, logged = train(root, workers, args.iters, args.size, threads)
-        print(f"{workers} worker(s), OMP_NUM_THREADS {threads or 'unset'}: {s_per_it:.4f} s/it over {timed} "
-              f"iterations, threads per worker: {logged} ({time.perf_counter() - t0:.0f} s with start-up)",
-              flush=True)
+        print(
+            f"{workers} worker(s), OMP_NUM_THREADS {threads or 'unset'}: {s_per_it:.4f} s/it over {timed} "
+            f"iterations, threads per worker: {logged} ({time.perf_counter() - t0:.0f} s with start-up)",
+            flush=True,
+        )
         results.setdefault((workers, threads), []).append((s_per_it, logged))
 
-    print(f"\nrow E tiny (R-18-FPN), {args.size}x{args.size} slices, 2 images per worker per iteration, "
-          f"{args.iters} iterations (first 3 not timed), {cores} usable cores, "
-          f"Python {platform.python_version()}, "
-          f"load average {load:.1f} before the runs, {os.getloadavg()[0]:.1f} after\n")
-    print("| workers | threads per worker | images / iteration | s / iteration | images / s | vs 1 worker |")
+    print(
+        f"\nrow E tiny (R-18-FPN), {args.size}x{args.size} slices, 2 images per worker per iteration, "
+        f"{args.iters} iterations (first 3 not timed), {cores} usable cores, "
+        f"Python {platform.python_version()}, "
+        f"load average {load:.1f} before the runs, {os.getloadavg()[0]:.1f} after\n"
+    )
+    print(
+        "| workers | threads per worker | images / iteration | s / iteration | images / s | vs 1 worker |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
     single = None
     for (workers, threads), rows in results.items():

@@ -10,6 +10,7 @@ processes (every slice scored, CSVs and summary written).
 
     python benchmarks/bench_evaluate_folder.py [--cases 100] [--depth 100] [--workdir DIR]
 """
+
 import argparse
 import platform
 import tempfile
@@ -27,10 +28,10 @@ SIZE = 512
 
 def _ball(volume, centre, radius):
     r = int(np.ceil(radius))
-    zz, yy, xx = np.mgrid[-1:2, -r:r + 1, -r:r + 1]
-    ball = (yy / radius) ** 2 + (xx / radius) ** 2 + zz ** 2 <= 1.0
+    zz, yy, xx = np.mgrid[-1:2, -r : r + 1, -r : r + 1]
+    ball = (yy / radius) ** 2 + (xx / radius) ** 2 + zz**2 <= 1.0
     z, y, x = centre
-    volume[y - r:y + r + 1, x - r:x + r + 1, z - 1:z + 2] |= ball.transpose(1, 2, 0)
+    volume[y - r : y + r + 1, x - r : x + r + 1, z - 1 : z + 2] |= ball.transpose(1, 2, 0)
 
 
 def make_case(rng, depth):
@@ -41,17 +42,26 @@ def make_case(rng, depth):
         radius = float(rng.uniform(1, 4))
         _ball(truth, centre, radius)
         if rng.random() < 0.7:
-            _ball(pred, (centre[0], *(np.array(centre[1:]) + rng.integers(-1, 2, 2)).tolist()),
-                  radius * rng.uniform(0.6, 1.3))
+            _ball(
+                pred,
+                (centre[0], *(np.array(centre[1:]) + rng.integers(-1, 2, 2)).tolist()),
+                radius * rng.uniform(0.6, 1.3),
+            )
     for _ in range(int(rng.integers(0, 6))):
-        _ball(pred, (int(rng.integers(2, depth - 2)), *rng.integers(150, 362, 2).tolist()),
-              float(rng.uniform(1, 3)))
+        _ball(
+            pred,
+            (int(rng.integers(2, depth - 2)), *rng.integers(150, 362, 2).tolist()),
+            float(rng.uniform(1, 3)),
+        )
     return pred, truth
 
 
 def write_cases(workdir: Path, cases: int, depth: int):
     pred_dir, ref_dir = workdir / "pred", workdir / "ref"
-    if len(list(ref_dir.glob("*.nii.gz"))) == cases and len(list(pred_dir.glob("*.nii.gz"))) == cases:
+    if (
+        len(list(ref_dir.glob("*.nii.gz"))) == cases
+        and len(list(pred_dir.glob("*.nii.gz"))) == cases
+    ):
         return pred_dir, ref_dir
     pred_dir.mkdir(parents=True, exist_ok=True)
     ref_dir.mkdir(parents=True, exist_ok=True)
@@ -59,8 +69,12 @@ def write_cases(workdir: Path, cases: int, depth: int):
     affine = np.diag([0.35, 0.35, 1.0, 1.0])
     for i in range(cases):
         pred, truth = make_case(rng, depth)
-        nib.save(nib.Nifti1Image(truth.astype(np.uint8), affine), str(ref_dir / f"case{i:03d}.nii.gz"))
-        nib.save(nib.Nifti1Image(pred.astype(np.uint8), affine), str(pred_dir / f"case{i:03d}.nii.gz"))
+        nib.save(
+            nib.Nifti1Image(truth.astype(np.uint8), affine), str(ref_dir / f"case{i:03d}.nii.gz")
+        )
+        nib.save(
+            nib.Nifti1Image(pred.astype(np.uint8), affine), str(pred_dir / f"case{i:03d}.nii.gz")
+        )
     return pred_dir, ref_dir
 
 
@@ -68,13 +82,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=int, default=100)
     parser.add_argument("--depth", type=int, default=100)
-    parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "rsrcnn_bench_eval_folder"))
+    parser.add_argument(
+        "--workdir", default=str(Path(tempfile.gettempdir()) / "rsrcnn_bench_eval_folder")
+    )
     args = parser.parse_args()
     workdir = Path(args.workdir) / f"{args.cases}x{args.depth}"
     t0 = time.perf_counter()
     pred_dir, ref_dir = write_cases(workdir, args.cases, args.depth)
-    print(f"{args.cases} cases of {SIZE}x{SIZE}x{args.depth} in {workdir} "
-          f"(ready in {time.perf_counter() - t0:.1f} s)")
+    print(
+        f"{args.cases} cases of {SIZE}x{SIZE}x{args.depth} in {workdir} "
+        f"(ready in {time.perf_counter() - t0:.1f} s)"
+    )
 
     t0 = time.perf_counter()
     for pair in pair_cases(pred_dir, ref_dir):
@@ -84,14 +102,22 @@ def main():
     for workers in (1, 2):
         out = workdir / f"evaluation_w{workers}"
         t0 = time.perf_counter()
-        summaries[workers] = evaluate_folder(pred_dir, ref_dir, out, workers=workers, progress=False)
-        rows.append((f"evaluate_folder, {workers} worker(s), all slices, CSVs + summary",
-                     time.perf_counter() - t0))
+        summaries[workers] = evaluate_folder(
+            pred_dir, ref_dir, out, workers=workers, progress=False
+        )
+        rows.append(
+            (
+                f"evaluate_folder, {workers} worker(s), all slices, CSVs + summary",
+                time.perf_counter() - t0,
+            )
+        )
     assert summaries[1]["pwml_strict"] == summaries[2]["pwml_strict"]
     s = summaries[2]
     print(f"\n{platform.machine()}, python {platform.python_version()}, numpy {np.__version__}")
-    print(f"strict Dice {s['pwml_strict']['Dice']:.4f} over {s['pwml_strict']['n_slices']:.0f} "
-          f"slices; 3-D lesions {s['pwml_lesion3d']['found']}/{s['pwml_lesion3d']['true_lesions']} found\n")
+    print(
+        f"strict Dice {s['pwml_strict']['Dice']:.4f} over {s['pwml_strict']['n_slices']:.0f} "
+        f"slices; 3-D lesions {s['pwml_lesion3d']['found']}/{s['pwml_lesion3d']['true_lesions']} found\n"
+    )
     print(f"| {args.cases} cases of {SIZE}x{SIZE}x{args.depth} | s | s / case |")
     print("| --- | ---: | ---: |")
     for label, secs in rows:

@@ -21,6 +21,7 @@ slices have no lesion.
 
     python benchmarks/bench_evaluator.py [--slices 10000] [--baseline-slices 500] [--pool 200]
 """
+
 import argparse
 import logging
 import math
@@ -41,11 +42,11 @@ SIZE = 512
 def _blob(mask, rng, cy, cx, area):
     r = max(0.5, math.sqrt(area / math.pi))
     k = int(math.ceil(r))
-    yy, xx = np.mgrid[-k:k + 1, -k:k + 1]
+    yy, xx = np.mgrid[-k : k + 1, -k : k + 1]
     disk = (yy / (r * rng.uniform(0.8, 1.2))) ** 2 + (xx / (r * rng.uniform(0.8, 1.2))) ** 2 <= 1
     disk[k, k] = True
     y0, x0 = cy - k, cx - k
-    mask[y0:y0 + 2 * k + 1, x0:x0 + 2 * k + 1] |= disk
+    mask[y0 : y0 + 2 * k + 1, x0 : x0 + 2 * k + 1] |= disk
 
 
 def _brain_point(rng):
@@ -80,19 +81,22 @@ def whole_slice_metrics(pred, truth):
     tn = pred.size - tp - fp - fn
     dice = 1.0 if 2 * tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
     if pred.any() and truth.any():
-        hd = max(ndimage.distance_transform_edt(~truth)[pred].max(),
-                 ndimage.distance_transform_edt(~pred)[truth].max())
+        hd = max(
+            ndimage.distance_transform_edt(~truth)[pred].max(),
+            ndimage.distance_transform_edt(~pred)[truth].max(),
+        )
         cross = ndimage.generate_binary_structure(2, 1)
         pe, te = (m & ~ndimage.binary_erosion(m, cross) for m in (pred, truth))
-        hd95 = max(np.percentile(ndimage.distance_transform_edt(~te)[pe], 95),
-                   np.percentile(ndimage.distance_transform_edt(~pe)[te], 95))
+        hd95 = max(
+            np.percentile(ndimage.distance_transform_edt(~te)[pe], 95),
+            np.percentile(ndimage.distance_transform_edt(~pe)[te], 95),
+        )
     else:
         hd = hd95 = 0.0 if not (pred.any() or truth.any()) else float("nan")
     t_lab, n_t = label_lesions(truth)
     p_lab, n_p = label_lesions(pred)
     both = pred & truth
-    lesions = LesionCounts(n_t, np.unique(t_lab[both]).size, n_p,
-                           n_p - np.unique(p_lab[both]).size)
+    lesions = LesionCounts(n_t, np.unique(t_lab[both]).size, n_p, n_p - np.unique(p_lab[both]).size)
     return dice, tn, hd, hd95, lesions
 
 
@@ -110,8 +114,10 @@ def main():
     gen_s = time.perf_counter() - t0
     lesions = [label_lesions(t)[1] for _, t in pool]
     pixels = [int(t.sum()) for _, t in pool]
-    print(f"pool of {args.pool} pairs in {gen_s:.1f} s: {np.mean(lesions):.1f} lesions and "
-          f"{np.mean(pixels):.0f} lesion pixels per slice on average")
+    print(
+        f"pool of {args.pool} pairs in {gen_s:.1f} s: {np.mean(lesions):.1f} lesions and "
+        f"{np.mean(pixels):.0f} lesion pixels per slice on average"
+    )
 
     n = args.slices
     t0 = time.perf_counter()
@@ -129,9 +135,18 @@ def main():
     t0 = time.perf_counter()
     for i in range(n):
         p, t = masks[i % len(masks)]
-        evaluator.process([{"file_name": f"s{i // 40}/{i}.npy", "image_id": i,
-                            "subject": f"s{i // 40}", "slice_index": i % 40, "gt_mask": t}],
-                          [{"lesion_mask": p}])
+        evaluator.process(
+            [
+                {
+                    "file_name": f"s{i // 40}/{i}.npy",
+                    "image_id": i,
+                    "subject": f"s{i // 40}",
+                    "slice_index": i % 40,
+                    "gt_mask": t,
+                }
+            ],
+            [{"lesion_mask": p}],
+        )
     process_s = time.perf_counter() - t0
     logging.getLogger("rsrcnn_d2").setLevel(logging.WARNING)  # no results table
     t0 = time.perf_counter()
@@ -169,17 +184,23 @@ def main():
         ("PWMLEvaluator.process (ours, torch in, records)", process_s, n),
         ("PWMLEvaluator.evaluate (3 protocols, 3-D HD)", evaluate_s, n),
     ]
-    print(f"\n{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"python {platform.python_version()}, numpy {np.__version__}\n")
+    print(
+        f"\n{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"python {platform.python_version()}, numpy {np.__version__}\n"
+    )
     print(f"| {n} slices of {SIZE}x{SIZE} | total s | ms / slice |")
     print("| --- | ---: | ---: |")
     for label, secs, count in rows:
         print(f"| {label} | {secs:.2f} | {1e3 * secs / count:.3f} |")
     total = process_s + evaluate_s
-    print(f"\nspeed-up of slice_metrics over the whole-slice baseline: {base_s / ours_s:.1f}x; "
-          f"largest |difference| in Dice/HD/HD95 over {m} slices: {max(diffs):.2e}")
-    print(f"goal: evaluator process + evaluate < 30 s -> {total:.1f} s "
-          f"({'met' if total < 30 else 'NOT met'})")
+    print(
+        f"\nspeed-up of slice_metrics over the whole-slice baseline: {base_s / ours_s:.1f}x; "
+        f"largest |difference| in Dice/HD/HD95 over {m} slices: {max(diffs):.2e}"
+    )
+    print(
+        f"goal: evaluator process + evaluate < 30 s -> {total:.1f} s "
+        f"({'met' if total < 30 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

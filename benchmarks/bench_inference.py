@@ -12,6 +12,7 @@ real lesion boxes), which makes the DCRF share an upper estimate.
 
     python benchmarks/bench_inference.py [--slices 10] [--detections 50 10]
 """
+
 import argparse
 import platform
 import statistics
@@ -44,12 +45,21 @@ class TimedRefine:
 
 
 def build(row: str, detections: int):
-    cfg = get_rsrcnn_cfg(str(ROWS[row]), [
-        "MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
-        "TEST.DETECTIONS_PER_IMAGE", str(detections),
-        # random FrozenBN ResNet-101 overflows to inf (it expects trained weights);
-        # GroupNorm keeps random activations finite, at the same cost for both rows
-        "MODEL.RESNETS.NORM", "GN"])
+    cfg = get_rsrcnn_cfg(
+        str(ROWS[row]),
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+            "0.0",
+            "TEST.DETECTIONS_PER_IMAGE",
+            str(detections),
+            # random FrozenBN ResNet-101 overflows to inf (it expects trained weights);
+            # GroupNorm keeps random activations finite, at the same cost for both rows
+            "MODEL.RESNETS.NORM",
+            "GN",
+        ],
+    )
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     if model.dcrf is not None:
@@ -69,9 +79,13 @@ def main():
         image, _ = synthetic_slice(512, seed=seed)
         inputs.append({"image": torch.from_numpy(np.repeat(image[None], 3, 0))})
 
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, {args.slices} slices of 512x512, R-101-FPN, random weights\n")
-    print("| detections/slice | row B s/slice | row E s/slice | E / B | DCRF s/slice | DCRF share of E | instances B / E |")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, {args.slices} slices of 512x512, R-101-FPN, random weights\n"
+    )
+    print(
+        "| detections/slice | row B s/slice | row E s/slice | E / B | DCRF s/slice | DCRF share of E | instances B / E |"
+    )
     print("|---|---|---|---|---|---|---|")
     for detections in args.detections:
         models = {row: build(row, detections) for row in ROWS}
@@ -91,8 +105,10 @@ def main():
         b, e = statistics.median(times["B"]), statistics.median(times["E"])
         dcrf = models["E"].dcrf.seconds / len(inputs)
         mean_e = statistics.mean(times["E"])
-        print(f"| {detections} | {b:.3f} | {e:.3f} | {e / b:.2f} | {dcrf:.4f} | {100 * dcrf / mean_e:.1f} % | "
-              f"{counts['B'] / len(inputs):.0f} / {counts['E'] / len(inputs):.0f} |")
+        print(
+            f"| {detections} | {b:.3f} | {e:.3f} | {e / b:.2f} | {dcrf:.4f} | {100 * dcrf / mean_e:.1f} % | "
+            f"{counts['B'] / len(inputs):.0f} / {counts['E'] / len(inputs):.0f} |"
+        )
     print("\ns/slice: median over slices; DCRF share: DCRF seconds / mean row-E seconds.")
 
 

@@ -15,6 +15,7 @@ Lesion-free constant slices (air) are skipped by the predictor in both rows.
 
     python benchmarks/bench_predict_overhead.py --config CFG --weights W.pth --volumes DIR [--repeats 3]
 """
+
 import argparse
 import platform
 import tempfile
@@ -37,7 +38,10 @@ def forward_only(predictor: LesionPredictor, volumes) -> float:
     for volume in volumes:
         slices = [volume_slice(volume, 2, k) for k in range(volume.shape[2])]
         inputs = [predictor._model_input(s) for s in slices if s.size and s.min() != s.max()]
-        batches += [inputs[i:i + predictor.batch_size] for i in range(0, len(inputs), predictor.batch_size)]
+        batches += [
+            inputs[i : i + predictor.batch_size]
+            for i in range(0, len(inputs), predictor.batch_size)
+        ]
     start = time.perf_counter()
     with torch.no_grad():
         for batch in batches:
@@ -68,14 +72,20 @@ def main():
             whole.append(time.perf_counter() - start)
             assert not report.failures, report.failures
     f, w = min(forward), min(whole)
-    print(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"{len(inputs)} volumes, {n_slices} axial slices; best of {args.repeats}\n")
+    print(
+        f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"{len(inputs)} volumes, {n_slices} axial slices; best of {args.repeats}\n"
+    )
     print("| path | s | s / volume |")
     print("| --- | ---: | ---: |")
     print(f"| model forward on prepared slices | {f:.2f} | {f / len(inputs):.3f} |")
-    print(f"| predict_inputs (read, cut, resize, forward, paste, write) | {w:.2f} | {w / len(inputs):.3f} |")
-    print(f"\noverhead ratio {w / f:.3f} (goal <= 1.10: {'met' if w / f <= 1.10 else 'NOT met'}); "
-          f"all runs forward {np.round(forward, 2).tolist()}, whole {np.round(whole, 2).tolist()}")
+    print(
+        f"| predict_inputs (read, cut, resize, forward, paste, write) | {w:.2f} | {w / len(inputs):.3f} |"
+    )
+    print(
+        f"\noverhead ratio {w / f:.3f} (goal <= 1.10: {'met' if w / f <= 1.10 else 'NOT met'}); "
+        f"all runs forward {np.round(forward, 2).tolist()}, whole {np.round(whole, 2).tolist()}"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ The cohort is simulated in memory (default) or read from --cohort (an nnU-Net
 folder, e.g. from tools/make_synthetic_cohort.py); --phantom measures the old
 phantom at the demo's former size. The reference slices are read in place.
 """
+
 import argparse
 import multiprocessing
 import os
@@ -21,13 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from rsrcnn_d2.data.realism import (lesion_slice_spans, summarize_measures,
-                                    volume_crops)
+from rsrcnn_d2.data.realism import lesion_slice_spans, summarize_measures, volume_crops
 
 REPO = Path(__file__).resolve().parents[1]  # the reference slices sit beside the checkout
 
-TARGETS = {"area": "1-15", "contrast_median": "2.5-5.5", "threshold_dice_mean": "< 0.1",
-           "multi_slice_share": ">= 50 %"}
+TARGETS = {
+    "area": "1-15",
+    "contrast_median": "2.5-5.5",
+    "threshold_dice_mean": "< 0.1",
+    "multi_slice_share": ">= 50 %",
+}
 
 
 def _measure_subject(job):
@@ -36,8 +40,12 @@ def _measure_subject(job):
     if kind == "phantom":
         from rsrcnn_d2.data.synthetic import synthetic_volume
 
-        image, mask, _ = synthetic_volume(128, 16, lesion_fraction=0.5,
-                                          rng=np.random.default_rng(np.random.SeedSequence(seed).spawn(index + 1)[index]))
+        image, mask, _ = synthetic_volume(
+            128,
+            16,
+            lesion_fraction=0.5,
+            rng=np.random.default_rng(np.random.SeedSequence(seed).spawn(index + 1)[index]),
+        )
     elif kind == "anatomy":
         from rsrcnn_d2.data.anatomy import simulate_subject
 
@@ -55,7 +63,9 @@ def measure_volumes(jobs, workers: int):
     from tqdm import tqdm
 
     crops, spans = [], []
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    ctx = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    )
     if jobs and jobs[0][0] == "anatomy":
         from rsrcnn_d2.data.mni_template import load_mni152_tissues
 
@@ -71,7 +81,11 @@ def reference_table(root: Path):
     from rsrcnn_d2.data.fileio import read_slice
     from rsrcnn_d2.data.sources import slice_folder_subjects
 
-    pairs = [(read_slice(i), read_slice(m) > 0) for s in slice_folder_subjects(root) for _, i, m in s.slices]
+    pairs = [
+        (read_slice(i), read_slice(m) > 0)
+        for s in slice_folder_subjects(root)
+        for _, i, m in s.slices
+    ]
     return summarize_measures(pairs)
 
 
@@ -79,21 +93,40 @@ def format_table(columns) -> str:
     def cell(t, key, fmt):
         return "n/a" if t is None or key not in t else fmt.format(t[key])
 
-    rows = [("slices with lesions", "slices", "{:.0f}", ""), ("2-D lesions", "lesions", "{:.0f}", ""),
-            ("lesion area, px (min / median / max)", None, None, TARGETS["area"]),
-            ("contrast, ring SDs: p10", "contrast_p10", "{:.2f}", ""),
-            ("contrast, ring SDs: median", "contrast_median", "{:.2f}", TARGETS["contrast_median"]),
-            ("contrast, ring SDs: p90", "contrast_p90", "{:.2f}", ""),
-            ("best global-threshold Dice: mean", "threshold_dice_mean", "{:.3f}", TARGETS["threshold_dice_mean"]),
-            ("best global-threshold Dice: max", "threshold_dice_max", "{:.3f}", ""),
-            ("3-D lesions", "lesions_3d", "{:.0f}", ""),
-            ("lesions crossing >= 2 slices", "multi_slice_share", "{:.0%}", TARGETS["multi_slice_share"])]
-    lines = ["| measure | " + " | ".join(name for name, _ in columns) + " | target (synthetic) |",
-             "|---" * (len(columns) + 2) + "|"]
+    rows = [
+        ("slices with lesions", "slices", "{:.0f}", ""),
+        ("2-D lesions", "lesions", "{:.0f}", ""),
+        ("lesion area, px (min / median / max)", None, None, TARGETS["area"]),
+        ("contrast, ring SDs: p10", "contrast_p10", "{:.2f}", ""),
+        ("contrast, ring SDs: median", "contrast_median", "{:.2f}", TARGETS["contrast_median"]),
+        ("contrast, ring SDs: p90", "contrast_p90", "{:.2f}", ""),
+        (
+            "best global-threshold Dice: mean",
+            "threshold_dice_mean",
+            "{:.3f}",
+            TARGETS["threshold_dice_mean"],
+        ),
+        ("best global-threshold Dice: max", "threshold_dice_max", "{:.3f}", ""),
+        ("3-D lesions", "lesions_3d", "{:.0f}", ""),
+        (
+            "lesions crossing >= 2 slices",
+            "multi_slice_share",
+            "{:.0%}",
+            TARGETS["multi_slice_share"],
+        ),
+    ]
+    lines = [
+        "| measure | " + " | ".join(name for name, _ in columns) + " | target (synthetic) |",
+        "|---" * (len(columns) + 2) + "|",
+    ]
     for title, key, fmt, target in rows:
         if key is None:
-            cells = ["n/a" if t is None else f"{t['area_min']:.0f} / {t['area_median']:.0f} / {t['area_max']:.0f}"
-                     for _, t in columns]
+            cells = [
+                "n/a"
+                if t is None
+                else f"{t['area_min']:.0f} / {t['area_median']:.0f} / {t['area_max']:.0f}"
+                for _, t in columns
+            ]
         else:
             cells = [cell(t, key, fmt) for _, t in columns]
         lines.append(f"| {title} | " + " | ".join(cells) + f" | {target} |")
@@ -101,14 +134,21 @@ def format_table(columns) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--subjects", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--cohort", help="measure this nnU-Net folder instead of simulating")
-    p.add_argument("--phantom", action="store_true", help="also measure the phantom (same subjects, seed)")
-    p.add_argument("--reference", default=os.environ.get("PWML_REFERENCE_SLICES")
-                   or str(REPO.parent / "shared" / "data" / "pwml_reference_slices"))
+    p.add_argument(
+        "--phantom", action="store_true", help="also measure the phantom (same subjects, seed)"
+    )
+    p.add_argument(
+        "--reference",
+        default=os.environ.get("PWML_REFERENCE_SLICES")
+        or str(REPO.parent / "shared" / "data" / "pwml_reference_slices"),
+    )
     args = p.parse_args(argv)
     if args.subjects < 1:
         p.error("--subjects must be at least 1")
@@ -118,14 +158,25 @@ def main(argv=None) -> int:
         from rsrcnn_d2.data.sources import nnunet_subjects
 
         jobs = [("files", i, (s.image, s.mask)) for i, s in enumerate(nnunet_subjects(args.cohort))]
-        columns.append((f"cohort {Path(args.cohort).name} ({len(jobs)} subjects)", measure_volumes(jobs, args.workers)))
+        columns.append(
+            (
+                f"cohort {Path(args.cohort).name} ({len(jobs)} subjects)",
+                measure_volumes(jobs, args.workers),
+            )
+        )
     else:
         jobs = [("anatomy", i, args.seed) for i in range(args.subjects)]
-        columns.append((f"anatomy-based ({args.subjects} subjects, seed {args.seed})",
-                        measure_volumes(jobs, args.workers)))
+        columns.append(
+            (
+                f"anatomy-based ({args.subjects} subjects, seed {args.seed})",
+                measure_volumes(jobs, args.workers),
+            )
+        )
     if args.phantom:
         jobs = [("phantom", i, args.seed) for i in range(args.subjects)]
-        columns.append((f"phantom 128x128x16 ({args.subjects})", measure_volumes(jobs, args.workers)))
+        columns.append(
+            (f"phantom 128x128x16 ({args.subjects})", measure_volumes(jobs, args.workers))
+        )
     reference = Path(args.reference)
     if (reference / "input").is_dir():
         columns.append((f"real: {reference.name}", reference_table(reference)))

@@ -20,6 +20,7 @@ number of detections is fixed by TEST.DETECTIONS_PER_IMAGE; R-101 uses GroupNorm
 because a random FrozenBN ResNet-101 overflows. --write replaces the section
 between the perf-table markers of the given Markdown file.
 """
+
 import argparse
 import json
 import os
@@ -41,6 +42,7 @@ RESULT = "PERF-RESULT "
 
 # --- children: one measurement each -------------------------------------------------------
 
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
@@ -49,11 +51,19 @@ def _model(scale: str, row: str, detections: int):
     import torch
     from detectron2.modeling import build_model
     from rsrcnn_d2 import get_rsrcnn_cfg
-    opts = ["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
-            "TEST.DETECTIONS_PER_IMAGE", str(detections)]
+
+    opts = [
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "0.0",
+        "TEST.DETECTIONS_PER_IMAGE",
+        str(detections),
+    ]
     if scale == "paper":
         opts += ["MODEL.RESNETS.NORM", "GN"]
     from rsrcnn_d2.model_zoo import row_config
+
     cfg = get_rsrcnn_cfg(row_config(row, FAMILY[scale]), opts)
     torch.manual_seed(0)
     return cfg, build_model(cfg)
@@ -64,11 +74,15 @@ def _slices(scale: str, count: int, with_instances: bool):
     import torch
     from rsrcnn_d2.data.instances import mask_to_instances
     from rsrcnn_d2.data.synthetic import synthetic_slice
+
     out = []
     for seed in range(count):
         image, mask = synthetic_slice(SIZE[scale], seed=seed)
-        x = {"image": torch.from_numpy(np.repeat(image[None], 3, 0)), "height": image.shape[0],
-             "width": image.shape[1]}
+        x = {
+            "image": torch.from_numpy(np.repeat(image[None], 3, 0)),
+            "height": image.shape[0],
+            "width": image.shape[1],
+        }
         if with_instances:
             x["instances"] = mask_to_instances(mask)
         out.append(x)
@@ -78,6 +92,7 @@ def _slices(scale: str, count: int, with_instances: bool):
 def child_infer(scale: str, row: str, detections: int, slices: int) -> dict:
     import torch
     from bench_inference import TimedRefine
+
     _, model = _model(scale, row, detections)
     model.eval()
     if model.dcrf is not None:
@@ -92,13 +107,18 @@ def child_infer(scale: str, row: str, detections: int, slices: int) -> dict:
             start = time.perf_counter()
             instances += len(model([x])[0]["instances"])
             times.append(time.perf_counter() - start)
-    return {"times": times, "dcrf_s": model.dcrf.seconds if model.dcrf is not None else 0.0,
-            "instances": instances / len(inputs), "peak_rss_mib": peak_rss_mib()}
+    return {
+        "times": times,
+        "dcrf_s": model.dcrf.seconds if model.dcrf is not None else 0.0,
+        "instances": instances / len(inputs),
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
 
 def child_train(scale: str, row: str, iters: int, warmup: int) -> dict:
     from detectron2.solver import build_optimizer
     from detectron2.utils.events import EventStorage
+
     cfg, model = _model(scale, row, 50)
     model.train()
     optimizer = build_optimizer(cfg, model)
@@ -124,6 +144,7 @@ def _train_steps(model, optimizer, data, warmup: int, iters: int, times: list) -
 def _read_volume(paths):
     import nibabel as nib
     import numpy as np
+
     return sum(int(np.asanyarray(nib.load(str(p)).dataobj).size) for p in paths)
 
 
@@ -131,6 +152,7 @@ def child_convert(cohort: str, workers: int, what: str) -> dict:
     from multiprocessing import Pool
     from rsrcnn_d2.data.convert import convert_pwml
     from rsrcnn_d2.data.sources import nnunet_subjects
+
     subjects = nnunet_subjects(cohort)
     start = time.perf_counter()
     if what == "read":  # the floor: decompress and read every image and mask, nothing else
@@ -140,14 +162,19 @@ def child_convert(cohort: str, workers: int, what: str) -> dict:
     else:
         with tempfile.TemporaryDirectory(prefix="perf_convert_") as tmp:
             slices = convert_pwml(cohort, Path(tmp) / "pwml", workers=workers)["num_images"]
-    return {"seconds": time.perf_counter() - start, "volumes": len(subjects), "slices": slices,
-            "peak_rss_mib": peak_rss_mib()}
+    return {
+        "seconds": time.perf_counter() - start,
+        "volumes": len(subjects),
+        "slices": slices,
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
 
 def child_evaluate(slices: int, baseline_slices: int) -> dict:
     import numpy as np
     from bench_evaluator import make_pair, whole_slice_metrics
     from rsrcnn_d2.evaluation import slice_metrics
+
     rng = np.random.default_rng(0)
     pool = [make_pair(rng) for _ in range(200)]
     start = time.perf_counter()
@@ -158,38 +185,52 @@ def child_evaluate(slices: int, baseline_slices: int) -> dict:
     for i in range(baseline_slices):
         whole_slice_metrics(*pool[i % len(pool)])
     base = time.perf_counter() - start
-    return {"ours_per_slice": ours / slices, "base_per_slice": base / baseline_slices,
-            "peak_rss_mib": peak_rss_mib()}
+    return {
+        "ours_per_slice": ours / slices,
+        "base_per_slice": base / baseline_slices,
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
 
 def child_idle() -> dict:
     """The floor under every other child's RSS: the interpreter with the libraries imported."""
     import importlib
+
     for name in ("torch", "detectron2.modeling", "rsrcnn_d2"):
         importlib.import_module(name)
     return {"peak_rss_mib": peak_rss_mib()}
 
 
-CHILDREN = {"idle": child_idle, "infer": child_infer, "train": child_train, "convert": child_convert,
-            "evaluate": child_evaluate}
+CHILDREN = {
+    "idle": child_idle,
+    "infer": child_infer,
+    "train": child_train,
+    "convert": child_convert,
+    "evaluate": child_evaluate,
+}
 
 
 def run_child(kind: str, **kwargs) -> dict:
     spec = json.dumps({"kind": kind, "kwargs": kwargs})
-    proc = subprocess.run([sys.executable, __file__, "--child", spec], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", spec], capture_output=True, text=True
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stderr[-3000:])
         raise RuntimeError(f"benchmark child {kind} {kwargs} failed (exit {proc.returncode})")
-    return json.loads(lines[-1][len(RESULT):])
+    return json.loads(lines[-1][len(RESULT) :])
 
 
 # --- parent: schedule, tabulate --------------------------------------------------------------
 
+
 def alternate(kind: str, repeats: int, progress, **kwargs) -> dict:
     """Run row B and row E children alternately; pool their times, keep the largest RSS."""
-    pooled = {"B": {"times": [], "peak_rss_mib": 0.0, "dcrf_s": 0.0, "instances": []},
-              "E": {"times": [], "peak_rss_mib": 0.0, "dcrf_s": 0.0, "instances": []}}
+    pooled = {
+        "B": {"times": [], "peak_rss_mib": 0.0, "dcrf_s": 0.0, "instances": []},
+        "E": {"times": [], "peak_rss_mib": 0.0, "dcrf_s": 0.0, "instances": []},
+    }
     for _ in range(repeats):
         for row in ("B", "E"):
             progress(f"{kind} {kwargs} row {row}")
@@ -204,15 +245,18 @@ def alternate(kind: str, repeats: int, progress, **kwargs) -> dict:
 
 def make_cohort(subjects: int, size: int, depth: int) -> Path:
     from rsrcnn_d2.data.synthetic import write_synthetic_cohort
+
     cohort = Path(tempfile.gettempdir()) / "rsrcnn_perf_cohort" / f"n{subjects}_s{size}_d{depth}"
-    write_synthetic_cohort(cohort, subjects, size, depth, seed=0, lesion_fraction=0.1,
-                           distinct_slices=4, workers=2)
+    write_synthetic_cohort(
+        cohort, subjects, size, depth, seed=0, lesion_fraction=0.1, distinct_slices=4, workers=2
+    )
     return cohort
 
 
 def machine() -> str:
     import numpy
     import torch
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -222,9 +266,11 @@ def machine() -> str:
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, {mem:.0f} GiB, no GPU used; Python "
-            f"{platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"numpy {numpy.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs, {mem:.0f} GiB, no GPU used; Python "
+        f"{platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"numpy {numpy.__version__}"
+    )
 
 
 def table_rows(infer, train, conv, ev, cohort_shape):
@@ -233,40 +279,99 @@ def table_rows(infer, train, conv, ev, cohort_shape):
     rows = []
     for (scale, dets), r in infer.items():
         b, e = med(r["B"]["times"]), med(r["E"]["times"])
-        rows.append((f"inference, {SCALE_NAME[scale]}, {dets} detections (s/slice)", "row E", e,
-                     "row B", b, f"{e / b:.2f}×"))
+        rows.append(
+            (
+                f"inference, {SCALE_NAME[scale]}, {dets} detections (s/slice)",
+                "row E",
+                e,
+                "row B",
+                b,
+                f"{e / b:.2f}×",
+            )
+        )
         share = r["E"]["dcrf_s"] / sum(r["E"]["times"])
-        rows.append((f"DCRF inside row E, {SCALE_NAME[scale]}, {dets} detections (s/slice)", "DCRF",
-                     r["E"]["dcrf_s"] / len(r["E"]["times"]), "row E total", statistics.mean(r["E"]["times"]),
-                     f"{100 * share:.1f} %"))
+        rows.append(
+            (
+                f"DCRF inside row E, {SCALE_NAME[scale]}, {dets} detections (s/slice)",
+                "DCRF",
+                r["E"]["dcrf_s"] / len(r["E"]["times"]),
+                "row E total",
+                statistics.mean(r["E"]["times"]),
+                f"{100 * share:.1f} %",
+            )
+        )
     for scale, r in train.items():
         b, e = med(r["B"]["times"]), med(r["E"]["times"])
-        rows.append((f"training, {SCALE_NAME[scale]}, 2 slices/iter (s/iter)", "row E", e, "row B", b,
-                     f"{e / b:.2f}×"))
+        rows.append(
+            (
+                f"training, {SCALE_NAME[scale]}, 2 slices/iter (s/iter)",
+                "row E",
+                e,
+                "row B",
+                b,
+                f"{e / b:.2f}×",
+            )
+        )
     for (scale, dets), r in infer.items():
         if dets == 50:
             b, e = r["B"]["peak_rss_mib"], r["E"]["peak_rss_mib"]
-            rows.append((f"peak RSS, inference, {SCALE_NAME[scale]} (MiB)", "row E", e, "row B", b,
-                         f"{e / b:.2f}×"))
+            rows.append(
+                (
+                    f"peak RSS, inference, {SCALE_NAME[scale]} (MiB)",
+                    "row E",
+                    e,
+                    "row B",
+                    b,
+                    f"{e / b:.2f}×",
+                )
+            )
     for scale, r in train.items():
         b, e = r["B"]["peak_rss_mib"], r["E"]["peak_rss_mib"]
-        rows.append((f"peak RSS, training, {SCALE_NAME[scale]} (MiB)", "row E", e, "row B", b,
-                     f"{e / b:.2f}×"))
-    read_s, conv_s = med([c["seconds"] for c in conv["read"]]), med([c["seconds"] for c in conv["convert"]])
+        rows.append(
+            (
+                f"peak RSS, training, {SCALE_NAME[scale]} (MiB)",
+                "row E",
+                e,
+                "row B",
+                b,
+                f"{e / b:.2f}×",
+            )
+        )
+    read_s, conv_s = (
+        med([c["seconds"] for c in conv["read"]]),
+        med([c["seconds"] for c in conv["convert"]]),
+    )
     vols = conv["convert"][0]["volumes"]
-    rows.append((f"conversion, {vols} volumes of {cohort_shape[1]}²×{cohort_shape[2]}, 2 workers (volumes/s)",
-                 "convert_pwml", vols / conv_s, "read volumes only", vols / read_s,
-                 f"{read_s / conv_s:.2f}× (time {conv_s / read_s:.2f}×)"))
-    rows.append(("evaluator per-slice metrics, 512×512 (slices/s)", "slice_metrics",
-                 1 / ev["ours_per_slice"], "whole-slice", 1 / ev["base_per_slice"],
-                 f"{ev['base_per_slice'] / ev['ours_per_slice']:.1f}×"))
+    rows.append(
+        (
+            f"conversion, {vols} volumes of {cohort_shape[1]}²×{cohort_shape[2]}, 2 workers (volumes/s)",
+            "convert_pwml",
+            vols / conv_s,
+            "read volumes only",
+            vols / read_s,
+            f"{read_s / conv_s:.2f}× (time {conv_s / read_s:.2f}×)",
+        )
+    )
+    rows.append(
+        (
+            "evaluator per-slice metrics, 512×512 (slices/s)",
+            "slice_metrics",
+            1 / ev["ours_per_slice"],
+            "whole-slice",
+            1 / ev["base_per_slice"],
+            f"{ev['base_per_slice'] / ev['ours_per_slice']:.1f}×",
+        )
+    )
 
     return rows
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--quick", action="store_true", help="few repetitions, for checking the script")
     p.add_argument("--write", help="Markdown file whose perf-table section is replaced")
@@ -289,11 +394,13 @@ def main(argv=None) -> int:
 
     infer, train = {}, {}
     for scale, dets in (("paper", 50), ("paper", 10), ("cpu", 50), ("cpu", 10)):
-        infer[scale, dets] = alternate("infer", repeats, progress, scale=scale, detections=dets,
-                                       slices=n_infer[scale])
+        infer[scale, dets] = alternate(
+            "infer", repeats, progress, scale=scale, detections=dets, slices=n_infer[scale]
+        )
     for scale in ("paper", "cpu"):
-        train[scale] = alternate("train", repeats, progress, scale=scale, iters=n_train[scale],
-                                 warmup=1)
+        train[scale] = alternate(
+            "train", repeats, progress, scale=scale, iters=n_train[scale], warmup=1
+        )
     progress("synthetic cohort for conversion (cached)")
     cohort = make_cohort(*cohort_shape)
     conv = {"read": [], "convert": []}
@@ -310,31 +417,49 @@ def main(argv=None) -> int:
     def fmt(v):
         return f"{v:.4f}" if v < 1 else f"{v:.3g}" if v < 100 else f"{v:.0f}"
 
-    table = ["| figure | ours | value | baseline | value | ratio ours / baseline |",
-             "|---|---|---:|---|---:|---:|"]
-    table += [f"| {f} | {o} | {fmt(ov)} | {b} | {fmt(bv)} | {ratio} |" for f, o, ov, b, bv, ratio in rows]
-    cmd = "python benchmarks/perf_table.py" + (" --quick" if q else "") + (
-        f" --write {args.write}" if args.write else "")
-    text = "\n".join([
-        BEGIN, "", f"Command: `{cmd}` ({time.time() - t_start:.0f} s, {time.strftime('%Y-%m-%d')})", "",
-        f"Machine: {machine()}.", "",
-        f"Repetitions: inference {n_infer['paper']} (paper scale) / {n_infer['cpu']} (CPU twin) slices "
-        f"per child, training {n_train['paper']} / {n_train['cpu']} iterations per child after 1 warm-up, "
-        f"{repeats} child(ren) per row alternating B, E; times are medians, DCRF share is DCRF "
-        f"seconds / row E seconds. Detections per slice B / E at paper scale, 50: "
-        f"{statistics.median(infer['paper', 50]['B']['instances']):.0f} / "
-        f"{statistics.median(infer['paper', 50]['E']['instances']):.0f}; "
-        f"conversion: {conv['convert'][0]['slices']} lesion slices written; evaluator: {eval_n} slices "
-        f"(baseline {eval_base}). Peak RSS is the whole child process: one that only imports torch, "
-        f"detectron2 and rsrcnn_d2 peaks at {idle:.0f} MiB, which every RSS figure includes.",
-        "", *table, "", END])
+    table = [
+        "| figure | ours | value | baseline | value | ratio ours / baseline |",
+        "|---|---|---:|---|---:|---:|",
+    ]
+    table += [
+        f"| {f} | {o} | {fmt(ov)} | {b} | {fmt(bv)} | {ratio} |" for f, o, ov, b, bv, ratio in rows
+    ]
+    cmd = (
+        "python benchmarks/perf_table.py"
+        + (" --quick" if q else "")
+        + (f" --write {args.write}" if args.write else "")
+    )
+    text = "\n".join(
+        [
+            BEGIN,
+            "",
+            f"Command: `{cmd}` ({time.time() - t_start:.0f} s, {time.strftime('%Y-%m-%d')})",
+            "",
+            f"Machine: {machine()}.",
+            "",
+            f"Repetitions: inference {n_infer['paper']} (paper scale) / {n_infer['cpu']} (CPU twin) slices "
+            f"per child, training {n_train['paper']} / {n_train['cpu']} iterations per child after 1 warm-up, "
+            f"{repeats} child(ren) per row alternating B, E; times are medians, DCRF share is DCRF "
+            f"seconds / row E seconds. Detections per slice B / E at paper scale, 50: "
+            f"{statistics.median(infer['paper', 50]['B']['instances']):.0f} / "
+            f"{statistics.median(infer['paper', 50]['E']['instances']):.0f}; "
+            f"conversion: {conv['convert'][0]['slices']} lesion slices written; evaluator: {eval_n} slices "
+            f"(baseline {eval_base}). Peak RSS is the whole child process: one that only imports torch, "
+            f"detectron2 and rsrcnn_d2 peaks at {idle:.0f} MiB, which every RSS figure includes.",
+            "",
+            *table,
+            "",
+            END,
+        ]
+    )
     print(text)
     if args.write:
         from rsrcnn_d2.data.fileio import atomic_write_bytes
+
         path = Path(args.write)
         old = path.read_text() if path.exists() else ""
         if BEGIN in old and END in old:
-            new = old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):]
+            new = old[: old.index(BEGIN)] + text + old[old.index(END) + len(END) :]
         else:
             new = old.rstrip("\n") + "\n\n## Performance table\n\n" + text + "\n"
         atomic_write_bytes(path, new.encode())

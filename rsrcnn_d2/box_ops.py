@@ -7,6 +7,7 @@ each side by ``(k - 1) * w / 2`` in float coordinates inside its ROI-align layer
 so do we, which makes the new box k*w x k*h. Pooling, mask targets and pasting
 all use this same float box.
 """
+
 import math
 
 import torch

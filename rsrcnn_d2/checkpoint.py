@@ -10,6 +10,7 @@ variable turns it off), turns every unreadable file into a `WeightsError`,
 and either refuses a partial fit or logs one table of what was loaded.
 `load_model_weights` is the one checked loading every tool uses.
 """
+
 import codecs
 import logging
 import os
@@ -25,8 +26,14 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from .errors import WeightsError
 
-__all__ = ["SafeCheckpointer", "load_model_weights", "load_trainer_weights", "restricted_unpickle",
-           "fit_table", "trained_weights"]
+__all__ = [
+    "SafeCheckpointer",
+    "load_model_weights",
+    "load_trainer_weights",
+    "restricted_unpickle",
+    "fit_table",
+    "trained_weights",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +44,9 @@ SHOWN_NAMES = 5
 def _latin1_bytes(text, encoding="latin1"):
     """``_codecs.encode`` as protocol <= 2 pickles written by Python 3 use it for bytes, latin-1 only."""
     if codecs.lookup(encoding).name != "iso8859-1" or not isinstance(text, str):
-        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not a numpy array's bytes")
+        raise pickle.UnpicklingError(
+            f"_codecs.encode with {encoding!r} is not a numpy array's bytes"
+        )
     return codecs.encode(text, "latin1")
 
 
@@ -47,8 +56,11 @@ def _numpy_globals() -> Dict[Tuple[str, str], object]:
         from numpy._core import multiarray, numeric  # numpy >= 2
     except ImportError:  # numpy 1.x
         from numpy.core import multiarray, numeric
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
-               ("_codecs", "encode"): _latin1_bytes}
+    allowed = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_bytes,
+    }
     for package in ("numpy.core", "numpy._core"):
         allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
         allowed[(f"{package}.multiarray", "scalar")] = multiarray.scalar
@@ -67,8 +79,10 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         try:
             return self._allowed[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a weights .pkl may "
-                                         "hold only numpy arrays, strings and numbers") from None
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name}: a weights .pkl may "
+                "hold only numpy arrays, strings and numbers"
+            ) from None
 
     def persistent_load(self, pid):
         raise pickle.UnpicklingError("refusing a persistent id: not a numpy weights file")
@@ -96,8 +110,12 @@ def _group(name: str) -> str:
     return f"{parts[0]}.{re.sub(r'[0-9]+$', '*', parts[1])}"
 
 
-def fit_table(model_keys: List[str], missing: List[str], unexpected: List[str],
-              incorrect_shapes: List[Tuple[str, tuple, tuple]]) -> str:
+def fit_table(
+    model_keys: List[str],
+    missing: List[str],
+    unexpected: List[str],
+    incorrect_shapes: List[Tuple[str, tuple, tuple]],
+) -> str:
     """Per module prefix: how many tensors were loaded, re-initialised (missing or of another
     shape) and left unused in the checkpoint (absent from the model, or of another shape)."""
     rows: Dict[str, List[int]] = OrderedDict()
@@ -114,9 +132,13 @@ def fit_table(model_keys: List[str], missing: List[str], unexpected: List[str],
     total = [sum(c[i] for c in rows.values()) for i in range(3)]
     lines.append(f"{'total':<{width}}  {total[0]:>8}  {total[1]:>14}  {total[2]:>6}")
     if incorrect_shapes:
-        shown = ", ".join(f"{k} {tuple(c)} vs {tuple(m)}" for k, c, m in incorrect_shapes[:SHOWN_NAMES])
-        lines.append(f"({len(incorrect_shapes)} re-initialised for a shape mismatch, checkpoint vs "
-                     f"model: {shown}{', ...' if len(incorrect_shapes) > SHOWN_NAMES else ''})")
+        shown = ", ".join(
+            f"{k} {tuple(c)} vs {tuple(m)}" for k, c, m in incorrect_shapes[:SHOWN_NAMES]
+        )
+        lines.append(
+            f"({len(incorrect_shapes)} re-initialised for a shape mismatch, checkpoint vs "
+            f"model: {shown}{', ...' if len(incorrect_shapes) > SHOWN_NAMES else ''})"
+        )
     return "\n".join(lines)
 
 
@@ -139,8 +161,12 @@ class SafeCheckpointer(DetectionCheckpointer):
 
     def load(self, path, *args, **kwargs):
         # detectron2 accepts "file.pth?matching_heuristics=True": the query is not part of the name
-        if path and "://" not in path and not os.path.isfile(path.split("?", 1)[0]) \
-                and not os.path.isfile(path):
+        if (
+            path
+            and "://" not in path
+            and not os.path.isfile(path.split("?", 1)[0])
+            and not os.path.isfile(path)
+        ):
             raise WeightsError(path, "weights file does not exist")
         self._path, self.incompatible = path, None
         try:
@@ -162,18 +188,30 @@ class SafeCheckpointer(DetectionCheckpointer):
             return load(filename)
         except WeightsError:
             raise
-        except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, AssertionError,
-                TypeError, OSError) as e:
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            RuntimeError,
+            ValueError,
+            AssertionError,
+            TypeError,
+            OSError,
+        ) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise WeightsError(filename, f"cannot load weights ({type(e).__name__}: {first}); "
-                                         "truncated, corrupt, or holding more than tensors") from None
+            raise WeightsError(
+                filename,
+                f"cannot load weights ({type(e).__name__}: {first}); "
+                "truncated, corrupt, or holding more than tensors",
+            ) from None
 
     @staticmethod
     def _pycls_dict(filename, data):
         """A pycls checkpoint's ``model_state``, renamed by detectron2's matching heuristics."""
         if not isinstance(data, dict) or not isinstance(data.get("model_state"), dict):
             raise WeightsError(filename, "a pycls .pyth checkpoint must hold a 'model_state' dict")
-        weights = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
+        weights = {
+            k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")
+        }
         return {"model": weights, "__author__": "pycls", "matching_heuristics": True}
 
     @staticmethod
@@ -181,7 +219,9 @@ class SafeCheckpointer(DetectionCheckpointer):
         """detectron2's .pkl layouts: its model zoo's {"model": ..., "__author__": ...}, else
         a Caffe2 / Detectron1 dict of blobs, renamed by detectron2's matching heuristics."""
         if not isinstance(data, dict):
-            raise WeightsError(filename, f"a weights .pkl must hold a dict, not {type(data).__name__}")
+            raise WeightsError(
+                filename, f"a weights .pkl must hold a dict, not {type(data).__name__}"
+            )
         if "model" in data and "__author__" in data:
             return data
         blobs = data.get("blobs", data)
@@ -199,15 +239,22 @@ class SafeCheckpointer(DetectionCheckpointer):
         try:
             incompatible = super()._load_model(checkpoint)
         except (ValueError, TypeError, AttributeError, RuntimeError) as e:
-            raise WeightsError(self._path, f"cannot load these weights into the model ({e})") from None
+            raise WeightsError(
+                self._path, f"cannot load these weights into the model ({e})"
+            ) from None
         self.incompatible = incompatible
         if incompatible.missing_keys and not self.allow_partial:
             missing = incompatible.missing_keys
-            shown = ", ".join(missing[:SHOWN_NAMES]) + (", ..." if len(missing) > SHOWN_NAMES else "")
+            shown = ", ".join(missing[:SHOWN_NAMES]) + (
+                ", ..." if len(missing) > SHOWN_NAMES else ""
+            )
             total = len(self.model.state_dict())
-            raise WeightsError(self._path, f"leaves {len(missing)} of the model's {total} weight "
-                                           f"tensors uninitialised ({shown}): weights of another "
-                                           "model? (--allow-partial-weights loads them anyway)")
+            raise WeightsError(
+                self._path,
+                f"leaves {len(missing)} of the model's {total} weight "
+                f"tensors uninitialised ({shown}): weights of another "
+                "model? (--allow-partial-weights loads them anyway)",
+            )
         return incompatible
 
     def _log_incompatible_keys(self, incompatible):
@@ -216,14 +263,20 @@ class SafeCheckpointer(DetectionCheckpointer):
         if not (incompatible.missing_keys or incompatible.unexpected_keys):
             logger.info("loaded all %d parameters of the model from %s", len(keys), self._path)
             return
-        table = fit_table(keys, incompatible.missing_keys, incompatible.unexpected_keys,
-                          incompatible.incorrect_shapes)
-        logger.warning("weights %s fit the model only in part (tensors per module):\n%s",
-                       self._path, table)
+        table = fit_table(
+            keys,
+            incompatible.missing_keys,
+            incompatible.unexpected_keys,
+            incompatible.incorrect_shapes,
+        )
+        logger.warning(
+            "weights %s fit the model only in part (tensors per module):\n%s", self._path, table
+        )
 
 
-def load_model_weights(model, weights: str, *, allow_partial: bool = False, save_dir: str = "",
-                       resume: bool = False):
+def load_model_weights(
+    model, weights: str, *, allow_partial: bool = False, save_dir: str = "", resume: bool = False
+):
     """Load ``weights`` into ``model`` with `SafeCheckpointer`; the checked loading of every tool.
 
     ``resume`` (with ``save_dir``) loads the last checkpoint of ``save_dir``
@@ -242,8 +295,13 @@ def load_trainer_weights(trainer, resume: bool) -> None:
     does not fit is re-initialised and shown in the fit table, not refused.
     """
     old = trainer.checkpointer
-    trainer.checkpointer = SafeCheckpointer(old.model, old.save_dir, allow_partial=True,
-                                            save_to_disk=old.save_to_disk, **old.checkpointables)
+    trainer.checkpointer = SafeCheckpointer(
+        old.model,
+        old.save_dir,
+        allow_partial=True,
+        save_to_disk=old.save_to_disk,
+        **old.checkpointables,
+    )
     trainer.resume_or_load(resume=resume)
 
 

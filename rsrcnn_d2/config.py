@@ -1,4 +1,5 @@
 """add_rsrcnn_config(cfg): every config key the project adds; get_rsrcnn_cfg: a config read safely."""
+
 import os
 import re
 
@@ -149,20 +150,27 @@ def merge_config_file(cfg: CN, config_file: str) -> None:
         cfg.merge_from_file(config_file, allow_unsafe=False)
     except yaml.constructor.ConstructorError as e:
         tag = re.search(r"tag '([^']*)'", str(e.problem))
-        raise ConfigError(_yaml_file(e, config_file),
-                          f"YAML tag {tag.group(1) if tag else ''} is not allowed{_yaml_line(e)}: "
-                          "configs are read with a safe loader, which constructs no Python "
-                          "objects") from None
+        raise ConfigError(
+            _yaml_file(e, config_file),
+            f"YAML tag {tag.group(1) if tag else ''} is not allowed{_yaml_line(e)}: "
+            "configs are read with a safe loader, which constructs no Python "
+            "objects",
+        ) from None
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(_yaml_file(e, config_file),
-                          f"not valid YAML{_yaml_line(e)}: {problem}") from None
+        raise ConfigError(
+            _yaml_file(e, config_file), f"not valid YAML{_yaml_line(e)}: {problem}"
+        ) from None
     except OSError as e:  # a _BASE_ that cannot be read
-        raise ConfigError(e.filename or config_file,
-                          f"cannot read config file ({e.strerror or e}), named by the _BASE_ "
-                          f"chain of {config_file}") from None
+        raise ConfigError(
+            e.filename or config_file,
+            f"cannot read config file ({e.strerror or e}), named by the _BASE_ "
+            f"chain of {config_file}",
+        ) from None
     except (KeyError, ValueError, AssertionError, TypeError, AttributeError) as e:
-        raise ConfigError(config_file, _key_problem(e) or f"cannot merge this config: {e}") from None
+        raise ConfigError(
+            config_file, _key_problem(e) or f"cannot merge this config: {e}"
+        ) from None
 
 
 def merge_overrides(cfg: CN, opts, config_file: str = "") -> None:
@@ -175,7 +183,9 @@ def merge_overrides(cfg: CN, opts, config_file: str = "") -> None:
         cfg.merge_from_list(opts)
     except (KeyError, ValueError, AssertionError, TypeError) as e:
         problem = _key_problem(e) or str(e)
-        raise ConfigError(where, f"config override: {problem}" if config_file else problem) from None
+        raise ConfigError(
+            where, f"config override: {problem}" if config_file else problem
+        ) from None
 
 
 def _key_problem(error: Exception) -> str:

@@ -12,6 +12,7 @@ without reading the message:
 
 The message is one line that starts with the offending file.
 """
+
 import functools
 import sys
 from os import PathLike
@@ -19,8 +20,18 @@ from typing import Callable, Union
 
 from .data.errors import PWMLDataError
 
-__all__ = ["EXIT_OK", "EXIT_PARTIAL", "EXIT_DATA", "EXIT_CONFIG", "EXIT_WEIGHTS",
-           "PWMLDataError", "ConfigError", "WeightsError", "exit_code_of", "report_errors"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_PARTIAL",
+    "EXIT_DATA",
+    "EXIT_CONFIG",
+    "EXIT_WEIGHTS",
+    "PWMLDataError",
+    "ConfigError",
+    "WeightsError",
+    "exit_code_of",
+    "report_errors",
+]
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -63,6 +74,7 @@ def report_errors(prog: str) -> Callable:
 
     Anything else is a bug of ours and keeps its traceback.
     """
+
     def wrap(main: Callable[..., int]) -> Callable[..., int]:
         @functools.wraps(main)
         def run(*args, **kwargs) -> int:
@@ -71,5 +83,7 @@ def report_errors(prog: str) -> Callable:
             except (PWMLDataError, ConfigError, WeightsError) as e:
                 print(f"{prog}: error: {e}", file=sys.stderr)
                 return exit_code_of(e)
+
         return run
+
     return wrap

@@ -10,13 +10,20 @@ kept, so the relative ``_BASE_`` references inside the files work from either.
 ``ROW_CONFIGS`` is the one table of Table 1's rows B-E (row A, the classical
 baseline, has no config) for the two model sizes.
 """
+
 from pathlib import Path
 from typing import Dict, List
 
 from .errors import ConfigError
 
-__all__ = ["ROW_CONFIGS", "FAMILIES", "configs_dir", "list_configs", "get_config_file",
-           "row_config"]
+__all__ = [
+    "ROW_CONFIGS",
+    "FAMILIES",
+    "configs_dir",
+    "list_configs",
+    "get_config_file",
+    "row_config",
+]
 
 # Table 1's rows -> config name, per model size: "tiny" is the CPU-sized R-18 twin
 # used by the demo, tests and experiment scripts; "r101" is the paper's backbone.
@@ -45,8 +52,11 @@ def configs_dir() -> Path:
     for where in (_PACKAGED, _SOURCE):
         if (where / "Base-RSRCNN.yaml").is_file():
             return where
-    raise ConfigError(_PACKAGED, "rsrcnn_d2's configs are missing: neither the installed package "
-                      f"nor a source checkout ({_SOURCE}) has them; reinstall rsrcnn_d2")
+    raise ConfigError(
+        _PACKAGED,
+        "rsrcnn_d2's configs are missing: neither the installed package "
+        f"nor a source checkout ({_SOURCE}) has them; reinstall rsrcnn_d2",
+    )
 
 
 def list_configs() -> List[str]:
@@ -69,10 +79,12 @@ def get_config_file(name: str) -> str:
 def row_config(row: str, family: str = "tiny") -> str:
     """The config file of Table 1's ``row`` (B-E) in ``family`` ("tiny" or "r101")."""
     if family not in ROW_CONFIGS:
-        raise ConfigError(f"{family}/{row}", f"unknown model family {family!r}; known: "
-                          + ", ".join(FAMILIES))
+        raise ConfigError(
+            f"{family}/{row}", f"unknown model family {family!r}; known: " + ", ".join(FAMILIES)
+        )
     rows = ROW_CONFIGS[family]
     if row not in rows:
-        raise ConfigError(f"{family}/{row}", f"row {row!r} has no config; rows with one: "
-                          + ", ".join(rows))
+        raise ConfigError(
+            f"{family}/{row}", f"row {row!r} has no config; rows with one: " + ", ".join(rows)
+        )
     return get_config_file(rows[row])

@@ -13,6 +13,7 @@ read-only arrays detectron2 turns into tensors, pycocotools on numpy 2,
 setuptools' pkg_resources notice, torch.fx tracing notes). Tools call it; a
 library user who imports rsrcnn_d2 keeps Python's warning settings untouched.
 """
+
 import logging
 import sys
 import warnings
@@ -51,8 +52,11 @@ class _CurrentStdout(logging.StreamHandler):
         pass
 
 
-def setup_tool_logging(log_file: Optional[Union[str, Path]] = None,
-                       names: Iterable[str] = ("rsrcnn_d2",), level: int = logging.INFO) -> logging.Logger:
+def setup_tool_logging(
+    log_file: Optional[Union[str, Path]] = None,
+    names: Iterable[str] = ("rsrcnn_d2",),
+    level: int = logging.INFO,
+) -> logging.Logger:
     """Console (and ``log_file``) handlers on the loggers ``names``; returns the first logger."""
     formatter = logging.Formatter(FORMAT, datefmt=DATE_FORMAT)
     handlers = [_CurrentStdout()]

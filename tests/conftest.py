@@ -4,6 +4,7 @@ Configs are named through `rsrcnn_d2.model_zoo` (the one row table), so the
 tests run from any directory. Third-party warnings are filtered in pytest.ini,
 not here: a global filter would hide warnings of our own code too.
 """
+
 import os
 from pathlib import Path
 
@@ -18,8 +19,10 @@ CONFIGS = configs_dir()
 TINY = CONFIGS / "PWML-Tiny"
 # the reference slices (datasets/README.md): $PWML_REFERENCE_SLICES, else the CI checkout's copy
 # beside the repository; tests that need them skip when neither exists
-SHARED_SLICES = Path(os.environ.get("PWML_REFERENCE_SLICES")
-                     or REPO.parent / "shared" / "data" / "pwml_reference_slices")
+SHARED_SLICES = Path(
+    os.environ.get("PWML_REFERENCE_SLICES")
+    or REPO.parent / "shared" / "data" / "pwml_reference_slices"
+)
 TINY_ROWS = {row: Path(get_config_file(name)) for row, name in ROW_CONFIGS["tiny"].items()}
 FULL_ROWS = {row: Path(get_config_file(name)) for row, name in ROW_CONFIGS["r101"].items()}
 

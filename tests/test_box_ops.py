@@ -1,4 +1,5 @@
 """Expansion arithmetic on hand-written boxes."""
+
 import pytest
 import torch
 
@@ -18,8 +19,10 @@ def test_growth_is_k_minus_one_half_per_side_in_float():
     # k = 2 doubles the size about the centre
     assert expand_boxes(boxes, 2.0).tolist() == [[5.0, 0.0, 25.0, 40.0]]
     # a 1-pixel box grows by 0.15 per side (a rounded growth would leave it as it is)
-    torch.testing.assert_close(expand_boxes(torch.tensor([[4.0, 4.0, 5.0, 5.0]]), 1.3),
-                               torch.tensor([[3.85, 3.85, 5.15, 5.15]]))
+    torch.testing.assert_close(
+        expand_boxes(torch.tensor([[4.0, 4.0, 5.0, 5.0]]), 1.3),
+        torch.tensor([[3.85, 3.85, 5.15, 5.15]]),
+    )
 
 
 def test_clipped_at_image_borders():
@@ -39,7 +42,7 @@ def test_mask_target_then_paste_gives_the_lesion_back(side, shape):
 
     lesion = torch.zeros(1, 40, 40, dtype=torch.bool)
     height = side if shape == "square" else 1
-    lesion[0, 17:17 + height, 11:11 + side] = True
+    lesion[0, 17 : 17 + height, 11 : 11 + side] = True
     box = BitMasks(lesion).get_bounding_boxes().tensor
     expanded = expand_boxes(box, 1.3, (40, 40))
     n = expanded_mask_resolution(1.3)
@@ -65,7 +68,8 @@ def test_bad_arguments():
         expand_boxes(torch.zeros((4,)), 1.3)
 
 
-@pytest.mark.parametrize("k,n", [(1.0, 14), (1.1, 15), (1.2, 17), (1.3, 18), (1.25, 18),
-                                 (1.5, 21), (2.0, 28), (3.0, 42)])
+@pytest.mark.parametrize(
+    "k,n", [(1.0, 14), (1.1, 15), (1.2, 17), (1.3, 18), (1.25, 18), (1.5, 21), (2.0, 28), (3.0, 42)]
+)
 def test_roialign2_resolution(k, n):
     assert expanded_mask_resolution(k) == n

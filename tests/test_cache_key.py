@@ -1,4 +1,5 @@
 """The DCRF prediction cache is keyed on what the outputs depend on: data and weights content."""
+
 import os
 
 import numpy as np
@@ -19,9 +20,21 @@ def _slices(folder, values):
     for i, v in enumerate(values):
         path = folder / f"s{i}.npy"
         np.save(path, np.full((4, 4), v, np.float32))
-        records.append({"file_name": str(path), "image_id": i, "height": 4, "width": 4,
-                        "annotations": [{"bbox": [0, 0, 1, 1], "area": 1.0,
-                                         "segmentation": {"size": [4, 4], "counts": b"04"}}]})
+        records.append(
+            {
+                "file_name": str(path),
+                "image_id": i,
+                "height": 4,
+                "width": 4,
+                "annotations": [
+                    {
+                        "bbox": [0, 0, 1, 1],
+                        "area": 1.0,
+                        "segmentation": {"size": [4, 4], "counts": b"04"},
+                    }
+                ],
+            }
+        )
     return records
 
 
@@ -88,6 +101,7 @@ def test_weights_overwritten_with_the_same_size_and_mtime_is_a_mismatch(cfg, tmp
     with pytest.raises(PWMLDataError, match=r"probs\.pt: .*different weights_sha256"):
         load_prediction_cache(cache, other)
     import hashlib
+
     assert other["weights_sha256"] == hashlib.sha256(b"B" * 1000).hexdigest()
 
 
@@ -106,9 +120,12 @@ def test_unregistered_dataset_and_old_or_broken_caches_are_clear_errors(cfg, tmp
     with pytest.raises(PWMLDataError, match="no_such_split: no dataset registered"):
         prediction_cache_key(cfg, "no_such_split", "")
     import torch
+
     old = tmp_path / "old.pt"
     torch.save({"version": 2, "key": {}, "slices": []}, old)
-    with pytest.raises(PWMLDataError, match=r"old\.pt: .*older cache format \(version 2, this is 3\)"):
+    with pytest.raises(
+        PWMLDataError, match=r"old\.pt: .*older cache format \(version 2, this is 3\)"
+    ):
         load_prediction_cache(old, {})
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a torch file")

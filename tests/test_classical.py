@@ -1,4 +1,5 @@
 """Row A, the classical detector: what it finds, its parameters file, tuning, evaluation, NIfTI output."""
+
 import json
 
 import nibabel as nib
@@ -6,17 +7,36 @@ import numpy as np
 import pytest
 import torch
 
-from rsrcnn_d2.classical import (ClassicalLesionModel, ClassicalParams, DatasetSlice,
-                                 detect_slice, detect_stack, evaluate_classical, load_params,
-                                 local_contrast, normalize_search_point, objective_value,
-                                 otsu_threshold, save_params, tissue_mask, tune_classical)
+from rsrcnn_d2.classical import (
+    ClassicalLesionModel,
+    ClassicalParams,
+    DatasetSlice,
+    detect_slice,
+    detect_stack,
+    evaluate_classical,
+    load_params,
+    local_contrast,
+    normalize_search_point,
+    objective_value,
+    otsu_threshold,
+    save_params,
+    tissue_mask,
+    tune_classical,
+)
 from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.inference import cli
 
 # sensible settings for the hand-made slices: no smoothing and no growing, so the
 # detected mask is exactly the pixels above threshold
-SHARP = ClassicalParams(smoothing_sigma=0.0, background_size=7, threshold=8.0, hysteresis=1.0,
-                        min_area=1, max_area=30, tissue_mask=False)
+SHARP = ClassicalParams(
+    smoothing_sigma=0.0,
+    background_size=7,
+    threshold=8.0,
+    hysteresis=1.0,
+    min_area=1,
+    max_area=30,
+    tissue_mask=False,
+)
 DOTS = {(30, 40): 2, (50, 62): 3, (62, 30): 1}  # top-left corner -> side of a square dot
 
 
@@ -28,7 +48,7 @@ def head_slice(seed=0, size=96, dots=DOTS, dot=60.0, rim=100.0, noise=2.0):
     image[(r >= 37) & (r < 40)] += rim
     truth = np.zeros((size, size), bool)
     for (y, x), side in dots.items():
-        truth[y:y + side, x:x + side] = True
+        truth[y : y + side, x : x + side] = True
     image[truth] += dot
     image += np.random.default_rng(seed).normal(0, noise, image.shape)
     return image.astype(np.float32), truth
@@ -41,7 +61,9 @@ def test_finds_the_dots_and_not_the_rim(tissue):
     det = detect_slice(image, SHARP.replace(tissue_mask=tissue, tissue_erosion=4))
     assert np.array_equal(det.mask, truth)  # 4 + 9 + 1 pixels, nothing on the rim
     # the rim is as narrow as a lesion and brighter: only its size excludes it here
-    assert (det.contrast[(np.hypot(*np.mgrid[-48:48, -48:48]) >= 37.5)] > SHARP.threshold).any() != tissue
+    assert (
+        det.contrast[(np.hypot(*np.mgrid[-48:48, -48:48]) >= 37.5)] > SHARP.threshold
+    ).any() != tissue
 
 
 def test_rim_is_dropped_by_its_size_and_kept_when_large_blobs_are_allowed():
@@ -150,18 +172,21 @@ def test_params_file_subset_uses_defaults_and_ints_are_floats(tmp_path):
     assert load_params(tmp_path / "p.yaml") == ClassicalParams(threshold=5.0, min_area=2)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("treshold: 3\n", "unknown parameter(s) treshold"),
-    ("threshold: -1\n", "threshold must be in (0, 100]"),
-    ("background_size: 8\n", "background_size must be an odd integer"),
-    ("min_area: 5\nmax_area: 2\n", "max_area must be >= min_area (5)"),
-    ("min_area: 2.5\n", "min_area must be an integer"),
-    ("tissue_mask: maybe\n", "tissue_mask must be true or false"),
-    ("mode: 4d\n", "mode must be one of 2d, 3d"),
-    ("- 1\n- 2\n", "expected a mapping"),
-    ("threshold: [1\n", "not valid YAML/JSON"),
-    ("!!python/object/apply:os.system ['touch pwned']\n", "not valid YAML/JSON"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("treshold: 3\n", "unknown parameter(s) treshold"),
+        ("threshold: -1\n", "threshold must be in (0, 100]"),
+        ("background_size: 8\n", "background_size must be an odd integer"),
+        ("min_area: 5\nmax_area: 2\n", "max_area must be >= min_area (5)"),
+        ("min_area: 2.5\n", "min_area must be an integer"),
+        ("tissue_mask: maybe\n", "tissue_mask must be true or false"),
+        ("mode: 4d\n", "mode must be one of 2d, 3d"),
+        ("- 1\n- 2\n", "expected a mapping"),
+        ("threshold: [1\n", "not valid YAML/JSON"),
+        ("!!python/object/apply:os.system ['touch pwned']\n", "not valid YAML/JSON"),
+    ],
+)
 def test_bad_params_file_is_a_clear_error_naming_it(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -182,32 +207,53 @@ def _slices(n=6, seed=0):
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        dots = {(int(rng.integers(25, 65)), int(rng.integers(25, 65))): int(rng.integers(1, 4))
-                for _ in range(3)}
+        dots = {
+            (int(rng.integers(25, 65)), int(rng.integers(25, 65))): int(rng.integers(1, 4))
+            for _ in range(3)
+        }
         image, truth = head_slice(seed=i, dots=dots, dot=float(rng.uniform(8, 30)))
-        out.append(DatasetSlice({"file_name": f"s{i}", "image_id": i, "subject": f"p{i % 2}",
-                                 "slice_index": i}, image, truth))
+        out.append(
+            DatasetSlice(
+                {"file_name": f"s{i}", "image_id": i, "subject": f"p{i % 2}", "slice_index": i},
+                image,
+                truth,
+            )
+        )
     return out
 
 
 def test_search_point_rounding_by_hand():
-    assert normalize_search_point({"background_size": 6.4, "min_area": 2.5, "max_area": 1.2,
-                                   "threshold": 3.14159, "tissue_erosion": 0.49}) == {
-        "background_size": 7, "min_area": 3, "max_area": 3, "threshold": 3.142,
-        "tissue_erosion": 0}
+    assert normalize_search_point(
+        {
+            "background_size": 6.4,
+            "min_area": 2.5,
+            "max_area": 1.2,
+            "threshold": 3.14159,
+            "tissue_erosion": 0.49,
+        }
+    ) == {
+        "background_size": 7,
+        "min_area": 3,
+        "max_area": 3,
+        "threshold": 3.142,
+        "tissue_erosion": 0,
+    }
 
 
 @pytest.mark.parametrize("objective", ["dice", "lesion_f1"])
 def test_tuning_starts_from_its_start_and_is_never_worse(objective):
     slices = _slices()
     start = ClassicalParams(threshold=30.0)  # finds almost nothing on these contrasts
-    result = tune_classical(slices, start, objective=objective, init_points=3, n_iter=2,
-                            seed=0, progress=False)
+    result = tune_classical(
+        slices, start, objective=objective, init_points=3, n_iter=2, seed=0, progress=False
+    )
     assert result.trials[0][0] == start
     assert result.start_value == pytest.approx(objective_value(slices, start, objective))
     assert result.best_value >= result.start_value
     assert result.best_value == max(v for _, v in result.trials)
-    assert objective_value(slices, result.best_params, objective) == pytest.approx(result.best_value)
+    assert objective_value(slices, result.best_params, objective) == pytest.approx(
+        result.best_value
+    )
     assert result.best_params.mode == start.mode and result.best_params.tissue_mask
 
 
@@ -227,8 +273,9 @@ def test_through_plane_weight_is_searched_in_3d_mode_only():
     for s in slices:
         s.neighbours = (s.image, None)  # any neighbour: only what is searched matters here
     two_d = tune_classical(slices, ClassicalParams(), init_points=2, n_iter=0, progress=False)
-    three_d = tune_classical(slices, ClassicalParams(mode="3d"), init_points=2, n_iter=0,
-                             progress=False)
+    three_d = tune_classical(
+        slices, ClassicalParams(mode="3d"), init_points=2, n_iter=0, progress=False
+    )
     assert {p.through_plane_weight for p, _ in two_d.trials} == {1.0}
     assert len({p.through_plane_weight for p, _ in three_d.trials}) == 3
     assert {p.mode for p, _ in three_d.trials} == {"3d"}
@@ -239,10 +286,14 @@ def test_evaluator_protocols_on_a_found_and_a_missed_slice():
     (Dice 0). Strict: mean 0.5; reference: the empty prediction skipped, Dice 1."""
     found, truth0 = head_slice(seed=0)
     faint, truth1 = head_slice(seed=1, dot=4.0)
-    slices = [DatasetSlice({"file_name": "a", "image_id": 0, "subject": "s", "slice_index": 0},
-                           found, truth0),
-              DatasetSlice({"file_name": "b", "image_id": 1, "subject": "s", "slice_index": 1},
-                           faint, truth1)]
+    slices = [
+        DatasetSlice(
+            {"file_name": "a", "image_id": 0, "subject": "s", "slice_index": 0}, found, truth0
+        ),
+        DatasetSlice(
+            {"file_name": "b", "image_id": 1, "subject": "s", "slice_index": 1}, faint, truth1
+        ),
+    ]
     results = evaluate_classical(slices, SHARP, progress=False)
     assert results["pwml_strict"]["Dice"] == pytest.approx(0.5)
     assert results["pwml_reference"]["Dice"] == pytest.approx(1.0)
@@ -261,8 +312,17 @@ def test_predict_writes_nifti_with_the_input_affine(tmp_path, mode):
     (tmp_path / "in").mkdir()
     nib.save(nib.Nifti1Image(data, affine), tmp_path / "in" / "case_0000.nii.gz")
     params = save_params(tmp_path / "params.yaml", SHARP.replace(mode=mode))
-    code = cli.main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--classical",
-                     str(params), "--save-prob", "--no-progress"])
+    code = cli.main(
+        [
+            str(tmp_path / "in"),
+            "-o",
+            str(tmp_path / "out"),
+            "--classical",
+            str(params),
+            "--save-prob",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     mask = nib.load(tmp_path / "out" / "case.nii.gz")
     source = nib.load(tmp_path / "in" / "case_0000.nii.gz")  # the affine as stored (float32)
@@ -280,16 +340,25 @@ def test_predict_with_a_bad_params_file_names_it_and_writes_nothing(tmp_path, ca
     (tmp_path / "in").mkdir()
     nib.save(nib.Nifti1Image(np.ones((4, 4, 2), np.float32), np.eye(4)), tmp_path / "in" / "c.nii")
     (tmp_path / "bad.yaml").write_text("threshold: 0\n")
-    code = cli.main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--classical",
-                     str(tmp_path / "bad.yaml"), "--no-progress"])
+    code = cli.main(
+        [
+            str(tmp_path / "in"),
+            "-o",
+            str(tmp_path / "out"),
+            "--classical",
+            str(tmp_path / "bad.yaml"),
+            "--no-progress",
+        ]
+    )
     assert code == 2 and "bad.yaml: threshold must be in (0, 100]" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
 def test_classical_and_a_config_are_exclusive(tmp_path):
     with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["x", "-o", "y", "--classical", "p.yaml",
-                                       "--config-file", "c.yaml"])
+        cli.build_parser().parse_args(
+            ["x", "-o", "y", "--classical", "p.yaml", "--config-file", "c.yaml"]
+        )
 
 
 # ------------------------------------------------------------------ the tools on a registered dataset
@@ -306,8 +375,9 @@ def toy_dataset(tmp_path_factory):
     from rsrcnn_d2.data import convert_pwml, register_pwml_root, write_synthetic_cohort
 
     base = tmp_path_factory.mktemp("classical_toy")
-    write_synthetic_cohort(base / "raw", num_subjects=5, size=64, depth=4, seed=0,
-                           lesion_fraction=0.5)
+    write_synthetic_cohort(
+        base / "raw", num_subjects=5, size=64, depth=4, seed=0, lesion_fraction=0.5
+    )
     convert_pwml(base / "raw", base / "pwml", workers=1)
     register_pwml_root(base / "pwml", prefix="classical_toy")
     return "classical_toy"
@@ -317,9 +387,19 @@ def test_tune_then_evaluate_tools_write_only_their_outputs(toy_dataset, tmp_path
     from rsrcnn_d2.classical import load_dataset_slices
 
     out = tmp_path / "A"
-    code = _tool_main("tune_classical")(["--dataset", f"{toy_dataset}_val", "--output",
-                                         str(out / "params.yaml"), "--init-points", "1",
-                                         "--n-iter", "1", "--no-progress"])
+    code = _tool_main("tune_classical")(
+        [
+            "--dataset",
+            f"{toy_dataset}_val",
+            "--output",
+            str(out / "params.yaml"),
+            "--init-points",
+            "1",
+            "--n-iter",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["params.yaml", "params_trials.json"]
     trials = json.loads((out / "params_trials.json").read_text())
@@ -329,12 +409,23 @@ def test_tune_then_evaluate_tools_write_only_their_outputs(toy_dataset, tmp_path
     val = load_dataset_slices(f"{toy_dataset}_val", progress=False)
     assert objective_value(val, params) == pytest.approx(trials["best"]["value"])
 
-    code = _tool_main("eval_classical")(["--params", str(out / "params.yaml"), "--dataset",
-                                         f"{toy_dataset}_test", "--output", str(out / "test"),
-                                         "--no-progress"])
+    code = _tool_main("eval_classical")(
+        [
+            "--params",
+            str(out / "params.yaml"),
+            "--dataset",
+            f"{toy_dataset}_test",
+            "--output",
+            str(out / "test"),
+            "--no-progress",
+        ]
+    )
     assert code == 0 and "| Dice" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "test").iterdir()) == [
-        "pwml_slices.csv", "pwml_subjects.csv", "results.json"]
+        "pwml_slices.csv",
+        "pwml_subjects.csv",
+        "results.json",
+    ]
     recorded = json.loads((out / "test" / "results.json").read_text())["results"]
     test = load_dataset_slices(f"{toy_dataset}_test", progress=False)
     expected = evaluate_classical(test, params, progress=False)
@@ -368,8 +459,16 @@ def test_3d_neighbours_are_cut_from_the_source_volume_as_the_converter_cut(toy_d
 
 def test_tools_name_a_bad_params_file(toy_dataset, tmp_path, capsys):
     (tmp_path / "p.yaml").write_text("smoothing: 1\n")
-    code = _tool_main("eval_classical")(["--params", str(tmp_path / "p.yaml"), "--dataset",
-                                         f"{toy_dataset}_test", "--output", str(tmp_path / "o")])
+    code = _tool_main("eval_classical")(
+        [
+            "--params",
+            str(tmp_path / "p.yaml"),
+            "--dataset",
+            f"{toy_dataset}_test",
+            "--output",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2 and "p.yaml: unknown parameter(s) smoothing" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -385,13 +484,21 @@ def test_row_a_run_is_recorded_once_and_then_skipped(toy_dataset, tmp_path):
     from rsrcnn_d2.classical import run_row_a
 
     run_dir = tmp_path / "runs" / "A" / "seed0"
-    first = run_row_a(f"{toy_dataset}_val", f"{toy_dataset}_test", run_dir, init_points=1,
-                      n_iter=0, progress=False)
+    first = run_row_a(
+        f"{toy_dataset}_val",
+        f"{toy_dataset}_test",
+        run_dir,
+        init_points=1,
+        n_iter=0,
+        progress=False,
+    )
     result = run_dir / "result.json"
     assert json.loads(result.read_text()) == first
     assert first["config"] == str(run_dir / "params.yaml") and first["opts"] == []
     assert (run_dir / "inference" / f"{toy_dataset}_test" / "pwml_slices.csv").exists()
-    assert {"pwml_strict/Dice", "pwml_reference/Dice", "pwml_strict/lesion_F1"} <= set(first["results"])
+    assert {"pwml_strict/Dice", "pwml_reference/Dice", "pwml_strict/lesion_F1"} <= set(
+        first["results"]
+    )
     stamp = result.stat().st_mtime_ns
     assert run_row_a(f"{toy_dataset}_val", f"{toy_dataset}_test", run_dir) == first
     assert result.stat().st_mtime_ns == stamp

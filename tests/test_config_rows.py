@@ -1,4 +1,5 @@
 """Rows B-E differ from one another only in what Table 1 changes, for both config families."""
+
 import pytest
 
 import rsrcnn_d2
@@ -8,19 +9,38 @@ FULL_ROWS = {p.name[0]: p for p in (CONFIGS / "PWML").glob("*.yaml")}
 
 # what each row changes with respect to the previous one
 INTENDED = {
-    ("B", "C"): {"MODEL.PROPOSAL_GENERATOR.NAME", "MODEL.RPN.POST_NMS_TOPK_TRAIN",
-                 "MODEL.RPN.POST_NMS_TOPK_TEST", "MODEL.ROI_HEADS.NAME",
-                 "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "MODEL.ROI_MASK_HEAD.EXPANSION_K"},
+    ("B", "C"): {
+        "MODEL.PROPOSAL_GENERATOR.NAME",
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+        "MODEL.RPN.POST_NMS_TOPK_TEST",
+        "MODEL.ROI_HEADS.NAME",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+        "MODEL.ROI_MASK_HEAD.EXPANSION_K",
+    },
     ("C", "D"): {"MODEL.ROI_MASK_HEAD.NAME"},
     ("D", "E"): {"MODEL.DCRF.NAME"},
 }
 # what the CPU twins change with respect to the R-101 rows: size, and from-scratch training
-TWIN_KEYS = {"MODEL.PIXEL_MEAN", "MODEL.RSRCNN.NORMALIZATION", "MODEL.RESNETS.DEPTH",
-             "MODEL.RESNETS.RES2_OUT_CHANNELS", "MODEL.RESNETS.NORM", "MODEL.FPN.OUT_CHANNELS",
-             "MODEL.FPN.NORM", "MODEL.ROI_BOX_HEAD.FC_DIM", "MODEL.ROI_MASK_HEAD.CONV_DIM",
-             "INPUT.MIN_SIZE_TRAIN", "INPUT.MAX_SIZE_TRAIN",
-             "INPUT.MIN_SIZE_TEST", "INPUT.MAX_SIZE_TEST", "SOLVER.BASE_LR", "SOLVER.MAX_ITER",
-             "SOLVER.WARMUP_ITERS", "SOLVER.CHECKPOINT_PERIOD", "DATALOADER.NUM_WORKERS"}
+TWIN_KEYS = {
+    "MODEL.PIXEL_MEAN",
+    "MODEL.RSRCNN.NORMALIZATION",
+    "MODEL.RESNETS.DEPTH",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "MODEL.RESNETS.NORM",
+    "MODEL.FPN.OUT_CHANNELS",
+    "MODEL.FPN.NORM",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "INPUT.MIN_SIZE_TRAIN",
+    "INPUT.MAX_SIZE_TRAIN",
+    "INPUT.MIN_SIZE_TEST",
+    "INPUT.MAX_SIZE_TEST",
+    "SOLVER.BASE_LR",
+    "SOLVER.MAX_ITER",
+    "SOLVER.WARMUP_ITERS",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "DATALOADER.NUM_WORKERS",
+}
 
 
 def _flat(node, prefix=""):
@@ -60,13 +80,23 @@ def test_row_b_has_the_references_base_settings():
     assert b.MODEL.RPN.CONV_DIMS == [512]
     h = b.MODEL.ROI_HEADS
     assert (h.BATCH_SIZE_PER_IMAGE, h.POSITIVE_FRACTION, h.CAP_NEGATIVES, h.PROPOSAL_APPEND_GT) == (
-        200, 0.33, True, False)
+        200,
+        0.33,
+        True,
+        False,
+    )
     assert (h.NMS_THRESH_TEST, h.SCORE_THRESH_TEST) == (0.3, 0.7)
     clip = b.SOLVER.CLIP_GRADIENTS
     assert (clip.ENABLED, clip.CLIP_TYPE, clip.CLIP_VALUE) == (True, "norm", 5.0)
     assert b.MODEL.BACKBONE.FREEZE_AT == 0
     assert (b.SOLVER.MAX_ITER, b.SOLVER.IMS_PER_BATCH, b.SOLVER.BASE_LR) == (5000, 2, 0.001)
     p = b.SOLVER.PLATEAU
-    assert (p.PERIOD, p.PATIENCE, p.FACTOR, p.MIN_DELTA, p.MONITOR) == (50, 10, 0.5, 1e-4, "loss_rpn_cls")
+    assert (p.PERIOD, p.PATIENCE, p.FACTOR, p.MIN_DELTA, p.MONITOR) == (
+        50,
+        10,
+        0.5,
+        1e-4,
+        "loss_rpn_cls",
+    )
     assert b.MODEL.RSRCNN.NORMALIZATION == "minmax_uint8" and b.MODEL.PIXEL_MEAN == [56.49] * 3
     assert b.INPUT.CROP_TO_HEAD

@@ -1,4 +1,5 @@
 """Anatomy-based synthetic cohort: seeded, masks exactly where lesions brighten, realistic difficulty."""
+
 import dataclasses
 
 import nibabel as nib
@@ -12,8 +13,13 @@ from rsrcnn_d2.data.anatomy import AnatomyParams, simulate_subject
 from rsrcnn_d2.data.fileio import read_slice
 from rsrcnn_d2.data.lesions3d import partial_volume
 from rsrcnn_d2.data.nifti import read_nifti_pair
-from rsrcnn_d2.data.realism import (best_threshold_dice, lesion_measures, lesion_slice_spans,
-                                    summarize_measures, volume_realism)
+from rsrcnn_d2.data.realism import (
+    best_threshold_dice,
+    lesion_measures,
+    lesion_slice_spans,
+    summarize_measures,
+    volume_realism,
+)
 from rsrcnn_d2.data.sources import slice_folder_subjects
 from rsrcnn_d2.data.subject_geometry import AcquisitionGrid
 
@@ -62,15 +68,18 @@ def test_acquisition_grid_and_affine(subjects):
         assert params.slice_mm[0] <= zooms[2] <= params.slice_mm[1]
         centre = s.affine @ np.array([*(np.array(s.image.shape) - 1) / 2, 1.0])
         np.testing.assert_allclose(centre[:3], 0, atol=1e-9)
-    assert subjects[0].image.shape != subjects[1].image.shape or \
-        not np.array_equal(subjects[0].image, subjects[1].image)
+    assert subjects[0].image.shape != subjects[1].image.shape or not np.array_equal(
+        subjects[0].image, subjects[1].image
+    )
 
 
 def test_cohort_files_match_the_simulation_and_png_layout(tmp_path, subjects):
     out, png = tmp_path / "raw", tmp_path / "png"
     cases = write_anatomical_cohort(out, 1, seed=SEED, slices_dir=png, progress=False)
     assert cases == ["PWML_000"]
-    pair = read_nifti_pair(out / "imagesTr" / "PWML_000_0000.nii.gz", out / "labelsTr" / "PWML_000.nii.gz")
+    pair = read_nifti_pair(
+        out / "imagesTr" / "PWML_000_0000.nii.gz", out / "labelsTr" / "PWML_000.nii.gz"
+    )
     np.testing.assert_array_equal(pair.image, subjects[0].image)  # seeded: file == simulation
     np.testing.assert_array_equal(pair.mask, subjects[0].mask)
     np.testing.assert_allclose(pair.affine, subjects[0].affine, atol=1e-5)
@@ -120,13 +129,13 @@ def test_partial_volume_of_a_sphere_has_its_volume():
     radius = 2.0
     box, pv = partial_volume(np.array([0.3, -0.2, 0.4]), np.full(3, radius), np.eye(3), grid)
     volume = pv.sum() * 0.7 * 0.7 * 1.5
-    assert abs(volume - 4 / 3 * np.pi * radius ** 3) / (4 / 3 * np.pi * radius ** 3) < 0.05
+    assert abs(volume - 4 / 3 * np.pi * radius**3) / (4 / 3 * np.pi * radius**3) < 0.05
     assert pv.max() == 1.0 and (pv[0] == 0).all() and (pv[-1] == 0).all()  # the box has room
 
 
 def test_realism_measures_on_hand_made_slices():
     image = np.zeros((11, 11))
-    image[::2, :] = 2.0                 # the ring alternates rows of 0 and 2: mean 1, sd 1
+    image[::2, :] = 2.0  # the ring alternates rows of 0 and 2: mean 1, sd 1
     mask = np.zeros((11, 11), bool)
     mask[5, 5] = True
     image[5, 5] = 5.0
@@ -139,16 +148,19 @@ def test_realism_measures_on_hand_made_slices():
     image[0, 0] = 9.0
     assert best_threshold_dice(image, mask) == pytest.approx(2 / 3)
     volume = np.zeros((5, 5, 6), bool)
-    volume[1, 1, 1:3] = True            # spans 2 slices
-    volume[3, 3, 5] = True              # spans 1
+    volume[1, 1, 1:3] = True  # spans 2 slices
+    volume[3, 3, 5] = True  # spans 1
     assert sorted(lesion_slice_spans(volume).tolist()) == [1, 2]
 
 
 @pytest.mark.skipif(not SHARED_SLICES.is_dir(), reason="reference slices not available")
 def test_reference_slices_are_in_the_ranges_the_cohort_is_held_to():
     """The measures reproduce the published facts about the real slices (areas, contrast, threshold)."""
-    pairs = [(read_slice(i), read_slice(m) > 0) for s in slice_folder_subjects(SHARED_SLICES)
-             for _, i, m in s.slices]
+    pairs = [
+        (read_slice(i), read_slice(m) > 0)
+        for s in slice_folder_subjects(SHARED_SLICES)
+        for _, i, m in s.slices
+    ]
     table = summarize_measures(pairs)
     assert 1 <= table["area_min"] and table["area_max"] <= 12
     assert 2.5 <= table["contrast_median"] <= 5.5

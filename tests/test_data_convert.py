@@ -1,4 +1,5 @@
 """Conversion: NIfTI / slice folders -> COCO JSON + slice files, and back through the mapper."""
+
 import json
 
 import nibabel as nib
@@ -27,7 +28,7 @@ def test_round_trip_volume_to_mapper_masks(tmp_path):
     image = rng.integers(0, 3000, (20, 24, 5)).astype(np.int16)
     mask = np.zeros((20, 24, 5), np.uint8)
     mask[3:6, 4:6, 1] = 1
-    mask[10, 10, 1] = mask[11, 11, 1] = 1   # diagonal pair: one lesion
+    mask[10, 10, 1] = mask[11, 11, 1] = 1  # diagonal pair: one lesion
     mask[15:18, 2, 3] = 1
     affine = np.diag([-0.8, 0.9, 2.0, 1.0])  # x flipped: as_closest_canonical must act
     nnunet_case(tmp_path / "raw", "s1", image, mask, affine)
@@ -58,8 +59,8 @@ def test_round_trip_volume_to_mapper_masks(tmp_path):
 
 def test_lesion_annotations_connectivity():
     mask = np.zeros((8, 8), np.uint8)
-    mask[1, 1] = mask[2, 2] = 1          # corner-touching: one lesion (8-connectivity)
-    mask[5, 5] = 1                       # isolated single pixel
+    mask[1, 1] = mask[2, 2] = 1  # corner-touching: one lesion (8-connectivity)
+    mask[5, 5] = 1  # isolated single pixel
     mask[1, 5:7] = 1
     annos = lesion_annotations(mask)
     assert len(annos) == 3
@@ -75,8 +76,10 @@ def test_output_layout_and_counts(converted, cohort):
     summary = json.loads((converted / "conversion.json").read_text())
     coco = _coco(converted)
     assert summary["num_images"] == len(coco["images"]) > 0
-    assert all(len([a for a in coco["annotations"] if a["image_id"] == im["id"]]) > 0
-               for im in coco["images"])  # lesion slices only
+    assert all(
+        len([a for a in coco["annotations"] if a["image_id"] == im["id"]]) > 0
+        for im in coco["images"]
+    )  # lesion slices only
     im = coco["images"][0]
     assert {"subject", "slice_index", "source_file", "spacing", "height", "width"} <= set(im)
     assert (converted / "images" / im["file_name"]).exists()
@@ -94,7 +97,9 @@ def test_all_slices_and_workers_give_same_output(cohort, tmp_path):
     b = convert_pwml(cohort, tmp_path / "b", lesion_slices_only=False, workers=2)
     assert a == b and a["num_images"] == 6 * 6
     assert _coco(tmp_path / "a") == _coco(tmp_path / "b")
-    assert (tmp_path / "a" / "splits.json").read_text() == (tmp_path / "b" / "splits.json").read_text()
+    assert (tmp_path / "a" / "splits.json").read_text() == (
+        tmp_path / "b" / "splits.json"
+    ).read_text()
 
 
 def test_rerun_replaces_output_and_refuses_foreign_folder(cohort, tmp_path):
@@ -131,18 +136,33 @@ def test_the_split_names_written_are_the_names_registered(converted, tmp_path):
     from rsrcnn_d2.data.register import pwml_split_names
     from rsrcnn_d2.data.splits import split_names
 
-    assert split_names(2) == ["all", "train", "val", "test", "fold0_train", "fold0_val",
-                              "fold1_train", "fold1_val"]
+    assert split_names(2) == [
+        "all",
+        "train",
+        "val",
+        "test",
+        "fold0_train",
+        "fold0_val",
+        "fold1_train",
+        "fold1_val",
+    ]
     root = tmp_path / "copy"
     shutil.copytree(converted, root)
     summary = json.loads((root / "conversion.json").read_text())
-    written = sorted(p.name[len("instances_"):-len(".json")] for p in (root / "annotations").iterdir())
+    written = sorted(
+        p.name[len("instances_") : -len(".json")] for p in (root / "annotations").iterdir()
+    )
     assert summary["splits"] == pwml_split_names(root) == split_names(5)
     assert written == sorted(split_names(5))
     resplit_pwml(root, seed=7, num_folds=2)
-    written = sorted(p.name[len("instances_"):-len(".json")] for p in (root / "annotations").iterdir())
-    assert json.loads((root / "conversion.json").read_text())["splits"] == pwml_split_names(root) == \
-        split_names(2)
+    written = sorted(
+        p.name[len("instances_") : -len(".json")] for p in (root / "annotations").iterdir()
+    )
+    assert (
+        json.loads((root / "conversion.json").read_text())["splits"]
+        == pwml_split_names(root)
+        == split_names(2)
+    )
     assert written == sorted(split_names(2))
 
 
@@ -164,8 +184,9 @@ def test_pair_lists_and_coronal_axis(tmp_path):
     save_nifti(tmp_path / "a_t1.nii", image)
     save_nifti(tmp_path / "a_mask.nii", mask)
     (tmp_path / "pairs.csv").write_text("subject,image,mask\nA,a_t1.nii,a_mask.nii\n")
-    (tmp_path / "pairs.json").write_text(json.dumps([{"subject": "A", "image": "a_t1.nii",
-                                                      "mask": "a_mask.nii"}]))
+    (tmp_path / "pairs.json").write_text(
+        json.dumps([{"subject": "A", "image": "a_t1.nii", "mask": "a_mask.nii"}])
+    )
     s1 = convert_pwml(tmp_path / "pairs.csv", tmp_path / "o1", workers=1)
     s2 = convert_pwml(tmp_path / "pairs.json", tmp_path / "o2", workers=1, axis="coronal")
     assert s1["num_images"] == 2 and s1["axis"] == "axial"

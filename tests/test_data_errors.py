@@ -1,4 +1,5 @@
 """Every kind of bad input raises PWMLDataError naming the file, and nothing half-written remains."""
+
 import gzip
 
 import numpy as np
@@ -89,8 +90,12 @@ def test_subject_without_slices(tmp_path):
     _, m = nnunet_case(tmp_path / "raw", "a", image, mask)
     assert "no lesion slices" in str(_expect(m, tmp_path))
     # with every slice kept, a lesion-free subject is fine
-    assert convert_pwml(tmp_path / "raw", tmp_path / "ok", workers=1,
-                        lesion_slices_only=False)["num_images"] == 4
+    assert (
+        convert_pwml(tmp_path / "raw", tmp_path / "ok", workers=1, lesion_slices_only=False)[
+            "num_images"
+        ]
+        == 4
+    )
 
 
 def _png(path, array):
@@ -187,5 +192,8 @@ def test_nifti_names_have_one_definition(tmp_path):
     assert not hasattr(sources, "NIFTI_ENDINGS") and not hasattr(inputs, "NIFTI_ENDINGS")
     image, mask = _volume()
     nnunet_case(tmp_path / "raw", "case_0000", image, mask)  # nnU-Net channel twice
-    assert [s.subject for s in sources.nnunet_subjects(tmp_path / "raw")] == \
-        [nifti.case_name("case_0000_0000.nii.gz")] == ["case_0000"]
+    assert (
+        [s.subject for s in sources.nnunet_subjects(tmp_path / "raw")]
+        == [nifti.case_name("case_0000_0000.nii.gz")]
+        == ["case_0000"]
+    )

@@ -1,4 +1,5 @@
 """Helpers shared by the data tests (no tests here): tiny NIfTI subjects and cohorts."""
+
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,14 @@ def save_nifti(path, array, affine=None):
 def nnunet_case(root, case, image, mask, image_affine=None, mask_affine=None):
     """Write one nnU-Net case; returns (image path, mask path)."""
     root = Path(root)
-    return (save_nifti(root / "imagesTr" / f"{case}_0000.nii.gz", image, image_affine),
-            save_nifti(root / "labelsTr" / f"{case}.nii.gz", mask,
-                       image_affine if mask_affine is None else mask_affine))
+    return (
+        save_nifti(root / "imagesTr" / f"{case}_0000.nii.gz", image, image_affine),
+        save_nifti(
+            root / "labelsTr" / f"{case}.nii.gz",
+            mask,
+            image_affine if mask_affine is None else mask_affine,
+        ),
+    )
 
 
 def small_cohort(root, n=6, seed=0, size=64, depth=6):
@@ -63,5 +69,14 @@ def lesion_volume(seed=0, size=64, depth=6):
     return synthetic_volume(size, depth, seed=seed)
 
 
-__all__ = ["SHARED_SLICES", "save_nifti", "nnunet_case", "small_cohort", "cohort", "converted",
-           "converted_cohort", "lesion_volume", "np"]
+__all__ = [
+    "SHARED_SLICES",
+    "save_nifti",
+    "nnunet_case",
+    "small_cohort",
+    "cohort",
+    "converted",
+    "converted_cohort",
+    "lesion_volume",
+    "np",
+]

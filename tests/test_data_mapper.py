@@ -1,4 +1,5 @@
 """The mapper and the paper's augmentation: aligned image and masks, no test-time augmentation."""
+
 import numpy as np
 import pytest
 import torch
@@ -26,8 +27,15 @@ def _record(tmp_path, mask, image=None, name="s.npy"):
     annos = lesion_annotations(mask)
     for a in annos:
         a.update(bbox_mode=0, category_id=0)
-    return {"file_name": str(tmp_path / name), "height": mask.shape[0], "width": mask.shape[1],
-            "image_id": 1, "subject": "x", "slice_index": 3, "annotations": annos}
+    return {
+        "file_name": str(tmp_path / name),
+        "height": mask.shape[0],
+        "width": mask.shape[1],
+        "image_id": 1,
+        "subject": "x",
+        "slice_index": 3,
+        "annotations": annos,
+    }
 
 
 def _blobs(h=48, w=56):
@@ -94,8 +102,10 @@ def test_mapper_output_no_zscore_three_channels(tmp_path):
 
 def test_test_mapping_is_deterministic_and_resizes_like_detectron2(tmp_path):
     rec = _record(tmp_path, _blobs(90, 100))
-    cfg = get_rsrcnn_cfg(TINY, ["INPUT.CROP_TO_HEAD", "False", "INPUT.MIN_SIZE_TEST", "128",
-                                "INPUT.MAX_SIZE_TEST", "128"])
+    cfg = get_rsrcnn_cfg(
+        TINY,
+        ["INPUT.CROP_TO_HEAD", "False", "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128"],
+    )
     mapper = PWMLDatasetMapper(cfg, False)
     a, b = mapper(rec), mapper(rec)
     assert torch.equal(a["image"], b["image"])
@@ -153,8 +163,11 @@ def test_model_forward_on_mapped_batch(converted):
     assert all(torch.isfinite(v) for v in losses.values())
 
 
-@pytest.mark.parametrize("bad_size", [(10, 10), (40, 21), (41, 20), (20, 40)],
-                         ids=["smaller", "one-column-more", "one-row-more", "transposed"])
+@pytest.mark.parametrize(
+    "bad_size",
+    [(10, 10), (40, 21), (41, 20), (20, 40)],
+    ids=["smaller", "one-column-more", "one-row-more", "transposed"],
+)
 def test_size_mismatch_names_file(tmp_path, bad_size):
     from rsrcnn_d2.data.errors import PWMLDataError
 
@@ -162,8 +175,9 @@ def test_size_mismatch_names_file(tmp_path, bad_size):
     rec["height"], rec["width"] = bad_size
     with pytest.raises(PWMLDataError) as err:
         PWMLDatasetMapper(True, augmentations=[])(rec)
-    assert str(err.value) == (f"{tmp_path / 's.npy'}: slice of size (40, 20) but the dataset says "
-                              f"{bad_size}")
+    assert str(err.value) == (
+        f"{tmp_path / 's.npy'}: slice of size (40, 20) but the dataset says {bad_size}"
+    )
 
 
 def test_size_given_or_missing_is_accepted(tmp_path):

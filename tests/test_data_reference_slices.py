@@ -1,4 +1,5 @@
 """The reference implementation's PNG slice folders (real data, read in place; skipped if absent)."""
+
 import json
 
 import numpy as np
@@ -11,8 +12,9 @@ from rsrcnn_d2.data.mapper import PWMLDatasetMapper
 from rsrcnn_d2.data.register import register_pwml_root
 from test_data_fixtures import SHARED_SLICES
 
-pytestmark = pytest.mark.skipif(not (SHARED_SLICES / "input").is_dir(),
-                                reason=f"reference slices not found at {SHARED_SLICES}")
+pytestmark = pytest.mark.skipif(
+    not (SHARED_SLICES / "input").is_dir(), reason=f"reference slices not found at {SHARED_SLICES}"
+)
 
 
 def test_reference_slices_round_trip(tmp_path):

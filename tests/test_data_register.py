@@ -1,4 +1,5 @@
 """Registration: import-time names, lazy loading, metadata, configs that name the splits."""
+
 import json
 
 import pytest
@@ -6,8 +7,13 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.model_zoo import get_config_file
-from rsrcnn_d2.data.register import (PWML_METADATA, pwml_split_names, register_all_pwml,
-                                     register_pwml_root, register_pwml_split)
+from rsrcnn_d2.data.register import (
+    PWML_METADATA,
+    pwml_split_names,
+    register_all_pwml,
+    register_pwml_root,
+    register_pwml_split,
+)
 from test_data_fixtures import cohort, converted  # noqa: F401
 
 
@@ -21,7 +27,8 @@ def test_import_registers_default_names():
     import rsrcnn_d2.data  # noqa: F401
 
     for name in ["pwml_train", "pwml_val", "pwml_test"] + [
-            f"pwml_fold{i}_{p}" for i in range(5) for p in ("train", "val")]:
+        f"pwml_fold{i}_{p}" for i in range(5) for p in ("train", "val")
+    ]:
         assert name in DatasetCatalog.list()
         assert MetadataCatalog.get(name).thing_classes == ["lesion"]
         assert MetadataCatalog.get(name).evaluator_type == "pwml"
@@ -41,8 +48,15 @@ def test_register_converted_root(converted):
     train = DatasetCatalog.get("regtest_train")
     assert {r["subject"] for r in train} == set(splits["train"])
     r = train[0]
-    assert {"file_name", "height", "width", "image_id", "subject", "slice_index",
-            "annotations"} <= set(r)
+    assert {
+        "file_name",
+        "height",
+        "width",
+        "image_id",
+        "subject",
+        "slice_index",
+        "annotations",
+    } <= set(r)
     assert all(a["category_id"] == 0 for a in r["annotations"])
     meta = MetadataCatalog.get("regtest_fold2_val")
     assert meta.thing_classes == PWML_METADATA["thing_classes"] and meta.split == "fold2_val"
@@ -64,8 +78,11 @@ def test_env_root_is_registered_by_import(converted, monkeypatch):
     assert len(DatasetCatalog.get("pwml_all")) == num_images
 
 
-@pytest.mark.parametrize("content", ['{"folds": [["PWML_0', "{}", "[]", '{"folds": 3}'],
-                         ids=["truncated", "no-folds", "a-list", "folds-not-a-list"])
+@pytest.mark.parametrize(
+    "content",
+    ['{"folds": [["PWML_0', "{}", "[]", '{"folds": 3}'],
+    ids=["truncated", "no-folds", "a-list", "folds-not-a-list"],
+)
 def test_damaged_splits_json_registers_default_names(tmp_path, content):
     """A damaged splits.json under $DETECTRON2_DATASETS must not break ``import rsrcnn_d2``:
     the default names are registered and the splits that exist still load."""
@@ -87,9 +104,10 @@ def test_yaml_selects_splits(converted):
     from rsrcnn_d2 import get_rsrcnn_cfg
 
     register_pwml_root(converted, "yamltest")
-    cfg = get_rsrcnn_cfg(get_config_file("PWML-Tiny/E_rsrcnn_R_18_FPN.yaml"),
-                         ["DATASETS.TRAIN", "('yamltest_fold0_train',)",
-                          "DATASETS.TEST", "('yamltest_fold0_val',)"])
+    cfg = get_rsrcnn_cfg(
+        get_config_file("PWML-Tiny/E_rsrcnn_R_18_FPN.yaml"),
+        ["DATASETS.TRAIN", "('yamltest_fold0_train',)", "DATASETS.TEST", "('yamltest_fold0_val',)"],
+    )
     dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN)
     val = {r["subject"] for r in get_detection_dataset_dicts(cfg.DATASETS.TEST)}
     assert dicts and not {r["subject"] for r in dicts} & val

@@ -1,6 +1,7 @@
 """Data safety of the conversion (issue 11): nothing written outside the output, nothing of the
 user's deleted, no staging or worker left after a kill, the umask respected, palette PNGs read
 as grey, NaN masks and blank images refused, bad --fractions reported as a usage error."""
+
 import json
 import os
 import signal
@@ -30,8 +31,10 @@ def _pair(folder, name="a"):
     image = np.arange(10 * 12 * 4, dtype=np.float32).reshape(10, 12, 4)
     mask = np.zeros((10, 12, 4), np.uint8)
     mask[2, 3, 1] = mask[7, 5, 2] = 1
-    return (save_nifti(Path(folder) / f"{name}_t1.nii", image),
-            save_nifti(Path(folder) / f"{name}_mask.nii", mask))
+    return (
+        save_nifti(Path(folder) / f"{name}_t1.nii", image),
+        save_nifti(Path(folder) / f"{name}_mask.nii", mask),
+    )
 
 
 def _tree(root):
@@ -40,20 +43,30 @@ def _tree(root):
 
 # ---------------------------------------------------------------- 1. path traversal
 
-@pytest.mark.parametrize("subject", ["../../../escaped", "/tmp/abs_subject", "", ".", "..",
-                                     "a/b", "a\\b", "sp ace"])
+
+@pytest.mark.parametrize(
+    "subject", ["../../../escaped", "/tmp/abs_subject", "", ".", "..", "a/b", "a\\b", "sp ace"]
+)
 @pytest.mark.parametrize("kind", ["csv", "json"])
 def test_unsafe_subject_ids_are_refused(tmp_path, subject, kind):
     src = tmp_path / "deep" / "er" / "src"
     _pair(src)
     if kind == "csv":
         lst = src / "pairs.csv"
-        lst.write_text(f"subject,image,mask\nok,a_t1.nii,a_mask.nii\n{subject},a_t1.nii,a_mask.nii\n")
+        lst.write_text(
+            f"subject,image,mask\nok,a_t1.nii,a_mask.nii\n{subject},a_t1.nii,a_mask.nii\n"
+        )
         where = "line 3"
     else:
         lst = src / "pairs.json"
-        lst.write_text(json.dumps([{"subject": "ok", "image": "a_t1.nii", "mask": "a_mask.nii"},
-                                   {"subject": subject, "image": "a_t1.nii", "mask": "a_mask.nii"}]))
+        lst.write_text(
+            json.dumps(
+                [
+                    {"subject": "ok", "image": "a_t1.nii", "mask": "a_mask.nii"},
+                    {"subject": subject, "image": "a_t1.nii", "mask": "a_mask.nii"},
+                ]
+            )
+        )
         where = "entry 1"
     before = _tree(tmp_path)
     with pytest.raises(PWMLDataError) as err:
@@ -75,7 +88,9 @@ def test_subject_source_list_cannot_escape_the_output(tmp_path):
 def test_output_path_helper_refuses_paths_outside_root(tmp_path):
     from rsrcnn_d2.data.fileio import output_path
 
-    assert output_path(tmp_path, "images", "s1", "s1_0001.npy") == tmp_path / "images/s1/s1_0001.npy"
+    assert (
+        output_path(tmp_path, "images", "s1", "s1_0001.npy") == tmp_path / "images/s1/s1_0001.npy"
+    )
     for parts in (("..", "x"), ("images", "../../x"), ("/etc/passwd",)):
         with pytest.raises(PWMLDataError, match="outside the output folder"):
             output_path(tmp_path, *parts)
@@ -85,6 +100,7 @@ def test_output_path_helper_refuses_paths_outside_root(tmp_path):
 
 
 # ---------------------------------------------------------------- 2. data loss
+
 
 def test_foreign_files_in_a_previous_output_survive(cohort, tmp_path):
     out = tmp_path / "v"
@@ -153,6 +169,7 @@ def test_symlinked_output_or_subfolder_is_refused(cohort, tmp_path):
     out = tmp_path / "real"
     convert_pwml(cohort, out, workers=1)
     import shutil
+
     shutil.rmtree(out / "images")
     (out / "images").symlink_to(target)
     with pytest.raises(PWMLDataError, match="symbolic link"):
@@ -165,13 +182,34 @@ def test_cli_repro_keeps_notes(cohort, tmp_path):
     out.mkdir()
     (out / "conversion.json").write_text("{}")
     (out / "NOTES.txt").write_text("notes\n")
-    run = subprocess.run([sys.executable, str(REPO / "tools" / "prepare_pwml.py"), str(cohort),
-                          "--output", str(out), "--workers", "1"], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "prepare_pwml.py"),
+            str(cohort),
+            "--output",
+            str(out),
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     assert (out / "NOTES.txt").read_text() == "notes\n"
-    run = subprocess.run([sys.executable, str(REPO / "tools" / "prepare_pwml.py"), str(cohort),
-                          "--output", str(cohort / "sub"), "--workers", "1"], capture_output=True,
-                         text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "prepare_pwml.py"),
+            str(cohort),
+            "--output",
+            str(cohort / "sub"),
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2 and "inside the input" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
 
@@ -270,6 +308,7 @@ def test_sigterm_ends_the_run_and_removes_its_staging(tmp_path):
 
 # ---------------------------------------------------------------- 4. permissions
 
+
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
 def test_outputs_respect_the_umask(cohort, tmp_path, umask):
     old = os.umask(umask)
@@ -287,6 +326,7 @@ def test_outputs_respect_the_umask(cohort, tmp_path, umask):
 
 
 # ---------------------------------------------------------------- 10. palette and other PNG modes
+
 
 def _palette_png(path, colour=False):
     """Index i shows grey 255 - 10 i: indices differ from the grey values."""
@@ -329,6 +369,7 @@ def test_grey_alpha_and_16_bit_pngs(tmp_path):
 
 # ---------------------------------------------------------------- 12. NaN masks, blank images
 
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_mask_is_refused_even_with_binarize(tmp_path, bad):
     image = np.arange(8 * 8 * 3, dtype=np.float32).reshape(8, 8, 3)
@@ -367,12 +408,18 @@ def test_constant_image_is_refused(tmp_path, value):
 
 # ---------------------------------------------------------------- 13. bad --fractions
 
-@pytest.mark.parametrize("fractions", [["0.5", "0.5", "0.5"], ["-0.2", "0.6", "0.6"],
-                                       ["nan", "0.5", "0.5"], ["1", "0", "inf"]])
+
+@pytest.mark.parametrize(
+    "fractions",
+    [["0.5", "0.5", "0.5"], ["-0.2", "0.6", "0.6"], ["nan", "0.5", "0.5"], ["1", "0", "inf"]],
+)
 def test_bad_fractions_are_a_usage_error(tmp_path, capsys, fractions):
     from rsrcnn_d2.data import prepare_cli as prepare_pwml  # tools/prepare_pwml.py's program
+
     with pytest.raises(SystemExit) as ex:
-        prepare_pwml.main([str(tmp_path), "--output", str(tmp_path / "o"), "--fractions", *fractions])
+        prepare_pwml.main(
+            [str(tmp_path), "--output", str(tmp_path / "o"), "--fractions", *fractions]
+        )
     assert ex.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "--fractions" in err[-1] and "sum to 1" in err[-1]
@@ -380,6 +427,7 @@ def test_bad_fractions_are_a_usage_error(tmp_path, capsys, fractions):
 
 def test_bad_folds_name_the_source(cohort, tmp_path, capsys):
     from rsrcnn_d2.data import prepare_cli as prepare_pwml  # tools/prepare_pwml.py's program
+
     assert prepare_pwml.main([str(cohort), "--output", str(tmp_path / "o"), "--folds", "9"]) == 2
     assert "cannot make 9 folds of 6 subjects" in capsys.readouterr().err
     with pytest.raises(SystemExit) as ex:
@@ -400,4 +448,5 @@ def test_resplit_keeps_the_manifest_and_foreign_fold_files(cohort, tmp_path):
     assert not (out / "annotations" / "instances_fold4_val.json").exists()
     assert (out / "annotations" / "instances_fold9_val.json").read_text() == "user's"
     assert set(files) == {p for p in _tree(out) if (out / p).is_file()} - {
-        "annotations/instances_fold9_val.json"}
+        "annotations/instances_fold9_val.json"
+    }

@@ -1,4 +1,5 @@
 """Subject splits and folds: disjoint, complete, seeded, sized as documented."""
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -6,8 +7,17 @@ from hypothesis import strategies as st
 from rsrcnn_d2.data.splits import make_splits, split_sizes, subject_folds, subject_splits
 
 
-@pytest.mark.parametrize("n, sizes", [(70, [49, 11, 10]), (5, [3, 1, 1]), (6, [4, 1, 1]),
-                                      (10, [7, 2, 1]), (1, [1, 0, 0]), (0, [0, 0, 0])])
+@pytest.mark.parametrize(
+    "n, sizes",
+    [
+        (70, [49, 11, 10]),
+        (5, [3, 1, 1]),
+        (6, [4, 1, 1]),
+        (10, [7, 2, 1]),
+        (1, [1, 0, 0]),
+        (0, [0, 0, 0]),
+    ],
+)
 def test_split_sizes(n, sizes):
     assert split_sizes(n, (0.7, 0.15, 0.15)) == sizes
 
@@ -37,7 +47,9 @@ def test_folds_validate_every_subject_once(n, k, seed):
     vals = [v for f in folds for v in f["val"]]
     assert sorted(vals) == subjects  # each subject validated exactly once
     for f in folds:
-        assert set(f["train"]) | set(f["val"]) == set(subjects) and not set(f["train"]) & set(f["val"])
+        assert set(f["train"]) | set(f["val"]) == set(subjects) and not set(f["train"]) & set(
+            f["val"]
+        )
     assert max(len(f["val"]) for f in folds) - min(len(f["val"]) for f in folds) <= 1
 
 

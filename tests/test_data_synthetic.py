@@ -1,4 +1,5 @@
 """Synthetic cohort: seeded NIfTI volumes with lesions on some slices, proper affines."""
+
 import json
 
 import nibabel as nib
@@ -40,7 +41,9 @@ def test_fast_path_repeats_two_lesion_free_and_two_lesion_slices():
     assert len(lesion) == 4 and all(4 <= z < 16 for z in lesion)  # round(0.2 x 20), middle 60 %
     drawn = {}
     for z in range(20):
-        drawn.setdefault((z in lesion, z % 2), set()).add((image[:, :, z].tobytes(), mask[:, :, z].tobytes()))
+        drawn.setdefault((z in lesion, z % 2), set()).add(
+            (image[:, :, z].tobytes(), mask[:, :, z].tobytes())
+        )
     assert all(len(slices) == 1 for slices in drawn.values()), drawn.keys()
     assert len({image[:, :, z].tobytes() for z in range(20)}) == len(drawn) == 4
     full, _, _ = synthetic_volume(64, 20, lesion_fraction=0.2, seed=0)
@@ -62,7 +65,9 @@ def test_cohort_layout_and_cache(tmp_path):
     first = tmp_path / "imagesTr" / "PWML_000_0000.nii.gz"
     before = first.stat().st_ino  # files are written to a temporary name and renamed: a new inode
     write_synthetic_cohort(tmp_path, 4, size=32, depth=4, seed=2)  # reuses cases 0-2
-    assert first.stat().st_ino == before and (tmp_path / "imagesTr" / "PWML_003_0000.nii.gz").exists()
+    assert (
+        first.stat().st_ino == before and (tmp_path / "imagesTr" / "PWML_003_0000.nii.gz").exists()
+    )
     write_synthetic_cohort(tmp_path, 1, size=32, depth=4, seed=2, overwrite=True)
     assert first.stat().st_ino != before  # the check above would see a rewrite
     other = tmp_path / "again"

@@ -1,4 +1,5 @@
 """--dataset-root [NAME=]DIR: registering prepared cohorts by hand, in the tools and their workers."""
+
 import json
 import os
 import shutil
@@ -57,11 +58,17 @@ def test_refuses_missing_unprepared_and_clashing_roots(converted, tmp_path):
         register_dataset_roots([f"x={converted}", f"x={other}"])
     assert "x_train" not in DatasetCatalog.list()  # nothing registered by a refused call
     register_dataset_roots([f"y={converted}"])
-    with pytest.raises(PWMLDataError, match=r"other: dataset name y_all is already registered for "
-                                            r"the prepared dataset .*; choose another prefix"):
+    with pytest.raises(
+        PWMLDataError,
+        match=r"other: dataset name y_all is already registered for "
+        r"the prepared dataset .*; choose another prefix",
+    ):
         register_dataset_roots([f"y={other}"])
-    with pytest.raises(PWMLDataError, match=r"dataset name coco_2017_train is already registered for "
-                                            r"a dataset that is not PWML's"):
+    with pytest.raises(
+        PWMLDataError,
+        match=r"dataset name coco_2017_train is already registered for "
+        r"a dataset that is not PWML's",
+    ):
         register_dataset_roots([f"coco_2017={other}"])
 
 
@@ -82,18 +89,60 @@ def test_train_net_registers_a_second_cohort_in_two_gloo_workers(converted, tmp_
     """No $DETECTRON2_DATASETS cohort at all: the workers see only the --dataset-root one."""
     out = tmp_path / "run"
     env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "empty"), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", str(TINY_ROWS["B"]),
-           "--num-gpus", "2", "--dist-url", f"tcp://127.0.0.1:{_free_port()}",
-           "--dataset-root", f"mycohort={converted}",
-           "OUTPUT_DIR", str(out), "MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2",
-           "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "0", "SOLVER.WARMUP_ITERS", "0",
-           "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR", "SOLVER.STEPS", "()",
-           "DATASETS.TRAIN", "('mycohort_train',)", "DATASETS.VAL", "()",
-           "DATASETS.TEST", "('mycohort_val',)",
-           "INPUT.CROP_TO_HEAD", "False", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
-           "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        str(REPO / "tools" / "train_net.py"),
+        "--config-file",
+        str(TINY_ROWS["B"]),
+        "--num-gpus",
+        "2",
+        "--dist-url",
+        f"tcp://127.0.0.1:{_free_port()}",
+        "--dataset-root",
+        f"mycohort={converted}",
+        "OUTPUT_DIR",
+        str(out),
+        "MODEL.DEVICE",
+        "cpu",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.MAX_ITER",
+        "2",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1000",
+        "TEST.EVAL_PERIOD",
+        "0",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+        "SOLVER.LR_SCHEDULER_NAME",
+        "WarmupMultiStepLR",
+        "SOLVER.STEPS",
+        "()",
+        "DATASETS.TRAIN",
+        "('mycohort_train',)",
+        "DATASETS.VAL",
+        "()",
+        "DATASETS.TEST",
+        "('mycohort_val',)",
+        "INPUT.CROP_TO_HEAD",
+        "False",
+        "INPUT.MIN_SIZE_TRAIN",
+        "(64,)",
+        "INPUT.MAX_SIZE_TRAIN",
+        "64",
+        "INPUT.MIN_SIZE_TEST",
+        "64",
+        "INPUT.MAX_SIZE_TEST",
+        "64",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         log, _ = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
@@ -115,8 +164,16 @@ def test_train_net_refuses_an_unprepared_root_with_exit_2(tmp_path, capsys):
     from rsrcnn_d2.engine.train_net import cli  # the program tools/train_net.py runs, in-process
 
     (tmp_path / "raw").mkdir()
-    code = cli(["--config-file", str(TINY_ROWS["B"]), "--dataset-root", str(tmp_path / "raw"),
-                "OUTPUT_DIR", str(tmp_path / "out")])
+    code = cli(
+        [
+            "--config-file",
+            str(TINY_ROWS["B"]),
+            "--dataset-root",
+            str(tmp_path / "raw"),
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2, err[-2000:]
     assert err.startswith(f"train_net.py: error: {tmp_path / 'raw'}: not a prepared PWML dataset")
@@ -134,15 +191,46 @@ def _tune_dcrf():
 
 def test_tune_dcrf_tunes_on_a_dataset_root(converted, tmp_path, capsys):
     out = tmp_path / "tuned.yaml"
-    code = _tune_dcrf().main(["--config-file", str(TINY_ROWS["E"]), "--dataset-root", f"tcohort={converted}",
-                              "--dataset", "tcohort_val", "--output", str(out), "--init-points", "1",
-                              "--n-iter", "1", "MODEL.DEVICE", "cpu", "INPUT.CROP_TO_HEAD", "False",
-                              "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64"])
+    code = _tune_dcrf().main(
+        [
+            "--config-file",
+            str(TINY_ROWS["E"]),
+            "--dataset-root",
+            f"tcohort={converted}",
+            "--dataset",
+            "tcohort_val",
+            "--output",
+            str(out),
+            "--init-points",
+            "1",
+            "--n-iter",
+            "1",
+            "MODEL.DEVICE",
+            "cpu",
+            "INPUT.CROP_TO_HEAD",
+            "False",
+            "INPUT.MIN_SIZE_TEST",
+            "64",
+            "INPUT.MAX_SIZE_TEST",
+            "64",
+        ]
+    )
     assert code == 0
     trials = json.loads(out.with_suffix(".json").read_text())
     assert trials["dataset"] == "tcohort_val"
     assert "mean Dice (strict) on tcohort_val" in capsys.readouterr().out
-    assert _tune_dcrf().main(["--config-file", str(TINY_ROWS["E"]), "--dataset-root", str(tmp_path / "gone"),
-                              "--dataset", "gone_val"]) == 2
+    assert (
+        _tune_dcrf().main(
+            [
+                "--config-file",
+                str(TINY_ROWS["E"]),
+                "--dataset-root",
+                str(tmp_path / "gone"),
+                "--dataset",
+                "gone_val",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err == f"tune_dcrf: error: {tmp_path / 'gone'}: dataset root does not exist"

@@ -1,4 +1,5 @@
 """The demo's report: both protocols' figures, as the evaluator computed them."""
+
 import numpy as np
 import torch
 
@@ -15,15 +16,27 @@ def test_report_tables_both_protocols(tmp_path, capsys):
     truth = np.zeros((16, 16), bool)
     truth[4:6, 4:6] = True
     half = truth.copy()
-    half[5, :] = False                                   # 2 of 4 lesion pixels: Dice 2·2/(2+4)
+    half[5, :] = False  # 2 of 4 lesion pixels: Dice 2·2/(2+4)
     for i, pred in enumerate([truth, half, np.zeros_like(truth)]):
-        evaluator.process([{"file_name": f"a/{i}.npy", "image_id": i, "subject": "a", "slice_index": i,
-                            "gt_mask": torch.from_numpy(truth)}], [{"lesion_mask": torch.from_numpy(pred)}])
+        evaluator.process(
+            [
+                {
+                    "file_name": f"a/{i}.npy",
+                    "image_id": i,
+                    "subject": "a",
+                    "slice_index": i,
+                    "gt_mask": torch.from_numpy(truth),
+                }
+            ],
+            [{"lesion_mask": torch.from_numpy(pred)}],
+        )
     results = evaluator.evaluate()
-    demo.write_report(out, csv_dir / "pwml_slices.csv", out / "boxplot.png", out / "case_0000.nii.gz")
+    demo.write_report(
+        out, csv_dir / "pwml_slices.csv", out / "boxplot.png", out / "case_0000.nii.gz"
+    )
     report = (out / "report.md").read_text()
-    strict = (1 + 2 / 3 + 0) / 3                          # the empty prediction counts as 0
-    reference = (1 + 2 / 3) / 2                           # ... and is skipped here
+    strict = (1 + 2 / 3 + 0) / 3  # the empty prediction counts as 0
+    reference = (1 + 2 / 3) / 2  # ... and is skipped here
     assert abs(results["pwml_strict"]["Dice"] - strict) < 1e-9
     assert abs(results["pwml_reference"]["Dice"] - reference) < 1e-9
     assert f"| Dice | {strict:.4f} | {reference:.4f} |" in report

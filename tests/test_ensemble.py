@@ -1,4 +1,5 @@
 """Checkpoint ensembling and flip TTA (rsrcnn_d2.inference.ensemble) on real tiny models."""
+
 import copy
 
 import pytest
@@ -10,8 +11,14 @@ from detectron2.modeling import build_model
 from rsrcnn_d2.inference.ensemble import LesionEnsemble, flip_boxes
 
 # a random network: keep every box it finds, no CRF, so the outputs are the network's
-OPEN = ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.DCRF.NAME", "",
-        "INPUT.CROP_TO_HEAD", "False")
+OPEN = (
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "0.0",
+    "MODEL.DCRF.NAME",
+    "",
+    "INPUT.CROP_TO_HEAD",
+    "False",
+)
 
 
 def _model(*opts):
@@ -115,7 +122,9 @@ def test_train_net_evaluates_with_tta_when_the_config_asks(monkeypatch):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     seen = []
-    monkeypatch.setattr(DefaultTrainer, "test", classmethod(lambda cls, cfg, model, ev=None: seen.append(model)))
+    monkeypatch.setattr(
+        DefaultTrainer, "test", classmethod(lambda cls, cfg, model, ev=None: seen.append(model))
+    )
     cfg, model = _model("TEST.FLIP_TTA", "True")
     tool.Trainer.test(cfg, model)
     assert isinstance(seen[-1], LesionEnsemble) and seen[-1].flip
@@ -129,16 +138,16 @@ def test_votes_count_the_members_that_detected_each_lesion():
 
     merged = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
     a = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
-    b = torch.tensor([[1.0, 1.0, 10.0, 10.0]])   # IoU 0.81 with the first
-    c = torch.tensor([[5.0, 0.0, 15.0, 10.0]])   # IoU 1/3 with the first: not the same lesion
+    b = torch.tensor([[1.0, 1.0, 10.0, 10.0]])  # IoU 0.81 with the first
+    c = torch.tensor([[5.0, 0.0, 15.0, 10.0]])  # IoU 1/3 with the first: not the same lesion
     assert votes(merged, [a, b, c, torch.zeros((0, 4))], 0.5).tolist() == [2, 1]
     assert votes(merged, [a, b, c], 0.3).tolist() == [3, 1]
 
 
 def test_majority_vote_is_the_default_and_one_vote_is_detectron2s_union():
     cfg, model = _model()
-    assert LesionEnsemble.from_config(cfg, [model], flip=True).min_votes == 2       # 2 members
-    assert LesionEnsemble.from_config(cfg, [model] * 2, flip=True).min_votes == 3   # 4 members
+    assert LesionEnsemble.from_config(cfg, [model], flip=True).min_votes == 2  # 2 members
+    assert LesionEnsemble.from_config(cfg, [model] * 2, flip=True).min_votes == 3  # 4 members
     cfg.defrost()
     cfg.TEST.ENSEMBLE_MIN_VOTES = "1"
     union = LesionEnsemble.from_config(cfg, [model], flip=True)

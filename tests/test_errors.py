@@ -1,15 +1,29 @@
 """The exit-code table and the one-line error report every tool shares."""
+
 import pickle
 
 import pytest
 
-from rsrcnn_d2.errors import (EXIT_CONFIG, EXIT_DATA, EXIT_WEIGHTS, ConfigError, PWMLDataError,
-                              WeightsError, exit_code_of, report_errors)
+from rsrcnn_d2.errors import (
+    EXIT_CONFIG,
+    EXIT_DATA,
+    EXIT_WEIGHTS,
+    ConfigError,
+    PWMLDataError,
+    WeightsError,
+    exit_code_of,
+    report_errors,
+)
 
 
-@pytest.mark.parametrize("error, code", [(PWMLDataError("a.nii", "bad"), 2),
-                                         (ConfigError("c.yaml", "bad"), 3),
-                                         (WeightsError("w.pth", "bad"), 4)])
+@pytest.mark.parametrize(
+    "error, code",
+    [
+        (PWMLDataError("a.nii", "bad"), 2),
+        (ConfigError("c.yaml", "bad"), 3),
+        (WeightsError("w.pth", "bad"), 4),
+    ],
+)
 def test_each_kind_of_error_has_its_own_code(error, code):
     assert exit_code_of(error) == code
     assert (EXIT_DATA, EXIT_CONFIG, EXIT_WEIGHTS) == (2, 3, 4)

@@ -1,4 +1,5 @@
 """rsrcnn-evaluate: a folder of predicted NIfTI masks against reference labels, by hand."""
+
 import csv
 import json
 
@@ -37,7 +38,7 @@ def folders(tmp_path):
     pred, truth = _case()
     _save(tmp_path / "ref" / "sub01.nii.gz", truth)
     _save(tmp_path / "pred" / "sub01_lesion.nii.gz", pred)  # rsrcnn-predict's name
-    _save(tmp_path / "pred" / "sub01_prob.nii.gz", pred)    # --save-prob output: not a mask
+    _save(tmp_path / "pred" / "sub01_prob.nii.gz", pred)  # --save-prob output: not a mask
     return tmp_path / "pred", tmp_path / "ref"
 
 
@@ -49,12 +50,20 @@ def test_hand_computed_figures_over_whole_volumes(folders, tmp_path):
     # one subject in 3-D: tp 4, fp 1, fn 5
     assert summary["pwml_subject3d"]["Dice"] == pytest.approx(8 / 14)
     # 2-D lesions: A at z1 (found), A at z2, B at z3 (missed); the z0 blob is false
-    assert summary["pwml_lesion"] == {"true_lesions": 3.0, "found": 1.0, "predicted": 2.0,
-                                      "false_positives": 1.0}
+    assert summary["pwml_lesion"] == {
+        "true_lesions": 3.0,
+        "found": 1.0,
+        "predicted": 2.0,
+        "false_positives": 1.0,
+    }
     # 3-D lesions: A (found), B (missed); two predicted components, one false
     lesion3d = summary["pwml_lesion3d"]
-    assert (lesion3d["true_lesions"], lesion3d["found"], lesion3d["predicted"],
-            lesion3d["false_positives"]) == (2, 1, 2, 1)
+    assert (
+        lesion3d["true_lesions"],
+        lesion3d["found"],
+        lesion3d["predicted"],
+        lesion3d["false_positives"],
+    ) == (2, 1, 2, 1)
     assert lesion3d["F1"] == pytest.approx(2 / (2 + 1 + 1))
     assert summary["slices"] == "all slices"
     rows = list(csv.DictReader(open(tmp_path / "out" / "slices.csv")))

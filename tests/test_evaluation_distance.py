@@ -1,12 +1,16 @@
 """Hausdorff distance and HD95: hand-computed cases and an all-pairs brute force."""
+
 import math
 
 import numpy as np
 import pytest
 
 from rsrcnn_d2.evaluation import hausdorff, hausdorff95, hausdorff_distances
-from rsrcnn_d2.evaluation.distance import (directed_distances, hausdorff95_all_pixels,
-                                           union_bounding_box)
+from rsrcnn_d2.evaluation.distance import (
+    directed_distances,
+    hausdorff95_all_pixels,
+    union_bounding_box,
+)
 
 
 def _edge_points(mask):

@@ -1,4 +1,5 @@
 """PWMLEvaluator end to end on hand-made inputs/outputs (no model)."""
+
 import csv
 import logging
 import math
@@ -28,17 +29,24 @@ BLOCK = [(10, 10), (10, 11), (11, 10), (11, 11)]
 # (subject, slice_index, truth, prediction)
 CASES = [
     ("a", 0, mask((2, 2), *BLOCK), mask((2, 2), *BLOCK)),  # perfect
-    ("a", 1, mask((5, 5)), mask()),                        # missed: empty prediction
-    ("b", 3, mask((4, 4)), mask((4, 7))),                  # 3 px off: Dice 0, HD 3
+    ("a", 1, mask((5, 5)), mask()),  # missed: empty prediction
+    ("b", 3, mask((4, 4)), mask((4, 7))),  # 3 px off: Dice 0, HD 3
 ]
 
 
 def fake_batch(spacing=(0.5, 0.5, 2.0)):
     inputs, outputs = [], []
     for i, (subject, k, truth, pred) in enumerate(CASES):
-        inputs.append({"file_name": f"{subject}/{k}.npy", "image_id": i, "subject": subject,
-                       "slice_index": k, "spacing": spacing,
-                       "gt_mask": torch.from_numpy(truth)})
+        inputs.append(
+            {
+                "file_name": f"{subject}/{k}.npy",
+                "image_id": i,
+                "subject": subject,
+                "slice_index": k,
+                "spacing": spacing,
+                "gt_mask": torch.from_numpy(truth),
+            }
+        )
         outputs.append({"lesion_mask": torch.from_numpy(pred)})
     return inputs, outputs
 
@@ -67,10 +75,14 @@ def test_strict_reference_and_3d(tmp_path):
     # 3-D: subject a pools tp=5, fn=1; its missed pixel (z=1, 5, 5) is sqrt(1+9+9) from (0, 2, 2)
     assert d3["Dice"] == pytest.approx((10 / 11 + 0.0) / 2)
     assert d3["HD"] == pytest.approx((math.sqrt(19) + 3.0) / 2)
-    assert d3["HD_mm"] == pytest.approx((math.sqrt(2.0 ** 2 + 2 * 1.5 ** 2) + 1.5) / 2)
+    assert d3["HD_mm"] == pytest.approx((math.sqrt(2.0**2 + 2 * 1.5**2) + 1.5) / 2)
     # lesion-wise, pooled: 4 true lesions, 2 found, 3 predicted components, 1 false
-    assert results["pwml_lesion"] == {"true_lesions": 4.0, "found": 2.0, "predicted": 3.0,
-                                      "false_positives": 1.0}
+    assert results["pwml_lesion"] == {
+        "true_lesions": 4.0,
+        "found": 2.0,
+        "predicted": 3.0,
+        "false_positives": 1.0,
+    }
     assert strict["lesion_F1"] == pytest.approx(4 / 7)
     assert strict["lesion_FP_per_slice"] == pytest.approx(1 / 3)
     for task in results.values():
@@ -84,8 +96,12 @@ def test_csv_files(tmp_path):
         rows = list(csv.DictReader(f))
     assert [(r["subject"], r["slice_index"]) for r in rows] == [("a", "0"), ("a", "1"), ("b", "3")]
     missed = rows[1]
-    assert (missed["dice"], missed["sensitivity"], missed["hd"], missed["reference_used"]) == \
-        ("0", "0", "", "0")
+    assert (missed["dice"], missed["sensitivity"], missed["hd"], missed["reference_used"]) == (
+        "0",
+        "0",
+        "",
+        "0",
+    )
     assert rows[2]["hd"] == "3" and rows[2]["fp_lesions"] == "1"
     with open(tmp_path / "pwml_subjects.csv") as f:
         subjects = list(csv.DictReader(f))
@@ -108,18 +124,22 @@ def test_csv_files_are_written_as_every_other_output(tmp_path):
 
 
 def test_empty_truth_slices():
-    inputs = [{"file_name": "x.npy", "image_id": 0, "gt_mask": mask()},
-              {"file_name": "y.npy", "image_id": 1, "gt_mask": mask()}]
-    outputs = [{"lesion_mask": torch.from_numpy(mask())},
-               {"lesion_mask": torch.from_numpy(mask((1, 1)))}]
+    inputs = [
+        {"file_name": "x.npy", "image_id": 0, "gt_mask": mask()},
+        {"file_name": "y.npy", "image_id": 1, "gt_mask": mask()},
+    ]
+    outputs = [
+        {"lesion_mask": torch.from_numpy(mask())},
+        {"lesion_mask": torch.from_numpy(mask((1, 1)))},
+    ]
     strict = run(PWMLEvaluator(), inputs, outputs)["pwml_strict"]
-    assert strict["Dice"] == 0.5          # 1 (both empty) and 0 (false positive)
+    assert strict["Dice"] == 0.5  # 1 (both empty) and 0 (false positive)
     assert math.isnan(strict["Sens"]) and strict["n_Sens_undefined"] == 2
     # no slice has lesions in both masks: no distance was measured, HD is n/a, not 0
     assert math.isnan(strict["HD"]) and math.isnan(strict["HD95"])
     assert strict["n_HD_missing"] == 1 and strict["n_HD_both_empty"] == 1
     assert strict["n_HD_measured"] == 0
-    assert math.isnan(strict["HD_mm"])     # no spacing given
+    assert math.isnan(strict["HD_mm"])  # no spacing given
 
 
 def test_truth_sources_agree(tmp_path):
@@ -140,8 +160,11 @@ def test_truth_sources_agree(tmp_path):
         ]
         dices = []
         for kwargs, extra in sources:
-            results = run(PWMLEvaluator(**kwargs), [{**base, **extra}],
-                          [{"lesion_mask": torch.from_numpy(pred)}])
+            results = run(
+                PWMLEvaluator(**kwargs),
+                [{**base, **extra}],
+                [{"lesion_mask": torch.from_numpy(pred)}],
+            )
             dices.append(results["pwml_strict"]["Dice"])
         assert dices == [pytest.approx(2 / 8)] * len(sources)
     finally:
@@ -162,11 +185,14 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="nowhere.npy: no ground truth"):
         evaluator.process([{"file_name": "nowhere.npy"}], [{"lesion_mask": mask()}])
     with pytest.raises(ValueError, match="small.npy: prediction is"):
-        evaluator.process([{"file_name": "small.npy", "gt_mask": np.zeros((4, 4))}],
-                          [{"lesion_mask": mask()}])
+        evaluator.process(
+            [{"file_name": "small.npy", "gt_mask": np.zeros((4, 4))}], [{"lesion_mask": mask()}]
+        )
     with pytest.raises(ValueError, match="bad.npy: spacing"):
-        evaluator.process([{"file_name": "bad.npy", "gt_mask": mask(), "spacing": (1, -1)}],
-                          [{"lesion_mask": mask()}])
+        evaluator.process(
+            [{"file_name": "bad.npy", "gt_mask": mask(), "spacing": (1, -1)}],
+            [{"lesion_mask": mask()}],
+        )
     with pytest.raises(ValueError, match="o.npy: the model output"):
         evaluator.process([{"file_name": "o.npy", "gt_mask": mask()}], [{"scores": 1}])
 
@@ -203,8 +229,17 @@ def test_in_plane_spacing_only_and_no_subject(caplog):
 
 
 def lesion_free_batch(n=4, spacing=(0.5, 0.5, 2.0)):
-    inputs = [{"file_name": f"c/{k}.npy", "image_id": k, "subject": "c", "slice_index": k,
-               "spacing": spacing, "gt_mask": mask()} for k in range(n)]
+    inputs = [
+        {
+            "file_name": f"c/{k}.npy",
+            "image_id": k,
+            "subject": "c",
+            "slice_index": k,
+            "spacing": spacing,
+            "gt_mask": mask(),
+        }
+        for k in range(n)
+    ]
     return inputs, [{"lesion_mask": torch.from_numpy(mask())} for _ in range(n)]
 
 
@@ -220,9 +255,12 @@ def test_lesion_free_dataset_has_no_hd_and_no_abort_warning(caplog):
     assert ref["n_lesion_slices"] == 0 and ref["n_skipped_empty_pred"] == 4
     assert "would abort" not in caplog.text
     from rsrcnn_d2.evaluation.report import format_table
+
     table = format_table(results)
-    assert "HD n/a: no slice has lesions in both truth and prediction (4 both empty, " \
-           "0 one empty)" in table
+    assert (
+        "HD n/a: no slice has lesions in both truth and prediction (4 both empty, "
+        "0 one empty)" in table
+    )
 
 
 def test_all_lesions_missed_is_not_hd_zero(caplog):
@@ -240,10 +278,13 @@ def test_table_says_which_slices_it_covers():
 
     inputs, outputs = lesion_free_batch(3)
     inputs[1]["gt_mask"] = mask((5, 5))
-    assert "covers 1 slices with lesions and 2 without" in format_table(run(PWMLEvaluator(), inputs, outputs))
+    assert "covers 1 slices with lesions and 2 without" in format_table(
+        run(PWMLEvaluator(), inputs, outputs)
+    )
     inputs, outputs = inputs[1:2], [{"lesion_mask": torch.from_numpy(mask((5, 5)))}]
-    assert "covers slices with lesions only (the paper's selection)" in \
-        format_table(run(PWMLEvaluator(), inputs, outputs))
+    assert "covers slices with lesions only (the paper's selection)" in format_table(
+        run(PWMLEvaluator(), inputs, outputs)
+    )
 
 
 def test_reference_abort_warning_counts_lesion_slices_only(caplog):
@@ -273,27 +314,41 @@ def test_mapper_and_evaluator_read_annotations_alike(tmp_path):
     column_major = np.zeros((SIZE, SIZE), bool)
     column_major[10, 10:12] = True
     counts = [10 * SIZE + 10, 1, SIZE - 1, 1, SIZE * SIZE - (11 * SIZE + 11)]
-    annotations = [{"segmentation": square}, {"segmentation": {"size": [SIZE, SIZE], "counts": counts}},
-                   *lesion_annotations(mask((14, 1)))]
+    annotations = [
+        {"segmentation": square},
+        {"segmentation": {"size": [SIZE, SIZE], "counts": counts}},
+        *lesion_annotations(mask((14, 1))),
+    ]
     expected = np.zeros((SIZE, SIZE), bool)
     expected[2:6, 2:6] = True
     expected |= column_major | mask((14, 1))
     assert np.array_equal(annotations_mask(annotations, SIZE, SIZE), expected)
-    record = {"file_name": str(image), "image_id": 0, "height": SIZE, "width": SIZE,
-              "annotations": annotations}
+    record = {
+        "file_name": str(image),
+        "image_id": 0,
+        "height": SIZE,
+        "width": SIZE,
+        "annotations": annotations,
+    }
     mapped = PWMLDatasetMapper(False, augmentations=[])(record)
     assert mapped["gt_mask"].dtype == torch.uint8
     assert np.array_equal(mapped["gt_mask"].numpy(), expected.astype(np.uint8))
     results = run(PWMLEvaluator(), [record], [{"lesion_mask": torch.from_numpy(expected)}])
     assert results["pwml_strict"]["Dice"] == 1.0
     with pytest.raises(ValueError, match=f"^{image}: an annotation has no segmentation"):
-        PWMLDatasetMapper(False, augmentations=[])({**record, "annotations": [{"bbox": [0, 0, 1, 1]}]})
+        PWMLDatasetMapper(False, augmentations=[])(
+            {**record, "annotations": [{"bbox": [0, 0, 1, 1]}]}
+        )
 
 
 def test_one_name_per_thing_in_the_inputs():
     # "lesion_mask" is the prediction (model outputs), never the truth; the subject is "subject"
     with pytest.raises(ValueError, match="a.npy: no ground truth in the input \\(gt_mask, sem_seg"):
-        PWMLEvaluator().process([{"file_name": "a.npy", "lesion_mask": mask()}], [{"lesion_mask": mask()}])
+        PWMLEvaluator().process(
+            [{"file_name": "a.npy", "lesion_mask": mask()}], [{"lesion_mask": mask()}]
+        )
     evaluator = PWMLEvaluator(distributed=False)
-    evaluator.process([{"file_name": "b.npy", "subject": "s7", "gt_mask": mask()}], [{"lesion_mask": mask()}])
+    evaluator.process(
+        [{"file_name": "b.npy", "subject": "s7", "gt_mask": mask()}], [{"lesion_mask": mask()}]
+    )
     assert evaluator._records[0]["subject"] == "s7"

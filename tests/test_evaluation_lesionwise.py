@@ -1,29 +1,45 @@
 """Lesion-wise counts on hand-drawn slices, and slice_metrics' edge cases."""
+
 import math
 
 import numpy as np
 import pytest
 
-from rsrcnn_d2.evaluation import (LesionCounts, false_positives_per_slice, lesion_counts,
-                                  lesion_f1, lesion_sensitivity, mean_of_defined, slice_metrics)
+from rsrcnn_d2.evaluation import (
+    LesionCounts,
+    false_positives_per_slice,
+    lesion_counts,
+    lesion_f1,
+    lesion_sensitivity,
+    mean_of_defined,
+    slice_metrics,
+)
 
 
 def draw(rows):
     return np.array([[c != "." for c in r] for r in rows])
 
 
-TRUTH = draw(["##......",
-              "##......",
-              "....#...",
-              ".....#..",   # diagonal pair: one lesion (8-connectivity)
-              "........",
-              ".......#"])
-PRED = draw(["#.......",
-             "........",
-             "........",
-             ".....##.",   # touches the diagonal lesion
-             "#.......",   # touches nothing: false positive
-             "........"])
+TRUTH = draw(
+    [
+        "##......",
+        "##......",
+        "....#...",
+        ".....#..",  # diagonal pair: one lesion (8-connectivity)
+        "........",
+        ".......#",
+    ]
+)
+PRED = draw(
+    [
+        "#.......",
+        "........",
+        "........",
+        ".....##.",  # touches the diagonal lesion
+        "#.......",  # touches nothing: false positive
+        "........",
+    ]
+)
 
 
 def test_hand_drawn_counts():
@@ -85,7 +101,7 @@ def test_known_hd_with_anisotropic_spacing():
     a[2, 3], b[5, 7] = True, True
     m = slice_metrics(a, b, spacing=(0.5, 2.0))
     assert m.hd == 5.0 and m.hd95 == 5.0
-    assert m.hd_mm == pytest.approx(math.sqrt(1.5 ** 2 + 8.0 ** 2))
+    assert m.hd_mm == pytest.approx(math.sqrt(1.5**2 + 8.0**2))
     assert slice_metrics(a, b, spacing=(0.5, 0.5)).hd_mm == 2.5
 
 

@@ -1,4 +1,5 @@
 """Experiment tables: reading results, mean ± sd, pooling folds, and resumable runs."""
+
 import csv
 import json
 import math
@@ -11,16 +12,25 @@ from PIL import Image
 
 from conftest import REPO
 from rsrcnn_d2.evaluation.report import SLICE_COLUMNS
-from rsrcnn_d2.experiments import (mean_sd, pooled_reference, pooled_results, pooled_strict,
-                                   read_eval_results, seed_summary_table, train_and_record)
+from rsrcnn_d2.experiments import (
+    mean_sd,
+    pooled_reference,
+    pooled_results,
+    pooled_strict,
+    read_eval_results,
+    seed_summary_table,
+    train_and_record,
+)
 
 
 def test_read_eval_results_takes_the_last_evaluation(tmp_path):
     path = tmp_path / "metrics.json"
-    lines = [{"iteration": 9, "total_loss": 1.0},
-             {"iteration": 9, "pwml_strict/Dice": 0.25, "pwml_lesion/found": 3},
-             {"iteration": 19, "pwml_strict/Dice": 0.5, "pwml_strict/HD": 4.0, "lr": 0.01},
-             {"iteration": 19, "total_loss": 0.5}]
+    lines = [
+        {"iteration": 9, "total_loss": 1.0},
+        {"iteration": 9, "pwml_strict/Dice": 0.25, "pwml_lesion/found": 3},
+        {"iteration": 19, "pwml_strict/Dice": 0.5, "pwml_strict/HD": 4.0, "lr": 0.01},
+        {"iteration": 19, "total_loss": 0.5},
+    ]
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     assert read_eval_results(path) == {"pwml_strict/Dice": 0.5, "pwml_strict/HD": 4.0}
 
@@ -50,11 +60,13 @@ def test_mean_sd_by_hand():
 
 def test_seed_summary_table_cells():
     metrics = (("Dice", "d", 2), ("HD", "h", 1))
-    runs = {"B": [{"d": 0.5, "h": 3.0}, {"d": 0.7, "h": float("nan")}],
-            "E": [{"d": 0.25}], "X": []}
+    runs = {"B": [{"d": 0.5, "h": 3.0}, {"d": 0.7, "h": float("nan")}], "E": [{"d": 0.25}], "X": []}
     lines = seed_summary_table(runs, {"B": "row B"}, metrics).splitlines()
     assert lines[0] == "| run | results | Dice | HD |"
-    assert seed_summary_table(runs, None, metrics, "seeds", {"X": 7}).splitlines()[4] == "| X | 7 | – | – |"
+    assert (
+        seed_summary_table(runs, None, metrics, "seeds", {"X": 7}).splitlines()[4]
+        == "| X | 7 | – | – |"
+    )
     assert lines[2] == "| row B | 2 | 0.60 ± 0.14 | 3.0 (n=1) |"
     assert lines[3] == "| E | 1 | 0.25 | – |"
     assert lines[4] == "| X | 0 | – | – |"
@@ -70,20 +82,66 @@ def _slices_csv(path, rows):
 
 def test_pooled_strict_by_hand(tmp_path):
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
-    _slices_csv(a, [dict(subject="s1", tp=2, fp=2, fn=2, tn=94, dice=0.5, sensitivity=0.5,
-                         specificity=0.98, hd=2.0, true_lesions=2, found_lesions=1, pred_lesions=2,
-                         fp_lesions=1)])
-    _slices_csv(b, [dict(subject="s2", tp=0, fp=0, fn=3, tn=97, dice=0.0, sensitivity=0.0,
-                         specificity=1.0, hd="", true_lesions=1, found_lesions=0, pred_lesions=0,
-                         fp_lesions=0),
-                    dict(subject="s2", tp=4, fp=0, fn=0, tn=96, dice=1.0, sensitivity=1.0,
-                         specificity=1.0, hd=0.0, true_lesions=3, found_lesions=3, pred_lesions=3,
-                         fp_lesions=0)])
+    _slices_csv(
+        a,
+        [
+            dict(
+                subject="s1",
+                tp=2,
+                fp=2,
+                fn=2,
+                tn=94,
+                dice=0.5,
+                sensitivity=0.5,
+                specificity=0.98,
+                hd=2.0,
+                true_lesions=2,
+                found_lesions=1,
+                pred_lesions=2,
+                fp_lesions=1,
+            )
+        ],
+    )
+    _slices_csv(
+        b,
+        [
+            dict(
+                subject="s2",
+                tp=0,
+                fp=0,
+                fn=3,
+                tn=97,
+                dice=0.0,
+                sensitivity=0.0,
+                specificity=1.0,
+                hd="",
+                true_lesions=1,
+                found_lesions=0,
+                pred_lesions=0,
+                fp_lesions=0,
+            ),
+            dict(
+                subject="s2",
+                tp=4,
+                fp=0,
+                fn=0,
+                tn=96,
+                dice=1.0,
+                sensitivity=1.0,
+                specificity=1.0,
+                hd=0.0,
+                true_lesions=3,
+                found_lesions=3,
+                pred_lesions=3,
+                fp_lesions=0,
+            ),
+        ],
+    )
     r = pooled_strict([a, b])
-    assert r["pwml_strict/Dice"] == pytest.approx(0.5)           # (0.5 + 0 + 1) / 3
+    assert r["pwml_strict/Dice"] == pytest.approx(0.5)  # (0.5 + 0 + 1) / 3
     assert r["pwml_strict/Sens"] == pytest.approx(1.5 / 3)
     assert r["pwml_strict/Spec"] == pytest.approx(2.98 / 3)
-    assert r["pwml_strict/HD"] == pytest.approx(1.0)             # the empty prediction has no HD
+    assert r["pwml_strict/HD"] == pytest.approx(1.0)  # the empty prediction has no HD
     # found 4 of 6, missed 2, one false blob: 2*4 / (2*4 + 2 + 1)
     assert r["pwml_strict/lesion_F1"] == pytest.approx(8 / 11)
     assert r["pwml_strict/n_slices"] == 3 and r["pwml_strict/n_HD_missing"] == 1
@@ -91,17 +149,44 @@ def test_pooled_strict_by_hand(tmp_path):
     ref = pooled_results([a, b])
     assert ref["pwml_reference/Dice"] == pytest.approx(0.75)
     assert ref["pwml_reference/skipped_fraction"] == pytest.approx(1 / 3)
-    assert ref["pwml_reference/n_subjects"] == 2 and set(ref) == set(r) | set(pooled_reference([a, b]))
+    assert ref["pwml_reference/n_subjects"] == 2 and set(ref) == set(r) | set(
+        pooled_reference([a, b])
+    )
 
 
 def test_pooled_figures_follow_the_evaluators_rules(tmp_path):
     """Pooled folds are scored by the evaluator's own protocols, edge cases included: with no
     slice whose truth and prediction both have lesions, HD is n/a, not a mean of zeros."""
     path = tmp_path / "missed.csv"
-    _slices_csv(path, [dict(subject="s1", tp=0, fp=0, fn=2, tn=98, dice=0.0, sensitivity=0.0,
-                            specificity=1.0, hd="", true_lesions=1, pred_lesions=0),
-                       dict(subject="s1", tp=0, fp=0, fn=0, tn=100, dice=1.0, sensitivity="",
-                            specificity=1.0, hd=0.0)])
+    _slices_csv(
+        path,
+        [
+            dict(
+                subject="s1",
+                tp=0,
+                fp=0,
+                fn=2,
+                tn=98,
+                dice=0.0,
+                sensitivity=0.0,
+                specificity=1.0,
+                hd="",
+                true_lesions=1,
+                pred_lesions=0,
+            ),
+            dict(
+                subject="s1",
+                tp=0,
+                fp=0,
+                fn=0,
+                tn=100,
+                dice=1.0,
+                sensitivity="",
+                specificity=1.0,
+                hd=0.0,
+            ),
+        ],
+    )
     r = pooled_results([path])
     assert math.isnan(r["pwml_strict/HD"]) and math.isnan(r["pwml_reference/HD"])
     assert r["pwml_strict/n_HD_measured"] == 0 and r["pwml_strict/Dice"] == 0.5
@@ -120,11 +205,21 @@ def test_slice_records_read_back_are_the_evaluators(tmp_path):
     evaluator = PWMLEvaluator(output_dir=str(tmp_path), distributed=False)
     for i in range(6):
         truth = np.zeros((40, 40), bool)
-        truth[5 + i:8 + i, 10:13] = True
+        truth[5 + i : 8 + i, 10:13] = True
         pred = np.roll(truth, int(rng.integers(-1, 2)), axis=1) if i % 3 else np.zeros_like(truth)
-        evaluator.process([{"file_name": f"s{i % 2}/{i}.npy", "image_id": i, "subject": f"s{i % 2}",
-                            "slice_index": i, "spacing": (0.5, 0.7), "gt_mask": torch.from_numpy(truth)}],
-                          [{"lesion_mask": torch.from_numpy(pred)}])
+        evaluator.process(
+            [
+                {
+                    "file_name": f"s{i % 2}/{i}.npy",
+                    "image_id": i,
+                    "subject": f"s{i % 2}",
+                    "slice_index": i,
+                    "spacing": (0.5, 0.7),
+                    "gt_mask": torch.from_numpy(truth),
+                }
+            ],
+            [{"lesion_mask": torch.from_numpy(pred)}],
+        )
     evaluator.evaluate()
     original = sorted(evaluator._records, key=lambda r: (r["subject"], r["z"]))
     read = read_slice_records([tmp_path / "pwml_slices.csv"])
@@ -133,8 +228,10 @@ def test_slice_records_read_back_are_the_evaluators(tmp_path):
         for field in dataclasses.fields(theirs["metrics"]):
             expected = getattr(theirs["metrics"], field.name)
             assert getattr(mine["metrics"], field.name) == (
-                expected if not isinstance(expected, float) else pytest.approx(expected, rel=1e-5,
-                                                                               nan_ok=True)), field.name
+                expected
+                if not isinstance(expected, float)
+                else pytest.approx(expected, rel=1e-5, nan_ok=True)
+            ), field.name
 
 
 def test_pooled_strict_names_a_file_without_the_column(tmp_path):
@@ -169,14 +266,34 @@ def test_training_runs_the_package_module_not_a_repository_script(tmp_path, monk
 
     def train(cmd, env=None, **kw):
         seen.append(cmd)
-        (run_dir / "metrics.json").write_text(json.dumps({"iteration": 3, "pwml_strict/Dice": 0.5}) + "\n")
+        (run_dir / "metrics.json").write_text(
+            json.dumps({"iteration": 3, "pwml_strict/Dice": 0.5}) + "\n"
+        )
         return subprocess.CompletedProcess(cmd, 0)
 
     monkeypatch.setattr(runner.subprocess, "run", train)
     record = train_and_record("cfg.yaml", run_dir, ["SEED", 1], flags=["--num-gpus", 2])
-    assert seen == [[sys.executable, "-m", "rsrcnn_d2.engine.train_net", "--config-file", "cfg.yaml",
-                     "--resume", "--num-gpus", "2", "SEED", "1", "OUTPUT_DIR", str(run_dir)]]
-    assert record == {"config": "cfg.yaml", "opts": ["SEED", "1"], "results": {"pwml_strict/Dice": 0.5}}
+    assert seen == [
+        [
+            sys.executable,
+            "-m",
+            "rsrcnn_d2.engine.train_net",
+            "--config-file",
+            "cfg.yaml",
+            "--resume",
+            "--num-gpus",
+            "2",
+            "SEED",
+            "1",
+            "OUTPUT_DIR",
+            str(run_dir),
+        ]
+    ]
+    assert record == {
+        "config": "cfg.yaml",
+        "opts": ["SEED", "1"],
+        "results": {"pwml_strict/Dice": 0.5},
+    }
     assert json.loads((run_dir / "result.json").read_text()) == record
 
 
@@ -184,16 +301,22 @@ def test_run_tool_names_the_step_and_its_time(capfd):
     from rsrcnn_d2.experiments import run_tool
 
     run_tool(["-c", "print('hello')"], step="1/2 greeting")
-    assert capfd.readouterr().out == ("\n=== 1/2 greeting\n$ -c print('hello')\nhello\n"
-                                      "=== 1/2 greeting: done in 0 s\n")
+    assert capfd.readouterr().out == (
+        "\n=== 1/2 greeting\n$ -c print('hello')\nhello\n=== 1/2 greeting: done in 0 s\n"
+    )
     with pytest.raises(subprocess.CalledProcessError):
         run_tool(["-c", "raise SystemExit(3)"])
     assert capfd.readouterr().out == "$ -c raise SystemExit(3)\n"
 
 
 def _tool(name, *args, **kw):
-    return subprocess.run([sys.executable, str(REPO / "tools" / name), *map(str, args)],
-                          capture_output=True, text=True, cwd=REPO, **kw)
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        **kw,
+    )
 
 
 def test_ablation_plan_names_the_k_sweep():
@@ -201,16 +324,23 @@ def test_ablation_plan_names_the_k_sweep():
 
     runs = planned_runs(["B", "E"], [1.0, 1.3, 2])
     assert list(runs) == ["B", "E", "E_k1.0", "E_k2.0"]
-    assert runs["E"][1] == []                                   # k = 1.3 is row E itself
-    assert runs["E_k2.0"] == (ROW_CONFIGS["E"], ["MODEL.ROI_MASK_HEAD.EXPANSION_K", "2.0"], "E  k=2.0")
+    assert runs["E"][1] == []  # k = 1.3 is row E itself
+    assert runs["E_k2.0"] == (
+        ROW_CONFIGS["E"],
+        ["MODEL.ROI_MASK_HEAD.EXPANSION_K", "2.0"],
+        "E  k=2.0",
+    )
 
 
 def test_ablation_variants_are_rows_with_overrides():
     from rsrcnn_d2.experiments.ablation import ROW_CONFIGS, add_variants
 
     runs = add_variants({}, [["C_off", "C", "MODEL.HRPN.OBJECTNESS_RELU", "False"]])
-    assert runs["C_off"] == (ROW_CONFIGS["C"], ["MODEL.HRPN.OBJECTNESS_RELU", "False"],
-                             "C  MODEL.HRPN.OBJECTNESS_RELU=False")
+    assert runs["C_off"] == (
+        ROW_CONFIGS["C"],
+        ["MODEL.HRPN.OBJECTNESS_RELU", "False"],
+        "C  MODEL.HRPN.OBJECTNESS_RELU=False",
+    )
     for bad in (["x", "Z"], ["x", "C", "KEY"], ["C_off", "C"]):
         with pytest.raises(SystemExit, match="--variant"):
             add_variants(dict(runs), [bad])
@@ -242,11 +372,14 @@ def test_ablation_runs_then_resumes_without_retraining(tmp_path):
 
 def _slice_folder(root, subjects=3):
     from rsrcnn_d2.data.synthetic import synthetic_slice
+
     for s in range(subjects):
         for k in range(2):
             image, mask = synthetic_slice(64, seed=10 * s + k)
-            for part, array in (("input", (image / image.max() * 255).astype(np.uint8)),
-                                ("gt", (mask > 0).astype(np.uint8) * 255)):
+            for part, array in (
+                ("input", (image / image.max() * 255).astype(np.uint8)),
+                ("gt", (mask > 0).astype(np.uint8) * 255),
+            ):
                 (root / part / f"s{s}").mkdir(parents=True, exist_ok=True)
                 Image.fromarray(array).save(root / part / f"s{s}" / f"{k}.png")
 
@@ -262,7 +395,7 @@ def test_loso_holds_out_each_subject_once(tmp_path):
     summary = (out / "summary_scratch.md").read_text()
     assert "(3 folds)" in summary and "| E  RS R-CNN | 3 |" in summary
     pooled = [ln for ln in summary.splitlines() if ln.startswith("| E ")][0]
-    assert pooled.startswith("| E  RS R-CNN | 6 |")         # the 6 slices of 3 folds, pooled
+    assert pooled.startswith("| E  RS R-CNN | 6 |")  # the 6 slices of 3 folds, pooled
     assert "| run | slices |" in summary and "| run | folds |" in summary
 
 

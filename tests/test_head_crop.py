@@ -1,4 +1,5 @@
 """Head crop: the box on hand-made slices, and outputs back at the full size."""
+
 import numpy as np
 import pytest
 import torch
@@ -10,11 +11,13 @@ from rsrcnn_d2.modeling.postprocessing import paste_lesions, place_in_frame
 def _head(shape, top, left, h, w, value=100.0, seed=0):
     rng = np.random.default_rng(seed)
     image = rng.normal(2.0, 1.0, shape).astype(np.float32)  # background noise
-    image[top:top + h, left:left + w] += value
+    image[top : top + h, left : left + w] += value
     return image
 
 
-@pytest.mark.parametrize("shape,top,left,h,w", [((101, 77), 13, 5, 51, 37), ((64, 90), 30, 47, 33, 41)])
+@pytest.mark.parametrize(
+    "shape,top,left,h,w", [((101, 77), 13, 5, 51, 37), ((64, 90), 30, 47, 33, 41)]
+)
 def test_head_box_finds_odd_sized_off_centre_heads(shape, top, left, h, w):
     image = _head(shape, top, left, h, w)
     assert head_box(image, margin=0) == (left, top, left + w, top + h)
@@ -53,8 +56,14 @@ def test_paste_lesions_through_a_crop_lands_at_the_full_size_position():
     # a 4 x 4 network input showing the crop (x 10..18, y 20..28) of a 50 x 40 frame;
     # a box covering network pixels 1..3 maps to frame x 12..16, y 22..26
     probs = torch.ones(1, 1, 6, 6)
-    masks, prob, boxes = paste_lesions(probs, torch.tensor([[1.0, 1.0, 3.0, 3.0]]), torch.zeros(4, 4),
-                                       50, 40, crop_box=(10, 20, 18, 28))
+    masks, prob, boxes = paste_lesions(
+        probs,
+        torch.tensor([[1.0, 1.0, 3.0, 3.0]]),
+        torch.zeros(4, 4),
+        50,
+        40,
+        crop_box=(10, 20, 18, 28),
+    )
     expected = torch.zeros(50, 40, dtype=torch.bool)
     expected[22:26, 12:16] = True
     assert masks.shape == (1, 50, 40) and torch.equal(masks[0], expected)
@@ -77,7 +86,11 @@ def test_model_outputs_on_a_head_crop_come_back_at_full_size():
     assert plain["lesion_mask"].any(), "the untrained model should still predict something here"
     expected = place_in_frame(plain["lesion_mask"], (7, 13), (120, 111))
     assert torch.equal(placed["lesion_mask"], expected)
-    torch.testing.assert_close(placed["lesion_prob"], place_in_frame(plain["lesion_prob"], (7, 13), (120, 111)))
+    torch.testing.assert_close(
+        placed["lesion_prob"], place_in_frame(plain["lesion_prob"], (7, 13), (120, 111))
+    )
     shift = torch.tensor([13.0, 7.0, 13.0, 7.0])
-    torch.testing.assert_close(placed["instances"].pred_boxes.tensor, plain["instances"].pred_boxes.tensor + shift)
+    torch.testing.assert_close(
+        placed["instances"].pred_boxes.tensor, plain["instances"].pred_boxes.tensor + shift
+    )
     assert placed["instances"].image_size == (120, 111)

@@ -4,6 +4,7 @@ In the manner of detectron2's tests/modeling: the layers get constant weights, s
 every expected number below can be worked out on paper (the derivations are in
 the comments) and any change of the forward logic changes them.
 """
+
 import math
 
 import pytest
@@ -23,6 +24,7 @@ def softplus(x: float) -> float:
 
 
 # ----------------------------------------------------------------------------- H-RPN head
+
 
 def _fixed_hrpn_head(objectness_relu: bool) -> HRPNHead:
     """One input channel, two anchors; every weight set by hand.
@@ -98,7 +100,9 @@ def test_hrpn_head_from_config_shapes():
     logits, deltas = head([x, x[..., :2, :3]])
     assert [tuple(t.shape) for t in logits] == [(2, 3, 4, 5), (2, 3, 2, 3)]
     assert [tuple(t.shape) for t in deltas] == [(2, 12, 4, 5), (2, 12, 2, 3)]
-    off = HRPNHead(tiny_cfg("C", "MODEL.HRPN.OBJECTNESS_RELU", "False"), [ShapeSpec(channels=64)] * 5)
+    off = HRPNHead(
+        tiny_cfg("C", "MODEL.HRPN.OBJECTNESS_RELU", "False"), [ShapeSpec(channels=64)] * 5
+    )
     assert off.objectness_relu is False
 
 
@@ -116,8 +120,11 @@ def _fixed_roi_heads(row="C", *opts, cls_bias=(1.0, 0.0), mask_bias=0.5):
     shapes = {name: ShapeSpec(channels=64, stride=s) for name, s in STRIDES.items()}
     heads = build_roi_heads(cfg, shapes)
     with torch.no_grad():
-        for layer in (heads.box_predictor.cls_score, heads.box_predictor.bbox_pred,
-                      heads.mask_head.predictor):
+        for layer in (
+            heads.box_predictor.cls_score,
+            heads.box_predictor.bbox_pred,
+            heads.mask_head.predictor,
+        ):
             nn.init.constant_(layer.weight, 0.0)
         heads.box_predictor.cls_score.bias.copy_(torch.tensor(cls_bias))
         nn.init.constant_(heads.box_predictor.bbox_pred.bias, 0.0)
@@ -129,12 +136,19 @@ def _inputs():
     torch.manual_seed(3)
     features = {name: torch.rand(1, 64, SIZE // s, SIZE // s) for name, s in STRIDES.items()}
     images = ImageList(torch.zeros(1, 3, SIZE, SIZE), [(SIZE, SIZE)])
-    proposals = Instances((SIZE, SIZE), proposal_boxes=Boxes(torch.tensor([BOX])),
-                          objectness_logits=torch.tensor([5.0]))
+    proposals = Instances(
+        (SIZE, SIZE),
+        proposal_boxes=Boxes(torch.tensor([BOX])),
+        objectness_logits=torch.tensor([5.0]),
+    )
     mask = torch.zeros(1, SIZE, SIZE, dtype=torch.bool)
     mask[0, 16:32, 16:32] = True
-    gt = Instances((SIZE, SIZE), gt_boxes=Boxes(torch.tensor([BOX])), gt_classes=torch.tensor([0]),
-                   gt_masks=BitMasks(mask))
+    gt = Instances(
+        (SIZE, SIZE),
+        gt_boxes=Boxes(torch.tensor([BOX])),
+        gt_classes=torch.tensor([0]),
+        gt_masks=BitMasks(mask),
+    )
     return images, features, [proposals], [gt]
 
 
@@ -155,8 +169,13 @@ def test_training_losses_exact(monkeypatch, k, foreground):
     """k = 2: RoIAlign2 pools [8, 8, 40, 40], twice the lesion's side, so the lesion fills the
     middle quarter of the mask target; k = 1: the target is all lesion. Box deltas stay
     relative to the unexpanded proposal, which is the lesion's box: zero regression loss."""
-    heads = _fixed_roi_heads("C", "MODEL.ROI_MASK_HEAD.EXPANSION_K", str(k),
-                             "MODEL.ROI_MASK_HEAD.EXPANDED_RESOLUTION", "8")
+    heads = _fixed_roi_heads(
+        "C",
+        "MODEL.ROI_MASK_HEAD.EXPANSION_K",
+        str(k),
+        "MODEL.ROI_MASK_HEAD.EXPANDED_RESOLUTION",
+        "8",
+    )
     heads.train()
     box_boxes = _record_pooled_boxes(monkeypatch, heads.box_pooler)
     mask_boxes = _record_pooled_boxes(monkeypatch, heads.mask_pooler)
@@ -182,13 +201,21 @@ def test_training_mask_target_exact(monkeypatch):
 
     def spy(pred, instances, vis_period=0):
         side = pred.shape[-1]
-        targets.append(torch.cat([i.gt_masks.crop_and_resize(i.proposal_boxes.tensor, side)
-                                  for i in instances]))
+        targets.append(
+            torch.cat(
+                [i.gt_masks.crop_and_resize(i.proposal_boxes.tensor, side) for i in instances]
+            )
+        )
         return original(pred, instances, vis_period)
 
     monkeypatch.setattr(mask_head, "mask_rcnn_loss", spy)
-    heads = _fixed_roi_heads("C", "MODEL.ROI_MASK_HEAD.EXPANSION_K", "2.0",
-                             "MODEL.ROI_MASK_HEAD.EXPANDED_RESOLUTION", "8")
+    heads = _fixed_roi_heads(
+        "C",
+        "MODEL.ROI_MASK_HEAD.EXPANSION_K",
+        "2.0",
+        "MODEL.ROI_MASK_HEAD.EXPANDED_RESOLUTION",
+        "8",
+    )
     heads.train()
     with EventStorage():
         heads(*_inputs())
@@ -216,4 +243,6 @@ def test_inference_outputs_exact(monkeypatch, row, side):
     assert inst.scores.item() == pytest.approx(math.exp(2) / (math.exp(2) + 1), rel=1e-6)
     assert inst.pred_classes.tolist() == [0]
     assert inst.pred_masks.shape == (1, 1, side, side)
-    torch.testing.assert_close(inst.pred_masks, torch.full((1, 1, side, side), 1 / (1 + math.exp(-0.5))))
+    torch.testing.assert_close(
+        inst.pred_masks, torch.full((1, 1, side, side), 1 / (1 + math.exp(-0.5)))
+    )

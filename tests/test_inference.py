@@ -1,4 +1,5 @@
 """Inference outputs: pasting through expanded boxes, rescaling, DCRF, degenerate cases."""
+
 import numpy as np
 import pytest
 import torch
@@ -35,7 +36,9 @@ def test_postprocess_pastes_through_expanded_box_and_rescales():
     model = build_model(tiny_cfg("D"))
     # network saw 64x64; the requested output is 128x128 (scale 2)
     raw = _raw_result((64, 64), [[10, 10, 20, 20]], [[8, 8, 22, 22]], torch.ones(1, 1, 18, 18))
-    out = model._postprocess_one(raw, {"image": torch.zeros(3, 64, 64), "height": 128, "width": 128})
+    out = model._postprocess_one(
+        raw, {"image": torch.zeros(3, 64, 64), "height": 128, "width": 128}
+    )
     inst = out["instances"]
     assert inst.pred_boxes.tensor.tolist() == [[20.0, 20.0, 40.0, 40.0]]  # refined box, rescaled
     assert inst.expanded_boxes.tensor.tolist() == [[16.0, 16.0, 44.0, 44.0]]
@@ -80,8 +83,12 @@ def test_no_detections_gives_empty_outputs():
 
 def test_zero_width_boxes_are_dropped_not_crashing():
     model = build_model(tiny_cfg("E"))
-    raw = _raw_result((64, 64), [[10, 10, 10, 20], [30, 30, 31, 31]], [[10, 7, 10, 23], [30, 30, 31, 31]],
-                      torch.ones(2, 1, 18, 18))
+    raw = _raw_result(
+        (64, 64),
+        [[10, 10, 10, 20], [30, 30, 31, 31]],
+        [[10, 7, 10, 23], [30, 30, 31, 31]],
+        torch.ones(2, 1, 18, 18),
+    )
     out = model._postprocess_one(raw, {"image": torch.rand(3, 64, 64)})
     assert len(out["instances"]) == 1  # the zero-width box is dropped by detectron2
     assert out["lesion_mask"].sum() == 1  # the 1-pixel box keeps its one pixel
@@ -106,7 +113,7 @@ def test_one_pixel_lesion_trains():
 def _blob_case(seed=0, size=40):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
-    truth = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 <= 8 ** 2
+    truth = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 <= 8**2
     image = np.where(truth, 200.0, 60.0) + rng.normal(0, 5, truth.shape)
     prob = np.clip(np.where(truth, 0.62, 0.38) + rng.normal(0, 0.2, truth.shape), 0, 1)
     return to_uint8(image), prob.astype(np.float32), truth
@@ -130,8 +137,9 @@ def test_dcrf_disabled_is_no_op():
     assert build_dcrf_postprocessor(tiny_cfg("D")) is None
     assert isinstance(build_dcrf_postprocessor(tiny_cfg("E")), DenseCRFPostprocessor)
     _, prob, _ = _blob_case()
-    masks, lesion_prob = paste_instance_masks(torch.from_numpy(prob)[None, None], torch.tensor([[0.0, 0, 40, 40]]),
-                                              40, 40, refine=None)
+    masks, lesion_prob = paste_instance_masks(
+        torch.from_numpy(prob)[None, None], torch.tensor([[0.0, 0, 40, 40]]), 40, 40, refine=None
+    )
     assert torch.allclose(lesion_prob, torch.from_numpy(prob), atol=1e-5)
     crf0 = DenseCRFPostprocessor(iterations=0)
     assert np.array_equal(crf0(np.zeros((40, 40), np.uint8), prob), prob)
@@ -139,7 +147,9 @@ def test_dcrf_disabled_is_no_op():
 
 def test_dcrf_in_the_model_changes_masks_only_through_refinement():
     image, prob, truth = _blob_case(1)
-    probs = torch.nn.functional.interpolate(torch.from_numpy(prob)[None, None], size=(18, 18), mode="bilinear")
+    probs = torch.nn.functional.interpolate(
+        torch.from_numpy(prob)[None, None], size=(18, 18), mode="bilinear"
+    )
     raw = lambda: _raw_result((40, 40), [[4, 4, 36, 36]], [[0, 0, 40, 40]], probs.clone())  # noqa: E731
     x = {"image": torch.from_numpy(image.astype(np.float32))[None].repeat(3, 1, 1)}
     plain = build_model(tiny_cfg("D"))._postprocess_one(raw(), x)["lesion_mask"].numpy()
@@ -175,9 +185,15 @@ def test_crf_runs_on_the_network_scale_patch_and_comes_back_to_the_output():
 
     network_image = torch.arange(16 * 16, dtype=torch.float32).reshape(16, 16)  # output is 8 x 8
     probs = torch.ones(1, 1, 5, 5)
-    masks, prob = paste_instance_masks(probs, torch.tensor([[2.0, 2.0, 6.0, 6.0]]), 8, 8,
-                                       image=network_image, refine=identity,
-                                       refine_boxes=torch.tensor([[4.0, 4.0, 12.0, 12.0]]))
+    masks, prob = paste_instance_masks(
+        probs,
+        torch.tensor([[2.0, 2.0, 6.0, 6.0]]),
+        8,
+        8,
+        image=network_image,
+        refine=identity,
+        refine_boxes=torch.tensor([[4.0, 4.0, 12.0, 12.0]]),
+    )
     # network box 4..12 and a 1-pixel margin (detectron2's paste region): a 10 x 10 patch
     # 8-bit stretch of the whole image (0..255 -> 0..255); the patch ends at pixel 12 * 16 + 12
     assert seen == [(np.uint8, (10, 10), (10, 10), 204)]
@@ -187,8 +203,9 @@ def test_crf_runs_on_the_network_scale_patch_and_comes_back_to_the_output():
     direct, _ = paste_instance_masks(probs, torch.tensor([[2.0, 2.0, 6.0, 6.0]]), 8, 8)
     assert torch.equal(direct[0], expected)
     with pytest.raises(ValueError, match="refine_boxes"):
-        paste_instance_masks(probs, torch.tensor([[2.0, 2.0, 6.0, 6.0]]), 8, 8, image=network_image,
-                             refine=identity)
+        paste_instance_masks(
+            probs, torch.tensor([[2.0, 2.0, 6.0, 6.0]]), 8, 8, image=network_image, refine=identity
+        )
 
 
 # ------------------------------------------------------------------ prediction never writes through a symlink
@@ -196,14 +213,18 @@ class _BrightModel:
     """Stand-in for RSRCNN: lesion wherever the slice is brighter than 200."""
 
     def __call__(self, batch):
-        return [{"lesion_mask": x["image"][0] > 200, "lesion_prob": (x["image"][0] > 200).float()}
-                for x in batch]
+        return [
+            {"lesion_mask": x["image"][0] > 200, "lesion_prob": (x["image"][0] > 200).float()}
+            for x in batch
+        ]
 
 
 def _predict_cli(monkeypatch, *argv):
     from rsrcnn_d2.inference import LesionPredictor, cli
 
-    monkeypatch.setattr(cli, "build_predictor", lambda args: LesionPredictor(_BrightModel(), batch_size=1))
+    monkeypatch.setattr(
+        cli, "build_predictor", lambda args: LesionPredictor(_BrightModel(), batch_size=1)
+    )
     return cli.main([*map(str, argv), "--config-file", "unused.yaml", "--no-progress"])
 
 
@@ -219,7 +240,9 @@ def _files(folder):
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
 
 
-def test_a_symlinked_overlay_folder_is_refused_and_the_other_cases_predicted(tmp_path, monkeypatch, capsys):
+def test_a_symlinked_overlay_folder_is_refused_and_the_other_cases_predicted(
+    tmp_path, monkeypatch, capsys
+):
     import nibabel as nib
 
     (tmp_path / "in").mkdir()
@@ -300,7 +323,8 @@ def test_the_predictor_and_the_test_mapper_feed_the_model_alike(tmp_path):
     assert np.array_equal(transforms.apply_coords(np.array([[3.0, 2.0]])), [[0.0, 0.0]])
     np.save(tmp_path / "s.npy", image)
     mapped = PWMLDatasetMapper(False, augmentations=resize, head_crop_margin=1)(
-        {"file_name": str(tmp_path / "s.npy"), "image_id": 0})
+        {"file_name": str(tmp_path / "s.npy"), "image_id": 0}
+    )
     predicted = LesionPredictor(None, resize, head_crop_margin=1)._model_input(image)
     for given in (mapped, predicted):
         assert torch.equal(given["image"], fields["image"]) and given["crop_box"] == [3, 2, 10, 8]

@@ -3,6 +3,7 @@
 data < modeling < evaluation, inference, visualization < experiments, tuning.
 Read from the source (ast), since importing ``rsrcnn_d2`` loads every layer anyway.
 """
+
 import ast
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def _imported_packages(path: Path, package: Path = PACKAGE):
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             if node.level:  # relative: resolve against the module's package
-                base = list(module[:len(module) - node.level])
+                base = list(module[: len(module) - node.level])
                 target = base + (node.module.split(".") if node.module else [])
             else:
                 target = (node.module or "").split(".")
@@ -31,23 +32,36 @@ def _imported_packages(path: Path, package: Path = PACKAGE):
     return found
 
 
-@pytest.mark.parametrize("layer, forbidden", [
-    ("data", {"modeling", "evaluation", "inference", "visualization", "experiments", "tuning"}),
-    ("evaluation", {"inference", "visualization", "experiments", "tuning"}),
-    ("inference", {"evaluation", "visualization", "experiments", "tuning"}),
-    ("visualization", {"modeling", "inference", "experiments", "tuning"}),
-])
+@pytest.mark.parametrize(
+    "layer, forbidden",
+    [
+        ("data", {"modeling", "evaluation", "inference", "visualization", "experiments", "tuning"}),
+        ("evaluation", {"inference", "visualization", "experiments", "tuning"}),
+        ("inference", {"evaluation", "visualization", "experiments", "tuning"}),
+        ("visualization", {"modeling", "inference", "experiments", "tuning"}),
+    ],
+)
 def test_a_layer_imports_nothing_above_it(layer, forbidden):
-    wrong = {f"{p.relative_to(PACKAGE)} imports {sorted(_imported_packages(p) & forbidden)}"
-             for p in sorted((PACKAGE / layer).glob("*.py")) if _imported_packages(p) & forbidden}
+    wrong = {
+        f"{p.relative_to(PACKAGE)} imports {sorted(_imported_packages(p) & forbidden)}"
+        for p in sorted((PACKAGE / layer).glob("*.py"))
+        if _imported_packages(p) & forbidden
+    }
     assert not wrong, wrong
 
 
 def test_the_import_reader_sees_relative_and_absolute_imports(tmp_path):
     module = tmp_path / "rsrcnn_d2" / "visualization" / "x.py"
     module.parent.mkdir(parents=True)
-    module.write_text("import numpy\nfrom ..modeling.dcrf import f\nfrom . import overlays\n"
-                      "from .. import data\nimport rsrcnn_d2.tuning.bayes\n"
-                      "from rsrcnn_d2.inference import io\n")
+    module.write_text(
+        "import numpy\nfrom ..modeling.dcrf import f\nfrom . import overlays\n"
+        "from .. import data\nimport rsrcnn_d2.tuning.bayes\n"
+        "from rsrcnn_d2.inference import io\n"
+    )
     assert _imported_packages(module, tmp_path / "rsrcnn_d2") == {
-        "modeling", "visualization", "data", "tuning", "inference"}
+        "modeling",
+        "visualization",
+        "data",
+        "tuning",
+        "inference",
+    }

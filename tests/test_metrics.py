@@ -1,4 +1,5 @@
 """Overlap metrics against hand-counted cases."""
+
 import math
 
 import numpy as np
@@ -9,9 +10,9 @@ from rsrcnn_d2.evaluation import confusion, dice, sensitivity, specificity
 
 def test_hand_counted_case():
     truth = np.zeros((4, 5), bool)
-    truth[1, 1:4] = True            # 3 lesion pixels
+    truth[1, 1:4] = True  # 3 lesion pixels
     pred = np.zeros((4, 5), bool)
-    pred[1, 2:5] = True             # 2 hits, 1 false positive
+    pred[1, 2:5] = True  # 2 hits, 1 false positive
     assert confusion(pred, truth) == (2, 1, 1, 16)
     assert dice(pred, truth) == pytest.approx(4 / 6)
     assert sensitivity(pred, truth) == pytest.approx(2 / 3)

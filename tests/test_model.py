@@ -1,4 +1,5 @@
 """RS R-CNN's components built from small configs on CPU."""
+
 import numpy as np
 import pytest
 import torch
@@ -30,7 +31,9 @@ def _train_step(cfg, inputs):
 @pytest.mark.parametrize("path", [*TINY_ROWS.values(), FULL_ROWS["E"]], ids=lambda p: p.stem)
 def test_one_training_step_every_config(path):
     # the R-101 row runs at 128 px to stay fast on CPU; the architecture is unchanged
-    cfg = rsrcnn_d2.get_rsrcnn_cfg(str(path), ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TRAIN", "(128,)"])
+    cfg = rsrcnn_d2.get_rsrcnn_cfg(
+        str(path), ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TRAIN", "(128,)"]
+    )
     inputs = [synthetic_input(seed)[0] for seed in (1, 2)]
     model, losses = _train_step(cfg, inputs)
     assert set(losses) == LOSS_KEYS
@@ -77,7 +80,12 @@ def test_hrpn_objectness_is_softmax_of_relu_logits():
     num_anchors = head.anchor_deltas.out_channels // 4
     bg, fg = F.relu(two[:, :num_anchors]), F.relu(two[:, num_anchors:])
     softmax_fg = torch.softmax(torch.stack([bg, fg]), dim=0)[1]
-    assert logits[0].shape == (1, num_anchors, 5, 6) and deltas[0].shape == (1, 4 * num_anchors, 5, 6)
+    assert logits[0].shape == (1, num_anchors, 5, 6) and deltas[0].shape == (
+        1,
+        4 * num_anchors,
+        5,
+        6,
+    )
     torch.testing.assert_close(torch.sigmoid(logits[0]), softmax_fg)
 
 
@@ -115,7 +123,10 @@ def test_single_nms_across_levels():
     rpn = model.proposal_generator
     assert isinstance(rpn, SingleNMSRPN)
     rpn.eval()
-    anchors = [Boxes(torch.tensor([[10.0, 10.0, 30.0, 30.0]])), Boxes(torch.tensor([[11.0, 10.0, 31.0, 30.0]]))]
+    anchors = [
+        Boxes(torch.tensor([[10.0, 10.0, 30.0, 30.0]])),
+        Boxes(torch.tensor([[11.0, 10.0, 31.0, 30.0]])),
+    ]
     logits = [torch.tensor([[2.0]]), torch.tensor([[1.0]])]
     deltas = [torch.zeros(1, 1, 4), torch.zeros(1, 1, 4)]
     single = rpn.predict_proposals(anchors, logits, deltas, [(64, 64)])[0]
@@ -177,7 +188,9 @@ def test_box_head_expansion_switch(monkeypatch):
     _spy(monkeypatch, model.roi_heads.box_pooler, "forward", pooled)
     images = model.preprocess_image([synthetic_input(6)[0]])
     with torch.no_grad():
-        model.roi_heads(images, model.backbone(images.tensor), [_given_proposals([[10.0, 20.0, 20.0, 25.0]])])
+        model.roi_heads(
+            images, model.backbone(images.tensor), [_given_proposals([[10.0, 20.0, 20.0, 25.0]])]
+        )
     assert pooled[0][1][0].tensor.tolist() == [[10.0, 20.0, 20.0, 25.0]]
 
 
@@ -203,17 +216,30 @@ def test_training_mask_targets_use_expanded_proposals_and_no_gt_is_appended(monk
     shifted = (gt + torch.tensor([1.0, 0.0, 1.0, 0.0])).tolist()
     images = model.preprocess_image([x])
     with EventStorage():
-        model.roi_heads(images, model.backbone(images.tensor), [_given_proposals(shifted)], [x["instances"]])
+        model.roi_heads(
+            images, model.backbone(images.tensor), [_given_proposals(shifted)], [x["instances"]]
+        )
     expected = expand_boxes(torch.tensor(shifted), 2.0, (128, 128))
     assert seen["boxes"].shape[0] == len(shifted)
-    assert torch.equal(seen["boxes"][seen["boxes"][:, 0].argsort()], expected[expected[:, 0].argsort()])
+    assert torch.equal(
+        seen["boxes"][seen["boxes"][:, 0].argsort()], expected[expected[:, 0].argsort()]
+    )
 
 
 def test_overfits_one_synthetic_image():
     """Mask loss falls well below its start, and masks on the true boxes match the truth."""
     # ground truth and many proposals, so the mask head has foreground ROIs from the first step
-    model = build_model(tiny_cfg("D", "MODEL.ROI_HEADS.PROPOSAL_APPEND_GT", "True",
-                                 "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "1000", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "1000"))
+    model = build_model(
+        tiny_cfg(
+            "D",
+            "MODEL.ROI_HEADS.PROPOSAL_APPEND_GT",
+            "True",
+            "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
+            "1000",
+            "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+            "1000",
+        )
+    )
     model.train()
     # 64 px and 40 steps: the same lesions (1-30 px each) learnt in a 20th of the time of 128 px x 60
     x, mask = synthetic_input(5, size=64, num_lesions=(3, 3))
@@ -233,8 +259,12 @@ def test_overfits_one_synthetic_image():
 
     model.eval()
     gt = x["instances"]
-    given = Instances(gt.image_size, pred_boxes=gt.gt_boxes, pred_classes=gt.gt_classes,
-                      scores=torch.ones(len(gt)))
+    given = Instances(
+        gt.image_size,
+        pred_boxes=gt.gt_boxes,
+        pred_classes=gt.gt_classes,
+        scores=torch.ones(len(gt)),
+    )
     with torch.no_grad():
         out = model.inference([{"image": x["image"]}], detected_instances=[given])[0]
     pred = out["lesion_mask"].numpy()

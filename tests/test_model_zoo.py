@@ -1,4 +1,5 @@
 """rsrcnn_d2.model_zoo: configs by name, the one row table, and configs in a built package."""
+
 import os
 import shutil
 import subprocess
@@ -28,7 +29,9 @@ def test_unknown_config_lists_the_known_ones():
 
 
 def test_list_configs_is_every_yaml_of_configs():
-    on_disk = sorted(p.relative_to(REPO / "configs").as_posix() for p in (REPO / "configs").rglob("*.yaml"))
+    on_disk = sorted(
+        p.relative_to(REPO / "configs").as_posix() for p in (REPO / "configs").rglob("*.yaml")
+    )
     assert model_zoo.list_configs() == on_disk
     assert len(on_disk) == 10  # Base, Base-Tiny and rows B-E twice
 
@@ -40,16 +43,24 @@ def test_row_table_covers_rows_b_to_e_of_both_families(family, depth):
     for row in "BCDE":
         cfg = get_rsrcnn_cfg(model_zoo.row_config(row, family))
         assert cfg.MODEL.RESNETS.DEPTH == depth
-        heads[row] = (cfg.MODEL.PROPOSAL_GENERATOR.NAME, cfg.MODEL.ROI_MASK_HEAD.NAME, cfg.MODEL.DCRF.NAME)
+        heads[row] = (
+            cfg.MODEL.PROPOSAL_GENERATOR.NAME,
+            cfg.MODEL.ROI_MASK_HEAD.NAME,
+            cfg.MODEL.DCRF.NAME,
+        )
     assert heads["B"][0] == "SingleNMSRPN" and heads["C"][0] == "HRPN"
     assert heads["C"][1] != "LRSNetHead" and heads["D"][1] == "LRSNetHead"
     assert heads["D"][2] != "DenseCRFPostprocessor" and heads["E"][2] == "DenseCRFPostprocessor"
 
 
 def test_row_config_refuses_unknown_rows_and_families():
-    with pytest.raises(ConfigError, match=r"^tiny/A: row 'A' has no config; rows with one: B, C, D, E$"):
+    with pytest.raises(
+        ConfigError, match=r"^tiny/A: row 'A' has no config; rows with one: B, C, D, E$"
+    ):
         model_zoo.row_config("A")
-    with pytest.raises(ConfigError, match=r"^r50/E: unknown model family 'r50'; known: tiny, r101$"):
+    with pytest.raises(
+        ConfigError, match=r"^r50/E: unknown model family 'r50'; known: tiny, r101$"
+    ):
         model_zoo.row_config("E", "r50")
 
 
@@ -63,24 +74,50 @@ def test_built_wheel_carries_the_configs_and_resolves_them(tmp_path):
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "configs", src / "configs", ignore=ignore)
     shutil.copytree(REPO / "rsrcnn_d2", src / "rsrcnn_d2", ignore=ignore)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "--no-index", "-w", str(tmp_path / "wheel"), str(src)],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(tmp_path / "wheel"),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     (wheel,) = (tmp_path / "wheel").glob("rsrcnn_d2-*.whl")
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as z:
-        packaged = sorted(n[len("rsrcnn_d2/configs/"):] for n in z.namelist()
-                          if n.startswith("rsrcnn_d2/configs/"))
+        packaged = sorted(
+            n[len("rsrcnn_d2/configs/") :]
+            for n in z.namelist()
+            if n.startswith("rsrcnn_d2/configs/")
+        )
         z.extractall(site)
     assert packaged == model_zoo.list_configs()
 
-    code = ("from rsrcnn_d2 import get_rsrcnn_cfg, model_zoo\n"
-            "path = model_zoo.row_config('E')\n"
-            "cfg = get_rsrcnn_cfg(path)\n"
-            "print(path, cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.DCRF.NAME, cfg.MODEL.RSRCNN.NORMALIZATION)\n")
+    code = (
+        "from rsrcnn_d2 import get_rsrcnn_cfg, model_zoo\n"
+        "path = model_zoo.row_config('E')\n"
+        "cfg = get_rsrcnn_cfg(path)\n"
+        "print(path, cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.DCRF.NAME, cfg.MODEL.RSRCNN.NORMALIZATION)\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(site)}
-    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     packaged_e = site / "rsrcnn_d2" / "configs" / "PWML-Tiny" / "E_rsrcnn_R_18_FPN.yaml"
     assert run.stdout.split() == [str(packaged_e), "18", "DenseCRFPostprocessor", "zscore"]

@@ -1,4 +1,5 @@
 """The package registers its components and every YAML in configs/ loads."""
+
 import pytest
 from detectron2.modeling import META_ARCH_REGISTRY, PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.proposal_generator.rpn import RPN_HEAD_REGISTRY
@@ -15,7 +16,9 @@ def test_import_registers_components():
     assert PROPOSAL_GENERATOR_REGISTRY.get("HRPN").__name__ == "HRPN"
     assert RPN_HEAD_REGISTRY.get("HRPNHead").__name__ == "HRPNHead"
     assert ROI_HEADS_REGISTRY.get("ExpandedROIHeads").__name__ == "ExpandedROIHeads"
-    assert ROI_HEADS_REGISTRY.get("ReferenceSamplingROIHeads").__name__ == "ReferenceSamplingROIHeads"
+    assert (
+        ROI_HEADS_REGISTRY.get("ReferenceSamplingROIHeads").__name__ == "ReferenceSamplingROIHeads"
+    )
     assert PROPOSAL_GENERATOR_REGISTRY.get("SingleNMSRPN").__name__ == "SingleNMSRPN"
     assert ROI_MASK_HEAD_REGISTRY.get("LRSNetHead").__name__ == "LRSNetHead"
     assert rsrcnn_d2.DCRF_REGISTRY.get("DenseCRFPostprocessor").__name__ == "DenseCRFPostprocessor"
@@ -27,8 +30,12 @@ def test_add_config_defaults():
     assert "POST_NMS_TOPK_TRAIN" not in cfg.MODEL.HRPN  # MODEL.RPN's keys count, as everywhere
     assert cfg.MODEL.ROI_HEADS.CAP_NEGATIVES and cfg.MODEL.ROI_BOX_HEAD.EXPAND_PROPOSALS
     assert cfg.MODEL.RSRCNN.NORMALIZATION == "zscore" and not cfg.INPUT.CROP_TO_HEAD
-    assert (cfg.MODEL.DCRF.GAUSSIAN_SXY, cfg.MODEL.DCRF.BILATERAL_SXY,
-            cfg.MODEL.DCRF.BILATERAL_SRGB, cfg.MODEL.DCRF.ITERATIONS) == (2.0, 4.0, 6.0, 1)
+    assert (
+        cfg.MODEL.DCRF.GAUSSIAN_SXY,
+        cfg.MODEL.DCRF.BILATERAL_SXY,
+        cfg.MODEL.DCRF.BILATERAL_SRGB,
+        cfg.MODEL.DCRF.ITERATIONS,
+    ) == (2.0, 4.0, 6.0, 1)
     assert cfg.MODEL.DCRF.NAME == ""
 
 
@@ -49,15 +56,23 @@ def test_every_config_loads(path):
 def _flat(node, prefix=""):
     out = {}
     for key, value in node.items():
-        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+        out.update(
+            _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}
+        )
     return out
 
 
 # the keys Table 1's rows B-E set differently; every other key is the same in all four
-COMPONENT_KEYS = {"MODEL.PROPOSAL_GENERATOR.NAME", "MODEL.RPN.POST_NMS_TOPK_TRAIN",
-                  "MODEL.RPN.POST_NMS_TOPK_TEST", "MODEL.ROI_HEADS.NAME",
-                  "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "MODEL.ROI_MASK_HEAD.EXPANSION_K",
-                  "MODEL.ROI_MASK_HEAD.NAME", "MODEL.DCRF.NAME"}
+COMPONENT_KEYS = {
+    "MODEL.PROPOSAL_GENERATOR.NAME",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "MODEL.ROI_HEADS.NAME",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "MODEL.ROI_MASK_HEAD.EXPANSION_K",
+    "MODEL.ROI_MASK_HEAD.NAME",
+    "MODEL.DCRF.NAME",
+}
 
 
 @pytest.mark.parametrize("family", ["r101", "tiny"])
@@ -69,8 +84,10 @@ def test_rows_differ_only_in_components(family):
     differing = {k for k in keys if len({repr(f[k]) for f in flat.values()}) > 1}
     assert differing == COMPONENT_KEYS
     b, c, d, e = rows["B"], rows["C"], rows["D"], rows["E"]
-    assert (b.MODEL.PROPOSAL_GENERATOR.NAME, b.MODEL.ROI_HEADS.NAME) == ("SingleNMSRPN",
-                                                                          "ReferenceSamplingROIHeads")
+    assert (b.MODEL.PROPOSAL_GENERATOR.NAME, b.MODEL.ROI_HEADS.NAME) == (
+        "SingleNMSRPN",
+        "ReferenceSamplingROIHeads",
+    )
     assert (c.MODEL.PROPOSAL_GENERATOR.NAME, c.MODEL.ROI_HEADS.NAME) == ("HRPN", "ExpandedROIHeads")
     assert c.MODEL.ROI_MASK_HEAD.EXPANSION_K == 1.3
     assert d.MODEL.ROI_MASK_HEAD.NAME == "LRSNetHead" and c.MODEL.ROI_MASK_HEAD.NAME != "LRSNetHead"

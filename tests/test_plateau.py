@@ -1,4 +1,5 @@
 """LR halving on a validation-loss plateau: tracker logic, scheduler, checkpoint state."""
+
 import math
 
 import pytest
@@ -36,8 +37,17 @@ def test_tracker_state_round_trip():
 
 
 def test_plateau_scheduler_follows_the_scale_after_warmup():
-    cfg = tiny_cfg("E", "SOLVER.LR_SCHEDULER_NAME", "WarmupPlateauLR", "SOLVER.BASE_LR", "0.001",
-                   "SOLVER.WARMUP_ITERS", "2", "SOLVER.MAX_ITER", "20")
+    cfg = tiny_cfg(
+        "E",
+        "SOLVER.LR_SCHEDULER_NAME",
+        "WarmupPlateauLR",
+        "SOLVER.BASE_LR",
+        "0.001",
+        "SOLVER.WARMUP_ITERS",
+        "2",
+        "SOLVER.MAX_ITER",
+        "20",
+    )
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=cfg.SOLVER.BASE_LR)
     sched = build_lr_scheduler(cfg, opt)

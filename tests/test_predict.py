@@ -1,4 +1,5 @@
 """Prediction tool: output geometry, voxel placement across orientations, PNG folders, safety."""
+
 import hashlib
 import shutil
 from pathlib import Path
@@ -59,7 +60,11 @@ def volumes(cohort, tmp_path):
 
 
 def checksums(folder: Path) -> dict:
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def run_cli(monkeypatch, *argv, predictor=None):
@@ -79,9 +84,22 @@ def test_tiny_model_writes_mask_and_prob_with_the_input_geometry(volumes, tmp_pa
     torch.save({"model": model.state_dict()}, weights)
     out = tmp_path / "out"
     # the point is geometry: one view, a few boxes per slice (each gets a CRF)
-    code = run_cli(monkeypatch, volumes / "PWML_000_0000.nii.gz", "-o", out, "--weights", weights,
-                   "--save-prob", "--disable-tta", "MODEL.DEVICE", "cpu",
-                   "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "5")
+    code = run_cli(
+        monkeypatch,
+        volumes / "PWML_000_0000.nii.gz",
+        "-o",
+        out,
+        "--weights",
+        weights,
+        "--save-prob",
+        "--disable-tta",
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "0.0",
+        "TEST.DETECTIONS_PER_IMAGE",
+        "5",
+    )
     assert code == 0
     source = nib.load(volumes / "PWML_000_0000.nii.gz")
     mask, prob = nib.load(out / "PWML_000.nii.gz"), nib.load(out / "PWML_000_prob.nii.gz")
@@ -98,15 +116,27 @@ def test_tiny_model_writes_mask_and_prob_with_the_input_geometry(volumes, tmp_pa
 def test_missing_weights_is_a_clear_error(volumes, tmp_path, monkeypatch, capsys):
     code = run_cli(monkeypatch, volumes, "-o", tmp_path / "out", "--weights", tmp_path / "nope.pth")
     assert code == 4
-    assert capsys.readouterr().err.splitlines()[-1] == (f"rsrcnn-predict: error: {tmp_path / 'nope.pth'}"
-                                                        ": weights file does not exist")
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"rsrcnn-predict: error: {tmp_path / 'nope.pth'}: weights file does not exist"
+    )
     assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------ bad config / weights files
 def _predict(volumes, out, config, *extra):
-    return cli.main([str(volumes / "PWML_000_0000.nii.gz"), "-o", str(out), "--config-file", str(config),
-                     "--no-progress", *map(str, extra), "MODEL.DEVICE", "cpu"])
+    return cli.main(
+        [
+            str(volumes / "PWML_000_0000.nii.gz"),
+            "-o",
+            str(out),
+            "--config-file",
+            str(config),
+            "--no-progress",
+            *map(str, extra),
+            "MODEL.DEVICE",
+            "cpu",
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -121,27 +151,43 @@ def row_e_checkpoint(tmp_path_factory):
     return path
 
 
-def test_weights_of_another_row_are_refused_with_exit_4(volumes, tmp_path, row_e_checkpoint, capsys):
+def test_weights_of_another_row_are_refused_with_exit_4(
+    volumes, tmp_path, row_e_checkpoint, capsys
+):
     code = _predict(volumes, tmp_path / "out", TINY_ROWS["B"], "--weights", row_e_checkpoint)
     err = capsys.readouterr().err
     assert code == 4 and not (tmp_path / "out").exists()
-    assert err.startswith(f"rsrcnn-predict: error: {row_e_checkpoint}: leaves 8 of the model's 110 "
-                          "weight tensors uninitialised (proposal_generator.rpn_head.objectness_logits")
+    assert err.startswith(
+        f"rsrcnn-predict: error: {row_e_checkpoint}: leaves 8 of the model's 110 "
+        "weight tensors uninitialised (proposal_generator.rpn_head.objectness_logits"
+    )
     assert err.count("\n") == 1 and "Traceback" not in err
     # the explicit flag loads what fits and predicts
-    code = _predict(volumes, tmp_path / "out", TINY_ROWS["B"], "--weights", row_e_checkpoint,
-                    "--allow-partial-weights", "--disable-tta")
+    code = _predict(
+        volumes,
+        tmp_path / "out",
+        TINY_ROWS["B"],
+        "--weights",
+        row_e_checkpoint,
+        "--allow-partial-weights",
+        "--disable-tta",
+    )
     assert code == 0 and (tmp_path / "out" / "PWML_000.nii.gz").is_file()
 
 
-def test_truncated_and_unsafe_weights_exit_4_and_run_nothing(volumes, tmp_path, row_e_checkpoint, capsys):
+def test_truncated_and_unsafe_weights_exit_4_and_run_nothing(
+    volumes, tmp_path, row_e_checkpoint, capsys
+):
     import pickle
 
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(row_e_checkpoint.read_bytes()[:5000])
     assert _predict(volumes, tmp_path / "out", CONFIG, "--weights", truncated) == 4
     err = capsys.readouterr().err
-    assert err.startswith(f"rsrcnn-predict: error: {truncated}: cannot load weights") and err.count("\n") == 1
+    assert (
+        err.startswith(f"rsrcnn-predict: error: {truncated}: cannot load weights")
+        and err.count("\n") == 1
+    )
 
     class Payload:
         def __reduce__(self):
@@ -150,17 +196,24 @@ def test_truncated_and_unsafe_weights_exit_4_and_run_nothing(volumes, tmp_path, 
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(pickle.dumps({"model": {"x": Payload()}, "__author__": "zoo"}))
     assert _predict(volumes, tmp_path / "out", CONFIG, "--weights", evil) == 4
-    assert capsys.readouterr().err.startswith(f"rsrcnn-predict: error: {evil}: unsafe or corrupt pickle")
+    assert capsys.readouterr().err.startswith(
+        f"rsrcnn-predict: error: {evil}: unsafe or corrupt pickle"
+    )
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "out").exists()
 
 
 def test_bad_config_exits_3_in_one_line(volumes, tmp_path, capsys):
-    assert _predict(volumes, tmp_path / "out", CONFIG, "--weights", "w.pth", "MODEL.NO_SUCH", "1") == 3
-    assert capsys.readouterr().err == (f"rsrcnn-predict: error: {CONFIG}: config override: "
-                                       "unknown config key MODEL.NO_SUCH\n")
+    assert (
+        _predict(volumes, tmp_path / "out", CONFIG, "--weights", "w.pth", "MODEL.NO_SUCH", "1") == 3
+    )
+    assert capsys.readouterr().err == (
+        f"rsrcnn-predict: error: {CONFIG}: config override: unknown config key MODEL.NO_SUCH\n"
+    )
     evil = tmp_path / "evil.yaml"
-    evil.write_text(f"_BASE_: {CONFIG}\nMODEL:\n  WEIGHTS: !!python/object/apply:os.system "
-                    f"[\"touch {tmp_path / 'pwned'}\"]\n")
+    evil.write_text(
+        f"_BASE_: {CONFIG}\nMODEL:\n  WEIGHTS: !!python/object/apply:os.system "
+        f'["touch {tmp_path / "pwned"}"]\n'
+    )
     assert _predict(volumes, tmp_path / "out", evil) == 3
     assert capsys.readouterr().err.startswith(f"rsrcnn-predict: error: {evil}: YAML tag ")
     assert not (tmp_path / "pwned").exists()
@@ -186,8 +239,9 @@ def test_fake_model_output_lands_on_the_input_voxels(orientation, tmp_path):
     (tmp_path / "in").mkdir()
     nib.save(source, tmp_path / "in" / "case.nii.gz")
     predictor = fake_predictor()
-    report = predict_inputs(predictor, find_inputs(tmp_path / "in"), tmp_path / "out",
-                            save_prob=True, progress=False)
+    report = predict_inputs(
+        predictor, find_inputs(tmp_path / "in"), tmp_path / "out", save_prob=True, progress=False
+    )
     assert report.failures == []
     mask = nib.load(tmp_path / "out" / "case.nii.gz")
     assert np.array_equal(mask.affine, nib.load(tmp_path / "in" / "case.nii.gz").affine)
@@ -195,7 +249,9 @@ def test_fake_model_output_lands_on_the_input_voxels(orientation, tmp_path):
     prob = np.asanyarray(nib.load(tmp_path / "out" / "case_prob.nii.gz").dataobj)
     assert np.array_equal(prob, np.where(data > 500, 0.75, 0).astype(np.float32))
     # the model saw the converter's axial slices, in order
-    canonical = np.asanyarray(nib.as_closest_canonical(nib.load(tmp_path / "in" / "case.nii.gz")).dataobj)
+    canonical = np.asanyarray(
+        nib.as_closest_canonical(nib.load(tmp_path / "in" / "case.nii.gz")).dataobj
+    )
     seen = [x["image"][0].numpy() for x in predictor.model.inputs]
     assert len(seen) == canonical.shape[2]
     for k, image in enumerate(seen):
@@ -212,8 +268,12 @@ def test_hand_computed_voxel_for_an_lps_input(tmp_path):
         mask[0, 0] = call == 1
         return mask
 
-    predict_inputs(fake_predictor(corner_of_second_slice), find_inputs(tmp_path / "lps.nii"),
-                   tmp_path / "out", progress=False)
+    predict_inputs(
+        fake_predictor(corner_of_second_slice),
+        find_inputs(tmp_path / "lps.nii"),
+        tmp_path / "out",
+        progress=False,
+    )
     mask = np.asanyarray(nib.load(tmp_path / "out" / "lps.nii.gz").dataobj)
     assert list(zip(*np.nonzero(mask))) == [(0, 0, 1)]
 
@@ -246,10 +306,19 @@ def test_png_folder_gives_mask_pngs_of_the_same_names_and_sizes(layout, tmp_path
     if layout == "reference":  # ground truth beside input/ is not an input
         _write_png(tmp_path / "ref" / "gt" / "s1" / "3.png", np.zeros((40, 30)))
     out = tmp_path / "out"
-    code = run_cli(monkeypatch, tmp_path / "ref", "-o", out, "--overlays", "--save-prob",
-                   predictor=fake_predictor(lambda image, call: image > 200))
+    code = run_cli(
+        monkeypatch,
+        tmp_path / "ref",
+        "-o",
+        out,
+        "--overlays",
+        "--save-prob",
+        predictor=fake_predictor(lambda image, call: image > 200),
+    )
     assert code == 0
-    masks = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png") if "_overlay" not in p.name)
+    masks = sorted(
+        p.relative_to(out).as_posix() for p in out.rglob("*.png") if "_overlay" not in p.name
+    )
     assert masks == sorted(names)
     for name, a in arrays.items():
         with Image.open(out / name) as im:
@@ -265,14 +334,30 @@ def test_refuses_output_inside_the_input_folder(volumes, monkeypatch, capsys):
     code = run_cli(monkeypatch, volumes, "-o", volumes / "pred", predictor=fake_predictor())
     assert code == 2 and "--allow-output-in-input" in capsys.readouterr().err
     assert not (volumes / "pred").exists()
-    assert run_cli(monkeypatch, volumes / "PWML_000_0000.nii.gz", "-o", volumes / "PWML_000_0000.nii.gz",
-                   predictor=fake_predictor()) == 2
+    assert (
+        run_cli(
+            monkeypatch,
+            volumes / "PWML_000_0000.nii.gz",
+            "-o",
+            volumes / "PWML_000_0000.nii.gz",
+            predictor=fake_predictor(),
+        )
+        == 2
+    )
 
 
 def test_never_modifies_inputs(volumes, monkeypatch):
     before = checksums(volumes)
-    code = run_cli(monkeypatch, volumes, "-o", volumes, "--allow-output-in-input", "--save-prob",
-                   "--overlays", predictor=fake_predictor(lambda image, call: image > image.mean()))
+    code = run_cli(
+        monkeypatch,
+        volumes,
+        "-o",
+        volumes,
+        "--allow-output-in-input",
+        "--save-prob",
+        "--overlays",
+        predictor=fake_predictor(lambda image, call: image > image.mean()),
+    )
     assert code == 0
     after = checksums(volumes)
     assert {p: after[p] for p in before} == before
@@ -283,8 +368,16 @@ def test_an_output_name_equal_to_an_input_is_refused(volumes, tmp_path, monkeypa
     # with the earlier names, case "PWML_000"'s mask would be the input file "PWML_000.nii.gz"
     shutil.copy(volumes / "PWML_001_0000.nii.gz", volumes / "PWML_000_lesion.nii.gz")
     before = checksums(volumes)
-    code = run_cli(monkeypatch, volumes, "-o", volumes, "--allow-output-in-input",
-                   "--mask-suffix", "_lesion", predictor=fake_predictor())
+    code = run_cli(
+        monkeypatch,
+        volumes,
+        "-o",
+        volumes,
+        "--allow-output-in-input",
+        "--mask-suffix",
+        "_lesion",
+        predictor=fake_predictor(),
+    )
     assert code == 1 and "refusing to overwrite an input file" in capsys.readouterr().err
     after = checksums(volumes)
     assert {p: after[p] for p in before} == before
@@ -293,7 +386,9 @@ def test_an_output_name_equal_to_an_input_is_refused(volumes, tmp_path, monkeypa
 def test_one_bad_file_does_not_lose_the_others(volumes, tmp_path, monkeypatch, capsys):
     good = (volumes / "PWML_000_0000.nii.gz").read_bytes()
     (volumes / "broken_0000.nii.gz").write_bytes(good[: len(good) // 2])
-    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 2), np.float32), np.eye(4)), volumes / "series.nii.gz")
+    nib.save(
+        nib.Nifti1Image(np.zeros((8, 8, 4, 2), np.float32), np.eye(4)), volumes / "series.nii.gz"
+    )
     nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), volumes / "flat.nii.gz")
     out = tmp_path / "out"
     code = run_cli(monkeypatch, volumes, "-o", out, predictor=fake_predictor())
@@ -333,7 +428,10 @@ def test_continue_skips_cases_whose_outputs_exist(volumes, tmp_path, monkeypatch
     first = out / "PWML_000.nii.gz"
     first.write_bytes(b"kept")  # a finished output (its content is not checked)
     (out / "PWML_001.nii.gz").unlink()
-    assert run_cli(monkeypatch, "-i", volumes, "-o", out, "--continue", predictor=fake_predictor()) == 0
+    assert (
+        run_cli(monkeypatch, "-i", volumes, "-o", out, "--continue", predictor=fake_predictor())
+        == 0
+    )
     assert first.read_bytes() == b"kept" and (out / "PWML_001.nii.gz").is_file()
     assert "1 of 2 input(s) predicted (1 skipped: outputs exist)" in capsys.readouterr().out
     # without --continue both are predicted again
@@ -345,9 +443,12 @@ def test_an_input_named_like_its_mask_is_never_overwritten(volumes, monkeypatch,
     # nnU-Net's names: the mask of case.nii.gz is case.nii.gz; predicting into the input folder
     shutil.copy(volumes / "PWML_000_0000.nii.gz", volumes / "plain.nii.gz")
     before = checksums(volumes)
-    code = run_cli(monkeypatch, volumes, "-o", volumes, "--allow-output-in-input",
-                   predictor=fake_predictor())
-    assert code == 1 and "plain.nii.gz: refusing to overwrite an input file" in capsys.readouterr().err
+    code = run_cli(
+        monkeypatch, volumes, "-o", volumes, "--allow-output-in-input", predictor=fake_predictor()
+    )
+    assert (
+        code == 1 and "plain.nii.gz: refusing to overwrite an input file" in capsys.readouterr().err
+    )
     after = checksums(volumes)
     assert {p: after[p] for p in before} == before
 
@@ -373,25 +474,57 @@ def test_several_checkpoints_and_tta_make_one_ensemble(tmp_path, monkeypatch):
         return fake_predictor()
 
     from rsrcnn_d2.inference import predictor as predictor_module
+
     monkeypatch.setattr(predictor_module.LesionPredictor, "from_config", staticmethod(spy))
     a, b = _checkpoint(tmp_path / "a.pth", 0), _checkpoint(tmp_path / "b.pth", 1)
-    args = cli.parse_args(["-i", "x.nii.gz", "-o", str(tmp_path / "o"), "--config-file", str(CONFIG),
-                           "--weights", str(a), str(b), "MODEL.DEVICE", "cpu"])
+    args = cli.parse_args(
+        [
+            "-i",
+            "x.nii.gz",
+            "-o",
+            str(tmp_path / "o"),
+            "--config-file",
+            str(CONFIG),
+            "--weights",
+            str(a),
+            str(b),
+            "MODEL.DEVICE",
+            "cpu",
+        ]
+    )
     cli.build_predictor(args)
-    assert built["weights"] == [str(a), str(b)] and built["tta"] is True and built["device"] == "cpu"
-    args = cli.parse_args(["-i", "x.nii.gz", "-o", str(tmp_path / "o"), "--config-file", str(CONFIG),
-                           "--weights", str(a), "--disable-tta", "-device", "cpu"])
+    assert (
+        built["weights"] == [str(a), str(b)] and built["tta"] is True and built["device"] == "cpu"
+    )
+    args = cli.parse_args(
+        [
+            "-i",
+            "x.nii.gz",
+            "-o",
+            str(tmp_path / "o"),
+            "--config-file",
+            str(CONFIG),
+            "--weights",
+            str(a),
+            "--disable-tta",
+            "-device",
+            "cpu",
+        ]
+    )
     cli.build_predictor(args)
     assert built["weights"] == [str(a)] and built["tta"] is False
     # the real thing: two checkpoints + flip are one LesionEnsemble of 4 members
     from rsrcnn_d2 import get_rsrcnn_cfg
+
     monkeypatch.undo()
 
     cfg = get_rsrcnn_cfg(CONFIG, ["MODEL.DEVICE", "cpu"])
     predictor = LesionPredictor.from_config(cfg, weights=[str(a), str(b)], tta=True)
     assert isinstance(predictor.model, LesionEnsemble) and predictor.model.members == 4
-    assert not torch.equal(predictor.model.models[0].roi_heads.mask_head.predictor.weight,
-                           predictor.model.models[1].roi_heads.mask_head.predictor.weight)
+    assert not torch.equal(
+        predictor.model.models[0].roi_heads.mask_head.predictor.weight,
+        predictor.model.models[1].roi_heads.mask_head.predictor.weight,
+    )
 
 
 def test_model_folder_ensembles_the_folds_with_their_config(tmp_path, monkeypatch):
@@ -408,11 +541,19 @@ def test_model_folder_ensembles_the_folds_with_their_config(tmp_path, monkeypatc
         return fake_predictor()
 
     from rsrcnn_d2.inference import predictor as predictor_module
+
     monkeypatch.setattr(predictor_module.LesionPredictor, "from_config", staticmethod(spy))
-    args = cli.parse_args(["-i", "x.nii.gz", "-o", str(tmp_path / "o"), "-m", str(cv), "-device", "cpu"])
+    args = cli.parse_args(
+        ["-i", "x.nii.gz", "-o", str(tmp_path / "o"), "-m", str(cv), "-device", "cpu"]
+    )
     cli.build_predictor(args)
-    assert seen["weights"] == [str(cv / "fold_0" / "model_best.pth"), str(cv / "fold_1" / "model_best.pth")]
-    args = cli.parse_args(["-i", "x.nii.gz", "-o", str(tmp_path / "o"), "-m", str(cv), "-f", "1", "-device", "cpu"])
+    assert seen["weights"] == [
+        str(cv / "fold_0" / "model_best.pth"),
+        str(cv / "fold_1" / "model_best.pth"),
+    ]
+    args = cli.parse_args(
+        ["-i", "x.nii.gz", "-o", str(tmp_path / "o"), "-m", str(cv), "-f", "1", "-device", "cpu"]
+    )
     cli.build_predictor(args)
     assert seen["weights"] == [str(cv / "fold_1" / "model_best.pth")]
     with pytest.raises(PWMLDataError, match="fold_3: no model_best.pth or model_final.pth"):
@@ -425,7 +566,10 @@ def test_axis_names_come_from_one_table():
 
     for parser in (cli.build_parser(), evaluate_cli.build_parser()):
         axis = next(a for a in parser._actions if a.dest == "axis")
-        assert axis.choices == list(AXES) == ["sagittal", "coronal", "axial"] and axis.default == "axial"
+        assert (
+            axis.choices == list(AXES) == ["sagittal", "coronal", "axial"]
+            and axis.default == "axial"
+        )
     assert [axis_name(i) for i in (0, 1, 2)] == list(AXES) and axis_name("Coronal") == "coronal"
     with pytest.raises(ValueError, match="unknown slice axis 'top'"):
         axis_name("top")

@@ -1,4 +1,5 @@
 """LesionPredictor's shortcut: constant slices (empty field of view) never reach the model."""
+
 import numpy as np
 import torch
 
@@ -13,14 +14,25 @@ class _Recorder:
 
     def __call__(self, inputs):
         self.batches.append([x["image"][0].clone() for x in inputs])
-        return [{"lesion_mask": torch.ones(x["height"], x["width"], dtype=torch.bool),
-                 "lesion_prob": torch.full((x["height"], x["width"]), 0.75)} for x in inputs]
+        return [
+            {
+                "lesion_mask": torch.ones(x["height"], x["width"], dtype=torch.bool),
+                "lesion_prob": torch.full((x["height"], x["width"]), 0.75),
+            }
+            for x in inputs
+        ]
 
 
 def test_constant_slices_are_not_shown_to_the_model_and_are_all_zero():
     varied = np.arange(12, dtype=np.float32).reshape(3, 4)
-    slices = [np.zeros((3, 4), np.float32), varied, np.full((5, 2), 7.0, np.float32),
-              varied[::-1].copy(), np.zeros((0, 4), np.float32), np.full((1, 1), -3.0, np.float32)]
+    slices = [
+        np.zeros((3, 4), np.float32),
+        varied,
+        np.full((5, 2), 7.0, np.float32),
+        varied[::-1].copy(),
+        np.zeros((0, 4), np.float32),
+        np.full((1, 1), -3.0, np.float32),
+    ]
     model = _Recorder()
     out = LesionPredictor(model, batch_size=4).predict_slices(slices)
     # one batch holding only the two slices with contrast, in order

@@ -1,4 +1,5 @@
 """tools/run_cv.py: folds trained resumably, held-out whole volumes predicted and scored, pooled."""
+
 import json
 import os
 import shutil
@@ -13,10 +14,32 @@ from test_data_fixtures import small_cohort
 
 RUN_CV = REPO / "tools" / "run_cv.py"
 # mechanics, not accuracy: two iterations on whole 64-px slices
-FAST = ["MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD",
-        "1000", "TEST.EVAL_PERIOD", "0", "SOLVER.PLATEAU.PERIOD", "1", "SOLVER.IMS_PER_BATCH", "2",
-        "INPUT.CROP_TO_HEAD", "False", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
-        "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64"]
+FAST = [
+    "MODEL.DEVICE",
+    "cpu",
+    "SOLVER.MAX_ITER",
+    "2",
+    "SOLVER.WARMUP_ITERS",
+    "0",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "1000",
+    "TEST.EVAL_PERIOD",
+    "0",
+    "SOLVER.PLATEAU.PERIOD",
+    "1",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "INPUT.CROP_TO_HEAD",
+    "False",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(64,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "64",
+    "INPUT.MIN_SIZE_TEST",
+    "64",
+    "INPUT.MAX_SIZE_TEST",
+    "64",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -37,13 +60,22 @@ def cohort(tmp_path_factory):
 
 def _run_cv(*args, timeout=300):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(RUN_CV), *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, str(RUN_CV), *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return proc
 
 
 def _snapshot(folder):
-    return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.stat().st_mtime_ns
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
 
 
 def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort):
@@ -54,8 +86,12 @@ def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort):
     fold0 = out / "fold_0"
     assert (fold0 / "config.yaml").is_file() and (fold0 / "model_final.pth").is_file()
     held_out = splits["folds"][0]["val"]
-    assert sorted(p.name for p in (fold0 / "predictions").iterdir()) == [f"{c}.nii.gz" for c in held_out]
-    assert sorted(p.name for p in (fold0 / "references").iterdir()) == [f"{c}.nii.gz" for c in held_out]
+    assert sorted(p.name for p in (fold0 / "predictions").iterdir()) == [
+        f"{c}.nii.gz" for c in held_out
+    ]
+    assert sorted(p.name for p in (fold0 / "references").iterdir()) == [
+        f"{c}.nii.gz" for c in held_out
+    ]
     partial = json.loads((out / "cv_summary.json").read_text())
     assert partial["folds"] == [0] and partial["complete"] is False and partial["cases"] == held_out
     assert "incomplete" in (out / "cv_summary.md").read_text()
@@ -65,15 +101,20 @@ def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort):
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     after = _snapshot(fold0)
     # fold 0 was neither retrained, re-predicted nor re-scored: its files are untouched
-    assert after == before and {"result.json", "model_final.pth", "evaluation/summary.json"} <= set(after)
+    assert after == before and {"result.json", "model_final.pth", "evaluation/summary.json"} <= set(
+        after
+    )
     assert "fold 0: training" not in second.stdout and "fold 1: training" in second.stdout
     summary = json.loads((out / "cv_summary.json").read_text())
     assert summary["folds"] == [0, 1] and summary["complete"] is True and summary["num_folds"] == 2
     assert summary["cases"] == sorted(splits["subjects"])  # the pooled OOF covers every subject
-    assert sorted(p.name for p in (out / "oof" / "predictions").iterdir()) == \
-        [f"{c}.nii.gz" for c in sorted(splits["subjects"])]
+    assert sorted(p.name for p in (out / "oof" / "predictions").iterdir()) == [
+        f"{c}.nii.gz" for c in sorted(splits["subjects"])
+    ]
     pooled = json.loads((out / "oof" / "evaluation" / "summary.json").read_text())
-    per_fold = [json.loads((out / f"fold_{i}" / "evaluation" / "summary.json").read_text()) for i in (0, 1)]
+    per_fold = [
+        json.loads((out / f"fold_{i}" / "evaluation" / "summary.json").read_text()) for i in (0, 1)
+    ]
     true_lesions = [s["pwml_lesion3d"]["true_lesions"] for s in per_fold]
     assert pooled["pwml_lesion3d"]["true_lesions"] == sum(true_lesions) > 0
     assert pooled["slices"] == "all slices"  # whole volumes: every slice of the 6-slice volumes
@@ -82,7 +123,7 @@ def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort):
     assert summary["pooled"]["lesion_F1_3d"] == pooled["pwml_lesion3d"]["F1"]
     dice = [s["pwml_strict"]["Dice"] for s in per_fold]
     assert summary["mean"]["Dice"] == pytest.approx(sum(dice) / 2)
-    assert summary["sd"]["Dice"] == pytest.approx(abs(dice[0] - dice[1]) / 2 ** 0.5)
+    assert summary["sd"]["Dice"] == pytest.approx(abs(dice[0] - dice[1]) / 2**0.5)
     md = (out / "cv_summary.md").read_text()
     assert "whole volumes" in md and "| fold 0 | fold 1 | mean ± sd | pooled OOF |" in md
     # the inputs were only read
@@ -96,8 +137,17 @@ def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort):
     assert torch.load(fold1 / "model_final.pth", weights_only=False)["iteration"] == 1
     (fold1 / "result.json").unlink()
     stale = _snapshot(fold1 / "predictions")
-    third = _run_cv(TINY_ROWS["B"], "--dataset-root", f"tiny={root}", "--output", out, *FAST[:2],
-                    "SOLVER.MAX_ITER", "3", *FAST[4:])
+    third = _run_cv(
+        TINY_ROWS["B"],
+        "--dataset-root",
+        f"tiny={root}",
+        "--output",
+        out,
+        *FAST[:2],
+        "SOLVER.MAX_ITER",
+        "3",
+        *FAST[4:],
+    )
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     assert torch.load(fold1 / "model_final.pth", weights_only=False)["iteration"] == 2
     # continued from the interrupted run's checkpoint, not restarted from scratch
@@ -120,16 +170,34 @@ def test_bad_arguments_exit_2_before_training(cohort, tmp_path, capsys):
         code = main([str(a) for a in args])
         return code, capsys.readouterr().err.strip()
 
-    code, err = run(TINY_ROWS["B"], "--dataset-root", root, "--output", tmp_path / "o", "--folds", "2")
-    assert (code, err) == (2, f"run_cv: error: {root / 'splits.json'}: has 2 folds (0-1); no fold 2")
+    code, err = run(
+        TINY_ROWS["B"], "--dataset-root", root, "--output", tmp_path / "o", "--folds", "2"
+    )
+    assert (code, err) == (
+        2,
+        f"run_cv: error: {root / 'splits.json'}: has 2 folds (0-1); no fold 2",
+    )
     code, err = run(TINY_ROWS["B"], "--dataset-root", root, "--output", root / "cv")
     assert code == 2 and "output folder overlaps the dataset root" in err
     code, err = run(TINY_ROWS["B"], "--dataset-root", cohort / "raw", "--output", tmp_path / "o")
     assert code == 2 and "not a prepared PWML dataset (no splits.json)" in err
-    code, err = run(TINY_ROWS["B"], "--dataset-root", root, "--output", tmp_path / "o", "--folds", "0",
-                    "DATASETS.TRAIN", "('x',)")
-    assert code == 2 and err.endswith("override DATASETS.TRAIN is set by the CV driver for each fold")
-    code, err = run(TINY_ROWS["B"], "--dataset-root", root, "--output", tmp_path / "o", "MODEL.NOPE", "1")
+    code, err = run(
+        TINY_ROWS["B"],
+        "--dataset-root",
+        root,
+        "--output",
+        tmp_path / "o",
+        "--folds",
+        "0",
+        "DATASETS.TRAIN",
+        "('x',)",
+    )
+    assert code == 2 and err.endswith(
+        "override DATASETS.TRAIN is set by the CV driver for each fold"
+    )
+    code, err = run(
+        TINY_ROWS["B"], "--dataset-root", root, "--output", tmp_path / "o", "MODEL.NOPE", "1"
+    )
     assert code == 3 and "MODEL.NOPE" in err
     with pytest.raises(SystemExit) as odd:
         main([str(TINY_ROWS["B"]), "--dataset-root", str(root), "MODEL.DEVICE"])
@@ -140,5 +208,7 @@ def test_bad_arguments_exit_2_before_training(cohort, tmp_path, capsys):
     all_json = moved / "annotations" / "instances_all.json"
     all_json.write_text(all_json.read_text().replace(str(cohort / "raw"), str(tmp_path / "gone")))
     code, err = run(TINY_ROWS["B"], "--dataset-root", moved, "--output", tmp_path / "o")
-    assert code == 2 and err.startswith(f"run_cv: error: {tmp_path / 'gone'}") and "is missing" in err
+    assert (
+        code == 2 and err.startswith(f"run_cv: error: {tmp_path / 'gone'}") and "is missing" in err
+    )
     assert not (tmp_path / "o").exists() and not (root / "cv").exists()

@@ -1,4 +1,5 @@
 """No code runs from a config or weights file, and weights that do not fit the model are refused."""
+
 import logging
 import pickle
 
@@ -34,8 +35,9 @@ def test_python_tag_in_a_base_config_is_refused_and_does_not_run(tmp_path):
 def test_python_tag_in_the_top_config_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     top = tmp_path / "top.yaml"
-    top.write_text(f"_BASE_: {TINY_ROWS['B']}\n"
-                   f"OUTPUT_DIR: !!python/object/new:os.system [\"touch {marker}\"]\n")
+    top.write_text(
+        f'_BASE_: {TINY_ROWS["B"]}\nOUTPUT_DIR: !!python/object/new:os.system ["touch {marker}"]\n'
+    )
     with pytest.raises(ConfigError, match=f"^{top}: YAML tag .*python/object/new:os.system"):
         get_rsrcnn_cfg(str(top))
     assert not marker.exists()
@@ -46,12 +48,15 @@ def test_a_safe_config_chain_still_loads():
     assert cfg.MODEL.DCRF.NAME == "DenseCRFPostprocessor" and cfg.SOLVER.MAX_ITER == 7
 
 
-@pytest.mark.parametrize("body, problem", [
-    ("MODEL:\n  NO_SUCH_KEY: 1\n", "unknown config key MODEL.NO_SUCH_KEY"),
-    ("MODEL: [1, 2\n", "not valid YAML"),
-    ("SOLVER:\n  MAX_ITER: many\n", "cannot merge this config: Type mismatch"),
-    ("_BASE_: missing_base.yaml\n", "cannot read config file"),
-])
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        ("MODEL:\n  NO_SUCH_KEY: 1\n", "unknown config key MODEL.NO_SUCH_KEY"),
+        ("MODEL: [1, 2\n", "not valid YAML"),
+        ("SOLVER:\n  MAX_ITER: many\n", "cannot merge this config: Type mismatch"),
+        ("_BASE_: missing_base.yaml\n", "cannot read config file"),
+    ],
+)
 def test_bad_config_files_are_config_errors_naming_the_file(tmp_path, body, problem):
     path = tmp_path / "bad.yaml"
     path.write_text(body)
@@ -63,11 +68,15 @@ def test_bad_config_files_are_config_errors_naming_the_file(tmp_path, body, prob
 
 
 def test_missing_config_and_unknown_override_are_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match=f"^{tmp_path / 'nope.yaml'}: config file does not exist$"):
+    with pytest.raises(
+        ConfigError, match=f"^{tmp_path / 'nope.yaml'}: config file does not exist$"
+    ):
         get_rsrcnn_cfg(str(tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match=r": config override: unknown config key MODEL\.NOPE$"):
         get_rsrcnn_cfg(str(TINY_ROWS["B"]), ["MODEL.NOPE", "1"])
-    with pytest.raises(ConfigError, match=r"config override: .*odd length: \['SOLVER.MAX_ITER'\]; it must"):
+    with pytest.raises(
+        ConfigError, match=r"config override: .*odd length: \['SOLVER.MAX_ITER'\]; it must"
+    ):
         get_rsrcnn_cfg(str(TINY_ROWS["B"]), ["SOLVER.MAX_ITER"])
 
 
@@ -84,10 +93,12 @@ class _TouchOnLoad:
 
 def _model_zoo_state():
     rng = np.random.default_rng(0)
-    return {"conv.weight": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
-            "conv.bias": np.arange(4, dtype=np.float32),
-            "bn.num": np.array(7, dtype=np.int64),
-            "fc.weight": np.asfortranarray(rng.standard_normal((2, 5))).astype(np.float64)}
+    return {
+        "conv.weight": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        "conv.bias": np.arange(4, dtype=np.float32),
+        "bn.num": np.array(7, dtype=np.int64),
+        "fc.weight": np.asfortranarray(rng.standard_normal((2, 5))).astype(np.float64),
+    }
 
 
 class _Tiny(torch.nn.Module):
@@ -106,14 +117,25 @@ def test_model_zoo_pkl_loads_with_the_same_values(tmp_path, protocol):
     state = _model_zoo_state()
     path = tmp_path / "zoo.pkl"
     with open(path, "wb") as f:
-        pickle.dump({"model": state, "__author__": "Detectron2 Model Zoo", "matching_heuristics": False,
-                     "scale": np.float32(0.5)}, f, protocol=protocol)
+        pickle.dump(
+            {
+                "model": state,
+                "__author__": "Detectron2 Model Zoo",
+                "matching_heuristics": False,
+                "scale": np.float32(0.5),
+            },
+            f,
+            protocol=protocol,
+        )
     model = _Tiny()
     incompatible = load_model_weights(model, str(path))
     assert incompatible.missing_keys == [] and incompatible.unexpected_keys == []
     loaded = model.state_dict()
     for name, value in state.items():
-        assert np.array_equal(loaded[name].numpy(), value) and loaded[name].numpy().dtype == value.dtype
+        assert (
+            np.array_equal(loaded[name].numpy(), value)
+            and loaded[name].numpy().dtype == value.dtype
+        )
 
 
 def test_pkl_written_by_numpy_1_loads(tmp_path):
@@ -139,8 +161,11 @@ def test_malicious_pkl_is_refused_and_does_not_run(tmp_path, protocol):
     state = _model_zoo_state()
     state["conv.bias"] = _TouchOnLoad(marker)
     path.write_bytes(pickle.dumps({"model": state, "__author__": "x"}, protocol=protocol))
-    with pytest.raises(WeightsError, match=f"^{path}: unsafe or corrupt pickle: refusing to load "
-                                           r"io\.open: "):
+    with pytest.raises(
+        WeightsError,
+        match=f"^{path}: unsafe or corrupt pickle: refusing to load "
+        r"io\.open: ",
+    ):
         load_model_weights(_Tiny(), str(path))
     assert not marker.exists()
 
@@ -169,7 +194,9 @@ def test_truncated_weights_are_a_weights_error(tmp_path, suffix):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsError, match=f"^{path}: "):
         load_model_weights(model, str(path))
-    with pytest.raises(WeightsError, match=f"^{tmp_path / 'none.pth'}: weights file does not exist$"):
+    with pytest.raises(
+        WeightsError, match=f"^{tmp_path / 'none.pth'}: weights file does not exist$"
+    ):
         load_model_weights(model, str(tmp_path / "none.pth"))
 
 
@@ -184,10 +211,10 @@ def test_pth_with_a_payload_is_refused_by_weights_only(tmp_path):
     assert not marker.exists()
 
 
-
 @pytest.mark.parametrize("suffix", [".pth", ".pyth"])
-def test_torch_files_load_weights_only_even_when_the_environment_says_otherwise(tmp_path, monkeypatch,
-                                                                                 suffix):
+def test_torch_files_load_weights_only_even_when_the_environment_says_otherwise(
+    tmp_path, monkeypatch, suffix
+):
     """detectron2 reads .pyth with a bare torch.load, which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD makes unsafe."""
     from rsrcnn_d2.checkpoint import load_model_weights
 
@@ -234,12 +261,14 @@ def test_row_e_weights_into_row_b_are_refused(row_e_weights):
         LesionPredictor.from_config(cfg)
     message = str(info.value)
     # row E's H-RPN has 2 objectness logits per anchor, its LRS-Net head 2 convs, not 4
-    assert message == (f"{row_e_weights}: leaves 8 of the model's 110 weight tensors uninitialised "
-                       "(proposal_generator.rpn_head.objectness_logits.weight, "
-                       "proposal_generator.rpn_head.objectness_logits.bias, "
-                       "roi_heads.mask_head.mask_fcn3.weight, roi_heads.mask_head.mask_fcn3.bias, "
-                       "roi_heads.mask_head.mask_fcn4.weight, ...): weights of another model? "
-                       "(--allow-partial-weights loads them anyway)")
+    assert message == (
+        f"{row_e_weights}: leaves 8 of the model's 110 weight tensors uninitialised "
+        "(proposal_generator.rpn_head.objectness_logits.weight, "
+        "proposal_generator.rpn_head.objectness_logits.bias, "
+        "roi_heads.mask_head.mask_fcn3.weight, roi_heads.mask_head.mask_fcn3.bias, "
+        "roi_heads.mask_head.mask_fcn4.weight, ...): weights of another model? "
+        "(--allow-partial-weights loads them anyway)"
+    )
 
 
 def test_allow_partial_weights_loads_and_logs_one_table(row_e_weights, caplog):
@@ -249,15 +278,23 @@ def test_allow_partial_weights_loads_and_logs_one_table(row_e_weights, caplog):
     cfg = tiny_cfg("B", "MODEL.WEIGHTS", str(row_e_weights))
     with caplog.at_level(logging.INFO, logger="rsrcnn_d2"):
         predictor = LesionPredictor.from_config(cfg, allow_partial_weights=True)
-    tables = [r.getMessage() for r in caplog.records if "fit the model only in part" in r.getMessage()]
+    tables = [
+        r.getMessage() for r in caplog.records if "fit the model only in part" in r.getMessage()
+    ]
     assert len(tables) == 1
     lines = tables[0].splitlines()
     assert lines[1].split() == ["module", "loaded", "re-initialised", "unused"]
     rows = {line.split()[0]: [int(n) for n in line.split()[1:]] for line in lines[2:-1]}
-    assert rows == {"backbone.fpn_lateral*": [12, 0, 0], "backbone.fpn_output*": [12, 0, 0],
-                    "backbone.bottom_up": [60, 0, 0], "proposal_generator.rpn_head": [4, 2, 2],
-                    "roi_heads.box_head": [4, 0, 0], "roi_heads.box_predictor": [4, 0, 0],
-                    "roi_heads.mask_head": [6, 6, 0], "total": [102, 8, 2]}
+    assert rows == {
+        "backbone.fpn_lateral*": [12, 0, 0],
+        "backbone.fpn_output*": [12, 0, 0],
+        "backbone.bottom_up": [60, 0, 0],
+        "proposal_generator.rpn_head": [4, 2, 2],
+        "roi_heads.box_head": [4, 0, 0],
+        "roi_heads.box_predictor": [4, 0, 0],
+        "roi_heads.mask_head": [6, 6, 0],
+        "total": [102, 8, 2],
+    }
     assert lines[-1].startswith("(2 re-initialised for a shape mismatch")
     state = predictor.model.state_dict()
     source = torch.load(row_e_weights, weights_only=True)["model"]
@@ -283,8 +320,16 @@ def test_a_whole_model_as_a_model_zoo_pkl_loads_after_detectron2s_renaming(row_e
 
     source = torch.load(row_e_weights, weights_only=True)["model"]
     path = tmp_path / "zoo.pkl"
-    path.write_bytes(pickle.dumps({"model": {k: v.numpy() for k, v in source.items()},
-                                   "__author__": "zoo", "matching_heuristics": True}, protocol=2))
+    path.write_bytes(
+        pickle.dumps(
+            {
+                "model": {k: v.numpy() for k, v in source.items()},
+                "__author__": "zoo",
+                "matching_heuristics": True,
+            },
+            protocol=2,
+        )
+    )
     model = build_model(tiny_cfg("E"))
     incompatible = load_model_weights(model, str(path))
     assert incompatible.missing_keys == []
@@ -308,27 +353,55 @@ def test_pkl_with_no_matching_keys_is_refused(tmp_path):
     from rsrcnn_d2.checkpoint import load_model_weights
 
     path = tmp_path / "other.pkl"
-    path.write_bytes(pickle.dumps({"model": _model_zoo_state(), "__author__": "zoo",
-                                   "matching_heuristics": True}))
+    path.write_bytes(
+        pickle.dumps(
+            {"model": _model_zoo_state(), "__author__": "zoo", "matching_heuristics": True}
+        )
+    )
     model = build_model(tiny_cfg("B"))
-    with pytest.raises(WeightsError, match=f"^{path}: leaves (\\d+) of the model's \\1 weight tensors"):
+    with pytest.raises(
+        WeightsError, match=f"^{path}: leaves (\\d+) of the model's \\1 weight tensors"
+    ):
         load_model_weights(model, str(path))
 
 
 # ------------------------------------------------------------------ train_net (items 8, 13)
 # train_net's command line (rsrcnn_d2.engine.train_net.cli) called in-process: one worker runs in
 # the calling process, and what is checked here (messages, exit codes) needs no fresh interpreter
-SMALL = ["MODEL.DEVICE", "cpu", "INPUT.CROP_TO_HEAD", "False", "INPUT.MIN_SIZE_TRAIN", "(64,)",
-         "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
-         "SOLVER.IMS_PER_BATCH", "1", "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "1000"]
+SMALL = [
+    "MODEL.DEVICE",
+    "cpu",
+    "INPUT.CROP_TO_HEAD",
+    "False",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(64,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "64",
+    "INPUT.MIN_SIZE_TEST",
+    "64",
+    "INPUT.MAX_SIZE_TEST",
+    "64",
+    "SOLVER.IMS_PER_BATCH",
+    "1",
+    "TEST.EVAL_PERIOD",
+    "0",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "1000",
+]
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     from test_data_fixtures import converted_cohort
 
-    return converted_cohort(tmp_path_factory.mktemp("cohort"), num_subjects=5, size=64, depth=3,
-                            seed=0, lesion_fraction=0.5)
+    return converted_cohort(
+        tmp_path_factory.mktemp("cohort"),
+        num_subjects=5,
+        size=64,
+        depth=3,
+        seed=0,
+        lesion_fraction=0.5,
+    )
 
 
 @pytest.fixture
@@ -358,9 +431,19 @@ def _train_net(capsys, config, *extra):
     return code, out + err, err
 
 
-def test_train_net_from_a_foreign_checkpoint_logs_one_fit_table(registered, row_e_weights, tmp_path, capsys):
-    code, log, _ = _train_net(capsys, TINY_ROWS["B"], "MODEL.WEIGHTS", row_e_weights, "SOLVER.MAX_ITER", "1",
-                              "OUTPUT_DIR", tmp_path / "out")
+def test_train_net_from_a_foreign_checkpoint_logs_one_fit_table(
+    registered, row_e_weights, tmp_path, capsys
+):
+    code, log, _ = _train_net(
+        capsys,
+        TINY_ROWS["B"],
+        "MODEL.WEIGHTS",
+        row_e_weights,
+        "SOLVER.MAX_ITER",
+        "1",
+        "OUTPUT_DIR",
+        tmp_path / "out",
+    )
     assert code == 0, log[-3000:]
     assert f"weights {row_e_weights} fit the model only in part (tensors per module):" in log
     rows = [line.split() for line in log.splitlines()]
@@ -372,19 +455,29 @@ def test_train_net_from_a_foreign_checkpoint_logs_one_fit_table(registered, row_
     assert (tmp_path / "out" / "model_final.pth").is_file()
 
 
-def test_train_net_eval_only_refuses_another_rows_weights_with_exit_4(registered, row_e_weights, tmp_path,
-                                                                     capsys):
-    code, log, err = _train_net(capsys, TINY_ROWS["B"], "--eval-only", "MODEL.WEIGHTS", row_e_weights,
-                                "OUTPUT_DIR", tmp_path / "out")
+def test_train_net_eval_only_refuses_another_rows_weights_with_exit_4(
+    registered, row_e_weights, tmp_path, capsys
+):
+    code, log, err = _train_net(
+        capsys,
+        TINY_ROWS["B"],
+        "--eval-only",
+        "MODEL.WEIGHTS",
+        row_e_weights,
+        "OUTPUT_DIR",
+        tmp_path / "out",
+    )
     assert code == 4, log[-3000:]
     last = err.strip().splitlines()[-1]
-    assert last.startswith(f"train_net.py: error: {row_e_weights}: leaves 8 of the model's 110 weight")
+    assert last.startswith(
+        f"train_net.py: error: {row_e_weights}: leaves 8 of the model's 110 weight"
+    )
     assert "Traceback" not in err
 
 
 def test_train_net_bad_config_exits_3_in_one_line(capsys):
     code, _, err = _train_net(capsys, TINY_ROWS["B"], "MODEL.NOPE", "1")
     assert code == 3 and "Traceback" not in err
-    assert err.strip().splitlines() == [f"train_net.py: error: {TINY_ROWS['B']}: config "
-                                        "override: unknown config key MODEL.NOPE"]
-
+    assert err.strip().splitlines() == [
+        f"train_net.py: error: {TINY_ROWS['B']}: config override: unknown config key MODEL.NOPE"
+    ]

@@ -1,4 +1,5 @@
 """The reference's ROI sampler: hand-computed counts, and the ROI heads that use it."""
+
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -54,8 +55,9 @@ def _count_sampled(row: str, *opts):
     # proposals: the 3 GT boxes shifted by 1 px (foreground), and 60 far-away boxes (background)
     fg = gt + torch.tensor([1.0, 0.0, 1.0, 0.0])
     bg = torch.tensor([[float(i), 0.0, float(i) + 4.0, 4.0] for i in range(60)])
-    proposals = Instances((128, 128), proposal_boxes=Boxes(torch.cat([fg, bg])),
-                          objectness_logits=torch.ones(63))
+    proposals = Instances(
+        (128, 128), proposal_boxes=Boxes(torch.cat([fg, bg])), objectness_logits=torch.ones(63)
+    )
     with EventStorage():
         sampled = model.roi_heads.label_and_sample_proposals([proposals], [x["instances"]])[0]
     return sampled, gt

@@ -1,11 +1,14 @@
 """The tools' logging and warning set-up (rsrcnn_d2.tool_setup)."""
+
 import logging
 import warnings
 
 from rsrcnn_d2.tool_setup import quiet_known_warnings, setup_tool_logging
 
 
-def test_lines_reach_the_console_and_the_file_and_a_second_call_replaces_the_first(tmp_path, capsys):
+def test_lines_reach_the_console_and_the_file_and_a_second_call_replaces_the_first(
+    tmp_path, capsys
+):
     setup_tool_logging(tmp_path / "a" / "log.txt")
     logging.getLogger("rsrcnn_d2.some.module").warning("first line")
     setup_tool_logging(tmp_path / "b.log")  # main() called again in the same process
@@ -24,7 +27,9 @@ def test_the_console_handler_follows_the_current_stdout(capsys):
     setup_tool_logging()
     logging.getLogger("rsrcnn_d2").info("one")
     assert "one" in capsys.readouterr().out
-    logging.getLogger("rsrcnn_d2").info("two")  # a new capture: the handler must not keep the old one
+    logging.getLogger("rsrcnn_d2").info(
+        "two"
+    )  # a new capture: the handler must not keep the old one
     assert "two" in capsys.readouterr().out
 
 
@@ -42,14 +47,19 @@ def test_importing_the_package_changes_no_warning_filter():
     import subprocess
     import sys
 
-    code = ("import warnings; before = list(warnings.filters); import rsrcnn_d2; "
-            "assert warnings.filters == before, 'import changed the filters'")
+    code = (
+        "import warnings; before = list(warnings.filters); import rsrcnn_d2; "
+        "assert warnings.filters == before, 'import changed the filters'"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
 # one message of each KNOWN_WARNINGS entry, in order, as the third-party code words it
 KNOWN_SAMPLES = [
-    (UserWarning, "torch.meshgrid: in an upcoming release, it will be required to pass the indexing"),
+    (
+        UserWarning,
+        "torch.meshgrid: in an upcoming release, it will be required to pass the indexing",
+    ),
     (UserWarning, "The given NumPy array is not writable, and PyTorch does not support"),
     (DeprecationWarning, "__array__ implementation doesn't accept a copy keyword, so passing"),
     (UserWarning, "pkg_resources is deprecated as an API."),
@@ -77,5 +87,7 @@ def test_the_test_run_hides_the_known_warnings_and_no_other():
             warnings.warn(message, category)
         warnings.warn("rsrcnn_d2 test: a future change of ours", FutureWarning)
         warnings.warn("rsrcnn_d2 test: something of ours", UserWarning)
-    assert [str(w.message) for w in seen] == ["rsrcnn_d2 test: a future change of ours",
-                                              "rsrcnn_d2 test: something of ours"]
+    assert [str(w.message) for w in seen] == [
+        "rsrcnn_d2 test: a future change of ours",
+        "rsrcnn_d2 test: something of ours",
+    ]

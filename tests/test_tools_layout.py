@@ -1,4 +1,5 @@
 """The tools are thin programs over the installed package: no path tricks, one runner, one name per option."""
+
 import ast
 import sys
 from pathlib import Path
@@ -26,9 +27,13 @@ def _thin_tool_problems(path: Path):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rsrcnn_d2."):
             imported |= {a.asname or a.name for a in node.names}
             continue
-        if isinstance(node, ast.If) and ast.unparse(node.test) == "__name__ == '__main__'" \
-                and len(node.body) == 1 and isinstance(node.body[0], ast.Expr) \
-                and ast.unparse(node.body[0]) in {f"sys.exit({name}())" for name in imported}:
+        if (
+            isinstance(node, ast.If)
+            and ast.unparse(node.test) == "__name__ == '__main__'"
+            and len(node.body) == 1
+            and isinstance(node.body[0], ast.Expr)
+            and ast.unparse(node.body[0]) in {f"sys.exit({name}())" for name in imported}
+        ):
             continue
         problems.append(f"{path.name}:{node.lineno} {type(node).__name__}")
     return problems
@@ -44,9 +49,13 @@ def test_no_script_edits_sys_path_or_builds_config_and_tool_paths():
             where = f"{path.relative_to(REPO)}:{getattr(node, 'lineno', 0)}"
             if isinstance(node, ast.Attribute) and ast.unparse(node) == "sys.path.insert":
                 offenders.append(f"{where} sys.path.insert")
-            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) \
-                    and isinstance(node.right, ast.Constant) and isinstance(node.right.value, str) \
-                    and node.right.value.startswith(("configs", "tools")):
+            if (
+                isinstance(node, ast.BinOp)
+                and isinstance(node.op, ast.Div)
+                and isinstance(node.right, ast.Constant)
+                and isinstance(node.right.value, str)
+                and node.right.value.startswith(("configs", "tools"))
+            ):
                 offenders.append(f"{where} {ast.unparse(node)}")
     assert offenders == []
 
@@ -58,7 +67,11 @@ def test_the_package_never_locates_the_repository_tools():
     for path in sorted((REPO / "rsrcnn_d2").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             where = f"{path.relative_to(REPO)}:{getattr(node, 'lineno', 0)}"
-            if isinstance(node, ast.Attribute) and node.attr == "parents" and "__file__" in ast.unparse(node):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "parents"
+                and "__file__" in ast.unparse(node)
+            ):
                 offenders.append(f"{where} {ast.unparse(node)}")
             if isinstance(node, ast.Constant) and node.value == "tools":
                 offenders.append(f"{where} 'tools'")
@@ -74,7 +87,9 @@ def test_prepare_pwml_takes_output_as_every_tool_and_out_as_a_deprecated_alias(c
     assert prepare.parse_args(["src", "--out", "c"]).output == "c"
     assert prepare.parse_args(["src", "--out=d"]).output == "d"
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"{Path(sys.argv[0]).name}: warning: --out is deprecated, use --output (or -o)"] * 2
+    assert (
+        err == [f"{Path(sys.argv[0]).name}: warning: --out is deprecated, use --output (or -o)"] * 2
+    )
 
 
 def test_demo_runs_its_steps_through_the_library_runner():
@@ -118,18 +133,29 @@ def test_every_tool_is_a_thin_caller_of_a_library_program():
 
 def test_the_thin_tool_rule_sees_logic(tmp_path):
     tool = tmp_path / "t.py"
-    tool.write_text('"""doc"""\nimport sys\n\nfrom rsrcnn_d2.x import main\n\n'
-                    'if __name__ == "__main__":\n    sys.exit(main())\n')
+    tool.write_text(
+        '"""doc"""\nimport sys\n\nfrom rsrcnn_d2.x import main\n\n'
+        'if __name__ == "__main__":\n    sys.exit(main())\n'
+    )
     assert _thin_tool_problems(tool) == []
-    tool.write_text('"""doc"""\nimport os\nfrom rsrcnn_d2.x import main\nX = 1\n\ndef f():\n    pass\n\n'
-                    'if __name__ == "__main__":\n    sys.exit(other())\n')
-    assert _thin_tool_problems(tool) == ["t.py:2 Import", "t.py:4 Assign", "t.py:6 FunctionDef", "t.py:9 If"]
+    tool.write_text(
+        '"""doc"""\nimport os\nfrom rsrcnn_d2.x import main\nX = 1\n\ndef f():\n    pass\n\n'
+        'if __name__ == "__main__":\n    sys.exit(other())\n'
+    )
+    assert _thin_tool_problems(tool) == [
+        "t.py:2 Import",
+        "t.py:4 Assign",
+        "t.py:6 FunctionDef",
+        "t.py:9 If",
+    ]
 
 
 def _runs_under_python_m(module: str) -> bool:
     path = REPO.joinpath(*module.split(".")).with_suffix(".py")
-    return any(isinstance(node, ast.If) and ast.unparse(node.test) == "__name__ == '__main__'"
-               for node in ast.parse(path.read_text()).body)
+    return any(
+        isinstance(node, ast.If) and ast.unparse(node.test) == "__name__ == '__main__'"
+        for node in ast.parse(path.read_text()).body
+    )
 
 
 def test_the_programs_drivers_run_are_runnable_modules():
@@ -144,8 +170,12 @@ def test_the_programs_drivers_run_are_runnable_modules():
 
 def test_every_tool_program_is_also_python_m():
     """What README promises: each tool's program runs without the checkout's tools/ folder."""
-    programs = {node.module for path in REPO.glob("tools/*.py") if path.name not in NOT_THIN
-                for node in ast.parse(path.read_text()).body
-                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rsrcnn_d2.")}
+    programs = {
+        node.module
+        for path in REPO.glob("tools/*.py")
+        if path.name not in NOT_THIN
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rsrcnn_d2.")
+    }
     assert len(programs) == 13
     assert sorted(m for m in programs if not _runs_under_python_m(m)) == []

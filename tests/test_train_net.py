@@ -1,4 +1,5 @@
 """tools/train_net.py end to end on a tiny synthetic cohort: train, evaluate, resume, 2 workers."""
+
 import json
 import os
 import signal
@@ -20,8 +21,14 @@ TRAIN_NET = REPO / "tools" / "train_net.py"
 def cohort_root(tmp_path_factory):
     from test_data_fixtures import converted_cohort
 
-    return converted_cohort(tmp_path_factory.mktemp("cohort"), num_subjects=8, size=128, depth=6,
-                            seed=3, lesion_fraction=0.5)
+    return converted_cohort(
+        tmp_path_factory.mktemp("cohort"),
+        num_subjects=8,
+        size=128,
+        depth=6,
+        seed=3,
+        lesion_fraction=0.5,
+    )
 
 
 def _free_port() -> int:
@@ -31,8 +38,18 @@ def _free_port() -> int:
 
 
 # the tool's mechanics, not the input scale: whole 128-px slices keep these runs short
-SMALL_INPUT = ["INPUT.CROP_TO_HEAD", "False", "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128",
-               "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128"]
+SMALL_INPUT = [
+    "INPUT.CROP_TO_HEAD",
+    "False",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(128,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "128",
+    "INPUT.MIN_SIZE_TEST",
+    "128",
+    "INPUT.MAX_SIZE_TEST",
+    "128",
+]
 
 
 def _run(root, out, *extra, num_gpus=1, timeout=600, threads="1"):
@@ -43,19 +60,48 @@ def _run(root, out, *extra, num_gpus=1, timeout=600, threads="1"):
     if threads is not None:
         env["OMP_NUM_THREADS"] = threads
     # detectron2's default port depends only on the user id: runs side by side would collide
-    flags = [e for e in extra if e.startswith("--")] + ["--dist-url", f"tcp://127.0.0.1:{_free_port()}"]
+    flags = [e for e in extra if e.startswith("--")] + [
+        "--dist-url",
+        f"tcp://127.0.0.1:{_free_port()}",
+    ]
     opts = [e for e in extra if not e.startswith("--")]
-    cmd = [sys.executable, str(TRAIN_NET), "--config-file", str(TINY_ROWS["E"]), "--num-gpus", str(num_gpus),
-           *flags, "OUTPUT_DIR", str(out), "SOLVER.IMS_PER_BATCH", str(2 * num_gpus),
-           "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "1000", "SEED", "1", *SMALL_INPUT, *opts]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        str(TRAIN_NET),
+        "--config-file",
+        str(TINY_ROWS["E"]),
+        "--num-gpus",
+        str(num_gpus),
+        *flags,
+        "OUTPUT_DIR",
+        str(out),
+        "SOLVER.IMS_PER_BATCH",
+        str(2 * num_gpus),
+        "TEST.EVAL_PERIOD",
+        "0",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1000",
+        "SEED",
+        "1",
+        *SMALL_INPUT,
+        *opts,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
-        pytest.fail(f"train_net did not finish within {timeout} s (hung?):\n{stdout[-3000:]}{stderr[-3000:]}")
+        pytest.fail(
+            f"train_net did not finish within {timeout} s (hung?):\n{stdout[-3000:]}{stderr[-3000:]}"
+        )
     assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     return stdout + stderr
 
@@ -67,11 +113,26 @@ def _iterations(out):
 
 def test_train_evaluate_and_resume(cohort_root, tmp_path):
     out = tmp_path / "run"
-    log = _run(cohort_root, out, "SOLVER.MAX_ITER", "6", "SOLVER.LR_SCHEDULER_NAME", "WarmupPlateauLR",
-               "SOLVER.PLATEAU.PERIOD", "3", "SOLVER.PLATEAU.PATIENCE", "1", "SOLVER.WARMUP_ITERS", "0")
+    log = _run(
+        cohort_root,
+        out,
+        "SOLVER.MAX_ITER",
+        "6",
+        "SOLVER.LR_SCHEDULER_NAME",
+        "WarmupPlateauLR",
+        "SOLVER.PLATEAU.PERIOD",
+        "3",
+        "SOLVER.PLATEAU.PATIENCE",
+        "1",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+    )
     assert "validation_loss" in log
     # our own log lines reach the console and log.txt
-    assert "is the lowest so far: saved" in log and "is the lowest so far" in (out / "log.txt").read_text()
+    assert (
+        "is the lowest so far: saved" in log
+        and "is the lowest so far" in (out / "log.txt").read_text()
+    )
     assert "copypaste: Task: pwml_strict" in log and "copypaste: Task: pwml_reference" in log
     # the evaluator's own table (strict / reference / 3-D / lesion-wise) too
     assert "PWML evaluation on pwml_" in (out / "log.txt").read_text()
@@ -84,15 +145,31 @@ def test_train_evaluate_and_resume(cohort_root, tmp_path):
 
     # resume: iteration count, LR schedule and plateau state carry on
     (out / "metrics.json").unlink()
-    _run(cohort_root, out, "--resume", "SOLVER.MAX_ITER", "9", "SOLVER.LR_SCHEDULER_NAME", "WarmupPlateauLR",
-         "SOLVER.PLATEAU.PERIOD", "3", "SOLVER.PLATEAU.PATIENCE", "1", "SOLVER.WARMUP_ITERS", "0")
+    _run(
+        cohort_root,
+        out,
+        "--resume",
+        "SOLVER.MAX_ITER",
+        "9",
+        "SOLVER.LR_SCHEDULER_NAME",
+        "WarmupPlateauLR",
+        "SOLVER.PLATEAU.PERIOD",
+        "3",
+        "SOLVER.PLATEAU.PATIENCE",
+        "1",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+    )
     assert min(_iterations(out)) >= 6
     second = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
     assert second["iteration"] == 8
     second_hooks = second["trainer"]["hooks"]
     assert second_hooks["LRScheduler"]["last_epoch"] == first_hooks["LRScheduler"]["last_epoch"] + 3
     # the tracker resumed from the first run's best instead of starting from inf
-    assert second_hooks["ValidationLossHook"]["tracker"]["best"] <= first_hooks["ValidationLossHook"]["tracker"]["best"]
+    assert (
+        second_hooks["ValidationLossHook"]["tracker"]["best"]
+        <= first_hooks["ValidationLossHook"]["tracker"]["best"]
+    )
 
 
 def test_eval_only(cohort_root, tmp_path):
@@ -106,9 +183,22 @@ def test_two_workers_over_gloo(cohort_root, tmp_path):
     hooks run on both workers (a different order on the two ranks would hang: timeout)."""
     out = tmp_path / "ddp"
     # no OMP_NUM_THREADS of ours: the tool chooses the workers' threads
-    log = _run(cohort_root, out, "SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", "2",
-               "SOLVER.PLATEAU.PERIOD", "2", num_gpus=2, timeout=420, threads=None)
-    assert "Rank of current process: 0. World size: 2" in log  # detectron2 default_setup, main process
+    log = _run(
+        cohort_root,
+        out,
+        "SOLVER.MAX_ITER",
+        "4",
+        "TEST.EVAL_PERIOD",
+        "2",
+        "SOLVER.PLATEAU.PERIOD",
+        "2",
+        num_gpus=2,
+        timeout=420,
+        threads=None,
+    )
+    assert (
+        "Rank of current process: 0. World size: 2" in log
+    )  # detectron2 default_setup, main process
     assert (out / "model_final.pth").exists()
     assert log.count("copypaste: Task: pwml_strict") == 2  # at iteration 2 and at the end, gathered
     assert log.count("is the lowest so far") >= 1 and "validation_loss" in log
@@ -117,22 +207,40 @@ def test_two_workers_over_gloo(cohort_root, tmp_path):
     assert len(rows) - 1 == len(val["images"])
     # each worker ran with its share of the cores, not a full thread pool each
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    default = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=env,
-                             capture_output=True, text=True, check=True).stdout  # torch's own pool, all cores
+    default = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout  # torch's own pool, all cores
     expected = max(1, min(len(os.sched_getaffinity(0)), int(default)) // 2)
     for name in ("log.txt", "log.txt.rank1"):
         assert f"per-worker threads: {expected}" in (out / name).read_text(), name
 
 
-PLATEAU_EVERY_EVAL = ["SOLVER.LR_SCHEDULER_NAME", "WarmupPlateauLR", "SOLVER.PLATEAU.PERIOD", "4",
-                      "SOLVER.PLATEAU.PATIENCE", "1", "SOLVER.PLATEAU.MIN_DELTA", "1e9",
-                      "SOLVER.WARMUP_ITERS", "0", "SOLVER.MAX_ITER", "20"]
+PLATEAU_EVERY_EVAL = [
+    "SOLVER.LR_SCHEDULER_NAME",
+    "WarmupPlateauLR",
+    "SOLVER.PLATEAU.PERIOD",
+    "4",
+    "SOLVER.PLATEAU.PATIENCE",
+    "1",
+    "SOLVER.PLATEAU.MIN_DELTA",
+    "1e9",
+    "SOLVER.WARMUP_ITERS",
+    "0",
+    "SOLVER.MAX_ITER",
+    "20",
+]
 
 
 def _final_schedule(out):
     state = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
-    return (state["trainer"]["hooks"]["ValidationLossHook"]["scale"]["scale"],
-            state["trainer"]["_trainer"]["optimizer"]["param_groups"][0]["lr"])
+    return (
+        state["trainer"]["hooks"]["ValidationLossHook"]["scale"]["scale"],
+        state["trainer"]["_trainer"]["optimizer"]["param_groups"][0]["lr"],
+    )
 
 
 def test_kill_and_resume_keeps_the_lr_schedule_and_best_checkpoint(cohort_root, tmp_path):
@@ -146,9 +254,22 @@ def test_kill_and_resume_keeps_the_lr_schedule_and_best_checkpoint(cohort_root, 
 
     killed = tmp_path / "killed"
     env = dict(os.environ, DETECTRON2_DATASETS=str(cohort_root), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, str(TRAIN_NET), "--config-file", str(TINY_ROWS["E"]), "OUTPUT_DIR", str(killed),
-           "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "8", "SEED", "1", *SMALL_INPUT,
-           *PLATEAU_EVERY_EVAL]
+    cmd = [
+        sys.executable,
+        str(TRAIN_NET),
+        "--config-file",
+        str(TINY_ROWS["E"]),
+        "OUTPUT_DIR",
+        str(killed),
+        "TEST.EVAL_PERIOD",
+        "0",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "8",
+        "SEED",
+        "1",
+        *SMALL_INPUT,
+        *PLATEAU_EVERY_EVAL,
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tag = killed / "last_checkpoint"
     deadline = time.time() + 300
@@ -165,7 +286,9 @@ def test_kill_and_resume_keeps_the_lr_schedule_and_best_checkpoint(cohort_root, 
     assert _final_schedule(killed) == pytest.approx(_final_schedule(whole))
     best_after = torch.load(killed / "model_best.pth", map_location="cpu", weights_only=True)
     assert best_after["validation_loss"] <= best_before["validation_loss"]
-    hooks = torch.load(killed / "model_final.pth", map_location="cpu", weights_only=False)["trainer"]["hooks"]
+    hooks = torch.load(killed / "model_final.pth", map_location="cpu", weights_only=False)[
+        "trainer"
+    ]["hooks"]
     assert hooks["ValidationLossHook"]["lowest"] == pytest.approx(best_after["validation_loss"])
 
 
@@ -182,7 +305,9 @@ class _EveryRankHook:
     """Stands for a hook that a later detectron2 or a subclass appends on every rank."""
 
 
-@pytest.mark.parametrize("extra_hook", [False, True], ids=["detectron2 hooks", "one more hook on every rank"])
+@pytest.mark.parametrize(
+    "extra_hook", [False, True], ids=["detectron2 hooks", "one more hook on every rank"]
+)
 def test_hooks_in_the_same_order_on_every_rank(monkeypatch, tmp_path, extra_hook):
     """Collective hooks (PreciseBN, validation loss, evaluation) in the same order on rank 0 and on
     rank 1, which lacks the main process's checkpointer and writer; the validation hook before the
@@ -197,8 +322,9 @@ def test_hooks_in_the_same_order_on_every_rank(monkeypatch, tmp_path, extra_hook
     from conftest import tiny_cfg
 
     train_net = _load_train_net()
-    cfg = tiny_cfg("E", "OUTPUT_DIR", str(tmp_path), "TEST.EVAL_PERIOD", "2",
-                   "TEST.PRECISE_BN.ENABLED", "True")
+    cfg = tiny_cfg(
+        "E", "OUTPUT_DIR", str(tmp_path), "TEST.EVAL_PERIOD", "2", "TEST.PRECISE_BN.ENABLED", "True"
+    )
     trainer = train_net.Trainer.__new__(train_net.Trainer)  # the hooks only, no model or data
     trainer.cfg, trainer.max_iter = cfg, 10
     # the model lives in the inner SimpleTrainer; PreciseBN needs a BN layer
@@ -209,7 +335,9 @@ def test_hooks_in_the_same_order_on_every_rank(monkeypatch, tmp_path, extra_hook
     if extra_hook:
         every_rank = type("EveryRankHook", (_EveryRankHook, HookBase), {})
         d2_build = DefaultTrainer.build_hooks
-        monkeypatch.setattr(DefaultTrainer, "build_hooks", lambda self: d2_build(self) + [every_rank()])
+        monkeypatch.setattr(
+            DefaultTrainer, "build_hooks", lambda self: d2_build(self) + [every_rank()]
+        )
 
     collective = (d2_hooks.PreciseBN, ValidationLossHook, d2_hooks.EvalHook, _EveryRankHook)
     orders = {}
@@ -224,7 +352,9 @@ def test_hooks_in_the_same_order_on_every_rank(monkeypatch, tmp_path, extra_hook
             assert validation < names.index("PeriodicCheckpointer") < evaluation
         else:
             assert "PeriodicCheckpointer" not in names
-    expected = ["PreciseBN", "ValidationLossHook", "EvalHook"] + (["EveryRankHook"] if extra_hook else [])
+    expected = ["PreciseBN", "ValidationLossHook", "EvalHook"] + (
+        ["EveryRankHook"] if extra_hook else []
+    )
     assert orders[0] == orders[1] == expected
 
 
@@ -237,7 +367,9 @@ def test_cpu_threads_per_worker():
     assert cpu_threads_per_worker(4, cores=2, environ={}) == 1  # never 0
     # an explicit choice of the user is kept
     assert cpu_threads_per_worker(2, cores=16, environ={"OMP_NUM_THREADS": "3"}) == 3
-    assert cpu_threads_per_worker(2, cores=16, environ={"OMP_NUM_THREADS": "6,2"}) == 6  # nested levels
+    assert (
+        cpu_threads_per_worker(2, cores=16, environ={"OMP_NUM_THREADS": "6,2"}) == 6
+    )  # nested levels
     assert cpu_threads_per_worker(2, cores=16, environ={"OMP_NUM_THREADS": ""}) == 8  # empty: unset
 
 
@@ -270,10 +402,25 @@ def test_set_worker_threads(monkeypatch):
 def test_the_training_program_is_a_module_of_the_package(tmp_path):
     """``python -m rsrcnn_d2.engine.train_net`` from outside the checkout: the same program
     as tools/train_net.py (same checks and exit codes), found through the installed package."""
-    proc = subprocess.run([sys.executable, "-m", "rsrcnn_d2.engine.train_net", "--config-file",
-                           "missing.yaml", "--num-gpus", "2"], capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rsrcnn_d2.engine.train_net",
+            "--config-file",
+            "missing.yaml",
+            "--num-gpus",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 3
-    assert proc.stderr.splitlines()[-1] == "train_net.py: error: missing.yaml: config file does not exist"
+    assert (
+        proc.stderr.splitlines()[-1]
+        == "train_net.py: error: missing.yaml: config file does not exist"
+    )
     assert proc.stdout.startswith("Command Line Args: Namespace(config_file='missing.yaml'")
 
 
@@ -282,8 +429,12 @@ def test_the_tool_is_the_package_program():
     from rsrcnn_d2.engine import train_net
 
     tool = _load_train_net()
-    assert (tool.Trainer, tool.main, tool.setup, tool.cli) == (train_net.Trainer, train_net.main,
-                                                               train_net.setup, train_net.cli)
+    assert (tool.Trainer, tool.main, tool.setup, tool.cli) == (
+        train_net.Trainer,
+        train_net.main,
+        train_net.setup,
+        train_net.cli,
+    )
     assert "class " not in TRAIN_NET.read_text() and "def " not in TRAIN_NET.read_text()
 
 
@@ -291,7 +442,12 @@ def test_the_tool_refuses_a_missing_config_in_exactly_one_line(tmp_path):
     """Nothing but the error on stderr: the package is imported before detectron2, so the
     torch.jit deprecation noise of detectron2's import stays hidden."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    proc = subprocess.run([sys.executable, str(TRAIN_NET), "--config-file", "missing.yaml"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(TRAIN_NET), "--config-file", "missing.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 3
     assert proc.stderr == "train_net.py: error: missing.yaml: config file does not exist\n"

@@ -1,4 +1,5 @@
 """DCRF tuning: one network pass, strict Dice objective, seeded Bayesian optimisation, tuned config."""
+
 import json
 import os
 import subprocess
@@ -12,12 +13,25 @@ from detectron2.modeling import build_model
 
 from conftest import REPO, TINY_ROWS, tiny_cfg
 from rsrcnn_d2 import get_rsrcnn_cfg
-from rsrcnn_d2.data import (build_pwml_test_loader, convert_pwml, register_all_pwml,
-                            register_pwml_root, write_synthetic_cohort)
+from rsrcnn_d2.data import (
+    build_pwml_test_loader,
+    convert_pwml,
+    register_all_pwml,
+    register_pwml_root,
+    write_synthetic_cohort,
+)
 from rsrcnn_d2.modeling.postprocessing import paste_lesions
-from rsrcnn_d2.tuning import (collect_predictions, crf_from_params, load_prediction_cache,
-                              mean_dice, normalize_params, params_from_cfg, save_prediction_cache,
-                              tune_dcrf, write_tuned_config)
+from rsrcnn_d2.tuning import (
+    collect_predictions,
+    crf_from_params,
+    load_prediction_cache,
+    mean_dice,
+    normalize_params,
+    params_from_cfg,
+    save_prediction_cache,
+    tune_dcrf,
+    write_tuned_config,
+)
 
 TUNE_DCRF = REPO / "tools" / "tune_dcrf.py"
 # every detection kept: an untrained network's scores are low
@@ -45,7 +59,9 @@ class CountingModel(torch.nn.Module):
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     base = tmp_path_factory.mktemp("toy")
-    write_synthetic_cohort(base / "raw", num_subjects=5, size=128, depth=4, seed=0, lesion_fraction=0.5)
+    write_synthetic_cohort(
+        base / "raw", num_subjects=5, size=128, depth=4, seed=0, lesion_fraction=0.5
+    )
     convert_pwml(base / "raw", base / "pwml", workers=1)
     register_pwml_root(base / "pwml", prefix="toy")
     cfg = tiny_cfg("E", *OPTS)
@@ -62,7 +78,9 @@ def test_network_runs_once_per_slice(toy):
     # re-pasting the cache without a CRF is exactly what the model output
     for s in toy["slices"]:
         h, w = s.truth.shape
-        masks, _, _ = paste_lesions(s.mask_probs, s.network_boxes, s.network_image, h, w, s.crop_box)
+        masks, _, _ = paste_lesions(
+            s.mask_probs, s.network_boxes, s.network_image, h, w, s.crop_box
+        )
         assert torch.equal(masks.any(0), toy["model"].outputs[s.file_name]["lesion_mask"])
 
 
@@ -78,8 +96,9 @@ def test_cached_crf_matches_the_model_with_its_crf_on(toy):
             out = model_on(batch)[0]
             s = by_file[batch[0]["file_name"]]
             h, w = s.truth.shape
-            masks, _, _ = paste_lesions(s.mask_probs, s.network_boxes, s.network_image, h, w, s.crop_box,
-                                        refine=crf)
+            masks, _, _ = paste_lesions(
+                s.mask_probs, s.network_boxes, s.network_image, h, w, s.crop_box, refine=crf
+            )
             assert torch.equal(masks.any(0), out["lesion_mask"])
 
 
@@ -113,10 +132,17 @@ def test_params_rounding_and_bounds():
     assert normalize_params({"l1": 1, "l2": 2, "c1": 3, "e1": 2.5})["e1"] == 3  # half up
     assert normalize_params({"l1": 1, "l2": 2, "c1": 3, "e1": 2.49})["e1"] == 2
     assert normalize_params({"l1": 4.860357, "l2": 0.123456, "c1": 17.83816, "e1": 1}) == {
-        "l1": 4.86, "l2": 0.1235, "c1": 17.84, "e1": 1}
+        "l1": 4.86,
+        "l2": 0.1235,
+        "c1": 17.84,
+        "e1": 1,
+    }
     with pytest.raises(ValueError, match="bounds of e1"):
-        tune_dcrf([], {"l1": 1, "l2": 2, "c1": 3, "e1": 1},
-                  bounds={"l1": (1, 2), "l2": (1, 2), "c1": (1, 2), "e1": (0, 3)})
+        tune_dcrf(
+            [],
+            {"l1": 1, "l2": 2, "c1": 3, "e1": 1},
+            bounds={"l1": (1, 2), "l2": (1, 2), "c1": (1, 2), "e1": (0, 3)},
+        )
 
 
 def test_tuned_config_loads_with_the_best_params(tmp_path):
@@ -126,8 +152,12 @@ def test_tuned_config_loads_with_the_best_params(tmp_path):
     assert text.startswith("# tuned on x\n") and "_BASE_:" in text
     cfg = get_rsrcnn_cfg(str(out))
     assert cfg.MODEL.DCRF.NAME == "DenseCRFPostprocessor"
-    assert (cfg.MODEL.DCRF.GAUSSIAN_SXY, cfg.MODEL.DCRF.BILATERAL_SXY,
-            cfg.MODEL.DCRF.BILATERAL_SRGB, cfg.MODEL.DCRF.ITERATIONS) == (3.25, 7.5, 11.25, 4)
+    assert (
+        cfg.MODEL.DCRF.GAUSSIAN_SXY,
+        cfg.MODEL.DCRF.BILATERAL_SXY,
+        cfg.MODEL.DCRF.BILATERAL_SRGB,
+        cfg.MODEL.DCRF.ITERATIONS,
+    ) == (3.25, 7.5, 11.25, 4)
     assert cfg.MODEL.ROI_MASK_HEAD.NAME == "LRSNetHead"  # the rest comes from the base
     assert cfg.MODEL.DCRF.BILATERAL_COMPAT == 10.0
 
@@ -136,8 +166,9 @@ def test_tuned_config_with_a_relative_base_loads_from_anywhere(tmp_path, monkeyp
     base = tmp_path / "configs" / "base.yaml"
     base.parent.mkdir()
     base.write_text(f"_BASE_: {TINY_ROWS['D']}\n")
-    out = write_tuned_config(tmp_path / "output" / "run" / "tuned.yaml", base,
-                             {"l1": 1.5, "l2": 3.0, "c1": 9.0, "e1": 2})
+    out = write_tuned_config(
+        tmp_path / "output" / "run" / "tuned.yaml", base, {"l1": 1.5, "l2": 3.0, "c1": 9.0, "e1": 2}
+    )
     assert "_BASE_: ../../configs/base.yaml" in out.read_text()
     monkeypatch.chdir(REPO)
     cfg = get_rsrcnn_cfg(str(out))
@@ -149,8 +180,10 @@ def test_prediction_cache_round_trip_and_key(toy, tmp_path):
     save_prediction_cache(path, toy["slices"], {"dataset": "toy_val"})
     back = load_prediction_cache(path, {"dataset": "toy_val"})
     assert [s.file_name for s in back] == [s.file_name for s in toy["slices"]]
-    assert all(torch.equal(a.mask_probs, b.mask_probs) and torch.equal(a.truth, b.truth)
-               for a, b in zip(back, toy["slices"]))
+    assert all(
+        torch.equal(a.mask_probs, b.mask_probs) and torch.equal(a.truth, b.truth)
+        for a, b in zip(back, toy["slices"])
+    )
     with pytest.raises(ValueError, match="probs.pt.*dataset"):
         load_prediction_cache(path, {"dataset": "toy_test"})
 
@@ -164,12 +197,32 @@ def _load_tool():
 
 def test_tune_dcrf_cli_writes_a_usable_config_and_reuses_its_cache(toy, tmp_path, monkeypatch):
     out, cache = tmp_path / "tuned.yaml", tmp_path / "val_probs.pt"
-    args = ["--config-file", str(TINY_ROWS["E"]), "--output", str(out), "--cache", str(cache),
-            "--init-points", "1", "--n-iter", "1", "--dataset", "pwml_val",
-            "MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+    args = [
+        "--config-file",
+        str(TINY_ROWS["E"]),
+        "--output",
+        str(out),
+        "--cache",
+        str(cache),
+        "--init-points",
+        "1",
+        "--n-iter",
+        "1",
+        "--dataset",
+        "pwml_val",
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "0.0",
+    ]
     env = dict(os.environ, DETECTRON2_DATASETS=str(toy["root"]), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(TUNE_DCRF), *args], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(TUNE_DCRF), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "no CRF:" in proc.stdout and "config's CRF params:" in proc.stdout
     summary = json.loads(out.with_suffix(".json").read_text())
@@ -182,8 +235,11 @@ def test_tune_dcrf_cli_writes_a_usable_config_and_reuses_its_cache(toy, tmp_path
 
     # a second run reads the cache: the network is never built
     tool = _load_tool()
-    monkeypatch.setattr(tool.LesionPredictor, "from_config",
-                        classmethod(lambda cls, *a, **kw: pytest.fail("network rebuilt")))
+    monkeypatch.setattr(
+        tool.LesionPredictor,
+        "from_config",
+        classmethod(lambda cls, *a, **kw: pytest.fail("network rebuilt")),
+    )
     register_pwml_root(toy["root"] / "pwml", prefix="pwml")
     try:
         assert tool.main(args) == 0
@@ -198,11 +254,27 @@ def test_tune_dcrf_refuses_weights_of_another_row(toy, tmp_path, capsys):
     weights = tmp_path / "rowE.pth"
     torch.save({"model": build_model(tiny_cfg("E")).state_dict()}, weights)
     out = tmp_path / "tuned.yaml"
-    args = ["--config-file", str(TINY_ROWS["B"]), "--weights", str(weights), "--output", str(out),
-            "--dataset", "toy_val", "--init-points", "1", "--n-iter", "0", "MODEL.DEVICE", "cpu"]
+    args = [
+        "--config-file",
+        str(TINY_ROWS["B"]),
+        "--weights",
+        str(weights),
+        "--output",
+        str(out),
+        "--dataset",
+        "toy_val",
+        "--init-points",
+        "1",
+        "--n-iter",
+        "0",
+        "MODEL.DEVICE",
+        "cpu",
+    ]
     assert _load_tool().main(args) == 4
     err = capsys.readouterr().err.splitlines()
-    assert err[-1].startswith(f"tune_dcrf: error: {weights}: leaves 8 of the model's 110 weight tensors")
+    assert err[-1].startswith(
+        f"tune_dcrf: error: {weights}: leaves 8 of the model's 110 weight tensors"
+    )
     assert not out.exists()
     # the flag loads what fits and tunes
     assert _load_tool().main(["--allow-partial-weights", *args]) == 0
@@ -211,17 +283,46 @@ def test_tune_dcrf_refuses_weights_of_another_row(toy, tmp_path, capsys):
 
 def test_tune_dcrf_bad_config_and_truncated_weights_are_one_line_errors(toy, tmp_path, capsys):
     evil = tmp_path / "evil.yaml"
-    evil.write_text(f"_BASE_: {TINY_ROWS['E']}\nOUTPUT_DIR: !!python/object/apply:os.system "
-                    f"[\"touch {tmp_path / 'pwned'}\"]\n")
+    evil.write_text(
+        f"_BASE_: {TINY_ROWS['E']}\nOUTPUT_DIR: !!python/object/apply:os.system "
+        f'["touch {tmp_path / "pwned"}"]\n'
+    )
     tool = _load_tool()
     assert tool.main(["--config-file", str(evil), "--dataset", "toy_val"]) == 3
-    assert capsys.readouterr().err.splitlines()[-1].startswith(f"tune_dcrf: error: {evil}: YAML tag ")
+    assert (
+        capsys.readouterr().err.splitlines()[-1].startswith(f"tune_dcrf: error: {evil}: YAML tag ")
+    )
     assert not (tmp_path / "pwned").exists()
-    assert tool.main(["--config-file", str(TINY_ROWS["E"]), "--dataset", "toy_val", "MODEL.NOPE", "1"]) == 3
-    assert capsys.readouterr().err.splitlines()[-1].endswith("config override: unknown config key MODEL.NOPE")
+    assert (
+        tool.main(["--config-file", str(TINY_ROWS["E"]), "--dataset", "toy_val", "MODEL.NOPE", "1"])
+        == 3
+    )
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith("config override: unknown config key MODEL.NOPE")
+    )
     truncated = tmp_path / "w.pth"
     truncated.write_bytes(b"PK\x03\x04 not a whole checkpoint")
-    assert tool.main(["--config-file", str(TINY_ROWS["E"]), "--dataset", "toy_val", "--weights",
-                      str(truncated), "--output", str(tmp_path / "t.yaml"), "MODEL.DEVICE", "cpu"]) == 4
-    assert capsys.readouterr().err.splitlines()[-1].startswith(f"tune_dcrf: error: {truncated}: "
-                                                               "cannot load weights")
+    assert (
+        tool.main(
+            [
+                "--config-file",
+                str(TINY_ROWS["E"]),
+                "--dataset",
+                "toy_val",
+                "--weights",
+                str(truncated),
+                "--output",
+                str(tmp_path / "t.yaml"),
+                "MODEL.DEVICE",
+                "cpu",
+            ]
+        )
+        == 4
+    )
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .startswith(f"tune_dcrf: error: {truncated}: cannot load weights")
+    )

@@ -1,4 +1,5 @@
 """Figures: Fig. 3-style overlays (exact colours, PNG size) and Fig. 2-style box plots."""
+
 import re
 
 import matplotlib.image as mpimg
@@ -8,9 +9,13 @@ import pytest
 from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.evaluation import PWMLEvaluator
 from rsrcnn_d2.visualization import plot_cli as plot_results  # tools/plot_results.py's program
-from rsrcnn_d2.visualization import (TITLE_BAND, boxplot_from_csvs, overlay_rgb,
-                                     read_slice_metrics, save_overlay_png)
-
+from rsrcnn_d2.visualization import (
+    TITLE_BAND,
+    boxplot_from_csvs,
+    overlay_rgb,
+    read_slice_metrics,
+    save_overlay_png,
+)
 
 
 def test_overlay_colours_on_a_hand_made_case():
@@ -19,9 +24,9 @@ def test_overlay_colours_on_a_hand_made_case():
     truth = np.array([[1, 0, 1], [0, 0, 0], [0, 0, 0]], bool)
     rgb = overlay_rgb(image, pred, truth)
     assert rgb.dtype == np.uint8 and rgb.shape == (3, 3, 3)
-    assert tuple(rgb[0, 0]) == (0, 255, 0)   # true positive: green
-    assert tuple(rgb[0, 1]) == (255, 0, 0)   # false positive: red
-    assert tuple(rgb[0, 2]) == (0, 0, 255)   # false negative: blue
+    assert tuple(rgb[0, 0]) == (0, 255, 0)  # true positive: green
+    assert tuple(rgb[0, 1]) == (255, 0, 0)  # false positive: red
+    assert tuple(rgb[0, 2]) == (0, 0, 255)  # false negative: blue
     grey = np.round(np.arange(9) * 255 / 8).astype(np.uint8).reshape(3, 3)
     for r, c in [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]:
         assert tuple(rgb[r, c]) == (grey[r, c],) * 3  # the slice, in grey
@@ -36,14 +41,21 @@ def test_overlay_rejects_mismatched_shapes():
 
 def test_overlay_png_has_the_image_size_and_pixels(tmp_path):
     rng = np.random.default_rng(0)
-    image, pred, truth = rng.random((21, 34)), rng.random((21, 34)) > 0.7, rng.random((21, 34)) > 0.7
+    image, pred, truth = (
+        rng.random((21, 34)),
+        rng.random((21, 34)) > 0.7,
+        rng.random((21, 34)) > 0.7,
+    )
     path = save_overlay_png(tmp_path / "sub" / "a.png", image, pred, truth)
     png = mpimg.imread(path)
     assert png.shape[:2] == (21, 34)
-    assert np.array_equal(np.round(png[..., :3] * 255).astype(np.uint8), overlay_rgb(image, pred, truth))
+    assert np.array_equal(
+        np.round(png[..., :3] * 255).astype(np.uint8), overlay_rgb(image, pred, truth)
+    )
 
-    titled = mpimg.imread(save_overlay_png(tmp_path / "b.png", image, pred, truth,
-                                           title="slice 3", scale=3))
+    titled = mpimg.imread(
+        save_overlay_png(tmp_path / "b.png", image, pred, truth, title="slice 3", scale=3)
+    )
     assert titled.shape[:2] == (21 * 3 + TITLE_BAND, 34 * 3)
     big = np.repeat(np.repeat(overlay_rgb(image, pred, truth), 3, 0), 3, 1)
     assert np.array_equal(np.round(titled[TITLE_BAND:, :, :3] * 255).astype(np.uint8), big)
@@ -57,8 +69,11 @@ def _write_csv(path, header, rows):
 
 def test_boxplot_from_two_csvs(tmp_path):
     header = ["subject", "file_name", "dice", "sensitivity"]
-    a = _write_csv(tmp_path / "a.csv", header, [["s1", "x0", 0.5, 0.6], ["s1", "x1", 0.7, ""],
-                                                 ["s2", "x2", 0.0, 0.0]])
+    a = _write_csv(
+        tmp_path / "a.csv",
+        header,
+        [["s1", "x0", 0.5, 0.6], ["s1", "x1", 0.7, ""], ["s2", "x2", 0.0, 0.0]],
+    )
     b = _write_csv(tmp_path / "b.csv", header, [["s1", "x0", 0.8, 0.9], ["s2", "x2", 0.6, 0.5]])
     values = read_slice_metrics(a, ("dice", "sensitivity"))
     assert values["dice"].tolist() == [0.5, 0.7, 0.0]
@@ -76,8 +91,18 @@ def test_boxplot_reads_the_evaluators_csv(tmp_path):
     pred[2:4, 2:3] = True
     ev = PWMLEvaluator(output_dir=str(tmp_path), distributed=False)
     ev.reset()
-    ev.process([{"file_name": "a/0.npy", "image_id": 0, "subject": "a", "slice_index": 0,
-                 "gt_mask": truth}], [{"lesion_mask": pred}])
+    ev.process(
+        [
+            {
+                "file_name": "a/0.npy",
+                "image_id": 0,
+                "subject": "a",
+                "slice_index": 0,
+                "gt_mask": truth,
+            }
+        ],
+        [{"lesion_mask": pred}],
+    )
     ev.evaluate()
     csv_path = tmp_path / "pwml_slices.csv"
     assert read_slice_metrics(csv_path, ("dice",))["dice"].tolist() == pytest.approx([2 / 3])
@@ -111,19 +136,25 @@ def test_plot_results_cli(tmp_path, capsys):
     assert "bad.csv" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("column, cells, bad, line, valid", [
-    ("dice", [0.5, -5, 42], "-5", 3, "[0, 1]"),
-    ("dice", [0.5, 1.0, 42], "42", 4, "[0, 1]"),
-    ("sensitivity", [1.5], "1.5", 2, "[0, 1]"),
-    ("specificity", [-0.001], "-0.001", 2, "[0, 1]"),
-    ("hd", [3.0, -1.0], "-1.0", 3, "[0, inf)"),
-    ("hd95_mm", ["inf"], "inf", 2, "[0, inf)"),
-])
+@pytest.mark.parametrize(
+    "column, cells, bad, line, valid",
+    [
+        ("dice", [0.5, -5, 42], "-5", 3, "[0, 1]"),
+        ("dice", [0.5, 1.0, 42], "42", 4, "[0, 1]"),
+        ("sensitivity", [1.5], "1.5", 2, "[0, 1]"),
+        ("specificity", [-0.001], "-0.001", 2, "[0, 1]"),
+        ("hd", [3.0, -1.0], "-1.0", 3, "[0, inf)"),
+        ("hd95_mm", ["inf"], "inf", 2, "[0, inf)"),
+    ],
+)
 def test_values_outside_a_metrics_range_are_refused(tmp_path, column, cells, bad, line, valid):
-    path = _write_csv(tmp_path / "odd.csv", ["file_name", column],
-                      [[f"s{i}.npy", v] for i, v in enumerate(cells)])
-    message = (rf"odd\.csv: line {line} \(s{line - 2}\.npy\): column '{column}' holds {bad}, "
-               rf"outside its valid range {re.escape(valid)}")
+    path = _write_csv(
+        tmp_path / "odd.csv", ["file_name", column], [[f"s{i}.npy", v] for i, v in enumerate(cells)]
+    )
+    message = (
+        rf"odd\.csv: line {line} \(s{line - 2}\.npy\): column '{column}' holds {bad}, "
+        rf"outside its valid range {re.escape(valid)}"
+    )
     with pytest.raises(PWMLDataError, match=message):
         read_slice_metrics(path, (column,))
     with pytest.raises(PWMLDataError, match=message):
@@ -132,16 +163,23 @@ def test_values_outside_a_metrics_range_are_refused(tmp_path, column, cells, bad
 
 
 def test_undefined_values_are_left_out_and_counted(tmp_path, monkeypatch):
-    a = _write_csv(tmp_path / "a.csv", ["dice", "sensitivity"],
-                   [[0.5, 0.6], [0.7, ""], ["nan", "NaN"], [0.2, 0.4]])
+    a = _write_csv(
+        tmp_path / "a.csv",
+        ["dice", "sensitivity"],
+        [[0.5, 0.6], [0.7, ""], ["nan", "NaN"], [0.2, 0.4]],
+    )
     notes, figures = [], []
     from rsrcnn_d2.visualization import boxplots
+
     real_save = boxplots.save_figure_png
-    monkeypatch.setattr(boxplots, "save_figure_png",
-                        lambda fig, path: figures.append(fig) or real_save(fig, path))
+    monkeypatch.setattr(
+        boxplots, "save_figure_png", lambda fig, path: figures.append(fig) or real_save(fig, path)
+    )
     boxplot_from_csvs({"D": a}, tmp_path / "box.png", log=notes.append)
-    assert notes == [f"D ({a}): dice: 1 of 4 slices n/a (empty or NaN), left out",
-                     f"D ({a}): sensitivity: 2 of 4 slices n/a (empty or NaN), left out"]
+    assert notes == [
+        f"D ({a}): dice: 1 of 4 slices n/a (empty or NaN), left out",
+        f"D ({a}): sensitivity: 2 of 4 slices n/a (empty or NaN), left out",
+    ]
     ticks = [[t.get_text() for t in ax.get_xticklabels()] for ax in figures[0].axes]
     assert ticks == [["D\n(n=3, 1 n/a)"], ["D\n(n=2, 2 n/a)"]]
 
@@ -151,8 +189,10 @@ def test_plot_results_out_of_range_is_one_line_exit_2(tmp_path, capsys):
     out = tmp_path / "fig.png"
     assert plot_results.main(["--csv", f"X={bad}", "--output", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err == (f"plot_results: error: {bad}: line 3: column 'dice' holds -5, "
-                   "outside its valid range [0, 1]\n")
+    assert err == (
+        f"plot_results: error: {bad}: line 3: column 'dice' holds -5, "
+        "outside its valid range [0, 1]\n"
+    )
     assert not out.exists()
 
 
@@ -161,8 +201,9 @@ def test_plot_results_output_and_input_errors_are_one_line_exit_2(tmp_path, caps
     folder = tmp_path / "figs"
     folder.mkdir()
     assert plot_results.main(["--csv", f"A={good}", "--output", str(folder)]) == 2
-    assert capsys.readouterr().err == (f"plot_results: error: {folder}: is a directory; "
-                                       "--output takes the PNG file to write\n")
+    assert capsys.readouterr().err == (
+        f"plot_results: error: {folder}: is a directory; --output takes the PNG file to write\n"
+    )
     assert list(folder.iterdir()) == []
 
     missing = tmp_path / "nope.csv"
@@ -182,5 +223,6 @@ def test_plot_results_prints_what_it_left_out(tmp_path, capsys):
     a = _write_csv(tmp_path / "a.csv", ["dice", "sensitivity"], [[0.5, ""], [0.7, 0.8]])
     out = tmp_path / "fig.png"
     assert plot_results.main(["--csv", f"E={a}", "--output", str(out)]) == 0
-    assert capsys.readouterr().out == (f"E ({a}): sensitivity: 1 of 2 slices n/a (empty or NaN), "
-                                       f"left out\nwrote {out}\n")
+    assert capsys.readouterr().out == (
+        f"E ({a}): sensitivity: 1 of 2 slices n/a (empty or NaN), left out\nwrote {out}\n"
+    )

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Score a folder of predicted NIfTI lesion masks against reference labels (= rsrcnn-evaluate)."""
+
 import sys
 
 from rsrcnn_d2.evaluation.cli import main

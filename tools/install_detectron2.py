@@ -12,6 +12,7 @@ Order of preference:
 2. otherwise the ``sal-detectron2`` wheel is unpacked into site-packages;
 3. otherwise exit with a message that says what to do.
 """
+
 import importlib
 import importlib.metadata
 import importlib.util
@@ -42,9 +43,20 @@ def detectron2_version():
 def install_wheel() -> int:
     purelib = sysconfig.get_paths()["purelib"]
     cmd = [
-        sys.executable, "-m", "pip", "install", "--no-deps", "--only-binary=:all:",
-        "--python-version", "3.10", "--implementation", "cp",
-        "--target", purelib, "--upgrade", WHEEL,
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        "3.10",
+        "--implementation",
+        "cp",
+        "--target",
+        purelib,
+        "--upgrade",
+        WHEEL,
     ]
     print("[install_detectron2] " + " ".join(cmd), flush=True)
     return subprocess.call(cmd)

@@ -2,6 +2,7 @@
 """Write a seeded synthetic PWML cohort (NIfTI, nnU-Net raw layout); see
 rsrcnn_d2/data/cohort_cli.py or --help.
 """
+
 import sys
 
 from rsrcnn_d2.data.cohort_cli import main

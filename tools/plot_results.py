@@ -2,6 +2,7 @@
 """Box plots of per-slice metrics of several models side by side (the paper's Fig. 2); see
 rsrcnn_d2/visualization/plot_cli.py or --help.
 """
+
 import sys
 
 from rsrcnn_d2.visualization.plot_cli import main

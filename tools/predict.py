@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Lesion masks for NIfTI volumes or slice PNGs; see rsrcnn_d2/inference/cli.py or --help."""
+
 import sys
 
 from rsrcnn_d2.inference.cli import main

@@ -2,6 +2,7 @@
 """Convert PWML data into a registered COCO-style dataset; see rsrcnn_d2/data/prepare_cli.py
 or --help.
 """
+
 import sys
 
 from rsrcnn_d2.data.prepare_cli import main

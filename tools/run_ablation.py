@@ -2,6 +2,7 @@
 """Table 1's ablation rows and a k sweep on the synthetic cohort, several seeds, resumable; see
 rsrcnn_d2/experiments/ablation.py or --help.
 """
+
 import sys
 
 from rsrcnn_d2.experiments.ablation import main

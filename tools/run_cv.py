@@ -2,6 +2,7 @@
 """Cross-validate a config over the folds of a prepared cohort, resumably; see
 rsrcnn_d2/experiments/cv_cli.py or --help.
 """
+
 import sys
 
 from rsrcnn_d2.experiments.cv_cli import main

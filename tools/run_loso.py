@@ -2,6 +2,7 @@
 """Leave-one-subject-out cross-validation of rows A, B and E on a slice folder (input/ + gt/); see
 rsrcnn_d2/experiments/loso.py or --help.
 """
+
 import sys
 
 from rsrcnn_d2.experiments.loso import main

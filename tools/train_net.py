@@ -13,11 +13,18 @@ prepared cohort as ``NAME_train``, ``NAME_fold0_val``, ... (NAME defaults to the
 folder's name) in every worker; a missing or unprepared root exits with status 2.
 The program itself is `rsrcnn_d2.engine.train_net` (also ``python -m rsrcnn_d2.engine.train_net``).
 """
+
 import sys
 
 # the package first: it imports detectron2 without the deprecation noise of torch.jit
-from rsrcnn_d2.engine.train_net import (Trainer, argument_parser, cli, default_argument_parser,  # noqa: F401
-                                        main, setup)
+from rsrcnn_d2.engine.train_net import (
+    Trainer,
+    argument_parser,
+    cli,
+    default_argument_parser,  # noqa: F401
+    main,
+    setup,
+)
 
 if __name__ == "__main__":
     sys.exit(cli())

@@ -11,19 +11,54 @@ dataset.py   a registered dataset's slices, truth and neighbours, read once
 tuning.py    Bayesian tuning on validation strict Dice or lesion-wise F1
 evaluate.py  PWMLEvaluator on the detector's outputs; row A's tune-on-val, test-once run
 """
+
 from .dataset import DatasetSlice, load_dataset_slices, model_input
-from .detector import Detection, detect_slice, detect_stack, local_contrast, otsu_threshold, tissue_mask
+from .detector import (
+    Detection,
+    detect_slice,
+    detect_stack,
+    local_contrast,
+    otsu_threshold,
+    tissue_mask,
+)
 from .model import ClassicalLesionModel, ClassicalPredictor
 from .params import MODES, ClassicalParams, load_params, params_from_dict, save_params
-from .evaluate import (evaluate_classical, flat_results, run_row_a, save_tuning,
-                       tune_and_evaluate)
-from .tuning import (DEFAULT_BOUNDS, OBJECTIVES, ClassicalTuningResult, normalize_search_point,
-                     objective_value, tune_classical)
+from .evaluate import evaluate_classical, flat_results, run_row_a, save_tuning, tune_and_evaluate
+from .tuning import (
+    DEFAULT_BOUNDS,
+    OBJECTIVES,
+    ClassicalTuningResult,
+    normalize_search_point,
+    objective_value,
+    tune_classical,
+)
 
-__all__ = ["ClassicalParams", "MODES", "load_params", "save_params", "params_from_dict",
-           "Detection", "detect_slice", "detect_stack", "local_contrast", "otsu_threshold",
-           "tissue_mask", "ClassicalLesionModel", "ClassicalPredictor", "DatasetSlice",
-           "load_dataset_slices", "model_input", "DEFAULT_BOUNDS", "OBJECTIVES",
-           "ClassicalTuningResult", "objective_value", "normalize_search_point",
-           "tune_classical", "evaluate_classical", "flat_results", "save_tuning",
-           "tune_and_evaluate", "run_row_a"]
+__all__ = [
+    "ClassicalParams",
+    "MODES",
+    "load_params",
+    "save_params",
+    "params_from_dict",
+    "Detection",
+    "detect_slice",
+    "detect_stack",
+    "local_contrast",
+    "otsu_threshold",
+    "tissue_mask",
+    "ClassicalLesionModel",
+    "ClassicalPredictor",
+    "DatasetSlice",
+    "load_dataset_slices",
+    "model_input",
+    "DEFAULT_BOUNDS",
+    "OBJECTIVES",
+    "ClassicalTuningResult",
+    "objective_value",
+    "normalize_search_point",
+    "tune_classical",
+    "evaluate_classical",
+    "flat_results",
+    "save_tuning",
+    "tune_and_evaluate",
+    "run_row_a",
+]

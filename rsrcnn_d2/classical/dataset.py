@@ -9,6 +9,7 @@ volume exactly as the converter cut the slice (`rsrcnn_d2.data.nifti.read_volume
 `volume_slice`); otherwise, or for slices converted from PNGs, they are the
 dataset's own slices of the same subject at ``slice_index`` ± 1, where present.
 """
+
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -43,12 +44,17 @@ def _volume_neighbours(record: Dict, volumes: Dict) -> Optional[List[Optional[np
         volumes.clear()  # records come subject by subject: keep one volume in memory
         volumes[source] = read_volume(source).canonical
     volume, axis = volumes[source], axis_index(axis)
-    return [np.asarray(volume_slice(volume, axis, j), np.float32)
-            if 0 <= j < volume.shape[axis] else None for j in (int(k) - 1, int(k) + 1)]
+    return [
+        np.asarray(volume_slice(volume, axis, j), np.float32)
+        if 0 <= j < volume.shape[axis]
+        else None
+        for j in (int(k) - 1, int(k) + 1)
+    ]
 
 
-def load_dataset_slices(dataset_name: str, progress: bool = True, from_volumes: bool = False,
-                        required: bool = False) -> List[DatasetSlice]:
+def load_dataset_slices(
+    dataset_name: str, progress: bool = True, from_volumes: bool = False, required: bool = False
+) -> List[DatasetSlice]:
     """Every slice of a registered dataset, with truth and neighbours (module docstring).
 
     ``required``: an empty dataset is a PWMLDataError naming it (what the tools want).
@@ -57,8 +63,10 @@ def load_dataset_slices(dataset_name: str, progress: bool = True, from_volumes: 
     from tqdm import tqdm
 
     records = DatasetCatalog.get(dataset_name)
-    images = [read_slice(r["file_name"]) for r in
-              tqdm(records, desc=f"reading {dataset_name}", unit="slice", disable=not progress)]
+    images = [
+        read_slice(r["file_name"])
+        for r in tqdm(records, desc=f"reading {dataset_name}", unit="slice", disable=not progress)
+    ]
     position = {}
     for i, r in enumerate(records):
         if r.get("subject") is not None and r.get("slice_index") is not None:
@@ -84,5 +92,11 @@ def load_dataset_slices(dataset_name: str, progress: bool = True, from_volumes: 
 
 def model_input(s: DatasetSlice) -> Dict:
     """The `ClassicalLesionModel` / `PWMLEvaluator` input of a slice (record + image + truth)."""
-    return {**s.record, "image": s.image, "gt_mask": s.truth, "height": s.image.shape[0],
-            "width": s.image.shape[1], "neighbours": [n for n in s.neighbours if n is not None]}
+    return {
+        **s.record,
+        "image": s.image,
+        "gt_mask": s.truth,
+        "height": s.image.shape[0],
+        "width": s.image.shape[1],
+        "neighbours": [n for n in s.neighbours if n is not None],
+    }

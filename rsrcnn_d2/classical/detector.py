@@ -23,6 +23,7 @@ matter; bright scalp and cortex are larger, elongated structures. Per slice:
 All in numpy/scipy.ndimage on the slice as given (its own pixels: parameters
 are in pixels of the data it is tuned on). Speed: benchmarks/bench_classical.py.
 """
+
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -32,8 +33,14 @@ from scipy import ndimage
 from ..data.instances import EIGHT_CONNECTED
 from .params import ClassicalParams
 
-__all__ = ["Detection", "detect_slice", "detect_stack", "tissue_mask", "otsu_threshold",
-           "local_contrast"]
+__all__ = [
+    "Detection",
+    "detect_slice",
+    "detect_stack",
+    "tissue_mask",
+    "otsu_threshold",
+    "local_contrast",
+]
 
 MAD_TO_SD = 1.4826  # MAD of a normal distribution times this is its standard deviation
 _STATS_MAX_PIXELS = 1 << 16  # robust statistics from at most this many (strided) pixels
@@ -82,8 +89,9 @@ def tissue_mask(image: np.ndarray, erosion: int = 0) -> np.ndarray:
     fg = image > otsu_threshold(image)
     background, n_bg = ndimage.label(~fg)
     if n_bg:
-        border = np.unique(np.concatenate([background[0], background[-1],
-                                           background[:, 0], background[:, -1]]))
+        border = np.unique(
+            np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+        )
         fg = ~np.isin(background, border[border > 0]) & (background > 0) | fg
     labels, n = ndimage.label(fg)
     if n > 1:
@@ -103,9 +111,12 @@ def _smooth(image: np.ndarray, sigma: float) -> np.ndarray:
     return ndimage.gaussian_filter(image, sigma, truncate=3.0) if sigma > 0 else image
 
 
-def local_contrast(image: np.ndarray, params: ClassicalParams,
-                   neighbours: Sequence[Optional[np.ndarray]] = (),
-                   tissue: Optional[np.ndarray] = None) -> np.ndarray:
+def local_contrast(
+    image: np.ndarray,
+    params: ClassicalParams,
+    neighbours: Sequence[Optional[np.ndarray]] = (),
+    tissue: Optional[np.ndarray] = None,
+) -> np.ndarray:
     """The robust z-score of the background-subtracted slice (steps 1–3), float32 (H, W).
 
     ``neighbours``: the adjacent slices (None where absent), used in "3d" mode.
@@ -117,8 +128,9 @@ def local_contrast(image: np.ndarray, params: ClassicalParams,
     if params.mode == "3d" and near and params.through_plane_weight > 0:
         for n in near:
             if n.shape != smooth.shape:
-                raise ValueError(f"neighbouring slice of shape {n.shape} beside a slice of "
-                                 f"shape {smooth.shape}")
+                raise ValueError(
+                    f"neighbouring slice of shape {n.shape} beside a slice of shape {smooth.shape}"
+                )
         persisting = np.minimum(smooth, np.maximum.reduce(near))
         w = np.float32(params.through_plane_weight)
         background = np.maximum(background, background + w * (persisting - background))
@@ -126,7 +138,7 @@ def local_contrast(image: np.ndarray, params: ClassicalParams,
     inside = residue if tissue is None else residue[tissue]
     if inside.size == 0:
         return np.zeros(residue.shape, np.float32)
-    sample = inside.ravel()[::max(1, inside.size // _STATS_MAX_PIXELS)]
+    sample = inside.ravel()[:: max(1, inside.size // _STATS_MAX_PIXELS)]
     median = float(np.median(sample))
     spread = MAD_TO_SD * float(np.median(np.abs(sample - median)))
     if spread <= 0:  # a flat tissue (phantoms): fall back on the plain standard deviation
@@ -153,8 +165,9 @@ def _blobs(z: np.ndarray, params: ClassicalParams) -> np.ndarray:
     return keep[labels]
 
 
-def detect_slice(image: np.ndarray, params: ClassicalParams,
-                 neighbours: Sequence[Optional[np.ndarray]] = ()) -> Detection:
+def detect_slice(
+    image: np.ndarray, params: ClassicalParams, neighbours: Sequence[Optional[np.ndarray]] = ()
+) -> Detection:
     """Detect punctate bright lesions in one 2-D slice (module docstring for the steps)."""
     image = np.asarray(image, np.float32)
     if image.ndim != 2:
@@ -177,7 +190,9 @@ def detect_stack(slices: Sequence[np.ndarray], params: ClassicalParams) -> List[
     for k, image in enumerate(slices):
         neighbours = ()
         if params.mode == "3d":
-            neighbours = (slices[k - 1] if k > 0 else None,
-                          slices[k + 1] if k + 1 < len(slices) else None)
+            neighbours = (
+                slices[k - 1] if k > 0 else None,
+                slices[k + 1] if k + 1 < len(slices) else None,
+            )
         out.append(detect_slice(image, params, neighbours))
     return out

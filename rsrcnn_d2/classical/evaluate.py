@@ -5,6 +5,7 @@ validation subjects (tuning.py), then evaluated once on the test subjects with
 the same `PWMLEvaluator` as rows B–E (strict and reference protocols, subject
 3-D, lesion-wise), writing the same per-slice CSVs.
 """
+
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
@@ -14,13 +15,16 @@ from .model import ClassicalLesionModel
 from .params import ClassicalParams, save_params
 from .tuning import ClassicalTuningResult, tune_classical
 
-__all__ = ["evaluate_classical", "flat_results", "save_tuning", "tune_and_evaluate",
-           "run_row_a"]
+__all__ = ["evaluate_classical", "flat_results", "save_tuning", "tune_and_evaluate", "run_row_a"]
 
 
-def evaluate_classical(slices: Sequence[DatasetSlice], params: ClassicalParams,
-                       dataset_name: Optional[str] = None,
-                       output_dir: Union[str, Path, None] = None, progress: bool = True):
+def evaluate_classical(
+    slices: Sequence[DatasetSlice],
+    params: ClassicalParams,
+    dataset_name: Optional[str] = None,
+    output_dir: Union[str, Path, None] = None,
+    progress: bool = True,
+):
     """The evaluator's results (``pwml_strict``, ``pwml_reference``, ...) on ``slices``.
 
     Writes ``pwml_slices.csv`` and ``pwml_subjects.csv`` into ``output_dir`` when given.
@@ -30,8 +34,9 @@ def evaluate_classical(slices: Sequence[DatasetSlice], params: ClassicalParams,
     from ..evaluation import PWMLEvaluator
 
     model = ClassicalLesionModel(params)
-    evaluator = PWMLEvaluator(dataset_name, None if output_dir is None else str(output_dir),
-                              distributed=False)
+    evaluator = PWMLEvaluator(
+        dataset_name, None if output_dir is None else str(output_dir), distributed=False
+    )
     evaluator.reset()
     for s in tqdm(slices, desc="detecting", unit="slice", disable=not progress):
         inp = model_input(s)
@@ -41,32 +46,52 @@ def evaluate_classical(slices: Sequence[DatasetSlice], params: ClassicalParams,
 
 def flat_results(results) -> Dict[str, float]:
     """``{"pwml_strict/Dice": ...}``: the evaluator's tasks flattened as detectron2 logs them."""
-    return {f"{task}/{key}": float(value) for task, values in results.items()
-            for key, value in values.items()}
+    return {
+        f"{task}/{key}": float(value)
+        for task, values in results.items()
+        for key, value in values.items()
+    }
 
 
-def save_tuning(result: ClassicalTuningResult, path: Union[str, Path], dataset_name: str,
-                seed: int) -> Path:
+def save_tuning(
+    result: ClassicalTuningResult, path: Union[str, Path], dataset_name: str, seed: int
+) -> Path:
     """Write the best parameters to ``path`` and every trial to ``<stem>_trials.json`` beside it."""
     path = Path(path)
-    lines = [f"classical detector (row A) tuned on {dataset_name}, {result.num_slices} slices, "
-             f"by Bayesian optimisation of {result.objective} (seed {seed}), "
-             f"{len(result.trials)} settings tried",
-             f"{result.objective} at the start: {result.start_value:.4f}; "
-             f"at these parameters: {result.best_value:.4f}"]
+    lines = [
+        f"classical detector (row A) tuned on {dataset_name}, {result.num_slices} slices, "
+        f"by Bayesian optimisation of {result.objective} (seed {seed}), "
+        f"{len(result.trials)} settings tried",
+        f"{result.objective} at the start: {result.start_value:.4f}; "
+        f"at these parameters: {result.best_value:.4f}",
+    ]
     save_params(path, result.best_params, lines)
-    atomic_write_json(path.with_name(f"{path.stem}_trials.json"), {
-        "dataset": dataset_name, "objective": result.objective, "seed": seed,
-        "start": {**result.start_params.to_dict(), "value": result.start_value},
-        "best": {**result.best_params.to_dict(), "value": result.best_value},
-        "trials": [{**p.to_dict(), "value": v} for p, v in result.trials]})
+    atomic_write_json(
+        path.with_name(f"{path.stem}_trials.json"),
+        {
+            "dataset": dataset_name,
+            "objective": result.objective,
+            "seed": seed,
+            "start": {**result.start_params.to_dict(), "value": result.start_value},
+            "best": {**result.best_params.to_dict(), "value": result.best_value},
+            "trials": [{**p.to_dict(), "value": v} for p, v in result.trials],
+        },
+    )
     return path
 
 
-def tune_and_evaluate(tune_dataset: str, test_dataset: str, output_dir: Union[str, Path],
-                      start: Optional[ClassicalParams] = None, *, objective: str = "dice",
-                      seed: int = 0, init_points: int = 10, n_iter: int = 30,
-                      progress: bool = True) -> Dict:
+def tune_and_evaluate(
+    tune_dataset: str,
+    test_dataset: str,
+    output_dir: Union[str, Path],
+    start: Optional[ClassicalParams] = None,
+    *,
+    objective: str = "dice",
+    seed: int = 0,
+    init_points: int = 10,
+    n_iter: int = 30,
+    progress: bool = True,
+) -> Dict:
     """Tune on ``tune_dataset``, evaluate on ``test_dataset``; everything under ``output_dir``.
 
     Writes ``params.yaml`` (+ ``params_trials.json``) and
@@ -76,21 +101,45 @@ def tune_and_evaluate(tune_dataset: str, test_dataset: str, output_dir: Union[st
     output_dir = Path(output_dir)
     start = start or ClassicalParams()
     three_d = start.mode == "3d"  # neighbours cut from the source volumes
-    tuning = tune_classical(load_dataset_slices(tune_dataset, progress, three_d), start,
-                            objective=objective, seed=seed, init_points=init_points,
-                            n_iter=n_iter, progress=progress)
+    tuning = tune_classical(
+        load_dataset_slices(tune_dataset, progress, three_d),
+        start,
+        objective=objective,
+        seed=seed,
+        init_points=init_points,
+        n_iter=n_iter,
+        progress=progress,
+    )
     params_path = save_tuning(tuning, output_dir / "params.yaml", tune_dataset, seed)
-    results = evaluate_classical(load_dataset_slices(test_dataset, progress, three_d),
-                                 tuning.best_params, test_dataset,
-                                 output_dir / "inference" / test_dataset, progress)
-    return {"params": str(params_path),
-            "tuning": {"dataset": tune_dataset, "objective": objective, "seed": seed,
-                       "start": tuning.start_value, "best": tuning.best_value},
-            "results": flat_results(results)}
+    results = evaluate_classical(
+        load_dataset_slices(test_dataset, progress, three_d),
+        tuning.best_params,
+        test_dataset,
+        output_dir / "inference" / test_dataset,
+        progress,
+    )
+    return {
+        "params": str(params_path),
+        "tuning": {
+            "dataset": tune_dataset,
+            "objective": objective,
+            "seed": seed,
+            "start": tuning.start_value,
+            "best": tuning.best_value,
+        },
+        "results": flat_results(results),
+    }
 
 
-def run_row_a(tune_dataset: str, test_dataset: str, run_dir: Union[str, Path], *, seed: int = 0,
-              start: Optional[ClassicalParams] = None, **kwargs) -> Dict:
+def run_row_a(
+    tune_dataset: str,
+    test_dataset: str,
+    run_dir: Union[str, Path],
+    *,
+    seed: int = 0,
+    start: Optional[ClassicalParams] = None,
+    **kwargs,
+) -> Dict:
     """`tune_and_evaluate` as an experiment run: skipped when ``run_dir`` holds a result.
 
     Records ``result.json`` as `rsrcnn_d2.experiments.train_and_record` does for the
@@ -103,7 +152,11 @@ def run_row_a(tune_dataset: str, test_dataset: str, run_dir: Union[str, Path], *
     if done is not None:
         return done
     record = tune_and_evaluate(tune_dataset, test_dataset, run_dir, start, seed=seed, **kwargs)
-    record = {"config": record["params"], "opts": [], "tuning": record["tuning"],
-              "results": record["results"]}
+    record = {
+        "config": record["params"],
+        "opts": [],
+        "tuning": record["tuning"],
+        "results": record["results"],
+    }
     atomic_write_json(Path(run_dir) / RESULT_FILE, record)
     return record

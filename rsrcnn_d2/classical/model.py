@@ -11,6 +11,7 @@ affine), `PWMLEvaluator` (both protocols, lesion-wise) and the result tables.
 detector's parameters are in the data's own pixels) and, in "3d" mode, each
 slice sees its neighbours.
 """
+
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -58,8 +59,9 @@ class ClassicalLesionModel:
         outputs = []
         for inp in batched_inputs:
             image = input_slice(inp)
-            neighbours = [None if n is None else np.asarray(n, np.float32)
-                          for n in inp.get("neighbours", ())]
+            neighbours = [
+                None if n is None else np.asarray(n, np.float32) for n in inp.get("neighbours", ())
+            ]
             det = detect_slice(image, self.params, neighbours)
             height = int(inp.get("height", image.shape[0]))
             width = int(inp.get("width", image.shape[1]))
@@ -80,8 +82,11 @@ class ClassicalPredictor(LesionPredictor):
 
     def __init__(self, params: ClassicalParams, batch_size: int = 4):
         whole_volume = params.mode == "3d"
-        super().__init__(ClassicalLesionModel(params), augmentations=(),
-                         batch_size=(1 << 30) if whole_volume else batch_size)
+        super().__init__(
+            ClassicalLesionModel(params),
+            augmentations=(),
+            batch_size=(1 << 30) if whole_volume else batch_size,
+        )
 
     @property
     def params(self) -> ClassicalParams:
@@ -89,8 +94,11 @@ class ClassicalPredictor(LesionPredictor):
 
     def _model_input(self, image: np.ndarray) -> Dict:
         # the detector reads one grey channel at the slice's own size: no resizing, no copies
-        return {"image": np.asarray(image, np.float32), "height": image.shape[0],
-                "width": image.shape[1]}
+        return {
+            "image": np.asarray(image, np.float32),
+            "height": image.shape[0],
+            "width": image.shape[1],
+        }
 
     def predict_slices(self, images: Sequence[np.ndarray]) -> List[SlicePrediction]:
         if self.params.mode != "3d" or len(images) < 2:
@@ -103,5 +111,7 @@ class ClassicalPredictor(LesionPredictor):
             near = [images[j] for j in (k - 1, k + 1) if 0 <= j < len(images)]
             neighbours = [np.asarray(n, np.float32) for n in near if n.shape == image.shape]
             result = self.model([{"image": image, "neighbours": neighbours}])[0]
-            out.append(SlicePrediction(result["lesion_mask"].numpy(), result["lesion_prob"].numpy()))
+            out.append(
+                SlicePrediction(result["lesion_mask"].numpy(), result["lesion_prob"].numpy())
+            )
         return out

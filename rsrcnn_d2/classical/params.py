@@ -14,6 +14,7 @@ the same way): a parameters file can hold numbers and strings, never code.
 Every problem (unreadable, not a mapping, unknown key, wrong type, value out of
 range) is a `PWMLDataError` naming the file and the key.
 """
+
 import dataclasses
 import json
 import math
@@ -90,7 +91,11 @@ def _problems(p: ClassicalParams) -> Sequence[str]:
     for key, kind in _TYPES.items():  # types first: the range checks compare numbers
         value = getattr(p, key)
         if kind in ("float", float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            )
             need(ok, key, "a finite number")
         elif kind in ("int", int):
             need(isinstance(value, int) and not isinstance(value, bool), key, "an integer")
@@ -101,8 +106,11 @@ def _problems(p: ClassicalParams) -> Sequence[str]:
     if out:
         return out
     need(0 <= p.smoothing_sigma <= 10, "smoothing_sigma", "in [0, 10]")
-    need(3 <= p.background_size <= 101 and p.background_size % 2 == 1, "background_size",
-         "an odd integer in [3, 101]")
+    need(
+        3 <= p.background_size <= 101 and p.background_size % 2 == 1,
+        "background_size",
+        "an odd integer in [3, 101]",
+    )
     need(0 < p.threshold <= 100, "threshold", "in (0, 100]")
     need(0 < p.hysteresis <= 1, "hysteresis", "in (0, 1]")
     need(p.min_area >= 1, "min_area", ">= 1")
@@ -116,12 +124,14 @@ def _problems(p: ClassicalParams) -> Sequence[str]:
 def params_from_dict(values: Mapping[str, Any], where: str = "parameters") -> ClassicalParams:
     """ClassicalParams from a mapping of some of its keys; PWMLDataError naming ``where``."""
     if not isinstance(values, Mapping):
-        raise PWMLDataError(where, f"expected a mapping of detector parameters, got "
-                                   f"{type(values).__name__}")
+        raise PWMLDataError(
+            where, f"expected a mapping of detector parameters, got {type(values).__name__}"
+        )
     unknown = sorted(str(k) for k in values if k not in _TYPES)
     if unknown:
-        raise PWMLDataError(where, f"unknown parameter(s) {', '.join(unknown)}; known: "
-                                   f"{', '.join(_TYPES)}")
+        raise PWMLDataError(
+            where, f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(_TYPES)}"
+        )
     values = dict(values)
     for key in ("smoothing_sigma", "threshold", "hysteresis", "through_plane_weight"):
         if isinstance(values.get(key), int) and not isinstance(values[key], bool):
@@ -149,8 +159,9 @@ def load_params(path: Union[str, Path]) -> ClassicalParams:
     return params_from_dict(values, str(path))
 
 
-def save_params(path: Union[str, Path], params: ClassicalParams,
-                comments: Sequence[str] = ()) -> Path:
+def save_params(
+    path: Union[str, Path], params: ClassicalParams, comments: Sequence[str] = ()
+) -> Path:
     """Atomically write ``params``: JSON for ``.json`` files, else YAML with ``#`` comments."""
     import yaml
 

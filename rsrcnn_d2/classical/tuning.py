@@ -8,6 +8,7 @@ scored first, so the result is never worse than them on the tuning slices.
 Integer parameters are rounded inside the objective (background_size to odd);
 ``tissue_mask`` and ``mode`` are not searched (they come from the start).
 """
+
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -18,15 +19,27 @@ from .dataset import DatasetSlice
 from .detector import detect_slice
 from .params import ClassicalParams
 
-__all__ = ["OBJECTIVES", "DEFAULT_BOUNDS", "ClassicalTuningResult", "objective_value",
-           "normalize_search_point", "tune_classical"]
+__all__ = [
+    "OBJECTIVES",
+    "DEFAULT_BOUNDS",
+    "ClassicalTuningResult",
+    "objective_value",
+    "normalize_search_point",
+    "tune_classical",
+]
 
 OBJECTIVES = ("dice", "lesion_f1")
 # searched parameters and their default box; through_plane_weight only in "3d" mode
 DEFAULT_BOUNDS: Dict[str, Tuple[float, float]] = {
-    "smoothing_sigma": (0.0, 2.0), "background_size": (3.0, 21.0), "threshold": (1.5, 12.0),
-    "hysteresis": (0.3, 1.0), "min_area": (1.0, 6.0), "max_area": (6.0, 150.0),
-    "tissue_erosion": (0.0, 8.0), "through_plane_weight": (0.0, 1.0)}
+    "smoothing_sigma": (0.0, 2.0),
+    "background_size": (3.0, 21.0),
+    "threshold": (1.5, 12.0),
+    "hysteresis": (0.3, 1.0),
+    "min_area": (1.0, 6.0),
+    "max_area": (6.0, 150.0),
+    "tissue_erosion": (0.0, 8.0),
+    "through_plane_weight": (0.0, 1.0),
+}
 _INTEGER = ("background_size", "min_area", "max_area", "tissue_erosion")
 
 
@@ -43,8 +56,9 @@ class ClassicalTuningResult:
     num_slices: int = 0
 
 
-def objective_value(slices: Sequence[DatasetSlice], params: ClassicalParams,
-                    objective: str = "dice") -> float:
+def objective_value(
+    slices: Sequence[DatasetSlice], params: ClassicalParams, objective: str = "dice"
+) -> float:
     """Strict mean Dice over ``slices``, or lesion-wise F1 of their pooled counts."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
@@ -53,8 +67,9 @@ def objective_value(slices: Sequence[DatasetSlice], params: ClassicalParams,
     if objective == "dice":
         scores = [dice(detect_slice(s.image, params, s.neighbours).mask, s.truth) for s in slices]
         return math.fsum(scores) / len(scores)
-    return lesion_f1([lesion_counts(detect_slice(s.image, params, s.neighbours).mask, s.truth)
-                      for s in slices])
+    return lesion_f1(
+        [lesion_counts(detect_slice(s.image, params, s.neighbours).mask, s.truth) for s in slices]
+    )
 
 
 def _round_half_up(x: float) -> int:
@@ -77,11 +92,17 @@ def normalize_search_point(point: Mapping[str, float]) -> Dict[str, object]:
     return out
 
 
-def tune_classical(slices: Sequence[DatasetSlice], start: ClassicalParams, *,
-                   objective: str = "dice",
-                   bounds: Optional[Mapping[str, Sequence[float]]] = None,
-                   init_points: int = 10, n_iter: int = 30, seed: int = 0,
-                   progress: bool = True) -> ClassicalTuningResult:
+def tune_classical(
+    slices: Sequence[DatasetSlice],
+    start: ClassicalParams,
+    *,
+    objective: str = "dice",
+    bounds: Optional[Mapping[str, Sequence[float]]] = None,
+    init_points: int = 10,
+    n_iter: int = 30,
+    seed: int = 0,
+    progress: bool = True,
+) -> ClassicalTuningResult:
     """Maximise ``objective`` over the searched parameters, starting from ``start``.
 
     ``bounds`` defaults to DEFAULT_BOUNDS (without through_plane_weight in "2d"
@@ -94,17 +115,25 @@ def tune_classical(slices: Sequence[DatasetSlice], start: ClassicalParams, *,
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     if bounds is None:
-        bounds = {k: v for k, v in DEFAULT_BOUNDS.items()
-                  if k != "through_plane_weight" or start.mode == "3d"}
+        bounds = {
+            k: v
+            for k, v in DEFAULT_BOUNDS.items()
+            if k != "through_plane_weight" or start.mode == "3d"
+        }
     unknown = sorted(set(bounds) - set(DEFAULT_BOUNDS))
     if unknown:
-        raise ValueError(f"cannot search {', '.join(unknown)}; searchable: "
-                         f"{', '.join(DEFAULT_BOUNDS)}")
+        raise ValueError(
+            f"cannot search {', '.join(unknown)}; searchable: {', '.join(DEFAULT_BOUNDS)}"
+        )
     for key, (lo, hi) in bounds.items():
         if not lo <= hi:
             raise ValueError(f"bounds of {key}: need low <= high, got ({lo}, {hi})")
-    bar = tqdm(total=init_points + n_iter + 1, desc=f"tuning ({objective})", unit="trial",
-               disable=not progress)
+    bar = tqdm(
+        total=init_points + n_iter + 1,
+        desc=f"tuning ({objective})",
+        unit="trial",
+        disable=not progress,
+    )
 
     def to_params(values: Mapping[str, object]) -> ClassicalParams:
         return start.replace(**normalize_search_point(values))
@@ -115,12 +144,26 @@ def tune_classical(slices: Sequence[DatasetSlice], start: ClassicalParams, *,
 
     start_values = {k: v for k, v in start.to_dict().items() if k in bounds}
     try:
-        found = bayes_maximize(score, start_values, bounds, normalize=normalize_search_point,
-                               init_points=init_points, n_iter=n_iter, seed=seed,
-                               name="classical trial")
+        found = bayes_maximize(
+            score,
+            start_values,
+            bounds,
+            normalize=normalize_search_point,
+            init_points=init_points,
+            n_iter=n_iter,
+            seed=seed,
+            name="classical trial",
+        )
     finally:
         bar.close()
     trials = [(to_params(v), value) for v, value in found]
     best_values, best_value = best_trial(found)
-    return ClassicalTuningResult(objective, trials[0][0], trials[0][1], to_params(best_values),
-                                 best_value, trials, len(slices))
+    return ClassicalTuningResult(
+        objective,
+        trials[0][0],
+        trials[0][1],
+        to_params(best_values),
+        best_value,
+        trials,
+        len(slices),
+    )

@@ -8,6 +8,7 @@ reference implementation's layout (``input/<case>/<slice>.png``,
 the reference slices (datasets/README.md). Subject i depends only on (seed, i).
 Every file is written under a temporary name and renamed.
 """
+
 import multiprocessing
 from pathlib import Path
 from typing import List, Optional, Union
@@ -43,11 +44,14 @@ def _save_png(path: Path, array: np.ndarray) -> None:
     atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
-def _write_reference_slices(slices_dir: Path, case: str, image: np.ndarray, mask: np.ndarray) -> int:
+def _write_reference_slices(
+    slices_dir: Path, case: str, image: np.ndarray, mask: np.ndarray
+) -> int:
     written = 0
     for z in np.flatnonzero(mask.any(axis=(0, 1))):
-        crop, crop_mask = reference_crop(volume_slice(image, 2, z).astype(np.float32),
-                                         volume_slice(mask, 2, z))
+        crop, crop_mask = reference_crop(
+            volume_slice(image, 2, z).astype(np.float32), volume_slice(mask, 2, z)
+        )
         if not crop_mask.any():
             continue  # the lesion's cross-section is under half a crop pixel here
         _save_png(slices_dir / "input" / case / f"{z}.png", crop)
@@ -78,10 +82,16 @@ def _previous_dataset(out_dir: Path) -> Optional[dict]:
     return read_json(path) if path.exists() else None
 
 
-def write_anatomical_cohort(out_dir: Union[str, Path], num_subjects: int = 30, seed: int = 0,
-                            params: AnatomyParams = AnatomyParams(), workers: int = 1,
-                            slices_dir: Union[str, Path, None] = None, overwrite: bool = False,
-                            progress: bool = True) -> List[str]:
+def write_anatomical_cohort(
+    out_dir: Union[str, Path],
+    num_subjects: int = 30,
+    seed: int = 0,
+    params: AnatomyParams = AnatomyParams(),
+    workers: int = 1,
+    slices_dir: Union[str, Path, None] = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> List[str]:
     """Write ``num_subjects`` simulated subjects; return the case names.
 
     Existing cases are reused unless ``overwrite``; a folder holding a cohort
@@ -95,23 +105,41 @@ def write_anatomical_cohort(out_dir: Union[str, Path], num_subjects: int = 30, s
     previous = _previous_dataset(out_dir) or {}
     if previous and previous.get("generator_settings") != settings and not overwrite:
         made = previous.get("generator_settings")
-        what = (f"made with other settings (seed {made.get('seed')})" if made else
-                f"not made by this generator ({previous.get('name', 'unnamed')})")
-        raise ValueError(f"{out_dir} holds a cohort {what}; use another folder or "
-                         "overwrite=True (--overwrite)")
+        what = (
+            f"made with other settings (seed {made.get('seed')})"
+            if made
+            else f"not made by this generator ({previous.get('name', 'unnamed')})"
+        )
+        raise ValueError(
+            f"{out_dir} holds a cohort {what}; use another folder or overwrite=True (--overwrite)"
+        )
     (out_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
     seeds = np.random.SeedSequence(seed).spawn(int(num_subjects))
-    jobs = [(out_dir, None if slices_dir is None else Path(slices_dir), f"PWML_{i:03d}", s, params,
-             overwrite) for i, s in enumerate(seeds)]
+    jobs = [
+        (
+            out_dir,
+            None if slices_dir is None else Path(slices_dir),
+            f"PWML_{i:03d}",
+            s,
+            params,
+            overwrite,
+        )
+        for i, s in enumerate(seeds)
+    ]
     load_mni152_tissues()  # once, before forking: the workers share it
     results = _run(jobs, workers, progress)
     cases = [case for case, _ in results]
-    dataset = {"name": "synthetic PWML cohort on MNI152 anatomy (rsrcnn_d2)",
-               "description": "MNI152 2009a template scaled to a preterm head, deformed per subject, "
-                              "neonatal T1w contrast, 3-D punctate lesions; see datasets/README.md",
-               "channel_names": {"0": "T1w"}, "labels": {"background": 0, "lesion": 1},
-               "numTraining": len(cases), "file_ending": ".nii.gz", "generator_settings": settings}
+    dataset = {
+        "name": "synthetic PWML cohort on MNI152 anatomy (rsrcnn_d2)",
+        "description": "MNI152 2009a template scaled to a preterm head, deformed per subject, "
+        "neonatal T1w contrast, 3-D punctate lesions; see datasets/README.md",
+        "channel_names": {"0": "T1w"},
+        "labels": {"background": 0, "lesion": 1},
+        "numTraining": len(cases),
+        "file_ending": ".nii.gz",
+        "generator_settings": settings,
+    }
     known = previous.get("subjects", {}) if not overwrite else {}
     subjects = {case: info if info is not None else known.get(case) for case, info in results}
     subjects = {case: info for case, info in subjects.items() if info is not None}

@@ -19,6 +19,7 @@ changing the lesions (e.g. ``lesion_contrast_scale=0``) leaves anatomy and
 noise identical: that is how the tests check the mask is exactly where the
 image was brightened.
 """
+
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Tuple
 
@@ -69,8 +70,16 @@ class AnatomyParams:
     crop_pixel_mm: float = 1.2
 
     def __post_init__(self):
-        for name in ("in_plane_mm", "slice_mm", "fov_mm", "head_scale", "snr", "gain",
-                     "lesion_in_plane_mm", "lesion_through_plane_mm"):
+        for name in (
+            "in_plane_mm",
+            "slice_mm",
+            "fov_mm",
+            "head_scale",
+            "snr",
+            "gain",
+            "lesion_in_plane_mm",
+            "lesion_through_plane_mm",
+        ):
             values = getattr(self, name)
             if any(not np.isfinite(v) or v <= 0 for v in values):
                 raise ValueError(f"{name} must be positive sizes, got {values}")
@@ -78,11 +87,17 @@ class AnatomyParams:
                 raise ValueError(f"{name} is a (low, high) range, got {values}")
         lo, hi = self.lesions_per_subject
         if lo < 0 or hi < lo:
-            raise ValueError(f"lesions_per_subject must be a range 0 <= low <= high, got {(lo, hi)}")
+            raise ValueError(
+                f"lesions_per_subject must be a range 0 <= low <= high, got {(lo, hi)}"
+            )
         if not 0.0 <= self.lesion_free_fraction <= 1.0:
-            raise ValueError(f"lesion_free_fraction must lie in [0, 1], got {self.lesion_free_fraction}")
+            raise ValueError(
+                f"lesion_free_fraction must lie in [0, 1], got {self.lesion_free_fraction}"
+            )
         if self.slice_profile_samples < 1:
-            raise ValueError(f"slice_profile_samples must be >= 1, got {self.slice_profile_samples}")
+            raise ValueError(
+                f"slice_profile_samples must be >= 1, got {self.slice_profile_samples}"
+            )
         for name in ("rotation_deg", "elastic_mm", "texture", "bias", "lesion_contrast_scale"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -112,9 +127,14 @@ def _streams(seed) -> Dict[str, np.random.Generator]:
     # sequence's state): the same seed object then always gives the same subject
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     names = ("geometry", "contrast", "lesions", "noise")
-    return {name: np.random.default_rng(np.random.SeedSequence(
-        root.entropy, spawn_key=(*root.spawn_key, k), pool_size=root.pool_size))
-        for k, name in enumerate(names)}
+    return {
+        name: np.random.default_rng(
+            np.random.SeedSequence(
+                root.entropy, spawn_key=(*root.spawn_key, k), pool_size=root.pool_size
+            )
+        )
+        for k, name in enumerate(names)
+    }
 
 
 def _acquisition(rng, params: AnatomyParams) -> AcquisitionGrid:
@@ -130,8 +150,9 @@ def _sample(volume: np.ndarray, coords_list, fill: float, where=None) -> np.ndar
     total = None
     for coords in coords_list:
         points = coords if where is None else coords[:, where]
-        sample = ndimage.map_coordinates(volume, points, order=1, mode="constant", cval=fill,
-                                         prefilter=False)
+        sample = ndimage.map_coordinates(
+            volume, points, order=1, mode="constant", cval=fill, prefilter=False
+        )
         total = sample if total is None else total + sample
     return total / np.float32(len(coords_list))
 
@@ -155,8 +176,9 @@ def _sample_tissues(tissues, coords_list) -> Dict[str, np.ndarray]:
     return out
 
 
-def simulate_subject(seed, params: AnatomyParams = AnatomyParams(),
-                     has_lesions: bool = None) -> SimulatedSubject:
+def simulate_subject(
+    seed, params: AnatomyParams = AnatomyParams(), has_lesions: bool = None
+) -> SimulatedSubject:
     """Simulate one subject from ``seed`` (int or SeedSequence).
 
     ``has_lesions`` None draws it (lesion-free with ``params.lesion_free_fraction``).
@@ -165,15 +187,23 @@ def simulate_subject(seed, params: AnatomyParams = AnatomyParams(),
     tissues = load_mni152_tissues()
     grid = _acquisition(rng["geometry"], params)
     centre = np.array([0.0, -22.0, 9.5])  # centroid of the template's brain mask (MNI mm)
-    transform = random_subject_transform(rng["geometry"], grid, centre, params.head_scale,
-                                         params.rotation_deg, params.elastic_mm,
-                                         params.elastic_spacing_mm)
+    transform = random_subject_transform(
+        rng["geometry"],
+        grid,
+        centre,
+        params.head_scale,
+        params.rotation_deg,
+        params.elastic_mm,
+        params.elastic_spacing_mm,
+    )
     n = params.slice_profile_samples
     offsets = ((np.arange(n) + 0.5) / n - 0.5) * grid.spacing[2]
     coords = [template_coordinates(transform, grid, tissues.affine, float(o)) for o in offsets]
     maps = _sample_tissues(tissues, coords)
-    template_x, template_z = (np.mean([c[a] for c in coords], axis=0) * tissues.affine[a, a]
-                              + tissues.affine[a, 3] for a in (0, 2))
+    template_x, template_z = (
+        np.mean([c[a] for c in coords], axis=0) * tissues.affine[a, a] + tissues.affine[a, 3]
+        for a in (0, 2)
+    )
     scale = transform.scale  # subject mm per template mm
     del coords, transform
 
@@ -184,7 +214,11 @@ def simulate_subject(seed, params: AnatomyParams = AnatomyParams(),
     clean *= 1.0 + smooth_field(crng, grid.shape, grid.spacing, 2.0, params.texture)
     gain = float(crng.uniform(*params.gain))
     snr = float(crng.uniform(*params.snr))
-    biased = clean * np.exp(smooth_field(crng, grid.shape, grid.spacing, 60.0, params.bias)) * np.float32(gain)
+    biased = (
+        clean
+        * np.exp(smooth_field(crng, grid.shape, grid.spacing, 60.0, params.bias))
+        * np.float32(gain)
+    )
     sigma = gain / snr
 
     lrng = rng["lesions"]
@@ -196,15 +230,24 @@ def simulate_subject(seed, params: AnatomyParams = AnatomyParams(),
     deep = maps["surface_mm"] * np.float32(scale) <= -8.0
     candidates = (maps["wm"] >= 0.85) & deep & (template_z >= -5.0) & (template_z <= 45.0)
     candidates &= np.abs(template_x) >= 8.0  # not the corpus callosum / midline
-    lesions = draw_lesions(lrng, candidates, maps["wm"], grid, count if has_lesions else 0,
-                           params.lesion_in_plane_mm, params.lesion_through_plane_mm)
+    lesions = draw_lesions(
+        lrng,
+        candidates,
+        maps["wm"],
+        grid,
+        count if has_lesions else 0,
+        params.lesion_in_plane_mm,
+        params.lesion_through_plane_mm,
+    )
     pv = np.zeros(grid.shape, np.float32)
     brightening = np.zeros(grid.shape, np.float32)
     for lesion in lesions:
         spread = _surrounding_spread(biased, lesion, grid, sigma, params.crop_pixel_mm)
         z = max(0.5, lrng.normal(*params.lesion_contrast))
         # at most 25 % brighter than deep grey matter: real PWML stay far below the scalp's fat
-        ceiling = (1.25 * contrast.deep_grey - 1.0) * float(biased[lesion.box][lesion.pv > 0].mean())
+        ceiling = (1.25 * contrast.deep_grey - 1.0) * float(
+            biased[lesion.box][lesion.pv > 0].mean()
+        )
         lesion.gain = float(min(z * spread, ceiling) * params.lesion_contrast_scale)
         pv[lesion.box] += lesion.pv
         brightening[lesion.box] += lesion.pv * np.float32(lesion.gain)
@@ -216,14 +259,23 @@ def simulate_subject(seed, params: AnatomyParams = AnatomyParams(),
     image = np.sqrt(real * real + imag * imag) * np.float32(INTENSITY_SCALE)
     image = np.clip(np.round(image), 0, np.iinfo(np.int16).max).astype(np.int16)
     mask = (pv >= MASK_PV_THRESHOLD).astype(np.uint8)
-    info = {"spacing": list(grid.spacing), "shape": list(grid.shape), "snr": snr, "gain": gain,
-            "has_lesions": has_lesions, "lesions": len(lesions), "contrast": asdict(contrast)}
-    return SimulatedSubject(image=image, mask=mask, affine=grid.affine, lesion_pv=pv,
-                            lesions=lesions, info=info)
+    info = {
+        "spacing": list(grid.spacing),
+        "shape": list(grid.shape),
+        "snr": snr,
+        "gain": gain,
+        "has_lesions": has_lesions,
+        "lesions": len(lesions),
+        "contrast": asdict(contrast),
+    }
+    return SimulatedSubject(
+        image=image, mask=mask, affine=grid.affine, lesion_pv=pv, lesions=lesions, info=info
+    )
 
 
-def _surrounding_spread(image: np.ndarray, lesion: Lesion, grid: AcquisitionGrid, sigma: float,
-                        crop_pixel_mm: float) -> float:
+def _surrounding_spread(
+    image: np.ndarray, lesion: Lesion, grid: AcquisitionGrid, sigma: float, crop_pixel_mm: float
+) -> float:
     """Standard deviation a reader would see around the lesion on a head crop.
 
     The noise-free image's spread in a ~3-crop-pixel ring around the lesion's

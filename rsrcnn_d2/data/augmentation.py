@@ -10,6 +10,7 @@ test time for a model whose training slice geometry is recorded and whose
 slices are not head-cropped: `TrainingScaleResize` then gives every slice the
 scale of the training's typical slice (see rsrcnn_d2/data/slice_geometry.py).
 """
+
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -19,7 +20,12 @@ from PIL import Image
 
 from .slice_geometry import SliceGeometry, geometry_from_cfg, shortest_edge_scale
 
-__all__ = ["RandomWidthScale", "TrainingScaleResize", "build_pwml_augmentations", "PAPER_WIDTH_SCALE"]
+__all__ = [
+    "RandomWidthScale",
+    "TrainingScaleResize",
+    "build_pwml_augmentations",
+    "PAPER_WIDTH_SCALE",
+]
 
 PAPER_WIDTH_SCALE = (0.85, 1.15)
 
@@ -46,8 +52,18 @@ class RandomWidthScale(T.Augmentation):
             tfms.append(CropTransform((new_w - w) // 2, 0, w, h))
         elif new_w < w:
             left = (w - new_w) // 2
-            tfms.append(PadTransform(left, 0, w - new_w - left, 0, orig_w=new_w, orig_h=h,
-                                     pad_value=0, seg_pad_value=0))
+            tfms.append(
+                PadTransform(
+                    left,
+                    0,
+                    w - new_w - left,
+                    0,
+                    orig_w=new_w,
+                    orig_h=h,
+                    pad_value=0,
+                    seg_pad_value=0,
+                )
+            )
         return TransformList(tfms)
 
 
@@ -75,17 +91,23 @@ class TrainingScaleResize(T.Augmentation):
         """(row, column) factors for slices of ``spacing`` (None: the training's)."""
         if spacing is None or self.train.spacing is None:
             return self.scale, self.scale
-        return (self.scale * float(spacing[0]) / self.train.spacing[0],
-                self.scale * float(spacing[1]) / self.train.spacing[1])
+        return (
+            self.scale * float(spacing[0]) / self.train.spacing[0],
+            self.scale * float(spacing[1]) / self.train.spacing[1],
+        )
 
     def get_transform(self, image: np.ndarray, spacing: Optional[Sequence[float]] = None):
         h, w = image.shape[:2]
         sy, sx = self.scales(spacing)
-        return T.ResizeTransform(h, w, max(1, int(h * sy + 0.5)), max(1, int(w * sx + 0.5)), self.interp)
+        return T.ResizeTransform(
+            h, w, max(1, int(h * sy + 0.5)), max(1, int(w * sx + 0.5)), self.interp
+        )
 
     def __call__(self, aug_input) -> T.Transform:
         spacing = getattr(aug_input, "spacing", None)
-        tfm = self.get_transform(aug_input.image, spacing if spacing is not None else self.input_spacing)
+        tfm = self.get_transform(
+            aug_input.image, spacing if spacing is not None else self.input_spacing
+        )
         aug_input.transform(tfm)
         return tfm
 
@@ -97,7 +119,9 @@ def _training_scale_resize(cfg) -> Optional[TrainingScaleResize]:
     if mode not in ("training_scale", "shortest_edge"):
         from ..errors import ConfigError
 
-        raise ConfigError("INPUT.TEST_RESIZE", f"must be 'training_scale' or 'shortest_edge', got {mode!r}")
+        raise ConfigError(
+            "INPUT.TEST_RESIZE", f"must be 'training_scale' or 'shortest_edge', got {mode!r}"
+        )
     train = geometry_from_cfg(cfg)
     min_size = cfg.INPUT.MIN_SIZE_TEST
     if isinstance(min_size, (list, tuple)):
@@ -129,8 +153,9 @@ def build_pwml_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
             augs.append(RandomWidthScale(scale))
         flip = cfg.INPUT.RANDOM_FLIP
         if flip != "none":
-            augs.append(T.RandomFlip(prob=0.5, horizontal=flip == "horizontal",
-                                     vertical=flip == "vertical"))
+            augs.append(
+                T.RandomFlip(prob=0.5, horizontal=flip == "horizontal", vertical=flip == "vertical")
+            )
         min_size, max_size = cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN
         sampling = cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
     else:

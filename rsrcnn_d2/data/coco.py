@@ -13,6 +13,7 @@ Image entries carry, besides COCO's id/file_name/height/width: ``subject``,
 `annotations_mask` is the one way back from a record's annotations to its truth
 mask (the mapper's ``gt_mask``, the evaluator's truth, the classical baseline's).
 """
+
 from pathlib import Path
 from typing import Dict, Iterable, List, Union
 
@@ -23,8 +24,14 @@ from .errors import PWMLDataError
 from .fileio import read_json
 from .instances import label_lesions
 
-__all__ = ["CATEGORIES", "lesion_annotations", "annotations_mask", "coco_dict", "coco_subset",
-           "load_pwml_coco"]
+__all__ = [
+    "CATEGORIES",
+    "lesion_annotations",
+    "annotations_mask",
+    "coco_dict",
+    "coco_subset",
+    "load_pwml_coco",
+]
 
 CATEGORIES = [{"id": 1, "name": "lesion", "supercategory": "lesion"}]
 
@@ -42,19 +49,24 @@ def lesion_annotations(mask: np.ndarray) -> List[dict]:
     boxes = mask_util.toBbox(rles)
     out = []
     for rle, area, box in zip(rles, areas, boxes):
-        out.append({
-            "category_id": 1,
-            "segmentation": {"size": [int(s) for s in rle["size"]],
-                             "counts": rle["counts"].decode("ascii")},
-            "area": int(area),
-            "bbox": [float(v) for v in box],
-            "iscrowd": 0,
-        })
+        out.append(
+            {
+                "category_id": 1,
+                "segmentation": {
+                    "size": [int(s) for s in rle["size"]],
+                    "counts": rle["counts"].decode("ascii"),
+                },
+                "area": int(area),
+                "bbox": [float(v) for v in box],
+                "iscrowd": 0,
+            }
+        )
     return out
 
 
-def annotations_mask(annotations: Iterable[dict], height: int, width: int,
-                     where: Union[str, Path] = "record") -> np.ndarray:
+def annotations_mask(
+    annotations: Iterable[dict], height: int, width: int, where: Union[str, Path] = "record"
+) -> np.ndarray:
     """The union of a record's lesions as a bool (height, width) mask.
 
     Segmentations may be compressed RLE (the converter's), uncompressed RLE
@@ -65,9 +77,15 @@ def annotations_mask(annotations: Iterable[dict], height: int, width: int,
     for a in annotations:
         seg = a.get("segmentation")
         if seg is None:
-            raise PWMLDataError(where, "an annotation has no segmentation; cannot build the truth mask")
+            raise PWMLDataError(
+                where, "an annotation has no segmentation; cannot build the truth mask"
+            )
         if isinstance(seg, dict):  # uncompressed RLE (list counts) needs encoding first
-            rle = mask_util.frPyObjects(seg, height, width) if isinstance(seg["counts"], list) else seg
+            rle = (
+                mask_util.frPyObjects(seg, height, width)
+                if isinstance(seg["counts"], list)
+                else seg
+            )
         else:
             rle = mask_util.merge(mask_util.frPyObjects(seg, height, width))
         mask |= mask_util.decode(rle).astype(bool)
@@ -106,11 +124,16 @@ def load_pwml_coco(json_file: Union[str, Path], image_root: Union[str, Path]) ->
     try:
         by_image: Dict[int, List[dict]] = {im["id"]: [] for im in coco["images"]}
         for a in coco["annotations"]:
-            by_image[a["image_id"]].append({
-                "bbox": a["bbox"], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0,
-                "segmentation": a["segmentation"], "iscrowd": a.get("iscrowd", 0),
-                "area": a.get("area"),
-            })
+            by_image[a["image_id"]].append(
+                {
+                    "bbox": a["bbox"],
+                    "bbox_mode": BoxMode.XYWH_ABS,
+                    "category_id": 0,
+                    "segmentation": a["segmentation"],
+                    "iscrowd": a.get("iscrowd", 0),
+                    "area": a.get("area"),
+                }
+            )
         records = []
         for im in coco["images"]:
             record = {k: v for k, v in im.items() if k != "id"}

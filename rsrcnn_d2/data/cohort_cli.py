@@ -16,6 +16,7 @@ Then convert: ``python tools/prepare_pwml.py OUT`` (lesion-free subjects need
 unless --overwrite. See datasets/README.md.
 The program behind ``tools/make_synthetic_cohort.py`` (also ``python -m rsrcnn_d2.data.cohort_cli``).
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -30,40 +31,78 @@ DEFAULTS = AnatomyParams()
 PHANTOM_OPTIONS = {
     "--size": dict(type=int, help="in-plane size (pixels; default 64)"),
     "--depth": dict(type=int, help="number of axial slices (default 6)"),
-    "--lesion-fraction": dict(type=float, help="fraction of slices with lesions, at least one per subject "
-                                               "(default 0.3)"),
+    "--lesion-fraction": dict(
+        type=float, help="fraction of slices with lesions, at least one per subject (default 0.3)"
+    ),
     "--spacing": dict(type=float, nargs=3, help="voxel size, mm (default 0.8 0.8 2.0)"),
-    "--distinct-slices": dict(type=int, help="generate only this many distinct slices per kind and "
-                                             "repeat them (fast; default 0 = all distinct)"),
+    "--distinct-slices": dict(
+        type=int,
+        help="generate only this many distinct slices per kind and "
+        "repeat them (fast; default 0 = all distinct)",
+    ),
 }
-PHANTOM_DEFAULTS = {"--size": 64, "--depth": 6, "--lesion-fraction": 0.3, "--spacing": (0.8, 0.8, 2.0),
-                    "--distinct-slices": 0}
+PHANTOM_DEFAULTS = {
+    "--size": 64,
+    "--depth": 6,
+    "--lesion-fraction": 0.3,
+    "--spacing": (0.8, 0.8, 2.0),
+    "--distinct-slices": 0,
+}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("out", help="output folder (imagesTr/, labelsTr/, dataset.json)")
     p.add_argument("--subjects", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes")
     p.add_argument("--overwrite", action="store_true")
     anatomy = p.add_argument_group("anatomy-based cohort (default)")
-    anatomy.add_argument("--slices", metavar="SLICES_DIR",
-                         help="also write lesion slices as reference-style PNG head crops here")
-    anatomy.add_argument("--lesion-free-fraction", type=float, default=DEFAULTS.lesion_free_fraction,
-                         help="share of subjects drawn without lesions")
-    anatomy.add_argument("--lesions", type=int, nargs=2, metavar=("LOW", "HIGH"),
-                         default=DEFAULTS.lesions_per_subject, help="lesions per lesion subject")
-    anatomy.add_argument("--in-plane-mm", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                         default=DEFAULTS.in_plane_mm, help="range of the in-plane voxel size")
-    anatomy.add_argument("--slice-mm", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                         default=DEFAULTS.slice_mm, help="range of the slice thickness")
+    anatomy.add_argument(
+        "--slices",
+        metavar="SLICES_DIR",
+        help="also write lesion slices as reference-style PNG head crops here",
+    )
+    anatomy.add_argument(
+        "--lesion-free-fraction",
+        type=float,
+        default=DEFAULTS.lesion_free_fraction,
+        help="share of subjects drawn without lesions",
+    )
+    anatomy.add_argument(
+        "--lesions",
+        type=int,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=DEFAULTS.lesions_per_subject,
+        help="lesions per lesion subject",
+    )
+    anatomy.add_argument(
+        "--in-plane-mm",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=DEFAULTS.in_plane_mm,
+        help="range of the in-plane voxel size",
+    )
+    anatomy.add_argument(
+        "--slice-mm",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=DEFAULTS.slice_mm,
+        help="range of the slice thickness",
+    )
     phantom = p.add_argument_group("phantom (--phantom only)")
     phantom.add_argument("--phantom", action="store_true", help="the fast cartoon phantom instead")
     for flag, kwargs in PHANTOM_OPTIONS.items():
         phantom.add_argument(flag, default=None, **kwargs)
     args = p.parse_args(argv)
-    given = [flag for flag in PHANTOM_OPTIONS if getattr(args, flag[2:].replace("-", "_")) is not None]
+    given = [
+        flag for flag in PHANTOM_OPTIONS if getattr(args, flag[2:].replace("-", "_")) is not None
+    ]
     if given and not args.phantom:
         p.error(f"{', '.join(given)}: phantom options; add --phantom or drop them")
     for flag, default in PHANTOM_DEFAULTS.items():
@@ -78,23 +117,44 @@ def main(argv=None) -> int:
     try:
         if args.phantom:
             if args.slices:
-                raise ValueError("--slices writes the anatomy-based cohort's slices; drop --phantom")
-            cases = write_synthetic_cohort(args.out, args.subjects, args.size, args.depth, args.seed,
-                                           lesion_fraction=args.lesion_fraction, spacing=args.spacing,
-                                           distinct_slices=args.distinct_slices, workers=args.workers,
-                                           overwrite=args.overwrite)
+                raise ValueError(
+                    "--slices writes the anatomy-based cohort's slices; drop --phantom"
+                )
+            cases = write_synthetic_cohort(
+                args.out,
+                args.subjects,
+                args.size,
+                args.depth,
+                args.seed,
+                lesion_fraction=args.lesion_fraction,
+                spacing=args.spacing,
+                distinct_slices=args.distinct_slices,
+                workers=args.workers,
+                overwrite=args.overwrite,
+            )
         else:
-            params = AnatomyParams(lesion_free_fraction=args.lesion_free_fraction,
-                                   lesions_per_subject=tuple(args.lesions),
-                                   in_plane_mm=tuple(args.in_plane_mm), slice_mm=tuple(args.slice_mm))
-            cases = write_anatomical_cohort(args.out, args.subjects, args.seed, params,
-                                            workers=args.workers, slices_dir=args.slices,
-                                            overwrite=args.overwrite)
+            params = AnatomyParams(
+                lesion_free_fraction=args.lesion_free_fraction,
+                lesions_per_subject=tuple(args.lesions),
+                in_plane_mm=tuple(args.in_plane_mm),
+                slice_mm=tuple(args.slice_mm),
+            )
+            cases = write_anatomical_cohort(
+                args.out,
+                args.subjects,
+                args.seed,
+                params,
+                workers=args.workers,
+                slices_dir=args.slices,
+                overwrite=args.overwrite,
+            )
     except ValueError as e:  # bad arguments and PWMLDataError: one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{len(cases)} subjects in {Path(args.out).absolute()}"
-          + (f"; PNG slices in {Path(args.slices).absolute()}" if args.slices else ""))
+    print(
+        f"{len(cases)} subjects in {Path(args.out).absolute()}"
+        + (f"; PNG slices in {Path(args.slices).absolute()}" if args.slices else "")
+    )
     return 0
 
 

@@ -27,6 +27,7 @@ contains or lies inside its input. A run killed by SIGKILL leaves its staging
 folder, which the next run removes; SIGTERM ends a run and removes it at once;
 worker processes die with the converter (Linux: PR_SET_PDEATHSIG).
 """
+
 import contextlib
 import functools
 import multiprocessing
@@ -45,19 +46,34 @@ import numpy as np
 
 from .coco import coco_dict, coco_subset, lesion_annotations
 from .errors import PWMLDataError
-from .fileio import (atomic_write_json, output_path, read_json, remove_stale_staging, replace_dir,
-                     save_slice, staging_dir_for)
+from .fileio import (
+    atomic_write_json,
+    output_path,
+    read_json,
+    remove_stale_staging,
+    replace_dir,
+    save_slice,
+    staging_dir_for,
+)
 from .nifti import axis_index, axis_name, read_nifti_pair, slice_spacing, volume_slice
 from .slice_pairs import read_slice_pair
 from .sources import SubjectSource, check_subject_id, discover_subjects
 from .splits import make_splits, split_names, split_subjects
 
-__all__ = ["ConvertOptions", "convert_subject", "convert_pwml", "write_split_files",
-           "resplit_pwml", "FORMAT"]
+__all__ = [
+    "ConvertOptions",
+    "convert_subject",
+    "convert_pwml",
+    "write_split_files",
+    "resplit_pwml",
+    "FORMAT",
+]
 
 FORMAT = "rsrcnn_d2-pwml-coco/1"
-INTENSITY_STORAGE = ("float32 .npy per slice, raw intensities (NIfTI scl_slope/scl_inter "
-                     "applied, PNG values as stored), not normalised")
+INTENSITY_STORAGE = (
+    "float32 .npy per slice, raw intensities (NIfTI scl_slope/scl_inter "
+    "applied, PNG values as stored), not normalised"
+)
 
 
 @dataclass(frozen=True)
@@ -84,8 +100,14 @@ def _nifti_records(source: SubjectSource, opts: ConvertOptions):
         indices = np.arange(pair.mask.shape[axis])
     spacing = list(slice_spacing(pair.zooms, axis))
     for k in indices.tolist():
-        yield (k, volume_slice(pair.image, axis, k), volume_slice(pair.mask, axis, k),
-               source.image, source.mask, spacing)
+        yield (
+            k,
+            volume_slice(pair.image, axis, k),
+            volume_slice(pair.mask, axis, k),
+            source.image,
+            source.mask,
+            spacing,
+        )
 
 
 def _slice_folder_records(source: SubjectSource, opts: ConvertOptions):
@@ -96,8 +118,9 @@ def _slice_folder_records(source: SubjectSource, opts: ConvertOptions):
         yield k, image, mask, image_path, mask_path, None
 
 
-def convert_subject(source: SubjectSource, out_images: Union[str, Path],
-                    opts: ConvertOptions = ConvertOptions()) -> List[SliceRecord]:
+def convert_subject(
+    source: SubjectSource, out_images: Union[str, Path], opts: ConvertOptions = ConvertOptions()
+) -> List[SliceRecord]:
     """Check and slice one subject, write its slice files under ``out_images/<subject>/``.
 
     Returns the COCO image entries (``file_name`` relative to ``out_images``) and
@@ -120,17 +143,30 @@ def convert_subject(source: SubjectSource, out_images: Union[str, Path],
         subject_dir.mkdir(parents=True, exist_ok=True)
         rel = f"{source.subject}/{source.subject}_{k:04d}.npy"
         save_slice(output_path(out_images, rel), image)
-        entry = {"file_name": rel, "height": int(image.shape[0]), "width": int(image.shape[1]),
-                 "subject": source.subject, "slice_index": int(k), "axis": axis,
-                 "source_file": str(image_path), "mask_file": str(mask_path),
-                 "spacing": spacing}
+        entry = {
+            "file_name": rel,
+            "height": int(image.shape[0]),
+            "width": int(image.shape[1]),
+            "subject": source.subject,
+            "slice_index": int(k),
+            "axis": axis,
+            "source_file": str(image_path),
+            "mask_file": str(mask_path),
+            "spacing": spacing,
+        }
         records.append((entry, lesion_annotations(mask)))
     if not records:
         where = source.mask if source.kind == "nifti" else source.slices[0][2].parent
         what = "lesion slices" if opts.lesion_slices_only else "slices"
-        raise PWMLDataError(where, f"subject {source.subject!r} has no {what}"
-                            + ("; convert all slices to keep lesion-free subjects"
-                               if opts.lesion_slices_only else ""))
+        raise PWMLDataError(
+            where,
+            f"subject {source.subject!r} has no {what}"
+            + (
+                "; convert all slices to keep lesion-free subjects"
+                if opts.lesion_slices_only
+                else ""
+            ),
+        )
     return records
 
 
@@ -147,7 +183,7 @@ def _watch_parent(parent: int) -> None:
 def _worker_init(parent: int) -> None:
     """Make a pool worker die with the converter, so a killed run leaves no blocked workers."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (fork copies it)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C: the parent stops the pool
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops the pool
     armed = False
     if sys.platform.startswith("linux"):
         try:
@@ -182,7 +218,9 @@ def _convert_all(subjects, out_images, opts, workers, progress) -> List[List[Sli
         task = functools.partial(_convert_numbered, out_images=out_images, opts=opts)
         results = [None] * len(subjects)
         # leaving the block terminates the workers, also on an error or a signal
-        with ctx.Pool(min(workers, len(subjects)), initializer=_worker_init, initargs=(os.getpid(),)) as pool:
+        with ctx.Pool(
+            min(workers, len(subjects)), initializer=_worker_init, initargs=(os.getpid(),)
+        ) as pool:
             for i, records in pool.imap_unordered(task, list(enumerate(subjects))):
                 results[i] = records
                 if bar:
@@ -211,8 +249,9 @@ def _sigterm_ends_run():
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
-def write_split_files(root: Union[str, Path], coco_all: dict, splits: dict,
-                      own: Optional[set] = None) -> List[str]:
+def write_split_files(
+    root: Union[str, Path], coco_all: dict, splits: dict, own: Optional[set] = None
+) -> List[str]:
     """Write splits.json and annotations/instances_<split>.json; return the split names.
 
     ``own``: files of ``root`` the converter wrote (relative), the only stale fold
@@ -222,11 +261,13 @@ def write_split_files(root: Union[str, Path], coco_all: dict, splits: dict,
     names = split_subjects(splits)
     for stale in (root / "annotations").glob("instances_fold*.json"):
         mine = own is None or f"annotations/{stale.name}" in own
-        if mine and stale.name[len("instances_"):-len(".json")] not in names:
+        if mine and stale.name[len("instances_") : -len(".json")] not in names:
             stale.unlink()  # folds of an earlier, larger k
     for name, subjects in names.items():
-        atomic_write_json(output_path(root, "annotations", f"instances_{name}.json"),
-                          coco_subset(coco_all, subjects))
+        atomic_write_json(
+            output_path(root, "annotations", f"instances_{name}.json"),
+            coco_subset(coco_all, subjects),
+        )
     atomic_write_json(output_path(root, "splits.json"), splits)
     return split_names(len(splits["folds"]))
 
@@ -248,24 +289,36 @@ def _input_paths(source, subjects: Sequence[SubjectSource]) -> List[Path]:
 def _check_output_location(out_dir: Path, source, subjects: Sequence[SubjectSource]) -> None:
     """Refuse an output that is a link, a file, someone else's folder, or mixed with the input."""
     if out_dir.is_symlink():
-        raise PWMLDataError(out_dir, f"output folder is a symbolic link (to {os.readlink(out_dir)}); "
-                                     "give the real folder")
+        raise PWMLDataError(
+            out_dir,
+            f"output folder is a symbolic link (to {os.readlink(out_dir)}); give the real folder",
+        )
     if out_dir.is_file():
         raise PWMLDataError(out_dir, "output location is a file")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "conversion.json").exists():
-        raise PWMLDataError(out_dir, "exists, is not empty and is not a previous PWML "
-                                     "conversion (no conversion.json); refusing to replace it")
+        raise PWMLDataError(
+            out_dir,
+            "exists, is not empty and is not a previous PWML "
+            "conversion (no conversion.json); refusing to replace it",
+        )
     for path in _input_paths(source, subjects):
         if _inside(path, out_dir):
-            raise PWMLDataError(out_dir, f"output folder contains the input {path}; "
-                                         "choose an output outside the input")
+            raise PWMLDataError(
+                out_dir,
+                f"output folder contains the input {path}; choose an output outside the input",
+            )
         if path.is_dir() and _inside(out_dir, path):
-            raise PWMLDataError(out_dir, f"output folder lies inside the input folder {path}; "
-                                         "choose an output outside the input")
+            raise PWMLDataError(
+                out_dir,
+                f"output folder lies inside the input folder {path}; "
+                "choose an output outside the input",
+            )
 
 
-_LEGACY_OWN = re.compile(r"conversion\.json|splits\.json|annotations/instances_[A-Za-z0-9_]+\.json"
-                         r"|images/([A-Za-z0-9_.-]+)/\1_[0-9]{4,}\.npy")
+_LEGACY_OWN = re.compile(
+    r"conversion\.json|splits\.json|annotations/instances_[A-Za-z0-9_]+\.json"
+    r"|images/([A-Za-z0-9_.-]+)/\1_[0-9]{4,}\.npy"
+)
 
 
 def _own_files(out_dir: Path) -> Optional[set]:
@@ -313,9 +366,16 @@ def _carry_foreign(out_dir: Path, staging: Path) -> None:
             dst = staging / rel
             parents = [staging / Path(rel).parents[i] for i in range(len(Path(rel).parts) - 1)]
             if os.path.lexists(dst) or any(p.exists() and not p.is_dir() for p in parents):
-                what = "a symbolic link" if src.is_symlink() else "not written by a previous conversion"
-                raise PWMLDataError(src, f"is {what}, and the new conversion writes there; "
-                                         "move it out of the output folder")
+                what = (
+                    "a symbolic link"
+                    if src.is_symlink()
+                    else "not written by a previous conversion"
+                )
+                raise PWMLDataError(
+                    src,
+                    f"is {what}, and the new conversion writes there; "
+                    "move it out of the output folder",
+                )
             dst.parent.mkdir(parents=True, exist_ok=True)
             if src.is_symlink():
                 os.symlink(os.readlink(src), dst)
@@ -326,8 +386,11 @@ def _carry_foreign(out_dir: Path, staging: Path) -> None:
                 try:
                     shutil.copy2(src, dst)
                 except OSError as e:
-                    raise PWMLDataError(src, f"not written by a previous conversion and cannot be "
-                                             f"kept in the new output ({e}); move it away") from e
+                    raise PWMLDataError(
+                        src,
+                        f"not written by a previous conversion and cannot be "
+                        f"kept in the new output ({e}); move it away",
+                    ) from e
 
 
 def _publish(staging: Path, out_dir: Path) -> None:
@@ -347,11 +410,19 @@ def _publish(staging: Path, out_dir: Path) -> None:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
-def convert_pwml(source: Union[str, Path, Sequence[SubjectSource]], out_dir: Union[str, Path],
-                 *, axis: Union[str, int] = "axial", lesion_slices_only: bool = True,
-                 binarize: bool = False, seed: int = 0, fractions=(0.7, 0.15, 0.15),
-                 num_folds: Optional[int] = None, workers: int = 2,
-                 progress: bool = False) -> dict:
+def convert_pwml(
+    source: Union[str, Path, Sequence[SubjectSource]],
+    out_dir: Union[str, Path],
+    *,
+    axis: Union[str, int] = "axial",
+    lesion_slices_only: bool = True,
+    binarize: bool = False,
+    seed: int = 0,
+    fractions=(0.7, 0.15, 0.15),
+    num_folds: Optional[int] = None,
+    workers: int = 2,
+    progress: bool = False,
+) -> dict:
     """Convert a PWML cohort into ``out_dir``; return the conversion summary (conversion.json).
 
     ``source``: an nnU-Net folder, a slice folder, a pair list (see sources.py),
@@ -417,8 +488,9 @@ def _convert_into(out_dir, subjects, opts, splits, workers, progress, seed) -> d
     return summary
 
 
-def resplit_pwml(root: Union[str, Path], seed: int = 0, fractions=(0.7, 0.15, 0.15),
-                 num_folds: int = 5) -> dict:
+def resplit_pwml(
+    root: Union[str, Path], seed: int = 0, fractions=(0.7, 0.15, 0.15), num_folds: int = 5
+) -> dict:
     """Re-draw the subject split and folds of a converted dataset without re-converting."""
     root = Path(root)
     coco_all = read_json(root / "annotations" / "instances_all.json")

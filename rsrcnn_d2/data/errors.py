@@ -6,6 +6,7 @@ starts with the offending path, so a failed conversion of 70 subjects says which
 file to look at. It subclasses ValueError: callers that already catch bad values
 keep working.
 """
+
 from os import PathLike
 from typing import Union
 

@@ -16,6 +16,7 @@ whatever the umask; renamed into place they would keep those modes, so every
 file and staging folder made here is given the mode a plain ``open`` or
 ``mkdir`` would have had (0666 / 0777 minus the umask).
 """
+
 import json
 import os
 import re
@@ -29,10 +30,20 @@ import numpy as np
 
 from .errors import PWMLDataError
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "read_json", "save_slice",
-           "read_slice", "replace_dir", "staging_dir_for", "remove_stale_staging", "output_path",
-           "check_inside_output",
-           "current_umask"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "read_json",
+    "save_slice",
+    "read_slice",
+    "replace_dir",
+    "staging_dir_for",
+    "remove_stale_staging",
+    "output_path",
+    "check_inside_output",
+    "current_umask",
+]
 
 PathLike = Union[str, os.PathLike]
 
@@ -61,9 +72,12 @@ def check_inside_output(path: PathLike, output: PathLike) -> Path:
     path, root = Path(path), Path(output).resolve()
     where = path.absolute().parent.resolve() / path.name
     if path.name in ("", ".", "..") or not where.is_relative_to(root):
-        raise PWMLDataError(path, f"lies outside the output folder {root} once symlinks are followed "
-                                  f"(it would be written to {where}); remove the symlink or "
-                                  "choose another output folder")
+        raise PWMLDataError(
+            path,
+            f"lies outside the output folder {root} once symlinks are followed "
+            f"(it would be written to {where}); remove the symlink or "
+            "choose another output folder",
+        )
     return where
 
 
@@ -143,19 +157,25 @@ def _grey_pixels(im, path: str) -> np.ndarray:
     if mode in ("P", "PA"):
         rgb = np.asarray(im.convert("RGB"))
         if not _same_channels(rgb):
-            raise PWMLDataError(path, "colour palette image (mode P) with different R, G, B; "
-                                      "expected a grey T1w slice")
+            raise PWMLDataError(
+                path,
+                "colour palette image (mode P) with different R, G, B; expected a grey T1w slice",
+            )
         return rgb[..., 0]
     if mode == "LA":
         return np.asarray(im)[..., 0]
     if mode in ("RGB", "RGBA", "RGBX"):
         rgb = np.asarray(im)[..., :3]
         if not _same_channels(rgb):
-            raise PWMLDataError(path, f"colour image with different channels {rgb.shape}; "
-                                      "expected a grey T1w slice")
+            raise PWMLDataError(
+                path, f"colour image with different channels {rgb.shape}; expected a grey T1w slice"
+            )
         return rgb[..., 0]
-    raise PWMLDataError(path, f"unsupported image mode {mode}; expected a grey T1w slice "
-                              "(L, I;16, I, F, or RGB/palette with equal channels)")
+    raise PWMLDataError(
+        path,
+        f"unsupported image mode {mode}; expected a grey T1w slice "
+        "(L, I;16, I, F, or RGB/palette with equal channels)",
+    )
 
 
 def read_slice(path: PathLike) -> np.ndarray:
@@ -181,8 +201,10 @@ def read_slice(path: PathLike) -> np.ndarray:
         raise PWMLDataError(path, f"cannot read slice image ({type(e).__name__}: {e})") from e
     if image.ndim == 3:  # .npy
         if not _same_channels(image[..., :3]):
-            raise PWMLDataError(path, f"colour image with different channels {image.shape}; "
-                                      "expected a grey T1w slice")
+            raise PWMLDataError(
+                path,
+                f"colour image with different channels {image.shape}; expected a grey T1w slice",
+            )
         image = image[..., 0]
     if image.ndim != 2:
         raise PWMLDataError(path, f"expected a 2-D slice, got shape {image.shape}")
@@ -202,8 +224,9 @@ def staging_dir_for(out_dir: PathLike) -> Path:
     """
     out_dir = Path(out_dir).absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(out_dir)}{os.getpid()}-",
-                                    dir=out_dir.parent))
+    staging = Path(
+        tempfile.mkdtemp(prefix=f"{_staging_prefix(out_dir)}{os.getpid()}-", dir=out_dir.parent)
+    )
     os.chmod(staging, 0o777 & ~current_umask())
     return staging
 
@@ -236,8 +259,13 @@ def remove_stale_staging(out_dir: PathLike) -> list:
         return removed
     for entry in out_dir.parent.iterdir():
         match = pattern.fullmatch(entry.name)
-        if (match and entry.is_dir() and not entry.is_symlink()
-                and int(match.group(1)) != os.getpid() and _process_gone(int(match.group(1)))):
+        if (
+            match
+            and entry.is_dir()
+            and not entry.is_symlink()
+            and int(match.group(1)) != os.getpid()
+            and _process_gone(int(match.group(1)))
+        ):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed

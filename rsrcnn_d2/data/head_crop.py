@@ -6,6 +6,7 @@ at 5-75 pixels. ``INPUT.CROP_TO_HEAD`` reproduces that: the mapper and the
 predictor crop each slice to `head_box` before the resize, pass the box on as
 ``crop_box``, and the model puts its outputs back at the full slice's size.
 """
+
 from typing import Tuple
 
 import numpy as np
@@ -35,17 +36,24 @@ def head_box(image: np.ndarray, margin: int = 2) -> Tuple[int, int, int, int]:
     low, high = np.percentile(image, [1.0, 99.5])
     if not high > low:
         return 0, 0, width, height
-    labels, count = ndimage.label(image > low + _FOREGROUND_FRACTION * (high - low),
-                                  structure=np.ones((3, 3)))
+    labels, count = ndimage.label(
+        image > low + _FOREGROUND_FRACTION * (high - low), structure=np.ones((3, 3))
+    )
     if count == 0:
         return 0, 0, width, height
     sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, count + 1))
     ys, xs = ndimage.find_objects(labels)[int(np.argmax(sizes))]
-    return (max(0, xs.start - margin), max(0, ys.start - margin),
-            min(width, xs.stop + margin), min(height, ys.stop + margin))
+    return (
+        max(0, xs.start - margin),
+        max(0, ys.start - margin),
+        min(width, xs.stop + margin),
+        min(height, ys.stop + margin),
+    )
 
 
-def crop_to_head(image: np.ndarray, margin: int = 2) -> Tuple[np.ndarray, Tuple[int, int, int, int]]:
+def crop_to_head(
+    image: np.ndarray, margin: int = 2
+) -> Tuple[np.ndarray, Tuple[int, int, int, int]]:
     """The slice cropped to `head_box`, and that box (x0, y0, x1, y1)."""
     x0, y0, x1, y1 = head_box(image, margin)
     return image[y0:y1, x0:x1], (x0, y0, x1, y1)

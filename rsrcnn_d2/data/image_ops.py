@@ -3,6 +3,7 @@
 Here, below modeling and visualization, so that drawing a figure does not
 import the model code only to scale an image.
 """
+
 import numpy as np
 
 __all__ = ["to_uint8"]

@@ -5,6 +5,7 @@ belong to the same lesion. Punctate lesions are a few pixels across, and a
 diagonal pair is one lesion to a reader, not two. Whole volumes (lesion-wise
 counts of 3-D lesions) use the same rule in 3-D: the 26-neighbourhood.
 """
+
 import numpy as np
 import torch
 from scipy import ndimage

@@ -8,6 +8,7 @@ voxels at least `MASK_PV_THRESHOLD` inside, so mask and hyperintensity agree
 exactly. Lesions keep `LESION_GAP_MM` apart, so every lesion stays one
 labelled component, in the volume and on ~1.2 mm head-crop pixels.
 """
+
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -19,8 +20,8 @@ from .subject_geometry import AcquisitionGrid
 __all__ = ["Lesion", "MASK_PV_THRESHOLD", "LESION_GAP_MM", "draw_lesions", "partial_volume"]
 
 MASK_PV_THRESHOLD = 0.5  # a voxel is lesion when at least half of it lies inside an ellipsoid
-_SUBSAMPLES = 4          # sub-voxel samples per axis for the partial volume
-LESION_GAP_MM = 2.5      # least distance between two lesions' partial-volume edges
+_SUBSAMPLES = 4  # sub-voxel samples per axis for the partial volume
+LESION_GAP_MM = 2.5  # least distance between two lesions' partial-volume edges
 
 
 @dataclass
@@ -31,8 +32,8 @@ class Lesion:
     semi_axes_mm: np.ndarray
     rotation: np.ndarray
     box: Tuple[slice, slice, slice] = None
-    pv: np.ndarray = None           # float32 partial volume inside ``box``
-    gain: float = 0.0               # added intensity of a fully filled voxel
+    pv: np.ndarray = None  # float32 partial volume inside ``box``
+    gain: float = 0.0  # added intensity of a fully filled voxel
 
 
 def partial_volume(centre_mm, semi_axes_mm, rotation, grid: AcquisitionGrid):
@@ -46,8 +47,10 @@ def partial_volume(centre_mm, semi_axes_mm, rotation, grid: AcquisitionGrid):
     if np.any(hi <= lo):
         return None, None
     offsets = (np.arange(_SUBSAMPLES) + 0.5) / _SUBSAMPLES - 0.5
-    axes = [((np.arange(a, b)[:, None] + offsets[None]) * s + o).ravel()
-            for a, b, s, o in zip(lo, hi, spacing, origin)]
+    axes = [
+        ((np.arange(a, b)[:, None] + offsets[None]) * s + o).ravel()
+        for a, b, s, o in zip(lo, hi, spacing, origin)
+    ]
     x, y, z = np.meshgrid(*axes, indexing="ij", sparse=True)
     # ellipsoid frame: p = R^T (x - c); inside when sum((p / a)^2) <= 1
     inv = (rotation / np.asarray(semi_axes_mm)[None, :]).T  # rows: R[:, k] / a_k
@@ -55,7 +58,9 @@ def partial_volume(centre_mm, semi_axes_mm, rotation, grid: AcquisitionGrid):
     q = sum((inv[k, 0] * d[0] + inv[k, 1] * d[1] + inv[k, 2] * d[2]) ** 2 for k in range(3))
     inside = (q <= 1.0).astype(np.float32)
     n = hi - lo
-    pv = inside.reshape(n[0], _SUBSAMPLES, n[1], _SUBSAMPLES, n[2], _SUBSAMPLES).mean(axis=(1, 3, 5))
+    pv = inside.reshape(n[0], _SUBSAMPLES, n[1], _SUBSAMPLES, n[2], _SUBSAMPLES).mean(
+        axis=(1, 3, 5)
+    )
     return tuple(slice(a, b) for a, b in zip(lo, hi)), pv
 
 
@@ -73,10 +78,17 @@ def _claim(taken: np.ndarray, box, pv: np.ndarray, spacing) -> None:
     taken[tuple(slice(low, h) for low, h in zip(lo, hi))] |= ndimage.binary_dilation(grown, ball)
 
 
-def draw_lesions(rng: np.random.Generator, candidates: np.ndarray, white_matter: np.ndarray,
-                 grid: AcquisitionGrid, count: int, in_plane_mm: Tuple[float, float],
-                 through_plane_mm: Tuple[float, float], cluster_share: float = 0.5,
-                 max_tries: int = 50) -> List[Lesion]:
+def draw_lesions(
+    rng: np.random.Generator,
+    candidates: np.ndarray,
+    white_matter: np.ndarray,
+    grid: AcquisitionGrid,
+    count: int,
+    in_plane_mm: Tuple[float, float],
+    through_plane_mm: Tuple[float, float],
+    cluster_share: float = 0.5,
+    max_tries: int = 50,
+) -> List[Lesion]:
     """Place ``count`` ellipsoids, `LESION_GAP_MM` apart, centred on ``candidates`` voxels.
 
     Semi-axes are log-uniform in ``in_plane_mm`` (x, y) and ``through_plane_mm``
@@ -107,7 +119,9 @@ def draw_lesions(rng: np.random.Generator, candidates: np.ndarray, white_matter:
         if white_matter[box][core].mean() < 0.7 or (taken[box] & (pv > 0)).any():
             continue
         _claim(taken, box, pv, spacing)
-        lesions.append(Lesion(centre_mm=centre, semi_axes_mm=axes, rotation=rotation, box=box, pv=pv))
+        lesions.append(
+            Lesion(centre_mm=centre, semi_axes_mm=axes, rotation=rotation, box=box, pv=pv)
+        )
     return lesions
 
 

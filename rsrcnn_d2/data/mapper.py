@@ -16,6 +16,7 @@ slice_index, ...). At test time, where the record has annotations, "gt_mask"
 is the union of its lesions at the original size (uint8 tensor (H, W)), so an
 evaluator can score the prediction without re-reading the dataset.
 """
+
 import copy
 from typing import List, Optional, Union
 
@@ -33,12 +34,22 @@ from .errors import PWMLDataError
 from .fileio import read_slice
 from .head_crop import crop_to_head
 
-__all__ = ["PWMLDatasetMapper", "build_pwml_train_loader", "build_pwml_test_loader",
-           "head_crop_margin", "slice_model_input"]
+__all__ = [
+    "PWMLDatasetMapper",
+    "build_pwml_train_loader",
+    "build_pwml_test_loader",
+    "head_crop_margin",
+    "slice_model_input",
+]
 
 
-def slice_model_input(image: np.ndarray, augmentations: T.AugmentationList,
-                      head_crop_margin: Optional[int] = None, spacing=None, channels: int = 3):
+def slice_model_input(
+    image: np.ndarray,
+    augmentations: T.AugmentationList,
+    head_crop_margin: Optional[int] = None,
+    spacing=None,
+    channels: int = 3,
+):
     """(model input fields, transforms applied) for one grey slice (H, W).
 
     The one place that turns a slice into what the network reads, so that
@@ -64,8 +75,14 @@ class PWMLDatasetMapper:
     """detectron2 mapper for converted PWML slices; use with build_detection_*_loader."""
 
     @configurable
-    def __init__(self, is_train: bool, *, augmentations: List[Union[T.Augmentation, T.Transform]],
-                 image_channels: int = 3, head_crop_margin: Optional[int] = None):
+    def __init__(
+        self,
+        is_train: bool,
+        *,
+        augmentations: List[Union[T.Augmentation, T.Transform]],
+        image_channels: int = 3,
+        head_crop_margin: Optional[int] = None,
+    ):
         """``augmentations`` run in order on image and masks; ``image_channels`` copies of the
         slice; ``head_crop_margin`` (pixels) crops to the head first, None does not."""
         self.is_train = is_train
@@ -75,33 +92,49 @@ class PWMLDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
-        return {"is_train": is_train, "augmentations": build_pwml_augmentations(cfg, is_train),
-                "head_crop_margin": head_crop_margin(cfg)}
+        return {
+            "is_train": is_train,
+            "augmentations": build_pwml_augmentations(cfg, is_train),
+            "head_crop_margin": head_crop_margin(cfg),
+        }
 
     def __call__(self, dataset_dict: dict) -> dict:
         record = copy.deepcopy(dataset_dict)
         image = read_slice(record["file_name"])
         expected = (record.get("height", image.shape[0]), record.get("width", image.shape[1]))
         if image.shape != tuple(expected):
-            raise PWMLDataError(record["file_name"], f"slice of size {image.shape} but the "
-                                                     f"dataset says {tuple(expected)}")
+            raise PWMLDataError(
+                record["file_name"],
+                f"slice of size {image.shape} but the dataset says {tuple(expected)}",
+            )
         record.setdefault("height", image.shape[0])
         record.setdefault("width", image.shape[1])
 
         # the record's spacing: TrainingScaleResize keeps the training's mm/pixel
-        fields, transforms = slice_model_input(image, self.augmentations, self.head_crop_margin,
-                                               record.get("spacing"), self.image_channels)
+        fields, transforms = slice_model_input(
+            image,
+            self.augmentations,
+            self.head_crop_margin,
+            record.get("spacing"),
+            self.image_channels,
+        )
         record.update(fields)
         shape = tuple(fields["image"].shape[1:])
 
         annotations = record.pop("annotations", None)
         if not self.is_train:
             if annotations is not None:
-                record["gt_mask"] = torch.from_numpy(annotations_mask(
-                    annotations, record["height"], record["width"], record["file_name"]).astype(np.uint8))
+                record["gt_mask"] = torch.from_numpy(
+                    annotations_mask(
+                        annotations, record["height"], record["width"], record["file_name"]
+                    ).astype(np.uint8)
+                )
             return record
-        annos = [utils.transform_instance_annotations(a, transforms, shape)
-                 for a in (annotations or []) if a.get("iscrowd", 0) == 0]
+        annos = [
+            utils.transform_instance_annotations(a, transforms, shape)
+            for a in (annotations or [])
+            if a.get("iscrowd", 0) == 0
+        ]
         instances = utils.annotations_to_instances(annos, shape, mask_format="bitmask")
         if not annos:
             instances.gt_masks = BitMasks(torch.zeros((0, *shape), dtype=torch.bool))

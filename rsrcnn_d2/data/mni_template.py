@@ -8,6 +8,7 @@ grey matter is told from the cortex. Everything is cropped
 to the brain plus a margin and cached per process: the cohort writer's worker
 processes fork after the first load and share it. Nothing is downloaded.
 """
+
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -45,8 +46,10 @@ def load_mni152_tissues() -> MNITissues:
     try:
         from nilearn import datasets
     except ImportError as e:  # a dependency of the package: say how to get it
-        raise ImportError("the anatomy-based synthetic cohort needs nilearn "
-                          "(pip install nilearn); the phantom (--phantom) does not") from e
+        raise ImportError(
+            "the anatomy-based synthetic cohort needs nilearn "
+            "(pip install nilearn); the phantom (--phantom) does not"
+        ) from e
     from scipy import ndimage
 
     t1_image = datasets.load_mni152_template(resolution=1)
@@ -62,6 +65,11 @@ def load_mni152_tissues() -> MNITissues:
     surface = ndimage.distance_transform_edt(~brain) - ndimage.distance_transform_edt(brain)
     affine = t1_image.affine.copy()
     affine[:3, 3] += affine[:3, :3] @ lo
-    return MNITissues(t1=t1[box] * brain, gm=gm[box] * brain, wm=wm[box] * brain,
-                      csf=csf.astype(np.float32), surface_mm=surface.astype(np.float32),
-                      affine=affine)
+    return MNITissues(
+        t1=t1[box] * brain,
+        gm=gm[box] * brain,
+        wm=wm[box] * brain,
+        csf=csf.astype(np.float32),
+        surface_mm=surface.astype(np.float32),
+        affine=affine,
+    )

@@ -9,6 +9,7 @@ surface, each with a thickness that varies smoothly over the head. Values are
 relative to white matter = 1; partial volume comes from the probability maps
 and from soft layer edges.
 """
+
 from dataclasses import dataclass
 from typing import Dict
 
@@ -33,10 +34,16 @@ class TissueContrast:
 
 def random_tissue_contrast(rng: np.random.Generator) -> TissueContrast:
     """Draw a subject's contrast: ordering fixed by anatomy, levels varying by scanner and infant."""
-    return TissueContrast(grey=rng.uniform(1.30, 1.55), deep_grey=rng.uniform(1.40, 1.70),
-                          csf=rng.uniform(0.22, 0.40), skull=rng.uniform(0.20, 0.45),
-                          scalp=rng.uniform(2.8, 3.6), csf_mm=rng.uniform(0.8, 2.0),
-                          skull_mm=rng.uniform(0.8, 1.6), scalp_mm=rng.uniform(1.8, 3.0))
+    return TissueContrast(
+        grey=rng.uniform(1.30, 1.55),
+        deep_grey=rng.uniform(1.40, 1.70),
+        csf=rng.uniform(0.22, 0.40),
+        skull=rng.uniform(0.20, 0.45),
+        scalp=rng.uniform(2.8, 3.6),
+        csf_mm=rng.uniform(0.8, 2.0),
+        skull_mm=rng.uniform(0.8, 1.6),
+        scalp_mm=rng.uniform(1.8, 3.0),
+    )
 
 
 def _step(x: np.ndarray, width: float = 0.35) -> np.ndarray:
@@ -44,8 +51,12 @@ def _step(x: np.ndarray, width: float = 0.35) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x / width, -30, 30)))
 
 
-def neonatal_t1w(maps: Dict[str, np.ndarray], contrast: TissueContrast, scale: float,
-                 thickness_jitter: np.ndarray) -> np.ndarray:
+def neonatal_t1w(
+    maps: Dict[str, np.ndarray],
+    contrast: TissueContrast,
+    scale: float,
+    thickness_jitter: np.ndarray,
+) -> np.ndarray:
     """Noise-free T1w intensity (float32) from tissue maps sampled on the acquisition grid.
 
     ``maps``: ``gm``, ``wm``, ``csf`` probabilities and ``surface_mm`` (template
@@ -56,13 +67,18 @@ def neonatal_t1w(maps: Dict[str, np.ndarray], contrast: TissueContrast, scale: f
     surface = maps["surface_mm"] * np.float32(scale)
     # deep nuclei: grey matter more than ~12 mm (subject) below the brain's surface
     deep = _step(-surface - 12.0, width=2.0)
-    brain = wm + gm * (contrast.grey + (contrast.deep_grey - contrast.grey) * deep) + csf * contrast.csf
+    brain = (
+        wm + gm * (contrast.grey + (contrast.deep_grey - contrast.grey) * deep) + csf * contrast.csf
+    )
     inside = np.clip(gm + wm + csf, 0.0, 1.0)
 
     d = np.maximum(surface, 0.0) + thickness_jitter
     e1 = contrast.csf_mm
     e2 = e1 + contrast.skull_mm
     e3 = e2 + contrast.scalp_mm
-    layers = (contrast.csf * (1 - _step(d - e1)) + contrast.skull * (_step(d - e1) - _step(d - e2))
-              + contrast.scalp * (_step(d - e2) - _step(d - e3)))
+    layers = (
+        contrast.csf * (1 - _step(d - e1))
+        + contrast.skull * (_step(d - e1) - _step(d - e2))
+        + contrast.scalp * (_step(d - e2) - _step(d - e3))
+    )
     return (inside * brain + (1 - inside) * layers).astype(np.float32)

@@ -17,6 +17,7 @@ are the one definition that discovery, prediction and evaluation use.
 `read_volume` is the one reader of a single volume (what a prediction or a
 mask to score is); `read_nifti_pair` reads a training subject with the same checks.
 """
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,24 @@ import numpy as np
 
 from .errors import PWMLDataError
 
-__all__ = ["AXES", "axis_name", "add_axis_option", "NIFTI_ENDINGS", "NNUNET_T1_CHANNEL", "split_nifti_name",
-           "case_name", "NiftiPair", "axis_index", "load_nifti_3d", "Volume", "read_volume",
-           "read_nifti_pair", "volume_slice", "put_slice", "slice_spacing"]
+__all__ = [
+    "AXES",
+    "axis_name",
+    "add_axis_option",
+    "NIFTI_ENDINGS",
+    "NNUNET_T1_CHANNEL",
+    "split_nifti_name",
+    "case_name",
+    "NiftiPair",
+    "axis_index",
+    "load_nifti_3d",
+    "Volume",
+    "read_volume",
+    "read_nifti_pair",
+    "volume_slice",
+    "put_slice",
+    "slice_spacing",
+]
 
 # canonical (RAS+) axis that is constant across a slice; the keys are the CLIs' --axis choices
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
@@ -37,13 +53,14 @@ NNUNET_T1_CHANNEL = "_0000"  # nnU-Net's channel suffix of the T1w image (the on
 
 
 def axis_name(axis: Union[str, int]) -> str:
-    """"sagittal", "coronal" or "axial" for a canonical axis given by index or name."""
+    """ "sagittal", "coronal" or "axial" for a canonical axis given by index or name."""
     index = axis_index(axis)
     return next(name for name, i in AXES.items() if i == index)
 
 
-def add_axis_option(parser, help: str = "slice axis in canonical (RAS+) orientation, as in "
-                                        "prepare_pwml") -> None:
+def add_axis_option(
+    parser, help: str = "slice axis in canonical (RAS+) orientation, as in prepare_pwml"
+) -> None:
     """``--axis`` (default axial) with the `AXES` names as choices, for every tool that slices."""
     parser.add_argument("--axis", default="axial", choices=list(AXES), help=help)
 
@@ -83,7 +100,7 @@ class NiftiPair:
 
     image: np.ndarray
     mask: np.ndarray
-    affine: np.ndarray      # canonical affine (4, 4)
+    affine: np.ndarray  # canonical affine (4, 4)
     zooms: Tuple[float, float, float]  # voxel size along the canonical axes, mm
 
 
@@ -96,8 +113,11 @@ def load_nifti_3d(path: Path):
     except Exception as e:  # ImageFileError, OSError, EOFError, zlib.error ...
         raise PWMLDataError(path, f"cannot read NIfTI ({type(e).__name__}: {e})") from e
     if len(img.shape) != 3:
-        raise PWMLDataError(path, f"expected a 3-D volume, got shape {img.shape} "
-                                  f"({len(img.shape)}-D); split 4-D series into 3-D files first")
+        raise PWMLDataError(
+            path,
+            f"expected a 3-D volume, got shape {img.shape} "
+            f"({len(img.shape)}-D); split 4-D series into 3-D files first",
+        )
     return img
 
 
@@ -105,8 +125,9 @@ def _data(img, path: Path) -> np.ndarray:
     try:
         return np.asanyarray(img.dataobj)
     except Exception as e:  # truncated gzip / short file
-        raise PWMLDataError(path, f"cannot read voxel data, truncated or corrupt file "
-                                  f"({type(e).__name__}: {e})") from e
+        raise PWMLDataError(
+            path, f"cannot read voxel data, truncated or corrupt file ({type(e).__name__}: {e})"
+        ) from e
 
 
 def _canonical(img, path: Path):
@@ -115,8 +136,9 @@ def _canonical(img, path: Path):
     try:  # reorienting reads the voxels: truncated files fail here
         return nib.as_closest_canonical(img)
     except Exception as e:
-        raise PWMLDataError(path, f"cannot read voxel data, truncated or corrupt file "
-                                  f"({type(e).__name__}: {e})") from e
+        raise PWMLDataError(
+            path, f"cannot read voxel data, truncated or corrupt file ({type(e).__name__}: {e})"
+        ) from e
 
 
 def _check_intensities(image: np.ndarray, path: Path) -> None:
@@ -143,8 +165,12 @@ def read_volume(path: Union[str, os.PathLike]) -> Volume:
     return Volume(source=img, canonical=canonical)
 
 
-def read_nifti_pair(image_path: Union[str, Path], mask_path: Union[str, Path],
-                    binarize: bool = False, affine_atol: float = 1e-3) -> NiftiPair:
+def read_nifti_pair(
+    image_path: Union[str, Path],
+    mask_path: Union[str, Path],
+    binarize: bool = False,
+    affine_atol: float = 1e-3,
+) -> NiftiPair:
     """Load, check and canonicalise one subject's T1w volume and lesion mask.
 
     ``binarize``: treat every non-zero mask voxel as lesion instead of rejecting
@@ -154,17 +180,24 @@ def read_nifti_pair(image_path: Union[str, Path], mask_path: Union[str, Path],
     image_path, mask_path = Path(image_path), Path(mask_path)
     img, msk = load_nifti_3d(image_path), load_nifti_3d(mask_path)
     if img.shape != msk.shape:
-        raise PWMLDataError(mask_path, f"mask shape {msk.shape} differs from image shape "
-                                       f"{img.shape} of {image_path}")
+        raise PWMLDataError(
+            mask_path,
+            f"mask shape {msk.shape} differs from image shape {img.shape} of {image_path}",
+        )
     if not np.allclose(img.affine, msk.affine, atol=affine_atol):
-        raise PWMLDataError(mask_path, f"mask affine differs from the affine of {image_path}:\n"
-                                       f"{np.round(msk.affine, 4)}\nvs\n{np.round(img.affine, 4)}")
+        raise PWMLDataError(
+            mask_path,
+            f"mask affine differs from the affine of {image_path}:\n"
+            f"{np.round(msk.affine, 4)}\nvs\n{np.round(img.affine, 4)}",
+        )
     img, msk = _canonical(img, image_path), _canonical(msk, mask_path)
     image = _data(img, image_path)
     _check_intensities(image, image_path)
     if image.size and image.min() == image.max():  # all zero: a failed export, not a scan
-        raise PWMLDataError(image_path, f"image is constant (every voxel {image.flat[0]}); "
-                                        "an empty or blank T1w volume")
+        raise PWMLDataError(
+            image_path,
+            f"image is constant (every voxel {image.flat[0]}); an empty or blank T1w volume",
+        )
     raw = _data(msk, mask_path)
     if raw.dtype.kind in "fc" and not np.isfinite(raw).all():
         raise PWMLDataError(mask_path, "mask contains NaN or infinite values")
@@ -173,9 +206,12 @@ def read_nifti_pair(image_path: Union[str, Path], mask_path: Union[str, Path],
     else:
         if not ((raw == 0) | (raw == 1)).all():
             bad = np.unique(raw[(raw != 0) & (raw != 1)])[:5]
-            raise PWMLDataError(mask_path, f"mask is not binary (values such as {bad.tolist()} "
-                                           "besides 0 and 1); pass binarize=True / --binarize "
-                                           "to treat every non-zero voxel as lesion")
+            raise PWMLDataError(
+                mask_path,
+                f"mask is not binary (values such as {bad.tolist()} "
+                "besides 0 and 1); pass binarize=True / --binarize "
+                "to treat every non-zero voxel as lesion",
+            )
         mask = raw.astype(np.uint8)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     return NiftiPair(image=image, mask=mask, affine=img.affine, zooms=zooms)

@@ -4,6 +4,7 @@ Image and mask of a subject get the same affine as sform and qform (code 1,
 scanner-anatomical, mm), so `nifti.read_nifti_pair` accepts them as a pair;
 the file appears only when complete (`fileio.atomic_write`).
 """
+
 from pathlib import Path
 from typing import Union
 

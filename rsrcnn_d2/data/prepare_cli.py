@@ -13,6 +13,7 @@ Exit status (rsrcnn_d2.errors): 0 done, 2 bad input data, arguments or output
 location (one line on stderr naming the file or option).
 The program behind ``tools/prepare_pwml.py`` (also ``python -m rsrcnn_d2.data.prepare_cli``).
 """
+
 import argparse
 import math
 import sys
@@ -28,32 +29,59 @@ __all__ = ["parse_args", "main"]
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("source", help="nnU-Net folder, pair list (.csv/.json) or input/+gt/ folder")
     # --output as every other tool; --out is the earlier name, still accepted
-    p.add_argument("-o", "--output", "--out", dest="output", default=str(default_pwml_root()),
-                   help="output folder (default: $DETECTRON2_DATASETS/pwml = %(default)s); "
-                        "--out is a deprecated alias")
+    p.add_argument(
+        "-o",
+        "--output",
+        "--out",
+        dest="output",
+        default=str(default_pwml_root()),
+        help="output folder (default: $DETECTRON2_DATASETS/pwml = %(default)s); "
+        "--out is a deprecated alias",
+    )
     add_axis_option(p, help="slice axis in canonical (RAS+) orientation (NIfTI only)")
-    p.add_argument("--all-slices", action="store_true",
-                   help="keep lesion-free slices too (default: lesion slices only, as the paper)")
-    p.add_argument("--binarize", action="store_true",
-                   help="treat every non-zero mask value as lesion instead of rejecting the mask")
+    p.add_argument(
+        "--all-slices",
+        action="store_true",
+        help="keep lesion-free slices too (default: lesion slices only, as the paper)",
+    )
+    p.add_argument(
+        "--binarize",
+        action="store_true",
+        help="treat every non-zero mask value as lesion instead of rejecting the mask",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the subject split and folds")
-    p.add_argument("--fractions", type=float, nargs=3, default=(0.7, 0.15, 0.15),
-                   metavar=("TRAIN", "VAL", "TEST"), help="subject split fractions")
-    p.add_argument("--folds", type=int, default=None,
-                   help="cross-validation folds (default 5, or 0 for fewer than 5 subjects)")
+    p.add_argument(
+        "--fractions",
+        type=float,
+        nargs=3,
+        default=(0.7, 0.15, 0.15),
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="subject split fractions",
+    )
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        help="cross-validation folds (default 5, or 0 for fewer than 5 subjects)",
+    )
     p.add_argument("--workers", type=int, default=2, help="conversion processes")
     args = p.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
     if any(a == "--out" or a.startswith("--out=") for a in given):
         print(f"{p.prog}: warning: --out is deprecated, use --output (or -o)", file=sys.stderr)
     fractions = args.fractions
-    if (not all(math.isfinite(f) and f >= 0 for f in fractions)
-            or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)):
-        p.error(f"argument --fractions: must be three numbers >= 0 that sum to 1, got "
-                f"{' '.join(f'{f:g}' for f in fractions)}")
+    if not all(math.isfinite(f) and f >= 0 for f in fractions) or not math.isclose(
+        sum(fractions), 1.0, abs_tol=1e-6
+    ):
+        p.error(
+            f"argument --fractions: must be three numbers >= 0 that sum to 1, got "
+            f"{' '.join(f'{f:g}' for f in fractions)}"
+        )
     if args.folds is not None and args.folds < 0:
         p.error(f"argument --folds: must be 0 (no folds) or at least 2, got {args.folds}")
     if args.workers < 1:
@@ -65,12 +93,22 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     quiet_known_warnings()
-    summary = convert_pwml(args.source, args.output, axis=args.axis,
-                           lesion_slices_only=not args.all_slices, binarize=args.binarize,
-                           seed=args.seed, fractions=tuple(args.fractions),
-                           num_folds=args.folds, workers=args.workers, progress=True)
-    print(f"{summary['num_subjects']} subjects, {summary['num_images']} slices, "
-          f"{summary['num_annotations']} lesions -> {Path(args.output).absolute()}")
+    summary = convert_pwml(
+        args.source,
+        args.output,
+        axis=args.axis,
+        lesion_slices_only=not args.all_slices,
+        binarize=args.binarize,
+        seed=args.seed,
+        fractions=tuple(args.fractions),
+        num_folds=args.folds,
+        workers=args.workers,
+        progress=True,
+    )
+    print(
+        f"{summary['num_subjects']} subjects, {summary['num_images']} slices, "
+        f"{summary['num_annotations']} lesions -> {Path(args.output).absolute()}"
+    )
     print("splits: " + ", ".join(summary["splits"]))
     return 0
 

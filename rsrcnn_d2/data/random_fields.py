@@ -4,6 +4,7 @@ A field is white noise on a coarse control grid, interpolated (cubic) to the
 target grid, so its smoothness is set by the control spacing and no large
 Gaussian filter is ever run on a full volume.
 """
+
 from typing import Sequence
 
 import numpy as np
@@ -17,14 +18,22 @@ def control_grid_shape(shape: Sequence[int], spacing_mm: Sequence[float], contro
     return tuple(max(4, int(round(n * s / control_mm)) + 1) for n, s in zip(shape, spacing_mm))
 
 
-def smooth_field(rng: np.random.Generator, shape: Sequence[int], spacing_mm: Sequence[float],
-                 control_mm: float, amplitude: float) -> np.ndarray:
+def smooth_field(
+    rng: np.random.Generator,
+    shape: Sequence[int],
+    spacing_mm: Sequence[float],
+    control_mm: float,
+    amplitude: float,
+) -> np.ndarray:
     """A float32 field of ``shape``, standard deviation about ``amplitude``, smooth over ``control_mm``."""
     grid = control_grid_shape(shape, spacing_mm, control_mm)
     coarse = rng.normal(0.0, amplitude, grid).astype(np.float32)
     # cubic interpolation, grid corners on the volume's corners
-    coords = np.meshgrid(*[np.linspace(0, g - 1, n, dtype=np.float32) for g, n in zip(grid, shape)],
-                         indexing="ij", sparse=True)
+    coords = np.meshgrid(
+        *[np.linspace(0, g - 1, n, dtype=np.float32) for g, n in zip(grid, shape)],
+        indexing="ij",
+        sparse=True,
+    )
     return _separable_cubic(coarse, coords)
 
 

@@ -8,13 +8,21 @@ are brighter). A fourth, for volumes only, is how many lesions are 3-D, i.e.
 cross two or more slices. All figures are plain functions of arrays; lesions
 are 8-connected components (`instances.label_lesions`' convention).
 """
+
 from typing import Dict, Iterable, List, Tuple
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["RING_WIDTH", "lesion_measures", "best_threshold_dice", "lesion_slice_spans",
-           "summarize_measures", "volume_crops", "volume_realism"]
+__all__ = [
+    "RING_WIDTH",
+    "lesion_measures",
+    "best_threshold_dice",
+    "lesion_slice_spans",
+    "summarize_measures",
+    "volume_crops",
+    "volume_realism",
+]
 
 RING_WIDTH = 3  # pixels of surrounding tissue the contrast is measured against
 _EIGHT = np.ones((3, 3), bool)
@@ -66,12 +74,14 @@ def best_threshold_dice(image: np.ndarray, mask: np.ndarray) -> float:
 def lesion_slice_spans(mask: np.ndarray, axis: int = 2) -> np.ndarray:
     """For each 3-D lesion (26-connected component), the number of slices along ``axis`` it crosses."""
     labels, count = ndimage.label(np.asarray(mask) > 0, structure=np.ones((3, 3, 3), bool))
-    return np.array([box[axis].stop - box[axis].start for box in ndimage.find_objects(labels)],
-                    dtype=int)
+    return np.array(
+        [box[axis].stop - box[axis].start for box in ndimage.find_objects(labels)], dtype=int
+    )
 
 
-def summarize_measures(slices: Iterable[Tuple[np.ndarray, np.ndarray]],
-                       spans: Iterable[int] = ()) -> Dict[str, float]:
+def summarize_measures(
+    slices: Iterable[Tuple[np.ndarray, np.ndarray]], spans: Iterable[int] = ()
+) -> Dict[str, float]:
     """The realism table's figures over (8-bit head crop, mask) slices and 3-D lesion spans.
 
     Keys: slices, lesions, area_min / area_median / area_max (pixels),
@@ -91,10 +101,18 @@ def summarize_measures(slices: Iterable[Tuple[np.ndarray, np.ndarray]],
         raise ValueError("no lesion in any slice: nothing to measure")
     finite = np.asarray([c for c in contrasts if np.isfinite(c)])
     p10, median, p90 = np.percentile(finite, (10, 50, 90)) if finite.size else (np.nan,) * 3
-    table = {"slices": len(dices), "lesions": len(areas), "area_min": float(np.min(areas)),
-             "area_median": float(np.median(areas)), "area_max": float(np.max(areas)),
-             "contrast_p10": float(p10), "contrast_median": float(median), "contrast_p90": float(p90),
-             "threshold_dice_mean": float(np.mean(dices)), "threshold_dice_max": float(np.max(dices))}
+    table = {
+        "slices": len(dices),
+        "lesions": len(areas),
+        "area_min": float(np.min(areas)),
+        "area_median": float(np.median(areas)),
+        "area_max": float(np.max(areas)),
+        "contrast_p10": float(p10),
+        "contrast_median": float(median),
+        "contrast_p90": float(p90),
+        "threshold_dice_mean": float(np.mean(dices)),
+        "threshold_dice_max": float(np.max(dices)),
+    }
     spans = np.asarray(list(spans), int)
     if spans.size:
         table.update(lesions_3d=int(spans.size), multi_slice_share=float((spans >= 2).mean()))
@@ -111,11 +129,14 @@ def volume_crops(image: np.ndarray, mask: np.ndarray, axis: int = 2):
     from .nifti import volume_slice
 
     for index in np.flatnonzero(np.asarray(mask).any(axis=tuple(a for a in range(3) if a != axis))):
-        yield reference_crop(volume_slice(image, axis, index).astype(np.float32),
-                             volume_slice(mask, axis, index))
+        yield reference_crop(
+            volume_slice(image, axis, index).astype(np.float32), volume_slice(mask, axis, index)
+        )
 
 
-def volume_realism(volumes: Iterable[Tuple[np.ndarray, np.ndarray]], axis: int = 2) -> Dict[str, float]:
+def volume_realism(
+    volumes: Iterable[Tuple[np.ndarray, np.ndarray]], axis: int = 2
+) -> Dict[str, float]:
     """`summarize_measures` over the lesion slices' head crops and the 3-D lesions of (image, mask) volumes."""
     crops, spans = [], []
     for image, mask in volumes:

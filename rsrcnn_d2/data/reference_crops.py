@@ -5,6 +5,7 @@ stretched to 0-255. The synthetic cohort's PNG export and the realism
 measurements both go through `reference_crop`, so a generated slice is measured
 exactly in the form a model would be trained on.
 """
+
 from typing import Tuple
 
 import numpy as np
@@ -13,8 +14,8 @@ from .head_crop import head_box
 
 __all__ = ["resize_area", "reference_crop", "CROP_LONG_SIDE", "MASK_AREA_THRESHOLD"]
 
-CROP_LONG_SIDE = 100        # pixels on the crop's long side, as the reference's slices
-MASK_AREA_THRESHOLD = 0.5   # a crop pixel is lesion when at least half its area was lesion
+CROP_LONG_SIDE = 100  # pixels on the crop's long side, as the reference's slices
+MASK_AREA_THRESHOLD = 0.5  # a crop pixel is lesion when at least half its area was lesion
 
 
 def resize_area(array: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
@@ -26,7 +27,8 @@ def resize_area(array: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
     out = Image.fromarray(np.asarray(array, np.float32), mode="F").resize(
-        (int(shape[1]), int(shape[0])), Image.Resampling.BOX)
+        (int(shape[1]), int(shape[0])), Image.Resampling.BOX
+    )
     return np.asarray(out, np.float32)
 
 

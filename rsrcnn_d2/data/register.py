@@ -14,6 +14,7 @@ tools/prepare_pwml.py. Other converted roots are registered by
 the tools' ``--dataset-root [NAME=]DIR`` options go through
 `register_dataset_roots`, which checks the roots first (they are named by hand).
 """
+
 import os
 import re
 from pathlib import Path
@@ -26,12 +27,23 @@ from .errors import PWMLDataError
 from .fileio import read_json
 from .splits import split_names
 
-__all__ = ["register_pwml_split", "register_pwml_root", "register_all_pwml", "pwml_split_names",
-           "default_pwml_root", "PWML_METADATA", "parse_dataset_root", "check_prepared_root",
-           "register_dataset_roots"]
+__all__ = [
+    "register_pwml_split",
+    "register_pwml_root",
+    "register_all_pwml",
+    "pwml_split_names",
+    "default_pwml_root",
+    "PWML_METADATA",
+    "parse_dataset_root",
+    "check_prepared_root",
+    "register_dataset_roots",
+]
 
-PWML_METADATA = {"thing_classes": ["lesion"], "evaluator_type": "pwml",
-                 "thing_dataset_id_to_contiguous_id": {1: 0}}
+PWML_METADATA = {
+    "thing_classes": ["lesion"],
+    "evaluator_type": "pwml",
+    "thing_dataset_id_to_contiguous_id": {1: 0},
+}
 DEFAULT_NUM_FOLDS = 5
 
 
@@ -40,8 +52,9 @@ def default_pwml_root() -> Path:
     return Path(os.getenv("DETECTRON2_DATASETS", "datasets")) / "pwml"
 
 
-def pwml_split_names(root: Union[str, Path, None] = None,
-                     num_folds: Optional[int] = None) -> List[str]:
+def pwml_split_names(
+    root: Union[str, Path, None] = None, num_folds: Optional[int] = None
+) -> List[str]:
     """Split names of a converted root (from its splits.json), or the default set if absent."""
     if num_folds is None:
         splits = Path(root) / "splits.json" if root is not None else None
@@ -58,16 +71,20 @@ def pwml_split_names(root: Union[str, Path, None] = None,
 def _loader(json_file: Path, image_root: Path):
     def load():
         if not json_file.exists():
-            raise PWMLDataError(json_file, "no prepared PWML split here; convert your data with "
-                                           "tools/prepare_pwml.py (see datasets/README.md) or "
-                                           "set $DETECTRON2_DATASETS")
+            raise PWMLDataError(
+                json_file,
+                "no prepared PWML split here; convert your data with "
+                "tools/prepare_pwml.py (see datasets/README.md) or "
+                "set $DETECTRON2_DATASETS",
+            )
         return load_pwml_coco(json_file, image_root)
 
     return load
 
 
-def register_pwml_split(name: str, root: Union[str, Path], split: str,
-                        overwrite: bool = True) -> None:
+def register_pwml_split(
+    name: str, root: Union[str, Path], split: str, overwrite: bool = True
+) -> None:
     """Register split ``split`` (e.g. "train", "fold3_val") of converted ``root`` as ``name``.
 
     ``overwrite`` replaces an earlier registration of ``name`` (detectron2 itself
@@ -81,12 +98,21 @@ def register_pwml_split(name: str, root: Union[str, Path], split: str,
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     DatasetCatalog.register(name, _loader(json_file, root / "images"))
-    MetadataCatalog.get(name).set(json_file=str(json_file), image_root=str(root / "images"),
-                                  pwml_root=str(root), split=split, **PWML_METADATA)
+    MetadataCatalog.get(name).set(
+        json_file=str(json_file),
+        image_root=str(root / "images"),
+        pwml_root=str(root),
+        split=split,
+        **PWML_METADATA,
+    )
 
 
-def register_pwml_root(root: Union[str, Path], prefix: str = "pwml",
-                       num_folds: Optional[int] = None, overwrite: bool = True) -> List[str]:
+def register_pwml_root(
+    root: Union[str, Path],
+    prefix: str = "pwml",
+    num_folds: Optional[int] = None,
+    overwrite: bool = True,
+) -> List[str]:
     """Register every split of ``root`` as ``<prefix>_<split>``; return the names."""
     names = []
     for split in pwml_split_names(root, num_folds):
@@ -119,8 +145,11 @@ def parse_dataset_root(spec: str) -> Tuple[str, Path]:
     folder = Path(spec)
     prefix = folder.absolute().name
     if not _PREFIX.fullmatch(prefix):
-        raise PWMLDataError(folder, f"folder name {prefix!r} is not usable as a dataset name "
-                                    "prefix (letters, digits, '_', '.', '-'); give NAME=DIR")
+        raise PWMLDataError(
+            folder,
+            f"folder name {prefix!r} is not usable as a dataset name "
+            "prefix (letters, digits, '_', '.', '-'); give NAME=DIR",
+        )
     return prefix, folder
 
 
@@ -132,12 +161,19 @@ def check_prepared_root(root: Union[str, Path]) -> Path:
     """
     root = Path(root).absolute()
     if not root.is_dir():
-        raise PWMLDataError(root, "dataset root does not exist" if not root.exists()
-                            else "dataset root is not a folder")
-    missing = [f for f in ("splits.json", "annotations/instances_all.json") if not (root / f).is_file()]
+        raise PWMLDataError(
+            root,
+            "dataset root does not exist" if not root.exists() else "dataset root is not a folder",
+        )
+    missing = [
+        f for f in ("splits.json", "annotations/instances_all.json") if not (root / f).is_file()
+    ]
     if missing:
-        raise PWMLDataError(root, f"not a prepared PWML dataset (no {missing[0]}); convert your "
-                                  "data with tools/prepare_pwml.py (see datasets/README.md)")
+        raise PWMLDataError(
+            root,
+            f"not a prepared PWML dataset (no {missing[0]}); convert your "
+            "data with tools/prepare_pwml.py (see datasets/README.md)",
+        )
     read_json(root / "splits.json")  # a damaged one fails here, naming the file
     return root
 
@@ -163,8 +199,11 @@ def register_dataset_roots(specs: Sequence[str]) -> List[str]:
         prefix, folder = parse_dataset_root(spec)
         root = check_prepared_root(folder)
         if prefix in seen and seen[prefix] != root:
-            raise PWMLDataError(folder, f"dataset prefix {prefix!r} is also given to {seen[prefix]}; "
-                                        "name one of them with NAME=DIR")
+            raise PWMLDataError(
+                folder,
+                f"dataset prefix {prefix!r} is also given to {seen[prefix]}; "
+                "name one of them with NAME=DIR",
+            )
         seen[prefix] = root
         placeholder = str(default_pwml_root().absolute())
         for split in pwml_split_names(root):
@@ -174,8 +213,11 @@ def register_dataset_roots(specs: Sequence[str]) -> List[str]:
             if owner == placeholder and not (Path(owner) / "splits.json").exists():
                 continue
             where = f"the prepared dataset {owner}" if owner else "a dataset that is not PWML's"
-            raise PWMLDataError(folder, f"dataset name {prefix}_{split} is already registered for "
-                                        f"{where}; choose another prefix with NAME=DIR")
+            raise PWMLDataError(
+                folder,
+                f"dataset name {prefix}_{split} is already registered for "
+                f"{where}; choose another prefix with NAME=DIR",
+            )
         parsed.append((prefix, root))
     names = []
     for prefix, root in parsed:

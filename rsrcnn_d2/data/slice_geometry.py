@@ -12,6 +12,7 @@ spacing is more than 20 % off the training data's is reported
 (`warn_if_unlike`) on the "rsrcnn_d2" logger. Empty keys mean unknown: no check,
 detectron2's resize.
 """
+
 import logging
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence, Tuple
@@ -21,8 +22,15 @@ import numpy as np
 from ..errors import ConfigError
 from .errors import PWMLDataError
 
-__all__ = ["SliceGeometry", "GEOMETRY_TOLERANCE", "training_geometry", "geometry_from_cfg",
-           "record_training_geometry", "shortest_edge_scale", "warn_if_unlike"]
+__all__ = [
+    "SliceGeometry",
+    "GEOMETRY_TOLERANCE",
+    "training_geometry",
+    "geometry_from_cfg",
+    "record_training_geometry",
+    "shortest_edge_scale",
+    "warn_if_unlike",
+]
 
 # relative difference of a slice's size or spacing from the training data's that is reported
 GEOMETRY_TOLERANCE = 0.2
@@ -62,8 +70,11 @@ def training_geometry(records: Iterable[dict]) -> Optional[SliceGeometry]:
     if not sizes:
         return None
     height, width = (round(float(v), 3) for v in np.median(np.asarray(sizes, float), axis=0))
-    spacing = (tuple(round(float(v), 6) for v in np.median(np.asarray(spacings), axis=0))
-               if spacings else None)
+    spacing = (
+        tuple(round(float(v), 6) for v in np.median(np.asarray(spacings), axis=0))
+        if spacings
+        else None
+    )
     return SliceGeometry(height, width, spacing)
 
 
@@ -74,9 +85,12 @@ def geometry_from_cfg(cfg) -> Optional[SliceGeometry]:
         return None
     for key, value in (("INPUT.TRAIN_SLICE_SIZE", size), ("INPUT.TRAIN_SLICE_SPACING", spacing)):
         if value and (len(value) != 2 or not all(np.isfinite(v) and v > 0 for v in value)):
-            raise ConfigError(key, f"must be two positive numbers (rows, columns) or empty, got {value}")
-    return SliceGeometry(float(size[0]), float(size[1]),
-                         (float(spacing[0]), float(spacing[1])) if spacing else None)
+            raise ConfigError(
+                key, f"must be two positive numbers (rows, columns) or empty, got {value}"
+            )
+    return SliceGeometry(
+        float(size[0]), float(size[1]), (float(spacing[0]), float(spacing[1])) if spacing else None
+    )
 
 
 def record_training_geometry(cfg, overwrite: bool = True) -> Optional[SliceGeometry]:
@@ -95,8 +109,11 @@ def record_training_geometry(cfg, overwrite: bool = True) -> Optional[SliceGeome
         for name in cfg.DATASETS.TRAIN:
             records += DatasetCatalog.get(name)
     except (PWMLDataError, KeyError, OSError) as e:
-        logger.warning("slice geometry of DATASETS.TRAIN unknown (%s): test-time slices will be "
-                       "resized by detectron2's ResizeShortestEdge", e)
+        logger.warning(
+            "slice geometry of DATASETS.TRAIN unknown (%s): test-time slices will be "
+            "resized by detectron2's ResizeShortestEdge",
+            e,
+        )
         return None
     geometry = training_geometry(records)
     if geometry is not None:
@@ -115,8 +132,9 @@ def _off(value: float, reference: float) -> bool:
     return abs(value / reference - 1.0) > GEOMETRY_TOLERANCE
 
 
-def warn_if_unlike(train: SliceGeometry, shape: Sequence[int],
-                   spacing: Optional[Sequence[float]], source) -> bool:
+def warn_if_unlike(
+    train: SliceGeometry, shape: Sequence[int], spacing: Optional[Sequence[float]], source
+) -> bool:
     """Log one warning naming ``source`` if its slices' size or spacing is > 20 % off ``train``'s.
 
     Spacing is compared only when both are known. Returns whether it warned.
@@ -125,13 +143,22 @@ def warn_if_unlike(train: SliceGeometry, shape: Sequence[int],
     problems = []
     if _off(height, train.height) or _off(width, train.width):
         problems.append(f"size {height}x{width} px (training: {train.height:g}x{train.width:g} px)")
-    if spacing is not None and train.spacing is not None and (
-            _off(spacing[0], train.spacing[0]) or _off(spacing[1], train.spacing[1])):
-        problems.append(f"spacing {spacing[0]:g}x{spacing[1]:g} mm "
-                        f"(training: {train.spacing[0]:g}x{train.spacing[1]:g} mm)")
+    if (
+        spacing is not None
+        and train.spacing is not None
+        and (_off(spacing[0], train.spacing[0]) or _off(spacing[1], train.spacing[1]))
+    ):
+        problems.append(
+            f"spacing {spacing[0]:g}x{spacing[1]:g} mm "
+            f"(training: {train.spacing[0]:g}x{train.spacing[1]:g} mm)"
+        )
     if problems:
-        logger.warning("%s: slice %s %s by more than %d %% from the training data's; it is "
-                       "resized to the training's scale, but results on unlike data may be poorer",
-                       source, " and ".join(problems), "differ" if len(problems) > 1 else "differs",
-                       round(GEOMETRY_TOLERANCE * 100))
+        logger.warning(
+            "%s: slice %s %s by more than %d %% from the training data's; it is "
+            "resized to the training's scale, but results on unlike data may be poorer",
+            source,
+            " and ".join(problems),
+            "differ" if len(problems) > 1 else "differs",
+            round(GEOMETRY_TOLERANCE * 100),
+        )
     return bool(problems)

@@ -6,6 +6,7 @@ for NIfTI masks (nifti.py); NaN or infinite mask values are rejected even then.
 A constant image with lesions in its mask is refused (blank slices outside the
 head are normal, a blank slice with lesions is a broken export).
 """
+
 from pathlib import Path
 from typing import Tuple, Union
 
@@ -17,25 +18,34 @@ from .fileio import read_slice
 __all__ = ["read_slice_pair"]
 
 
-def read_slice_pair(image_path: Union[str, Path], mask_path: Union[str, Path],
-                    binarize: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+def read_slice_pair(
+    image_path: Union[str, Path], mask_path: Union[str, Path], binarize: bool = False
+) -> Tuple[np.ndarray, np.ndarray]:
     """(image float32 (H, W), mask uint8 (H, W) of 0/1), checked to belong together."""
     image, raw = read_slice(image_path), read_slice(mask_path)
     if image.shape != raw.shape:
-        raise PWMLDataError(mask_path, f"mask size {raw.shape} differs from image size "
-                                       f"{image.shape} of {image_path}")
+        raise PWMLDataError(
+            mask_path,
+            f"mask size {raw.shape} differs from image size {image.shape} of {image_path}",
+        )
     if not np.isfinite(image).all():
         raise PWMLDataError(image_path, "image contains NaN or infinite intensities")
     if not np.isfinite(raw).all():
         raise PWMLDataError(mask_path, "mask contains NaN or infinite values")
     mask = (raw > 0).astype(np.uint8)
     if mask.any() and image.min() == image.max():
-        raise PWMLDataError(image_path, f"image is constant (every pixel {image.flat[0]:g}) but "
-                                        f"its mask {mask_path} has lesions; a blank slice")
+        raise PWMLDataError(
+            image_path,
+            f"image is constant (every pixel {image.flat[0]:g}) but "
+            f"its mask {mask_path} has lesions; a blank slice",
+        )
     if binarize:
         return image, mask
     values = np.unique(raw)
     if not (set(values.tolist()) <= {0.0, 1.0} or set(values.tolist()) <= {0.0, 255.0}):
-        raise PWMLDataError(mask_path, f"mask is not binary (values {values[:6].tolist()}); "
-                                       "expected 0/1 or 0/255, or pass binarize=True / --binarize")
+        raise PWMLDataError(
+            mask_path,
+            f"mask is not binary (values {values[:6].tolist()}); "
+            "expected 0/1 or 0/255, or pass binarize=True / --binarize",
+        )
     return image, mask

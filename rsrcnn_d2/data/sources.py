@@ -14,6 +14,7 @@ converter's job, so a subject id or missing-file error comes before any work.
 Subject ids become folder and file names of the output, so they are restricted
 to letters, digits, ``_``, ``-`` and ``.`` (not ``.`` or ``..`` alone).
 """
+
 import csv
 import json
 import re
@@ -24,8 +25,14 @@ from typing import List, Tuple, Union
 from .errors import PWMLDataError
 from .nifti import NNUNET_T1_CHANNEL, case_name, split_nifti_name
 
-__all__ = ["SubjectSource", "nnunet_subjects", "pair_list_subjects", "slice_folder_subjects",
-           "discover_subjects", "check_subject_id"]
+__all__ = [
+    "SubjectSource",
+    "nnunet_subjects",
+    "pair_list_subjects",
+    "slice_folder_subjects",
+    "discover_subjects",
+    "check_subject_id",
+]
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -49,11 +56,13 @@ class SubjectSource:
 
 def check_subject_id(subject, where: Union[str, Path], entry: str = "") -> str:
     """``subject`` if it is safe as a file name; else PWMLDataError naming ``where`` (and ``entry``)."""
-    if (not isinstance(subject, str) or not _SAFE_ID.fullmatch(subject)
-            or subject in (".", "..")):
-        raise PWMLDataError(where, f"{entry + ': ' if entry else ''}subject id {subject!r} is not "
-                                   "allowed; use letters, digits, '_', '-' and '.' only "
-                                   "(not '.' or '..' alone, no path separators)")
+    if not isinstance(subject, str) or not _SAFE_ID.fullmatch(subject) or subject in (".", ".."):
+        raise PWMLDataError(
+            where,
+            f"{entry + ': ' if entry else ''}subject id {subject!r} is not "
+            "allowed; use letters, digits, '_', '-' and '.' only "
+            "(not '.' or '..' alone, no path separators)",
+        )
     return subject
 
 
@@ -159,5 +168,8 @@ def discover_subjects(source: Union[str, Path]) -> List[SubjectSource]:
         return nnunet_subjects(source)
     if (source / "input").is_dir():
         return slice_folder_subjects(source)
-    raise PWMLDataError(source, "not a pair list (.csv/.json), an nnU-Net folder "
-                                "(imagesTr/, labelsTr/) or a slice folder (input/, gt/)")
+    raise PWMLDataError(
+        source,
+        "not a pair list (.csv/.json), an nnU-Net folder "
+        "(imagesTr/, labelsTr/) or a slice folder (input/, gt/)",
+    )

@@ -10,13 +10,22 @@ Part sizes use the largest-remainder rule on ``fraction * n`` (70 subjects at
 shuffled once and dealt into k near-equal groups; fold i validates on group i
 and trains on the rest, so every subject is validated exactly once.
 """
+
 import math
 from typing import Dict, List, Sequence
 
 import numpy as np
 
-__all__ = ["split_sizes", "subject_splits", "subject_folds", "make_splits", "SPLIT_NAMES",
-           "FOLD_PARTS", "split_names", "split_subjects"]
+__all__ = [
+    "split_sizes",
+    "subject_splits",
+    "subject_folds",
+    "make_splits",
+    "SPLIT_NAMES",
+    "FOLD_PARTS",
+    "split_names",
+    "split_subjects",
+]
 
 SPLIT_NAMES = ("train", "val", "test")
 FOLD_PARTS = ("train", "val")
@@ -28,7 +37,9 @@ def split_names(num_folds: int) -> List[str]:
     The one list behind the files the converter writes (instances_<name>.json)
     and the dataset names registration makes of them.
     """
-    return ["all", *SPLIT_NAMES] + [f"fold{i}_{part}" for i in range(num_folds) for part in FOLD_PARTS]
+    return ["all", *SPLIT_NAMES] + [
+        f"fold{i}_{part}" for i in range(num_folds) for part in FOLD_PARTS
+    ]
 
 
 def split_subjects(splits: dict) -> Dict[str, List[str]]:
@@ -41,8 +52,11 @@ def split_subjects(splits: dict) -> Dict[str, List[str]]:
 
 def split_sizes(n: int, fractions: Sequence[float]) -> List[int]:
     """Integer part sizes summing to ``n``, as close to ``fraction * n`` as possible."""
-    if n < 0 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0,
-                                                                     abs_tol=1e-6):
+    if (
+        n < 0
+        or any(f < 0 for f in fractions)
+        or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)
+    ):
         raise ValueError(f"fractions must be >= 0 and sum to 1, got {list(fractions)}")
     quotas = [f * n for f in fractions]
     sizes = [int(math.floor(q)) for q in quotas]
@@ -60,24 +74,28 @@ def _shuffled(subjects: Sequence[str], rng: np.random.Generator) -> List[str]:
     return [ordered[i] for i in rng.permutation(len(ordered))]
 
 
-def subject_splits(subjects: Sequence[str], fractions=(0.7, 0.15, 0.15),
-                   seed: int = 0) -> Dict[str, List[str]]:
+def subject_splits(
+    subjects: Sequence[str], fractions=(0.7, 0.15, 0.15), seed: int = 0
+) -> Dict[str, List[str]]:
     """{"train", "val", "test"}: sorted subject lists, disjoint, covering ``subjects``."""
     shuffled = _shuffled(subjects, np.random.default_rng(seed))
     sizes = split_sizes(len(shuffled), fractions)
     out, start = {}, 0
     for name, size in zip(SPLIT_NAMES, sizes):
-        out[name] = sorted(shuffled[start:start + size])
+        out[name] = sorted(shuffled[start : start + size])
         start += size
     return out
 
 
-def subject_folds(subjects: Sequence[str], num_folds: int = 5,
-                  seed: int = 0) -> List[Dict[str, List[str]]]:
+def subject_folds(
+    subjects: Sequence[str], num_folds: int = 5, seed: int = 0
+) -> List[Dict[str, List[str]]]:
     """``num_folds`` dicts {"train", "val"}; each subject is in exactly one "val"."""
     if num_folds < 2 or num_folds > len(subjects):
-        raise ValueError(f"cannot make {num_folds} folds of {len(subjects)} subjects "
-                         "(need 2 <= folds <= subjects)")
+        raise ValueError(
+            f"cannot make {num_folds} folds of {len(subjects)} subjects "
+            "(need 2 <= folds <= subjects)"
+        )
     # a different stream from subject_splits', so folds do not mirror the split
     shuffled = _shuffled(subjects, np.random.default_rng([seed, 1]))
     groups = np.array_split(np.arange(len(shuffled)), num_folds)
@@ -88,8 +106,9 @@ def subject_folds(subjects: Sequence[str], num_folds: int = 5,
     return folds
 
 
-def make_splits(subjects: Sequence[str], seed: int = 0, fractions=(0.7, 0.15, 0.15),
-                num_folds: int = 5) -> dict:
+def make_splits(
+    subjects: Sequence[str], seed: int = 0, fractions=(0.7, 0.15, 0.15), num_folds: int = 5
+) -> dict:
     """The content of splits.json: seed, fractions, subjects, the split and the folds.
 
     ``num_folds`` 0 writes no folds (for cohorts smaller than the fold count).

@@ -8,6 +8,7 @@ position is ``y = centre + L (x + u(x))`` with ``L`` the inverse scaling and
 rotation and ``u`` the displacement. Sampling the template at ``y`` therefore
 resamples and deforms in one interpolation.
 """
+
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -16,8 +17,12 @@ from scipy.spatial.transform import Rotation
 
 from .random_fields import smooth_field
 
-__all__ = ["AcquisitionGrid", "acquisition_affine", "random_subject_transform",
-           "template_coordinates"]
+__all__ = [
+    "AcquisitionGrid",
+    "acquisition_affine",
+    "random_subject_transform",
+    "template_coordinates",
+]
 
 
 @dataclass(frozen=True)
@@ -43,16 +48,21 @@ def acquisition_affine(shape, spacing) -> np.ndarray:
 class SubjectTransform:
     """Scanner mm -> template mm: ``centre + linear @ (x + displacement(x))``."""
 
-    linear: np.ndarray        # (3, 3): rotation @ diag(1 / scale)
-    centre: np.ndarray        # (3,) template mm at the scanner origin
-    scale: float              # mean head scale (subject mm per template mm)
+    linear: np.ndarray  # (3, 3): rotation @ diag(1 / scale)
+    centre: np.ndarray  # (3,) template mm at the scanner origin
+    scale: float  # mean head scale (subject mm per template mm)
     displacement: np.ndarray  # (3, X, Y, Z) float32, mm, on the acquisition grid
 
 
-def random_subject_transform(rng: np.random.Generator, grid: AcquisitionGrid,
-                             template_centre: np.ndarray, head_scale: Tuple[float, float],
-                             rotation_deg: float, elastic_mm: float,
-                             elastic_spacing_mm: float) -> SubjectTransform:
+def random_subject_transform(
+    rng: np.random.Generator,
+    grid: AcquisitionGrid,
+    template_centre: np.ndarray,
+    head_scale: Tuple[float, float],
+    rotation_deg: float,
+    elastic_mm: float,
+    elastic_spacing_mm: float,
+) -> SubjectTransform:
     """Draw one subject's affine and elastic transform.
 
     ``head_scale``: range of the mean linear size relative to the adult
@@ -68,20 +78,32 @@ def random_subject_transform(rng: np.random.Generator, grid: AcquisitionGrid,
     rotation = Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
     linear = rotation @ np.diag(1.0 / axis_scale)
     centre = np.asarray(template_centre, float) + rng.uniform(-4.0, 4.0, 3)
-    displacement = np.stack([smooth_field(rng, grid.shape, grid.spacing, elastic_spacing_mm, elastic_mm)
-                             for _ in range(3)])
-    return SubjectTransform(linear=linear, centre=centre, scale=float(scale), displacement=displacement)
+    displacement = np.stack(
+        [
+            smooth_field(rng, grid.shape, grid.spacing, elastic_spacing_mm, elastic_mm)
+            for _ in range(3)
+        ]
+    )
+    return SubjectTransform(
+        linear=linear, centre=centre, scale=float(scale), displacement=displacement
+    )
 
 
-def template_coordinates(transform: SubjectTransform, grid: AcquisitionGrid,
-                         template_affine: np.ndarray, z_offset_mm: float = 0.0) -> np.ndarray:
+def template_coordinates(
+    transform: SubjectTransform,
+    grid: AcquisitionGrid,
+    template_affine: np.ndarray,
+    z_offset_mm: float = 0.0,
+) -> np.ndarray:
     """Template voxel coordinates (3, X, Y, Z) float32 of every acquisition voxel centre.
 
     ``z_offset_mm`` shifts the sample points through the slice (for a slice
     profile built from several samples).
     """
-    axes = [np.arange(n, dtype=np.float32) * s + o for n, s, o in
-            zip(grid.shape, grid.spacing, grid.affine[:3, 3])]
+    axes = [
+        np.arange(n, dtype=np.float32) * s + o
+        for n, s, o in zip(grid.shape, grid.spacing, grid.affine[:3, 3])
+    ]
     axes[2] = axes[2] + np.float32(z_offset_mm)
     scanner = np.meshgrid(*axes, indexing="ij", sparse=True)
     to_voxel = np.linalg.inv(template_affine)
@@ -90,5 +112,6 @@ def template_coordinates(transform: SubjectTransform, grid: AcquisitionGrid,
     b = (to_voxel[:3, :3] @ transform.centre + to_voxel[:3, 3]).astype(np.float32)
     u = transform.displacement
     moved = [scanner[i] + u[i] for i in range(3)]
-    return np.stack([m[r, 0] * moved[0] + m[r, 1] * moved[1] + m[r, 2] * moved[2] + b[r]
-                     for r in range(3)])
+    return np.stack(
+        [m[r, 0] * moved[0] + m[r, 1] * moved[1] + m[r, 2] * moved[2] + b[r] for r in range(3)]
+    )

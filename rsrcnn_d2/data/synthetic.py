@@ -6,6 +6,7 @@ multiplicative bias field and Rician-like noise. Lesions are small bright blobs
 (1-30 pixels) mostly in white matter. Bright distractors (scalp, small bright
 vessels-like dots outside the white matter) ensure a global threshold fails.
 """
+
 from typing import Tuple
 
 import numpy as np
@@ -24,8 +25,12 @@ def _ellipse(shape, cy, cx, ry, rx, angle=0.0):
     return (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
 
 
-def synthetic_slice(size: int = 128, num_lesions: Tuple[int, int] = (2, 6), seed=None,
-                    rng: np.random.Generator = None):
+def synthetic_slice(
+    size: int = 128,
+    num_lesions: Tuple[int, int] = (2, 6),
+    seed=None,
+    rng: np.random.Generator = None,
+):
     """One slice: (image float32 (size, size), lesion mask uint8 (size, size)).
 
     ``num_lesions`` is the inclusive range of lesions drawn; each covers 1-30
@@ -44,10 +49,10 @@ def synthetic_slice(size: int = 128, num_lesions: Tuple[int, int] = (2, 6), seed
     ventricles = vent_l | vent_r
 
     image = np.zeros(shape, np.float32)
-    image[head] = 1.6          # scalp / skull marrow: bright on T1w
-    image[brain] = 0.55        # cortical grey matter
-    image[white] = 0.75        # (unmyelinated) white matter
-    image[ventricles] = 0.2    # CSF
+    image[head] = 1.6  # scalp / skull marrow: bright on T1w
+    image[brain] = 0.55  # cortical grey matter
+    image[white] = 0.75  # (unmyelinated) white matter
+    image[ventricles] = 0.2  # CSF
 
     # lesions: small bright blobs inside white matter, away from ventricles
     mask = np.zeros(shape, np.uint8)
@@ -73,7 +78,7 @@ def synthetic_slice(size: int = 128, num_lesions: Tuple[int, int] = (2, 6), seed
         image[dot & ~(mask > 0)] = rng.uniform(1.1, 1.5)
 
     image = ndimage.gaussian_filter(image, 0.6)
-    yy, xx = np.mgrid[: size, : size] / size
+    yy, xx = np.mgrid[:size, :size] / size
     bias = 1.0 + 0.15 * np.sin(np.pi * (yy * rng.uniform(0.5, 1.5) + xx * rng.uniform(0.5, 1.5)))
     image = image * bias
     noise = rng.normal(0, 0.05, shape) + 1j * rng.normal(0, 0.05, shape)
@@ -93,10 +98,16 @@ def synthetic_affine(shape, spacing=(0.8, 0.8, 2.0)) -> np.ndarray:
     return affine
 
 
-def synthetic_volume(size: int = 64, depth: int = 6, lesion_fraction: float = 0.3,
-                     num_lesions: Tuple[int, int] = (1, 5), spacing=(0.8, 0.8, 2.0),
-                     seed=None, rng: np.random.Generator = None,
-                     distinct_slices: int = 0):
+def synthetic_volume(
+    size: int = 64,
+    depth: int = 6,
+    lesion_fraction: float = 0.3,
+    num_lesions: Tuple[int, int] = (1, 5),
+    spacing=(0.8, 0.8, 2.0),
+    seed=None,
+    rng: np.random.Generator = None,
+    distinct_slices: int = 0,
+):
     """A T1w-like volume (int16 (size, size, depth)), its lesion mask (uint8) and affine.
 
     Axial slices come from `synthetic_slice`, placed so that array row r and
@@ -144,11 +155,19 @@ def _write_case(args) -> str:
     return case
 
 
-def write_synthetic_cohort(out_dir, num_subjects: int = 6, size: int = 64, depth: int = 6,
-                           seed: int = 0, lesion_fraction: float = 0.3,
-                           num_lesions: Tuple[int, int] = (1, 5), spacing=(0.8, 0.8, 2.0),
-                           distinct_slices: int = 0, workers: int = 1,
-                           overwrite: bool = False):
+def write_synthetic_cohort(
+    out_dir,
+    num_subjects: int = 6,
+    size: int = 64,
+    depth: int = 6,
+    seed: int = 0,
+    lesion_fraction: float = 0.3,
+    num_lesions: Tuple[int, int] = (1, 5),
+    spacing=(0.8, 0.8, 2.0),
+    distinct_slices: int = 0,
+    workers: int = 1,
+    overwrite: bool = False,
+):
     """Write a seeded synthetic cohort in nnU-Net raw layout; return the case names.
 
     ``out_dir/imagesTr/PWML_###_0000.nii.gz``, ``out_dir/labelsTr/PWML_###.nii.gz``
@@ -168,16 +187,22 @@ def write_synthetic_cohort(out_dir, num_subjects: int = 6, size: int = 64, depth
         raise ValueError(f"spacing must be positive, got {tuple(spacing)}")
     previous = out_dir / "dataset.json"
     if previous.exists() and not overwrite and "generator_settings" in read_json(previous):
-        raise ValueError(f"{out_dir} holds the anatomy-based cohort; use another folder for the "
-                         "phantom or overwrite=True (--overwrite)")
+        raise ValueError(
+            f"{out_dir} holds the anatomy-based cohort; use another folder for the "
+            "phantom or overwrite=True (--overwrite)"
+        )
     (out_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
     seeds = np.random.SeedSequence(seed).spawn(num_subjects)
-    kwargs = dict(size=size, depth=depth, lesion_fraction=lesion_fraction,
-                  num_lesions=tuple(num_lesions), spacing=tuple(spacing),
-                  distinct_slices=distinct_slices)
-    jobs = [(out_dir, f"PWML_{i:03d}", s, overwrite, kwargs)
-            for i, s in enumerate(seeds)]
+    kwargs = dict(
+        size=size,
+        depth=depth,
+        lesion_fraction=lesion_fraction,
+        num_lesions=tuple(num_lesions),
+        spacing=tuple(spacing),
+        distinct_slices=distinct_slices,
+    )
+    jobs = [(out_dir, f"PWML_{i:03d}", s, overwrite, kwargs) for i, s in enumerate(seeds)]
     if workers > 1:
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
@@ -185,9 +210,14 @@ def write_synthetic_cohort(out_dir, num_subjects: int = 6, size: int = 64, depth
             cases = pool.map(_write_case, jobs)
     else:
         cases = [_write_case(j) for j in jobs]
-    dataset = {"name": "synthetic PWML phantom (rsrcnn_d2)", "channel_names": {"0": "T1w"},
-               "labels": {"background": 0, "lesion": 1}, "numTraining": num_subjects,
-               "file_ending": ".nii.gz", "seed": seed, **{k: list(v) if isinstance(v, tuple)
-                                                             else v for k, v in kwargs.items()}}
+    dataset = {
+        "name": "synthetic PWML phantom (rsrcnn_d2)",
+        "channel_names": {"0": "T1w"},
+        "labels": {"background": 0, "lesion": 1},
+        "numTraining": num_subjects,
+        "file_ending": ".nii.gz",
+        "seed": seed,
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
+    }
     atomic_write_json(out_dir / "dataset.json", dataset)
     return cases

@@ -3,10 +3,29 @@
 The training program itself is `rsrcnn_d2.engine.train_net` (``python -m``); it is not
 imported here, since it builds on the evaluation and inference layers.
 """
-from .ddp import (cpu_ddp_support, cpu_threads_per_worker, create_ddp_model, prepare_cpu_workers,
-                  set_worker_threads)
-from .validation_loss import BEST_CHECKPOINT, ValidationLossHook, insert_before_evaluation, validation_losses
 
-__all__ = ["ValidationLossHook", "validation_losses", "insert_before_evaluation", "BEST_CHECKPOINT",
-           "cpu_ddp_support", "create_ddp_model", "cpu_threads_per_worker", "prepare_cpu_workers",
-           "set_worker_threads"]
+from .ddp import (
+    cpu_ddp_support,
+    cpu_threads_per_worker,
+    create_ddp_model,
+    prepare_cpu_workers,
+    set_worker_threads,
+)
+from .validation_loss import (
+    BEST_CHECKPOINT,
+    ValidationLossHook,
+    insert_before_evaluation,
+    validation_losses,
+)
+
+__all__ = [
+    "ValidationLossHook",
+    "validation_losses",
+    "insert_before_evaluation",
+    "BEST_CHECKPOINT",
+    "cpu_ddp_support",
+    "create_ddp_model",
+    "cpu_threads_per_worker",
+    "prepare_cpu_workers",
+    "set_worker_threads",
+]

@@ -10,6 +10,7 @@ cores then run four busy threads that preempt each other inside every operation
 (37x slower per iteration than one worker). `prepare_cpu_workers` (before the
 workers start) and `set_worker_threads` (in each) give every worker its share.
 """
+
 import contextlib
 import os
 from typing import MutableMapping, Optional
@@ -20,8 +21,13 @@ import detectron2.engine.defaults as d2_defaults
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["create_ddp_model", "cpu_ddp_support", "cpu_threads_per_worker", "prepare_cpu_workers",
-           "set_worker_threads"]
+__all__ = [
+    "create_ddp_model",
+    "cpu_ddp_support",
+    "cpu_threads_per_worker",
+    "prepare_cpu_workers",
+    "set_worker_threads",
+]
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -58,8 +64,9 @@ def _usable_cores() -> int:
     return max(1, min(cpus, torch.get_num_threads()))
 
 
-def cpu_threads_per_worker(workers: int, cores: Optional[int] = None,
-                           environ: Optional[MutableMapping[str, str]] = None) -> int:
+def cpu_threads_per_worker(
+    workers: int, cores: Optional[int] = None, environ: Optional[MutableMapping[str, str]] = None
+) -> int:
     """Compute threads for each of ``workers`` training processes sharing this machine's cores.
 
     ``OMP_NUM_THREADS``, when the user set it (its first level, for a nested "6,2"), is kept
@@ -73,8 +80,9 @@ def cpu_threads_per_worker(workers: int, cores: Optional[int] = None,
     return max(1, cores // max(1, workers))
 
 
-def prepare_cpu_workers(workers: int, cores: Optional[int] = None,
-                        environ: Optional[MutableMapping[str, str]] = None) -> int:
+def prepare_cpu_workers(
+    workers: int, cores: Optional[int] = None, environ: Optional[MutableMapping[str, str]] = None
+) -> int:
     """Before CPU workers are started: export their share of the cores as OMP_NUM_THREADS and
     MKL_NUM_THREADS, read by each library's thread pool when a worker starts it.
 

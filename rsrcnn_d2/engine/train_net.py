@@ -8,6 +8,7 @@ package (run it as ``python -m rsrcnn_d2.engine.train_net`` or through the thin
 ``tools/train_net.py``) so that the library's own drivers (`rsrcnn_d2.experiments`)
 start the installed program, never a script of the repository.
 """
+
 import argparse
 import logging
 import os
@@ -75,21 +76,31 @@ class Trainer(DefaultTrainer):
         period = cfg.SOLVER.PLATEAU.PERIOD or cfg.TEST.EVAL_PERIOD
         scale = getattr(self.scheduler, "plateau_scale", None)
         if scale is not None and (period <= 0 or not cfg.DATASETS.VAL):
-            raise ValueError("SOLVER.LR_SCHEDULER_NAME WarmupPlateauLR needs DATASETS.VAL and "
-                             "SOLVER.PLATEAU.PERIOD or TEST.EVAL_PERIOD > 0")
+            raise ValueError(
+                "SOLVER.LR_SCHEDULER_NAME WarmupPlateauLR needs DATASETS.VAL and "
+                "SOLVER.PLATEAU.PERIOD or TEST.EVAL_PERIOD > 0"
+            )
         if period > 0 and cfg.DATASETS.VAL:
             # annotated, un-augmented validation batches for the loss
-            mapper = PWMLDatasetMapper(True, augmentations=build_pwml_augmentations(cfg, False),
-                                       head_crop_margin=head_crop_margin(cfg))
+            mapper = PWMLDatasetMapper(
+                True,
+                augmentations=build_pwml_augmentations(cfg, False),
+                head_crop_margin=head_crop_margin(cfg),
+            )
 
             def batches():
                 return build_detection_test_loader(cfg, cfg.DATASETS.VAL[0], mapper=mapper)
 
             plateau = cfg.SOLVER.PLATEAU
-            hook = ValidationLossHook(period, batches, scale,
-                                      PlateauTracker(plateau.PATIENCE, plateau.MIN_DELTA),
-                                      plateau.FACTOR, monitor=plateau.MONITOR,
-                                      output_dir=cfg.OUTPUT_DIR)
+            hook = ValidationLossHook(
+                period,
+                batches,
+                scale,
+                PlateauTracker(plateau.PATIENCE, plateau.MIN_DELTA),
+                plateau.FACTOR,
+                monitor=plateau.MONITOR,
+                output_dir=cfg.OUTPUT_DIR,
+            )
             # by type, the same place among the collective hooks on every rank (else the workers
             # hang); before the periodic checkpointer, so that a checkpoint written at an
             # evaluation's iteration holds it (--resume then continues the same LR
@@ -128,11 +139,18 @@ def main(args):
         if not weights and not args.resume and os.path.isfile(best):
             weights = best  # the lowest-validation-loss weights, unless told otherwise
             logging.getLogger("detectron2").info("--eval-only: evaluating %s", best)
-        load_model_weights(model, weights, save_dir=cfg.OUTPUT_DIR, resume=args.resume,  # refuses a misfit
-                           allow_partial=getattr(args, "allow_partial_weights", False))
+        load_model_weights(
+            model,
+            weights,
+            save_dir=cfg.OUTPUT_DIR,
+            resume=args.resume,  # refuses a misfit
+            allow_partial=getattr(args, "allow_partial_weights", False),
+        )
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
-    load_trainer_weights(trainer, resume=args.resume)  # logs a table of what a foreign checkpoint fills
+    load_trainer_weights(
+        trainer, resume=args.resume
+    )  # logs a table of what a foreign checkpoint fills
     return trainer.train()
 
 
@@ -146,10 +164,18 @@ def _trains_on_cpu(args) -> bool:
 def argument_parser() -> argparse.ArgumentParser:
     """detectron2's ``default_argument_parser`` with this program's own options."""
     parser = default_argument_parser()
-    parser.add_argument("--dataset-root", action="append", default=[], metavar="[NAME=]DIR",
-                        help="register a prepared cohort (tools/prepare_pwml.py) as NAME_<split>; repeatable")
-    parser.add_argument("--allow-partial-weights", action="store_true",
-                        help="--eval-only: evaluate a checkpoint that leaves some layers uninitialised")
+    parser.add_argument(
+        "--dataset-root",
+        action="append",
+        default=[],
+        metavar="[NAME=]DIR",
+        help="register a prepared cohort (tools/prepare_pwml.py) as NAME_<split>; repeatable",
+    )
+    parser.add_argument(
+        "--allow-partial-weights",
+        action="store_true",
+        help="--eval-only: evaluate a checkpoint that leaves some layers uninitialised",
+    )
     return parser
 
 
@@ -169,9 +195,17 @@ def cli(argv: Optional[Sequence[str]] = None, prog: str = "train_net.py") -> int
         return exit_code_of(e)
     if args.num_gpus > 1 and _trains_on_cpu(args):
         prepare_cpu_workers(args.num_gpus)  # read by the workers' thread pools as they start
-    return report_errors(prog)(launch)(main, args.num_gpus, num_machines=args.num_machines,
-                                       machine_rank=args.machine_rank, dist_url=args.dist_url,
-                                       args=(args,)) or 0
+    return (
+        report_errors(prog)(launch)(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+        or 0
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ lowest loss) is saved with every checkpoint, and it runs *before* detectron2's
 periodic checkpointer, so a checkpoint written at an evaluation's iteration
 already holds that evaluation and ``--resume`` continues the same schedule.
 """
+
 import logging
 import math
 import os
@@ -22,8 +23,13 @@ from detectron2.utils.events import EventStorage
 from ..data.fileio import atomic_write
 from ..solver import PlateauScale, PlateauTracker
 
-__all__ = ["ValidationLossHook", "validation_losses", "insert_before_evaluation", "BEST_CHECKPOINT",
-           "TOTAL_LOSS"]
+__all__ = [
+    "ValidationLossHook",
+    "validation_losses",
+    "insert_before_evaluation",
+    "BEST_CHECKPOINT",
+    "TOTAL_LOSS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +77,17 @@ class ValidationLossHook(HookBase):
     the final evaluation (detectron2's EvalHook, placed after this hook) scores it.
     """
 
-    def __init__(self, period: int, batches_fn: Callable[[], Iterable],
-                 scale: Optional[PlateauScale] = None, tracker: Optional[PlateauTracker] = None,
-                 factor: float = 0.5, monitor: str = "loss_rpn_cls",
-                 output_dir: Optional[str] = None, evaluate_best: bool = True):
+    def __init__(
+        self,
+        period: int,
+        batches_fn: Callable[[], Iterable],
+        scale: Optional[PlateauScale] = None,
+        tracker: Optional[PlateauTracker] = None,
+        factor: float = 0.5,
+        monitor: str = "loss_rpn_cls",
+        output_dir: Optional[str] = None,
+        evaluate_best: bool = True,
+    ):
         if period < 1:
             raise ValueError(f"validation period must be >= 1, got {period}")
         self._period, self._batches_fn = period, batches_fn
@@ -105,18 +118,27 @@ class ValidationLossHook(HookBase):
         model = self.trainer.model
         losses = validation_losses(getattr(model, "module", model), self._batches_fn())
         if self.monitor not in losses:
-            raise KeyError(f"SOLVER.PLATEAU.MONITOR {self.monitor!r} is not a loss of this model; "
-                           f"choose one of {sorted(losses)}")
+            raise KeyError(
+                f"SOLVER.PLATEAU.MONITOR {self.monitor!r} is not a loss of this model; "
+                f"choose one of {sorted(losses)}"
+            )
         storage = self.trainer.storage
         storage.put_scalar("validation_loss", losses[TOTAL_LOSS], smoothing_hint=False)
         if self.monitor != TOTAL_LOSS:
-            storage.put_scalar(f"validation_{self.monitor}", losses[self.monitor], smoothing_hint=False)
+            storage.put_scalar(
+                f"validation_{self.monitor}", losses[self.monitor], smoothing_hint=False
+            )
         value = losses[self.monitor]
         if self.scale is not None and self.tracker.update(value):
             self.scale.scale *= self.factor
-            logger.info("validation %s has not improved for %d evaluations (best %.4f): "
-                        "LR multiplier now %.4g", self.monitor, self.tracker.patience,
-                        self.tracker.best, self.scale.scale)
+            logger.info(
+                "validation %s has not improved for %d evaluations (best %.4f): "
+                "LR multiplier now %.4g",
+                self.monitor,
+                self.tracker.patience,
+                self.tracker.best,
+                self.scale.scale,
+            )
         if value < self.lowest:
             self.lowest = value
             self._save_best(value)
@@ -127,11 +149,20 @@ class ValidationLossHook(HookBase):
             return
         model = self.trainer.model
         model = getattr(model, "module", model)  # DDP
-        state = {"model": model.state_dict(), "iteration": self.trainer.iter,
-                 "validation_loss": value, "monitor": self.monitor}
+        state = {
+            "model": model.state_dict(),
+            "iteration": self.trainer.iter,
+            "validation_loss": value,
+            "monitor": self.monitor,
+        }
         atomic_write(self.best_path, lambda tmp: torch.save(state, tmp))
-        logger.info("validation %s %.4f is the lowest so far: saved %s (iteration %d)",
-                    self.monitor, value, self.best_path, self.trainer.iter)
+        logger.info(
+            "validation %s %.4f is the lowest so far: saved %s (iteration %d)",
+            self.monitor,
+            value,
+            self.best_path,
+            self.trainer.iter,
+        )
 
     def after_train(self):
         if not (self.evaluate_best and self.best_path):
@@ -142,7 +173,9 @@ class ValidationLossHook(HookBase):
         from ..checkpoint import load_model_weights
 
         model = self.trainer.model
-        load_model_weights(getattr(model, "module", model), self.best_path)  # our own file: must fit
+        load_model_weights(
+            getattr(model, "module", model), self.best_path
+        )  # our own file: must fit
         logger.info("final evaluation uses %s (lowest validation %s)", self.best_path, self.monitor)
 
     def state_dict(self):

@@ -9,14 +9,42 @@ report.py      per-slice CSV rows, atomic CSV files, the summary table
 pwml_evaluator.py  PWMLEvaluator (detectron2 DatasetEvaluator): gathering the records of all workers
 folder.py      rsrcnn-evaluate: folders of predicted and reference NIfTI masks (cli.py)
 """
+
 from .distance import HausdorffDistances, hausdorff, hausdorff95, hausdorff_distances
-from .lesionwise import (LesionCounts, false_positives_per_slice, lesion_counts, lesion_f1,
-                         lesion_sensitivity)
-from .metrics import (SliceMetrics, confusion, dice, mean_of_defined, sensitivity, slice_metrics,
-                      specificity)
+from .lesionwise import (
+    LesionCounts,
+    false_positives_per_slice,
+    lesion_counts,
+    lesion_f1,
+    lesion_sensitivity,
+)
+from .metrics import (
+    SliceMetrics,
+    confusion,
+    dice,
+    mean_of_defined,
+    sensitivity,
+    slice_metrics,
+    specificity,
+)
 from .pwml_evaluator import PWMLEvaluator
 
-__all__ = ["confusion", "dice", "sensitivity", "specificity", "SliceMetrics", "slice_metrics",
-           "mean_of_defined", "HausdorffDistances", "hausdorff", "hausdorff95",
-           "hausdorff_distances", "LesionCounts", "lesion_counts", "lesion_sensitivity",
-           "false_positives_per_slice", "lesion_f1", "PWMLEvaluator"]
+__all__ = [
+    "confusion",
+    "dice",
+    "sensitivity",
+    "specificity",
+    "SliceMetrics",
+    "slice_metrics",
+    "mean_of_defined",
+    "HausdorffDistances",
+    "hausdorff",
+    "hausdorff95",
+    "hausdorff_distances",
+    "LesionCounts",
+    "lesion_counts",
+    "lesion_sensitivity",
+    "false_positives_per_slice",
+    "lesion_f1",
+    "PWMLEvaluator",
+]

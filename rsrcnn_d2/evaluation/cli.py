@@ -12,6 +12,7 @@ lesion, as the paper reports. Writes ``slices.csv``, ``cases.csv`` and
 ``summary.json`` to OUT (default PREDICTION_DIR/evaluation) and prints the table.
 Exit status: 0 done, 2 bad input (the message names the file).
 """
+
 import argparse
 from pathlib import Path
 from typing import List, Optional
@@ -23,19 +24,35 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rsrcnn-evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="rsrcnn-evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("reference", help="folder of reference lesion labels (NIfTI)")
     p.add_argument("prediction", help="folder of predicted lesion masks (NIfTI)")
-    p.add_argument("-o", "--output", default=None,
-                   help="folder for the CSVs and summary.json (default: PREDICTION/evaluation)")
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="folder for the CSVs and summary.json (default: PREDICTION/evaluation)",
+    )
     add_axis_option(p)
-    p.add_argument("--lesion-slices-only", action="store_true",
-                   help="score only slices with a reference lesion (the paper's figures)")
-    p.add_argument("--binarize", action="store_true",
-                   help="treat every non-zero voxel as lesion instead of refusing non-binary masks")
-    p.add_argument("--allow-missing", action="store_true",
-                   help="score the predicted cases when some references have no prediction")
+    p.add_argument(
+        "--lesion-slices-only",
+        action="store_true",
+        help="score only slices with a reference lesion (the paper's figures)",
+    )
+    p.add_argument(
+        "--binarize",
+        action="store_true",
+        help="treat every non-zero voxel as lesion instead of refusing non-binary masks",
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="score the predicted cases when some references have no prediction",
+    )
     p.add_argument("--workers", type=int, default=2, help="processes reading and scoring volumes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -53,10 +70,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     pair_cases(args.prediction, args.reference, args.allow_missing)  # bad folders: no output made
     # our warnings (e.g. subjects whose slices differ in size) to the console and log.txt
     setup_tool_logging(output / "log.txt")
-    summary = evaluate_folder(args.prediction, args.reference, output, axis=args.axis,
-                              lesion_slices_only=args.lesion_slices_only, binarize=args.binarize,
-                              allow_missing=args.allow_missing, workers=args.workers,
-                              progress=not args.no_progress)
+    summary = evaluate_folder(
+        args.prediction,
+        args.reference,
+        output,
+        axis=args.axis,
+        lesion_slices_only=args.lesion_slices_only,
+        binarize=args.binarize,
+        allow_missing=args.allow_missing,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
     print(format_summary(summary))
     print(f"per-slice, per-case figures and summary.json in {output.resolve()}")
     return 0

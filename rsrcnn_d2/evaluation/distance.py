@@ -31,15 +31,24 @@ scattered through a volume) use exact nearest neighbours from a k-d tree; dense
 ones a Euclidean distance transform of each mask's complement on the crop, read
 at the other mask's points. All paths give the same values (tested).
 """
+
 from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-__all__ = ["HausdorffDistances", "hausdorff_distances", "hausdorff", "hausdorff95",
-           "hausdorff95_all_pixels", "boundary", "directed_distances", "union_bounding_box",
-           "check_spacing"]
+__all__ = [
+    "HausdorffDistances",
+    "hausdorff_distances",
+    "hausdorff",
+    "hausdorff95",
+    "hausdorff95_all_pixels",
+    "boundary",
+    "directed_distances",
+    "union_bounding_box",
+    "check_spacing",
+]
 
 # Up to this many point pairs, all pairs is the cheapest exact method.
 PAIRS_LIMIT = 40_000
@@ -127,8 +136,9 @@ def _directed_pair(a: np.ndarray, b: np.ndarray, spacing, method: str):
     raise ValueError(f"method must be 'auto', 'pairs', 'kdtree' or 'edt', got {method!r}")
 
 
-def directed_distances(a: np.ndarray, b: np.ndarray, spacing: Optional[Sequence[float]] = None,
-                       method: str = "auto") -> np.ndarray:
+def directed_distances(
+    a: np.ndarray, b: np.ndarray, spacing: Optional[Sequence[float]] = None, method: str = "auto"
+) -> np.ndarray:
     """Distance from each foreground pixel of ``a`` (row-major order) to the nearest of ``b``.
 
     Both masks must be non-empty (the distance to an empty set is undefined).
@@ -139,9 +149,12 @@ def directed_distances(a: np.ndarray, b: np.ndarray, spacing: Optional[Sequence[
     return _directed_pair(a, b, spacing, method)[0]
 
 
-def hausdorff_distances(pred: np.ndarray, truth: np.ndarray,
-                        spacing: Optional[Sequence[float]] = None,
-                        method: str = "auto") -> HausdorffDistances:
+def hausdorff_distances(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    spacing: Optional[Sequence[float]] = None,
+    method: str = "auto",
+) -> HausdorffDistances:
     """(HD, HD95) of two same-shaped binary masks of any dimension (see module docstring).
 
     ``spacing``: pixel size per axis (e.g. mm), in array axis order; None means
@@ -158,12 +171,14 @@ def hausdorff_distances(pred: np.ndarray, truth: np.ndarray,
     forward, backward = _directed_pair(pred, truth, spacing, method)
     hd = max(float(forward.max()), float(backward.max()))
     forward, backward = _directed_pair(boundary(pred), boundary(truth), spacing, method)
-    return HausdorffDistances(hd, max(float(np.percentile(forward, 95)),
-                                      float(np.percentile(backward, 95))))
+    return HausdorffDistances(
+        hd, max(float(np.percentile(forward, 95)), float(np.percentile(backward, 95)))
+    )
 
 
-def hausdorff95_all_pixels(pred: np.ndarray, truth: np.ndarray,
-                           spacing: Optional[Sequence[float]] = None) -> float:
+def hausdorff95_all_pixels(
+    pred: np.ndarray, truth: np.ndarray, spacing: Optional[Sequence[float]] = None
+) -> float:
     """This project's earlier HD95: 95th percentile of the pooled all-pixel directed distances.
 
     Kept to compare with figures computed before the standard definition was adopted.
@@ -176,13 +191,15 @@ def hausdorff95_all_pixels(pred: np.ndarray, truth: np.ndarray,
     return float(np.percentile(np.concatenate(_directed_pair(pred, truth, spacing, "auto")), 95))
 
 
-def hausdorff(pred: np.ndarray, truth: np.ndarray,
-              spacing: Optional[Sequence[float]] = None) -> float:
+def hausdorff(
+    pred: np.ndarray, truth: np.ndarray, spacing: Optional[Sequence[float]] = None
+) -> float:
     """Symmetric Hausdorff distance (0 if both empty, NaN if exactly one is)."""
     return hausdorff_distances(pred, truth, spacing).hd
 
 
-def hausdorff95(pred: np.ndarray, truth: np.ndarray,
-                spacing: Optional[Sequence[float]] = None) -> float:
+def hausdorff95(
+    pred: np.ndarray, truth: np.ndarray, spacing: Optional[Sequence[float]] = None
+) -> float:
     """Standard HD95 between the masks' boundaries (0 if both empty, NaN if one is)."""
     return hausdorff_distances(pred, truth, spacing).hd95

@@ -10,6 +10,7 @@ volume, the way a reader counts them. Every slice counts by default (whole
 volumes); ``lesion_slices_only`` restricts the slice figures to slices with a
 reference lesion, as the paper reports them.
 """
+
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -21,19 +22,32 @@ import numpy as np
 
 from ..data.errors import PWMLDataError
 from ..data.fileio import atomic_write_json
-from ..data.nifti import NIFTI_ENDINGS, axis_index, case_name, read_volume, slice_spacing, volume_slice
+from ..data.nifti import (
+    NIFTI_ENDINGS,
+    axis_index,
+    case_name,
+    read_volume,
+    slice_spacing,
+    volume_slice,
+)
 from .lesionwise import LesionCounts, lesion_counts, lesion_f1, lesion_sensitivity
 from .protocols import slice_record, summarize_slices
 from .report import SLICE_COLUMNS, format_table, slice_row, write_csv_atomic
 
-__all__ = ["CasePair", "pair_cases", "evaluate_case", "evaluate_folder", "PREDICTION_SUFFIX",
-           "AFFINE_ATOL_MM"]
+__all__ = [
+    "CasePair",
+    "pair_cases",
+    "evaluate_case",
+    "evaluate_folder",
+    "PREDICTION_SUFFIX",
+    "AFFINE_ATOL_MM",
+]
 
 logger = logging.getLogger(__name__)
 
 PREDICTION_SUFFIX = "_lesion"  # rsrcnn-predict --mask-suffix _lesion (its earlier default)
-PROBABILITY_SUFFIX = "_prob"   # rsrcnn-predict --save-prob: not masks, never paired
-AFFINE_ATOL_MM = 1e-3          # float32 header rounding of different writers
+PROBABILITY_SUFFIX = "_prob"  # rsrcnn-predict --save-prob: not masks, never paired
+AFFINE_ATOL_MM = 1e-3  # float32 header rounding of different writers
 
 
 @dataclass(frozen=True)
@@ -63,8 +77,9 @@ def _masks_in(folder: Path, role: str) -> Dict[str, Path]:
     return found
 
 
-def pair_cases(predictions: Union[str, Path], references: Union[str, Path],
-               allow_missing: bool = False) -> List[CasePair]:
+def pair_cases(
+    predictions: Union[str, Path], references: Union[str, Path], allow_missing: bool = False
+) -> List[CasePair]:
     """Predicted and reference masks paired by case id, in case order.
 
     A prediction without a reference is always an error (its figures would be
@@ -75,12 +90,18 @@ def pair_cases(predictions: Union[str, Path], references: Union[str, Path],
     refs = _masks_in(Path(references), "reference")
     orphans = sorted(set(preds) - set(refs))
     if orphans:
-        raise PWMLDataError(preds[orphans[0]], f"no reference label for {len(orphans)} predicted "
-                                               f"case(s) in {references}: {', '.join(orphans[:5])}")
+        raise PWMLDataError(
+            preds[orphans[0]],
+            f"no reference label for {len(orphans)} predicted "
+            f"case(s) in {references}: {', '.join(orphans[:5])}",
+        )
     missing = sorted(set(refs) - set(preds))
     if missing and not allow_missing:
-        raise PWMLDataError(predictions, f"no prediction for {len(missing)} reference case(s): "
-                                         f"{', '.join(missing[:5])} (--allow-missing scores the others)")
+        raise PWMLDataError(
+            predictions,
+            f"no prediction for {len(missing)} reference case(s): "
+            f"{', '.join(missing[:5])} (--allow-missing scores the others)",
+        )
     return [CasePair(case, preds[case], refs[case]) for case in sorted(preds)]
 
 
@@ -91,27 +112,43 @@ def _binary(volume: np.ndarray, path: Path, binarize: bool) -> np.ndarray:
         return volume.view(bool) if volume.dtype.itemsize == 1 else volume.astype(bool)
     if not ((volume == 0) | (volume == 1)).all():
         bad = np.unique(volume[(volume != 0) & (volume != 1)])[:5]
-        raise PWMLDataError(path, f"mask is not binary (values such as {bad.tolist()} besides 0 "
-                                  "and 1); --binarize treats every non-zero voxel as lesion")
+        raise PWMLDataError(
+            path,
+            f"mask is not binary (values such as {bad.tolist()} besides 0 "
+            "and 1); --binarize treats every non-zero voxel as lesion",
+        )
     return volume.astype(bool)
 
 
 def _read_pair(pair: CasePair, binarize: bool):
     pred, ref = read_volume(pair.prediction), read_volume(pair.reference)
     if pred.source.shape != ref.source.shape:
-        raise PWMLDataError(pair.prediction, f"shape {pred.source.shape} differs from the "
-                                             f"reference {pair.reference} {ref.source.shape}")
+        raise PWMLDataError(
+            pair.prediction,
+            f"shape {pred.source.shape} differs from the "
+            f"reference {pair.reference} {ref.source.shape}",
+        )
     if not np.allclose(pred.source.affine, ref.source.affine, atol=AFFINE_ATOL_MM):
-        raise PWMLDataError(pair.prediction, f"affine differs from the reference {pair.reference}:\n"
-                                             f"{np.round(pred.source.affine, 4)}\nvs\n"
-                                             f"{np.round(ref.source.affine, 4)}")
+        raise PWMLDataError(
+            pair.prediction,
+            f"affine differs from the reference {pair.reference}:\n"
+            f"{np.round(pred.source.affine, 4)}\nvs\n"
+            f"{np.round(ref.source.affine, 4)}",
+        )
     zooms = tuple(float(z) for z in ref.source.header.get_zooms()[:3])
-    return (_binary(pred.canonical, pair.prediction, binarize),
-            _binary(ref.canonical, pair.reference, binarize), zooms)
+    return (
+        _binary(pred.canonical, pair.prediction, binarize),
+        _binary(ref.canonical, pair.reference, binarize),
+        zooms,
+    )
 
 
-def evaluate_case(pair: CasePair, axis: Union[str, int] = "axial", lesion_slices_only: bool = False,
-                  binarize: bool = False) -> Tuple[List[Dict], LesionCounts]:
+def evaluate_case(
+    pair: CasePair,
+    axis: Union[str, int] = "axial",
+    lesion_slices_only: bool = False,
+    binarize: bool = False,
+) -> Tuple[List[Dict], LesionCounts]:
     """(per-slice records, 3-D lesion counts) of one case; PWMLDataError naming a bad file."""
     pred, ref, zooms = _read_pair(pair, binarize)
     axis = axis_index(axis)
@@ -124,8 +161,13 @@ def evaluate_case(pair: CasePair, axis: Union[str, int] = "axial", lesion_slices
     ref_slices = np.stack([volume_slice(ref, axis, k) for k in keep])
     records = []
     for i, k in enumerate(keep):
-        inp = {"file_name": pair.prediction.name, "image_id": f"{pair.case}:{k}",
-               "subject": pair.case, "slice_index": k, "spacing": spacing}
+        inp = {
+            "file_name": pair.prediction.name,
+            "image_id": f"{pair.case}:{k}",
+            "subject": pair.case,
+            "slice_index": k,
+            "spacing": spacing,
+        }
         records.append(slice_record(pred_slices[i], ref_slices[i], inp))
     return records, lesion_counts(pred, ref)
 
@@ -149,10 +191,18 @@ def _scored(pairs: List[CasePair], workers: int, progress: bool, **kwargs):
         yield from tqdm(pool.imap(work, pairs), **bar)
 
 
-def evaluate_folder(predictions: Union[str, Path], references: Union[str, Path],
-                    output: Optional[Union[str, Path]] = None, *, axis: str = "axial",
-                    lesion_slices_only: bool = False, binarize: bool = False,
-                    allow_missing: bool = False, workers: int = 2, progress: bool = True) -> Dict:
+def evaluate_folder(
+    predictions: Union[str, Path],
+    references: Union[str, Path],
+    output: Optional[Union[str, Path]] = None,
+    *,
+    axis: str = "axial",
+    lesion_slices_only: bool = False,
+    binarize: bool = False,
+    allow_missing: bool = False,
+    workers: int = 2,
+    progress: bool = True,
+) -> Dict:
     """Score every predicted case; write ``slices.csv``, ``cases.csv``, ``summary.json`` to ``output``.
 
     Returns the summary (the protocols' results plus 3-D lesion-wise figures and
@@ -161,30 +211,49 @@ def evaluate_folder(predictions: Union[str, Path], references: Union[str, Path],
     pairs = pair_cases(predictions, references, allow_missing)
     records: List[Dict] = []
     lesions3d: Dict[str, LesionCounts] = {}
-    for pair, result, error in _scored(pairs, workers, progress, axis=axis,
-                                       lesion_slices_only=lesion_slices_only, binarize=binarize):
+    for pair, result, error in _scored(
+        pairs,
+        workers,
+        progress,
+        axis=axis,
+        lesion_slices_only=lesion_slices_only,
+        binarize=binarize,
+    ):
         if error is not None:
             raise error
         records.extend(result[0])
         lesions3d[pair.case] = result[1]
     if not records:
-        raise PWMLDataError(references, "no slice to score (no reference lesion in any volume, "
-                                        "and only lesion slices were asked for)")
+        raise PWMLDataError(
+            references,
+            "no slice to score (no reference lesion in any volume, "
+            "and only lesion slices were asked for)",
+        )
     results, case_rows = summarize_slices(records)
     pooled = sum(lesions3d.values(), LesionCounts())
     for row in case_rows:
         counts = lesions3d[row["subject"]]
-        row.update(true_lesions_3d=counts.true_lesions, found_3d=counts.found,
-                   predicted_3d=counts.predicted, false_positives_3d=counts.false_positives)
+        row.update(
+            true_lesions_3d=counts.true_lesions,
+            found_3d=counts.found,
+            predicted_3d=counts.predicted,
+            false_positives_3d=counts.false_positives,
+        )
     summary = {
         "slices": "lesion slices only (as the paper)" if lesion_slices_only else "all slices",
-        "axis": axis, "n_cases": len(pairs),
+        "axis": axis,
+        "n_cases": len(pairs),
         "distance_units": "HD/HD95 in pixels (voxels for 3-D); HD_mm/HD95_mm in mm from the headers",
         **results,
-        "pwml_lesion3d": {"true_lesions": pooled.true_lesions, "found": pooled.found,
-                          "predicted": pooled.predicted, "false_positives": pooled.false_positives,
-                          "sensitivity": lesion_sensitivity(pooled), "F1": lesion_f1(pooled),
-                          "FP_per_case": pooled.false_positives / len(pairs)},
+        "pwml_lesion3d": {
+            "true_lesions": pooled.true_lesions,
+            "found": pooled.found,
+            "predicted": pooled.predicted,
+            "false_positives": pooled.false_positives,
+            "sensitivity": lesion_sensitivity(pooled),
+            "F1": lesion_f1(pooled),
+            "FP_per_case": pooled.false_positives / len(pairs),
+        },
         "cases": [p.case for p in pairs],
     }
     if output is not None:
@@ -200,10 +269,12 @@ def evaluate_folder(predictions: Union[str, Path], references: Union[str, Path],
 def format_summary(summary: Dict) -> str:
     """The evaluator's table, then the 3-D lesion-wise line and what the figures cover."""
     lesion = summary["pwml_lesion3d"]
-    return (f"{format_table(summary)}\n"
-            f"lesion-wise, 3-D lesions (26-connected): {lesion['found']}/{lesion['true_lesions']} "
-            f"found, {lesion['false_positives']} false-positive components "
-            f"({lesion['FP_per_case']:.2f} per case); sensitivity {lesion['sensitivity']:.4f}, "
-            f"F1 {lesion['F1']:.4f}\n"
-            f"{summary['n_cases']} cases, {summary['axis']} slices: {summary['slices']}; "
-            f"{summary['distance_units']}")
+    return (
+        f"{format_table(summary)}\n"
+        f"lesion-wise, 3-D lesions (26-connected): {lesion['found']}/{lesion['true_lesions']} "
+        f"found, {lesion['false_positives']} false-positive components "
+        f"({lesion['FP_per_case']:.2f} per case); sensitivity {lesion['sensitivity']:.4f}, "
+        f"F1 {lesion['F1']:.4f}\n"
+        f"{summary['n_cases']} cases, {summary['axis']} slices: {summary['slices']}; "
+        f"{summary['distance_units']}"
+    )

@@ -17,6 +17,7 @@ Definitions:
 Counts are returned, not rates, so that they can be pooled over slices,
 subjects or workers before any ratio is taken.
 """
+
 from dataclasses import dataclass
 from typing import Iterable, Optional, Union
 
@@ -25,27 +26,36 @@ import numpy as np
 from ..data.instances import label_lesions
 from .distance import union_bounding_box
 
-__all__ = ["LesionCounts", "Counts", "lesion_counts", "lesion_sensitivity",
-           "false_positives_per_slice", "lesion_f1"]
+__all__ = [
+    "LesionCounts",
+    "Counts",
+    "lesion_counts",
+    "lesion_sensitivity",
+    "false_positives_per_slice",
+    "lesion_f1",
+]
 
 
 @dataclass(frozen=True)
 class LesionCounts:
     """Lesion-wise counts of one slice or pooled over many (``a + b``, ``sum(...)``)."""
 
-    true_lesions: int = 0      # connected components of the truth
-    found: int = 0             # true lesions overlapped by the prediction
-    predicted: int = 0         # connected components of the prediction
-    false_positives: int = 0   # predicted components overlapping no true lesion
+    true_lesions: int = 0  # connected components of the truth
+    found: int = 0  # true lesions overlapped by the prediction
+    predicted: int = 0  # connected components of the prediction
+    false_positives: int = 0  # predicted components overlapping no true lesion
 
     @property
     def missed(self) -> int:
         return self.true_lesions - self.found
 
     def __add__(self, other: "LesionCounts") -> "LesionCounts":
-        return LesionCounts(self.true_lesions + other.true_lesions, self.found + other.found,
-                            self.predicted + other.predicted,
-                            self.false_positives + other.false_positives)
+        return LesionCounts(
+            self.true_lesions + other.true_lesions,
+            self.found + other.found,
+            self.predicted + other.predicted,
+            self.false_positives + other.false_positives,
+        )
 
     def __radd__(self, other):  # lets sum() start from 0
         return self if isinstance(other, int) and other == 0 else NotImplemented
@@ -81,8 +91,7 @@ def lesion_sensitivity(counts: Counts) -> float:
     return float("nan") if c.true_lesions == 0 else c.found / c.true_lesions
 
 
-def false_positives_per_slice(counts: Counts,
-                              num_slices: Optional[int] = None) -> float:
+def false_positives_per_slice(counts: Counts, num_slices: Optional[int] = None) -> float:
     """False-positive components per slice; NaN for no slices.
 
     ``counts`` is one LesionCounts per slice, or already pooled counts with

@@ -14,6 +14,7 @@ pass: all of them depend only on the pixels inside the bounding box of the
 union of both masks (true negatives outside it are counted, not visited), so a
 512×512 slice with a few punctate lesions costs a small crop, not the slice.
 """
+
 import math
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence, Tuple
@@ -23,9 +24,18 @@ import numpy as np
 from .distance import check_spacing, hausdorff_distances, union_bounding_box
 from .lesionwise import LesionCounts, lesion_counts
 
-__all__ = ["confusion", "dice", "sensitivity", "specificity", "dice_from_counts",
-           "sensitivity_from_counts", "specificity_from_counts", "SliceMetrics",
-           "slice_metrics", "mean_of_defined"]
+__all__ = [
+    "confusion",
+    "dice",
+    "sensitivity",
+    "specificity",
+    "dice_from_counts",
+    "sensitivity_from_counts",
+    "specificity_from_counts",
+    "SliceMetrics",
+    "slice_metrics",
+    "mean_of_defined",
+]
 
 
 def confusion(pred: np.ndarray, truth: np.ndarray):
@@ -101,8 +111,9 @@ class SliceMetrics:
         return self.tp + self.fp == 0
 
 
-def slice_metrics(pred: np.ndarray, truth: np.ndarray,
-                  spacing: Optional[Sequence[float]] = None) -> SliceMetrics:
+def slice_metrics(
+    pred: np.ndarray, truth: np.ndarray, spacing: Optional[Sequence[float]] = None
+) -> SliceMetrics:
     """Dice, sensitivity, specificity, HD, HD95 and lesion counts of one 2-D slice.
 
     ``spacing``: (row, column) pixel size in mm, or None (then the mm figures are
@@ -116,8 +127,20 @@ def slice_metrics(pred: np.ndarray, truth: np.ndarray,
     box = union_bounding_box(pred, truth)
     if box is None:  # both empty: nothing to find, nothing found
         zero_mm = float("nan") if spacing is None else 0.0
-        return SliceMetrics(0, 0, 0, size, 1.0, float("nan"), specificity_from_counts(0, size),
-                            0.0, 0.0, zero_mm, zero_mm, LesionCounts())
+        return SliceMetrics(
+            0,
+            0,
+            0,
+            size,
+            1.0,
+            float("nan"),
+            specificity_from_counts(0, size),
+            0.0,
+            0.0,
+            zero_mm,
+            zero_mm,
+            LesionCounts(),
+        )
     pred, truth = pred[box], truth[box]  # outside the box: true negatives only
     tp, fp, fn, _ = confusion(pred, truth)
     tn = size - tp - fp - fn
@@ -128,9 +151,20 @@ def slice_metrics(pred: np.ndarray, truth: np.ndarray,
         hd_mm, hd95_mm = hd * spacing[0], hd95 * spacing[0]
     else:
         hd_mm, hd95_mm = hausdorff_distances(pred, truth, spacing)
-    return SliceMetrics(tp, fp, fn, tn, dice_from_counts(tp, fp, fn),
-                        sensitivity_from_counts(tp, fn), specificity_from_counts(fp, tn),
-                        hd, hd95, hd_mm, hd95_mm, lesion_counts(pred, truth))
+    return SliceMetrics(
+        tp,
+        fp,
+        fn,
+        tn,
+        dice_from_counts(tp, fp, fn),
+        sensitivity_from_counts(tp, fn),
+        specificity_from_counts(fp, tn),
+        hd,
+        hd95,
+        hd_mm,
+        hd95_mm,
+        lesion_counts(pred, truth),
+    )
 
 
 def mean_of_defined(values: Iterable[float]) -> Tuple[float, int, int]:

@@ -34,6 +34,7 @@ one subject, "unknown"; without ``slice_index`` a subject's slices are stacked
 in file-name order. `strict_and_reference` computes the first two protocols
 from the metrics alone, for records read back from a per-slice CSV.
 """
+
 import logging
 from collections import OrderedDict, defaultdict
 from typing import Dict, List, Tuple
@@ -42,11 +43,24 @@ import numpy as np
 
 from .distance import check_spacing, hausdorff_distances, union_bounding_box
 from .lesionwise import LesionCounts, false_positives_per_slice, lesion_f1, lesion_sensitivity
-from .metrics import (SliceMetrics, dice_from_counts, mean_of_defined, sensitivity_from_counts,
-                      slice_metrics, specificity_from_counts)
+from .metrics import (
+    SliceMetrics,
+    dice_from_counts,
+    mean_of_defined,
+    sensitivity_from_counts,
+    slice_metrics,
+    specificity_from_counts,
+)
 
-__all__ = ["slice_record", "summarize_slices", "strict_and_reference", "METRICS", "UNKNOWN_SUBJECT",
-           "REFERENCE_MAX_SKIPPED", "reference_would_abort"]
+__all__ = [
+    "slice_record",
+    "summarize_slices",
+    "strict_and_reference",
+    "METRICS",
+    "UNKNOWN_SUBJECT",
+    "REFERENCE_MAX_SKIPPED",
+    "reference_would_abort",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +68,15 @@ REFERENCE_MAX_SKIPPED = 0.2  # the reference aborts when more predictions are em
 DISTANCES = ("HD", "HD95", "HD_mm", "HD95_mm")
 UNKNOWN_SUBJECT = "unknown"
 METRICS = ("Dice", "Sens", "Spec", "HD", "HD95", "HD_mm", "HD95_mm")
-_FIELD = {"Dice": "dice", "Sens": "sensitivity", "Spec": "specificity", "HD": "hd",
-          "HD95": "hd95", "HD_mm": "hd_mm", "HD95_mm": "hd95_mm"}
+_FIELD = {
+    "Dice": "dice",
+    "Sens": "sensitivity",
+    "Spec": "specificity",
+    "HD": "hd",
+    "HD95": "hd95",
+    "HD_mm": "hd_mm",
+    "HD95_mm": "hd95_mm",
+}
 
 
 def _packed_crop(mask: np.ndarray, box):
@@ -74,14 +95,17 @@ def slice_record(pred: np.ndarray, truth: np.ndarray, inp: Dict) -> Dict:
     """
     where = str(inp.get("file_name", inp.get("image_id", "<input without file_name>")))
     if pred.shape != truth.shape:
-        raise ValueError(f"{where}: prediction is {pred.shape} but the truth is {truth.shape}; "
-                         "the output must be at the truth's resolution (input height/width)")
+        raise ValueError(
+            f"{where}: prediction is {pred.shape} but the truth is {truth.shape}; "
+            "the output must be at the truth's resolution (input height/width)"
+        )
     spacing = inp.get("spacing")
     try:
         if spacing is not None:
             if np.ndim(spacing) != 1 or len(spacing) not in (2, 3):
-                raise ValueError(f"spacing must be (row, column[, through-plane]) mm, "
-                                 f"got {spacing!r}")
+                raise ValueError(
+                    f"spacing must be (row, column[, through-plane]) mm, got {spacing!r}"
+                )
             spacing = check_spacing(spacing, len(spacing))
         metrics = slice_metrics(pred, truth, None if spacing is None else spacing[:2])
     except ValueError as e:
@@ -89,20 +113,27 @@ def slice_record(pred: np.ndarray, truth: np.ndarray, inp: Dict) -> Dict:
     box = union_bounding_box(pred, truth)
     subject = inp.get("subject")
     return {
-        "image_id": inp.get("image_id"), "file_name": inp.get("file_name"),
+        "image_id": inp.get("image_id"),
+        "file_name": inp.get("file_name"),
         "subject": UNKNOWN_SUBJECT if subject is None else str(subject),
-        "has_subject": subject is not None, "slice_index": inp.get("slice_index"),
-        "shape": pred.shape, "spacing": spacing, "metrics": metrics,
+        "has_subject": subject is not None,
+        "slice_index": inp.get("slice_index"),
+        "shape": pred.shape,
+        "spacing": spacing,
+        "metrics": metrics,
         "box": None if box is None else (box[0].start, box[1].start, box[0].stop, box[1].stop),
-        "pred_bits": _packed_crop(pred, box), "truth_bits": _packed_crop(truth, box),
+        "pred_bits": _packed_crop(pred, box),
+        "truth_bits": _packed_crop(truth, box),
     }
 
 
 # --- the three protocols ------------------------------------------------------------
 
+
 def _means(metrics: List[SliceMetrics]) -> Dict[str, tuple]:
-    return {name: mean_of_defined(getattr(m, field) for m in metrics)
-            for name, field in _FIELD.items()}
+    return {
+        name: mean_of_defined(getattr(m, field) for m in metrics) for name, field in _FIELD.items()
+    }
 
 
 def _no_distance_measured(out: Dict[str, float]) -> None:
@@ -124,12 +155,17 @@ def _strict(records) -> Dict[str, float]:
     measured = sum(not m.truth_empty and not m.pred_empty for m in metrics)
     if measured == 0:
         _no_distance_measured(out)
-    out.update(lesion_Sens=lesion_sensitivity(lesions),
-               lesion_FP_per_slice=false_positives_per_slice(lesions),
-               lesion_F1=lesion_f1(lesions), n_slices=len(records),
-               n_Sens_undefined=means["Sens"][2], n_HD_missing=means["HD"][2],
-               n_HD_mm=means["HD_mm"][1], n_HD_measured=measured,
-               n_HD_both_empty=sum(m.truth_empty and m.pred_empty for m in metrics))
+    out.update(
+        lesion_Sens=lesion_sensitivity(lesions),
+        lesion_FP_per_slice=false_positives_per_slice(lesions),
+        lesion_F1=lesion_f1(lesions),
+        n_slices=len(records),
+        n_Sens_undefined=means["Sens"][2],
+        n_HD_missing=means["HD"][2],
+        n_HD_mm=means["HD_mm"][1],
+        n_HD_measured=measured,
+        n_HD_both_empty=sum(m.truth_empty and m.pred_empty for m in metrics),
+    )
     return out
 
 
@@ -145,9 +181,14 @@ def _reference(by_subject) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]
             per_subject[subject] = {name: v[0] for name, v in _means(used).items()}
     out = {name: mean_of_defined(s[name] for s in per_subject.values())[0] for name in METRICS}
     skipped = n_all - n_used
-    out.update(n_subjects=len(per_subject), n_slices_used=n_used, n_skipped_empty_pred=skipped,
-               skipped_fraction=skipped / n_all if n_all else float("nan"),
-               n_lesion_slices=n_lesion, n_lesion_slices_empty_pred=n_missed)
+    out.update(
+        n_subjects=len(per_subject),
+        n_slices_used=n_used,
+        n_skipped_empty_pred=skipped,
+        skipped_fraction=skipped / n_all if n_all else float("nan"),
+        n_lesion_slices=n_lesion,
+        n_lesion_slices_empty_pred=n_missed,
+    )
     return out, per_subject
 
 
@@ -203,21 +244,31 @@ def _subject_volume_hd(recs, subject: str):
 def _subject3d(by_subject) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]]]:
     per_subject, measured, both_empty = {}, 0, 0
     for subject, recs in by_subject.items():
-        tp, fp, fn, tn = (sum(getattr(r["metrics"], k) for r in recs)
-                          for k in ("tp", "fp", "fn", "tn"))
+        tp, fp, fn, tn = (
+            sum(getattr(r["metrics"], k) for r in recs) for k in ("tp", "fp", "fn", "tn")
+        )
         measured += tp + fn > 0 and tp + fp > 0
         both_empty += tp + fn + fp == 0
         hd, hd95, hd_mm, hd95_mm = _subject_volume_hd(recs, subject)
         per_subject[subject] = {
-            "Dice": dice_from_counts(tp, fp, fn), "Sens": sensitivity_from_counts(tp, fn),
-            "Spec": specificity_from_counts(fp, tn), "HD": hd, "HD95": hd95,
-            "HD_mm": hd_mm, "HD95_mm": hd95_mm}
+            "Dice": dice_from_counts(tp, fp, fn),
+            "Sens": sensitivity_from_counts(tp, fn),
+            "Spec": specificity_from_counts(fp, tn),
+            "HD": hd,
+            "HD95": hd95,
+            "HD_mm": hd_mm,
+            "HD95_mm": hd95_mm,
+        }
     means = {name: mean_of_defined(s[name] for s in per_subject.values()) for name in METRICS}
     out = {name: means[name][0] for name in METRICS}
     if measured == 0:
         _no_distance_measured(out)
-    out.update(n_subjects=len(per_subject), n_HD_missing=means["HD"][2], n_HD_measured=measured,
-               n_HD_both_empty=both_empty)
+    out.update(
+        n_subjects=len(per_subject),
+        n_HD_missing=means["HD"][2],
+        n_HD_measured=measured,
+        n_HD_both_empty=both_empty,
+    )
     return out, per_subject
 
 
@@ -254,8 +305,9 @@ def strict_and_reference(records: List[Dict]) -> Dict[str, Dict[str, float]]:
     by_subject = defaultdict(list)
     for r in records:
         by_subject[r["subject"]].append(r)
-    results = OrderedDict(pwml_strict=_strict(records),
-                          pwml_reference=_reference(dict(sorted(by_subject.items())))[0])
+    results = OrderedDict(
+        pwml_strict=_strict(records), pwml_reference=_reference(dict(sorted(by_subject.items())))[0]
+    )
     _all_floats(results)
     return results
 
@@ -270,20 +322,30 @@ def summarize_slices(records: List[Dict]):
     results["pwml_strict"] = _strict(records)
     results["pwml_reference"] = reference
     results["pwml_subject3d"] = subject3d
-    results["pwml_lesion"] = {"true_lesions": pooled.true_lesions, "found": pooled.found,
-                              "predicted": pooled.predicted,
-                              "false_positives": pooled.false_positives}
+    results["pwml_lesion"] = {
+        "true_lesions": pooled.true_lesions,
+        "found": pooled.found,
+        "predicted": pooled.predicted,
+        "false_positives": pooled.false_positives,
+    }
     _all_floats(results)
     rows = []
     for subject, recs in by_subject.items():
         lesions = sum((r["metrics"].lesions for r in recs), LesionCounts())
-        row = {"subject": subject, "n_slices": len(recs),
-               "n_lesion_slices": sum(not r["metrics"].truth_empty for r in recs),
-               "n_reference_used": sum(not r["metrics"].pred_empty for r in recs)}
+        row = {
+            "subject": subject,
+            "n_slices": len(recs),
+            "n_lesion_slices": sum(not r["metrics"].truth_empty for r in recs),
+            "n_reference_used": sum(not r["metrics"].pred_empty for r in recs),
+        }
         ref = ref_subjects.get(subject, {})  # absent: every prediction was empty
         row.update({f"ref_{k}": ref.get(k, float("nan")) for k in METRICS})
         row.update({f"3d_{k}": d3_subjects[subject][k] for k in METRICS})
-        row.update(true_lesions=lesions.true_lesions, found=lesions.found,
-                   predicted=lesions.predicted, false_positives=lesions.false_positives)
+        row.update(
+            true_lesions=lesions.true_lesions,
+            found=lesions.found,
+            predicted=lesions.predicted,
+            false_positives=lesions.false_positives,
+        )
         rows.append(row)
     return results, rows

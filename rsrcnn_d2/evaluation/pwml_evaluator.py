@@ -12,6 +12,7 @@ Inputs: ``file_name``/``image_id``; optional ``subject`` (as the converter write
 ``slice_index``, ``spacing`` ((row, column[, through-plane]) mm), and the truth.
 Outputs: ``lesion_mask`` (H, W) or ``instances.pred_masks`` (their union).
 """
+
 import itertools
 import logging
 import os
@@ -43,9 +44,14 @@ class PWMLEvaluator(DatasetEvaluator):
         truth_fn: ``truth_fn(input) -> (H, W) array``, overriding every other truth source.
     """
 
-    def __init__(self, dataset_name: Optional[str] = None, output_dir: Optional[str] = None,
-                 *, distributed: bool = True,
-                 truth_fn: Optional[Callable[[Dict], np.ndarray]] = None):
+    def __init__(
+        self,
+        dataset_name: Optional[str] = None,
+        output_dir: Optional[str] = None,
+        *,
+        distributed: bool = True,
+        truth_fn: Optional[Callable[[Dict], np.ndarray]] = None,
+    ):
         self._dataset_name = dataset_name
         self._output_dir = output_dir
         self._distributed = distributed
@@ -69,26 +75,36 @@ class PWMLEvaluator(DatasetEvaluator):
         else:
             records = self._records
         if not records:
-            logger.warning("PWMLEvaluator: no slices were processed (empty dataset, or process() "
-                           "was never called); returning no results")
+            logger.warning(
+                "PWMLEvaluator: no slices were processed (empty dataset, or process() "
+                "was never called); returning no results"
+            )
             return OrderedDict()
         if not all(r["has_subject"] for r in records):
-            logger.warning(f"PWMLEvaluator: some slices have no subject; they form "
-                           f"one subject {UNKNOWN_SUBJECT!r}")
+            logger.warning(
+                f"PWMLEvaluator: some slices have no subject; they form "
+                f"one subject {UNKNOWN_SUBJECT!r}"
+            )
         results, subject_rows = summarize_slices(records)
         ref = results["pwml_reference"]
         if reference_would_abort(ref):
             n, missed = ref["n_lesion_slices"], ref["n_lesion_slices_empty_pred"]
-            logger.warning(f"PWMLEvaluator: the prediction is empty on {missed:.0f} of the {n:.0f} "
-                           f"slices with lesions ({100 * missed / n:.1f}%); the reference "
-                           "implementation would abort its evaluation here")
+            logger.warning(
+                f"PWMLEvaluator: the prediction is empty on {missed:.0f} of the {n:.0f} "
+                f"slices with lesions ({100 * missed / n:.1f}%); the reference "
+                "implementation would abort its evaluation here"
+            )
         if self._output_dir:
             rows = sorted(records, key=lambda r: (r["subject"], r["z"], str(r["file_name"])))
-            write_csv_atomic(os.path.join(self._output_dir, "pwml_slices.csv"), SLICE_COLUMNS,
-                             [slice_row(r) for r in rows])
+            write_csv_atomic(
+                os.path.join(self._output_dir, "pwml_slices.csv"),
+                SLICE_COLUMNS,
+                [slice_row(r) for r in rows],
+            )
             columns = list(subject_rows[0].keys())
-            write_csv_atomic(os.path.join(self._output_dir, "pwml_subjects.csv"), columns,
-                             subject_rows)
+            write_csv_atomic(
+                os.path.join(self._output_dir, "pwml_subjects.csv"), columns, subject_rows
+            )
         name = f" on {self._dataset_name}" if self._dataset_name else ""
         logger.info(f"PWML evaluation{name}:\n{format_table(results)}")
         return results

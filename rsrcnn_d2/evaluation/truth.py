@@ -7,6 +7,7 @@ own record when a dataset name is given (detectron2's own test mapper drops
 annotations). Prediction: ``lesion_mask`` (H, W) or the union of
 ``instances.pred_masks``.
 """
+
 from typing import Callable, Dict, Optional
 
 import numpy as np
@@ -61,8 +62,9 @@ def prediction_mask(output: Dict, where: str = "output") -> np.ndarray:
         if len(inst) == 0:
             return np.zeros(inst.image_size, bool)
         return as_mask(inst.pred_masks.any(dim=0), where, "pred_masks")
-    raise ValueError(f"{where}: the model output has neither 'lesion_mask' nor instances "
-                     "with pred_masks")
+    raise ValueError(
+        f"{where}: the model output has neither 'lesion_mask' nor instances with pred_masks"
+    )
 
 
 class TruthSource:
@@ -73,8 +75,11 @@ class TruthSource:
     ``truth_fn(input) -> (H, W)`` overrides every other source.
     """
 
-    def __init__(self, dataset_name: Optional[str] = None,
-                 truth_fn: Optional[Callable[[Dict], np.ndarray]] = None):
+    def __init__(
+        self,
+        dataset_name: Optional[str] = None,
+        truth_fn: Optional[Callable[[Dict], np.ndarray]] = None,
+    ):
         self._dataset_name = dataset_name
         self._truth_fn = truth_fn
         self._records = None
@@ -89,13 +94,16 @@ class TruthSource:
         if "instances" in inp and inp["instances"].has("gt_masks"):
             return _instances_mask(inp["instances"], where)
         record = inp if "annotations" in inp else self._dataset_record(inp, where)
-        return annotations_mask(record["annotations"], int(record["height"]), int(record["width"]),
-                                where)
+        return annotations_mask(
+            record["annotations"], int(record["height"]), int(record["width"]), where
+        )
 
     def _dataset_record(self, inp: Dict, where: str) -> Dict:
         if self._dataset_name is None:
-            raise ValueError(f"{where}: no ground truth in the input ({', '.join(TRUTH_KEYS)}, "
-                             "instances.gt_masks or annotations); pass dataset_name or truth_fn")
+            raise ValueError(
+                f"{where}: no ground truth in the input ({', '.join(TRUTH_KEYS)}, "
+                "instances.gt_masks or annotations); pass dataset_name or truth_fn"
+            )
         if self._records is None:
             from detectron2.data import DatasetCatalog
 
@@ -103,5 +111,7 @@ class TruthSource:
         try:
             return self._records[inp["image_id"]]
         except KeyError:
-            raise ValueError(f"{where}: image_id {inp.get('image_id')!r} is not in dataset "
-                             f"{self._dataset_name!r}") from None
+            raise ValueError(
+                f"{where}: image_id {inp.get('image_id')!r} is not in dataset "
+                f"{self._dataset_name!r}"
+            ) from None

@@ -24,6 +24,7 @@ tools/tune_dcrf.py, as the paper does, then evaluated once on the test subjects.
 ``--variant C_relu_off C MODEL.HRPN.OBJECTNESS_RELU False``.
 The program behind ``tools/run_ablation.py`` (also ``python -m rsrcnn_d2.experiments.ablation``).
 """
+
 import argparse
 import os
 import subprocess
@@ -33,16 +34,37 @@ from pathlib import Path
 from .. import model_zoo
 from ..data.fileio import atomic_write_bytes, atomic_write_json
 from .results import REFERENCE_METRICS, pooled_results, seed_summary_table
-from .runner import (COHORT_MODULE, PREPARE_MODULE, TRAIN_NET_MODULE, TUNE_DCRF_MODULE, finished_result,
-                     run_tool, train_and_record, trained_weights)
+from .runner import (
+    COHORT_MODULE,
+    PREPARE_MODULE,
+    TRAIN_NET_MODULE,
+    TUNE_DCRF_MODULE,
+    finished_result,
+    run_tool,
+    train_and_record,
+    trained_weights,
+)
 
-__all__ = ["ROW_CONFIGS", "ROW_LABELS", "planned_runs", "add_variants", "classical_run", "tuned_dcrf_run",
-           "prepare_cohort", "write_summary", "main"]
+__all__ = [
+    "ROW_CONFIGS",
+    "ROW_LABELS",
+    "planned_runs",
+    "add_variants",
+    "classical_run",
+    "tuned_dcrf_run",
+    "prepare_cohort",
+    "write_summary",
+    "main",
+]
 
 ROW_CONFIGS = {row: model_zoo.row_config(row) for row in model_zoo.ROW_CONFIGS["tiny"]}
-ROW_LABELS = {"A": "A  classical (local contrast, tuned on val)", "B": "B  Mask R-CNN",
-              "C": "C  + H-RPN, k=1.3", "D": "D  + LRS-Net",
-              "E": "E  + DCRF (RS R-CNN), k=1.3"}
+ROW_LABELS = {
+    "A": "A  classical (local contrast, tuned on val)",
+    "B": "B  Mask R-CNN",
+    "C": "C  + H-RPN, k=1.3",
+    "D": "D  + LRS-Net",
+    "E": "E  + DCRF (RS R-CNN), k=1.3",
+}
 ROW_E_K = 1.3  # the expansion factor of the row E config
 
 
@@ -55,8 +77,11 @@ def planned_runs(rows, ks):
                 runs["E"] = (ROW_CONFIGS["E"], [], ROW_LABELS["E"])
             continue
         text = repr(float(k))  # "2.0": the config key is a float
-        runs[f"E_k{text}"] = (ROW_CONFIGS["E"], ["MODEL.ROI_MASK_HEAD.EXPANSION_K", text],
-                              f"E  k={text}")
+        runs[f"E_k{text}"] = (
+            ROW_CONFIGS["E"],
+            ["MODEL.ROI_MASK_HEAD.EXPANSION_K", text],
+            f"E  k={text}",
+        )
     return runs
 
 
@@ -64,8 +89,10 @@ def add_variants(runs, variants):
     """Add --variant runs (NAME ROW KEY VALUE ...) to the plan."""
     for v in variants:
         if len(v) < 2 or v[1] not in ROW_CONFIGS or len(v) % 2:
-            raise SystemExit(f"error: --variant wants NAME ROW [KEY VALUE ...] with ROW in "
-                             f"{sorted(ROW_CONFIGS)}: {' '.join(v)!r}")
+            raise SystemExit(
+                f"error: --variant wants NAME ROW [KEY VALUE ...] with ROW in "
+                f"{sorted(ROW_CONFIGS)}: {' '.join(v)!r}"
+            )
         name, row, opts = v[0], v[1], v[2:]
         if name in runs or "/" in name:
             raise SystemExit(f"error: --variant name {name!r} is taken or not a folder name")
@@ -84,8 +111,15 @@ def classical_run(out: Path, seed: int, init_points: int = 10, n_iter: int = 30)
     from ..data import register_pwml_root
 
     register_pwml_root(out / "pwml")  # this process's pwml_* are the cohort's, as the tools' env
-    run_row_a("pwml_val", "pwml_test", out / "runs" / CLASSICAL / f"seed{seed}", seed=seed,
-              init_points=init_points, n_iter=n_iter, progress=False)
+    run_row_a(
+        "pwml_val",
+        "pwml_test",
+        out / "runs" / CLASSICAL / f"seed{seed}",
+        seed=seed,
+        init_points=init_points,
+        n_iter=n_iter,
+        progress=False,
+    )
 
 
 def tuned_dcrf_run(out: Path, seed: int, env) -> None:
@@ -94,22 +128,72 @@ def tuned_dcrf_run(out: Path, seed: int, env) -> None:
     if finished_result(run_dir) is not None or finished_result(source) is None:
         return
     weights, tuned = trained_weights(source), run_dir / "dcrf_tuned.yaml"
-    run_tool(["-m", TUNE_DCRF_MODULE, "--config-file", ROW_CONFIGS["E"], "--weights", weights,
-              "--dataset", "pwml_val", "--output", tuned, "--cache", run_dir / "val_probs.pt",
-              "--init-points", 5, "--n-iter", 15, "--seed", seed], env)
-    run_tool(["-m", TRAIN_NET_MODULE, "--eval-only", "--config-file", tuned, "MODEL.WEIGHTS", weights,
-              "DATASETS.TEST", "('pwml_test',)", "OUTPUT_DIR", run_dir], env)
+    run_tool(
+        [
+            "-m",
+            TUNE_DCRF_MODULE,
+            "--config-file",
+            ROW_CONFIGS["E"],
+            "--weights",
+            weights,
+            "--dataset",
+            "pwml_val",
+            "--output",
+            tuned,
+            "--cache",
+            run_dir / "val_probs.pt",
+            "--init-points",
+            5,
+            "--n-iter",
+            15,
+            "--seed",
+            seed,
+        ],
+        env,
+    )
+    run_tool(
+        [
+            "-m",
+            TRAIN_NET_MODULE,
+            "--eval-only",
+            "--config-file",
+            tuned,
+            "MODEL.WEIGHTS",
+            weights,
+            "DATASETS.TEST",
+            "('pwml_test',)",
+            "OUTPUT_DIR",
+            run_dir,
+        ],
+        env,
+    )
     # the evaluator's figures, recomputed from its per-slice CSV (eval-only keeps no metrics.json)
     results = pooled_results([run_dir / "inference" / "pwml_test" / "pwml_slices.csv"])
-    atomic_write_json(run_dir / "result.json", {"config": str(tuned), "opts": [], "results": results})
+    atomic_write_json(
+        run_dir / "result.json", {"config": str(tuned), "opts": [], "results": results}
+    )
 
 
 def prepare_cohort(out: Path, args, env):
     raw, pwml = out / "raw", out / "pwml"
     # the anatomy-based cohort, every subject with lesions (the converter's lesion-slice mode,
     # the paper's, refuses lesion-free subjects)
-    run_tool(["-m", COHORT_MODULE, raw, "--subjects", args.subjects, "--seed",
-              args.cohort_seed, "--lesion-free-fraction", 0, "--workers", 2], env)
+    run_tool(
+        [
+            "-m",
+            COHORT_MODULE,
+            raw,
+            "--subjects",
+            args.subjects,
+            "--seed",
+            args.cohort_seed,
+            "--lesion-free-fraction",
+            0,
+            "--workers",
+            2,
+        ],
+        env,
+    )
     if not (pwml / "conversion.json").exists():
         run_tool(["-m", PREPARE_MODULE, raw, "--output", pwml, "--seed", args.cohort_seed], env)
 
@@ -122,36 +206,63 @@ def write_summary(out: Path, runs, seeds, iters, filename: str = "summary.md") -
         for s, d in zip(seeds, done):
             if d is not None:
                 r = d["results"]
-                per_seed.append(f"| {label} | {s} | {r['pwml_strict/Dice']:.3f} | "
-                                f"{r['pwml_strict/Sens']:.3f} | {r['pwml_strict/lesion_F1']:.3f} | "
-                                f"{int(r['pwml_strict/n_slices'])} |")
+                per_seed.append(
+                    f"| {label} | {s} | {r['pwml_strict/Dice']:.3f} | "
+                    f"{r['pwml_strict/Sens']:.3f} | {r['pwml_strict/lesion_F1']:.3f} | "
+                    f"{int(r['pwml_strict/n_slices'])} |"
+                )
     labels = {name: label for name, (_, _, label) in runs.items()}
-    text = "\n".join([
-        f"Synthetic cohort, held-out test subjects, strict protocol; {iters} iterations per run; "
-        f"mean ± sd over seeds {', '.join(map(str, seeds))}.", "",
-        seed_summary_table(results, labels, count_title="seeds"), "",
-        "The reference implementation's protocol (the paper's Table 1): slices whose prediction is "
-        "empty are skipped, the rest averaged per subject, then over subjects:", "",
-        seed_summary_table(results, labels, REFERENCE_METRICS, count_title="seeds"), "",
-        "Per seed:", "", "| run | seed | Dice | Sensitivity | lesion F1 | slices |",
-        "|---|---|---|---|---|---|",
-        *per_seed, ""])
+    text = "\n".join(
+        [
+            f"Synthetic cohort, held-out test subjects, strict protocol; {iters} iterations per run; "
+            f"mean ± sd over seeds {', '.join(map(str, seeds))}.",
+            "",
+            seed_summary_table(results, labels, count_title="seeds"),
+            "",
+            "The reference implementation's protocol (the paper's Table 1): slices whose prediction is "
+            "empty are skipped, the rest averaged per subject, then over subjects:",
+            "",
+            seed_summary_table(results, labels, REFERENCE_METRICS, count_title="seeds"),
+            "",
+            "Per seed:",
+            "",
+            "| run | seed | Dice | Sensitivity | lesion F1 | slices |",
+            "|---|---|---|---|---|---|",
+            *per_seed,
+            "",
+        ]
+    )
     atomic_write_bytes(out / filename, text.encode())
     return text
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     p.add_argument("--output", default="output/ablation")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--iters", type=int, default=1000)
-    p.add_argument("--rows", nargs="+", default=[CLASSICAL, *ROW_CONFIGS],
-                   choices=[CLASSICAL, *ROW_CONFIGS])
-    p.add_argument("--k", type=float, nargs="*", default=[1.0, 1.3, 2.0],
-                   help="expansion factors for row E (1.3 is row E itself)")
-    p.add_argument("--variant", nargs="+", action="append", default=[],
-                   metavar="NAME ROW KEY VALUE", help="an extra run: a row with overrides")
+    p.add_argument(
+        "--rows", nargs="+", default=[CLASSICAL, *ROW_CONFIGS], choices=[CLASSICAL, *ROW_CONFIGS]
+    )
+    p.add_argument(
+        "--k",
+        type=float,
+        nargs="*",
+        default=[1.0, 1.3, 2.0],
+        help="expansion factors for row E (1.3 is row E itself)",
+    )
+    p.add_argument(
+        "--variant",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="NAME ROW KEY VALUE",
+        help="an extra run: a row with overrides",
+    )
     p.add_argument("--subjects", type=int, default=30, help="synthetic cohort size")
     p.add_argument("--cohort-seed", type=int, default=0)
     p.add_argument("--no-tune-dcrf", action="store_true", help="no tuned-CRF twin of row E")
@@ -173,17 +284,37 @@ def main(argv=None) -> int:
         for i, (seed, name) in enumerate(todo, 1):
             config, opts, label = runs[name]
             run_dir = out / "runs" / name / f"seed{seed}"
-            state = ("done" if finished_result(run_dir) else
-                     "tuning" if name == CLASSICAL else "training")
-            print(f"\n=== run {i}/{len(todo)}: {label}, seed {seed} ({state}) -> {run_dir}", flush=True)
+            state = (
+                "done"
+                if finished_result(run_dir)
+                else "tuning"
+                if name == CLASSICAL
+                else "training"
+            )
+            print(
+                f"\n=== run {i}/{len(todo)}: {label}, seed {seed} ({state}) -> {run_dir}",
+                flush=True,
+            )
             try:
                 if name == CLASSICAL:
                     classical_run(out, seed)
                 else:
-                    train_and_record(config, run_dir, [
-                        *opts, "SOLVER.MAX_ITER", args.iters, "SOLVER.CHECKPOINT_PERIOD",
-                        max(1, args.iters // 4), "SEED", seed, "DATASETS.TEST", "('pwml_test',)"],
-                        env=env)
+                    train_and_record(
+                        config,
+                        run_dir,
+                        [
+                            *opts,
+                            "SOLVER.MAX_ITER",
+                            args.iters,
+                            "SOLVER.CHECKPOINT_PERIOD",
+                            max(1, args.iters // 4),
+                            "SEED",
+                            seed,
+                            "DATASETS.TEST",
+                            "('pwml_test',)",
+                        ],
+                        env=env,
+                    )
                 if name == "E" and tune:
                     tuned_dcrf_run(out, seed, env)
             except (RuntimeError, ValueError, subprocess.CalledProcessError) as e:

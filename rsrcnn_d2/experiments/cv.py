@@ -28,6 +28,7 @@ newer than them. Folds trained by earlier runs into the same OUT (e.g. one fold
 per machine) are scored and pooled with the requested ones.
 Nothing is written outside OUT, and the cohort and its source files are only read.
 """
+
 import os
 import shutil
 from dataclasses import dataclass
@@ -37,15 +38,29 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ..data.errors import PWMLDataError
-from ..data.fileio import (atomic_write, atomic_write_bytes, atomic_write_json, read_json,
-                           remove_stale_staging, replace_dir, staging_dir_for)
+from ..data.fileio import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+    remove_stale_staging,
+    replace_dir,
+    staging_dir_for,
+)
 from ..data.nifti import NIFTI_ENDINGS, axis_index, read_volume, split_nifti_name
 from ..data.register import check_prepared_root, parse_dataset_root, register_dataset_roots
 from .results import mean_sd
 from .runner import RESULT_FILE, train_and_record, trained_weights
 
-__all__ = ["Cohort", "read_cohort", "run_cv", "summarize_cv", "format_cv_summary", "CV_METRICS",
-           "SCORED"]
+__all__ = [
+    "Cohort",
+    "read_cohort",
+    "run_cv",
+    "summarize_cv",
+    "format_cv_summary",
+    "CV_METRICS",
+    "SCORED",
+]
 
 # (key, label, task and field in evaluate_folder's summary)
 CV_METRICS = (
@@ -56,10 +71,14 @@ CV_METRICS = (
     ("lesion_F1_2d", "lesion F1, 2-D lesions", "pwml_strict", "lesion_F1"),
     ("lesion_F1_3d", "lesion F1, 3-D lesions", "pwml_lesion3d", "F1"),
 )
-SCORED = ("whole volumes: every slice of each held-out subject's original NIfTI volume "
-          "(not only the converted lesion slices)")
-VALIDATION = ("the held-out fold is DATASETS.VAL: it steers the plateau LR schedule and picks "
-              "model_best.pth, as nnU-Net validates on its held-out fold")
+SCORED = (
+    "whole volumes: every slice of each held-out subject's original NIfTI volume "
+    "(not only the converted lesion slices)"
+)
+VALIDATION = (
+    "the held-out fold is DATASETS.VAL: it steers the plateau LR schedule and picks "
+    "model_best.pth, as nnU-Net validates on its held-out fold"
+)
 _FORBIDDEN_OPTS = ("DATASETS.TRAIN", "DATASETS.VAL", "DATASETS.TEST", "OUTPUT_DIR")
 
 
@@ -81,28 +100,40 @@ def read_cohort(root: Union[str, Path]) -> Cohort:
     splits = read_json(root / "splits.json")
     folds = splits.get("folds") or []
     if not folds:
-        raise PWMLDataError(root / "splits.json", "has no cross-validation folds; convert with "
-                                                  "tools/prepare_pwml.py --folds K (K >= 2)")
+        raise PWMLDataError(
+            root / "splits.json",
+            "has no cross-validation folds; convert with tools/prepare_pwml.py --folds K (K >= 2)",
+        )
     sources = {}
     for image in read_json(root / "annotations" / "instances_all.json")["images"]:
         sources.setdefault(image["subject"], (Path(image["source_file"]), Path(image["mask_file"])))
     first = next(iter(sources.values()))
     if not str(first[0]).endswith(NIFTI_ENDINGS):
-        raise PWMLDataError(root, "was converted from slice images, not NIfTI volumes; the CV driver "
-                                  "scores whole volumes and needs the original NIfTI files")
+        raise PWMLDataError(
+            root,
+            "was converted from slice images, not NIfTI volumes; the CV driver "
+            "scores whole volumes and needs the original NIfTI files",
+        )
     axis = conversion.get("axis")
     if not axis:
-        raise PWMLDataError(root / "conversion.json", "does not say along which axis slices were cut")
+        raise PWMLDataError(
+            root / "conversion.json", "does not say along which axis slices were cut"
+        )
     for fold in folds:
         for subject in fold["val"]:
             if subject not in sources:
-                raise PWMLDataError(root / "splits.json", f"fold subject {subject!r} has no slices "
-                                                          "in annotations/instances_all.json")
+                raise PWMLDataError(
+                    root / "splits.json",
+                    f"fold subject {subject!r} has no slices in annotations/instances_all.json",
+                )
             for path in sources[subject]:
                 if not path.is_file():  # checked before any training, not after fold 0
-                    raise PWMLDataError(path, f"source file of subject {subject!r} (recorded in "
-                                              f"{root / 'annotations' / 'instances_all.json'}) is missing; "
-                                              "held-out cases are predicted from the original volumes")
+                    raise PWMLDataError(
+                        path,
+                        f"source file of subject {subject!r} (recorded in "
+                        f"{root / 'annotations' / 'instances_all.json'}) is missing; "
+                        "held-out cases are predicted from the original volumes",
+                    )
     return Cohort(root, axis, bool(conversion.get("binarize", False)), folds, sources)
 
 
@@ -116,8 +147,10 @@ def _check_output(output: Path, cohort: Cohort) -> None:
     if output.is_symlink() or output.is_file():
         raise PWMLDataError(output, "output location is a file or a symbolic link; give a folder")
     if _inside(output, cohort.root) or _inside(cohort.root, output):
-        raise PWMLDataError(output, f"output folder overlaps the dataset root {cohort.root}; "
-                                    "choose a folder outside it")
+        raise PWMLDataError(
+            output,
+            f"output folder overlaps the dataset root {cohort.root}; choose a folder outside it",
+        )
     for image, mask in cohort.sources.values():
         for source in (image, mask):
             if _inside(source, output):
@@ -126,8 +159,14 @@ def _check_output(output: Path, cohort: Cohort) -> None:
 
 def _fold_opts(prefix: str, fold: int) -> List[str]:
     train, val = f"{prefix}_fold{fold}_train", f"{prefix}_fold{fold}_val"
-    return ["DATASETS.TRAIN", f"('{train}',)", "DATASETS.VAL", f"('{val}',)",
-            "DATASETS.TEST", f"('{val}',)"]
+    return [
+        "DATASETS.TRAIN",
+        f"('{train}',)",
+        "DATASETS.VAL",
+        f"('{val}',)",
+        "DATASETS.TEST",
+        f"('{val}',)",
+    ]
 
 
 def _copy_file(source: Path, target: Path) -> None:
@@ -144,8 +183,14 @@ def _fold_weights(run_dir: Path, checkpoint: str) -> Path:
     return weights
 
 
-def predict_fold(cohort: Cohort, fold: int, run_dir: Path, checkpoint: str = "best",
-                 opts: Sequence[str] = (), log: Callable[[str], None] = print) -> Path:
+def predict_fold(
+    cohort: Cohort,
+    fold: int,
+    run_dir: Path,
+    checkpoint: str = "best",
+    opts: Sequence[str] = (),
+    log: Callable[[str], None] = print,
+) -> Path:
     """Write ``<case>.nii.gz`` masks of the fold's held-out cases and copies of their labels.
 
     The fold's own config.yaml and weights are used; ``opts`` are the user's
@@ -164,8 +209,11 @@ def predict_fold(cohort: Cohort, fold: int, run_dir: Path, checkpoint: str = "be
     cfg = get_rsrcnn_cfg(str(run_dir / "config.yaml"), [*opts, "MODEL.WEIGHTS", str(weights)])
     fall_back_to_cpu(cfg)
     cfg.freeze()
-    stamp = {"weights": str(weights), "weights_mtime_ns": weights.stat().st_mtime_ns,
-             "config": {key: cfg[key].dump() for key in ("MODEL", "INPUT", "TEST")}}
+    stamp = {
+        "weights": str(weights),
+        "weights_mtime_ns": weights.stat().st_mtime_ns,
+        "config": {key: cfg[key].dump() for key in ("MODEL", "INPUT", "TEST")},
+    }
     stamp_file = run_dir / "predictions.json"
     current = stamp_file.is_file() and read_json(stamp_file) == stamp
     todo = []
@@ -188,8 +236,9 @@ def predict_fold(cohort: Cohort, fold: int, run_dir: Path, checkpoint: str = "be
         check_input_geometry(predictor, item, axis)
         volume = read_volume(image)
         mask, _ = predict_volume(predictor, volume.canonical, axis)
-        save_volume_like(to_input_orientation(mask, volume.source.affine), volume.source, target,
-                         np.uint8)
+        save_volume_like(
+            to_input_orientation(mask, volume.source.affine), volume.source, target, np.uint8
+        )
         log(f"fold {fold}: {image} -> {target}")
     return predictions
 
@@ -200,11 +249,20 @@ def _evaluate(predictions: Path, references: Path, output: Path, cohort: Cohort)
 
     done = output / "summary.json"
     if done.is_file():
-        scored = [p.stat().st_mtime for folder in (predictions, references) for p in folder.iterdir()]
+        scored = [
+            p.stat().st_mtime for folder in (predictions, references) for p in folder.iterdir()
+        ]
         if scored and done.stat().st_mtime >= max(scored):
             return read_json(done)
-    return evaluate_folder(predictions, references, output, axis=cohort.axis, binarize=cohort.binarize,
-                           workers=1, progress=False)
+    return evaluate_folder(
+        predictions,
+        references,
+        output,
+        axis=cohort.axis,
+        binarize=cohort.binarize,
+        workers=1,
+        progress=False,
+    )
 
 
 def _pool(output: Path, folds: Sequence[int], cohort: Cohort) -> Dict:
@@ -223,7 +281,9 @@ def _pool(output: Path, folds: Sequence[int], cohort: Cohort) -> Dict:
                         os.link(path, staging / part / path.name)
                     except OSError:
                         shutil.copyfile(path, staging / part / path.name)
-        summary = _evaluate(staging / "predictions", staging / "references", staging / "evaluation", cohort)
+        summary = _evaluate(
+            staging / "predictions", staging / "references", staging / "evaluation", cohort
+        )
         replace_dir(staging, oof)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -241,8 +301,13 @@ def summarize_cv(per_fold: Mapping[int, Dict], pooled: Optional[Dict]) -> Dict:
     mean, sd, n = {}, {}, {}
     for key, *_ in CV_METRICS:
         mean[key], sd[key], n[key] = mean_sd([f[key] for f in figures.values()])
-    return {"per_fold": {str(k): v for k, v in figures.items()}, "mean": mean, "sd": sd, "n_folds": n,
-            "pooled": _figures(pooled) if pooled is not None else None}
+    return {
+        "per_fold": {str(k): v for k, v in figures.items()},
+        "mean": mean,
+        "sd": sd,
+        "n_folds": n,
+        "pooled": _figures(pooled) if pooled is not None else None,
+    }
 
 
 def _cell(value: float, digits: int = 4) -> str:
@@ -252,29 +317,44 @@ def _cell(value: float, digits: int = 4) -> str:
 def format_cv_summary(record: Dict) -> str:
     """cv_summary.md: one row per figure; folds, mean ± sd across folds, pooled out-of-fold."""
     folds = list(record["per_fold"])
-    lines = [f"# Cross-validation: {record['config']}", "",
-             f"Dataset root: {record['dataset_root']}; folds run: "
-             f"{', '.join(folds)} of {record['num_folds']}"
-             + ("" if record["complete"] else " (incomplete: pooled figures cover these folds only)"),
-             f"Scored: {record['scored']}.",
-             f"Validation: {record['validation']}.", f"Weights: {record['checkpoint']}.", "",
-             "| figure | " + " | ".join(f"fold {f}" for f in folds) + " | mean ± sd | pooled OOF |",
-             "|---|" + "---|" * len(folds) + "---|---|"]
+    lines = [
+        f"# Cross-validation: {record['config']}",
+        "",
+        f"Dataset root: {record['dataset_root']}; folds run: "
+        f"{', '.join(folds)} of {record['num_folds']}"
+        + ("" if record["complete"] else " (incomplete: pooled figures cover these folds only)"),
+        f"Scored: {record['scored']}.",
+        f"Validation: {record['validation']}.",
+        f"Weights: {record['checkpoint']}.",
+        "",
+        "| figure | " + " | ".join(f"fold {f}" for f in folds) + " | mean ± sd | pooled OOF |",
+        "|---|" + "---|" * len(folds) + "---|---|",
+    ]
     for key, label, *_ in CV_METRICS:
         cells = [_cell(record["per_fold"][f][key]) for f in folds]
         mean, sd = record["mean"][key], record["sd"][key]
         spread = f"{_cell(mean)} ± {_cell(sd)}" if not np.isnan(sd) else _cell(mean)
         pooled = _cell(record["pooled"][key]) if record["pooled"] else "–"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {spread} | {pooled} |")
-    lines += ["", "sd: sample standard deviation (n-1) across folds; – where undefined. "
-                  "Per-slice figures count every slice of the volumes (empty slices included)."]
+    lines += [
+        "",
+        "sd: sample standard deviation (n-1) across folds; – where undefined. "
+        "Per-slice figures count every slice of the volumes (empty slices included).",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def run_cv(config: Union[str, Path], dataset_root: str, output: Union[str, Path],
-           folds: Optional[Sequence[int]] = None, opts: Sequence[str] = (), num_gpus: int = 1,
-           checkpoint: str = "best", env: Optional[Mapping[str, str]] = None,
-           log: Callable[[str], None] = print) -> Dict:
+def run_cv(
+    config: Union[str, Path],
+    dataset_root: str,
+    output: Union[str, Path],
+    folds: Optional[Sequence[int]] = None,
+    opts: Sequence[str] = (),
+    num_gpus: int = 1,
+    checkpoint: str = "best",
+    env: Optional[Mapping[str, str]] = None,
+    log: Callable[[str], None] = print,
+) -> Dict:
     """Train, predict and score the requested folds (default: all); return cv_summary.json's content.
 
     ``dataset_root`` is a ``[NAME=]DIR`` spec as train_net's ``--dataset-root``;
@@ -297,8 +377,10 @@ def run_cv(config: Union[str, Path], dataset_root: str, output: Union[str, Path]
     folds = list(range(len(cohort.folds))) if folds is None else [int(f) for f in folds]
     for fold in folds:
         if not 0 <= fold < len(cohort.folds):
-            raise PWMLDataError(cohort.root / "splits.json",
-                                f"has {len(cohort.folds)} folds (0-{len(cohort.folds) - 1}); no fold {fold}")
+            raise PWMLDataError(
+                cohort.root / "splits.json",
+                f"has {len(cohort.folds)} folds (0-{len(cohort.folds) - 1}); no fold {fold}",
+            )
     output = Path(output).absolute()
     _check_output(output, cohort)
     flags = ["--dataset-root", f"{prefix}={cohort.root}", "--num-gpus", str(num_gpus)]
@@ -309,20 +391,37 @@ def run_cv(config: Union[str, Path], dataset_root: str, output: Union[str, Path]
             log(f"fold {fold}: finished earlier ({run_dir / RESULT_FILE}), not retrained")
         elif fold in folds:
             log(f"fold {fold}: training on {prefix}_fold{fold}_train in {run_dir}")
-            train_and_record(config, run_dir, [*opts, *_fold_opts(prefix, fold)], env=env, flags=flags)
+            train_and_record(
+                config, run_dir, [*opts, *_fold_opts(prefix, fold)], env=env, flags=flags
+            )
         else:
             continue  # not asked for and not trained by an earlier run
         predictions = predict_fold(cohort, fold, run_dir, checkpoint, opts, log)
-        per_fold[fold] = _evaluate(predictions, run_dir / "references", run_dir / "evaluation", cohort)
+        per_fold[fold] = _evaluate(
+            predictions, run_dir / "references", run_dir / "evaluation", cohort
+        )
     pooled = _pool(output, sorted(per_fold), cohort)
-    record = {"config": str(config), "dataset_root": str(cohort.root), "prefix": prefix,
-              "num_folds": len(cohort.folds), "folds": sorted(per_fold),
-              "complete": sorted(per_fold) == list(range(len(cohort.folds))),
-              "scored": SCORED, "validation": VALIDATION,
-              "checkpoint": ("model_best.pth where training kept one, else model_final.pth"
-                             if checkpoint == "best" else "model_final.pth"),
-              "opts": opts, "cases": pooled["cases"], **summarize_cv(per_fold, pooled),
-              "pooled_counts": pooled["pwml_lesion3d"]}
+    record = {
+        "config": str(config),
+        "dataset_root": str(cohort.root),
+        "prefix": prefix,
+        "num_folds": len(cohort.folds),
+        "folds": sorted(per_fold),
+        "complete": sorted(per_fold) == list(range(len(cohort.folds))),
+        "scored": SCORED,
+        "validation": VALIDATION,
+        "checkpoint": (
+            "model_best.pth where training kept one, else model_final.pth"
+            if checkpoint == "best"
+            else "model_final.pth"
+        ),
+        "opts": opts,
+        "cases": pooled["cases"],
+        **summarize_cv(per_fold, pooled),
+        "pooled_counts": pooled["pwml_lesion3d"],
+    }
     atomic_write_json(output / "cv_summary.json", record)
-    atomic_write(output / "cv_summary.md", lambda tmp: Path(tmp).write_text(format_cv_summary(record)))
+    atomic_write(
+        output / "cv_summary.md", lambda tmp: Path(tmp).write_text(format_cv_summary(record))
+    )
     return record

@@ -17,6 +17,7 @@ Re-running skips finished folds and resumes an interrupted one. Exit status:
 0 done, 1 a fold's training failed, 2 bad data or arguments, 3 bad config.
 The program behind ``tools/run_cv.py`` (also ``python -m rsrcnn_d2.experiments.cv_cli``).
 """
+
 import argparse
 import re
 import sys
@@ -30,20 +31,36 @@ __all__ = ["build_parser", "parse_args", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_cv", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="the model's config file (e.g. configs/PWML/E_rsrcnn_R_101_FPN.yaml)")
-    p.add_argument("--dataset-root", required=True, metavar="[NAME=]DIR",
-                   help="prepared cohort with folds (tools/prepare_pwml.py); NAME prefixes its "
-                        "dataset names (default: the folder's name)")
-    p.add_argument("--output", default=None,
-                   help="output folder (default: output/cv_<config name>)")
-    p.add_argument("--folds", type=int, nargs="+", default=None, help="folds to train (default: all)")
+    p = argparse.ArgumentParser(
+        prog="run_cv", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "config", help="the model's config file (e.g. configs/PWML/E_rsrcnn_R_101_FPN.yaml)"
+    )
+    p.add_argument(
+        "--dataset-root",
+        required=True,
+        metavar="[NAME=]DIR",
+        help="prepared cohort with folds (tools/prepare_pwml.py); NAME prefixes its "
+        "dataset names (default: the folder's name)",
+    )
+    p.add_argument(
+        "--output", default=None, help="output folder (default: output/cv_<config name>)"
+    )
+    p.add_argument(
+        "--folds", type=int, nargs="+", default=None, help="folds to train (default: all)"
+    )
     p.add_argument("--num-gpus", type=int, default=1, help="train_net's --num-gpus for each fold")
-    p.add_argument("--checkpoint", choices=["best", "final"], default="best",
-                   help="weights that predict the held-out cases: model_best.pth (lowest validation "
-                        "loss, where kept) or model_final.pth")
-    p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides for every fold, last")
+    p.add_argument(
+        "--checkpoint",
+        choices=["best", "final"],
+        default="best",
+        help="weights that predict the held-out cases: model_best.pth (lowest validation "
+        "loss, where kept) or model_final.pth",
+    )
+    p.add_argument(
+        "opts", nargs="*", metavar="KEY VALUE", help="config overrides for every fold, last"
+    )
     return p
 
 
@@ -68,8 +85,15 @@ def main(argv=None) -> int:
     quiet_known_warnings()
     output = Path(args.output or Path("output") / f"cv_{Path(args.config).stem}")
     try:
-        record = run_cv(args.config, args.dataset_root, output, folds=args.folds, opts=args.opts,
-                        num_gpus=args.num_gpus, checkpoint=args.checkpoint)
+        record = run_cv(
+            args.config,
+            args.dataset_root,
+            output,
+            folds=args.folds,
+            opts=args.opts,
+            num_gpus=args.num_gpus,
+            checkpoint=args.checkpoint,
+        )
     except RuntimeError as e:  # a fold's training failed; finished folds stay
         print(f"run_cv: error: {e}", file=sys.stderr)
         return EXIT_PARTIAL

@@ -20,6 +20,7 @@ runs with different starting points apart. Finished folds are skipped on
 re-running; an interrupted one resumes.
 The program behind ``tools/run_loso.py`` (also ``python -m rsrcnn_d2.experiments.loso``).
 """
+
 import argparse
 import os
 import sys
@@ -34,8 +35,11 @@ from .runner import PREPARE_MODULE, run_tool, train_and_record
 __all__ = ["ROW_CONFIGS", "ROW_LABELS", "parse_weights", "prepare", "main"]
 
 ROW_CONFIGS = {row: row_config(row) for row in ("B", "E")}
-ROW_LABELS = {"A": "A  classical (tuned on the held-in subjects)", "B": "B  Mask R-CNN",
-              "E": "E  RS R-CNN"}
+ROW_LABELS = {
+    "A": "A  classical (tuned on the held-in subjects)",
+    "B": "B  Mask R-CNN",
+    "E": "E  RS R-CNN",
+}
 CLASSICAL = "A"
 
 
@@ -44,7 +48,9 @@ def parse_weights(items):
     for item in items:
         row, sep, path = item.partition("=")
         if not sep or row not in ROW_CONFIGS:
-            raise SystemExit(f"error: --weights wants ROW=PATH with ROW in {sorted(ROW_CONFIGS)}: {item!r}")
+            raise SystemExit(
+                f"error: --weights wants ROW=PATH with ROW in {sorted(ROW_CONFIGS)}: {item!r}"
+            )
         if not Path(path).is_file():
             raise SystemExit(f"error: --weights {row}: no such file: {path}")
         weights[row] = str(Path(path).absolute())
@@ -55,21 +61,35 @@ def prepare(slices: Path, pwml: Path, seed: int, env) -> int:
     """Convert SLICES with one fold per subject (once); return the number of folds."""
     if not (pwml / "conversion.json").exists():
         subjects = len(discover_subjects(slices))  # leave-one-out: as many folds as subjects
-        run_tool(["-m", PREPARE_MODULE, slices, "--output", pwml, "--seed", seed, "--folds", subjects], env)
+        run_tool(
+            ["-m", PREPARE_MODULE, slices, "--output", pwml, "--seed", seed, "--folds", subjects],
+            env,
+        )
     return len(read_json(pwml / "splits.json")["folds"])
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     p.add_argument("slices", help="folder with input/<subject>/*.png and gt/<subject>/*.png")
     p.add_argument("--output", default="output/loso")
-    p.add_argument("--rows", nargs="+", default=[CLASSICAL, "B", "E"],
-                   choices=[CLASSICAL, *ROW_CONFIGS])
+    p.add_argument(
+        "--rows", nargs="+", default=[CLASSICAL, "B", "E"], choices=[CLASSICAL, *ROW_CONFIGS]
+    )
     p.add_argument("--iters", type=int, default=300)
-    p.add_argument("--weights", action="append", default=[], metavar="ROW=PATH",
-                   help="initial weights of a row (default: from scratch)")
-    p.add_argument("--tag", default=None, help="name of this set of runs (default: scratch or pretrained)")
+    p.add_argument(
+        "--weights",
+        action="append",
+        default=[],
+        metavar="ROW=PATH",
+        help="initial weights of a row (default: from scratch)",
+    )
+    p.add_argument(
+        "--tag", default=None, help="name of this set of runs (default: scratch or pretrained)"
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
@@ -90,41 +110,79 @@ def main(argv=None) -> int:
         for i in range(folds):
             name = f"pwml_fold{i}_val"
             run_dir = out / "runs" / tag / row / f"fold{i}"
-            print(f"\n=== {tag}: row {row}, fold {i + 1}/{folds} (held out: subject "
-                  f"{', '.join(splits[i]['val'])}) -> {run_dir}", flush=True)
+            print(
+                f"\n=== {tag}: row {row}, fold {i + 1}/{folds} (held out: subject "
+                f"{', '.join(splits[i]['val'])}) -> {run_dir}",
+                flush=True,
+            )
             if row == CLASSICAL:
                 from ..classical import run_row_a
                 from ..data import register_pwml_root
 
                 register_pwml_root(out / "pwml")  # in this process, as the tools' env does
-                record = run_row_a(f"pwml_fold{i}_train", name, run_dir, seed=args.seed,
-                                   progress=False)
+                record = run_row_a(
+                    f"pwml_fold{i}_train", name, run_dir, seed=args.seed, progress=False
+                )
             else:
-                record = train_and_record(ROW_CONFIGS[row], run_dir, [
-                    "SOLVER.MAX_ITER", args.iters, "SOLVER.CHECKPOINT_PERIOD",
-                    max(1, args.iters // 2), "SEED", args.seed, "MODEL.WEIGHTS",
-                    weights.get(row, ""), "DATASETS.TRAIN", f"('pwml_fold{i}_train',)",
-                    # no spare subject for validation: the schedule and model_best follow
-                    # the training subjects' loss, never the held-out one's
-                    "DATASETS.VAL", f"('pwml_fold{i}_train',)",
-                    "DATASETS.TEST", f"('{name}',)"], env=env)
+                record = train_and_record(
+                    ROW_CONFIGS[row],
+                    run_dir,
+                    [
+                        "SOLVER.MAX_ITER",
+                        args.iters,
+                        "SOLVER.CHECKPOINT_PERIOD",
+                        max(1, args.iters // 2),
+                        "SEED",
+                        args.seed,
+                        "MODEL.WEIGHTS",
+                        weights.get(row, ""),
+                        "DATASETS.TRAIN",
+                        f"('pwml_fold{i}_train',)",
+                        # no spare subject for validation: the schedule and model_best follow
+                        # the training subjects' loss, never the held-out one's
+                        "DATASETS.VAL",
+                        f"('pwml_fold{i}_train',)",
+                        "DATASETS.TEST",
+                        f"('{name}',)",
+                    ],
+                    env=env,
+                )
             fold_results[row].append(record["results"])
             csvs.append(run_dir / "inference" / name / "pwml_slices.csv")
         pooled[row] = [pooled_results(csvs)]
 
     labels = {row: ROW_LABELS[row] for row in args.rows}
     start = ", ".join(f"{row} from {w}" for row, w in weights.items()) or "random initialisation"
-    text = "\n".join([
-        f"Leave-one-subject-out over {slices.name} ({folds} folds), {args.iters} iterations per fold, "
-        f"starting from {start}; strict protocol.", "",
-        "Held-out slices of all folds pooled:", "",
-        seed_summary_table(pooled, labels, count_title="slices",
-                           counts={r: int(v[0]["pwml_strict/n_slices"]) for r, v in pooled.items()}), "",
-        "Reference protocol (empty predictions skipped), held-out slices of all folds pooled:", "",
-        seed_summary_table(pooled, labels, REFERENCE_METRICS, count_title="slices",
-                           counts={r: int(v[0]["pwml_strict/n_slices"]) for r, v in pooled.items()}), "",
-        "Mean ± sd over folds (strict):", "",
-        seed_summary_table(fold_results, labels, count_title="folds"), ""])
+    text = "\n".join(
+        [
+            f"Leave-one-subject-out over {slices.name} ({folds} folds), {args.iters} iterations per fold, "
+            f"starting from {start}; strict protocol.",
+            "",
+            "Held-out slices of all folds pooled:",
+            "",
+            seed_summary_table(
+                pooled,
+                labels,
+                count_title="slices",
+                counts={r: int(v[0]["pwml_strict/n_slices"]) for r, v in pooled.items()},
+            ),
+            "",
+            "Reference protocol (empty predictions skipped), held-out slices of all folds pooled:",
+            "",
+            seed_summary_table(
+                pooled,
+                labels,
+                REFERENCE_METRICS,
+                count_title="slices",
+                counts={r: int(v[0]["pwml_strict/n_slices"]) for r, v in pooled.items()},
+            ),
+            "",
+            "Mean ± sd over folds (strict):",
+            "",
+            seed_summary_table(fold_results, labels, count_title="folds"),
+            "",
+        ]
+    )
     atomic_write_bytes(out / f"summary_{tag}.md", text.encode())
     print(text)
     print(f"summary: {out / f'summary_{tag}.md'}")

@@ -5,6 +5,7 @@ prediction scores Dice 0) and lesion-wise F1, and the reference protocol; folds
 are pooled by reading their per-slice CSVs back into records for the
 evaluator's own protocols (rsrcnn_d2.evaluation.protocols), never re-implemented.
 """
+
 import csv
 import json
 import math
@@ -15,9 +16,17 @@ from ..evaluation.lesionwise import LesionCounts
 from ..evaluation.metrics import SliceMetrics, mean_of_defined
 from ..evaluation.protocols import UNKNOWN_SUBJECT, strict_and_reference
 
-__all__ = ["SUMMARY_METRICS", "REFERENCE_METRICS", "read_eval_results", "mean_sd",
-           "seed_summary_table", "read_slice_records", "pooled_strict", "pooled_reference",
-           "pooled_results"]
+__all__ = [
+    "SUMMARY_METRICS",
+    "REFERENCE_METRICS",
+    "read_eval_results",
+    "mean_sd",
+    "seed_summary_table",
+    "read_slice_records",
+    "pooled_strict",
+    "pooled_reference",
+    "pooled_results",
+]
 
 # (column title, key in detectron2's flattened results, digits)
 SUMMARY_METRICS: Tuple[Tuple[str, str, int], ...] = (
@@ -57,8 +66,10 @@ def read_eval_results(metrics_json: Union[str, Path]) -> Dict[str, float]:
             raise ValueError(f"{path}: a line is not JSON ({e})") from e
         if "pwml_strict/Dice" in record:
             return {k: float(v) for k, v in record.items() if k.startswith("pwml_")}
-    raise ValueError(f"{path}: no PWML evaluation in the training metrics "
-                     "(was DATASETS.TEST set and did training finish?)")
+    raise ValueError(
+        f"{path}: no PWML evaluation in the training metrics "
+        "(was DATASETS.TEST set and did training finish?)"
+    )
 
 
 def mean_sd(values: Iterable[float]) -> Tuple[float, float, int]:
@@ -81,9 +92,13 @@ def _cell(mean: float, sd: float, n: int, digits: int, expected: int) -> str:
     return text if n == expected else f"{text} (n={n})"
 
 
-def seed_summary_table(runs: Dict[str, List[Dict[str, float]]], labels: Dict[str, str] = None,
-                       metrics: Sequence[Tuple[str, str, int]] = SUMMARY_METRICS,
-                       count_title: str = "results", counts: Dict[str, int] = None) -> str:
+def seed_summary_table(
+    runs: Dict[str, List[Dict[str, float]]],
+    labels: Dict[str, str] = None,
+    metrics: Sequence[Tuple[str, str, int]] = SUMMARY_METRICS,
+    count_title: str = "results",
+    counts: Dict[str, int] = None,
+) -> str:
     """A Markdown table, one row per run name: mean ± sd over its results (seeds or folds).
 
     A cell whose metric is defined in fewer results than the run has says ``(n=…)``.
@@ -93,8 +108,10 @@ def seed_summary_table(runs: Dict[str, List[Dict[str, float]]], labels: Dict[str
     head = f"| run | {count_title} | " + " | ".join(title for title, _, _ in metrics) + " |"
     lines = [head, "|" + "---|" * (len(metrics) + 2)]
     for name, results in runs.items():
-        cells = [_cell(*mean_sd([r.get(key, float("nan")) for r in results]), digits,
-                       len(results)) for _, key, digits in metrics]
+        cells = [
+            _cell(*mean_sd([r.get(key, float("nan")) for r in results]), digits, len(results))
+            for _, key, digits in metrics
+        ]
         count = counts.get(name, len(results))
         lines.append(f"| {labels.get(name, name)} | {count} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -127,11 +144,34 @@ def read_slice_records(slice_csvs: Sequence[Union[str, Path]]) -> List[Dict]:
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
                 tp, fp, fn, tn = (_count(row, k, where) for k in ("tp", "fp", "fn", "tn"))
-                lesions = LesionCounts(*(_count(row, k, where) for k in (
-                    "true_lesions", "found_lesions", "pred_lesions", "fp_lesions")))
-                metrics = SliceMetrics(tp, fp, fn, tn, *(_number(row, k, where) for k in (
-                    "dice", "sensitivity", "specificity", "hd", "hd95", "hd_mm", "hd95_mm")), lesions)
-                records.append({"metrics": metrics, "subject": row.get("subject") or UNKNOWN_SUBJECT})
+                lesions = LesionCounts(
+                    *(
+                        _count(row, k, where)
+                        for k in ("true_lesions", "found_lesions", "pred_lesions", "fp_lesions")
+                    )
+                )
+                metrics = SliceMetrics(
+                    tp,
+                    fp,
+                    fn,
+                    tn,
+                    *(
+                        _number(row, k, where)
+                        for k in (
+                            "dice",
+                            "sensitivity",
+                            "specificity",
+                            "hd",
+                            "hd95",
+                            "hd_mm",
+                            "hd95_mm",
+                        )
+                    ),
+                    lesions,
+                )
+                records.append(
+                    {"metrics": metrics, "subject": row.get("subject") or UNKNOWN_SUBJECT}
+                )
     return records
 
 
@@ -144,8 +184,11 @@ def pooled_results(slice_csvs: Sequence[Union[str, Path]]) -> Dict[str, float]:
     results (``pwml_strict/Dice``, ``pwml_reference/skipped_fraction``, ...).
     """
     results = strict_and_reference(read_slice_records(slice_csvs))
-    return {f"{task}/{name}": value for task, figures in results.items()
-            for name, value in figures.items()}
+    return {
+        f"{task}/{name}": value
+        for task, figures in results.items()
+        for name, value in figures.items()
+    }
 
 
 def pooled_strict(slice_csvs: Sequence[Union[str, Path]]) -> Dict[str, float]:

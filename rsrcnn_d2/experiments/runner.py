@@ -8,6 +8,7 @@ Training runs in a child process (``python -m rsrcnn_d2.engine.train_net``: the
 installed module, never a script of the repository), which isolates its workers
 and global state from the sweep that drives it.
 """
+
 import subprocess
 import sys
 import time
@@ -18,21 +19,33 @@ from ..checkpoint import trained_weights
 from ..data.fileio import atomic_write_json, read_json
 from .results import read_eval_results
 
-__all__ = ["finished_result", "train_and_record", "train_net_command", "run_tool", "trained_weights",
-           "TRAIN_NET_MODULE", "COHORT_MODULE", "PREPARE_MODULE", "TUNE_DCRF_MODULE", "PREDICT_MODULE",
-           "PLOT_MODULE"]
+__all__ = [
+    "finished_result",
+    "train_and_record",
+    "train_net_command",
+    "run_tool",
+    "trained_weights",
+    "TRAIN_NET_MODULE",
+    "COHORT_MODULE",
+    "PREPARE_MODULE",
+    "TUNE_DCRF_MODULE",
+    "PREDICT_MODULE",
+    "PLOT_MODULE",
+]
 
 TRAIN_NET_MODULE = "rsrcnn_d2.engine.train_net"
 # the other programs a driver runs as a user would, as installed modules (python -m), never as scripts
-COHORT_MODULE = "rsrcnn_d2.data.cohort_cli"          # tools/make_synthetic_cohort.py
-PREPARE_MODULE = "rsrcnn_d2.data.prepare_cli"        # tools/prepare_pwml.py
-TUNE_DCRF_MODULE = "rsrcnn_d2.tuning.cli"            # tools/tune_dcrf.py
-PREDICT_MODULE = "rsrcnn_d2.inference.cli"           # tools/predict.py, rsrcnn-predict
-PLOT_MODULE = "rsrcnn_d2.visualization.plot_cli"     # tools/plot_results.py
+COHORT_MODULE = "rsrcnn_d2.data.cohort_cli"  # tools/make_synthetic_cohort.py
+PREPARE_MODULE = "rsrcnn_d2.data.prepare_cli"  # tools/prepare_pwml.py
+TUNE_DCRF_MODULE = "rsrcnn_d2.tuning.cli"  # tools/tune_dcrf.py
+PREDICT_MODULE = "rsrcnn_d2.inference.cli"  # tools/predict.py, rsrcnn-predict
+PLOT_MODULE = "rsrcnn_d2.visualization.plot_cli"  # tools/plot_results.py
 RESULT_FILE = "result.json"
 
 
-def run_tool(args: Sequence, env: Optional[Mapping[str, str]] = None, step: Optional[str] = None) -> None:
+def run_tool(
+    args: Sequence, env: Optional[Mapping[str, str]] = None, step: Optional[str] = None
+) -> None:
     """Run a program (``[script, *arguments]`` or ``["-m", module, ...]``) with this
     interpreter, echoing the command; raise ``CalledProcessError`` if it fails.
 
@@ -42,17 +55,29 @@ def run_tool(args: Sequence, env: Optional[Mapping[str, str]] = None, step: Opti
         print(f"\n=== {step}", flush=True)
     print("$ " + " ".join(str(a) for a in args), flush=True)
     start = time.time()
-    subprocess.run([sys.executable, *map(str, args)], check=True,
-                   env=None if env is None else dict(env))
+    subprocess.run(
+        [sys.executable, *map(str, args)], check=True, env=None if env is None else dict(env)
+    )
     if step:
         print(f"=== {step}: done in {time.time() - start:.0f} s", flush=True)
 
 
-def train_net_command(config: Union[str, Path], run_dir: Union[str, Path], opts: Sequence = (),
-                      flags: Sequence = ()) -> List[str]:
+def train_net_command(
+    config: Union[str, Path], run_dir: Union[str, Path], opts: Sequence = (), flags: Sequence = ()
+) -> List[str]:
     """The command line that trains (or resumes) ``config`` into ``run_dir``."""
-    return [sys.executable, "-m", TRAIN_NET_MODULE, "--config-file", str(config), "--resume",
-            *map(str, flags), *map(str, opts), "OUTPUT_DIR", str(run_dir)]
+    return [
+        sys.executable,
+        "-m",
+        TRAIN_NET_MODULE,
+        "--config-file",
+        str(config),
+        "--resume",
+        *map(str, flags),
+        *map(str, opts),
+        "OUTPUT_DIR",
+        str(run_dir),
+    ]
 
 
 def finished_result(run_dir: Union[str, Path]) -> Optional[Dict]:
@@ -61,9 +86,15 @@ def finished_result(run_dir: Union[str, Path]) -> Optional[Dict]:
     return read_json(path) if path.exists() else None
 
 
-def train_and_record(config: Union[str, Path], run_dir: Union[str, Path], opts: Sequence = (),
-                     env: Optional[Mapping[str, str]] = None, log_file: Optional[Path] = None,
-                     keep_checkpoints: bool = False, flags: Sequence = ()) -> Dict:
+def train_and_record(
+    config: Union[str, Path],
+    run_dir: Union[str, Path],
+    opts: Sequence = (),
+    env: Optional[Mapping[str, str]] = None,
+    log_file: Optional[Path] = None,
+    keep_checkpoints: bool = False,
+    flags: Sequence = (),
+) -> Dict:
     """Train (or resume) ``config`` into ``run_dir``; return {"config", "opts", "results"}.
 
     ``opts`` are train_net's trailing KEY VALUE overrides; OUTPUT_DIR is set here.
@@ -83,13 +114,17 @@ def train_and_record(config: Union[str, Path], run_dir: Union[str, Path], opts: 
         proc = subprocess.run(cmd, env=None if env is None else dict(env))
     else:
         with open(log_file, "a") as log:
-            proc = subprocess.run(cmd, env=None if env is None else dict(env), stdout=log,
-                                  stderr=subprocess.STDOUT)
+            proc = subprocess.run(
+                cmd, env=None if env is None else dict(env), stdout=log, stderr=subprocess.STDOUT
+            )
     if proc.returncode != 0:
         where = f"; see {log_file}" if log_file else ""
         raise RuntimeError(f"training in {run_dir} failed (exit {proc.returncode}){where}")
-    record = {"config": str(config), "opts": opts,
-              "results": read_eval_results(run_dir / "metrics.json")}
+    record = {
+        "config": str(config),
+        "opts": opts,
+        "results": read_eval_results(run_dir / "metrics.json"),
+    }
     atomic_write_json(run_dir / RESULT_FILE, record)
     if not keep_checkpoints:
         for ckpt in run_dir.glob("model_0*.pth"):

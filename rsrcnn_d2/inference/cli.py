@@ -35,6 +35,7 @@ parameters uninitialised (another row's checkpoint) are refused unless
     3  bad config file (unknown key, unsafe YAML tag, unreadable)
     4  bad weights file (missing, truncated, unsafe pickle, does not fit the model)
 """
+
 import argparse
 import re
 import sys
@@ -51,47 +52,117 @@ CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")  # MODEL.DEVICE, no
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rsrcnn-predict", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", nargs="?", default=None,
-                   help="NIfTI volume, folder of volumes, or folder of slice PNGs (or -i)")
-    p.add_argument("-i", "--input", dest="input_option", metavar="INPUT", default=None,
-                   help="the same as the first argument, as nnU-Net spells it")
+    p = argparse.ArgumentParser(
+        prog="rsrcnn-predict",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "input",
+        nargs="?",
+        default=None,
+        help="NIfTI volume, folder of volumes, or folder of slice PNGs (or -i)",
+    )
+    p.add_argument(
+        "-i",
+        "--input",
+        dest="input_option",
+        metavar="INPUT",
+        default=None,
+        help="the same as the first argument, as nnU-Net spells it",
+    )
     p.add_argument("--output", "-o", required=True, help="output folder (created if missing)")
     model = p.add_mutually_exclusive_group()
-    model.add_argument("--config-file", metavar="FILE",
-                       help="the model's config (e.g. the config.yaml train_net wrote)")
-    model.add_argument("--classical", metavar="PARAMS",
-                       help="the classical detector's parameters file (row A), instead of a model")
-    p.add_argument("--weights", nargs="+", default=None, metavar="FILE",
-                   help="checkpoint(s) to load; several are ensembled (sets MODEL.WEIGHTS)")
-    p.add_argument("-m", "--model-folder", default=None, metavar="CV_OUTPUT",
-                   help="a tools/run_cv.py output: its folds' checkpoints (and config, unless "
-                        "--config-file) are ensembled")
-    p.add_argument("-f", "--folds", nargs="+", type=int, default=None,
-                   help="folds of --model-folder to use (default: every fold_<i> in it)")
-    p.add_argument("--allow-partial-weights", action="store_true",
-                   help="load a checkpoint that leaves some of the model's layers at their random "
-                        "initialisation (refused by default: it predicts near-empty masks)")
-    p.add_argument("--disable-tta", action="store_true",
-                   help="no horizontal-flip test-time augmentation (on by default)")
-    p.add_argument("-device", "--device", dest="device", choices=["cpu", "cuda"], default=None,
-                   help="where the network runs (sets MODEL.DEVICE)")
+    model.add_argument(
+        "--config-file",
+        metavar="FILE",
+        help="the model's config (e.g. the config.yaml train_net wrote)",
+    )
+    model.add_argument(
+        "--classical",
+        metavar="PARAMS",
+        help="the classical detector's parameters file (row A), instead of a model",
+    )
+    p.add_argument(
+        "--weights",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="checkpoint(s) to load; several are ensembled (sets MODEL.WEIGHTS)",
+    )
+    p.add_argument(
+        "-m",
+        "--model-folder",
+        default=None,
+        metavar="CV_OUTPUT",
+        help="a tools/run_cv.py output: its folds' checkpoints (and config, unless "
+        "--config-file) are ensembled",
+    )
+    p.add_argument(
+        "-f",
+        "--folds",
+        nargs="+",
+        type=int,
+        default=None,
+        help="folds of --model-folder to use (default: every fold_<i> in it)",
+    )
+    p.add_argument(
+        "--allow-partial-weights",
+        action="store_true",
+        help="load a checkpoint that leaves some of the model's layers at their random "
+        "initialisation (refused by default: it predicts near-empty masks)",
+    )
+    p.add_argument(
+        "--disable-tta",
+        action="store_true",
+        help="no horizontal-flip test-time augmentation (on by default)",
+    )
+    p.add_argument(
+        "-device",
+        "--device",
+        dest="device",
+        choices=["cpu", "cuda"],
+        default=None,
+        help="where the network runs (sets MODEL.DEVICE)",
+    )
     add_axis_option(p)
-    p.add_argument("--save-probabilities", "--save-prob", dest="save_prob", action="store_true",
-                   help="also write the probability maps")
-    p.add_argument("--overlays", action="store_true",
-                   help="also write a PNG of every slice with a predicted lesion")
-    p.add_argument("--continue", dest="skip_existing", action="store_true",
-                   help="skip inputs whose outputs already exist in OUT")
-    p.add_argument("--mask-suffix", default="", metavar="SUFFIX",
-                   help="inserted before .nii.gz in mask names (e.g. _lesion); default none")
-    p.add_argument("--allow-output-in-input", action="store_true",
-                   help="permit an output folder inside the input folder")
+    p.add_argument(
+        "--save-probabilities",
+        "--save-prob",
+        dest="save_prob",
+        action="store_true",
+        help="also write the probability maps",
+    )
+    p.add_argument(
+        "--overlays",
+        action="store_true",
+        help="also write a PNG of every slice with a predicted lesion",
+    )
+    p.add_argument(
+        "--continue",
+        dest="skip_existing",
+        action="store_true",
+        help="skip inputs whose outputs already exist in OUT",
+    )
+    p.add_argument(
+        "--mask-suffix",
+        default="",
+        metavar="SUFFIX",
+        help="inserted before .nii.gz in mask names (e.g. _lesion); default none",
+    )
+    p.add_argument(
+        "--allow-output-in-input",
+        action="store_true",
+        help="permit an output folder inside the input folder",
+    )
     p.add_argument("--batch-size", type=int, default=4, help="slices per model call")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("opts", nargs="*", default=[],
-                   help="config overrides as KEY VALUE pairs, e.g. MODEL.DEVICE cpu")
+    p.add_argument(
+        "opts",
+        nargs="*",
+        default=[],
+        help="config overrides as KEY VALUE pairs, e.g. MODEL.DEVICE cpu",
+    )
     return p
 
 
@@ -134,8 +205,10 @@ def fold_checkpoints(model_folder: str, folds: Optional[List[int]] = None) -> Li
     for fold in folds:
         weights = trained_weights(root / f"fold_{fold}")
         if not weights.is_file():
-            raise PWMLDataError(root / f"fold_{fold}", "no model_best.pth or model_final.pth: "
-                                                        "has this fold finished training?")
+            raise PWMLDataError(
+                root / f"fold_{fold}",
+                "no model_best.pth or model_final.pth: has this fold finished training?",
+            )
         found.append(weights)
     return found
 
@@ -169,13 +242,20 @@ def build_predictor(args: argparse.Namespace):
         from ..classical import ClassicalPredictor, load_params
 
         if args.opts or args.weights or args.allow_partial_weights:
-            raise PWMLDataError(args.classical, "--weights, --allow-partial-weights and config "
-                                                "overrides apply to networks, not to --classical")
+            raise PWMLDataError(
+                args.classical,
+                "--weights, --allow-partial-weights and config "
+                "overrides apply to networks, not to --classical",
+            )
         return ClassicalPredictor(load_params(args.classical), batch_size=args.batch_size)
     cfg = setup_cfg(args)
-    return LesionPredictor.from_config(cfg, batch_size=args.batch_size,
-                                       allow_partial_weights=args.allow_partial_weights,
-                                       weights=args.weights, tta=not args.disable_tta)
+    return LesionPredictor.from_config(
+        cfg,
+        batch_size=args.batch_size,
+        allow_partial_weights=args.allow_partial_weights,
+        weights=args.weights,
+        tta=not args.disable_tta,
+    )
 
 
 @report_errors("rsrcnn-predict")
@@ -196,14 +276,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     except FileNotFoundError as e:
         print(f"rsrcnn-predict: error: {e}", file=sys.stderr)
         return EXIT_DATA
-    report = predict_inputs(predictor, inputs, args.output, axis=args.axis,
-                            save_prob=args.save_prob, overlays=args.overlays,
-                            progress=not args.no_progress, log=tqdm.write,
-                            skip_existing=args.skip_existing, mask_suffix=args.mask_suffix)
+    report = predict_inputs(
+        predictor,
+        inputs,
+        args.output,
+        axis=args.axis,
+        save_prob=args.save_prob,
+        overlays=args.overlays,
+        progress=not args.no_progress,
+        log=tqdm.write,
+        skip_existing=args.skip_existing,
+        mask_suffix=args.mask_suffix,
+    )
     done = len(report.written)
     skipped = f" ({len(report.skipped)} skipped: outputs exist)" if report.skipped else ""
-    print(f"{done} of {len(inputs)} input(s) predicted{skipped}, outputs in "
-          f"{Path(args.output).resolve()}")
+    print(
+        f"{done} of {len(inputs)} input(s) predicted{skipped}, outputs in "
+        f"{Path(args.output).resolve()}"
+    )
     if report.failures:
         print(f"{len(report.failures)} failed:", file=sys.stderr)
         for _, message in report.failures:

@@ -23,6 +23,7 @@ exactly as in a single model. One member without ``flip`` is the plain model.
 All members must share the config's input pipeline (the same network input);
 checkpoints of one config's folds or seeds do.
 """
+
 from typing import Dict, List, Sequence, Union
 
 import torch
@@ -57,9 +58,14 @@ def with_flip_tta(cfg, model: torch.nn.Module) -> torch.nn.Module:
 class LesionEnsemble(torch.nn.Module):
     """An inference-only module with the model's interface over several models and/or flips."""
 
-    def __init__(self, models: Sequence[torch.nn.Module], flip: bool = True,
-                 nms_thresh: float = 0.5, detections_per_image: int = 100,
-                 min_votes: Union[int, str] = "majority"):
+    def __init__(
+        self,
+        models: Sequence[torch.nn.Module],
+        flip: bool = True,
+        nms_thresh: float = 0.5,
+        detections_per_image: int = 100,
+        min_votes: Union[int, str] = "majority",
+    ):
         super().__init__()
         if not models:
             raise ValueError("LesionEnsemble needs at least one model")
@@ -70,16 +76,23 @@ class LesionEnsemble(torch.nn.Module):
         if min_votes == "majority":
             min_votes = self.members // 2 + 1
         elif not (isinstance(min_votes, int) and 1 <= min_votes <= self.members):
-            raise ValueError(f"min_votes must be 'majority' or 1..{self.members} (the members), "
-                             f"got {min_votes!r}")
+            raise ValueError(
+                f"min_votes must be 'majority' or 1..{self.members} (the members), "
+                f"got {min_votes!r}"
+            )
         self.min_votes = min_votes
 
     @classmethod
     def from_config(cls, cfg, models: Sequence[torch.nn.Module], flip: bool) -> "LesionEnsemble":
         votes = cfg.TEST.ENSEMBLE_MIN_VOTES
         votes = int(votes) if str(votes).isdigit() else votes
-        return cls(models, flip, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE,
-                   min(votes, len(models) * (2 if flip else 1)) if isinstance(votes, int) else votes)
+        return cls(
+            models,
+            flip,
+            cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
+            cfg.TEST.DETECTIONS_PER_IMAGE,
+            min(votes, len(models) * (2 if flip else 1)) if isinstance(votes, int) else votes,
+        )
 
     @property
     def members(self) -> int:
@@ -112,14 +125,25 @@ class LesionEnsemble(torch.nn.Module):
             boxes.append(flip_boxes(b, width) if mirrored else b)
             scores.append(found.scores)
             classes.append(found.pred_classes)
-        merged = self._merge(torch.cat(boxes), torch.cat(scores), torch.cat(classes), (height, width))
+        merged = self._merge(
+            torch.cat(boxes), torch.cat(scores), torch.cat(classes), (height, width)
+        )
         if self.min_votes > 1 and len(merged):
-            merged = merged[votes(merged.pred_boxes.tensor, boxes, self.nms_thresh) >= self.min_votes]
+            merged = merged[
+                votes(merged.pred_boxes.tensor, boxes, self.nms_thresh) >= self.min_votes
+            ]
         masks, expanded = [], None
         for model, features, mirrored in members:
-            given = Instances((height, width), scores=merged.scores, pred_classes=merged.pred_classes,
-                              pred_boxes=Boxes(flip_boxes(merged.pred_boxes.tensor, width)
-                                               if mirrored else merged.pred_boxes.tensor))
+            given = Instances(
+                (height, width),
+                scores=merged.scores,
+                pred_classes=merged.pred_classes,
+                pred_boxes=Boxes(
+                    flip_boxes(merged.pred_boxes.tensor, width)
+                    if mirrored
+                    else merged.pred_boxes.tensor
+                ),
+            )
             out = model.roi_heads.forward_with_given_boxes(features, [given.to(model.device)])[0]
             if out.has("pred_masks"):  # (R, 1, M, M); R = 0 keeps the field's shape
                 masks.append(out.pred_masks.flip(dims=[-1]) if mirrored else out.pred_masks)
@@ -135,6 +159,7 @@ class LesionEnsemble(torch.nn.Module):
         num_classes = int(classes.max()) + 1 if len(classes) else 1
         scores_2d = boxes.new_zeros((len(boxes), num_classes + 1))  # + background column
         scores_2d[torch.arange(len(boxes)), classes] = scores
-        merged, _ = fast_rcnn_inference_single_image(boxes, scores_2d, shape_hw, 1e-8,
-                                                     self.nms_thresh, self.detections_per_image)
+        merged, _ = fast_rcnn_inference_single_image(
+            boxes, scores_2d, shape_hw, 1e-8, self.nms_thresh, self.detections_per_image
+        )
         return merged

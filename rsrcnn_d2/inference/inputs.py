@@ -17,6 +17,7 @@ Output names (`output_paths`), under the output folder:
 Every target must lie inside the output folder once symlinks are followed
 (`rsrcnn_d2.data.fileio.check_inside_output`); how files are written: writers.py.
 """
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,15 @@ from typing import List, Union
 from ..data.errors import PWMLDataError
 from ..data.nifti import case_name, load_nifti_3d, split_nifti_name
 
-__all__ = ["PredictionInput", "OutputPaths", "find_inputs", "output_paths",
-           "check_output_location", "input_slice_geometry", "check_input_geometry"]
+__all__ = [
+    "PredictionInput",
+    "OutputPaths",
+    "find_inputs",
+    "output_paths",
+    "check_output_location",
+    "input_slice_geometry",
+    "check_input_geometry",
+]
 
 PathLike = Union[str, os.PathLike]
 
@@ -62,7 +70,9 @@ def _png_inputs(base: Path) -> List[PredictionInput]:
     files = [p for p in _visible(base.iterdir()) if p.is_file() and p.suffix.lower() == ".png"]
     for sub in (p for p in _visible(base.iterdir()) if p.is_dir()):
         files += [p for p in _visible(sub.iterdir()) if p.is_file() and p.suffix.lower() == ".png"]
-    return [PredictionInput("png", p, p.relative_to(base).with_suffix("").as_posix()) for p in files]
+    return [
+        PredictionInput("png", p, p.relative_to(base).with_suffix("").as_posix()) for p in files
+    ]
 
 
 def find_inputs(path: PathLike) -> List[PredictionInput]:
@@ -87,14 +97,17 @@ def find_inputs(path: PathLike) -> List[PredictionInput]:
     elif slices:
         inputs = slices
     else:
-        hint = "".join(f"; did you mean {path / d}?" for d in ("imagesTs", "imagesTr")
-                       if (path / d).is_dir())
+        hint = "".join(
+            f"; did you mean {path / d}?" for d in ("imagesTs", "imagesTr") if (path / d).is_dir()
+        )
         raise PWMLDataError(path, f"no NIfTI volumes (.nii, .nii.gz) or PNG slices found{hint}")
     seen = {}
     for item in inputs:
         if item.name in seen:
-            raise PWMLDataError(item.path, f"would write the same outputs as {seen[item.name]} "
-                                           f"(both are case {item.name!r})")
+            raise PWMLDataError(
+                item.path,
+                f"would write the same outputs as {seen[item.name]} (both are case {item.name!r})",
+            )
         seen[item.name] = item.path
     return inputs
 
@@ -108,14 +121,21 @@ def output_paths(item: PredictionInput, output: PathLike, mask_suffix: str = "")
     """
     output = Path(output)
     if item.kind == "nifti":
-        return OutputPaths(mask=output / f"{item.name}{mask_suffix}.nii.gz",
-                           prob=output / f"{item.name}_prob.nii.gz",
-                           overlays=output / f"{item.name}_overlays")
-    return OutputPaths(mask=output / f"{item.name}.png", prob=output / f"{item.name}_prob.npy",
-                       overlays=output / f"{item.name}_overlay.png")
+        return OutputPaths(
+            mask=output / f"{item.name}{mask_suffix}.nii.gz",
+            prob=output / f"{item.name}_prob.nii.gz",
+            overlays=output / f"{item.name}_overlays",
+        )
+    return OutputPaths(
+        mask=output / f"{item.name}.png",
+        prob=output / f"{item.name}_prob.npy",
+        overlays=output / f"{item.name}_overlay.png",
+    )
 
 
-def check_output_location(input_path: PathLike, output: PathLike, allow_in_input: bool = False) -> None:
+def check_output_location(
+    input_path: PathLike, output: PathLike, allow_in_input: bool = False
+) -> None:
     """Refuse an output folder that is an input file, a file, or (by default) inside the input folder.
 
     Writing predictions among the inputs mixes them up with the next run's
@@ -126,8 +146,11 @@ def check_output_location(input_path: PathLike, output: PathLike, allow_in_input
     if output.exists() and not output.is_dir():  # an input file among them
         raise PWMLDataError(output, "output must be a folder, not an existing file")
     if input_path.is_dir() and output.is_relative_to(input_path) and not allow_in_input:
-        raise PWMLDataError(output, f"output folder is inside the input folder {input_path}; "
-                                    "choose another folder or pass --allow-output-in-input")
+        raise PWMLDataError(
+            output,
+            f"output folder is inside the input folder {input_path}; "
+            "choose another folder or pass --allow-output-in-input",
+        )
 
 
 def input_slice_geometry(item: PredictionInput, axis: int):
@@ -148,7 +171,9 @@ def input_slice_geometry(item: PredictionInput, axis: int):
             with Image.open(item.path) as im:
                 return (im.height, im.width), None
         except Exception as e:  # PIL raises many types for bad files
-            raise PWMLDataError(item.path, f"cannot read slice image ({type(e).__name__}: {e})") from e
+            raise PWMLDataError(
+                item.path, f"cannot read slice image ({type(e).__name__}: {e})"
+            ) from e
     img = load_nifti_3d(item.path)
     shape, zooms = [0, 0, 0], [0.0, 0.0, 0.0]
     for source_axis, (canonical_axis, _) in enumerate(io_orientation(img.affine)):

@@ -8,6 +8,7 @@ of a canonical volume, cut as the converter cuts training slices, and
 `predict_inputs` runs whole folders, writing each result as soon as it exists
 and carrying on past a bad file (see `rsrcnn_d2.inference.inputs` for file names).
 """
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -22,8 +23,13 @@ from ..data.nifti import axis_index, axis_name, put_slice, read_volume, volume_s
 from . import writers
 from .inputs import PredictionInput, check_input_geometry, output_paths
 
-__all__ = ["SlicePrediction", "LesionPredictor", "predict_volume", "PredictionReport",
-           "predict_inputs"]
+__all__ = [
+    "SlicePrediction",
+    "LesionPredictor",
+    "predict_volume",
+    "PredictionReport",
+    "predict_inputs",
+]
 
 Model = Callable[[List[Dict]], List[Dict]]
 
@@ -46,8 +52,13 @@ class LesionPredictor:
     no contrast in which a lesion could be, and they are all-zero output.
     """
 
-    def __init__(self, model: Model, augmentations: Sequence = (), batch_size: int = 4,
-                 head_crop_margin: Optional[int] = None):
+    def __init__(
+        self,
+        model: Model,
+        augmentations: Sequence = (),
+        batch_size: int = 4,
+        head_crop_margin: Optional[int] = None,
+    ):
         from detectron2.data import transforms as T
 
         self.model = model
@@ -56,8 +67,14 @@ class LesionPredictor:
         self.head_crop_margin = head_crop_margin  # None: no head crop (INPUT.CROP_TO_HEAD off)
 
     @classmethod
-    def from_config(cls, cfg, batch_size: int = 4, allow_partial_weights: bool = False,
-                    weights: Optional[Sequence[str]] = None, tta: bool = False) -> "LesionPredictor":
+    def from_config(
+        cls,
+        cfg,
+        batch_size: int = 4,
+        allow_partial_weights: bool = False,
+        weights: Optional[Sequence[str]] = None,
+        tta: bool = False,
+    ) -> "LesionPredictor":
         """Build cfg's model for each checkpoint, load it, switch to eval mode.
 
         ``weights``: checkpoints of cfg's model to ensemble (default: MODEL.WEIGHTS,
@@ -83,10 +100,14 @@ class LesionPredictor:
             if path:
                 load_model_weights(model, path, allow_partial=allow_partial_weights)
             models.append(model.eval())
-        model = models[0] if len(models) == 1 and not tta else \
-            LesionEnsemble.from_config(cfg, models, flip=tta).eval()
-        return cls(model, build_pwml_augmentations(cfg, is_train=False), batch_size,
-                   head_crop_margin(cfg))
+        model = (
+            models[0]
+            if len(models) == 1 and not tta
+            else LesionEnsemble.from_config(cfg, models, flip=tta).eval()
+        )
+        return cls(
+            model, build_pwml_augmentations(cfg, is_train=False), batch_size, head_crop_margin(cfg)
+        )
 
     def _model_input(self, image: np.ndarray) -> Dict:
         # spacing None: TrainingScaleResize uses what check_input_geometry gave it
@@ -101,19 +122,23 @@ class LesionPredictor:
             if image.ndim != 2:
                 raise ValueError(f"expected a 2-D slice, got shape {image.shape}")
             if image.size == 0 or image.min() == image.max():
-                out[i] = SlicePrediction(np.zeros(image.shape, bool), np.zeros(image.shape, np.float32))
+                out[i] = SlicePrediction(
+                    np.zeros(image.shape, bool), np.zeros(image.shape, np.float32)
+                )
             else:
                 todo.append(i)
         for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start:start + self.batch_size]
+            chunk = todo[start : start + self.batch_size]
             with torch.no_grad():
                 results = self.model([self._model_input(images[i]) for i in chunk])
             for i, result in zip(chunk, results):
                 mask = result["lesion_mask"].to("cpu").numpy().astype(bool)
                 prob = result["lesion_prob"].to("cpu", torch.float32).numpy().clip(0.0, 1.0)
                 if mask.shape != images[i].shape or prob.shape != images[i].shape:
-                    raise RuntimeError(f"model returned a {mask.shape} mask for a "
-                                       f"{images[i].shape} slice; it must honour height/width")
+                    raise RuntimeError(
+                        f"model returned a {mask.shape} mask for a "
+                        f"{images[i].shape} slice; it must honour height/width"
+                    )
                 out[i] = SlicePrediction(mask, prob)
         return out
 
@@ -121,8 +146,13 @@ class LesionPredictor:
         return self.predict_slices([image])[0]
 
 
-def predict_volume(predictor: LesionPredictor, volume: np.ndarray, axis: Union[str, int] = "axial",
-                   progress: bool = False, desc: str = "slices") -> Tuple[np.ndarray, np.ndarray]:
+def predict_volume(
+    predictor: LesionPredictor,
+    volume: np.ndarray,
+    axis: Union[str, int] = "axial",
+    progress: bool = False,
+    desc: str = "slices",
+) -> Tuple[np.ndarray, np.ndarray]:
     """Mask (uint8 0/1) and probability (float32) volumes for a canonical (RAS+) ``volume``.
 
     Slices are cut with `volume_slice` and written back with `put_slice`, the
@@ -172,24 +202,43 @@ class _Writer:
         self.written.append(path)
 
 
-def _run_volume(predictor, item, paths, axis: int, save_prob: bool, overlays: bool,
-                progress: bool, write: _Writer) -> None:
+def _run_volume(
+    predictor,
+    item,
+    paths,
+    axis: int,
+    save_prob: bool,
+    overlays: bool,
+    progress: bool,
+    write: _Writer,
+) -> None:
     volume = read_volume(item.path)
     mask, prob = predict_volume(predictor, volume.canonical, axis, progress, desc=item.name)
     affine = volume.source.affine
-    write(lambda p, a: writers.save_volume_like(a, volume.source, p, np.uint8), paths.mask,
-          writers.to_input_orientation(mask, affine))
+    write(
+        lambda p, a: writers.save_volume_like(a, volume.source, p, np.uint8),
+        paths.mask,
+        writers.to_input_orientation(mask, affine),
+    )
     if save_prob:
-        write(lambda p, a: writers.save_volume_like(a, volume.source, p, np.float32), paths.prob,
-              writers.to_input_orientation(prob, affine))
+        write(
+            lambda p, a: writers.save_volume_like(a, volume.source, p, np.float32),
+            paths.prob,
+            writers.to_input_orientation(prob, affine),
+        )
     if overlays:
         name = axis_name(axis)
         for k in range(mask.shape[axis]):
             lesion = volume_slice(mask, axis, k).astype(bool)
             if lesion.any():
                 image = volume_slice(volume.canonical, axis, k).astype(np.float32)
-                write(writers.save_overlay, paths.overlays / f"{name}_{k:03d}.png", image, lesion,
-                      f"{item.name} {name} {k}")
+                write(
+                    writers.save_overlay,
+                    paths.overlays / f"{name}_{k:03d}.png",
+                    image,
+                    lesion,
+                    f"{item.name} {name} {k}",
+                )
 
 
 def _run_slice(predictor, item, paths, save_prob: bool, overlays: bool, write: _Writer) -> None:
@@ -202,11 +251,18 @@ def _run_slice(predictor, item, paths, save_prob: bool, overlays: bool, write: _
         write(writers.save_overlay, paths.overlays, image, pred.mask, item.name)
 
 
-def predict_inputs(predictor: LesionPredictor, inputs: Sequence[PredictionInput],
-                   output: Union[str, Path], axis: Union[str, int] = "axial",
-                   save_prob: bool = False, overlays: bool = False, progress: bool = True,
-                   log: Callable[[str], None] = None, skip_existing: bool = False,
-                   mask_suffix: str = "") -> PredictionReport:
+def predict_inputs(
+    predictor: LesionPredictor,
+    inputs: Sequence[PredictionInput],
+    output: Union[str, Path],
+    axis: Union[str, int] = "axial",
+    save_prob: bool = False,
+    overlays: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = None,
+    skip_existing: bool = False,
+    mask_suffix: str = "",
+) -> PredictionReport:
     """Predict every input, writing its outputs under ``output`` as soon as they exist.
 
     A failing input (unreadable, 4-D, ...) is recorded in the report and the
@@ -237,11 +293,19 @@ def predict_inputs(predictor: LesionPredictor, inputs: Sequence[PredictionInput]
             else:
                 _run_slice(predictor, item, paths, save_prob, overlays, write)
         except Exception as e:  # anything one input does must not lose the others
-            message = str(e) if isinstance(e, PWMLDataError) else f"{item.path}: {type(e).__name__}: {e}"
+            message = (
+                str(e) if isinstance(e, PWMLDataError) else f"{item.path}: {type(e).__name__}: {e}"
+            )
             report.failures.append((item.path, message))
             say(f"FAILED {message}")
             continue
         report.written[item.path] = write.written[start:]
-        say(f"{item.path} -> {paths.mask}" + (f" (+{len(write.written) - start - 1} more)"
-                                               if len(write.written) - start > 1 else ""))
+        say(
+            f"{item.path} -> {paths.mask}"
+            + (
+                f" (+{len(write.written) - start - 1} more)"
+                if len(write.written) - start > 1
+                else ""
+            )
+        )
     return report

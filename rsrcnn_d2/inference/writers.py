@@ -11,6 +11,7 @@ beside its target, then a rename), so an interrupted run never leaves a
 truncated mask that looks finished; a link as the file itself is replaced by
 the rename, its target left alone.
 """
+
 import os
 from typing import Union
 
@@ -18,8 +19,13 @@ import numpy as np
 
 from ..data.fileio import atomic_write
 
-__all__ = ["to_input_orientation", "save_volume_like", "save_mask_png", "save_prob_npy",
-           "save_overlay"]
+__all__ = [
+    "to_input_orientation",
+    "save_volume_like",
+    "save_mask_png",
+    "save_prob_npy",
+    "save_overlay",
+]
 
 PathLike = Union[str, os.PathLike]
 
@@ -58,8 +64,11 @@ def save_mask_png(path: PathLike, mask: np.ndarray) -> None:
 
 def save_prob_npy(path: PathLike, prob: np.ndarray) -> None:
     """A float32 (H, W) probability map, lossless (.npy)."""
-    atomic_write(path, lambda tmp: np.save(tmp, np.asarray(prob, np.float32), allow_pickle=False),
-                 binary_handle=True)
+    atomic_write(
+        path,
+        lambda tmp: np.save(tmp, np.asarray(prob, np.float32), allow_pickle=False),
+        binary_handle=True,
+    )
 
 
 def save_overlay(path: PathLike, image: np.ndarray, mask: np.ndarray, title: str = "") -> None:
@@ -81,8 +90,12 @@ def save_overlay(path: PathLike, image: np.ndarray, mask: np.ndarray, title: str
     ax.set_axis_off()
     low, high = np.percentile(image, (1, 99))
     ax.imshow(image, cmap="gray", vmin=low, vmax=max(high, low + 1e-6), interpolation="nearest")
-    ax.imshow(np.ma.masked_where(~mask, mask), cmap=ListedColormap(["red"]), alpha=0.35,
-              interpolation="nearest")
+    ax.imshow(
+        np.ma.masked_where(~mask, mask),
+        cmap=ListedColormap(["red"]),
+        alpha=0.35,
+        interpolation="nearest",
+    )
     if mask.any():
         ax.contour(mask.astype(np.float32), levels=[0.5], colors=["red"], linewidths=1.0)
     if title:

@@ -6,6 +6,7 @@ bilateral (position + intensity) term, run on the patch under the expanded box
 at the output resolution. Running it per instance keeps its cost proportional to
 the lesions' area rather than the slice's.
 """
+
 import numpy as np
 
 from detectron2.config import configurable
@@ -32,9 +33,16 @@ class DenseCRFPostprocessor:
     """pydensecrf DenseCRF2D with the paper's parameters (l1, l2, c1, e1)."""
 
     @configurable
-    def __init__(self, *, gaussian_sxy: float = 2.0, gaussian_compat: float = 3.0,
-                 bilateral_sxy: float = 4.0, bilateral_srgb: float = 6.0,
-                 bilateral_compat: float = 10.0, iterations: int = 1):
+    def __init__(
+        self,
+        *,
+        gaussian_sxy: float = 2.0,
+        gaussian_compat: float = 3.0,
+        bilateral_sxy: float = 4.0,
+        bilateral_srgb: float = 6.0,
+        bilateral_compat: float = 10.0,
+        iterations: int = 1,
+    ):
         import pydensecrf.densecrf as dcrf  # imported here: only needed when enabled
 
         self._dcrf = dcrf
@@ -75,8 +83,12 @@ class DenseCRFPostprocessor:
         crf = self._dcrf.DenseCRF2D(w, h, 2)
         crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
         crf.addPairwiseGaussian(sxy=self.gaussian_sxy, compat=self.gaussian_compat)
-        crf.addPairwiseBilateral(sxy=self.bilateral_sxy, srgb=self.bilateral_srgb,
-                                 rgbim=rgb, compat=self.bilateral_compat)
+        crf.addPairwiseBilateral(
+            sxy=self.bilateral_sxy,
+            srgb=self.bilateral_srgb,
+            rgbim=rgb,
+            compat=self.bilateral_compat,
+        )
         q = np.asarray(crf.inference(self.iterations), dtype=np.float32)
         return q[1].reshape(h, w)
 

@@ -10,6 +10,7 @@ off it is an ordinary two-logit softmax RPN. Proposals go through the
 reference's single NMS over all levels (`SingleNMSRPN`); how many are kept is
 detectron2's ``MODEL.RPN.POST_NMS_TOPK_TRAIN/TEST`` (the reference: 100 and 100).
 """
+
 from typing import List
 
 import torch

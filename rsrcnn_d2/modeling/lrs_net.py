@@ -5,6 +5,7 @@ with no deconvolution: the mask is predicted at N x N and pasted back through th
 expanded box. At 256 channels it has about 1.18 M parameters, against 2.62 M for
 detectron2's default MaskRCNNConvUpsampleHead.
 """
+
 from typing import List
 
 import fvcore.nn.weight_init as weight_init
@@ -26,13 +27,27 @@ class LRSNetHead(BaseMaskRCNNHead, nn.Sequential):
     """
 
     @configurable
-    def __init__(self, input_shape: ShapeSpec, *, num_classes: int, conv_dims: List[int],
-                 conv_norm: str = "", **kwargs):
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        num_classes: int,
+        conv_dims: List[int],
+        conv_norm: str = "",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         channels = input_shape.channels
         for i, dim in enumerate(conv_dims):
-            conv = Conv2d(channels, dim, kernel_size=3, padding=1, bias=not conv_norm,
-                          norm=get_norm(conv_norm, dim), activation=nn.ReLU())
+            conv = Conv2d(
+                channels,
+                dim,
+                kernel_size=3,
+                padding=1,
+                bias=not conv_norm,
+                norm=get_norm(conv_norm, dim),
+                activation=nn.ReLU(),
+            )
             weight_init.c2_msra_fill(conv)
             self.add_module(f"mask_fcn{i + 1}", conv)
             channels = dim

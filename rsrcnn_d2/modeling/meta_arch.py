@@ -16,6 +16,7 @@ part of the frame (a head crop) and its outputs are put back in place:
   semantic segmentation of lesions;
 - ``lesion_prob``: float (H, W), pixel-wise maximum of the instance probabilities.
 """
+
 from typing import Dict, List, Optional
 
 import torch
@@ -38,12 +39,14 @@ class RSRCNN(GeneralizedRCNN):
     """Mask R-CNN meta-architecture of RS R-CNN (``MODEL.META_ARCHITECTURE: RSRCNN``)."""
 
     @configurable
-    def __init__(self, *, normalization: str = "zscore", mask_threshold: float = 0.5,
-                 dcrf=None, **kwargs):
+    def __init__(
+        self, *, normalization: str = "zscore", mask_threshold: float = 0.5, dcrf=None, **kwargs
+    ):
         super().__init__(**kwargs)
         if normalization not in NORMALIZATIONS:
-            raise ValueError(f"MODEL.RSRCNN.NORMALIZATION must be one of {NORMALIZATIONS}, "
-                             f"got {normalization!r}")
+            raise ValueError(
+                f"MODEL.RSRCNN.NORMALIZATION must be one of {NORMALIZATIONS}, got {normalization!r}"
+            )
         self.normalization = normalization
         self.mask_threshold = mask_threshold
         self.dcrf = dcrf
@@ -68,11 +71,18 @@ class RSRCNN(GeneralizedRCNN):
 
     def preprocess_image(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> ImageList:
         images = [self._normalize(x["image"]) for x in batched_inputs]
-        return ImageList.from_tensors(images, self.backbone.size_divisibility,
-                                      padding_constraints=self.backbone.padding_constraints)
+        return ImageList.from_tensors(
+            images,
+            self.backbone.size_divisibility,
+            padding_constraints=self.backbone.padding_constraints,
+        )
 
-    def inference(self, batched_inputs, detected_instances: Optional[List[Instances]] = None,
-                  do_postprocess: bool = True):
+    def inference(
+        self,
+        batched_inputs,
+        detected_instances: Optional[List[Instances]] = None,
+        do_postprocess: bool = True,
+    ):
         results = super().inference(batched_inputs, detected_instances, do_postprocess=False)
         if not do_postprocess:
             return results
@@ -100,8 +110,14 @@ class RSRCNN(GeneralizedRCNN):
         if has_masks:
             network_image = batched_input["image"].to(self.device).float().mean(dim=0)
             masks, lesion_prob, boxes = paste_lesions(
-                out.mask_probs, out.network_boxes, network_image, height, width, crop_box,
-                self.mask_threshold, refine=self.dcrf if len(out) > 0 else None,
+                out.mask_probs,
+                out.network_boxes,
+                network_image,
+                height,
+                width,
+                crop_box,
+                self.mask_threshold,
+                refine=self.dcrf if len(out) > 0 else None,
             )
             out.expanded_boxes = Boxes(boxes)
             out.pred_masks = masks

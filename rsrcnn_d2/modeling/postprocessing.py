@@ -4,6 +4,7 @@ Pure functions on tensors. Masks are pasted through the box the mask branch saw
 (the expanded box, when there is one), optionally refined on the image patch
 under that box, then thresholded; the slice's lesion mask is their union.
 """
+
 from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
@@ -13,8 +14,13 @@ from detectron2.layers.mask_ops import _do_paste_mask
 
 from ..data.image_ops import to_uint8
 
-__all__ = ["zscore_image", "minmax_uint8_image", "paste_instance_masks",
-           "paste_lesions", "place_in_frame"]
+__all__ = [
+    "zscore_image",
+    "minmax_uint8_image",
+    "paste_instance_masks",
+    "paste_lesions",
+    "place_in_frame",
+]
 
 
 def zscore_image(image: torch.Tensor) -> torch.Tensor:
@@ -83,8 +89,9 @@ def paste_instance_masks(
         source, box = mask_probs[i : i + 1].float(), paste_boxes[i : i + 1]
         if grey_u8 is not None:
             net_h, net_w = grey_u8.shape
-            patch, (ys, xs) = _do_paste_mask(source, refine_boxes[i : i + 1], net_h, net_w,
-                                             skip_empty=True)
+            patch, (ys, xs) = _do_paste_mask(
+                source, refine_boxes[i : i + 1], net_h, net_w, skip_empty=True
+            )
             if patch.numel() == 0:
                 continue
             refined = refine(grey_u8[ys, xs], patch[0].detach().cpu().numpy())
@@ -131,11 +138,25 @@ def paste_lesions(
     net_h, net_w = network_image.shape[-2:]
     scale = network_boxes.new_tensor([frame_w / net_w, frame_h / net_h] * 2)
     boxes = network_boxes * scale
-    boxes = torch.stack([boxes[:, 0].clamp(0, frame_w), boxes[:, 1].clamp(0, frame_h),
-                         boxes[:, 2].clamp(0, frame_w), boxes[:, 3].clamp(0, frame_h)], dim=1)
-    masks, prob = paste_instance_masks(mask_probs, boxes, frame_h, frame_w, threshold,
-                                       image=network_image, refine=refine,
-                                       refine_boxes=network_boxes)
+    boxes = torch.stack(
+        [
+            boxes[:, 0].clamp(0, frame_w),
+            boxes[:, 1].clamp(0, frame_h),
+            boxes[:, 2].clamp(0, frame_w),
+            boxes[:, 3].clamp(0, frame_h),
+        ],
+        dim=1,
+    )
+    masks, prob = paste_instance_masks(
+        mask_probs,
+        boxes,
+        frame_h,
+        frame_w,
+        threshold,
+        image=network_image,
+        refine=refine,
+        refine_boxes=network_boxes,
+    )
     if crop_box is not None:
         masks = place_in_frame(masks, (y0, x0), (height, width))
         prob = place_in_frame(prob, (y0, x0), (height, width))
@@ -143,7 +164,9 @@ def paste_lesions(
     return masks, prob, boxes
 
 
-def place_in_frame(array: torch.Tensor, offset: Tuple[int, int], size: Tuple[int, int]) -> torch.Tensor:
+def place_in_frame(
+    array: torch.Tensor, offset: Tuple[int, int], size: Tuple[int, int]
+) -> torch.Tensor:
     """Put ``array`` (..., h, w) at ``offset`` = (y0, x0) of a zero array (..., *size).
 
     The inverse of cropping (a head crop): outputs computed on a crop go back to

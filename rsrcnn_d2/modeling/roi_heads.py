@@ -15,6 +15,7 @@ positives and about twice as many negatives, not filled up to the batch size).
   for pasting; ``pred_boxes`` stays refined.
 All expansions are the same float box (`expand_boxes`, clipped to the image).
 """
+
 from typing import Dict, List
 
 import torch
@@ -51,8 +52,9 @@ class ReferenceSamplingROIHeads(StandardROIHeads):
         ret["cap_negatives"] = cfg.MODEL.ROI_HEADS.CAP_NEGATIVES
         return ret
 
-    def _sample_proposals(self, matched_idxs: torch.Tensor, matched_labels: torch.Tensor,
-                          gt_classes: torch.Tensor):
+    def _sample_proposals(
+        self, matched_idxs: torch.Tensor, matched_labels: torch.Tensor, gt_classes: torch.Tensor
+    ):
         if not self.cap_negatives:
             return super()._sample_proposals(matched_idxs, matched_labels, gt_classes)
         if gt_classes.numel() > 0:
@@ -61,8 +63,9 @@ class ReferenceSamplingROIHeads(StandardROIHeads):
             labels[matched_labels == -1] = -1
         else:
             labels = torch.full_like(matched_idxs, self.num_classes)
-        pos, neg = subsample_capped_negatives(labels, self.batch_size_per_image,
-                                              self.positive_fraction, self.num_classes)
+        pos, neg = subsample_capped_negatives(
+            labels, self.batch_size_per_image, self.positive_fraction, self.num_classes
+        )
         sampled = torch.cat([pos, neg])
         return sampled, labels[sampled]
 
@@ -77,8 +80,9 @@ class ExpandedROIHeads(ReferenceSamplingROIHeads):
         if expansion_k < 1:
             raise ValueError(f"MODEL.ROI_MASK_HEAD.EXPANSION_K must be >= 1, got {expansion_k}")
         if expand_box_head and self.train_on_pred_boxes:
-            raise ValueError("MODEL.ROI_BOX_HEAD.EXPAND_PROPOSALS and TRAIN_ON_PRED_BOXES "
-                             "cannot be combined")
+            raise ValueError(
+                "MODEL.ROI_BOX_HEAD.EXPAND_PROPOSALS and TRAIN_ON_PRED_BOXES cannot be combined"
+            )
         self.expansion_k = expansion_k
         self.expand_box_head = expand_box_head
 

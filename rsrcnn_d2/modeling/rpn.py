@@ -6,6 +6,7 @@ within each level. The reference (Matterport's proposal layer) keeps the
 so a box on one level suppresses an overlapping box on another. Handing
 detectron2's selection the levels concatenated into one does exactly that.
 """
+
 import torch
 
 from detectron2.modeling.proposal_generator import PROPOSAL_GENERATOR_REGISTRY, RPN
@@ -27,5 +28,6 @@ class SingleNMSRPN(RPN):
         anchors = [Boxes.cat(anchors)]
         pred_objectness_logits = [torch.cat(pred_objectness_logits, dim=1)]
         pred_anchor_deltas = [torch.cat(pred_anchor_deltas, dim=1)]
-        return super().predict_proposals(anchors, pred_objectness_logits, pred_anchor_deltas,
-                                         image_sizes)
+        return super().predict_proposals(
+            anchors, pred_objectness_logits, pred_anchor_deltas, image_sizes
+        )

@@ -8,6 +8,7 @@ negatives). The reference (Matterport's detection-target layer) takes at most
 The paper's 50-ROI cap exists to balance positives and negatives, which only
 this rule does.
 """
+
 from typing import Tuple
 
 import torch
@@ -22,8 +23,9 @@ def capped_negative_count(num_positive: int, positive_fraction: float) -> int:
     return max(0, int(num_positive / positive_fraction) - num_positive)
 
 
-def subsample_capped_negatives(labels: torch.Tensor, batch_size: int, positive_fraction: float,
-                               bg_label: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def subsample_capped_negatives(
+    labels: torch.Tensor, batch_size: int, positive_fraction: float, bg_label: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Indices of sampled positives and negatives, at random, with the reference's cap.
 
     Args:

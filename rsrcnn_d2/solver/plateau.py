@@ -6,6 +6,7 @@ multiplier after warm-up is a mutable scale (``PlateauScale``) that a hook
 says the validation loss has not improved for ``patience`` evaluations. Both
 keep their state in checkpoints, so ``--resume`` continues the schedule.
 """
+
 import math
 
 from fvcore.common.param_scheduler import ParamScheduler

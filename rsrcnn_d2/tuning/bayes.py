@@ -12,6 +12,7 @@ box of parameters, some of them integers. What they share and this module does:
 - ``init_points`` random points then ``n_iter`` Gaussian-process-guided ones,
   all drawn from ``seed``: equal inputs give equal trials.
 """
+
 import logging
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -26,12 +27,18 @@ def _inside(params: Mapping[str, float], bounds: Mapping[str, Tuple[float, float
     return all(bounds[k][0] <= params[k] <= bounds[k][1] for k in bounds)
 
 
-def bayes_maximize(score: Callable[[Params], float], start: Mapping[str, float],
-                   bounds: Mapping[str, Sequence[float]], *,
-                   normalize: Callable[[Mapping[str, float]], Params] = dict,
-                   init_points: int = 5, n_iter: int = 25, seed: int = 0,
-                   describe: Optional[Callable[[Params], str]] = None,
-                   name: str = "trial") -> List[Tuple[Params, float]]:
+def bayes_maximize(
+    score: Callable[[Params], float],
+    start: Mapping[str, float],
+    bounds: Mapping[str, Sequence[float]],
+    *,
+    normalize: Callable[[Mapping[str, float]], Params] = dict,
+    init_points: int = 5,
+    n_iter: int = 25,
+    seed: int = 0,
+    describe: Optional[Callable[[Params], str]] = None,
+    name: str = "trial",
+) -> List[Tuple[Params, float]]:
     """Every (normalised params, score) pair evaluated, in order; the start's is first.
 
     ``score(params)`` is called once per distinct normalised point. ``start`` may
@@ -66,8 +73,10 @@ def bayes_maximize(score: Callable[[Params], float], start: Mapping[str, float],
     if _inside(searched, bounds):
         optimizer.probe(params=searched, lazy=True)  # evaluated first by maximize()
     else:
-        logger.warning(f"starting parameters {describe(normalize(dict(start)))} lie outside "
-                       "the search bounds; scored but not given to the optimiser")
+        logger.warning(
+            f"starting parameters {describe(normalize(dict(start)))} lie outside "
+            "the search bounds; scored but not given to the optimiser"
+        )
         objective(**searched)
     optimizer.maximize(init_points=init_points, n_iter=n_iter)  # a queued probe runs first
     return trials

@@ -15,6 +15,7 @@ as ``--config-file`` by train_net.py and the other tools. For example:
 ``NAME_<split>`` for --dataset; a missing or unprepared root exits with status 2.
 The program behind ``tools/tune_dcrf.py`` (also ``python -m rsrcnn_d2.tuning.cli``).
 """
+
 import argparse
 import os
 import sys
@@ -30,8 +31,12 @@ from ..errors import ConfigError, PWMLDataError, report_errors
 from ..inference.predictor import LesionPredictor
 from ..tool_setup import quiet_known_warnings, setup_tool_logging
 from .dcrf_search import DEFAULT_BOUNDS, PARAM_KEYS, format_params, params_from_cfg, tune_dcrf
-from .prediction_cache import (collect_predictions, load_prediction_cache, prediction_cache_key,
-                               save_prediction_cache)
+from .prediction_cache import (
+    collect_predictions,
+    load_prediction_cache,
+    prediction_cache_key,
+    save_prediction_cache,
+)
 from .tuned_config import write_tuned_config
 
 __all__ = ["parse_args", "load_slices", "main"]
@@ -41,32 +46,60 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--weights", default=None, help="checkpoint (default: MODEL.WEIGHTS)")
-    parser.add_argument("--allow-partial-weights", action="store_true",
-                        help="tune on a checkpoint that leaves some of the model's layers at their "
-                             "random initialisation (refused by default)")
-    parser.add_argument("--dataset", default=None, help="registered dataset to tune on "
-                        "(default: the config's DATASETS.TEST[0])")
-    parser.add_argument("--output", default=None, help="tuned config YAML (default: "
-                        "OUTPUT_DIR/<config name>_dcrf_tuned.yaml); trials go beside it as .json")
-    parser.add_argument("--cache", default=None, help="file for the network's outputs: "
-                        "reused when it matches the model, config and dataset, else written")
-    parser.add_argument("--dataset-root", action="append", default=[], metavar="[NAME=]DIR",
-                        help="register a prepared cohort (tools/prepare_pwml.py) as NAME_<split>; repeatable")
+    parser.add_argument(
+        "--allow-partial-weights",
+        action="store_true",
+        help="tune on a checkpoint that leaves some of the model's layers at their "
+        "random initialisation (refused by default)",
+    )
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="registered dataset to tune on (default: the config's DATASETS.TEST[0])",
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="tuned config YAML (default: "
+        "OUTPUT_DIR/<config name>_dcrf_tuned.yaml); trials go beside it as .json",
+    )
+    parser.add_argument(
+        "--cache",
+        default=None,
+        help="file for the network's outputs: "
+        "reused when it matches the model, config and dataset, else written",
+    )
+    parser.add_argument(
+        "--dataset-root",
+        action="append",
+        default=[],
+        metavar="[NAME=]DIR",
+        help="register a prepared cohort (tools/prepare_pwml.py) as NAME_<split>; repeatable",
+    )
     parser.add_argument("--init-points", type=int, default=5, help="random trials")
     parser.add_argument("--n-iter", type=int, default=25, help="GP-guided trials")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the optimiser (and of the network when it has no weights)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the optimiser (and of the network when it has no weights)",
+    )
     for name, (lo, hi) in DEFAULT_BOUNDS.items():
-        parser.add_argument(f"--{name}", type=float, nargs=2, default=(lo, hi),
-                            metavar=("LOW", "HIGH"),
-                            help=f"search bounds of {name} (MODEL.DCRF.{PARAM_KEYS[name]}); "
-                                 f"default {lo:g} {hi:g}")
+        parser.add_argument(
+            f"--{name}",
+            type=float,
+            nargs=2,
+            default=(lo, hi),
+            metavar=("LOW", "HIGH"),
+            help=f"search bounds of {name} (MODEL.DCRF.{PARAM_KEYS[name]}); default {lo:g} {hi:g}",
+        )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
 
 
-def load_slices(cfg, dataset: str, weights: str, cache: str, seed: int, log,
-                allow_partial: bool = False):
+def load_slices(
+    cfg, dataset: str, weights: str, cache: str, seed: int, log, allow_partial: bool = False
+):
     """Cached network outputs: from ``cache`` when it matches, else one pass of the model.
 
     The weights go through the predictor's checked loading: a checkpoint that
@@ -85,14 +118,18 @@ def load_slices(cfg, dataset: str, weights: str, cache: str, seed: int, log,
     model_cfg.defrost()
     model_cfg.MODEL.DCRF.NAME = ""  # the CRF is what the trials vary
     if not weights:
-        log.warning("no weights given (--weights / MODEL.WEIGHTS): tuning on a randomly "
-                    "initialised network")
+        log.warning(
+            "no weights given (--weights / MODEL.WEIGHTS): tuning on a randomly initialised network"
+        )
     torch.manual_seed(seed)  # only matters without weights: a reproducible random network
     # the predictor's model building and checked loading; TEST.FLIP_TTA: the CRF is tuned
     # on the flip-averaged masks the evaluation will see
-    model = LesionPredictor.from_config(model_cfg, weights=[weights] if weights else [],
-                                        allow_partial_weights=allow_partial,
-                                        tta=model_cfg.TEST.FLIP_TTA).model
+    model = LesionPredictor.from_config(
+        model_cfg,
+        weights=[weights] if weights else [],
+        allow_partial_weights=allow_partial,
+        tta=model_cfg.TEST.FLIP_TTA,
+    ).model
     slices = collect_predictions(model, build_pwml_test_loader(model_cfg, dataset))
     log.info(f"ran the network on {len(slices)} slices of {dataset}")
     if cache:
@@ -110,43 +147,66 @@ def main(argv=None) -> int:
     weights = cfg.MODEL.WEIGHTS if args.weights is None else args.weights
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
     if not dataset:
-        raise ConfigError(args.config_file, "no dataset to tune on: pass --dataset or set DATASETS.TEST")
-    output = Path(args.output or
-                  Path(cfg.OUTPUT_DIR) / f"{Path(args.config_file).stem}_dcrf_tuned.yaml")
+        raise ConfigError(
+            args.config_file, "no dataset to tune on: pass --dataset or set DATASETS.TEST"
+        )
+    output = Path(
+        args.output or Path(cfg.OUTPUT_DIR) / f"{Path(args.config_file).stem}_dcrf_tuned.yaml"
+    )
     # our lines and detectron2's (data loading) to the console and beside the tuned config
     log = setup_tool_logging(output.with_suffix(".log"), names=("rsrcnn_d2", "detectron2"))
     if fall_back_to_cpu(cfg):
         log.warning("no CUDA device: running on CPU (MODEL.DEVICE cpu)")
 
-    slices = load_slices(cfg, dataset, weights, args.cache, args.seed, log, args.allow_partial_weights)
+    slices = load_slices(
+        cfg, dataset, weights, args.cache, args.seed, log, args.allow_partial_weights
+    )
     if not slices:
         raise PWMLDataError(dataset, "the dataset has no slices to tune on")
     bounds = {k: tuple(getattr(args, k)) for k in PARAM_KEYS}
-    result = tune_dcrf(slices, params_from_cfg(cfg), bounds=bounds, init_points=args.init_points,
-                       n_iter=args.n_iter, seed=args.seed,
-                       gaussian_compat=cfg.MODEL.DCRF.GAUSSIAN_COMPAT,
-                       bilateral_compat=cfg.MODEL.DCRF.BILATERAL_COMPAT,
-                       threshold=cfg.MODEL.RSRCNN.MASK_THRESHOLD)
+    result = tune_dcrf(
+        slices,
+        params_from_cfg(cfg),
+        bounds=bounds,
+        init_points=args.init_points,
+        n_iter=args.n_iter,
+        seed=args.seed,
+        gaussian_compat=cfg.MODEL.DCRF.GAUSSIAN_COMPAT,
+        bilateral_compat=cfg.MODEL.DCRF.BILATERAL_COMPAT,
+        threshold=cfg.MODEL.RSRCNN.MASK_THRESHOLD,
+    )
 
     start, best = format_params(result.start_params), format_params(result.best_params)
-    lines = [f"mean Dice (strict) on {dataset}, {result.num_slices} slices, "
-             f"{len(result.trials)} CRF settings tried:",
-             f"  no CRF:                {result.no_crf_dice:.4f}",
-             f"  config's CRF params:   {result.start_dice:.4f}  ({start})",
-             f"  best found:            {result.best_dice:.4f}  ({best})"]
+    lines = [
+        f"mean Dice (strict) on {dataset}, {result.num_slices} slices, "
+        f"{len(result.trials)} CRF settings tried:",
+        f"  no CRF:                {result.no_crf_dice:.4f}",
+        f"  config's CRF params:   {result.start_dice:.4f}  ({start})",
+        f"  best found:            {result.best_dice:.4f}  ({best})",
+    ]
     print("\n".join(lines))
-    comments = ["Dense-CRF parameters tuned by tools/tune_dcrf.py (Bayesian optimisation, seed "
-                f"{args.seed})", f"weights: {weights or '(none)'}"]
+    comments = [
+        "Dense-CRF parameters tuned by tools/tune_dcrf.py (Bayesian optimisation, seed "
+        f"{args.seed})",
+        f"weights: {weights or '(none)'}",
+    ]
     if args.opts:
         comments.append(f"tuned with overrides (not repeated here): {' '.join(args.opts)}")
     write_tuned_config(output, args.config_file, result.best_params, comments + lines)
     trials = output.with_suffix(".json")
-    atomic_write_json(trials, {
-        "dataset": dataset, "weights": weights, "seed": args.seed, "bounds": bounds,
-        "no_crf_dice": result.no_crf_dice,
-        "start": {**result.start_params, "dice": result.start_dice},
-        "best": {**result.best_params, "dice": result.best_dice},
-        "trials": [{**t.params, "dice": t.dice} for t in result.trials]})
+    atomic_write_json(
+        trials,
+        {
+            "dataset": dataset,
+            "weights": weights,
+            "seed": args.seed,
+            "bounds": bounds,
+            "no_crf_dice": result.no_crf_dice,
+            "start": {**result.start_params, "dice": result.start_dice},
+            "best": {**result.best_params, "dice": result.best_dice},
+            "trials": [{**t.params, "dice": t.dice} for t in result.trials],
+        },
+    )
     print(f"tuned config: {output}\ntrials: {trials}")
     return 0
 

@@ -12,6 +12,7 @@ the first one reaching the highest Dice, so the result is never worse than the
 starting point on the tuning set (the optimiser's loop is bayes.py's, shared
 with the classical detector's tuning).
 """
+
 import logging
 import math
 from dataclasses import dataclass, field
@@ -25,16 +26,34 @@ from ..modeling.postprocessing import paste_lesions
 from .bayes import bayes_maximize, best_trial
 from .prediction_cache import CachedSlice
 
-__all__ = ["PARAM_KEYS", "DEFAULT_BOUNDS", "Trial", "TuningResult", "params_from_cfg",
-           "normalize_params", "crf_from_params", "mean_dice", "tune_dcrf", "format_params"]
+__all__ = [
+    "PARAM_KEYS",
+    "DEFAULT_BOUNDS",
+    "Trial",
+    "TuningResult",
+    "params_from_cfg",
+    "normalize_params",
+    "crf_from_params",
+    "mean_dice",
+    "tune_dcrf",
+    "format_params",
+]
 
 logger = logging.getLogger(__name__)
 
 # the paper's symbols -> the MODEL.DCRF keys they set
-PARAM_KEYS = {"l1": "GAUSSIAN_SXY", "l2": "BILATERAL_SXY", "c1": "BILATERAL_SRGB",
-              "e1": "ITERATIONS"}
+PARAM_KEYS = {
+    "l1": "GAUSSIAN_SXY",
+    "l2": "BILATERAL_SXY",
+    "c1": "BILATERAL_SRGB",
+    "e1": "ITERATIONS",
+}
 DEFAULT_BOUNDS: Dict[str, Tuple[float, float]] = {
-    "l1": (0.5, 10.0), "l2": (1.0, 20.0), "c1": (1.0, 30.0), "e1": (1.0, 10.0)}
+    "l1": (0.5, 10.0),
+    "l2": (1.0, 20.0),
+    "c1": (1.0, 30.0),
+    "e1": (1.0, 10.0),
+}
 
 Refine = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -82,25 +101,40 @@ def params_from_cfg(cfg) -> Dict[str, float]:
     return normalize_params({k: cfg.MODEL.DCRF[key] for k, key in PARAM_KEYS.items()})
 
 
-def crf_from_params(params: Mapping[str, float], gaussian_compat: float = 3.0,
-                    bilateral_compat: float = 10.0) -> DenseCRFPostprocessor:
+def crf_from_params(
+    params: Mapping[str, float], gaussian_compat: float = 3.0, bilateral_compat: float = 10.0
+) -> DenseCRFPostprocessor:
     """A DenseCRFPostprocessor with the given l1, l2, c1, e1 (compatibilities fixed)."""
     p = normalize_params(params)
-    return DenseCRFPostprocessor(gaussian_sxy=p["l1"], gaussian_compat=gaussian_compat,
-                                 bilateral_sxy=p["l2"], bilateral_srgb=p["c1"],
-                                 bilateral_compat=bilateral_compat, iterations=p["e1"])
+    return DenseCRFPostprocessor(
+        gaussian_sxy=p["l1"],
+        gaussian_compat=gaussian_compat,
+        bilateral_sxy=p["l2"],
+        bilateral_srgb=p["c1"],
+        bilateral_compat=bilateral_compat,
+        iterations=p["e1"],
+    )
 
 
-def mean_dice(slices: Sequence[CachedSlice], refine: Optional[Refine] = None,
-              threshold: float = 0.5) -> float:
+def mean_dice(
+    slices: Sequence[CachedSlice], refine: Optional[Refine] = None, threshold: float = 0.5
+) -> float:
     """Strict mean Dice of the lesion masks pasted from ``slices`` (``refine``: the CRF or None)."""
     if not slices:
         raise ValueError("mean_dice: no slices to score")
     scores = []
     for s in slices:
         height, width = s.truth.shape
-        masks, _, _ = paste_lesions(s.mask_probs, s.network_boxes, s.network_image, height, width,
-                                    s.crop_box, threshold, refine=refine)
+        masks, _, _ = paste_lesions(
+            s.mask_probs,
+            s.network_boxes,
+            s.network_image,
+            height,
+            width,
+            s.crop_box,
+            threshold,
+            refine=refine,
+        )
         scores.append(dice(masks.any(dim=0).numpy(), s.truth.numpy()))
     return math.fsum(scores) / len(scores)
 
@@ -120,10 +154,18 @@ def _check_bounds(bounds: Mapping[str, Sequence[float]]) -> Dict[str, Tuple[floa
     return out
 
 
-def tune_dcrf(slices: Sequence[CachedSlice], start_params: Mapping[str, float], *,
-              bounds: Mapping[str, Sequence[float]] = DEFAULT_BOUNDS, init_points: int = 5,
-              n_iter: int = 25, seed: int = 0, gaussian_compat: float = 3.0,
-              bilateral_compat: float = 10.0, threshold: float = 0.5) -> TuningResult:
+def tune_dcrf(
+    slices: Sequence[CachedSlice],
+    start_params: Mapping[str, float],
+    *,
+    bounds: Mapping[str, Sequence[float]] = DEFAULT_BOUNDS,
+    init_points: int = 5,
+    n_iter: int = 25,
+    seed: int = 0,
+    gaussian_compat: float = 3.0,
+    bilateral_compat: float = 10.0,
+    threshold: float = 0.5,
+) -> TuningResult:
     """Maximise strict mean Dice over l1, l2, c1, e1 with bayes_opt's GP optimiser.
 
     ``start_params`` (usually `params_from_cfg`) are evaluated first (probed, when
@@ -136,18 +178,33 @@ def tune_dcrf(slices: Sequence[CachedSlice], start_params: Mapping[str, float], 
     start = normalize_params(start_params)
 
     def score(params: Dict[str, float]) -> float:
-        return mean_dice(slices, crf_from_params(params, gaussian_compat, bilateral_compat),
-                         threshold)
+        return mean_dice(
+            slices, crf_from_params(params, gaussian_compat, bilateral_compat), threshold
+        )
 
     no_crf = mean_dice(slices, None, threshold)
-    found = bayes_maximize(score, start, bounds, normalize=normalize_params,
-                           init_points=init_points, n_iter=n_iter, seed=seed,
-                           describe=format_params, name="DCRF trial")
+    found = bayes_maximize(
+        score,
+        start,
+        bounds,
+        normalize=normalize_params,
+        init_points=init_points,
+        n_iter=n_iter,
+        seed=seed,
+        describe=format_params,
+        name="DCRF trial",
+    )
     trials = [Trial(params, value) for params, value in found]
     best_params, best_dice = best_trial(found)
-    return TuningResult(no_crf_dice=no_crf, start_params=start, start_dice=trials[0].dice,
-                        best_params=dict(best_params), best_dice=best_dice, trials=trials,
-                        num_slices=len(slices))
+    return TuningResult(
+        no_crf_dice=no_crf,
+        start_params=start,
+        start_dice=trials[0].dice,
+        best_params=dict(best_params),
+        best_dice=best_dice,
+        trials=trials,
+        num_slices=len(slices),
+    )
 
 
 def format_params(params: Mapping[str, float]) -> str:

@@ -8,6 +8,7 @@ the truth mask, and every trial only re-pastes them with
 `paste_lesions(..., refine=crf)` (the same function the model uses).
 The cache can be saved so that later tuning runs skip the network entirely.
 """
+
 import hashlib
 import json
 import logging
@@ -23,8 +24,15 @@ import torch
 from ..data.errors import PWMLDataError
 from ..data.fileio import atomic_write
 
-__all__ = ["CachedSlice", "collect_predictions", "save_prediction_cache",
-           "load_prediction_cache", "prediction_cache_key", "dataset_digest", "file_sha256"]
+__all__ = [
+    "CachedSlice",
+    "collect_predictions",
+    "save_prediction_cache",
+    "load_prediction_cache",
+    "prediction_cache_key",
+    "dataset_digest",
+    "file_sha256",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,17 +64,22 @@ class CachedSlice:
 def _cached_slice(inp: Dict, out: Dict) -> CachedSlice:
     where = str(inp.get("file_name", inp.get("image_id", "<input>")))
     if "gt_mask" not in inp:
-        raise ValueError(f"{where}: the input has no 'gt_mask' (truth); DCRF tuning needs an "
-                         "annotated dataset read with build_pwml_test_loader")
+        raise ValueError(
+            f"{where}: the input has no 'gt_mask' (truth); DCRF tuning needs an "
+            "annotated dataset read with build_pwml_test_loader"
+        )
     inst = out["instances"].to("cpu")
     if not inst.has("mask_probs"):
-        raise ValueError(f"{where}: the model output has no instances.mask_probs; DCRF tuning "
-                         "needs the RSRCNN meta-architecture")
+        raise ValueError(
+            f"{where}: the model output has no instances.mask_probs; DCRF tuning "
+            "needs the RSRCNN meta-architecture"
+        )
     height, width = inst.image_size
     truth = torch.as_tensor(inp["gt_mask"]).bool().cpu()
     if tuple(truth.shape) != (height, width):
-        raise ValueError(f"{where}: truth of size {tuple(truth.shape)} but the output is "
-                         f"{(height, width)}")
+        raise ValueError(
+            f"{where}: truth of size {tuple(truth.shape)} but the output is {(height, width)}"
+        )
     index = inp.get("slice_index")
     return CachedSlice(
         file_name=where,
@@ -80,8 +93,9 @@ def _cached_slice(inp: Dict, out: Dict) -> CachedSlice:
     )
 
 
-def collect_predictions(model: Callable[[List[Dict]], List[Dict]],
-                        loader: Iterable[List[Dict]]) -> List[CachedSlice]:
+def collect_predictions(
+    model: Callable[[List[Dict]], List[Dict]], loader: Iterable[List[Dict]]
+) -> List[CachedSlice]:
     """Run ``model`` once on every batch of ``loader`` and cache each slice's outputs.
 
     ``model`` is an RSRCNN (or anything returning its outputs); it is put in eval
@@ -90,8 +104,10 @@ def collect_predictions(model: Callable[[List[Dict]], List[Dict]],
     """
     is_module = isinstance(model, torch.nn.Module)
     if is_module and getattr(model, "dcrf", None) is not None:
-        logger.warning("collect_predictions: the model runs its own dense CRF; its result is "
-                       "not used here (build it with MODEL.DCRF.NAME '' to save the time)")
+        logger.warning(
+            "collect_predictions: the model runs its own dense CRF; its result is "
+            "not used here (build it with MODEL.DCRF.NAME '' to save the time)"
+        )
     if is_module:
         from detectron2.evaluation import inference_context
 
@@ -139,12 +155,16 @@ def dataset_digest(dataset_name: str) -> str:
     if dataset_name not in DatasetCatalog.list():
         known = sorted(DatasetCatalog.list())
         shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
-        raise PWMLDataError(dataset_name, f"no dataset registered under this name "
-                                          f"(registered: {shown or 'none'})")
+        raise PWMLDataError(
+            dataset_name, f"no dataset registered under this name (registered: {shown or 'none'})"
+        )
     h = hashlib.sha256()
     for record in DatasetCatalog.get(dataset_name):
-        stamps = {k: _file_stamp(v) for k, v in record.items()
-                  if k.endswith("file_name") and isinstance(v, str)}
+        stamps = {
+            k: _file_stamp(v)
+            for k, v in record.items()
+            if k.endswith("file_name") and isinstance(v, str)
+        }
         h.update(json.dumps([record, stamps], sort_keys=True, default=_plain).encode())
         h.update(b"\n")
     return h.hexdigest()
@@ -173,21 +193,30 @@ def prediction_cache_key(cfg, dataset_name: str, weights: str) -> Dict[str, str]
     del model_cfg.MODEL["DCRF"]  # the CRF acts after the cached outputs
     text = "\n".join(model_cfg[k].dump() for k in ("MODEL", "INPUT", "TEST"))
     weights_sha = file_sha256(weights) if weights and os.path.isfile(weights) else ""
-    return {"dataset": dataset_name, "dataset_sha256": dataset_digest(dataset_name),
-            "weights": str(weights), "weights_sha256": weights_sha,
-            "config_sha256": hashlib.sha256(text.encode()).hexdigest()}
+    return {
+        "dataset": dataset_name,
+        "dataset_sha256": dataset_digest(dataset_name),
+        "weights": str(weights),
+        "weights_sha256": weights_sha,
+        "config_sha256": hashlib.sha256(text.encode()).hexdigest(),
+    }
 
 
-def save_prediction_cache(path: Union[str, Path], slices: List[CachedSlice],
-                          key: Optional[Dict[str, str]] = None) -> None:
+def save_prediction_cache(
+    path: Union[str, Path], slices: List[CachedSlice], key: Optional[Dict[str, str]] = None
+) -> None:
     """Save ``slices`` (and the ``key`` they were made under) atomically with torch.save."""
-    payload = {"version": CACHE_VERSION, "key": dict(key or {}),
-               "slices": [asdict(s) for s in slices]}
+    payload = {
+        "version": CACHE_VERSION,
+        "key": dict(key or {}),
+        "slices": [asdict(s) for s in slices],
+    }
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_prediction_cache(path: Union[str, Path],
-                          key: Optional[Dict[str, str]] = None) -> List[CachedSlice]:
+def load_prediction_cache(
+    path: Union[str, Path], key: Optional[Dict[str, str]] = None
+) -> List[CachedSlice]:
     """Load a cache written by `save_prediction_cache`.
 
     With ``key``, a cache made under a different key (dataset, weights, config)
@@ -198,17 +227,26 @@ def load_prediction_cache(path: Union[str, Path],
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, unsafe content
         why = (str(e).splitlines() or [""])[0]
-        raise PWMLDataError(path, f"cannot read the DCRF prediction cache ({type(e).__name__}: "
-                                  f"{why}); delete it or pass another --cache path") from e
+        raise PWMLDataError(
+            path,
+            f"cannot read the DCRF prediction cache ({type(e).__name__}: "
+            f"{why}); delete it or pass another --cache path",
+        ) from e
     if not isinstance(data, dict) or "version" not in data:
         raise PWMLDataError(path, f"not a DCRF prediction cache (version {CACHE_VERSION})")
     if data["version"] != CACHE_VERSION:
-        raise PWMLDataError(path, f"an older cache format (version {data['version']}, this is "
-                                  f"{CACHE_VERSION}); delete it or pass another --cache path")
+        raise PWMLDataError(
+            path,
+            f"an older cache format (version {data['version']}, this is "
+            f"{CACHE_VERSION}); delete it or pass another --cache path",
+        )
     if key is not None:
         stored = data.get("key", {})
         differ = sorted(k for k in set(key) | set(stored) if key.get(k) != stored.get(k))
         if differ:
-            raise PWMLDataError(path, f"cache was made for a different {', '.join(differ)}; "
-                                      "delete it or pass another --cache path")
+            raise PWMLDataError(
+                path,
+                f"cache was made for a different {', '.join(differ)}; "
+                "delete it or pass another --cache path",
+            )
     return [CachedSlice(**s) for s in data["slices"]]

@@ -5,6 +5,7 @@ complete config: ``train_net.py --config-file tuned.yaml`` (or any tool that
 reads configs) gets the same model with the tuned CRF switched on, and a diff
 against the input config is exactly what tuning changed.
 """
+
 import os
 from pathlib import Path
 from typing import Mapping, Sequence, Union
@@ -39,8 +40,12 @@ def base_reference(base_config: Union[str, Path], output: Union[str, Path]) -> s
     return os.path.relpath(base, folder)
 
 
-def write_tuned_config(path: Union[str, Path], base_config: Union[str, Path],
-                       params: Mapping[str, float], comments: Sequence[str] = ()) -> Path:
+def write_tuned_config(
+    path: Union[str, Path],
+    base_config: Union[str, Path],
+    params: Mapping[str, float],
+    comments: Sequence[str] = (),
+) -> Path:
     """Atomically write ``_BASE_: base_config`` + MODEL.DCRF (NAME and l1, l2, c1, e1).
 
     ``comments`` become ``#`` lines at the top (what was tuned on, the Dice figures).
@@ -50,7 +55,10 @@ def write_tuned_config(path: Union[str, Path], base_config: Union[str, Path],
         raise FileNotFoundError(f"base config {base_config} does not exist")
     p = normalize_params(params)
     dcrf = {"NAME": CRF_NAME, **{key: p[k] for k, key in PARAM_KEYS.items()}}
-    body = yaml.safe_dump({"_BASE_": base_reference(base_config, path), "MODEL": {"DCRF": dcrf}},
-                          sort_keys=False, default_flow_style=False)
+    body = yaml.safe_dump(
+        {"_BASE_": base_reference(base_config, path), "MODEL": {"DCRF": dcrf}},
+        sort_keys=False,
+        default_flow_style=False,
+    )
     header = "".join(f"# {line}\n" for c in comments for line in str(c).splitlines())
     return atomic_write_bytes(path, (header + body).encode())

@@ -5,9 +5,27 @@ boxplots.py  per-slice Dice and sensitivity of several models side by side (Fig.
 
 matplotlib is used through its Agg canvas only (no pyplot state, no display).
 """
-from .boxplots import METRIC_LABELS, boxplot_from_csvs, read_slice_metrics
-from .overlays import (FN_COLOR, FP_COLOR, TITLE_BAND, TP_COLOR, overlay_rgb, save_figure_png,
-                       save_overlay_png)
 
-__all__ = ["overlay_rgb", "save_overlay_png", "save_figure_png", "TP_COLOR", "FP_COLOR",
-           "FN_COLOR", "TITLE_BAND", "boxplot_from_csvs", "read_slice_metrics", "METRIC_LABELS"]
+from .boxplots import METRIC_LABELS, boxplot_from_csvs, read_slice_metrics
+from .overlays import (
+    FN_COLOR,
+    FP_COLOR,
+    TITLE_BAND,
+    TP_COLOR,
+    overlay_rgb,
+    save_figure_png,
+    save_overlay_png,
+)
+
+__all__ = [
+    "overlay_rgb",
+    "save_overlay_png",
+    "save_figure_png",
+    "TP_COLOR",
+    "FP_COLOR",
+    "FN_COLOR",
+    "TITLE_BAND",
+    "boxplot_from_csvs",
+    "read_slice_metrics",
+    "METRIC_LABELS",
+]

@@ -8,6 +8,7 @@ and to ``log``. A value outside its metric's valid range (Dice -5 or 42, a
 negative distance, infinity) is refused, naming the file, line and column: a
 figure must not hide a broken CSV by clipping its axis.
 """
+
 import csv
 import math
 import os
@@ -19,21 +20,61 @@ import numpy as np
 from ..data.errors import PWMLDataError
 from .overlays import save_figure_png
 
-__all__ = ["METRIC_LABELS", "VALID_RANGES", "read_slice_metrics", "read_slice_columns",
-           "boxplot_from_csvs"]
+__all__ = [
+    "METRIC_LABELS",
+    "VALID_RANGES",
+    "read_slice_metrics",
+    "read_slice_columns",
+    "boxplot_from_csvs",
+]
 
-METRIC_LABELS = {"dice": "Dice (DSC)", "sensitivity": "Sensitivity", "specificity": "Specificity",
-                 "hd": "Hausdorff distance (pixels)", "hd95": "HD95 (pixels)",
-                 "hd_mm": "Hausdorff distance (mm)", "hd95_mm": "HD95 (mm)"}
+METRIC_LABELS = {
+    "dice": "Dice (DSC)",
+    "sensitivity": "Sensitivity",
+    "specificity": "Specificity",
+    "hd": "Hausdorff distance (pixels)",
+    "hd95": "HD95 (pixels)",
+    "hd_mm": "Hausdorff distance (mm)",
+    "hd95_mm": "HD95 (mm)",
+}
 
-_FRACTIONS = ("dice", "sensitivity", "specificity", "precision", "recall", "f1", "jaccard", "iou",
-              "reference_used")
-_NON_NEGATIVE = ("hd", "hd95", "hd_mm", "hd95_mm", "assd", "truth_pixels", "pred_pixels", "tp",
-                 "fp", "fn", "tn", "true_lesions", "found_lesions", "pred_lesions", "fp_lesions",
-                 "height", "width", "spacing_row", "spacing_col")
+_FRACTIONS = (
+    "dice",
+    "sensitivity",
+    "specificity",
+    "precision",
+    "recall",
+    "f1",
+    "jaccard",
+    "iou",
+    "reference_used",
+)
+_NON_NEGATIVE = (
+    "hd",
+    "hd95",
+    "hd_mm",
+    "hd95_mm",
+    "assd",
+    "truth_pixels",
+    "pred_pixels",
+    "tp",
+    "fp",
+    "fn",
+    "tn",
+    "true_lesions",
+    "found_lesions",
+    "pred_lesions",
+    "fp_lesions",
+    "height",
+    "width",
+    "spacing_row",
+    "spacing_col",
+)
 # (low, high) both inclusive, per column of pwml_slices.csv; other columns: any finite number
 VALID_RANGES: Dict[str, Tuple[float, float]] = {
-    **{m: (0.0, 1.0) for m in _FRACTIONS}, **{m: (0.0, math.inf) for m in _NON_NEGATIVE}}
+    **{m: (0.0, 1.0) for m in _FRACTIONS},
+    **{m: (0.0, math.inf) for m in _NON_NEGATIVE},
+}
 
 PathLike = Union[str, os.PathLike]
 
@@ -74,9 +115,12 @@ def _read_columns(csv_path, reader, metrics) -> Dict[str, SliceColumn]:
     columns = reader.fieldnames or []
     missing = [m for m in metrics if m not in columns]
     if missing:
-        raise PWMLDataError(csv_path, f"no column {', '.join(repr(m) for m in missing)} "
-                                      f"(columns: {', '.join(columns) or 'none'}); expected a "
-                                      "pwml_slices.csv written by PWMLEvaluator")
+        raise PWMLDataError(
+            csv_path,
+            f"no column {', '.join(repr(m) for m in missing)} "
+            f"(columns: {', '.join(columns) or 'none'}); expected a "
+            "pwml_slices.csv written by PWMLEvaluator",
+        )
     values = {m: [] for m in metrics}
     undefined = dict.fromkeys(metrics, 0)
     for line, row in enumerate(reader, start=2):
@@ -85,16 +129,18 @@ def _read_columns(csv_path, reader, metrics) -> Dict[str, SliceColumn]:
             try:
                 v = float(cell) if cell else math.nan
             except ValueError:
-                raise PWMLDataError(csv_path, f"line {line}: column {m!r} holds {cell!r}, "
-                                              "not a number") from None
+                raise PWMLDataError(
+                    csv_path, f"line {line}: column {m!r} holds {cell!r}, not a number"
+                ) from None
             if math.isnan(v):
                 undefined[m] += 1  # undefined for this slice
                 continue
             why = _check_value(v, m)
             if why:
                 where = f" ({row['file_name']})" if row.get("file_name") else ""
-                raise PWMLDataError(csv_path, f"line {line}{where}: column {m!r} holds {cell}, "
-                                              f"{why}")
+                raise PWMLDataError(
+                    csv_path, f"line {line}{where}: column {m!r} holds {cell}, {why}"
+                )
             values[m].append(v)
     return {m: SliceColumn(np.asarray(values[m], dtype=float), undefined[m]) for m in metrics}
 
@@ -115,9 +161,13 @@ def _check_output(out_png: PathLike) -> Path:
     return out
 
 
-def boxplot_from_csvs(csvs: Mapping[str, PathLike], out_png: PathLike,
-                      metrics: Sequence[str] = ("dice", "sensitivity"),
-                      title: str = "", log: Optional[Callable[[str], None]] = None) -> Path:
+def boxplot_from_csvs(
+    csvs: Mapping[str, PathLike],
+    out_png: PathLike,
+    metrics: Sequence[str] = ("dice", "sensitivity"),
+    title: str = "",
+    log: Optional[Callable[[str], None]] = None,
+) -> Path:
     """One panel per metric, one box per label (models/configs in the given order).
 
     ``csvs``: {label: path of a per-slice CSV}. Means are marked as well as
@@ -141,8 +191,10 @@ def boxplot_from_csvs(csvs: Mapping[str, PathLike], out_png: PathLike,
                 raise PWMLDataError(path, f"column {m!r} has no defined values ({label!r})")
             if column.undefined and log is not None:
                 total = column.values.size + column.undefined
-                log(f"{label} ({path}): {m}: {column.undefined} of {total} slices n/a "
-                    "(empty or NaN), left out")
+                log(
+                    f"{label} ({path}): {m}: {column.undefined} of {total} slices n/a "
+                    "(empty or NaN), left out"
+                )
 
     labels = list(csvs)
     fig = Figure(figsize=(max(3.0, 0.9 * len(labels) + 1.2) * len(metrics), 4.0), dpi=100)
@@ -151,10 +203,13 @@ def boxplot_from_csvs(csvs: Mapping[str, PathLike], out_png: PathLike,
     for ax, m in zip(axes, metrics):
         columns = [data[label][m] for label in labels]
         ax.boxplot([c.values for c in columns], showmeans=True, widths=0.6)
-        ax.set_xticks(range(1, len(labels) + 1),
-                      [f"{label}\n(n={c.values.size}" + (f", {c.undefined} n/a)" if c.undefined
-                                                          else ")")
-                       for label, c in zip(labels, columns)])
+        ax.set_xticks(
+            range(1, len(labels) + 1),
+            [
+                f"{label}\n(n={c.values.size}" + (f", {c.undefined} n/a)" if c.undefined else ")")
+                for label, c in zip(labels, columns)
+            ],
+        )
         ax.set_title(METRIC_LABELS.get(m, m))
         ax.grid(axis="y", alpha=0.3)
         if VALID_RANGES.get(m) == (0.0, 1.0):  # every value is inside: nothing is cut off

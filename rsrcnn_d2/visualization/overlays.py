@@ -5,6 +5,7 @@ negatives blue. Lesions are a few pixels wide, so colours are solid (no blending
 that would hide a one-pixel miss) and `save_overlay_png` can enlarge by pixel
 replication instead of smoothing.
 """
+
 import io
 from pathlib import Path
 from typing import Optional, Union
@@ -14,8 +15,15 @@ import numpy as np
 from ..data.fileio import atomic_write_bytes
 from ..data.image_ops import to_uint8
 
-__all__ = ["TP_COLOR", "FP_COLOR", "FN_COLOR", "TITLE_BAND", "overlay_rgb", "save_overlay_png",
-           "save_figure_png"]
+__all__ = [
+    "TP_COLOR",
+    "FP_COLOR",
+    "FN_COLOR",
+    "TITLE_BAND",
+    "overlay_rgb",
+    "save_overlay_png",
+    "save_figure_png",
+]
 
 TP_COLOR = (0, 255, 0)
 FP_COLOR = (255, 0, 0)
@@ -49,8 +57,9 @@ def overlay_rgb(image, pred, truth) -> np.ndarray:
     return rgb
 
 
-def save_overlay_png(path: Union[str, Path], image, pred, truth, title: Optional[str] = None,
-                     scale: int = 1) -> Path:
+def save_overlay_png(
+    path: Union[str, Path], image, pred, truth, title: Optional[str] = None, scale: int = 1
+) -> Path:
     """Write `overlay_rgb` as a PNG, each pixel as a ``scale`` x ``scale`` block.
 
     The PNG is (H·scale, W·scale) pixels, plus a band of ``TITLE_BAND`` pixels on

@@ -11,6 +11,7 @@ outside its metric's range (Dice not in [0, 1], a negative distance) is refused.
 Exit status: 0 written; 2 a bad CSV, argument or output location (one line on stderr).
 The program behind ``tools/plot_results.py`` (also ``python -m rsrcnn_d2.visualization.plot_cli``).
 """
+
 import argparse
 import sys
 from typing import Dict, List
@@ -38,15 +39,25 @@ def parse_csvs(items: List[str]) -> Dict[str, str]:
 def main(argv=None) -> int:
     """Exit 0 with the figure written; 2 (one line on stderr) for a bad CSV, argument or output."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--csv", action="append", required=True, metavar="LABEL=PATH",
-                        help="a model's per-slice CSV; repeat for each model")
+    parser.add_argument(
+        "--csv",
+        action="append",
+        required=True,
+        metavar="LABEL=PATH",
+        help="a model's per-slice CSV; repeat for each model",
+    )
     parser.add_argument("--output", default="boxplots.png", help="PNG to write")
-    parser.add_argument("--metrics", nargs="+", default=["dice", "sensitivity"],
-                        help="CSV columns to plot, one panel each")
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        default=["dice", "sensitivity"],
+        help="CSV columns to plot, one panel each",
+    )
     parser.add_argument("--title", default="")
     args = parser.parse_args(argv)
-    out = boxplot_from_csvs(parse_csvs(args.csv), args.output, metrics=args.metrics,
-                            title=args.title, log=print)
+    out = boxplot_from_csvs(
+        parse_csvs(args.csv), args.output, metrics=args.metrics, title=args.title, log=print
+    )
     print(f"wrote {out}")
     return 0
 

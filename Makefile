@@ -25,6 +25,8 @@ demo: $(STAMP)
 	$(PY) tools/demo.py --output $(DEMO_OUT)
 
 test: $(STAMP)
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 clean-venv:

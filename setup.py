@@ -45,7 +45,8 @@ setup(
         "bayesian-optimization>=1.4",
         "nilearn>=0.14",  # ships the MNI152 2009a template the synthetic cohort is built on
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    # ruff pinned: its formatting changes between releases, and `make test` checks it
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff==0.16.9"]},
     entry_points={
         "console_scripts": [
             "rsrcnn-predict=rsrcnn_d2.inference.cli:main",

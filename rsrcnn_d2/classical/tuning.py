@@ -73,6 +73,11 @@ def objective_value(
 
 
 def _round_half_up(x: float) -> int:
+    """``x`` to the nearest integer, halves upwards (2.5 -> 3, -2.5 -> -2).
+
+    Python's ``round`` sends halves to the even neighbour, which would bias the
+    optimiser's integer parameters towards even values.
+    """
     return int(math.floor(float(x) + 0.5))
 
 

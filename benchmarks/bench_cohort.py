@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Benchmark: writing a 30-subject synthetic cohort, anatomy-based vs phantom. Goal: <= 60 s on 2 cores.
+"""Benchmark: writing a 30-subject synthetic cohort, anatomy-based vs phantom.
+Goal: <= 60 s on 2 cores.
 
     python benchmarks/bench_cohort.py [--subjects 30] [--workers 2]
 

@@ -149,20 +149,23 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         s_per_it, timed, logged = train(root, workers, args.iters, args.size, threads)
         print(
-            f"{workers} worker(s), OMP_NUM_THREADS {threads or 'unset'}: {s_per_it:.4f} s/it over {timed} "
-            f"iterations, threads per worker: {logged} ({time.perf_counter() - t0:.0f} s with start-up)",
+            f"{workers} worker(s), OMP_NUM_THREADS {threads or 'unset'}: "
+            f"{s_per_it:.4f} s/it over {timed} iterations, threads per worker: {logged} "
+            f"({time.perf_counter() - t0:.0f} s with start-up)",
             flush=True,
         )
         results.setdefault((workers, threads), []).append((s_per_it, logged))
 
     print(
-        f"\nrow E tiny (R-18-FPN), {args.size}x{args.size} slices, 2 images per worker per iteration, "
+        f"\nrow E tiny (R-18-FPN), {args.size}x{args.size} slices, "
+        "2 images per worker per iteration, "
         f"{args.iters} iterations (first 3 not timed), {cores} usable cores, "
         f"Python {platform.python_version()}, "
         f"load average {load:.1f} before the runs, {os.getloadavg()[0]:.1f} after\n"
     )
     print(
-        "| workers | threads per worker | images / iteration | s / iteration | images / s | vs 1 worker |"
+        "| workers | threads per worker | images / iteration "
+        "| s / iteration | images / s | vs 1 worker |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
     single = None

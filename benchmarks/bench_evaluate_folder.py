@@ -116,7 +116,8 @@ def main():
     print(f"\n{platform.machine()}, python {platform.python_version()}, numpy {np.__version__}")
     print(
         f"strict Dice {s['pwml_strict']['Dice']:.4f} over {s['pwml_strict']['n_slices']:.0f} "
-        f"slices; 3-D lesions {s['pwml_lesion3d']['found']}/{s['pwml_lesion3d']['true_lesions']} found\n"
+        f"slices; 3-D lesions {s['pwml_lesion3d']['found']}/"
+        f"{s['pwml_lesion3d']['true_lesions']} found\n"
     )
     print(f"| {args.cases} cases of {SIZE}x{SIZE}x{args.depth} | s | s / case |")
     print("| --- | ---: | ---: |")

@@ -6,9 +6,10 @@ on the same synthetic slices, interleaved (B, E, B, E, ...) so that machine
 load affects both alike. The DCRF's own time inside row E is measured by
 wrapping its postprocessor. Weights are random (no pretrained weights here), so
 the score threshold is set to 0 and the number of detections per slice is fixed
-by TEST.DETECTIONS_PER_IMAGE (the backbone uses GroupNorm, see build()): 50 is the paper's cap (worst case), 10 is closer to
-a real PWML slice. Random-weight boxes are anchor-sized (8-128 px, larger than
-real lesion boxes), which makes the DCRF share an upper estimate.
+by TEST.DETECTIONS_PER_IMAGE (the backbone uses GroupNorm, see build()): 50 is
+the paper's cap (worst case), 10 is closer to a real PWML slice. Random-weight
+boxes are anchor-sized (8-128 px, larger than real lesion boxes), which makes the
+DCRF share an upper estimate.
 
     python benchmarks/bench_inference.py [--slices 10] [--detections 50 10]
 """
@@ -80,11 +81,13 @@ def main():
         inputs.append({"image": torch.from_numpy(np.repeat(image[None], 3, 0))})
 
     print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"machine: {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, {args.slices} slices of 512x512, R-101-FPN, random weights\n"
     )
     print(
-        "| detections/slice | row B s/slice | row E s/slice | E / B | DCRF s/slice | DCRF share of E | instances B / E |"
+        "| detections/slice | row B s/slice | row E s/slice | E / B | DCRF s/slice "
+        "| DCRF share of E | instances B / E |"
     )
     print("|---|---|---|---|---|---|---|")
     for detections in args.detections:
@@ -106,7 +109,8 @@ def main():
         dcrf = models["E"].dcrf.seconds / len(inputs)
         mean_e = statistics.mean(times["E"])
         print(
-            f"| {detections} | {b:.3f} | {e:.3f} | {e / b:.2f} | {dcrf:.4f} | {100 * dcrf / mean_e:.1f} % | "
+            f"| {detections} | {b:.3f} | {e:.3f} | {e / b:.2f} | {dcrf:.4f} "
+            f"| {100 * dcrf / mean_e:.1f} % | "
             f"{counts['B'] / len(inputs):.0f} / {counts['E'] / len(inputs):.0f} |"
         )
     print("\ns/slice: median over slices; DCRF share: DCRF seconds / mean row-E seconds.")

@@ -13,7 +13,8 @@ Both rows run in the same process on the same volumes and weights, TTA off:
   reorienting, the same model calls, writing mask NIfTIs with the input's header).
 Lesion-free constant slices (air) are skipped by the predictor in both rows.
 
-    python benchmarks/bench_predict_overhead.py --config CFG --weights W.pth --volumes DIR [--repeats 3]
+    python benchmarks/bench_predict_overhead.py --config CFG --weights W.pth \\
+        --volumes DIR [--repeats 3]
 """
 
 import argparse
@@ -80,7 +81,8 @@ def main():
     print("| --- | ---: | ---: |")
     print(f"| model forward on prepared slices | {f:.2f} | {f / len(inputs):.3f} |")
     print(
-        f"| predict_inputs (read, cut, resize, forward, paste, write) | {w:.2f} | {w / len(inputs):.3f} |"
+        "| predict_inputs (read, cut, resize, forward, paste, write) "
+        f"| {w:.2f} | {w / len(inputs):.3f} |"
     )
     print(
         f"\noverhead ratio {w / f:.3f} (goal <= 1.10: {'met' if w / f <= 1.10 else 'NOT met'}); "

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Realism of the synthetic cohort beside the real reference slices: the table of datasets/README.md.
+"""Realism of the synthetic cohort beside the real reference slices: the table of
+datasets/README.md.
 
     python benchmarks/cohort_realism.py [--subjects 30] [--seed 0] [--workers 2]
         [--cohort RAW_DIR] [--phantom] [--reference ../shared/data/pwml_reference_slices]

@@ -268,7 +268,8 @@ def machine() -> str:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
         f"{cpu}, {os.cpu_count()} logical CPUs, {mem:.0f} GiB, no GPU used; Python "
-        f"{platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"{platform.python_version()}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), "
         f"numpy {numpy.__version__}"
     )
 
@@ -344,7 +345,8 @@ def table_rows(infer, train, conv, ev, cohort_shape):
     vols = conv["convert"][0]["volumes"]
     rows.append(
         (
-            f"conversion, {vols} volumes of {cohort_shape[1]}²×{cohort_shape[2]}, 2 workers (volumes/s)",
+            f"conversion, {vols} volumes of {cohort_shape[1]}²×{cohort_shape[2]}, "
+            "2 workers (volumes/s)",
             "convert_pwml",
             vols / conv_s,
             "read volumes only",
@@ -437,14 +439,16 @@ def main(argv=None) -> int:
             "",
             f"Machine: {machine()}.",
             "",
-            f"Repetitions: inference {n_infer['paper']} (paper scale) / {n_infer['cpu']} (CPU twin) slices "
-            f"per child, training {n_train['paper']} / {n_train['cpu']} iterations per child after 1 warm-up, "
+            f"Repetitions: inference {n_infer['paper']} (paper scale) / {n_infer['cpu']} "
+            f"(CPU twin) slices per child, training {n_train['paper']} / {n_train['cpu']} "
+            "iterations per child after 1 warm-up, "
             f"{repeats} child(ren) per row alternating B, E; times are medians, DCRF share is DCRF "
             f"seconds / row E seconds. Detections per slice B / E at paper scale, 50: "
             f"{statistics.median(infer['paper', 50]['B']['instances']):.0f} / "
             f"{statistics.median(infer['paper', 50]['E']['instances']):.0f}; "
-            f"conversion: {conv['convert'][0]['slices']} lesion slices written; evaluator: {eval_n} slices "
-            f"(baseline {eval_base}). Peak RSS is the whole child process: one that only imports torch, "
+            f"conversion: {conv['convert'][0]['slices']} lesion slices written; "
+            f"evaluator: {eval_n} slices (baseline {eval_base}). "
+            "Peak RSS is the whole child process: one that only imports torch, "
             f"detectron2 and rsrcnn_d2 peaks at {idle:.0f} MiB, which every RSS figure includes.",
             "",
             *table,

@@ -42,7 +42,8 @@ SHOWN_NAMES = 5
 
 
 def _latin1_bytes(text, encoding="latin1"):
-    """``_codecs.encode`` as protocol <= 2 pickles written by Python 3 use it for bytes, latin-1 only."""
+    """``_codecs.encode`` as protocol <= 2 pickles written by Python 3 use it for bytes,
+    latin-1 only."""
     if codecs.lookup(encoding).name != "iso8859-1" or not isinstance(text, str):
         raise pickle.UnpicklingError(
             f"_codecs.encode with {encoding!r} is not a numpy array's bytes"
@@ -51,7 +52,8 @@ def _latin1_bytes(text, encoding="latin1"):
 
 
 def _numpy_globals() -> Dict[Tuple[str, str], object]:
-    """The globals a pickled numpy array, dtype or scalar names, under numpy 1.x and 2.x module names."""
+    """The globals a pickled numpy array, dtype or scalar names, under numpy 1.x and 2.x
+    module names."""
     try:
         from numpy._core import multiarray, numeric  # numpy >= 2
     except ImportError:  # numpy 1.x
@@ -289,7 +291,8 @@ def load_model_weights(
 
 
 def load_trainer_weights(trainer, resume: bool) -> None:
-    """``trainer.resume_or_load(resume)`` through a `SafeCheckpointer` with the same checkpointables.
+    """``trainer.resume_or_load(resume)`` through a `SafeCheckpointer` with the same
+    checkpointables.
 
     Training may start from a foreign checkpoint (ImageNet, another row): what
     does not fit is re-initialised and shown in the fit table, not refused.

@@ -1,4 +1,5 @@
-"""add_rsrcnn_config(cfg): every config key the project adds; get_rsrcnn_cfg: a config read safely."""
+"""add_rsrcnn_config(cfg): every config key the project adds;
+get_rsrcnn_cfg: a config read safely."""
 
 import os
 import re
@@ -138,7 +139,8 @@ def get_rsrcnn_cfg(config_file: str = "", opts=None) -> CN:
 
 
 def merge_config_file(cfg: CN, config_file: str) -> None:
-    """Merge a YAML config (and its _BASE_ chain) into ``cfg``; no tag may construct Python objects."""
+    """Merge a YAML config (and its _BASE_ chain) into ``cfg``; no tag may construct Python
+    objects."""
     import yaml
 
     from .errors import ConfigError

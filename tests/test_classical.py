@@ -1,4 +1,5 @@
-"""Row A, the classical detector: what it finds, its parameters file, tuning, evaluation, NIfTI output."""
+"""Row A, the classical detector: what it finds, its parameters file, tuning, evaluation,
+NIfTI output."""
 
 import json
 
@@ -361,7 +362,7 @@ def test_classical_and_a_config_are_exclusive(tmp_path):
         )
 
 
-# ------------------------------------------------------------------ the tools on a registered dataset
+# -------------------------------------------------------------- the tools on a registered dataset
 def _tool_main(name):
     """The program behind tools/<name>.py (the script only calls its ``main``)."""
     import importlib

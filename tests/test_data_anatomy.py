@@ -1,4 +1,5 @@
-"""Anatomy-based synthetic cohort: seeded, masks exactly where lesions brighten, realistic difficulty."""
+"""Anatomy-based synthetic cohort: seeded, masks exactly where lesions brighten, realistic
+difficulty."""
 
 import dataclasses
 
@@ -155,7 +156,8 @@ def test_realism_measures_on_hand_made_slices():
 
 @pytest.mark.skipif(not SHARED_SLICES.is_dir(), reason="reference slices not available")
 def test_reference_slices_are_in_the_ranges_the_cohort_is_held_to():
-    """The measures reproduce the published facts about the real slices (areas, contrast, threshold)."""
+    """The measures reproduce the published facts about the real slices (areas, contrast,
+    threshold)."""
     pairs = [
         (read_slice(i), read_slice(m) > 0)
         for s in slice_folder_subjects(SHARED_SLICES)

@@ -1,4 +1,5 @@
-"""Every kind of bad input raises PWMLDataError naming the file, and nothing half-written remains."""
+"""Every kind of bad input raises PWMLDataError naming the file, and nothing half-written
+remains."""
 
 import gzip
 

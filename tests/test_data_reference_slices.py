@@ -1,4 +1,5 @@
-"""The reference implementation's PNG slice folders (real data, read in place; skipped if absent)."""
+"""The reference implementation's PNG slice folders (real data, read in place; skipped if
+absent)."""
 
 import json
 

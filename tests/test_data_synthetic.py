@@ -33,7 +33,8 @@ def test_volume_slices_read_back_as_synthetic_slices():
 
 
 def test_fast_path_repeats_two_lesion_free_and_two_lesion_slices():
-    """distinct_slices=2: slice z is one of two lesion-free or two lesion slices, chosen by z % 2."""
+    """distinct_slices=2: slice z is one of two lesion-free or two lesion slices, chosen by
+    z % 2."""
     from rsrcnn_d2.data.instances import label_lesions
 
     image, mask, _ = synthetic_volume(64, 20, lesion_fraction=0.2, distinct_slices=2, seed=0)

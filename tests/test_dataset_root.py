@@ -1,4 +1,5 @@
-"""--dataset-root [NAME=]DIR: registering prepared cohorts by hand, in the tools and their workers."""
+"""--dataset-root [NAME=]DIR: registering prepared cohorts by hand, in the tools and their
+workers."""
 
 import json
 import os

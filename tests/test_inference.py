@@ -208,7 +208,7 @@ def test_crf_runs_on_the_network_scale_patch_and_comes_back_to_the_output():
         )
 
 
-# ------------------------------------------------------------------ prediction never writes through a symlink
+# ------------------------------------------------------- prediction never writes through a symlink
 class _BrightModel:
     """Stand-in for RSRCNN: lesion wherever the slice is brighter than 200."""
 

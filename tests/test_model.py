@@ -26,8 +26,9 @@ def _train_step(cfg, inputs):
     return model, losses
 
 
-# every row's components on the tiny backbone; the R-101 backbone once, with row E (every component):
-# the R-101 rows differ from one another only where the tiny rows do (tests/test_config_rows.py)
+# every row's components on the tiny backbone; the R-101 backbone once, with row E (every
+# component): the R-101 rows differ from one another only where the tiny rows do
+# (tests/test_config_rows.py)
 @pytest.mark.parametrize("path", [*TINY_ROWS.values(), FULL_ROWS["E"]], ids=lambda p: p.stem)
 def test_one_training_step_every_config(path):
     # the R-101 row runs at 128 px to stay fast on CPU; the architecture is unchanged
@@ -114,7 +115,8 @@ def test_hrpn_proposal_count_is_detectron2s_key():
 
 
 def test_single_nms_across_levels():
-    """Two overlapping boxes from different levels: one survives SingleNMSRPN, both detectron2's RPN."""
+    """Two overlapping boxes from different levels: one survives SingleNMSRPN, both
+    detectron2's RPN."""
     from detectron2.modeling.proposal_generator import RPN
 
     from rsrcnn_d2.modeling.rpn import SingleNMSRPN
@@ -241,7 +243,8 @@ def test_overfits_one_synthetic_image():
         )
     )
     model.train()
-    # 64 px and 40 steps: the same lesions (1-30 px each) learnt in a 20th of the time of 128 px x 60
+    # 64 px and 40 steps: the same lesions (1-30 px each) learnt in a 20th of the time of
+    # 128 px x 60
     x, mask = synthetic_input(5, size=64, num_lesions=(3, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
     mask_losses = []

@@ -107,7 +107,8 @@ def test_built_wheel_carries_the_configs_and_resolves_them(tmp_path):
         "from rsrcnn_d2 import get_rsrcnn_cfg, model_zoo\n"
         "path = model_zoo.row_config('E')\n"
         "cfg = get_rsrcnn_cfg(path)\n"
-        "print(path, cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.DCRF.NAME, cfg.MODEL.RSRCNN.NORMALIZATION)\n"
+        "print(path, cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.DCRF.NAME, "
+        "cfg.MODEL.RSRCNN.NORMALIZATION)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     run = subprocess.run(

@@ -259,7 +259,8 @@ def test_fake_model_output_lands_on_the_input_voxels(orientation, tmp_path):
 
 
 def test_hand_computed_voxel_for_an_lps_input(tmp_path):
-    """Display pixel (0, 0) of axial slice 1 is the canonical voxel (X-1, Y-1, 1): in LPS, (0, 0, 1)."""
+    """Display pixel (0, 0) of axial slice 1 is the canonical voxel (X-1, Y-1, 1): in LPS,
+    (0, 0, 1)."""
     data = np.random.default_rng(2).uniform(1, 2, (5, 4, 3)).astype(np.float32)
     nib.save(nib.Nifti1Image(data, np.diag([-1.0, -1.0, 1.0, 1.0])), tmp_path / "lps.nii")
 

@@ -7,7 +7,8 @@ from rsrcnn_d2.inference.predictor import LesionPredictor
 
 
 class _Recorder:
-    """Stands for an eval-mode RSRCNN: every pixel lesion with probability 0.75; records its inputs."""
+    """Stands for an eval-mode RSRCNN: every pixel lesion with probability 0.75; records its
+    inputs."""
 
     def __init__(self):
         self.batches = []

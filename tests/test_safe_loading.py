@@ -215,7 +215,8 @@ def test_pth_with_a_payload_is_refused_by_weights_only(tmp_path):
 def test_torch_files_load_weights_only_even_when_the_environment_says_otherwise(
     tmp_path, monkeypatch, suffix
 ):
-    """detectron2 reads .pyth with a bare torch.load, which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD makes unsafe."""
+    """detectron2 reads .pyth with a bare torch.load, which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
+    makes unsafe."""
     from rsrcnn_d2.checkpoint import load_model_weights
 
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
@@ -312,7 +313,8 @@ def test_row_e_weights_into_row_e_load_silently(row_e_weights, caplog):
 
 
 def test_a_whole_model_as_a_model_zoo_pkl_loads_after_detectron2s_renaming(row_e_weights, tmp_path):
-    """The check counts the model's tensors after align_and_update_state_dicts, not the file's names."""
+    """The check counts the model's tensors after align_and_update_state_dicts, not the file's
+    names."""
     from detectron2.modeling import build_model
 
     from conftest import tiny_cfg

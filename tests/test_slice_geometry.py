@@ -1,4 +1,5 @@
-"""Test-time scale equal to the training's for slices of another shape, and the unlike-input warning."""
+"""Test-time scale equal to the training's for slices of another shape, and the unlike-input
+warning."""
 
 import importlib.util
 import logging
@@ -168,7 +169,8 @@ class _Collect(logging.Handler):
 
 @pytest.fixture
 def rsrcnn_warnings():
-    """The "rsrcnn_d2" logger's warnings, whether or not an earlier setup_logger stopped propagation."""
+    """The "rsrcnn_d2" logger's warnings, whether or not an earlier setup_logger stopped
+    propagation."""
     logger, handler = logging.getLogger("rsrcnn_d2"), _Collect()
     level = logger.level
     logger.setLevel(logging.WARNING if level == logging.NOTSET else min(level, logging.WARNING))
@@ -214,7 +216,7 @@ def test_warns_once_per_volume_whose_spacing_is_more_than_20_percent_off(tmp_pat
     )
 
 
-# ------------------------------------------------------------------ recording the training data's geometry
+# -------------------------------------------------------- recording the training data's geometry
 RECORDS = [
     {"height": 128, "width": 128, "spacing": [1.0, 0.9, 2.0]},
     {"height": 128, "width": 140, "spacing": [1.0, 0.9, 2.0]},

@@ -1,4 +1,5 @@
-"""The tools are thin programs over the installed package: no path tricks, one runner, one name per option."""
+"""The tools are thin programs over the installed package: no path tricks, one runner, one
+name per option."""
 
 import ast
 import sys

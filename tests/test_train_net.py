@@ -100,7 +100,8 @@ def _run(root, out, *extra, num_gpus=1, timeout=600, threads="1"):
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
         pytest.fail(
-            f"train_net did not finish within {timeout} s (hung?):\n{stdout[-3000:]}{stderr[-3000:]}"
+            f"train_net did not finish within {timeout} s (hung?):\n"
+            f"{stdout[-3000:]}{stderr[-3000:]}"
         )
     assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     return stdout + stderr

@@ -1,4 +1,5 @@
-"""DCRF tuning: one network pass, strict Dice objective, seeded Bayesian optimisation, tuned config."""
+"""DCRF tuning: one network pass, strict Dice objective, seeded Bayesian optimisation, tuned
+config."""
 
 import json
 import os

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""The main job end to end on an embedded synthetic default, on CPU; see rsrcnn_d2/experiments/demo.py
-or --help.
+"""The main job end to end on an embedded synthetic default, on CPU; see
+rsrcnn_d2/experiments/demo.py or --help.
 """
 
 import sys

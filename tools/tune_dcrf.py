@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Tune the dense CRF's l1, l2, c1, e1 by Bayesian optimisation; see rsrcnn_d2/tuning/cli.py or --help."""
+"""Tune the dense CRF's l1, l2, c1, e1 by Bayesian optimisation; see rsrcnn_d2/tuning/cli.py
+or --help."""
 
 import sys
 

@@ -185,7 +185,8 @@ def detect_slice(
 
 
 def detect_stack(slices: Sequence[np.ndarray], params: ClassicalParams) -> List[Detection]:
-    """`Detection` of each slice of a through-plane ordered stack; in "3d" mode with its neighbours."""
+    """`Detection` of each slice of a through-plane ordered stack; in "3d" mode with its
+    neighbours."""
     out = []
     for k, image in enumerate(slices):
         neighbours = ()

@@ -14,7 +14,8 @@ implementation's layout (SLICES/input/<case>/<slice>.png + gt/...).
 Then convert: ``python tools/prepare_pwml.py OUT`` (lesion-free subjects need
 --all-slices there, or --lesion-free-fraction 0 here). Existing cases are kept
 unless --overwrite. See datasets/README.md.
-The program behind ``tools/make_synthetic_cohort.py`` (also ``python -m rsrcnn_d2.data.cohort_cli``).
+The program behind ``tools/make_synthetic_cohort.py`` (also
+``python -m rsrcnn_d2.data.cohort_cli``).
 """
 
 import argparse

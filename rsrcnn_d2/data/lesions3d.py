@@ -37,7 +37,8 @@ class Lesion:
 
 
 def partial_volume(centre_mm, semi_axes_mm, rotation, grid: AcquisitionGrid):
-    """(box, fraction of each voxel of ``box`` inside the ellipsoid), or (None, None) off the grid."""
+    """(box, fraction of each voxel of ``box`` inside the ellipsoid), or (None, None) off the
+    grid."""
     spacing = np.asarray(grid.spacing, float)
     origin = grid.affine[:3, 3]
     reach = float(np.max(semi_axes_mm))

@@ -33,7 +33,8 @@ class TissueContrast:
 
 
 def random_tissue_contrast(rng: np.random.Generator) -> TissueContrast:
-    """Draw a subject's contrast: ordering fixed by anatomy, levels varying by scanner and infant."""
+    """Draw a subject's contrast: ordering fixed by anatomy, levels varying by scanner and
+    infant."""
     return TissueContrast(
         grey=rng.uniform(1.30, 1.55),
         deep_grey=rng.uniform(1.40, 1.70),

@@ -96,7 +96,8 @@ def axis_index(axis: Union[str, int]) -> int:
 
 @dataclass
 class NiftiPair:
-    """A checked subject: canonical image (float32 or integer) and binary mask (uint8), same shape."""
+    """A checked subject: canonical image (float32 or integer) and binary mask (uint8),
+    same shape."""
 
     image: np.ndarray
     mask: np.ndarray

@@ -14,7 +14,8 @@ __all__ = ["smooth_field", "control_grid_shape"]
 
 
 def control_grid_shape(shape: Sequence[int], spacing_mm: Sequence[float], control_mm: float):
-    """Control points per axis so neighbours lie about ``control_mm`` apart (at least 4 per axis)."""
+    """Control points per axis so neighbours lie about ``control_mm`` apart (at least 4 per
+    axis)."""
     return tuple(max(4, int(round(n * s / control_mm)) + 1) for n, s in zip(shape, spacing_mm))
 
 
@@ -25,7 +26,8 @@ def smooth_field(
     control_mm: float,
     amplitude: float,
 ) -> np.ndarray:
-    """A float32 field of ``shape``, standard deviation about ``amplitude``, smooth over ``control_mm``."""
+    """A float32 field of ``shape``, standard deviation about ``amplitude``, smooth over
+    ``control_mm``."""
     grid = control_grid_shape(shape, spacing_mm, control_mm)
     coarse = rng.normal(0.0, amplitude, grid).astype(np.float32)
     # cubic interpolation, grid corners on the volume's corners

@@ -72,7 +72,8 @@ def best_threshold_dice(image: np.ndarray, mask: np.ndarray) -> float:
 
 
 def lesion_slice_spans(mask: np.ndarray, axis: int = 2) -> np.ndarray:
-    """For each 3-D lesion (26-connected component), the number of slices along ``axis`` it crosses."""
+    """For each 3-D lesion (26-connected component), the number of slices along ``axis`` it
+    crosses."""
     labels, count = ndimage.label(np.asarray(mask) > 0, structure=np.ones((3, 3, 3), bool))
     return np.array(
         [box[axis].stop - box[axis].start for box in ndimage.find_objects(labels)], dtype=int
@@ -137,7 +138,8 @@ def volume_crops(image: np.ndarray, mask: np.ndarray, axis: int = 2):
 def volume_realism(
     volumes: Iterable[Tuple[np.ndarray, np.ndarray]], axis: int = 2
 ) -> Dict[str, float]:
-    """`summarize_measures` over the lesion slices' head crops and the 3-D lesions of (image, mask) volumes."""
+    """`summarize_measures` over the lesion slices' head crops and the 3-D lesions of
+    (image, mask) volumes."""
     crops, spans = [], []
     for image, mask in volumes:
         crops.extend(volume_crops(image, mask, axis))

@@ -122,7 +122,8 @@ def register_pwml_root(
 
 
 def register_all_pwml(root: Union[str, Path, None] = None) -> List[str]:
-    """The import-time registration of ``$DETECTRON2_DATASETS/pwml``; never raises for a missing root."""
+    """The import-time registration of ``$DETECTRON2_DATASETS/pwml``; never raises for a
+    missing root."""
     root = Path(root) if root is not None else default_pwml_root()
     try:
         num_folds = None if (root / "splits.json").exists() else DEFAULT_NUM_FOLDS
@@ -186,7 +187,8 @@ def _owner(name: str) -> Optional[str]:
 
 
 def register_dataset_roots(specs: Sequence[str]) -> List[str]:
-    """Register each ``--dataset-root`` spec (``NAME=DIR`` or ``DIR``) under its prefix; return the names.
+    """Register each ``--dataset-root`` spec (``NAME=DIR`` or ``DIR``) under its prefix;
+    return the names.
 
     Refused with a PWMLDataError naming the folder: a missing or unprepared
     root, two roots under one prefix, or a prefix whose names already belong

@@ -55,7 +55,8 @@ class SubjectSource:
 
 
 def check_subject_id(subject, where: Union[str, Path], entry: str = "") -> str:
-    """``subject`` if it is safe as a file name; else PWMLDataError naming ``where`` (and ``entry``)."""
+    """``subject`` if it is safe as a file name; else PWMLDataError naming ``where``
+    (and ``entry``)."""
     if not isinstance(subject, str) or not _SAFE_ID.fullmatch(subject) or subject in (".", ".."):
         raise PWMLDataError(
             where,

@@ -43,7 +43,8 @@ def split_names(num_folds: int) -> List[str]:
 
 
 def split_subjects(splits: dict) -> Dict[str, List[str]]:
-    """{split name: subjects} of a splits.json content, for every name of `split_names` but "all"."""
+    """{split name: subjects} of a splits.json content, for every name of `split_names`
+    but "all"."""
     parts = {name: splits[name] for name in SPLIT_NAMES}
     for i, fold in enumerate(splits["folds"]):
         parts.update({f"fold{i}_{part}": fold[part] for part in FOLD_PARTS})

@@ -1,4 +1,5 @@
-"""The training program: train and evaluate RS R-CNN (any row of Table 1) on registered PWML datasets.
+"""The training program: train and evaluate RS R-CNN (any row of Table 1) on registered
+PWML datasets.
 
 detectron2's idiom: ``--config-file``, ``--num-gpus`` (on a CPU-only machine
 ``launch`` starts that many GLOO workers), ``--num-machines``, ``--resume``,
@@ -113,7 +114,8 @@ def setup(args):
     """The frozen config of ``args``, with detectron2's output folder, logging and seed set up."""
     cfg = rsrcnn_d2.get_rsrcnn_cfg(args.config_file, args.opts)
     cpu = fall_back_to_cpu(cfg)
-    # the training slices' size and spacing, into the config.yaml: prediction resizes and checks by them
+    # the training slices' size and spacing, into the config.yaml: prediction resizes and
+    # checks by them
     rsrcnn_d2.data.slice_geometry.record_training_geometry(cfg, overwrite=not args.eval_only)
     cfg.freeze()
     default_setup(cfg, args)

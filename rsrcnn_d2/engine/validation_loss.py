@@ -1,4 +1,5 @@
-"""Periodic validation loss: the LR cut on a plateau and the best checkpoint (the reference's schedule).
+"""Periodic validation loss: the LR cut on a plateau and the best checkpoint (the
+reference's schedule).
 
 The reference halves the LR when the validation RPN classification loss has not
 improved by 1e-4 for 10 evaluations and keeps the weights with the lowest

@@ -58,7 +58,8 @@ KDTREE_SPARSITY = 10
 
 
 class HausdorffDistances(NamedTuple):
-    """Symmetric Hausdorff distance (all pixels) and standard HD95 (boundaries), in spacing units."""
+    """Symmetric Hausdorff distance (all pixels) and standard HD95 (boundaries), in spacing
+    units."""
 
     hd: float
     hd95: float
@@ -97,7 +98,8 @@ def _as_pair(a, b, spacing):
 
 
 def boundary(mask: np.ndarray) -> np.ndarray:
-    """Foreground pixels with a background neighbour along some axis (outside counts as background)."""
+    """Foreground pixels with a background neighbour along some axis (outside counts as
+    background)."""
     mask = np.asarray(mask, bool)
     cross = ndimage.generate_binary_structure(mask.ndim, 1)
     return mask & ~ndimage.binary_erosion(mask, structure=cross, border_value=0)

@@ -203,7 +203,8 @@ def evaluate_folder(
     workers: int = 2,
     progress: bool = True,
 ) -> Dict:
-    """Score every predicted case; write ``slices.csv``, ``cases.csv``, ``summary.json`` to ``output``.
+    """Score every predicted case; write ``slices.csv``, ``cases.csv``, ``summary.json`` to
+    ``output``.
 
     Returns the summary (the protocols' results plus 3-D lesion-wise figures and
     what the figures cover). The first bad file stops the run with its error.
@@ -243,7 +244,9 @@ def evaluate_folder(
         "slices": "lesion slices only (as the paper)" if lesion_slices_only else "all slices",
         "axis": axis,
         "n_cases": len(pairs),
-        "distance_units": "HD/HD95 in pixels (voxels for 3-D); HD_mm/HD95_mm in mm from the headers",
+        "distance_units": (
+            "HD/HD95 in pixels (voxels for 3-D); HD_mm/HD95_mm in mm from the headers"
+        ),
         **results,
         "pwml_lesion3d": {
             "true_lesions": pooled.true_lesions,

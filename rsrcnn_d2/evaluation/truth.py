@@ -1,7 +1,8 @@
 """Where the evaluator finds the truth of a slice, and the prediction in a model output.
 
 Truth, first found: ``truth_fn(input)``; ``input["gt_mask"]`` (what the
-project's test mapper provides) or ``["sem_seg"]`` (> 0 is lesion); the union of ``input["instances"].gt_masks``; ``input["annotations"]``
+project's test mapper provides) or ``["sem_seg"]`` (> 0 is lesion); the union of
+``input["instances"].gt_masks``; ``input["annotations"]``
 (COCO RLE or polygons, `rsrcnn_d2.data.coco.annotations_mask`); the dataset's
 own record when a dataset name is given (detectron2's own test mapper drops
 annotations). Prediction: ``lesion_mask`` (H, W) or the union of
@@ -68,7 +69,8 @@ def prediction_mask(output: Dict, where: str = "output") -> np.ndarray:
 
 
 class TruthSource:
-    """``source(input)``: the truth mask of an input, from the first source found (module docstring).
+    """``source(input)``: the truth mask of an input, from the first source found (module
+    docstring).
 
     ``dataset_name``: registered dataset whose records (by ``image_id``) give the
     truth of inputs that carry none; read once, on first need.

@@ -106,7 +106,8 @@ CLASSICAL = "A"
 
 
 def classical_run(out: Path, seed: int, init_points: int = 10, n_iter: int = 30) -> None:
-    """Row A for one seed: tune the classical detector on pwml_val, evaluate on pwml_test, record."""
+    """Row A for one seed: tune the classical detector on pwml_val, evaluate on pwml_test,
+    record."""
     from ..classical import run_row_a
     from ..data import register_pwml_root
 
@@ -214,13 +215,15 @@ def write_summary(out: Path, runs, seeds, iters, filename: str = "summary.md") -
     labels = {name: label for name, (_, _, label) in runs.items()}
     text = "\n".join(
         [
-            f"Synthetic cohort, held-out test subjects, strict protocol; {iters} iterations per run; "
+            "Synthetic cohort, held-out test subjects, strict protocol; "
+            f"{iters} iterations per run; "
             f"mean ± sd over seeds {', '.join(map(str, seeds))}.",
             "",
             seed_summary_table(results, labels, count_title="seeds"),
             "",
-            "The reference implementation's protocol (the paper's Table 1): slices whose prediction is "
-            "empty are skipped, the rest averaged per subject, then over subjects:",
+            "The reference implementation's protocol (the paper's Table 1): "
+            "slices whose prediction is empty are skipped, the rest averaged per subject, "
+            "then over subjects:",
             "",
             seed_summary_table(results, labels, REFERENCE_METRICS, count_title="seeds"),
             "",

@@ -3,8 +3,9 @@
 For each fold i of ``splits.json`` (tools/prepare_pwml.py writes them): train on
 ``fold{i}_train`` through the training program (`rsrcnn_d2.engine.train_net`),
 predict the **whole volumes** of the fold's held-out subjects (``fold{i}_val``)
-from their original NIfTI files, and score them with `evaluate_folder` (every slice counts). All out-of-fold
-predictions are then pooled and scored once. Output folder::
+from their original NIfTI files, and score them with `evaluate_folder` (every
+slice counts). All out-of-fold predictions are then pooled and scored once.
+Output folder::
 
     OUT/fold_<i>/                   train_net's run: config.yaml, model_best.pth and/or
                                     model_final.pth, log.txt, metrics.json, result.json
@@ -143,7 +144,8 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def _check_output(output: Path, cohort: Cohort) -> None:
-    """OUT may not overlap the prepared root or hold a source file (it is written, they are read)."""
+    """OUT may not overlap the prepared root or hold a source file (it is written, they are
+    read)."""
     if output.is_symlink() or output.is_file():
         raise PWMLDataError(output, "output location is a file or a symbolic link; give a folder")
     if _inside(output, cohort.root) or _inside(cohort.root, output):
@@ -355,7 +357,8 @@ def run_cv(
     env: Optional[Mapping[str, str]] = None,
     log: Callable[[str], None] = print,
 ) -> Dict:
-    """Train, predict and score the requested folds (default: all); return cv_summary.json's content.
+    """Train, predict and score the requested folds (default: all); return cv_summary.json's
+    content.
 
     ``dataset_root`` is a ``[NAME=]DIR`` spec as train_net's ``--dataset-root``;
     ``opts`` are KEY VALUE overrides for every fold (DATASETS.* and OUTPUT_DIR are

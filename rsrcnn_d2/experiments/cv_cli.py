@@ -68,7 +68,8 @@ _KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")
 
 
 def parse_args(argv):
-    """Options, then the overrides from the first config KEY on (``--folds 0 1`` may precede them)."""
+    """Options, then the overrides from the first config KEY on (``--folds 0 1`` may precede
+    them)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     start = next((i for i, a in enumerate(argv) if _KEY.fullmatch(a)), len(argv))
     parser = build_parser()

@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     env = dict(os.environ, DETECTRON2_DATASETS=str(out))  # registers OUT/pwml as pwml_*
     train_dir = out / "train"
 
-    # every subject with lesions: the converter's lesion-slice mode (the paper's) refuses lesion-free ones
+    # every subject with lesions: the converter's lesion-slice mode (the paper's) refuses
+    # lesion-free ones
     # OUT/cohort, not OUT/raw: a phantom cohort an older demo left in OUT/raw is never mixed in
     cohort = out / "cohort"
     run_tool(
@@ -176,7 +177,8 @@ def write_report(out: Path, slices_csv: Path, boxplot: Path, volume: Path):
         "|---|---|---|",
     ]
     table += [
-        f"| {title} | {results[f'pwml_strict/{key}']:.4f} | {results[f'pwml_reference/{key}']:.4f} |"
+        f"| {title} | {results[f'pwml_strict/{key}']:.4f} "
+        f"| {results[f'pwml_reference/{key}']:.4f} |"
         for title, key in REPORT_METRICS
     ]
     table += [

@@ -155,7 +155,8 @@ def main(argv=None) -> int:
     start = ", ".join(f"{row} from {w}" for row, w in weights.items()) or "random initialisation"
     text = "\n".join(
         [
-            f"Leave-one-subject-out over {slices.name} ({folds} folds), {args.iters} iterations per fold, "
+            f"Leave-one-subject-out over {slices.name} ({folds} folds), "
+            f"{args.iters} iterations per fold, "
             f"starting from {start}; strict protocol.",
             "",
             "Held-out slices of all folds pooled:",

@@ -34,7 +34,8 @@ __all__ = [
 ]
 
 TRAIN_NET_MODULE = "rsrcnn_d2.engine.train_net"
-# the other programs a driver runs as a user would, as installed modules (python -m), never as scripts
+# the other programs a driver runs as a user would, as installed modules (python -m), never
+# as scripts
 COHORT_MODULE = "rsrcnn_d2.data.cohort_cli"  # tools/make_synthetic_cohort.py
 PREPARE_MODULE = "rsrcnn_d2.data.prepare_cli"  # tools/prepare_pwml.py
 TUNE_DCRF_MODULE = "rsrcnn_d2.tuning.cli"  # tools/tune_dcrf.py

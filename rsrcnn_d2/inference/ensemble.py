@@ -49,7 +49,8 @@ def flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def with_flip_tta(cfg, model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` with horizontal-flip TTA when ``TEST.FLIP_TTA`` is on (evaluation, tuning), else itself."""
+    """``model`` with horizontal-flip TTA when ``TEST.FLIP_TTA`` is on (evaluation, tuning),
+    else itself."""
     if not cfg.TEST.FLIP_TTA:
         return model
     return LesionEnsemble.from_config(cfg, [getattr(model, "module", model)], flip=True)

@@ -136,7 +136,8 @@ def output_paths(item: PredictionInput, output: PathLike, mask_suffix: str = "")
 def check_output_location(
     input_path: PathLike, output: PathLike, allow_in_input: bool = False
 ) -> None:
-    """Refuse an output folder that is an input file, a file, or (by default) inside the input folder.
+    """Refuse an output folder that is an input file, a file, or (by default) inside the input
+    folder.
 
     Writing predictions among the inputs mixes them up with the next run's
     inputs; ``allow_in_input`` permits it. Input files themselves are never

@@ -115,7 +115,8 @@ class LesionPredictor:
         return {**fields, "height": image.shape[0], "width": image.shape[1]}
 
     def predict_slices(self, images: Sequence[np.ndarray]) -> List[SlicePrediction]:
-        """One `SlicePrediction` per 2-D image, in order; the model sees ``batch_size`` at a time."""
+        """One `SlicePrediction` per 2-D image, in order; the model sees ``batch_size`` at a
+        time."""
         out: List[Optional[SlicePrediction]] = [None] * len(images)
         todo = []
         for i, image in enumerate(images):

@@ -171,7 +171,8 @@ def dataset_digest(dataset_name: str) -> str:
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's content, read in chunks (a 200 MB checkpoint: ~0.15 s, page cache warm)."""
+    """sha256 of a file's content, read in chunks (a 200 MB checkpoint: ~0.15 s, page cache
+    warm)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):

@@ -385,26 +385,30 @@ def _slice_folder(root, subjects=3):
 
 
 def test_loso_holds_out_each_subject_once(tmp_path):
-    _slice_folder(tmp_path / "slices")
+    _slice_folder(tmp_path / "slices", subjects=2)  # two folds show the mechanics
     out = tmp_path / "loso"
     proc = _tool("run_loso.py", tmp_path / "slices", "--output", out, "--iters", 2, "--rows", "E")
     assert proc.returncode == 0, proc.stderr[-3000:]
     folds = json.loads((out / "pwml" / "splits.json").read_text())["folds"]
-    assert sorted(v for f in folds for v in f["val"]) == ["s0", "s1", "s2"]
+    assert sorted(v for f in folds for v in f["val"]) == ["s0", "s1"]
     assert all(len(f["val"]) == 1 for f in folds)
     summary = (out / "summary_scratch.md").read_text()
-    assert "(3 folds)" in summary and "| E  RS R-CNN | 3 |" in summary
+    assert "(2 folds)" in summary and "| E  RS R-CNN | 2 |" in summary
     pooled = [ln for ln in summary.splitlines() if ln.startswith("| E ")][0]
-    assert pooled.startswith("| E  RS R-CNN | 6 |")  # the 6 slices of 3 folds, pooled
+    assert pooled.startswith("| E  RS R-CNN | 4 |")  # the 4 slices of 2 folds, pooled
     assert "| run | slices |" in summary and "| run | folds |" in summary
 
 
-def test_loso_refuses_a_folder_without_slices(tmp_path):
-    proc = _tool("run_loso.py", tmp_path, "--output", tmp_path / "out")
-    assert proc.returncode == 2 and "expected input/ and gt/" in proc.stderr
+def test_loso_refuses_a_folder_without_slices(tmp_path, capsys):
+    # argument errors, in-process: they must stop the program before anything runs
+    from rsrcnn_d2.experiments.loso import main
+
+    assert main([str(tmp_path), "--output", str(tmp_path / "out")]) == 2
+    assert "expected input/ and gt/" in capsys.readouterr().err
     (tmp_path / "input").mkdir()
     (tmp_path / "gt").mkdir()
-    proc = _tool("run_loso.py", tmp_path, "--weights", "E=/no/such.pth")
-    assert proc.returncode != 0 and "no such file: /no/such.pth" in proc.stderr
-    proc = _tool("run_loso.py", tmp_path, "--weights", "C=/no/such.pth")
-    assert proc.returncode != 0 and "ROW=PATH" in proc.stderr
+    with pytest.raises(SystemExit, match="no such file: /no/such.pth"):
+        main([str(tmp_path), "--weights", "E=/no/such.pth", "--output", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="ROW=PATH"):
+        main([str(tmp_path), "--weights", "C=/no/such.pth", "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

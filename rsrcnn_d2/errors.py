@@ -18,8 +18,6 @@ import sys
 from os import PathLike
 from typing import Callable, Union
 
-from .data.errors import PWMLDataError
-
 __all__ = [
     "EXIT_OK",
     "EXIT_PARTIAL",
@@ -50,6 +48,13 @@ class _FileProblem(ValueError):
 
     def __reduce__(self):  # survives worker processes
         return (type(self), (self.path, self.problem))
+
+
+class PWMLDataError(_FileProblem):
+    """Bad PWML input or output location: shapes, affines, mask values, unreadable or
+    truncated files, empty subjects, unsafe output paths. The message starts with the
+    file, so a failed conversion of 70 subjects says which one to look at; a ValueError,
+    so callers that already catch bad values keep working."""
 
 
 class ConfigError(_FileProblem):

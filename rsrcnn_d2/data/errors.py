@@ -1,26 +1,9 @@
-"""The one exception the data pipeline raises for bad input.
+"""The data pipeline's exception for bad input: `rsrcnn_d2.errors.PWMLDataError`.
 
-Every problem with a user's files (shapes, affines, mask values, unreadable or
-truncated files, empty subjects) is reported as a `PWMLDataError` whose message
-starts with the offending path, so a failed conversion of 70 subjects says which
-file to look at. It subclasses ValueError: callers that already catch bad values
-keep working.
+Kept under this name because the data modules (and users' code) import it from here;
+it is defined once, with the other errors every tool maps to an exit code.
 """
 
-from os import PathLike
-from typing import Union
+from ..errors import PWMLDataError
 
 __all__ = ["PWMLDataError"]
-
-
-class PWMLDataError(ValueError):
-    """Bad PWML input or output location; ``path`` names the file, ``problem`` says why."""
-
-    def __init__(self, path: Union[str, PathLike], problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self):
-        # raised inside conversion worker processes: must survive pickling
-        return (PWMLDataError, (self.path, self.problem))

@@ -27,6 +27,13 @@ TINY_ROWS = {row: Path(get_config_file(name)) for row, name in ROW_CONFIGS["tiny
 FULL_ROWS = {row: Path(get_config_file(name)) for row, name in ROW_CONFIGS["r101"].items()}
 
 
+def whole_slices_at(size: int):
+    """Overrides for whole slices (no head crop) at ``size`` px: tests of mechanics, not scale."""
+    return ["INPUT.CROP_TO_HEAD", "False", "INPUT.MIN_SIZE_TRAIN", f"({size},)",
+            "INPUT.MAX_SIZE_TRAIN", str(size), "INPUT.MIN_SIZE_TEST", str(size),
+            "INPUT.MAX_SIZE_TEST", str(size)]  # fmt: skip
+
+
 def tiny_cfg(row: str = "E", *opts):
     from rsrcnn_d2 import get_rsrcnn_cfg
 

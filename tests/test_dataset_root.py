@@ -12,7 +12,7 @@ import sys
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from conftest import REPO, TINY_ROWS
+from conftest import REPO, TINY_ROWS, whole_slices_at
 from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.data.register import parse_dataset_root, register_all_pwml, register_dataset_roots
 from test_data_fixtures import cohort, converted  # noqa: F401
@@ -125,16 +125,7 @@ def test_train_net_registers_a_second_cohort_in_two_gloo_workers(converted, tmp_
         "()",
         "DATASETS.TEST",
         "('mycohort_val',)",
-        "INPUT.CROP_TO_HEAD",
-        "False",
-        "INPUT.MIN_SIZE_TRAIN",
-        "(64,)",
-        "INPUT.MAX_SIZE_TRAIN",
-        "64",
-        "INPUT.MIN_SIZE_TEST",
-        "64",
-        "INPUT.MAX_SIZE_TEST",
-        "64",
+        *whole_slices_at(64),
     ]
     proc = subprocess.Popen(
         cmd,

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, TINY_ROWS
+from conftest import REPO, TINY_ROWS, whole_slices_at
 from rsrcnn_d2.data.register import register_all_pwml
 from test_data_fixtures import small_cohort
 
@@ -29,16 +29,7 @@ FAST = [
     "1",
     "SOLVER.IMS_PER_BATCH",
     "2",
-    "INPUT.CROP_TO_HEAD",
-    "False",
-    "INPUT.MIN_SIZE_TRAIN",
-    "(64,)",
-    "INPUT.MAX_SIZE_TRAIN",
-    "64",
-    "INPUT.MIN_SIZE_TEST",
-    "64",
-    "INPUT.MAX_SIZE_TEST",
-    "64",
+    *whole_slices_at(64),
 ]
 
 

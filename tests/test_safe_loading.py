@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_ROWS
+from conftest import TINY_ROWS, whole_slices_at
 from rsrcnn_d2 import get_rsrcnn_cfg
 from rsrcnn_d2.errors import ConfigError, WeightsError
 
@@ -373,16 +373,7 @@ def test_pkl_with_no_matching_keys_is_refused(tmp_path):
 SMALL = [
     "MODEL.DEVICE",
     "cpu",
-    "INPUT.CROP_TO_HEAD",
-    "False",
-    "INPUT.MIN_SIZE_TRAIN",
-    "(64,)",
-    "INPUT.MAX_SIZE_TRAIN",
-    "64",
-    "INPUT.MIN_SIZE_TEST",
-    "64",
-    "INPUT.MAX_SIZE_TEST",
-    "64",
+    *whole_slices_at(64),
     "SOLVER.IMS_PER_BATCH",
     "1",
     "TEST.EVAL_PERIOD",

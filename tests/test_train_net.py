@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import REPO, TINY_ROWS
+from conftest import REPO, TINY_ROWS, whole_slices_at
 
 TRAIN_NET = REPO / "tools" / "train_net.py"
 
@@ -38,18 +38,7 @@ def _free_port() -> int:
 
 
 # the tool's mechanics, not the input scale: whole 128-px slices keep these runs short
-SMALL_INPUT = [
-    "INPUT.CROP_TO_HEAD",
-    "False",
-    "INPUT.MIN_SIZE_TRAIN",
-    "(128,)",
-    "INPUT.MAX_SIZE_TRAIN",
-    "128",
-    "INPUT.MIN_SIZE_TEST",
-    "128",
-    "INPUT.MAX_SIZE_TEST",
-    "128",
-]
+SMALL_INPUT = whole_slices_at(128)
 
 
 def _run(root, out, *extra, num_gpus=1, timeout=600, threads="1"):

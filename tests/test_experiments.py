@@ -346,10 +346,22 @@ def test_ablation_variants_are_rows_with_overrides():
             add_variants(dict(runs), [bad])
 
 
-def test_ablation_runs_then_resumes_without_retraining(tmp_path):
+def _in_process(capfd, main, *args):
+    """A driver in-process (its steps are subprocesses anyway), with the output of both levels."""
+    from types import SimpleNamespace
+
+    capfd.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capfd.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
+def test_ablation_runs_then_resumes_without_retraining(tmp_path, capfd):
+    from rsrcnn_d2.experiments.ablation import main
+
     out = tmp_path / "abl"
     args = ["--output", out, "--iters", 2, "--subjects", 6, "--seeds", 0, "--rows", "E", "--k"]
-    first = _tool("run_ablation.py", *args)
+    first = _in_process(capfd, main, *args)
     assert first.returncode == 0, first.stderr[-3000:]
     result = out / "runs" / "E" / "seed0" / "result.json"
     recorded = json.loads(result.read_text())
@@ -361,7 +373,7 @@ def test_ablation_runs_then_resumes_without_retraining(tmp_path):
     assert tuned["config"].endswith("dcrf_tuned.yaml") and "pwml_strict/Dice" in tuned["results"]
     assert tuned["results"]["pwml_strict/n_slices"] == recorded["results"]["pwml_strict/n_slices"]
     stamp = result.stat().st_mtime_ns
-    second = _tool("run_ablation.py", *args)
+    second = _in_process(capfd, main, *args)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "seed 0 (done)" in second.stdout
     assert result.stat().st_mtime_ns == stamp
@@ -384,10 +396,14 @@ def _slice_folder(root, subjects=3):
                 Image.fromarray(array).save(root / part / f"s{s}" / f"{k}.png")
 
 
-def test_loso_holds_out_each_subject_once(tmp_path):
+def test_loso_holds_out_each_subject_once(tmp_path, capfd):
+    from rsrcnn_d2.experiments.loso import main
+
     _slice_folder(tmp_path / "slices", subjects=2)  # two folds show the mechanics
     out = tmp_path / "loso"
-    proc = _tool("run_loso.py", tmp_path / "slices", "--output", out, "--iters", 2, "--rows", "E")
+    proc = _in_process(
+        capfd, main, tmp_path / "slices", "--output", out, "--iters", 2, "--rows", "E"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     folds = json.loads((out / "pwml" / "splits.json").read_text())["folds"]
     assert sorted(v for f in folds for v in f["val"]) == ["s0", "s1"]

@@ -1,18 +1,14 @@
 """tools/run_cv.py: folds trained resumably, held-out whole volumes predicted and scored, pooled."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO, TINY_ROWS, whole_slices_at
+from conftest import TINY_ROWS, whole_slices_at
 from rsrcnn_d2.data.register import register_all_pwml
 from test_data_fixtures import small_cohort
 
-RUN_CV = REPO / "tools" / "run_cv.py"
 # mechanics, not accuracy: two iterations on whole 64-px slices
 FAST = [
     "MODEL.DEVICE",
@@ -49,16 +45,16 @@ def cohort(tmp_path_factory):
     return base
 
 
-def _run_cv(*args, timeout=300):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, str(RUN_CV), *map(str, args)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    return proc
+def _run_cv(capfd, *args):
+    """The driver in-process (its trainings are subprocesses anyway); output from both levels."""
+    from types import SimpleNamespace
+
+    from rsrcnn_d2.experiments.cv_cli import main
+
+    capfd.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capfd.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 def _snapshot(folder):
@@ -69,10 +65,12 @@ def _snapshot(folder):
     }
 
 
-def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort):
+def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort, capfd):
     root, out = cohort / "tiny", cohort / "out"
     splits = json.loads((root / "splits.json").read_text())
-    first = _run_cv(TINY_ROWS["B"], "--dataset-root", root, "--output", out, "--folds", "0", *FAST)
+    first = _run_cv(
+        capfd, TINY_ROWS["B"], "--dataset-root", root, "--output", out, "--folds", "0", *FAST
+    )
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     fold0 = out / "fold_0"
     assert (fold0 / "config.yaml").is_file() and (fold0 / "model_final.pth").is_file()
@@ -88,7 +86,9 @@ def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort):
     assert "incomplete" in (out / "cv_summary.md").read_text()
     before = _snapshot(fold0)
 
-    second = _run_cv(TINY_ROWS["B"], "--dataset-root", f"tiny={root}", "--output", out, *FAST)
+    second = _run_cv(
+        capfd, TINY_ROWS["B"], "--dataset-root", f"tiny={root}", "--output", out, *FAST
+    )
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     after = _snapshot(fold0)
     # fold 0 was neither retrained, re-predicted nor re-scored: its files are untouched
@@ -129,6 +129,7 @@ def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort):
     (fold1 / "result.json").unlink()
     stale = _snapshot(fold1 / "predictions")
     third = _run_cv(
+        capfd,
         TINY_ROWS["B"],
         "--dataset-root",
         f"tiny={root}",

@@ -37,8 +37,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-# the tool's mechanics, not the input scale: whole 128-px slices keep these runs short
-SMALL_INPUT = whole_slices_at(128)
+# the tool's mechanics, not the input scale: whole slices shrunk to 64 px keep these runs short
+SMALL_INPUT = whole_slices_at(64)
 
 
 def _run(root, out, *extra, num_gpus=1, timeout=600, threads="1"):

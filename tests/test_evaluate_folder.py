@@ -136,3 +136,26 @@ def test_cli_table_default_output_and_exit_codes(folders, capsys):
     assert (pred_dir / "evaluation" / "log.txt").is_file()
     assert main([str(ref_dir), str(pred_dir / "missing"), "--no-progress"]) == 2
     assert "prediction folder does not exist" in capsys.readouterr().err
+
+
+def test_spacing_follows_the_canonical_axes_whatever_the_stored_order(tmp_path):
+    # stored axes (S, A, R) with voxel sizes (3, 1, 1) mm: canonical (R, A, S) sizes (1, 1, 3),
+    # so an axial slice has 1 x 1 mm pixels and 3 mm between slices
+    pred, truth = _case()  # canonical (x, y, z) = (R, A, S)
+    affine = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [3, 0, 0, 0], [0, 0, 0, 1]], float)
+    stored = lambda v: np.ascontiguousarray(np.transpose(v, (2, 1, 0)))  # noqa: E731
+    _save(tmp_path / "ref" / "c.nii.gz", stored(truth), affine)
+    _save(tmp_path / "pred" / "c.nii.gz", stored(pred), affine)
+    evaluate_folder(tmp_path / "pred", tmp_path / "ref", tmp_path / "out", workers=1, progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "out" / "slices.csv")))
+    assert (float(rows[0]["spacing_row"]), float(rows[0]["spacing_col"])) == (1.0, 1.0)
+    assert len(rows) == 4  # the 4 axial slices, as for the canonically stored case
+
+
+def test_a_lesion_free_case_is_fine_with_lesion_slices_only(folders):
+    pred_dir, ref_dir = folders
+    empty = np.zeros((6, 8, 4), np.uint8)
+    _save(ref_dir / "healthy.nii.gz", empty)
+    _save(pred_dir / "healthy.nii.gz", empty)
+    summary = evaluate_folder(*folders, None, lesion_slices_only=True, workers=1, progress=False)
+    assert summary["cases"] == ["healthy", "sub01"] and summary["pwml_strict"]["n_slices"] == 3

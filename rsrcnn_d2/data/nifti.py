@@ -243,6 +243,18 @@ def put_slice(volume: np.ndarray, axis: int, index: int, image: np.ndarray) -> N
     volume[tuple(where)] = image[::-1, ::-1].T
 
 
+def canonical_shape_and_zooms(img) -> Tuple[Tuple[int, int, int], Tuple[float, float, float]]:
+    """Shape and voxel size (mm) of a 3-D image along the canonical (RAS+) axes, from its
+    header and affine only: the stored axes may come in any order (e.g. S, A, R)."""
+    from nibabel.orientations import io_orientation
+
+    shape, zooms = [0, 0, 0], [0.0, 0.0, 0.0]
+    for stored, (canonical, _) in enumerate(io_orientation(img.affine)):
+        shape[int(canonical)] = int(img.shape[stored])
+        zooms[int(canonical)] = float(img.header.get_zooms()[stored])
+    return tuple(shape), tuple(zooms)
+
+
 def slice_spacing(zooms: Tuple[float, float, float], axis: int) -> Tuple[float, float, float]:
     """(row, column, through-plane) spacing in mm of a `volume_slice` image."""
     first, second = _plane(axis)

@@ -25,6 +25,7 @@ from ..data.fileio import atomic_write_json
 from ..data.nifti import (
     NIFTI_ENDINGS,
     axis_index,
+    canonical_shape_and_zooms,
     case_name,
     read_volume,
     slice_spacing,
@@ -135,7 +136,7 @@ def _read_pair(pair: CasePair, binarize: bool):
             f"{np.round(pred.source.affine, 4)}\nvs\n"
             f"{np.round(ref.source.affine, 4)}",
         )
-    zooms = tuple(float(z) for z in ref.source.header.get_zooms()[:3])
+    _, zooms = canonical_shape_and_zooms(ref.source)  # the slices are cut from canonical voxels
     return (
         _binary(pred.canonical, pair.prediction, binarize),
         _binary(ref.canonical, pair.reference, binarize),
@@ -156,6 +157,8 @@ def evaluate_case(
     in_plane = tuple(a for a in range(3) if a != axis)
     has_lesion = ref.any(axis=in_plane)
     keep = [k for k in range(ref.shape[axis]) if has_lesion[k] or not lesion_slices_only]
+    if not keep:  # a lesion-free case and only lesion slices asked for: its 3-D counts only
+        return [], lesion_counts(pred, ref)
     # slice-major contiguous copies: the per-slice passes then read memory in order
     pred_slices = np.stack([volume_slice(pred, axis, k) for k in keep])
     ref_slices = np.stack([volume_slice(ref, axis, k) for k in keep])

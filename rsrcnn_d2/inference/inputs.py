@@ -161,9 +161,7 @@ def input_slice_geometry(item: PredictionInput, axis: int):
     the canonical voxel sizes (the header's, permuted as ``as_closest_canonical``
     permutes the axes); a PNG's spacing is unknown. PWMLDataError if unreadable.
     """
-    from nibabel.orientations import io_orientation
-
-    from ..data.nifti import slice_spacing
+    from ..data.nifti import canonical_shape_and_zooms, slice_spacing
 
     if item.kind != "nifti":
         from PIL import Image
@@ -175,13 +173,9 @@ def input_slice_geometry(item: PredictionInput, axis: int):
             raise PWMLDataError(
                 item.path, f"cannot read slice image ({type(e).__name__}: {e})"
             ) from e
-    img = load_nifti_3d(item.path)
-    shape, zooms = [0, 0, 0], [0.0, 0.0, 0.0]
-    for source_axis, (canonical_axis, _) in enumerate(io_orientation(img.affine)):
-        shape[int(canonical_axis)] = img.shape[source_axis]
-        zooms[int(canonical_axis)] = float(img.header.get_zooms()[source_axis])
+    shape, zooms = canonical_shape_and_zooms(load_nifti_3d(item.path))
     first, second = (a for a in (0, 1, 2) if a != axis)
-    return (shape[second], shape[first]), slice_spacing(tuple(zooms), axis)[:2]
+    return (shape[second], shape[first]), slice_spacing(zooms, axis)[:2]
 
 
 def check_input_geometry(predictor, item: PredictionInput, axis: int) -> None:

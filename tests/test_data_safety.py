@@ -292,10 +292,16 @@ def test_sigkill_leaves_no_workers_and_next_run_cleans_staging(tmp_path):
     assert staging.is_dir()  # SIGKILL cannot be caught: the next run cleans up
     other = tmp_path / f".{out.name}.staging-notours"  # not our naming: left alone
     other.mkdir()
-    live = tmp_path / f".{out.name}.staging-{os.getpid()}-abcd1234"  # its process lives
+    from rsrcnn_d2.data.fileio import _host
+
+    live = tmp_path / f".{out.name}.staging-{_host()}-{os.getpid()}-abcd1234"  # its process lives
+    elsewhere = (
+        tmp_path / f".{out.name}.staging-other_machine-999999-abcd1234"
+    )  # pid not ours to see
+    elsewhere.mkdir()
     live.mkdir()
     convert_pwml(raw, out, workers=1)
-    assert not staging.exists() and other.is_dir() and live.is_dir()
+    assert not staging.exists() and other.is_dir() and live.is_dir() and elsewhere.is_dir()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

@@ -146,8 +146,9 @@ def test_spacing_follows_the_canonical_axes_whatever_the_stored_order(tmp_path):
     stored = lambda v: np.ascontiguousarray(np.transpose(v, (2, 1, 0)))  # noqa: E731
     _save(tmp_path / "ref" / "c.nii.gz", stored(truth), affine)
     _save(tmp_path / "pred" / "c.nii.gz", stored(pred), affine)
-    evaluate_folder(tmp_path / "pred", tmp_path / "ref", tmp_path / "out", workers=1, progress=False)
-    rows = list(csv.DictReader(open(tmp_path / "out" / "slices.csv")))
+    out = tmp_path / "out"
+    evaluate_folder(tmp_path / "pred", tmp_path / "ref", out, workers=1, progress=False)
+    rows = list(csv.DictReader(open(out / "slices.csv")))
     assert (float(rows[0]["spacing_row"]), float(rows[0]["spacing_col"])) == (1.0, 1.0)
     assert len(rows) == 4  # the 4 axial slices, as for the canonically stored case
 

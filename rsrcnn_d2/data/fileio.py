@@ -215,17 +215,27 @@ def _staging_prefix(out_dir: Path) -> str:
     return f".{out_dir.name}.staging-"
 
 
+def _host() -> str:
+    """This machine's name in a form safe inside a file name (letters, digits, _)."""
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname()) or "host"
+
+
 def staging_dir_for(out_dir: PathLike) -> Path:
     """A fresh, empty folder beside ``out_dir`` on the same file system (for `replace_dir`).
 
-    Its name, ``.<out>.staging-<pid>-<random>``, records the creating process, so
-    that `remove_stale_staging` can tell the leftovers of a killed run from the
-    staging folder of a run still in progress.
+    Its name, ``.<out>.staging-<host>-<pid>-<random>``, records the creating machine
+    and process, so that `remove_stale_staging` can tell the leftovers of a killed
+    run from the staging folder of a run still in progress (on a shared file system
+    another machine's processes cannot be seen, so their folders are never touched).
     """
     out_dir = Path(out_dir).absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(
-        tempfile.mkdtemp(prefix=f"{_staging_prefix(out_dir)}{os.getpid()}-", dir=out_dir.parent)
+        tempfile.mkdtemp(
+            prefix=f"{_staging_prefix(out_dir)}{_host()}-{os.getpid()}-", dir=out_dir.parent
+        )
     )
     os.chmod(staging, 0o777 & ~current_umask())
     return staging
@@ -248,12 +258,14 @@ def _process_gone(pid: int) -> bool:
 def remove_stale_staging(out_dir: PathLike) -> list:
     """Delete staging folders of ``out_dir`` left by runs that were killed; return them.
 
-    Only folders named as `staging_dir_for` names them and whose creating
-    process no longer exists are removed; anything else beside ``out_dir`` is
-    left alone.
+    Only folders named as `staging_dir_for` names them, made on this machine, and
+    whose creating process no longer exists are removed; anything else beside
+    ``out_dir`` is left alone.
     """
     out_dir = Path(out_dir).absolute()
-    pattern = re.compile(re.escape(_staging_prefix(out_dir)) + r"(\d+)-[A-Za-z0-9_]+")
+    pattern = re.compile(
+        re.escape(f"{_staging_prefix(out_dir)}{_host()}-") + r"(\d+)-[A-Za-z0-9_]+"
+    )
     removed = []
     if not out_dir.parent.is_dir():
         return removed

@@ -85,8 +85,9 @@ def add_rsrcnn_config(cfg: CN) -> None:
     # is not used by this project.)
     cfg.TEST.FLIP_TTA = False
     # Members (checkpoints x views) that must detect a lesion for an ensemble or TTA to keep
-    # it: "majority" (more than half), or a number (1: any member's detection, detectron2's TTA).
-    cfg.TEST.ENSEMBLE_MIN_VOTES = "majority"
+    # it: 0 = a majority (more than half; with one model and flip TTA, both views), n >= 1 =
+    # at least n (1: any member's detection counts, detectron2's TTA; capped at the members).
+    cfg.TEST.ENSEMBLE_MIN_VOTES = 0
 
     # --- LR halving on a validation-loss plateau (SOLVER.LR_SCHEDULER_NAME: WarmupPlateauLR)
     cfg.SOLVER.PLATEAU = CN()

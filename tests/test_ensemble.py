@@ -149,7 +149,7 @@ def test_majority_vote_is_the_default_and_one_vote_is_detectron2s_union():
     assert LesionEnsemble.from_config(cfg, [model], flip=True).min_votes == 2  # 2 members
     assert LesionEnsemble.from_config(cfg, [model] * 2, flip=True).min_votes == 3  # 4 members
     cfg.defrost()
-    cfg.TEST.ENSEMBLE_MIN_VOTES = "1"
+    cfg.TEST.ENSEMBLE_MIN_VOTES = 1
     union = LesionEnsemble.from_config(cfg, [model], flip=True)
     assert union.min_votes == 1
     majority = LesionEnsemble([model], flip=True)
@@ -158,3 +158,15 @@ def test_majority_vote_is_the_default_and_one_vote_is_detectron2s_union():
     assert n_union > n_majority > 0  # a random network's mirror disagrees with it
     with pytest.raises(ValueError, match="min_votes must be"):
         LesionEnsemble([model], flip=True, min_votes=3)
+
+
+def test_a_number_of_votes_can_be_configured_and_tta_keeps_the_callers_mode():
+    from rsrcnn_d2.config import get_rsrcnn_cfg
+    from rsrcnn_d2.inference.ensemble import with_flip_tta
+    from rsrcnn_d2.model_zoo import row_config
+
+    cfg = get_rsrcnn_cfg(row_config("E"), ["TEST.ENSEMBLE_MIN_VOTES", "1", "TEST.FLIP_TTA", "True"])
+    _, model = _model()
+    assert LesionEnsemble.from_config(cfg, [model], flip=True).min_votes == 1
+    assert with_flip_tta(cfg, model.eval()).training is False
+    assert with_flip_tta(cfg, model.train()).training is True

@@ -574,3 +574,19 @@ def test_axis_names_come_from_one_table():
     assert [axis_name(i) for i in (0, 1, 2)] == list(AXES) and axis_name("Coronal") == "coronal"
     with pytest.raises(ValueError, match="unknown slice axis 'top'"):
         axis_name("top")
+
+
+def test_continue_never_takes_an_input_file_for_a_finished_output(volumes, monkeypatch, capsys):
+    # nnU-Net's names, predicting into the input folder: case "plain"'s mask would be the input
+    shutil.copy(volumes / "PWML_000_0000.nii.gz", volumes / "plain.nii.gz")
+    code = run_cli(
+        monkeypatch,
+        volumes,
+        "-o",
+        volumes,
+        "--allow-output-in-input",
+        "--continue",
+        predictor=fake_predictor(),
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "plain.nii.gz: refusing to overwrite an input file" in err

@@ -231,7 +231,7 @@ def predict_fold(
         for _, _, target in todo:
             target.unlink(missing_ok=True)
         atomic_write_json(stamp_file, stamp)
-    predictor = LesionPredictor.from_config(cfg)
+    predictor = LesionPredictor.from_config(cfg, tta=cfg.TEST.FLIP_TTA)  # as the evaluation does
     axis = axis_index(cohort.axis)
     for case, image, target in todo:
         item = PredictionInput("nifti", image, case)

@@ -53,7 +53,9 @@ def with_flip_tta(cfg, model: torch.nn.Module) -> torch.nn.Module:
     else itself."""
     if not cfg.TEST.FLIP_TTA:
         return model
-    return LesionEnsemble.from_config(cfg, [getattr(model, "module", model)], flip=True)
+    inner = getattr(model, "module", model)
+    # the caller's train/eval mode: inference_on_dataset restores the wrapper's mode afterwards
+    return LesionEnsemble.from_config(cfg, [inner], flip=True).train(inner.training)
 
 
 class LesionEnsemble(torch.nn.Module):
@@ -85,14 +87,14 @@ class LesionEnsemble(torch.nn.Module):
 
     @classmethod
     def from_config(cls, cfg, models: Sequence[torch.nn.Module], flip: bool) -> "LesionEnsemble":
-        votes = cfg.TEST.ENSEMBLE_MIN_VOTES
-        votes = int(votes) if str(votes).isdigit() else votes
+        votes = int(cfg.TEST.ENSEMBLE_MIN_VOTES)  # 0: a majority
+        members = len(models) * (2 if flip else 1)
         return cls(
             models,
             flip,
             cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
             cfg.TEST.DETECTIONS_PER_IMAGE,
-            min(votes, len(models) * (2 if flip else 1)) if isinstance(votes, int) else votes,
+            min(votes, members) if votes > 0 else "majority",
         )
 
     @property

@@ -282,7 +282,8 @@ def predict_inputs(
     unit = "volume" if inputs and inputs[0].kind == "nifti" else "slice"
     for item in tqdm(inputs, desc="predicting", unit=unit, disable=not progress):
         paths = output_paths(item, output, mask_suffix)
-        if skip_existing and paths.mask.is_file() and (not save_prob or paths.prob.is_file()):
+        finished = paths.mask.is_file() and paths.mask.resolve() not in write.protected
+        if skip_existing and finished and (not save_prob or paths.prob.is_file()):
             report.skipped.append(item.path)
             say(f"{item.path}: outputs exist, skipped (--continue)")
             continue

@@ -138,6 +138,8 @@ def load_pwml_coco(json_file: Union[str, Path], image_root: Union[str, Path]) ->
         for im in coco["images"]:
             record = {k: v for k, v in im.items() if k != "id"}
             record["file_name"] = str(Path(image_root) / im["file_name"])
+            if "neighbor_file" in im:  # slices z-1, z+1 (converter since 2.5-D)
+                record["neighbor_file"] = str(Path(image_root) / im["neighbor_file"])
             record["image_id"] = im["id"]
             record["annotations"] = by_image[im["id"]]
             records.append(record)

@@ -5,6 +5,9 @@ Output folder (datasets/README.md has the full description)::
     <out>/conversion.json               options, counts, storage format
     <out>/splits.json                   seeded subject split and folds
     <out>/images/<subject>/<subject>_<slice:04d>.npy    float32 slices
+    <out>/images/<subject>/<subject>_<slice:04d>_neighbors.npy   float32 (2, H, W):
+                                        slices z-1 and z+1 (an edge slice repeats itself),
+                                        the 2.5-D input's other channels (INPUT.NEIGHBOR_SLICES)
     <out>/annotations/instances_<name>.json   all, train, val, test, fold{i}_{train,val}
 
 Why this shape: per-slice float32 files keep raw intensities exactly (the model
@@ -50,6 +53,7 @@ from .fileio import (
     atomic_write_json,
     output_path,
     read_json,
+    read_slice,
     remove_stale_staging,
     replace_dir,
     save_slice,
@@ -99,7 +103,14 @@ def _nifti_records(source: SubjectSource, opts: ConvertOptions):
     else:
         indices = np.arange(pair.mask.shape[axis])
     spacing = list(slice_spacing(pair.zooms, axis))
+    last = pair.image.shape[axis] - 1
     for k in indices.tolist():
+        neighbors = np.stack(
+            [
+                volume_slice(pair.image, axis, max(k - 1, 0)),
+                volume_slice(pair.image, axis, min(k + 1, last)),
+            ]
+        )
         yield (
             k,
             volume_slice(pair.image, axis, k),
@@ -107,15 +118,26 @@ def _nifti_records(source: SubjectSource, opts: ConvertOptions):
             source.image,
             source.mask,
             spacing,
+            neighbors,
         )
 
 
 def _slice_folder_records(source: SubjectSource, opts: ConvertOptions):
+    paths = {k: image_path for k, image_path, _ in source.slices}
     for k, image_path, mask_path in source.slices:
         image, mask = read_slice_pair(image_path, mask_path, binarize=opts.binarize)
         if opts.lesion_slices_only and not mask.any():
             continue
-        yield k, image, mask, image_path, mask_path, None
+        # a folder's slices z-1 and z+1 where it has them (and of this size), else the slice again
+        neighbors = np.stack([_folder_neighbor(paths.get(k + d), image) for d in (-1, 1)])
+        yield k, image, mask, image_path, mask_path, None, neighbors
+
+
+def _folder_neighbor(path, image: np.ndarray) -> np.ndarray:
+    if path is None:
+        return image
+    neighbor = read_slice(path)
+    return neighbor if neighbor.shape == image.shape else image
 
 
 def convert_subject(
@@ -139,12 +161,15 @@ def convert_subject(
     check_subject_id(source.subject, source.image or out_images)
     subject_dir = output_path(out_images, source.subject)
     records = []
-    for k, image, mask, image_path, mask_path, spacing in items:
+    for k, image, mask, image_path, mask_path, spacing, neighbors in items:
         subject_dir.mkdir(parents=True, exist_ok=True)
         rel = f"{source.subject}/{source.subject}_{k:04d}.npy"
+        neighbor_rel = f"{source.subject}/{source.subject}_{k:04d}_neighbors.npy"
         save_slice(output_path(out_images, rel), image)
+        save_slice(output_path(out_images, neighbor_rel), neighbors)
         entry = {
             "file_name": rel,
+            "neighbor_file": neighbor_rel,
             "height": int(image.shape[0]),
             "width": int(image.shape[1]),
             "subject": source.subject,

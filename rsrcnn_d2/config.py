@@ -64,6 +64,14 @@ def add_rsrcnn_config(cfg: CN) -> None:
     # Margin (pixels of the original slice) added around the head's bounding box.
     cfg.INPUT.HEAD_CROP_MARGIN = 2
 
+    # --- 2.5-D input (rsrcnn_d2/data/mapper.py, rsrcnn_d2/inference/predictor.py) -----
+    # Feed the backbone slices z-1, z, z+1 of the volume as its three input channels (in
+    # that order; an edge slice repeats itself) instead of three copies of slice z. The
+    # network still reads 3 channels, so COCO-initialised weights load unchanged. Needs
+    # data converted with the neighbour files (tools/prepare_pwml.py since 2.5-D); 2-D
+    # inputs (PNG slices) have no neighbours and get three copies.
+    cfg.INPUT.NEIGHBOR_SLICES = False
+
     # --- training slice geometry (rsrcnn_d2/data/slice_geometry.py) ----------------
     # Median (height, width) in pixels of DATASETS.TRAIN's slices; tools/train_net.py
     # records it in the config.yaml it writes. Empty: unknown (no check, detectron2's resize).

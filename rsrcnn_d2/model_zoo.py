@@ -8,7 +8,9 @@ or a checkout finds the repository's own ``configs/``. The directory layout is
 kept, so the relative ``_BASE_`` references inside the files work from either.
 
 ``ROW_CONFIGS`` is the one table of Table 1's rows B-E (row A, the classical
-baseline, has no config) for the two model sizes.
+baseline, has no config) for the two model sizes, plus our recommended row
+"plus" (RS R-CNN+: row E with the 2.5-D input, INPUT.NEIGHBOR_SLICES, and flip
+TTA), which is not in the paper.
 """
 
 from pathlib import Path
@@ -27,18 +29,21 @@ __all__ = [
 
 # Table 1's rows -> config name, per model size: "tiny" is the CPU-sized R-18 twin
 # used by the demo, tests and experiment scripts; "r101" is the paper's backbone.
+# "plus" (RS R-CNN+) = E + 2.5-D input + flip TTA: our recommendation, not Table 1's.
 ROW_CONFIGS: Dict[str, Dict[str, str]] = {
     "tiny": {
         "B": "PWML-Tiny/B_mask_rcnn_R_18_FPN.yaml",
         "C": "PWML-Tiny/C_hrpn_expand_R_18_FPN.yaml",
         "D": "PWML-Tiny/D_hrpn_lrsnet_R_18_FPN.yaml",
         "E": "PWML-Tiny/E_rsrcnn_R_18_FPN.yaml",
+        "plus": "PWML-Tiny/RSRCNN_plus_R_18_FPN.yaml",
     },
     "r101": {
         "B": "PWML/B_mask_rcnn_R_101_FPN.yaml",
         "C": "PWML/C_hrpn_expand_R_101_FPN.yaml",
         "D": "PWML/D_hrpn_lrsnet_R_101_FPN.yaml",
         "E": "PWML/E_rsrcnn_R_101_FPN.yaml",
+        "plus": "PWML/RSRCNN_plus_R_101_FPN.yaml",
     },
 }
 FAMILIES = tuple(ROW_CONFIGS)
@@ -77,7 +82,8 @@ def get_config_file(name: str) -> str:
 
 
 def row_config(row: str, family: str = "tiny") -> str:
-    """The config file of Table 1's ``row`` (B-E) in ``family`` ("tiny" or "r101")."""
+    """The config file of Table 1's ``row`` (B-E, or "plus" for RS R-CNN+) in ``family``
+    ("tiny" or "r101")."""
     if family not in ROW_CONFIGS:
         raise ConfigError(
             f"{family}/{row}", f"unknown model family {family!r}; known: " + ", ".join(FAMILIES)

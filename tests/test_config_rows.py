@@ -1,11 +1,10 @@
-"""Rows B-E differ from one another only in what Table 1 changes, for both config families."""
+"""Rows B-E differ from one another only in what Table 1 changes, and RS R-CNN+ ("plus") from
+row E only in its 2.5-D input and flip TTA, for both config families."""
 
 import pytest
 
 import rsrcnn_d2
-from conftest import CONFIGS, TINY_ROWS
-
-FULL_ROWS = {p.name[0]: p for p in (CONFIGS / "PWML").glob("*.yaml")}
+from conftest import FULL_ROWS, TINY_ROWS
 
 # what each row changes with respect to the previous one
 INTENDED = {
@@ -19,6 +18,7 @@ INTENDED = {
     },
     ("C", "D"): {"MODEL.ROI_MASK_HEAD.NAME"},
     ("D", "E"): {"MODEL.DCRF.NAME"},
+    ("E", "plus"): {"INPUT.NEIGHBOR_SLICES", "TEST.FLIP_TTA"},
 }
 # what the CPU twins change with respect to the R-101 rows: size, and from-scratch training
 TWIN_KEYS = {
@@ -66,7 +66,11 @@ def test_consecutive_rows_differ_only_in_intended_keys(family, pair):
     assert _diff(a, b) == INTENDED[pair]
 
 
-@pytest.mark.parametrize("row", "BCDE")
+def test_both_families_have_the_same_rows():
+    assert list(FULL_ROWS) == list(TINY_ROWS) == ["B", "C", "D", "E", "plus"]
+
+
+@pytest.mark.parametrize("row", ["B", "C", "D", "E", "plus"])
 def test_cpu_twin_differs_from_its_row_only_in_size_and_from_scratch_keys(row):
     full = rsrcnn_d2.get_rsrcnn_cfg(str(FULL_ROWS[row]))
     twin = rsrcnn_d2.get_rsrcnn_cfg(str(TINY_ROWS[row]))

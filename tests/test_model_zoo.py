@@ -33,14 +33,14 @@ def test_list_configs_is_every_yaml_of_configs():
         p.relative_to(REPO / "configs").as_posix() for p in (REPO / "configs").rglob("*.yaml")
     )
     assert model_zoo.list_configs() == on_disk
-    assert len(on_disk) == 10  # Base, Base-Tiny and rows B-E twice
+    assert len(on_disk) == 12  # Base, Base-Tiny and rows B-E and "plus" twice
 
 
 @pytest.mark.parametrize("family,depth", [("tiny", 18), ("r101", 101)])
-def test_row_table_covers_rows_b_to_e_of_both_families(family, depth):
-    assert list(model_zoo.ROW_CONFIGS[family]) == ["B", "C", "D", "E"]
+def test_row_table_covers_rows_b_to_e_and_plus_of_both_families(family, depth):
+    assert list(model_zoo.ROW_CONFIGS[family]) == ["B", "C", "D", "E", "plus"]
     heads = {}
-    for row in "BCDE":
+    for row in ("B", "C", "D", "E", "plus"):
         cfg = get_rsrcnn_cfg(model_zoo.row_config(row, family))
         assert cfg.MODEL.RESNETS.DEPTH == depth
         heads[row] = (
@@ -51,11 +51,22 @@ def test_row_table_covers_rows_b_to_e_of_both_families(family, depth):
     assert heads["B"][0] == "SingleNMSRPN" and heads["C"][0] == "HRPN"
     assert heads["C"][1] != "LRSNetHead" and heads["D"][1] == "LRSNetHead"
     assert heads["D"][2] != "DenseCRFPostprocessor" and heads["E"][2] == "DenseCRFPostprocessor"
+    assert heads["plus"] == heads["E"]  # RS R-CNN+ is row E's model with other inputs and TTA
+
+
+@pytest.mark.parametrize("family", ["tiny", "r101"])
+def test_plus_row_is_row_e_with_neighbour_slices_and_flip_tta(family):
+    e = get_rsrcnn_cfg(model_zoo.row_config("E", family))
+    plus = get_rsrcnn_cfg(model_zoo.row_config("plus", family))
+    assert (e.INPUT.NEIGHBOR_SLICES, e.TEST.FLIP_TTA) == (False, False)
+    assert (plus.INPUT.NEIGHBOR_SLICES, plus.TEST.FLIP_TTA) == (True, True)
+    plus.INPUT.NEIGHBOR_SLICES, plus.TEST.FLIP_TTA = False, False
+    assert plus.dump() == e.dump()  # nothing else differs
 
 
 def test_row_config_refuses_unknown_rows_and_families():
     with pytest.raises(
-        ConfigError, match=r"^tiny/A: row 'A' has no config; rows with one: B, C, D, E$"
+        ConfigError, match=r"^tiny/A: row 'A' has no config; rows with one: B, C, D, E, plus$"
     ):
         model_zoo.row_config("A")
     with pytest.raises(

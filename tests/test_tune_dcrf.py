@@ -190,7 +190,7 @@ def test_prediction_cache_round_trip_and_key(toy, tmp_path):
 
 
 def _load_tool():
-    """The program behind tools/tune_dcrf.py (the script only calls its ``main``)."""
+    """The program behind tools/tune_dcrf.py (the script only calls its ``tune_dcrf_main``)."""
     from rsrcnn_d2.tuning import cli
 
     return cli
@@ -243,7 +243,7 @@ def test_tune_dcrf_cli_writes_a_usable_config_and_reuses_its_cache(toy, tmp_path
     )
     register_pwml_root(toy["root"] / "pwml", prefix="pwml")
     try:
-        assert tool.main(args) == 0
+        assert tool.tune_dcrf_main(args) == 0
     finally:
         register_all_pwml()  # pwml_* back to $DETECTRON2_DATASETS/pwml for other tests
     assert json.loads(out.with_suffix(".json").read_text())["best"] == summary["best"]
@@ -271,14 +271,14 @@ def test_tune_dcrf_refuses_weights_of_another_row(toy, tmp_path, capsys):
         "MODEL.DEVICE",
         "cpu",
     ]
-    assert _load_tool().main(args) == 4
+    assert _load_tool().tune_dcrf_main(args) == 4
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith(
         f"tune_dcrf: error: {weights}: leaves 8 of the model's 110 weight tensors"
     )
     assert not out.exists()
     # the flag loads what fits and tunes
-    assert _load_tool().main(["--allow-partial-weights", *args]) == 0
+    assert _load_tool().tune_dcrf_main(["--allow-partial-weights", *args]) == 0
     assert out.is_file()
 
 
@@ -289,13 +289,15 @@ def test_tune_dcrf_bad_config_and_truncated_weights_are_one_line_errors(toy, tmp
         f'["touch {tmp_path / "pwned"}"]\n'
     )
     tool = _load_tool()
-    assert tool.main(["--config-file", str(evil), "--dataset", "toy_val"]) == 3
+    assert tool.tune_dcrf_main(["--config-file", str(evil), "--dataset", "toy_val"]) == 3
     assert (
         capsys.readouterr().err.splitlines()[-1].startswith(f"tune_dcrf: error: {evil}: YAML tag ")
     )
     assert not (tmp_path / "pwned").exists()
     assert (
-        tool.main(["--config-file", str(TINY_ROWS["E"]), "--dataset", "toy_val", "MODEL.NOPE", "1"])
+        tool.tune_dcrf_main(
+            ["--config-file", str(TINY_ROWS["E"]), "--dataset", "toy_val", "MODEL.NOPE", "1"]
+        )
         == 3
     )
     assert (
@@ -306,7 +308,7 @@ def test_tune_dcrf_bad_config_and_truncated_weights_are_one_line_errors(toy, tmp
     truncated = tmp_path / "w.pth"
     truncated.write_bytes(b"PK\x03\x04 not a whole checkpoint")
     assert (
-        tool.main(
+        tool.tune_dcrf_main(
             [
                 "--config-file",
                 str(TINY_ROWS["E"]),

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Tune the dense CRF's l1, l2, c1, e1 by Bayesian optimisation; see rsrcnn_d2/tuning/cli.py
-or --help."""
+"""The old name of tools/tune_operating_point.py: tunes the dense CRF's l1, l2, c1, e1 alone at
+the config's score threshold; see rsrcnn_d2/tuning/cli.py or --help."""
 
 import sys
 
-from rsrcnn_d2.tuning.cli import main
+from rsrcnn_d2.tuning.cli import tune_dcrf_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(tune_dcrf_main())

@@ -38,7 +38,7 @@ from .runner import (
     COHORT_MODULE,
     PREPARE_MODULE,
     TRAIN_NET_MODULE,
-    TUNE_DCRF_MODULE,
+    TUNE_MODULE,
     finished_result,
     run_tool,
     train_and_record,
@@ -132,7 +132,7 @@ def tuned_dcrf_run(out: Path, seed: int, env) -> None:
     run_tool(
         [
             "-m",
-            TUNE_DCRF_MODULE,
+            TUNE_MODULE,
             "--config-file",
             ROW_CONFIGS["E"],
             "--weights",

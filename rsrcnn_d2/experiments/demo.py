@@ -6,7 +6,8 @@ Each step is one of the project's ordinary tools, run as a user would run it:
 2. tools/prepare_pwml.py           COCO slices, subject splits    -> OUT/pwml
 3. tools/train_net.py              train row E (CPU twin), evaluate on pwml_test
                                    with both protocols            -> OUT/train
-4. tools/tune_dcrf.py              Bayesian DCRF tuning on pwml_val -> OUT/train/*_dcrf_tuned.yaml
+4. tools/tune_operating_point.py  score threshold + DCRF calibrated on pwml_val
+                                   -> OUT/train/operating_point.yaml
 5. tools/predict.py                segment one held-out volume    -> OUT/predict
 6. tools/plot_results.py + report  box plot, real-anatomy overlays, OUT/report.md
 
@@ -31,7 +32,7 @@ from .runner import (
     PREDICT_MODULE,
     PREPARE_MODULE,
     TRAIN_NET_MODULE,
-    TUNE_DCRF_MODULE,
+    TUNE_MODULE,
     run_tool,
     trained_weights,
 )
@@ -98,11 +99,11 @@ def main(argv=None) -> int:
         step="3/6 training + evaluation",
     )
     weights = trained_weights(train_dir)  # model_best.pth: the lowest validation loss
-    tuned = train_dir / "dcrf_tuned.yaml"
+    tuned = train_dir / "operating_point.yaml"
     run_tool(
         [
             "-m",
-            TUNE_DCRF_MODULE,
+            TUNE_MODULE,
             "--config-file",
             CONFIG,
             "--weights",
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
             args.seed,
         ],
         env,
-        step="4/6 DCRF tuning",
+        step="4/6 operating point (score threshold + DCRF) calibration",
     )
     test_subject = json.loads((out / "pwml" / "splits.json").read_text())["test"][0]
     volume = cohort / "imagesTr" / f"{test_subject}_0000.nii.gz"

@@ -28,7 +28,7 @@ __all__ = [
     "TRAIN_NET_MODULE",
     "COHORT_MODULE",
     "PREPARE_MODULE",
-    "TUNE_DCRF_MODULE",
+    "TUNE_MODULE",
     "PREDICT_MODULE",
     "PLOT_MODULE",
 ]
@@ -38,7 +38,7 @@ TRAIN_NET_MODULE = "rsrcnn_d2.engine.train_net"
 # as scripts
 COHORT_MODULE = "rsrcnn_d2.data.cohort_cli"  # tools/make_synthetic_cohort.py
 PREPARE_MODULE = "rsrcnn_d2.data.prepare_cli"  # tools/prepare_pwml.py
-TUNE_DCRF_MODULE = "rsrcnn_d2.tuning.cli"  # tools/tune_dcrf.py
+TUNE_MODULE = "rsrcnn_d2.tuning.cli"  # tools/tune_operating_point.py (tune_dcrf.py: its old name)
 PREDICT_MODULE = "rsrcnn_d2.inference.cli"  # tools/predict.py, rsrcnn-predict
 PLOT_MODULE = "rsrcnn_d2.visualization.plot_cli"  # tools/plot_results.py
 RESULT_FILE = "result.json"

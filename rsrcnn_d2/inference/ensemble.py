@@ -31,16 +31,37 @@ import torch
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
-__all__ = ["LesionEnsemble", "flip_boxes", "votes", "with_flip_tta"]
+__all__ = ["LesionEnsemble", "flip_boxes", "member_scores", "votes", "with_flip_tta"]
+
+
+def member_scores(
+    merged: torch.Tensor,
+    member_boxes: Sequence[torch.Tensor],
+    member_box_scores: Sequence[torch.Tensor],
+    iou: float,
+) -> torch.Tensor:
+    """(R, members): each member's highest score among its boxes overlapping a merged box by
+    IoU >= ``iou``, 0 where none does.
+
+    Why keep them: a member's detections at a higher score threshold are the ones
+    above it, so the votes a merged box would get at any threshold t are the
+    members whose entry is >= t; calibrating the threshold (rsrcnn_d2.tuning)
+    needs no second network pass.
+    """
+    out = merged.new_zeros((len(merged), len(member_boxes)))
+    for j, (boxes, scores) in enumerate(zip(member_boxes, member_box_scores)):
+        if len(boxes) and len(merged):
+            hits = pairwise_iou(Boxes(merged), Boxes(boxes)) >= iou
+            out[:, j] = torch.where(hits, scores[None, :], torch.zeros_like(scores)[None, :]).amax(
+                1
+            )
+    return out
 
 
 def votes(merged: torch.Tensor, member_boxes: Sequence[torch.Tensor], iou: float) -> torch.Tensor:
     """For each merged box, how many members detected it (a box of theirs with IoU >= ``iou``)."""
-    count = torch.zeros(len(merged), dtype=torch.long, device=merged.device)
-    for boxes in member_boxes:
-        if len(boxes):
-            count += (pairwise_iou(Boxes(merged), Boxes(boxes)) >= iou).any(dim=1).long()
-    return count
+    ones = [torch.ones(len(b), device=merged.device) for b in member_boxes]
+    return (member_scores(merged, member_boxes, ones, iou) > 0).sum(dim=1)
 
 
 def flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
@@ -131,10 +152,11 @@ class LesionEnsemble(torch.nn.Module):
         merged = self._merge(
             torch.cat(boxes), torch.cat(scores), torch.cat(classes), (height, width)
         )
+        merged.member_scores = member_scores(
+            merged.pred_boxes.tensor, boxes, scores, self.nms_thresh
+        )
         if self.min_votes > 1 and len(merged):
-            merged = merged[
-                votes(merged.pred_boxes.tensor, boxes, self.nms_thresh) >= self.min_votes
-            ]
+            merged = merged[(merged.member_scores > 0).sum(dim=1) >= self.min_votes]
         masks, expanded = [], None
         for model, features, mirrored in members:
             given = Instances(

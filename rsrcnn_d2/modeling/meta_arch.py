@@ -27,7 +27,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 
 from .dcrf import build_dcrf_postprocessor
-from .postprocessing import minmax_uint8_image, paste_lesions, zscore_image
+from .postprocessing import minmax_uint8_image, network_grey, paste_lesions, zscore_image
 
 __all__ = ["RSRCNN", "NORMALIZATIONS"]
 
@@ -108,7 +108,7 @@ class RSRCNN(GeneralizedRCNN):
         lesion_prob = torch.zeros((height, width), dtype=torch.float32, device=self.device)
         masks = torch.zeros((len(out), height, width), dtype=torch.bool, device=self.device)
         if has_masks:
-            network_image = batched_input["image"].to(self.device).float().mean(dim=0)
+            network_image = network_grey(batched_input["image"].to(self.device))
             masks, lesion_prob, boxes = paste_lesions(
                 out.mask_probs,
                 out.network_boxes,

@@ -15,12 +15,23 @@ from detectron2.layers.mask_ops import _do_paste_mask
 from ..data.image_ops import to_uint8
 
 __all__ = [
+    "network_grey",
     "zscore_image",
     "minmax_uint8_image",
     "paste_instance_masks",
     "paste_lesions",
     "place_in_frame",
 ]
+
+
+def network_grey(image: torch.Tensor) -> torch.Tensor:
+    """The grey slice inside a (C, H, W) network input: its centre channel.
+
+    Three copies of one slice (2-D input) or slices z-1, z, z+1 (2.5-D,
+    INPUT.NEIGHBOR_SLICES): either way the centre channel is slice z, the one the
+    masks belong to, so the CRF's pairwise term reads the slice being segmented.
+    """
+    return image[image.shape[0] // 2].float()
 
 
 def zscore_image(image: torch.Tensor) -> torch.Tensor:

@@ -1,25 +1,34 @@
-"""Tune the dense CRF's l1, l2, c1, e1 by Bayesian optimisation on validation Dice.
+"""Calibrate a trained row's operating point on validation subjects: score threshold + CRF.
 
-The network runs once over the dataset (with its CRF off); every trial re-pastes
-the cached mask probabilities through a CRF with the trial's parameters and
-scores strict mean Dice (every slice counts). The config's own CRF parameters
-are the first trial, so the result is never worse than them on this dataset.
-Writes a config ``_BASE_: <--config-file>`` + the tuned MODEL.DCRF keys, usable
-as ``--config-file`` by train_net.py and the other tools. For example:
+    python tools/tune_operating_point.py --config-file configs/PWML/E_rsrcnn_R_101_FPN.yaml \\
+        --weights output/E/model_best.pth --dataset pwml_val --cache output/E/val_probs.pt \\
+        [--objective dice|lesion_f1] --output output/E/E_tuned.yaml
 
-    python tools/tune_dcrf.py --config-file configs/PWML/E_rsrcnn_R_101_FPN.yaml \\
-        --weights output/E/model_final.pth --dataset pwml_val --cache output/E/val_probs.pt \\
-        --output output/E/E_dcrf_tuned.yaml
+The network runs once over the dataset (CRF off, detections down to the score
+grid's lowest threshold, with TEST.FLIP_TTA when the config has it); every trial
+re-selects the cached detections at its threshold, re-pastes their mask
+probabilities through the CRF with its parameters and scores the objective:
+strict mean Dice (every slice counts, the default) or lesion-wise F1. First the
+threshold over a grid (--score-grid), then, for rows with a dense CRF, the
+threshold and l1, l2, c1, e1 together by Bayesian optimisation from the grid's
+best point. The config's own point is the first trial, so the result is never
+worse than the config on this dataset. Writes ``_BASE_: <--config-file>`` +
+MODEL.ROI_HEADS.SCORE_THRESH_TEST (+ MODEL.DCRF), usable as ``--config-file`` by
+every tool, and the trials beside it as .json.
 
+``tools/tune_dcrf.py`` is the old name: it tunes the CRF alone at the config's
+threshold (``--search crf``), as before, and writes ``<config>_dcrf_tuned.yaml``.
 ``--dataset-root [NAME=]DIR`` (repeatable) registers another prepared cohort as
 ``NAME_<split>`` for --dataset; a missing or unprepared root exits with status 2.
-The program behind ``tools/tune_dcrf.py`` (also ``python -m rsrcnn_d2.tuning.cli``).
+The program behind ``tools/tune_operating_point.py`` (also ``python -m
+rsrcnn_d2.tuning.cli``).
 """
 
 import argparse
 import os
 import sys
 from pathlib import Path
+from typing import List, Optional
 
 import torch
 
@@ -30,7 +39,15 @@ from ..data.register import register_dataset_roots
 from ..errors import ConfigError, PWMLDataError, report_errors
 from ..inference.predictor import LesionPredictor
 from ..tool_setup import quiet_known_warnings, setup_tool_logging
-from .dcrf_search import DEFAULT_BOUNDS, PARAM_KEYS, format_params, params_from_cfg, tune_dcrf
+from .dcrf_search import (
+    DEFAULT_BOUNDS,
+    OBJECTIVES,
+    PARAM_KEYS,
+    format_params,
+    params_from_cfg,
+    tune_dcrf,
+)
+from .operating_point import DEFAULT_SCORE_GRID, format_point, tune_operating_point
 from .prediction_cache import (
     collect_predictions,
     load_prediction_cache,
@@ -39,11 +56,16 @@ from .prediction_cache import (
 )
 from .tuned_config import write_tuned_config
 
-__all__ = ["parse_args", "load_slices", "main"]
+__all__ = ["parse_args", "load_slices", "main", "tune_dcrf_main"]
+
+SEARCHES = ("score", "crf")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv=None, legacy: bool = False):
+    parser = argparse.ArgumentParser(
+        prog="tune_dcrf" if legacy else "tune_operating_point",
+        description=__doc__.split("\n")[0],
+    )
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--weights", default=None, help="checkpoint (default: MODEL.WEIGHTS)")
     parser.add_argument(
@@ -60,8 +82,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--output",
         default=None,
-        help="tuned config YAML (default: "
-        "OUTPUT_DIR/<config name>_dcrf_tuned.yaml); trials go beside it as .json",
+        help="tuned config YAML (default: OUTPUT_DIR/<config name>"
+        + ("_dcrf_tuned.yaml" if legacy else "_tuned.yaml")
+        + "); trials go beside it as .json",
     )
     parser.add_argument(
         "--cache",
@@ -75,6 +98,29 @@ def parse_args(argv=None):
         default=[],
         metavar="[NAME=]DIR",
         help="register a prepared cohort (tools/prepare_pwml.py) as NAME_<split>; repeatable",
+    )
+    parser.add_argument(
+        "--search",
+        nargs="+",
+        choices=SEARCHES,
+        default=["crf"] if legacy else list(SEARCHES),
+        help="what to tune: the score threshold, the CRF's parameters (rows with a CRF) "
+        "or both (default: " + ("crf" if legacy else "both") + ")",
+    )
+    parser.add_argument(
+        "--objective",
+        choices=sorted(OBJECTIVES),
+        default="dice",
+        help="validation figure to maximise: "
+        + "; ".join(f"{k}: {v}" for k, v in OBJECTIVES.items()),
+    )
+    parser.add_argument(
+        "--score-grid",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_SCORE_GRID),
+        metavar="T",
+        help="score thresholds tried (default 0.05, 0.10, ..., 0.95); the config's is added",
     )
     parser.add_argument("--init-points", type=int, default=5, help="random trials")
     parser.add_argument("--n-iter", type=int, default=25, help="GP-guided trials")
@@ -94,18 +140,35 @@ def parse_args(argv=None):
             help=f"search bounds of {name} (MODEL.DCRF.{PARAM_KEYS[name]}); default {lo:g} {hi:g}",
         )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if any(not 0 <= t <= 1 for t in args.score_grid):
+        parser.error(f"--score-grid values must lie in [0, 1], got {args.score_grid}")
+    return args
 
 
 def load_slices(
-    cfg, dataset: str, weights: str, cache: str, seed: int, log, allow_partial: bool = False
+    cfg,
+    dataset: str,
+    weights: str,
+    cache: str,
+    seed: int,
+    log,
+    allow_partial: bool = False,
+    score_floor: Optional[float] = None,
 ):
     """Cached network outputs: from ``cache`` when it matches, else one pass of the model.
 
-    The weights go through the predictor's checked loading: a checkpoint that
-    does not fill the model is refused unless ``allow_partial``.
+    ``score_floor`` runs the network with that detection threshold instead of the
+    config's (lower, so that higher thresholds can be tried on the cache). The
+    weights go through the predictor's checked loading: a checkpoint that does not
+    fill the model is refused unless ``allow_partial``.
     """
-    key = prediction_cache_key(cfg, dataset, weights)
+    model_cfg = cfg.clone()
+    model_cfg.defrost()
+    model_cfg.MODEL.DCRF.NAME = ""  # the CRF is what the trials vary
+    if score_floor is not None:
+        model_cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = float(score_floor)
+    key = prediction_cache_key(model_cfg, dataset, weights)
     if not weights:
         key["random_init_seed"] = str(seed)
     if allow_partial:  # a cache of a partly loaded network is not reused by a checked run
@@ -114,16 +177,13 @@ def load_slices(
         slices = load_prediction_cache(cache, key)
         log.info(f"read {len(slices)} slices' network outputs from {cache}")
         return slices
-    model_cfg = cfg.clone()
-    model_cfg.defrost()
-    model_cfg.MODEL.DCRF.NAME = ""  # the CRF is what the trials vary
     if not weights:
         log.warning(
             "no weights given (--weights / MODEL.WEIGHTS): tuning on a randomly initialised network"
         )
     torch.manual_seed(seed)  # only matters without weights: a reproducible random network
-    # the predictor's model building and checked loading; TEST.FLIP_TTA: the CRF is tuned
-    # on the flip-averaged masks the evaluation will see
+    # the predictor's model building and checked loading; TEST.FLIP_TTA: tuned on the
+    # flip-averaged masks (and the flip vote) the evaluation will see
     model = LesionPredictor.from_config(
         model_cfg,
         weights=[weights] if weights else [],
@@ -138,9 +198,7 @@ def load_slices(
     return slices
 
 
-@report_errors("tune_dcrf")
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def _setup(args, legacy: bool):
     quiet_known_warnings()
     register_dataset_roots(args.dataset_root)  # a bad root: one line, exit 2 (report_errors)
     cfg = get_rsrcnn_cfg(args.config_file, args.opts)
@@ -150,32 +208,126 @@ def main(argv=None) -> int:
         raise ConfigError(
             args.config_file, "no dataset to tune on: pass --dataset or set DATASETS.TEST"
         )
-    output = Path(
-        args.output or Path(cfg.OUTPUT_DIR) / f"{Path(args.config_file).stem}_dcrf_tuned.yaml"
-    )
+    suffix = "_dcrf_tuned.yaml" if legacy else "_tuned.yaml"
+    output = Path(args.output or Path(cfg.OUTPUT_DIR) / f"{Path(args.config_file).stem}{suffix}")
     # our lines and detectron2's (data loading) to the console and beside the tuned config
     log = setup_tool_logging(output.with_suffix(".log"), names=("rsrcnn_d2", "detectron2"))
     if fall_back_to_cpu(cfg):
         log.warning("no CUDA device: running on CPU (MODEL.DEVICE cpu)")
+    return cfg, weights, dataset, output, log
 
+
+def _bounds(args) -> dict:
+    return {k: tuple(getattr(args, k)) for k in PARAM_KEYS}
+
+
+def _comments(args, weights, what: str) -> List[str]:
+    comments = [f"{what} (seed {args.seed})", f"weights: {weights or '(none)'}"]
+    if args.opts:
+        comments.append(f"tuned with overrides (not repeated here): {' '.join(args.opts)}")
+    return comments
+
+
+@report_errors("tune_operating_point")
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg, weights, dataset, output, log = _setup(args, legacy=False)
+    config_score = float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
+    has_crf = bool(cfg.MODEL.DCRF.NAME)
+    search_score = "score" in args.search
+    grid = args.score_grid if search_score else [config_score]
+    slices = load_slices(
+        cfg,
+        dataset,
+        weights,
+        args.cache,
+        args.seed,
+        log,
+        args.allow_partial_weights,
+        score_floor=min([*grid, config_score]),
+    )
+    if not slices:
+        raise PWMLDataError(dataset, "the dataset has no slices to tune on")
+    if "crf" in args.search and not has_crf:
+        log.info("the config has no dense CRF (MODEL.DCRF.NAME is empty): its threshold only")
+    tune_crf = has_crf and "crf" in args.search
+    result = tune_operating_point(
+        slices,
+        config_score,
+        params_from_cfg(cfg) if has_crf else None,
+        tune_crf=tune_crf,
+        objective=args.objective,
+        score_grid=grid,
+        bounds=_bounds(args),
+        init_points=args.init_points,
+        n_iter=args.n_iter,
+        seed=args.seed,
+        gaussian_compat=cfg.MODEL.DCRF.GAUSSIAN_COMPAT,
+        bilateral_compat=cfg.MODEL.DCRF.BILATERAL_COMPAT,
+        mask_threshold=cfg.MODEL.RSRCNN.MASK_THRESHOLD,
+    )
+    lines = [
+        f"{OBJECTIVES[args.objective]} on {dataset}, {result.num_slices} slices, "
+        f"{len(result.trials)} operating points tried:",
+        f"  config's point:   {result.start_value:.4f}  ({format_point(result.start)})",
+        f"  best found:       {result.best_value:.4f}  ({format_point(result.best)})",
+    ]
+    print("\n".join(lines))
+    crf = {k: result.best[k] for k in PARAM_KEYS} if tune_crf else None
+    write_tuned_config(
+        output,
+        args.config_file,
+        crf,
+        _comments(args, weights, "Operating point calibrated by tools/tune_operating_point.py")
+        + lines,
+        score_threshold=result.best["score"] if search_score else None,
+    )
+    trials = output.with_suffix(".json")
+    atomic_write_json(
+        trials,
+        {
+            "dataset": dataset,
+            "weights": weights,
+            "seed": args.seed,
+            "objective": args.objective,
+            "search": [s for s in SEARCHES if s in args.search],
+            "score_grid": grid,
+            "bounds": _bounds(args),
+            "start": {**result.start, "value": result.start_value},
+            "best": {**result.best, "value": result.best_value},
+            "trials": [{**p, "value": v} for p, v in result.trials],
+        },
+    )
+    print(f"tuned config: {output}\ntrials: {trials}")
+    return 0
+
+
+@report_errors("tune_dcrf")
+def tune_dcrf_main(argv=None) -> int:
+    """The old program (tools/tune_dcrf.py): the CRF alone, strict Dice, at the config's
+    threshold; ``--search``/``--objective`` given to it run the new one."""
+    args = parse_args(argv, legacy=True)
+    if args.search != ["crf"] or args.objective != "dice":
+        return main.__wrapped__(argv)
+    cfg, weights, dataset, output, log = _setup(args, legacy=True)
+    config_score = float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
     slices = load_slices(
         cfg, dataset, weights, args.cache, args.seed, log, args.allow_partial_weights
     )
     if not slices:
         raise PWMLDataError(dataset, "the dataset has no slices to tune on")
-    bounds = {k: tuple(getattr(args, k)) for k in PARAM_KEYS}
     result = tune_dcrf(
         slices,
         params_from_cfg(cfg),
-        bounds=bounds,
+        bounds=_bounds(args),
         init_points=args.init_points,
         n_iter=args.n_iter,
         seed=args.seed,
         gaussian_compat=cfg.MODEL.DCRF.GAUSSIAN_COMPAT,
         bilateral_compat=cfg.MODEL.DCRF.BILATERAL_COMPAT,
         threshold=cfg.MODEL.RSRCNN.MASK_THRESHOLD,
+        score_threshold=config_score,
     )
-
     start, best = format_params(result.start_params), format_params(result.best_params)
     lines = [
         f"mean Dice (strict) on {dataset}, {result.num_slices} slices, "
@@ -185,13 +337,10 @@ def main(argv=None) -> int:
         f"  best found:            {result.best_dice:.4f}  ({best})",
     ]
     print("\n".join(lines))
-    comments = [
-        "Dense-CRF parameters tuned by tools/tune_dcrf.py (Bayesian optimisation, seed "
-        f"{args.seed})",
-        f"weights: {weights or '(none)'}",
-    ]
-    if args.opts:
-        comments.append(f"tuned with overrides (not repeated here): {' '.join(args.opts)}")
+    comments = _comments(
+        args, weights, "Dense-CRF parameters tuned by tools/tune_dcrf.py (Bayesian optimisation"
+    )
+    comments[0] = comments[0].replace(" (seed", ", seed")
     write_tuned_config(output, args.config_file, result.best_params, comments + lines)
     trials = output.with_suffix(".json")
     atomic_write_json(
@@ -200,7 +349,7 @@ def main(argv=None) -> int:
             "dataset": dataset,
             "weights": weights,
             "seed": args.seed,
-            "bounds": bounds,
+            "bounds": _bounds(args),
             "no_crf_dice": result.no_crf_dice,
             "start": {**result.start_params, "dice": result.start_dice},
             "best": {**result.best_params, "dice": result.best_dice},

@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..evaluation import dice
+from ..evaluation.lesionwise import LesionCounts, lesion_counts, lesion_f1
 from ..modeling.dcrf import DenseCRFPostprocessor
 from ..modeling.postprocessing import paste_lesions
 from .bayes import bayes_maximize, best_trial
@@ -34,6 +35,9 @@ __all__ = [
     "params_from_cfg",
     "normalize_params",
     "crf_from_params",
+    "OBJECTIVES",
+    "slice_prediction",
+    "objective_value",
     "mean_dice",
     "tune_dcrf",
     "format_params",
@@ -116,27 +120,70 @@ def crf_from_params(
     )
 
 
+OBJECTIVES = {
+    "dice": "strict mean Dice (every slice counts)",
+    "lesion_f1": "lesion-wise F1 (2-D lesions pooled over the slices)",
+}
+
+
+def slice_prediction(
+    s: CachedSlice,
+    refine: Optional[Refine] = None,
+    threshold: float = 0.5,
+    score_threshold: Optional[float] = None,
+) -> np.ndarray:
+    """The slice's lesion mask (H, W) as the model would output it at ``score_threshold``.
+
+    The cached detections the threshold keeps (`CachedSlice.kept`) are pasted,
+    refined by ``refine`` (the CRF) and thresholded at ``threshold``, as the model does.
+    """
+    height, width = s.truth.shape
+    keep = s.kept(score_threshold)
+    masks, _, _ = paste_lesions(
+        s.mask_probs[keep],
+        s.network_boxes[keep],
+        s.network_image,
+        height,
+        width,
+        s.crop_box,
+        threshold,
+        refine=refine if bool(keep.any()) else None,
+    )
+    return masks.any(dim=0).numpy()
+
+
+def objective_value(
+    slices: Sequence[CachedSlice],
+    objective: str = "dice",
+    refine: Optional[Refine] = None,
+    threshold: float = 0.5,
+    score_threshold: Optional[float] = None,
+) -> float:
+    """``objective`` (a key of OBJECTIVES) of the masks pasted from ``slices``."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r} (choose from {', '.join(OBJECTIVES)})")
+    if not slices:
+        raise ValueError("no slices to score")
+    scores, counts = [], LesionCounts()
+    for s in slices:
+        pred, truth = slice_prediction(s, refine, threshold, score_threshold), s.truth.numpy()
+        if objective == "dice":
+            scores.append(dice(pred, truth))
+        else:
+            counts = counts + lesion_counts(pred, truth)
+    return math.fsum(scores) / len(scores) if objective == "dice" else lesion_f1(counts)
+
+
 def mean_dice(
-    slices: Sequence[CachedSlice], refine: Optional[Refine] = None, threshold: float = 0.5
+    slices: Sequence[CachedSlice],
+    refine: Optional[Refine] = None,
+    threshold: float = 0.5,
+    score_threshold: Optional[float] = None,
 ) -> float:
     """Strict mean Dice of the lesion masks pasted from ``slices`` (``refine``: the CRF or None)."""
     if not slices:
         raise ValueError("mean_dice: no slices to score")
-    scores = []
-    for s in slices:
-        height, width = s.truth.shape
-        masks, _, _ = paste_lesions(
-            s.mask_probs,
-            s.network_boxes,
-            s.network_image,
-            height,
-            width,
-            s.crop_box,
-            threshold,
-            refine=refine,
-        )
-        scores.append(dice(masks.any(dim=0).numpy(), s.truth.numpy()))
-    return math.fsum(scores) / len(scores)
+    return objective_value(slices, "dice", refine, threshold, score_threshold)
 
 
 def _check_bounds(bounds: Mapping[str, Sequence[float]]) -> Dict[str, Tuple[float, float]]:
@@ -165,12 +212,15 @@ def tune_dcrf(
     gaussian_compat: float = 3.0,
     bilateral_compat: float = 10.0,
     threshold: float = 0.5,
+    score_threshold: Optional[float] = None,
 ) -> TuningResult:
     """Maximise strict mean Dice over l1, l2, c1, e1 with bayes_opt's GP optimiser.
 
     ``start_params`` (usually `params_from_cfg`) are evaluated first (probed, when
     inside ``bounds``), then ``init_points`` random points and ``n_iter`` GP-guided
     ones, all drawn from ``seed``: equal inputs give equal results (bayes.py).
+    ``score_threshold`` applies the model's detection threshold to slices cached at a
+    lower one (None: every cached detection counts).
     """
     if init_points < 0 or n_iter < 0:
         raise ValueError("init_points and n_iter must be >= 0")
@@ -178,11 +228,10 @@ def tune_dcrf(
     start = normalize_params(start_params)
 
     def score(params: Dict[str, float]) -> float:
-        return mean_dice(
-            slices, crf_from_params(params, gaussian_compat, bilateral_compat), threshold
-        )
+        crf = crf_from_params(params, gaussian_compat, bilateral_compat)
+        return mean_dice(slices, crf, threshold, score_threshold)
 
-    no_crf = mean_dice(slices, None, threshold)
+    no_crf = mean_dice(slices, None, threshold, score_threshold)
     found = bayes_maximize(
         score,
         start,

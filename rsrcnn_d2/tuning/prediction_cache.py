@@ -23,6 +23,7 @@ import torch
 
 from ..data.errors import PWMLDataError
 from ..data.fileio import atomic_write
+from ..modeling.postprocessing import network_grey
 
 __all__ = [
     "CachedSlice",
@@ -36,7 +37,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 3  # 3: keyed on the dataset's and the weights' content
+CACHE_VERSION = 4  # 3: keyed on the dataset's and the weights' content; 4: scores kept
 
 
 @dataclass
@@ -49,6 +50,11 @@ class CachedSlice:
     network_image: float32 Tensor of shape (Hn, Wn), the grey slice the network saw.
     truth: bool Tensor of shape (H, W), the union of the true lesions (output frame).
     crop_box: (x0, y0, x1, y1) of the frame the network saw (head crop), or None.
+    scores: float32 Tensor of shape (R,), the detection scores (None in caches that
+        predate the score-threshold search: every detection counts).
+    member_scores: (R, members) for an ensemble or flip TTA (`LesionEnsemble`):
+        each member's best score for the detection; None for one model.
+    min_votes: how many members must detect a lesion at the trial's threshold.
     """
 
     file_name: str
@@ -59,9 +65,28 @@ class CachedSlice:
     crop_box: Optional[List[int]] = None
     subject: Optional[str] = None
     slice_index: Optional[int] = None
+    scores: Optional[torch.Tensor] = None
+    member_scores: Optional[torch.Tensor] = None
+    min_votes: int = 1
+
+    def kept(self, score_threshold: Optional[float]) -> torch.Tensor:
+        """Bool (R,): the detections a model run at ``score_threshold`` keeps (None: all).
+
+        Exact for a network cached at a lower threshold: the test NMS never lets a
+        lower-scoring box remove a higher one, so raising the threshold removes
+        detections and changes no other; an ensemble's detection also needs
+        ``min_votes`` members scoring it at least ``score_threshold``.
+        """
+        keep = torch.ones(len(self.mask_probs), dtype=torch.bool)
+        if score_threshold is None or self.scores is None:
+            return keep
+        keep &= self.scores >= score_threshold
+        if self.member_scores is not None:
+            keep &= (self.member_scores >= score_threshold).sum(dim=1) >= self.min_votes
+        return keep
 
 
-def _cached_slice(inp: Dict, out: Dict) -> CachedSlice:
+def _cached_slice(inp: Dict, out: Dict, min_votes: int = 1) -> CachedSlice:
     where = str(inp.get("file_name", inp.get("image_id", "<input>")))
     if "gt_mask" not in inp:
         raise ValueError(
@@ -85,11 +110,16 @@ def _cached_slice(inp: Dict, out: Dict) -> CachedSlice:
         file_name=where,
         mask_probs=inst.mask_probs.detach().float().contiguous(),
         network_boxes=inst.network_boxes.detach().float().contiguous(),
-        network_image=inp["image"].float().mean(dim=0).cpu().contiguous(),
+        network_image=network_grey(inp["image"]).cpu().contiguous(),
         truth=truth.contiguous(),
         crop_box=None if inp.get("crop_box") is None else [int(v) for v in inp["crop_box"]],
         subject=None if inp.get("subject") is None else str(inp["subject"]),
         slice_index=None if index is None else int(index),
+        scores=inst.scores.detach().float().contiguous() if inst.has("scores") else None,
+        member_scores=(
+            inst.member_scores.detach().float().contiguous() if inst.has("member_scores") else None
+        ),
+        min_votes=int(min_votes),
     )
 
 
@@ -114,11 +144,12 @@ def collect_predictions(
         context = inference_context(model)
     else:
         context = nullcontext()
+    min_votes = int(getattr(model, "min_votes", 1))  # a LesionEnsemble's vote
     slices = []
     with context, torch.no_grad():
         for batch in loader:
             outputs = model(batch)
-            slices.extend(_cached_slice(inp, out) for inp, out in zip(batch, outputs))
+            slices.extend(_cached_slice(inp, out, min_votes) for inp, out in zip(batch, outputs))
     return slices
 
 

@@ -1,4 +1,4 @@
-"""Write tuned dense-CRF parameters as a config that inherits the tuned model's config.
+"""Write a tuned operating point (score threshold, CRF) as a config inheriting the model's.
 
 The file is ``_BASE_: <input config>`` plus the ``MODEL.DCRF`` keys, so it is a
 complete config: ``train_net.py --config-file tuned.yaml`` (or any tool that
@@ -8,7 +8,7 @@ against the input config is exactly what tuning changed.
 
 import os
 from pathlib import Path
-from typing import Mapping, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import yaml
 
@@ -43,20 +43,27 @@ def base_reference(base_config: Union[str, Path], output: Union[str, Path]) -> s
 def write_tuned_config(
     path: Union[str, Path],
     base_config: Union[str, Path],
-    params: Mapping[str, float],
+    params: Optional[Mapping[str, float]],
     comments: Sequence[str] = (),
+    score_threshold: Optional[float] = None,
 ) -> Path:
-    """Atomically write ``_BASE_: base_config`` + MODEL.DCRF (NAME and l1, l2, c1, e1).
+    """Atomically write ``_BASE_: base_config`` + what was tuned.
 
-    ``comments`` become ``#`` lines at the top (what was tuned on, the Dice figures).
+    ``params`` (l1, l2, c1, e1; None: the CRF was not tuned) become MODEL.DCRF with
+    the CRF switched on; ``score_threshold`` becomes MODEL.ROI_HEADS.SCORE_THRESH_TEST.
+    ``comments`` become ``#`` lines at the top (what was tuned on, the figures).
     """
     path = Path(path)
     if not os.path.isfile(base_config):
         raise FileNotFoundError(f"base config {base_config} does not exist")
-    p = normalize_params(params)
-    dcrf = {"NAME": CRF_NAME, **{key: p[k] for k, key in PARAM_KEYS.items()}}
+    model = {}
+    if score_threshold is not None:
+        model["ROI_HEADS"] = {"SCORE_THRESH_TEST": float(score_threshold)}
+    if params is not None:
+        p = normalize_params(params)
+        model["DCRF"] = {"NAME": CRF_NAME, **{key: p[k] for k, key in PARAM_KEYS.items()}}
     body = yaml.safe_dump(
-        {"_BASE_": base_reference(base_config, path), "MODEL": {"DCRF": dcrf}},
+        {"_BASE_": base_reference(base_config, path), "MODEL": model},
         sort_keys=False,
         default_flow_style=False,
     )

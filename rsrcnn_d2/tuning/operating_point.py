@@ -1,0 +1,137 @@
+"""Calibrating a row's operating point: the detection score threshold, with the CRF's l1..e1.
+
+Why: the paper's 0.7 score threshold suits Mask R-CNN's classifier, not
+necessarily the H-RPN rows' (they score lesions differently), so comparing rows
+at one fixed threshold compares their calibration as much as their masks. Every
+row is therefore calibrated the same way on the validation subjects: the score
+threshold over a grid (each point scored exactly), then, for rows with a dense
+CRF, the threshold and the four CRF parameters together by the seeded Bayesian
+optimiser, starting from the grid's best point. The network ran once
+(prediction_cache.py, at the grid's lowest threshold); a higher threshold only
+drops cached detections (`CachedSlice.kept`).
+
+The config's own point (its threshold and CRF parameters) is the first trial and
+wins ties, so the result is never worse than the config on the tuning set.
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .bayes import bayes_maximize, best_trial
+from .dcrf_search import (
+    DEFAULT_BOUNDS,
+    OBJECTIVES,
+    PARAM_KEYS,
+    crf_from_params,
+    format_params,
+    normalize_params,
+    objective_value,
+)
+from .prediction_cache import CachedSlice
+
+__all__ = [
+    "DEFAULT_SCORE_GRID",
+    "OperatingPoint",
+    "tune_operating_point",
+    "format_point",
+]
+
+DEFAULT_SCORE_GRID: Tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+@dataclass
+class OperatingPoint:
+    """The config's point and the best found: ``score`` (threshold) and, with a CRF, l1..e1."""
+
+    objective: str
+    start: Dict[str, float]
+    start_value: float
+    best: Dict[str, float]
+    best_value: float
+    trials: List[Tuple[Dict[str, float], float]] = field(default_factory=list)
+    num_slices: int = 0
+
+
+def _normalize(point: Mapping[str, float]) -> Dict[str, float]:
+    """The threshold to 3 decimals (finer than scores can be told apart), CRF parameters as
+    the CRF uses them."""
+    out = {"score": round(float(point["score"]), 3)}
+    if any(k in point for k in PARAM_KEYS):
+        out.update(normalize_params(point))
+    return out
+
+
+def format_point(point: Mapping[str, float]) -> str:
+    """'score>=0.45' or 'score>=0.45, l1=2, l2=4, c1=6, e1=1'."""
+    text = f"score>={point['score']:.3g}"
+    crf = {k: point[k] for k in PARAM_KEYS if k in point}
+    return text + (", " + format_params(crf) if crf else "")
+
+
+def tune_operating_point(
+    slices: Sequence[CachedSlice],
+    start_score: float,
+    crf_params: Optional[Mapping[str, float]] = None,
+    *,
+    tune_crf: bool = True,
+    objective: str = "dice",
+    score_grid: Sequence[float] = DEFAULT_SCORE_GRID,
+    bounds: Mapping[str, Sequence[float]] = DEFAULT_BOUNDS,
+    init_points: int = 5,
+    n_iter: int = 25,
+    seed: int = 0,
+    gaussian_compat: float = 3.0,
+    bilateral_compat: float = 10.0,
+    mask_threshold: float = 0.5,
+) -> OperatingPoint:
+    """Best (score threshold[, CRF parameters]) for ``objective`` on ``slices``.
+
+    ``crf_params``: the row's CRF (None: the row has none, only the threshold is
+    searched). ``tune_crf`` False keeps the CRF's parameters fixed. The slices must
+    have been cached at a threshold no higher than the grid's lowest point.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r} (choose from {', '.join(OBJECTIVES)})")
+    grid = sorted({round(float(t), 3) for t in score_grid})
+    if not grid or grid[0] < 0 or grid[-1] > 1:
+        raise ValueError(f"score grid must lie in [0, 1], got {list(score_grid)}")
+
+    def score(point: Dict[str, float]) -> float:
+        crf = None
+        if crf_params is not None:
+            crf = crf_from_params(point, gaussian_compat, bilateral_compat)
+        return objective_value(slices, objective, crf, mask_threshold, point["score"])
+
+    crf_start = {} if crf_params is None else normalize_params(crf_params)
+    start = _normalize({"score": start_score, **crf_start})
+    trials = [(start, score(start))]  # the config's point first: it wins ties
+    for t in grid:
+        point = _normalize({"score": t, **crf_start})
+        if point != start:
+            trials.append((point, score(point)))
+    if crf_params is not None and tune_crf:
+        from_grid, _ = best_trial(trials)
+        box = {"score": (grid[0], grid[-1]), **{k: tuple(bounds[k]) for k in PARAM_KEYS}}
+        found = bayes_maximize(
+            score,
+            from_grid,
+            box,
+            normalize=_normalize,
+            init_points=init_points,
+            n_iter=n_iter,
+            seed=seed,
+            describe=format_point,
+            name="operating point trial",
+        )
+        seen = {tuple(sorted(p.items())) for p, _ in trials}
+        trials += [(p, v) for p, v in found if tuple(sorted(p.items())) not in seen]
+    best, best_value = best_trial(trials)
+    return OperatingPoint(
+        objective=objective,
+        start=start,
+        start_value=trials[0][1],
+        best=dict(best),
+        best_value=best_value,
+        trials=trials,
+        num_slices=len(slices),
+    )

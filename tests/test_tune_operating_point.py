@@ -1,0 +1,189 @@
+"""Calibrated operating points: score threshold (+ CRF) on a cache of one network pass."""
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from conftest import TINY_ROWS, tiny_cfg
+from rsrcnn_d2 import get_rsrcnn_cfg
+from rsrcnn_d2.data import (
+    build_pwml_test_loader,
+    convert_pwml,
+    register_pwml_root,
+    write_synthetic_cohort,
+)
+from rsrcnn_d2.inference.ensemble import LesionEnsemble, member_scores, votes
+from rsrcnn_d2.tuning import CachedSlice, collect_predictions
+from rsrcnn_d2.tuning.cli import main as tune_main
+from rsrcnn_d2.tuning.dcrf_search import objective_value, slice_prediction
+from rsrcnn_d2.tuning.operating_point import tune_operating_point
+
+SIZE = 32
+
+
+def _square(x0, y0, side=4):
+    return [float(x0), float(y0), float(x0 + side), float(y0 + side)]
+
+
+def _slice(scores, member=None, min_votes=1):
+    """A 32x32 slice with one true 4x4 lesion at (8, 8): detection 0 covers it exactly,
+    detection 1 is a false positive at (20, 20); both masks certain."""
+    truth = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+    truth[8:12, 8:12] = True
+    return CachedSlice(
+        file_name="s.npy",
+        mask_probs=torch.ones(2, 1, 28, 28),
+        network_boxes=torch.tensor([_square(8, 8), _square(20, 20)]),
+        network_image=torch.zeros(SIZE, SIZE),
+        truth=truth,
+        scores=torch.tensor(scores),
+        member_scores=None if member is None else torch.tensor(member),
+        min_votes=min_votes,
+    )
+
+
+def test_the_threshold_selects_detections_exactly():
+    s = _slice([0.6, 0.3])
+    assert s.kept(0.7).tolist() == [False, False]
+    assert s.kept(0.5).tolist() == [True, False]
+    assert s.kept(0.3).tolist() == [True, True]  # >= the threshold, as scores above it
+    assert s.kept(None).tolist() == [True, True]
+    # hand-computed objectives: nothing (Dice 0), the lesion alone (1), lesion + 16-px FP
+    assert objective_value([s], "dice", score_threshold=0.7) == 0.0
+    assert objective_value([s], "dice", score_threshold=0.5) == 1.0
+    assert objective_value([s], "dice", score_threshold=0.1) == pytest.approx(32 / 48)
+    assert objective_value([s], "lesion_f1", score_threshold=0.1) == pytest.approx(2 / 3)
+    assert objective_value([s], "lesion_f1", score_threshold=0.7) == 0.0
+    assert slice_prediction(s, score_threshold=0.5).sum() == 16
+
+
+def test_an_ensembles_vote_is_recounted_at_each_threshold():
+    # flip TTA: two members; the lesion scored 0.6 and 0.5, the FP 0.3 by one member only
+    s = _slice([0.6, 0.3], member=[[0.6, 0.5], [0.3, 0.0]], min_votes=2)
+    assert s.kept(0.45).tolist() == [True, False]
+    assert s.kept(0.55).tolist() == [False, False]  # one vote left for the lesion
+    assert s.kept(0.2).tolist() == [True, False]  # the FP never had two votes
+
+
+def test_member_scores_and_votes_by_hand():
+    merged = torch.tensor([_square(0, 0, 10), _square(50, 50, 10)])
+    member_a = torch.tensor([_square(1, 0, 10), _square(0, 1, 10)])  # both overlap box 0
+    member_b = torch.tensor([_square(50, 50, 10)])
+    got = member_scores(
+        merged, [member_a, member_b], [torch.tensor([0.4, 0.9]), torch.tensor([0.7])], 0.5
+    )
+    assert got.tolist() == [[pytest.approx(0.9), 0.0], [0.0, pytest.approx(0.7)]]
+    assert votes(merged, [member_a, member_b], 0.5).tolist() == [1, 1]
+    assert votes(merged, [member_a, member_b, torch.zeros(0, 4)], 0.5).tolist() == [1, 1]
+
+
+def test_the_grid_finds_the_threshold_the_config_misses():
+    s = _slice([0.6, 0.3])
+    for objective in ("dice", "lesion_f1"):
+        result = tune_operating_point([s], 0.7, None, objective=objective)
+        assert result.start == {"score": 0.7} and result.start_value == 0.0
+        assert result.trials[0] == ({"score": 0.7}, 0.0)  # the config's point first
+        # the first grid point keeping the lesion and dropping the FP
+        assert result.best == {"score": 0.35} and result.best_value == 1.0
+
+
+def test_the_config_point_wins_ties():
+    s = _slice([0.9, 0.3])
+    result = tune_operating_point([s], 0.7, None)
+    assert result.best == {"score": 0.7} and result.best_value == 1.0
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    base = tmp_path_factory.mktemp("op")
+    write_synthetic_cohort(
+        base / "raw", num_subjects=5, size=64, depth=4, seed=0, lesion_fraction=0.5
+    )
+    convert_pwml(base / "raw", base / "pwml", workers=1)
+    register_pwml_root(base / "pwml", prefix="op")
+    return base
+
+
+SMALL = ("INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64", "MODEL.DCRF.NAME", "")
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_a_cache_at_a_low_threshold_reproduces_the_model_at_any_higher_one(cohort, tta):
+    """The whole point of the cache: one pass at the floor, then each threshold exactly as a
+    model built with it (single model and flip TTA with its majority vote)."""
+    torch.manual_seed(0)
+    floor_cfg = tiny_cfg("E", *SMALL, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
+    net = build_model(floor_cfg).eval()
+
+    def wrapped(cfg):  # the same weights, the config's score threshold
+        model = build_model(cfg).eval()
+        model.load_state_dict(net.state_dict())
+        return LesionEnsemble.from_config(cfg, [model], flip=True).eval() if tta else model
+
+    slices = collect_predictions(wrapped(floor_cfg), build_pwml_test_loader(floor_cfg, "op_val"))
+    scores = torch.cat([s.scores for s in slices])
+    assert len(scores) > 0
+    for t in (float(scores.quantile(0.3)), float(scores.quantile(0.7))):
+        t = round(t, 3)
+        cfg = tiny_cfg("E", *SMALL, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(t))
+        model = wrapped(cfg)
+        by_file = {s.file_name: s for s in slices}
+        with torch.no_grad():
+            for batch in build_pwml_test_loader(cfg, "op_val"):
+                out = model(batch)[0]
+                got = slice_prediction(by_file[batch[0]["file_name"]], score_threshold=t)
+                assert torch.equal(torch.from_numpy(got), out["lesion_mask"])
+
+
+def _args(config, out, *extra):
+    return [
+        "--config-file",
+        str(config),
+        "--dataset",
+        "op_val",
+        "--output",
+        str(out),
+        "--init-points",
+        "1",
+        "--n-iter",
+        "1",
+        *extra,
+        "MODEL.DEVICE",
+        "cpu",
+        *SMALL[:4],
+    ]
+
+
+def test_the_tool_writes_the_calibrated_point_and_never_a_worse_one(cohort, tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    weights = tmp_path / "e.pth"
+    torch.save({"model": build_model(tiny_cfg("E")).state_dict()}, weights)
+    out = tmp_path / "E_tuned.yaml"
+    assert tune_main(_args(TINY_ROWS["E"], out, "--weights", str(weights))) == 0
+    trials = json.loads(out.with_suffix(".json").read_text())
+    assert trials["search"] == ["score", "crf"] and trials["objective"] == "dice"
+    assert trials["start"]["score"] == 0.7 and trials["start"]["l1"] == 2.0
+    assert trials["best"]["value"] >= trials["start"]["value"]
+    assert trials["best"]["value"] == max(t["value"] for t in trials["trials"])
+    cfg = get_rsrcnn_cfg(str(out))
+    assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == trials["best"]["score"]
+    assert cfg.MODEL.DCRF.NAME == "DenseCRFPostprocessor"
+    assert cfg.MODEL.DCRF.ITERATIONS == trials["best"]["e1"]
+
+    # row B has no CRF: its threshold alone, and the tuned config adds none
+    torch.save({"model": build_model(tiny_cfg("B")).state_dict()}, weights)
+    out_b = tmp_path / "B_tuned.yaml"
+    assert (
+        tune_main(
+            _args(TINY_ROWS["B"], out_b, "--weights", str(weights), "--objective", "lesion_f1")
+        )
+        == 0
+    )
+    trials_b = json.loads(out_b.with_suffix(".json").read_text())
+    assert set(trials_b["best"]) == {"score", "value"}
+    assert len(trials_b["trials"]) == 19 + (0.7 not in [round(0.05 * i, 2) for i in range(1, 20)])
+    assert "DCRF" not in out_b.read_text()
+    assert get_rsrcnn_cfg(str(out_b)).MODEL.DCRF.NAME == ""
+    assert trials_b["best"]["value"] >= trials_b["start"]["value"]

@@ -352,3 +352,32 @@ def test_one_name_per_thing_in_the_inputs():
         [{"file_name": "b.npy", "subject": "s7", "gt_mask": mask()}], [{"lesion_mask": mask()}]
     )
     assert evaluator._records[0]["subject"] == "s7"
+
+
+def test_lesions_in_3d_join_a_subjects_neighbouring_slices():
+    """One lesion through slices 3 and 4 of subject "c" (2 lesions in 2-D, 1 in 3-D), found on
+    slice 3 only; a false positive on slice 4; subject "d" has a lesion on slice 7 only, missed,
+    and one on slice 9 (not adjacent: its own 3-D lesion), found."""
+    cases = [
+        ("c", 3, mask(*BLOCK), mask(*BLOCK)),
+        ("c", 4, mask(*BLOCK), mask((1, 1))),
+        ("d", 7, mask((5, 5)), mask()),
+        ("d", 9, mask((5, 5)), mask((5, 5))),
+    ]
+    inputs = [
+        {
+            "file_name": f"{s}/{k}.npy",
+            "subject": s,
+            "slice_index": k,
+            "gt_mask": torch.from_numpy(t),
+        }
+        for s, k, t, _ in cases
+    ]
+    outputs = [{"lesion_mask": torch.from_numpy(p)} for *_, p in cases]
+    results = run(PWMLEvaluator(distributed=False), inputs, outputs)
+    flat = results["pwml_lesion"]
+    assert (flat["true_lesions"], flat["found"], flat["false_positives"]) == (4, 2, 1)
+    d3 = results["pwml_lesion3d"]
+    assert (d3["true_lesions"], d3["found"], d3["predicted"], d3["false_positives"]) == (3, 2, 3, 1)
+    assert d3["sensitivity"] == pytest.approx(2 / 3)
+    assert d3["F1"] == pytest.approx(4 / (4 + 1 + 1))  # 2 found, 1 missed, 1 FP

@@ -27,7 +27,9 @@ carries ``spacing``, lesion-wise counts) and the masks as packed crops for the
   true through-plane distances): Dice, sensitivity, specificity from pooled
   counts, HD/HD95 in 3-D (voxel-index units, and mm when every slice carries a
   3-element spacing), averaged over subjects (NaN when no subject has lesions in both).
-- ``pwml_lesion``: the pooled lesion-wise counts.
+- ``pwml_lesion``: the pooled lesion-wise counts (2-D lesions: components of each slice).
+- ``pwml_lesion3d``: the same with lesions as 3-D (26-connected) components of each
+  subject's stacked slices, pooled over subjects, with their sensitivity and F1.
 
 Slices without a ``subject`` (the converter's key) form
 one subject, "unknown"; without ``slice_index`` a subject's slices are stacked
@@ -42,7 +44,13 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from .distance import check_spacing, hausdorff_distances, union_bounding_box
-from .lesionwise import LesionCounts, false_positives_per_slice, lesion_f1, lesion_sensitivity
+from .lesionwise import (
+    LesionCounts,
+    false_positives_per_slice,
+    lesion_counts,
+    lesion_f1,
+    lesion_sensitivity,
+)
 from .metrics import (
     SliceMetrics,
     dice_from_counts,
@@ -204,16 +212,18 @@ def reference_would_abort(reference: Dict[str, float]) -> bool:
     return n > 0 and reference["n_lesion_slices_empty_pred"] / n > REFERENCE_MAX_SKIPPED
 
 
-def _subject_volume_hd(recs, subject: str):
-    """(HD, HD95, HD_mm, HD95_mm) of one subject's slices stacked at their slice_index."""
-    nan4 = (float("nan"),) * 4
+def _subject_volumes(recs, subject: str):
+    """(pred, truth, spacing) of one subject's slices stacked at their slice_index, cut to
+    the union's 3-D box (empty volumes when nothing is in either mask); None when the slices
+    cannot be stacked (sizes differ, repeated slice_index). spacing: (through-plane, row,
+    column) mm, or None."""
     if len({r["shape"] for r in recs}) > 1:
-        logger.warning(f"subject {subject}: slices differ in size; no 3-D HD")
-        return nan4
+        logger.warning(f"subject {subject}: slices differ in size; no 3-D HD or lesions")
+        return None
     zs = [r["z"] for r in recs]
     if len(set(zs)) != len(zs):
-        logger.warning(f"subject {subject}: repeated slice_index; no 3-D HD")
-        return nan4
+        logger.warning(f"subject {subject}: repeated slice_index; no 3-D HD or lesions")
+        return None
     spacings = {r["spacing"] for r in recs}
     spacing = spacings.pop() if len(spacings) == 1 else None
     if spacing is not None and len(spacing) == 3:  # volume axes: (through-plane, row, column)
@@ -222,7 +232,8 @@ def _subject_volume_hd(recs, subject: str):
         spacing = None  # in-plane only, unknown, or differing between slices: no mm
     boxes = [r["box"] for r in recs if r["box"] is not None]
     if not boxes:  # nothing predicted, nothing to find
-        return 0.0, 0.0, (0.0 if spacing else float("nan")), (0.0 if spacing else float("nan"))
+        empty = np.zeros((0, 0, 0), bool)
+        return empty, empty, spacing
     r0, c0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     r1, c1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
     z0 = min(zs)
@@ -235,21 +246,45 @@ def _subject_volume_hd(recs, subject: str):
             dst = (r["z"] - z0, slice(br0 - r0, br1 - r0), slice(bc0 - c0, bc1 - c0))
             pred[dst] = _unpack(r["pred_bits"], shape)
             truth[dst] = _unpack(r["truth_bits"], shape)
+    return pred, truth, spacing
+
+
+def _subject_volume_hd(volumes):
+    """(HD, HD95, HD_mm, HD95_mm) of a subject's stacked volumes (`_subject_volumes`)."""
+    if volumes is None:
+        return (float("nan"),) * 4
+    pred, truth, spacing = volumes
+    if pred.size == 0:
+        return 0.0, 0.0, (0.0 if spacing else float("nan")), (0.0 if spacing else float("nan"))
     hd, hd95 = hausdorff_distances(pred, truth)
     if spacing is None:
         return hd, hd95, float("nan"), float("nan")
     return (hd, hd95, *hausdorff_distances(pred, truth, spacing))
 
 
-def _subject3d(by_subject) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]]]:
-    per_subject, measured, both_empty = {}, 0, 0
+def _subject_lesions3d(volumes) -> LesionCounts:
+    """Lesion-wise counts with lesions as 3-D (26-connected) components of the stacked slices.
+
+    Slices absent from the records (not evaluated) are empty in both masks: a
+    lesion-slices-only evaluation counts no false positive outside its slices.
+    """
+    if volumes is None or volumes[0].size == 0:
+        return LesionCounts()
+    return lesion_counts(volumes[0], volumes[1])
+
+
+def _subject3d(by_subject):
+    """(pwml_subject3d, per-subject figures, per-subject 3-D lesion counts)."""
+    per_subject, measured, both_empty, lesions3d = {}, 0, 0, {}
     for subject, recs in by_subject.items():
         tp, fp, fn, tn = (
             sum(getattr(r["metrics"], k) for r in recs) for k in ("tp", "fp", "fn", "tn")
         )
         measured += tp + fn > 0 and tp + fp > 0
         both_empty += tp + fn + fp == 0
-        hd, hd95, hd_mm, hd95_mm = _subject_volume_hd(recs, subject)
+        volumes = _subject_volumes(recs, subject)
+        hd, hd95, hd_mm, hd95_mm = _subject_volume_hd(volumes)
+        lesions3d[subject] = _subject_lesions3d(volumes)
         per_subject[subject] = {
             "Dice": dice_from_counts(tp, fp, fn),
             "Sens": sensitivity_from_counts(tp, fn),
@@ -269,7 +304,7 @@ def _subject3d(by_subject) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]
         n_HD_measured=measured,
         n_HD_both_empty=both_empty,
     )
-    return out, per_subject
+    return out, per_subject, lesions3d
 
 
 def _group_by_subject(records) -> Dict[str, List[Dict]]:
@@ -316,8 +351,9 @@ def summarize_slices(records: List[Dict]):
     """(results OrderedDict of tasks, per-subject rows) from per-slice records (`slice_record`)."""
     by_subject = _group_by_subject(records)
     reference, ref_subjects = _reference(by_subject)
-    subject3d, d3_subjects = _subject3d(by_subject)
+    subject3d, d3_subjects, lesions3d = _subject3d(by_subject)
     pooled = sum((r["metrics"].lesions for r in records), LesionCounts())
+    pooled3d = sum(lesions3d.values(), LesionCounts())
     results = OrderedDict()
     results["pwml_strict"] = _strict(records)
     results["pwml_reference"] = reference
@@ -327,6 +363,14 @@ def summarize_slices(records: List[Dict]):
         "found": pooled.found,
         "predicted": pooled.predicted,
         "false_positives": pooled.false_positives,
+    }
+    results["pwml_lesion3d"] = {
+        "true_lesions": pooled3d.true_lesions,
+        "found": pooled3d.found,
+        "predicted": pooled3d.predicted,
+        "false_positives": pooled3d.false_positives,
+        "sensitivity": lesion_sensitivity(pooled3d),
+        "F1": lesion_f1(pooled3d),
     }
     _all_floats(results)
     rows = []
@@ -346,6 +390,10 @@ def summarize_slices(records: List[Dict]):
             found=lesions.found,
             predicted=lesions.predicted,
             false_positives=lesions.false_positives,
+            true_lesions_3d=lesions3d[subject].true_lesions,
+            found_3d=lesions3d[subject].found,
+            predicted_3d=lesions3d[subject].predicted,
+            false_positives_3d=lesions3d[subject].false_positives,
         )
         rows.append(row)
     return results, rows

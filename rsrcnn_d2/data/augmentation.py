@@ -9,6 +9,10 @@ INPUT.MIN_SIZE_* / MAX_SIZE_*, exactly as for any detectron2 model, except at
 test time for a model whose training slice geometry is recorded and whose
 slices are not head-cropped: `TrainingScaleResize` then gives every slice the
 scale of the training's typical slice (see rsrcnn_d2/data/slice_geometry.py).
+
+Every transform here takes (H, W) and (H, W, C) float32 images alike (the
+2.5-D input, INPUT.NEIGHBOR_SLICES, is one (H, W, 3) image), so slices z-1, z,
+z+1 are moved identically; nothing here changes intensities.
 """
 
 from typing import List, Optional, Sequence, Tuple

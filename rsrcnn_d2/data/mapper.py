@@ -1,7 +1,9 @@
 """From a dataset dict to the model's input: read the slice, augment, make instances.
 
 The mapper outputs raw intensities: the grey slice replicated to 3 identical
-channels, float32 (3, H, W). It does NOT normalise; the model normalises each
+channels, float32 (3, H, W), or with INPUT.NEIGHBOR_SLICES (2.5-D) the slices
+z-1, z, z+1 of the volume, read from the record's "neighbor_file" (the
+converter's (2, H, W) z-1, z+1). It does NOT normalise; the model normalises each
 image (MODEL.RSRCNN.NORMALIZATION), so training, testing and the demo share
 one normalisation and 3-channel COCO weights load unchanged. With
 INPUT.CROP_TO_HEAD the slice is first cropped to the head (head_crop.py) and
@@ -39,6 +41,7 @@ __all__ = [
     "build_pwml_train_loader",
     "build_pwml_test_loader",
     "head_crop_margin",
+    "read_neighbors",
     "slice_model_input",
 ]
 
@@ -49,6 +52,7 @@ def slice_model_input(
     head_crop_margin: Optional[int] = None,
     spacing=None,
     channels: int = 3,
+    neighbors: Optional[np.ndarray] = None,
 ):
     """(model input fields, transforms applied) for one grey slice (H, W).
 
@@ -57,18 +61,57 @@ def slice_model_input(
     head crop (its box as "crop_box" x0, y0, x1, y1), the augmentations (with
     the slice's ``spacing`` for TrainingScaleResize), and the raw intensities as
     ``channels`` identical float32 channels under "image" (channels, h, w).
+    ``neighbors`` (2, H, W), slices z-1 and z+1, make the 3 channels z-1, z, z+1
+    instead (2.5-D): the head box is found on slice z and every transform moves
+    the three channels together, as one (H, W, 3) image.
     """
     fields, crop = {}, []
+    if neighbors is not None and (channels != 3 or neighbors.shape != (2, *image.shape)):
+        raise ValueError(
+            f"neighbours {neighbors.shape} need a (2, {image.shape[0]}, {image.shape[1]}) "
+            f"stack and 3 channels (got {channels})"
+        )
     if head_crop_margin is not None:
         image, (x0, y0, x1, y1) = crop_to_head(image, head_crop_margin)
         fields["crop_box"] = [x0, y0, x1, y1]
         crop = [T.CropTransform(x0, y0, x1 - x0, y1 - y0)]
+        if neighbors is not None:
+            neighbors = neighbors[:, y0:y1, x0:x1]
+    if neighbors is not None:
+        image = np.stack([neighbors[0], image, neighbors[1]], axis=-1)  # (H, W, 3): z-1, z, z+1
     aug_input = T.AugInput(np.ascontiguousarray(image, dtype=np.float32))
     aug_input.spacing = spacing
     transforms = T.TransformList(crop) + augmentations(aug_input)
     tensor = torch.from_numpy(np.ascontiguousarray(aug_input.image, dtype=np.float32))
-    fields["image"] = tensor[None].repeat(channels, 1, 1)
+    if neighbors is not None:
+        fields["image"] = tensor.permute(2, 0, 1).contiguous()
+    else:
+        fields["image"] = tensor[None].repeat(channels, 1, 1)
     return fields, transforms
+
+
+def read_neighbors(record: dict, shape) -> np.ndarray:
+    """The record's slices z-1 and z+1, float32 (2, H, W), checked against the slice's
+    ``shape``; PWMLDataError naming the file when missing or of another size."""
+    path = record.get("neighbor_file")
+    if not path:
+        raise PWMLDataError(
+            record.get("file_name", record.get("image_id", "<record>")),
+            "INPUT.NEIGHBOR_SLICES needs each slice's neighbours (neighbor_file), which "
+            "this dataset lacks: it was converted before 2.5-D input existed; convert it "
+            "again with tools/prepare_pwml.py",
+        )
+    try:
+        neighbors = np.load(path, allow_pickle=False)
+    except Exception as e:  # numpy raises many types for missing or truncated files
+        raise PWMLDataError(path, f"cannot read neighbour slices ({type(e).__name__}: {e})") from e
+    if neighbors.shape != (2, *shape):
+        raise PWMLDataError(
+            path,
+            f"neighbour slices of shape {neighbors.shape}; expected (2, {shape[0]}, {shape[1]}) "
+            "(slices z-1, z+1 of the slice's size)",
+        )
+    return neighbors.astype(np.float32, copy=False)
 
 
 class PWMLDatasetMapper:
@@ -82,13 +125,16 @@ class PWMLDatasetMapper:
         augmentations: List[Union[T.Augmentation, T.Transform]],
         image_channels: int = 3,
         head_crop_margin: Optional[int] = None,
+        neighbor_slices: bool = False,
     ):
         """``augmentations`` run in order on image and masks; ``image_channels`` copies of the
-        slice; ``head_crop_margin`` (pixels) crops to the head first, None does not."""
+        slice; ``head_crop_margin`` (pixels) crops to the head first, None does not;
+        ``neighbor_slices``: channels z-1, z, z+1 from the record's "neighbor_file"."""
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_channels = image_channels
         self.head_crop_margin = head_crop_margin
+        self.neighbor_slices = bool(neighbor_slices)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -96,6 +142,7 @@ class PWMLDatasetMapper:
             "is_train": is_train,
             "augmentations": build_pwml_augmentations(cfg, is_train),
             "head_crop_margin": head_crop_margin(cfg),
+            "neighbor_slices": cfg.INPUT.NEIGHBOR_SLICES,
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
@@ -109,6 +156,7 @@ class PWMLDatasetMapper:
             )
         record.setdefault("height", image.shape[0])
         record.setdefault("width", image.shape[1])
+        neighbors = read_neighbors(record, image.shape) if self.neighbor_slices else None
 
         # the record's spacing: TrainingScaleResize keeps the training's mm/pixel
         fields, transforms = slice_model_input(
@@ -117,6 +165,7 @@ class PWMLDatasetMapper:
             self.head_crop_margin,
             record.get("spacing"),
             self.image_channels,
+            neighbors,
         )
         record.update(fields)
         shape = tuple(fields["image"].shape[1:])

@@ -4,6 +4,9 @@ Inputs (`find_inputs`) are one NIfTI volume, a folder of volumes (``*.nii``,
 ``*.nii.gz``) or a folder of 8-bit grey slice PNGs — flat, or the reference
 implementation's ``input/<subject>/<slice>.png`` (pass the folder holding
 ``input/`` or ``input/`` itself). Case names: `rsrcnn_d2.data.nifti.case_name`.
+A volume's slices are predicted with their neighbours when the config asks for
+2.5-D input (INPUT.NEIGHBOR_SLICES); a PNG slice has none and is fed as three
+copies of itself (`LesionPredictor` logs this once).
 
 Output names (`output_paths`), under the output folder:
 

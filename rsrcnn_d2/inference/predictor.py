@@ -4,11 +4,14 @@
 resizes as at test time (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST), feeds the raw
 intensities as three channels (the model z-scores each image itself) and asks
 for outputs at the slice's own size. `predict_volume` runs it over every slice
-of a canonical volume, cut as the converter cuts training slices, and
+of a canonical volume, cut as the converter cuts training slices (with
+INPUT.NEIGHBOR_SLICES each slice goes with its neighbours z-1, z+1 along the
+same axis, an edge slice repeating itself, as the converter writes them), and
 `predict_inputs` runs whole folders, writing each result as soon as it exists
 and carrying on past a bad file (see `rsrcnn_d2.inference.inputs` for file names).
 """
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -33,6 +36,8 @@ __all__ = [
 
 Model = Callable[[List[Dict]], List[Dict]]
 
+logger = logging.getLogger("rsrcnn_d2")
+
 
 @dataclass
 class SlicePrediction:
@@ -50,6 +55,9 @@ class LesionPredictor:
     stand-in in tests); ``augmentations`` are the test-time resizing.
     Constant slices (empty field of view) are not shown to the model: there is
     no contrast in which a lesion could be, and they are all-zero output.
+    ``neighbor_slices`` (INPUT.NEIGHBOR_SLICES): the model reads slices z-1, z,
+    z+1; `predict_slices` takes them from its ``neighbors``, and a 2-D input
+    given without them is fed as three copies of itself (logged once).
     """
 
     def __init__(
@@ -58,6 +66,7 @@ class LesionPredictor:
         augmentations: Sequence = (),
         batch_size: int = 4,
         head_crop_margin: Optional[int] = None,
+        neighbor_slices: bool = False,
     ):
         from detectron2.data import transforms as T
 
@@ -65,6 +74,8 @@ class LesionPredictor:
         self.augmentations = T.AugmentationList(list(augmentations))
         self.batch_size = max(1, int(batch_size))
         self.head_crop_margin = head_crop_margin  # None: no head crop (INPUT.CROP_TO_HEAD off)
+        self.neighbor_slices = bool(neighbor_slices)
+        self._said_no_neighbors = False
 
     @classmethod
     def from_config(
@@ -106,17 +117,40 @@ class LesionPredictor:
             else LesionEnsemble.from_config(cfg, models, flip=tta).eval()
         )
         return cls(
-            model, build_pwml_augmentations(cfg, is_train=False), batch_size, head_crop_margin(cfg)
+            model,
+            build_pwml_augmentations(cfg, is_train=False),
+            batch_size,
+            head_crop_margin(cfg),
+            cfg.INPUT.NEIGHBOR_SLICES,
         )
 
-    def _model_input(self, image: np.ndarray) -> Dict:
+    def _model_input(self, image: np.ndarray, neighbors: Optional[np.ndarray] = None) -> Dict:
         # spacing None: TrainingScaleResize uses what check_input_geometry gave it
-        fields, _ = slice_model_input(image, self.augmentations, self.head_crop_margin)
+        fields, _ = slice_model_input(
+            image, self.augmentations, self.head_crop_margin, neighbors=neighbors
+        )
         return {**fields, "height": image.shape[0], "width": image.shape[1]}
 
-    def predict_slices(self, images: Sequence[np.ndarray]) -> List[SlicePrediction]:
+    def _neighbors_of(self, images: Sequence[np.ndarray], neighbors) -> List[np.ndarray]:
+        """Each image's (2, H, W) neighbours: those given, else (2-D inputs) itself twice."""
+        if neighbors is not None:
+            if len(neighbors) != len(images):
+                raise ValueError(f"{len(neighbors)} neighbour stacks for {len(images)} slices")
+            return [np.asarray(n, np.float32) for n in neighbors]
+        if not self._said_no_neighbors:
+            logger.info(
+                "INPUT.NEIGHBOR_SLICES: 2-D inputs have no neighbouring slices; each is fed "
+                "as three copies of itself"
+            )
+            self._said_no_neighbors = True
+        return [np.stack([image, image]) for image in images]
+
+    def predict_slices(
+        self, images: Sequence[np.ndarray], neighbors: Optional[Sequence[np.ndarray]] = None
+    ) -> List[SlicePrediction]:
         """One `SlicePrediction` per 2-D image, in order; the model sees ``batch_size`` at a
-        time."""
+        time. ``neighbors``: with ``neighbor_slices``, each image's slices z-1, z+1 as
+        (2, H, W) (None: a 2-D input, repeated); ignored without it."""
         out: List[Optional[SlicePrediction]] = [None] * len(images)
         todo = []
         for i, image in enumerate(images):
@@ -128,10 +162,18 @@ class LesionPredictor:
                 )
             else:
                 todo.append(i)
+        near = self._neighbors_of(images, neighbors) if self.neighbor_slices and todo else None
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
             with torch.no_grad():
-                results = self.model([self._model_input(images[i]) for i in chunk])
+                results = self.model(
+                    [
+                        self._model_input(images[i])
+                        if near is None
+                        else self._model_input(images[i], near[i])
+                        for i in chunk
+                    ]
+                )
             for i, result in zip(chunk, results):
                 mask = result["lesion_mask"].to("cpu").numpy().astype(bool)
                 prob = result["lesion_prob"].to("cpu", torch.float32).numpy().clip(0.0, 1.0)
@@ -158,7 +200,8 @@ def predict_volume(
 
     Slices are cut with `volume_slice` and written back with `put_slice`, the
     converter's own pair, so a model trained on converted slices sees the same
-    views here.
+    views here; with the predictor's ``neighbor_slices`` each goes with slices
+    k-1 and k+1 of ``volume`` along ``axis`` (clamped at the edges, as converted).
     """
     from tqdm import tqdm
 
@@ -166,11 +209,25 @@ def predict_volume(
     mask = np.zeros(volume.shape, np.uint8)
     prob = np.zeros(volume.shape, np.float32)
     count = volume.shape[axis]
+    with_neighbors = getattr(predictor, "neighbor_slices", False)
     with tqdm(total=count, desc=desc, unit="slice", leave=False, disable=not progress) as bar:
         for start in range(0, count, predictor.batch_size):
             indices = range(start, min(count, start + predictor.batch_size))
             slices = [volume_slice(volume, axis, k) for k in indices]
-            for k, pred in zip(indices, predictor.predict_slices(slices)):
+            if with_neighbors:
+                near = [
+                    np.stack(
+                        [
+                            volume_slice(volume, axis, max(k - 1, 0)),
+                            volume_slice(volume, axis, min(k + 1, count - 1)),
+                        ]
+                    )
+                    for k in indices
+                ]
+                preds = predictor.predict_slices(slices, near)
+            else:
+                preds = predictor.predict_slices(slices)
+            for k, pred in zip(indices, preds):
                 put_slice(mask, axis, k, pred.mask.astype(np.uint8))
                 put_slice(prob, axis, k, pred.prob)
             bar.update(len(indices))

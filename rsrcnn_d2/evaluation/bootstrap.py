@@ -1,0 +1,73 @@
+"""Bootstrap intervals over test subjects for slice-averaged figures and their differences.
+
+Why subjects: slices of one subject share its anatomy, contrast and lesion load,
+so they are not independent draws; the unit a new user brings is a subject. A
+figure averaged over slices (strict Dice) is a ratio: sum of slice values over
+the number of slices. Each bootstrap sample draws subjects with replacement and
+takes that ratio over their slices; a difference of two rows uses the same draw
+for both (paired), so what the subjects share cancels. Percentile intervals.
+"""
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["resample_ratios", "subject_interval", "paired_difference_interval"]
+
+
+def resample_ratios(
+    sums: np.ndarray, counts: np.ndarray, n_resamples: int = 10000, seed: int = 0
+) -> np.ndarray:
+    """(n_resamples, K) ratios sum(sums[k, drawn]) / sum(counts[drawn]) over subject draws.
+
+    ``sums`` is (S,) or (K, S): per subject, the sum of its slice values for each
+    of K figures (rows); ``counts`` (S,) its number of slices. The same draws serve
+    every row.
+    """
+    sums = np.atleast_2d(np.asarray(sums, dtype=np.float64))
+    counts = np.asarray(counts, dtype=np.float64)
+    if sums.shape[1] != counts.shape[0] or counts.ndim != 1:
+        raise ValueError(f"sums {sums.shape} and counts {counts.shape} disagree on the subjects")
+    if len(counts) == 0 or np.any(counts <= 0):
+        raise ValueError("every subject needs at least one slice")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(counts), size=(n_resamples, len(counts)))
+    totals = counts[draws].sum(axis=1)
+    return np.stack([row[draws].sum(axis=1) / totals for row in sums], axis=1)
+
+
+def _interval(samples: np.ndarray, level: float) -> Tuple[float, float]:
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def subject_interval(
+    sums: Sequence[float],
+    counts: Sequence[float],
+    level: float = 0.95,
+    n_resamples: int = 10000,
+    seed: int = 0,
+) -> Tuple[float, float, float]:
+    """(estimate, low, high): the slice average over all subjects and its bootstrap interval."""
+    sums, counts = np.asarray(sums, dtype=np.float64), np.asarray(counts, dtype=np.float64)
+    samples = resample_ratios(sums, counts, n_resamples, seed)[:, 0]
+    return (float(sums.sum() / counts.sum()), *_interval(samples, level))
+
+
+def paired_difference_interval(
+    sums_a: Sequence[float],
+    sums_b: Sequence[float],
+    counts: Sequence[float],
+    level: float = 0.95,
+    n_resamples: int = 10000,
+    seed: Optional[int] = 0,
+) -> Tuple[float, float, float]:
+    """(estimate, low, high) of row a's slice average minus row b's over the same subjects."""
+    counts = np.asarray(counts, dtype=np.float64)
+    both = np.stack([np.asarray(sums_a, np.float64), np.asarray(sums_b, np.float64)])
+    samples = resample_ratios(both, counts, n_resamples, seed)
+    estimate = float((both[0].sum() - both[1].sum()) / counts.sum())
+    return (estimate, *_interval(samples[:, 0] - samples[:, 1], level))

@@ -1,27 +1,36 @@
-"""Table 1's ablation rows and a k sweep on the synthetic cohort, several seeds, resumable.
+"""Table 1's ablation rows, the k sweep on row C and our row, several seeds, resumable.
 
-    python tools/run_ablation.py [--output output/ablation] [--seeds 0 1 2] [--iters 1000]
-                                 [--rows A B C D E] [--k 1.0 1.3 2.0] [--subjects 30]
+    python tools/run_ablation.py [--output output/ablation] [--seeds 0 1 2] [--iters 500]
+                                 [--rows B C D E plus] [--k 1.0 1.3 2.0] [--subjects 36]
+                                 [--fractions 0.6 0.15 0.25] [--objective dice|lesion_f1]
                                  [--variant NAME ROW KEY VALUE [KEY VALUE ...]]
 
-Every run is the ordinary training program (tools/train_net.py, run as
-``python -m rsrcnn_d2.engine.train_net``) with a CPU-sized config
-(configs/PWML-Tiny/), trained on the cohort's train subjects for a fixed number
-of iterations and evaluated once on its held-out test subjects (strict protocol).
-The cohort (tools/make_synthetic_cohort.py + tools/prepare_pwml.py) is made once
-and shared by all runs; seeds change initialisation and data order only.
+Every run is the ordinary training program (``python -m rsrcnn_d2.engine.train_net``)
+with a CPU-sized config (configs/PWML-Tiny/), trained on the cohort's train
+subjects for a fixed number of iterations (the validation subjects steer the
+plateau schedule and pick ``model_best.pth``) and evaluated once on its held-out
+test subjects at the config's operating point (score threshold 0.7, the
+reference's CRF parameters). Then every run is **calibrated** the same way
+(tools/tune_operating_point.py on the validation subjects: the score threshold,
+jointly with the CRF's parameters for rows that have one; objective --objective)
+and evaluated once more on the test subjects at its calibrated point
+(``runs/<run>/seed<s>/calibrated/``). The cohort (tools/make_synthetic_cohort.py,
+the anatomy-based generator, + tools/prepare_pwml.py) is made once and shared by
+all runs; seeds change initialisation and data order only.
 
-Re-running skips finished runs and resumes an interrupted one from its last
-checkpoint; runs go seed by seed, so a partial sweep still has whole seeds.
-The summary (mean ± sd over seeds) is written to OUTPUT/summary.md (--summary).
-Row A is the classical baseline (rsrcnn_d2.classical, no training): per seed,
-its parameters are tuned on the validation subjects (the seed is the
-optimiser's) and it is evaluated once on the test subjects, like the tuned CRF.
-Row E also gets a tuned-CRF twin (E_dcrf_tuned, unless --no-tune-dcrf): the
-seed's row-E model with the CRF parameters tuned on the validation subjects by
-tools/tune_dcrf.py, as the paper does, then evaluated once on the test subjects.
---variant adds a run of your own: a row with config overrides, e.g.
-``--variant C_relu_off C MODEL.HRPN.OBJECTNESS_RELU False``.
+Rows: B-E are the paper's (the reference code's settings); ``plus`` is ours,
+RS R-CNN+ (row E + 2.5-D input + flip TTA, calibrated); the k sweep varies row
+C's expansion factor (the paper's Table 2; 1.3 is row C itself). Row A (the
+classical baseline, tuned on the validation subjects per seed) is available with
+``--rows A``. ``--variant`` adds a run of your own: a row with config overrides,
+e.g. ``--variant C_relu_off C MODEL.HRPN.OBJECTNESS_RELU False``.
+
+Re-running skips finished runs and calibrations and resumes an interrupted
+training from its last checkpoint; runs go seed by seed, so a partial sweep
+still has whole seeds. OUTPUT/summary.md (--summary) holds the tables: mean ±
+sd over seeds at both operating points, both protocols, lesion F1 with 2-D and
+3-D lesions, and bootstrap 95 % intervals over the test subjects for each row's
+strict Dice and the differences E - B and plus - E (summary.json: the numbers).
 The program behind ``tools/run_ablation.py`` (also ``python -m rsrcnn_d2.experiments.ablation``).
 """
 
@@ -32,8 +41,16 @@ import sys
 from pathlib import Path
 
 from .. import model_zoo
-from ..data.fileio import atomic_write_bytes, atomic_write_json
-from .results import REFERENCE_METRICS, pooled_results, seed_summary_table
+from ..data.fileio import atomic_write_bytes, atomic_write_json, read_json
+from .intervals import interval_table
+from .results import (
+    LESION3D_METRICS,
+    REFERENCE_METRICS,
+    SUMMARY_METRICS,
+    lesion3d_results,
+    pooled_results,
+    seed_summary_table,
+)
 from .runner import (
     COHORT_MODULE,
     PREPARE_MODULE,
@@ -51,7 +68,7 @@ __all__ = [
     "planned_runs",
     "add_variants",
     "classical_run",
-    "tuned_dcrf_run",
+    "calibrated_run",
     "prepare_cohort",
     "write_summary",
     "main",
@@ -64,23 +81,29 @@ ROW_LABELS = {
     "C": "C  + H-RPN, k=1.3",
     "D": "D  + LRS-Net",
     "E": "E  + DCRF (RS R-CNN), k=1.3",
+    "plus": "RS R-CNN+ (E + 2.5-D + flip TTA)",
 }
-ROW_E_K = 1.3  # the expansion factor of the row E config
+K_ROW, ROW_K = "C", 1.3  # the k sweep varies row C (the paper's Table 2); its config has 1.3
+DEFAULT_ROWS = ["B", "C", "D", "E", "plus"]
+CLASSICAL = "A"
+CALIBRATED = "calibrated"  # a run's calibrated evaluation: runs/<run>/seed<s>/calibrated/
+# the differences the summary gives intervals for: (minuend, subtrahend)
+DIFFERENCES = (("E", "B"), ("plus", "E"), ("plus", "B"), ("C", "B"))
 
 
 def planned_runs(rows, ks):
-    """{name: (config, extra opts, label)}: the rows, then row E at each other k."""
+    """{name: (config, extra opts, label)}: the rows, then row C at each other k."""
     runs = {row: (ROW_CONFIGS.get(row), [], ROW_LABELS[row]) for row in rows}  # A: no config
     for k in ks:
-        if abs(k - ROW_E_K) < 1e-9:
-            if "E" not in runs:
-                runs["E"] = (ROW_CONFIGS["E"], [], ROW_LABELS["E"])
+        if abs(k - ROW_K) < 1e-9:
+            if K_ROW not in runs:
+                runs[K_ROW] = (ROW_CONFIGS[K_ROW], [], ROW_LABELS[K_ROW])
             continue
         text = repr(float(k))  # "2.0": the config key is a float
-        runs[f"E_k{text}"] = (
-            ROW_CONFIGS["E"],
+        runs[f"{K_ROW}_k{text}"] = (
+            ROW_CONFIGS[K_ROW],
             ["MODEL.ROI_MASK_HEAD.EXPANSION_K", text],
-            f"E  k={text}",
+            f"{K_ROW}  k={text}",
         )
     return runs
 
@@ -101,10 +124,6 @@ def add_variants(runs, variants):
     return runs
 
 
-TUNED = "E_dcrf_tuned"
-CLASSICAL = "A"
-
-
 def classical_run(out: Path, seed: int, init_points: int = 10, n_iter: int = 30) -> None:
     """Row A for one seed: tune the classical detector on pwml_val, evaluate on pwml_test,
     record."""
@@ -123,32 +142,50 @@ def classical_run(out: Path, seed: int, init_points: int = 10, n_iter: int = 30)
     )
 
 
-def tuned_dcrf_run(out: Path, seed: int, env) -> None:
-    """Tune row E's CRF on pwml_val for one seed's model, evaluate on pwml_test, record."""
-    source, run_dir = out / "runs" / "E" / f"seed{seed}", out / "runs" / TUNED / f"seed{seed}"
-    if finished_result(run_dir) is not None or finished_result(source) is None:
-        return
-    weights, tuned = trained_weights(source), run_dir / "dcrf_tuned.yaml"
+def calibrated_run(
+    out: Path,
+    name: str,
+    config,
+    opts,
+    seed: int,
+    env,
+    objective: str = "dice",
+    init_points: int = 5,
+    n_iter: int = 15,
+):
+    """Calibrate a finished run on pwml_val, evaluate it on pwml_test there, record; the record.
+
+    None while the run has not finished training.
+    """
+    source = out / "runs" / name / f"seed{seed}"
+    run_dir = source / CALIBRATED
+    done = finished_result(run_dir)
+    if done is not None or finished_result(source) is None:
+        return done
+    weights, point = trained_weights(source), run_dir / "operating_point.yaml"
     run_tool(
         [
             "-m",
             TUNE_MODULE,
             "--config-file",
-            ROW_CONFIGS["E"],
+            config,
             "--weights",
             weights,
             "--dataset",
             "pwml_val",
             "--output",
-            tuned,
+            point,
             "--cache",
             run_dir / "val_probs.pt",
+            "--objective",
+            objective,
             "--init-points",
-            5,
+            init_points,
             "--n-iter",
-            15,
+            n_iter,
             "--seed",
             seed,
+            *opts,
         ],
         env,
     )
@@ -158,7 +195,8 @@ def tuned_dcrf_run(out: Path, seed: int, env) -> None:
             TRAIN_NET_MODULE,
             "--eval-only",
             "--config-file",
-            tuned,
+            point,
+            *opts,
             "MODEL.WEIGHTS",
             weights,
             "DATASETS.TEST",
@@ -168,11 +206,18 @@ def tuned_dcrf_run(out: Path, seed: int, env) -> None:
         ],
         env,
     )
-    # the evaluator's figures, recomputed from its per-slice CSV (eval-only keeps no metrics.json)
-    results = pooled_results([run_dir / "inference" / "pwml_test" / "pwml_slices.csv"])
-    atomic_write_json(
-        run_dir / "result.json", {"config": str(tuned), "opts": [], "results": results}
-    )
+    # the evaluator's figures, recomputed from its CSVs (eval-only keeps no metrics.json)
+    inference = run_dir / "inference" / "pwml_test"
+    results = pooled_results([inference / "pwml_slices.csv"])
+    results.update(lesion3d_results(inference / "pwml_subjects.csv"))
+    record = {
+        "config": str(point),
+        "opts": list(map(str, opts)),
+        "operating_point": read_json(point.with_suffix(".json"))["best"],
+        "results": results,
+    }
+    atomic_write_json(run_dir / "result.json", record)
+    return record
 
 
 def prepare_cohort(out: Path, args, env):
@@ -196,46 +241,111 @@ def prepare_cohort(out: Path, args, env):
         env,
     )
     if not (pwml / "conversion.json").exists():
-        run_tool(["-m", PREPARE_MODULE, raw, "--output", pwml, "--seed", args.cohort_seed], env)
+        run_tool(
+            [
+                "-m",
+                PREPARE_MODULE,
+                raw,
+                "--output",
+                pwml,
+                "--seed",
+                args.cohort_seed,
+                "--fractions",
+                *args.fractions,
+            ],
+            env,
+        )
+
+
+def _per_seed_lines(out: Path, runs, seeds):
+    lines = []
+    for name, (_, _, label) in runs.items():
+        for s in seeds:
+            plain = finished_result(out / "runs" / name / f"seed{s}")
+            tuned = finished_result(out / "runs" / name / f"seed{s}" / CALIBRATED)
+            if plain is None:
+                continue
+            r = plain["results"]
+            cells = [f"{r['pwml_strict/Dice']:.3f}", f"{r['pwml_strict/lesion_F1']:.3f}"]
+            if tuned is not None:
+                t, point = tuned["results"], tuned["operating_point"]
+                crf = (
+                    f", l1={point['l1']:.3g} l2={point['l2']:.3g} c1={point['c1']:.3g} "
+                    f"e1={point['e1']}"
+                    if "l1" in point
+                    else ""
+                )
+                cells += [
+                    f"score≥{point['score']:.3g}{crf}",
+                    f"{t['pwml_strict/Dice']:.3f}",
+                    f"{t['pwml_strict/lesion_F1']:.3f}",
+                    f"{t.get('pwml_lesion3d/F1', float('nan')):.3f}",
+                ]
+            else:
+                cells += ["–"] * 4
+            lines.append(f"| {label} | {s} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_summary(out: Path, runs, seeds, iters, filename: str = "summary.md") -> str:
-    results, per_seed = {}, []
-    for name, (config, opts, label) in runs.items():
-        done = [finished_result(out / "runs" / name / f"seed{s}") for s in seeds]
-        results[name] = [d["results"] for d in done if d is not None]
-        for s, d in zip(seeds, done):
-            if d is not None:
-                r = d["results"]
-                per_seed.append(
-                    f"| {label} | {s} | {r['pwml_strict/Dice']:.3f} | "
-                    f"{r['pwml_strict/Sens']:.3f} | {r['pwml_strict/lesion_F1']:.3f} | "
-                    f"{int(r['pwml_strict/n_slices'])} |"
-                )
+    plain, tuned = {}, {}
+    for name in runs:
+        dirs = [out / "runs" / name / f"seed{s}" for s in seeds]
+        plain[name] = [d["results"] for d in map(finished_result, dirs) if d is not None]
+        tuned[name] = [
+            d["results"] for d in (finished_result(x / CALIBRATED) for x in dirs) if d is not None
+        ]
     labels = {name: label for name, (_, _, label) in runs.items()}
+    trained = {n: v for n, v in tuned.items() if n != CLASSICAL}
+    intervals, numbers = interval_table(out, runs, seeds, DIFFERENCES, labels)
     text = "\n".join(
         [
-            "Synthetic cohort, held-out test subjects, strict protocol; "
-            f"{iters} iterations per run; "
-            f"mean ± sd over seeds {', '.join(map(str, seeds))}.",
+            f"Anatomy-based cohort ({out / 'pwml'}), held-out test subjects; {iters} iterations "
+            f"per run; mean ± sd over seeds {', '.join(map(str, seeds))}.",
             "",
-            seed_summary_table(results, labels, count_title="seeds"),
+            "**Calibrated** (score threshold, and the CRF where the row has one, tuned on the "
+            "validation subjects), strict protocol:",
             "",
-            "The reference implementation's protocol (the paper's Table 1): "
+            seed_summary_table(trained, labels, SUMMARY_METRICS, count_title="seeds"),
+            "",
+            "Calibrated, lesion-wise with lesions as 3-D components of each subject's "
+            "stacked test slices:",
+            "",
+            seed_summary_table(trained, labels, LESION3D_METRICS, count_title="seeds"),
+            "",
+            "Calibrated, the reference implementation's protocol (the paper's Table 1): "
             "slices whose prediction is empty are skipped, the rest averaged per subject, "
             "then over subjects:",
             "",
-            seed_summary_table(results, labels, REFERENCE_METRICS, count_title="seeds"),
+            seed_summary_table(trained, labels, REFERENCE_METRICS, count_title="seeds"),
             "",
-            "Per seed:",
+            "At the configs' own operating point (score threshold 0.7, the reference's CRF "
+            "parameters), strict protocol:",
             "",
-            "| run | seed | Dice | Sensitivity | lesion F1 | slices |",
-            "|---|---|---|---|---|---|",
-            *per_seed,
+            seed_summary_table(plain, labels, count_title="seeds"),
+            "",
+            intervals,
+            "",
+            "Per seed (strict protocol; config's point, then calibrated):",
+            "",
+            "| run | seed | Dice | lesion F1 | calibrated point | Dice | lesion F1 (2-D) | "
+            "lesion F1 (3-D) |",
+            "|---|---|---|---|---|---|---|---|",
+            *_per_seed_lines(out, runs, seeds),
             "",
         ]
     )
     atomic_write_bytes(out / filename, text.encode())
+    atomic_write_json(
+        (out / filename).with_suffix(".json"),
+        {
+            "seeds": list(seeds),
+            "iters": iters,
+            "config_point": plain,
+            "calibrated": tuned,
+            **numbers,
+        },
+    )
     return text
 
 
@@ -247,16 +357,14 @@ def main(argv=None) -> int:
     )
     p.add_argument("--output", default="output/ablation")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--iters", type=int, default=1000)
-    p.add_argument(
-        "--rows", nargs="+", default=[CLASSICAL, *ROW_CONFIGS], choices=[CLASSICAL, *ROW_CONFIGS]
-    )
+    p.add_argument("--iters", type=int, default=500)
+    p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=[CLASSICAL, *ROW_CONFIGS])
     p.add_argument(
         "--k",
         type=float,
         nargs="*",
         default=[1.0, 1.3, 2.0],
-        help="expansion factors for row E (1.3 is row E itself)",
+        help=f"expansion factors for row {K_ROW} ({ROW_K} is row {K_ROW} itself)",
     )
     p.add_argument(
         "--variant",
@@ -266,9 +374,24 @@ def main(argv=None) -> int:
         metavar="NAME ROW KEY VALUE",
         help="an extra run: a row with overrides",
     )
-    p.add_argument("--subjects", type=int, default=30, help="synthetic cohort size")
+    p.add_argument("--subjects", type=int, default=36, help="synthetic cohort size")
     p.add_argument("--cohort-seed", type=int, default=0)
-    p.add_argument("--no-tune-dcrf", action="store_true", help="no tuned-CRF twin of row E")
+    p.add_argument(
+        "--fractions",
+        type=float,
+        nargs=3,
+        default=(0.6, 0.15, 0.25),
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="subject split (enough test subjects for the bootstrap intervals)",
+    )
+    p.add_argument(
+        "--objective",
+        choices=["dice", "lesion_f1"],
+        default="dice",
+        help="what calibration maximises on the validation subjects",
+    )
+    p.add_argument("--no-calibrate", action="store_true", help="train only (no calibration)")
+    p.add_argument("--no-train", action="store_true", help="calibrate finished runs only")
     p.add_argument("--summary-only", action="store_true", help="only tabulate finished runs")
     p.add_argument("--summary", default="summary.md", help="summary file name inside OUTPUT")
     args = p.parse_args(argv)
@@ -277,23 +400,17 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, DETECTRON2_DATASETS=str(out))  # registers OUT/pwml as pwml_*
     runs = add_variants(planned_runs(args.rows, args.k), args.variant)
-    tune = "E" in runs and not args.no_tune_dcrf
-    if tune:
-        runs[TUNED] = (ROW_CONFIGS["E"], [], "E  + DCRF tuned on val (tools/tune_dcrf.py)")
+    failed = []
     if not args.summary_only:
-        prepare_cohort(out, args, env)
-        failed = []
-        todo = [(s, name) for s in args.seeds for name in runs if name != TUNED]
+        if not args.no_train:
+            prepare_cohort(out, args, env)
+        todo = [(s, name) for s in args.seeds for name in runs]
         for i, (seed, name) in enumerate(todo, 1):
             config, opts, label = runs[name]
             run_dir = out / "runs" / name / f"seed{seed}"
-            state = (
-                "done"
-                if finished_result(run_dir)
-                else "tuning"
-                if name == CLASSICAL
-                else "training"
-            )
+            if args.no_train and (name == CLASSICAL or finished_result(run_dir) is None):
+                continue
+            state = "done" if finished_result(run_dir) else "running"
             print(
                 f"\n=== run {i}/{len(todo)}: {label}, seed {seed} ({state}) -> {run_dir}",
                 flush=True,
@@ -301,25 +418,25 @@ def main(argv=None) -> int:
             try:
                 if name == CLASSICAL:
                     classical_run(out, seed)
-                else:
-                    train_and_record(
-                        config,
-                        run_dir,
-                        [
-                            *opts,
-                            "SOLVER.MAX_ITER",
-                            args.iters,
-                            "SOLVER.CHECKPOINT_PERIOD",
-                            max(1, args.iters // 4),
-                            "SEED",
-                            seed,
-                            "DATASETS.TEST",
-                            "('pwml_test',)",
-                        ],
-                        env=env,
-                    )
-                if name == "E" and tune:
-                    tuned_dcrf_run(out, seed, env)
+                    continue
+                train_and_record(
+                    config,
+                    run_dir,
+                    [
+                        *opts,
+                        "SOLVER.MAX_ITER",
+                        args.iters,
+                        "SOLVER.CHECKPOINT_PERIOD",
+                        max(1, args.iters // 4),
+                        "SEED",
+                        seed,
+                        "DATASETS.TEST",
+                        "('pwml_test',)",
+                    ],
+                    env=env,
+                )
+                if not args.no_calibrate:
+                    calibrated_run(out, name, config, opts, seed, env, args.objective)
             except (RuntimeError, ValueError, subprocess.CalledProcessError) as e:
                 # go on with the other runs; re-running retries this one
                 print(f"error: {e}", file=sys.stderr, flush=True)
@@ -327,7 +444,7 @@ def main(argv=None) -> int:
             write_summary(out, runs, args.seeds, args.iters, args.summary)
     print(write_summary(out, runs, args.seeds, args.iters, args.summary))
     print(f"summary: {out / args.summary}")
-    if not args.summary_only and failed:
+    if failed:
         print("failed (re-run to retry): " + "; ".join(failed), file=sys.stderr)
         return 1
     return 0

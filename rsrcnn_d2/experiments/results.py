@@ -12,13 +12,15 @@ import math
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple, Union
 
-from ..evaluation.lesionwise import LesionCounts
+from ..evaluation.lesionwise import LesionCounts, lesion_f1, lesion_sensitivity
 from ..evaluation.metrics import SliceMetrics, mean_of_defined
 from ..evaluation.protocols import UNKNOWN_SUBJECT, strict_and_reference
 
 __all__ = [
     "SUMMARY_METRICS",
     "REFERENCE_METRICS",
+    "LESION3D_METRICS",
+    "lesion3d_results",
     "read_eval_results",
     "mean_sd",
     "seed_summary_table",
@@ -44,6 +46,38 @@ REFERENCE_METRICS: Tuple[Tuple[str, str, int], ...] = (
     ("HD (px)", "pwml_reference/HD", 1),
     ("slices skipped (empty prediction)", "pwml_reference/skipped_fraction", 3),
 )
+
+# lesion-wise figures with 2-D lesions (per slice) and 3-D lesions (per subject's stacked slices)
+LESION3D_METRICS: Tuple[Tuple[str, str, int], ...] = (
+    ("lesion F1, 2-D lesions", "pwml_strict/lesion_F1", 3),
+    ("lesion F1, 3-D lesions", "pwml_lesion3d/F1", 3),
+    ("3-D lesions found", "pwml_lesion3d/sensitivity", 3),
+    ("false-positive 3-D components per subject", "pwml_lesion3d/FP_per_subject", 2),
+)
+
+
+def lesion3d_results(subjects_csv: Union[str, Path]) -> Dict[str, float]:
+    """``pwml_lesion3d/...`` figures from the evaluator's ``pwml_subjects.csv`` (3-D counts per
+    subject, pooled)."""
+    where = str(subjects_csv)
+    pooled, subjects = LesionCounts(), 0
+    with open(subjects_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            pooled = pooled + LesionCounts(
+                *(
+                    _count(row, k, where)
+                    for k in ("true_lesions_3d", "found_3d", "predicted_3d", "false_positives_3d")
+                )
+            )
+            subjects += 1
+    return {
+        "pwml_lesion3d/true_lesions": float(pooled.true_lesions),
+        "pwml_lesion3d/found": float(pooled.found),
+        "pwml_lesion3d/false_positives": float(pooled.false_positives),
+        "pwml_lesion3d/sensitivity": lesion_sensitivity(pooled),
+        "pwml_lesion3d/F1": lesion_f1(pooled),
+        "pwml_lesion3d/FP_per_subject": pooled.false_positives / subjects if subjects else math.nan,
+    }
 
 
 def read_eval_results(metrics_json: Union[str, Path]) -> Dict[str, float]:

@@ -1,0 +1,137 @@
+"""Bootstrap intervals of the ablation's strict Dice per row and of differences between rows.
+
+The unit is the test subject (rsrcnn_d2.evaluation.bootstrap): a row's strict
+Dice is the mean over its test slices, averaged over the seeds that finished;
+a difference pairs the rows on the same subjects and the seeds both finished.
+The per-slice figures come from the evaluator's ``pwml_slices.csv`` of each run.
+"""
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..evaluation.bootstrap import paired_difference_interval, subject_interval
+from .results import read_slice_records
+
+__all__ = ["slice_csv", "subject_dice_sums", "interval_table"]
+
+LEVEL = 0.95
+
+
+def slice_csv(out: Path, name: str, seed: int, calibrated: bool) -> Path:
+    """Where a run's per-slice test figures are (at its calibrated or its config's point)."""
+    run_dir = out / "runs" / name / f"seed{seed}"
+    return (
+        run_dir / "calibrated" if calibrated else run_dir
+    ) / "inference/pwml_test/pwml_slices.csv"
+
+
+def subject_dice_sums(csvs: Sequence[Path]) -> Dict[str, Tuple[float, int]]:
+    """{subject: (sum of its slices' strict Dice, averaged over the runs, number of slices)}.
+
+    The runs (seeds) must have scored the same slices of each subject.
+    """
+    per_run = []
+    for path in csvs:
+        sums, counts = defaultdict(float), defaultdict(int)
+        for r in read_slice_records([path]):
+            sums[r["subject"]] += r["metrics"].dice
+            counts[r["subject"]] += 1
+        per_run.append((sums, counts))
+    if not per_run:
+        return {}
+    counts = per_run[0][1]
+    for path, (_, c) in zip(csvs, per_run):
+        if c != counts:
+            raise ValueError(f"{path}: scores other test slices than {csvs[0]}")
+    return {
+        s: (sum(run[0][s] for run in per_run) / len(per_run), counts[s]) for s in sorted(counts)
+    }
+
+
+def _arrays(sums: Dict[str, Tuple[float, int]], subjects: List[str]):
+    return np.array([sums[s][0] for s in subjects]), np.array([sums[s][1] for s in subjects])
+
+
+def _seeds_with(out, name, seeds, calibrated) -> List[int]:
+    return [s for s in seeds if slice_csv(out, name, s, calibrated).is_file()]
+
+
+def _cell(values: Optional[Tuple[float, float, float]], signed: bool = False) -> str:
+    if values is None:
+        return "–"
+    fmt = "+.3f" if signed else ".3f"
+    est, low, high = values
+    return f"{est:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
+
+
+def _row_interval(out, name, seeds, calibrated, n_resamples):
+    found = _seeds_with(out, name, seeds, calibrated)
+    if not found:
+        return None, []
+    sums = subject_dice_sums([slice_csv(out, name, s, calibrated) for s in found])
+    subjects = sorted(sums)
+    return subject_interval(*_arrays(sums, subjects), LEVEL, n_resamples, seed=0), found
+
+
+def _difference(out, a, b, seeds, calibrated, n_resamples):
+    both = [
+        s
+        for s in _seeds_with(out, a, seeds, calibrated)
+        if s in _seeds_with(out, b, seeds, calibrated)
+    ]
+    if not both:
+        return None, []
+    sums_a = subject_dice_sums([slice_csv(out, a, s, calibrated) for s in both])
+    sums_b = subject_dice_sums([slice_csv(out, b, s, calibrated) for s in both])
+    if {k: v[1] for k, v in sums_a.items()} != {k: v[1] for k, v in sums_b.items()}:
+        raise ValueError(f"runs {a} and {b} scored different test slices")
+    subjects = sorted(sums_a)
+    (xa, counts), (xb, _) = _arrays(sums_a, subjects), _arrays(sums_b, subjects)
+    return paired_difference_interval(xa, xb, counts, LEVEL, n_resamples, seed=0), both
+
+
+def interval_table(
+    out: Path,
+    runs: Dict,
+    seeds: Sequence[int],
+    differences: Sequence[Tuple[str, str]],
+    labels: Dict[str, str],
+    n_resamples: int = 10000,
+) -> Tuple[str, Dict]:
+    """(Markdown table, numbers) of strict Dice with 95 % subject-bootstrap intervals."""
+    numbers = {"rows": {}, "differences": {}}
+    lines = [
+        f"Strict Dice with {100 * LEVEL:.0f} % bootstrap intervals over the test subjects "
+        f"({n_resamples} resamples of subjects; seeds averaged per slice first; differences "
+        "paired on the same subjects and seeds):",
+        "",
+        "| run or difference | seeds | calibrated | at the config's point |",
+        "|---|---|---|---|",
+    ]
+    for name in runs:
+        tuned, seeds_t = _row_interval(out, name, seeds, True, n_resamples)
+        plain, seeds_p = _row_interval(out, name, seeds, False, n_resamples)
+        if tuned is None and plain is None:
+            continue
+        numbers["rows"][name] = {"calibrated": tuned, "config_point": plain, "seeds": seeds_t}
+        lines.append(
+            f"| {labels.get(name, name)} | {len(seeds_t) or len(seeds_p)} | {_cell(tuned)} | "
+            f"{_cell(plain)} |"
+        )
+    for a, b in differences:
+        if a not in runs or b not in runs:
+            continue
+        tuned, seeds_t = _difference(out, a, b, seeds, True, n_resamples)
+        plain, seeds_p = _difference(out, a, b, seeds, False, n_resamples)
+        if tuned is None and plain is None:
+            continue
+        key = f"{a} - {b}"
+        numbers["differences"][key] = {"calibrated": tuned, "config_point": plain, "seeds": seeds_t}
+        lines.append(
+            f"| {key} | {len(seeds_t) or len(seeds_p)} | {_cell(tuned, True)} | "
+            f"{_cell(plain, True)} |"
+        )
+    return "\n".join(lines), numbers

@@ -16,7 +16,7 @@ from rsrcnn_d2.inference.ensemble import LesionEnsemble, member_scores, votes
 from rsrcnn_d2.tuning import CachedSlice, collect_predictions
 from rsrcnn_d2.tuning.cli import main as tune_main
 from rsrcnn_d2.tuning.dcrf_search import objective_value, slice_prediction
-from rsrcnn_d2.tuning.operating_point import tune_operating_point
+from rsrcnn_d2.tuning.operating_point import DEFAULT_SCORE_GRID, tune_operating_point
 
 SIZE = 32
 
@@ -183,7 +183,10 @@ def test_the_tool_writes_the_calibrated_point_and_never_a_worse_one(cohort, tmp_
     )
     trials_b = json.loads(out_b.with_suffix(".json").read_text())
     assert set(trials_b["best"]) == {"score", "value"}
-    assert len(trials_b["trials"]) == 19 + (0.7 not in [round(0.05 * i, 2) for i in range(1, 20)])
+    assert [t["score"] for t in trials_b["trials"]] == [
+        0.7,
+        *(t for t in DEFAULT_SCORE_GRID if t != 0.7),
+    ]
     assert "DCRF" not in out_b.read_text()
     assert get_rsrcnn_cfg(str(out_b)).MODEL.DCRF.NAME == ""
     assert trials_b["best"]["value"] >= trials_b["start"]["value"]

@@ -120,7 +120,8 @@ def parse_args(argv=None, legacy: bool = False):
         nargs="+",
         default=list(DEFAULT_SCORE_GRID),
         metavar="T",
-        help="score thresholds tried (default 0.05, 0.10, ..., 0.95); the config's is added",
+        help="score thresholds tried (default 0.05, 0.10, ..., 0.95, 0.96, ..., 0.99); the "
+        "config's is added",
     )
     parser.add_argument("--init-points", type=int, default=5, help="random trials")
     parser.add_argument("--n-iter", type=int, default=25, help="GP-guided trials")

@@ -36,7 +36,13 @@ __all__ = [
     "format_point",
 ]
 
-DEFAULT_SCORE_GRID: Tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+# 0.05 .. 0.95 by 0.05, then finer towards 1: Mask R-CNN's false positives can score above 0.9
+DEFAULT_SCORE_GRID: Tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (
+    0.96,
+    0.97,
+    0.98,
+    0.99,
+)
 
 
 @dataclass

@@ -322,14 +322,15 @@ def _tool(name, *args, **kw):
 def test_ablation_plan_names_the_k_sweep():
     from rsrcnn_d2.experiments.ablation import ROW_CONFIGS, planned_runs
 
-    runs = planned_runs(["B", "E"], [1.0, 1.3, 2])
-    assert list(runs) == ["B", "E", "E_k1.0", "E_k2.0"]
-    assert runs["E"][1] == []  # k = 1.3 is row E itself
-    assert runs["E_k2.0"] == (
-        ROW_CONFIGS["E"],
+    runs = planned_runs(["B", "E", "plus"], [1.0, 1.3, 2])
+    assert list(runs) == ["B", "E", "plus", "C_k1.0", "C", "C_k2.0"]
+    assert runs["C"][1] == []  # k = 1.3 is row C itself (the paper's Table 2 varies C)
+    assert runs["C_k2.0"] == (
+        ROW_CONFIGS["C"],
         ["MODEL.ROI_MASK_HEAD.EXPANSION_K", "2.0"],
-        "E  k=2.0",
+        "C  k=2.0",
     )
+    assert runs["plus"][0] == ROW_CONFIGS["plus"]
 
 
 def test_ablation_variants_are_rows_with_overrides():
@@ -361,6 +362,7 @@ def test_ablation_runs_then_resumes_without_retraining(tmp_path, capfd):
 
     out = tmp_path / "abl"
     args = ["--output", out, "--iters", 2, "--subjects", 6, "--seeds", 0, "--rows", "E", "--k"]
+    args += ["--calibration-trials", 1, 1]
     first = _in_process(capfd, main, *args)
     assert first.returncode == 0, first.stderr[-3000:]
     result = out / "runs" / "E" / "seed0" / "result.json"
@@ -369,9 +371,12 @@ def test_ablation_runs_then_resumes_without_retraining(tmp_path, capfd):
     assert set(recorded["results"]) >= {"pwml_strict/Dice", "pwml_strict/lesion_F1"}
     assert (out / "runs" / "E" / "seed0" / "model_final.pth").exists()
     assert not list((out / "runs" / "E" / "seed0").glob("model_0*.pth"))  # pruned
-    tuned = json.loads((out / "runs" / "E_dcrf_tuned" / "seed0" / "result.json").read_text())
-    assert tuned["config"].endswith("dcrf_tuned.yaml") and "pwml_strict/Dice" in tuned["results"]
+    # calibrated on pwml_val, evaluated again on the same test slices
+    tuned = json.loads((out / "runs" / "E" / "seed0" / "calibrated" / "result.json").read_text())
+    assert tuned["config"].endswith("operating_point.yaml")
+    assert {"score", "l1", "l2", "c1", "e1"} <= set(tuned["operating_point"])
     assert tuned["results"]["pwml_strict/n_slices"] == recorded["results"]["pwml_strict/n_slices"]
+    assert "pwml_lesion3d/F1" in tuned["results"]
     stamp = result.stat().st_mtime_ns
     second = _in_process(capfd, main, *args)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -379,7 +384,8 @@ def test_ablation_runs_then_resumes_without_retraining(tmp_path, capfd):
     assert result.stat().st_mtime_ns == stamp
     summary = (out / "summary.md").read_text()
     assert "| run | seeds |" in summary and "| E  + DCRF (RS R-CNN), k=1.3 | 1 |" in summary
-    assert "| E  + DCRF tuned on val (tools/tune_dcrf.py) | 1 |" in summary
+    assert "bootstrap intervals over the test subjects" in summary
+    assert json.loads((out / "summary.json").read_text())["rows"]["E"]["calibrated"]
 
 
 def _slice_folder(root, subjects=3):

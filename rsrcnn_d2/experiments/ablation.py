@@ -390,6 +390,14 @@ def main(argv=None) -> int:
         default="dice",
         help="what calibration maximises on the validation subjects",
     )
+    p.add_argument(
+        "--calibration-trials",
+        type=int,
+        nargs=2,
+        default=(5, 15),
+        metavar=("RANDOM", "GUIDED"),
+        help="Bayesian trials of the joint threshold + CRF search (rows with a CRF)",
+    )
     p.add_argument("--no-calibrate", action="store_true", help="train only (no calibration)")
     p.add_argument("--no-train", action="store_true", help="calibrate finished runs only")
     p.add_argument("--summary-only", action="store_true", help="only tabulate finished runs")
@@ -436,7 +444,9 @@ def main(argv=None) -> int:
                     env=env,
                 )
                 if not args.no_calibrate:
-                    calibrated_run(out, name, config, opts, seed, env, args.objective)
+                    calibrated_run(
+                        out, name, config, opts, seed, env, args.objective, *args.calibration_trials
+                    )
             except (RuntimeError, ValueError, subprocess.CalledProcessError) as e:
                 # go on with the other runs; re-running retries this one
                 print(f"error: {e}", file=sys.stderr, flush=True)

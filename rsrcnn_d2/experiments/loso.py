@@ -1,7 +1,8 @@
-"""Leave-one-subject-out cross-validation of rows A, B and E on a slice folder (input/ + gt/).
+"""Leave-one-subject-out cross-validation of rows A, B, E and RS R-CNN+ on a slice folder.
 
-    python tools/run_loso.py SLICES [--output output/loso] [--rows A B E] [--iters 300]
-                             [--weights B=PATH --weights E=PATH] [--tag NAME]
+    python tools/run_loso.py SLICES [--output output/loso] [--rows A B E plus] [--iters 300]
+                             [--weights B=PATH --weights E=PATH] [--config ROW=PATH]
+                             [--pretrain ANATOMY_SLICES [--pretrain-iters 500]] [--tag NAME]
 
 SLICES is a folder in the reference implementation's layout, such as the
 reference slices ($PWML_REFERENCE_SLICES, see datasets/README.md; read, never written).
@@ -15,9 +16,16 @@ held-in subjects (Bayesian optimisation, --seed) and it is evaluated on the
 held-out one.
 
 --weights starts a row from a checkpoint, e.g. a model trained on the synthetic
-cohort by tools/run_ablation.py (runs/B/seed0/model_final.pth); --tag keeps
-runs with different starting points apart. Finished folds are skipped on
-re-running; an interrupted one resumes.
+cohort by tools/run_ablation.py (runs/B/seed0/model_final.pth); --config gives a
+row another config (e.g. a calibrated operating point). --pretrain does both
+itself: each row is first trained on ANATOMY_SLICES (a slice folder such as
+``tools/make_synthetic_cohort.py --slices`` writes: the anatomy-based cohort as
+the reference's 8-bit head crops), converted into OUTPUT/pretrain/pwml and split
+by subject, calibrated there on its validation subjects
+(tools/tune_operating_point.py), and every fold then fine-tunes that model with
+that operating point. --tag keeps runs with different starting points apart.
+Finished folds and pre-trainings are skipped on re-running; an interrupted one
+resumes.
 The program behind ``tools/run_loso.py`` (also ``python -m rsrcnn_d2.experiments.loso``).
 """
 
@@ -30,31 +38,95 @@ from ..data.fileio import atomic_write_bytes, read_json
 from ..data.sources import discover_subjects
 from ..model_zoo import row_config
 from .results import REFERENCE_METRICS, pooled_results, seed_summary_table
-from .runner import PREPARE_MODULE, run_tool, train_and_record
+from .runner import (
+    PREPARE_MODULE,
+    TUNE_MODULE,
+    run_tool,
+    train_and_record,
+    trained_weights,
+)
 
-__all__ = ["ROW_CONFIGS", "ROW_LABELS", "parse_weights", "prepare", "main"]
+__all__ = ["ROW_CONFIGS", "ROW_LABELS", "parse_weights", "prepare", "pretrain", "main"]
 
-ROW_CONFIGS = {row: row_config(row) for row in ("B", "E")}
+ROW_CONFIGS = {row: row_config(row) for row in ("B", "E", "plus")}
 ROW_LABELS = {
     "A": "A  classical (tuned on the held-in subjects)",
     "B": "B  Mask R-CNN",
     "E": "E  RS R-CNN",
+    "plus": "RS R-CNN+ (E + 2.5-D + flip TTA)",
 }
+PRETRAIN_PREFIX = "anatomy"  # the pre-training cohort's datasets: anatomy_train, anatomy_val
 CLASSICAL = "A"
 
 
-def parse_weights(items):
+def parse_weights(items, option: str = "--weights"):
+    """{row: absolute path} from ROW=PATH items (--weights, --config)."""
     weights = {}
     for item in items:
         row, sep, path = item.partition("=")
         if not sep or row not in ROW_CONFIGS:
             raise SystemExit(
-                f"error: --weights wants ROW=PATH with ROW in {sorted(ROW_CONFIGS)}: {item!r}"
+                f"error: {option} wants ROW=PATH with ROW in {sorted(ROW_CONFIGS)}: {item!r}"
             )
         if not Path(path).is_file():
-            raise SystemExit(f"error: --weights {row}: no such file: {path}")
+            raise SystemExit(f"error: {option} {row}: no such file: {path}")
         weights[row] = str(Path(path).absolute())
     return weights
+
+
+def pretrain(slices: Path, out: Path, rows, iters: int, seed: int, env):
+    """Train each row on ``slices`` (converted once into OUT/pretrain/pwml), calibrate it on
+    its validation subjects; ({row: weights}, {row: calibrated config})."""
+    root = out / "pretrain" / "pwml"
+    if not (root / "conversion.json").exists():
+        run_tool(["-m", PREPARE_MODULE, slices, "--output", root, "--seed", seed], env)
+    flags = ["--dataset-root", f"{PRETRAIN_PREFIX}={root}"]
+    weights, configs = {}, {}
+    for row in rows:
+        run_dir = out / "pretrain" / "runs" / row
+        print(f"\n=== pre-training row {row} on {slices} -> {run_dir}", flush=True)
+        train_and_record(
+            ROW_CONFIGS[row],
+            run_dir,
+            [
+                "SOLVER.MAX_ITER",
+                iters,
+                "SOLVER.CHECKPOINT_PERIOD",
+                max(1, iters // 4),
+                "SEED",
+                seed,
+                "DATASETS.TRAIN",
+                f"('{PRETRAIN_PREFIX}_train',)",
+                "DATASETS.VAL",
+                f"('{PRETRAIN_PREFIX}_val',)",
+                "DATASETS.TEST",
+                f"('{PRETRAIN_PREFIX}_val',)",
+            ],
+            env=env,
+            flags=flags,
+        )
+        point = run_dir / "operating_point.yaml"
+        if not point.exists():
+            run_tool(
+                [
+                    "-m",
+                    TUNE_MODULE,
+                    "--config-file",
+                    ROW_CONFIGS[row],
+                    "--weights",
+                    trained_weights(run_dir),
+                    *flags,
+                    "--dataset",
+                    f"{PRETRAIN_PREFIX}_val",
+                    "--output",
+                    point,
+                    "--seed",
+                    seed,
+                ],
+                env,
+            )
+        weights[row], configs[row] = str(trained_weights(run_dir)), str(point)
+    return weights, configs
 
 
 def prepare(slices: Path, pwml: Path, seed: int, env) -> int:
@@ -88,6 +160,20 @@ def main(argv=None) -> int:
         help="initial weights of a row (default: from scratch)",
     )
     p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="ROW=PATH",
+        help="config of a row (default: its configs/PWML-Tiny/ file)",
+    )
+    p.add_argument(
+        "--pretrain",
+        metavar="SLICES",
+        default=None,
+        help="slice folder to pre-train and calibrate every row on first",
+    )
+    p.add_argument("--pretrain-iters", type=int, default=500)
+    p.add_argument(
         "--tag", default=None, help="name of this set of runs (default: scratch or pretrained)"
     )
     p.add_argument("--seed", type=int, default=0)
@@ -98,9 +184,17 @@ def main(argv=None) -> int:
         print(f"error: {slices}: expected input/ and gt/ folders of PNG slices", file=sys.stderr)
         return 2
     weights = parse_weights(args.weights)
-    tag = args.tag or ("pretrained" if weights else "scratch")
+    configs = parse_weights(args.config, "--config")
     out = Path(args.output).absolute()
     env = dict(os.environ, DETECTRON2_DATASETS=str(out))  # registers OUT/pwml as pwml_*
+    if args.pretrain:
+        trained = [r for r in args.rows if r != CLASSICAL]
+        pre_weights, pre_configs = pretrain(
+            Path(args.pretrain), out, trained, args.pretrain_iters, args.seed, env
+        )
+        weights = {**pre_weights, **weights}  # given ones win
+        configs = {**pre_configs, **configs}
+    tag = args.tag or ("pretrained" if weights else "scratch")
     folds = prepare(slices, out / "pwml", args.seed, env)
     splits = read_json(out / "pwml" / "splits.json")["folds"]
 
@@ -125,7 +219,7 @@ def main(argv=None) -> int:
                 )
             else:
                 record = train_and_record(
-                    ROW_CONFIGS[row],
+                    configs.get(row, ROW_CONFIGS[row]),
                     run_dir,
                     [
                         "SOLVER.MAX_ITER",
@@ -153,6 +247,8 @@ def main(argv=None) -> int:
 
     labels = {row: ROW_LABELS[row] for row in args.rows}
     start = ", ".join(f"{row} from {w}" for row, w in weights.items()) or "random initialisation"
+    if configs:
+        start += "; configs: " + ", ".join(f"{row} {c}" for row, c in configs.items())
     text = "\n".join(
         [
             f"Leave-one-subject-out over {slices.name} ({folds} folds), "

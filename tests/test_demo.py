@@ -32,14 +32,22 @@ def test_report_tables_both_protocols(tmp_path, capsys):
         )
     results = evaluator.evaluate()
     demo.write_report(
-        out, csv_dir / "pwml_slices.csv", out / "boxplot.png", out / "case_0000.nii.gz"
+        out,
+        {"row E": csv_dir / "pwml_slices.csv", "row X": csv_dir / "pwml_slices.csv"},
+        {"boxplots": out / "figures" / "boxplots.png"},
+        out / "case_0000.nii.gz",
+        500,
     )
     report = (out / "report.md").read_text()
     strict = (1 + 2 / 3 + 0) / 3  # the empty prediction counts as 0
     reference = (1 + 2 / 3) / 2  # ... and is skipped here
     assert abs(results["pwml_strict"]["Dice"] - strict) < 1e-9
     assert abs(results["pwml_reference"]["Dice"] - reference) < 1e-9
-    assert f"| Dice | {strict:.4f} | {reference:.4f} |" in report
-    assert "| slices skipped | 0 | 33.3 % |" in report
-    assert "(3 lesion slices)" in report and "![per-slice box plot](boxplot.png)" in report
+    sens = (1 + 0.5 + 0) / 3
+    lesion_f1 = 2 * 2 / (2 * 2 + 1)  # 2 of 3 slices' lesions found, none false
+    # the 3-D lesion spans slices 0-2: found once
+    line = f"| {strict:.4f} | {sens:.4f} | {lesion_f1:.4f} | 1.0000 | {reference:.4f} | 33.3 % |"
+    assert f"| row E {line}" in report and f"| row X {line}" in report
+    assert "(3 lesion slices)" in report and "500 iterations each" in report
+    assert "![per-slice Dice and sensitivity, rows side by side](figures/boxplots.png)" in report
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out

@@ -349,6 +349,27 @@ def write_summary(out: Path, runs, seeds, iters, filename: str = "summary.md") -
     return text
 
 
+def write_figures(out: Path, runs, seed: int) -> None:
+    """OUT/figures/boxplots.png and overlays.png from the calibrated runs of one seed."""
+    from ..data import register_pwml_root
+    from .figures import comparison_figures
+    from .intervals import slice_csv
+
+    register_pwml_root(out / "pwml")  # this process's pwml_* are the cohort's
+    rows = {}
+    for name, (config, opts, label) in runs.items():
+        tuned = finished_result(out / "runs" / name / f"seed{seed}" / CALIBRATED)
+        if name == CLASSICAL or tuned is None:
+            continue
+        weights = trained_weights(out / "runs" / name / f"seed{seed}")
+        rows[label] = (tuned["config"], opts, weights, slice_csv(out, name, seed, True))
+    shown = [runs[n][2] for n in ("B", "E", "plus") if n in runs and runs[n][2] in rows]
+    for name, path in comparison_figures(
+        "pwml_test", rows, out / "figures", overlay_labels=shown
+    ).items():
+        print(f"{name}: {path}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
@@ -401,6 +422,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-calibrate", action="store_true", help="train only (no calibration)")
     p.add_argument("--no-train", action="store_true", help="calibrate finished runs only")
     p.add_argument("--summary-only", action="store_true", help="only tabulate finished runs")
+    p.add_argument(
+        "--figures",
+        action="store_true",
+        help="also draw OUTPUT/figures/: box plots of every row and overlays of rows B, E "
+        "and plus (seed --seeds[0], calibrated)",
+    )
     p.add_argument("--summary", default="summary.md", help="summary file name inside OUTPUT")
     args = p.parse_args(argv)
 
@@ -454,6 +481,8 @@ def main(argv=None) -> int:
             write_summary(out, runs, args.seeds, args.iters, args.summary)
     print(write_summary(out, runs, args.seeds, args.iters, args.summary))
     print(f"summary: {out / args.summary}")
+    if args.figures:
+        write_figures(out, runs, args.seeds[0])
     if failed:
         print("failed (re-run to retry): " + "; ".join(failed), file=sys.stderr)
         return 1

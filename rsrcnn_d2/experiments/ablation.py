@@ -48,6 +48,8 @@ from .results import (
     REFERENCE_METRICS,
     SUMMARY_METRICS,
     lesion3d_results,
+    loss_trend,
+    mean_sd,
     pooled_results,
     seed_summary_table,
 )
@@ -287,6 +289,31 @@ def _per_seed_lines(out: Path, runs, seeds):
     return lines
 
 
+def _budget_lines(out: Path, runs, seeds, iters):
+    """How far from flat the training losses ended (mean over seeds)."""
+    lines = [
+        f"Training budget: {iters} iterations of 2 slices per run. How flat the losses "
+        "ended: mean over the last fifth of the iterations against the fifth before "
+        "(change: relative; near 0 is flat), mean over seeds:",
+        "",
+        "| run | total loss, 4th fifth | last fifth | change | mask loss change |",
+        "|---|---|---|---|---|",
+    ]
+    for name, (_, _, label) in runs.items():
+        dirs = [out / "runs" / name / f"seed{s}" for s in seeds]
+        files = [d / "metrics.json" for d in dirs if finished_result(d) is not None]
+        if name == CLASSICAL or not files:
+            continue
+        total = [loss_trend(f) for f in files]
+        mask = [loss_trend(f, "loss_mask") for f in files]
+        cells = [mean_sd([t[k] for t in total])[0] for k in ("before", "last", "change")]
+        cells.append(mean_sd([m["change"] for m in mask])[0])
+        lines.append(
+            f"| {label} | {cells[0]:.3f} | {cells[1]:.3f} | {cells[2]:+.2f} | {cells[3]:+.2f} |"
+        )
+    return lines
+
+
 def write_summary(out: Path, runs, seeds, iters, filename: str = "summary.md") -> str:
     plain, tuned = {}, {}
     for name in runs:
@@ -325,6 +352,8 @@ def write_summary(out: Path, runs, seeds, iters, filename: str = "summary.md") -
             seed_summary_table(plain, labels, count_title="seeds"),
             "",
             intervals,
+            "",
+            *_budget_lines(out, runs, seeds, iters),
             "",
             "Per seed (strict protocol; config's point, then calibrated):",
             "",

@@ -21,6 +21,7 @@ __all__ = [
     "REFERENCE_METRICS",
     "LESION3D_METRICS",
     "lesion3d_results",
+    "loss_trend",
     "read_eval_results",
     "mean_sd",
     "seed_summary_table",
@@ -78,6 +79,28 @@ def lesion3d_results(subjects_csv: Union[str, Path]) -> Dict[str, float]:
         "pwml_lesion3d/F1": lesion_f1(pooled),
         "pwml_lesion3d/FP_per_subject": pooled.false_positives / subjects if subjects else math.nan,
     }
+
+
+def loss_trend(metrics_json: Union[str, Path], key: str = "total_loss") -> Dict[str, float]:
+    """How flat a run's training loss ended: mean ``key`` over its last fifth of iterations
+    against the fifth before (detectron2's ``metrics.json``, one logged value per 20
+    iterations); ``change`` is (last - before) / before: near 0 is flat."""
+    points = []
+    for line in Path(metrics_json).read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if key in record and "iteration" in record:
+            points.append((int(record["iteration"]), float(record[key])))
+    if not points:
+        return {"before": math.nan, "last": math.nan, "change": math.nan}
+    end = max(i for i, _ in points) + 1
+    before = [v for i, v in points if 0.6 * end <= i < 0.8 * end]
+    last = [v for i, v in points if i >= 0.8 * end]
+    b = math.fsum(before) / len(before) if before else math.nan
+    a = math.fsum(last) / len(last) if last else math.nan
+    return {"before": b, "last": a, "change": (a - b) / b if b else math.nan}
 
 
 def read_eval_results(metrics_json: Union[str, Path]) -> Dict[str, float]:

@@ -403,18 +403,40 @@ def _slice_folder(root, subjects=3):
 
 
 def test_loso_holds_out_each_subject_once(tmp_path, capfd):
+    """Two folds after a pre-training on another slice folder, calibrated there."""
     from rsrcnn_d2.experiments.loso import main
 
     _slice_folder(tmp_path / "slices", subjects=2)  # two folds show the mechanics
+    _slice_folder(tmp_path / "pre", subjects=4)
     out = tmp_path / "loso"
     proc = _in_process(
-        capfd, main, tmp_path / "slices", "--output", out, "--iters", 2, "--rows", "E"
+        capfd,
+        main,
+        tmp_path / "slices",
+        "--output",
+        out,
+        "--iters",
+        2,
+        "--rows",
+        "E",
+        "--pretrain",
+        tmp_path / "pre",
+        "--pretrain-iters",
+        2,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     folds = json.loads((out / "pwml" / "splits.json").read_text())["folds"]
     assert sorted(v for f in folds for v in f["val"]) == ["s0", "s1"]
     assert all(len(f["val"]) == 1 for f in folds)
-    summary = (out / "summary_scratch.md").read_text()
+    # each fold fine-tunes the pre-trained model at the operating point calibrated with it
+    point = out / "pretrain" / "runs" / "E" / "operating_point.yaml"
+    assert point.is_file() and "SCORE_THRESH_TEST" in point.read_text()
+    fold = json.loads((out / "runs" / "pretrained" / "E" / "fold0" / "result.json").read_text())
+    assert fold["config"] == str(point)
+    assert fold["opts"][fold["opts"].index("MODEL.WEIGHTS") + 1] == str(
+        out / "pretrain" / "runs" / "E" / "model_best.pth"
+    )
+    summary = (out / "summary_pretrained.md").read_text()
     assert "(2 folds)" in summary and "| E  RS R-CNN | 2 |" in summary
     pooled = [ln for ln in summary.splitlines() if ln.startswith("| E ")][0]
     assert pooled.startswith("| E  RS R-CNN | 4 |")  # the 4 slices of 2 folds, pooled

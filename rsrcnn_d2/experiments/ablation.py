@@ -42,12 +42,13 @@ from pathlib import Path
 
 from .. import model_zoo
 from ..data.fileio import atomic_write_bytes, atomic_write_json, read_json
-from .intervals import interval_table
+from .intervals import interval_table, lesion_load_table
 from .results import (
     LESION3D_METRICS,
     REFERENCE_METRICS,
     SUMMARY_METRICS,
     lesion3d_results,
+    heads_start,
     loss_trend,
     mean_sd,
     pooled_results,
@@ -294,10 +295,11 @@ def _budget_lines(out: Path, runs, seeds, iters):
     lines = [
         f"Training budget: {iters} iterations of 2 slices per run. How flat the losses "
         "ended: mean over the last fifth of the iterations against the fifth before "
-        "(change: relative; near 0 is flat), mean over seeds:",
+        "(change: relative; near 0 is flat), and the iteration at which the box head first "
+        "had a foreground ROI (before it, the heads learn nothing), mean over seeds:",
         "",
-        "| run | total loss, 4th fifth | last fifth | change | mask loss change |",
-        "|---|---|---|---|---|",
+        "| run | heads start | total loss, 4th fifth | last fifth | change | mask loss change |",
+        "|---|---|---|---|---|---|",
     ]
     for name, (_, _, label) in runs.items():
         dirs = [out / "runs" / name / f"seed{s}" for s in seeds]
@@ -308,8 +310,10 @@ def _budget_lines(out: Path, runs, seeds, iters):
         mask = [loss_trend(f, "loss_mask") for f in files]
         cells = [mean_sd([t[k] for t in total])[0] for k in ("before", "last", "change")]
         cells.append(mean_sd([m["change"] for m in mask])[0])
+        start = mean_sd([heads_start(f) for f in files])[0]
         lines.append(
-            f"| {label} | {cells[0]:.3f} | {cells[1]:.3f} | {cells[2]:+.2f} | {cells[3]:+.2f} |"
+            f"| {label} | {start:.0f} | {cells[0]:.3f} | {cells[1]:.3f} | {cells[2]:+.2f} | "
+            f"{cells[3]:+.2f} |"
         )
     return lines
 
@@ -352,6 +356,8 @@ def write_summary(out: Path, runs, seeds, iters, filename: str = "summary.md") -
             seed_summary_table(plain, labels, count_title="seeds"),
             "",
             intervals,
+            "",
+            lesion_load_table(out, runs, seeds, labels),
             "",
             *_budget_lines(out, runs, seeds, iters),
             "",

@@ -15,7 +15,7 @@ import numpy as np
 from ..evaluation.bootstrap import paired_difference_interval, subject_interval
 from .results import read_slice_records
 
-__all__ = ["slice_csv", "subject_dice_sums", "interval_table"]
+__all__ = ["slice_csv", "subject_dice_sums", "interval_table", "lesion_load_table"]
 
 LEVEL = 0.95
 
@@ -135,3 +135,49 @@ def interval_table(
             f"{_cell(plain, True)} |"
         )
     return "\n".join(lines), numbers
+
+
+def lesion_load_table(
+    out: Path, runs: Dict, seeds: Sequence[int], labels: Dict[str, str], groups: int = 3
+) -> str:
+    """Calibrated strict Dice and slices left empty, by the slice's lesion load (true lesion
+    pixels), in ``groups`` equal-count groups cut on the test slices; seeds pooled.
+
+    Where a row wins or loses: the smallest lesions are the hard part of PWML.
+    """
+    per_row = {}
+    for name in runs:
+        found = _seeds_with(out, name, seeds, True)
+        if found:
+            per_row[name] = read_slice_records([slice_csv(out, name, s, True) for s in found])
+    if not per_row:
+        return ""
+    loads = sorted(r["metrics"].tp + r["metrics"].fn for r in next(iter(per_row.values())))
+    cuts = [loads[int(len(loads) * g / groups)] for g in range(1, groups)]
+
+    def group(record) -> int:
+        load = record["metrics"].tp + record["metrics"].fn
+        return sum(load >= c for c in cuts)
+
+    bounds = [loads[0], *cuts, loads[-1] + 1]
+    titles = [f"{lo}-{hi - 1} px" for lo, hi in zip(bounds[:-1], bounds[1:])]
+    lines = [
+        "Calibrated strict Dice by the slice's lesion load (true lesion pixels per slice, "
+        f"{groups} groups of about equal size; seeds pooled); in brackets the share of the "
+        "group's slices left without any prediction:",
+        "",
+        "| run | " + " | ".join(titles) + " |",
+        "|" + "---|" * (groups + 1),
+    ]
+    for name, records in per_row.items():
+        cells = []
+        for g in range(groups):
+            chosen = [r["metrics"] for r in records if group(r) == g]
+            if not chosen:
+                cells.append("–")
+                continue
+            mean = sum(m.dice for m in chosen) / len(chosen)
+            empty = sum(m.pred_empty for m in chosen) / len(chosen)
+            cells.append(f"{mean:.3f} ({100 * empty:.0f} % empty)")
+        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

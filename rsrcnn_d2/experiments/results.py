@@ -22,6 +22,7 @@ __all__ = [
     "LESION3D_METRICS",
     "lesion3d_results",
     "loss_trend",
+    "heads_start",
     "read_eval_results",
     "mean_sd",
     "seed_summary_table",
@@ -101,6 +102,20 @@ def loss_trend(metrics_json: Union[str, Path], key: str = "total_loss") -> Dict[
     b = math.fsum(before) / len(before) if before else math.nan
     a = math.fsum(last) / len(last) if last else math.nan
     return {"before": b, "last": a, "change": (a - b) / b if b else math.nan}
+
+
+def heads_start(metrics_json: Union[str, Path]) -> float:
+    """The first logged iteration with a box-classifier loss above 0: until a proposal
+    overlaps a lesion enough to be a foreground ROI, the box and mask heads learn nothing.
+    NaN if it never happened."""
+    for line in Path(metrics_json).read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("loss_cls", 0.0) > 0 and "iteration" in record:
+            return float(record["iteration"])
+    return math.nan
 
 
 def read_eval_results(metrics_json: Union[str, Path]) -> Dict[str, float]:

@@ -241,3 +241,24 @@ def test_the_crf_reads_the_centre_channel():
     y0 = 7  # detectron2 pastes from one pixel before the box
     h, w = patch.shape
     assert np.array_equal(patch, centre[y0 : y0 + h, x0 : x0 + w])
+
+
+def test_slice_folders_use_their_neighbour_files_where_present(tmp_path):
+    """A PNG slice folder (the reference's layout) with slices 3, 4 and 6 of one subject:
+    slice 3 has no 2 but a 4: (3, 4); slice 4 has a 3 but no 5: (3, 4); 6 has neither: (6, 6)."""
+    from PIL import Image
+
+    for k in (3, 4, 6):
+        image = np.full((12, 10), 10 * k, np.uint8)
+        image[-1, -1] = 0  # not a blank slice (refused): one dark corner pixel
+        mask = np.zeros((12, 10), np.uint8)
+        mask[4:6, 4:6] = 255
+        for part, array in (("input", image), ("gt", mask)):
+            (tmp_path / "slices" / part / "s").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(tmp_path / "slices" / part / "s" / f"{k}.png")
+    convert_pwml(tmp_path / "slices", tmp_path / "out", workers=1, num_folds=0)
+    records = load_pwml_coco(
+        tmp_path / "out" / "annotations" / "instances_all.json", tmp_path / "out" / "images"
+    )
+    near = {r["slice_index"]: np.load(r["neighbor_file"])[:, 0, 0].tolist() for r in records}
+    assert near == {3: [30.0, 40.0], 4: [30.0, 40.0], 6: [60.0, 60.0]}

@@ -51,7 +51,8 @@ def save_comparison_png(
             ax.imshow(overlay_rgb(image, pred, truth), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{label}: Dice {dice(pred, np.asarray(truth, bool)):.2f}", fontsize=8)
+            name = " ".join(label.split())
+            ax.set_title(f"{name}: Dice {dice(pred, np.asarray(truth, bool)):.2f}", fontsize=8)
             if j == 0:
                 ax.set_ylabel(slice_titles[i], fontsize=8)
     fig.suptitle("green: found, red: false positive, blue: missed", fontsize=9)

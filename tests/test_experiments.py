@@ -377,6 +377,12 @@ def test_ablation_runs_then_resumes_without_retraining(tmp_path, capfd):
     assert {"score", "l1", "l2", "c1", "e1"} <= set(tuned["operating_point"])
     assert tuned["results"]["pwml_strict/n_slices"] == recorded["results"]["pwml_strict/n_slices"]
     assert "pwml_lesion3d/F1" in tuned["results"]
+    # the flip-TTA variant evaluates row E's own weights: no training of its own
+    tta = json.loads((out / "runs" / "E_tta" / "seed0" / "calibrated" / "result.json").read_text())
+    assert (
+        tta["opts"] == ["TEST.FLIP_TTA", "True"]
+        and not (out / "runs" / "E_tta" / "seed0" / "result.json").exists()
+    )
     stamp = result.stat().st_mtime_ns
     second = _in_process(capfd, main, *args)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -88,10 +88,20 @@ ROW_LABELS = {
 }
 K_ROW, ROW_K = "C", 1.3  # the k sweep varies row C (the paper's Table 2); its config has 1.3
 DEFAULT_ROWS = ["B", "C", "D", "E", "plus"]
+# test-time variants: {name: (row whose trained weights they use, opts, label)}; calibrated only
+TEST_VARIANTS = {"E_tta": ("E", ["TEST.FLIP_TTA", "True"], "E + flip TTA (E's weights)")}
 CLASSICAL = "A"
 CALIBRATED = "calibrated"  # a run's calibrated evaluation: runs/<run>/seed<s>/calibrated/
 # the differences the summary gives intervals for: (minuend, subtrahend)
-DIFFERENCES = (("E", "B"), ("plus", "E"), ("plus", "B"), ("C", "B"))
+DIFFERENCES = (
+    ("E", "B"),
+    ("plus", "E"),
+    ("plus", "B"),
+    ("C", "B"),
+    ("E", "D"),
+    ("E_tta", "E"),
+    ("plus", "E_tta"),
+)
 
 
 def planned_runs(rows, ks):
@@ -155,13 +165,16 @@ def calibrated_run(
     objective: str = "dice",
     init_points: int = 5,
     n_iter: int = 15,
+    weights_of: str = None,
 ):
     """Calibrate a finished run on pwml_val, evaluate it on pwml_test there, record; the record.
 
+    ``weights_of``: another run whose trained weights this one evaluates with its own
+    ``opts`` (a test-time variant, e.g. flip TTA, needs no training of its own).
     None while the run has not finished training.
     """
-    source = out / "runs" / name / f"seed{seed}"
-    run_dir = source / CALIBRATED
+    source = out / "runs" / (weights_of or name) / f"seed{seed}"
+    run_dir = out / "runs" / name / f"seed{seed}" / CALIBRATED
     done = finished_result(run_dir)
     if done is not None or finished_result(source) is None:
         return done
@@ -266,10 +279,13 @@ def _per_seed_lines(out: Path, runs, seeds):
         for s in seeds:
             plain = finished_result(out / "runs" / name / f"seed{s}")
             tuned = finished_result(out / "runs" / name / f"seed{s}" / CALIBRATED)
-            if plain is None:
+            if plain is None and tuned is None:
                 continue
-            r = plain["results"]
-            cells = [f"{r['pwml_strict/Dice']:.3f}", f"{r['pwml_strict/lesion_F1']:.3f}"]
+            r = plain["results"] if plain else {}
+            cells = [
+                f"{r.get('pwml_strict/Dice', float('nan')):.3f}",
+                f"{r.get('pwml_strict/lesion_F1', float('nan')):.3f}",
+            ]
             if tuned is not None:
                 t, point = tuned["results"], tuned["operating_point"]
                 crf = (
@@ -394,7 +410,8 @@ def write_figures(out: Path, runs, seed: int) -> None:
     rows = {}
     for name, (config, opts, label) in runs.items():
         tuned = finished_result(out / "runs" / name / f"seed{seed}" / CALIBRATED)
-        if name == CLASSICAL or tuned is None:
+        trained = finished_result(out / "runs" / name / f"seed{seed}")
+        if name == CLASSICAL or tuned is None or trained is None:  # test variants: no weights
             continue
         weights = trained_weights(out / "runs" / name / f"seed{seed}")
         rows[label] = (tuned["config"], opts, weights, slice_csv(out, name, seed, True))
@@ -470,11 +487,14 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, DETECTRON2_DATASETS=str(out))  # registers OUT/pwml as pwml_*
     runs = add_variants(planned_runs(args.rows, args.k), args.variant)
+    variants = {n: v for n, v in TEST_VARIANTS.items() if v[0] in runs}
+    for name, (row, opts, label) in variants.items():
+        runs[name] = (runs[row][0], opts, label)
     failed = []
     if not args.summary_only:
         if not args.no_train:
             prepare_cohort(out, args, env)
-        todo = [(s, name) for s in args.seeds for name in runs]
+        todo = [(s, name) for s in args.seeds for name in runs if name not in variants]
         for i, (seed, name) in enumerate(todo, 1):
             config, opts, label = runs[name]
             run_dir = out / "runs" / name / f"seed{seed}"
@@ -509,6 +529,19 @@ def main(argv=None) -> int:
                     calibrated_run(
                         out, name, config, opts, seed, env, args.objective, *args.calibration_trials
                     )
+                    for variant, (row, v_opts, _) in variants.items():
+                        if row == name:
+                            calibrated_run(
+                                out,
+                                variant,
+                                config,
+                                v_opts,
+                                seed,
+                                env,
+                                args.objective,
+                                *args.calibration_trials,
+                                weights_of=row,
+                            )
             except (RuntimeError, ValueError, subprocess.CalledProcessError) as e:
                 # go on with the other runs; re-running retries this one
                 print(f"error: {e}", file=sys.stderr, flush=True)

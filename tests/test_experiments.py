@@ -361,16 +361,22 @@ def test_ablation_runs_then_resumes_without_retraining(tmp_path, capfd):
     from rsrcnn_d2.experiments.ablation import main
 
     out = tmp_path / "abl"
-    args = ["--output", out, "--iters", 2, "--subjects", 6, "--seeds", 0, "--rows", "E", "--k"]
+    args = ["--output", out, "--iters", 2, "--subjects", 6, "--seeds", 0, "--rows", "D", "E"]
+    args += ["--k"]
     args += ["--calibration-trials", 1, 1]
     first = _in_process(capfd, main, *args)
     assert first.returncode == 0, first.stderr[-3000:]
     result = out / "runs" / "E" / "seed0" / "result.json"
     recorded = json.loads(result.read_text())
-    assert recorded["opts"][-2:] == ["DATASETS.TEST", "('pwml_test',)"]
     assert set(recorded["results"]) >= {"pwml_strict/Dice", "pwml_strict/lesion_F1"}
-    assert (out / "runs" / "E" / "seed0" / "model_final.pth").exists()
-    assert not list((out / "runs" / "E" / "seed0").glob("model_0*.pth"))  # pruned
+    trained = json.loads((out / "runs" / "D" / "seed0" / "result.json").read_text())
+    assert trained["opts"][-2:] == ["DATASETS.TEST", "('pwml_test',)"]
+    assert (out / "runs" / "D" / "seed0" / "model_final.pth").exists()
+    assert not list((out / "runs" / "D" / "seed0").glob("model_0*.pth"))  # pruned
+    # row E trains exactly as row D (the CRF is test-time only): it evaluates D's weights
+    assert recorded["weights_of"] == "D" and recorded["config"].endswith("E_rsrcnn_R_18_FPN.yaml")
+    d_best, e_best = (out / "runs" / r / "seed0" / "model_best.pth" for r in ("D", "E"))
+    assert e_best.stat().st_ino == d_best.stat().st_ino  # hard link, no copy
     # calibrated on pwml_val, evaluated again on the same test slices
     tuned = json.loads((out / "runs" / "E" / "seed0" / "calibrated" / "result.json").read_text())
     assert tuned["config"].endswith("operating_point.yaml")

@@ -88,6 +88,9 @@ ROW_LABELS = {
 }
 K_ROW, ROW_K = "C", 1.3  # the k sweep varies row C (the paper's Table 2); its config has 1.3
 DEFAULT_ROWS = ["B", "C", "D", "E", "plus"]
+# short names for the figures' axes
+FIGURE_LABELS = {"B": "B Mask R-CNN", "E": "E RS R-CNN", "plus": "RS R-CNN+"}
+FIGURE_LABELS.update({f"{K_ROW}_k{k}": f"{K_ROW} k={k}" for k in ("1.0", "2.0")})
 # rows that train exactly as another row (the CRF acts at test time only; same seed, same
 # weights: checked on seed 0, every tensor equal): they evaluate that row's trained weights
 TRAINED_AS = {"E": "D"}
@@ -455,8 +458,9 @@ def write_figures(out: Path, runs, seed: int) -> None:
         if name == CLASSICAL or tuned is None or trained is None:  # test variants: no weights
             continue
         weights = trained_weights(out / "runs" / name / f"seed{seed}")
-        rows[label] = (tuned["config"], opts, weights, slice_csv(out, name, seed, True))
-    shown = [runs[n][2] for n in ("B", "E", "plus") if n in runs and runs[n][2] in rows]
+        short = FIGURE_LABELS.get(name, name)
+        rows[short] = (tuned["config"], opts, weights, slice_csv(out, name, seed, True))
+    shown = [FIGURE_LABELS[n] for n in ("B", "E", "plus") if FIGURE_LABELS[n] in rows]
     for name, path in comparison_figures(
         "pwml_test", rows, out / "figures", overlay_labels=shown
     ).items():

@@ -15,6 +15,17 @@ import torch
 
 __all__ = ["pick_slices", "predict_slices", "comparison_figures"]
 
+ZOOM_MARGIN = 24  # pixels around the slice's true lesions shown in the overlays
+
+
+def _window(truth: np.ndarray, shape, margin: int):
+    """The slices of a square window around the true lesions, inside the image."""
+    ys, xs = np.nonzero(truth)
+    cy, cx = (ys.min() + ys.max()) // 2, (xs.min() + xs.max()) // 2
+    half = max(ys.max() - ys.min(), xs.max() - xs.min()) // 2 + margin
+    y0, x0 = max(0, cy - half), max(0, cx - half)
+    return slice(y0, min(shape[0], cy + half + 1)), slice(x0, min(shape[1], cx + half + 1))
+
 
 def pick_slices(records: Sequence[dict], count: int = 4) -> List[dict]:
     """``count`` lesion slices spread over the lesion-load range, distinct subjects first."""
@@ -75,7 +86,7 @@ def comparison_figures(
 
     from ..data.coco import annotations_mask
     from ..data.fileio import read_slice
-    from ..data.head_crop import head_box
+    from ..evaluation.metrics import dice
     from ..visualization.boxplots import boxplot_from_csvs
     from ..visualization.comparison import save_comparison_png
 
@@ -91,23 +102,31 @@ def comparison_figures(
     records = pick_slices(DatasetCatalog.get(dataset), count)
     if not records:
         return written
-    images, truths, titles = [], [], []
-    crops = []
+    images, truths, titles, windows = [], [], [], []
     for r in records:
         image = read_slice(r["file_name"])
-        x0, y0, x1, y1 = head_box(image)
-        crops.append((slice(y0, y1), slice(x0, x1)))
-        images.append(image[crops[-1]])
         truth = annotations_mask(r["annotations"], r["height"], r["width"], r["file_name"])
-        truths.append(truth[crops[-1]])
+        windows.append(_window(truth, image.shape, ZOOM_MARGIN))
+        images.append(image[windows[-1]])
+        truths.append(truth[windows[-1]])
         titles.append(f"{r.get('subject', '')} slice {r.get('slice_index', '')}")
-    predictions = {}
+    predictions, dice_values = {}, {}
     for label in overlay_labels or list(rows):
         config, opts, weights, _ = rows[label]
         log(f"figures: predicting {len(records)} slices with {label}")
         masks = predict_slices(config, opts, weights, records)
-        predictions[label] = [m[c] for m, c in zip(masks, crops)]
+        predictions[label] = [m[w] for m, w in zip(masks, windows)]
+        dice_values[label] = [
+            dice(m, annotations_mask(r["annotations"], r["height"], r["width"], r["file_name"]))
+            for m, r in zip(masks, records)
+        ]
     written["overlays"] = save_comparison_png(
-        out_dir / "overlays.png", images, truths, predictions, titles
+        out_dir / "overlays.png",
+        images,
+        truths,
+        predictions,
+        titles,
+        panel_inches=2.6,
+        dice_values=dice_values,
     )
     return written

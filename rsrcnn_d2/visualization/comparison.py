@@ -7,7 +7,7 @@ models rather than across figures.
 """
 
 from pathlib import Path
-from typing import Mapping, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -23,10 +23,13 @@ def save_comparison_png(
     predictions: Mapping[str, Sequence[np.ndarray]],
     slice_titles: Sequence[str],
     panel_inches: float = 2.2,
+    dice_values: Optional[Mapping[str, Sequence[float]]] = None,
 ) -> Path:
     """Write a grid: slices down, ``predictions`` (label -> one mask per slice) across.
 
-    Every image, truth and mask of one slice must have the same (H, W).
+    Every image, truth and mask of one slice must have the same (H, W). Each panel's
+    title gives the Dice of what it shows, or ``dice_values[label][i]`` where given
+    (e.g. the whole slice's, when the panels show a zoomed window).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -52,9 +55,15 @@ def save_comparison_png(
             ax.set_xticks([])
             ax.set_yticks([])
             name = " ".join(label.split())
-            ax.set_title(f"{name}: Dice {dice(pred, np.asarray(truth, bool)):.2f}", fontsize=8)
+            value = dice_values[label][i] if dice_values else dice(pred, np.asarray(truth, bool))
+            ax.set_title(f"{name}: Dice {value:.2f}", fontsize=8)
             if j == 0:
                 ax.set_ylabel(slice_titles[i], fontsize=8)
-    fig.suptitle("green: found, red: false positive, blue: missed", fontsize=9)
+    fig.suptitle(
+        "green: found, red: false positive, blue: missed (Dice: the whole slice)"
+        if dice_values
+        else "green: found, red: false positive, blue: missed",
+        fontsize=9,
+    )
     fig.tight_layout()
     return save_figure_png(fig, path)

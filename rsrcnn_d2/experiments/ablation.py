@@ -554,26 +554,24 @@ def main(argv=None) -> int:
                 if name == CLASSICAL:
                     classical_run(out, seed)
                     continue
+                train_opts = [
+                    *opts,
+                    "SOLVER.MAX_ITER",
+                    args.iters,
+                    "SOLVER.CHECKPOINT_PERIOD",
+                    max(1, args.iters // 4),
+                    "SEED",
+                    seed,
+                    "DATASETS.TEST",
+                    "('pwml_test',)",
+                ]
                 source = TRAINED_AS.get(name)
-                if source in runs and finished_result(out / "runs" / source / f"seed{seed}"):
+                trained = source and finished_result(out / "runs" / source / f"seed{seed}")
+                # the other row's weights count only if trained exactly so (iterations, seed)
+                if trained and trained["opts"] == [str(o) for o in train_opts]:
                     evaluate_trained_as(out, name, source, config, opts, seed, env)
                 else:
-                    train_and_record(
-                        config,
-                        run_dir,
-                        [
-                            *opts,
-                            "SOLVER.MAX_ITER",
-                            args.iters,
-                            "SOLVER.CHECKPOINT_PERIOD",
-                            max(1, args.iters // 4),
-                            "SEED",
-                            seed,
-                            "DATASETS.TEST",
-                            "('pwml_test',)",
-                        ],
-                        env=env,
-                    )
+                    train_and_record(config, run_dir, train_opts, env=env)
                 if not args.no_calibrate:
                     calibrated_run(
                         out, name, config, opts, seed, env, args.objective, *args.calibration_trials

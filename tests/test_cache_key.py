@@ -124,7 +124,7 @@ def test_unregistered_dataset_and_old_or_broken_caches_are_clear_errors(cfg, tmp
     old = tmp_path / "old.pt"
     torch.save({"version": 2, "key": {}, "slices": []}, old)
     with pytest.raises(
-        PWMLDataError, match=r"old\.pt: .*older cache format \(version 2, this is 3\)"
+        PWMLDataError, match=r"old\.pt: .*older cache format \(version 2, this is 4\)"
     ):
         load_prediction_cache(old, {})
     broken = tmp_path / "broken.pt"

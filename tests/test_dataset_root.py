@@ -183,7 +183,7 @@ def _tune_dcrf():
 
 def test_tune_dcrf_tunes_on_a_dataset_root(converted, tmp_path, capsys):
     out = tmp_path / "tuned.yaml"
-    code = _tune_dcrf().main(
+    code = _tune_dcrf().tune_dcrf_main(
         [
             "--config-file",
             str(TINY_ROWS["E"]),
@@ -212,7 +212,7 @@ def test_tune_dcrf_tunes_on_a_dataset_root(converted, tmp_path, capsys):
     assert trials["dataset"] == "tcohort_val"
     assert "mean Dice (strict) on tcohort_val" in capsys.readouterr().out
     assert (
-        _tune_dcrf().main(
+        _tune_dcrf().tune_dcrf_main(
             [
                 "--config-file",
                 str(TINY_ROWS["E"]),

@@ -98,7 +98,7 @@ def test_demo_runs_its_steps_through_the_library_runner():
 
     assert demo.run_tool is run_tool
     assert not hasattr(demo, "run") and not hasattr(demo, "subprocess")
-    assert demo.CONFIG == str(REPO / "configs" / "PWML-Tiny" / "E_rsrcnn_R_18_FPN.yaml")
+    assert list(demo.ROWS) == ["B", "E", "plus"]  # configs through rsrcnn_d2.model_zoo
 
 
 @pytest.mark.parametrize("driver", ["ablation", "loso"])

@@ -47,18 +47,16 @@ from .results import (
     LESION3D_METRICS,
     REFERENCE_METRICS,
     SUMMARY_METRICS,
-    lesion3d_results,
     heads_start,
     loss_trend,
     mean_sd,
-    pooled_results,
     seed_summary_table,
 )
 from .runner import (
     COHORT_MODULE,
     PREPARE_MODULE,
-    TRAIN_NET_MODULE,
-    TUNE_MODULE,
+    calibrate,
+    evaluate_checkpoint,
     finished_result,
     run_tool,
     train_and_record,
@@ -173,26 +171,7 @@ def evaluate_trained_as(out: Path, name: str, source: str, config, opts, seed: i
     for file in ("model_best.pth", "model_final.pth", "metrics.json"):
         if (from_dir / file).exists() and not (run_dir / file).exists():
             os.link(from_dir / file, run_dir / file)
-    run_tool(
-        [
-            "-m",
-            TRAIN_NET_MODULE,
-            "--eval-only",
-            "--config-file",
-            config,
-            *opts,
-            "MODEL.WEIGHTS",
-            trained_weights(run_dir),
-            "DATASETS.TEST",
-            "('pwml_test',)",
-            "OUTPUT_DIR",
-            run_dir,
-        ],
-        env,
-    )
-    inference = run_dir / "inference" / "pwml_test"
-    results = pooled_results([inference / "pwml_slices.csv"])
-    results.update(lesion3d_results(inference / "pwml_subjects.csv"))
+    results = evaluate_checkpoint(config, trained_weights(run_dir), run_dir, env, opts)
     record = {"config": str(config), "opts": list(map(str, opts)), "weights_of": source}
     record["results"] = results
     atomic_write_json(run_dir / "result.json", record)
@@ -223,58 +202,23 @@ def calibrated_run(
     if done is not None or finished_result(source) is None:
         return done
     weights, point = trained_weights(source), run_dir / "operating_point.yaml"
-    run_tool(
-        [
-            "-m",
-            TUNE_MODULE,
-            "--config-file",
-            config,
-            "--weights",
-            weights,
-            "--dataset",
-            "pwml_val",
-            "--output",
-            point,
-            "--cache",
-            run_dir / "val_probs.pt",
-            "--objective",
-            objective,
-            "--init-points",
-            init_points,
-            "--n-iter",
-            n_iter,
-            "--seed",
-            seed,
-            *opts,
-        ],
+    calibrate(
+        config,
+        weights,
+        point,
+        "pwml_val",
         env,
+        opts,
+        seed=seed,
+        trials=(init_points, n_iter),
+        objective=objective,
+        cache=run_dir / "val_probs.pt",
     )
-    run_tool(
-        [
-            "-m",
-            TRAIN_NET_MODULE,
-            "--eval-only",
-            "--config-file",
-            point,
-            *opts,
-            "MODEL.WEIGHTS",
-            weights,
-            "DATASETS.TEST",
-            "('pwml_test',)",
-            "OUTPUT_DIR",
-            run_dir,
-        ],
-        env,
-    )
-    # the evaluator's figures, recomputed from its CSVs (eval-only keeps no metrics.json)
-    inference = run_dir / "inference" / "pwml_test"
-    results = pooled_results([inference / "pwml_slices.csv"])
-    results.update(lesion3d_results(inference / "pwml_subjects.csv"))
     record = {
         "config": str(point),
         "opts": list(map(str, opts)),
         "operating_point": read_json(point.with_suffix(".json"))["best"],
-        "results": results,
+        "results": evaluate_checkpoint(point, weights, run_dir, env, opts),
     }
     atomic_write_json(run_dir / "result.json", record)
     return record

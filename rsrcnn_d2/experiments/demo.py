@@ -35,7 +35,8 @@ from .runner import (
     PREDICT_MODULE,
     PREPARE_MODULE,
     TRAIN_NET_MODULE,
-    TUNE_MODULE,
+    calibrate,
+    evaluate_checkpoint,
     run_tool,
     trained_weights,
 )
@@ -70,43 +71,20 @@ def _train_row(out: Path, row: str, args, env) -> Dict:
         step=f"3/7 training {label}",
     )
     weights = trained_weights(train_dir)  # model_best.pth: the lowest validation loss
-    point = train_dir / "operating_point.yaml"
-    run_tool(
-        [
-            "-m",
-            TUNE_MODULE,
-            "--config-file",
-            row_config(row),
-            "--weights",
-            weights,
-            "--dataset",
-            "pwml_val",
-            "--output",
-            point,
-            "--init-points",
-            3,
-            "--n-iter",
-            6,
-            "--seed",
-            args.seed,
-        ],
+    point = calibrate(
+        row_config(row),
+        weights,
+        train_dir / "operating_point.yaml",
+        "pwml_val",
         env,
+        seed=args.seed,
+        trials=(3, 6),
         step=f"4/7 operating point of {label} (score threshold + CRF on pwml_val)",
     )
-    run_tool(
-        [
-            "-m",
-            TRAIN_NET_MODULE,
-            "--eval-only",
-            "--config-file",
-            point,
-            "MODEL.WEIGHTS",
-            weights,
-            "DATASETS.TEST",
-            "('pwml_test',)",
-            "OUTPUT_DIR",
-            train_dir / "calibrated",
-        ],
+    evaluate_checkpoint(
+        point,
+        weights,
+        train_dir / "calibrated",
         env,
         step=f"5/7 {label} at its operating point on pwml_test",
     )

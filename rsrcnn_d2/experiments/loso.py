@@ -40,7 +40,7 @@ from ..model_zoo import row_config
 from .results import REFERENCE_METRICS, pooled_results, seed_summary_table
 from .runner import (
     PREPARE_MODULE,
-    TUNE_MODULE,
+    calibrate,
     run_tool,
     train_and_record,
     trained_weights,
@@ -107,23 +107,15 @@ def pretrain(slices: Path, out: Path, rows, iters: int, seed: int, env):
         )
         point = run_dir / "operating_point.yaml"
         if not point.exists():
-            run_tool(
-                [
-                    "-m",
-                    TUNE_MODULE,
-                    "--config-file",
-                    ROW_CONFIGS[row],
-                    "--weights",
-                    trained_weights(run_dir),
-                    *flags,
-                    "--dataset",
-                    f"{PRETRAIN_PREFIX}_val",
-                    "--output",
-                    point,
-                    "--seed",
-                    seed,
-                ],
+            calibrate(
+                ROW_CONFIGS[row],
+                trained_weights(run_dir),
+                point,
+                f"{PRETRAIN_PREFIX}_val",
                 env,
+                flags=flags,
+                seed=seed,
+                trials=(5, 25),  # the tool's defaults
             )
         weights[row], configs[row] = str(trained_weights(run_dir)), str(point)
     return weights, configs

@@ -17,7 +17,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from ..checkpoint import trained_weights
 from ..data.fileio import atomic_write_json, read_json
-from .results import read_eval_results
+from .results import lesion3d_results, pooled_results, read_eval_results
 
 __all__ = [
     "finished_result",
@@ -25,6 +25,8 @@ __all__ = [
     "train_net_command",
     "run_tool",
     "trained_weights",
+    "calibrate",
+    "evaluate_checkpoint",
     "TRAIN_NET_MODULE",
     "COHORT_MODULE",
     "PREPARE_MODULE",
@@ -131,3 +133,86 @@ def train_and_record(
         for ckpt in run_dir.glob("model_0*.pth"):
             ckpt.unlink()
     return record
+
+
+def calibrate(
+    config: Union[str, Path],
+    weights: Union[str, Path],
+    output: Union[str, Path],
+    dataset: str,
+    env: Optional[Mapping[str, str]] = None,
+    opts: Sequence = (),
+    flags: Sequence = (),
+    seed: int = 0,
+    trials: Sequence[int] = (5, 15),
+    objective: str = "dice",
+    cache: Optional[Union[str, Path]] = None,
+    step: Optional[str] = None,
+) -> Path:
+    """Run tools/tune_operating_point.py: ``output`` gets the config of ``weights``'
+    calibrated operating point on ``dataset`` (``flags``: e.g. --dataset-root; ``opts``: the
+    run's config overrides)."""
+    run_tool(
+        [
+            "-m",
+            TUNE_MODULE,
+            "--config-file",
+            config,
+            "--weights",
+            weights,
+            *flags,
+            "--dataset",
+            dataset,
+            "--output",
+            output,
+            *(["--cache", cache] if cache else []),
+            "--objective",
+            objective,
+            "--init-points",
+            trials[0],
+            "--n-iter",
+            trials[1],
+            "--seed",
+            seed,
+            *opts,
+        ],
+        env,
+        step=step,
+    )
+    return Path(output)
+
+
+def evaluate_checkpoint(
+    config: Union[str, Path],
+    weights: Union[str, Path],
+    out_dir: Union[str, Path],
+    env: Optional[Mapping[str, str]] = None,
+    opts: Sequence = (),
+    dataset: str = "pwml_test",
+    step: Optional[str] = None,
+) -> Dict[str, float]:
+    """Evaluate ``weights`` with ``config`` on ``dataset`` (train_net --eval-only into
+    ``out_dir``); the evaluator's figures, read back from its CSVs (eval-only keeps no
+    metrics.json), with the 3-D lesion counts."""
+    run_tool(
+        [
+            "-m",
+            TRAIN_NET_MODULE,
+            "--eval-only",
+            "--config-file",
+            config,
+            *opts,
+            "MODEL.WEIGHTS",
+            weights,
+            "DATASETS.TEST",
+            f"('{dataset}',)",
+            "OUTPUT_DIR",
+            out_dir,
+        ],
+        env,
+        step=step,
+    )
+    inference = Path(out_dir) / "inference" / dataset
+    results = pooled_results([inference / "pwml_slices.csv"])
+    results.update(lesion3d_results(inference / "pwml_subjects.csv"))
+    return results

@@ -222,6 +222,18 @@ def _bounds(args) -> dict:
     return {k: tuple(getattr(args, k)) for k in PARAM_KEYS}
 
 
+def _search_options(args, cfg) -> dict:
+    """The search settings both programs pass: CRF bounds, trials, seed, fixed compatibilities."""
+    return {
+        "bounds": _bounds(args),
+        "init_points": args.init_points,
+        "n_iter": args.n_iter,
+        "seed": args.seed,
+        "gaussian_compat": cfg.MODEL.DCRF.GAUSSIAN_COMPAT,
+        "bilateral_compat": cfg.MODEL.DCRF.BILATERAL_COMPAT,
+    }
+
+
 def _comments(args, weights, what: str) -> List[str]:
     comments = [f"{what} (seed {args.seed})", f"weights: {weights or '(none)'}"]
     if args.opts:
@@ -259,12 +271,7 @@ def main(argv=None) -> int:
         tune_crf=tune_crf,
         objective=args.objective,
         score_grid=grid,
-        bounds=_bounds(args),
-        init_points=args.init_points,
-        n_iter=args.n_iter,
-        seed=args.seed,
-        gaussian_compat=cfg.MODEL.DCRF.GAUSSIAN_COMPAT,
-        bilateral_compat=cfg.MODEL.DCRF.BILATERAL_COMPAT,
+        **_search_options(args, cfg),
         mask_threshold=cfg.MODEL.RSRCNN.MASK_THRESHOLD,
     )
     lines = [
@@ -320,12 +327,7 @@ def tune_dcrf_main(argv=None) -> int:
     result = tune_dcrf(
         slices,
         params_from_cfg(cfg),
-        bounds=_bounds(args),
-        init_points=args.init_points,
-        n_iter=args.n_iter,
-        seed=args.seed,
-        gaussian_compat=cfg.MODEL.DCRF.GAUSSIAN_COMPAT,
-        bilateral_compat=cfg.MODEL.DCRF.BILATERAL_COMPAT,
+        **_search_options(args, cfg),
         threshold=cfg.MODEL.RSRCNN.MASK_THRESHOLD,
         score_threshold=config_score,
     )

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-__all__ = ["expand_boxes", "expanded_mask_resolution"]
+__all__ = ["expand_boxes", "expanded_mask_resolution", "pixel_window"]
 
 
 def expand_boxes(boxes: torch.Tensor, k: float, image_size=None) -> torch.Tensor:
@@ -60,3 +60,28 @@ def expanded_mask_resolution(k: float, base: int = 14) -> int:
         raise ValueError(f"expansion factor k must be >= 1, got {k}")
     # the small epsilon keeps e.g. 14 * 1.25 = 17.499999... from rounding down
     return int(math.floor(base * k + 0.5 + 1e-9))
+
+
+def pixel_window(box: torch.Tensor, height: int, width: int):
+    """The pixels of a float box with its edges rounded, as the reference cuts the CRF's patch.
+
+    Args:
+        box: Tensor of shape (4,), XYXY in pixels (the expanded box at the network's scale).
+        height, width: the image the window must stay in.
+
+    Returns:
+        ``(rows, cols)``, two ``slice`` objects: each edge rounded to the nearest pixel
+        boundary (halves to even, as numpy's ``round`` in the reference), clipped to the
+        image, and at least one pixel wide and high so that a sub-pixel box still has a patch.
+        ``(2.3, 3.6, 11.4, 15.2)`` covers rows 4..14 and columns 2..10.
+    """
+    x0, y0, x1, y1 = (int(v) for v in torch.round(box.detach().double().cpu()).tolist())
+    x0, x1 = _one_pixel_at_least(x0, x1, width)
+    y0, y1 = _one_pixel_at_least(y0, y1, height)
+    return slice(y0, y1), slice(x0, x1)
+
+
+def _one_pixel_at_least(lo: int, hi: int, size: int):
+    lo = min(max(lo, 0), size - 1)
+    hi = min(max(hi, lo + 1), size)
+    return lo, hi

@@ -309,8 +309,8 @@ def load_trainer_weights(trainer, resume: bool) -> None:
 
 
 def trained_weights(run_dir) -> Path:
-    """The weights a training run's final evaluation used: ``model_best.pth`` (lowest
-    validation loss) where training kept one, else ``model_final.pth``.
+    """The weights a training run's final evaluation used: ``model_best.pth`` (the best
+    validation, SOLVER.BEST_CHECKPOINT) where training kept one, else ``model_final.pth``.
 
     Here, beside the loading, so that prediction (an ensemble of a CV output's
     folds) and the experiment drivers pick a run's weights by one rule.

@@ -29,6 +29,12 @@ def add_rsrcnn_config(cfg: CN) -> None:
     # (How many proposals H-RPN keeps is MODEL.RPN.POST_NMS_TOPK_TRAIN/TEST; the
     # reference: 100 and 100.)
 
+    # --- the RPN's box loss (rsrcnn_d2/modeling/rpn.py; proposal generators SingleNMSRPN, HRPN)
+    # What the summed box regression loss is divided by: "sampled_anchors" (detectron2's:
+    # MODEL.RPN.BATCH_SIZE_PER_IMAGE x images) or "positive_coordinates" (the reference's: the
+    # mean over the positive anchors' 4 coordinates, 16-32x stronger per positive anchor).
+    cfg.MODEL.RPN.LOC_LOSS_AVERAGE = "sampled_anchors"
+
     # --- the reference's ROI sampler (ROI heads "ReferenceSamplingROIHeads" and
     # "ExpandedROIHeads") ----------------------------------------------------------
     # Cap the negatives at int(P / f) - P for P sampled positives, f =
@@ -107,9 +113,32 @@ def add_rsrcnn_config(cfg: CN) -> None:
     cfg.SOLVER.PLATEAU.MIN_DELTA = 0.0
     # Iterations between validation-loss evaluations; 0 means TEST.EVAL_PERIOD.
     cfg.SOLVER.PLATEAU.PERIOD = 0
-    # The validation loss watched, for the LR cut and for model_best.pth: one of the
-    # model's loss names (the reference: "loss_rpn_cls") or "total_loss" (their sum).
+    # The validation loss watched for the LR cut: one of the model's loss names (the
+    # reference: "loss_rpn_cls") or "total_loss" (their sum). model_best.pth: BEST_CHECKPOINT.
     cfg.SOLVER.PLATEAU.MONITOR = "loss_rpn_cls"
+
+    # --- model_best.pth and the run's health (rsrcnn_d2/engine/validation_loss.py, health.py)
+    # What makes a validation evaluation's weights model_best.pth (the final evaluation and
+    # --eval-only use it): "val_loss", the lowest total validation loss (the reference: Keras'
+    # ModelCheckpoint(save_best_only=True) on val_loss); "val_dice", the highest strict Dice
+    # of the validation slices at the config's operating point (one inference pass per
+    # evaluation, as nnU-Net's pseudo-Dice); "" none (the final weights are used).
+    cfg.SOLVER.BEST_CHECKPOINT = "val_loss"
+    cfg.SOLVER.HEALTH = CN()
+    # No evaluation before the box and mask heads have trained this many iterations since
+    # their first foreground ROI can give model_best.pth: before it they predict nothing, and
+    # their zero losses make any loss look best.
+    cfg.SOLVER.HEALTH.HEAD_ITERS_BEFORE_BEST = 50
+    # Iterations between the warnings while the heads have had no foreground ROI.
+    cfg.SOLVER.HEALTH.WARN_PERIOD = 200
+    # Verdict "no_predictions" when the evaluated weights leave more than this share of the
+    # validation slices with lesions without any prediction.
+    cfg.SOLVER.HEALTH.MAX_EMPTY_SHARE = 0.9
+
+    # --- gradient clipping (rsrcnn_d2/solver/clipping.py) -------------------------------
+    # SOLVER.CLIP_GRADIENTS.CLIP_TYPE also takes "global_norm": every gradient scaled by one
+    # factor when their joint L2 norm exceeds CLIP_VALUE (Keras 2's clipnorm, the reference);
+    # detectron2's "norm" clips each parameter's gradient alone.
 
     # --- dense CRF postprocessor (registry DCRF_REGISTRY) -------------------------
     cfg.MODEL.DCRF = CN()

@@ -91,7 +91,7 @@ def test_row_b_has_the_references_base_settings():
     )
     assert (h.NMS_THRESH_TEST, h.SCORE_THRESH_TEST) == (0.3, 0.7)
     clip = b.SOLVER.CLIP_GRADIENTS
-    assert (clip.ENABLED, clip.CLIP_TYPE, clip.CLIP_VALUE) == (True, "norm", 5.0)
+    assert (clip.ENABLED, clip.CLIP_TYPE, clip.CLIP_VALUE) == (True, "global_norm", 5.0)
     assert b.MODEL.BACKBONE.FREEZE_AT == 0
     assert (b.SOLVER.MAX_ITER, b.SOLVER.IMS_PER_BATCH, b.SOLVER.BASE_LR) == (5000, 2, 0.001)
     p = b.SOLVER.PLATEAU

@@ -37,6 +37,13 @@ def test_report_tables_both_protocols(tmp_path, capsys):
         {"boxplots": out / "figures" / "boxplots.png"},
         out / "case_0000.nii.gz",
         500,
+        healths={
+            "row E": {
+                "verdict": "heads_never_trained",
+                "first_foreground_iteration": None,
+                "best_checkpoint": {"iteration": None},
+            }
+        },
     )
     report = (out / "report.md").read_text()
     strict = (1 + 2 / 3 + 0) / 3  # the empty prediction counts as 0
@@ -47,7 +54,8 @@ def test_report_tables_both_protocols(tmp_path, capsys):
     lesion_f1 = 2 * 2 / (2 * 2 + 1)  # 2 of 3 slices' lesions found, none false
     # the 3-D lesion spans slices 0-2: found once
     line = f"| {strict:.4f} | {sens:.4f} | {lesion_f1:.4f} | 1.0000 | {reference:.4f} | 33.3 % |"
-    assert f"| row E {line}" in report and f"| row X {line}" in report
+    assert f"| row E {line} **heads_never_trained** (heads never, final weights) |" in report
+    assert f"| row X {line} – |" in report  # no health report: unknown, never "ok"
     assert "(3 lesion slices)" in report and "500 iterations each" in report
     assert "![per-slice Dice and sensitivity, rows side by side](figures/boxplots.png)" in report
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out

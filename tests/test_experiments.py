@@ -20,6 +20,7 @@ from rsrcnn_d2.experiments import (
     read_eval_results,
     seed_summary_table,
     train_and_record,
+    trained_weights,
 )
 
 
@@ -269,8 +270,10 @@ def test_training_runs_the_package_module_not_a_repository_script(tmp_path, monk
         (run_dir / "metrics.json").write_text(
             json.dumps({"iteration": 3, "pwml_strict/Dice": 0.5}) + "\n"
         )
+        (run_dir / "health.json").write_text(json.dumps(health))
         return subprocess.CompletedProcess(cmd, 0)
 
+    health = {"verdict": "heads_never_trained", "first_foreground_iteration": None}
     monkeypatch.setattr(runner.subprocess, "run", train)
     record = train_and_record("cfg.yaml", run_dir, ["SEED", 1], flags=["--num-gpus", 2])
     assert seen == [
@@ -293,6 +296,7 @@ def test_training_runs_the_package_module_not_a_repository_script(tmp_path, monk
         "config": "cfg.yaml",
         "opts": ["SEED", "1"],
         "results": {"pwml_strict/Dice": 0.5},
+        "health": health,  # the verdict travels with the result into every summary
     }
     assert json.loads((run_dir / "result.json").read_text()) == record
 
@@ -375,8 +379,10 @@ def test_ablation_runs_then_resumes_without_retraining(tmp_path, capfd):
     assert not list((out / "runs" / "D" / "seed0").glob("model_0*.pth"))  # pruned
     # row E trains exactly as row D (the CRF is test-time only): it evaluates D's weights
     assert recorded["weights_of"] == "D" and recorded["config"].endswith("E_rsrcnn_R_18_FPN.yaml")
-    d_best, e_best = (out / "runs" / r / "seed0" / "model_best.pth" for r in ("D", "E"))
-    assert e_best.stat().st_ino == d_best.stat().st_ino  # hard link, no copy
+    for file in ("model_final.pth", "health.json"):
+        d_file, e_file = (out / "runs" / r / "seed0" / file for r in ("D", "E"))
+        assert e_file.stat().st_ino == d_file.stat().st_ino  # hard link, no copy
+    assert recorded["health"] == json.loads(d_file.read_text())  # D's training, E's verdict
     # calibrated on pwml_val, evaluated again on the same test slices
     tuned = json.loads((out / "runs" / "E" / "seed0" / "calibrated" / "result.json").read_text())
     assert tuned["config"].endswith("operating_point.yaml")
@@ -397,6 +403,7 @@ def test_ablation_runs_then_resumes_without_retraining(tmp_path, capfd):
     summary = (out / "summary.md").read_text()
     assert "| run | seeds |" in summary and "| E  + DCRF (RS R-CNN), k=1.3 | 1 |" in summary
     assert "bootstrap intervals over the test subjects" in summary
+    assert "Training health: " in summary and "| health |" in summary
     assert json.loads((out / "summary.json").read_text())["rows"]["E"]["calibrated"]
 
 
@@ -445,9 +452,11 @@ def test_loso_holds_out_each_subject_once(tmp_path, capfd):
     assert point.is_file() and "SCORE_THRESH_TEST" in point.read_text()
     fold = json.loads((out / "runs" / "pretrained" / "E" / "fold0" / "result.json").read_text())
     assert fold["config"] == str(point)
+    # the pre-training's kept weights (model_best.pth only once its heads had trained)
     assert fold["opts"][fold["opts"].index("MODEL.WEIGHTS") + 1] == str(
-        out / "pretrain" / "runs" / "E" / "model_best.pth"
+        trained_weights(out / "pretrain" / "runs" / "E")
     )
+    assert "Training health: " in (out / "summary_pretrained.md").read_text()
     summary = (out / "summary_pretrained.md").read_text()
     assert "(2 folds)" in summary and "| E  RS R-CNN | 2 |" in summary
     pooled = [ln for ln in summary.splitlines() if ln.startswith("| E ")][0]

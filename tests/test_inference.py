@@ -194,9 +194,9 @@ def test_crf_runs_on_the_network_scale_patch_and_comes_back_to_the_output():
         refine=identity,
         refine_boxes=torch.tensor([[4.0, 4.0, 12.0, 12.0]]),
     )
-    # network box 4..12 and a 1-pixel margin (detectron2's paste region): a 10 x 10 patch
-    # 8-bit stretch of the whole image (0..255 -> 0..255); the patch ends at pixel 12 * 16 + 12
-    assert seen == [(np.uint8, (10, 10), (10, 10), 204)]
+    # exactly the network box 4..12 (the reference's patch): 8 x 8; 8-bit stretch of the whole
+    # image (0..255 -> 0..255); the patch ends at pixel 11 * 16 + 11
+    assert seen == [(np.uint8, (8, 8), (8, 8), 187)]
     expected = torch.zeros(8, 8, dtype=torch.bool)
     expected[2:6, 2:6] = True
     assert torch.equal(masks[0], expected)
@@ -206,6 +206,46 @@ def test_crf_runs_on_the_network_scale_patch_and_comes_back_to_the_output():
         paste_instance_masks(
             probs, torch.tensor([[2.0, 2.0, 6.0, 6.0]]), 8, 8, image=network_image, refine=identity
         )
+
+
+def test_crf_patch_is_the_rounded_expanded_box_and_nothing_around_it():
+    """A 9.1 x 11.6 box at (2.3, 3.6): edges rounded to columns 2..11 and rows 4..15, so the CRF
+    sees a 11 x 9 patch of the image (detectron2's paste window, floor - 1 .. ceil + 1, would
+    give 14 x 12 with a ring of near-zero probability), holding the float-box paste's values."""
+    seen = []
+
+    def record(patch_u8, prob):
+        seen.append((patch_u8.copy(), prob.copy()))
+        return prob
+
+    grey = torch.arange(20 * 20, dtype=torch.float32).reshape(20, 20)  # 0..399 -> 0..255
+    box = torch.tensor([[2.3, 3.6, 11.4, 15.2]])
+    probs = torch.linspace(0.1, 0.9, 49).reshape(1, 1, 7, 7)
+    paste_instance_masks(probs, box, 20, 20, image=grey, refine=record, refine_boxes=box)
+    ((patch_u8, prob),) = seen
+    assert patch_u8.shape == prob.shape == (11, 9)
+    expected_u8 = np.round(grey.numpy() * (255.0 / 399)).astype(np.uint8)[4:15, 2:11]
+    np.testing.assert_array_equal(patch_u8, expected_u8)
+    _, whole = paste_instance_masks(probs, box, 20, 20, threshold=2.0)  # the float-box paste
+    np.testing.assert_allclose(prob, whole.numpy()[4:15, 2:11], rtol=0, atol=1e-6)
+    assert prob.min() > 0.05  # no ring outside the box
+
+
+@pytest.mark.parametrize(
+    "box, rows, cols",
+    [
+        ((2.3, 3.6, 11.4, 15.2), (4, 15), (2, 11)),
+        ((2.5, 3.5, 4.5, 5.5), (4, 6), (2, 4)),  # halves to even, as numpy's round
+        ((5.2, 5.2, 5.3, 5.3), (5, 6), (5, 6)),  # a sub-pixel box keeps one pixel
+        ((-1.0, 17.8, 25.0, 30.0), (18, 20), (0, 20)),  # clipped to the 20 x 20 image
+        ((20.0, 20.0, 20.0, 20.0), (19, 20), (19, 20)),  # on the far edge: its last pixel
+    ],
+)
+def test_pixel_window_hand_computed(box, rows, cols):
+    from rsrcnn_d2.box_ops import pixel_window
+
+    ys, xs = pixel_window(torch.tensor(box), 20, 20)
+    assert (ys.start, ys.stop) == rows and (xs.start, xs.stop) == cols
 
 
 # ------------------------------------------------------- prediction never writes through a symlink

@@ -117,6 +117,11 @@ def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort, capfd):
     assert summary["sd"]["Dice"] == pytest.approx(abs(dice[0] - dice[1]) / 2**0.5)
     md = (out / "cv_summary.md").read_text()
     assert "whole volumes" in md and "| fold 0 | fold 1 | mean ± sd | pooled OOF |" in md
+    # each fold's training health, from its health.json, in the table
+    health = [json.loads((out / f"fold_{i}" / "health.json").read_text()) for i in (0, 1)]
+    assert summary["health"] == {"0": health[0], "1": health[1]}
+    row = next(line for line in md.splitlines() if line.startswith("| training health |"))
+    assert row.count("heads ") == 2
     # the inputs were only read
     assert not any(p.name.startswith("fold_") for p in root.iterdir())
 

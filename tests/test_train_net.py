@@ -37,8 +37,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-# the tool's mechanics, not the input scale: whole slices shrunk to 64 px keep these runs short
-SMALL_INPUT = whole_slices_at(64)
+# the tool's mechanics, not the input scale: whole slices shrunk to 64 px keep these runs short;
+# the ground truth among the proposals gives the heads foreground ROIs from the first iteration,
+# so that a validation may give model_best.pth (never before the heads have trained)
+SMALL_INPUT = [
+    *whole_slices_at(64),
+    "MODEL.ROI_HEADS.PROPOSAL_APPEND_GT",
+    "True",
+    "SOLVER.HEALTH.HEAD_ITERS_BEFORE_BEST",
+    "0",
+]
 
 
 def _run(root, out, *extra, num_gpus=1, timeout=600, threads="1"):
@@ -120,9 +128,17 @@ def test_train_evaluate_and_resume(cohort_root, tmp_path):
     assert "validation_loss" in log
     # our own log lines reach the console and log.txt
     assert (
-        "is the lowest so far: saved" in log
-        and "is the lowest so far" in (out / "log.txt").read_text()
+        "is the best so far: saved" in log and "is the best so far" in (out / "log.txt").read_text()
     )
+    # the run's health: heads trained from iteration 0, the best and final weights' validation
+    health = json.loads((out / "health.json").read_text())
+    assert health["first_foreground_iteration"] == 0 and health["iterations"] == 6
+    assert health["best_checkpoint"]["criterion"] == "val_loss"
+    assert health["best_checkpoint"]["iteration"] in (2, 5)  # evaluations at 2 and 5
+    assert set(health["validation"]) == {"best", "final", "evaluated"}
+    assert health["validation"]["evaluated"] == health["validation"]["best"]
+    assert health["verdict"] in ("ok", "no_predictions")
+    assert "training health: " in (out / "log.txt").read_text()
     assert "copypaste: Task: pwml_strict" in log and "copypaste: Task: pwml_reference" in log
     # the evaluator's own table (strict / reference / 3-D / lesion-wise) too
     assert "PWML evaluation on pwml_" in (out / "log.txt").read_text()
@@ -191,7 +207,8 @@ def test_two_workers_over_gloo(cohort_root, tmp_path):
     )  # detectron2 default_setup, main process
     assert (out / "model_final.pth").exists()
     assert log.count("copypaste: Task: pwml_strict") == 2  # at iteration 2 and at the end, gathered
-    assert log.count("is the lowest so far") >= 1 and "validation_loss" in log
+    assert log.count("is the best so far") >= 1 and "validation_loss" in log
+    assert json.loads((out / "health.json").read_text())["first_foreground_iteration"] == 0
     rows = (out / "inference" / "pwml_val" / "pwml_slices.csv").read_text().strip().splitlines()
     val = json.loads((cohort_root / "pwml" / "annotations" / "instances_val.json").read_text())
     assert len(rows) - 1 == len(val["images"])
@@ -275,11 +292,13 @@ def test_kill_and_resume_keeps_the_lr_schedule_and_best_checkpoint(cohort_root, 
     _run(cohort_root, killed, "--resume", "SOLVER.CHECKPOINT_PERIOD", "8", *PLATEAU_EVERY_EVAL)
     assert _final_schedule(killed) == pytest.approx(_final_schedule(whole))
     best_after = torch.load(killed / "model_best.pth", map_location="cpu", weights_only=True)
-    assert best_after["validation_loss"] <= best_before["validation_loss"]
+    assert best_after["score"] <= best_before["score"]
     hooks = torch.load(killed / "model_final.pth", map_location="cpu", weights_only=False)[
         "trainer"
     ]["hooks"]
-    assert hooks["ValidationLossHook"]["lowest"] == pytest.approx(best_after["validation_loss"])
+    assert hooks["ValidationLossHook"]["lowest"] == pytest.approx(best_after["score"])
+    assert hooks["ValidationLossHook"]["best_iteration"] == best_after["iteration"]
+    assert hooks["HeadHealthHook"]["first_foreground"] == 0
 
 
 def _load_train_net():
@@ -329,7 +348,15 @@ def test_hooks_in_the_same_order_on_every_rank(monkeypatch, tmp_path, extra_hook
             DefaultTrainer, "build_hooks", lambda self: d2_build(self) + [every_rank()]
         )
 
-    collective = (d2_hooks.PreciseBN, ValidationLossHook, d2_hooks.EvalHook, _EveryRankHook)
+    from rsrcnn_d2.engine.health import HeadHealthHook
+
+    collective = (
+        d2_hooks.PreciseBN,
+        ValidationLossHook,
+        HeadHealthHook,
+        d2_hooks.EvalHook,
+        _EveryRankHook,
+    )
     orders = {}
     for rank in (0, 1):
         monkeypatch.setattr(comm, "get_rank", lambda: rank)
@@ -339,10 +366,11 @@ def test_hooks_in_the_same_order_on_every_rank(monkeypatch, tmp_path, extra_hook
         orders[rank] = [type(h).__name__ for h in hooks if isinstance(h, collective)]
         if rank == 0:
             validation, evaluation = names.index("ValidationLossHook"), names.index("EvalHook")
-            assert validation < names.index("PeriodicCheckpointer") < evaluation
+            health = names.index("HeadHealthHook")
+            assert validation < health < names.index("PeriodicCheckpointer") < evaluation
         else:
             assert "PeriodicCheckpointer" not in names
-    expected = ["PreciseBN", "ValidationLossHook", "EvalHook"] + (
+    expected = ["PreciseBN", "ValidationLossHook", "HeadHealthHook", "EvalHook"] + (
         ["EveryRankHook"] if extra_hook else []
     )
     assert orders[0] == orders[1] == expected

@@ -60,6 +60,5 @@ def test_hook_writes_only_its_scalars_to_the_training_storage(training):
     assert after["loss_a"] == before["loss_a"]  # the training loss history untouched
     assert "model_internal" not in after  # the model's own logging went to a throw-away storage
     assert after["validation_loss"] == [(6.0, 7)] and after["validation_loss_rpn_cls"] == [(4.0, 7)]
-    assert (
-        hook.lowest == 4.0
-    )  # the monitored loss, for model_best.pth (no output_dir: none written)
+    # model_best.pth follows the total validation loss, the LR cut the monitored one
+    assert hook.lowest == 6.0

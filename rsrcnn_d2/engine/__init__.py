@@ -1,4 +1,5 @@
-"""Training-loop additions: validation loss, the plateau LR schedule, best checkpoint, CPU DDP.
+"""Training-loop additions: validation loss, the plateau LR schedule, best checkpoint, the run's
+health, CPU DDP.
 
 The training program itself is `rsrcnn_d2.engine.train_net` (``python -m``); it is not
 imported here, since it builds on the evaluation and inference layers.
@@ -11,8 +12,11 @@ from .ddp import (
     prepare_cpu_workers,
     set_worker_threads,
 )
+from .health import HEALTH_FILE, VERDICTS, HeadHealthHook, health_report, health_verdict
+from .validation_dice import validation_dice
 from .validation_loss import (
     BEST_CHECKPOINT,
+    BEST_CRITERIA,
     ValidationLossHook,
     insert_before_evaluation,
     validation_losses,
@@ -20,6 +24,13 @@ from .validation_loss import (
 
 __all__ = [
     "ValidationLossHook",
+    "HeadHealthHook",
+    "health_report",
+    "health_verdict",
+    "validation_dice",
+    "HEALTH_FILE",
+    "VERDICTS",
+    "BEST_CRITERIA",
     "validation_losses",
     "insert_before_evaluation",
     "BEST_CHECKPOINT",

@@ -33,10 +33,12 @@ from rsrcnn_d2.data.register import register_dataset_roots
 from rsrcnn_d2.errors import ConfigError, PWMLDataError, exit_code_of, report_errors
 from rsrcnn_d2.evaluation import PWMLEvaluator
 from rsrcnn_d2.inference.ensemble import with_flip_tta
-from rsrcnn_d2.solver import PlateauTracker, build_lr_scheduler
+from rsrcnn_d2.solver import PlateauTracker, build_lr_scheduler, build_optimizer
 from rsrcnn_d2.tool_setup import quiet_known_warnings
 
 from .ddp import cpu_ddp_support, prepare_cpu_workers, set_worker_threads
+from .health import HeadHealthHook
+from .validation_dice import validation_dice
 from .validation_loss import BEST_CHECKPOINT, ValidationLossHook, insert_before_evaluation
 
 __all__ = ["Trainer", "setup", "main", "argument_parser", "cli"]
@@ -63,6 +65,10 @@ class Trainer(DefaultTrainer):
         return PWMLEvaluator(dataset_name, folder)
 
     @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)  # CLIP_TYPE global_norm too
+
+    @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
         return build_lr_scheduler(cfg, optimizer)
 
@@ -74,6 +80,7 @@ class Trainer(DefaultTrainer):
     def build_hooks(self):
         hooks = super().build_hooks()
         cfg = self.cfg
+        health = cfg.SOLVER.HEALTH
         period = cfg.SOLVER.PLATEAU.PERIOD or cfg.TEST.EVAL_PERIOD
         scale = getattr(self.scheduler, "plateau_scale", None)
         if scale is not None and (period <= 0 or not cfg.DATASETS.VAL):
@@ -81,7 +88,9 @@ class Trainer(DefaultTrainer):
                 "SOLVER.LR_SCHEDULER_NAME WarmupPlateauLR needs DATASETS.VAL and "
                 "SOLVER.PLATEAU.PERIOD or TEST.EVAL_PERIOD > 0"
             )
+        heads = HeadHealthHook(health.WARN_PERIOD, cfg.OUTPUT_DIR, health.MAX_EMPTY_SHARE)
         if period > 0 and cfg.DATASETS.VAL:
+            val = cfg.DATASETS.VAL[0]
             # annotated, un-augmented validation batches for the loss
             mapper = PWMLDatasetMapper(
                 True,
@@ -90,7 +99,10 @@ class Trainer(DefaultTrainer):
             )
 
             def batches():
-                return build_detection_test_loader(cfg, cfg.DATASETS.VAL[0], mapper=mapper)
+                return build_detection_test_loader(cfg, val, mapper=mapper)
+
+            def dice(model):
+                return validation_dice(model, build_pwml_test_loader(cfg, val), val)
 
             plateau = cfg.SOLVER.PLATEAU
             hook = ValidationLossHook(
@@ -101,12 +113,20 @@ class Trainer(DefaultTrainer):
                 plateau.FACTOR,
                 monitor=plateau.MONITOR,
                 output_dir=cfg.OUTPUT_DIR,
+                criterion=cfg.SOLVER.BEST_CHECKPOINT,
+                dice_fn=dice,
+                health=heads,
+                head_iters=health.HEAD_ITERS_BEFORE_BEST,
             )
+            heads.validation = hook
             # by type, the same place among the collective hooks on every rank (else the workers
             # hang); before the periodic checkpointer, so that a checkpoint written at an
             # evaluation's iteration holds it (--resume then continues the same LR
             # schedule), and before the final evaluation, which then scores model_best
             insert_before_evaluation(hooks, hook)
+        # after the validation hook (its after_train gives the validation figures), before the
+        # checkpointer (the first foreground iteration is in every checkpoint)
+        insert_before_evaluation(hooks, heads)
         return hooks
 
 

@@ -1,12 +1,17 @@
-"""Periodic validation loss: the LR cut on a plateau and the best checkpoint (the
-reference's schedule).
+"""Periodic validation: the LR cut on a plateau and the best checkpoint (the reference's
+schedule), and the validation figures of the best and the final weights.
 
 The reference halves the LR when the validation RPN classification loss has not
-improved by 1e-4 for 10 evaluations and keeps the weights with the lowest
-validation loss. `ValidationLossHook` does both; its state (tracker, LR scale,
-lowest loss) is saved with every checkpoint, and it runs *before* detectron2's
-periodic checkpointer, so a checkpoint written at an evaluation's iteration
-already holds that evaluation and ``--resume`` continues the same schedule.
+improved by 1e-4 for 10 evaluations, and keeps the weights with the lowest *total*
+validation loss (Keras' ModelCheckpoint on ``val_loss``): the two are separate
+(``SOLVER.PLATEAU.MONITOR``, ``SOLVER.BEST_CHECKPOINT``; ``val_dice`` keeps the weights
+with the highest validation Dice instead). No evaluation before the box and mask heads
+have trained (`HeadHealthHook`) can give ``model_best.pth``: their losses are zero
+until then, so any loss would call a model that predicts nothing the best.
+`ValidationLossHook` does all of it; its state (tracker, LR scale, best score) is saved
+with every checkpoint, and it runs *before* detectron2's periodic checkpointer, so a
+checkpoint written at an evaluation's iteration already holds that evaluation and
+``--resume`` continues the same schedule.
 """
 
 import logging
@@ -26,6 +31,7 @@ from ..solver import PlateauScale, PlateauTracker
 
 __all__ = [
     "ValidationLossHook",
+    "BEST_CRITERIA",
     "validation_losses",
     "insert_before_evaluation",
     "BEST_CHECKPOINT",
@@ -36,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 BEST_CHECKPOINT = "model_best.pth"
 TOTAL_LOSS = "total_loss"
+# SOLVER.BEST_CHECKPOINT: what makes model_best.pth ("": no best checkpoint)
+BEST_CRITERIA = ("val_loss", "val_dice", "")
 
 
 def validation_losses(model: torch.nn.Module, batches: Iterable) -> Dict[str, float]:
@@ -71,11 +79,16 @@ def validation_losses(model: torch.nn.Module, batches: Iterable) -> Dict[str, fl
 
 class ValidationLossHook(HookBase):
     """Every ``period`` iterations: log the validation losses, cut the LR on a plateau of
-    ``monitor``, and write ``model_best.pth`` whenever ``monitor`` reaches a new low.
+    ``monitor``, and write ``model_best.pth`` whenever ``criterion`` reaches a new best.
 
-    ``scale`` is the scheduler's PlateauScale (None to only log). With
-    ``evaluate_best`` the model is loaded from ``model_best.pth`` after training, so
-    the final evaluation (detectron2's EvalHook, placed after this hook) scores it.
+    ``scale`` is the scheduler's PlateauScale (None to only log). ``criterion``: one of
+    `BEST_CRITERIA`. ``dice_fn(model) -> dict`` (`validation_dice` over the validation set)
+    scores the weights for ``val_dice`` at every evaluation, and the final and best weights
+    after training (``report``); None skips them. ``health`` (`HeadHealthHook`) keeps
+    ``model_best.pth`` from any evaluation less than ``head_iters`` iterations after the
+    heads' first foreground ROI. With ``evaluate_best`` the model is loaded from
+    ``model_best.pth`` after training, so the final evaluation (detectron2's EvalHook,
+    placed after this hook) scores it.
     """
 
     def __init__(
@@ -88,36 +101,71 @@ class ValidationLossHook(HookBase):
         monitor: str = "loss_rpn_cls",
         output_dir: Optional[str] = None,
         evaluate_best: bool = True,
+        criterion: str = "val_loss",
+        dice_fn: Optional[Callable[[torch.nn.Module], Dict]] = None,
+        health=None,
+        head_iters: int = 0,
     ):
         if period < 1:
             raise ValueError(f"validation period must be >= 1, got {period}")
+        if criterion not in BEST_CRITERIA:
+            raise ValueError(
+                f"SOLVER.BEST_CHECKPOINT must be one of {BEST_CRITERIA}, got {criterion!r}"
+            )
+        if criterion == "val_dice" and dice_fn is None:
+            raise ValueError("SOLVER.BEST_CHECKPOINT val_dice needs the validation Dice (dice_fn)")
         self._period, self._batches_fn = period, batches_fn
         self.scale, self.tracker, self.factor = scale, tracker or PlateauTracker(), factor
-        self.monitor = monitor
+        self.monitor, self.criterion = monitor, criterion
         self.output_dir, self.evaluate_best = output_dir, evaluate_best
-        self.lowest = math.inf
+        self.dice_fn, self.health, self.head_iters = dice_fn, health, head_iters
+        self.lowest = math.inf  # the best score so far; lower is better (val_dice: -Dice)
+        self.best_iteration: Optional[int] = None
+        self.best_dice: Optional[Dict] = None  # dice_fn's figures of model_best, when known
+        self.final_dice: Optional[Dict] = None
+        self.report: Optional[Dict] = None
 
     @property
     def best_path(self) -> Optional[str]:
         return os.path.join(self.output_dir, BEST_CHECKPOINT) if self.output_dir else None
 
     def before_train(self):
-        # a resumed run keeps a best checkpoint written after its last periodic checkpoint
         path = self.best_path
+        if (
+            self.trainer.start_iter == 0
+            and path
+            and os.path.isfile(path)
+            and comm.is_main_process()
+        ):
+            # this program's own file from an earlier run in this folder: never this run's best
+            os.remove(path)
+            logger.info("removed %s of an earlier run in this folder", path)
+        # a resumed run keeps a best checkpoint written after its last periodic checkpoint
         if self.trainer.start_iter > 0 and path and os.path.isfile(path):
             saved = torch.load(path, map_location="cpu", weights_only=True)
-            self.lowest = min(self.lowest, float(saved.get("validation_loss", math.inf)))
+            if saved.get("criterion", self.criterion) == self.criterion:
+                score = saved.get("score", saved.get("validation_loss", math.inf))
+                if float(score) < self.lowest:
+                    self.lowest, self.best_iteration = float(score), saved.get("iteration")
 
     def after_step(self):
         next_iter = self.trainer.iter + 1
         if next_iter % self._period == 0 or next_iter == self.trainer.max_iter:
             self.evaluate()
 
+    def _heads_trained(self) -> bool:
+        if self.health is None:
+            return True
+        first = self.health.pooled_first_foreground()  # every worker: a collective call
+        return first is not None and self.trainer.iter - first >= self.head_iters
+
     def evaluate(self) -> float:
+        """One validation: losses, the LR cut, model_best.pth; returns the monitored loss."""
         # the bare module: a DDP wrapper would broadcast buffers at every forward, and
         # workers holding different numbers of validation batches would wait forever
         model = self.trainer.model
-        losses = validation_losses(getattr(model, "module", model), self._batches_fn())
+        model = getattr(model, "module", model)
+        losses = validation_losses(model, self._batches_fn())
         if self.monitor not in losses:
             raise KeyError(
                 f"SOLVER.PLATEAU.MONITOR {self.monitor!r} is not a loss of this model; "
@@ -129,6 +177,13 @@ class ValidationLossHook(HookBase):
             storage.put_scalar(
                 f"validation_{self.monitor}", losses[self.monitor], smoothing_hint=False
             )
+        last = self.trainer.iter + 1 == self.trainer.max_iter
+        dice = None
+        if self.dice_fn is not None and (self.criterion == "val_dice" or last):
+            dice = self.dice_fn(model)
+            storage.put_scalar("validation_dice", dice["dice"], smoothing_hint=False)
+            if last:
+                self.final_dice = dict(dice, iteration=self.trainer.iter)
         value = losses[self.monitor]
         if self.scale is not None and self.tracker.update(value):
             self.scale.scale *= self.factor
@@ -140,12 +195,14 @@ class ValidationLossHook(HookBase):
                 self.tracker.best,
                 self.scale.scale,
             )
-        if value < self.lowest:
-            self.lowest = value
-            self._save_best(value)
+        if self.criterion:
+            score = -dice["dice"] if self.criterion == "val_dice" else losses[TOTAL_LOSS]
+            if score < self.lowest and self._heads_trained():
+                self.lowest, self.best_iteration, self.best_dice = score, self.trainer.iter, dice
+                self._save_best(score)
         return value
 
-    def _save_best(self, value: float) -> None:
+    def _save_best(self, score: float) -> None:
         if self.best_path is None or not comm.is_main_process():
             return
         model = self.trainer.model
@@ -153,34 +210,73 @@ class ValidationLossHook(HookBase):
         state = {
             "model": model.state_dict(),
             "iteration": self.trainer.iter,
-            "validation_loss": value,
-            "monitor": self.monitor,
+            "criterion": self.criterion,
+            "score": score,  # lower is better: the total loss, or -Dice
         }
         atomic_write(self.best_path, lambda tmp: torch.save(state, tmp))
+        shown = f"Dice {-score:.4f}" if self.criterion == "val_dice" else f"total loss {score:.4f}"
         logger.info(
-            "validation %s %.4f is the lowest so far: saved %s (iteration %d)",
-            self.monitor,
-            value,
+            "validation %s is the best so far: saved %s (iteration %d)",
+            shown,
             self.best_path,
             self.trainer.iter,
         )
 
     def after_train(self):
-        if not (self.evaluate_best and self.best_path):
-            return
-        comm.synchronize()  # every worker, before any looks for the file the main one writes
-        if not os.path.isfile(self.best_path):
-            return
-        from ..checkpoint import load_model_weights
+        finished = self.trainer.iter >= self.trainer.max_iter
+        has_best = False
+        if self.best_path:
+            comm.synchronize()  # every worker, before any looks for the file the main one writes
+            has_best = os.path.isfile(self.best_path) and self.best_iteration is not None
+        if has_best and self.evaluate_best:
+            from ..checkpoint import load_model_weights
 
-        model = self.trainer.model
-        load_model_weights(
-            getattr(model, "module", model), self.best_path
-        )  # our own file: must fit
-        logger.info("final evaluation uses %s (lowest validation %s)", self.best_path, self.monitor)
+            model = self.trainer.model
+            model = getattr(model, "module", model)
+            load_model_weights(model, self.best_path)  # our own file: must fit
+            logger.info(
+                "final evaluation uses %s (iteration %d, %s)",
+                self.best_path,
+                self.best_iteration,
+                self.criterion,
+            )
+            if finished and self.dice_fn is not None and self.best_dice is None:
+                final = self.final_dice or {}
+                same = final.get("iteration") == self.best_iteration
+                self.best_dice = final if same else self.dice_fn(model)
+        elif self.best_path and self.criterion and finished:
+            logger.warning(
+                "no validation after the heads had trained gave %s (they started too late): "
+                "the final evaluation uses the final weights",
+                BEST_CHECKPOINT,
+            )
+        if finished:
+            self.report = self._report(has_best, has_best and self.evaluate_best)
+
+    def _report(self, has_best: bool, evaluates_best: bool) -> Dict:
+        """What health.json says of validation: the best, final and evaluated weights' figures."""
+        report = {
+            "best_checkpoint": {
+                "criterion": self.criterion or None,
+                "iteration": self.best_iteration if has_best else None,
+                "file": BEST_CHECKPOINT if has_best else None,
+            }
+        }
+        if self.final_dice is None:  # no validation Dice (no dice_fn)
+            return report
+        figures = ("dice", "empty_lesion_share")
+        report["final"] = {k: self.final_dice[k] for k in figures}
+        if has_best and self.best_dice is not None:
+            report["best"] = {k: self.best_dice[k] for k in figures}
+        report["evaluated"] = report["best"] if evaluates_best else report["final"]
+        return report
 
     def state_dict(self):
-        state = {"tracker": self.tracker.state_dict(), "lowest": self.lowest}
+        state = {
+            "tracker": self.tracker.state_dict(),
+            "lowest": self.lowest,
+            "best_iteration": self.best_iteration,
+        }
         if self.scale is not None:
             state["scale"] = self.scale.state_dict()
         return state
@@ -188,6 +284,7 @@ class ValidationLossHook(HookBase):
     def load_state_dict(self, state):
         self.tracker.load_state_dict(state["tracker"])
         self.lowest = float(state.get("lowest", math.inf))
+        self.best_iteration = state.get("best_iteration")
         if self.scale is not None and "scale" in state:
             self.scale.load_state_dict(state["scale"])
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from .. import model_zoo
 from ..data.fileio import atomic_write_bytes, atomic_write_json, read_json
 from .intervals import interval_table, lesion_load_table
+from .run_health import HEALTH_NOTE, health_cell, health_line, read_health
 from .results import (
     LESION3D_METRICS,
     REFERENCE_METRICS,
@@ -168,12 +169,12 @@ def evaluate_trained_as(out: Path, name: str, source: str, config, opts, seed: i
     if done is not None or finished_result(from_dir) is None:
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
-    for file in ("model_best.pth", "model_final.pth", "metrics.json"):
+    for file in ("model_best.pth", "model_final.pth", "metrics.json", "health.json"):
         if (from_dir / file).exists() and not (run_dir / file).exists():
             os.link(from_dir / file, run_dir / file)
     results = evaluate_checkpoint(config, trained_weights(run_dir), run_dir, env, opts)
     record = {"config": str(config), "opts": list(map(str, opts)), "weights_of": source}
-    record["results"] = results
+    record["results"], record["health"] = results, read_health(run_dir)
     atomic_write_json(run_dir / "result.json", record)
     return record
 
@@ -290,6 +291,7 @@ def _per_seed_lines(out: Path, runs, seeds):
                 ]
             else:
                 cells += ["–"] * 4
+            cells.append(health_cell(read_health(out / "runs" / name / f"seed{s}")))
             lines.append(f"| {label} | {s} | " + " | ".join(cells) + " |")
     return lines
 
@@ -314,12 +316,32 @@ def _budget_lines(out: Path, runs, seeds, iters):
         mask = [loss_trend(f, "loss_mask") for f in files]
         cells = [mean_sd([t[k] for t in total])[0] for k in ("before", "last", "change")]
         cells.append(mean_sd([m["change"] for m in mask])[0])
-        start = mean_sd([heads_start(f) for f in files])[0]
+        start = mean_sd([_heads_start(f.parent) for f in files])[0]
         lines.append(
             f"| {label} | {start:.0f} | {cells[0]:.3f} | {cells[1]:.3f} | {cells[2]:+.2f} | "
             f"{cells[3]:+.2f} |"
         )
     return lines
+
+
+def _heads_start(run_dir: Path) -> float:
+    """The heads' first foreground iteration: health.json's, else read off metrics.json."""
+    health = read_health(run_dir)
+    if health is None:
+        return heads_start(run_dir / "metrics.json")
+    first = health["first_foreground_iteration"]
+    return float("nan") if first is None else float(first)
+
+
+def _health_lines(out: Path, runs, seeds):
+    """Training health of every trained run (E: D's training), failed ones named."""
+    healths = {
+        f"{name} seed {s}": read_health(out / "runs" / name / f"seed{s}")
+        for name, (config, _, _) in runs.items()
+        for s in seeds
+        if config is not None and finished_result(out / "runs" / name / f"seed{s}") is not None
+    }
+    return [health_line(healths)] if healths else []
 
 
 def write_summary(out: Path, runs, seeds, iters, filename: str = "summary.md") -> str:
@@ -337,6 +359,8 @@ def write_summary(out: Path, runs, seeds, iters, filename: str = "summary.md") -
         [
             f"Anatomy-based cohort ({out / 'pwml'}), held-out test subjects; {iters} iterations "
             f"per run; mean ± sd over seeds {', '.join(map(str, seeds))}.",
+            "",
+            *_health_lines(out, runs, seeds),
             "",
             "**Calibrated** (score threshold, and the CRF where the row has one, tuned on the "
             "validation subjects), strict protocol:",
@@ -368,9 +392,11 @@ def write_summary(out: Path, runs, seeds, iters, filename: str = "summary.md") -
             "Per seed (strict protocol; config's point, then calibrated):",
             "",
             "| run | seed | Dice | lesion F1 | calibrated point | Dice | lesion F1 (2-D) | "
-            "lesion F1 (3-D) |",
-            "|---|---|---|---|---|---|---|---|",
+            "lesion F1 (3-D) | health |",
+            "|---|---|---|---|---|---|---|---|---|",
             *_per_seed_lines(out, runs, seeds),
+            "",
+            HEALTH_NOTE + ".",
             "",
         ]
     )

@@ -51,6 +51,7 @@ from ..data.fileio import (
 from ..data.nifti import NIFTI_ENDINGS, axis_index, read_volume, split_nifti_name
 from ..data.register import check_prepared_root, parse_dataset_root, register_dataset_roots
 from .results import mean_sd
+from .run_health import HEALTH_NOTE, health_cell, read_health
 from .runner import RESULT_FILE, train_and_record, trained_weights
 
 __all__ = [
@@ -338,10 +339,16 @@ def format_cv_summary(record: Dict) -> str:
         spread = f"{_cell(mean)} ± {_cell(sd)}" if not np.isnan(sd) else _cell(mean)
         pooled = _cell(record["pooled"][key]) if record["pooled"] else "–"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {spread} | {pooled} |")
+    health = record.get("health") or {}
+    lines.append(
+        "| training health | " + " | ".join(health_cell(health.get(f)) for f in folds) + " | | |"
+    )
     lines += [
         "",
         "sd: sample standard deviation (n-1) across folds; – where undefined. "
-        "Per-slice figures count every slice of the volumes (empty slices included).",
+        "Per-slice figures count every slice of the volumes (empty slices included). "
+        + HEALTH_NOTE
+        + ".",
     ]
     return "\n".join(lines) + "\n"
 
@@ -420,6 +427,7 @@ def run_cv(
         ),
         "opts": opts,
         "cases": pooled["cases"],
+        "health": {str(f): read_health(output / f"fold_{f}") for f in sorted(per_fold)},
         **summarize_cv(per_fold, pooled),
         "pooled_counts": pooled["pwml_lesion3d"],
     }

@@ -30,6 +30,7 @@ import numpy as np
 from ..data.fileio import atomic_write_bytes
 from ..model_zoo import row_config
 from .results import lesion3d_results, pooled_results
+from .run_health import HEALTH_NOTE, health_cell, read_health
 from .runner import (
     COHORT_MODULE,
     PREDICT_MODULE,
@@ -92,6 +93,7 @@ def _train_row(out: Path, row: str, args, env) -> Dict:
         "config": point,
         "weights": weights,
         "csv": train_dir / "calibrated" / "inference" / "pwml_test" / "pwml_slices.csv",
+        "health": read_health(train_dir),
     }
 
 
@@ -163,33 +165,47 @@ def main(argv=None) -> int:
         {ROWS[r]: (v["config"], [], v["weights"], v["csv"]) for r, v in rows.items()},
         out / "figures",
     )
-    write_report(out, {ROWS[r]: v["csv"] for r, v in rows.items()}, figures, volume, args.iters)
+    write_report(
+        out,
+        {ROWS[r]: v["csv"] for r, v in rows.items()},
+        figures,
+        volume,
+        args.iters,
+        healths={ROWS[r]: v["health"] for r, v in rows.items()},
+    )
     return 0
 
 
-def _row_line(label: str, csv: Path) -> str:
+def _row_line(label: str, csv: Path, health=None) -> str:
     r = pooled_results([csv])  # the evaluator's figures, from its per-slice CSV
     subjects_csv = csv.with_name("pwml_subjects.csv")
     d3 = lesion3d_results(subjects_csv) if subjects_csv.exists() else {}
     return (
         f"| {label} | {r['pwml_strict/Dice']:.4f} | {r['pwml_strict/Sens']:.4f} | "
         f"{r['pwml_strict/lesion_F1']:.4f} | {d3.get('pwml_lesion3d/F1', float('nan')):.4f} | "
-        f"{r['pwml_reference/Dice']:.4f} | {100 * r['pwml_reference/skipped_fraction']:.1f} % |"
+        f"{r['pwml_reference/Dice']:.4f} | {100 * r['pwml_reference/skipped_fraction']:.1f} % | "
+        f"{health_cell(health)} |"
     )
 
 
 def write_report(
-    out: Path, csvs: Mapping[str, Path], figures: Mapping[str, Path], volume: Path, iters: int = 0
+    out: Path,
+    csvs: Mapping[str, Path],
+    figures: Mapping[str, Path],
+    volume: Path,
+    iters: int = 0,
+    healths: Mapping[str, Dict] = None,
 ):
-    """OUT/report.md: each row's figures under both protocols, the comparison figures and the
-    overlays of the predicted volume."""
+    """OUT/report.md: each row's figures under both protocols and its training health, the
+    comparison figures and the overlays of the predicted volume."""
+    healths = healths or {}
     first = next(iter(csvs.values()))
     n = int(pooled_results([first])["pwml_strict/n_slices"])
     table = [
         "| row | strict Dice | strict sensitivity | lesion F1 (2-D) | lesion F1 (3-D) | "
-        "reference Dice | reference: slices skipped |",
-        "|---|---|---|---|---|---|---|",
-        *(_row_line(label, csv) for label, csv in csvs.items()),
+        "reference Dice | reference: slices skipped | training health |",
+        "|---|---|---|---|---|---|---|---|",
+        *(_row_line(label, csv, healths.get(label)) for label, csv in csvs.items()),
     ]
     overlays = write_overlays(out, volume)
     budget = f"{iters} iterations each, " if iters else ""
@@ -204,6 +220,8 @@ def write_report(
         "three-seed ablation with intervals.",
         "",
         *table,
+        "",
+        HEALTH_NOTE + ".",
         "",
         "Per-slice values: "
         + ", ".join(f"`{Path(c).relative_to(out)}`" for c in csvs.values())

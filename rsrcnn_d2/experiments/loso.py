@@ -38,6 +38,7 @@ from ..data.fileio import atomic_write_bytes, read_json
 from ..data.sources import discover_subjects
 from ..model_zoo import row_config
 from .results import REFERENCE_METRICS, pooled_results, seed_summary_table
+from .run_health import health_line, read_health
 from .runner import (
     PREPARE_MODULE,
     calibrate,
@@ -190,7 +191,7 @@ def main(argv=None) -> int:
     folds = prepare(slices, out / "pwml", args.seed, env)
     splits = read_json(out / "pwml" / "splits.json")["folds"]
 
-    fold_results, pooled = {}, {}
+    fold_results, pooled, healths = {}, {}, {}
     for row in args.rows:
         csvs, fold_results[row] = [], []
         for i in range(folds):
@@ -234,6 +235,8 @@ def main(argv=None) -> int:
                     env=env,
                 )
             fold_results[row].append(record["results"])
+            if row != CLASSICAL:
+                healths[f"{row} fold {i}"] = read_health(run_dir)
             csvs.append(run_dir / "inference" / name / "pwml_slices.csv")
         pooled[row] = [pooled_results(csvs)]
 
@@ -270,6 +273,7 @@ def main(argv=None) -> int:
             "",
             seed_summary_table(fold_results, labels, count_title="folds"),
             "",
+            *([health_line(healths), ""] if healths else []),
         ]
     )
     atomic_write_bytes(out / f"summary_{tag}.md", text.encode())

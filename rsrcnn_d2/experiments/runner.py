@@ -18,6 +18,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 from ..checkpoint import trained_weights
 from ..data.fileio import atomic_write_json, read_json
 from .results import lesion3d_results, pooled_results, read_eval_results
+from .run_health import read_health
 
 __all__ = [
     "finished_result",
@@ -98,7 +99,8 @@ def train_and_record(
     keep_checkpoints: bool = False,
     flags: Sequence = (),
 ) -> Dict:
-    """Train (or resume) ``config`` into ``run_dir``; return {"config", "opts", "results"}.
+    """Train (or resume) ``config`` into ``run_dir``; return {"config", "opts", "results",
+    "health"} (health.json's content, see `rsrcnn_d2.engine.health`).
 
     ``opts`` are train_net's trailing KEY VALUE overrides; OUTPUT_DIR is set here.
     ``flags`` are train_net options that go before them (``--dataset-root``, ``--num-gpus``).
@@ -127,6 +129,7 @@ def train_and_record(
         "config": str(config),
         "opts": opts,
         "results": read_eval_results(run_dir / "metrics.json"),
+        "health": read_health(run_dir),  # train_net's verdict: did the heads learn?
     }
     atomic_write_json(run_dir / RESULT_FILE, record)
     if not keep_checkpoints:

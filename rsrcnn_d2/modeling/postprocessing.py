@@ -12,6 +12,7 @@ import torch
 
 from detectron2.layers.mask_ops import _do_paste_mask
 
+from ..box_ops import pixel_window
 from ..data.image_ops import to_uint8
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "zscore_image",
     "minmax_uint8_image",
     "paste_instance_masks",
+    "crf_patch",
     "paste_lesions",
     "place_in_frame",
 ]
@@ -56,6 +58,32 @@ def minmax_uint8_image(image: torch.Tensor) -> torch.Tensor:
     return (image - lo) * (255.0 / (hi - lo).clamp(min=1e-6))
 
 
+def crf_patch(mask_prob: torch.Tensor, box: torch.Tensor, height: int, width: int):
+    """One instance's probabilities on the pixels the reference's CRF refines.
+
+    The reference resizes the mask into the expanded box with its edges rounded to
+    pixels and runs the CRF on that patch alone. detectron2's ``_do_paste_mask`` window
+    runs from floor(x0) - 1 to ceil(x1) + 1: its ring of near-zero probability outside
+    the box would pull small lesions' CRF towards background. The map is pasted through
+    the float box (as everywhere else, so a pixel's value is the same with and without
+    the CRF) and cut to `box_ops.pixel_window`.
+
+    Args:
+        mask_prob: Tensor of shape (1, 1, M, M), probabilities.
+        box: Tensor of shape (4,), XYXY at the network's scale.
+        height, width: the network input's size.
+
+    Returns:
+        ``(patch, (rows, cols))``: Tensor of shape (h, w) and the two slices it covers.
+    """
+    rows, cols = pixel_window(box, height, width)
+    pasted, (ys, xs) = _do_paste_mask(mask_prob, box[None], height, width, skip_empty=True)
+    # the rounded edges lie inside the paste's floor-1 .. ceil+1 window, clipped alike
+    top, left = rows.start - ys.start, cols.start - xs.start
+    patch = pasted[0, top : top + rows.stop - rows.start, left : left + cols.stop - cols.start]
+    return patch, (rows, cols)
+
+
 def paste_instance_masks(
     mask_probs: torch.Tensor,
     paste_boxes: torch.Tensor,
@@ -76,9 +104,9 @@ def paste_instance_masks(
         threshold: probability at or above which a pixel is lesion.
         image: grey image at the network's input scale (Hn, Wn), needed with ``refine``.
         refine: ``refine(patch_u8, prob) -> prob``, the dense CRF, or None. As in
-            the reference it runs at the network's input scale: each map is pasted
-            through ``refine_boxes`` into ``image`` (stretched to 8 bit), refined on
-            that patch, and the refined patch is then resized into the output.
+            the reference it runs at the network's input scale, on exactly the pixels of
+            ``refine_boxes`` with their edges rounded (`crf_patch`) of ``image``
+            (stretched to 8 bit); the refined patch is then resized into the output.
         refine_boxes: Tensor of shape (R, 4), the same boxes at the network's scale.
 
     Returns:
@@ -99,13 +127,8 @@ def paste_instance_masks(
     for i in range(num):
         source, box = mask_probs[i : i + 1].float(), paste_boxes[i : i + 1]
         if grey_u8 is not None:
-            net_h, net_w = grey_u8.shape
-            patch, (ys, xs) = _do_paste_mask(
-                source, refine_boxes[i : i + 1], net_h, net_w, skip_empty=True
-            )
-            if patch.numel() == 0:
-                continue
-            refined = refine(grey_u8[ys, xs], patch[0].detach().cpu().numpy())
+            patch, (ys, xs) = crf_patch(source, refine_boxes[i], *grey_u8.shape)
+            refined = refine(grey_u8[ys, xs], patch.detach().cpu().numpy())
             source = torch.from_numpy(np.asarray(refined, dtype=np.float32)).to(device)[None, None]
             # the refined patch covers whole network pixels [xs] x [ys]
             box = paste_boxes.new_tensor([[xs.start, ys.start, xs.stop, ys.stop]]) * scale

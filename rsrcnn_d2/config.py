@@ -131,8 +131,10 @@ def add_rsrcnn_config(cfg: CN) -> None:
     cfg.SOLVER.HEALTH.HEAD_ITERS_BEFORE_BEST = 50
     # Iterations between the warnings while the heads have had no foreground ROI.
     cfg.SOLVER.HEALTH.WARN_PERIOD = 200
-    # Verdict "no_predictions" when the evaluated weights leave more than this share of the
-    # validation slices with lesions without any prediction.
+    # Weights that leave more than this share of the validation slices with lesions without
+    # any prediction never become model_best.pth (heads that have not learned yet predict
+    # nothing, and their small losses look best), and the evaluated weights doing so get the
+    # verdict "no_predictions". 1.0 turns both off.
     cfg.SOLVER.HEALTH.MAX_EMPTY_SHARE = 0.9
 
     # --- gradient clipping (rsrcnn_d2/solver/clipping.py) -------------------------------

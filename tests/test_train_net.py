@@ -39,13 +39,16 @@ def _free_port() -> int:
 
 # the tool's mechanics, not the input scale: whole slices shrunk to 64 px keep these runs short;
 # the ground truth among the proposals gives the heads foreground ROIs from the first iteration,
-# so that a validation may give model_best.pth (never before the heads have trained)
+# and weights that still predict nothing are allowed, so that a validation of these few
+# iterations may give model_best.pth (tests/test_training_health.py tests both rules)
 SMALL_INPUT = [
     *whole_slices_at(64),
     "MODEL.ROI_HEADS.PROPOSAL_APPEND_GT",
     "True",
     "SOLVER.HEALTH.HEAD_ITERS_BEFORE_BEST",
     "0",
+    "SOLVER.HEALTH.MAX_EMPTY_SHARE",
+    "1.0",
 ]
 
 

@@ -150,6 +150,7 @@ def _train(tmp_path, foreground, validation_values, head_iters, criterion="val_l
         dice_fn=dice,
         health=health,
         head_iters=head_iters,
+        max_empty_share=0.9,
     )
     health.validation = validation
     hooks = [validation, health]
@@ -170,6 +171,8 @@ def _train(tmp_path, foreground, validation_values, head_iters, criterion="val_l
 
 
 def test_heads_that_never_trained_are_named_and_leave_no_best_checkpoint(tmp_path, caplog):
+    # an earlier run's best checkpoint in the same folder is never taken for this run's
+    torch.save({"model": {}, "iteration": 3, "score": -1.0}, tmp_path / BEST_CHECKPOINT)
     # the total validation loss falls at every evaluation: any loss-based choice would keep one
     with caplog.at_level("WARNING"):
         validation, _, health = _train(tmp_path, (), [1.0, 0.5, 0.25], head_iters=0)
@@ -184,17 +187,56 @@ def test_heads_that_never_trained_are_named_and_leave_no_best_checkpoint(tmp_pat
     assert any(w.startswith("training health: heads_never_trained") for w in warnings)
 
 
+def _predicting(model):
+    return {"dice": 0.5, "empty_lesion_share": 0.25}
+
+
 def test_no_best_checkpoint_before_the_heads_have_trained(tmp_path):
     # heads start at iteration 2; at 3 they have trained 1 < 2 iterations; the lowest loss (1.0,
     # iteration 1) is from before them and must not be kept
-    validation, health_hook, health = _train(tmp_path, (2, 3), [1.0, 3.0, 2.0], head_iters=2)
+    validation, health_hook, health = _train(
+        tmp_path, (2, 3), [1.0, 3.0, 2.0], head_iters=2, dice=_predicting
+    )
     best = torch.load(tmp_path / BEST_CHECKPOINT, map_location="cpu", weights_only=True)
     assert best["iteration"] == 5 and best["score"] == pytest.approx(6.0)  # total: 3 x 2.0
     assert best["criterion"] == "val_loss"
     assert health_hook.first_foreground == 2
     assert health["first_foreground_iteration"] == 2
     assert health["best_checkpoint"]["iteration"] == 5
-    assert health["verdict"] == "no_predictions"  # the stand-in's Dice leaves all slices empty
+    assert health["verdict"] == "ok"
+
+
+def test_weights_that_predict_nothing_never_become_the_best(tmp_path, caplog):
+    """Heads trained from iteration 0, but the weights with the lowest loss (iteration 1) leave
+    every validation lesion slice empty: the best is the lowest loss among weights that
+    predict (iteration 5), and the verdict judges those."""
+    # iteration 1 is refused, so 3 (a higher loss) and then 5 are candidates, and kept
+    empties = iter([1.0, 0.0, 0.0])
+
+    def dice(model):
+        empty = next(empties)
+        return {"dice": 0.6 * (1 - empty), "empty_lesion_share": empty}
+
+    with caplog.at_level("INFO"):
+        _, _, health = _train(tmp_path, (0,), [1.0, 3.0, 2.0], head_iters=0, dice=dice)
+    best = torch.load(tmp_path / BEST_CHECKPOINT, map_location="cpu", weights_only=True)
+    assert best["iteration"] == 5 and best["score"] == pytest.approx(6.0)
+    assert health["validation"]["best"] == {"dice": 0.6, "empty_lesion_share": 0.0}
+    assert health["verdict"] == "ok"
+    refused = [r.getMessage() for r in caplog.records if "would be the best" in r.getMessage()]
+    assert refused == [
+        "validation total loss 3.0000 would be the best so far, but these weights leave 100% of "
+        "the validation slices with lesions without any prediction: not kept as model_best.pth"
+    ]
+
+
+def test_no_kept_weights_means_the_final_ones_are_judged(tmp_path):
+    # every candidate predicts nothing: no model_best.pth; the verdict is on the final weights
+    _, _, health = _train(tmp_path, (0,), [1.0, 0.5, 0.25], head_iters=0)
+    assert not (tmp_path / BEST_CHECKPOINT).exists()
+    assert health["best_checkpoint"]["file"] is None
+    assert health["validation"]["evaluated"] == health["validation"]["final"]
+    assert health["verdict"] == "no_predictions" and "model_final.pth" in health["cure"]
 
 
 def test_best_by_validation_dice_and_an_ok_verdict(tmp_path):

@@ -117,6 +117,7 @@ class Trainer(DefaultTrainer):
                 dice_fn=dice,
                 health=heads,
                 head_iters=health.HEAD_ITERS_BEFORE_BEST,
+                max_empty_share=health.MAX_EMPTY_SHARE,
             )
             heads.validation = hook
             # by type, the same place among the collective hooks on every rank (else the workers

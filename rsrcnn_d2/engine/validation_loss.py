@@ -6,8 +6,9 @@ improved by 1e-4 for 10 evaluations, and keeps the weights with the lowest *tota
 validation loss (Keras' ModelCheckpoint on ``val_loss``): the two are separate
 (``SOLVER.PLATEAU.MONITOR``, ``SOLVER.BEST_CHECKPOINT``; ``val_dice`` keeps the weights
 with the highest validation Dice instead). No evaluation before the box and mask heads
-have trained (`HeadHealthHook`) can give ``model_best.pth``: their losses are zero
-until then, so any loss would call a model that predicts nothing the best.
+have trained (`HeadHealthHook`), and no weights that leave the validation lesion slices
+empty, can give ``model_best.pth``: the heads' losses are zero until they start and
+small while they still predict nothing, so a loss alone would call such a model the best.
 `ValidationLossHook` does all of it; its state (tracker, LR scale, best score) is saved
 with every checkpoint, and it runs *before* detectron2's periodic checkpointer, so a
 checkpoint written at an evaluation's iteration already holds that evaluation and
@@ -86,7 +87,10 @@ class ValidationLossHook(HookBase):
     scores the weights for ``val_dice`` at every evaluation, and the final and best weights
     after training (``report``); None skips them. ``health`` (`HeadHealthHook`) keeps
     ``model_best.pth`` from any evaluation less than ``head_iters`` iterations after the
-    heads' first foreground ROI. With ``evaluate_best`` the model is loaded from
+    heads' first foreground ROI, and weights that would be the best are kept only if they
+    leave at most ``max_empty_share`` of the validation slices with lesions without any
+    prediction (``dice_fn`` tells; heads that have not learned yet predict nothing, and
+    their small losses make them look best). With ``evaluate_best`` the model is loaded from
     ``model_best.pth`` after training, so the final evaluation (detectron2's EvalHook,
     placed after this hook) scores it.
     """
@@ -105,6 +109,7 @@ class ValidationLossHook(HookBase):
         dice_fn: Optional[Callable[[torch.nn.Module], Dict]] = None,
         health=None,
         head_iters: int = 0,
+        max_empty_share: float = 1.0,
     ):
         if period < 1:
             raise ValueError(f"validation period must be >= 1, got {period}")
@@ -119,6 +124,7 @@ class ValidationLossHook(HookBase):
         self.monitor, self.criterion = monitor, criterion
         self.output_dir, self.evaluate_best = output_dir, evaluate_best
         self.dice_fn, self.health, self.head_iters = dice_fn, health, head_iters
+        self.max_empty_share = max_empty_share
         self.lowest = math.inf  # the best score so far; lower is better (val_dice: -Dice)
         self.best_iteration: Optional[int] = None
         self.best_dice: Optional[Dict] = None  # dice_fn's figures of model_best, when known
@@ -198,9 +204,29 @@ class ValidationLossHook(HookBase):
         if self.criterion:
             score = -dice["dice"] if self.criterion == "val_dice" else losses[TOTAL_LOSS]
             if score < self.lowest and self._heads_trained():
-                self.lowest, self.best_iteration, self.best_dice = score, self.trainer.iter, dice
-                self._save_best(score)
+                if dice is None and self.dice_fn is not None:
+                    dice = self.dice_fn(model)
+                    storage.put_scalar("validation_dice", dice["dice"], smoothing_hint=False)
+                if self._predicts(dice, score):
+                    self.lowest, self.best_iteration = score, self.trainer.iter
+                    self.best_dice = dice
+                    self._save_best(score)
         return value
+
+    def _predicts(self, dice: Optional[Dict], score: float) -> bool:
+        """Whether weights that would be the best predict on the validation lesion slices
+        (unknown without ``dice_fn``: then they count as predicting)."""
+        empty = math.nan if dice is None else dice["empty_lesion_share"]
+        if math.isnan(empty) or empty <= self.max_empty_share:
+            return True
+        logger.info(
+            "validation %s would be the best so far, but these weights leave %.0f%% of the "
+            "validation slices with lesions without any prediction: not kept as %s",
+            _shown(self.criterion, score),
+            100 * empty,
+            BEST_CHECKPOINT,
+        )
+        return False
 
     def _save_best(self, score: float) -> None:
         if self.best_path is None or not comm.is_main_process():
@@ -214,10 +240,9 @@ class ValidationLossHook(HookBase):
             "score": score,  # lower is better: the total loss, or -Dice
         }
         atomic_write(self.best_path, lambda tmp: torch.save(state, tmp))
-        shown = f"Dice {-score:.4f}" if self.criterion == "val_dice" else f"total loss {score:.4f}"
         logger.info(
             "validation %s is the best so far: saved %s (iteration %d)",
-            shown,
+            _shown(self.criterion, score),
             self.best_path,
             self.trainer.iter,
         )
@@ -287,6 +312,10 @@ class ValidationLossHook(HookBase):
         self.best_iteration = state.get("best_iteration")
         if self.scale is not None and "scale" in state:
             self.scale.load_state_dict(state["scale"])
+
+
+def _shown(criterion: str, score: float) -> str:
+    return f"Dice {-score:.4f}" if criterion == "val_dice" else f"total loss {score:.4f}"
 
 
 def insert_before_evaluation(hooks: List[HookBase], hook: HookBase) -> List[HookBase]:

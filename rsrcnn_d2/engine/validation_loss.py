@@ -186,8 +186,7 @@ class ValidationLossHook(HookBase):
         last = self.trainer.iter + 1 == self.trainer.max_iter
         dice = None
         if self.dice_fn is not None and (self.criterion == "val_dice" or last):
-            dice = self.dice_fn(model)
-            storage.put_scalar("validation_dice", dice["dice"], smoothing_hint=False)
+            dice = self._dice(model)
             if last:
                 self.final_dice = dict(dice, iteration=self.trainer.iter)
         value = losses[self.monitor]
@@ -205,13 +204,18 @@ class ValidationLossHook(HookBase):
             score = -dice["dice"] if self.criterion == "val_dice" else losses[TOTAL_LOSS]
             if score < self.lowest and self._heads_trained():
                 if dice is None and self.dice_fn is not None:
-                    dice = self.dice_fn(model)
-                    storage.put_scalar("validation_dice", dice["dice"], smoothing_hint=False)
+                    dice = self._dice(model)
                 if self._predicts(dice, score):
                     self.lowest, self.best_iteration = score, self.trainer.iter
                     self.best_dice = dice
                     self._save_best(score)
         return value
+
+    def _dice(self, model: torch.nn.Module) -> Dict:
+        """``dice_fn``'s figures of the current weights, logged as ``validation_dice``."""
+        dice = self.dice_fn(model)
+        self.trainer.storage.put_scalar("validation_dice", dice["dice"], smoothing_hint=False)
+        return dice
 
     def _predicts(self, dice: Optional[Dict], score: float) -> bool:
         """Whether weights that would be the best predict on the validation lesion slices

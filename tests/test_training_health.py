@@ -269,3 +269,27 @@ def test_best_by_validation_dice_and_an_ok_verdict(tmp_path):
 )
 def test_health_verdict(first, empty, verdict):
     assert health_verdict(first, empty, 0.9) == verdict
+
+
+def test_a_kept_checkpoint_far_below_the_final_weights_is_warned_about():
+    """Row D, seed 1 of the re-run: model_best.pth at iteration 149 (validation Dice 0.055) against
+    final weights at 0.273: the verdict stays ok, and a warning names the way out."""
+    from rsrcnn_d2.engine.health import health_report
+
+    validation = {
+        "best_checkpoint": {"criterion": "val_loss", "iteration": 149, "file": "model_best.pth"},
+        "best": {"dice": 0.055, "empty_lesion_share": 0.774},
+        "final": {"dice": 0.273, "empty_lesion_share": 0.0},
+    }
+    validation["evaluated"] = validation["best"]
+    report = health_report(54, 500, validation, 0.9)
+    assert report["verdict"] == "ok" and "cure" not in report
+    assert report["warning"] == (
+        "model_best.pth (val_loss) scores validation Dice 0.055, the final weights 0.273: "
+        "evaluate model_final.pth (MODEL.WEIGHTS) or select by SOLVER.BEST_CHECKPOINT val_dice"
+    )
+    from rsrcnn_d2.experiments.run_health import health_cell
+
+    assert health_cell(report) == "ok (heads 54, best 149, below the final weights)"
+    validation["final"]["dice"] = 0.155  # within 0.1: no warning
+    assert "warning" not in health_report(54, 500, validation, 0.9)

@@ -87,7 +87,29 @@ def health_report(
         report["cure"] = CURES[verdict].format(
             empty=evaluated.get("empty_lesion_share", math.nan), final=final
         )
+    behind = _best_behind_final(validation)
+    if behind:
+        report["warning"] = behind
     return report
+
+
+# validation Dice by which the final weights must beat model_best.pth to be worth a warning
+BEST_BEHIND_FINAL = 0.1
+
+
+def _best_behind_final(validation: Dict) -> str:
+    """A warning when the kept weights score clearly below the final ones on validation (the
+    criterion chose heads that had barely started); "" otherwise."""
+    best = (validation.get("best") or {}).get("dice", math.nan)
+    final = (validation.get("final") or {}).get("dice", math.nan)
+    if not final - best > BEST_BEHIND_FINAL:  # False for NaN too
+        return ""
+    criterion = (validation.get("best_checkpoint") or {}).get("criterion")
+    return (
+        f"model_best.pth ({criterion}) scores validation Dice {best:.3f}, the final weights "
+        f"{final:.3f}: evaluate model_final.pth (MODEL.WEIGHTS) or select by "
+        "SOLVER.BEST_CHECKPOINT val_dice"
+    )
 
 
 class HeadHealthHook(HookBase):
@@ -151,6 +173,8 @@ class HeadHealthHook(HookBase):
             logger.warning("training health: %s — %s", self.report["verdict"], self.report["cure"])
         else:
             logger.info("training health: %s", self.report["verdict"])
+        if "warning" in self.report:
+            logger.warning("training health: %s", self.report["warning"])
 
     def state_dict(self):
         return {"first_foreground": self.first_foreground}

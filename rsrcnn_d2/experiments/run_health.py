@@ -27,7 +27,8 @@ def read_health(run_dir: Union[str, Path]) -> Optional[Dict]:
 
 
 def health_cell(health: Optional[Dict]) -> str:
-    """``ok (heads 106, best 449)``; a verdict other than ok in bold; ``–`` when unknown."""
+    """``ok (heads 106, best 449)``; a verdict other than ok in bold; ``–`` when unknown;
+    ``below the final weights`` when health.json warns that model_best.pth is."""
     if not health:
         return "–"
     verdict = health["verdict"]
@@ -37,6 +38,8 @@ def health_cell(health: Optional[Dict]) -> str:
         "heads never" if first is None else f"heads {first}",
         "final weights" if best is None else f"best {best}",
     ]
+    if health.get("warning"):  # the kept weights clearly below the final ones on validation
+        where.append("below the final weights")
     shown = verdict if verdict == "ok" else f"**{verdict}**"
     return f"{shown} ({', '.join(where)})"
 

@@ -1,5 +1,5 @@
 """Rows B-E differ from one another only in what Table 1 changes, and RS R-CNN+ ("plus") from
-row E only in its 2.5-D input and flip TTA, for both config families."""
+row E only in its 2.5-D input, flip TTA and checkpoint selection, for both config families."""
 
 import pytest
 
@@ -18,7 +18,7 @@ INTENDED = {
     },
     ("C", "D"): {"MODEL.ROI_MASK_HEAD.NAME"},
     ("D", "E"): {"MODEL.DCRF.NAME"},
-    ("E", "plus"): {"INPUT.NEIGHBOR_SLICES", "TEST.FLIP_TTA"},
+    ("E", "plus"): {"INPUT.NEIGHBOR_SLICES", "TEST.FLIP_TTA", "SOLVER.BEST_CHECKPOINT"},
 }
 # what the CPU twins change with respect to the R-101 rows: size, and from-scratch training
 TWIN_KEYS = {

@@ -55,12 +55,14 @@ def test_row_table_covers_rows_b_to_e_and_plus_of_both_families(family, depth):
 
 
 @pytest.mark.parametrize("family", ["tiny", "r101"])
-def test_plus_row_is_row_e_with_neighbour_slices_and_flip_tta(family):
+def test_plus_row_is_row_e_with_neighbour_slices_flip_tta_and_dice_selection(family):
     e = get_rsrcnn_cfg(model_zoo.row_config("E", family))
     plus = get_rsrcnn_cfg(model_zoo.row_config("plus", family))
     assert (e.INPUT.NEIGHBOR_SLICES, e.TEST.FLIP_TTA) == (False, False)
     assert (plus.INPUT.NEIGHBOR_SLICES, plus.TEST.FLIP_TTA) == (True, True)
+    assert (e.SOLVER.BEST_CHECKPOINT, plus.SOLVER.BEST_CHECKPOINT) == ("val_loss", "val_dice")
     plus.INPUT.NEIGHBOR_SLICES, plus.TEST.FLIP_TTA = False, False
+    plus.SOLVER.BEST_CHECKPOINT = "val_loss"
     assert plus.dump() == e.dump()  # nothing else differs
 
 

@@ -181,6 +181,33 @@ def test_train_evaluate_and_resume(cohort_root, tmp_path):
     )
 
 
+def test_best_checkpoint_by_validation_dice(cohort_root, tmp_path):
+    """SOLVER.BEST_CHECKPOINT val_dice: the validation Dice is measured at every validation and
+    picks model_best.pth (RS R-CNN+'s choice)."""
+    out = tmp_path / "dice"
+    _run(
+        cohort_root,
+        out,
+        "SOLVER.MAX_ITER",
+        "4",
+        "SOLVER.PLATEAU.PERIOD",
+        "2",
+        "SOLVER.BEST_CHECKPOINT",
+        "val_dice",
+    )
+    health = json.loads((out / "health.json").read_text())
+    assert health["best_checkpoint"]["criterion"] == "val_dice"
+    best = torch.load(out / "model_best.pth", map_location="cpu", weights_only=True)
+    assert best["criterion"] == "val_dice" and best["iteration"] in (1, 3)
+    assert best["score"] == pytest.approx(-health["validation"]["best"]["dice"])
+    assert "validation Dice " in (out / "log.txt").read_text()  # "validation Dice x is the best"
+    # the last validation's Dice reaches metrics.json (detectron2 writes the latest values)
+    records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    assert [r["validation_dice"] for r in records if "validation_dice" in r] == [
+        pytest.approx(health["validation"]["final"]["dice"])
+    ]
+
+
 def test_eval_only(cohort_root, tmp_path):
     out = tmp_path / "eval"
     log = _run(cohort_root, out, "--eval-only", "SOLVER.MAX_ITER", "1")

@@ -37,7 +37,12 @@ def validation_dice(model: torch.nn.Module, batches: Iterable, dataset_name: str
                 records.append(slice_record(prediction_mask(out, input_name(inp)), truth(inp), inp))
     records = list(itertools.chain(*comm.all_gather(records)))
     if not records:
-        return {"dice": math.nan, "empty_lesion_share": math.nan, "n_slices": 0}
+        return {
+            "dice": math.nan,
+            "empty_lesion_share": math.nan,
+            "n_slices": 0,
+            "n_lesion_slices": 0,
+        }
     results = strict_and_reference(records)
     reference = results["pwml_reference"]
     lesion_slices = int(reference["n_lesion_slices"])

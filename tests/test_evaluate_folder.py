@@ -65,7 +65,11 @@ def test_hand_computed_figures_over_whole_volumes(folders, tmp_path):
         lesion3d["false_positives"],
     ) == (2, 1, 2, 1)
     assert lesion3d["F1"] == pytest.approx(2 / (2 + 1 + 1))
-    assert summary["slices"] == "all slices"
+    # the headline: the whole volume's Dice (tp 4, fp 1, fn 5) and the 3-D lesion F1
+    head = summary["headline"]
+    assert head["case_dice"] == pytest.approx(8 / 14) and head["n_cases_scored"] == 1
+    assert head["n_cases_empty_both"] == 0 and head["lesion_f1_3d"] == pytest.approx(0.5)
+    assert summary["slices"].startswith("all slices; slice figures over slices with a lesion")
     rows = list(csv.DictReader(open(tmp_path / "out" / "slices.csv")))
     assert [int(r["slice_index"]) for r in rows] == [0, 1, 2, 3]
     assert {r["subject"] for r in rows} == {"sub01"}
@@ -131,7 +135,8 @@ def test_cli_table_default_output_and_exit_codes(folders, capsys):
     pred_dir, ref_dir = folders
     assert main([str(ref_dir), str(pred_dir), "--workers", "1", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "lesion-wise, 3-D lesions" in out and "all slices" in out
+    assert out.startswith("HEADLINE  Dice per case (3-D) 0.5714 over 1 cases")
+    assert "lesion F1 (3-D lesions) 0.5000: 1/2 lesions found" in out and "all slices" in out
     assert (pred_dir / "evaluation" / "summary.json").is_file()
     assert (pred_dir / "evaluation" / "log.txt").is_file()
     assert main([str(ref_dir), str(pred_dir / "missing"), "--no-progress"]) == 2
@@ -151,6 +156,41 @@ def test_spacing_follows_the_canonical_axes_whatever_the_stored_order(tmp_path):
     rows = list(csv.DictReader(open(out / "slices.csv")))
     assert (float(rows[0]["spacing_row"]), float(rows[0]["spacing_col"])) == (1.0, 1.0)
     assert len(rows) == 4  # the 4 axial slices, as for the canonically stored case
+
+
+def test_a_model_that_finds_nothing_scores_zero_on_whole_volumes(tmp_path, capsys):
+    """The issue's case: empty predictions on whole volumes, most slices empty in both, never
+    score a headline (or slice) Dice above 0; a lesion-free case predicted empty is left out
+    of the per-case Dice and counted, and summary.json stays valid JSON (null, not NaN)."""
+    _, truth = _case()
+    empty = np.zeros_like(truth)
+    big = np.zeros((6, 8, 12), np.uint8)  # 12 slices, a lesion on one: 11 empty in both
+    big[2, 2, 5] = 1
+    for case, ref in (("sub01", truth), ("sub02", big), ("healthy", empty)):
+        _save(tmp_path / "ref" / f"{case}.nii.gz", ref)
+        _save(tmp_path / "pred" / f"{case}.nii.gz", np.zeros_like(ref))
+    out = tmp_path / "eval"
+    summary = evaluate_folder(tmp_path / "pred", tmp_path / "ref", out, workers=1, progress=False)
+    head, strict = summary["headline"], summary["pwml_strict"]
+    assert head["case_dice"] == 0.0 and head["n_cases_scored"] == 2
+    assert head["n_cases_empty_both"] == 1 and head["lesion_f1_3d"] == 0.0
+    assert strict["Dice"] == 0.0 and strict["n_scored"] == 4  # 3 + 1 lesion slices
+    assert strict["n_both_empty"] == 4 + 11 + 1 + 0 and strict["n_slices"] == 20
+    text = (out / "summary.json").read_text()
+    assert "NaN" not in text
+    written = json.loads(text)
+    assert written["pwml_strict"]["HD"] is None  # undefined: null
+    assert written["headline"]["case_dice"] == 0.0
+    rows = list(csv.DictReader(open(out / "slices.csv")))
+    both_empty = [r for r in rows if r["truth_pixels"] == "0" and r["pred_pixels"] == "0"]
+    assert len(both_empty) == 16 and all(r["dice"] == "" and r["hd95_mm"] == "" for r in both_empty)
+    assert main([str(tmp_path / "ref"), str(tmp_path / "pred"), "-o", str(out), "--workers", "1",
+                 "--no-progress"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert printed.startswith(
+        "HEADLINE  Dice per case (3-D) 0.0000 over 2 cases; 1 cases empty in truth and "
+        "prediction left out (no Dice)"
+    )
 
 
 def test_a_lesion_free_case_is_fine_with_lesion_slices_only(folders):

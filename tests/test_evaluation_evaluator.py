@@ -133,11 +133,12 @@ def test_empty_truth_slices():
         {"lesion_mask": torch.from_numpy(mask((1, 1)))},
     ]
     strict = run(PWMLEvaluator(), inputs, outputs)["pwml_strict"]
-    assert strict["Dice"] == 0.5  # 1 (both empty) and 0 (false positive)
-    assert math.isnan(strict["Sens"]) and strict["n_Sens_undefined"] == 2
+    # the both-empty slice has no Dice (left out, counted), the false positive scores 0
+    assert strict["Dice"] == 0.0 and strict["n_both_empty"] == 1 and strict["n_scored"] == 1
+    assert math.isnan(strict["Sens"]) and strict["n_Sens_undefined"] == 1
     # no slice has lesions in both masks: no distance was measured, HD is n/a, not 0
     assert math.isnan(strict["HD"]) and math.isnan(strict["HD95"])
-    assert strict["n_HD_missing"] == 1 and strict["n_HD_both_empty"] == 1
+    assert strict["n_HD_missing"] == 1
     assert strict["n_HD_measured"] == 0
     assert math.isnan(strict["HD_mm"])  # no spacing given
 
@@ -247,28 +248,35 @@ def test_lesion_free_dataset_has_no_hd_and_no_abort_warning(caplog):
     with caplog.at_level(logging.WARNING):
         results = run(PWMLEvaluator(), *lesion_free_batch())
     strict, ref, d3 = results["pwml_strict"], results["pwml_reference"], results["pwml_subject3d"]
-    assert strict["Dice"] == 1.0 and strict["n_slices"] == 4
+    head = results["pwml_headline"]
+    # nothing to find and nothing found: no figure at all, never a perfect 1
+    assert math.isnan(strict["Dice"]) and strict["n_slices"] == 4 and strict["n_both_empty"] == 4
+    assert math.isnan(d3["Dice"]) and d3["n_both_empty"] == 1
+    assert math.isnan(head["case_dice"]) and head["n_cases_empty_both"] == 1
+    assert math.isnan(head["lesion_f1_3d"]) and math.isnan(strict["lesion_F1"])
     for name in ("HD", "HD95", "HD_mm", "HD95_mm"):
         assert math.isnan(strict[name]) and math.isnan(d3[name]), name
-    assert (strict["n_HD_both_empty"], strict["n_HD_measured"], strict["n_HD_missing"]) == (4, 0, 0)
-    assert (d3["n_HD_measured"], d3["n_HD_both_empty"]) == (0, 1)
+    assert (strict["n_HD_measured"], strict["n_HD_missing"]) == (0, 0)
+    assert d3["n_HD_measured"] == 0
     assert ref["n_lesion_slices"] == 0 and ref["n_skipped_empty_pred"] == 4
     assert "would abort" not in caplog.text
     from rsrcnn_d2.evaluation.report import format_table
 
     table = format_table(results)
-    assert (
-        "HD n/a: no slice has lesions in both truth and prediction (4 both empty, "
-        "0 one empty)" in table
-    )
+    assert "HD n/a: no slice has lesions in both truth and prediction" in table
+    assert "Dice per case (3-D) n/a over 0 subjects; 1 subjects empty in truth" in table
 
 
 def test_all_lesions_missed_is_not_hd_zero(caplog):
     inputs, outputs = lesion_free_batch(3)
     inputs[1]["gt_mask"] = mask((5, 5))  # one lesion slice, predicted empty
     with caplog.at_level(logging.WARNING):
-        strict = run(PWMLEvaluator(), inputs, outputs)["pwml_strict"]
-    assert strict["Dice"] == pytest.approx(2 / 3)
+        results = run(PWMLEvaluator(), inputs, outputs)
+    strict = results["pwml_strict"]
+    # a model that finds nothing scores 0: the two slices empty in both are left out, not 1
+    assert strict["Dice"] == 0.0 and strict["n_scored"] == 1 and strict["n_both_empty"] == 2
+    assert results["pwml_headline"]["case_dice"] == 0.0
+    assert results["pwml_headline"]["lesion_f1_3d"] == 0.0
     assert math.isnan(strict["HD"]) and strict["n_HD_missing"] == 1
     assert "1 of the 1 slices with lesions (100.0%)" in caplog.text  # the reference would abort
 
@@ -278,9 +286,10 @@ def test_table_says_which_slices_it_covers():
 
     inputs, outputs = lesion_free_batch(3)
     inputs[1]["gt_mask"] = mask((5, 5))
-    assert "covers 1 slices with lesions and 2 without" in format_table(
-        run(PWMLEvaluator(), inputs, outputs)
-    )
+    assert (
+        "covers 1 slices with a lesion in truth or prediction (1 with a true lesion); 2 slices "
+        "empty in both have no Dice or distance and are left out"
+    ) in format_table(run(PWMLEvaluator(), inputs, outputs))
     inputs, outputs = inputs[1:2], [{"lesion_mask": torch.from_numpy(mask((5, 5)))}]
     assert "covers slices with lesions only (the paper's selection)" in format_table(
         run(PWMLEvaluator(), inputs, outputs)

@@ -66,7 +66,8 @@ def test_pooling_and_rates():
     assert false_positives_per_slice(pooled, num_slices=4) == 0.5
     assert math.isnan(false_positives_per_slice([]))
     assert math.isnan(lesion_sensitivity(LesionCounts(0, 0, 2, 2)))
-    assert lesion_f1(LesionCounts()) == 1.0
+    assert math.isnan(lesion_f1(LesionCounts()))  # empty counts: undefined, never 1
+    assert math.isnan(lesion_f1([LesionCounts(), LesionCounts()]))
     assert lesion_f1(LesionCounts(0, 0, 1, 1)) == 0.0
 
 
@@ -90,10 +91,11 @@ def test_empty_truth_and_both_empty():
     fp_only = slice_metrics(blob, empty)
     assert fp_only.dice == 0.0 and math.isnan(fp_only.sensitivity) and math.isnan(fp_only.hd)
     assert fp_only.specificity == pytest.approx(35 / 36) and fp_only.truth_empty
-    nothing = slice_metrics(empty, empty)
-    assert (nothing.dice, nothing.hd, nothing.hd95, nothing.specificity) == (1.0, 0.0, 0.0, 1.0)
-    assert math.isnan(nothing.sensitivity) and math.isnan(nothing.hd_mm)
-    assert slice_metrics(empty, empty, spacing=(1.0, 2.0)).hd_mm == 0.0
+    nothing = slice_metrics(empty, empty)  # nothing to find: no Dice and no distance
+    assert nothing.specificity == 1.0 and nothing.truth_empty and nothing.pred_empty
+    undefined = (nothing.dice, nothing.sensitivity, nothing.hd, nothing.hd95, nothing.hd_mm)
+    assert all(math.isnan(v) for v in undefined)
+    assert math.isnan(slice_metrics(empty, empty, spacing=(1.0, 2.0)).hd_mm)
 
 
 def test_known_hd_with_anisotropic_spacing():

@@ -226,3 +226,26 @@ def test_plot_results_prints_what_it_left_out(tmp_path, capsys):
     assert capsys.readouterr().out == (
         f"E ({a}): sensitivity: 1 of 2 slices n/a (empty or NaN), left out\nwrote {out}\n"
     )
+
+
+def test_csvs_of_different_slice_selections_are_refused_in_one_figure(tmp_path, capsys):
+    """A whole-volume CSV (rows without a true lesion) beside a lesion-slice CSV would draw one
+    model with a median Dice of 1 (earlier releases' empty slices) and 0 without a word."""
+    header = ["truth_pixels", "pred_pixels", "dice", "sensitivity"]
+    # earlier releases wrote Dice 1 for the two slices empty in both: not a score, left out
+    whole = _write_csv(
+        tmp_path / "whole.csv", header, [[4, 0, 0.0, 0.0], [0, 0, 1.0, ""], [0, 0, 1.0, ""]]
+    )
+    lesion = _write_csv(tmp_path / "lesion.csv", header, [[4, 0, 0.0, 0.0]])
+    from rsrcnn_d2.visualization.boxplots import slice_selection
+
+    assert slice_selection(whole) == "whole volumes"
+    assert slice_selection(lesion) == "lesion slices only"
+    assert read_slice_metrics(whole, ("dice",))["dice"].tolist() == [0.0]
+    out = tmp_path / "mixed.png"
+    args = ["--csv", f"W={whole}", "--csv", f"L={lesion}", "--output", str(out)]
+    assert plot_results.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "lesion.csv: scored lesion slices only, but" in err
+    assert "--allow-mixed-selections" in err and not out.exists()
+    assert plot_results.main([*args, "--allow-mixed-selections"]) == 0 and out.is_file()

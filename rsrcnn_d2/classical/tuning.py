@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..evaluation.lesionwise import lesion_counts, lesion_f1
-from ..evaluation.metrics import dice
+from ..evaluation.metrics import dice, mean_of_defined
 from .dataset import DatasetSlice
 from .detector import detect_slice
 from .params import ClassicalParams
@@ -64,12 +64,12 @@ def objective_value(
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     if not slices:
         raise ValueError("no slices to score")
-    if objective == "dice":
-        scores = [dice(detect_slice(s.image, params, s.neighbours).mask, s.truth) for s in slices]
-        return math.fsum(scores) / len(scores)
-    return lesion_f1(
-        [lesion_counts(detect_slice(s.image, params, s.neighbours).mask, s.truth) for s in slices]
-    )
+    masks = [detect_slice(s.image, params, s.neighbours).mask for s in slices]
+    if objective == "dice":  # slices empty in both have no Dice: left out
+        value = mean_of_defined(dice(m, s.truth) for m, s in zip(masks, slices))[0]
+    else:
+        value = lesion_f1([lesion_counts(m, s.truth) for m, s in zip(masks, slices)])
+    return 0.0 if math.isnan(value) else value  # nothing defined: nothing to gain
 
 
 def _round_half_up(x: float) -> int:

@@ -18,6 +18,7 @@ file and staging folder made here is given the mode a plain ``open`` or
 """
 
 import json
+import math
 import os
 import re
 import shutil
@@ -35,6 +36,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "read_json",
+    "json_safe",
+    "nan_for_null",
     "save_slice",
     "read_slice",
     "replace_dir",
@@ -122,9 +125,35 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     return Path(path)
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float as None: JSON has no NaN, and Python's
+    ``NaN`` token breaks every other JSON reader (jq, JavaScript, pandas' strict mode)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def nan_for_null(figures: Any) -> Any:
+    """Figures read back from JSON: null (an undefined value) as NaN again, recursively
+    through dicts and lists, so that means, comparisons and formats treat it as before."""
+    if figures is None:
+        return math.nan
+    if isinstance(figures, dict):
+        return {k: nan_for_null(v) for k, v in figures.items()}
+    if isinstance(figures, list):
+        return [nan_for_null(v) for v in figures]
+    return figures
+
+
 def atomic_write_json(path: PathLike, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename."""
-    atomic_write_bytes(path, json.dumps(obj, separators=(",", ":")).encode())
+    """Write ``obj`` as valid JSON to ``path`` through a temporary file and a rename;
+    undefined figures (NaN) become null (`json_safe`)."""
+    text = json.dumps(json_safe(obj), separators=(",", ":"), allow_nan=False)
+    atomic_write_bytes(path, text.encode())
 
 
 def read_json(path: PathLike) -> Any:

@@ -32,8 +32,9 @@ from ..data.nifti import (
     volume_slice,
 )
 from .lesionwise import LesionCounts, lesion_counts, lesion_f1, lesion_sensitivity
-from .protocols import slice_record, summarize_slices
-from .report import SLICE_COLUMNS, format_table, slice_row, write_csv_atomic
+from .metrics import confusion
+from .protocols import headline, slice_record, summarize_slices
+from .report import SLICE_COLUMNS, format_headline, format_table, slice_row, write_csv_atomic
 
 __all__ = [
     "CasePair",
@@ -56,6 +57,16 @@ class CasePair:
     case: str
     prediction: Path
     reference: Path
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One case's per-slice records and its whole-volume figures (every voxel, whatever
+    slices were asked for): 3-D lesion counts and (tp, fp, fn) voxel counts."""
+
+    records: List[Dict]
+    lesions3d: LesionCounts
+    voxels: Tuple[int, int, int]
 
 
 def _masks_in(folder: Path, role: str) -> Dict[str, Path]:
@@ -149,16 +160,18 @@ def evaluate_case(
     axis: Union[str, int] = "axial",
     lesion_slices_only: bool = False,
     binarize: bool = False,
-) -> Tuple[List[Dict], LesionCounts]:
-    """(per-slice records, 3-D lesion counts) of one case; PWMLDataError naming a bad file."""
+) -> CaseResult:
+    """Per-slice records and whole-volume figures of one case; PWMLDataError naming a bad
+    file."""
     pred, ref, zooms = _read_pair(pair, binarize)
+    voxels = confusion(pred, ref)[:3]
     axis = axis_index(axis)
     spacing = slice_spacing(zooms, axis)
     in_plane = tuple(a for a in range(3) if a != axis)
     has_lesion = ref.any(axis=in_plane)
     keep = [k for k in range(ref.shape[axis]) if has_lesion[k] or not lesion_slices_only]
     if not keep:  # a lesion-free case and only lesion slices asked for: its 3-D counts only
-        return [], lesion_counts(pred, ref)
+        return CaseResult([], lesion_counts(pred, ref), voxels)
     # slice-major contiguous copies: the per-slice passes then read memory in order
     pred_slices = np.stack([volume_slice(pred, axis, k) for k in keep])
     ref_slices = np.stack([volume_slice(ref, axis, k) for k in keep])
@@ -172,7 +185,7 @@ def evaluate_case(
             "spacing": spacing,
         }
         records.append(slice_record(pred_slices[i], ref_slices[i], inp))
-    return records, lesion_counts(pred, ref)
+    return CaseResult(records, lesion_counts(pred, ref), voxels)
 
 
 def _evaluate_one(pair, **kwargs):
@@ -209,12 +222,15 @@ def evaluate_folder(
     """Score every predicted case; write ``slices.csv``, ``cases.csv``, ``summary.json`` to
     ``output``.
 
-    Returns the summary (the protocols' results plus 3-D lesion-wise figures and
-    what the figures cover). The first bad file stops the run with its error.
+    Returns the summary: ``headline`` first (per-case Dice of the whole volumes,
+    cases empty in both left out and counted; lesion-wise F1 of 3-D lesions), then
+    the slice protocols' results, 3-D lesion-wise figures and what the figures
+    cover. The first bad file stops the run with its error.
     """
     pairs = pair_cases(predictions, references, allow_missing)
     records: List[Dict] = []
     lesions3d: Dict[str, LesionCounts] = {}
+    voxels: Dict[str, Tuple[int, int, int]] = {}
     for pair, result, error in _scored(
         pairs,
         workers,
@@ -225,8 +241,9 @@ def evaluate_folder(
     ):
         if error is not None:
             raise error
-        records.extend(result[0])
-        lesions3d[pair.case] = result[1]
+        records.extend(result.records)
+        lesions3d[pair.case] = result.lesions3d
+        voxels[pair.case] = result.voxels
     if not records:
         raise PWMLDataError(
             references,
@@ -243,8 +260,14 @@ def evaluate_folder(
             predicted_3d=counts.predicted,
             false_positives_3d=counts.false_positives,
         )
+    results.pop("pwml_headline")  # of the scored slices; the whole volumes' follows
     summary = {
-        "slices": "lesion slices only (as the paper)" if lesion_slices_only else "all slices",
+        "headline": headline(voxels, pooled),
+        "slices": (
+            "lesion slices only (as the paper)"
+            if lesion_slices_only
+            else "all slices; slice figures over slices with a lesion in truth or prediction"
+        ),
         "axis": axis,
         "n_cases": len(pairs),
         "distance_units": (
@@ -273,14 +296,11 @@ def evaluate_folder(
 
 
 def format_summary(summary: Dict) -> str:
-    """The evaluator's table, then the 3-D lesion-wise line and what the figures cover."""
-    lesion = summary["pwml_lesion3d"]
+    """The headline first (per-case Dice of the whole volumes, 3-D lesion F1), then the
+    slice protocols' table and what the figures cover."""
     return (
+        f"{format_headline(summary['headline'])}\n\n"
+        f"slice figures (the paper's protocols, for comparison):\n"
         f"{format_table(summary)}\n"
-        f"lesion-wise, 3-D lesions (26-connected): {lesion['found']}/{lesion['true_lesions']} "
-        f"found, {lesion['false_positives']} false-positive components "
-        f"({lesion['FP_per_case']:.2f} per case); sensitivity {lesion['sensitivity']:.4f}, "
-        f"F1 {lesion['F1']:.4f}\n"
-        f"{summary['n_cases']} cases, {summary['axis']} slices: {summary['slices']}; "
-        f"{summary['distance_units']}"
+        f"{summary['n_cases']} cases, {summary['axis']} slices: {summary['slices']}"
     )

@@ -112,9 +112,10 @@ def lesion_f1(counts: Counts) -> float:
 
     TP is counted on the truth side (found lesions), FN = missed lesions and FP =
     predicted components touching no lesion, so every true lesion and every false
-    blob is counted exactly once. With no true lesion and no false positive there
-    is nothing to get wrong: 1.0 (as Dice of two empty masks).
+    blob is counted exactly once. With no true lesion and no false positive
+    nothing was there to find: NaN (undefined, as Dice of two empty masks), never
+    a perfect score from empty counts.
     """
     c = _pool(counts)
     denom = 2 * c.found + c.missed + c.false_positives
-    return 1.0 if denom == 0 else 2.0 * c.found / denom
+    return float("nan") if denom == 0 else 2.0 * c.found / denom

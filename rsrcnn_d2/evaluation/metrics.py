@@ -1,13 +1,16 @@
 """Per-slice metrics on binary masks, as plain functions on arrays.
 
 Edge cases are defined, not left to chance:
-- Dice of two empty masks is 1 (nothing to find, nothing found); Dice with an
-  empty truth and a non-empty prediction, or the reverse, is 0.
+- Dice of two empty masks is undefined (NaN): nothing was there to find, so
+  nothing was found right either. Scoring it 1 let a model that predicts nothing
+  look good on any whole volume; callers exclude such slices or cases from means
+  and count them (nnU-Net's convention for empty cases). Dice with an empty
+  truth and a non-empty prediction, or the reverse, is 0.
 - Sensitivity with an empty truth is undefined and returned as NaN (callers
   decide whether to skip it); specificity with no negatives likewise.
 - HD / HD95 (see distance.py): HD over all pixels as the reference computes
-  it, HD95 by the standard boundary definition (MONAI's, nnU-Net users'); 0
-  when both masks are empty, NaN ("missing") when exactly one is.
+  it, HD95 by the standard boundary definition (MONAI's, nnU-Net users'); NaN
+  when either mask is empty (no boundary to measure; "missing" when exactly one is).
 
 `slice_metrics` computes every per-slice figure the evaluator reports in one
 pass: all of them depend only on the pixels inside the bounding box of the
@@ -51,9 +54,9 @@ def confusion(pred: np.ndarray, truth: np.ndarray):
 
 
 def dice_from_counts(tp: int, fp: int, fn: int) -> float:
-    """2·TP / (2·TP + FP + FN); 1 when both masks are empty. Counts may be pooled."""
+    """2·TP / (2·TP + FP + FN); NaN when both masks are empty. Counts may be pooled."""
     denom = 2 * tp + fp + fn
-    return 1.0 if denom == 0 else 2.0 * tp / denom
+    return float("nan") if denom == 0 else 2.0 * tp / denom
 
 
 def sensitivity_from_counts(tp: int, fn: int) -> float:
@@ -125,22 +128,10 @@ def slice_metrics(
     spacing = check_spacing(spacing, pred.ndim)
     size = pred.size
     box = union_bounding_box(pred, truth)
-    if box is None:  # both empty: nothing to find, nothing found
-        zero_mm = float("nan") if spacing is None else 0.0
-        return SliceMetrics(
-            0,
-            0,
-            0,
-            size,
-            1.0,
-            float("nan"),
-            specificity_from_counts(0, size),
-            0.0,
-            0.0,
-            zero_mm,
-            zero_mm,
-            LesionCounts(),
-        )
+    if box is None:  # both empty: nothing to find, so no Dice and no distance
+        nan = float("nan")
+        spec = specificity_from_counts(0, size)
+        return SliceMetrics(0, 0, 0, size, nan, nan, spec, nan, nan, nan, nan, LesionCounts())
     pred, truth = pred[box], truth[box]  # outside the box: true negatives only
     tp, fp, fn, _ = confusion(pred, truth)
     tn = size - tp - fp - fn

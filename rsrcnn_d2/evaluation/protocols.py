@@ -6,16 +6,20 @@ it, HD95 boundary to boundary (distance.py), in pixels and in mm when the input
 carries ``spacing``, lesion-wise counts) and the masks as packed crops for the
 3-D figures. `summarize_slices` reports, as detectron2 tasks:
 
-- ``pwml_strict`` (the default figures): every slice counts, each weighs the
-  same (mean over slices). An empty prediction on a lesion slice scores Dice 0
-  and sensitivity 0; its HD is undefined, left out of the HD mean and counted
-  (``n_HD_missing``). Empty-truth slices: Dice 1 if the prediction is empty
-  too, else 0; sensitivity undefined (left out, ``n_Sens_undefined``); HD 0 if
-  the prediction is empty, else missing. When no slice has lesions in both
-  masks (a lesion-free dataset, every lesion missed) no distance was measured
-  and HD/HD95 are NaN ("n/a"), not a mean of those zeros (``n_HD_measured``,
-  ``n_HD_both_empty``). Also lesion-wise sensitivity, false positives per
-  slice and F1 on counts pooled over all slices (lesionwise.py).
+- ``pwml_strict`` (the default figures): each slice weighs the same (mean over
+  slices). An empty prediction on a lesion slice scores Dice 0 and sensitivity
+  0; its HD is undefined, left out of the HD mean and counted
+  (``n_HD_missing``). A slice with a predicted lesion and an empty truth scores
+  Dice 0 (sensitivity undefined, ``n_Sens_undefined``). A slice empty in both
+  truth and prediction has no Dice and no distance: it is left out of every
+  mean and counted (``n_both_empty``), so on whole volumes the figures cover the
+  slices with a lesion in the truth or the prediction, and a model that
+  predicts nothing scores 0, not the share of empty slices. On the paper's
+  lesion slices nothing is left out. When no slice has lesions in both masks
+  no distance was measured and HD/HD95 are NaN ("n/a"). Also lesion-wise
+  sensitivity, false positives per slice and F1 on counts pooled over all
+  slices (lesionwise.py; F1 NaN when there was nothing to find and nothing
+  was predicted).
 - ``pwml_reference``: the reference implementation's protocol, for comparison
   with the paper. Slices whose prediction is empty are skipped (counted in
   ``n_skipped_empty_pred``); the remaining slice values are averaged per
@@ -27,6 +31,11 @@ carries ``spacing``, lesion-wise counts) and the masks as packed crops for the
   true through-plane distances): Dice, sensitivity, specificity from pooled
   counts, HD/HD95 in 3-D (voxel-index units, and mm when every slice carries a
   3-element spacing), averaged over subjects (NaN when no subject has lesions in both).
+  A subject empty in both masks has no Dice: left out and counted (``n_both_empty``).
+- ``pwml_headline``: the figures to read first, as nnU-Net reports them: the mean
+  per-case (subject) 3-D Dice over cases with a lesion in the truth or the
+  prediction (``case_dice``; ``n_cases_scored``, ``n_cases_empty_both``) and the
+  lesion-wise F1 of 3-D lesions (``lesion_f1_3d``). `headline` builds it.
 - ``pwml_lesion``: the pooled lesion-wise counts (2-D lesions: components of each slice).
 - ``pwml_lesion3d``: the same with lesions as 3-D (26-connected) components of each
   subject's stacked slices, pooled over subjects, with their sensitivity and F1.
@@ -68,12 +77,12 @@ __all__ = [
     "UNKNOWN_SUBJECT",
     "REFERENCE_MAX_SKIPPED",
     "reference_would_abort",
+    "headline",
 ]
 
 logger = logging.getLogger(__name__)
 
 REFERENCE_MAX_SKIPPED = 0.2  # the reference aborts when more predictions are empty
-DISTANCES = ("HD", "HD95", "HD_mm", "HD95_mm")
 UNKNOWN_SUBJECT = "unknown"
 METRICS = ("Dice", "Sens", "Spec", "HD", "HD95", "HD_mm", "HD95_mm")
 _FIELD = {
@@ -144,35 +153,24 @@ def _means(metrics: List[SliceMetrics]) -> Dict[str, tuple]:
     }
 
 
-def _no_distance_measured(out: Dict[str, float]) -> None:
-    """HD figures n/a (NaN) where no slice or subject had lesions in both masks.
-
-    Both-empty slices score HD 0 by convention (nothing to find, nothing found);
-    a mean of only such zeros (a lesion-free dataset, or every lesion missed)
-    would read as perfect boundary agreement when no distance was measured.
-    """
-    for name in DISTANCES:
-        out[name] = float("nan")
-
-
 def _strict(records) -> Dict[str, float]:
     metrics = [r["metrics"] for r in records]
     means = _means(metrics)
     lesions = [m.lesions for m in metrics]
     out = {name: means[name][0] for name in METRICS}
     measured = sum(not m.truth_empty and not m.pred_empty for m in metrics)
-    if measured == 0:
-        _no_distance_measured(out)
+    both_empty = sum(m.truth_empty and m.pred_empty for m in metrics)
     out.update(
         lesion_Sens=lesion_sensitivity(lesions),
         lesion_FP_per_slice=false_positives_per_slice(lesions),
         lesion_F1=lesion_f1(lesions),
         n_slices=len(records),
-        n_Sens_undefined=means["Sens"][2],
-        n_HD_missing=means["HD"][2],
+        n_scored=len(records) - both_empty,
+        n_both_empty=both_empty,
+        n_Sens_undefined=means["Sens"][2] - both_empty,
+        n_HD_missing=means["HD"][2] - both_empty,
         n_HD_mm=means["HD_mm"][1],
         n_HD_measured=measured,
-        n_HD_both_empty=sum(m.truth_empty and m.pred_empty for m in metrics),
     )
     return out
 
@@ -210,6 +208,32 @@ def reference_would_abort(reference: Dict[str, float]) -> bool:
     """
     n = reference["n_lesion_slices"]
     return n > 0 and reference["n_lesion_slices_empty_pred"] / n > REFERENCE_MAX_SKIPPED
+
+
+def headline(case_counts: Dict[str, Tuple[int, int, int]], lesions3d: LesionCounts) -> Dict:
+    """The figures to read first (``pwml_headline``), nnU-Net's way.
+
+    ``case_counts``: each case's (tp, fp, fn) voxel counts; ``lesions3d``: 3-D
+    lesion counts pooled over the cases. ``case_dice`` is the mean per-case Dice
+    over the cases with a lesion in the truth or the prediction; a case empty in
+    both has no Dice and is counted in ``n_cases_empty_both`` instead, so a model
+    that predicts nothing scores 0 on every case with a lesion (NaN when no
+    case has one). ``lesion_f1_3d`` is NaN when nothing was there and nothing
+    was predicted.
+    """
+    case_dice, scored, empty_both = mean_of_defined(
+        dice_from_counts(*counts) for counts in case_counts.values()
+    )
+    return {
+        "case_dice": case_dice,
+        "n_cases_scored": scored,
+        "n_cases_empty_both": empty_both,
+        "lesion_f1_3d": lesion_f1(lesions3d),
+        "lesion_sensitivity_3d": lesion_sensitivity(lesions3d),
+        "true_lesions_3d": lesions3d.true_lesions,
+        "found_3d": lesions3d.found,
+        "false_positives_3d": lesions3d.false_positives,
+    }
 
 
 def _subject_volumes(recs, subject: str):
@@ -254,8 +278,8 @@ def _subject_volume_hd(volumes):
     if volumes is None:
         return (float("nan"),) * 4
     pred, truth, spacing = volumes
-    if pred.size == 0:
-        return 0.0, 0.0, (0.0 if spacing else float("nan")), (0.0 if spacing else float("nan"))
+    if not pred.any() or not truth.any():  # no boundary on one side: no distance
+        return (float("nan"),) * 4
     hd, hd95 = hausdorff_distances(pred, truth)
     if spacing is None:
         return hd, hd95, float("nan"), float("nan")
@@ -274,12 +298,14 @@ def _subject_lesions3d(volumes) -> LesionCounts:
 
 
 def _subject3d(by_subject):
-    """(pwml_subject3d, per-subject figures, per-subject 3-D lesion counts)."""
-    per_subject, measured, both_empty, lesions3d = {}, 0, 0, {}
+    """(pwml_subject3d, per-subject figures, per-subject 3-D lesion counts, per-subject
+    (tp, fp, fn))."""
+    per_subject, measured, both_empty, lesions3d, counts = {}, 0, 0, {}, {}
     for subject, recs in by_subject.items():
         tp, fp, fn, tn = (
             sum(getattr(r["metrics"], k) for r in recs) for k in ("tp", "fp", "fn", "tn")
         )
+        counts[subject] = (tp, fp, fn)
         measured += tp + fn > 0 and tp + fp > 0
         both_empty += tp + fn + fp == 0
         volumes = _subject_volumes(recs, subject)
@@ -296,15 +322,14 @@ def _subject3d(by_subject):
         }
     means = {name: mean_of_defined(s[name] for s in per_subject.values()) for name in METRICS}
     out = {name: means[name][0] for name in METRICS}
-    if measured == 0:
-        _no_distance_measured(out)
     out.update(
         n_subjects=len(per_subject),
-        n_HD_missing=means["HD"][2],
+        n_scored=len(per_subject) - both_empty,
+        n_both_empty=both_empty,
+        n_HD_missing=means["HD"][2] - both_empty,
         n_HD_measured=measured,
-        n_HD_both_empty=both_empty,
     )
-    return out, per_subject, lesions3d
+    return out, per_subject, lesions3d, counts
 
 
 def _group_by_subject(records) -> Dict[str, List[Dict]]:
@@ -351,10 +376,11 @@ def summarize_slices(records: List[Dict]):
     """(results OrderedDict of tasks, per-subject rows) from per-slice records (`slice_record`)."""
     by_subject = _group_by_subject(records)
     reference, ref_subjects = _reference(by_subject)
-    subject3d, d3_subjects, lesions3d = _subject3d(by_subject)
+    subject3d, d3_subjects, lesions3d, case_counts = _subject3d(by_subject)
     pooled = sum((r["metrics"].lesions for r in records), LesionCounts())
     pooled3d = sum(lesions3d.values(), LesionCounts())
     results = OrderedDict()
+    results["pwml_headline"] = headline(case_counts, pooled3d)
     results["pwml_strict"] = _strict(records)
     results["pwml_reference"] = reference
     results["pwml_subject3d"] = subject3d

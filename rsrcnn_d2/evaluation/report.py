@@ -16,7 +16,7 @@ from tabulate import tabulate
 from ..data.fileio import atomic_write
 from .protocols import _FIELD, METRICS
 
-__all__ = ["SLICE_COLUMNS", "slice_row", "write_csv_atomic", "format_table"]
+__all__ = ["SLICE_COLUMNS", "slice_row", "write_csv_atomic", "format_headline", "format_table"]
 
 SLICE_COLUMNS = [
     "subject",
@@ -99,8 +99,30 @@ def write_csv_atomic(path: str, columns: List[str], rows: List[Dict]) -> None:
     atomic_write(path, write)
 
 
+def _figure(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.4f}"
+
+
+def format_headline(headline: Dict, cases: str = "cases") -> str:
+    """The line to read first (`protocols.headline`): per-case Dice and 3-D lesion F1,
+    with what they leave out."""
+    h = headline
+    empty = int(h["n_cases_empty_both"])
+    left_out = (
+        f"; {empty} {cases} empty in truth and prediction left out (no Dice)" if empty else ""
+    )
+    return (
+        f"HEADLINE  Dice per case (3-D) {_figure(h['case_dice'])} over "
+        f"{int(h['n_cases_scored'])} {cases}{left_out}\n"
+        f"          lesion F1 (3-D lesions) {_figure(h['lesion_f1_3d'])}: "
+        f"{int(h['found_3d'])}/{int(h['true_lesions_3d'])} lesions found, "
+        f"{int(h['false_positives_3d'])} false-positive components"
+    )
+
+
 def format_table(results) -> str:
-    """The three protocols side by side, plus the counts that qualify them."""
+    """The headline (when given), then the three slice protocols side by side, plus the
+    counts that qualify them."""
     tasks = [
         ("strict", "pwml_strict"),
         ("reference", "pwml_reference"),
@@ -112,29 +134,35 @@ def format_table(results) -> str:
     )
     s, r, d = results["pwml_strict"], results["pwml_reference"], results["pwml_subject3d"]
     lesion = results["pwml_lesion"]
+    head = ""
+    if "pwml_headline" in results:
+        head = format_headline(results["pwml_headline"], "subjects") + "\n\n"
     no_hd = ""
     if s["n_HD_measured"] == 0:
-        no_hd = (
-            f"HD n/a: no slice has lesions in both truth and prediction "
-            f"({s['n_HD_both_empty']:.0f} both empty, {s['n_HD_missing']:.0f} one empty)\n"
-        )
+        no_hd = "HD n/a: no slice has lesions in both truth and prediction\n"
     lesion_free = s["n_slices"] - r["n_lesion_slices"]
-    coverage = (
-        "slices with lesions only (the paper's selection)"
-        if lesion_free == 0
-        else f"{r['n_lesion_slices']:.0f} slices with lesions and {lesion_free:.0f} without"
-    )
+    if lesion_free == 0:
+        coverage = "slices with lesions only (the paper's selection)"
+    else:
+        coverage = (
+            f"{s['n_scored']:.0f} slices with a lesion in truth or prediction "
+            f"({r['n_lesion_slices']:.0f} with a true lesion); {s['n_both_empty']:.0f} slices "
+            "empty in both have no Dice or distance and are left out"
+        )
+    no_mm = s["n_HD_measured"] > 0 and s["n_HD_mm"] == 0
+    units = "HD/HD95 in pixels, HD_mm/HD95_mm in mm" + (" (NaN: spacing unknown)" if no_mm else "")
     return (
-        f"{table}\n"
-        f"covers {coverage}; HD/HD95 in pixels, HD_mm/HD95_mm in mm (NaN: spacing unknown)\n"
-        f"strict: {s['n_slices']:.0f} slices; sensitivity undefined (empty truth) on "
-        f"{s['n_Sens_undefined']:.0f}; HD missing (one mask empty) on {s['n_HD_missing']:.0f}\n"
+        f"{head}{table}\n"
+        f"covers {coverage}; {units}\n"
+        f"strict: {s['n_slices']:.0f} slices; sensitivity undefined (empty truth, lesion "
+        f"predicted) on {s['n_Sens_undefined']:.0f}; HD missing (one mask empty) on "
+        f"{s['n_HD_missing']:.0f}\n"
         f"{no_hd}"
         f"reference: skipped {r['n_skipped_empty_pred']:.0f} slices with an empty prediction "
         f"({100 * r['skipped_fraction']:.1f}%), {r['n_subjects']:.0f} subjects\n"
         f"subject 3-D: {d['n_subjects']:.0f} subjects, HD missing on {d['n_HD_missing']:.0f}\n"
         f"lesion-wise: {lesion['found']:.0f}/{lesion['true_lesions']:.0f} lesions found, "
         f"{lesion['false_positives']:.0f} false-positive components; sensitivity "
-        f"{s['lesion_Sens']:.4f}, FP/slice {s['lesion_FP_per_slice']:.4f}, "
-        f"F1 {s['lesion_F1']:.4f}"
+        f"{_figure(s['lesion_Sens'])}, FP/slice {_figure(s['lesion_FP_per_slice'])}, "
+        f"F1 {_figure(s['lesion_F1'])}"
     )

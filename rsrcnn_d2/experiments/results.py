@@ -1,7 +1,8 @@
 """Reading a run's evaluation results and tabulating them over seeds or folds.
 
-The figures are the evaluator's strict protocol (every slice counts, an empty
-prediction scores Dice 0) and lesion-wise F1, and the reference protocol; folds
+The figures are the headline (per-case Dice, lesion-wise F1 of 3-D lesions), the
+evaluator's strict protocol (every slice with a lesion in truth or prediction
+counts, an empty prediction scores Dice 0) and the reference protocol; folds
 are pooled by reading their per-slice CSVs back into records for the
 evaluator's own protocols (rsrcnn_d2.evaluation.protocols), never re-implemented.
 """
@@ -21,6 +22,7 @@ __all__ = [
     "REFERENCE_METRICS",
     "LESION3D_METRICS",
     "lesion3d_results",
+    "HEADLINE_METRICS",
     "loss_trend",
     "heads_start",
     "read_eval_results",
@@ -49,6 +51,13 @@ REFERENCE_METRICS: Tuple[Tuple[str, str, int], ...] = (
     ("slices skipped (empty prediction)", "pwml_reference/skipped_fraction", 3),
 )
 
+# the figures to read first (nnU-Net's): per-case Dice (cases empty in both left out, counted)
+# and lesion-wise F1 of 3-D lesions
+HEADLINE_METRICS: Tuple[Tuple[str, str, int], ...] = (
+    ("Dice per case (3-D)", "pwml_headline/case_dice", 3),
+    ("lesion F1, 3-D lesions", "pwml_headline/lesion_f1_3d", 3),
+)
+
 # lesion-wise figures with 2-D lesions (per slice) and 3-D lesions (per subject's stacked slices)
 LESION3D_METRICS: Tuple[Tuple[str, str, int], ...] = (
     ("lesion F1, 2-D lesions", "pwml_strict/lesion_F1", 3),
@@ -59,10 +68,11 @@ LESION3D_METRICS: Tuple[Tuple[str, str, int], ...] = (
 
 
 def lesion3d_results(subjects_csv: Union[str, Path]) -> Dict[str, float]:
-    """``pwml_lesion3d/...`` figures from the evaluator's ``pwml_subjects.csv`` (3-D counts per
-    subject, pooled)."""
+    """``pwml_lesion3d/...`` figures (3-D counts per subject, pooled) and the headline
+    ``pwml_headline/...`` (per-case Dice: subjects empty in both left out and counted) from
+    the evaluator's ``pwml_subjects.csv``."""
     where = str(subjects_csv)
-    pooled, subjects = LesionCounts(), 0
+    pooled, subjects, case_dice = LesionCounts(), 0, []
     with open(subjects_csv, newline="") as f:
         for row in csv.DictReader(f):
             pooled = pooled + LesionCounts(
@@ -71,8 +81,14 @@ def lesion3d_results(subjects_csv: Union[str, Path]) -> Dict[str, float]:
                     for k in ("true_lesions_3d", "found_3d", "predicted_3d", "false_positives_3d")
                 )
             )
+            case_dice.append(_number(row, "3d_Dice", where))
             subjects += 1
+    dice, scored, empty_both = mean_of_defined(case_dice)
     return {
+        "pwml_headline/case_dice": dice,
+        "pwml_headline/n_cases_scored": float(scored),
+        "pwml_headline/n_cases_empty_both": float(empty_both),
+        "pwml_headline/lesion_f1_3d": lesion_f1(pooled),
         "pwml_lesion3d/true_lesions": float(pooled.true_lesions),
         "pwml_lesion3d/found": float(pooled.found),
         "pwml_lesion3d/false_positives": float(pooled.false_positives),

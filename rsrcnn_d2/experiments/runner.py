@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from ..checkpoint import trained_weights
-from ..data.fileio import atomic_write_json, read_json
+from ..data.fileio import atomic_write_json, nan_for_null, read_json
 from .results import lesion3d_results, pooled_results, read_eval_results
 from .run_health import read_health
 
@@ -87,7 +87,11 @@ def train_net_command(
 def finished_result(run_dir: Union[str, Path]) -> Optional[Dict]:
     """The recorded result of a finished run, or None if the run has not finished."""
     path = Path(run_dir) / RESULT_FILE
-    return read_json(path) if path.exists() else None
+    if not path.exists():
+        return None
+    record = read_json(path)
+    record["results"] = nan_for_null(record.get("results", {}))  # JSON null: undefined
+    return record
 
 
 def train_and_record(

@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..evaluation import dice
+from ..evaluation.metrics import mean_of_defined
 from ..evaluation.lesionwise import LesionCounts, lesion_counts, lesion_f1
 from ..modeling.dcrf import DenseCRFPostprocessor
 from ..modeling.postprocessing import paste_lesions
@@ -171,7 +172,10 @@ def objective_value(
             scores.append(dice(pred, truth))
         else:
             counts = counts + lesion_counts(pred, truth)
-    return math.fsum(scores) / len(scores) if objective == "dice" else lesion_f1(counts)
+    # slices (or counts) with nothing to find and nothing found have no score; an
+    # objective must be a number, and a set where nothing is defined gives nothing to gain
+    value = mean_of_defined(scores)[0] if objective == "dice" else lesion_f1(counts)
+    return 0.0 if math.isnan(value) else value
 
 
 def mean_dice(

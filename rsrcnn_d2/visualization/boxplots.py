@@ -25,6 +25,7 @@ __all__ = [
     "VALID_RANGES",
     "read_slice_metrics",
     "read_slice_columns",
+    "slice_selection",
     "boxplot_from_csvs",
 ]
 
@@ -79,6 +80,34 @@ VALID_RANGES: Dict[str, Tuple[float, float]] = {
 PathLike = Union[str, os.PathLike]
 
 
+_UNDEFINED_WHEN_EMPTY = ("dice", "sensitivity", "hd", "hd95", "hd_mm", "hd95_mm")
+
+
+def _pixels(row: Dict[str, str], column: str) -> Optional[float]:
+    """A pixel count of a CSV row; None where the column is absent or not a number."""
+    try:
+        return float(row.get(column) or "nan") if row.get(column) is not None else None
+    except ValueError:
+        return None
+
+
+def slice_selection(csv_path: PathLike) -> str:
+    """Which slices a per-slice CSV scored: "lesion slices only" (every row has a true lesion,
+    the paper's selection), "whole volumes" (some rows have none) or "unknown" (no
+    ``truth_pixels`` column)."""
+    if not os.path.isfile(csv_path):
+        raise PWMLDataError(csv_path, "no such per-slice CSV")
+    try:
+        with open(csv_path, newline="") as f:
+            rows = csv.DictReader(f)
+            if "truth_pixels" not in (rows.fieldnames or []):
+                return "unknown"
+            lesion_free = any(_pixels(row, "truth_pixels") == 0 for row in rows)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise PWMLDataError(csv_path, f"cannot read the CSV ({e})") from e
+    return "whole volumes" if lesion_free else "lesion slices only"
+
+
 class SliceColumn(NamedTuple):
     """One metric column of a per-slice CSV: its defined values and how many were n/a."""
 
@@ -124,8 +153,11 @@ def _read_columns(csv_path, reader, metrics) -> Dict[str, SliceColumn]:
     values = {m: [] for m in metrics}
     undefined = dict.fromkeys(metrics, 0)
     for line, row in enumerate(reader, start=2):
+        # a slice empty in truth and prediction has no score; CSVs of earlier releases
+        # wrote Dice 1 and distance 0 there: left out and counted as undefined
+        both_empty = _pixels(row, "truth_pixels") == 0 and _pixels(row, "pred_pixels") == 0
         for m in metrics:
-            cell = (row[m] or "").strip()
+            cell = "" if both_empty and m in _UNDEFINED_WHEN_EMPTY else (row[m] or "").strip()
             try:
                 v = float(cell) if cell else math.nan
             except ValueError:
@@ -167,13 +199,17 @@ def boxplot_from_csvs(
     metrics: Sequence[str] = ("dice", "sensitivity"),
     title: str = "",
     log: Optional[Callable[[str], None]] = None,
+    allow_mixed_selections: bool = False,
 ) -> Path:
     """One panel per metric, one box per label (models/configs in the given order).
 
     ``csvs``: {label: path of a per-slice CSV}. Means are marked as well as
     medians: the paper's tables report means. ``log`` gets one line per box that
-    left undefined values out. Written atomically as PNG; an output that cannot
-    be written is a PWMLDataError naming it.
+    left undefined values out. CSVs that scored different slice selections
+    (`slice_selection`: the paper's lesion slices vs whole volumes) cannot share a
+    figure unless ``allow_mixed_selections``: their boxes do not measure the same
+    thing. Written atomically as PNG; an output that cannot be written is a
+    PWMLDataError naming it.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -183,6 +219,15 @@ def boxplot_from_csvs(
     if not metrics:
         raise PWMLDataError("--metrics", "no metric given")
     out = _check_output(out_png)
+    selections = {label: slice_selection(path) for label, path in csvs.items()}
+    first = next(iter(csvs))
+    other = next((k for k in csvs if selections[k] != selections[first]), None)
+    if other is not None and not allow_mixed_selections:
+        raise PWMLDataError(
+            csvs[other],
+            f"scored {selections[other]}, but {csvs[first]} scored {selections[first]}; one "
+            "figure would compare different slices (--allow-mixed-selections draws them anyway)",
+        )
     data = {label: read_slice_columns(path, metrics) for label, path in csvs.items()}
     for label, path in csvs.items():
         for m in metrics:

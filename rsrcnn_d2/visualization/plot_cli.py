@@ -6,8 +6,11 @@ Each ``--csv LABEL=PATH`` is a ``pwml_slices.csv`` written by PWMLEvaluator
     python tools/plot_results.py --csv D=output/D/inference/pwml_val/pwml_slices.csv \\
         --csv E=output/E/inference/pwml_val/pwml_slices.csv --output figures/fig2.png
 
-Empty or NaN cells (undefined for that slice) are left out and counted; a value
-outside its metric's range (Dice not in [0, 1], a negative distance) is refused.
+Empty or NaN cells (undefined for that slice) are left out and counted, as are the
+scores of slices empty in truth and prediction; a value outside its metric's range
+(Dice not in [0, 1], a negative distance) is refused. CSVs scored over different
+slice selections (the paper's lesion slices vs whole volumes) are refused in one
+figure unless --allow-mixed-selections.
 Exit status: 0 written; 2 a bad CSV, argument or output location (one line on stderr).
 The program behind ``tools/plot_results.py`` (also ``python -m rsrcnn_d2.visualization.plot_cli``).
 """
@@ -54,9 +57,20 @@ def main(argv=None) -> int:
         help="CSV columns to plot, one panel each",
     )
     parser.add_argument("--title", default="")
+    parser.add_argument(
+        "--allow-mixed-selections",
+        action="store_true",
+        help="draw CSVs that scored different slices (lesion slices only vs whole volumes) "
+        "in one figure; refused by default",
+    )
     args = parser.parse_args(argv)
     out = boxplot_from_csvs(
-        parse_csvs(args.csv), args.output, metrics=args.metrics, title=args.title, log=print
+        parse_csvs(args.csv),
+        args.output,
+        metrics=args.metrics,
+        title=args.title,
+        log=print,
+        allow_mixed_selections=args.allow_mixed_selections,
     )
     print(f"wrote {out}")
     return 0

@@ -108,15 +108,18 @@ def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort, capfd):
     ]
     true_lesions = [s["pwml_lesion3d"]["true_lesions"] for s in per_fold]
     assert pooled["pwml_lesion3d"]["true_lesions"] == sum(true_lesions) > 0
-    assert pooled["slices"] == "all slices"  # whole volumes: every slice of the 6-slice volumes
+    assert pooled["slices"].startswith("all slices")  # whole volumes: every slice of 6-slice ones
     assert pooled["pwml_strict"]["n_slices"] == 6 * len(splits["subjects"])
     assert summary["per_fold"]["1"]["Dice"] == per_fold[1]["pwml_strict"]["Dice"]
-    assert summary["pooled"]["lesion_F1_3d"] == pooled["pwml_lesion3d"]["F1"]
+    assert summary["pooled"]["lesion_F1_3d"] == pooled["headline"]["lesion_f1_3d"]
+    assert summary["pooled"]["case_Dice"] == pooled["headline"]["case_dice"]
     dice = [s["pwml_strict"]["Dice"] for s in per_fold]
     assert summary["mean"]["Dice"] == pytest.approx(sum(dice) / 2)
     assert summary["sd"]["Dice"] == pytest.approx(abs(dice[0] - dice[1]) / 2**0.5)
     md = (out / "cv_summary.md").read_text()
     assert "whole volumes" in md and "| fold 0 | fold 1 | mean ± sd | pooled OOF |" in md
+    first_row = md.split("|---|")[-1].splitlines()[1]  # the headline leads the table
+    assert first_row.startswith("| **Dice per case** (3-D; cases empty in both left out) |")
     # each fold's training health, from its health.json, in the table
     health = [json.loads((out / f"fold_{i}" / "health.json").read_text()) for i in (0, 1)]
     assert summary["health"] == {"0": health[0], "1": health[1]}
@@ -125,33 +128,52 @@ def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort, capfd):
     # the inputs were only read
     assert not any(p.name.startswith("fold_") for p in root.iterdir())
 
-    # fold 1 interrupted before it was recorded: resumed from its last checkpoint, not restarted,
-    # and its held-out cases are predicted again by the resumed model
-    import torch
-
+    # fold 1 interrupted before it was recorded: resumed from its last checkpoint with the
+    # same options, not restarted
     fold1 = out / "fold_1"
-    assert torch.load(fold1 / "model_final.pth", weights_only=False)["iteration"] == 1
     (fold1 / "result.json").unlink()
-    stale = _snapshot(fold1 / "predictions")
-    third = _run_cv(
-        capfd,
-        TINY_ROWS["B"],
-        "--dataset-root",
-        f"tiny={root}",
-        "--output",
-        out,
-        *FAST[:2],
-        "SOLVER.MAX_ITER",
-        "3",
-        *FAST[4:],
-    )
+    third = _run_cv(capfd, TINY_ROWS["B"], "--dataset-root", f"tiny={root}", "--output", out, *FAST)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
-    assert torch.load(fold1 / "model_final.pth", weights_only=False)["iteration"] == 2
-    # continued from the interrupted run's checkpoint, not restarted from scratch
     assert f"Loading from {fold1 / 'model_final.pth'}" in third.stdout + third.stderr
     assert "Starting training from iteration 2" in third.stdout + third.stderr
-    assert all(_snapshot(fold1 / "predictions")[n] > stale[n] for n in stale)
-    assert _snapshot(fold0) == after
+    assert (fold1 / "result.json").is_file() and _snapshot(fold0) == after
+    assert "fold 0: finished earlier with the same options" in third.stdout
+
+    # the 40-then-80 iterations case: finished folds asked for more iterations are not
+    # reported as finished (nor resumed into a mix): refused before anything is trained
+    longer = [*FAST[:2], "SOLVER.MAX_ITER", "3", *FAST[4:]]
+    everything = _snapshot(out)
+    fourth = _run_cv(
+        capfd, TINY_ROWS["B"], "--dataset-root", f"tiny={root}", "--output", out, *longer
+    )
+    err = fourth.stderr.strip()
+    assert fourth.returncode == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"run_cv: error: fold 0 ({fold0}): was trained with other options")
+    assert "SOLVER.MAX_ITER: 2 here, 3 asked" in err and "--retrain" in err
+    assert _snapshot(out) == everything
+    # another row on fold 1 only: fold 0, trained as row B, is not pooled under row E
+    fifth = _run_cv(
+        capfd, TINY_ROWS["E"], "--dataset-root", f"tiny={root}", "--output", out, "--folds", "1",
+        *FAST,
+    )  # fmt: skip
+    err = fifth.stderr.strip()
+    assert fifth.returncode == 2 and f"fold 0 ({fold0}): was trained with other options" in err
+    assert "MODEL." in err and "add it to --folds --retrain" in err
+    assert _snapshot(out) == everything
+    # --retrain: both folds trained again for 3 iterations, the old folders kept beside them
+    import torch
+
+    sixth = _run_cv(
+        capfd, TINY_ROWS["B"], "--dataset-root", f"tiny={root}", "--output", out, "--retrain",
+        *longer,
+    )  # fmt: skip
+    assert sixth.returncode == 0, sixth.stdout[-3000:] + sixth.stderr[-3000:]
+    for fold in (fold0, fold1):
+        assert torch.load(fold / "model_final.pth", weights_only=False)["iteration"] == 2
+        run_options = json.loads((fold / "run_options.json").read_text())
+        assert run_options["config"]["SOLVER"]["MAX_ITER"] == 3
+    kept = sorted(p.name.split(".replaced-")[0] for p in out.iterdir() if ".replaced-" in p.name)
+    assert kept == ["fold_0", "fold_1"]
 
 
 def _main():

@@ -23,7 +23,8 @@ training decisions. ``checkpoint="final"`` predicts with ``model_final.pth``
 instead (the schedule still sees the fold).
 
 Resumable: a fold with ``result.json`` is not retrained, an interrupted one is
-resumed from its last checkpoint (`train_and_record`); predictions made with
+resumed from its last checkpoint (`train_and_record`), both only if trained with
+the same options (`run_options`; otherwise refused unless ``retrain``); predictions made with
 the same weights file and test-time config are kept, and so is an evaluation
 newer than them. Folds trained by earlier runs into the same OUT (e.g. one fold
 per machine) are scored and pooled with the requested ones.
@@ -43,6 +44,7 @@ from ..data.fileio import (
     atomic_write,
     atomic_write_bytes,
     atomic_write_json,
+    nan_for_null,
     read_json,
     remove_stale_staging,
     replace_dir,
@@ -52,6 +54,7 @@ from ..data.nifti import NIFTI_ENDINGS, axis_index, read_volume, split_nifti_nam
 from ..data.register import check_prepared_root, parse_dataset_root, register_dataset_roots
 from .results import mean_sd
 from .run_health import HEALTH_NOTE, health_cell, read_health
+from .run_options import asked_options, check_run_dir, stale_options
 from .runner import RESULT_FILE, train_and_record, trained_weights
 
 __all__ = [
@@ -65,13 +68,15 @@ __all__ = [
 ]
 
 # (key, label, task and field in evaluate_folder's summary)
+# the headline first (per-case Dice of whole volumes, lesion F1 of 3-D lesions), as nnU-Net
 CV_METRICS = (
-    ("Dice", "Dice, strict (per slice)", "pwml_strict", "Dice"),
-    ("Sens", "sensitivity, strict (per slice)", "pwml_strict", "Sens"),
-    ("HD95_mm", "HD95 mm, strict (per slice)", "pwml_strict", "HD95_mm"),
-    ("Dice_3d", "Dice, per subject 3-D", "pwml_subject3d", "Dice"),
-    ("lesion_F1_2d", "lesion F1, 2-D lesions", "pwml_strict", "lesion_F1"),
-    ("lesion_F1_3d", "lesion F1, 3-D lesions", "pwml_lesion3d", "F1"),
+    ("case_Dice", "**Dice per case** (3-D; cases empty in both left out)", "headline", "case_dice"),
+    ("lesion_F1_3d", "**lesion F1**, 3-D lesions", "headline", "lesion_f1_3d"),
+    ("n_cases_empty_both", "cases empty in truth and prediction", "headline", "n_cases_empty_both"),
+    ("Dice", "Dice per slice (slices with a lesion in truth or prediction)", "pwml_strict", "Dice"),
+    ("Sens", "sensitivity per slice (same slices)", "pwml_strict", "Sens"),
+    ("HD95_mm", "HD95 mm per slice (same slices)", "pwml_strict", "HD95_mm"),
+    ("lesion_F1_2d", "lesion F1, 2-D lesions per slice", "pwml_strict", "lesion_F1"),
 )
 SCORED = (
     "whole volumes: every slice of each held-out subject's original NIfTI volume "
@@ -193,6 +198,7 @@ def predict_fold(
     checkpoint: str = "best",
     opts: Sequence[str] = (),
     log: Callable[[str], None] = print,
+    save_probabilities: bool = False,
 ) -> Path:
     """Write ``<case>.nii.gz`` masks of the fold's held-out cases and copies of their labels.
 
@@ -200,6 +206,9 @@ def predict_fold(
     overrides again (e.g. MODEL.DEVICE). Predictions made with the same weights
     file (path and mtime) and the same MODEL/INPUT/TEST keys, recorded in
     ``predictions.json``, are kept (a SOLVER change does not touch them).
+    ``save_probabilities``: also ``probabilities/<case>_prob.nii.gz``, rsrcnn-predict's
+    --save-probabilities map (whose ``>= MODEL.RSRCNN.MASK_THRESHOLD`` is the mask), for
+    rsrcnn-find-best to ensemble rows on; a case whose map is missing is predicted again.
     """
     from .. import get_rsrcnn_cfg
     from ..config import fall_back_to_cpu
@@ -208,6 +217,7 @@ def predict_fold(
     from ..inference.writers import save_volume_like, to_input_orientation
 
     predictions, references = run_dir / "predictions", run_dir / "references"
+    probabilities = run_dir / "probabilities"
     weights = _fold_weights(run_dir, checkpoint)
     cfg = get_rsrcnn_cfg(str(run_dir / "config.yaml"), [*opts, "MODEL.WEIGHTS", str(weights)])
     fall_back_to_cpu(cfg)
@@ -224,13 +234,15 @@ def predict_fold(
         image, mask = cohort.sources[case]
         _copy_file(mask, references / f"{case}{split_nifti_name(mask.name)[1]}")
         target = predictions / f"{case}.nii.gz"
-        if not (current and target.is_file()):
+        prob_file = probabilities / f"{case}_prob.nii.gz"
+        if not (current and target.is_file() and (prob_file.is_file() or not save_probabilities)):
             todo.append((case, image, target))
     if not todo:
         return predictions
-    if not current:  # other weights or overrides: none of the old masks may be scored
-        for _, _, target in todo:
+    if not current:  # other weights or overrides: none of the old masks or maps may be used
+        for case, _, target in todo:
             target.unlink(missing_ok=True)
+            (probabilities / f"{case}_prob.nii.gz").unlink(missing_ok=True)
         atomic_write_json(stamp_file, stamp)
     predictor = LesionPredictor.from_config(cfg, tta=cfg.TEST.FLIP_TTA)  # as the evaluation does
     axis = axis_index(cohort.axis)
@@ -238,10 +250,17 @@ def predict_fold(
         item = PredictionInput("nifti", image, case)
         check_input_geometry(predictor, item, axis)
         volume = read_volume(image)
-        mask, _ = predict_volume(predictor, volume.canonical, axis)
+        mask, prob = predict_volume(predictor, volume.canonical, axis)
         save_volume_like(
             to_input_orientation(mask, volume.source.affine), volume.source, target, np.uint8
         )
+        if save_probabilities:
+            save_volume_like(
+                to_input_orientation(prob, volume.source.affine),
+                volume.source,
+                probabilities / f"{case}_prob.nii.gz",
+                np.float32,
+            )
         log(f"fold {fold}: {image} -> {target}")
     return predictions
 
@@ -256,7 +275,7 @@ def _evaluate(predictions: Path, references: Path, output: Path, cohort: Cohort)
             p.stat().st_mtime for folder in (predictions, references) for p in folder.iterdir()
         ]
         if scored and done.stat().st_mtime >= max(scored):
-            return read_json(done)
+            return nan_for_null(read_json(done))
     return evaluate_folder(
         predictions,
         references,
@@ -275,9 +294,12 @@ def _pool(output: Path, folds: Sequence[int], cohort: Cohort) -> Dict:
     staging = staging_dir_for(oof)
     try:
         for fold in folds:
-            for part in ("predictions", "references"):
+            for part in ("predictions", "references", "probabilities"):
+                source = output / f"fold_{fold}" / part
+                if part == "probabilities" and not source.is_dir():
+                    continue  # only folds predicted with save_probabilities have them
                 (staging / part).mkdir(exist_ok=True)
-                for path in sorted((output / f"fold_{fold}" / part).iterdir()):
+                for path in sorted(source.iterdir()):
                     if path.name.startswith("."):
                         continue
                     try:
@@ -346,9 +368,8 @@ def format_cv_summary(record: Dict) -> str:
     lines += [
         "",
         "sd: sample standard deviation (n-1) across folds; – where undefined. "
-        "Per-slice figures count every slice of the volumes (empty slices included). "
-        + HEALTH_NOTE
-        + ".",
+        "A case or slice empty in both truth and prediction has no Dice (not 1): it is "
+        "left out of the means and counted. " + HEALTH_NOTE + ".",
     ]
     return "\n".join(lines) + "\n"
 
@@ -363,9 +384,14 @@ def run_cv(
     checkpoint: str = "best",
     env: Optional[Mapping[str, str]] = None,
     log: Callable[[str], None] = print,
+    retrain: bool = False,
 ) -> Dict:
     """Train, predict and score the requested folds (default: all); return cv_summary.json's
     content.
+
+    A fold folder trained with other options (config, overrides, cohort) is never
+    reported or resumed: `StaleRunError` names the fold and the differing keys, unless
+    ``retrain`` (a requested fold is then trained again, its old folder kept aside).
 
     ``dataset_root`` is a ``[NAME=]DIR`` spec as train_net's ``--dataset-root``;
     ``opts`` are KEY VALUE overrides for every fold (DATASETS.* and OUTPUT_DIR are
@@ -394,18 +420,30 @@ def run_cv(
     output = Path(output).absolute()
     _check_output(output, cohort)
     flags = ["--dataset-root", f"{prefix}={cohort.root}", "--num-gpus", str(num_gpus)]
+    asked = {
+        fold: asked_options(config, [*opts, *_fold_opts(prefix, fold)], flags, env)
+        for fold in range(len(cohort.folds))
+    }
+    for fold in range(len(cohort.folds)):  # every stale fold refused before any training
+        if fold not in folds:  # an earlier run's fold is pooled only if trained exactly so
+            check_run_dir(
+                output / f"fold_{fold}", asked[fold], f"fold {fold}", "add it to --folds --retrain"
+            )
+        elif not retrain:
+            check_run_dir(output / f"fold_{fold}", asked[fold], f"fold {fold}")
     per_fold = {}
     for fold in range(len(cohort.folds)):
-        run_dir = output / f"fold_{fold}"
-        if (run_dir / RESULT_FILE).is_file():
-            log(f"fold {fold}: finished earlier ({run_dir / RESULT_FILE}), not retrained")
-        elif fold in folds:
-            log(f"fold {fold}: training on {prefix}_fold{fold}_train in {run_dir}")
-            train_and_record(
-                config, run_dir, [*opts, *_fold_opts(prefix, fold)], env=env, flags=flags
-            )
-        else:
+        run_dir, fold_opts = output / f"fold_{fold}", [*opts, *_fold_opts(prefix, fold)]
+        finished = (run_dir / RESULT_FILE).is_file()
+        if fold not in folds and not finished:
             continue  # not asked for and not trained by an earlier run
+        if finished and not stale_options(run_dir, asked[fold]):
+            log(f"fold {fold}: finished earlier with the same options, not retrained")
+        else:
+            log(f"fold {fold}: training on {prefix}_fold{fold}_train in {run_dir}")
+        train_and_record(
+            config, run_dir, fold_opts, env=env, flags=flags, retrain=retrain, what=f"fold {fold}"
+        )
         predictions = predict_fold(cohort, fold, run_dir, checkpoint, opts, log)
         per_fold[fold] = _evaluate(
             predictions, run_dir / "references", run_dir / "evaluation", cohort

@@ -13,8 +13,10 @@ config.yaml and model_best.pth / model_final.pth for ensembling.
 The held-out fold is also the validation set (DATASETS.VAL): it steers the
 plateau LR schedule and picks model_best.pth, as nnU-Net validates on its
 held-out fold; --checkpoint final predicts with model_final.pth instead.
-Re-running skips finished folds and resumes an interrupted one. Exit status:
-0 done, 1 a fold's training failed, 2 bad data or arguments, 3 bad config.
+Re-running skips finished folds and resumes an interrupted one, but only those
+trained with the same config, overrides and cohort: a fold trained otherwise is
+refused (exit 2, naming the fold and the differing keys) unless --retrain. Exit
+status: 0 done, 1 a fold's training failed, 2 bad data or arguments, 3 bad config.
 The program behind ``tools/run_cv.py`` (also ``python -m rsrcnn_d2.experiments.cv_cli``).
 """
 
@@ -59,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         "loss, where kept) or model_final.pth",
     )
     p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train a requested fold again when its folder holds a run trained with other "
+        "options (the old folder is kept as fold_<i>.replaced-<time>); without it such a "
+        "fold is refused",
+    )
+    p.add_argument(
         "opts", nargs="*", metavar="KEY VALUE", help="config overrides for every fold, last"
     )
     return p
@@ -94,6 +103,7 @@ def main(argv=None) -> int:
             opts=args.opts,
             num_gpus=args.num_gpus,
             checkpoint=args.checkpoint,
+            retrain=args.retrain,
         )
     except RuntimeError as e:  # a fold's training failed; finished folds stay
         print(f"run_cv: error: {e}", file=sys.stderr)

@@ -19,6 +19,7 @@ from ..checkpoint import trained_weights
 from ..data.fileio import atomic_write_json, nan_for_null, read_json
 from .results import lesion3d_results, pooled_results, read_eval_results
 from .run_health import read_health
+from .run_options import asked_options, claim_run_dir
 
 __all__ = [
     "finished_result",
@@ -102,6 +103,8 @@ def train_and_record(
     log_file: Optional[Path] = None,
     keep_checkpoints: bool = False,
     flags: Sequence = (),
+    retrain: bool = False,
+    what: str = "",
 ) -> Dict:
     """Train (or resume) ``config`` into ``run_dir``; return {"config", "opts", "results",
     "health"} (health.json's content, see `rsrcnn_d2.engine.health`).
@@ -111,13 +114,17 @@ def train_and_record(
     The final evaluation (DATASETS.TEST) must be PWML's. Intermediate checkpoints
     are deleted once the run is recorded unless ``keep_checkpoints``;
     ``model_final.pth`` and ``model_best.pth`` stay.
+
+    A folder trained (finished or not) with other options is never reused or resumed:
+    `StaleRunError` names ``what`` (e.g. "fold 0") and the differing keys, unless
+    ``retrain`` (the old folder is then moved aside; see `run_options.claim_run_dir`).
     """
     run_dir = Path(run_dir).absolute()
+    opts = [str(o) for o in opts]
+    claim_run_dir(run_dir, asked_options(config, opts, flags, env), retrain, what)
     done = finished_result(run_dir)
     if done is not None:
         return done
-    run_dir.mkdir(parents=True, exist_ok=True)
-    opts = [str(o) for o in opts]
     cmd = train_net_command(config, run_dir, opts, flags)
     if log_file is None:
         proc = subprocess.run(cmd, env=None if env is None else dict(env))

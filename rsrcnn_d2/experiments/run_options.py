@@ -1,0 +1,177 @@
+"""What a run folder was trained with, so that a driver never reuses a result made otherwise.
+
+A sweep re-run with other options (80 iterations where the folder holds 40, row E
+where it holds row B, another cohort) must not report the old run as "finished
+earlier" under the new options, nor resume its checkpoint into a mix. Each run
+folder records ``run_options.json`` before training starts: the fully merged
+config (every key, as ``train_net`` will see it, without OUTPUT_DIR) and the
+dataset roots it was registered from. A folder trained before these records
+existed is judged by detectron2's own ``config.yaml`` dump (config keys only).
+
+Only keys present on both sides are compared: a key added by a later release
+(with a default that keeps the old behaviour) does not make every earlier run
+stale, while any value that differs does.
+"""
+
+import time
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+import yaml
+
+from ..data.errors import PWMLDataError
+from ..data.fileio import atomic_write_json, read_json
+
+__all__ = [
+    "RUN_OPTIONS_FILE",
+    "StaleRunError",
+    "asked_options",
+    "recorded_options",
+    "option_differences",
+    "stale_options",
+    "check_run_dir",
+    "claim_run_dir",
+]
+
+RUN_OPTIONS_FILE = "run_options.json"
+_SHOWN = 5  # differing keys named in the error
+# where the run is computed, not what: a CPU run resumed on a GPU is the same experiment
+_MACHINE_KEYS = ("MODEL.DEVICE",)
+# filled in by train_net from the training slices when left empty (data/slice_geometry.py)
+_FILLED_BY_TRAINING = ("INPUT.TRAIN_SLICE_SIZE", "INPUT.TRAIN_SLICE_SPACING")
+
+
+class StaleRunError(PWMLDataError):
+    """A run folder holds a run trained with other options (exit 2, bad arguments/output)."""
+
+
+def _config_tree(text: str) -> Dict:
+    tree = yaml.safe_load(text) or {}
+    tree.pop("OUTPUT_DIR", None)
+    return tree
+
+
+def asked_options(
+    config: Union[str, Path],
+    opts: Sequence = (),
+    flags: Sequence = (),
+    env: Optional[Mapping[str, str]] = None,
+) -> Dict:
+    """The options a run is about to be trained with: ``{"config": merged config tree,
+    "dataset_roots": [...]}`` (train_net's ``--dataset-root`` values and the
+    ``DETECTRON2_DATASETS`` the child will see)."""
+    from ..config import get_rsrcnn_cfg
+
+    cfg = get_rsrcnn_cfg(str(config), [str(o) for o in opts])
+    flags = [str(f) for f in flags]
+    roots = [flags[i + 1] for i, f in enumerate(flags[:-1]) if f == "--dataset-root"]
+    if env is not None and env.get("DETECTRON2_DATASETS"):
+        roots.append(f"DETECTRON2_DATASETS={env['DETECTRON2_DATASETS']}")
+    return {"config": _config_tree(cfg.dump()), "dataset_roots": roots}
+
+
+def recorded_options(run_dir: Union[str, Path]) -> Optional[Dict]:
+    """What ``run_dir`` was trained with (`asked_options`' form), or None for a fresh folder.
+
+    Folders of earlier releases: their ``config.yaml`` (detectron2's dump), roots unknown.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / RUN_OPTIONS_FILE).is_file():
+        return read_json(run_dir / RUN_OPTIONS_FILE)
+    dump = run_dir / "config.yaml"
+    if not dump.is_file():
+        return None
+    try:
+        return {"config": _config_tree(dump.read_text()), "dataset_roots": None}
+    except (OSError, yaml.YAMLError) as e:
+        raise PWMLDataError(dump, f"cannot read the run's config ({e})") from e
+
+
+def _flat(tree, prefix: str = "") -> Dict[str, object]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def option_differences(recorded: Dict, asked: Dict) -> List[str]:
+    """``["SOLVER.MAX_ITER: 40 here, 80 asked", ...]`` over the keys both sides have (the
+    device, and training geometry asked as empty = to be recorded by train_net, aside)."""
+    old, new = _flat(recorded.get("config", {})), _flat(asked.get("config", {}))
+
+    def differs(k):
+        if k not in new or k in _MACHINE_KEYS or (k in _FILLED_BY_TRAINING and not new[k]):
+            return False
+        return old[k] != new[k]
+
+    keys = [k for k in sorted(old) if differs(k)]
+    diffs = [f"{k}: {old[k]!r} here, {new[k]!r} asked" for k in keys]
+    roots = recorded.get("dataset_roots")
+    if roots is not None and roots != asked.get("dataset_roots"):
+        diffs.append(f"dataset roots: {roots} here, {asked.get('dataset_roots')} asked")
+    return diffs
+
+
+def _label(run_dir: Path, what: str) -> str:
+    return f"{what} ({run_dir})" if what else str(run_dir)
+
+
+def stale_options(run_dir: Union[str, Path], asked: Dict) -> List[str]:
+    """How what ``run_dir`` holds differs from ``asked`` (`option_differences`); [] for a
+    fresh folder or the same options."""
+    recorded = recorded_options(run_dir)
+    return option_differences(recorded, asked) if recorded is not None else []
+
+
+def check_run_dir(
+    run_dir: Union[str, Path],
+    asked: Dict,
+    what: str = "",
+    cure: str = "--retrain trains it again (the old run is kept beside it)",
+) -> List[str]:
+    """The differences between what ``run_dir`` holds and ``asked`` (none for a fresh
+    folder); `StaleRunError` naming ``what`` (e.g. "fold 0"), the differing keys and
+    ``cure`` when there are any. Nothing is written."""
+    run_dir = Path(run_dir)
+    diffs = stale_options(run_dir, asked)
+    if diffs:
+        more = f" and {len(diffs) - _SHOWN} more" if len(diffs) > _SHOWN else ""
+        raise StaleRunError(
+            _label(run_dir, what),
+            f"was trained with other options ({'; '.join(diffs[:_SHOWN])}{more}); its results "
+            f"are not reused: {cure}, or choose a new output folder",
+        )
+    return diffs
+
+
+def claim_run_dir(
+    run_dir: Union[str, Path],
+    asked: Dict,
+    retrain: bool = False,
+    what: str = "",
+    log=print,
+) -> None:
+    """Make ``run_dir`` a folder for a run with the ``asked`` options, and record them.
+
+    A folder trained with other options is refused (`check_run_dir`) unless
+    ``retrain``: then the old folder is moved aside to ``<run_dir>.replaced-<UTC
+    time>`` (nothing deleted) and the run starts afresh.
+    """
+    run_dir = Path(run_dir)
+    try:
+        check_run_dir(run_dir, asked, what)
+    except StaleRunError:
+        if not retrain:
+            raise
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
+        run_dir.rename(aside)
+        log(
+            f"{_label(run_dir, what)}: trained with other options, moved to {aside}; training again"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = run_dir / RUN_OPTIONS_FILE
+    if not record.is_file() or read_json(record) != asked:  # a finished run's files untouched
+        atomic_write_json(record, asked)

@@ -51,6 +51,8 @@ setup(
         "console_scripts": [
             "rsrcnn-predict=rsrcnn_d2.inference.cli:main",
             "rsrcnn-evaluate=rsrcnn_d2.evaluation.cli:main",
+            "rsrcnn-ensemble=rsrcnn_d2.inference.ensemble_cli:main",
+            "rsrcnn-find-best=rsrcnn_d2.experiments.find_best_cli:main",
         ]
     },
 )

@@ -178,5 +178,5 @@ def test_every_tool_program_is_also_python_m():
         for node in ast.parse(path.read_text()).body
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rsrcnn_d2.")
     }
-    assert len(programs) == 13
+    assert len(programs) == 15
     assert sorted(m for m in programs if not _runs_under_python_m(m)) == []

@@ -42,8 +42,10 @@ from pathlib import Path
 
 from .. import model_zoo
 from ..data.fileio import atomic_write_bytes, atomic_write_json, read_json
+from ..errors import report_errors
 from .intervals import interval_table, lesion_load_table
 from .run_health import HEALTH_NOTE, health_cell, health_line, read_health
+from .run_options import StaleRunError, asked_options, check_run_dir, recorded_options
 from .results import (
     LESION3D_METRICS,
     REFERENCE_METRICS,
@@ -166,6 +168,11 @@ def evaluate_trained_as(out: Path, name: str, source: str, config, opts, seed: i
     ``source`` has not finished."""
     run_dir, from_dir = out / "runs" / name / f"seed{seed}", out / "runs" / source / f"seed{seed}"
     done = finished_result(run_dir)
+    source_options = recorded_options(from_dir)
+    if done is not None and done.get("source_options", source_options) != source_options:
+        raise StaleRunError(
+            run_dir, f"evaluated weights of {from_dir} that was trained again since; move it away"
+        )
     if done is not None or finished_result(from_dir) is None:
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -174,6 +181,7 @@ def evaluate_trained_as(out: Path, name: str, source: str, config, opts, seed: i
             os.link(from_dir / file, run_dir / file)
     results = evaluate_checkpoint(config, trained_weights(run_dir), run_dir, env, opts)
     record = {"config": str(config), "opts": list(map(str, opts)), "weights_of": source}
+    record["source_options"] = source_options  # what the weights were trained with
     record["results"], record["health"] = results, read_health(run_dir)
     atomic_write_json(run_dir / "result.json", record)
     return record
@@ -437,6 +445,14 @@ def write_figures(out: Path, runs, seed: int) -> None:
         print(f"{name}: {path}")
 
 
+def _train_opts(opts, iters: int, seed: int) -> list:
+    """A run's overrides: its row's, the budget, the seed, the test split."""
+    checkpoints = max(1, iters // 4)
+    budget = ["SOLVER.MAX_ITER", iters, "SOLVER.CHECKPOINT_PERIOD", checkpoints]
+    return [*opts, *budget, "SEED", seed, "DATASETS.TEST", "('pwml_test',)"]
+
+
+@report_errors("run_ablation")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
@@ -490,6 +506,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-train", action="store_true", help="calibrate finished runs only")
     p.add_argument("--summary-only", action="store_true", help="only tabulate finished runs")
     p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train again a run whose folder holds one trained with other options (the old "
+        "folder is kept as seed<k>.replaced-<time>); without it such a run is refused (exit 2)",
+    )
+    p.add_argument(
         "--figures",
         action="store_true",
         help="also draw OUTPUT/figures/: box plots of every row and overlays of rows B, E "
@@ -507,9 +529,18 @@ def main(argv=None) -> int:
         runs[name] = (runs[row][0], opts, label)
     failed = []
     if not args.summary_only:
+        todo = [(s, name) for s in args.seeds for name in runs if name not in variants]
+        if not args.retrain:  # every run trained with other options refused before any work
+            for seed, name in todo:
+                config, opts, label = runs[name]
+                if name != CLASSICAL:
+                    check_run_dir(
+                        out / "runs" / name / f"seed{seed}",
+                        asked_options(config, _train_opts(opts, args.iters, seed), (), env),
+                        f"{label}, seed {seed}",
+                    )
         if not args.no_train:
             prepare_cohort(out, args, env)
-        todo = [(s, name) for s in args.seeds for name in runs if name not in variants]
         for i, (seed, name) in enumerate(todo, 1):
             config, opts, label = runs[name]
             run_dir = out / "runs" / name / f"seed{seed}"
@@ -524,24 +555,16 @@ def main(argv=None) -> int:
                 if name == CLASSICAL:
                     classical_run(out, seed)
                     continue
-                train_opts = [
-                    *opts,
-                    "SOLVER.MAX_ITER",
-                    args.iters,
-                    "SOLVER.CHECKPOINT_PERIOD",
-                    max(1, args.iters // 4),
-                    "SEED",
-                    seed,
-                    "DATASETS.TEST",
-                    "('pwml_test',)",
-                ]
+                train_opts = _train_opts(opts, args.iters, seed)
                 source = TRAINED_AS.get(name)
                 trained = source and finished_result(out / "runs" / source / f"seed{seed}")
                 # the other row's weights count only if trained exactly so (iterations, seed)
                 if trained and trained["opts"] == [str(o) for o in train_opts]:
                     evaluate_trained_as(out, name, source, config, opts, seed, env)
                 else:
-                    train_and_record(config, run_dir, train_opts, env=env)
+                    train_and_record(
+                        config, run_dir, train_opts, env=env, retrain=args.retrain, what=label
+                    )
                 if not args.no_calibrate:
                     calibrated_run(
                         out, name, config, opts, seed, env, args.objective, *args.calibration_trials

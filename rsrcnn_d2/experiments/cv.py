@@ -12,8 +12,11 @@ Output folder::
     OUT/fold_<i>/predictions/<case>.nii.gz   the fold model's masks of its held-out cases
                                     (predictions.json: the weights and config that made them)
     OUT/fold_<i>/references/<case>.nii[.gz]  copies of their reference labels
+    OUT/fold_<i>/probabilities/<case>_prob.nii.gz  with save_probabilities: the maps
+                                    rsrcnn-find-best averages to ensemble rows
+    OUT/fold_<i>/run_options.json   what the fold was trained with (run_options.py)
     OUT/fold_<i>/evaluation/        slices.csv, cases.csv, summary.json
-    OUT/oof/                        the same three folders for all folds' cases together
+    OUT/oof/                        the same folders for all folds' cases together
     OUT/cv_summary.json, OUT/cv_summary.md   per fold, mean ± sd across folds, pooled
 
 Validation: the held-out fold is also DATASETS.VAL, as nnU-Net validates on it:
@@ -385,6 +388,7 @@ def run_cv(
     env: Optional[Mapping[str, str]] = None,
     log: Callable[[str], None] = print,
     retrain: bool = False,
+    save_probabilities: bool = False,
 ) -> Dict:
     """Train, predict and score the requested folds (default: all); return cv_summary.json's
     content.
@@ -444,7 +448,9 @@ def run_cv(
         train_and_record(
             config, run_dir, fold_opts, env=env, flags=flags, retrain=retrain, what=f"fold {fold}"
         )
-        predictions = predict_fold(cohort, fold, run_dir, checkpoint, opts, log)
+        predictions = predict_fold(
+            cohort, fold, run_dir, checkpoint, opts, log, save_probabilities=save_probabilities
+        )
         per_fold[fold] = _evaluate(
             predictions, run_dir / "references", run_dir / "evaluation", cohort
         )

@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
         "loss, where kept) or model_final.pth",
     )
     p.add_argument(
+        "--save-probabilities",
+        "--save-prob",
+        dest="save_prob",
+        action="store_true",
+        help="also write each held-out case's probability map (fold_<i>/probabilities, pooled "
+        "in oof/probabilities) for rsrcnn-find-best's ensembles of rows",
+    )
+    p.add_argument(
         "--retrain",
         action="store_true",
         help="train a requested fold again when its folder holds a run trained with other "
@@ -104,6 +112,7 @@ def main(argv=None) -> int:
             num_gpus=args.num_gpus,
             checkpoint=args.checkpoint,
             retrain=args.retrain,
+            save_probabilities=args.save_prob,
         )
     except RuntimeError as e:  # a fold's training failed; finished folds stay
         print(f"run_cv: error: {e}", file=sys.stderr)

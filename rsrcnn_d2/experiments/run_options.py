@@ -73,11 +73,15 @@ def asked_options(
 def recorded_options(run_dir: Union[str, Path]) -> Optional[Dict]:
     """What ``run_dir`` was trained with (`asked_options`' form), or None for a fresh folder.
 
-    Folders of earlier releases: their ``config.yaml`` (detectron2's dump), roots unknown.
+    Folders of earlier releases: their ``config.yaml`` (detectron2's dump), roots unknown;
+    none for a folder that only evaluated another run's weights (``weights_of``).
     """
     run_dir = Path(run_dir)
     if (run_dir / RUN_OPTIONS_FILE).is_file():
         return read_json(run_dir / RUN_OPTIONS_FILE)
+    result = run_dir / "result.json"
+    if result.is_file() and "weights_of" in read_json(result):
+        return None  # another run's weights evaluated here: that run is the one judged
     dump = run_dir / "config.yaml"
     if not dump.is_file():
         return None

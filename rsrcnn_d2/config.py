@@ -92,16 +92,27 @@ def add_rsrcnn_config(cfg: CN) -> None:
     cfg.INPUT.TEST_RESIZE = "training_scale"
 
     # --- test-time augmentation (rsrcnn_d2/inference/ensemble.py) -----------------
-    # Horizontal-flip TTA in evaluation and CRF tuning: detections of the slice and of
-    # its mirror merged by the test NMS, their mask probabilities averaged before the
-    # CRF and the threshold. Off: the paper has none. rsrcnn-predict has it on by
-    # default (--disable-tta), as nnU-Net mirrors. (detectron2's multi-scale TEST.AUG
-    # is not used by this project.)
+    # Horizontal-flip TTA in evaluation, CRF tuning, CV prediction and rsrcnn-predict:
+    # detections of the slice and of its mirror merged by the test NMS, their mask
+    # probabilities averaged before the CRF and the threshold. Off: the paper has none.
+    # rsrcnn-predict follows it (--tta / --disable-tta override it, with a warning when the
+    # config was calibrated otherwise). (detectron2's multi-scale TEST.AUG is not used.)
     cfg.TEST.FLIP_TTA = False
     # Members (checkpoints x views) that must detect a lesion for an ensemble or TTA to keep
     # it: 0 = a majority (more than half; with one model and flip TTA, both views), n >= 1 =
     # at least n (1: any member's detection counts, detectron2's TTA; capped at the members).
     cfg.TEST.ENSEMBLE_MIN_VOTES = 0
+    # --- the inference an operating point was calibrated with (rsrcnn_d2/tuning) ----------
+    # tools/tune_operating_point.py writes these with the tuned SCORE_THRESH_TEST (and
+    # MODEL.DCRF): a threshold calibrated on one model's scores is not the threshold of a
+    # flip-TTA vote or a fold ensemble, so rsrcnn-predict warns when it runs otherwise.
+    cfg.TEST.CALIBRATED_WITH = CN()
+    # Checkpoints ensembled during the calibration; 0: the operating point was not calibrated.
+    cfg.TEST.CALIBRATED_WITH.MODELS = 0
+    # TEST.FLIP_TTA during the calibration.
+    cfg.TEST.CALIBRATED_WITH.FLIP_TTA = False
+    # Members (checkpoints x views) that had to detect a lesion to keep it (1: one model, no TTA).
+    cfg.TEST.CALIBRATED_WITH.VOTES = 0
 
     # --- LR halving on a validation-loss plateau (SOLVER.LR_SCHEDULER_NAME: WarmupPlateauLR)
     cfg.SOLVER.PLATEAU = CN()
@@ -252,7 +263,9 @@ def fall_back_to_cpu(cfg: CN) -> bool:
     """Set MODEL.DEVICE to "cpu" when it asks for CUDA that this machine lacks.
 
     Returns True when it changed the config (the caller logs it). The configs
-    keep detectron2's default "cuda" so that GPU users need no override.
+    keep detectron2's default "cuda" so that GPU users need no override; a device
+    the user names (``-device``, a ``MODEL.DEVICE`` override) goes through
+    `check_requested_device` instead, which refuses rather than falls back.
     """
     import torch
 
@@ -264,3 +277,35 @@ def fall_back_to_cpu(cfg: CN) -> bool:
             cfg.freeze()
         return True
     return False
+
+
+def device_override(opts) -> str:
+    """The MODEL.DEVICE a ``KEY VALUE`` override list sets (the last one wins); "" for none."""
+    opts = [str(o) for o in opts or ()]
+    found = [opts[i + 1] for i in range(0, len(opts) - 1, 2) if opts[i] == "MODEL.DEVICE"]
+    return found[-1] if found else ""
+
+
+def check_requested_device(device: str, option: str = "-device") -> None:
+    """Refuse a CUDA device the user asked for by name that this machine cannot give.
+
+    nnU-Net's behaviour: ``-device cuda`` without CUDA stops (exit 2, one line naming
+    ``option`` and ``device``; ``option`` is how the user asked: "-device" or
+    "MODEL.DEVICE") instead of quietly running for hours on the CPU; "cpu" works everywhere.
+    """
+    import torch
+
+    from .errors import PWMLDataError
+
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise PWMLDataError(
+            f"{option} {device}", f"CUDA is not available on this machine; use {option} cpu"
+        )
+    index = device.partition(":")[2]
+    if index.isdigit() and int(index) >= torch.cuda.device_count():
+        raise PWMLDataError(
+            f"{option} {device}",
+            f"this machine has {torch.cuda.device_count()} CUDA device(s), no {device}",
+        )

@@ -15,12 +15,20 @@ library user who imports rsrcnn_d2 keeps Python's warning settings untouched.
 """
 
 import logging
+import re
 import sys
 import warnings
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
-__all__ = ["setup_tool_logging", "quiet_known_warnings", "KNOWN_WARNINGS"]
+__all__ = [
+    "setup_tool_logging",
+    "quiet_known_warnings",
+    "echo",
+    "plain_log_files",
+    "KNOWN_WARNINGS",
+    "KNOWN_LOG_LINES",
+]
 
 FORMAT = "[%(asctime)s %(name)s %(levelname)s]: %(message)s"
 DATE_FORMAT = "%m/%d %H:%M:%S"
@@ -34,7 +42,31 @@ KNOWN_WARNINGS = (
     (DeprecationWarning, r"pkg_resources is deprecated"),
     (UserWarning, r".*torch\.fx.*"),
     (FutureWarning, r"`torch\.jit\.script` is deprecated"),
+    # torch.amp on a machine without CUDA: we run on the CPU on purpose (MODEL.DEVICE cpu)
+    (UserWarning, r".*CUDA is not available.*"),
 )
+# (logger name, message regex) of harmless third-party log lines (torch logs them, not warns)
+KNOWN_LOG_LINES = (("torch.fx._symbolic_trace", r"is_fx_tracing will return true"),)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class _DropMatching(logging.Filter):
+    def __init__(self, pattern: str):
+        super().__init__()
+        self._pattern = re.compile(pattern)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self._pattern.search(record.getMessage())
+
+
+class _NoColour(logging.Filter):
+    """Strips terminal colour codes (detectron2 highlights the config dump) from a file's lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "\x1b[" in message:
+            record.msg, record.args = _ANSI.sub("", message), None
+        return True
 
 
 class _CurrentStdout(logging.StreamHandler):
@@ -80,6 +112,35 @@ def setup_tool_logging(
 
 
 def quiet_known_warnings() -> None:
-    """Ignore `KNOWN_WARNINGS` in this (a tool's) process."""
+    """Ignore `KNOWN_WARNINGS` and `KNOWN_LOG_LINES` in this (a tool's) process."""
     for category, message in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+    for name, message in KNOWN_LOG_LINES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMatching) for f in logger.filters):
+            logger.addFilter(_DropMatching(message))
+
+
+def plain_log_files(logger: logging.Logger) -> None:
+    """Colour codes off every handler of ``logger`` that writes to a file (not the console),
+    so that log.txt reads as text."""
+    for handler in logger.handlers:
+        stream = getattr(handler, "stream", None)
+        if stream in (sys.stdout, sys.stderr) or isinstance(handler, _CurrentStdout):
+            continue
+        if not any(isinstance(f, _NoColour) for f in handler.filters):
+            handler.addFilter(_NoColour())
+
+
+def echo(text: str, name: str = "rsrcnn_d2") -> None:
+    """Print ``text`` as it is and write it to the log files `setup_tool_logging` opened for
+    ``name``: what a tool printed is in its log.txt too."""
+    print(text)
+    for handler in logging.getLogger(name).handlers:
+        if getattr(handler, "_rsrcnn_tool", False) and isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                handler.stream.write(text + "\n")
+                handler.flush()
+            finally:
+                handler.release()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, TINY_ROWS
 from rsrcnn_d2.evaluation.report import SLICE_COLUMNS
 from rsrcnn_d2.experiments import (
     mean_sd,
@@ -21,6 +21,12 @@ from rsrcnn_d2.experiments import (
     seed_summary_table,
     train_and_record,
     trained_weights,
+)
+from rsrcnn_d2.experiments.run_options import (
+    StaleRunError,
+    asked_options,
+    claim_run_dir,
+    stale_options,
 )
 
 
@@ -190,7 +196,10 @@ def test_pooled_figures_follow_the_evaluators_rules(tmp_path):
     )
     r = pooled_results([path])
     assert math.isnan(r["pwml_strict/HD"]) and math.isnan(r["pwml_reference/HD"])
-    assert r["pwml_strict/n_HD_measured"] == 0 and r["pwml_strict/Dice"] == 0.5
+    # the slice empty in both (Dice 1, HD 0 as earlier releases wrote it) has no score: the
+    # only scored slice, the missed lesion, gives 0 (not 0.5)
+    assert r["pwml_strict/n_HD_measured"] == 0 and r["pwml_strict/Dice"] == 0.0
+    assert r["pwml_strict/n_both_empty"] == 1 and r["pwml_strict/n_scored"] == 1
     assert r["pwml_reference/skipped_fraction"] == 1.0 and r["pwml_reference/n_subjects"] == 0
 
 
@@ -244,18 +253,57 @@ def test_pooled_strict_names_a_file_without_the_column(tmp_path):
 
 def test_finished_run_is_not_retrained(tmp_path):
     run = tmp_path / "run"
-    run.mkdir()
-    record = {"config": "x.yaml", "opts": [], "results": {"pwml_strict/Dice": 0.5}}
+    opts = ["SEED", "3"]
+    claim_run_dir(run, asked_options(TINY_ROWS["B"], opts))
+    record = {"config": str(TINY_ROWS["B"]), "opts": opts, "results": {"pwml_strict/Dice": 0.5}}
     (run / "result.json").write_text(json.dumps(record))
-    # a config that does not exist would fail if training were attempted
-    assert train_and_record(tmp_path / "no_such.yaml", run) == record
+    # the same options: the recorded result, no training (it would fail: no dataset)
+    assert train_and_record(TINY_ROWS["B"], run, opts) == record
+
+
+def test_a_run_trained_with_other_options_is_refused_or_retrained(tmp_path):
+    """The 40-then-80 iterations case at the runner: a finished (or interrupted) folder is not
+    reported or resumed under other options; --retrain keeps it aside and trains afresh."""
+    run = tmp_path / "run"
+    short = ["SOLVER.MAX_ITER", "40"]
+    claim_run_dir(run, asked_options(TINY_ROWS["B"], short))
+    (run / "result.json").write_text(json.dumps({"config": "B", "opts": short, "results": {}}))
+    longer = ["SOLVER.MAX_ITER", "80"]
+    with pytest.raises(StaleRunError) as e:
+        train_and_record(TINY_ROWS["B"], run, longer, what="fold 0")
+    assert str(e.value).startswith(f"fold 0 ({run}): was trained with other options")
+    assert "SOLVER.MAX_ITER: 40 here, 80 asked" in str(e.value) and "--retrain" in str(e.value)
+    with pytest.raises(StaleRunError, match="MODEL.ROI_MASK_HEAD"):  # another row, same folder
+        train_and_record(TINY_ROWS["E"], run, short)
+    with pytest.raises(StaleRunError, match=r"dataset roots: \[\] here"):  # another cohort
+        train_and_record(TINY_ROWS["B"], run, short, env={"DETECTRON2_DATASETS": "/elsewhere"})
+    assert (run / "result.json").is_file()  # refused: nothing moved, nothing trained
+    claim_run_dir(run, asked_options(TINY_ROWS["B"], longer), retrain=True, log=lambda m: None)
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert (aside / "result.json").is_file() and not (run / "result.json").exists()
+    assert json.loads((run / "run_options.json").read_text())["config"]["SOLVER"]["MAX_ITER"] == 80
+    # a folder of an earlier release: judged by detectron2's config.yaml dump; the device and
+    # the training geometry train_net fills in are not differences
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    from rsrcnn_d2.config import get_rsrcnn_cfg
+
+    cfg = get_rsrcnn_cfg(str(TINY_ROWS["B"]), short)
+    cfg.MODEL.DEVICE, cfg.INPUT.TRAIN_SLICE_SIZE = "cpu", [222, 222]
+    (legacy / "config.yaml").write_text(cfg.dump())
+    assert stale_options(legacy, asked_options(TINY_ROWS["B"], short)) == []
+    assert stale_options(legacy, asked_options(TINY_ROWS["B"], longer)) == [
+        "SOLVER.MAX_ITER: 40 here, 80 asked"
+    ]
 
 
 def test_failed_training_raises_and_records_nothing(tmp_path):
+    # the child fails (no such dataset registered): one error, no result
+    opts = ["DATASETS.TRAIN", "('no_such_dataset',)"]
     with pytest.raises(RuntimeError, match="failed"):
-        train_and_record(tmp_path / "no_such.yaml", tmp_path / "run", log_file=tmp_path / "log.txt")
+        train_and_record(TINY_ROWS["B"], tmp_path / "run", opts, log_file=tmp_path / "log.txt")
     assert not (tmp_path / "run" / "result.json").exists()
-    assert "no_such.yaml" in (tmp_path / "log.txt").read_text()
+    assert "no_such_dataset" in (tmp_path / "log.txt").read_text()
 
 
 def test_training_runs_the_package_module_not_a_repository_script(tmp_path, monkeypatch):
@@ -275,6 +323,7 @@ def test_training_runs_the_package_module_not_a_repository_script(tmp_path, monk
 
     health = {"verdict": "heads_never_trained", "first_foreground_iteration": None}
     monkeypatch.setattr(runner.subprocess, "run", train)
+    monkeypatch.setattr(runner, "asked_options", lambda *a: {"config": {}, "dataset_roots": []})
     record = train_and_record("cfg.yaml", run_dir, ["SEED", 1], flags=["--num-gpus", 2])
     assert seen == [
         [
@@ -405,6 +454,10 @@ def test_ablation_runs_then_resumes_without_retraining(tmp_path, capfd):
     assert "bootstrap intervals over the test subjects" in summary
     assert "Training health: " in summary and "| health |" in summary
     assert json.loads((out / "summary.json").read_text())["rows"]["E"]["calibrated"]
+    # more iterations asked of finished runs: refused before any work, naming run and key
+    third = _in_process(capfd, main, *[3 if a == 2 else a for a in args])
+    assert third.returncode == 2 and "SOLVER.MAX_ITER: 2 here, 3 asked" in third.stderr
+    assert "seed 0 (" in third.stderr and result.stat().st_mtime_ns == stamp
 
 
 def _slice_folder(root, subjects=3):

@@ -465,6 +465,10 @@ def _checkpoint(path, seed):
     return path
 
 
+def args_of(*weights, out="o"):
+    return ["-i", "x.nii.gz", "-o", out, "--config-file", CONFIG, "--weights", *map(str, weights)]
+
+
 def test_several_checkpoints_and_tta_make_one_ensemble(tmp_path, monkeypatch):
     from rsrcnn_d2.inference.ensemble import LesionEnsemble
 
@@ -494,9 +498,12 @@ def test_several_checkpoints_and_tta_make_one_ensemble(tmp_path, monkeypatch):
         ]
     )
     cli.build_predictor(args)
+    # no --tta / --disable-tta: the predictor takes the config's TEST.FLIP_TTA (issue 23)
     assert (
-        built["weights"] == [str(a), str(b)] and built["tta"] is True and built["device"] == "cpu"
+        built["weights"] == [str(a), str(b)] and built["tta"] is None and built["device"] == "cpu"
     )
+    cli.build_predictor(cli.parse_args([*args_of(a, b), "--tta"]))
+    assert built["tta"] is True
     args = cli.parse_args(
         [
             "-i",
@@ -590,3 +597,86 @@ def test_continue_never_takes_an_input_file_for_a_finished_output(volumes, monke
     )
     err = capsys.readouterr().err
     assert code == 1 and "plain.nii.gz: refusing to overwrite an input file" in err
+
+
+# ------------------------------------------------- issue 23: the inference calibrated with
+def _tuned_config(tmp_path, flip_tta: bool, votes: int) -> Path:
+    """Row E's config as tools/tune_operating_point.py writes it after calibrating with
+    ``flip_tta`` (one checkpoint, ``votes`` members agreeing)."""
+    from rsrcnn_d2 import get_rsrcnn_cfg
+    from rsrcnn_d2.inference.calibration import InferenceSettings, calibration_record
+    from rsrcnn_d2.tuning import write_tuned_config
+
+    record = calibration_record(get_rsrcnn_cfg(CONFIG), InferenceSettings(flip_tta, 1, votes))
+    return write_tuned_config(
+        tmp_path / "E_tuned.yaml", CONFIG, None, score_threshold=0.35, inference=record
+    )
+
+
+@pytest.mark.parametrize(
+    "flag, running, warned",
+    [
+        ([], "flip TTA on (from the config), 1 model, ensemble votes 2 of 2 members", False),
+        (["--tta"], "flip TTA on (from --tta), 1 model, ensemble votes 2 of 2 members", False),
+        (
+            ["--disable-tta"],
+            "flip TTA off (from --disable-tta), 1 model, no ensemble vote",
+            True,
+        ),
+    ],
+)
+def test_predict_runs_the_inference_its_config_was_calibrated_with(
+    tmp_path, capsys, flag, running, warned
+):
+    """Row E calibrated with flip TTA: predict runs it so unless told otherwise, says what
+    runs in one line, and warns when the user's choice is not what was calibrated."""
+    from rsrcnn_d2.tool_setup import setup_tool_logging
+
+    tuned = _tuned_config(tmp_path, flip_tta=True, votes=2)
+    weights = _checkpoint(tmp_path / "e.pth", 0)
+    setup_tool_logging()
+    args = ["-i", "x.nii.gz", "-o", str(tmp_path / "o"), "--config-file", str(tuned)]
+    predictor = cli.build_predictor(cli.parse_args([*args, "--weights", str(weights), *flag]))
+    assert predictor.inference.flip_tta is (flag != ["--disable-tta"])
+    out = capsys.readouterr().out.splitlines()
+    lines = [ln.split("]: ", 1)[1] for ln in out if " rsrcnn_d2.inference.calibration " in ln]
+    verdict = "NOT as the operating point was calibrated" if warned else "as the operating point"
+    assert lines[0].startswith(f"inference: {running}; {verdict}")
+    if warned:
+        assert lines[1] == (
+            "the operating point (MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.35) was calibrated with "
+            "flip TTA on, 1 model, ensemble votes 2 of 2 members, this run uses flip TTA off, "
+            "1 model, no ensemble vote: the threshold was chosen for other scores (calibrate "
+            "again with tools/tune_operating_point.py and the same settings, or run as "
+            "calibrated)"
+        )
+    assert len(lines) == 1 + warned
+
+
+def test_predict_warns_when_an_ensemble_replaces_the_calibrated_single_model(tmp_path, capsys):
+    from rsrcnn_d2.tool_setup import setup_tool_logging
+
+    tuned = _tuned_config(tmp_path, flip_tta=False, votes=1)
+    a, b = _checkpoint(tmp_path / "a.pth", 0), _checkpoint(tmp_path / "b.pth", 1)
+    setup_tool_logging()
+    args = ["-i", "x.nii.gz", "-o", str(tmp_path / "o"), "--config-file", str(tuned)]
+    predictor = cli.build_predictor(cli.parse_args([*args, "--weights", str(a), str(b)]))
+    assert (predictor.inference.models, predictor.inference.flip_tta) == (2, False)
+    out = capsys.readouterr().out
+    assert "inference: flip TTA off (from the config), 2 models, ensemble votes 2 of 2" in out
+    assert "was calibrated with flip TTA off, 1 model, no ensemble vote, this run uses" in out
+
+
+def test_an_uncalibrated_config_says_so_and_tta_follows_it(tmp_path, capsys):
+    from rsrcnn_d2.tool_setup import setup_tool_logging
+
+    weights = _checkpoint(tmp_path / "e.pth", 0)
+    setup_tool_logging()
+    predictor = cli.build_predictor(cli.parse_args(args_of(weights, out=str(tmp_path / "o"))))
+    assert predictor.inference.flip_tta is False  # row E's TEST.FLIP_TTA, no longer forced on
+    out = capsys.readouterr().out
+    assert (
+        "inference: flip TTA off (from the config), 1 model, no ensemble vote; operating point "
+        "not calibrated (no TEST.CALIBRATED_WITH)" in out
+    )
+    assert "WARNING" not in out

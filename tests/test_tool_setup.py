@@ -66,6 +66,7 @@ KNOWN_SAMPLES = [
     (DeprecationWarning, "pkg_resources is deprecated as an API."),
     (UserWarning, "Was not able to add assertion to guard the torch.fx graph"),
     (FutureWarning, "`torch.jit.script` is deprecated. Please switch to `torch.compile`"),
+    (UserWarning, "torch.cuda.amp.GradScaler is enabled, but CUDA is not available.  Disabling."),
 ]
 
 
@@ -91,3 +92,36 @@ def test_the_test_run_hides_the_known_warnings_and_no_other():
         "rsrcnn_d2 test: a future change of ours",
         "rsrcnn_d2 test: something of ours",
     ]
+
+
+def test_what_a_tool_prints_is_in_its_log_file(tmp_path, capsys):
+    from rsrcnn_d2.tool_setup import echo
+
+    setup_tool_logging(tmp_path / "log.txt")
+    echo("HEADLINE  Dice per case (3-D) 0.0000\n| table |")
+    assert capsys.readouterr().out == "HEADLINE  Dice per case (3-D) 0.0000\n| table |\n"
+    assert (tmp_path / "log.txt").read_text() == "HEADLINE  Dice per case (3-D) 0.0000\n| table |\n"
+
+
+def test_known_third_party_log_lines_are_dropped_and_no_other(caplog):
+    quiet_known_warnings()
+    fx = logging.getLogger("torch.fx._symbolic_trace")
+    with caplog.at_level(logging.WARNING):
+        fx.warning("is_fx_tracing will return true for both fx.symbolic_trace and torch.export.")
+        fx.warning("a different torch.fx warning")
+    assert [r.getMessage() for r in caplog.records] == ["a different torch.fx warning"]
+
+
+def test_colour_codes_stay_out_of_log_files_only(tmp_path, capsys):
+    from rsrcnn_d2.tool_setup import plain_log_files
+
+    logger = logging.getLogger("rsrcnn_d2_test_colour")
+    logger.propagate = False
+    console = logging.StreamHandler(__import__("sys").stdout)
+    file = logging.StreamHandler(open(tmp_path / "log.txt", "w"))  # as detectron2 opens it
+    logger.handlers = [console, file]
+    plain_log_files(logger)
+    logger.warning("config:\n\x1b[38;5;197mMODEL\x1b[39m: %s", "x")
+    file.stream.close()
+    assert (tmp_path / "log.txt").read_text() == "config:\nMODEL: x\n"
+    assert "\x1b[38;5;197m" in capsys.readouterr().out

@@ -127,8 +127,14 @@ def test_train_evaluate_and_resume(cohort_root, tmp_path):
         "1",
         "SOLVER.WARMUP_ITERS",
         "0",
+        "TEST.CALIBRATED_WITH.MODELS",  # as if fine-tuned from a tuned config
+        "1",
     )
     assert "validation_loss" in log
+    # new weights: the tuned config's calibration is not theirs, and evaluation says so
+    assert "MODELS: 0" in (out / "config.yaml").read_text().split("CALIBRATED_WITH:")[1]
+    assert "inference: flip TTA off (from the config), 1 model, no ensemble vote; " in log
+    assert "operating point not calibrated" in log
     # our own log lines reach the console and log.txt
     assert (
         "is the best so far: saved" in log and "is the best so far" in (out / "log.txt").read_text()
@@ -147,6 +153,15 @@ def test_train_evaluate_and_resume(cohort_root, tmp_path):
     assert "PWML evaluation on pwml_" in (out / "log.txt").read_text()
     assert "lesion-wise:" in (out / "log.txt").read_text()
     assert (out / "inference" / "pwml_val" / "pwml_slices.csv").exists()
+    # log.txt reads as text: the config dump without the console's colour codes
+    assert "Running with full config" in (out / "log.txt").read_text()
+    assert "\x1b[" not in (out / "log.txt").read_text()
+    # the console ends with where the figures and the health report are; no known noise
+    csv_line = (
+        f"per-slice figures of pwml_val: {out / 'inference' / 'pwml_val' / 'pwml_slices.csv'}"
+    )
+    assert csv_line in log and f"training health: {out / 'health.json'}" in log
+    assert "is_fx_tracing" not in log
     first = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
     assert first["iteration"] == 5
     first_hooks = first["trainer"]["hooks"]
@@ -499,3 +514,17 @@ def test_the_tool_refuses_a_missing_config_in_exactly_one_line(tmp_path):
     )
     assert proc.returncode == 3
     assert proc.stderr == "train_net.py: error: missing.yaml: config file does not exist\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")
+def test_an_explicit_cuda_device_without_cuda_is_one_line_exit_2(tmp_path, capsys):
+    """nnU-Net's behaviour: asked for by name, CUDA that is not there stops the program instead
+    of training for hours on the CPU (a config's own default still falls back)."""
+    from rsrcnn_d2.engine.train_net import cli
+
+    code = cli(["--config-file", str(TINY_ROWS["E"]), "MODEL.DEVICE", "cuda",
+                "OUTPUT_DIR", str(tmp_path / "out")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("train_net.py: error: MODEL.DEVICE cuda: CUDA is not available")
+    assert not (tmp_path / "out").exists()

@@ -2,9 +2,6 @@
 config."""
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -17,12 +14,12 @@ from rsrcnn_d2 import get_rsrcnn_cfg
 from rsrcnn_d2.data import (
     build_pwml_test_loader,
     convert_pwml,
-    register_all_pwml,
     register_pwml_root,
     write_synthetic_cohort,
 )
 from rsrcnn_d2.modeling.postprocessing import paste_lesions
 from rsrcnn_d2.tuning import (
+    CachedSlice,
     collect_predictions,
     crf_from_params,
     load_prediction_cache,
@@ -34,7 +31,6 @@ from rsrcnn_d2.tuning import (
     write_tuned_config,
 )
 
-TUNE_DCRF = REPO / "tools" / "tune_dcrf.py"
 # every detection kept: an untrained network's scores are low
 OPTS = ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.DCRF.NAME", "")
 FAST = dict(init_points=2, n_iter=2, seed=0)
@@ -163,17 +159,24 @@ def test_tuned_config_loads_with_the_best_params(tmp_path):
     assert cfg.MODEL.DCRF.BILATERAL_COMPAT == 10.0
 
 
-def test_tuned_config_with_a_relative_base_loads_from_anywhere(tmp_path, monkeypatch):
+def test_a_tuned_config_copied_to_another_folder_still_loads(tmp_path, monkeypatch):
+    """Issue 23: the _BASE_ is absolute; a relative one broke as soon as the file moved."""
+    import shutil
+
     base = tmp_path / "configs" / "base.yaml"
     base.parent.mkdir()
     base.write_text(f"_BASE_: {TINY_ROWS['D']}\n")
     out = write_tuned_config(
         tmp_path / "output" / "run" / "tuned.yaml", base, {"l1": 1.5, "l2": 3.0, "c1": 9.0, "e1": 2}
     )
-    assert "_BASE_: ../../configs/base.yaml" in out.read_text()
+    assert f"_BASE_: {base}\n" in out.read_text()
+    copy = tmp_path / "shared" / "tuned.yaml"
+    copy.parent.mkdir()
+    shutil.copy(out, copy)
     monkeypatch.chdir(REPO)
-    cfg = get_rsrcnn_cfg(str(out))
-    assert cfg.MODEL.DCRF.ITERATIONS == 2 and cfg.MODEL.ROI_MASK_HEAD.NAME == "LRSNetHead"
+    for path in (out, copy):
+        cfg = get_rsrcnn_cfg(str(path))
+        assert cfg.MODEL.DCRF.ITERATIONS == 2 and cfg.MODEL.ROI_MASK_HEAD.NAME == "LRSNetHead"
 
 
 def test_prediction_cache_round_trip_and_key(toy, tmp_path):
@@ -196,6 +199,54 @@ def _load_tool():
     return cli
 
 
+def _one_lesion_found():
+    """A hand-made cached slice: a 4x4 lesion that detection 0 covers exactly (score 0.9)."""
+    truth = torch.zeros(32, 32, dtype=torch.bool)
+    truth[8:12, 8:12] = True
+    return CachedSlice(
+        file_name="s.npy",
+        mask_probs=torch.ones(1, 1, 28, 28),
+        network_boxes=torch.tensor([[8.0, 8.0, 12.0, 12.0]]),
+        network_image=torch.zeros(32, 32),
+        truth=truth,
+        scores=torch.tensor([0.9]),
+    )
+
+
+def _found(monkeypatch):
+    """The tool's network pass replaced by `_one_lesion_found` (the model is still built)."""
+    from rsrcnn_d2.tuning import cli
+
+    monkeypatch.setattr(
+        cli, "collect_predictions", lambda model, loader, progress=False: [_one_lesion_found()]
+    )
+
+
+def test_tune_dcrf_says_when_it_found_nothing(toy, tmp_path, capsys):
+    """Issue 23: no detection at any point (the threshold 1.0 keeps none) is no calibration:
+    exit 1, one line, no tuned config, the trials recorded with no best point."""
+    out, cache = tmp_path / "tuned.yaml", tmp_path / "val_probs.pt"
+    args = ["--config-file", str(TINY_ROWS["E"]), "--output", str(out), "--cache", str(cache)]
+    args += ["--init-points", "1", "--n-iter", "0", "--dataset", "toy_val", "--no-progress"]
+    args += ["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1.0"]
+    assert _load_tool().tune_dcrf_main(args) == 1
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith(
+            "tune_dcrf: error: toy_val: none of 2 operating points scores above predicting no "
+            "lesion (strict mean Dice (every slice counts) 0.0000, no lesion: 0.0000): nothing to "
+            "calibrate, no tuned config written"
+        )
+    )
+    assert not out.exists() and cache.exists()  # the network's pass is kept for a rerun
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["best"] is None and summary["empty_prediction_value"] == 0.0
+    assert [t["dice"] for t in summary["trials"]] == [0.0, 0.0]
+    assert summary["trials"][0] == {"l1": 2.0, "l2": 4.0, "c1": 6.0, "e1": 1, "dice": 0.0}
+
+
 def test_tune_dcrf_cli_writes_a_usable_config_and_reuses_its_cache(toy, tmp_path, monkeypatch):
     out, cache = tmp_path / "tuned.yaml", tmp_path / "val_probs.pt"
     args = [
@@ -210,47 +261,42 @@ def test_tune_dcrf_cli_writes_a_usable_config_and_reuses_its_cache(toy, tmp_path
         "--n-iter",
         "1",
         "--dataset",
-        "pwml_val",
+        "toy_val",
         "MODEL.DEVICE",
         "cpu",
         "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-        "0.0",
+        "0.5",
     ]
-    env = dict(os.environ, DETECTRON2_DATASETS=str(toy["root"]), OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, str(TUNE_DCRF), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "no CRF:" in proc.stdout and "config's CRF params:" in proc.stdout
+    tool = _load_tool()
+    with monkeypatch.context() as patch:
+        _found(patch)
+        assert tool.tune_dcrf_main(args) == 0
     summary = json.loads(out.with_suffix(".json").read_text())
     cfg = get_rsrcnn_cfg(str(out))
     assert cfg.MODEL.DCRF.NAME == "DenseCRFPostprocessor"
     assert cfg.MODEL.DCRF.GAUSSIAN_SXY == summary["best"]["l1"]
     assert cfg.MODEL.DCRF.ITERATIONS == summary["best"]["e1"]
-    assert summary["best"]["dice"] >= summary["start"]["dice"]
+    assert summary["best"]["dice"] >= summary["start"]["dice"] > 0
+    assert summary["no_crf_dice"] == 1.0  # the lesion, exactly
+    # calibrated with one model, no TTA: recorded so that rsrcnn-predict can check it
+    assert (cfg.TEST.FLIP_TTA, dict(cfg.TEST.CALIBRATED_WITH)) == (
+        False,
+        {"MODELS": 1, "FLIP_TTA": False, "VOTES": 1},
+    )
     assert cache.exists()
 
     # a second run reads the cache: the network is never built
-    tool = _load_tool()
     monkeypatch.setattr(
         tool.LesionPredictor,
         "from_config",
         classmethod(lambda cls, *a, **kw: pytest.fail("network rebuilt")),
     )
-    register_pwml_root(toy["root"] / "pwml", prefix="pwml")
-    try:
-        assert tool.tune_dcrf_main(args) == 0
-    finally:
-        register_all_pwml()  # pwml_* back to $DETECTRON2_DATASETS/pwml for other tests
+    assert tool.tune_dcrf_main(args) == 0
     assert json.loads(out.with_suffix(".json").read_text())["best"] == summary["best"]
 
 
 # ------------------------------------------------------------------ bad config / weights (issue 11)
-def test_tune_dcrf_refuses_weights_of_another_row(toy, tmp_path, capsys):
+def test_tune_dcrf_refuses_weights_of_another_row(toy, tmp_path, capsys, monkeypatch):
     torch.manual_seed(0)
     weights = tmp_path / "rowE.pth"
     torch.save({"model": build_model(tiny_cfg("E")).state_dict()}, weights)
@@ -278,6 +324,7 @@ def test_tune_dcrf_refuses_weights_of_another_row(toy, tmp_path, capsys):
     )
     assert not out.exists()
     # the flag loads what fits and tunes
+    _found(monkeypatch)
     assert _load_tool().tune_dcrf_main(["--allow-partial-weights", *args]) == 0
     assert out.is_file()
 

@@ -190,3 +190,119 @@ def test_the_tool_writes_the_calibrated_point_and_never_a_worse_one(cohort, tmp_
     assert "DCRF" not in out_b.read_text()
     assert get_rsrcnn_cfg(str(out_b)).MODEL.DCRF.NAME == ""
     assert trials_b["best"]["value"] >= trials_b["start"]["value"]
+
+
+# ------------------------------------------------ issue 23: nothing found; the calibrated inference
+def _cached(monkeypatch, slices):
+    """The tool's network pass replaced by hand-made cached slices (the model is still built
+    and its weights loaded): the calibration's figures are then known exactly."""
+    from rsrcnn_d2.tuning import cli
+
+    monkeypatch.setattr(cli, "collect_predictions", lambda model, loader, progress=False: slices)
+
+
+def _row_b_weights(tmp_path):
+    torch.manual_seed(0)
+    weights = tmp_path / "b.pth"
+    torch.save({"model": build_model(tiny_cfg("B")).state_dict()}, weights)
+    return weights
+
+
+def test_a_calibration_that_finds_nothing_writes_no_tuned_config(
+    cohort, tmp_path, monkeypatch, capsys
+):
+    import json
+
+    # the only detection is the false positive: every threshold scores Dice 0
+    lonely = _slice([0.3, 0.9])
+    lonely.mask_probs, lonely.network_boxes = lonely.mask_probs[1:], lonely.network_boxes[1:]
+    lonely.scores = lonely.scores[1:]
+    _cached(monkeypatch, [lonely])
+    out = tmp_path / "B_tuned.yaml"
+    args = _args(TINY_ROWS["B"], out, "--weights", str(_row_b_weights(tmp_path)))
+    assert tune_main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(
+        "tune_operating_point: error: op_val: none of 23 operating points scores above "
+        "predicting no lesion (strict mean Dice (every slice counts) 0.0000, no lesion: 0.0000): "
+        "nothing to calibrate, no tuned config written"
+    )
+    assert not out.exists()
+    trials = json.loads(out.with_suffix(".json").read_text())
+    assert trials["best"] is None and trials["empty_prediction_value"] == 0.0
+    assert {t["value"] for t in trials["trials"]} == {0.0}
+
+
+def test_the_empty_prediction_is_what_a_calibration_must_beat():
+    from rsrcnn_d2.tuning.operating_point import empty_prediction_value
+
+    s = _slice([0.6, 0.3])
+    assert empty_prediction_value([s], "dice") == 0.0  # a lesion slice, nothing predicted
+    assert empty_prediction_value([s], "lesion_f1") == 0.0  # one lesion missed
+    found = tune_operating_point([s], 0.7, None)
+    assert found.empty_value == 0.0 and not found.found_nothing
+    nothing = tune_operating_point([_slice([0.01, 0.02])], 0.7, None)  # below every grid point
+    assert nothing.best_value == 0.0 and nothing.found_nothing
+
+
+@pytest.mark.parametrize(
+    "tta, best, record",
+    [
+        # one model: the false positive (0.3) is dropped from 0.35 up
+        (False, 0.35, {"MODELS": 1, "FLIP_TTA": False, "VOTES": 1}),
+        # flip TTA: the false positive has one view's vote of two, the lesion both from 0.05 up
+        (True, 0.05, {"MODELS": 1, "FLIP_TTA": True, "VOTES": 2}),
+    ],
+)
+def test_the_tuned_config_runs_the_inference_it_was_calibrated_with(
+    cohort, tmp_path, monkeypatch, capsys, tta, best, record
+):
+    import shutil
+
+    from rsrcnn_d2.inference import LesionPredictor
+    from rsrcnn_d2.inference.calibration import (
+        InferenceSettings,
+        calibrated_with,
+        calibration_mismatch,
+    )
+
+    member = [[0.6, 0.5], [0.3, 0.0]] if tta else None
+    _cached(monkeypatch, [_slice([0.6, 0.3], member=member, min_votes=2 if tta else 1)])
+    out = tmp_path / "run" / "B_tuned.yaml"
+    args = _args(TINY_ROWS["B"], out, "--weights", str(_row_b_weights(tmp_path)))
+    assert tune_main([*args, "TEST.FLIP_TTA", str(tta)]) == 0
+    assert "score thresholds" in capsys.readouterr().err  # the grid's progress bar
+    # point 4: an absolute _BASE_, so a copy in another folder loads the same config
+    elsewhere = tmp_path / "shared" / "copy.yaml"
+    elsewhere.parent.mkdir()
+    shutil.copy(out, elsewhere)
+    for path in (out, elsewhere):
+        cfg = get_rsrcnn_cfg(str(path), ["MODEL.DEVICE", "cpu"])
+        assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == best
+        assert cfg.MODEL.ROI_HEADS.NAME == "ReferenceSamplingROIHeads"  # from the base
+        assert cfg.TEST.FLIP_TTA is tta and dict(cfg.TEST.CALIBRATED_WITH) == record
+    text = out.read_text()
+    assert ("ENSEMBLE_MIN_VOTES: 0" in text) is tta  # only where members vote
+    assert f"# calibrated with: flip TTA {'on' if tta else 'off'}, 1 model" in text
+    # point 5: built from the tuned config, the predictor runs what was calibrated
+    settings = calibrated_with(cfg)
+    assert settings == InferenceSettings(tta, 1, 2 if tta else 1)
+    assert LesionPredictor.from_config(cfg).inference == settings
+    assert calibration_mismatch(cfg, settings) is None
+    other = InferenceSettings(not tta, 1, 1 if tta else 2)
+    assert f"was calibrated with flip TTA {'on' if tta else 'off'}" in calibration_mismatch(
+        cfg, other
+    )
+
+
+def test_a_calibration_record_does_not_invalidate_a_prediction_cache(cohort):
+    """TEST.CALIBRATED_WITH says how an earlier point was calibrated; the network's outputs do
+    not depend on it, so re-tuning a tuned config reuses the cache of its base."""
+    from rsrcnn_d2.tuning import prediction_cache_key
+
+    plain = tiny_cfg("B")
+    recorded = tiny_cfg("B", "TEST.CALIBRATED_WITH.MODELS", "1", "TEST.CALIBRATED_WITH.VOTES", "1")
+    flipped = tiny_cfg("B", "TEST.FLIP_TTA", "True")
+    key = prediction_cache_key(plain, "op_val", "")
+    assert prediction_cache_key(recorded, "op_val", "") == key
+    assert prediction_cache_key(flipped, "op_val", "")["config_sha256"] != key["config_sha256"]

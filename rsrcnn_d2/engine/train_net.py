@@ -25,16 +25,17 @@ from detectron2.utils.logger import setup_logger
 
 import rsrcnn_d2
 from rsrcnn_d2.checkpoint import load_model_weights, load_trainer_weights
-from rsrcnn_d2.config import fall_back_to_cpu
+from rsrcnn_d2.config import check_requested_device, device_override, fall_back_to_cpu
 from rsrcnn_d2.data import PWMLDatasetMapper, build_pwml_test_loader, build_pwml_train_loader
 from rsrcnn_d2.data.augmentation import build_pwml_augmentations
 from rsrcnn_d2.data.mapper import head_crop_margin
 from rsrcnn_d2.data.register import register_dataset_roots
 from rsrcnn_d2.errors import ConfigError, PWMLDataError, exit_code_of, report_errors
 from rsrcnn_d2.evaluation import PWMLEvaluator
+from rsrcnn_d2.inference.calibration import InferenceSettings, log_inference
 from rsrcnn_d2.inference.ensemble import with_flip_tta
 from rsrcnn_d2.solver import PlateauTracker, build_lr_scheduler, build_optimizer
-from rsrcnn_d2.tool_setup import quiet_known_warnings
+from rsrcnn_d2.tool_setup import plain_log_files, quiet_known_warnings
 
 from .ddp import cpu_ddp_support, prepare_cpu_workers, set_worker_threads
 from .health import HeadHealthHook
@@ -74,8 +75,11 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """detectron2's evaluation, with horizontal-flip TTA when TEST.FLIP_TTA is on."""
-        return super().test(cfg, with_flip_tta(cfg, model), evaluators)
+        """detectron2's evaluation, with horizontal-flip TTA when TEST.FLIP_TTA is on; one line
+        says what runs and whether the operating point was calibrated with it."""
+        model = with_flip_tta(cfg, model)
+        log_inference(cfg, InferenceSettings.of_model(model))
+        return super().test(cfg, model, evaluators)
 
     def build_hooks(self):
         hooks = super().build_hooks()
@@ -135,10 +139,15 @@ def setup(args):
     """The frozen config of ``args``, with detectron2's output folder, logging and seed set up."""
     cfg = rsrcnn_d2.get_rsrcnn_cfg(args.config_file, args.opts)
     cpu = fall_back_to_cpu(cfg)
+    if not args.eval_only:  # new weights: a tuned config's calibration is not theirs
+        cfg.TEST.CALIBRATED_WITH.MODELS = 0
     # the training slices' size and spacing, into the config.yaml: prediction resizes and
     # checks by them
     rsrcnn_d2.data.slice_geometry.record_training_geometry(cfg, overwrite=not args.eval_only)
     cfg.freeze()
+    # detectron2's logger, made here with default_setup's own arguments (it is cached), so
+    # that log.txt gets the config dump without the console's colour codes
+    plain_log_files(setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank()))
     default_setup(cfg, args)
     # our own log lines (LR cuts, best checkpoint) to the console and log.txt, as detectron2's
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="rsrcnn_d2")
@@ -174,7 +183,22 @@ def main(args):
     load_trainer_weights(
         trainer, resume=args.resume
     )  # logs a table of what a foreign checkpoint fills
-    return trainer.train()
+    results = trainer.train()
+    if comm.is_main_process():
+        say_where_results_are(cfg)
+    return results
+
+
+def say_where_results_are(cfg) -> None:
+    """The training console's last lines: where the per-slice figures and health.json are."""
+    logger = logging.getLogger("rsrcnn_d2")
+    for name in cfg.DATASETS.TEST:
+        csv = os.path.join(cfg.OUTPUT_DIR, "inference", name, "pwml_slices.csv")
+        if os.path.isfile(csv):
+            logger.info("per-slice figures of %s: %s", name, csv)
+    health = os.path.join(cfg.OUTPUT_DIR, "health.json")
+    if os.path.isfile(health):
+        logger.info("training health: %s", health)
 
 
 def _trains_on_cpu(args) -> bool:
@@ -213,6 +237,7 @@ def cli(argv: Optional[Sequence[str]] = None, prog: str = "train_net.py") -> int
     try:
         register_dataset_roots(args.dataset_root)
         rsrcnn_d2.get_rsrcnn_cfg(args.config_file, args.opts)
+        check_requested_device(device_override(args.opts), "MODEL.DEVICE")  # asked: no fallback
     except (PWMLDataError, ConfigError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return exit_code_of(e)

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @report_errors("rsrcnn-evaluate")
 def main(argv: Optional[List[str]] = None) -> int:
-    from ..tool_setup import quiet_known_warnings, setup_tool_logging
+    from ..tool_setup import echo, quiet_known_warnings, setup_tool_logging
 
     from .folder import evaluate_folder, format_summary, pair_cases
 
@@ -81,8 +81,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         workers=args.workers,
         progress=not args.no_progress,
     )
-    print(format_summary(summary))
-    print(f"per-slice, per-case figures and summary.json in {output.resolve()}")
+    echo(format_summary(summary))  # to the console and log.txt
+    echo(f"per-slice, per-case figures and summary.json in {output.resolve()}")
     return 0
 
 

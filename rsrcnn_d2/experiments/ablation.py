@@ -211,7 +211,7 @@ def calibrated_run(
     if done is not None or finished_result(source) is None:
         return done
     weights, point = trained_weights(source), run_dir / "operating_point.yaml"
-    calibrate(
+    tuned = calibrate(
         config,
         weights,
         point,
@@ -223,11 +223,11 @@ def calibrated_run(
         objective=objective,
         cache=run_dir / "val_probs.pt",
     )
-    record = {
-        "config": str(point),
+    record = {  # nothing to calibrate (no point beat an empty prediction): the config's point
+        "config": str(tuned or config),
         "opts": list(map(str, opts)),
-        "operating_point": read_json(point.with_suffix(".json"))["best"],
-        "results": evaluate_checkpoint(point, weights, run_dir, env, opts),
+        "operating_point": read_json(point.with_suffix(".json"))["best"],  # null: not calibrated
+        "results": evaluate_checkpoint(tuned or config, weights, run_dir, env, opts),
     }
     atomic_write_json(run_dir / "result.json", record)
     return record

@@ -215,6 +215,7 @@ def predict_fold(
     """
     from .. import get_rsrcnn_cfg
     from ..config import fall_back_to_cpu
+    from ..inference.calibration import describe_inference
     from ..inference.inputs import PredictionInput, check_input_geometry
     from ..inference.predictor import LesionPredictor, predict_volume
     from ..inference.writers import save_volume_like, to_input_orientation
@@ -247,7 +248,8 @@ def predict_fold(
             target.unlink(missing_ok=True)
             (probabilities / f"{case}_prob.nii.gz").unlink(missing_ok=True)
         atomic_write_json(stamp_file, stamp)
-    predictor = LesionPredictor.from_config(cfg, tta=cfg.TEST.FLIP_TTA)  # as the evaluation does
+    predictor = LesionPredictor.from_config(cfg)  # TEST.FLIP_TTA, as the evaluation does
+    log(f"fold {fold}: {describe_inference(cfg, predictor.inference, 'from the config')}")
     axis = axis_index(cohort.axis)
     for case, image, target in todo:
         item = PredictionInput("nifti", image, case)
@@ -403,6 +405,7 @@ def run_cv(
     bad arguments, RuntimeError if a fold's training fails.
     """
     from .. import get_rsrcnn_cfg
+    from ..config import check_requested_device, device_override
 
     if checkpoint not in ("best", "final"):
         raise ValueError(f"checkpoint must be 'best' or 'final', not {checkpoint!r}")
@@ -411,6 +414,7 @@ def run_cv(
         if key in _FORBIDDEN_OPTS:
             raise PWMLDataError(config, f"override {key} is set by the CV driver for each fold")
     get_rsrcnn_cfg(str(config), opts)  # a bad config or override fails now, not in fold 0
+    check_requested_device(device_override(opts), "MODEL.DEVICE")  # asked for: no fallback
     prefix, root = parse_dataset_root(dataset_root)
     cohort = read_cohort(root)
     register_dataset_roots([f"{prefix}={cohort.root}"])  # refuses a prefix clash before training

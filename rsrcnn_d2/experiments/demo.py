@@ -72,7 +72,7 @@ def _train_row(out: Path, row: str, args, env) -> Dict:
         step=f"3/7 training {label}",
     )
     weights = trained_weights(train_dir)  # model_best.pth: the lowest validation loss
-    point = calibrate(
+    point = calibrate(  # None: no point beat an empty prediction; the row's own point is used
         row_config(row),
         weights,
         train_dir / "operating_point.yaml",
@@ -82,6 +82,7 @@ def _train_row(out: Path, row: str, args, env) -> Dict:
         trials=(3, 6),
         step=f"4/7 operating point of {label} (score threshold + CRF on pwml_val)",
     )
+    point = point or row_config(row)
     evaluate_checkpoint(
         point,
         weights,

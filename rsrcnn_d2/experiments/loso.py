@@ -36,6 +36,7 @@ from pathlib import Path
 
 from ..data.fileio import atomic_write_bytes, read_json
 from ..data.sources import discover_subjects
+from ..errors import report_errors
 from ..model_zoo import row_config
 from .results import REFERENCE_METRICS, pooled_results, seed_summary_table
 from .run_health import health_line, read_health
@@ -75,7 +76,7 @@ def parse_weights(items, option: str = "--weights"):
     return weights
 
 
-def pretrain(slices: Path, out: Path, rows, iters: int, seed: int, env):
+def pretrain(slices: Path, out: Path, rows, iters: int, seed: int, env, retrain: bool = False):
     """Train each row on ``slices`` (converted once into OUT/pretrain/pwml), calibrate it on
     its validation subjects; ({row: weights}, {row: calibrated config})."""
     root = out / "pretrain" / "pwml"
@@ -105,10 +106,12 @@ def pretrain(slices: Path, out: Path, rows, iters: int, seed: int, env):
             ],
             env=env,
             flags=flags,
+            retrain=retrain,
+            what=f"pre-training of row {row}",
         )
         point = run_dir / "operating_point.yaml"
         if not point.exists():
-            calibrate(
+            point = calibrate(
                 ROW_CONFIGS[row],
                 trained_weights(run_dir),
                 point,
@@ -117,7 +120,7 @@ def pretrain(slices: Path, out: Path, rows, iters: int, seed: int, env):
                 flags=flags,
                 seed=seed,
                 trials=(5, 25),  # the tool's defaults
-            )
+            ) or Path(ROW_CONFIGS[row])  # nothing to calibrate: the row's own point
         weights[row], configs[row] = str(trained_weights(run_dir)), str(point)
     return weights, configs
 
@@ -133,6 +136,7 @@ def prepare(slices: Path, pwml: Path, seed: int, env) -> int:
     return len(read_json(pwml / "splits.json")["folds"])
 
 
+@report_errors("run_loso")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
@@ -170,6 +174,12 @@ def main(argv=None) -> int:
         "--tag", default=None, help="name of this set of runs (default: scratch or pretrained)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train again a run whose folder holds one trained with other options (kept "
+        "beside it as <folder>.replaced-<time>); without it such a run is refused (exit 2)",
+    )
     args = p.parse_args(argv)
 
     slices = Path(args.slices)
@@ -183,7 +193,7 @@ def main(argv=None) -> int:
     if args.pretrain:
         trained = [r for r in args.rows if r != CLASSICAL]
         pre_weights, pre_configs = pretrain(
-            Path(args.pretrain), out, trained, args.pretrain_iters, args.seed, env
+            Path(args.pretrain), out, trained, args.pretrain_iters, args.seed, env, args.retrain
         )
         weights = {**pre_weights, **weights}  # given ones win
         configs = {**pre_configs, **configs}
@@ -233,6 +243,8 @@ def main(argv=None) -> int:
                         f"('{name}',)",
                     ],
                     env=env,
+                    retrain=args.retrain,
+                    what=f"{tag}: row {row}, fold {i}",
                 )
             fold_results[row].append(record["results"])
             if row != CLASSICAL:

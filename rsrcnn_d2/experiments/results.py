@@ -8,6 +8,7 @@ evaluator's own protocols (rsrcnn_d2.evaluation.protocols), never re-implemented
 """
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -224,7 +225,8 @@ def read_slice_records(slice_csvs: Sequence[Union[str, Path]]) -> List[Dict]:
 
     Each row gives back the slice's metrics (counts, per-slice figures, lesion
     counts) and subject; the masks are not in the CSV, so the 3-D figures cannot
-    be recomputed from it.
+    be recomputed from it. A slice empty in truth and prediction has no Dice or
+    distance, whatever an earlier release wrote in its cells (1 and 0).
     """
     records = []
     for path in slice_csvs:
@@ -257,6 +259,11 @@ def read_slice_records(slice_csvs: Sequence[Union[str, Path]]) -> List[Dict]:
                     ),
                     lesions,
                 )
+                if tp + fp + fn == 0:  # empty in both: no score (earlier CSVs wrote 1 and 0)
+                    nan = float("nan")
+                    metrics = dataclasses.replace(
+                        metrics, dice=nan, sensitivity=nan, hd=nan, hd95=nan, hd_mm=nan, hd95_mm=nan
+                    )
                 records.append(
                     {"metrics": metrics, "subject": row.get("subject") or UNKNOWN_SUBJECT}
                 )

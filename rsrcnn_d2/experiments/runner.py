@@ -17,6 +17,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from ..checkpoint import trained_weights
 from ..data.fileio import atomic_write_json, nan_for_null, read_json
+from ..errors import EXIT_PARTIAL
 from .results import lesion3d_results, pooled_results, read_eval_results
 from .run_health import read_health
 from .run_options import asked_options, claim_run_dir
@@ -162,37 +163,45 @@ def calibrate(
     objective: str = "dice",
     cache: Optional[Union[str, Path]] = None,
     step: Optional[str] = None,
-) -> Path:
+) -> Optional[Path]:
     """Run tools/tune_operating_point.py: ``output`` gets the config of ``weights``'
     calibrated operating point on ``dataset`` (``flags``: e.g. --dataset-root; ``opts``: the
-    run's config overrides)."""
-    run_tool(
-        [
-            "-m",
-            TUNE_MODULE,
-            "--config-file",
-            config,
-            "--weights",
-            weights,
-            *flags,
-            "--dataset",
-            dataset,
-            "--output",
-            output,
-            *(["--cache", cache] if cache else []),
-            "--objective",
-            objective,
-            "--init-points",
-            trials[0],
-            "--n-iter",
-            trials[1],
-            "--seed",
-            seed,
-            *opts,
-        ],
-        env,
-        step=step,
-    )
+    run's config overrides). None when no point scored above predicting no lesion (the
+    tuner's exit 1, no config written): the caller evaluates the config's own point and
+    says it is not calibrated."""
+    try:
+        run_tool(
+            [
+                "-m",
+                TUNE_MODULE,
+                "--config-file",
+                config,
+                "--weights",
+                weights,
+                *flags,
+                "--dataset",
+                dataset,
+                "--output",
+                output,
+                *(["--cache", cache] if cache else []),
+                "--objective",
+                objective,
+                "--init-points",
+                trials[0],
+                "--n-iter",
+                trials[1],
+                "--seed",
+                seed,
+                *opts,
+            ],
+            env,
+            step=step,
+        )
+    except subprocess.CalledProcessError as e:
+        if e.returncode != EXIT_PARTIAL:
+            raise
+        print(f"=== {step or 'calibration'}: nothing to calibrate, the config's own point is used")
+        return None
     return Path(output)
 
 

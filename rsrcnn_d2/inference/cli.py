@@ -4,7 +4,7 @@
     rsrcnn-predict -i INPUT -o OUT --config-file CFG.yaml --weights f0.pth f1.pth ...
     rsrcnn-predict -i INPUT -o OUT -m CV_OUTPUT [-f 0 1 2 3 4]      (tools/run_cv.py's folds)
     rsrcnn-predict -i INPUT -o OUT --classical PARAMS.yaml           (row A, no network)
-        [--axis axial] [--save-probabilities] [--overlays] [--continue] [--disable-tta]
+        [--axis axial] [--save-probabilities] [--overlays] [--continue] [--tta | --disable-tta]
         [-device cpu|cuda] [--mask-suffix _lesion] [KEY VALUE ...]
 
 INPUT (``-i`` or the first argument) is a NIfTI volume, a folder of volumes or a
@@ -19,10 +19,15 @@ same names, ``<name>_prob.npy`` and ``<name>_overlay.png``.
 
 Several checkpoints (``--weights`` with several files, or the folds of a
 cross-validation output with ``-m``) are ensembled, and horizontal-flip
-test-time augmentation is on unless --disable-tta (as nnU-Net mirrors): the
-detections of every member are merged, their per-lesion mask probabilities
-averaged, and only then come the dense CRF and the threshold
-(rsrcnn_d2/inference/ensemble.py). --continue skips inputs whose outputs exist.
+test-time augmentation runs as the config says (TEST.FLIP_TTA; --tta or
+--disable-tta override it): the detections of every member are merged, their
+per-lesion mask probabilities averaged, and only then come the dense CRF and
+the threshold (rsrcnn_d2/inference/ensemble.py). A config written by
+tools/tune_operating_point.py runs the inference its threshold was calibrated
+with; one line says what runs, and a warning when it is not the calibrated one
+(rsrcnn_d2/inference/calibration.py). --continue skips inputs whose outputs exist.
+``-device cuda`` on a machine without CUDA stops (exit 2); a config's own "cuda"
+falls back to the CPU.
 
 OUT may not lie inside the input folder (--allow-output-in-input permits it);
 input files are never overwritten. Weights that leave any of the model's
@@ -112,10 +117,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="load a checkpoint that leaves some of the model's layers at their random "
         "initialisation (refused by default: it predicts near-empty masks)",
     )
-    p.add_argument(
+    tta = p.add_mutually_exclusive_group()
+    tta.add_argument(
+        "--tta",
+        dest="tta",
+        action="store_const",
+        const=True,
+        default=None,
+        help="horizontal-flip test-time augmentation on, whatever the config says "
+        "(default: the config's TEST.FLIP_TTA, the inference it was calibrated with)",
+    )
+    tta.add_argument(
         "--disable-tta",
-        action="store_true",
-        help="no horizontal-flip test-time augmentation (on by default)",
+        dest="tta",
+        action="store_const",
+        const=False,
+        help="horizontal-flip test-time augmentation off, whatever the config says",
     )
     p.add_argument(
         "-device",
@@ -123,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="device",
         choices=["cpu", "cuda"],
         default=None,
-        help="where the network runs (sets MODEL.DEVICE)",
+        help="where the network runs (sets MODEL.DEVICE); cuda without CUDA is an error "
+        "(default: the config's, on the CPU when CUDA is absent)",
     )
     add_axis_option(p)
     p.add_argument(
@@ -215,10 +233,14 @@ def fold_checkpoints(model_folder: str, folds: Optional[List[int]] = None) -> Li
 
 def setup_cfg(args: argparse.Namespace):
     """Config from --config-file (or the first fold's config.yaml), the weights, -device and
-    the overrides; CPU when CUDA is absent. Sets ``args.weights`` to the checkpoint list."""
+    the overrides; CPU when the config's CUDA is absent, an error when the user's is. Sets
+    ``args.weights`` to the checkpoint list."""
     from .. import get_rsrcnn_cfg
-    from ..config import fall_back_to_cpu
+    from ..config import check_requested_device, device_override, fall_back_to_cpu
 
+    asked = args.device or device_override(args.opts)  # named by the user: no fall-back
+    if asked:
+        check_requested_device(asked, "-device" if args.device else "MODEL.DEVICE")
     if args.model_folder:
         args.weights = [str(p) for p in fold_checkpoints(args.model_folder, args.folds)]
     config_file = args.config_file or str(Path(args.weights[0]).parent / "config.yaml")
@@ -248,14 +270,19 @@ def build_predictor(args: argparse.Namespace):
                 "overrides apply to networks, not to --classical",
             )
         return ClassicalPredictor(load_params(args.classical), batch_size=args.batch_size)
+    from .calibration import log_inference
+
     cfg = setup_cfg(args)
-    return LesionPredictor.from_config(
+    predictor = LesionPredictor.from_config(
         cfg,
         batch_size=args.batch_size,
         allow_partial_weights=args.allow_partial_weights,
         weights=args.weights,
-        tta=not args.disable_tta,
+        tta=args.tta,  # None: the config's TEST.FLIP_TTA
     )
+    source = {None: "from the config", True: "from --tta", False: "from --disable-tta"}
+    log_inference(cfg, predictor.inference, source[args.tta])
+    return predictor
 
 
 @report_errors("rsrcnn-predict")

@@ -24,6 +24,7 @@ from ..data.fileio import check_inside_output, read_slice
 from ..data.mapper import slice_model_input
 from ..data.nifti import axis_index, axis_name, put_slice, read_volume, volume_slice
 from . import writers
+from .calibration import InferenceSettings
 from .inputs import PredictionInput, check_input_geometry, output_paths
 
 __all__ = [
@@ -84,12 +85,13 @@ class LesionPredictor:
         batch_size: int = 4,
         allow_partial_weights: bool = False,
         weights: Optional[Sequence[str]] = None,
-        tta: bool = False,
+        tta: Optional[bool] = None,
     ) -> "LesionPredictor":
         """Build cfg's model for each checkpoint, load it, switch to eval mode.
 
         ``weights``: checkpoints of cfg's model to ensemble (default: MODEL.WEIGHTS,
-        if set); ``tta``: add horizontal-flip test-time augmentation. Several
+        if set); ``tta``: horizontal-flip test-time augmentation (None: the config's
+        TEST.FLIP_TTA, the inference its operating point was calibrated with). Several
         checkpoints or ``tta`` make a `LesionEnsemble` (see its docstring for how
         members, CRF and threshold combine). Weights that leave any of the model's
         parameters uninitialised (another row's, another architecture's) raise
@@ -105,6 +107,8 @@ class LesionPredictor:
 
         if weights is None:
             weights = [cfg.MODEL.WEIGHTS] if cfg.MODEL.WEIGHTS else []
+        if tta is None:
+            tta = bool(cfg.TEST.FLIP_TTA)
         models = []
         for path in weights or [None]:
             model = build_model(cfg)
@@ -123,6 +127,11 @@ class LesionPredictor:
             head_crop_margin(cfg),
             cfg.INPUT.NEIGHBOR_SLICES,
         )
+
+    @property
+    def inference(self) -> InferenceSettings:
+        """What the model runs: flip TTA, checkpoints, the votes a lesion needs."""
+        return InferenceSettings.of_model(self.model)
 
     def _model_input(self, image: np.ndarray, neighbors: Optional[np.ndarray] = None) -> Dict:
         # spacing None: TrainingScaleResize uses what check_input_geometry gave it

@@ -1,8 +1,13 @@
-"""Tuning the dense CRF (the paper's l1, l2, c1, e1) on validation Dice.
+"""Calibrating a row's operating point (score threshold, the paper's CRF l1, l2, c1, e1) on
+validation subjects.
 
 prediction_cache.py  run the network once, keep mask probabilities, boxes, image, truth
 dcrf_search.py       strict mean Dice of re-pasted masks; Bayesian optimisation over it
-tuned_config.py      the result as a config file: ``_BASE_`` + MODEL.DCRF
+operating_point.py   the threshold over a grid, then with the CRF; "found nothing" when no
+                     point beats predicting no lesion
+tuned_config.py      the result as a config file: absolute ``_BASE_`` + the tuned MODEL keys +
+                     the TEST keys of the inference calibrated with
+cli.py               tools/tune_operating_point.py (and tools/tune_dcrf.py)
 """
 
 from .dcrf_search import (

@@ -12,9 +12,19 @@ strict mean Dice (every slice counts, the default) or lesion-wise F1. First the
 threshold over a grid (--score-grid), then, for rows with a dense CRF, the
 threshold and l1, l2, c1, e1 together by Bayesian optimisation from the grid's
 best point. The config's own point is the first trial, so the result is never
-worse than the config on this dataset. Writes ``_BASE_: <--config-file>`` +
-MODEL.ROI_HEADS.SCORE_THRESH_TEST (+ MODEL.DCRF), usable as ``--config-file`` by
-every tool, and the trials beside it as .json.
+worse than the config on this dataset. Writes ``_BASE_: <--config-file>`` (an
+absolute path: the file works from any folder, copied or moved) +
+MODEL.ROI_HEADS.SCORE_THRESH_TEST (+ MODEL.DCRF) + the inference it was
+calibrated with (TEST.FLIP_TTA, TEST.ENSEMBLE_MIN_VOTES when members vote, and
+the record TEST.CALIBRATED_WITH, which rsrcnn-predict checks), usable as
+``--config-file`` by every tool, and the trials beside it as .json.
+
+When no operating point scores above predicting no lesion at all (every point
+0: the weights find no lesion on this dataset), there is nothing to calibrate:
+no tuned config is written, the trials .json records it (``"best": null``) and
+the program exits with status 1. Other exit statuses as every tool's
+(rsrcnn_d2.errors): 2 bad data or arguments (``MODEL.DEVICE cuda`` without
+CUDA among them), 3 bad config, 4 bad weights.
 
 ``tools/tune_dcrf.py`` is the old name: it tunes the CRF alone at the config's
 threshold (``--search crf``), as before, and writes ``<config>_dcrf_tuned.yaml``.
@@ -25,6 +35,7 @@ rsrcnn_d2.tuning.cli``).
 """
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -32,11 +43,12 @@ from typing import List, Optional
 
 import torch
 
-from ..config import fall_back_to_cpu, get_rsrcnn_cfg
+from ..config import check_requested_device, device_override, fall_back_to_cpu, get_rsrcnn_cfg
 from ..data import build_pwml_test_loader
 from ..data.fileio import atomic_write_json
 from ..data.register import register_dataset_roots
-from ..errors import ConfigError, PWMLDataError, report_errors
+from ..errors import EXIT_PARTIAL, ConfigError, PWMLDataError, report_errors
+from ..inference.calibration import InferenceSettings, calibration_record
 from ..inference.predictor import LesionPredictor
 from ..tool_setup import quiet_known_warnings, setup_tool_logging
 from .dcrf_search import (
@@ -47,7 +59,12 @@ from .dcrf_search import (
     params_from_cfg,
     tune_dcrf,
 )
-from .operating_point import DEFAULT_SCORE_GRID, format_point, tune_operating_point
+from .operating_point import (
+    DEFAULT_SCORE_GRID,
+    empty_prediction_value,
+    format_point,
+    tune_operating_point,
+)
 from .prediction_cache import (
     collect_predictions,
     load_prediction_cache,
@@ -56,7 +73,7 @@ from .prediction_cache import (
 )
 from .tuned_config import write_tuned_config
 
-__all__ = ["parse_args", "load_slices", "main", "tune_dcrf_main"]
+__all__ = ["parse_args", "load_slices", "calibrated_inference", "main", "tune_dcrf_main"]
 
 SEARCHES = ("score", "crf")
 
@@ -140,6 +157,7 @@ def parse_args(argv=None, legacy: bool = False):
             metavar=("LOW", "HIGH"),
             help=f"search bounds of {name} (MODEL.DCRF.{PARAM_KEYS[name]}); default {lo:g} {hi:g}",
         )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     if any(not 0 <= t <= 1 for t in args.score_grid):
@@ -156,6 +174,7 @@ def load_slices(
     log,
     allow_partial: bool = False,
     score_floor: Optional[float] = None,
+    progress: bool = False,
 ):
     """Cached network outputs: from ``cache`` when it matches, else one pass of the model.
 
@@ -191,7 +210,7 @@ def load_slices(
         allow_partial_weights=allow_partial,
         tta=model_cfg.TEST.FLIP_TTA,
     ).model
-    slices = collect_predictions(model, build_pwml_test_loader(model_cfg, dataset))
+    slices = collect_predictions(model, build_pwml_test_loader(model_cfg, dataset), progress)
     log.info(f"ran the network on {len(slices)} slices of {dataset}")
     if cache:
         save_prediction_cache(cache, slices, key)
@@ -199,8 +218,18 @@ def load_slices(
     return slices
 
 
+def calibrated_inference(cfg, slices) -> InferenceSettings:
+    """The inference the cached ``slices`` come from: one checkpoint, cfg's TEST.FLIP_TTA,
+    and the votes the cache recorded (a flip-TTA ensemble's; 1 for a plain model)."""
+    votes = slices[0].min_votes if slices else 1
+    return InferenceSettings(bool(cfg.TEST.FLIP_TTA), 1, int(votes))
+
+
 def _setup(args, legacy: bool):
     quiet_known_warnings()
+    device = device_override(args.opts)
+    if device:  # asked for by name: no silent fall-back (exit 2 without CUDA)
+        check_requested_device(device, "MODEL.DEVICE")
     register_dataset_roots(args.dataset_root)  # a bad root: one line, exit 2 (report_errors)
     cfg = get_rsrcnn_cfg(args.config_file, args.opts)
     weights = cfg.MODEL.WEIGHTS if args.weights is None else args.weights
@@ -234,11 +263,32 @@ def _search_options(args, cfg) -> dict:
     }
 
 
-def _comments(args, weights, what: str) -> List[str]:
-    comments = [f"{what} (seed {args.seed})", f"weights: {weights or '(none)'}"]
+def _comments(args, weights, what: str, inference: InferenceSettings) -> List[str]:
+    comments = [
+        f"{what} (seed {args.seed})",
+        f"weights: {weights or '(none)'}",
+        f"calibrated with: {inference} (TEST keys below; rsrcnn-predict runs the same)",
+    ]
     if args.opts:
-        comments.append(f"tuned with overrides (not repeated here): {' '.join(args.opts)}")
+        overrides = " ".join(args.opts)
+        comments.append(
+            f"tuned with overrides (not repeated; the TEST keys below ran): {overrides}"
+        )
     return comments
+
+
+def _say_nothing_found(prog, dataset, what, trials, value, empty, output) -> int:
+    """One line on stderr for a calibration that found nothing; the exit status."""
+    nothing = "undefined" if math.isnan(empty) else f"{empty:.4f}"
+    earlier = f"; {output} is from an earlier run" if output.exists() else ""
+    print(
+        f"{prog}: error: {dataset}: none of {trials} operating points scores above predicting "
+        f"no lesion ({what} {value:.4f}, no lesion: {nothing}): nothing to calibrate, no tuned "
+        f"config written (do the weights detect lesions on this dataset?){earlier}; trials in "
+        f"{output.with_suffix('.json')}",
+        file=sys.stderr,
+    )
+    return EXIT_PARTIAL
 
 
 @report_errors("tune_operating_point")
@@ -258,9 +308,12 @@ def main(argv=None) -> int:
         log,
         args.allow_partial_weights,
         score_floor=min([*grid, config_score]),
+        progress=not args.no_progress,
     )
     if not slices:
         raise PWMLDataError(dataset, "the dataset has no slices to tune on")
+    inference = calibrated_inference(cfg, slices)
+    log.info(f"calibrating with: {inference} (TEST.FLIP_TTA {cfg.TEST.FLIP_TTA})")
     if "crf" in args.search and not has_crf:
         log.info("the config has no dense CRF (MODEL.DCRF.NAME is empty): its threshold only")
     tune_crf = has_crf and "crf" in args.search
@@ -273,6 +326,7 @@ def main(argv=None) -> int:
         score_grid=grid,
         **_search_options(args, cfg),
         mask_threshold=cfg.MODEL.RSRCNN.MASK_THRESHOLD,
+        progress=not args.no_progress,
     )
     lines = [
         f"{OBJECTIVES[args.objective]} on {dataset}, {result.num_slices} slices, "
@@ -281,15 +335,6 @@ def main(argv=None) -> int:
         f"  best found:       {result.best_value:.4f}  ({format_point(result.best)})",
     ]
     print("\n".join(lines))
-    crf = {k: result.best[k] for k in PARAM_KEYS} if tune_crf else None
-    write_tuned_config(
-        output,
-        args.config_file,
-        crf,
-        _comments(args, weights, "Operating point calibrated by tools/tune_operating_point.py")
-        + lines,
-        score_threshold=result.best["score"] if search_score else None,
-    )
     trials = output.with_suffix(".json")
     atomic_write_json(
         trials,
@@ -301,13 +346,43 @@ def main(argv=None) -> int:
             "search": [s for s in SEARCHES if s in args.search],
             "score_grid": grid,
             "bounds": _bounds(args),
+            "calibrated_with": _inference_record(inference),
+            "empty_prediction_value": result.empty_value,
             "start": {**result.start, "value": result.start_value},
-            "best": {**result.best, "value": result.best_value},
+            # nothing found: no best point, not the config's point dressed as one
+            "best": None if result.found_nothing else {**result.best, "value": result.best_value},
             "trials": [{**p, "value": v} for p, v in result.trials],
         },
     )
+    if result.found_nothing:
+        return _say_nothing_found(
+            "tune_operating_point",
+            dataset,
+            OBJECTIVES[args.objective],
+            len(result.trials),
+            result.best_value,
+            result.empty_value,
+            output,
+        )
+    crf = {k: result.best[k] for k in PARAM_KEYS} if tune_crf else None
+    write_tuned_config(
+        output,
+        args.config_file,
+        crf,
+        _comments(
+            args, weights, "Operating point calibrated by tools/tune_operating_point.py", inference
+        )
+        + lines,
+        score_threshold=result.best["score"] if search_score else None,
+        inference=calibration_record(cfg, inference),
+    )
     print(f"tuned config: {output}\ntrials: {trials}")
     return 0
+
+
+def _inference_record(inference: InferenceSettings) -> dict:
+    """The trials file's record of the inference calibrated with."""
+    return {"flip_tta": inference.flip_tta, "models": inference.models, "votes": inference.votes}
 
 
 @report_errors("tune_dcrf")
@@ -320,10 +395,19 @@ def tune_dcrf_main(argv=None) -> int:
     cfg, weights, dataset, output, log = _setup(args, legacy=True)
     config_score = float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
     slices = load_slices(
-        cfg, dataset, weights, args.cache, args.seed, log, args.allow_partial_weights
+        cfg,
+        dataset,
+        weights,
+        args.cache,
+        args.seed,
+        log,
+        args.allow_partial_weights,
+        progress=not args.no_progress,
     )
     if not slices:
         raise PWMLDataError(dataset, "the dataset has no slices to tune on")
+    inference = calibrated_inference(cfg, slices)
+    log.info(f"calibrating with: {inference} (TEST.FLIP_TTA {cfg.TEST.FLIP_TTA})")
     result = tune_dcrf(
         slices,
         params_from_cfg(cfg),
@@ -340,11 +424,8 @@ def tune_dcrf_main(argv=None) -> int:
         f"  best found:            {result.best_dice:.4f}  ({best})",
     ]
     print("\n".join(lines))
-    comments = _comments(
-        args, weights, "Dense-CRF parameters tuned by tools/tune_dcrf.py (Bayesian optimisation"
-    )
-    comments[0] = comments[0].replace(" (seed", ", seed")
-    write_tuned_config(output, args.config_file, result.best_params, comments + lines)
+    empty = empty_prediction_value(slices, "dice", cfg.MODEL.RSRCNN.MASK_THRESHOLD)
+    found_nothing = not result.best_dice > empty
     trials = output.with_suffix(".json")
     atomic_write_json(
         trials,
@@ -353,11 +434,37 @@ def tune_dcrf_main(argv=None) -> int:
             "weights": weights,
             "seed": args.seed,
             "bounds": _bounds(args),
+            "calibrated_with": _inference_record(inference),
+            "empty_prediction_value": empty,
             "no_crf_dice": result.no_crf_dice,
             "start": {**result.start_params, "dice": result.start_dice},
-            "best": {**result.best_params, "dice": result.best_dice},
+            "best": None if found_nothing else {**result.best_params, "dice": result.best_dice},
             "trials": [{**t.params, "dice": t.dice} for t in result.trials],
         },
+    )
+    if found_nothing:
+        return _say_nothing_found(
+            "tune_dcrf",
+            dataset,
+            OBJECTIVES["dice"],
+            len(result.trials),
+            result.best_dice,
+            empty,
+            output,
+        )
+    comments = _comments(
+        args,
+        weights,
+        "Dense-CRF parameters tuned by tools/tune_dcrf.py (Bayesian optimisation",
+        inference,
+    )
+    comments[0] = comments[0].replace(" (seed", ", seed")
+    write_tuned_config(
+        output,
+        args.config_file,
+        result.best_params,
+        comments + lines,
+        inference=calibration_record(cfg, inference),
     )
     print(f"tuned config: {output}\ntrials: {trials}")
     return 0

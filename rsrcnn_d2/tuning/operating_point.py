@@ -11,10 +11,13 @@ optimiser, starting from the grid's best point. The network ran once
 drops cached detections (`CachedSlice.kept`).
 
 The config's own point (its threshold and CRF parameters) is the first trial and
-wins ties, so the result is never worse than the config on the tuning set.
+wins ties, so the result is never worse than the config on the tuning set. A
+calibration none of whose points scores above predicting no lesion at all
+(`OperatingPoint.found_nothing`, e.g. untrained heads) has found nothing to calibrate:
+the tool says so instead of writing a "tuned" config.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .bayes import bayes_maximize, best_trial
@@ -34,6 +37,7 @@ __all__ = [
     "OperatingPoint",
     "tune_operating_point",
     "format_point",
+    "empty_prediction_value",
 ]
 
 # 0.05 .. 0.95 by 0.05, then finer towards 1: Mask R-CNN's false positives can score above 0.9
@@ -47,7 +51,11 @@ DEFAULT_SCORE_GRID: Tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(
 
 @dataclass
 class OperatingPoint:
-    """The config's point and the best found: ``score`` (threshold) and, with a CRF, l1..e1."""
+    """The config's point and the best found: ``score`` (threshold) and, with a CRF, l1..e1.
+
+    ``empty_value``: the objective of predicting no lesion anywhere, what a calibration
+    must beat (0 where every slice scored has a lesion).
+    """
 
     objective: str
     start: Dict[str, float]
@@ -56,6 +64,12 @@ class OperatingPoint:
     best_value: float
     trials: List[Tuple[Dict[str, float], float]] = field(default_factory=list)
     num_slices: int = 0
+    empty_value: float = 0.0
+
+    @property
+    def found_nothing(self) -> bool:
+        """No point scores above an empty prediction (or the objective is undefined)."""
+        return not self.best_value > self.empty_value
 
 
 def _normalize(point: Mapping[str, float]) -> Dict[str, float]:
@@ -74,6 +88,23 @@ def format_point(point: Mapping[str, float]) -> str:
     return text + (", " + format_params(crf) if crf else "")
 
 
+def empty_prediction_value(
+    slices: Sequence[CachedSlice], objective: str = "dice", mask_threshold: float = 0.5
+) -> float:
+    """``objective`` of ``slices`` with every detection dropped: a model that finds nothing."""
+    empty = [
+        replace(
+            s,
+            mask_probs=s.mask_probs[:0],
+            network_boxes=s.network_boxes[:0],
+            scores=None if s.scores is None else s.scores[:0],
+            member_scores=None if s.member_scores is None else s.member_scores[:0],
+        )
+        for s in slices
+    ]
+    return objective_value(empty, objective, None, mask_threshold)
+
+
 def tune_operating_point(
     slices: Sequence[CachedSlice],
     start_score: float,
@@ -89,13 +120,17 @@ def tune_operating_point(
     gaussian_compat: float = 3.0,
     bilateral_compat: float = 10.0,
     mask_threshold: float = 0.5,
+    progress: bool = False,
 ) -> OperatingPoint:
     """Best (score threshold[, CRF parameters]) for ``objective`` on ``slices``.
 
     ``crf_params``: the row's CRF (None: the row has none, only the threshold is
     searched). ``tune_crf`` False keeps the CRF's parameters fixed. The slices must
     have been cached at a threshold no higher than the grid's lowest point.
+    ``progress``: a bar over the grid (the Bayesian trials log one line each).
     """
+    from tqdm import tqdm
+
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r} (choose from {', '.join(OBJECTIVES)})")
     grid = sorted({round(float(t), 3) for t in score_grid})
@@ -111,7 +146,7 @@ def tune_operating_point(
     crf_start = {} if crf_params is None else normalize_params(crf_params)
     start = _normalize({"score": start_score, **crf_start})
     trials = [(start, score(start))]  # the config's point first: it wins ties
-    for t in grid:
+    for t in tqdm(grid, desc="score thresholds", unit="point", disable=not progress):
         point = _normalize({"score": t, **crf_start})
         if point != start:
             trials.append((point, score(point)))
@@ -140,4 +175,5 @@ def tune_operating_point(
         best_value=best_value,
         trials=trials,
         num_slices=len(slices),
+        empty_value=empty_prediction_value(slices, objective, mask_threshold),
     )

@@ -124,14 +124,19 @@ def _cached_slice(inp: Dict, out: Dict, min_votes: int = 1) -> CachedSlice:
 
 
 def collect_predictions(
-    model: Callable[[List[Dict]], List[Dict]], loader: Iterable[List[Dict]]
+    model: Callable[[List[Dict]], List[Dict]],
+    loader: Iterable[List[Dict]],
+    progress: bool = False,
 ) -> List[CachedSlice]:
     """Run ``model`` once on every batch of ``loader`` and cache each slice's outputs.
 
     ``model`` is an RSRCNN (or anything returning its outputs); it is put in eval
     mode and run without gradients. Build it with ``MODEL.DCRF.NAME ""``: the raw
     ``mask_probs`` are the same either way, so a CRF inside the model is wasted time.
+    ``progress``: a bar over the batches (the network pass is the long part of tuning).
     """
+    from tqdm import tqdm
+
     is_module = isinstance(model, torch.nn.Module)
     if is_module and getattr(model, "dcrf", None) is not None:
         logger.warning(
@@ -147,7 +152,7 @@ def collect_predictions(
     min_votes = int(getattr(model, "min_votes", 1))  # a LesionEnsemble's vote
     slices = []
     with context, torch.no_grad():
-        for batch in loader:
+        for batch in tqdm(loader, desc="network pass", disable=not progress):
             outputs = model(batch)
             slices.extend(_cached_slice(inp, out, min_votes) for inp, out in zip(batch, outputs))
     return slices
@@ -223,6 +228,7 @@ def prediction_cache_key(cfg, dataset_name: str, weights: str) -> Dict[str, str]
     model_cfg = cfg.clone()
     model_cfg.defrost()
     del model_cfg.MODEL["DCRF"]  # the CRF acts after the cached outputs
+    model_cfg.TEST.pop("CALIBRATED_WITH", None)  # a record of an earlier calibration, not an input
     text = "\n".join(model_cfg[k].dump() for k in ("MODEL", "INPUT", "TEST"))
     weights_sha = file_sha256(weights) if weights and os.path.isfile(weights) else ""
     return {

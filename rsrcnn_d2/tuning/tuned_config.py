@@ -1,9 +1,11 @@
 """Write a tuned operating point (score threshold, CRF) as a config inheriting the model's.
 
-The file is ``_BASE_: <input config>`` plus the ``MODEL.DCRF`` keys, so it is a
-complete config: ``train_net.py --config-file tuned.yaml`` (or any tool that
-reads configs) gets the same model with the tuned CRF switched on, and a diff
-against the input config is exactly what tuning changed.
+The file is ``_BASE_: <input config>`` plus the tuned ``MODEL`` keys and the ``TEST``
+keys of the inference they were calibrated with (flip TTA, votes, and the
+``TEST.CALIBRATED_WITH`` record), so it is a complete config: ``train_net.py
+--config-file tuned.yaml``, rsrcnn-predict and CV prediction get the same model with
+the tuned point and the calibrated inference, and a diff against the input config is
+exactly what tuning changed.
 """
 
 import os
@@ -21,23 +23,14 @@ __all__ = ["write_tuned_config", "base_reference"]
 CRF_NAME = "DenseCRFPostprocessor"
 
 
-def base_reference(base_config: Union[str, Path], output: Union[str, Path]) -> str:
-    """``base_config`` as ``_BASE_`` in a file at ``output``.
+def base_reference(base_config: Union[str, Path]) -> str:
+    """``base_config`` as the ``_BASE_`` of a tuned config: its absolute path.
 
-    Relative to the output's folder when both share a folder below the file-system
-    root (detectron2 resolves a relative ``_BASE_`` against the file naming it), so
-    a repository's configs and outputs keep working from any working directory and
-    when the repository moves; absolute otherwise (e.g. output under /tmp).
+    detectron2 resolves a relative ``_BASE_`` against the folder of the file naming
+    it, so a tuned config copied or moved elsewhere (to share it, beside a model in
+    another folder) would lose its base; an absolute path works from any folder.
     """
-    base = os.path.abspath(base_config)
-    folder = os.path.dirname(os.path.abspath(output))
-    try:
-        common = os.path.commonpath([base, folder])
-    except ValueError:  # different drives
-        return base
-    if os.path.dirname(common) == common:  # only the root in common
-        return base
-    return os.path.relpath(base, folder)
+    return os.path.abspath(base_config)
 
 
 def write_tuned_config(
@@ -46,12 +39,15 @@ def write_tuned_config(
     params: Optional[Mapping[str, float]],
     comments: Sequence[str] = (),
     score_threshold: Optional[float] = None,
+    inference: Optional[Mapping[str, Mapping]] = None,
 ) -> Path:
     """Atomically write ``_BASE_: base_config`` + what was tuned.
 
     ``params`` (l1, l2, c1, e1; None: the CRF was not tuned) become MODEL.DCRF with
-    the CRF switched on; ``score_threshold`` becomes MODEL.ROI_HEADS.SCORE_THRESH_TEST.
-    ``comments`` become ``#`` lines at the top (what was tuned on, the figures).
+    the CRF switched on; ``score_threshold`` becomes MODEL.ROI_HEADS.SCORE_THRESH_TEST;
+    ``inference`` (`rsrcnn_d2.inference.calibration.calibration_record`) adds the TEST
+    keys of the inference the point was calibrated with. ``comments`` become ``#``
+    lines at the top (what was tuned on, the figures).
     """
     path = Path(path)
     if not os.path.isfile(base_config):
@@ -63,7 +59,7 @@ def write_tuned_config(
         p = normalize_params(params)
         model["DCRF"] = {"NAME": CRF_NAME, **{key: p[k] for k, key in PARAM_KEYS.items()}}
     body = yaml.safe_dump(
-        {"_BASE_": base_reference(base_config, path), "MODEL": model},
+        {"_BASE_": base_reference(base_config), "MODEL": model, **dict(inference or {})},
         sort_keys=False,
         default_flow_style=False,
     )

@@ -88,8 +88,12 @@ def test_truncated_file(tmp_path):
 
 def test_subject_without_slices(tmp_path):
     image, mask = _volume(lesion=False)
-    _, m = nnunet_case(tmp_path / "raw", "a", image, mask)
-    assert "no lesion slices" in str(_expect(m, tmp_path))
+    nnunet_case(tmp_path / "raw", "a", image, mask)
+    # the default leaves a lesion-free subject out (a warning); with none left: refused
+    assert str(_expect(tmp_path / "raw", tmp_path)) == (
+        f"{tmp_path / 'raw'}: no subject has a lesion slice to convert (lesion-free: a); "
+        "--all-slices converts them with every slice"
+    )
     # with every slice kept, a lesion-free subject is fine
     assert (
         convert_pwml(tmp_path / "raw", tmp_path / "ok", workers=1, lesion_slices_only=False)[

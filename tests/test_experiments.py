@@ -501,10 +501,15 @@ def test_loso_holds_out_each_subject_once(tmp_path, capfd):
     assert sorted(v for f in folds for v in f["val"]) == ["s0", "s1"]
     assert all(len(f["val"]) == 1 for f in folds)
     # each fold fine-tunes the pre-trained model at the operating point calibrated with it
+    from rsrcnn_d2.experiments.loso import ROW_CONFIGS
+
     point = out / "pretrain" / "runs" / "E" / "operating_point.yaml"
-    assert point.is_file() and "SCORE_THRESH_TEST" in point.read_text()
     fold = json.loads((out / "runs" / "pretrained" / "E" / "fold0" / "result.json").read_text())
-    assert fold["config"] == str(point)
+    if json.loads(point.with_suffix(".json").read_text())["best"] is None:
+        # 2 iterations found nothing to calibrate: no tuned config, the row's own point
+        assert not point.exists() and fold["config"] == str(ROW_CONFIGS["E"])
+    else:
+        assert "SCORE_THRESH_TEST" in point.read_text() and fold["config"] == str(point)
     # the pre-training's kept weights (model_best.pth only once its heads had trained)
     assert fold["opts"][fold["opts"].index("MODEL.WEIGHTS") + 1] == str(
         trained_weights(out / "pretrain" / "runs" / "E")

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Convert PWML data into a registered COCO-style dataset; see rsrcnn_d2/data/prepare_cli.py
-or --help.
+"""Check PWML data (--check: every problem at once, the cohort's fingerprint) and convert it
+into a registered COCO-style dataset; see rsrcnn_d2/data/prepare_cli.py or --help.
 """
 
 import sys

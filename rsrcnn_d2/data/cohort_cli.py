@@ -11,9 +11,11 @@ axial acquisitions of 0.6-0.8 mm in-plane and 1.2-2 mm slices, int16.
 --slices also writes the lesion slices as 8-bit head crops in the reference
 implementation's layout (SLICES/input/<case>/<slice>.png + gt/...).
 --phantom: the fast cartoon phantom (rsrcnn_d2.data.synthetic) for unit tests.
-Then convert: ``python tools/prepare_pwml.py OUT`` (lesion-free subjects need
---all-slices there, or --lesion-free-fraction 0 here). Existing cases are kept
-unless --overwrite. See datasets/README.md.
+Then convert: ``python tools/prepare_pwml.py OUT``. The generator says how many
+lesion-free subjects it wrote (about --lesion-free-fraction of them); the
+converter's default (lesion slices only) leaves them out with a warning, its
+--all-slices keeps them. Existing cases are kept unless --overwrite. See
+datasets/README.md.
 The program behind ``tools/make_synthetic_cohort.py`` (also
 ``python -m rsrcnn_d2.data.cohort_cli``).
 """
@@ -21,9 +23,11 @@ The program behind ``tools/make_synthetic_cohort.py`` (also
 import argparse
 import sys
 from pathlib import Path
+from typing import List
 
 from .anatomy import AnatomyParams
 from .anatomical_cohort import write_anatomical_cohort
+from .nifti import read_volume
 from .synthetic import write_synthetic_cohort
 
 __all__ = ["parse_args", "main"]
@@ -113,6 +117,22 @@ def parse_args(argv=None):
     return args
 
 
+def lesion_free_cases(out_dir, cases: List[str]) -> List[str]:
+    """The cases whose mask, as written (reused cases too), holds no lesion voxel."""
+    labels = Path(out_dir) / "labelsTr"
+    return [case for case in cases if not read_volume(labels / f"{case}.nii.gz").canonical.any()]
+
+
+def _lesion_free_note(lesion_free: List[str]) -> str:
+    if not lesion_free:
+        return "0 lesion-free"
+    shown = ", ".join(lesion_free[:10]) + (", ..." if len(lesion_free) > 10 else "")
+    return (
+        f"{len(lesion_free)} lesion-free: {shown}; tools/prepare_pwml.py leaves them out by "
+        "default, --all-slices keeps them"
+    )
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -149,11 +169,12 @@ def main(argv=None) -> int:
                 slices_dir=args.slices,
                 overwrite=args.overwrite,
             )
+        lesion_free = lesion_free_cases(args.out, cases)
     except ValueError as e:  # bad arguments and PWMLDataError: one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(
-        f"{len(cases)} subjects in {Path(args.out).absolute()}"
+        f"{len(cases)} subjects in {Path(args.out).absolute()} ({_lesion_free_note(lesion_free)})"
         + (f"; PNG slices in {Path(args.slices).absolute()}" if args.slices else "")
     )
     return 0

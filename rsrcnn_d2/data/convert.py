@@ -2,7 +2,8 @@
 
 Output folder (datasets/README.md has the full description)::
 
-    <out>/conversion.json               options, counts, storage format
+    <out>/conversion.json               options, counts, storage format, the cohort's
+                                        fingerprint, lesion-free subjects left out
     <out>/splits.json                   seeded subject split and folds
     <out>/images/<subject>/<subject>_<slice:04d>.npy    float32 slices
     <out>/images/<subject>/<subject>_<slice:04d>_neighbors.npy   float32 (2, H, W):
@@ -14,12 +15,17 @@ Why this shape: per-slice float32 files keep raw intensities exactly (the model
 z-scores each image itself), COCO JSON is what detectron2 and pycocotools read,
 and per-split JSON files make every split usable by any COCO tool.
 
-Speed: subjects are independent, so they are converted by a pool of worker
-processes (each reads, checks, slices and RLE-encodes one subject and writes its
-slice files); the main process only numbers the results and writes each JSON
-once. Safety: everything is written into a staging folder that replaces
-``out`` only when the whole conversion succeeded, so a bad file anywhere
-leaves the previous output untouched and no partial output behind.
+Checked first: the dataset check (check.py) reads the whole cohort with the
+same readers and options and lists every problem; with an error nothing is
+written, a warning (a lesion-free subject left out by the lesion-slices
+default, an odd voxel spacing) is logged and the conversion goes on.
+
+Speed: subjects are independent, so they are checked and converted by a pool of
+worker processes (subject_pool.py; each reads, checks, slices and RLE-encodes
+one subject and writes its slice files); the main process only numbers the
+results and writes each JSON once. Safety: everything is written into a staging
+folder that replaces ``out`` only when the whole conversion succeeded, so a bad
+file anywhere leaves the previous output untouched and no partial output behind.
 
 The output folder may hold the user's own files too: conversion.json lists
 the files the converter wrote (``files``), and a re-run replaces or removes
@@ -33,24 +39,24 @@ worker processes die with the converter (Linux: PR_SET_PDEATHSIG).
 
 import contextlib
 import functools
-import multiprocessing
+import logging
 import os
 import re
 import shutil
 import signal
-import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .check import DatasetCheckError, check_dataset, find_subjects
 from .coco import coco_dict, coco_subset, lesion_annotations
 from .errors import PWMLDataError
 from .fileio import (
     atomic_write_json,
+    json_safe,
     output_path,
     read_json,
     read_slice,
@@ -61,8 +67,9 @@ from .fileio import (
 )
 from .nifti import axis_index, axis_name, read_nifti_pair, slice_spacing, volume_slice
 from .slice_pairs import read_slice_pair
-from .sources import SubjectSource, check_subject_id, discover_subjects
+from .sources import SubjectSource, check_subject_id
 from .splits import make_splits, split_names, split_subjects
+from .subject_pool import map_subjects
 
 __all__ = [
     "ConvertOptions",
@@ -72,6 +79,8 @@ __all__ = [
     "resplit_pwml",
     "FORMAT",
 ]
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "rsrcnn_d2-pwml-coco/1"
 INTENSITY_STORAGE = (
@@ -95,8 +104,6 @@ SliceRecord = Tuple[dict, List[dict]]  # image entry without id, its annotations
 def _nifti_records(source: SubjectSource, opts: ConvertOptions):
     axis = axis_index(opts.axis)
     pair = read_nifti_pair(source.image, source.mask, binarize=opts.binarize)
-    if pair.mask.shape[axis] == 0 or min(pair.mask.shape) == 0:
-        raise PWMLDataError(source.image, f"volume of shape {pair.mask.shape} has no slices")
     if opts.lesion_slices_only:
         other = tuple(a for a in (0, 1, 2) if a != axis)
         indices = np.flatnonzero(pair.mask.any(axis=other))
@@ -195,65 +202,13 @@ def convert_subject(
     return records
 
 
-def _convert_numbered(item, out_images, opts):
-    return item[0], convert_subject(item[1], out_images, opts)
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(1)
-
-
-def _worker_init(parent: int) -> None:
-    """Make a pool worker die with the converter, so a killed run leaves no blocked workers."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (fork copies it)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops the pool
-    armed = False
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            pr_set_pdeathsig = 1
-            armed = ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL) == 0
-        except (OSError, AttributeError):
-            armed = False
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(1)
-    if not armed:
-        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+def _convert_one(source: SubjectSource, out_images, opts) -> List[SliceRecord]:
+    return convert_subject(source, out_images, opts)  # looked up at each call (tests wrap it)
 
 
 def _convert_all(subjects, out_images, opts, workers, progress) -> List[List[SliceRecord]]:
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(subjects), desc="subjects", unit="subject")
-    try:
-        if workers <= 1:
-            results = []
-            for s in subjects:
-                results.append(convert_subject(s, out_images, opts))
-                if bar:
-                    bar.update()
-            return results
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        task = functools.partial(_convert_numbered, out_images=out_images, opts=opts)
-        results = [None] * len(subjects)
-        # leaving the block terminates the workers, also on an error or a signal
-        with ctx.Pool(
-            min(workers, len(subjects)), initializer=_worker_init, initargs=(os.getpid(),)
-        ) as pool:
-            for i, records in pool.imap_unordered(task, list(enumerate(subjects))):
-                results[i] = records
-                if bar:
-                    bar.update()
-        return results
-    finally:
-        if bar:
-            bar.close()
+    task = functools.partial(_convert_one, out_images=out_images, opts=opts)
+    return map_subjects(task, subjects, workers, progress)
 
 
 @contextlib.contextmanager
@@ -455,28 +410,44 @@ def convert_pwml(
     ``seed`` fixes the subject split and folds. ``num_folds`` None uses 5 or,
     for fewer subjects, none. Re-running over a previous output replaces the
     files it wrote (conversion.json's ``files``) and keeps any others.
+
+    The whole cohort is checked first (`check.check_dataset`, same options):
+    its warnings are logged, and any error raises `check.DatasetCheckError`
+    listing every error before anything is written. Lesion-free subjects have
+    no lesion slice and are left out in the lesion-slices mode (a warning each).
     """
     out_dir = Path(out_dir).absolute()
-    subjects = list(source) if isinstance(source, (list, tuple)) else discover_subjects(source)
-    if not subjects:
-        raise PWMLDataError(str(source), "no subjects to convert")
-    if num_folds is None:
-        num_folds = 5 if len(subjects) >= 5 else 0
-    opts = ConvertOptions(axis=axis, lesion_slices_only=lesion_slices_only, binarize=binarize)
-    if subjects[0].kind == "nifti":
+    found = find_subjects(source)
+    if any(s.kind == "nifti" for s in found[0]):
         axis_index(axis)  # fail on a bad axis before any work
-    try:
-        splits = make_splits([s.subject for s in subjects], seed, fractions, num_folds)
-    except ValueError as e:  # fractions or fold count that do not fit the cohort
-        where = "subjects" if isinstance(source, (list, tuple)) else source
-        raise PWMLDataError(where, str(e)) from e
-    _check_output_location(out_dir, source, subjects)
+    _check_output_location(out_dir, source, found[0])  # before reading any volume
+    report = check_dataset(
+        source,
+        axis=axis,
+        lesion_slices_only=lesion_slices_only,
+        binarize=binarize,
+        seed=seed,
+        fractions=fractions,
+        num_folds=num_folds,
+        workers=workers,
+        progress=progress,
+        found=found,
+    )
+    for warning in report.warnings:
+        logger.warning("%s: %s", warning.file, warning.message)
+    if report.errors:
+        raise DatasetCheckError(report)
+    opts = ConvertOptions(axis=axis, lesion_slices_only=lesion_slices_only, binarize=binarize)
+    left_out = sorted({s.subject for s in report.subjects} - {s.subject for s in report.kept})
+    extra = {"left_out_lesion_free": left_out, "fingerprint": json_safe(report.fingerprint)}
     remove_stale_staging(out_dir)
     with _sigterm_ends_run():
-        return _convert_into(out_dir, subjects, opts, splits, workers, progress, seed)
+        return _convert_into(
+            out_dir, report.kept, opts, report.splits, workers, progress, seed, extra
+        )
 
 
-def _convert_into(out_dir, subjects, opts, splits, workers, progress, seed) -> dict:
+def _convert_into(out_dir, subjects, opts, splits, workers, progress, seed, extra) -> dict:
     staging = staging_dir_for(out_dir)
     try:
         results = _convert_all(subjects, staging / "images", opts, workers, progress)
@@ -503,6 +474,7 @@ def _convert_into(out_dir, subjects, opts, splits, workers, progress, seed) -> d
             "num_annotations": len(annotations),
             "splits": split_names,
             "seed": int(seed),
+            **extra,
             "files": sorted(files + ["conversion.json"]),
         }
         atomic_write_json(output_path(staging, "conversion.json"), summary)

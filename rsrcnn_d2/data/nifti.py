@@ -1,9 +1,11 @@
 """Reading a T1w volume and its lesion mask from NIfTI, checked, in canonical orientation.
 
 Every check nnU-Net would make is made here, before anything is written, and
-each failure names the file: 3-D only, image and mask of equal shape and affine,
-finite intensities, an image that is not blank (constant), a finite and binary
-mask (or an explicit request to binarise, which never turns NaN into background).
+each failure names the file: 3-D only and not empty, image and mask of equal shape
+and affine, real-valued finite intensities, an image that is not blank (constant),
+a finite and binary mask of integer or float labels (or an explicit request to
+binarise, which never turns NaN into background). The dataset check asks for every
+problem of a pair at once (``problems=``), a conversion stops at the first.
 
 Orientation: both volumes are reoriented with ``nibabel.as_closest_canonical``
 (RAS+), so "axial slice k" means the same thing for every scanner. A 2-D slice
@@ -21,7 +23,7 @@ mask to score is); `read_nifti_pair` reads a training subject with the same chec
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -119,6 +121,8 @@ def load_nifti_3d(path: Path):
             f"expected a 3-D volume, got shape {img.shape} "
             f"({len(img.shape)}-D); split 4-D series into 3-D files first",
         )
+    if 0 in img.shape:
+        raise PWMLDataError(path, f"volume of shape {img.shape} has no voxels")
     return img
 
 
@@ -142,9 +146,14 @@ def _canonical(img, path: Path):
         ) from e
 
 
+def _voxel_type(dtype: np.dtype) -> str:
+    """A voxel type as a user knows it: "RGB colour" rather than numpy's record fields."""
+    return f"{''.join(dtype.names)} colour" if dtype.names else str(dtype)
+
+
 def _check_intensities(image: np.ndarray, path: Path) -> None:
     if image.dtype.kind not in "fiub":
-        raise PWMLDataError(path, f"unsupported voxel type {image.dtype}")
+        raise PWMLDataError(path, f"unsupported voxel type {_voxel_type(image.dtype)}")
     if image.dtype.kind == "f" and not np.isfinite(image).all():
         raise PWMLDataError(path, "image contains NaN or infinite intensities")
 
@@ -166,54 +175,94 @@ def read_volume(path: Union[str, os.PathLike]) -> Volume:
     return Volume(source=img, canonical=canonical)
 
 
+def _checked_image(img, path: Path) -> np.ndarray:
+    image = _data(img, path)
+    _check_intensities(image, path)
+    if image.min() == image.max():  # all zero: a failed export, not a scan
+        raise PWMLDataError(
+            path, f"image is constant (every voxel {image.flat[0]}); an empty or blank T1w volume"
+        )
+    return image
+
+
+def _checked_mask(msk, path: Path, binarize: bool) -> np.ndarray:
+    raw = _data(msk, path)
+    if raw.dtype.kind not in "fiub":  # RGB (structured) or complex voxels are no labels
+        what = _voxel_type(raw.dtype)
+        raise PWMLDataError(
+            path, f"unsupported mask voxel type {what}; expected integer or float labels"
+        )
+    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+        raise PWMLDataError(path, "mask contains NaN or infinite values")
+    if binarize:
+        return (raw > 0).astype(np.uint8)
+    if not ((raw == 0) | (raw == 1)).all():
+        bad = np.unique(raw[(raw != 0) & (raw != 1)])[:5]
+        raise PWMLDataError(
+            path,
+            f"mask is not binary (values such as {bad.tolist()} "
+            "besides 0 and 1); pass binarize=True / --binarize "
+            "to treat every non-zero voxel as lesion",
+        )
+    return raw.astype(np.uint8)
+
+
+def _collect(found: List[PWMLDataError], step: Callable, *args):
+    """``step(*args)``, or None with its PWMLDataError added to ``found``."""
+    try:
+        return step(*args)
+    except PWMLDataError as e:
+        found.append(e)
+        return None
+
+
 def read_nifti_pair(
     image_path: Union[str, Path],
     mask_path: Union[str, Path],
     binarize: bool = False,
     affine_atol: float = 1e-3,
-) -> NiftiPair:
+    problems: Optional[List[PWMLDataError]] = None,
+) -> Optional[NiftiPair]:
     """Load, check and canonicalise one subject's T1w volume and lesion mask.
 
     ``binarize``: treat every non-zero mask voxel as lesion instead of rejecting
     masks whose values are not exactly 0 and 1. ``affine_atol`` (mm) absorbs the
-    float32 rounding of headers written by different tools.
+    float32 rounding of headers written by different tools. ``problems``: a list
+    that receives every problem of the pair (the dataset check lists them all) and
+    None is returned; without it the first problem is raised.
     """
     image_path, mask_path = Path(image_path), Path(mask_path)
-    img, msk = load_nifti_3d(image_path), load_nifti_3d(mask_path)
-    if img.shape != msk.shape:
-        raise PWMLDataError(
-            mask_path,
-            f"mask shape {msk.shape} differs from image shape {img.shape} of {image_path}",
-        )
-    if not np.allclose(img.affine, msk.affine, atol=affine_atol):
-        raise PWMLDataError(
-            mask_path,
-            f"mask affine differs from the affine of {image_path}:\n"
-            f"{np.round(msk.affine, 4)}\nvs\n{np.round(img.affine, 4)}",
-        )
-    img, msk = _canonical(img, image_path), _canonical(msk, mask_path)
-    image = _data(img, image_path)
-    _check_intensities(image, image_path)
-    if image.size and image.min() == image.max():  # all zero: a failed export, not a scan
-        raise PWMLDataError(
-            image_path,
-            f"image is constant (every voxel {image.flat[0]}); an empty or blank T1w volume",
-        )
-    raw = _data(msk, mask_path)
-    if raw.dtype.kind in "fc" and not np.isfinite(raw).all():
-        raise PWMLDataError(mask_path, "mask contains NaN or infinite values")
-    if binarize:
-        mask = (raw > 0).astype(np.uint8)
-    else:
-        if not ((raw == 0) | (raw == 1)).all():
-            bad = np.unique(raw[(raw != 0) & (raw != 1)])[:5]
-            raise PWMLDataError(
-                mask_path,
-                f"mask is not binary (values such as {bad.tolist()} "
-                "besides 0 and 1); pass binarize=True / --binarize "
-                "to treat every non-zero voxel as lesion",
+    found: List[PWMLDataError] = []
+    img = _collect(found, load_nifti_3d, image_path)
+    msk = _collect(found, load_nifti_3d, mask_path)
+    if img is not None and msk is not None:
+        if img.shape != msk.shape:
+            found.append(
+                PWMLDataError(
+                    mask_path,
+                    f"mask shape {msk.shape} differs from image shape {img.shape} of {image_path}",
+                )
             )
-        mask = raw.astype(np.uint8)
+        elif not np.allclose(img.affine, msk.affine, atol=affine_atol):
+            found.append(
+                PWMLDataError(
+                    mask_path,
+                    f"mask affine differs from the affine of {image_path}: "
+                    f"{np.round(msk.affine, 4).tolist()} vs {np.round(img.affine, 4).tolist()}",
+                )
+            )
+    # each volume's own checks run even when the pair does not match, so all are listed
+    if img is not None:
+        img = _collect(found, _canonical, img, image_path)
+    if msk is not None:
+        msk = _collect(found, _canonical, msk, mask_path)
+    image = None if img is None else _collect(found, _checked_image, img, image_path)
+    mask = None if msk is None else _collect(found, _checked_mask, msk, mask_path, binarize)
+    if found:
+        if problems is None:
+            raise found[0]
+        problems.extend(found)
+        return None
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     return NiftiPair(image=image, mask=mask, affine=img.affine, zooms=zooms)
 

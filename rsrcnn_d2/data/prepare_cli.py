@@ -1,6 +1,7 @@
 """Convert PWML data (NIfTI or PNG slice folders) into a registered COCO-style dataset.
 
     python tools/prepare_pwml.py SOURCE [-o/--output datasets/pwml] [--all-slices] [--seed 0]
+    python tools/prepare_pwml.py SOURCE --check [--json REPORT.json]    # check only, write nothing
 
 SOURCE is an nnU-Net raw folder (imagesTr/ + labelsTr/), a CSV/JSON pair list
 (subject,image,mask) or the reference implementation's slice folders
@@ -9,8 +10,15 @@ SOURCE is an nnU-Net raw folder (imagesTr/ + labelsTr/), a CSV/JSON pair list
 pwml_fold{i}_{train,val}. See datasets/README.md. ``--out`` is the deprecated
 spelling of ``--output``, kept so that existing scripts keep working.
 
-Exit status (rsrcnn_d2.errors): 0 done, 2 bad input data, arguments or output
-location (one line on stderr naming the file or option).
+Every conversion first checks the whole cohort (rsrcnn_d2.data.check) and
+refuses, listing every error, before it writes anything; warnings (a lesion-free
+subject left out by the default lesion-slices mode, an odd voxel spacing) are
+printed and the conversion goes on. ``--check`` only prints that check: every
+problem, one line each naming the file, and the cohort's fingerprint.
+
+Exit status (rsrcnn_d2.errors): 0 done (with --check: no error found), 2 bad
+input data, arguments or output location (each problem on its own line naming
+the file or option).
 The program behind ``tools/prepare_pwml.py`` (also ``python -m rsrcnn_d2.data.prepare_cli``).
 """
 
@@ -19,11 +27,15 @@ import math
 import sys
 from pathlib import Path
 
+from .check import DatasetReport, check_dataset, count, format_report
 from .convert import convert_pwml
+from .errors import PWMLDataError
+from .fileio import atomic_write_json
+from .fingerprint import format_fingerprint
 from .nifti import add_axis_option
 from .register import default_pwml_root
-from ..errors import report_errors
-from ..tool_setup import quiet_known_warnings
+from ..errors import EXIT_DATA, report_errors
+from ..tool_setup import quiet_known_warnings, setup_tool_logging
 
 __all__ = ["parse_args", "main"]
 
@@ -47,7 +59,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--all-slices",
         action="store_true",
-        help="keep lesion-free slices too (default: lesion slices only, as the paper)",
+        help="keep lesion-free slices and subjects too (default: lesion slices only, as the "
+        "paper; a lesion-free subject is then left out, with a warning)",
     )
     p.add_argument(
         "--binarize",
@@ -70,7 +83,20 @@ def parse_args(argv=None):
         help="cross-validation folds (default 5, or 0 for fewer than 5 subjects)",
     )
     p.add_argument("--workers", type=int, default=2, help="conversion processes")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="only check the cohort with these options: print every problem and the "
+        "fingerprint, write nothing; exit 0 without errors, 2 with",
+    )
+    p.add_argument(
+        "--json",
+        metavar="FILE",
+        help="with --check: also write the report (problems, fingerprint) to this JSON file",
+    )
     args = p.parse_args(argv)
+    if args.json and not args.check:
+        p.error("argument --json: only with --check (a conversion writes conversion.json)")
     given = sys.argv[1:] if argv is None else argv
     if any(a == "--out" or a.startswith("--out=") for a in given):
         print(f"{p.prog}: warning: --out is deprecated, use --output (or -o)", file=sys.stderr)
@@ -89,10 +115,51 @@ def parse_args(argv=None):
     return args
 
 
+def _write_report(path: Path, report: DatasetReport) -> None:
+    """The report as JSON at ``path``, which must not be one of the cohort's inputs."""
+    inputs = {Path(report.source)} if report.source != "subjects" else set()
+    for s in report.subjects:
+        inputs |= {s.image, s.mask} | {f for _, image, mask in s.slices for f in (image, mask)}
+    if path.exists() and (
+        path.is_dir() or any(p is not None and p.exists() and p.samefile(path) for p in inputs)
+    ):
+        raise PWMLDataError(path, "is a folder or an input of the cohort; give a new file name")
+    atomic_write_json(path, report.as_dict())
+
+
+def _check_only(args) -> int:
+    report = check_dataset(
+        args.source,
+        axis=args.axis,
+        lesion_slices_only=not args.all_slices,
+        binarize=args.binarize,
+        seed=args.seed,
+        fractions=tuple(args.fractions),
+        num_folds=args.folds,
+        workers=args.workers,
+        progress=True,
+    )
+    print(format_report(report))
+    if args.json:
+        _write_report(Path(args.json), report)
+    if not report.ok:
+        errors = count(len(report.errors), "error")
+        print(
+            f"prepare_pwml.py: error: {report.source}: {errors} (listed above); "
+            "the cohort would not convert",
+            file=sys.stderr,
+        )
+        return EXIT_DATA
+    return 0
+
+
 @report_errors("prepare_pwml.py")
 def main(argv=None) -> int:
     args = parse_args(argv)
     quiet_known_warnings()
+    setup_tool_logging()  # the check's warnings on the console
+    if args.check:
+        return _check_only(args)
     summary = convert_pwml(
         args.source,
         args.output,
@@ -110,6 +177,7 @@ def main(argv=None) -> int:
         f"{summary['num_annotations']} lesions -> {Path(args.output).absolute()}"
     )
     print("splits: " + ", ".join(summary["splits"]))
+    print("fingerprint of the cohort:\n" + format_fingerprint(summary["fingerprint"]))
     return 0
 
 

@@ -285,14 +285,18 @@ def _per_seed_lines(out: Path, runs, seeds):
             ]
             if tuned is not None:
                 t, point = tuned["results"], tuned["operating_point"]
-                crf = (
-                    f", l1={point['l1']:.3g} l2={point['l2']:.3g} c1={point['c1']:.3g} "
-                    f"e1={point['e1']}"
-                    if "l1" in point
-                    else ""
-                )
+                if point is None:  # no point beat an empty prediction: the config's own
+                    where = "not calibrated (nothing found)"
+                else:
+                    crf = (
+                        f", l1={point['l1']:.3g} l2={point['l2']:.3g} c1={point['c1']:.3g} "
+                        f"e1={point['e1']}"
+                        if "l1" in point
+                        else ""
+                    )
+                    where = f"score≥{point['score']:.3g}{crf}"
                 cells += [
-                    f"score≥{point['score']:.3g}{crf}",
+                    where,
                     f"{t['pwml_strict/Dice']:.3f}",
                     f"{t['pwml_strict/lesion_F1']:.3f}",
                     f"{t.get('pwml_lesion3d/F1', float('nan')):.3f}",

@@ -52,8 +52,13 @@ def test_report_tables_both_protocols(tmp_path, capsys):
     assert abs(results["pwml_reference"]["Dice"] - reference) < 1e-9
     sens = (1 + 0.5 + 0) / 3
     lesion_f1 = 2 * 2 / (2 * 2 + 1)  # 2 of 3 slices' lesions found, none false
-    # the 3-D lesion spans slices 0-2: found once
-    line = f"| {strict:.4f} | {sens:.4f} | {lesion_f1:.4f} | 1.0000 | {reference:.4f} | 33.3 % |"
+    # the headline first: subject a as one 3-D volume (tp 4+2+0, fn 0+2+4: Dice 12/18), and
+    # its 3-D lesion, which spans slices 0-2, found once (F1 1)
+    case_dice = 2 * 6 / (2 * 6 + 6)
+    line = (
+        f"| {case_dice:.4f} | 1.0000 | {strict:.4f} | {sens:.4f} | {lesion_f1:.4f} | "
+        f"{reference:.4f} | 33.3 % |"
+    )
     assert f"| row E {line} **heads_never_trained** (heads never, final weights) |" in report
     assert f"| row X {line} – |" in report  # no health report: unknown, never "ok"
     assert "(3 lesion slices)" in report and "500 iterations each" in report

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -275,7 +276,7 @@ def test_a_run_trained_with_other_options_is_refused_or_retrained(tmp_path):
     assert "SOLVER.MAX_ITER: 40 here, 80 asked" in str(e.value) and "--retrain" in str(e.value)
     with pytest.raises(StaleRunError, match="MODEL.ROI_MASK_HEAD"):  # another row, same folder
         train_and_record(TINY_ROWS["E"], run, short)
-    with pytest.raises(StaleRunError, match=r"dataset roots: \[\] here"):  # another cohort
+    with pytest.raises(StaleRunError, match="dataset content: none here, /elsewhere/pwml asked"):
         train_and_record(TINY_ROWS["B"], run, short, env={"DETECTRON2_DATASETS": "/elsewhere"})
     assert (run / "result.json").is_file()  # refused: nothing moved, nothing trained
     claim_run_dir(run, asked_options(TINY_ROWS["B"], longer), retrain=True, log=lambda m: None)
@@ -539,3 +540,55 @@ def test_loso_refuses_a_folder_without_slices(tmp_path, capsys):
     with pytest.raises(SystemExit, match="ROW=PATH"):
         main([str(tmp_path), "--weights", "C=/no/such.pth", "--output", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cohort_is_known_by_its_content_and_weights_by_their_file(tmp_path):
+    """A moved cohort is the same cohort; one prepared again with other splits is not; a
+    MODEL.WEIGHTS file written again (a re-run pre-training) is other weights."""
+    cohort, moved = tmp_path / "cohort", tmp_path / "moved"
+    for root in (cohort, moved):
+        root.mkdir()
+        (root / "splits.json").write_text('{"train": ["a"], "val": ["b"]}')
+    weights = tmp_path / "pre.pth"
+    weights.write_bytes(b"0")
+    opts = ["MODEL.WEIGHTS", str(weights)]
+    run = tmp_path / "run"
+
+    def asked(root):
+        return asked_options(TINY_ROWS["B"], opts, ["--dataset-root", f"c={root}"])
+
+    claim_run_dir(run, asked(cohort))
+    assert stale_options(run, asked(moved)) == []
+    (cohort / "splits.json").write_text('{"train": ["b"], "val": ["a"]}')
+    assert stale_options(run, asked(cohort)) == [
+        f"dataset content: {cohort} here, {cohort} asked (splits or conversion differ)"
+    ]
+    (cohort / "splits.json").write_text('{"train": ["a"], "val": ["b"]}')
+    os.utime(weights, ns=(1, 1))
+    assert stale_options(run, asked(cohort)) == [
+        "MODEL.WEIGHTS: the file was written again since this run started"
+    ]
+
+
+def test_calibration_that_finds_nothing_is_told_from_a_crash(tmp_path, monkeypatch):
+    """The tuner exits 1 both when no point beats an empty prediction and when it crashes;
+    only the first (its trials file says "best": null) lets a driver go on uncalibrated."""
+    from rsrcnn_d2.experiments import runner
+
+    output = tmp_path / "point.yaml"
+    output.write_text("an earlier run's tuned config")  # never stands in for this one
+
+    def tuner(found_nothing):
+        def run(args, env=None, step=None):
+            if found_nothing:
+                output.with_suffix(".json").write_text('{"best": null}')
+            raise subprocess.CalledProcessError(1, args)
+
+        return run
+
+    monkeypatch.setattr(runner, "run_tool", tuner(True))
+    assert runner.calibrate("cfg.yaml", "w.pth", output, "pwml_val") is None
+    assert not output.exists()
+    monkeypatch.setattr(runner, "run_tool", tuner(False))  # a crash: exit 1, no trials file
+    with pytest.raises(subprocess.CalledProcessError):
+        runner.calibrate("cfg.yaml", "w.pth", output, "pwml_val")

@@ -109,8 +109,8 @@ def test_the_ensemble_beats_both_rows_and_its_commands_are_written(rows, tmp_pat
     assert (ensemble / "evaluation" / "summary.json").is_file()
     a, b = (str(r.resolve()) for r in rows)
     commands = [
-        f"rsrcnn-predict -i INPUT_FOLDER -o OUTPUT_FOLDER_A -m {a} --save-probabilities",
-        f"rsrcnn-predict -i INPUT_FOLDER -o OUTPUT_FOLDER_B -m {b} --save-probabilities",
+        f"rsrcnn-predict -i INPUT_FOLDER -o OUTPUT_FOLDER_A -m {a} --tta --save-probabilities",
+        f"rsrcnn-predict -i INPUT_FOLDER -o OUTPUT_FOLDER_B -m {b} --tta --save-probabilities",
         "rsrcnn-ensemble -i OUTPUT_FOLDER_A OUTPUT_FOLDER_B -o OUTPUT_FOLDER --threshold 0.5",
     ]
     assert record["inference_command"] == commands
@@ -153,7 +153,7 @@ def test_rows_only_and_how_their_folds_predicted(tmp_path, capsys, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     assert inference_commands([read_cv_row("B")], 0.5) == [
-        f"rsrcnn-predict -i INPUT_FOLDER -o OUTPUT_FOLDER -m {b.resolve()}"
+        f"rsrcnn-predict -i INPUT_FOLDER -o OUTPUT_FOLDER -m {b.resolve()} --tta"
     ]
     # ranked by lesion F1 the order is the same here; the metric is recorded
     code, _, _ = run(

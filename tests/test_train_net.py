@@ -151,7 +151,7 @@ def test_train_evaluate_and_resume(cohort_root, tmp_path):
     assert "copypaste: Task: pwml_strict" in log and "copypaste: Task: pwml_reference" in log
     # the evaluator's own table (strict / reference / 3-D / lesion-wise) too
     assert "PWML evaluation on pwml_" in (out / "log.txt").read_text()
-    assert "lesion-wise:" in (out / "log.txt").read_text()
+    assert "lesion-wise, 2-D lesions per slice:" in (out / "log.txt").read_text()
     assert (out / "inference" / "pwml_val" / "pwml_slices.csv").exists()
     # log.txt reads as text: the config dump without the console's colour codes
     assert "Running with full config" in (out / "log.txt").read_text()

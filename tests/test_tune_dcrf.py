@@ -236,7 +236,8 @@ def test_tune_dcrf_says_when_it_found_nothing(toy, tmp_path, capsys):
         .splitlines()[-1]
         .startswith(
             "tune_dcrf: error: toy_val: none of 2 operating points scores above predicting no "
-            "lesion (strict mean Dice (every slice counts) 0.0000, no lesion: 0.0000): nothing to "
+            "lesion (strict mean Dice (slices with a lesion in truth or prediction) 0.0000, "
+            "no lesion: 0.0000): nothing to "
             "calibrate, no tuned config written"
         )
     )

@@ -224,7 +224,8 @@ def test_a_calibration_that_finds_nothing_writes_no_tuned_config(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(
         "tune_operating_point: error: op_val: none of 23 operating points scores above "
-        "predicting no lesion (strict mean Dice (every slice counts) 0.0000, no lesion: 0.0000): "
+        "predicting no lesion (strict mean Dice (slices with a lesion in truth or prediction) "
+        "0.0000, no lesion: 0.0000): "
         "nothing to calibrate, no tuned config written"
     )
     assert not out.exists()

@@ -2,9 +2,9 @@
 
 The parameters are tuned as the paper tunes its CRF: Bayesian optimisation
 (the project's seeded loop, rsrcnn_d2.tuning.bayes) of a validation figure,
-here strict mean Dice (every slice counts, an empty prediction on a lesion
-slice scores 0) or lesion-wise F1 (pooled counts). The starting parameters are
-scored first, so the result is never worse than them on the tuning slices.
+here strict mean Dice (slices with a lesion in truth or prediction; an empty
+prediction on a lesion slice scores 0) or lesion-wise F1 (pooled counts). The
+starting parameters are scored first, so the result is never worse than them on the tuning slices.
 Integer parameters are rounded inside the objective (background_size to odd);
 ``tissue_mask`` and ``mode`` are not searched (they come from the start).
 """

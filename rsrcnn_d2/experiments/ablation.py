@@ -38,6 +38,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .. import model_zoo
@@ -45,7 +46,13 @@ from ..data.fileio import atomic_write_bytes, atomic_write_json, read_json
 from ..errors import report_errors
 from .intervals import interval_table, lesion_load_table
 from .run_health import HEALTH_NOTE, health_cell, health_line, read_health
-from .run_options import StaleRunError, asked_options, check_run_dir, recorded_options
+from .run_options import (
+    StaleRunError,
+    asked_options,
+    check_run_dir,
+    option_differences,
+    recorded_options,
+)
 from .results import (
     LESION3D_METRICS,
     REFERENCE_METRICS,
@@ -162,17 +169,24 @@ def classical_run(out: Path, seed: int, init_points: int = 10, n_iter: int = 30)
     )
 
 
-def evaluate_trained_as(out: Path, name: str, source: str, config, opts, seed: int, env):
+def evaluate_trained_as(
+    out: Path, name: str, source: str, config, opts, seed: int, env, retrain: bool = False
+):
     """Give run ``name`` the weights ``source`` trained for this seed (hard links) and evaluate
     them with ``name``'s config on pwml_test; its record (with ``weights_of``), or None while
-    ``source`` has not finished."""
+    ``source`` has not finished. A record made from weights ``source`` has been trained again
+    since is refused (`StaleRunError`), or with ``retrain`` moved aside and made again."""
     run_dir, from_dir = out / "runs" / name / f"seed{seed}", out / "runs" / source / f"seed{seed}"
     done = finished_result(run_dir)
     source_options = recorded_options(from_dir)
-    if done is not None and done.get("source_options", source_options) != source_options:
-        raise StaleRunError(
-            run_dir, f"evaluated weights of {from_dir} that was trained again since; move it away"
-        )
+    made_from = (done or {}).get("source_options")
+    if made_from is not None and option_differences(made_from, source_options or {}):
+        if not retrain:
+            raise StaleRunError(
+                run_dir, f"evaluated the weights of {from_dir}, trained again since (--retrain)"
+            )
+        run_dir.rename(run_dir.with_name(f"{run_dir.name}.replaced-{time.time_ns()}"))
+        done = None
     if done is not None or finished_result(from_dir) is None:
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -564,7 +578,7 @@ def main(argv=None) -> int:
                 trained = source and finished_result(out / "runs" / source / f"seed{seed}")
                 # the other row's weights count only if trained exactly so (iterations, seed)
                 if trained and trained["opts"] == [str(o) for o in train_opts]:
-                    evaluate_trained_as(out, name, source, config, opts, seed, env)
+                    evaluate_trained_as(out, name, source, config, opts, seed, env, args.retrain)
                 else:
                     train_and_record(
                         config, run_dir, train_opts, env=env, retrain=args.retrain, what=label

@@ -120,8 +120,8 @@ def _predict_command(row: CVRow, output: str, save_probabilities: bool) -> List[
     else:  # run_cv --checkpoint final: rsrcnn-predict -m would take model_best.pth
         command += ["--config-file", str((folds[0] / "config.yaml").resolve()), "--weights"]
         command += [str((d / w.name).resolve()) for w, d in zip(row.fold_weights, folds)]
-    if not row.flip_tta:  # rsrcnn-predict mirrors by default; these folds were not mirrored
-        command.append("--disable-tta")
+    # the folds' own choice, said explicitly: the same whatever the config or the defaults
+    command.append("--tta" if row.flip_tta else "--disable-tta")
     if save_probabilities:
         command.append("--save-probabilities")
     return command

@@ -6,6 +6,7 @@ a difference pairs the rows on the same subjects and the seeds both finished.
 The per-slice figures come from the evaluator's ``pwml_slices.csv`` of each run.
 """
 
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -37,6 +38,8 @@ def subject_dice_sums(csvs: Sequence[Path]) -> Dict[str, Tuple[float, int]]:
     for path in csvs:
         sums, counts = defaultdict(float), defaultdict(int)
         for r in read_slice_records([path]):
+            if math.isnan(r["metrics"].dice):  # empty in truth and prediction: no score
+                continue
             sums[r["subject"]] += r["metrics"].dice
             counts[r["subject"]] += 1
         per_run.append((sums, counts))
@@ -197,10 +200,11 @@ def lesion_load_table(
         cells = []
         for g in range(groups):
             chosen = [r["metrics"] for r in records if group(r) == g]
-            if not chosen:
+            scored = [m.dice for m in chosen if not math.isnan(m.dice)]  # empty in both: none
+            if not scored:
                 cells.append("–")
                 continue
-            mean = sum(m.dice for m in chosen) / len(chosen)
+            mean = sum(scored) / len(scored)
             empty = sum(m.pred_empty for m in chosen) / len(chosen)
             cells.append(f"{mean:.3f} ({100 * empty:.0f} % empty)")
         lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")

@@ -13,6 +13,7 @@ Only keys present on both sides are compared: a key added by a later release
 stale, while any value that differs does.
 """
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
@@ -20,7 +21,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 import yaml
 
 from ..data.errors import PWMLDataError
-from ..data.fileio import atomic_write_json, read_json
+from ..data.fileio import atomic_write_json, json_safe, read_json
 
 __all__ = [
     "RUN_OPTIONS_FILE",
@@ -51,6 +52,37 @@ def _config_tree(text: str) -> Dict:
     return tree
 
 
+def _cohort_content(root: Path) -> Optional[str]:
+    """sha256 of a prepared root's ``splits.json`` and ``conversion.json``: which subjects
+    each split and fold holds, and how they were converted. None if it is not prepared."""
+    if not (root / "splits.json").is_file():
+        return None
+    digest = hashlib.sha256()
+    for name in ("splits.json", "conversion.json"):
+        if (root / name).is_file():
+            digest.update((root / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _dataset_roots(flags: Sequence[str], env: Optional[Mapping[str, str]]) -> List[Dict]:
+    """``[{"root", "content"}]`` of the cohorts the child registers: train_net's
+    ``--dataset-root [NAME=]DIR`` values and ``$DETECTRON2_DATASETS/pwml``."""
+    dirs = [flags[i + 1].partition("=")[2] or flags[i + 1]
+            for i, f in enumerate(flags[:-1]) if f == "--dataset-root"]  # fmt: skip
+    if env is not None and env.get("DETECTRON2_DATASETS"):
+        dirs.append(str(Path(env["DETECTRON2_DATASETS"]) / "pwml"))
+    return [{"root": d, "content": _cohort_content(Path(d))} for d in dirs]
+
+
+def _weights_file(path: str) -> Optional[Dict]:
+    """Size and modification time of a local MODEL.WEIGHTS file: the same path trained again
+    (a re-run pre-training) is other weights."""
+    if not path or not Path(path).is_file():
+        return None
+    stat = Path(path).stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
 def asked_options(
     config: Union[str, Path],
     opts: Sequence = (),
@@ -58,16 +90,18 @@ def asked_options(
     env: Optional[Mapping[str, str]] = None,
 ) -> Dict:
     """The options a run is about to be trained with: ``{"config": merged config tree,
-    "dataset_roots": [...]}`` (train_net's ``--dataset-root`` values and the
-    ``DETECTRON2_DATASETS`` the child will see)."""
+    "dataset_roots": [{"root", "content"}], "weights_file": size and time of MODEL.WEIGHTS}``
+    (the roots: train_net's ``--dataset-root`` values and the ``DETECTRON2_DATASETS`` the
+    child will see, each with its splits' content key). JSON-safe (no NaN or inf)."""
     from ..config import get_rsrcnn_cfg
 
     cfg = get_rsrcnn_cfg(str(config), [str(o) for o in opts])
-    flags = [str(f) for f in flags]
-    roots = [flags[i + 1] for i, f in enumerate(flags[:-1]) if f == "--dataset-root"]
-    if env is not None and env.get("DETECTRON2_DATASETS"):
-        roots.append(f"DETECTRON2_DATASETS={env['DETECTRON2_DATASETS']}")
-    return {"config": _config_tree(cfg.dump()), "dataset_roots": roots}
+    asked = {
+        "config": _config_tree(cfg.dump()),
+        "dataset_roots": _dataset_roots([str(f) for f in flags], env),
+        "weights_file": _weights_file(cfg.MODEL.WEIGHTS),
+    }
+    return json_safe(asked)
 
 
 def recorded_options(run_dir: Union[str, Path]) -> Optional[Dict]:
@@ -112,9 +146,18 @@ def option_differences(recorded: Dict, asked: Dict) -> List[str]:
 
     keys = [k for k in sorted(old) if differs(k)]
     diffs = [f"{k}: {old[k]!r} here, {new[k]!r} asked" for k in keys]
-    roots = recorded.get("dataset_roots")
-    if roots is not None and roots != asked.get("dataset_roots"):
-        diffs.append(f"dataset roots: {roots} here, {asked.get('dataset_roots')} asked")
+    # cohorts by content, not path: a moved output folder is the same cohort, a re-prepared
+    # one with other splits is not (folders of earlier releases recorded no content: skipped)
+    before, now = recorded.get("dataset_roots"), asked.get("dataset_roots") or []
+    if isinstance(before, list) and all(isinstance(r, dict) for r in before):
+        if [r.get("content") for r in before] != [r.get("content") for r in now]:
+            diffs.append(
+                f"dataset content: {', '.join(r['root'] for r in before) or 'none'} here, "
+                f"{', '.join(r['root'] for r in now) or 'none'} asked (splits or conversion differ)"
+            )
+    weights = recorded.get("weights_file")
+    if weights is not None and weights != asked.get("weights_file"):
+        diffs.append("MODEL.WEIGHTS: the file was written again since this run started")
     return diffs
 
 
@@ -177,5 +220,7 @@ def claim_run_dir(
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     record = run_dir / RUN_OPTIONS_FILE
-    if not record.is_file() or read_json(record) != asked:  # a finished run's files untouched
+    if (run_dir / "result.json").is_file():
+        return  # a finished run's files are left as they are (earlier releases: no record)
+    if not record.is_file() or read_json(record) != asked:
         atomic_write_json(record, asked)

@@ -167,8 +167,13 @@ def calibrate(
     """Run tools/tune_operating_point.py: ``output`` gets the config of ``weights``'
     calibrated operating point on ``dataset`` (``flags``: e.g. --dataset-root; ``opts``: the
     run's config overrides). None when no point scored above predicting no lesion (the
-    tuner's exit 1, no config written): the caller evaluates the config's own point and
-    says it is not calibrated."""
+    tuner's exit 1 with its trials file saying ``"best": null``): the caller evaluates the
+    config's own point and says it is not calibrated. Any other failure of the tuner (a crash
+    exits 1 too) raises. ``output`` and its trials file are the driver's: an earlier run's are
+    removed first, so that neither can stand in for this calibration."""
+    output, trials_file = Path(output), Path(output).with_suffix(".json")
+    for stale in (output, trials_file):
+        stale.unlink(missing_ok=True)
     try:
         run_tool(
             [
@@ -198,7 +203,8 @@ def calibrate(
             step=step,
         )
     except subprocess.CalledProcessError as e:
-        if e.returncode != EXIT_PARTIAL:
+        found_nothing = trials_file.is_file() and read_json(trials_file).get("best", 0) is None
+        if e.returncode != EXIT_PARTIAL or not found_nothing:
             raise
         print(f"=== {step or 'calibration'}: nothing to calibrate, the config's own point is used")
         return None

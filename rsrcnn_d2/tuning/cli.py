@@ -8,7 +8,8 @@ The network runs once over the dataset (CRF off, detections down to the score
 grid's lowest threshold, with TEST.FLIP_TTA when the config has it); every trial
 re-selects the cached detections at its threshold, re-pastes their mask
 probabilities through the CRF with its parameters and scores the objective:
-strict mean Dice (every slice counts, the default) or lesion-wise F1. First the
+strict mean Dice (slices with a lesion in truth or prediction, the default) or
+lesion-wise F1. First the
 threshold over a grid (--score-grid), then, for rows with a dense CRF, the
 threshold and l1, l2, c1, e1 together by Bayesian optimisation from the grid's
 best point. The config's own point is the first trial, so the result is never

@@ -3,8 +3,9 @@
 The paper tunes the CRF's l1 (Gaussian sxy), l2 (bilateral sxy), c1 (bilateral
 srgb) and e1 (mean-field steps) with a Gaussian-process optimiser on validation
 Dice. Here the objective is the strict mean Dice over the cached slices (every
-slice counts; an empty prediction on a lesion slice scores 0, an empty
-prediction on an empty slice 1: `rsrcnn_d2.evaluation.dice`), computed by
+slice with a lesion in truth or prediction counts; an empty prediction on a
+lesion slice scores 0; a slice empty in both has no Dice and is left out:
+`rsrcnn_d2.evaluation.dice`), computed by
 re-pasting cached mask probabilities through the CRF (prediction_cache.py).
 
 The starting parameters (the config's) are probed first, and the best trial is
@@ -122,7 +123,7 @@ def crf_from_params(
 
 
 OBJECTIVES = {
-    "dice": "strict mean Dice (every slice counts)",
+    "dice": "strict mean Dice (slices with a lesion in truth or prediction)",
     "lesion_f1": "lesion-wise F1 (2-D lesions pooled over the slices)",
 }
 

@@ -363,10 +363,15 @@ def format_cv_summary(record: Dict) -> str:
         "|---|" + "---|" * len(folds) + "---|---|",
     ]
     for key, label, *_ in CV_METRICS:
-        cells = [_cell(record["per_fold"][f][key]) for f in folds]
+        digits = 1 if key.startswith("n_") else 4  # a count: its mean needs no more
+        cells = [_cell(record["per_fold"][f][key], digits) for f in folds]
         mean, sd = record["mean"][key], record["sd"][key]
-        spread = f"{_cell(mean)} ± {_cell(sd)}" if not np.isnan(sd) else _cell(mean)
-        pooled = _cell(record["pooled"][key]) if record["pooled"] else "–"
+        spread = (
+            f"{_cell(mean, digits)} ± {_cell(sd, digits)}"
+            if not np.isnan(sd)
+            else _cell(mean, digits)
+        )
+        pooled = _cell(record["pooled"][key], digits) if record["pooled"] else "–"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {spread} | {pooled} |")
     health = record.get("health") or {}
     lines.append(

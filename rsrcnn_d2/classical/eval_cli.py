@@ -14,10 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import evaluate_classical, flat_results, load_dataset_slices, load_params
 from ..data.errors import PWMLDataError
 from ..data.fileio import atomic_write_json
 from ..evaluation.pwml_evaluator import format_table
+from ..tool_setup import quiet_known_warnings
+from . import evaluate_classical, flat_results, load_dataset_slices, load_params
 
 __all__ = ["parse_args", "main"]
 
@@ -37,6 +38,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    quiet_known_warnings()  # harmless third-party notices, in this program only
     try:
         params = load_params(args.params)
         slices = load_dataset_slices(

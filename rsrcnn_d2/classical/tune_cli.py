@@ -16,6 +16,8 @@ The program behind ``tools/tune_classical.py`` (also ``python -m rsrcnn_d2.class
 import argparse
 import sys
 
+from ..data.errors import PWMLDataError
+from ..tool_setup import quiet_known_warnings
 from . import (
     MODES,
     OBJECTIVES,
@@ -25,7 +27,6 @@ from . import (
     save_tuning,
     tune_classical,
 )
-from ..data.errors import PWMLDataError
 
 __all__ = ["parse_args", "main"]
 
@@ -57,6 +58,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    quiet_known_warnings()  # harmless third-party notices, in this program only
     try:
         start = load_params(args.start) if args.start else ClassicalParams()
         if args.mode:

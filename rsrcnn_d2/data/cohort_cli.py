@@ -25,8 +25,9 @@ import sys
 from pathlib import Path
 from typing import List
 
-from .anatomy import AnatomyParams
+from ..tool_setup import quiet_known_warnings
 from .anatomical_cohort import write_anatomical_cohort
+from .anatomy import AnatomyParams
 from .nifti import read_volume
 from .synthetic import write_synthetic_cohort
 
@@ -135,6 +136,7 @@ def _lesion_free_note(lesion_free: List[str]) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    quiet_known_warnings()
     try:
         if args.phantom:
             if args.slices:

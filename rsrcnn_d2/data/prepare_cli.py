@@ -27,6 +27,8 @@ import math
 import sys
 from pathlib import Path
 
+from ..errors import EXIT_DATA, report_errors
+from ..tool_setup import quiet_known_warnings, setup_tool_logging
 from .check import DatasetReport, check_dataset, count, format_report
 from .convert import convert_pwml
 from .errors import PWMLDataError
@@ -34,8 +36,6 @@ from .fileio import atomic_write_json
 from .fingerprint import format_fingerprint
 from .nifti import add_axis_option
 from .register import default_pwml_root
-from ..errors import EXIT_DATA, report_errors
-from ..tool_setup import quiet_known_warnings, setup_tool_logging
 
 __all__ = ["parse_args", "main"]
 
@@ -127,9 +127,9 @@ def _write_report(path: Path, report: DatasetReport) -> None:
     atomic_write_json(path, report.as_dict())
 
 
-def _check_only(args) -> int:
-    report = check_dataset(
-        args.source,
+def _cohort_options(args) -> dict:
+    """The options the check and the conversion share (the check judges what would convert)."""
+    return dict(
         axis=args.axis,
         lesion_slices_only=not args.all_slices,
         binarize=args.binarize,
@@ -139,6 +139,10 @@ def _check_only(args) -> int:
         workers=args.workers,
         progress=True,
     )
+
+
+def _check_only(args) -> int:
+    report = check_dataset(args.source, **_cohort_options(args))
     print(format_report(report))
     if args.json:
         _write_report(Path(args.json), report)
@@ -160,18 +164,7 @@ def main(argv=None) -> int:
     setup_tool_logging()  # the check's warnings on the console
     if args.check:
         return _check_only(args)
-    summary = convert_pwml(
-        args.source,
-        args.output,
-        axis=args.axis,
-        lesion_slices_only=not args.all_slices,
-        binarize=args.binarize,
-        seed=args.seed,
-        fractions=tuple(args.fractions),
-        num_folds=args.folds,
-        workers=args.workers,
-        progress=True,
-    )
+    summary = convert_pwml(args.source, args.output, **_cohort_options(args))
     print(
         f"{summary['num_subjects']} subjects, {summary['num_images']} slices, "
         f"{summary['num_annotations']} lesions -> {Path(args.output).absolute()}"

@@ -11,9 +11,10 @@ carries ``spacing``, lesion-wise counts) and the masks as packed crops for the
   0; its HD is undefined, left out of the HD mean and counted
   (``n_HD_missing``). A slice with a predicted lesion and an empty truth scores
   Dice 0 (sensitivity undefined, ``n_Sens_undefined``). A slice empty in both
-  truth and prediction has no Dice and no distance: it is left out of every
-  mean and counted (``n_both_empty``), so on whole volumes the figures cover the
-  slices with a lesion in the truth or the prediction, and a model that
+  truth and prediction has no Dice, sensitivity or distance: it is left out of
+  those means and counted (``n_both_empty``; specificity, defined there, keeps
+  it), so on whole volumes the figures cover the slices with a lesion in the
+  truth or the prediction, and a model that
   predicts nothing scores 0, not the share of empty slices. On the paper's
   lesion slices nothing is left out. When no slice has lesions in both masks
   no distance was measured and HD/HD95 are NaN ("n/a"). Also lesion-wise

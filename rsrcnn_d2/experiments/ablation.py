@@ -44,15 +44,8 @@ from pathlib import Path
 from .. import model_zoo
 from ..data.fileio import atomic_write_bytes, atomic_write_json, read_json
 from ..errors import report_errors
+from ..tool_setup import quiet_known_warnings
 from .intervals import interval_table, lesion_load_table
-from .run_health import HEALTH_NOTE, health_cell, health_line, read_health
-from .run_options import (
-    StaleRunError,
-    asked_options,
-    check_run_dir,
-    option_differences,
-    recorded_options,
-)
 from .results import (
     LESION3D_METRICS,
     REFERENCE_METRICS,
@@ -61,6 +54,14 @@ from .results import (
     loss_trend,
     mean_sd,
     seed_summary_table,
+)
+from .run_health import HEALTH_NOTE, health_cell, health_line, read_health
+from .run_options import (
+    StaleRunError,
+    asked_options,
+    check_run_dir,
+    option_differences,
+    recorded_options,
 )
 from .runner import (
     COHORT_MODULE,
@@ -537,6 +538,7 @@ def main(argv=None) -> int:
     )
     p.add_argument("--summary", default="summary.md", help="summary file name inside OUTPUT")
     args = p.parse_args(argv)
+    quiet_known_warnings()  # harmless third-party notices, in this program only
 
     out = Path(args.output).absolute()
     out.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..data.fileio import atomic_write_bytes
 from ..model_zoo import row_config
+from ..tool_setup import quiet_known_warnings
 from .results import lesion3d_results, pooled_results
 from .run_health import HEALTH_NOTE, health_cell, read_health
 from .runner import (
@@ -105,6 +106,7 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=500, help="training iterations per row")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    quiet_known_warnings()  # harmless third-party notices, in this program only
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, DETECTRON2_DATASETS=str(out))  # registers OUT/pwml as pwml_*

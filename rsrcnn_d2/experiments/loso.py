@@ -38,6 +38,7 @@ from ..data.fileio import atomic_write_bytes, read_json
 from ..data.sources import discover_subjects
 from ..errors import report_errors
 from ..model_zoo import row_config
+from ..tool_setup import quiet_known_warnings
 from .results import REFERENCE_METRICS, pooled_results, seed_summary_table
 from .run_health import health_line, read_health
 from .runner import (
@@ -181,6 +182,7 @@ def main(argv=None) -> int:
         "beside it as <folder>.replaced-<time>); without it such a run is refused (exit 2)",
     )
     args = p.parse_args(argv)
+    quiet_known_warnings()  # harmless third-party notices, in this program only
 
     slices = Path(args.slices)
     if not (slices / "input").is_dir() or not (slices / "gt").is_dir():

@@ -20,6 +20,7 @@ import sys
 from typing import Dict, List
 
 from ..errors import PWMLDataError, report_errors
+from ..tool_setup import quiet_known_warnings
 from .boxplots import boxplot_from_csvs
 
 __all__ = ["parse_csvs", "main"]
@@ -64,6 +65,7 @@ def main(argv=None) -> int:
         "in one figure; refused by default",
     )
     args = parser.parse_args(argv)
+    quiet_known_warnings()  # harmless third-party notices, in this program only
     out = boxplot_from_csvs(
         parse_csvs(args.csv),
         args.output,

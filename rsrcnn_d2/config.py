@@ -199,6 +199,7 @@ def merge_config_file(cfg: CN, config_file: str) -> None:
     if not os.path.isfile(config_file):
         what = "is not a file" if os.path.exists(config_file) else "does not exist"
         raise ConfigError(config_file, f"config file {what}")
+    _check_base_chain(config_file)
     try:
         cfg.merge_from_file(config_file, allow_unsafe=False)
     except yaml.constructor.ConstructorError as e:
@@ -224,6 +225,32 @@ def merge_config_file(cfg: CN, config_file: str) -> None:
         raise ConfigError(
             config_file, _key_problem(e) or f"cannot merge this config: {e}"
         ) from None
+
+
+def _check_base_chain(config_file: str) -> None:
+    """A `ConfigError` naming the cycle when the ``_BASE_`` chain leads back to a file of its
+    own (a -> b -> a), before detectron2 follows it into a RecursionError. Read safely; a
+    file that cannot be read or parsed is left to the merge, which names it."""
+    import yaml
+
+    from .errors import ConfigError
+
+    chain, current = [], os.path.realpath(config_file)
+    while True:
+        if current in chain:
+            cycle = " -> ".join([*chain[chain.index(current) :], current])
+            raise ConfigError(config_file, f"the _BASE_ chain is a cycle: {cycle}")
+        chain.append(current)
+        try:
+            with open(current) as f:
+                base = (yaml.safe_load(f) or {}).get("_BASE_")
+        except (OSError, yaml.YAMLError, AttributeError):
+            return
+        if not isinstance(base, str):
+            return
+        if not base.startswith(("/", "~", "https://", "http://", "catalog://")):
+            base = os.path.join(os.path.dirname(current), base)
+        current = os.path.realpath(os.path.expanduser(base))
 
 
 def merge_overrides(cfg: CN, opts, config_file: str = "") -> None:

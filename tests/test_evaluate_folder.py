@@ -200,3 +200,28 @@ def test_a_lesion_free_case_is_fine_with_lesion_slices_only(folders):
     _save(pred_dir / "healthy.nii.gz", empty)
     summary = evaluate_folder(*folders, None, lesion_slices_only=True, workers=1, progress=False)
     assert summary["cases"] == ["healthy", "sub01"] and summary["pwml_strict"]["n_slices"] == 3
+
+
+def test_a_reference_case_named_like_a_probability_map_is_not_dropped(tmp_path, capsys):
+    """A reference b_prob.nii.gz is a case: scored, or named as an error, never skipped from
+    both folders (the prediction folder's _prob files are rsrcnn-predict's maps)."""
+    pred, truth = _case()
+    for case in ("a", "b_prob"):
+        _save(tmp_path / "ref" / f"{case}.nii.gz", truth)
+    _save(tmp_path / "pred" / "a.nii.gz", pred)
+    _save(tmp_path / "pred" / "b_prob.nii.gz", pred)  # its prediction: taken as a map
+    with pytest.raises(PWMLDataError, match="no prediction for 1 reference case.*b_prob"):
+        pair_cases(tmp_path / "pred", tmp_path / "ref")
+    _save(tmp_path / "pred" / "b_prob_lesion.nii.gz", pred)  # named unambiguously
+    assert [p.case for p in pair_cases(tmp_path / "pred", tmp_path / "ref")] == ["a", "b_prob"]
+
+
+def test_an_output_that_is_a_file_is_one_line_exit_2(folders, tmp_path, capsys):
+    pred_dir, ref_dir = folders
+    taken = tmp_path / "eval.txt"
+    taken.write_text("a user's file")
+    assert main([str(ref_dir), str(pred_dir), "-o", str(taken), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    expected = f"{taken}: is a file; -o takes the folder to write the figures into"
+    assert err == f"rsrcnn-evaluate: error: {expected}\n"
+    assert taken.read_text() == "a user's file"

@@ -67,6 +67,19 @@ def test_bad_config_files_are_config_errors_naming_the_file(tmp_path, body, prob
     assert "\n" not in str(info.value)
 
 
+def test_a_base_cycle_is_a_config_error_naming_the_cycle(tmp_path, capsys):
+    """a -> b -> a: one line naming the chain (exit 3), not detectron2's RecursionError."""
+    (tmp_path / "a.yaml").write_text("_BASE_: b.yaml\nSEED: 1\n")
+    (tmp_path / "b.yaml").write_text("_BASE_: ./a.yaml\n")
+    with pytest.raises(ConfigError) as e:
+        get_rsrcnn_cfg(str(tmp_path / "a.yaml"))
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    assert str(e.value) == f"{a}: the _BASE_ chain is a cycle: {a} -> {b} -> {a}"
+    (tmp_path / "c.yaml").write_text("_BASE_: c.yaml\n")  # itself
+    with pytest.raises(ConfigError, match="cycle: .*c.yaml -> .*c.yaml$"):
+        get_rsrcnn_cfg(str(tmp_path / "c.yaml"))
+
+
 def test_missing_config_and_unknown_override_are_config_errors(tmp_path):
     with pytest.raises(
         ConfigError, match=f"^{tmp_path / 'nope.yaml'}: config file does not exist$"

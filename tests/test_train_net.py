@@ -528,3 +528,17 @@ def test_an_explicit_cuda_device_without_cuda_is_one_line_exit_2(tmp_path, capsy
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith("train_net.py: error: MODEL.DEVICE cuda: CUDA is not available")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_dir_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
+    from rsrcnn_d2.engine.train_net import cli
+
+    taken = tmp_path / "out"
+    taken.write_text("a user's file")
+    code = cli(["--config-file", str(TINY_ROWS["E"]), "OUTPUT_DIR", str(taken)])
+    err = capsys.readouterr().err.strip()
+    assert (code, err) == (
+        2,
+        f"train_net.py: error: {taken}: OUTPUT_DIR is a file; it must be a folder",
+    )
+    assert taken.read_text() == "a user's file"

@@ -307,3 +307,16 @@ def test_a_calibration_record_does_not_invalidate_a_prediction_cache(cohort):
     key = prediction_cache_key(plain, "op_val", "")
     assert prediction_cache_key(recorded, "op_val", "") == key
     assert prediction_cache_key(flipped, "op_val", "")["config_sha256"] != key["config_sha256"]
+
+
+def test_an_output_that_is_a_folder_is_refused_before_any_trial(tmp_path, capsys):
+    folder = tmp_path / "tuned"
+    folder.mkdir()
+    args = ["--config-file", str(TINY_ROWS["E"]), "--dataset", "no_such_dataset"]
+    assert tune_main([*args, "--output", str(folder), "MODEL.DEVICE", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"tune_operating_point: error: {folder}: is a folder; --output takes the tuned config "
+        "file to write"
+    )  # the dataset, which does not exist, was never reached
+    assert list(folder.iterdir()) == []

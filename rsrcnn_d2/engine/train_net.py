@@ -236,8 +236,10 @@ def cli(argv: Optional[Sequence[str]] = None, prog: str = "train_net.py") -> int
     print("Command Line Args:", args)
     try:
         register_dataset_roots(args.dataset_root)
-        rsrcnn_d2.get_rsrcnn_cfg(args.config_file, args.opts)
+        output_dir = rsrcnn_d2.get_rsrcnn_cfg(args.config_file, args.opts).OUTPUT_DIR
         check_requested_device(device_override(args.opts), "MODEL.DEVICE")  # asked: no fallback
+        if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+            raise PWMLDataError(output_dir, "OUTPUT_DIR is a file; it must be a folder")
     except (PWMLDataError, ConfigError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return exit_code_of(e)

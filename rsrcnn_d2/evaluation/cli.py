@@ -67,6 +67,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_known_warnings()
     output = Path(args.output) if args.output else Path(args.prediction) / "evaluation"
+    if output.exists() and not output.is_dir():
+        from ..errors import PWMLDataError
+
+        raise PWMLDataError(output, "is a file; -o takes the folder to write the figures into")
     pair_cases(args.prediction, args.reference, args.allow_missing)  # bad folders: no output made
     # our warnings (e.g. subjects whose slices differ in size) to the console and log.txt
     setup_tool_logging(output / "log.txt")

@@ -77,8 +77,8 @@ def _masks_in(folder: Path, role: str) -> Dict[str, Path]:
         if path.name.startswith(".") or not path.is_file() or not path.name.endswith(NIFTI_ENDINGS):
             continue
         case = case_name(path)
-        if case.endswith(PROBABILITY_SUFFIX):
-            continue
+        if role == "prediction" and case.endswith(PROBABILITY_SUFFIX):
+            continue  # rsrcnn-predict --save-probabilities: a map, not a mask (references: a case)
         if role == "prediction" and case.endswith(PREDICTION_SUFFIX) and case != PREDICTION_SUFFIX:
             case = case[: -len(PREDICTION_SUFFIX)]
         if case in found:

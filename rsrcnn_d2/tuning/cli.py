@@ -241,6 +241,8 @@ def _setup(args, legacy: bool):
         )
     suffix = "_dcrf_tuned.yaml" if legacy else "_tuned.yaml"
     output = Path(args.output or Path(cfg.OUTPUT_DIR) / f"{Path(args.config_file).stem}{suffix}")
+    if output.is_dir():  # found now, not after every trial ran
+        raise PWMLDataError(output, "is a folder; --output takes the tuned config file to write")
     # our lines and detectron2's (data loading) to the console and beside the tuned config
     log = setup_tool_logging(output.with_suffix(".log"), names=("rsrcnn_d2", "detectron2"))
     if fall_back_to_cpu(cfg):

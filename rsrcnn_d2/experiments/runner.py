@@ -18,6 +18,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 from ..checkpoint import trained_weights
 from ..data.fileio import atomic_write_json, nan_for_null, read_json
 from ..errors import EXIT_PARTIAL
+from .child_process import run_child
 from .results import lesion3d_results, pooled_results, read_eval_results
 from .run_health import read_health
 from .run_options import asked_options, claim_run_dir
@@ -61,9 +62,7 @@ def run_tool(
         print(f"\n=== {step}", flush=True)
     print("$ " + " ".join(str(a) for a in args), flush=True)
     start = time.time()
-    subprocess.run(
-        [sys.executable, *map(str, args)], check=True, env=None if env is None else dict(env)
-    )
+    run_child([sys.executable, *map(str, args)], check=True, env=None if env is None else dict(env))
     if step:
         print(f"=== {step}: done in {time.time() - start:.0f} s", flush=True)
 
@@ -128,10 +127,10 @@ def train_and_record(
         return done
     cmd = train_net_command(config, run_dir, opts, flags)
     if log_file is None:
-        proc = subprocess.run(cmd, env=None if env is None else dict(env))
+        proc = run_child(cmd, env=None if env is None else dict(env))
     else:
         with open(log_file, "a") as log:
-            proc = subprocess.run(
+            proc = run_child(
                 cmd, env=None if env is None else dict(env), stdout=log, stderr=subprocess.STDOUT
             )
     if proc.returncode != 0:

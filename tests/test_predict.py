@@ -680,3 +680,34 @@ def test_an_uncalibrated_config_says_so_and_tta_follows_it(tmp_path, capsys):
         "not calibrated (no TEST.CALIBRATED_WITH)" in out
     )
     assert "WARNING" not in out
+
+
+def test_two_inputs_with_one_output_name_are_refused_before_anything_is_written(
+    volumes, tmp_path, monkeypatch, capsys
+):
+    """a + a_prob with probabilities: a's map would be a_prob's mask (exit 2, both named,
+    nothing written); 43.png + 43_overlay.png with overlays likewise."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(volumes / "PWML_000_0000.nii.gz", inputs / "a.nii.gz")
+    shutil.copy(volumes / "PWML_001_0000.nii.gz", inputs / "a_prob.nii.gz")
+    out = tmp_path / "out"
+    code = run_cli(
+        monkeypatch, inputs, "-o", out, "--save-probabilities", predictor=fake_predictor()
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err == (
+        f"rsrcnn-predict: error: {inputs / 'a_prob.nii.gz'}: its output a_prob.nii.gz is also "
+        "a.nii.gz's; rename one of the two inputs (or predict them into different folders)"
+    )
+    assert not out.exists() or list(out.iterdir()) == []
+    assert run_cli(monkeypatch, inputs, "-o", out, predictor=fake_predictor()) == 0  # no maps
+    slices = tmp_path / "slices"
+    slices.mkdir()
+    for name in ("43", "43_overlay"):
+        Image.fromarray(np.full((16, 16), 9, np.uint8)).save(slices / f"{name}.png")
+    code = run_cli(
+        monkeypatch, slices, "-o", tmp_path / "o2", "--overlays", predictor=fake_predictor()
+    )
+    assert code == 2 and "its output 43_overlay.png is also 43.png's" in capsys.readouterr().err

@@ -24,7 +24,7 @@ Every target must lie inside the output folder once symlinks are followed
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Union
+from typing import Dict, List, Sequence, Union
 
 from ..data.errors import PWMLDataError
 from ..data.nifti import case_name, load_nifti_3d, split_nifti_name
@@ -35,6 +35,7 @@ __all__ = [
     "find_inputs",
     "output_paths",
     "check_output_location",
+    "check_output_collisions",
     "input_slice_geometry",
     "check_input_geometry",
 ]
@@ -134,6 +135,33 @@ def output_paths(item: PredictionInput, output: PathLike, mask_suffix: str = "")
         prob=output / f"{item.name}_prob.npy",
         overlays=output / f"{item.name}_overlay.png",
     )
+
+
+def check_output_collisions(
+    inputs: Sequence[PredictionInput],
+    output: PathLike,
+    mask_suffix: str = "",
+    save_prob: bool = False,
+    overlays: bool = False,
+) -> None:
+    """Refuse a run in which two inputs would write the same output file (`PWMLDataError`
+    naming both, before anything is written): ``a.nii.gz`` + ``a_prob.nii.gz`` with
+    probabilities (``a``'s map is ``a_prob``'s mask), ``43.png`` + ``43_overlay.png`` with
+    overlays."""
+    owner: Dict[Path, PredictionInput] = {}
+    for item in inputs:
+        paths = output_paths(item, output, mask_suffix)
+        targets = [paths.mask]
+        targets += [paths.prob] if save_prob else []
+        targets += [paths.overlays] if overlays else []
+        for target in targets:
+            other = owner.setdefault(target, item)
+            if other is not item:
+                raise PWMLDataError(
+                    item.path,
+                    f"its output {target.name} is also {other.path.name}'s; rename one of "
+                    "the two inputs (or predict them into different folders)",
+                )
 
 
 def check_output_location(

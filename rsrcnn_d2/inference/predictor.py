@@ -25,7 +25,12 @@ from ..data.mapper import slice_model_input
 from ..data.nifti import axis_index, axis_name, put_slice, read_volume, volume_slice
 from . import writers
 from .calibration import InferenceSettings
-from .inputs import PredictionInput, check_input_geometry, output_paths
+from .inputs import (
+    PredictionInput,
+    check_input_geometry,
+    check_output_collisions,
+    output_paths,
+)
 
 __all__ = [
     "SlicePrediction",
@@ -342,6 +347,7 @@ def predict_inputs(
     from tqdm import tqdm
 
     axis = axis_index(axis)
+    check_output_collisions(inputs, output, mask_suffix, save_prob, overlays)  # before writing
     report = PredictionReport()
     write = _Writer(inputs, output)
     say = log or (lambda line: None)

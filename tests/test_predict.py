@@ -711,3 +711,29 @@ def test_two_inputs_with_one_output_name_are_refused_before_anything_is_written(
         monkeypatch, slices, "-o", tmp_path / "o2", "--overlays", predictor=fake_predictor()
     )
     assert code == 2 and "its output 43_overlay.png is also 43.png's" in capsys.readouterr().err
+
+
+def test_a_second_run_into_a_busy_output_folder_is_refused(volumes, tmp_path, monkeypatch, capsys):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from rsrcnn_d2.data.output_lock import LOCK_FILE
+
+    out = tmp_path / "out"
+    out.mkdir()
+    first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        record = {"pid": first.pid, "host": socket.gethostname(), "program": "rsrcnn-predict",
+                  "started": "now"}  # fmt: skip
+        (out / LOCK_FILE).write_text(json.dumps(record))
+        code = run_cli(monkeypatch, volumes, "-o", out, predictor=fake_predictor())
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.startswith(f"rsrcnn-predict: error: {out}: in use by rsrcnn-")
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # nothing written
+    finally:
+        first.kill()
+        first.wait()
+    assert run_cli(monkeypatch, volumes, "-o", out, predictor=fake_predictor()) == 0  # stale
+    assert not (out / LOCK_FILE).exists() and (out / "PWML_000.nii.gz").is_file()

@@ -542,3 +542,27 @@ def test_an_output_dir_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
         f"train_net.py: error: {taken}: OUTPUT_DIR is a file; it must be a folder",
     )
     assert taken.read_text() == "a user's file"
+
+
+def test_a_run_folder_in_use_by_a_live_trainer_is_refused(tmp_path, capsys):
+    """A second trainer on one run folder (a re-run of a sweep whose first trainer still runs)
+    would mix two runs' checkpoints: refused before any worker starts."""
+    import socket
+
+    from rsrcnn_d2.data.output_lock import LOCK_FILE
+    from rsrcnn_d2.engine.train_net import cli
+
+    out = tmp_path / "run"
+    out.mkdir()
+    first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        record = {"pid": first.pid, "host": socket.gethostname(), "program": "train_net.py",
+                  "started": "now"}  # fmt: skip
+        (out / LOCK_FILE).write_text(json.dumps(record))
+        code = cli(["--config-file", str(TINY_ROWS["E"]), "OUTPUT_DIR", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and f"train_net.py: error: {out}: in use by train_net.py (pid" in err
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+    finally:
+        first.kill()
+        first.wait()

@@ -29,6 +29,7 @@ from rsrcnn_d2.config import check_requested_device, device_override, fall_back_
 from rsrcnn_d2.data import PWMLDatasetMapper, build_pwml_test_loader, build_pwml_train_loader
 from rsrcnn_d2.data.augmentation import build_pwml_augmentations
 from rsrcnn_d2.data.mapper import head_crop_margin
+from rsrcnn_d2.data.output_lock import output_lock
 from rsrcnn_d2.data.register import register_dataset_roots
 from rsrcnn_d2.errors import ConfigError, PWMLDataError, exit_code_of, report_errors
 from rsrcnn_d2.evaluation import PWMLEvaluator
@@ -245,17 +246,22 @@ def cli(argv: Optional[Sequence[str]] = None, prog: str = "train_net.py") -> int
         return exit_code_of(e)
     if args.num_gpus > 1 and _trains_on_cpu(args):
         prepare_cpu_workers(args.num_gpus)  # read by the workers' thread pools as they start
-    return (
-        report_errors(prog)(launch)(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-        or 0
-    )
+    try:  # one live trainer per run folder (a second one would mix two runs' checkpoints)
+        with output_lock(output_dir, prog):
+            return (
+                report_errors(prog)(launch)(
+                    main,
+                    args.num_gpus,
+                    num_machines=args.num_machines,
+                    machine_rank=args.machine_rank,
+                    dist_url=args.dist_url,
+                    args=(args,),
+                )
+                or 0
+            )
+    except PWMLDataError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return exit_code_of(e)
 
 
 if __name__ == "__main__":

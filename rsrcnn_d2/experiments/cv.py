@@ -53,6 +53,7 @@ from ..data.fileio import (
     replace_dir,
     staging_dir_for,
 )
+from ..data.output_lock import output_lock
 from ..data.nifti import NIFTI_ENDINGS, axis_index, read_volume, split_nifti_name
 from ..data.register import check_prepared_root, parse_dataset_root, register_dataset_roots
 from .results import mean_sd
@@ -434,60 +435,70 @@ def run_cv(
             )
     output = Path(output).absolute()
     _check_output(output, cohort)
-    flags = ["--dataset-root", f"{prefix}={cohort.root}", "--num-gpus", str(num_gpus)]
-    asked = {
-        fold: asked_options(config, [*opts, *_fold_opts(prefix, fold)], flags, env)
-        for fold in range(len(cohort.folds))
-    }
-    for fold in range(len(cohort.folds)):  # every stale fold refused before any training
-        if fold not in folds:  # an earlier run's fold is pooled only if trained exactly so
-            check_run_dir(
-                output / f"fold_{fold}", asked[fold], f"fold {fold}", "add it to --folds --retrain"
+    with output_lock(output, "run_cv"):  # a second run_cv into OUT: exit 2, nothing trained
+        flags = ["--dataset-root", f"{prefix}={cohort.root}", "--num-gpus", str(num_gpus)]
+        asked = {
+            fold: asked_options(config, [*opts, *_fold_opts(prefix, fold)], flags, env)
+            for fold in range(len(cohort.folds))
+        }
+        for fold in range(len(cohort.folds)):  # every stale fold refused before any training
+            if fold not in folds:  # an earlier run's fold is pooled only if trained exactly so
+                check_run_dir(
+                    output / f"fold_{fold}",
+                    asked[fold],
+                    f"fold {fold}",
+                    "add it to --folds --retrain",
+                )
+            elif not retrain:
+                check_run_dir(output / f"fold_{fold}", asked[fold], f"fold {fold}")
+        per_fold = {}
+        for fold in range(len(cohort.folds)):
+            run_dir, fold_opts = output / f"fold_{fold}", [*opts, *_fold_opts(prefix, fold)]
+            finished = (run_dir / RESULT_FILE).is_file()
+            if fold not in folds and not finished:
+                continue  # not asked for and not trained by an earlier run
+            if finished and not stale_options(run_dir, asked[fold]):
+                log(f"fold {fold}: finished earlier with the same options, not retrained")
+            else:
+                log(f"fold {fold}: training on {prefix}_fold{fold}_train in {run_dir}")
+            train_and_record(
+                config,
+                run_dir,
+                fold_opts,
+                env=env,
+                flags=flags,
+                retrain=retrain,
+                what=f"fold {fold}",
             )
-        elif not retrain:
-            check_run_dir(output / f"fold_{fold}", asked[fold], f"fold {fold}")
-    per_fold = {}
-    for fold in range(len(cohort.folds)):
-        run_dir, fold_opts = output / f"fold_{fold}", [*opts, *_fold_opts(prefix, fold)]
-        finished = (run_dir / RESULT_FILE).is_file()
-        if fold not in folds and not finished:
-            continue  # not asked for and not trained by an earlier run
-        if finished and not stale_options(run_dir, asked[fold]):
-            log(f"fold {fold}: finished earlier with the same options, not retrained")
-        else:
-            log(f"fold {fold}: training on {prefix}_fold{fold}_train in {run_dir}")
-        train_and_record(
-            config, run_dir, fold_opts, env=env, flags=flags, retrain=retrain, what=f"fold {fold}"
+            predictions = predict_fold(
+                cohort, fold, run_dir, checkpoint, opts, log, save_probabilities=save_probabilities
+            )
+            per_fold[fold] = _evaluate(
+                predictions, run_dir / "references", run_dir / "evaluation", cohort
+            )
+        pooled = _pool(output, sorted(per_fold), cohort)
+        record = {
+            "config": str(config),
+            "dataset_root": str(cohort.root),
+            "prefix": prefix,
+            "num_folds": len(cohort.folds),
+            "folds": sorted(per_fold),
+            "complete": sorted(per_fold) == list(range(len(cohort.folds))),
+            "scored": SCORED,
+            "validation": VALIDATION,
+            "checkpoint": (
+                "model_best.pth where training kept one, else model_final.pth"
+                if checkpoint == "best"
+                else "model_final.pth"
+            ),
+            "opts": opts,
+            "cases": pooled["cases"],
+            "health": {str(f): read_health(output / f"fold_{f}") for f in sorted(per_fold)},
+            **summarize_cv(per_fold, pooled),
+            "pooled_counts": pooled["pwml_lesion3d"],
+        }
+        atomic_write_json(output / "cv_summary.json", record)
+        atomic_write(
+            output / "cv_summary.md", lambda tmp: Path(tmp).write_text(format_cv_summary(record))
         )
-        predictions = predict_fold(
-            cohort, fold, run_dir, checkpoint, opts, log, save_probabilities=save_probabilities
-        )
-        per_fold[fold] = _evaluate(
-            predictions, run_dir / "references", run_dir / "evaluation", cohort
-        )
-    pooled = _pool(output, sorted(per_fold), cohort)
-    record = {
-        "config": str(config),
-        "dataset_root": str(cohort.root),
-        "prefix": prefix,
-        "num_folds": len(cohort.folds),
-        "folds": sorted(per_fold),
-        "complete": sorted(per_fold) == list(range(len(cohort.folds))),
-        "scored": SCORED,
-        "validation": VALIDATION,
-        "checkpoint": (
-            "model_best.pth where training kept one, else model_final.pth"
-            if checkpoint == "best"
-            else "model_final.pth"
-        ),
-        "opts": opts,
-        "cases": pooled["cases"],
-        "health": {str(f): read_health(output / f"fold_{f}") for f in sorted(per_fold)},
-        **summarize_cv(per_fold, pooled),
-        "pooled_counts": pooled["pwml_lesion3d"],
-    }
-    atomic_write_json(output / "cv_summary.json", record)
-    atomic_write(
-        output / "cv_summary.md", lambda tmp: Path(tmp).write_text(format_cv_summary(record))
-    )
-    return record
+        return record

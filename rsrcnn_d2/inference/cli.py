@@ -289,6 +289,7 @@ def build_predictor(args: argparse.Namespace):
 def main(argv: Optional[List[str]] = None) -> int:
     from tqdm import tqdm
 
+    from ..data.output_lock import output_lock
     from ..tool_setup import quiet_known_warnings, setup_tool_logging
     from .inputs import check_output_location, find_inputs
     from .predictor import predict_inputs
@@ -303,18 +304,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     except FileNotFoundError as e:
         print(f"rsrcnn-predict: error: {e}", file=sys.stderr)
         return EXIT_DATA
-    report = predict_inputs(
-        predictor,
-        inputs,
-        args.output,
-        axis=args.axis,
-        save_prob=args.save_prob,
-        overlays=args.overlays,
-        progress=not args.no_progress,
-        log=tqdm.write,
-        skip_existing=args.skip_existing,
-        mask_suffix=args.mask_suffix,
-    )
+    with output_lock(args.output, "rsrcnn-predict"):  # a second run into -o: exit 2
+        report = predict_inputs(
+            predictor,
+            inputs,
+            args.output,
+            axis=args.axis,
+            save_prob=args.save_prob,
+            overlays=args.overlays,
+            progress=not args.no_progress,
+            log=tqdm.write,
+            skip_existing=args.skip_existing,
+            mask_suffix=args.mask_suffix,
+        )
     done = len(report.written)
     skipped = f" ({len(report.skipped)} skipped: outputs exist)" if report.skipped else ""
     print(

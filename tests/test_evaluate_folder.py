@@ -104,6 +104,11 @@ def test_geometry_mismatch_names_both_files(folders):
     with pytest.raises(PWMLDataError, match="affine differs") as e:
         evaluate_folder(pred_dir, ref_dir, workers=1, progress=False)
     assert "sub01_lesion.nii.gz" in str(e.value) and "sub01.nii.gz" in str(e.value)
+    assert "\n" not in str(e.value)  # one line, with what differs
+    assert str(e.value).endswith(
+        "(by up to 1; voxel sizes (0.5, 0.5, 3.0) vs (0.5, 0.5, 2.0) mm, "
+        "origins (0.0, 0.0, 0.0) vs (0.0, 0.0, 0.0) mm)"
+    )
     _save(pred_dir / "sub01_lesion.nii.gz", pred[:, :, :3])
     with pytest.raises(PWMLDataError, match=r"shape \(6, 8, 3\) differs"):
         evaluate_folder(pred_dir, ref_dir, workers=1, progress=False)

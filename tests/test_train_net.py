@@ -566,3 +566,30 @@ def test_a_run_folder_in_use_by_a_live_trainer_is_refused(tmp_path, capsys):
     finally:
         first.kill()
         first.wait()
+
+
+def test_training_on_data_without_a_lesion_is_one_line_exit_2(tmp_path, capsys):
+    """detectron2 drops lesion-free slices from training; with nothing left its loader asserts.
+    The user gets one line naming the dataset instead of an AssertionError's traceback."""
+    from detectron2.data import DatasetCatalog
+
+    from rsrcnn_d2.engine.train_net import cli
+
+    name = "test_lesion_free_train"
+    slice_dict = {"file_name": str(tmp_path / "s.npy"), "image_id": 0, "height": 64, "width": 64}
+    DatasetCatalog.register(name, lambda: [{**slice_dict, "annotations": []}])
+    try:
+        code = cli([
+            "--config-file", str(TINY_ROWS["E"]), "MODEL.DEVICE", "cpu",
+            "DATASETS.TRAIN", f"('{name}',)", "DATASETS.VAL", "()", "DATASETS.TEST", "()",
+            "OUTPUT_DIR", str(tmp_path / "out"),
+        ])  # fmt: skip
+    finally:
+        DatasetCatalog.remove(name)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == (
+        f"train_net.py: error: {name}: holds no lesion to train on (every slice is lesion-free, "
+        "and detectron2 drops those for training); prepare a cohort with lesions, or check "
+        "DATASETS.TRAIN"
+    )
+    assert not any("Traceback" in line for line in err)

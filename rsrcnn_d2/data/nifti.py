@@ -30,6 +30,7 @@ import numpy as np
 from .errors import PWMLDataError
 
 __all__ = [
+    "affine_difference",
     "AXES",
     "axis_name",
     "add_axis_option",
@@ -216,6 +217,18 @@ def _collect(found: List[PWMLDataError], step: Callable, *args):
         return None
 
 
+def affine_difference(a: np.ndarray, b: np.ndarray) -> str:
+    """How two voxel-to-world affines differ, in one line: the largest entry difference, the
+    voxel sizes and the origins (mm)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    sizes = [tuple(np.round(np.linalg.norm(m[:3, :3], axis=0), 4).tolist()) for m in (a, b)]
+    origins = [tuple(np.round(m[:3, 3], 4).tolist()) for m in (a, b)]
+    return (
+        f"by up to {np.abs(a - b).max():.4g}; voxel sizes {sizes[0]} vs {sizes[1]} mm, "
+        f"origins {origins[0]} vs {origins[1]} mm"
+    )
+
+
 def read_nifti_pair(
     image_path: Union[str, Path],
     mask_path: Union[str, Path],
@@ -247,8 +260,8 @@ def read_nifti_pair(
             found.append(
                 PWMLDataError(
                     mask_path,
-                    f"mask affine differs from the affine of {image_path}: "
-                    f"{np.round(msk.affine, 4).tolist()} vs {np.round(img.affine, 4).tolist()}",
+                    f"mask affine differs from the affine of {image_path} "
+                    f"({affine_difference(msk.affine, img.affine)})",
                 )
             )
     # each volume's own checks run even when the pair does not match, so all are listed

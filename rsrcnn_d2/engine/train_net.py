@@ -180,7 +180,16 @@ def main(args):
             allow_partial=getattr(args, "allow_partial_weights", False),
         )
         return Trainer.test(cfg, model)
-    trainer = Trainer(cfg)
+    try:
+        trainer = Trainer(cfg)
+    except AssertionError as e:  # detectron2's loader: every training image was filtered out
+        if "No valid data" not in str(e):
+            raise
+        raise PWMLDataError(
+            ", ".join(cfg.DATASETS.TRAIN),
+            "holds no lesion to train on (every slice is lesion-free, and detectron2 drops "
+            "those for training); prepare a cohort with lesions, or check DATASETS.TRAIN",
+        ) from None
     load_trainer_weights(
         trainer, resume=args.resume
     )  # logs a table of what a foreign checkpoint fills

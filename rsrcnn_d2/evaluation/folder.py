@@ -24,6 +24,7 @@ from ..data.errors import PWMLDataError
 from ..data.fileio import atomic_write_json
 from ..data.nifti import (
     NIFTI_ENDINGS,
+    affine_difference,
     axis_index,
     canonical_shape_and_zooms,
     case_name,
@@ -143,9 +144,8 @@ def _read_pair(pair: CasePair, binarize: bool):
     if not np.allclose(pred.source.affine, ref.source.affine, atol=AFFINE_ATOL_MM):
         raise PWMLDataError(
             pair.prediction,
-            f"affine differs from the reference {pair.reference}:\n"
-            f"{np.round(pred.source.affine, 4)}\nvs\n"
-            f"{np.round(ref.source.affine, 4)}",
+            f"affine differs from the reference {pair.reference} "
+            f"({affine_difference(pred.source.affine, ref.source.affine)})",
         )
     _, zooms = canonical_shape_and_zooms(ref.source)  # the slices are cut from canonical voxels
     return (

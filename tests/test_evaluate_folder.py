@@ -230,3 +230,22 @@ def test_an_output_that_is_a_file_is_one_line_exit_2(folders, tmp_path, capsys):
     expected = f"{taken}: is a file; -o takes the folder to write the figures into"
     assert err == f"rsrcnn-evaluate: error: {expected}\n"
     assert taken.read_text() == "a user's file"
+
+
+def test_a_users_file_in_the_output_folder_is_never_replaced(folders, tmp_path, capsys):
+    pred_dir, ref_dir = folders
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "summary.json").write_text('{"mine": true}')
+    assert main([str(ref_dir), str(pred_dir), "-o", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"rsrcnn-evaluate: error: {out / 'summary.json'}: exists and was not written by "
+        "rsrcnn-evaluate: it is not replaced; choose another output folder or move the file"
+    )
+    assert (out / "summary.json").read_text() == '{"mine": true}'
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+    # its own outputs, from an earlier run, are replaced as before
+    other = tmp_path / "eval2"
+    assert main([str(ref_dir), str(pred_dir), "-o", str(other), "--no-progress"]) == 0
+    assert main([str(ref_dir), str(pred_dir), "-o", str(other), "--no-progress"]) == 0

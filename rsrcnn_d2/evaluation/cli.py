@@ -20,7 +20,9 @@ from typing import List, Optional
 from ..data.nifti import add_axis_option
 from ..errors import report_errors
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "OUTPUT_FILES"]
+
+OUTPUT_FILES = ("slices.csv", "cases.csv", "summary.json", "log.txt")  # what -o receives
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     from ..tool_setup import echo, quiet_known_warnings, setup_tool_logging
 
+    from ..data.owned_outputs import check_owned, record_owned
     from .folder import evaluate_folder, format_summary, pair_cases
 
     args = build_parser().parse_args(argv)
@@ -72,6 +75,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         raise PWMLDataError(output, "is a file; -o takes the folder to write the figures into")
     pair_cases(args.prediction, args.reference, args.allow_missing)  # bad folders: no output made
+    check_owned(output, OUTPUT_FILES, "rsrcnn-evaluate")  # a user's summary.json is never replaced
+    record_owned(output, OUTPUT_FILES, "rsrcnn-evaluate")
     # our warnings (e.g. subjects whose slices differ in size) to the console and log.txt
     setup_tool_logging(output / "log.txt")
     summary = evaluate_folder(

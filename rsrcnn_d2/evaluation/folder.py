@@ -22,6 +22,7 @@ import numpy as np
 
 from ..data.errors import PWMLDataError
 from ..data.fileio import atomic_write_json
+from ..data.owned_outputs import record_owned
 from ..data.nifti import (
     NIFTI_ENDINGS,
     affine_difference,
@@ -292,6 +293,7 @@ def evaluate_folder(
         write_csv_atomic(str(output / "slices.csv"), SLICE_COLUMNS, [slice_row(r) for r in rows])
         write_csv_atomic(str(output / "cases.csv"), list(case_rows[0].keys()), case_rows)
         atomic_write_json(output / "summary.json", summary)
+        record_owned(output, ("slices.csv", "cases.csv", "summary.json"), "rsrcnn-evaluate")
     return summary
 
 

@@ -172,3 +172,27 @@ def test_reference_slices_are_in_the_ranges_the_cohort_is_held_to():
 def test_params_are_recorded_in_full():
     params = AnatomyParams()
     assert set(params.as_dict()) == {f.name for f in dataclasses.fields(params)}
+
+
+def test_a_run_killed_halfway_is_not_finished_with_other_settings(tmp_path, monkeypatch):
+    """Killed before its dataset.json: a re-run with another seed must not keep the first
+    run's cases and record the second's settings (two generations mixed under one name)."""
+    from rsrcnn_d2.data import anatomical_cohort
+
+    out = tmp_path / "raw"
+
+    def killed(jobs, workers, progress):
+        (out / "imagesTr" / "PWML_000_0000.nii.gz").write_bytes(b"half a cohort")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(anatomical_cohort, "_run", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_anatomical_cohort(out, 2, seed=SEED, progress=False)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"made with other settings \(seed 1\)"):
+        write_anatomical_cohort(out, 2, seed=SEED + 1, progress=False)
+    assert (out / "imagesTr" / "PWML_000_0000.nii.gz").read_bytes() == b"half a cohort"
+    # cases no dataset.json describes (an earlier release's interrupted run): refused too
+    (out / "dataset.json").unlink()
+    with pytest.raises(ValueError, match="PWML_000_0000.nii.gz, ...\\) that no dataset.json"):
+        write_anatomical_cohort(out, 2, seed=SEED + 1, progress=False)

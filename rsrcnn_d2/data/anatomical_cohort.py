@@ -113,8 +113,18 @@ def write_anatomical_cohort(
         raise ValueError(
             f"{out_dir} holds a cohort {what}; use another folder or overwrite=True (--overwrite)"
         )
+    stray = sorted((out_dir / "imagesTr").glob("PWML_*.nii.gz")) if not previous else []
+    if stray and not overwrite:  # cases of an unknown run (no dataset.json says how made)
+        raise ValueError(
+            f"{out_dir} holds cases ({stray[0].name}, ...) that no dataset.json describes; "
+            "use another folder or overwrite=True (--overwrite)"
+        )
     (out_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
+    # the settings first: a run killed halfway leaves cases that a re-run with other settings
+    # must refuse instead of reusing (the full record is written at the end)
+    if previous.get("generator_settings") != settings:
+        atomic_write_json(out_dir / "dataset.json", {"generator_settings": settings})
     seeds = np.random.SeedSequence(seed).spawn(int(num_subjects))
     jobs = [
         (

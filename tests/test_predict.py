@@ -395,7 +395,10 @@ def test_one_bad_file_does_not_lose_the_others(volumes, tmp_path, monkeypatch, c
     code = run_cli(monkeypatch, volumes, "-o", out, predictor=fake_predictor())
     captured = capsys.readouterr()
     assert code == 1
-    assert sorted(p.name for p in out.iterdir()) == ["PWML_000.nii.gz", "PWML_001.nii.gz"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "PWML_000.nii.gz",
+        "PWML_001.nii.gz",
+    ]
     assert "3 failed" in captured.err
     for name in ("broken_0000.nii.gz", "series.nii.gz", "flat.nii.gz"):
         assert str(volumes / name) in captured.err
@@ -737,3 +740,27 @@ def test_a_second_run_into_a_busy_output_folder_is_refused(volumes, tmp_path, mo
         first.wait()
     assert run_cli(monkeypatch, volumes, "-o", out, predictor=fake_predictor()) == 0  # stale
     assert not (out / LOCK_FILE).exists() and (out / "PWML_000.nii.gz").is_file()
+
+
+def test_continue_redoes_a_case_killed_before_all_its_outputs(volumes, tmp_path, monkeypatch):
+    """A kill during overlays leaves the mask but not every overlay; --continue trusts only the
+    completion marker written after a case's last output."""
+    out = tmp_path / "out"
+    assert run_cli(monkeypatch, volumes, "-o", out, predictor=fake_predictor()) == 0
+    mask = out / "PWML_000.nii.gz"
+    mask.write_bytes(b"from the first run")
+    # asked for overlays now: the first run made none, so the case is not finished
+    args = [volumes, "-o", out, "--continue", "--overlays"]
+    assert run_cli(monkeypatch, *args, predictor=fake_predictor()) == 0
+    overlays = sorted((out / "PWML_000_overlays").iterdir())
+    assert mask.read_bytes() != b"from the first run" and overlays
+    # killed during the overlays: some missing, no marker
+    mask.write_bytes(b"interrupted")
+    overlays[-1].unlink()
+    (out / ".PWML_000.nii.gz.done").unlink()
+    assert run_cli(monkeypatch, *args, predictor=fake_predictor()) == 0
+    assert mask.read_bytes() != b"interrupted" and overlays[-1].is_file()
+    # finished: left alone
+    mask.write_bytes(b"finished")
+    assert run_cli(monkeypatch, *args, predictor=fake_predictor()) == 0
+    assert mask.read_bytes() == b"finished"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..data.errors import PWMLDataError
-from ..data.fileio import check_inside_output, read_slice
+from ..data.fileio import atomic_write_json, check_inside_output, read_json, read_slice
 from ..data.mapper import slice_model_input
 from ..data.nifti import axis_index, axis_name, put_slice, read_volume, volume_slice
 from . import writers
@@ -323,6 +323,33 @@ def _run_slice(predictor, item, paths, save_prob: bool, overlays: bool, write: _
         write(writers.save_overlay, paths.overlays, image, pred.mask, item.name)
 
 
+def _marker(mask: Path) -> Path:
+    """The file that says every output of the input whose mask is ``mask`` was written."""
+    return mask.with_name(f".{mask.name}.done")
+
+
+def _mark_complete(mask: Path, written: Sequence[Path], overlays: bool) -> None:
+    """Written last, atomically, after all of an input's outputs: what --continue trusts."""
+    atomic_write_json(_marker(mask), {"overlays": overlays, "files": [str(p) for p in written]})
+
+
+def _complete(mask: Path, wanted: Sequence[Path], overlays: bool, protected) -> bool:
+    """Whether an earlier run finished this input with these outputs: its marker (written after
+    the last output; a run killed during overlays has none), and every file it lists."""
+    marker = _marker(mask)
+    if mask.resolve() in protected or not marker.is_file():
+        return False
+    try:
+        record = read_json(marker)
+    except PWMLDataError:
+        return False
+    if overlays and not record.get("overlays"):
+        return False
+    return all(Path(p).is_file() for p in record.get("files", [])) and all(
+        p.is_file() for p in wanted
+    )
+
+
 def predict_inputs(
     predictor: LesionPredictor,
     inputs: Sequence[PredictionInput],
@@ -340,9 +367,11 @@ def predict_inputs(
     A failing input (unreadable, 4-D, ...) is recorded in the report and the
     run goes on, so one bad file among 70 costs one result, not 70.
     ``log`` receives one line per input saying where its outputs went.
-    ``skip_existing`` (nnU-Net's ``--continue``): inputs whose mask (and, with
-    ``save_prob``, probability map) already exist are left alone and reported in
-    ``skipped``. ``mask_suffix``: see `inputs.output_paths`.
+    ``skip_existing`` (nnU-Net's ``--continue``): inputs that an earlier run finished
+    with the same outputs (its completion marker ``.<mask>.done``, written after the
+    last output, and every file it lists exist) are left alone and reported in
+    ``skipped``; one killed halfway (overlays not all written) is predicted again.
+    ``mask_suffix``: see `inputs.output_paths`.
     """
     from tqdm import tqdm
 
@@ -354,8 +383,8 @@ def predict_inputs(
     unit = "volume" if inputs and inputs[0].kind == "nifti" else "slice"
     for item in tqdm(inputs, desc="predicting", unit=unit, disable=not progress):
         paths = output_paths(item, output, mask_suffix)
-        finished = paths.mask.is_file() and paths.mask.resolve() not in write.protected
-        if skip_existing and finished and (not save_prob or paths.prob.is_file()):
+        wanted = [paths.mask, *([paths.prob] if save_prob else [])]
+        if skip_existing and _complete(paths.mask, wanted, overlays, write.protected):
             report.skipped.append(item.path)
             say(f"{item.path}: outputs exist, skipped (--continue)")
             continue
@@ -374,6 +403,7 @@ def predict_inputs(
             say(f"FAILED {message}")
             continue
         report.written[item.path] = write.written[start:]
+        _mark_complete(paths.mask, write.written[start:], overlays)
         say(
             f"{item.path} -> {paths.mask}"
             + (

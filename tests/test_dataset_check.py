@@ -333,3 +333,25 @@ def test_generator_and_converter_defaults_agree(tmp_path, capsys):
     argv = [str(phantom), "--phantom", "--subjects", "2", "--size", "16", "--depth", "3"]
     assert cohort_cli.main(argv + ["--workers", "1"]) == 0
     assert capsys.readouterr().out == f"2 subjects in {phantom} (0 lesion-free)\n"
+
+
+def test_a_sheared_affine_gets_a_warning(tmp_path):
+    """Voxel axes 5.7 degrees from perpendicular (column 1 leans by 0.1 along x): one warning
+    naming the image; a rotated but orthogonal grid gets none."""
+    from rsrcnn_d2.data.fingerprint import shear_degrees
+
+    sheared = np.eye(4)
+    sheared[0, 1] = 0.1
+    assert shear_degrees(sheared) == pytest.approx(np.degrees(np.arcsin(0.1 / np.hypot(1, 0.1))))
+    c, s = np.cos(0.3), np.sin(0.3)
+    rotated = np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1]])
+    assert shear_degrees(rotated) < 1e-6
+    raw = tmp_path / "raw"
+    _case(raw, "tilted", _mask((4, 4, 1)), affine=sheared)
+    _case(raw, "rotated", _mask((4, 4, 1)), affine=rotated)
+    warnings = [str(p) for p in check_dataset(raw).warnings if "sheared" in p.message]
+    assert warnings == [
+        f"{raw / 'imagesTr' / 'tilted_0000.nii.gz'}: warning: affine is sheared (voxel axes 5.7 "
+        "degrees from perpendicular): slices follow the voxel grid, so mm figures are "
+        "approximate; resample it to an orthogonal grid"
+    ]

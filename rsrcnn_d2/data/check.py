@@ -177,6 +177,25 @@ def _spacing_outliers(facts: List[SubjectFacts], images: dict) -> List[Problem]:
     return problems
 
 
+SHEAR_TOLERANCE_DEGREES = 0.1  # float32 header rounding stays far below this
+
+
+def _sheared(facts: List[SubjectFacts], images: dict) -> List[Problem]:
+    """A warning for each volume whose voxel axes are not perpendicular: slices are cut along
+    the voxel grid, so in-plane distances in mm (HD_mm, spacing) are then approximate."""
+    return [
+        Problem(
+            images[f.subject],
+            f"affine is sheared (voxel axes {f.shear_degrees:.2g} degrees from perpendicular): "
+            "slices follow the voxel grid, so mm figures are approximate; resample it to an "
+            "orthogonal grid",
+            "warning",
+        )
+        for f in facts
+        if f.shear_degrees > SHEAR_TOLERANCE_DEGREES
+    ]
+
+
 def _names(subjects: Sequence[str], most: int = 10) -> str:
     more = len(subjects) - most
     return ", ".join(subjects[:most]) + (f" and {more} more" if more > 0 else "")
@@ -274,6 +293,7 @@ def check_dataset(
         f.subject for f in readable if f.subject not in lesion_free or not lesion_slices_only
     ]
     problems += _spacing_outliers(readable, {s.subject: str(s.image) for s in subjects})
+    problems += _sheared(readable, {s.subject: str(s.image) for s in subjects})
     options = {
         "axis": None if index is None else axis_name(index),
         "lesion_slices_only": lesion_slices_only,

@@ -45,6 +45,7 @@ class SubjectFacts:
     lesion_slices: int = 0
     lesion_areas: List[int] = field(default_factory=list)  # pixels of each 2-D lesion
     spacing: Optional[Tuple[float, float, float]] = None  # SPACING_AXES, mm; None for PNG
+    shear_degrees: float = 0.0  # largest departure of two voxel axes from perpendicular
 
 
 def _count_lesions(facts: SubjectFacts, mask: np.ndarray) -> None:
@@ -72,10 +73,23 @@ def subject_facts(source: SubjectSource, axis: Optional[int], binarize: bool) ->
         return facts
     facts.slices = int(pair.mask.shape[axis])
     facts.spacing = slice_spacing(pair.zooms, axis)
+    facts.shear_degrees = shear_degrees(pair.affine)
     other = tuple(a for a in (0, 1, 2) if a != axis)
     for k in np.flatnonzero(pair.mask.any(axis=other)).tolist():
         _count_lesions(facts, volume_slice(pair.mask, axis, k))
     return facts
+
+
+def shear_degrees(affine: np.ndarray) -> float:
+    """How far the voxel axes of ``affine`` are from perpendicular, in degrees (0: an
+    orthogonal grid, however rotated)."""
+    axes = np.asarray(affine, float)[:3, :3]
+    norms = np.linalg.norm(axes, axis=0)
+    if not np.all(norms > 0):
+        return 0.0  # a degenerate affine is the header check's problem
+    unit = axes / norms
+    cosines = np.abs(unit.T @ unit - np.eye(3)).max()
+    return float(np.degrees(np.arcsin(min(cosines, 1.0))))
 
 
 def _summary(values: Sequence[float]) -> dict:

@@ -38,7 +38,6 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from .. import model_zoo
@@ -62,6 +61,7 @@ from .run_options import (
     check_run_dir,
     option_differences,
     recorded_options,
+    set_aside,
 )
 from .runner import (
     COHORT_MODULE,
@@ -186,7 +186,7 @@ def evaluate_trained_as(
             raise StaleRunError(
                 run_dir, f"evaluated the weights of {from_dir}, trained again since (--retrain)"
             )
-        run_dir.rename(run_dir.with_name(f"{run_dir.name}.replaced-{time.time_ns()}"))
+        set_aside(run_dir)
         done = None
     if done is not None or finished_result(from_dir) is None:
         return done

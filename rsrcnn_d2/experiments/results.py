@@ -82,10 +82,9 @@ def lesion3d_results(subjects_csv: Union[str, Path]) -> Dict[str, float]:
                     for k in ("true_lesions_3d", "found_3d", "predicted_3d", "false_positives_3d")
                 )
             )
-            empty_both = (
-                _count(row, "true_lesions_3d", where) == 0 == _count(row, "predicted_3d", where)
-            )  # earlier releases wrote Dice 1 for a subject empty in both: no score
-            case_dice.append(math.nan if empty_both else _number(row, "3d_Dice", where))
+            # a subject empty in both has no Dice (earlier releases wrote 1 in its cell)
+            nothing = not _count(row, "true_lesions_3d", where) + _count(row, "predicted_3d", where)
+            case_dice.append(math.nan if nothing else _number(row, "3d_Dice", where))
             subjects += 1
     dice, scored, empty_both = mean_of_defined(case_dice)
     return {

@@ -32,6 +32,7 @@ __all__ = [
     "stale_options",
     "check_run_dir",
     "claim_run_dir",
+    "set_aside",
 ]
 
 RUN_OPTIONS_FILE = "run_options.json"
@@ -190,7 +191,18 @@ def check_run_dir(
             f"was trained with other options ({'; '.join(diffs[:_SHOWN])}{more}); its results "
             f"are not reused: {cure}, or choose a new output folder",
         )
-    return diffs
+
+
+def set_aside(run_dir: Path) -> Path:
+    """Move a run folder trained otherwise to ``<run_dir>.replaced-<UTC time>`` (nothing is
+    deleted); the new name."""
+    aside = run_dir.with_name(
+        f"{run_dir.name}.replaced-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    )
+    if aside.exists():  # set aside twice within a second
+        aside = aside.with_name(f"{aside.name}-{time.time_ns()}")
+    run_dir.rename(aside)
+    return aside
 
 
 def claim_run_dir(
@@ -212,9 +224,7 @@ def claim_run_dir(
     except StaleRunError:
         if not retrain:
             raise
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        aside = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
-        run_dir.rename(aside)
+        aside = set_aside(run_dir)
         log(
             f"{_label(run_dir, what)}: trained with other options, moved to {aside}; training again"
         )

@@ -271,6 +271,111 @@ def test_two_workers_over_gloo(cohort_root, tmp_path):
         assert f"per-worker threads: {expected}" in (out / name).read_text(), name
 
 
+def _children(pid: int):
+    """The processes whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_die_with_a_killed_launcher(cohort_root, tmp_path):
+    """SIGKILL of ``train_net --num-gpus 2`` while its workers train: none trains on (PPID 1)."""
+    out = tmp_path / "orphans"
+    env = dict(os.environ, DETECTRON2_DATASETS=str(cohort_root), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(TRAIN_NET), "--config-file", str(TINY_ROWS["E"]),
+           "--num-gpus", "2", "--dist-url", f"tcp://127.0.0.1:{_free_port()}",
+           "OUTPUT_DIR", str(out), "SOLVER.IMS_PER_BATCH", "4", "TEST.EVAL_PERIOD", "0",
+           "SOLVER.MAX_ITER", "100000", *SMALL_INPUT]  # fmt: skip
+    launcher = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    workers = []
+    try:
+        deadline = time.monotonic() + 300
+        # both workers are past their setup (each writes its log) and training
+        while time.monotonic() < deadline and launcher.poll() is None:
+            if (out / "log.txt.rank1").exists() and (out / "log.txt").exists():
+                workers = [p for p in _children(launcher.pid) if _running(p)]
+                if len(workers) >= 2:
+                    break
+            time.sleep(0.2)
+        assert launcher.poll() is None and len(workers) >= 2, "the workers never started"
+        launcher.kill()  # SIGKILL: the launcher gets no chance to stop its workers
+        launcher.wait()
+        deadline = time.monotonic() + 30
+        while any(_running(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_running(p) for p in workers), "a worker outlived its killed launcher"
+    finally:
+        for pid in workers:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+
+
+_STUCK_WORKER = """
+import os, signal, sys, time
+import torch.multiprocessing as mp
+from types import SimpleNamespace
+from rsrcnn_d2.engine.train_net import die_with_launcher
+
+def worker(i, launcher, pid_file):
+    # a worker a SIGINT cannot stop (torch's own parent-death signal): blocked in a collective
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_launcher(SimpleNamespace(launcher_pid=launcher))
+    with open(pid_file, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(120)
+
+if __name__ == "__main__":
+    mp.start_processes(worker, nprocs=1, args=(os.getpid(), sys.argv[1]), start_method="spawn")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_worker_past_the_reach_of_sigint_dies_with_its_launcher(tmp_path):
+    """torch arms SIGINT, which a worker inside a collective or a hook never acts on; ours is
+    SIGTERM, which ends the process whatever Python is doing."""
+    script, pid_file = tmp_path / "launch.py", tmp_path / "worker.pid"
+    script.write_text(_STUCK_WORKER)
+    launcher = subprocess.Popen([sys.executable, str(script), str(pid_file)])
+    pid = None
+    try:
+        deadline = time.monotonic() + 120
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pid = int(pid_file.read_text())
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 20
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(pid), "the worker outlived its killed launcher"
+    finally:
+        if pid and _running(pid):
+            os.kill(pid, signal.SIGKILL)
+        if launcher.poll() is None:
+            launcher.kill()
+
+
 PLATEAU_EVERY_EVAL = [
     "SOLVER.LR_SCHEDULER_NAME",
     "WarmupPlateauLR",

@@ -35,6 +35,7 @@ from rsrcnn_d2.errors import ConfigError, PWMLDataError, exit_code_of, report_er
 from rsrcnn_d2.evaluation import PWMLEvaluator
 from rsrcnn_d2.inference.calibration import InferenceSettings, log_inference
 from rsrcnn_d2.inference.ensemble import with_flip_tta
+from rsrcnn_d2.parent_death import arm_parent_death
 from rsrcnn_d2.solver import PlateauTracker, build_lr_scheduler, build_optimizer
 from rsrcnn_d2.tool_setup import plain_log_files, quiet_known_warnings
 
@@ -43,7 +44,7 @@ from .health import HeadHealthHook
 from .validation_dice import validation_dice
 from .validation_loss import BEST_CHECKPOINT, ValidationLossHook, insert_before_evaluation
 
-__all__ = ["Trainer", "setup", "main", "argument_parser", "cli"]
+__all__ = ["Trainer", "setup", "main", "argument_parser", "cli", "die_with_launcher"]
 
 
 class Trainer(DefaultTrainer):
@@ -162,6 +163,7 @@ def setup(args):
 
 def main(args):
     """One worker's job: train (or, with ``--eval-only``, evaluate) and return the results."""
+    die_with_launcher(args)
     quiet_known_warnings()  # in every worker
     register_dataset_roots(getattr(args, "dataset_root", ()))  # here: every worker needs the names
     cfg = setup(args)
@@ -197,6 +199,18 @@ def main(args):
     if comm.is_main_process():
         say_where_results_are(cfg)
     return results
+
+
+def die_with_launcher(args) -> None:
+    """In a worker that ``launch`` spawned (``--num-gpus`` > 1): die when the launcher dies.
+
+    A SIGKILLed launcher cannot stop its workers, which would go on training and writing
+    ``model_final.pth`` into a folder a re-run trains again. ``args.launcher_pid`` is set by
+    `cli`; in the launcher's own process (one worker) nothing is armed.
+    """
+    launcher = getattr(args, "launcher_pid", None)
+    if launcher and launcher != os.getpid():
+        arm_parent_death(launcher)
 
 
 def say_where_results_are(cfg) -> None:
@@ -253,6 +267,7 @@ def cli(argv: Optional[Sequence[str]] = None, prog: str = "train_net.py") -> int
     except (PWMLDataError, ConfigError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return exit_code_of(e)
+    args.launcher_pid = os.getpid()  # the workers die with this process (die_with_launcher)
     if args.num_gpus > 1 and _trains_on_cpu(args):
         prepare_cpu_workers(args.num_gpus)  # read by the workers' thread pools as they start
     try:  # one live trainer per run folder (a second one would mix two runs' checkpoints)

@@ -9,6 +9,11 @@ with an unpickler that builds numpy arrays and nothing else, ``.pth`` and
 variable turns it off), turns every unreadable file into a `WeightsError`,
 and either refuses a partial fit or logs one table of what was loaded.
 `load_model_weights` is the one checked loading every tool uses.
+
+Weights of another *input form* fit every tensor and still see inputs they were never trained
+on (2.5-D neighbour channels fed to a 2-D model, another intensity normalisation, another
+row's heads of the same shapes): checkpoints we write record `input_form` (the config keys
+that define it) and a checked load under other values is refused the same way.
 """
 
 import codecs
@@ -33,12 +38,71 @@ __all__ = [
     "restricted_unpickle",
     "fit_table",
     "trained_weights",
+    "INPUT_FORM_KEYS",
+    "input_form",
+    "form_differences",
 ]
 
 logger = logging.getLogger(__name__)
 
 # How many missing parameter names an error message shows.
 SHOWN_NAMES = 5
+
+# The config keys that define what a network's weights expect: what its three input channels
+# mean (2.5-D neighbours or copies, head crop), how intensities are scaled, and which heads
+# (rows whose heads have the same tensor shapes: B's mask head under C's k-expanded ROIs).
+# MODEL.DCRF and the operating point are not among them: row E runs row D's weights.
+INPUT_FORM_KEYS = (
+    "INPUT.FORMAT",
+    "INPUT.NEIGHBOR_SLICES",
+    "INPUT.CROP_TO_HEAD",
+    "MODEL.RSRCNN.NORMALIZATION",
+    "MODEL.PIXEL_MEAN",
+    "MODEL.PIXEL_STD",
+    "MODEL.META_ARCHITECTURE",
+    "MODEL.PROPOSAL_GENERATOR.NAME",
+    "MODEL.ROI_HEADS.NAME",
+    "MODEL.ROI_MASK_HEAD.NAME",
+    "MODEL.ROI_MASK_HEAD.EXPANSION_K",
+)
+# per-image z-scoring ignores the pixel mean and std
+_UNUSED_UNDER_ZSCORE = ("MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD")
+
+
+def _plain(value):
+    """A config value as checkpoints store it: tuples as lists, numbers and strings as they are."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def input_form(cfg) -> Dict[str, object]:
+    """``{key: value}`` of `INPUT_FORM_KEYS` in ``cfg`` (keys the config lacks are left out)."""
+    form = {}
+    for key in INPUT_FORM_KEYS:
+        node = cfg
+        for part in key.split("."):
+            node = getattr(node, part, None)
+            if node is None:
+                break
+        if node is not None:
+            form[key] = _plain(node)
+    return form
+
+
+def form_differences(recorded: Dict[str, object], expected: Dict[str, object]) -> List[str]:
+    """``"KEY: <checkpoint's> in the weights, <config's> here"`` for every key both know and that
+    differs; the pixel mean and std only where either side scales by them."""
+    zscore = (
+        "zscore"
+        == recorded.get("MODEL.RSRCNN.NORMALIZATION")
+        == expected.get("MODEL.RSRCNN.NORMALIZATION")
+    )
+    diffs = []
+    for key in INPUT_FORM_KEYS:
+        if key not in recorded or key not in expected or (zscore and key in _UNUSED_UNDER_ZSCORE):
+            continue
+        if _plain(recorded[key]) != _plain(expected[key]):
+            diffs.append(f"{key}: {recorded[key]} in the weights, {expected[key]} here")
+    return diffs
 
 
 def _latin1_bytes(text, encoding="latin1"):
@@ -153,13 +217,32 @@ class SafeCheckpointer(DetectionCheckpointer):
     dropped). ``allow_partial=True``: it loads what fits and logs one table by
     module. ``incompatible`` holds detectron2's ``_IncompatibleKeys`` of the
     last load (after its renaming of Caffe2 / model-zoo keys).
+
+    ``input_form`` (`input_form` of the model's config): written into every checkpoint this
+    checkpointer saves, and compared with the one a loaded checkpoint records; a difference
+    is refused like a partial fit (a warning under ``allow_partial``). Checkpoints that record
+    none (COCO's, earlier releases') are not checked.
     """
 
-    def __init__(self, model, save_dir: str = "", *, allow_partial: bool = False, **kwargs):
+    def __init__(
+        self,
+        model,
+        save_dir: str = "",
+        *,
+        allow_partial: bool = False,
+        input_form: Optional[Dict[str, object]] = None,
+        **kwargs,
+    ):
         super().__init__(model, save_dir, **kwargs)
         self.allow_partial = allow_partial
+        self.input_form = input_form
         self.incompatible = None
         self._path: Optional[str] = None
+
+    def save(self, name: str, **kwargs) -> None:
+        if self.input_form:
+            kwargs.setdefault("input_form", self.input_form)
+        super().save(name, **kwargs)
 
     def load(self, path, *args, **kwargs):
         # detectron2 accepts "file.pth?matching_heuristics=True": the query is not part of the name
@@ -235,9 +318,22 @@ class SafeCheckpointer(DetectionCheckpointer):
     def _torch_load(self, f):
         return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
 
+    def _check_input_form(self, checkpoint) -> None:
+        recorded = checkpoint.get("input_form")
+        if not (isinstance(recorded, dict) and self.input_form):
+            return
+        diffs = form_differences(recorded, self.input_form)
+        if not diffs:
+            return
+        problem = "weights trained for another input form (" + "; ".join(diffs) + ")"
+        if not self.allow_partial:
+            raise WeightsError(self._path, f"{problem} (--allow-partial-weights loads them anyway)")
+        logger.warning("%s: %s", self._path, problem)
+
     def _load_model(self, checkpoint):
         if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
             raise WeightsError(self._path, "not a checkpoint: no dict of tensors under 'model'")
+        self._check_input_form(checkpoint)
         try:
             incompatible = super()._load_model(checkpoint)
         except (ValueError, TypeError, AttributeError, RuntimeError) as e:
@@ -277,15 +373,24 @@ class SafeCheckpointer(DetectionCheckpointer):
 
 
 def load_model_weights(
-    model, weights: str, *, allow_partial: bool = False, save_dir: str = "", resume: bool = False
+    model,
+    weights: str,
+    *,
+    allow_partial: bool = False,
+    save_dir: str = "",
+    resume: bool = False,
+    input_form: Optional[Dict[str, object]] = None,
 ):
     """Load ``weights`` into ``model`` with `SafeCheckpointer`; the checked loading of every tool.
 
     ``resume`` (with ``save_dir``) loads the last checkpoint of ``save_dir``
-    instead, as detectron2's ``resume_or_load``. Returns detectron2's
+    instead, as detectron2's ``resume_or_load``; ``input_form`` (of the model's config)
+    refuses weights trained for another (see `SafeCheckpointer`). Returns detectron2's
     ``_IncompatibleKeys`` of the load (None when nothing was loaded).
     """
-    checkpointer = SafeCheckpointer(model, save_dir, allow_partial=allow_partial)
+    checkpointer = SafeCheckpointer(
+        model, save_dir, allow_partial=allow_partial, input_form=input_form
+    )
     checkpointer.resume_or_load(weights, resume=resume)
     return checkpointer.incompatible
 
@@ -294,17 +399,22 @@ def load_trainer_weights(trainer, resume: bool) -> None:
     """``trainer.resume_or_load(resume)`` through a `SafeCheckpointer` with the same
     checkpointables.
 
-    Training may start from a foreign checkpoint (ImageNet, another row): what
-    does not fit is re-initialised and shown in the fit table, not refused.
+    Training may start from a foreign checkpoint (ImageNet, another row, another input form):
+    what does not fit is re-initialised and shown in the fit table, not refused. A trainer
+    whose checkpointer is already a `SafeCheckpointer` (train_net's, which records the input
+    form) keeps it: its periodic checkpointer hook writes through it.
     """
     old = trainer.checkpointer
-    trainer.checkpointer = SafeCheckpointer(
-        old.model,
-        old.save_dir,
-        allow_partial=True,
-        save_to_disk=old.save_to_disk,
-        **old.checkpointables,
-    )
+    if isinstance(old, SafeCheckpointer):
+        old.allow_partial = True
+    else:
+        trainer.checkpointer = SafeCheckpointer(
+            old.model,
+            old.save_dir,
+            allow_partial=True,
+            save_to_disk=old.save_to_disk,
+            **old.checkpointables,
+        )
     trainer.resume_or_load(resume=resume)
 
 

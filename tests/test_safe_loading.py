@@ -316,6 +316,94 @@ def test_allow_partial_weights_loads_and_logs_one_table(row_e_weights, caplog):
     assert torch.equal(state[key], source[key])
 
 
+# ------------------------------------------------------------------ weights of another input form
+@pytest.fixture(scope="module")
+def row_e_weights_with_form(tmp_path_factory):
+    """Row E's weights as train_net saves them: with the input form of row E's config."""
+    from detectron2.modeling import build_model
+
+    from conftest import tiny_cfg
+    from rsrcnn_d2.checkpoint import SafeCheckpointer, input_form
+
+    folder = tmp_path_factory.mktemp("rowE_form")
+    torch.manual_seed(0)
+    cfg = tiny_cfg("E")
+    SafeCheckpointer(build_model(cfg), str(folder), input_form=input_form(cfg)).save("model_e")
+    return folder / "model_e.pth"
+
+
+def test_saved_checkpoints_record_the_input_form(row_e_weights_with_form):
+    form = torch.load(row_e_weights_with_form, weights_only=True)["input_form"]
+    assert form["INPUT.NEIGHBOR_SLICES"] is False and form["INPUT.CROP_TO_HEAD"] is True
+    assert form["MODEL.RSRCNN.NORMALIZATION"] == "zscore"
+    assert form["MODEL.ROI_HEADS.NAME"] == "ExpandedROIHeads"
+    assert form["MODEL.ROI_MASK_HEAD.EXPANSION_K"] == 1.3
+    assert form["MODEL.PIXEL_MEAN"] == [0.0, 0.0, 0.0]  # the tiny rows z-score
+
+
+@pytest.mark.parametrize(
+    "opts, difference",
+    [
+        (
+            ["INPUT.NEIGHBOR_SLICES", "True"],
+            "INPUT.NEIGHBOR_SLICES: False in the weights, True here",
+        ),
+        (
+            ["MODEL.RSRCNN.NORMALIZATION", "minmax_uint8"],
+            "MODEL.RSRCNN.NORMALIZATION: zscore in the weights, minmax_uint8 here",
+        ),
+        (
+            ["MODEL.ROI_MASK_HEAD.EXPANSION_K", "2.0"],
+            "MODEL.ROI_MASK_HEAD.EXPANSION_K: 1.3 in the weights, 2.0 here",
+        ),
+    ],
+    ids=["2.5-D", "normalisation", "k"],
+)
+def test_weights_of_another_input_form_are_refused(row_e_weights_with_form, opts, difference):
+    """Every tensor fits (same shapes), yet the network would see inputs it never trained on."""
+    from conftest import tiny_cfg
+    from rsrcnn_d2.inference import LesionPredictor
+
+    cfg = tiny_cfg("E", "MODEL.WEIGHTS", str(row_e_weights_with_form), *opts)
+    with pytest.raises(WeightsError) as info:
+        LesionPredictor.from_config(cfg)
+    assert str(info.value) == (
+        f"{row_e_weights_with_form}: weights trained for another input form ({difference}) "
+        "(--allow-partial-weights loads them anyway)"
+    )
+
+
+def test_the_pixel_mean_counts_only_where_the_normalisation_uses_it(row_e_weights_with_form):
+    from conftest import tiny_cfg
+    from rsrcnn_d2.inference import LesionPredictor
+
+    weights = ["MODEL.WEIGHTS", str(row_e_weights_with_form)]
+    mean = ["MODEL.PIXEL_MEAN", "[100.0, 100.0, 100.0]"]
+    LesionPredictor.from_config(tiny_cfg("E", *weights, *mean))  # z-scored: the mean is unused
+    with pytest.raises(
+        WeightsError,
+        match=r"MODEL.PIXEL_MEAN: \[0.0, 0.0, 0.0\] in the weights, \[100.0, 100.0, 100.0\] here",
+    ):
+        LesionPredictor.from_config(
+            tiny_cfg("E", *weights, *mean, "MODEL.RSRCNN.NORMALIZATION", "none")
+        )
+
+
+def test_row_plus_with_row_e_weights_loads_only_when_allowed(row_e_weights_with_form, caplog):
+    from conftest import tiny_cfg
+    from rsrcnn_d2.inference import LesionPredictor
+
+    cfg = tiny_cfg("plus", "MODEL.WEIGHTS", str(row_e_weights_with_form))
+    with pytest.raises(WeightsError, match="INPUT.NEIGHBOR_SLICES: False in the weights, True"):
+        LesionPredictor.from_config(cfg)
+    with caplog.at_level(logging.WARNING, logger="rsrcnn_d2"):
+        LesionPredictor.from_config(cfg, allow_partial_weights=True)
+    assert any(
+        "weights trained for another input form (INPUT.NEIGHBOR_SLICES" in r.getMessage()
+        for r in caplog.records
+    )
+
+
 def test_row_e_weights_into_row_e_load_silently(row_e_weights, caplog):
     from conftest import tiny_cfg
     from rsrcnn_d2.inference import LesionPredictor
@@ -477,6 +565,30 @@ def test_train_net_eval_only_refuses_another_rows_weights_with_exit_4(
     last = err.strip().splitlines()[-1]
     assert last.startswith(
         f"train_net.py: error: {row_e_weights}: leaves 8 of the model's 110 weight"
+    )
+    assert "Traceback" not in err
+
+
+def test_train_net_eval_only_refuses_weights_of_another_input_form_with_exit_4(
+    registered, row_e_weights_with_form, tmp_path, capsys
+):
+    code, log, err = _train_net(
+        capsys,
+        TINY_ROWS["E"],
+        "--eval-only",
+        "MODEL.WEIGHTS",
+        row_e_weights_with_form,
+        "MODEL.RSRCNN.NORMALIZATION",
+        "minmax_uint8",
+        "OUTPUT_DIR",
+        tmp_path / "out",
+    )
+    assert code == 4, log[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        f"train_net.py: error: {row_e_weights_with_form}: weights trained for another input "
+        "form (INPUT.CROP_TO_HEAD: True in the weights, False here; "  # SMALL's whole slices
+        "MODEL.RSRCNN.NORMALIZATION: zscore in the weights, minmax_uint8 here) "
+        "(--allow-partial-weights loads them anyway)"
     )
     assert "Traceback" not in err
 

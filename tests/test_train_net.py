@@ -164,6 +164,12 @@ def test_train_evaluate_and_resume(cohort_root, tmp_path):
     assert "is_fx_tracing" not in log
     first = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
     assert first["iteration"] == 5
+    # what the weights expect, in both the final and the best checkpoint (checked on loading)
+    best = torch.load(out / "model_best.pth", map_location="cpu", weights_only=True)
+    for state in (first, best):
+        assert state["input_form"]["INPUT.NEIGHBOR_SLICES"] is False
+        assert state["input_form"]["MODEL.ROI_MASK_HEAD.NAME"] == "LRSNetHead"
+        assert state["input_form"]["INPUT.CROP_TO_HEAD"] is False  # SMALL_INPUT's whole slices
     first_hooks = first["trainer"]["hooks"]
     assert first_hooks["ValidationLossHook"]["tracker"]["best"] < float("inf")
 

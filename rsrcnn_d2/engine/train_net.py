@@ -24,7 +24,12 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import rsrcnn_d2
-from rsrcnn_d2.checkpoint import load_model_weights, load_trainer_weights
+from rsrcnn_d2.checkpoint import (
+    SafeCheckpointer,
+    input_form,
+    load_model_weights,
+    load_trainer_weights,
+)
 from rsrcnn_d2.config import check_requested_device, device_override, fall_back_to_cpu
 from rsrcnn_d2.data import PWMLDatasetMapper, build_pwml_test_loader, build_pwml_train_loader
 from rsrcnn_d2.data.augmentation import build_pwml_augmentations
@@ -84,6 +89,15 @@ class Trainer(DefaultTrainer):
         return super().test(cfg, model, evaluators)
 
     def build_hooks(self):
+        # before detectron2's hooks take the checkpointer: every checkpoint records the input form
+        old = self.checkpointer
+        self.checkpointer = SafeCheckpointer(
+            old.model,
+            old.save_dir,
+            input_form=input_form(self.cfg),
+            save_to_disk=old.save_to_disk,
+            **old.checkpointables,
+        )
         hooks = super().build_hooks()
         cfg = self.cfg
         health = cfg.SOLVER.HEALTH
@@ -180,6 +194,7 @@ def main(args):
             save_dir=cfg.OUTPUT_DIR,
             resume=args.resume,  # refuses a misfit
             allow_partial=getattr(args, "allow_partial_weights", False),
+            input_form=input_form(cfg),
         )
         return Trainer.test(cfg, model)
     try:
@@ -245,7 +260,8 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--allow-partial-weights",
         action="store_true",
-        help="--eval-only: evaluate a checkpoint that leaves some layers uninitialised",
+        help="--eval-only: evaluate a checkpoint that leaves some layers uninitialised or was "
+        "trained for another input form",
     )
     return parser
 

@@ -101,11 +101,12 @@ class LesionPredictor:
         members, CRF and threshold combine). Weights that leave any of the model's
         parameters uninitialised (another row's, another architecture's) raise
         `WeightsError` unless ``allow_partial_weights``: they would predict
-        near-empty masks.
+        near-empty masks; so do weights trained for another input form (2.5-D, normalisation,
+        heads: `rsrcnn_d2.checkpoint.INPUT_FORM_KEYS`).
         """
         from detectron2.modeling import build_model
 
-        from ..checkpoint import load_model_weights
+        from ..checkpoint import input_form, load_model_weights
         from ..data.augmentation import build_pwml_augmentations
         from ..data.mapper import head_crop_margin
         from .ensemble import LesionEnsemble
@@ -118,7 +119,9 @@ class LesionPredictor:
         for path in weights or [None]:
             model = build_model(cfg)
             if path:
-                load_model_weights(model, path, allow_partial=allow_partial_weights)
+                load_model_weights(
+                    model, path, allow_partial=allow_partial_weights, input_form=input_form(cfg)
+                )
             models.append(model.eval())
         model = (
             models[0]

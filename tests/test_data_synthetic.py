@@ -4,6 +4,7 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from rsrcnn_d2.data.nifti import volume_slice
 from rsrcnn_d2.data.synthetic import synthetic_slice, synthetic_volume, write_synthetic_cohort
@@ -75,3 +76,54 @@ def test_cohort_layout_and_cache(tmp_path):
     write_synthetic_cohort(other, 2, size=32, depth=4, seed=2)
     a = np.asanyarray(nib.load(str(other / "imagesTr" / "PWML_001_0000.nii.gz")).dataobj)
     assert np.array_equal(a, np.asanyarray(img.dataobj))  # subject i depends on (seed, i) only
+
+
+def test_a_phantom_killed_halfway_is_not_finished_with_other_settings(tmp_path, monkeypatch):
+    """The phantom records its settings before its first case: a re-run with another seed
+    refuses the first run's cases instead of keeping them under the second's settings."""
+    from rsrcnn_d2.data import synthetic
+
+    written = []
+
+    def killed(job):
+        if written:
+            raise KeyboardInterrupt  # killed after the first case
+        written.append(real(job))
+        return written[-1]
+
+    real = synthetic._write_case
+    monkeypatch.setattr(synthetic, "_write_case", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic_cohort(tmp_path, 3, size=32, depth=4, seed=0)
+    monkeypatch.undo()
+    first = (tmp_path / "imagesTr" / "PWML_000_0000.nii.gz").read_bytes()
+    with pytest.raises(ValueError, match=r"made with other settings \(seed 0\)"):
+        write_synthetic_cohort(tmp_path, 3, size=32, depth=4, seed=1)
+    with pytest.raises(ValueError, match="other settings"):  # another size: another cohort too
+        write_synthetic_cohort(tmp_path, 3, size=48, depth=4, seed=0)
+    assert (tmp_path / "imagesTr" / "PWML_000_0000.nii.gz").read_bytes() == first
+    # the same settings finish the interrupted run
+    assert len(write_synthetic_cohort(tmp_path, 3, size=32, depth=4, seed=0)) == 3
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    assert meta["generator_settings"]["seed"] == 0 and meta["numTraining"] == 3
+
+
+def test_a_phantom_of_an_earlier_release_is_reused_or_refused_by_its_flat_record(tmp_path):
+    write_synthetic_cohort(tmp_path, 2, size=32, depth=4, seed=2)
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    del meta["generator_settings"]  # as earlier releases wrote it: seed and parameters only
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    write_synthetic_cohort(tmp_path, 3, size=32, depth=4, seed=2)  # same settings: continued
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    del meta["generator_settings"]
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"made with other settings \(seed 2\)"):
+        write_synthetic_cohort(tmp_path, 3, size=32, depth=4, seed=5)
+
+
+def test_cases_no_dataset_json_describes_are_refused(tmp_path):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "imagesTr" / "PWML_000_0000.nii.gz").write_bytes(b"someone's case")
+    with pytest.raises(ValueError, match="that no dataset.json describes"):
+        write_synthetic_cohort(tmp_path, 1, size=32, depth=4)
+    assert (tmp_path / "imagesTr" / "PWML_000_0000.nii.gz").read_bytes() == b"someone's case"

@@ -11,12 +11,13 @@ Every file is written under a temporary name and renamed.
 
 import multiprocessing
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Union
 
 import numpy as np
 
 from .anatomy import AnatomyParams, simulate_subject
-from .fileio import atomic_write, atomic_write_json, read_json
+from .cohort_stamp import claim_cohort_folder
+from .fileio import atomic_write, atomic_write_json
 from .mni_template import load_mni152_tissues
 from .nifti import volume_slice
 from .nifti_writer import save_nifti
@@ -77,11 +78,6 @@ def _write_case(job):
     return case, info
 
 
-def _previous_dataset(out_dir: Path) -> Optional[dict]:
-    path = out_dir / "dataset.json"
-    return read_json(path) if path.exists() else None
-
-
 def write_anatomical_cohort(
     out_dir: Union[str, Path],
     num_subjects: int = 30,
@@ -102,29 +98,9 @@ def write_anatomical_cohort(
     if slices_dir is not None:
         slices_dir = check_cohort_output(slices_dir, num_subjects, "PNG slice")
     settings = {"generator": GENERATOR, "seed": int(seed), "params": params.as_dict()}
-    previous = _previous_dataset(out_dir) or {}
-    if previous and previous.get("generator_settings") != settings and not overwrite:
-        made = previous.get("generator_settings")
-        what = (
-            f"made with other settings (seed {made.get('seed')})"
-            if made
-            else f"not made by this generator ({previous.get('name', 'unnamed')})"
-        )
-        raise ValueError(
-            f"{out_dir} holds a cohort {what}; use another folder or overwrite=True (--overwrite)"
-        )
-    stray = sorted((out_dir / "imagesTr").glob("PWML_*.nii.gz")) if not previous else []
-    if stray and not overwrite:  # cases of an unknown run (no dataset.json says how made)
-        raise ValueError(
-            f"{out_dir} holds cases ({stray[0].name}, ...) that no dataset.json describes; "
-            "use another folder or overwrite=True (--overwrite)"
-        )
-    (out_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (out_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
     # the settings first: a run killed halfway leaves cases that a re-run with other settings
     # must refuse instead of reusing (the full record is written at the end)
-    if previous.get("generator_settings") != settings:
-        atomic_write_json(out_dir / "dataset.json", {"generator_settings": settings})
+    previous = claim_cohort_folder(out_dir, settings, overwrite)
     seeds = np.random.SeedSequence(seed).spawn(int(num_subjects))
     jobs = [
         (

@@ -155,6 +155,26 @@ def _write_case(args) -> str:
     return case
 
 
+PHANTOM = "rsrcnn_d2.data.synthetic (phantom)"
+_PHANTOM_NAME = "synthetic PWML phantom (rsrcnn_d2)"
+_PHANTOM_PARAMS = ("size", "depth", "lesion_fraction", "num_lesions", "spacing", "distinct_slices")
+
+
+def _listed(kwargs: dict) -> dict:
+    """Tuples as lists: the settings as dataset.json holds them."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+
+
+def _phantom_made_with(previous: dict):
+    """The settings a phantom's dataset.json records; an earlier release's flat record too."""
+    if "generator_settings" in previous:
+        return previous["generator_settings"]
+    if previous.get("name") == _PHANTOM_NAME and "seed" in previous:
+        params = {k: previous.get(k) for k in _PHANTOM_PARAMS}
+        return {"generator": PHANTOM, "seed": previous["seed"], "params": params}
+    return None
+
+
 def write_synthetic_cohort(
     out_dir,
     num_subjects: int = 6,
@@ -178,30 +198,26 @@ def write_synthetic_cohort(
     import multiprocessing
 
     from .anatomical_cohort import check_cohort_output
-    from .fileio import atomic_write_json, read_json
+    from .cohort_stamp import claim_cohort_folder
+    from .fileio import atomic_write_json
 
     out_dir = check_cohort_output(out_dir, num_subjects)
     if int(size) < 1 or int(depth) < 1:
         raise ValueError(f"size and depth must be positive, got size={size}, depth={depth}")
     if any(float(s) <= 0 for s in spacing):
         raise ValueError(f"spacing must be positive, got {tuple(spacing)}")
-    previous = out_dir / "dataset.json"
-    if previous.exists() and not overwrite and "generator_settings" in read_json(previous):
-        raise ValueError(
-            f"{out_dir} holds the anatomy-based cohort; use another folder for the "
-            "phantom or overwrite=True (--overwrite)"
-        )
-    (out_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (out_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
-    seeds = np.random.SeedSequence(seed).spawn(num_subjects)
     kwargs = dict(
-        size=size,
-        depth=depth,
-        lesion_fraction=lesion_fraction,
+        size=int(size),
+        depth=int(depth),
+        lesion_fraction=float(lesion_fraction),
         num_lesions=tuple(num_lesions),
-        spacing=tuple(spacing),
-        distinct_slices=distinct_slices,
+        spacing=tuple(float(v) for v in spacing),
+        distinct_slices=int(distinct_slices),
     )
+    settings = {"generator": PHANTOM, "seed": int(seed), "params": _listed(kwargs)}
+    # before the first case: a run killed halfway and re-run with other settings is refused
+    claim_cohort_folder(out_dir, settings, overwrite, made_with=_phantom_made_with)
+    seeds = np.random.SeedSequence(seed).spawn(num_subjects)
     jobs = [(out_dir, f"PWML_{i:03d}", s, overwrite, kwargs) for i, s in enumerate(seeds)]
     if workers > 1:
         methods = multiprocessing.get_all_start_methods()
@@ -211,13 +227,14 @@ def write_synthetic_cohort(
     else:
         cases = [_write_case(j) for j in jobs]
     dataset = {
-        "name": "synthetic PWML phantom (rsrcnn_d2)",
+        "name": _PHANTOM_NAME,
         "channel_names": {"0": "T1w"},
         "labels": {"background": 0, "lesion": 1},
         "numTraining": num_subjects,
         "file_ending": ".nii.gz",
         "seed": seed,
-        **{k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
+        **_listed(kwargs),
+        "generator_settings": settings,
     }
     atomic_write_json(out_dir / "dataset.json", dataset)
     return cases

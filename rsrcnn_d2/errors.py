@@ -77,6 +77,8 @@ def exit_code_of(error: BaseException) -> int:
 def report_errors(prog: str) -> Callable:
     """Decorate a tool's ``main``: the project's errors become one line and their exit code.
 
+    So does an operating-system error about a named file that no earlier check caught (a
+    folder made read-only during the run, a full disk): exit 2, the file and the reason.
     Anything else is a bug of ours and keeps its traceback.
     """
 
@@ -88,6 +90,11 @@ def report_errors(prog: str) -> Callable:
             except (PWMLDataError, ConfigError, WeightsError) as e:
                 print(f"{prog}: error: {e}", file=sys.stderr)
                 return exit_code_of(e)
+            except OSError as e:
+                if e.filename is None:
+                    raise
+                print(f"{prog}: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+                return EXIT_DATA
 
         return run
 

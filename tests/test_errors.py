@@ -49,6 +49,22 @@ def test_report_errors_keeps_the_traceback_of_our_own_bugs():
         main()
 
 
+def test_an_os_error_about_a_file_is_one_line_exit_2(capsys):
+    """A folder made read-only while a tool runs, a full disk: the file and the reason."""
+    import errno
+
+    @report_errors("tool")
+    def main(error):
+        raise error
+
+    assert main(PermissionError(errno.EACCES, "Permission denied", "/out/summary.json")) == 2
+    assert capsys.readouterr().err == "tool: error: /out/summary.json: Permission denied\n"
+    assert main(OSError(errno.ENOSPC, "No space left on device", "/out/a.npy")) == 2
+    assert capsys.readouterr().err == "tool: error: /out/a.npy: No space left on device\n"
+    with pytest.raises(OSError):  # no file named: not ours to explain, the traceback stays
+        main(OSError(errno.EPIPE, "Broken pipe"))
+
+
 def test_errors_survive_worker_processes():
     e = pickle.loads(pickle.dumps(WeightsError("w.pkl", "unsafe")))
     assert isinstance(e, WeightsError) and (e.path, e.problem) == ("w.pkl", "unsafe")

@@ -56,6 +56,7 @@ from .coco import coco_dict, coco_subset, lesion_annotations
 from .errors import PWMLDataError
 from .fileio import (
     atomic_write_json,
+    check_writable,
     json_safe,
     output_path,
     read_json,
@@ -275,6 +276,11 @@ def _check_output_location(out_dir: Path, source, subjects: Sequence[SubjectSour
         )
     if out_dir.is_file():
         raise PWMLDataError(out_dir, "output location is a file")
+    # the staging folder is made beside the output and renamed into its place; a read-only output
+    # folder is the user's "not here", not an empty folder to replace
+    check_writable(out_dir.absolute().parent, "the folder holding the output")
+    if out_dir.is_dir():
+        check_writable(out_dir)
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "conversion.json").exists():
         raise PWMLDataError(
             out_dir,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Union
 
 from .errors import PWMLDataError
+from .fileio import check_writable
 
 __all__ = ["LOCK_FILE", "output_lock", "lock_holder"]
 
@@ -51,8 +52,10 @@ def lock_holder(folder: Union[str, Path]) -> Optional[dict]:
 @contextlib.contextmanager
 def output_lock(folder: Union[str, Path], program: str) -> Iterator[Path]:
     """Hold ``folder``'s lock (creating the folder) while the block runs; `PWMLDataError`
-    (exit 2) naming the holder if another live process holds it."""
+    (exit 2) naming the holder if another live process holds it, or the folder when it
+    cannot be written."""
     folder = Path(folder)
+    check_writable(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
     record = {

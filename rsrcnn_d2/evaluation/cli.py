@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     from ..tool_setup import echo, quiet_known_warnings, setup_tool_logging
 
+    from ..data.fileio import check_writable
     from ..data.owned_outputs import check_owned, record_owned
     from .folder import evaluate_folder, format_summary, pair_cases
 
@@ -75,6 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         raise PWMLDataError(output, "is a file; -o takes the folder to write the figures into")
     pair_cases(args.prediction, args.reference, args.allow_missing)  # bad folders: no output made
+    check_writable(output)
     check_owned(output, OUTPUT_FILES, "rsrcnn-evaluate")  # a user's summary.json is never replaced
     record_owned(output, OUTPUT_FILES, "rsrcnn-evaluate")
     # our warnings (e.g. subjects whose slices differ in size) to the console and log.txt

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Union
 
 from ..data.errors import PWMLDataError
+from ..data.fileio import check_writable
 from ..data.nifti import case_name, load_nifti_3d, split_nifti_name
 
 __all__ = [
@@ -167,8 +168,8 @@ def check_output_collisions(
 def check_output_location(
     input_path: PathLike, output: PathLike, allow_in_input: bool = False
 ) -> None:
-    """Refuse an output folder that is an input file, a file, or (by default) inside the input
-    folder.
+    """Refuse an output folder that is an input file, a file, not writable, or (by default)
+    inside the input folder.
 
     Writing predictions among the inputs mixes them up with the next run's
     inputs; ``allow_in_input`` permits it. Input files themselves are never
@@ -183,6 +184,7 @@ def check_output_location(
             f"output folder is inside the input folder {input_path}; "
             "choose another folder or pass --allow-output-in-input",
         )
+    check_writable(output)  # once, before the model is built; not one failure per input
 
 
 def input_slice_geometry(item: PredictionInput, axis: int):

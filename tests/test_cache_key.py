@@ -131,3 +131,23 @@ def test_unregistered_dataset_and_old_or_broken_caches_are_clear_errors(cfg, tmp
     broken.write_bytes(b"not a torch file")
     with pytest.raises(PWMLDataError, match=r"broken\.pt: cannot read"):
         load_prediction_cache(broken, {})
+
+
+class _Payload:
+    """Would create ``path`` if unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_cache_holding_code_is_refused_and_never_runs(tmp_path):
+    import torch
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"version": 4, "key": {}, "slices": [_Payload(tmp_path / "pwned")]}, evil)
+    with pytest.raises(PWMLDataError, match=r"evil\.pt: cannot read the DCRF prediction cache"):
+        load_prediction_cache(evil, {})
+    assert not (tmp_path / "pwned").exists()

@@ -390,3 +390,24 @@ def test_lesions_in_3d_join_a_subjects_neighbouring_slices():
     assert (d3["true_lesions"], d3["found"], d3["predicted"], d3["false_positives"]) == (3, 2, 3, 1)
     assert d3["sensitivity"] == pytest.approx(2 / 3)
     assert d3["F1"] == pytest.approx(4 / (4 + 1 + 1))  # 2 found, 1 missed, 1 FP
+
+
+def test_slices_of_different_sizes_give_no_3d_lesion_figure_not_a_perfect_one(caplog):
+    """PNG slice folders whose slices differ in size cannot be stacked: the 3-D lesion figures
+    are undefined (NaN), never F1 1.0 from the empty counts, while 2 of 2 lesions go unfound."""
+    big = np.zeros((SIZE + 4, SIZE + 4), bool)
+    big[5, 5] = True
+    cases = [("e", 0, mask((2, 2)), mask()), ("e", 1, big, np.zeros_like(big))]
+    inputs = [
+        {"file_name": f"{s}/{k}.png", "subject": s, "slice_index": k,
+         "gt_mask": torch.from_numpy(t)}
+        for s, k, t, _ in cases
+    ]  # fmt: skip
+    outputs = [{"lesion_mask": torch.from_numpy(p)} for *_, p in cases]
+    with caplog.at_level(logging.WARNING):
+        results = run(PWMLEvaluator(distributed=False), inputs, outputs)
+    assert "slices differ in size" in caplog.text
+    d3 = results["pwml_lesion3d"]
+    assert d3["true_lesions"] == 0 and math.isnan(d3["F1"]) and math.isnan(d3["sensitivity"])
+    flat = results["pwml_lesion"]
+    assert (flat["true_lesions"], flat["found"]) == (2, 0)  # the 2-D figure says what happened

@@ -243,7 +243,7 @@ class ValidationLossHook(HookBase):
             "criterion": self.criterion,
             "score": score,  # lower is better: the total loss, or -Dice
         }
-        form = getattr(self.trainer.checkpointer, "input_form", None)
+        form = getattr(getattr(self.trainer, "checkpointer", None), "input_form", None)
         if form:  # rsrcnn_d2.checkpoint: what a checked load compares
             state["input_form"] = form
         atomic_write(self.best_path, lambda tmp: torch.save(state, tmp))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed of the classical detector (row A) on 512x512 slices; goal >= 20 slices/s on 2 cores.
 
-Slices: seeded synthetic 512x512 phantom slices (rsrcnn_d2.data.synthetic) and,
+Slices: seeded synthetic 512x512 phantom slices (rsrcnn_d2.synth.phantom) and,
 where ../shared/data/pwml_reference_slices exists, the real reference slices
 resized to 512x512 (read in place; only timed, nothing is tuned on them).
 Timed: `detect_slice` alone (2-D, default parameters and the slowest corner of
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rsrcnn_d2.classical import ClassicalParams, ClassicalPredictor, detect_slice
-from rsrcnn_d2.data.synthetic import synthetic_slice
+from rsrcnn_d2.synth.phantom import synthetic_slice
 
 REPO = Path(__file__).resolve().parents[1]  # the reference slices sit beside the checkout
 

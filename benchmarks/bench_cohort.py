@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from rsrcnn_d2.data.anatomical_cohort import write_anatomical_cohort
-from rsrcnn_d2.data.synthetic import write_synthetic_cohort
+from rsrcnn_d2.synth.cohort import write_anatomical_cohort
+from rsrcnn_d2.synth.phantom import write_synthetic_cohort
 
 
 def timed(write, *args, **kwargs):

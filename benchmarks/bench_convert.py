@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from rsrcnn_d2.data.convert import convert_pwml
-from rsrcnn_d2.data.synthetic import write_synthetic_cohort
+from rsrcnn_d2.synth.phantom import write_synthetic_cohort
 
 
 def main(argv=None) -> int:

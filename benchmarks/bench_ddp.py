@@ -27,10 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from rsrcnn_d2.data import convert_pwml, write_synthetic_cohort
+from rsrcnn_d2.data import convert_pwml
 from rsrcnn_d2.engine.ddp import _usable_cores
 from rsrcnn_d2.experiments import TRAIN_NET_MODULE
 from rsrcnn_d2.model_zoo import row_config
+from rsrcnn_d2.synth import write_synthetic_cohort
 
 CONFIG = row_config("E")
 SPEED = re.compile(r"Overall training speed: (\d+) iterations in \S+ \(([\d.]+) s / it\)")

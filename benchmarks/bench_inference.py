@@ -26,7 +26,7 @@ from detectron2.modeling import build_model
 
 from rsrcnn_d2 import get_rsrcnn_cfg
 from rsrcnn_d2.model_zoo import row_config
-from rsrcnn_d2.data.synthetic import synthetic_slice
+from rsrcnn_d2.synth.phantom import synthetic_slice
 
 ROWS = {row: row_config(row, "r101") for row in ("B", "E")}
 
@@ -45,27 +45,30 @@ class TimedRefine:
         return out
 
 
-def build(row: str, detections: int):
-    cfg = get_rsrcnn_cfg(
-        str(ROWS[row]),
-        [
-            "MODEL.DEVICE",
-            "cpu",
-            "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-            "0.0",
-            "TEST.DETECTIONS_PER_IMAGE",
-            str(detections),
-            # random FrozenBN ResNet-101 overflows to inf (it expects trained weights);
-            # GroupNorm keeps random activations finite, at the same cost for both rows
-            "MODEL.RESNETS.NORM",
-            "GN",
-        ],
-    )
+def build(row: str, detections: int, family: str = "r101"):
+    """(cfg, model) of ``row`` in rsrcnn_d2.model_zoo's ``family``, in eval mode, on CPU,
+    random weights (seed 0), every detection kept up to ``detections``, the DCRF timed.
+
+    Shared with perf_table.py, so both benchmarks time the same models.
+    """
+    opts = [
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "0.0",
+        "TEST.DETECTIONS_PER_IMAGE",
+        str(detections),
+    ]
+    if family == "r101":
+        # random FrozenBN ResNet-101 overflows to inf (it expects trained weights);
+        # GroupNorm keeps random activations finite, at the same cost for both rows
+        opts += ["MODEL.RESNETS.NORM", "GN"]
+    cfg = get_rsrcnn_cfg(str(row_config(row, family)), opts)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     if model.dcrf is not None:
         model.dcrf = TimedRefine(model.dcrf)
-    return model
+    return cfg, model
 
 
 def main():
@@ -91,7 +94,7 @@ def main():
     )
     print("|---|---|---|---|---|---|---|")
     for detections in args.detections:
-        models = {row: build(row, detections) for row in ROWS}
+        models = {row: build(row, detections)[1] for row in ROWS}
         times = {row: [] for row in ROWS}
         counts = {row: 0 for row in ROWS}
         with torch.no_grad():

@@ -5,7 +5,7 @@ datasets/README.md.
     python benchmarks/cohort_realism.py [--subjects 30] [--seed 0] [--workers 2]
         [--cohort RAW_DIR] [--phantom] [--reference ../shared/data/pwml_reference_slices]
 
-Measures (rsrcnn_d2.data.realism), on 8-bit head crops of every lesion slice
+Measures (rsrcnn_d2.synth.realism), on 8-bit head crops of every lesion slice
 (long side 100 px, the reference's form; real slices are measured as they are,
 already such crops): lesion areas (8-connected, pixels), lesion contrast against
 a 3-pixel ring in ring standard deviations, the best single global threshold's
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsrcnn_d2.data.realism import lesion_slice_spans, summarize_measures, volume_crops
+from rsrcnn_d2.synth.realism import lesion_slice_spans, summarize_measures, volume_crops
 
 REPO = Path(__file__).resolve().parents[1]  # the reference slices sit beside the checkout
 
@@ -39,7 +39,7 @@ def _measure_subject(job):
     # one subject's lesion-slice crops and 3-D spans (run in a worker: volumes stay there)
     kind, index, seed = job
     if kind == "phantom":
-        from rsrcnn_d2.data.synthetic import synthetic_volume
+        from rsrcnn_d2.synth.phantom import synthetic_volume
 
         image, mask, _ = synthetic_volume(
             128,
@@ -48,7 +48,7 @@ def _measure_subject(job):
             rng=np.random.default_rng(np.random.SeedSequence(seed).spawn(index + 1)[index]),
         )
     elif kind == "anatomy":
-        from rsrcnn_d2.data.anatomy import simulate_subject
+        from rsrcnn_d2.synth.anatomy import simulate_subject
 
         subject = simulate_subject(np.random.SeedSequence(seed).spawn(index + 1)[index])
         image, mask = subject.image, subject.mask
@@ -68,7 +68,7 @@ def measure_volumes(jobs, workers: int):
         "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     )
     if jobs and jobs[0][0] == "anatomy":
-        from rsrcnn_d2.data.mni_template import load_mni152_tissues
+        from rsrcnn_d2.synth.mni_template import load_mni152_tissues
 
         load_mni152_tissues()  # before forking: shared by the workers
     with ctx.Pool(workers) as pool:

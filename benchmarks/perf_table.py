@@ -47,33 +47,11 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def _model(scale: str, row: str, detections: int):
-    import torch
-    from detectron2.modeling import build_model
-    from rsrcnn_d2 import get_rsrcnn_cfg
-
-    opts = [
-        "MODEL.DEVICE",
-        "cpu",
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-        "0.0",
-        "TEST.DETECTIONS_PER_IMAGE",
-        str(detections),
-    ]
-    if scale == "paper":
-        opts += ["MODEL.RESNETS.NORM", "GN"]
-    from rsrcnn_d2.model_zoo import row_config
-
-    cfg = get_rsrcnn_cfg(row_config(row, FAMILY[scale]), opts)
-    torch.manual_seed(0)
-    return cfg, build_model(cfg)
-
-
 def _slices(scale: str, count: int, with_instances: bool):
     import numpy as np
     import torch
     from rsrcnn_d2.data.instances import mask_to_instances
-    from rsrcnn_d2.data.synthetic import synthetic_slice
+    from rsrcnn_d2.synth.phantom import synthetic_slice
 
     out = []
     for seed in range(count):
@@ -91,12 +69,9 @@ def _slices(scale: str, count: int, with_instances: bool):
 
 def child_infer(scale: str, row: str, detections: int, slices: int) -> dict:
     import torch
-    from bench_inference import TimedRefine
+    from bench_inference import build
 
-    _, model = _model(scale, row, detections)
-    model.eval()
-    if model.dcrf is not None:
-        model.dcrf = TimedRefine(model.dcrf)
+    _, model = build(row, detections, FAMILY[scale])
     inputs = _slices(scale, slices, False)
     times, instances = [], 0
     with torch.no_grad():
@@ -116,10 +91,12 @@ def child_infer(scale: str, row: str, detections: int, slices: int) -> dict:
 
 
 def child_train(scale: str, row: str, iters: int, warmup: int) -> dict:
-    from detectron2.solver import build_optimizer
     from detectron2.utils.events import EventStorage
 
-    cfg, model = _model(scale, row, 50)
+    from bench_inference import build
+    from rsrcnn_d2.solver import build_optimizer  # the training's: CLIP_TYPE global_norm too
+
+    cfg, model = build(row, 50, FAMILY[scale])
     model.train()
     optimizer = build_optimizer(cfg, model)
     data = _slices(scale, 4, True)
@@ -244,7 +221,7 @@ def alternate(kind: str, repeats: int, progress, **kwargs) -> dict:
 
 
 def make_cohort(subjects: int, size: int, depth: int) -> Path:
-    from rsrcnn_d2.data.synthetic import write_synthetic_cohort
+    from rsrcnn_d2.synth.phantom import write_synthetic_cohort
 
     cohort = Path(tempfile.gettempdir()) / "rsrcnn_perf_cohort" / f"n{subjects}_s{size}_d{depth}"
     write_synthetic_cohort(

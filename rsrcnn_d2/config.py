@@ -11,7 +11,8 @@ def add_rsrcnn_config(cfg: CN) -> None:
     """Add RS R-CNN's keys to a detectron2 config (call before merge_from_file)."""
     # --- the meta-architecture (RSRCNN) -----------------------------------------
     cfg.MODEL.RSRCNN = CN()
-    # How the model normalises each input image (rsrcnn_d2/modeling/normalization.py):
+    # How the model normalises each input image (RSRCNN._normalize in
+    # rsrcnn_d2/modeling/meta_arch.py; zscore_image, minmax_uint8_image in postprocessing.py):
     # "minmax_uint8": stretch the image's min..max onto 0..255, then subtract
     #   MODEL.PIXEL_MEAN and divide by MODEL.PIXEL_STD (the reference: 8-bit head
     #   crops minus 56.49; the scale COCO-initialised weights expect);

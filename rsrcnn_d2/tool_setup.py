@@ -14,18 +14,20 @@ setuptools' pkg_resources notice, torch.fx tracing notes). Tools call it; a
 library user who imports rsrcnn_d2 keeps Python's warning settings untouched.
 """
 
+import contextlib
 import logging
 import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Iterable, Iterator, Optional, Union
 
 __all__ = [
     "setup_tool_logging",
     "quiet_known_warnings",
     "echo",
     "plain_log_files",
+    "logged_step",
     "KNOWN_WARNINGS",
     "KNOWN_LOG_LINES",
 ]
@@ -144,3 +146,39 @@ def echo(text: str, name: str = "rsrcnn_d2") -> None:
                 handler.flush()
             finally:
                 handler.release()
+
+
+@contextlib.contextmanager
+def logged_step(
+    log_file: Union[str, Path], names: Iterable[str] = ("detectron2", "rsrcnn_d2")
+) -> Iterator[None]:
+    """Within the block, the loggers ``names`` also write to ``log_file`` (no colour codes) and,
+    where they had no handler, to the console; as before after it.
+
+    For a step a driver runs in its own process (an evaluation, a calibration): its lines go
+    to that step's log.txt only, not to every earlier step's, as detectron2's cached
+    ``setup_logger`` would send them.
+    """
+    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter(FORMAT, datefmt=DATE_FORMAT)
+    added = []
+    for name in names:
+        logger = logging.getLogger(name)
+        handlers = [logging.FileHandler(log_file, encoding="utf-8")]
+        if not logger.handlers:
+            handlers.append(_CurrentStdout())
+        for handler in handlers:
+            handler.setFormatter(formatter)
+            handler.addFilter(_NoColour())
+            logger.addHandler(handler)
+            added.append((logger, handler, logger.level, logger.propagate))
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, handler, level, propagate in reversed(added):
+            logger.removeHandler(handler)
+            handler.close()
+            logger.setLevel(level)
+            logger.propagate = propagate

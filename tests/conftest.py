@@ -43,7 +43,7 @@ def tiny_cfg(row: str = "E", *opts):
 def synthetic_input(seed: int = 0, size: int = 128, num_lesions=(2, 6)):
     """A training dict for detectron2 models, plus the source mask."""
     from rsrcnn_d2.data.instances import mask_to_instances
-    from rsrcnn_d2.data.synthetic import synthetic_slice
+    from rsrcnn_d2.synth.phantom import synthetic_slice
 
     image, mask = synthetic_slice(size, num_lesions=num_lesions, seed=seed)
     tensor = torch.from_numpy(np.repeat(image[None], 3, axis=0))

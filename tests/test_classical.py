@@ -373,7 +373,8 @@ def _tool_main(name):
 
 @pytest.fixture(scope="module")
 def toy_dataset(tmp_path_factory):
-    from rsrcnn_d2.data import convert_pwml, register_pwml_root, write_synthetic_cohort
+    from rsrcnn_d2.data import convert_pwml, register_pwml_root
+    from rsrcnn_d2.synth import write_synthetic_cohort
 
     base = tmp_path_factory.mktemp("classical_toy")
     write_synthetic_cohort(
@@ -482,7 +483,7 @@ def test_ablation_plan_has_row_a_without_a_config():
 
 
 def test_row_a_run_is_recorded_once_and_then_skipped(toy_dataset, tmp_path):
-    from rsrcnn_d2.classical import run_row_a
+    from rsrcnn_d2.experiments.row_a import run_row_a
 
     run_dir = tmp_path / "runs" / "A" / "seed0"
     first = run_row_a(

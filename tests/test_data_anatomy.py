@@ -9,20 +9,20 @@ import pytest
 from scipy import ndimage
 
 from conftest import SHARED_SLICES
-from rsrcnn_d2.data.anatomical_cohort import write_anatomical_cohort
-from rsrcnn_d2.data.anatomy import AnatomyParams, simulate_subject
 from rsrcnn_d2.data.fileio import read_slice
-from rsrcnn_d2.data.lesions3d import partial_volume
 from rsrcnn_d2.data.nifti import read_nifti_pair
-from rsrcnn_d2.data.realism import (
+from rsrcnn_d2.data.sources import slice_folder_subjects
+from rsrcnn_d2.synth.anatomy import AnatomyParams, simulate_subject
+from rsrcnn_d2.synth.cohort import write_anatomical_cohort
+from rsrcnn_d2.synth.lesions3d import partial_volume
+from rsrcnn_d2.synth.realism import (
     best_threshold_dice,
     lesion_measures,
     lesion_slice_spans,
     summarize_measures,
     volume_realism,
 )
-from rsrcnn_d2.data.sources import slice_folder_subjects
-from rsrcnn_d2.data.subject_geometry import AcquisitionGrid
+from rsrcnn_d2.synth.subject_geometry import AcquisitionGrid
 
 SEED = 1  # the first two subjects of seed 1 both have lesions
 
@@ -113,7 +113,7 @@ def test_bad_arguments_are_refused_with_the_culprit_named(tmp_path):
 
 
 def test_tool_reports_bad_arguments(tmp_path, capsys):
-    from rsrcnn_d2.data.cohort_cli import main  # the program behind tools/make_synthetic_cohort.py
+    from rsrcnn_d2.synth.cli import main  # the program behind tools/make_synthetic_cohort.py
 
     assert main([str(tmp_path / "c"), "--subjects", "0"]) == 2
     assert "at least 1" in capsys.readouterr().err
@@ -177,7 +177,7 @@ def test_params_are_recorded_in_full():
 def test_a_run_killed_halfway_is_not_finished_with_other_settings(tmp_path, monkeypatch):
     """Killed before its dataset.json: a re-run with another seed must not keep the first
     run's cases and record the second's settings (two generations mixed under one name)."""
-    from rsrcnn_d2.data import anatomical_cohort
+    from rsrcnn_d2.synth import cohort
 
     out = tmp_path / "raw"
 
@@ -185,7 +185,7 @@ def test_a_run_killed_halfway_is_not_finished_with_other_settings(tmp_path, monk
         (out / "imagesTr" / "PWML_000_0000.nii.gz").write_bytes(b"half a cohort")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(anatomical_cohort, "_run", killed)
+    monkeypatch.setattr(cohort, "_run", killed)
     with pytest.raises(KeyboardInterrupt):
         write_anatomical_cohort(out, 2, seed=SEED, progress=False)
     monkeypatch.undo()

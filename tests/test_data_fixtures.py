@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_SLICES
-from rsrcnn_d2.data.synthetic import synthetic_affine, synthetic_volume, write_synthetic_cohort
+from rsrcnn_d2.synth.phantom import synthetic_affine, synthetic_volume, write_synthetic_cohort
 
 
 def save_nifti(path, array, affine=None):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rsrcnn_d2.data.nifti import volume_slice
-from rsrcnn_d2.data.synthetic import synthetic_slice, synthetic_volume, write_synthetic_cohort
+from rsrcnn_d2.synth.phantom import synthetic_slice, synthetic_volume, write_synthetic_cohort
 
 
 def test_volume_is_seeded_and_has_lesions_on_some_slices():
@@ -81,7 +81,7 @@ def test_cohort_layout_and_cache(tmp_path):
 def test_a_phantom_killed_halfway_is_not_finished_with_other_settings(tmp_path, monkeypatch):
     """The phantom records its settings before its first case: a re-run with another seed
     refuses the first run's cases instead of keeping them under the second's settings."""
-    from rsrcnn_d2.data import synthetic
+    from rsrcnn_d2.synth import phantom
 
     written = []
 
@@ -91,8 +91,8 @@ def test_a_phantom_killed_halfway_is_not_finished_with_other_settings(tmp_path, 
         written.append(real(job))
         return written[-1]
 
-    real = synthetic._write_case
-    monkeypatch.setattr(synthetic, "_write_case", killed)
+    real = phantom._write_case
+    monkeypatch.setattr(phantom, "_write_case", killed)
     with pytest.raises(KeyboardInterrupt):
         write_synthetic_cohort(tmp_path, 3, size=32, depth=4, seed=0)
     monkeypatch.undo()

@@ -80,6 +80,28 @@ def test_takes_over_the_placeholder_pwml_names(converted, tmp_path, monkeypatch)
     assert MetadataCatalog.get("pwml_train").pwml_root == str(converted)
 
 
+def test_an_explicit_root_takes_over_the_environments_prepared_pwml(
+    converted, tmp_path, monkeypatch
+):
+    """The command line wins over $DETECTRON2_DATASETS: a driver's child registers its own
+    cohort as pwml_* whatever the user's environment points to."""
+    from rsrcnn_d2.data.register import DatasetRoot
+
+    env_root = tmp_path / "env"
+    shutil.copytree(converted, env_root / "pwml")
+    other = tmp_path / "other"
+    shutil.copytree(converted, other)
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(env_root))
+    register_all_pwml()
+    assert MetadataCatalog.get("pwml_train").pwml_root == str(env_root / "pwml")
+    root = DatasetRoot.parse(f"pwml={other}")
+    assert root == DatasetRoot("pwml", other.absolute()) and root.spec == f"pwml={other}"
+    root.register()
+    assert MetadataCatalog.get("pwml_train").pwml_root == str(other)
+    with pytest.raises(PWMLDataError, match="already registered for the prepared dataset"):
+        register_dataset_roots([f"pwml={converted}"])  # another explicit root: still refused
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -183,7 +205,7 @@ def _tune_dcrf():
 
 def test_tune_dcrf_tunes_on_a_dataset_root(converted, tmp_path, capsys):
     out = tmp_path / "tuned.yaml"
-    code = _tune_dcrf().tune_dcrf_main(
+    code = _tune_dcrf().tune_dcrf_alias(
         [
             "--config-file",
             str(TINY_ROWS["E"]),
@@ -213,10 +235,11 @@ def test_tune_dcrf_tunes_on_a_dataset_root(converted, tmp_path, capsys):
     trials = json.loads(out.with_suffix(".json").read_text())
     assert trials["dataset"] == "tcohort_val" and trials["best"] is None
     captured = capsys.readouterr()
-    assert "mean Dice (strict) on tcohort_val" in captured.out
+    strict = "strict mean Dice (slices with a lesion in truth or prediction)"
+    assert f"{strict} on tcohort_val" in captured.out
     assert "tcohort_val: none of 3 operating points scores above" in captured.err
     assert (
-        _tune_dcrf().tune_dcrf_main(
+        _tune_dcrf().tune_dcrf_alias(
             [
                 "--config-file",
                 str(TINY_ROWS["E"]),
@@ -229,4 +252,6 @@ def test_tune_dcrf_tunes_on_a_dataset_root(converted, tmp_path, capsys):
         == 2
     )
     err = capsys.readouterr().err.strip()
-    assert err == f"tune_dcrf: error: {tmp_path / 'gone'}: dataset root does not exist"
+    assert err.splitlines()[-1] == (
+        f"tune_operating_point: error: {tmp_path / 'gone'}: dataset root does not exist"
+    )

@@ -277,7 +277,7 @@ def test_a_run_trained_with_other_options_is_refused_or_retrained(tmp_path):
     with pytest.raises(StaleRunError, match="MODEL.ROI_MASK_HEAD"):  # another row, same folder
         train_and_record(TINY_ROWS["E"], run, short)
     with pytest.raises(StaleRunError, match="dataset content: none here, /elsewhere/pwml asked"):
-        train_and_record(TINY_ROWS["B"], run, short, env={"DETECTRON2_DATASETS": "/elsewhere"})
+        train_and_record(TINY_ROWS["B"], run, short, ["pwml=/elsewhere/pwml"])
     assert (run / "result.json").is_file()  # refused: nothing moved, nothing trained
     claim_run_dir(run, asked_options(TINY_ROWS["B"], longer), retrain=True, log=lambda m: None)
     (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
@@ -314,7 +314,7 @@ def test_training_runs_the_package_module_not_a_repository_script(tmp_path, monk
 
     run_dir, seen = tmp_path / "run", []
 
-    def train(cmd, env=None, **kw):
+    def train(cmd, **kw):
         seen.append(cmd)
         (run_dir / "metrics.json").write_text(
             json.dumps({"iteration": 3, "pwml_strict/Dice": 0.5}) + "\n"
@@ -325,7 +325,7 @@ def test_training_runs_the_package_module_not_a_repository_script(tmp_path, monk
     health = {"verdict": "heads_never_trained", "first_foreground_iteration": None}
     monkeypatch.setattr(runner.subprocess, "run", train)
     monkeypatch.setattr(runner, "asked_options", lambda *a: {"config": {}, "dataset_roots": []})
-    record = train_and_record("cfg.yaml", run_dir, ["SEED", 1], flags=["--num-gpus", 2])
+    record = train_and_record("cfg.yaml", run_dir, ["SEED", 1], ["c=/x/pwml"], num_gpus=2)
     assert seen == [
         [
             sys.executable,
@@ -334,6 +334,8 @@ def test_training_runs_the_package_module_not_a_repository_script(tmp_path, monk
             "--config-file",
             "cfg.yaml",
             "--resume",
+            "--dataset-root",  # the cohort: one argument, never the environment
+            "c=/x/pwml",
             "--num-gpus",
             "2",
             "SEED",
@@ -351,16 +353,15 @@ def test_training_runs_the_package_module_not_a_repository_script(tmp_path, monk
     assert json.loads((run_dir / "result.json").read_text()) == record
 
 
-def test_run_tool_names_the_step_and_its_time(capfd):
-    from rsrcnn_d2.experiments import run_tool
+def test_a_step_is_named_with_its_time_and_a_failed_one_gets_no_closing_line(capfd):
+    from rsrcnn_d2.experiments.runner import step
 
-    run_tool(["-c", "print('hello')"], step="1/2 greeting")
-    assert capfd.readouterr().out == (
-        "\n=== 1/2 greeting\n$ -c print('hello')\nhello\n=== 1/2 greeting: done in 0 s\n"
-    )
-    with pytest.raises(subprocess.CalledProcessError):
-        run_tool(["-c", "raise SystemExit(3)"])
-    assert capfd.readouterr().out == "$ -c raise SystemExit(3)\n"
+    with step("1/2 greeting"):
+        print("hello")
+    assert capfd.readouterr().out == "\n=== 1/2 greeting\nhello\n=== 1/2 greeting: done in 0 s\n"
+    with pytest.raises(KeyError), step("2/2 failing"):
+        raise KeyError("x")
+    assert capfd.readouterr().out == "\n=== 2/2 failing\n"
 
 
 def _tool(name, *args, **kw):
@@ -466,7 +467,7 @@ def test_ablation_runs_then_resumes_without_retraining(tmp_path, capfd):
 
 
 def _slice_folder(root, subjects=3):
-    from rsrcnn_d2.data.synthetic import synthetic_slice
+    from rsrcnn_d2.synth.phantom import synthetic_slice
 
     for s in range(subjects):
         for k in range(2):
@@ -555,7 +556,7 @@ def test_a_cohort_is_known_by_its_content_and_weights_by_their_file(tmp_path):
     run = tmp_path / "run"
 
     def asked(root):
-        return asked_options(TINY_ROWS["B"], opts, ["--dataset-root", f"c={root}"])
+        return asked_options(TINY_ROWS["B"], opts, [f"c={root}"])
 
     claim_run_dir(run, asked(cohort))
     assert stale_options(run, asked(moved)) == []
@@ -570,25 +571,31 @@ def test_a_cohort_is_known_by_its_content_and_weights_by_their_file(tmp_path):
     ]
 
 
-def test_calibration_that_finds_nothing_is_told_from_a_crash(tmp_path, monkeypatch):
-    """The tuner exits 1 both when no point beats an empty prediction and when it crashes;
-    only the first (its trials file says "best": null) lets a driver go on uncalibrated."""
+def test_calibration_that_finds_nothing_goes_on_and_a_crash_raises(tmp_path, monkeypatch):
+    """No point beats an empty prediction: the driver goes on at the config's own point (None);
+    a failure of the tuner raises. An earlier run's tuned config never stands in."""
+    from types import SimpleNamespace
+
+    import rsrcnn_d2.tuning as tuning
     from rsrcnn_d2.experiments import runner
 
     output = tmp_path / "point.yaml"
-    output.write_text("an earlier run's tuned config")  # never stands in for this one
+    output.write_text("an earlier run's tuned config")
+    seen = []
 
-    def tuner(found_nothing):
-        def run(args, env=None, step=None):
-            if found_nothing:
-                output.with_suffix(".json").write_text('{"best": null}')
-            raise subprocess.CalledProcessError(1, args)
+    def found_nothing(*args, **kwargs):
+        seen.append((args, kwargs))
+        assert not output.exists()  # removed before the calibration starts
+        return SimpleNamespace(written=None)
 
-        return run
+    def crash(*args, **kwargs):
+        raise RuntimeError("the tuner failed")
 
-    monkeypatch.setattr(runner, "run_tool", tuner(True))
-    assert runner.calibrate("cfg.yaml", "w.pth", output, "pwml_val") is None
-    assert not output.exists()
-    monkeypatch.setattr(runner, "run_tool", tuner(False))  # a crash: exit 1, no trials file
-    with pytest.raises(subprocess.CalledProcessError):
+    monkeypatch.setattr(tuning, "calibrate_operating_point", found_nothing)
+    assert runner.calibrate("cfg.yaml", "w.pth", output, "pwml_val", trials=(2, 3)) is None
+    ((args, kwargs),) = seen
+    assert args == ("cfg.yaml", "w.pth", "pwml_val", output)
+    assert (kwargs["init_points"], kwargs["n_iter"]) == (2, 3)
+    monkeypatch.setattr(tuning, "calibrate_operating_point", crash)
+    with pytest.raises(RuntimeError, match="the tuner failed"):
         runner.calibrate("cfg.yaml", "w.pth", output, "pwml_val")

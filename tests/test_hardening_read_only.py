@@ -59,7 +59,7 @@ def _run(*args):
 
 @pytest.fixture(scope="module")
 def raw(area):
-    from rsrcnn_d2.data import write_synthetic_cohort
+    from rsrcnn_d2.synth import write_synthetic_cohort
 
     write_synthetic_cohort(area / "raw", 4, size=32, depth=4, seed=0, lesion_fraction=0.5)
     return area / "raw"

@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 from conftest import TINY_ROWS
-from rsrcnn_d2.data import write_synthetic_cohort
 from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.data.nifti import volume_slice
 from rsrcnn_d2.inference import LesionPredictor, case_name, find_inputs, predict_inputs
 from rsrcnn_d2.inference import cli
 from rsrcnn_d2.inference.writers import to_input_orientation
+from rsrcnn_d2.synth import write_synthetic_cohort
 
 CONFIG = str(TINY_ROWS["E"])
 

@@ -94,9 +94,9 @@ def test_prepare_pwml_takes_output_as_every_tool_and_out_as_a_deprecated_alias(c
 
 
 def test_demo_runs_its_steps_through_the_library_runner():
-    from rsrcnn_d2.experiments import demo, run_tool
+    from rsrcnn_d2.experiments import demo, runner
 
-    assert demo.run_tool is run_tool
+    assert demo.train is runner.train and demo.calibrate is runner.calibrate
     assert not hasattr(demo, "run") and not hasattr(demo, "subprocess")
     assert list(demo.ROWS) == ["B", "E", "plus"]  # configs through rsrcnn_d2.model_zoo
 
@@ -159,14 +159,22 @@ def _runs_under_python_m(module: str) -> bool:
     )
 
 
-def test_the_programs_drivers_run_are_runnable_modules():
-    """The drivers (demo, ablation, LOSO) run each step as ``python -m <module>``: every such
-    module must run its ``main`` when executed, not just define it."""
+def test_training_is_the_one_program_the_drivers_start():
+    """The drivers (demo, ablation, LOSO, CV) start only the training program as a child
+    (``python -m``); every other step is a function call. That module runs its ``main``."""
+    import subprocess as sp
+
     from rsrcnn_d2.experiments import runner
 
     modules = [getattr(runner, n) for n in dir(runner) if n.endswith("_MODULE")]
-    assert len(modules) == 6
-    assert [m for m in modules if not _runs_under_python_m(m)] == []
+    assert modules == ["rsrcnn_d2.engine.train_net"]
+    assert _runs_under_python_m(modules[0])
+    found = sp.run(
+        ["grep", "-rln", "run_child\\|subprocess", str(REPO / "rsrcnn_d2" / "experiments")],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert sorted(Path(f).name for f in found) == ["child_process.py", "runner.py"]
 
 
 def test_every_tool_program_is_also_python_m():

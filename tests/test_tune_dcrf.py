@@ -1,5 +1,7 @@
-"""DCRF tuning: one network pass, strict Dice objective, seeded Bayesian optimisation, tuned
-config."""
+"""The CRF's side of the tuning: one network pass whose cache re-pastes exactly what the model
+outputs (CRF on or off), the CRF's parameters, the tuned config, and tools/tune_dcrf.py, the
+deprecated alias of tools/tune_operating_point.py --search crf (the search itself:
+test_tune_operating_point.py)."""
 
 import json
 from collections import Counter
@@ -15,25 +17,22 @@ from rsrcnn_d2.data import (
     build_pwml_test_loader,
     convert_pwml,
     register_pwml_root,
-    write_synthetic_cohort,
 )
 from rsrcnn_d2.modeling.postprocessing import paste_lesions
+from rsrcnn_d2.synth import write_synthetic_cohort
 from rsrcnn_d2.tuning import (
     CachedSlice,
     collect_predictions,
     crf_from_params,
     load_prediction_cache,
-    mean_dice,
     normalize_params,
     params_from_cfg,
     save_prediction_cache,
-    tune_dcrf,
     write_tuned_config,
 )
 
 # every detection kept: an untrained network's scores are low
 OPTS = ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.DCRF.NAME", "")
-FAST = dict(init_points=2, n_iter=2, seed=0)
 
 
 class CountingModel(torch.nn.Module):
@@ -99,33 +98,7 @@ def test_cached_crf_matches_the_model_with_its_crf_on(toy):
             assert torch.equal(masks.any(0), out["lesion_mask"])
 
 
-def test_tuning_starts_from_the_config_and_is_never_worse(toy):
-    start = params_from_cfg(toy["cfg"])
-    assert start == {"l1": 2.0, "l2": 4.0, "c1": 6.0, "e1": 1}
-    result = tune_dcrf(toy["slices"], start, **FAST)
-    assert result.trials[0].params == start  # probed first
-    assert result.start_dice == pytest.approx(mean_dice(toy["slices"], crf_from_params(start)))
-    assert result.no_crf_dice == pytest.approx(mean_dice(toy["slices"], None))
-    assert result.best_dice >= result.start_dice
-    assert result.best_dice == max(t.dice for t in result.trials)
-    assert len(result.trials) >= 2 and all(isinstance(t.params["e1"], int) for t in result.trials)
-
-
-def test_seeded_tuning_is_reproducible(toy):
-    start = params_from_cfg(toy["cfg"])
-    a = tune_dcrf(toy["slices"], start, **FAST)
-    b = tune_dcrf(toy["slices"], start, **FAST)
-    assert a.best_params == b.best_params and a.best_dice == b.best_dice
-    assert [t.params for t in a.trials] == [t.params for t in b.trials]
-
-
-def test_start_outside_the_bounds_is_still_scored(toy):
-    start = {"l1": 50.0, "l2": 4.0, "c1": 6.0, "e1": 1}
-    result = tune_dcrf(toy["slices"], start, init_points=1, n_iter=0, seed=1)
-    assert result.trials[0].params == start and result.best_dice >= result.start_dice
-
-
-def test_params_rounding_and_bounds():
+def test_params_rounding():
     assert normalize_params({"l1": 1, "l2": 2, "c1": 3, "e1": 2.5})["e1"] == 3  # half up
     assert normalize_params({"l1": 1, "l2": 2, "c1": 3, "e1": 2.49})["e1"] == 2
     assert normalize_params({"l1": 4.860357, "l2": 0.123456, "c1": 17.83816, "e1": 1}) == {
@@ -134,12 +107,6 @@ def test_params_rounding_and_bounds():
         "c1": 17.84,
         "e1": 1,
     }
-    with pytest.raises(ValueError, match="bounds of e1"):
-        tune_dcrf(
-            [],
-            {"l1": 1, "l2": 2, "c1": 3, "e1": 1},
-            bounds={"l1": (1, 2), "l2": (1, 2), "c1": (1, 2), "e1": (0, 3)},
-        )
 
 
 def test_tuned_config_loads_with_the_best_params(tmp_path):
@@ -192,13 +159,6 @@ def test_prediction_cache_round_trip_and_key(toy, tmp_path):
         load_prediction_cache(path, {"dataset": "toy_test"})
 
 
-def _load_tool():
-    """The program behind tools/tune_dcrf.py (the script only calls its ``tune_dcrf_main``)."""
-    from rsrcnn_d2.tuning import cli
-
-    return cli
-
-
 def _one_lesion_found():
     """A hand-made cached slice: a 4x4 lesion that detection 0 covers exactly (score 0.9)."""
     truth = torch.zeros(32, 32, dtype=torch.bool)
@@ -215,70 +175,60 @@ def _one_lesion_found():
 
 def _found(monkeypatch):
     """The tool's network pass replaced by `_one_lesion_found` (the model is still built)."""
-    from rsrcnn_d2.tuning import cli
+    from rsrcnn_d2.tuning import calibrate
 
     monkeypatch.setattr(
-        cli, "collect_predictions", lambda model, loader, progress=False: [_one_lesion_found()]
+        calibrate,
+        "collect_predictions",
+        lambda model, loader, progress=False: [_one_lesion_found()],
     )
 
 
-def test_tune_dcrf_says_when_it_found_nothing(toy, tmp_path, capsys):
-    """Issue 23: no detection at any point (the threshold 1.0 keeps none) is no calibration:
-    exit 1, one line, no tuned config, the trials recorded with no best point."""
+def _run_alias(monkeypatch, capsys, args):
+    """tools/tune_dcrf.py run as a script with ``args``: (exit status, stdout, stderr)."""
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["tune_dcrf.py", *args])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(REPO / "tools" / "tune_dcrf.py"), run_name="__main__")
+    captured = capsys.readouterr()
+    return exit_.value.code, captured.out, captured.err
+
+
+DEPRECATED = (
+    "tune_dcrf: warning: tools/tune_dcrf.py is deprecated, use tools/tune_operating_point.py "
+    "--search crf (running it now; default output: <config>_tuned.yaml, no longer "
+    "<config>_dcrf_tuned.yaml)"
+)
+CONFIG_CRF = {"l1": 2.0, "l2": 4.0, "c1": 6.0, "e1": 1}  # the tiny row E's MODEL.DCRF
+
+
+def test_the_deprecated_alias_tunes_the_crf_alone(toy, tmp_path, monkeypatch, capsys):
+    """tools/tune_dcrf.py: one deprecation line, then tune_operating_point --search crf: the
+    CRF's l1..e1 at the config's threshold, written as a usable config; its cache reused."""
     out, cache = tmp_path / "tuned.yaml", tmp_path / "val_probs.pt"
     args = ["--config-file", str(TINY_ROWS["E"]), "--output", str(out), "--cache", str(cache)]
-    args += ["--init-points", "1", "--n-iter", "0", "--dataset", "toy_val", "--no-progress"]
-    args += ["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1.0"]
-    assert _load_tool().tune_dcrf_main(args) == 1
-    assert (
-        capsys.readouterr()
-        .err.strip()
-        .splitlines()[-1]
-        .startswith(
-            "tune_dcrf: error: toy_val: none of 2 operating points scores above predicting no "
-            "lesion (strict mean Dice (slices with a lesion in truth or prediction) 0.0000, "
-            "no lesion: 0.0000): nothing to "
-            "calibrate, no tuned config written"
-        )
-    )
-    assert not out.exists() and cache.exists()  # the network's pass is kept for a rerun
-    summary = json.loads(out.with_suffix(".json").read_text())
-    assert summary["best"] is None and summary["empty_prediction_value"] == 0.0
-    assert [t["dice"] for t in summary["trials"]] == [0.0, 0.0]
-    assert summary["trials"][0] == {"l1": 2.0, "l2": 4.0, "c1": 6.0, "e1": 1, "dice": 0.0}
-
-
-def test_tune_dcrf_cli_writes_a_usable_config_and_reuses_its_cache(toy, tmp_path, monkeypatch):
-    out, cache = tmp_path / "tuned.yaml", tmp_path / "val_probs.pt"
-    args = [
-        "--config-file",
-        str(TINY_ROWS["E"]),
-        "--output",
-        str(out),
-        "--cache",
-        str(cache),
-        "--init-points",
-        "1",
-        "--n-iter",
-        "1",
-        "--dataset",
-        "toy_val",
-        "MODEL.DEVICE",
-        "cpu",
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-        "0.5",
-    ]
-    tool = _load_tool()
+    args += ["--init-points", "1", "--n-iter", "1", "--dataset", "toy_val"]
+    args += ["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.5"]
     with monkeypatch.context() as patch:
         _found(patch)
-        assert tool.tune_dcrf_main(args) == 0
+        code, stdout, err = _run_alias(monkeypatch, capsys, args)
+    assert code == 0, err[-2000:]
+    assert err.splitlines().count(DEPRECATED) == 1
+    assert "operating points tried" in stdout and f"tuned config: {out}" in stdout
     summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["search"] == ["crf"] and summary["objective"] == "dice"
+    assert {t["score"] for t in summary["trials"]} == {0.5}  # the config's threshold only
+    assert summary["start"] == {"score": 0.5, **CONFIG_CRF, "value": summary["start"]["value"]}
+    assert summary["best"]["value"] >= summary["start"]["value"] > 0
     cfg = get_rsrcnn_cfg(str(out))
     assert cfg.MODEL.DCRF.NAME == "DenseCRFPostprocessor"
     assert cfg.MODEL.DCRF.GAUSSIAN_SXY == summary["best"]["l1"]
     assert cfg.MODEL.DCRF.ITERATIONS == summary["best"]["e1"]
-    assert summary["best"]["dice"] >= summary["start"]["dice"] > 0
-    assert summary["no_crf_dice"] == 1.0  # the lesion, exactly
+    # the threshold was not tuned: the config file's stays (the override is not repeated)
+    assert "SCORE_THRESH_TEST:" not in out.read_text()
+    assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == tiny_cfg("E").MODEL.ROI_HEADS.SCORE_THRESH_TEST
     # calibrated with one model, no TTA: recorded so that rsrcnn-predict can check it
     assert (cfg.TEST.FLIP_TTA, dict(cfg.TEST.CALIBRATED_WITH)) == (
         False,
@@ -287,93 +237,36 @@ def test_tune_dcrf_cli_writes_a_usable_config_and_reuses_its_cache(toy, tmp_path
     assert cache.exists()
 
     # a second run reads the cache: the network is never built
+    from rsrcnn_d2.tuning import calibrate
+
     monkeypatch.setattr(
-        tool.LesionPredictor,
+        calibrate.LesionPredictor,
         "from_config",
         classmethod(lambda cls, *a, **kw: pytest.fail("network rebuilt")),
     )
-    assert tool.tune_dcrf_main(args) == 0
+    assert _run_alias(monkeypatch, capsys, args)[0] == 0
     assert json.loads(out.with_suffix(".json").read_text())["best"] == summary["best"]
 
 
-# ------------------------------------------------------------------ bad config / weights (issue 11)
-def test_tune_dcrf_refuses_weights_of_another_row(toy, tmp_path, capsys, monkeypatch):
-    torch.manual_seed(0)
-    weights = tmp_path / "rowE.pth"
-    torch.save({"model": build_model(tiny_cfg("E")).state_dict()}, weights)
-    out = tmp_path / "tuned.yaml"
-    args = [
-        "--config-file",
-        str(TINY_ROWS["B"]),
-        "--weights",
-        str(weights),
-        "--output",
-        str(out),
-        "--dataset",
-        "toy_val",
-        "--init-points",
-        "1",
-        "--n-iter",
-        "0",
-        "MODEL.DEVICE",
-        "cpu",
-    ]
-    assert _load_tool().tune_dcrf_main(args) == 4
-    err = capsys.readouterr().err.splitlines()
-    assert err[-1].startswith(
-        f"tune_dcrf: error: {weights}: leaves 8 of the model's 110 weight tensors"
+def test_the_deprecated_alias_says_when_it_found_nothing(toy, tmp_path, monkeypatch, capsys):
+    """Issue 23 through the alias: no detection at any point (the threshold 1.0 keeps none) is
+    no calibration: exit 1, no tuned config, the trials recorded with no best point, at
+    tune_operating_point's default name (OUTPUT_DIR/<config>_tuned.json)."""
+    out = tmp_path / "run" / f"{TINY_ROWS['E'].stem}_tuned.yaml"
+    args = ["--config-file", str(TINY_ROWS["E"]), "--init-points", "1", "--n-iter", "0"]
+    args += ["--dataset", "toy_val", "--no-progress", "MODEL.DEVICE", "cpu"]
+    args += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1.0", "OUTPUT_DIR", str(out.parent)]
+    code, _, err = _run_alias(monkeypatch, capsys, args)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert lines.count(DEPRECATED) == 1
+    assert lines[-1].startswith(
+        "tune_operating_point: error: toy_val: none of 2 operating points scores above "
+        "predicting no lesion (strict mean Dice (slices with a lesion in truth or prediction) "
+        "0.0000, no lesion: 0.0000): nothing to calibrate, no tuned config written"
     )
     assert not out.exists()
-    # the flag loads what fits and tunes
-    _found(monkeypatch)
-    assert _load_tool().tune_dcrf_main(["--allow-partial-weights", *args]) == 0
-    assert out.is_file()
-
-
-def test_tune_dcrf_bad_config_and_truncated_weights_are_one_line_errors(toy, tmp_path, capsys):
-    evil = tmp_path / "evil.yaml"
-    evil.write_text(
-        f"_BASE_: {TINY_ROWS['E']}\nOUTPUT_DIR: !!python/object/apply:os.system "
-        f'["touch {tmp_path / "pwned"}"]\n'
-    )
-    tool = _load_tool()
-    assert tool.tune_dcrf_main(["--config-file", str(evil), "--dataset", "toy_val"]) == 3
-    assert (
-        capsys.readouterr().err.splitlines()[-1].startswith(f"tune_dcrf: error: {evil}: YAML tag ")
-    )
-    assert not (tmp_path / "pwned").exists()
-    assert (
-        tool.tune_dcrf_main(
-            ["--config-file", str(TINY_ROWS["E"]), "--dataset", "toy_val", "MODEL.NOPE", "1"]
-        )
-        == 3
-    )
-    assert (
-        capsys.readouterr()
-        .err.splitlines()[-1]
-        .endswith("config override: unknown config key MODEL.NOPE")
-    )
-    truncated = tmp_path / "w.pth"
-    truncated.write_bytes(b"PK\x03\x04 not a whole checkpoint")
-    assert (
-        tool.tune_dcrf_main(
-            [
-                "--config-file",
-                str(TINY_ROWS["E"]),
-                "--dataset",
-                "toy_val",
-                "--weights",
-                str(truncated),
-                "--output",
-                str(tmp_path / "t.yaml"),
-                "MODEL.DEVICE",
-                "cpu",
-            ]
-        )
-        == 4
-    )
-    assert (
-        capsys.readouterr()
-        .err.splitlines()[-1]
-        .startswith(f"tune_dcrf: error: {truncated}: cannot load weights")
-    )
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["best"] is None and summary["empty_prediction_value"] == 0.0
+    assert [t["value"] for t in summary["trials"]] == [0.0, 0.0]
+    assert summary["trials"][0] == {"score": 1.0, **CONFIG_CRF, "value": 0.0}

@@ -10,12 +10,18 @@ from rsrcnn_d2.data import (
     build_pwml_test_loader,
     convert_pwml,
     register_pwml_root,
-    write_synthetic_cohort,
 )
 from rsrcnn_d2.inference.ensemble import LesionEnsemble, member_scores, votes
+from rsrcnn_d2.synth import write_synthetic_cohort
 from rsrcnn_d2.tuning import CachedSlice, collect_predictions
 from rsrcnn_d2.tuning.cli import main as tune_main
-from rsrcnn_d2.tuning.dcrf_search import objective_value, slice_prediction
+from rsrcnn_d2.tuning.dcrf_search import (
+    crf_from_params,
+    mean_dice,
+    objective_value,
+    params_from_cfg,
+    slice_prediction,
+)
 from rsrcnn_d2.tuning.operating_point import DEFAULT_SCORE_GRID, tune_operating_point
 
 SIZE = 32
@@ -196,9 +202,11 @@ def test_the_tool_writes_the_calibrated_point_and_never_a_worse_one(cohort, tmp_
 def _cached(monkeypatch, slices):
     """The tool's network pass replaced by hand-made cached slices (the model is still built
     and its weights loaded): the calibration's figures are then known exactly."""
-    from rsrcnn_d2.tuning import cli
+    from rsrcnn_d2.tuning import calibrate
 
-    monkeypatch.setattr(cli, "collect_predictions", lambda model, loader, progress=False: slices)
+    monkeypatch.setattr(
+        calibrate, "collect_predictions", lambda model, loader, progress=False: slices
+    )
 
 
 def _row_b_weights(tmp_path):
@@ -320,3 +328,116 @@ def test_an_output_that_is_a_folder_is_refused_before_any_trial(tmp_path, capsys
         "file to write"
     )  # the dataset, which does not exist, was never reached
     assert list(folder.iterdir()) == []
+
+
+# ------------------------------------- the CRF's search (tools/tune_dcrf.py's, now --search crf)
+FAST = dict(init_points=2, n_iter=2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def crf_slices(cohort):
+    """A seeded untrained row E's cached outputs on op_val, every detection kept."""
+    cfg = tiny_cfg("E", *SMALL, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
+    torch.manual_seed(0)
+    slices = collect_predictions(build_model(cfg).eval(), build_pwml_test_loader(cfg, "op_val"))
+    assert sum(len(s.scores) for s in slices) > 0
+    return slices
+
+
+def _crf_alone(slices, start, **kwargs):
+    """The CRF's parameters searched at one fixed threshold (0: every cached detection)."""
+    return tune_operating_point(slices, 0.0, start, score_grid=[0.0], **kwargs)
+
+
+def test_the_crf_search_starts_from_the_config_and_is_never_worse(crf_slices):
+    start = params_from_cfg(tiny_cfg("E"))
+    assert start == {"l1": 2.0, "l2": 4.0, "c1": 6.0, "e1": 1}
+    result = _crf_alone(crf_slices, start, **FAST)
+    assert result.trials[0][0] == {"score": 0.0, **start}  # probed first
+    assert result.start_value == pytest.approx(
+        mean_dice(crf_slices, crf_from_params(start), score_threshold=0.0)
+    )
+    assert result.best_value >= result.start_value
+    assert result.best_value == max(v for _, v in result.trials)
+    assert len(result.trials) >= 2
+    assert all(isinstance(p["e1"], int) and p["score"] == 0.0 for p, _ in result.trials)
+
+
+def test_the_seeded_crf_search_is_reproducible(crf_slices):
+    start = params_from_cfg(tiny_cfg("E"))
+    a, b = _crf_alone(crf_slices, start, **FAST), _crf_alone(crf_slices, start, **FAST)
+    assert a.best == b.best and a.best_value == b.best_value
+    assert [p for p, _ in a.trials] == [p for p, _ in b.trials]
+
+
+def test_a_crf_start_outside_the_bounds_is_still_scored(crf_slices):
+    start = {"l1": 50.0, "l2": 4.0, "c1": 6.0, "e1": 1}
+    result = _crf_alone(crf_slices, start, init_points=1, n_iter=0, seed=1)
+    assert result.trials[0][0] == {"score": 0.0, **start}
+    assert result.best_value >= result.start_value
+
+
+def test_crf_bounds_the_crf_cannot_run_in_are_refused_before_any_trial(capsys):
+    crf = {"l1": 1, "l2": 2, "c1": 3, "e1": 1}
+    bad = {"l1": (1, 2), "l2": (1, 2), "c1": (1, 2), "e1": (0, 3)}
+    with pytest.raises(ValueError, match="bounds of e1"):
+        _crf_alone([], crf, bounds=bad)  # no slices: refused before any scoring
+    from rsrcnn_d2.tuning.cli import parse_args
+
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--config-file", str(TINY_ROWS["E"]), "--l1", "0", "2"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "tune_operating_point: error: search bounds of l1: need 0 < low <= high, got (0.0, 2.0) "
+        "(--l1 .. --e1)"
+    )
+
+
+# ------------------------------------------------------------------ bad config / weights (issue 11)
+def test_the_tool_refuses_weights_of_another_row(cohort, tmp_path, capsys, monkeypatch):
+    torch.manual_seed(0)
+    weights = tmp_path / "rowE.pth"
+    torch.save({"model": build_model(tiny_cfg("E")).state_dict()}, weights)
+    out = tmp_path / "tuned.yaml"
+    args = _args(TINY_ROWS["B"], out, "--weights", str(weights))
+    assert tune_main(args) == 4
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(
+        f"tune_operating_point: error: {weights}: leaves 8 of the model's 110 weight tensors"
+    )
+    assert not out.exists()
+    # the flag loads what fits and tunes
+    _cached(monkeypatch, [_slice([0.6, 0.3])])
+    assert tune_main(["--allow-partial-weights", *args]) == 0
+    assert out.is_file()
+
+
+def test_a_bad_config_and_truncated_weights_are_one_line_errors(cohort, tmp_path, capsys):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(
+        f"_BASE_: {TINY_ROWS['E']}\nOUTPUT_DIR: !!python/object/apply:os.system "
+        f'["touch {tmp_path / "pwned"}"]\n'
+    )
+    assert tune_main(["--config-file", str(evil), "--dataset", "op_val"]) == 3
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .startswith(f"tune_operating_point: error: {evil}: YAML tag ")
+    )
+    assert not (tmp_path / "pwned").exists()
+    args = ["--config-file", str(TINY_ROWS["E"]), "--dataset", "op_val"]
+    assert tune_main([*args, "MODEL.NOPE", "1"]) == 3
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith("config override: unknown config key MODEL.NOPE")
+    )
+    truncated = tmp_path / "w.pth"
+    truncated.write_bytes(b"PK\x03\x04 not a whole checkpoint")
+    args += ["--weights", str(truncated), "--output", str(tmp_path / "t.yaml")]
+    assert tune_main([*args, "MODEL.DEVICE", "cpu"]) == 4
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .startswith(f"tune_operating_point: error: {truncated}: cannot load weights")
+    )

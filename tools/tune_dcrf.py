@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""The old name of tools/tune_operating_point.py: tunes the dense CRF's l1, l2, c1, e1 alone at
-the config's score threshold; see rsrcnn_d2/tuning/cli.py or --help."""
+"""Deprecated alias of tools/tune_operating_point.py --search crf (the dense CRF's l1, l2, c1, e1
+alone at the config's score threshold): prints one deprecation line, then runs it; see --help."""
 
 import sys
 
-from rsrcnn_d2.tuning.cli import tune_dcrf_main
+from rsrcnn_d2.tuning.cli import tune_dcrf_alias
 
 if __name__ == "__main__":
-    sys.exit(tune_dcrf_main())
+    sys.exit(tune_dcrf_alias())

@@ -23,7 +23,7 @@ from .detector import (
 )
 from .model import ClassicalLesionModel, ClassicalPredictor
 from .params import MODES, ClassicalParams, load_params, params_from_dict, save_params
-from .evaluate import evaluate_classical, flat_results, run_row_a, save_tuning, tune_and_evaluate
+from .evaluate import evaluate_classical, flat_results, save_tuning, tune_and_evaluate
 from .tuning import (
     DEFAULT_BOUNDS,
     OBJECTIVES,
@@ -60,5 +60,4 @@ __all__ = [
     "flat_results",
     "save_tuning",
     "tune_and_evaluate",
-    "run_row_a",
 ]

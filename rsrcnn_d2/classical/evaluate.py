@@ -15,7 +15,7 @@ from .model import ClassicalLesionModel
 from .params import ClassicalParams, save_params
 from .tuning import ClassicalTuningResult, tune_classical
 
-__all__ = ["evaluate_classical", "flat_results", "save_tuning", "tune_and_evaluate", "run_row_a"]
+__all__ = ["evaluate_classical", "flat_results", "save_tuning", "tune_and_evaluate"]
 
 
 def evaluate_classical(
@@ -129,34 +129,3 @@ def tune_and_evaluate(
         },
         "results": flat_results(results),
     }
-
-
-def run_row_a(
-    tune_dataset: str,
-    test_dataset: str,
-    run_dir: Union[str, Path],
-    *,
-    seed: int = 0,
-    start: Optional[ClassicalParams] = None,
-    **kwargs,
-) -> Dict:
-    """`tune_and_evaluate` as an experiment run: skipped when ``run_dir`` holds a result.
-
-    Records ``result.json`` as `rsrcnn_d2.experiments.train_and_record` does for the
-    networks ({"config": the tuned parameters file, "opts": [], "results": ...}), so
-    the experiment tables read row A like rows B–E.
-    """
-    from ..experiments.runner import RESULT_FILE, finished_result
-
-    done = finished_result(run_dir)
-    if done is not None:
-        return done
-    record = tune_and_evaluate(tune_dataset, test_dataset, run_dir, start, seed=seed, **kwargs)
-    record = {
-        "config": record["params"],
-        "opts": [],
-        "tuning": record["tuning"],
-        "results": record["results"],
-    }
-    atomic_write_json(Path(run_dir) / RESULT_FILE, record)
-    return record

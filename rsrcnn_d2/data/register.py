@@ -15,8 +15,10 @@ the tools' ``--dataset-root [NAME=]DIR`` options go through
 `register_dataset_roots`, which checks the roots first (they are named by hand).
 """
 
+import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -37,6 +39,7 @@ __all__ = [
     "parse_dataset_root",
     "check_prepared_root",
     "register_dataset_roots",
+    "DatasetRoot",
 ]
 
 PWML_METADATA = {
@@ -154,6 +157,37 @@ def parse_dataset_root(spec: str) -> Tuple[str, Path]:
     return prefix, folder
 
 
+@dataclass(frozen=True)
+class DatasetRoot:
+    """A prepared cohort (tools/prepare_pwml.py's output) and the prefix its splits are
+    registered under (``<name>_train``, ``<name>_fold0_val``, ...): the one value a driver
+    registers in its own process and hands to a training child as ``--dataset-root``."""
+
+    name: str
+    folder: Path
+
+    @classmethod
+    def parse(cls, spec: Union[str, "DatasetRoot"]) -> "DatasetRoot":
+        """From ``"NAME=DIR"`` or ``"DIR"`` (`parse_dataset_root`); a DatasetRoot as it is."""
+        if isinstance(spec, DatasetRoot):
+            return spec
+        name, folder = parse_dataset_root(spec)
+        return cls(name, Path(folder).absolute())
+
+    @property
+    def spec(self) -> str:
+        """``NAME=DIR``, as train_net's ``--dataset-root`` takes it."""
+        return f"{self.name}={self.folder}"
+
+    def register(self, replace: bool = False) -> List[str]:
+        """`register_dataset_roots` of this root; the registered names. ``replace``: the names
+        are this root's whatever they named before (a driver's own cohort, made in its output
+        folder: an earlier driver call of the same process may have registered another)."""
+        if replace:
+            return register_pwml_root(check_prepared_root(self.folder), self.name)
+        return register_dataset_roots([self])
+
+
 def check_prepared_root(root: Union[str, Path]) -> Path:
     """The absolute ``root`` if it is a tools/prepare_pwml.py output, else PWMLDataError naming it.
 
@@ -186,19 +220,21 @@ def _owner(name: str) -> Optional[str]:
     return MetadataCatalog.get(name).get("pwml_root", "")
 
 
-def register_dataset_roots(specs: Sequence[str]) -> List[str]:
-    """Register each ``--dataset-root`` spec (``NAME=DIR`` or ``DIR``) under its prefix;
-    return the names.
+def register_dataset_roots(specs: Sequence[Union[str, DatasetRoot]]) -> List[str]:
+    """Register each ``--dataset-root`` spec (``NAME=DIR``, ``DIR`` or a `DatasetRoot`) under
+    its prefix; return the names.
 
     Refused with a PWMLDataError naming the folder: a missing or unprepared
     root, two roots under one prefix, or a prefix whose names already belong
-    to another dataset. The import-time ``pwml_*`` names of an absent
-    ``$DETECTRON2_DATASETS/pwml`` are placeholders and may be taken over.
-    Registering the same root under the same prefix again is harmless.
+    to another dataset. The import-time ``pwml_*`` names of ``$DETECTRON2_DATASETS/pwml``
+    are the environment's default and an explicit root takes them over (said once in the
+    log when that default is a prepared cohort). Registering the same root under the same
+    prefix again is harmless.
     """
     parsed, seen = [], {}
     for spec in specs or ():
-        prefix, folder = parse_dataset_root(spec)
+        root_spec = DatasetRoot.parse(spec)
+        prefix, folder = root_spec.name, root_spec.folder
         root = check_prepared_root(folder)
         if prefix in seen and seen[prefix] != root:
             raise PWMLDataError(
@@ -212,7 +248,11 @@ def register_dataset_roots(specs: Sequence[str]) -> List[str]:
             owner = _owner(f"{prefix}_{split}")
             if owner is None or owner == str(root):
                 continue
-            if owner == placeholder and not (Path(owner) / "splits.json").exists():
+            if owner == placeholder:  # the environment's default: the explicit root wins
+                if (Path(owner) / "splits.json").exists() and split == "all":
+                    logging.getLogger(__name__).info(
+                        "%s_* now name %s, not $DETECTRON2_DATASETS's %s", prefix, root, owner
+                    )
                 continue
             where = f"the prepared dataset {owner}" if owner else "a dataset that is not PWML's"
             raise PWMLDataError(

@@ -42,14 +42,22 @@ from rsrcnn_d2.inference.calibration import InferenceSettings, log_inference
 from rsrcnn_d2.inference.ensemble import with_flip_tta
 from rsrcnn_d2.parent_death import arm_parent_death
 from rsrcnn_d2.solver import PlateauTracker, build_lr_scheduler, build_optimizer
-from rsrcnn_d2.tool_setup import plain_log_files, quiet_known_warnings
+from rsrcnn_d2.tool_setup import logged_step, plain_log_files, quiet_known_warnings
 
 from .ddp import cpu_ddp_support, prepare_cpu_workers, set_worker_threads
 from .health import HeadHealthHook
 from .validation_dice import validation_dice
 from .validation_loss import BEST_CHECKPOINT, ValidationLossHook, insert_before_evaluation
 
-__all__ = ["Trainer", "setup", "main", "argument_parser", "cli", "die_with_launcher"]
+__all__ = [
+    "Trainer",
+    "setup",
+    "main",
+    "argument_parser",
+    "cli",
+    "die_with_launcher",
+    "evaluate_weights",
+]
 
 
 class Trainer(DefaultTrainer):
@@ -214,6 +222,34 @@ def main(args):
     if comm.is_main_process():
         say_where_results_are(cfg)
     return results
+
+
+def evaluate_weights(config, weights, output_dir, opts: Sequence = (), dataset: str = "pwml_test"):
+    """``train_net --eval-only`` in this process: ``weights`` under ``config`` (+ ``opts``) on
+    ``dataset``; the evaluator's CSVs, ``config.yaml`` and ``log.txt`` in ``output_dir``; its
+    results (detectron2's ``{task: {metric: value}}``).
+
+    For the experiment drivers, which evaluate many checkpoints: no interpreter started and
+    no imports repeated per evaluation. The weights are loaded with the same checks as
+    ``--eval-only`` (`WeightsError` for a partial fit or another input form).
+    """
+    from pathlib import Path
+
+    from rsrcnn_d2.data.fileio import atomic_write_bytes
+
+    extra = ["MODEL.WEIGHTS", str(weights), "DATASETS.TEST", f"('{dataset}',)"]
+    cfg = rsrcnn_d2.get_rsrcnn_cfg(str(config), [*map(str, opts), *extra])
+    cfg.OUTPUT_DIR = str(output_dir)
+    fall_back_to_cpu(cfg)
+    rsrcnn_d2.data.slice_geometry.record_training_geometry(cfg, overwrite=False)
+    cfg.freeze()
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(output / "config.yaml", cfg.dump().encode())  # as default_setup does
+    with logged_step(output / "log.txt"):
+        model = Trainer.build_model(cfg)
+        load_model_weights(model, str(weights), input_form=input_form(cfg))
+        return Trainer.test(cfg, model)
 
 
 def die_with_launcher(args) -> None:

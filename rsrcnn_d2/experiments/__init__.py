@@ -1,5 +1,5 @@
-"""Reproducible experiment runs: train/evaluate through the package's training program, resumably,
-and tabulate."""
+"""Reproducible experiment runs: train through the package's training program (the one child
+process), calibrate and evaluate in this process, resumably, and tabulate."""
 
 from .results import (
     REFERENCE_METRICS,
@@ -13,8 +13,9 @@ from .results import (
 )
 from .runner import (
     TRAIN_NET_MODULE,
+    DatasetRoot,
     finished_result,
-    run_tool,
+    train,
     train_and_record,
     train_net_command,
     trained_weights,
@@ -30,8 +31,9 @@ __all__ = [
     "read_eval_results",
     "seed_summary_table",
     "finished_result",
+    "train",
     "train_and_record",
-    "run_tool",
+    "DatasetRoot",
     "trained_weights",
     "train_net_command",
     "TRAIN_NET_MODULE",

@@ -36,7 +36,6 @@ The program behind ``tools/run_ablation.py`` (also ``python -m rsrcnn_d2.experim
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -64,12 +63,10 @@ from .run_options import (
     set_aside,
 )
 from .runner import (
-    COHORT_MODULE,
-    PREPARE_MODULE,
+    DatasetRoot,
     calibrate,
     evaluate_checkpoint,
     finished_result,
-    run_tool,
     train_and_record,
     trained_weights,
 )
@@ -155,10 +152,9 @@ def add_variants(runs, variants):
 def classical_run(out: Path, seed: int, init_points: int = 10, n_iter: int = 30) -> None:
     """Row A for one seed: tune the classical detector on pwml_val, evaluate on pwml_test,
     record."""
-    from ..classical import run_row_a
-    from ..data import register_pwml_root
+    from .row_a import run_row_a
 
-    register_pwml_root(out / "pwml")  # this process's pwml_* are the cohort's, as the tools' env
+    cohort_root(out).register(replace=True)  # this process's pwml_* are the cohort's
     run_row_a(
         "pwml_val",
         "pwml_test",
@@ -171,7 +167,7 @@ def classical_run(out: Path, seed: int, init_points: int = 10, n_iter: int = 30)
 
 
 def evaluate_trained_as(
-    out: Path, name: str, source: str, config, opts, seed: int, env, retrain: bool = False
+    out: Path, name: str, source: str, config, opts, seed: int, retrain: bool = False
 ):
     """Give run ``name`` the weights ``source`` trained for this seed (hard links) and evaluate
     them with ``name``'s config on pwml_test; its record (with ``weights_of``), or None while
@@ -194,7 +190,7 @@ def evaluate_trained_as(
     for file in ("model_best.pth", "model_final.pth", "metrics.json", "health.json"):
         if (from_dir / file).exists() and not (run_dir / file).exists():
             os.link(from_dir / file, run_dir / file)
-    results = evaluate_checkpoint(config, trained_weights(run_dir), run_dir, env, opts)
+    results = evaluate_checkpoint(config, trained_weights(run_dir), run_dir, opts)
     record = {"config": str(config), "opts": list(map(str, opts)), "weights_of": source}
     record["source_options"] = source_options  # what the weights were trained with
     record["results"], record["health"] = results, read_health(run_dir)
@@ -208,7 +204,6 @@ def calibrated_run(
     config,
     opts,
     seed: int,
-    env,
     objective: str = "dice",
     init_points: int = 5,
     n_iter: int = 15,
@@ -231,7 +226,6 @@ def calibrated_run(
         weights,
         point,
         "pwml_val",
-        env,
         opts,
         seed=seed,
         trials=(init_points, n_iter),
@@ -242,47 +236,28 @@ def calibrated_run(
         "config": str(tuned or config),
         "opts": list(map(str, opts)),
         "operating_point": read_json(point.with_suffix(".json"))["best"],  # null: not calibrated
-        "results": evaluate_checkpoint(tuned or config, weights, run_dir, env, opts),
+        "results": evaluate_checkpoint(tuned or config, weights, run_dir, opts),
     }
     atomic_write_json(run_dir / "result.json", record)
     return record
 
 
-def prepare_cohort(out: Path, args, env):
+def cohort_root(out: Path) -> DatasetRoot:
+    """The sweep's cohort, OUT/pwml, registered as pwml_* (the rows' configs name those)."""
+    return DatasetRoot("pwml", out / "pwml")
+
+
+def prepare_cohort(out: Path, args) -> None:
+    """The anatomy-based cohort in OUT/raw (every subject with lesions: the converter's
+    lesion-slice mode, the paper's, refuses lesion-free ones), converted into OUT/pwml once."""
+    from ..data import convert_pwml
+    from ..synth import AnatomyParams, write_anatomical_cohort
+
     raw, pwml = out / "raw", out / "pwml"
-    # the anatomy-based cohort, every subject with lesions (the converter's lesion-slice mode,
-    # the paper's, refuses lesion-free subjects)
-    run_tool(
-        [
-            "-m",
-            COHORT_MODULE,
-            raw,
-            "--subjects",
-            args.subjects,
-            "--seed",
-            args.cohort_seed,
-            "--lesion-free-fraction",
-            0,
-            "--workers",
-            2,
-        ],
-        env,
-    )
+    params = AnatomyParams(lesion_free_fraction=0.0)
+    write_anatomical_cohort(raw, args.subjects, args.cohort_seed, params, workers=2)
     if not (pwml / "conversion.json").exists():
-        run_tool(
-            [
-                "-m",
-                PREPARE_MODULE,
-                raw,
-                "--output",
-                pwml,
-                "--seed",
-                args.cohort_seed,
-                "--fractions",
-                *args.fractions,
-            ],
-            env,
-        )
+        convert_pwml(raw, pwml, seed=args.cohort_seed, fractions=tuple(args.fractions))
 
 
 def _per_seed_lines(out: Path, runs, seeds):
@@ -443,11 +418,10 @@ def write_summary(out: Path, runs, seeds, iters, filename: str = "summary.md") -
 
 def write_figures(out: Path, runs, seed: int) -> None:
     """OUT/figures/boxplots.png and overlays.png from the calibrated runs of one seed."""
-    from ..data import register_pwml_root
     from .figures import comparison_figures
     from .intervals import slice_csv
 
-    register_pwml_root(out / "pwml")  # this process's pwml_* are the cohort's
+    cohort_root(out).register(replace=True)  # this process's pwml_* are the cohort's
     rows = {}
     for name, (config, opts, label) in runs.items():
         tuned = finished_result(out / "runs" / name / f"seed{seed}" / CALIBRATED)
@@ -542,7 +516,7 @@ def main(argv=None) -> int:
 
     out = Path(args.output).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, DETECTRON2_DATASETS=str(out))  # registers OUT/pwml as pwml_*
+    roots = [cohort_root(out)]  # OUT/pwml as pwml_*, here and in every training child
     runs = add_variants(planned_runs(args.rows, args.k), args.variant)
     variants = {n: v for n, v in TEST_VARIANTS.items() if v[0] in runs}
     for name, (row, opts, label) in variants.items():
@@ -556,11 +530,12 @@ def main(argv=None) -> int:
                 if name != CLASSICAL:
                     check_run_dir(
                         out / "runs" / name / f"seed{seed}",
-                        asked_options(config, _train_opts(opts, args.iters, seed), (), env),
+                        asked_options(config, _train_opts(opts, args.iters, seed), roots),
                         f"{label}, seed {seed}",
                     )
         if not args.no_train:
-            prepare_cohort(out, args, env)
+            prepare_cohort(out, args)
+            roots[0].register(replace=True)
         for i, (seed, name) in enumerate(todo, 1):
             config, opts, label = runs[name]
             run_dir = out / "runs" / name / f"seed{seed}"
@@ -580,14 +555,14 @@ def main(argv=None) -> int:
                 trained = source and finished_result(out / "runs" / source / f"seed{seed}")
                 # the other row's weights count only if trained exactly so (iterations, seed)
                 if trained and trained["opts"] == [str(o) for o in train_opts]:
-                    evaluate_trained_as(out, name, source, config, opts, seed, env, args.retrain)
+                    evaluate_trained_as(out, name, source, config, opts, seed, args.retrain)
                 else:
                     train_and_record(
-                        config, run_dir, train_opts, env=env, retrain=args.retrain, what=label
+                        config, run_dir, train_opts, roots, retrain=args.retrain, what=label
                     )
                 if not args.no_calibrate:
                     calibrated_run(
-                        out, name, config, opts, seed, env, args.objective, *args.calibration_trials
+                        out, name, config, opts, seed, args.objective, *args.calibration_trials
                     )
                     for variant, (row, v_opts, _) in variants.items():
                         if row == name:
@@ -597,12 +572,11 @@ def main(argv=None) -> int:
                                 config,
                                 v_opts,
                                 seed,
-                                env,
                                 args.objective,
                                 *args.calibration_trials,
                                 weights_of=row,
                             )
-            except (RuntimeError, ValueError, subprocess.CalledProcessError) as e:
+            except (RuntimeError, ValueError) as e:
                 # go on with the other runs; re-running retries this one
                 print(f"error: {e}", file=sys.stderr, flush=True)
                 failed.append(f"{label}, seed {seed}")

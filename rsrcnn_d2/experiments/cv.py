@@ -55,7 +55,12 @@ from ..data.fileio import (
 )
 from ..data.output_lock import output_lock
 from ..data.nifti import NIFTI_ENDINGS, axis_index, read_volume, split_nifti_name
-from ..data.register import check_prepared_root, parse_dataset_root, register_dataset_roots
+from ..data.register import (
+    DatasetRoot,
+    check_prepared_root,
+    parse_dataset_root,
+    register_dataset_roots,
+)
 from .results import mean_sd
 from .run_health import HEALTH_NOTE, health_cell, read_health
 from .run_options import asked_options, check_run_dir, stale_options
@@ -395,7 +400,6 @@ def run_cv(
     opts: Sequence[str] = (),
     num_gpus: int = 1,
     checkpoint: str = "best",
-    env: Optional[Mapping[str, str]] = None,
     log: Callable[[str], None] = print,
     retrain: bool = False,
     save_probabilities: bool = False,
@@ -425,7 +429,8 @@ def run_cv(
     check_requested_device(device_override(opts), "MODEL.DEVICE")  # asked for: no fallback
     prefix, root = parse_dataset_root(dataset_root)
     cohort = read_cohort(root)
-    register_dataset_roots([f"{prefix}={cohort.root}"])  # refuses a prefix clash before training
+    roots = [DatasetRoot(prefix, cohort.root)]
+    register_dataset_roots(roots)  # refuses a prefix clash before training
     folds = list(range(len(cohort.folds))) if folds is None else [int(f) for f in folds]
     for fold in folds:
         if not 0 <= fold < len(cohort.folds):
@@ -436,9 +441,8 @@ def run_cv(
     output = Path(output).absolute()
     _check_output(output, cohort)
     with output_lock(output, "run_cv"):  # a second run_cv into OUT: exit 2, nothing trained
-        flags = ["--dataset-root", f"{prefix}={cohort.root}", "--num-gpus", str(num_gpus)]
         asked = {
-            fold: asked_options(config, [*opts, *_fold_opts(prefix, fold)], flags, env)
+            fold: asked_options(config, [*opts, *_fold_opts(prefix, fold)], roots)
             for fold in range(len(cohort.folds))
         }
         for fold in range(len(cohort.folds)):  # every stale fold refused before any training
@@ -465,8 +469,8 @@ def run_cv(
                 config,
                 run_dir,
                 fold_opts,
-                env=env,
-                flags=flags,
+                roots,
+                num_gpus=num_gpus,
                 retrain=retrain,
                 what=f"fold {fold}",
             )

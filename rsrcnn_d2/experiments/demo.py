@@ -20,7 +20,6 @@ The program behind ``tools/demo.py`` (also ``python -m rsrcnn_d2.experiments.dem
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Dict, Mapping
@@ -32,16 +31,7 @@ from ..model_zoo import row_config
 from ..tool_setup import quiet_known_warnings
 from .results import lesion3d_results, pooled_results
 from .run_health import HEALTH_NOTE, health_cell, read_health
-from .runner import (
-    COHORT_MODULE,
-    PREDICT_MODULE,
-    PREPARE_MODULE,
-    TRAIN_NET_MODULE,
-    calibrate,
-    evaluate_checkpoint,
-    run_tool,
-    trained_weights,
-)
+from .runner import DatasetRoot, calibrate, evaluate_checkpoint, step, train, trained_weights
 
 __all__ = ["ROWS", "main", "write_report", "write_overlays"]
 
@@ -50,46 +40,29 @@ ROWS = {"B": "B  Mask R-CNN", "E": "E  RS R-CNN", "plus": "RS R-CNN+"}
 PREDICT_ROW = "plus"  # the recommended row segments the held-out volume
 
 
-def _train_row(out: Path, row: str, args, env) -> Dict:
+def _train_row(out: Path, row: str, args, roots) -> Dict:
     """Train, calibrate and evaluate one row; its config, weights and test CSV."""
     train_dir = out / "train" / row
     label = ROWS[row]
-    run_tool(
-        [
-            "-m",
-            TRAIN_NET_MODULE,
-            "--config-file",
-            row_config(row),
-            "SOLVER.MAX_ITER",
-            args.iters,
-            "DATASETS.TEST",
-            "('pwml_test',)",
-            "OUTPUT_DIR",
-            train_dir,
-            "SEED",
-            args.seed,
-        ],
-        env,
-        step=f"3/7 training {label}",
-    )
+    opts = ["SOLVER.MAX_ITER", args.iters, "DATASETS.TEST", "('pwml_test',)", "SEED", args.seed]
+    with step(f"3/7 training {label}"):
+        train(row_config(row), train_dir, opts, roots, resume=False)  # retrained every time
     weights = trained_weights(train_dir)  # model_best.pth: the lowest validation loss
     point = calibrate(  # None: no point beat an empty prediction; the row's own point is used
         row_config(row),
         weights,
         train_dir / "operating_point.yaml",
         "pwml_val",
-        env,
         seed=args.seed,
         trials=(3, 6),
-        step=f"4/7 operating point of {label} (score threshold + CRF on pwml_val)",
+        step_name=f"4/7 operating point of {label} (score threshold + CRF on pwml_val)",
     )
     point = point or row_config(row)
     evaluate_checkpoint(
         point,
         weights,
         train_dir / "calibrated",
-        env,
-        step=f"5/7 {label} at its operating point on pwml_test",
+        step_name=f"5/7 {label} at its operating point on pwml_test",
     )
     return {
         "config": point,
@@ -97,6 +70,49 @@ def _train_row(out: Path, row: str, args, env) -> Dict:
         "csv": train_dir / "calibrated" / "inference" / "pwml_test" / "pwml_slices.csv",
         "health": read_health(train_dir),
     }
+
+
+def _make_cohort(cohort: Path, out: Path, seed: int, subjects: int) -> DatasetRoot:
+    """Steps 1-2: the anatomy-based cohort (every subject with lesions: the converter's
+    lesion-slice mode, the paper's, refuses lesion-free ones) converted into OUT/pwml, and
+    registered as pwml_* here (the training children get it as --dataset-root)."""
+    from ..data import convert_pwml
+    from ..synth import AnatomyParams, write_anatomical_cohort
+
+    with step("1/7 synthetic cohort"):
+        params = AnatomyParams(lesion_free_fraction=0.0)
+        cases = write_anatomical_cohort(cohort, subjects, seed, params, workers=2)
+        print(f"{len(cases)} subjects in {cohort}")
+    root = DatasetRoot("pwml", out / "pwml")
+    with step("2/7 conversion"):
+        summary = convert_pwml(cohort, root.folder, seed=seed)
+        print(
+            f"{summary['num_subjects']} subjects, {summary['num_images']} slices, "
+            f"{summary['num_annotations']} lesions -> {root.folder}"
+        )
+    root.register(replace=True)
+    return root
+
+
+def _predict_volume(volume: Path, output: Path, config, weights) -> None:
+    """Step 6: the recommended row segments one held-out volume, as rsrcnn-predict would."""
+    from .. import get_rsrcnn_cfg
+    from ..config import fall_back_to_cpu
+    from ..inference.calibration import log_inference
+    from ..inference.inputs import find_inputs
+    from ..inference.predictor import LesionPredictor, predict_inputs
+
+    cfg = get_rsrcnn_cfg(str(config), ["MODEL.WEIGHTS", str(weights)])
+    fall_back_to_cpu(cfg)
+    cfg.freeze()
+    predictor = LesionPredictor.from_config(cfg)
+    log_inference(cfg, predictor.inference)
+    report = predict_inputs(
+        predictor, find_inputs(volume), output, save_prob=True, overlays=True, progress=False,
+        log=print,
+    )  # fmt: skip
+    if report.failures:
+        raise RuntimeError("; ".join(message for _, message in report.failures))
 
 
 def main(argv=None) -> int:
@@ -109,60 +125,19 @@ def main(argv=None) -> int:
     quiet_known_warnings()  # harmless third-party notices, in this program only
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, DETECTRON2_DATASETS=str(out))  # registers OUT/pwml as pwml_*
-
-    # every subject with lesions: the converter's lesion-slice mode (the paper's) refuses
-    # lesion-free ones
     # OUT/cohort, not OUT/raw: a phantom cohort an older demo left in OUT/raw is never mixed in
     cohort = out / "cohort"
-    run_tool(
-        [
-            "-m",
-            COHORT_MODULE,
-            cohort,
-            "--subjects",
-            args.subjects,
-            "--seed",
-            args.seed,
-            "--lesion-free-fraction",
-            0,
-            "--workers",
-            2,
-        ],
-        step="1/7 synthetic cohort",
-    )
-    run_tool(
-        ["-m", PREPARE_MODULE, cohort, "--output", out / "pwml", "--seed", args.seed],
-        env,
-        step="2/7 conversion",
-    )
-    rows = {row: _train_row(out, row, args, env) for row in ROWS}
+    root = _make_cohort(cohort, out, args.seed, args.subjects)
+    rows = {row: _train_row(out, row, args, [root]) for row in ROWS}
 
     test_subject = json.loads((out / "pwml" / "splits.json").read_text())["test"][0]
     volume = cohort / "imagesTr" / f"{test_subject}_0000.nii.gz"
-    run_tool(
-        [
-            "-m",
-            PREDICT_MODULE,
-            volume,
-            "-o",
-            out / "predict",
-            "--config-file",
-            rows[PREDICT_ROW]["config"],
-            "--weights",
-            rows[PREDICT_ROW]["weights"],
-            "--save-prob",
-            "--overlays",
-            "--no-progress",
-        ],
-        env,
-        step=f"6/7 prediction of a held-out volume with {ROWS[PREDICT_ROW]}",
-    )
+    with step(f"6/7 prediction of a held-out volume with {ROWS[PREDICT_ROW]}"):
+        best = rows[PREDICT_ROW]
+        _predict_volume(volume, out / "predict", best["config"], best["weights"])
     print("\n=== 7/7 figures and report", flush=True)
-    from ..data import register_pwml_root
     from .figures import comparison_figures
 
-    register_pwml_root(out / "pwml")  # this process's pwml_* are the demo cohort's
     figures = comparison_figures(
         "pwml_test",
         {ROWS[r]: (v["config"], [], v["weights"], v["csv"]) for r, v in rows.items()},

@@ -30,7 +30,6 @@ The program behind ``tools/run_loso.py`` (also ``python -m rsrcnn_d2.experiments
 """
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -41,13 +40,7 @@ from ..model_zoo import row_config
 from ..tool_setup import quiet_known_warnings
 from .results import REFERENCE_METRICS, pooled_results, seed_summary_table
 from .run_health import health_line, read_health
-from .runner import (
-    PREPARE_MODULE,
-    calibrate,
-    run_tool,
-    train_and_record,
-    trained_weights,
-)
+from .runner import DatasetRoot, calibrate, train_and_record, trained_weights
 
 __all__ = ["ROW_CONFIGS", "ROW_LABELS", "parse_weights", "prepare", "pretrain", "main"]
 
@@ -77,13 +70,15 @@ def parse_weights(items, option: str = "--weights"):
     return weights
 
 
-def pretrain(slices: Path, out: Path, rows, iters: int, seed: int, env, retrain: bool = False):
+def pretrain(slices: Path, out: Path, rows, iters: int, seed: int, retrain: bool = False):
     """Train each row on ``slices`` (converted once into OUT/pretrain/pwml), calibrate it on
     its validation subjects; ({row: weights}, {row: calibrated config})."""
-    root = out / "pretrain" / "pwml"
-    if not (root / "conversion.json").exists():
-        run_tool(["-m", PREPARE_MODULE, slices, "--output", root, "--seed", seed], env)
-    flags = ["--dataset-root", f"{PRETRAIN_PREFIX}={root}"]
+    from ..data import convert_pwml
+
+    root = DatasetRoot(PRETRAIN_PREFIX, out / "pretrain" / "pwml")
+    if not (root.folder / "conversion.json").exists():
+        convert_pwml(slices, root.folder, seed=seed)
+    root.register(replace=True)
     weights, configs = {}, {}
     for row in rows:
         run_dir = out / "pretrain" / "runs" / row
@@ -105,8 +100,7 @@ def pretrain(slices: Path, out: Path, rows, iters: int, seed: int, env, retrain:
                 "DATASETS.TEST",
                 f"('{PRETRAIN_PREFIX}_val',)",
             ],
-            env=env,
-            flags=flags,
+            [root],
             retrain=retrain,
             what=f"pre-training of row {row}",
         )
@@ -117,8 +111,6 @@ def pretrain(slices: Path, out: Path, rows, iters: int, seed: int, env, retrain:
                 trained_weights(run_dir),
                 point,
                 f"{PRETRAIN_PREFIX}_val",
-                env,
-                flags=flags,
                 seed=seed,
                 trials=(5, 25),  # the tool's defaults
             ) or Path(ROW_CONFIGS[row])  # nothing to calibrate: the row's own point
@@ -126,14 +118,15 @@ def pretrain(slices: Path, out: Path, rows, iters: int, seed: int, env, retrain:
     return weights, configs
 
 
-def prepare(slices: Path, pwml: Path, seed: int, env) -> int:
-    """Convert SLICES with one fold per subject (once); return the number of folds."""
+def prepare(slices: Path, pwml: Path, seed: int) -> int:
+    """Convert SLICES with one fold per subject (once) and register it as pwml_*; return the
+    number of folds."""
+    from ..data import convert_pwml
+
     if not (pwml / "conversion.json").exists():
         subjects = len(discover_subjects(slices))  # leave-one-out: as many folds as subjects
-        run_tool(
-            ["-m", PREPARE_MODULE, slices, "--output", pwml, "--seed", seed, "--folds", subjects],
-            env,
-        )
+        convert_pwml(slices, pwml, seed=seed, num_folds=subjects)
+    DatasetRoot("pwml", pwml).register(replace=True)
     return len(read_json(pwml / "splits.json")["folds"])
 
 
@@ -191,16 +184,16 @@ def main(argv=None) -> int:
     weights = parse_weights(args.weights)
     configs = parse_weights(args.config, "--config")
     out = Path(args.output).absolute()
-    env = dict(os.environ, DETECTRON2_DATASETS=str(out))  # registers OUT/pwml as pwml_*
     if args.pretrain:
         trained = [r for r in args.rows if r != CLASSICAL]
         pre_weights, pre_configs = pretrain(
-            Path(args.pretrain), out, trained, args.pretrain_iters, args.seed, env, args.retrain
+            Path(args.pretrain), out, trained, args.pretrain_iters, args.seed, args.retrain
         )
         weights = {**pre_weights, **weights}  # given ones win
         configs = {**pre_configs, **configs}
     tag = args.tag or ("pretrained" if weights else "scratch")
-    folds = prepare(slices, out / "pwml", args.seed, env)
+    folds = prepare(slices, out / "pwml", args.seed)
+    roots = [DatasetRoot("pwml", out / "pwml")]
     splits = read_json(out / "pwml" / "splits.json")["folds"]
 
     fold_results, pooled, healths = {}, {}, {}
@@ -215,10 +208,8 @@ def main(argv=None) -> int:
                 flush=True,
             )
             if row == CLASSICAL:
-                from ..classical import run_row_a
-                from ..data import register_pwml_root
+                from .row_a import run_row_a
 
-                register_pwml_root(out / "pwml")  # in this process, as the tools' env does
                 record = run_row_a(
                     f"pwml_fold{i}_train", name, run_dir, seed=args.seed, progress=False
                 )
@@ -244,7 +235,7 @@ def main(argv=None) -> int:
                         "DATASETS.TEST",
                         f"('{name}',)",
                     ],
-                    env=env,
+                    roots,
                     retrain=args.retrain,
                     what=f"{tag}: row {row}, fold {i}",
                 )

@@ -16,7 +16,7 @@ stale, while any value that differs does.
 import hashlib
 import time
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import yaml
 
@@ -65,14 +65,13 @@ def _cohort_content(root: Path) -> Optional[str]:
     return digest.hexdigest()
 
 
-def _dataset_roots(flags: Sequence[str], env: Optional[Mapping[str, str]]) -> List[Dict]:
-    """``[{"root", "content"}]`` of the cohorts the child registers: train_net's
-    ``--dataset-root [NAME=]DIR`` values and ``$DETECTRON2_DATASETS/pwml``."""
-    dirs = [flags[i + 1].partition("=")[2] or flags[i + 1]
-            for i, f in enumerate(flags[:-1]) if f == "--dataset-root"]  # fmt: skip
-    if env is not None and env.get("DETECTRON2_DATASETS"):
-        dirs.append(str(Path(env["DETECTRON2_DATASETS"]) / "pwml"))
-    return [{"root": d, "content": _cohort_content(Path(d))} for d in dirs]
+def _dataset_roots(roots: Sequence) -> List[Dict]:
+    """``[{"root", "content"}]`` of the cohorts the training child registers (`DatasetRoot`s or
+    ``[NAME=]DIR`` specs)."""
+    from ..data.register import DatasetRoot
+
+    folders = [str(DatasetRoot.parse(r).folder) for r in roots]
+    return [{"root": d, "content": _cohort_content(Path(d))} for d in folders]
 
 
 def _weights_file(path: str) -> Optional[Dict]:
@@ -84,22 +83,17 @@ def _weights_file(path: str) -> Optional[Dict]:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def asked_options(
-    config: Union[str, Path],
-    opts: Sequence = (),
-    flags: Sequence = (),
-    env: Optional[Mapping[str, str]] = None,
-) -> Dict:
+def asked_options(config: Union[str, Path], opts: Sequence = (), roots: Sequence = ()) -> Dict:
     """The options a run is about to be trained with: ``{"config": merged config tree,
     "dataset_roots": [{"root", "content"}], "weights_file": size and time of MODEL.WEIGHTS}``
-    (the roots: train_net's ``--dataset-root`` values and the ``DETECTRON2_DATASETS`` the
-    child will see, each with its splits' content key). JSON-safe (no NaN or inf)."""
+    (the roots: the cohorts handed to train_net as ``--dataset-root``, each with its splits'
+    content key). JSON-safe (no NaN or inf)."""
     from ..config import get_rsrcnn_cfg
 
     cfg = get_rsrcnn_cfg(str(config), [str(o) for o in opts])
     asked = {
         "config": _config_tree(cfg.dump()),
-        "dataset_roots": _dataset_roots([str(f) for f in flags], env),
+        "dataset_roots": _dataset_roots(roots),
         "weights_file": _weights_file(cfg.MODEL.WEIGHTS),
     }
     return json_safe(asked)

@@ -2,25 +2,28 @@
 validation subjects.
 
 prediction_cache.py  run the network once, keep mask probabilities, boxes, image, truth
-dcrf_search.py       strict mean Dice of re-pasted masks; Bayesian optimisation over it
-operating_point.py   the threshold over a grid, then with the CRF; "found nothing" when no
+dcrf_search.py       the CRF's l1..e1 and the objectives (strict mean Dice, lesion F1) of
+                     re-pasted masks
+operating_point.py   the threshold over a grid, then with the CRF (seeded Bayesian
+                     optimisation, bayes.py); "found nothing" when no
                      point beats predicting no lesion
 tuned_config.py      the result as a config file: absolute ``_BASE_`` + the tuned MODEL keys +
                      the TEST keys of the inference calibrated with
-cli.py               tools/tune_operating_point.py (and tools/tune_dcrf.py)
+calibrate.py         the whole calibration as one function (the drivers call it in their
+                     own process)
+cli.py               tools/tune_operating_point.py (tools/tune_dcrf.py: its deprecated alias
+                     for --search crf)
 """
 
+from .calibrate import Calibration, calibrate_operating_point
 from .dcrf_search import (
     DEFAULT_BOUNDS,
     PARAM_KEYS,
-    Trial,
-    TuningResult,
     crf_from_params,
     format_params,
     mean_dice,
     normalize_params,
     params_from_cfg,
-    tune_dcrf,
 )
 from .prediction_cache import (
     CachedSlice,
@@ -32,16 +35,15 @@ from .prediction_cache import (
 from .tuned_config import write_tuned_config
 
 __all__ = [
+    "Calibration",
+    "calibrate_operating_point",
     "DEFAULT_BOUNDS",
     "PARAM_KEYS",
-    "Trial",
-    "TuningResult",
     "crf_from_params",
     "format_params",
     "mean_dice",
     "normalize_params",
     "params_from_cfg",
-    "tune_dcrf",
     "CachedSlice",
     "collect_predictions",
     "load_prediction_cache",

@@ -1,6 +1,6 @@
 """Seeded Bayesian optimisation of a few post-hoc parameters, starting from known values.
 
-Shared by the dense-CRF tuning (dcrf_search.py) and the classical detector's
+Shared by the operating point's tuning (operating_point.py) and the classical detector's
 tuning (rsrcnn_d2.classical.tuning): both maximise a validation figure over a
 box of parameters, some of them integers. What they share and this module does:
 

@@ -1,23 +1,18 @@
-"""Bayesian optimisation of the dense CRF's parameters on validation Dice.
+"""The dense CRF's parameters and the validation objectives its tuning maximises.
 
 The paper tunes the CRF's l1 (Gaussian sxy), l2 (bilateral sxy), c1 (bilateral
 srgb) and e1 (mean-field steps) with a Gaussian-process optimiser on validation
-Dice. Here the objective is the strict mean Dice over the cached slices (every
-slice with a lesion in truth or prediction counts; an empty prediction on a
-lesion slice scores 0; a slice empty in both has no Dice and is left out:
-`rsrcnn_d2.evaluation.dice`), computed by
-re-pasting cached mask probabilities through the CRF (prediction_cache.py).
-
-The starting parameters (the config's) are probed first, and the best trial is
-the first one reaching the highest Dice, so the result is never worse than the
-starting point on the tuning set (the optimiser's loop is bayes.py's, shared
-with the classical detector's tuning).
+Dice. The objectives here are computed by re-pasting cached mask probabilities
+(prediction_cache.py) through the CRF: the strict mean Dice over the cached
+slices (every slice with a lesion in truth or prediction counts; an empty
+prediction on a lesion slice scores 0; a slice empty in both has no Dice and is
+left out: `rsrcnn_d2.evaluation.dice`) or the lesion-wise F1. The search itself,
+threshold and CRF together, is operating_point.py's (``tools/tune_operating_point.py
+--search crf`` tunes the CRF alone at the config's threshold).
 """
 
-import logging
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -26,14 +21,11 @@ from ..evaluation.metrics import mean_of_defined
 from ..evaluation.lesionwise import LesionCounts, lesion_counts, lesion_f1
 from ..modeling.dcrf import DenseCRFPostprocessor
 from ..modeling.postprocessing import paste_lesions
-from .bayes import bayes_maximize, best_trial
 from .prediction_cache import CachedSlice
 
 __all__ = [
     "PARAM_KEYS",
     "DEFAULT_BOUNDS",
-    "Trial",
-    "TuningResult",
     "params_from_cfg",
     "normalize_params",
     "crf_from_params",
@@ -41,11 +33,9 @@ __all__ = [
     "slice_prediction",
     "objective_value",
     "mean_dice",
-    "tune_dcrf",
+    "check_bounds",
     "format_params",
 ]
-
-logger = logging.getLogger(__name__)
 
 # the paper's symbols -> the MODEL.DCRF keys they set
 PARAM_KEYS = {
@@ -62,27 +52,6 @@ DEFAULT_BOUNDS: Dict[str, Tuple[float, float]] = {
 }
 
 Refine = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One evaluated parameter set (e1 already an integer) and its mean Dice."""
-
-    params: Dict[str, float]
-    dice: float
-
-
-@dataclass
-class TuningResult:
-    """Dice without the CRF, with the starting parameters and with the best found."""
-
-    no_crf_dice: float
-    start_params: Dict[str, float]
-    start_dice: float
-    best_params: Dict[str, float]
-    best_dice: float
-    trials: List[Trial] = field(default_factory=list)
-    num_slices: int = 0
 
 
 def normalize_params(params: Mapping[str, float]) -> Dict[str, float]:
@@ -191,7 +160,9 @@ def mean_dice(
     return objective_value(slices, "dice", refine, threshold, score_threshold)
 
 
-def _check_bounds(bounds: Mapping[str, Sequence[float]]) -> Dict[str, Tuple[float, float]]:
+def check_bounds(bounds: Mapping[str, Sequence[float]]) -> Dict[str, Tuple[float, float]]:
+    """The CRF's search box as (low, high) floats; a box the CRF cannot run in is refused
+    before any trial (a ValueError naming the parameter)."""
     out = {}
     for k in PARAM_KEYS:
         if k not in bounds:
@@ -204,61 +175,6 @@ def _check_bounds(bounds: Mapping[str, Sequence[float]]) -> Dict[str, Tuple[floa
             raise ValueError(f"bounds of {k}: need {need}, got ({lo}, {hi})")
         out[k] = (lo, hi)
     return out
-
-
-def tune_dcrf(
-    slices: Sequence[CachedSlice],
-    start_params: Mapping[str, float],
-    *,
-    bounds: Mapping[str, Sequence[float]] = DEFAULT_BOUNDS,
-    init_points: int = 5,
-    n_iter: int = 25,
-    seed: int = 0,
-    gaussian_compat: float = 3.0,
-    bilateral_compat: float = 10.0,
-    threshold: float = 0.5,
-    score_threshold: Optional[float] = None,
-) -> TuningResult:
-    """Maximise strict mean Dice over l1, l2, c1, e1 with bayes_opt's GP optimiser.
-
-    ``start_params`` (usually `params_from_cfg`) are evaluated first (probed, when
-    inside ``bounds``), then ``init_points`` random points and ``n_iter`` GP-guided
-    ones, all drawn from ``seed``: equal inputs give equal results (bayes.py).
-    ``score_threshold`` applies the model's detection threshold to slices cached at a
-    lower one (None: every cached detection counts).
-    """
-    if init_points < 0 or n_iter < 0:
-        raise ValueError("init_points and n_iter must be >= 0")
-    bounds = _check_bounds(bounds)
-    start = normalize_params(start_params)
-
-    def score(params: Dict[str, float]) -> float:
-        crf = crf_from_params(params, gaussian_compat, bilateral_compat)
-        return mean_dice(slices, crf, threshold, score_threshold)
-
-    no_crf = mean_dice(slices, None, threshold, score_threshold)
-    found = bayes_maximize(
-        score,
-        start,
-        bounds,
-        normalize=normalize_params,
-        init_points=init_points,
-        n_iter=n_iter,
-        seed=seed,
-        describe=format_params,
-        name="DCRF trial",
-    )
-    trials = [Trial(params, value) for params, value in found]
-    best_params, best_dice = best_trial(found)
-    return TuningResult(
-        no_crf_dice=no_crf,
-        start_params=start,
-        start_dice=trials[0].dice,
-        best_params=dict(best_params),
-        best_dice=best_dice,
-        trials=trials,
-        num_slices=len(slices),
-    )
 
 
 def format_params(params: Mapping[str, float]) -> str:

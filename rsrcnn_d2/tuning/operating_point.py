@@ -25,6 +25,7 @@ from .dcrf_search import (
     DEFAULT_BOUNDS,
     OBJECTIVES,
     PARAM_KEYS,
+    check_bounds,
     crf_from_params,
     format_params,
     normalize_params,
@@ -136,6 +137,9 @@ def tune_operating_point(
     grid = sorted({round(float(t), 3) for t in score_grid})
     if not grid or grid[0] < 0 or grid[-1] > 1:
         raise ValueError(f"score grid must lie in [0, 1], got {list(score_grid)}")
+    tune_crf = crf_params is not None and tune_crf
+    if tune_crf:  # refused before the grid runs, not after
+        bounds = check_bounds(bounds)
 
     def score(point: Dict[str, float]) -> float:
         crf = None
@@ -150,7 +154,7 @@ def tune_operating_point(
         point = _normalize({"score": t, **crf_start})
         if point != start:
             trials.append((point, score(point)))
-    if crf_params is not None and tune_crf:
+    if tune_crf:
         from_grid, _ = best_trial(trials)
         box = {"score": (grid[0], grid[-1]), **{k: tuple(bounds[k]) for k in PARAM_KEYS}}
         found = bayes_maximize(

@@ -155,6 +155,8 @@ def _write_case(args) -> str:
     return case
 
 
+# the name its dataset.json records (kept from when the phantom was rsrcnn_d2.data.synthetic,
+# so that folders written then are still recognised)
 PHANTOM = "rsrcnn_d2.data.synthetic (phantom)"
 _PHANTOM_NAME = "synthetic PWML phantom (rsrcnn_d2)"
 _PHANTOM_PARAMS = ("size", "depth", "lesion_fraction", "num_lesions", "spacing", "distinct_slices")
@@ -197,9 +199,9 @@ def write_synthetic_cohort(
     """
     import multiprocessing
 
-    from .anatomical_cohort import check_cohort_output
-    from .cohort_stamp import claim_cohort_folder
-    from .fileio import atomic_write_json
+    from ..data.fileio import atomic_write_json
+    from .cohort import check_cohort_output
+    from .stamp import claim_cohort_folder
 
     out_dir = check_cohort_output(out_dir, num_subjects)
     if int(size) < 1 or int(depth) < 1:

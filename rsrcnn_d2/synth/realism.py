@@ -126,8 +126,8 @@ def volume_crops(image: np.ndarray, mask: np.ndarray, axis: int = 2):
     Slices are cut and oriented as the converter does (`nifti.volume_slice`) and
     cropped by `reference_crops.reference_crop`, exactly as the PNG export writes them.
     """
+    from ..data.nifti import volume_slice
     from .reference_crops import reference_crop
-    from .nifti import volume_slice
 
     for index in np.flatnonzero(np.asarray(mask).any(axis=tuple(a for a in range(3) if a != axis))):
         yield reference_crop(

@@ -4,20 +4,20 @@
                                               [--slices SLICES_DIR] [--overwrite]
     python tools/make_synthetic_cohort.py OUT --phantom [--size 64] [--depth 6] ...
 
-Default: the anatomy-based cohort (rsrcnn_d2.data.anatomy): the MNI152 2009a
+Default: the anatomy-based cohort (rsrcnn_d2.synth.anatomy): the MNI152 2009a
 template scaled to a preterm head and deformed per subject, neonatal T1w
 contrast, 3-D punctate lesions in deep and periventricular white matter,
 axial acquisitions of 0.6-0.8 mm in-plane and 1.2-2 mm slices, int16.
 --slices also writes the lesion slices as 8-bit head crops in the reference
 implementation's layout (SLICES/input/<case>/<slice>.png + gt/...).
---phantom: the fast cartoon phantom (rsrcnn_d2.data.synthetic) for unit tests.
+--phantom: the fast cartoon phantom (rsrcnn_d2.synth.phantom) for unit tests.
 Then convert: ``python tools/prepare_pwml.py OUT``. The generator says how many
 lesion-free subjects it wrote (about --lesion-free-fraction of them); the
 converter's default (lesion slices only) leaves them out with a warning, its
 --all-slices keeps them. Existing cases are kept unless --overwrite. See
 datasets/README.md.
 The program behind ``tools/make_synthetic_cohort.py`` (also
-``python -m rsrcnn_d2.data.cohort_cli``).
+``python -m rsrcnn_d2.synth.cli``).
 """
 
 import argparse
@@ -25,11 +25,11 @@ import sys
 from pathlib import Path
 from typing import List
 
+from ..data.nifti import read_volume
 from ..tool_setup import quiet_known_warnings
-from .anatomical_cohort import write_anatomical_cohort
 from .anatomy import AnatomyParams
-from .nifti import read_volume
-from .synthetic import write_synthetic_cohort
+from .cohort import write_anatomical_cohort
+from .phantom import write_synthetic_cohort
 
 __all__ = ["parse_args", "main"]
 

@@ -15,16 +15,19 @@ from typing import List, Union
 
 import numpy as np
 
+from ..data.fileio import atomic_write, atomic_write_json
+from ..data.nifti import volume_slice
 from .anatomy import AnatomyParams, simulate_subject
-from .cohort_stamp import claim_cohort_folder
-from .fileio import atomic_write, atomic_write_json
 from .mni_template import load_mni152_tissues
-from .nifti import volume_slice
 from .nifti_writer import save_nifti
 from .reference_crops import reference_crop
+from .stamp import claim_cohort_folder
 
 __all__ = ["write_anatomical_cohort", "check_cohort_output"]
 
+# the generator's name as every cohort's dataset.json records it (`stamp.claim_cohort_folder`
+# compares it): kept from when the generator lived in rsrcnn_d2.data, so that folders written
+# then are still recognised as this generator's
 GENERATOR = "rsrcnn_d2.data.anatomy (MNI152 2009a, nilearn)"
 
 

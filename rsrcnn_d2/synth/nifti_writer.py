@@ -1,8 +1,8 @@
 """Writing a synthetic volume as NIfTI: one writer for both synthetic cohorts.
 
 Image and mask of a subject get the same affine as sform and qform (code 1,
-scanner-anatomical, mm), so `nifti.read_nifti_pair` accepts them as a pair;
-the file appears only when complete (`fileio.atomic_write`).
+scanner-anatomical, mm), so `data.nifti.read_nifti_pair` accepts them as a pair;
+the file appears only when complete (`data.fileio.atomic_write`).
 """
 
 from pathlib import Path
@@ -10,7 +10,7 @@ from typing import Union
 
 import numpy as np
 
-from .fileio import atomic_write
+from ..data.fileio import atomic_write
 
 __all__ = ["save_nifti"]
 

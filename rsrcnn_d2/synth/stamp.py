@@ -11,7 +11,7 @@ replaces it at the end).
 from pathlib import Path
 from typing import Callable, Optional
 
-from .fileio import atomic_write_json, read_json
+from ..data.fileio import atomic_write_json, read_json
 
 __all__ = ["claim_cohort_folder"]
 

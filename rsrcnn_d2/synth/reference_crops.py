@@ -10,7 +10,7 @@ from typing import Tuple
 
 import numpy as np
 
-from .head_crop import head_box
+from ..data.head_crop import head_box
 
 __all__ = ["resize_area", "reference_crop", "CROP_LONG_SIDE", "MASK_AREA_THRESHOLD"]
 

@@ -47,12 +47,24 @@ setup(
     ],
     # ruff pinned: its formatting changes between releases, and `make test` checks it
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff==0.16.9"]},
+    # one command per module of rsrcnn_d2/cli (tools/*.py run the same programs)
     entry_points={
         "console_scripts": [
-            "rsrcnn-predict=rsrcnn_d2.inference.cli:main",
-            "rsrcnn-evaluate=rsrcnn_d2.evaluation.cli:main",
-            "rsrcnn-ensemble=rsrcnn_d2.inference.ensemble_cli:main",
-            "rsrcnn-find-best=rsrcnn_d2.experiments.find_best_cli:main",
+            "rsrcnn-prepare=rsrcnn_d2.cli.prepare:main",
+            "rsrcnn-make-cohort=rsrcnn_d2.cli.make_cohort:main",
+            "rsrcnn-train=rsrcnn_d2.cli.train_net:cli",
+            "rsrcnn-evaluate=rsrcnn_d2.cli.evaluate:main",
+            "rsrcnn-predict=rsrcnn_d2.cli.predict:main",
+            "rsrcnn-ensemble=rsrcnn_d2.cli.ensemble:main",
+            "rsrcnn-tune=rsrcnn_d2.cli.tune_operating_point:main",
+            "rsrcnn-tune-classical=rsrcnn_d2.cli.tune_classical:main",
+            "rsrcnn-eval-classical=rsrcnn_d2.cli.eval_classical:main",
+            "rsrcnn-plot=rsrcnn_d2.cli.plot_results:main",
+            "rsrcnn-cv=rsrcnn_d2.cli.run_cv:main",
+            "rsrcnn-find-best=rsrcnn_d2.cli.find_best:main",
+            "rsrcnn-ablation=rsrcnn_d2.cli.run_ablation:main",
+            "rsrcnn-loso=rsrcnn_d2.cli.run_loso:main",
+            "rsrcnn-demo=rsrcnn_d2.cli.demo:main",
         ]
     },
 )

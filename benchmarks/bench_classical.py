@@ -88,12 +88,16 @@ def main(argv=None) -> int:
             ("detect_slice, 2-D, default parameters", default),
             ("detect_slice, 2-D, slowest corner of the tuning box", slowest),
         ):
-            rate = best_rate(lambda: [detect_slice(s, params) for s in slices], n, args.repeats)
+            rate = best_rate(
+                lambda params=params, slices=slices: [detect_slice(s, params) for s in slices],
+                n,
+                args.repeats,
+            )
             rates.append(rate)
             print(f"| {name} | {n} | {label} | {rate:.1f} |")
         three_d = default.replace(mode="3d")
         rate = best_rate(
-            lambda: [
+            lambda three_d=three_d, slices=slices, n=n: [
                 detect_slice(s, three_d, (slices[k - 1], slices[(k + 1) % n]))
                 for k, s in enumerate(slices)
             ],
@@ -107,7 +111,11 @@ def main(argv=None) -> int:
             ("ClassicalPredictor (rsrcnn-predict path), 3-D", three_d),
         ):
             predictor = ClassicalPredictor(params)
-            rate = best_rate(lambda: predictor.predict_slices(slices), n, args.repeats)
+            rate = best_rate(
+                lambda predictor=predictor, slices=slices: predictor.predict_slices(slices),
+                n,
+                args.repeats,
+            )
             rates.append(rate)
             print(f"| {name} | {n} | {label} | {rate:.1f} |")
     print(f"\nload average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")

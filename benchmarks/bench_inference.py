@@ -98,7 +98,7 @@ def main():
         times = {row: [] for row in ROWS}
         counts = {row: 0 for row in ROWS}
         with torch.no_grad():
-            for row, model in models.items():  # warm-up
+            for model in models.values():  # warm-up
                 model([inputs[0]])
             if models["E"].dcrf is not None:
                 models["E"].dcrf.seconds = models["E"].dcrf.calls = 0

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from .errors import WeightsError
+from .errors import PWMLDataError, WeightsError
 
 __all__ = [
     "SafeCheckpointer",
@@ -38,6 +38,7 @@ __all__ = [
     "restricted_unpickle",
     "fit_table",
     "trained_weights",
+    "fold_checkpoints",
     "INPUT_FORM_KEYS",
     "input_form",
     "form_differences",
@@ -182,8 +183,19 @@ def fit_table(
     unexpected: List[str],
     incorrect_shapes: List[Tuple[str, tuple, tuple]],
 ) -> str:
-    """Per module prefix: how many tensors were loaded, re-initialised (missing or of another
-    shape) and left unused in the checkpoint (absent from the model, or of another shape)."""
+    """The fit of a partial load as one table, instead of detectron2's scattered warnings.
+
+    Args:
+        model_keys: the model's state-dict keys.
+        missing: model keys the checkpoint did not fill (those of another shape included).
+        unexpected: checkpoint keys the model does not have.
+        incorrect_shapes: ``(key, checkpoint shape, model shape)`` of each shape mismatch.
+
+    Returns:
+        Text: per module prefix, how many tensors were loaded, re-initialised (missing or of
+        another shape) and left unused in the checkpoint (absent from the model, or of
+        another shape), a total row, and the first mismatched shapes.
+    """
     rows: Dict[str, List[int]] = OrderedDict()
     missing_set = set(missing)
     for key in model_keys:
@@ -211,17 +223,20 @@ def fit_table(
 class SafeCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer that runs no code from a weights file and checks the fit.
 
-    ``allow_partial=False``: a checkpoint that leaves any model parameter or
-    buffer uninitialised raises `WeightsError` (before any optimizer or other
-    state is loaded from it; the model itself is then half-loaded and is to be
-    dropped). ``allow_partial=True``: it loads what fits and logs one table by
-    module. ``incompatible`` holds detectron2's ``_IncompatibleKeys`` of the
-    last load (after its renaming of Caffe2 / model-zoo keys).
+    ``incompatible`` holds detectron2's ``_IncompatibleKeys`` of the last load (after its
+    renaming of Caffe2 / model-zoo keys).
 
-    ``input_form`` (`input_form` of the model's config): written into every checkpoint this
-    checkpointer saves, and compared with the one a loaded checkpoint records; a difference
-    is refused like a partial fit (a warning under ``allow_partial``). Checkpoints that record
-    none (COCO's, earlier releases') are not checked.
+    Args:
+        model, save_dir: as DetectionCheckpointer's.
+        allow_partial: False: a checkpoint that leaves any model parameter or buffer
+            uninitialised raises `WeightsError` (before any optimizer or other state is
+            loaded from it; the model itself is then half-loaded and is to be dropped).
+            True: it loads what fits and logs one table by module.
+        input_form: `input_form` of the model's config: written into every checkpoint this
+            checkpointer saves, and compared with the one a loaded checkpoint records; a
+            difference is refused like a partial fit (a warning under ``allow_partial``).
+            Checkpoints that record none (COCO's, earlier releases') are not checked.
+        kwargs: checkpointables and ``save_to_disk``, as DetectionCheckpointer's.
     """
 
     def __init__(
@@ -240,11 +255,13 @@ class SafeCheckpointer(DetectionCheckpointer):
         self._path: Optional[str] = None
 
     def save(self, name: str, **kwargs) -> None:
+        """As the parent's, but the checkpoint also records ``input_form`` (when set)."""
         if self.input_form:
             kwargs.setdefault("input_form", self.input_form)
         super().save(name, **kwargs)
 
     def load(self, path, *args, **kwargs):
+        """As the parent's, but a missing, unreadable or ill-fitting file raises `WeightsError`."""
         # detectron2 accepts "file.pth?matching_heuristics=True": the query is not part of the name
         if (
             path
@@ -383,10 +400,18 @@ def load_model_weights(
 ):
     """Load ``weights`` into ``model`` with `SafeCheckpointer`; the checked loading of every tool.
 
-    ``resume`` (with ``save_dir``) loads the last checkpoint of ``save_dir``
-    instead, as detectron2's ``resume_or_load``; ``input_form`` (of the model's config)
-    refuses weights trained for another (see `SafeCheckpointer`). Returns detectron2's
-    ``_IncompatibleKeys`` of the load (None when nothing was loaded).
+    Args:
+        model: the model to fill.
+        weights: a ``.pth``, ``.pkl`` or ``.pyth`` file (or what detectron2's path manager
+            resolves).
+        allow_partial: load what fits and log the fit table instead of refusing.
+        save_dir, resume: with ``resume``, the last checkpoint of ``save_dir`` is loaded
+            instead, as detectron2's ``resume_or_load``.
+        input_form: of the model's config; refuses weights trained for another (see
+            `SafeCheckpointer`).
+
+    Returns:
+        detectron2's ``_IncompatibleKeys`` of the load (None when nothing was loaded).
     """
     checkpointer = SafeCheckpointer(
         model, save_dir, allow_partial=allow_partial, input_form=input_form
@@ -427,3 +452,26 @@ def trained_weights(run_dir) -> Path:
     """
     best = Path(run_dir) / "model_best.pth"
     return best if best.is_file() else Path(run_dir) / "model_final.pth"
+
+
+def fold_checkpoints(model_folder, folds: Optional[List[int]] = None) -> List[Path]:
+    """The trained weights (`trained_weights`) of each ``fold_<i>`` of a cross-validation
+    output, in fold order; all of them when ``folds`` is None. PWMLDataError names a missing
+    folder or an unfinished fold."""
+    root = Path(model_folder)
+    if not root.is_dir():
+        raise PWMLDataError(root, "model folder does not exist")
+    if folds is None:
+        folds = sorted(int(p.name[5:]) for p in root.glob("fold_*") if p.name[5:].isdigit())
+        if not folds:
+            raise PWMLDataError(root, "no fold_<i> folders: not a tools/run_cv.py output")
+    found = []
+    for fold in folds:
+        weights = trained_weights(root / f"fold_{fold}")
+        if not weights.is_file():
+            raise PWMLDataError(
+                root / f"fold_{fold}",
+                "no model_best.pth or model_final.pth: has this fold finished training?",
+            )
+        found.append(weights)
+    return found

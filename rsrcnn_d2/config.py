@@ -1,5 +1,10 @@
 """add_rsrcnn_config(cfg): every config key the project adds;
-get_rsrcnn_cfg: a config read safely."""
+get_rsrcnn_cfg: a config read safely.
+
+Both register the project's components first (`register_components`): a config names them
+(``RSRCNN``, ``HRPN``, ``pwml_train``, ...), so whoever makes one can build its model and
+loaders, without ``import rsrcnn_d2`` having loaded anything.
+"""
 
 import os
 import re
@@ -7,8 +12,24 @@ import re
 from detectron2.config import CfgNode as CN
 
 
+def register_components() -> None:
+    """Import `rsrcnn_d2.modeling` and `rsrcnn_d2.data`: the model's components in
+    detectron2's registries, ``$DETECTRON2_DATASETS/pwml`` as pwml_* in its catalog.
+
+    Once per process (later calls find the modules imported); detectron2's import-time
+    warnings hidden (`rsrcnn_d2.tool_setup.known_warnings_hidden`).
+    """
+    from .tool_setup import known_warnings_hidden
+
+    with known_warnings_hidden():  # (``from . import data`` would ask the lazy package)
+        from .data import register_all_pwml  # noqa: F401
+        from .modeling import DCRF_REGISTRY  # noqa: F401
+
+
 def add_rsrcnn_config(cfg: CN) -> None:
-    """Add RS R-CNN's keys to a detectron2 config (call before merge_from_file)."""
+    """Add RS R-CNN's keys to a detectron2 config (call before merge_from_file); registers the
+    components they name."""
+    register_components()
     # --- the meta-architecture (RSRCNN) -----------------------------------------
     cfg.MODEL.RSRCNN = CN()
     # How the model normalises each input image (RSRCNN._normalize in

@@ -11,7 +11,9 @@ notebooks) neither doubles its lines nor writes to a stream that was closed.
 run and that say nothing to our users (detectron2's meshgrid call, the
 read-only arrays detectron2 turns into tensors, pycocotools on numpy 2,
 setuptools' pkg_resources notice, torch.fx tracing notes). Tools call it; a
-library user who imports rsrcnn_d2 keeps Python's warning settings untouched.
+library user who imports rsrcnn_d2 keeps Python's warning settings untouched:
+where the library itself first imports detectron2 (rsrcnn_d2.data, .modeling, .engine),
+`known_warnings_hidden` hides them for that import only.
 """
 
 import contextlib
@@ -25,6 +27,7 @@ from typing import Iterable, Iterator, Optional, Union
 __all__ = [
     "setup_tool_logging",
     "quiet_known_warnings",
+    "known_warnings_hidden",
     "echo",
     "plain_log_files",
     "logged_step",
@@ -111,6 +114,21 @@ def setup_tool_logging(
         logger.propagate = False
         loggers.append(logger)
     return loggers[0]
+
+
+@contextlib.contextmanager
+def known_warnings_hidden() -> Iterator[None]:
+    """Within the block, `KNOWN_WARNINGS` are ignored; the caller's warning settings are
+    restored after it.
+
+    For library code that imports detectron2 on first use: its import scripts a few functions,
+    which torch >= 2.10 flags as deprecated, and that warning is about detectron2, not about
+    the user, whose own settings stay as they were.
+    """
+    with warnings.catch_warnings():
+        for category, message in KNOWN_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        yield
 
 
 def quiet_known_warnings() -> None:

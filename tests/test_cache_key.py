@@ -85,6 +85,20 @@ def test_annotations_and_image_rewrites_change_the_key(cfg, tmp_path):
     assert prediction_cache_key(cfg, NAME, "")["dataset_sha256"] != key["dataset_sha256"]
 
 
+def test_a_rewritten_neighbour_file_changes_the_key(cfg, tmp_path):
+    """A 2.5-D model reads slices z-1, z+1 from the record's neighbor_file: those are inputs."""
+    records = _slices(tmp_path / "val", [1.0])
+    neighbours = tmp_path / "val" / "s0_neighbors.npy"
+    np.save(neighbours, np.zeros((2, 4, 4), np.float32))
+    records[0]["neighbor_file"] = str(neighbours)
+    _register(records)
+    key = prediction_cache_key(cfg, NAME, "")
+    st = os.stat(neighbours)
+    np.save(neighbours, np.ones((2, 4, 4), np.float32))
+    os.utime(neighbours, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    assert prediction_cache_key(cfg, NAME, "")["dataset_sha256"] != key["dataset_sha256"]
+
+
 def test_weights_overwritten_with_the_same_size_and_mtime_is_a_mismatch(cfg, tmp_path):
     _register(_slices(tmp_path / "val", [1.0]))
     weights = tmp_path / "model_final.pth"

@@ -25,7 +25,7 @@ from rsrcnn_d2.classical import (
     tune_classical,
 )
 from rsrcnn_d2.data.errors import PWMLDataError
-from rsrcnn_d2.inference import cli
+from rsrcnn_d2.cli import predict as cli
 
 # sensible settings for the hand-made slices: no smoothing and no growing, so the
 # detected mask is exactly the pixels above threshold
@@ -367,8 +367,7 @@ def _tool_main(name):
     """The program behind tools/<name>.py (the script only calls its ``main``)."""
     import importlib
 
-    module = {"tune_classical": "tune_cli", "eval_classical": "eval_cli"}[name]
-    return importlib.import_module(f"rsrcnn_d2.classical.{module}").main
+    return importlib.import_module(f"rsrcnn_d2.cli.{name}").main
 
 
 @pytest.fixture(scope="module")

@@ -113,7 +113,7 @@ def test_bad_arguments_are_refused_with_the_culprit_named(tmp_path):
 
 
 def test_tool_reports_bad_arguments(tmp_path, capsys):
-    from rsrcnn_d2.synth.cli import main  # the program behind tools/make_synthetic_cohort.py
+    from rsrcnn_d2.cli.make_cohort import main  # the program behind tools/make_synthetic_cohort.py
 
     assert main([str(tmp_path / "c"), "--subjects", "0"]) == 2
     assert "at least 1" in capsys.readouterr().err

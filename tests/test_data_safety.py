@@ -420,7 +420,7 @@ def test_constant_image_is_refused(tmp_path, value):
     [["0.5", "0.5", "0.5"], ["-0.2", "0.6", "0.6"], ["nan", "0.5", "0.5"], ["1", "0", "inf"]],
 )
 def test_bad_fractions_are_a_usage_error(tmp_path, capsys, fractions):
-    from rsrcnn_d2.data import prepare_cli as prepare_pwml  # tools/prepare_pwml.py's program
+    from rsrcnn_d2.cli import prepare as prepare_pwml  # tools/prepare_pwml.py's program
 
     with pytest.raises(SystemExit) as ex:
         prepare_pwml.main(
@@ -432,7 +432,7 @@ def test_bad_fractions_are_a_usage_error(tmp_path, capsys, fractions):
 
 
 def test_bad_folds_name_the_source(cohort, tmp_path, capsys):
-    from rsrcnn_d2.data import prepare_cli as prepare_pwml  # tools/prepare_pwml.py's program
+    from rsrcnn_d2.cli import prepare as prepare_pwml  # tools/prepare_pwml.py's program
 
     assert prepare_pwml.main([str(cohort), "--output", str(tmp_path / "o"), "--folds", "9"]) == 2
     assert "cannot make 9 folds of 6 subjects" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rsrcnn_d2.inference import ensemble_cli
+from rsrcnn_d2.cli import ensemble as ensemble_cli
 from rsrcnn_d2.inference.ensemble_folders import ensemble_folders, probability_maps
 
 # an LPS-stored volume: the outputs must come back in the file's own voxel order

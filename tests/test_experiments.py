@@ -330,7 +330,7 @@ def test_training_runs_the_package_module_not_a_repository_script(tmp_path, monk
         [
             sys.executable,
             "-m",
-            "rsrcnn_d2.engine.train_net",
+            "rsrcnn_d2.cli.train_net",
             "--config-file",
             "cfg.yaml",
             "--resume",
@@ -413,7 +413,7 @@ def _in_process(capfd, main, *args):
 
 
 def test_ablation_runs_then_resumes_without_retraining(tmp_path, capfd):
-    from rsrcnn_d2.experiments.ablation import main
+    from rsrcnn_d2.cli.run_ablation import main
 
     out = tmp_path / "abl"
     args = ["--output", out, "--iters", 2, "--subjects", 6, "--seeds", 0, "--rows", "D", "E"]
@@ -482,7 +482,7 @@ def _slice_folder(root, subjects=3):
 
 def test_loso_holds_out_each_subject_once(tmp_path, capfd):
     """Two folds after a pre-training on another slice folder, calibrated there."""
-    from rsrcnn_d2.experiments.loso import main
+    from rsrcnn_d2.cli.run_loso import main
 
     _slice_folder(tmp_path / "slices", subjects=2)  # two folds show the mechanics
     _slice_folder(tmp_path / "pre", subjects=4)
@@ -530,7 +530,7 @@ def test_loso_holds_out_each_subject_once(tmp_path, capfd):
 
 def test_loso_refuses_a_folder_without_slices(tmp_path, capsys):
     # argument errors, in-process: they must stop the program before anything runs
-    from rsrcnn_d2.experiments.loso import main
+    from rsrcnn_d2.cli.run_loso import main
 
     assert main([str(tmp_path), "--output", str(tmp_path / "out")]) == 2
     assert "expected input/ and gt/" in capsys.readouterr().err

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from rsrcnn_d2.evaluation.folder import evaluate_folder
-from rsrcnn_d2.experiments import find_best_cli
+from rsrcnn_d2.cli import find_best as find_best_cli
 from rsrcnn_d2.experiments.find_best import rank
 
 AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])

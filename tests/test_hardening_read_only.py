@@ -89,9 +89,7 @@ def test_prepare_into_a_new_folder_of_a_read_only_parent(area, raw):
 
 def test_evaluate_into_a_read_only_folder(area, raw):
     out = _read_only(area / "eval_ro")
-    code, err = _run(
-        "-m", "rsrcnn_d2.evaluation.cli", raw / "labelsTr", raw / "labelsTr", "-o", out
-    )
+    code, err = _run("-m", "rsrcnn_d2.cli.evaluate", raw / "labelsTr", raw / "labelsTr", "-o", out)
     assert code == 2
     _one_line(err, out)
 
@@ -111,7 +109,7 @@ def weights(area):
 def test_predict_into_a_read_only_folder_is_one_error_not_one_per_input(area, raw, weights):
     out = _read_only(area / "pred_ro")
     code, err = _run(
-        "-m", "rsrcnn_d2.inference.cli", raw / "imagesTr", "-o", out,
+        "-m", "rsrcnn_d2.cli.predict", raw / "imagesTr", "-o", out,
         "--config-file", TINY_ROWS["B"], "--weights", weights, "--no-progress",
     )  # fmt: skip
     assert code == 2

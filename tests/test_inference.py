@@ -260,7 +260,8 @@ class _BrightModel:
 
 
 def _predict_cli(monkeypatch, *argv):
-    from rsrcnn_d2.inference import LesionPredictor, cli
+    from rsrcnn_d2.cli import predict as cli
+    from rsrcnn_d2.inference import LesionPredictor
 
     monkeypatch.setattr(
         cli, "build_predictor", lambda args: LesionPredictor(_BrightModel(), batch_size=1)

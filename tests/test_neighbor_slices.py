@@ -192,8 +192,8 @@ def test_two_d_inputs_are_repeated_and_that_is_logged_once(caplog):
     with caplog.at_level(logging.INFO, logger="rsrcnn_d2"):
         predictor(image)
         predictor(image + 1)
-    for given, image in zip(seen, (image, image + 1)):
-        assert torch.equal(given, torch.from_numpy(np.stack([image] * 3)))
+    for given, fed in zip(seen, (image, image + 1)):
+        assert torch.equal(given, torch.from_numpy(np.stack([fed] * 3)))
     said = [r for r in caplog.records if "no neighbouring slices" in r.getMessage()]
     assert len(said) == 1
 

@@ -53,3 +53,13 @@ def test_another_hosts_lock_holds(tmp_path):
     with pytest.raises(PWMLDataError, match="on another-machine"):
         with output_lock(tmp_path / "out", "run_cv"):
             pass
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"pid": null}', '{"pid": 0}', '{"pid": "7"}', "{"])
+def test_a_lock_without_a_usable_pid_counts_as_held(tmp_path, content):
+    """Not taken over as stale (pid 0 would signal our own process group), never a traceback."""
+    (tmp_path / LOCK_FILE).write_text(content)
+    assert lock_holder(tmp_path)["pid"] is None
+    with pytest.raises(PWMLDataError, match="in use by"):
+        with output_lock(tmp_path, "test"):
+            pass

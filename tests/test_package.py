@@ -1,4 +1,7 @@
-"""The package registers its components and every YAML in configs/ loads."""
+"""The package registers its components on first use and every YAML in configs/ loads."""
+
+import subprocess
+import sys
 
 import pytest
 from detectron2.modeling import META_ARCH_REGISTRY, PROPOSAL_GENERATOR_REGISTRY
@@ -11,7 +14,9 @@ from rsrcnn_d2.errors import ConfigError
 from rsrcnn_d2.model_zoo import row_config
 
 
-def test_import_registers_components():
+def test_first_use_registers_components():
+    # the first access to a name of the package registers everything (import alone: nothing)
+    assert rsrcnn_d2.DCRF_REGISTRY.get("DenseCRFPostprocessor").__name__ == "DenseCRFPostprocessor"
     assert META_ARCH_REGISTRY.get("RSRCNN").__name__ == "RSRCNN"
     assert PROPOSAL_GENERATOR_REGISTRY.get("HRPN").__name__ == "HRPN"
     assert RPN_HEAD_REGISTRY.get("HRPNHead").__name__ == "HRPNHead"
@@ -21,7 +26,30 @@ def test_import_registers_components():
     )
     assert PROPOSAL_GENERATOR_REGISTRY.get("SingleNMSRPN").__name__ == "SingleNMSRPN"
     assert ROI_MASK_HEAD_REGISTRY.get("LRSNetHead").__name__ == "LRSNetHead"
-    assert rsrcnn_d2.DCRF_REGISTRY.get("DenseCRFPostprocessor").__name__ == "DenseCRFPostprocessor"
+
+
+_FRESH = """
+import sys
+import rsrcnn_d2
+print(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "detectron2"}))
+from rsrcnn_d2.config import get_rsrcnn_cfg
+cfg = get_rsrcnn_cfg()
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import META_ARCH_REGISTRY
+print(META_ARCH_REGISTRY.get("RSRCNN").__name__, "pwml_train" in DatasetCatalog.list())
+"""
+
+
+def test_import_is_light_and_a_config_registers_the_components():
+    """``import rsrcnn_d2`` loads neither torch nor detectron2 (the programs' fast --help); a
+    config from rsrcnn_d2.config registers the components and datasets it may name, without
+    the package's other names, and without detectron2's import-time warnings."""
+    proc = subprocess.run(
+        [sys.executable, "-W", "default", "-c", _FRESH], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-2:] == ["[]", "RSRCNN True"]
+    assert "torch.jit.script" not in proc.stderr
 
 
 def test_add_config_defaults():

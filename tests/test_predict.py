@@ -14,7 +14,7 @@ from conftest import TINY_ROWS
 from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.data.nifti import volume_slice
 from rsrcnn_d2.inference import LesionPredictor, case_name, find_inputs, predict_inputs
-from rsrcnn_d2.inference import cli
+from rsrcnn_d2.cli import predict as cli
 from rsrcnn_d2.inference.writers import to_input_orientation
 from rsrcnn_d2.synth import write_synthetic_cohort
 
@@ -573,7 +573,7 @@ def test_model_folder_ensembles_the_folds_with_their_config(tmp_path, monkeypatc
 
 def test_axis_names_come_from_one_table():
     from rsrcnn_d2.data.nifti import AXES, axis_name
-    from rsrcnn_d2.evaluation import cli as evaluate_cli
+    from rsrcnn_d2.cli import evaluate as evaluate_cli
 
     for parser in (cli.build_parser(), evaluate_cli.build_parser()):
         axis = next(a for a in parser._actions if a.dest == "axis")

@@ -49,7 +49,7 @@ def _run_cv(capfd, *args):
     """The driver in-process (its trainings are subprocesses anyway); output from both levels."""
     from types import SimpleNamespace
 
-    from rsrcnn_d2.experiments.cv_cli import main
+    from rsrcnn_d2.cli.run_cv import main
 
     capfd.readouterr()
     code = main([str(a) for a in args])
@@ -177,7 +177,7 @@ def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort, capfd):
 
 
 def _main():
-    from rsrcnn_d2.experiments.cv_cli import main  # the program behind tools/run_cv.py
+    from rsrcnn_d2.cli.run_cv import main  # the program behind tools/run_cv.py
 
     return main
 

@@ -469,7 +469,7 @@ def test_pkl_with_no_matching_keys_is_refused(tmp_path):
 
 
 # ------------------------------------------------------------------ train_net (items 8, 13)
-# train_net's command line (rsrcnn_d2.engine.train_net.cli) called in-process: one worker runs in
+# train_net's command line (rsrcnn_d2.cli.train_net.cli) called in-process: one worker runs in
 # the calling process, and what is checked here (messages, exit codes) needs no fresh interpreter
 SMALL = [
     "MODEL.DEVICE",
@@ -515,7 +515,7 @@ def registered(cohort):
 
 def _train_net(capsys, config, *extra):
     """(exit status, stdout + stderr, stderr) of train_net's command line."""
-    from rsrcnn_d2.engine.train_net import cli
+    from rsrcnn_d2.cli.train_net import cli
 
     extra = [str(e) for e in extra]
     flags = [e for e in extra if e.startswith("--")]

@@ -37,9 +37,13 @@ def test_known_warnings_only_are_hidden():
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         quiet_known_warnings()
-        warnings.warn("torch.meshgrid: in an upcoming release, it will be required", UserWarning)
-        warnings.warn("The given NumPy array is not writable, and PyTorch", UserWarning)
-        warnings.warn("something of ours", UserWarning)
+        warnings.warn(
+            "torch.meshgrid: in an upcoming release, it will be required", UserWarning, stacklevel=1
+        )
+        warnings.warn(
+            "The given NumPy array is not writable, and PyTorch", UserWarning, stacklevel=1
+        )
+        warnings.warn("something of ours", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["something of ours"]
 
 
@@ -85,9 +89,9 @@ def test_the_test_run_hides_the_known_warnings_and_no_other():
     FutureWarning) hides a warning of our own."""
     with warnings.catch_warnings(record=True) as seen:  # the filters pytest set for this test
         for category, message in KNOWN_SAMPLES:
-            warnings.warn(message, category)
-        warnings.warn("rsrcnn_d2 test: a future change of ours", FutureWarning)
-        warnings.warn("rsrcnn_d2 test: something of ours", UserWarning)
+            warnings.warn(message, category, stacklevel=1)
+        warnings.warn("rsrcnn_d2 test: a future change of ours", FutureWarning, stacklevel=1)
+        warnings.warn("rsrcnn_d2 test: something of ours", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == [
         "rsrcnn_d2 test: a future change of ours",
         "rsrcnn_d2 test: something of ours",

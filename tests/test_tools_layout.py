@@ -1,7 +1,9 @@
 """The tools are thin programs over the installed package: no path tricks, one runner, one
-name per option."""
+name per option; every program is a module of rsrcnn_d2.cli with a console script, and
+answers --help without loading torch or detectron2."""
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -80,7 +82,7 @@ def test_the_package_never_locates_the_repository_tools():
 
 
 def test_prepare_pwml_takes_output_as_every_tool_and_out_as_a_deprecated_alias(capsys):
-    from rsrcnn_d2.data import prepare_cli as prepare  # the program behind tools/prepare_pwml.py
+    from rsrcnn_d2.cli import prepare  # the program behind tools/prepare_pwml.py
 
     assert prepare.parse_args(["src", "--output", "a"]).output == "a"
     assert prepare.parse_args(["src", "-o", "b"]).output == "b"
@@ -167,7 +169,7 @@ def test_training_is_the_one_program_the_drivers_start():
     from rsrcnn_d2.experiments import runner
 
     modules = [getattr(runner, n) for n in dir(runner) if n.endswith("_MODULE")]
-    assert modules == ["rsrcnn_d2.engine.train_net"]
+    assert modules == ["rsrcnn_d2.cli.train_net"]
     assert _runs_under_python_m(modules[0])
     found = sp.run(
         ["grep", "-rln", "run_child\\|subprocess", str(REPO / "rsrcnn_d2" / "experiments")],
@@ -186,5 +188,112 @@ def test_every_tool_program_is_also_python_m():
         for node in ast.parse(path.read_text()).body
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rsrcnn_d2.")
     }
+    # 16 tools, 15 programs: tools/tune_dcrf.py is tune_operating_point's deprecated alias
     assert len(programs) == 15
+    assert sorted(m for m in programs if not m.startswith("rsrcnn_d2.cli.")) == []
     assert sorted(m for m in programs if not _runs_under_python_m(m)) == []
+
+
+CLI = REPO / "rsrcnn_d2" / "cli"
+CLI_HELPERS = {"__init__", "common"}  # modules of rsrcnn_d2/cli that are no program
+
+
+def _console_scripts():
+    """{command: "module:function"} of setup.py's console_scripts, read from its source."""
+    setup = ast.parse((REPO / "setup.py").read_text())
+    call = next(
+        n for n in ast.walk(setup) if isinstance(n, ast.Call) and ast.unparse(n.func) == "setup"
+    )
+    entry_points = ast.literal_eval(next(k.value for k in call.keywords if k.arg == "entry_points"))
+    return dict(item.replace(" ", "").split("=") for item in entry_points["console_scripts"])
+
+
+def test_every_program_has_a_console_script_and_every_console_script_is_a_program():
+    import importlib
+
+    programs = {f"rsrcnn_d2.cli.{p.stem}" for p in CLI.glob("*.py") if p.stem not in CLI_HELPERS}
+    scripts = _console_scripts()
+    assert all(name.startswith("rsrcnn-") for name in scripts)
+    targets = [target.split(":") for target in scripts.values()]
+    assert sorted(module for module, _ in targets) == sorted(programs)  # one each
+    assert all(callable(getattr(importlib.import_module(m), f)) for m, f in targets)
+    assert all(_runs_under_python_m(m) for m in programs)
+    # the commands the README always had still name their programs
+    assert {"rsrcnn-predict", "rsrcnn-evaluate", "rsrcnn-ensemble", "rsrcnn-find-best"} <= set(
+        scripts
+    )
+
+
+# what a program's --help must not load: the library proper waits until the arguments are parsed
+HEAVY = ("torch", "detectron2", "numpy", "nibabel", "scipy")
+_HELP = """
+import runpy, sys
+sys.argv = [{module!r}, "--help"]
+try:
+    runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
+except SystemExit as e:
+    assert e.code == 0, e.code
+print(sorted({{m.split(".")[0] for m in sys.modules}} & set({heavy!r})))
+"""
+
+
+@pytest.mark.parametrize(
+    "program", sorted(p.stem for p in CLI.glob("*.py") if p.stem not in CLI_HELPERS)
+)
+def test_help_loads_neither_torch_nor_detectron2(program):
+    """``python -m rsrcnn_d2.cli.<program> --help`` in a fresh interpreter: argparse only, so
+    that it answers at once (the modules loaded are checked, not seconds)."""
+    code = _HELP.format(module=f"rsrcnn_d2.cli.{program}", heavy=HEAVY)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]"
+    assert "usage:" in proc.stdout
+
+
+def test_the_programs_option_tables_are_the_librarys():
+    """The programs name a few library tables before the library loads (fast --help); the
+    copies must be the library's."""
+    from detectron2.engine import default_argument_parser
+
+    from rsrcnn_d2.classical import MODES, OBJECTIVES
+    from rsrcnn_d2.cli import common, find_best, run_ablation, run_loso, train_net
+    from rsrcnn_d2.cli import tune_classical, tune_operating_point
+    from rsrcnn_d2.data.nifti import AXES
+    from rsrcnn_d2.experiments import ablation, loso
+    from rsrcnn_d2.experiments.find_best import METRICS
+    from rsrcnn_d2.tuning import DEFAULT_BOUNDS, PARAM_KEYS
+    from rsrcnn_d2.tuning.calibrate import SEARCHES
+    from rsrcnn_d2.tuning.dcrf_search import OBJECTIVES as TUNING_OBJECTIVES
+
+    assert common.AXIS_NAMES == tuple(AXES)
+    assert (tune_operating_point.SEARCHES, tune_operating_point.OBJECTIVES) == (
+        SEARCHES,
+        TUNING_OBJECTIVES,
+    )
+    assert tune_operating_point.PARAM_KEYS == PARAM_KEYS and set(DEFAULT_BOUNDS) == set(PARAM_KEYS)
+    assert (tune_classical.MODES, tune_classical.OBJECTIVES) == (MODES, OBJECTIVES)
+    assert find_best.METRICS == METRICS
+    assert run_ablation.CLASSICAL == ablation.CLASSICAL
+    assert (run_ablation.K_ROW, run_ablation.ROW_K) == (ablation.K_ROW, ablation.ROW_K)
+    assert set(run_ablation.DEFAULT_ROWS) <= set(ablation.ROW_CONFIGS)
+    assert run_loso.CLASSICAL == loso.CLASSICAL and run_loso.ROWS == tuple(loso.ROW_CONFIGS)
+
+    # train_net's copy of detectron2's parser: the same options, defaults and types
+    def options(parser):
+        return [
+            (a.option_strings, a.dest, a.default, a.type, a.nargs, type(a).__name__)
+            for a in parser._actions
+        ]
+
+    assert options(train_net.default_argument_parser()) == options(default_argument_parser())
+
+
+def test_the_training_program_re_exports_the_librarys_trainer():
+    """tools/train_net.py's Trainer and setup (detectron2's habit) are the library's, loaded
+    on first access."""
+    from rsrcnn_d2.cli import train_net
+    from rsrcnn_d2.engine import train_net as engine
+
+    assert (train_net.Trainer, train_net.setup) == (engine.Trainer, engine.setup)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        train_net.nope

@@ -52,8 +52,9 @@ SMALL_INPUT = [
 ]
 
 
-def _run(root, out, *extra, num_gpus=1, timeout=600, threads="1"):
-    """train_net in a session of its own: on a timeout the whole group (workers too) is killed."""
+def _run(root, out, *extra, num_gpus=1, timeout=600, threads="1", dataset_root=None):
+    """train_net in a session of its own: on a timeout the whole group (workers too) is killed.
+    ``root``: $DETECTRON2_DATASETS; ``dataset_root``: a --dataset-root NAME=DIR."""
     env = dict(os.environ, DETECTRON2_DATASETS=str(root))
     env.pop("OMP_NUM_THREADS", None)
     env.pop("MKL_NUM_THREADS", None)
@@ -61,6 +62,7 @@ def _run(root, out, *extra, num_gpus=1, timeout=600, threads="1"):
         env["OMP_NUM_THREADS"] = threads
     # detectron2's default port depends only on the user id: runs side by side would collide
     flags = [e for e in extra if e.startswith("--")] + [
+        *(["--dataset-root", dataset_root] if dataset_root else []),
         "--dist-url",
         f"tcp://127.0.0.1:{_free_port()}",
     ]
@@ -237,11 +239,12 @@ def test_eval_only(cohort_root, tmp_path):
 
 def test_two_workers_over_gloo(cohort_root, tmp_path):
     """Periodic evaluation and validation loss at iteration 2 and at the end: both collective
-    hooks run on both workers (a different order on the two ranks would hang: timeout)."""
+    hooks run on both workers (a different order on the two ranks would hang: timeout). No
+    $DETECTRON2_DATASETS cohort at all: every worker registers the --dataset-root one."""
     out = tmp_path / "ddp"
     # no OMP_NUM_THREADS of ours: the tool chooses the workers' threads
     log = _run(
-        cohort_root,
+        tmp_path / "empty",
         out,
         "SOLVER.MAX_ITER",
         "4",
@@ -249,9 +252,16 @@ def test_two_workers_over_gloo(cohort_root, tmp_path):
         "2",
         "SOLVER.PLATEAU.PERIOD",
         "2",
+        "DATASETS.TRAIN",
+        "('mycohort_train',)",
+        "DATASETS.VAL",
+        "('mycohort_val',)",
+        "DATASETS.TEST",
+        "('mycohort_val',)",
         num_gpus=2,
         timeout=420,
         threads=None,
+        dataset_root=f"mycohort={cohort_root / 'pwml'}",
     )
     assert (
         "Rank of current process: 0. World size: 2" in log
@@ -260,7 +270,8 @@ def test_two_workers_over_gloo(cohort_root, tmp_path):
     assert log.count("copypaste: Task: pwml_strict") == 2  # at iteration 2 and at the end, gathered
     assert log.count("is the best so far") >= 1 and "validation_loss" in log
     assert json.loads((out / "health.json").read_text())["first_foreground_iteration"] == 0
-    rows = (out / "inference" / "pwml_val" / "pwml_slices.csv").read_text().strip().splitlines()
+    rows = (out / "inference" / "mycohort_val" / "pwml_slices.csv").read_text().strip()
+    rows = rows.splitlines()
     val = json.loads((cohort_root / "pwml" / "annotations" / "instances_val.json").read_text())
     assert len(rows) - 1 == len(val["images"])
     # each worker ran with its share of the cores, not a full thread pool each
@@ -515,8 +526,8 @@ def test_hooks_in_the_same_order_on_every_rank(monkeypatch, tmp_path, extra_hook
     )
     orders = {}
     for rank in (0, 1):
-        monkeypatch.setattr(comm, "get_rank", lambda: rank)
-        monkeypatch.setattr(comm, "is_main_process", lambda: rank == 0)
+        monkeypatch.setattr(comm, "get_rank", lambda rank=rank: rank)
+        monkeypatch.setattr(comm, "is_main_process", lambda rank=rank: rank == 0)
         hooks = trainer.build_hooks()
         names = [type(h).__name__ for h in hooks]
         orders[rank] = [type(h).__name__ for h in hooks if isinstance(h, collective)]
@@ -580,7 +591,7 @@ def test_the_training_program_is_a_module_of_the_package(tmp_path):
         [
             sys.executable,
             "-m",
-            "rsrcnn_d2.engine.train_net",
+            "rsrcnn_d2.cli.train_net",
             "--config-file",
             "missing.yaml",
             "--num-gpus",
@@ -600,7 +611,7 @@ def test_the_training_program_is_a_module_of_the_package(tmp_path):
 
 def test_the_tool_is_the_package_program():
     """tools/train_net.py only calls the package's command line: one Trainer, one main."""
-    from rsrcnn_d2.engine import train_net
+    from rsrcnn_d2.cli import train_net
 
     tool = _load_train_net()
     assert (tool.Trainer, tool.main, tool.setup, tool.cli) == (
@@ -631,7 +642,7 @@ def test_the_tool_refuses_a_missing_config_in_exactly_one_line(tmp_path):
 def test_an_explicit_cuda_device_without_cuda_is_one_line_exit_2(tmp_path, capsys):
     """nnU-Net's behaviour: asked for by name, CUDA that is not there stops the program instead
     of training for hours on the CPU (a config's own default still falls back)."""
-    from rsrcnn_d2.engine.train_net import cli
+    from rsrcnn_d2.cli.train_net import cli
 
     code = cli(["--config-file", str(TINY_ROWS["E"]), "MODEL.DEVICE", "cuda",
                 "OUTPUT_DIR", str(tmp_path / "out")])  # fmt: skip
@@ -642,7 +653,7 @@ def test_an_explicit_cuda_device_without_cuda_is_one_line_exit_2(tmp_path, capsy
 
 
 def test_an_output_dir_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
-    from rsrcnn_d2.engine.train_net import cli
+    from rsrcnn_d2.cli.train_net import cli
 
     taken = tmp_path / "out"
     taken.write_text("a user's file")
@@ -661,7 +672,7 @@ def test_a_run_folder_in_use_by_a_live_trainer_is_refused(tmp_path, capsys):
     import socket
 
     from rsrcnn_d2.data.output_lock import LOCK_FILE
-    from rsrcnn_d2.engine.train_net import cli
+    from rsrcnn_d2.cli.train_net import cli
 
     out = tmp_path / "run"
     out.mkdir()
@@ -684,7 +695,7 @@ def test_training_on_data_without_a_lesion_is_one_line_exit_2(tmp_path, capsys):
     The user gets one line naming the dataset instead of an AssertionError's traceback."""
     from detectron2.data import DatasetCatalog
 
-    from rsrcnn_d2.engine.train_net import cli
+    from rsrcnn_d2.cli.train_net import cli
 
     name = "test_lesion_free_train"
     slice_dict = {"file_name": str(tmp_path / "s.npy"), "image_id": 0, "height": 64, "width": 64}

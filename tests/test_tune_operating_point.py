@@ -14,7 +14,7 @@ from rsrcnn_d2.data import (
 from rsrcnn_d2.inference.ensemble import LesionEnsemble, member_scores, votes
 from rsrcnn_d2.synth import write_synthetic_cohort
 from rsrcnn_d2.tuning import CachedSlice, collect_predictions
-from rsrcnn_d2.tuning.cli import main as tune_main
+from rsrcnn_d2.cli.tune_operating_point import main as tune_main
 from rsrcnn_d2.tuning.dcrf_search import (
     crf_from_params,
     mean_dice,
@@ -382,7 +382,7 @@ def test_crf_bounds_the_crf_cannot_run_in_are_refused_before_any_trial(capsys):
     bad = {"l1": (1, 2), "l2": (1, 2), "c1": (1, 2), "e1": (0, 3)}
     with pytest.raises(ValueError, match="bounds of e1"):
         _crf_alone([], crf, bounds=bad)  # no slices: refused before any scoring
-    from rsrcnn_d2.tuning.cli import parse_args
+    from rsrcnn_d2.cli.tune_operating_point import parse_args
 
     with pytest.raises(SystemExit) as exit_:
         parse_args(["--config-file", str(TINY_ROWS["E"]), "--l1", "0", "2"])

@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""The main job end to end on an embedded synthetic default, on CPU; see
-rsrcnn_d2/experiments/demo.py or --help.
+"""The main job end to end on an embedded synthetic default, on CPU (= rsrcnn-demo); see
+rsrcnn_d2/cli/demo.py or --help.
 """
 
 import sys
 
-from rsrcnn_d2.experiments.demo import main
+from rsrcnn_d2.cli.demo import main
 
 if __name__ == "__main__":
     sys.exit(main())

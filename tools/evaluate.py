@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Score a folder of predicted NIfTI lesion masks against reference labels (= rsrcnn-evaluate)."""
+"""Score a folder of predicted NIfTI lesion masks against reference labels (= rsrcnn-evaluate);
+see rsrcnn_d2/cli/evaluate.py or --help.
+"""
 
 import sys
 
-from rsrcnn_d2.evaluation.cli import main
+from rsrcnn_d2.cli.evaluate import main
 
 if __name__ == "__main__":
     sys.exit(main())

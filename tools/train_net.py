@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train and evaluate RS R-CNN (any row of Table 1) on registered PWML datasets.
+"""Train and evaluate RS R-CNN (any row of Table 1) on registered PWML datasets (= rsrcnn-train).
 
 detectron2's idiom: ``--config-file``, ``--num-gpus`` (on a CPU-only machine
 ``launch`` starts that many GLOO workers), ``--num-machines``, ``--resume``,
@@ -11,17 +11,18 @@ detectron2's idiom: ``--config-file``, ``--num-gpus`` (on a CPU-only machine
 ``--dataset-root [NAME=]DIR`` (repeatable, before the overrides) registers another
 prepared cohort as ``NAME_train``, ``NAME_fold0_val``, ... (NAME defaults to the
 folder's name) in every worker; a missing or unprepared root exits with status 2.
-The program itself is `rsrcnn_d2.engine.train_net` (also ``python -m rsrcnn_d2.engine.train_net``).
+The program itself is `rsrcnn_d2.cli.train_net` (also ``rsrcnn-train``, ``python -m
+rsrcnn_d2.cli.train_net``); ``Trainer`` and ``setup`` are re-exported, as detectron2's
+tools/train_net.py has them (importing them loads torch and detectron2).
 """
 
 import sys
 
-# the package first: it imports detectron2 without the deprecation noise of torch.jit
-from rsrcnn_d2.engine.train_net import (
+from rsrcnn_d2.cli.train_net import (
     Trainer,
     argument_parser,
     cli,
-    default_argument_parser,  # noqa: F401
+    default_argument_parser,
     main,
     setup,
 )

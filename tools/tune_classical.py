@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Tune the classical detector (row A) by Bayesian optimisation on a registered dataset;
-see rsrcnn_d2/classical/tune_cli.py or --help.
+"""Tune the classical detector (row A) by Bayesian optimisation on a registered dataset
+(= rsrcnn-tune-classical); see rsrcnn_d2/cli/tune_classical.py or --help.
 """
 
 import sys
 
-from rsrcnn_d2.classical.tune_cli import main
+from rsrcnn_d2.cli.tune_classical import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,7 +4,7 @@ alone at the config's score threshold): prints one deprecation line, then runs i
 
 import sys
 
-from rsrcnn_d2.tuning.cli import tune_dcrf_alias
+from rsrcnn_d2.cli.tune_operating_point import tune_dcrf_alias
 
 if __name__ == "__main__":
     sys.exit(tune_dcrf_alias())

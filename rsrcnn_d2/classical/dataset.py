@@ -57,7 +57,18 @@ def load_dataset_slices(
 ) -> List[DatasetSlice]:
     """Every slice of a registered dataset, with truth and neighbours (module docstring).
 
-    ``required``: an empty dataset is a PWMLDataError naming it (what the tools want).
+    Read once, so that every tuning trial scores the same slices without reading them again.
+
+    Args:
+        dataset_name: a registered dataset.
+        progress: show a progress bar while reading.
+        from_volumes: cut the neighbours from each record's ``source_file`` volume
+            (needed for "3d" mode on lesion-slice datasets); else the dataset's own
+            slices of the same subject.
+        required: an empty dataset is a PWMLDataError naming it (what the tools want).
+
+    Returns:
+        One `DatasetSlice` per record, in the dataset's order.
     """
     from detectron2.data import DatasetCatalog
     from tqdm import tqdm

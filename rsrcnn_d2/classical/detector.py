@@ -81,6 +81,8 @@ def otsu_threshold(image: np.ndarray, bins: int = 256) -> float:
 def tissue_mask(image: np.ndarray, erosion: int = 0) -> np.ndarray:
     """The head estimated from the image: above Otsu, holes filled, largest part, eroded.
 
+    ``image``: (H, W); returns bool (H, W).
+
     Holes are the background components that do not touch the border (the dark
     white matter inside a bright scalp/cortex ring is a hole). ``erosion`` px
     (a square of side 2·erosion+1) removes the scalp and outer cortex.
@@ -119,8 +121,16 @@ def local_contrast(
 ) -> np.ndarray:
     """The robust z-score of the background-subtracted slice (steps 1–3), float32 (H, W).
 
-    ``neighbours``: the adjacent slices (None where absent), used in "3d" mode.
-    ``tissue``: where the statistics are taken and contrast is kept (default: all).
+    Args:
+        image: (H, W) slice.
+        params: the detector's parameters.
+        neighbours: the adjacent (H, W) slices (None where absent), used in "3d" mode.
+        tissue: (H, W) bool, where the statistics are taken and contrast is kept
+            (default: all).
+
+    Returns:
+        (H, W) float32, in units of the slice's own spread; 0 outside ``tissue`` and
+        everywhere when the slice has no spread.
     """
     smooth = _smooth(image, params.smoothing_sigma)
     background = _opening(smooth, params.background_size)
@@ -168,7 +178,16 @@ def _blobs(z: np.ndarray, params: ClassicalParams) -> np.ndarray:
 def detect_slice(
     image: np.ndarray, params: ClassicalParams, neighbours: Sequence[Optional[np.ndarray]] = ()
 ) -> Detection:
-    """Detect punctate bright lesions in one 2-D slice (module docstring for the steps)."""
+    """Detect punctate bright lesions in one 2-D slice (module docstring for the steps).
+
+    Args:
+        image: (H, W) slice at its own size.
+        params: the detector's parameters.
+        neighbours: as `local_contrast`.
+
+    Returns:
+        `Detection` with (H, W) mask, prob and contrast; all zero for a constant slice.
+    """
     image = np.asarray(image, np.float32)
     if image.ndim != 2:
         raise ValueError(f"expected a 2-D slice, got shape {image.shape}")

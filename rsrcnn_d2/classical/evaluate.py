@@ -27,7 +27,17 @@ def evaluate_classical(
 ):
     """The evaluator's results (``pwml_strict``, ``pwml_reference``, ...) on ``slices``.
 
-    Writes ``pwml_slices.csv`` and ``pwml_subjects.csv`` into ``output_dir`` when given.
+    The same `PWMLEvaluator` as the networks', so row A's figures compare with rows B–E.
+
+    Args:
+        slices: `load_dataset_slices` of the dataset to score.
+        params: the detector's parameters.
+        dataset_name: names the evaluator's log (None: unnamed).
+        output_dir: where ``pwml_slices.csv`` and ``pwml_subjects.csv`` go (None: no files).
+        progress: show a progress bar.
+
+    Returns:
+        `PWMLEvaluator.evaluate`'s results.
     """
     from tqdm import tqdm
 
@@ -56,7 +66,18 @@ def flat_results(results) -> Dict[str, float]:
 def save_tuning(
     result: ClassicalTuningResult, path: Union[str, Path], dataset_name: str, seed: int
 ) -> Path:
-    """Write the best parameters to ``path`` and every trial to ``<stem>_trials.json`` beside it."""
+    """Write the best parameters to ``path`` and every trial to ``<stem>_trials.json`` beside it.
+
+    Args:
+        result: `tune_classical`'s result.
+        path: the parameters file (YAML, or JSON for ``.json``), with a comment header
+            saying how it was tuned.
+        dataset_name: the tuning dataset, recorded in both files.
+        seed: the tuning seed, recorded in both files.
+
+    Returns:
+        ``path`` as a Path.
+    """
     path = Path(path)
     lines = [
         f"classical detector (row A) tuned on {dataset_name}, {result.num_slices} slices, "
@@ -94,9 +115,20 @@ def tune_and_evaluate(
 ) -> Dict:
     """Tune on ``tune_dataset``, evaluate on ``test_dataset``; everything under ``output_dir``.
 
-    Writes ``params.yaml`` (+ ``params_trials.json``) and
-    ``inference/<test_dataset>/pwml_{slices,subjects}.csv``; returns
-    ``{"params": <path>, "tuning": {...}, "results": <flat results>}``.
+    Row A as the paper runs its tuned stages: tuned on validation, tested once.
+
+    Args:
+        tune_dataset: registered dataset the parameters are tuned on (validation).
+        test_dataset: registered dataset they are then scored on, once.
+        output_dir: gets ``params.yaml`` (+ ``params_trials.json``) and
+            ``inference/<test_dataset>/pwml_{slices,subjects}.csv``.
+        start: the starting parameters (default: ClassicalParams()); its ``mode`` is
+            kept, and "3d" cuts neighbours from the source volumes.
+        objective, seed, init_points, n_iter: as `tune_classical`.
+        progress: show progress bars.
+
+    Returns:
+        ``{"params": <path>, "tuning": {...}, "results": <flat results>}``.
     """
     output_dir = Path(output_dir)
     start = start or ClassicalParams()

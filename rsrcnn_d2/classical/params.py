@@ -72,9 +72,11 @@ class ClassicalParams:
             raise ValueError("; ".join(problems))
 
     def to_dict(self) -> Dict[str, Any]:
+        """Every parameter by name, as a parameters file holds them."""
         return dataclasses.asdict(self)
 
     def replace(self, **changes) -> "ClassicalParams":
+        """A copy with ``changes``, checked like a new instance (ValueError)."""
         return dataclasses.replace(self, **changes)
 
 
@@ -162,7 +164,16 @@ def load_params(path: Union[str, Path]) -> ClassicalParams:
 def save_params(
     path: Union[str, Path], params: ClassicalParams, comments: Sequence[str] = ()
 ) -> Path:
-    """Atomically write ``params``: JSON for ``.json`` files, else YAML with ``#`` comments."""
+    """Atomically write ``params``: JSON for ``.json`` files, else YAML with ``#`` comments.
+
+    Args:
+        path: the file to write; its suffix chooses the format.
+        params: the parameters, every key written.
+        comments: lines written as ``#`` comments above the YAML (JSON has none).
+
+    Returns:
+        ``path`` as a Path.
+    """
     import yaml
 
     path = Path(path)

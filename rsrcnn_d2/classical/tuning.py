@@ -59,7 +59,16 @@ class ClassicalTuningResult:
 def objective_value(
     slices: Sequence[DatasetSlice], params: ClassicalParams, objective: str = "dice"
 ) -> float:
-    """Strict mean Dice over ``slices``, or lesion-wise F1 of their pooled counts."""
+    """Strict mean Dice over ``slices``, or lesion-wise F1 of their pooled counts.
+
+    Args:
+        slices: the tuning slices.
+        params: the detector's parameters to score.
+        objective: one of `OBJECTIVES`.
+
+    Returns:
+        The figure; 0.0 when it is undefined (nothing to find and nothing found).
+    """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     if not slices:
@@ -110,8 +119,19 @@ def tune_classical(
 ) -> ClassicalTuningResult:
     """Maximise ``objective`` over the searched parameters, starting from ``start``.
 
-    ``bounds`` defaults to DEFAULT_BOUNDS (without through_plane_weight in "2d"
-    mode); a start outside them is still scored first.
+    Args:
+        slices: the tuning slices (`load_dataset_slices`).
+        start: scored first (so the result is never worse on these slices); its
+            unsearched keys (``tissue_mask``, ``mode``) are kept.
+        objective: one of `OBJECTIVES`.
+        bounds: {parameter: (low, high)}; defaults to DEFAULT_BOUNDS (without
+            through_plane_weight in "2d" mode); a start outside them is still scored
+            first.
+        init_points, n_iter, seed: as `rsrcnn_d2.tuning.bayes.bayes_maximize`.
+        progress: show a progress bar.
+
+    Returns:
+        `ClassicalTuningResult` with every trial, the start first.
     """
     from tqdm import tqdm
 

@@ -82,6 +82,12 @@ class TrainingScaleResize(T.Augmentation):
     training spacing; otherwise the spacing is taken to be the training's.
     The spacing comes from the AugInput's ``spacing`` attribute (the mapper's
     records) or else ``input_spacing``, which the predictor sets per input.
+
+    Args:
+        scale: the factor for a slice of the training's spacing (`shortest_edge_scale`
+            of the training's typical slice at the test sizes).
+        train: the training geometry (`geometry_from_cfg`).
+        interp: PIL resampling of the image.
     """
 
     def __init__(self, scale: float, train: SliceGeometry, interp=Image.BILINEAR):
@@ -101,6 +107,7 @@ class TrainingScaleResize(T.Augmentation):
         )
 
     def get_transform(self, image: np.ndarray, spacing: Optional[Sequence[float]] = None):
+        """As the parent's, plus the slice's (row, column) ``spacing`` mm (None: the training's)."""
         h, w = image.shape[:2]
         sy, sx = self.scales(spacing)
         return T.ResizeTransform(

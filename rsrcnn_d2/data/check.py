@@ -86,10 +86,12 @@ class DatasetReport:
 
     @property
     def errors(self) -> List[Problem]:
+        """The problems that stop a conversion."""
         return [p for p in self.problems if p.severity == "error"]
 
     @property
     def warnings(self) -> List[Problem]:
+        """The problems that are only printed."""
         return [p for p in self.problems if p.severity == "warning"]
 
     @property
@@ -98,6 +100,7 @@ class DatasetReport:
         return not self.errors
 
     def as_dict(self) -> dict:
+        """The report for ``--check --json``: source, options, ok, problems, fingerprint."""
         return {
             "source": self.source,
             "options": self.options,
@@ -262,8 +265,18 @@ def check_dataset(
 ) -> DatasetReport:
     """Check a cohort as `convert.convert_pwml` would convert it with these options.
 
-    Reads every subject (in ``workers`` processes); writes nothing. ``found``: the
-    result of `find_subjects` when the caller has it already.
+    Reads every subject (in ``workers`` processes); writes nothing.
+
+    Args:
+        source, axis, lesion_slices_only, binarize, seed, fractions, num_folds: as
+            `convert.convert_pwml`; the split is drawn as the conversion would draw it.
+        workers: processes reading subjects.
+        progress: show a progress bar.
+        found: the result of `find_subjects` when the caller has it already.
+
+    Returns:
+        A `DatasetReport` with every problem; ``splits`` is None when the cohort has
+        errors that would change the split.
     """
     where = _source_name(source)
     subjects, problems = found if found is not None else find_subjects(source)

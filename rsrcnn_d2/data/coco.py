@@ -37,7 +37,10 @@ CATEGORIES = [{"id": 1, "name": "lesion", "supercategory": "lesion"}]
 
 
 def lesion_annotations(mask: np.ndarray) -> List[dict]:
-    """COCO annotations (without ids) of the connected lesions of a binary 2-D mask."""
+    """COCO annotations (without ids) of the connected lesions of a binary 2-D mask.
+
+    ``mask``: (H, W), non-zero is lesion. One annotation per 8-connected component.
+    """
     if not mask.any():  # most slices of a volume: skip the labelling
         return []
     labels, count = label_lesions(mask)
@@ -69,9 +72,15 @@ def annotations_mask(
 ) -> np.ndarray:
     """The union of a record's lesions as a bool (height, width) mask.
 
-    Segmentations may be compressed RLE (the converter's), uncompressed RLE
-    (list counts) or polygons, as COCO allows; an annotation without one is a
-    PWMLDataError naming ``where`` (the slice's file).
+    Args:
+        annotations: COCO annotations whose segmentations may be compressed RLE (the
+            converter's), uncompressed RLE (list counts) or polygons, as COCO allows.
+        height, width: the slice's size.
+        where: the slice's file, named in the PWMLDataError of an annotation without a
+            segmentation.
+
+    Returns:
+        (height, width) bool array; all False without annotations.
     """
     mask = np.zeros((height, width), bool)
     for a in annotations:
@@ -93,7 +102,16 @@ def annotations_mask(
 
 
 def coco_dict(images: List[dict], annotations: List[dict], description: str = "") -> dict:
-    """A COCO instances dict from already numbered images and annotations."""
+    """A COCO instances dict from already numbered images and annotations.
+
+    Args:
+        images: COCO image entries with their ``id``.
+        annotations: COCO annotations with their ``id`` and ``image_id``.
+        description: ``info.description`` (default: says the converter wrote it).
+
+    Returns:
+        ``{"info", "images", "annotations", "categories"}`` with the one lesion category.
+    """
     return {
         "info": {"description": description or "PWML slices converted by rsrcnn_d2"},
         "images": images,

@@ -153,9 +153,17 @@ def convert_subject(
 ) -> List[SliceRecord]:
     """Check and slice one subject, write its slice files under ``out_images/<subject>/``.
 
-    Returns the COCO image entries (``file_name`` relative to ``out_images``) and
-    their annotations, not yet numbered. Raises PWMLDataError for bad input or a
-    subject that yields no slices.
+    One subject per call, so that a pool of worker processes can convert a cohort.
+
+    Args:
+        source: the subject's files.
+        out_images: the output's ``images`` folder.
+        opts: axis, slice selection and mask handling.
+
+    Returns:
+        Per slice, the COCO image entry (``file_name`` and ``neighbor_file`` relative to
+        ``out_images``) and its annotations, not yet numbered. Raises PWMLDataError for
+        bad input or a subject that yields no slices.
     """
     out_images = Path(out_images)
     if source.kind == "nifti":
@@ -235,8 +243,15 @@ def write_split_files(
 ) -> List[str]:
     """Write splits.json and annotations/instances_<split>.json; return the split names.
 
-    ``own``: files of ``root`` the converter wrote (relative), the only stale fold
-    files it may delete; None when ``root`` is a fresh staging folder.
+    Args:
+        root: the converted dataset's folder.
+        coco_all: the COCO dict of every slice (instances_all.json).
+        splits: `splits.make_splits`'s result.
+        own: files of ``root`` the converter wrote (relative), the only stale fold files
+            it may delete; None when ``root`` is a fresh staging folder.
+
+    Returns:
+        The split names (`splits.split_names`): train, val, test, fold{i}_{train,val}.
     """
     root = Path(root)
     names = split_subjects(splits)
@@ -411,16 +426,27 @@ def convert_pwml(
 ) -> dict:
     """Convert a PWML cohort into ``out_dir``; return the conversion summary (conversion.json).
 
-    ``source``: an nnU-Net folder, a slice folder, a pair list (see sources.py),
-    or a list of `SubjectSource`. ``lesion_slices_only`` is the paper's setting.
-    ``seed`` fixes the subject split and folds. ``num_folds`` None uses 5 or,
-    for fewer subjects, none. Re-running over a previous output replaces the
-    files it wrote (conversion.json's ``files``) and keeps any others.
+    Re-running over a previous output replaces the files it wrote (conversion.json's
+    ``files``) and keeps any others. The whole cohort is checked first
+    (`check.check_dataset`, same options): its warnings are logged, and any error raises
+    `check.DatasetCheckError` listing every error before anything is written.
 
-    The whole cohort is checked first (`check.check_dataset`, same options):
-    its warnings are logged, and any error raises `check.DatasetCheckError`
-    listing every error before anything is written. Lesion-free subjects have
-    no lesion slice and are left out in the lesion-slices mode (a warning each).
+    Args:
+        source: an nnU-Net folder, a slice folder, a pair list (see sources.py), or a
+            list of `SubjectSource`.
+        out_dir: the output folder (replaced as a whole once the conversion succeeded).
+        axis: slice axis of NIfTI volumes, a name or a canonical index.
+        lesion_slices_only: the paper's setting. Lesion-free subjects then have no
+            lesion slice and are left out (a warning each).
+        binarize: any non-zero mask voxel is lesion; else a non-binary mask is an error.
+        seed: fixes the subject split and folds.
+        fractions: train, val and test shares of the subjects.
+        num_folds: cross-validation folds; None uses 5 or, for fewer subjects, none.
+        workers: processes checking and converting subjects.
+        progress: show progress bars.
+
+    Returns:
+        The content of conversion.json.
     """
     out_dir = Path(out_dir).absolute()
     found = find_subjects(source)
@@ -494,7 +520,15 @@ def _convert_into(out_dir, subjects, opts, splits, workers, progress, seed, extr
 def resplit_pwml(
     root: Union[str, Path], seed: int = 0, fractions=(0.7, 0.15, 0.15), num_folds: int = 5
 ) -> dict:
-    """Re-draw the subject split and folds of a converted dataset without re-converting."""
+    """Re-draw the subject split and folds of a converted dataset without re-converting.
+
+    Args:
+        root: a converted dataset's folder.
+        seed, fractions, num_folds: as `splits.make_splits`.
+
+    Returns:
+        The new splits.json content; conversion.json's seed, splits and file list follow.
+    """
     root = Path(root)
     coco_all = read_json(root / "annotations" / "instances_all.json")
     subjects = sorted({im["subject"] for im in coco_all["images"]})

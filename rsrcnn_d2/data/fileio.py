@@ -122,9 +122,16 @@ def output_path(root: PathLike, *parts: str) -> Path:
 def atomic_write(path: PathLike, write: Callable[[str], None], binary_handle: bool = False) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
 
-    The temporary name keeps ``path``'s endings (``.nii.gz``) for writers that
-    choose the format from the name. ``binary_handle``: pass an open file
-    instead of a name (for writers such as np.save that would add a suffix).
+    A reader sees the old file or the new one, never half of one; on any failure the
+    temporary file is removed and ``path`` is untouched.
+
+    Args:
+        path: the file to write; its folder is created.
+        write: ``write(tmp)`` fills the temporary file. The temporary name keeps
+            ``path``'s endings (``.nii.gz``) for writers that choose the format from
+            the name.
+        binary_handle: pass ``write`` an open binary file instead of a name (for
+            writers such as np.save that would add a suffix).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,7 +202,10 @@ def read_json(path: PathLike) -> Any:
 
 
 def save_slice(path: PathLike, image: np.ndarray) -> None:
-    """Save a 2-D slice as float32 .npy. Callers write into a staging folder."""
+    """Save a slice as float32 .npy. Callers write into a staging folder.
+
+    ``image``: an (H, W) slice, or the (2, H, W) neighbours the converter stores beside it.
+    """
     np.save(path, np.ascontiguousarray(image, dtype=np.float32), allow_pickle=False)
 
 

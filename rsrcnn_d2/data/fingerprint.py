@@ -55,7 +55,16 @@ def _count_lesions(facts: SubjectFacts, mask: np.ndarray) -> None:
 
 
 def subject_facts(source: SubjectSource, axis: Optional[int], binarize: bool) -> SubjectFacts:
-    """Read one subject with the converter's readers; every problem is kept, none raised."""
+    """Read one subject with the converter's readers; every problem is kept, none raised.
+
+    Args:
+        source: the subject's files.
+        axis: canonical slice axis of a NIfTI subject (unused for slice folders).
+        binarize: as the conversion: any non-zero mask value is lesion.
+
+    Returns:
+        `SubjectFacts`; with ``problems`` set, the figures cover what could be read.
+    """
     facts = SubjectFacts(source.subject)
     if source.kind == "slices":
         facts.slices = len(source.slices)
@@ -105,7 +114,19 @@ def _summary(values: Sequence[float]) -> dict:
 def cohort_fingerprint(
     num_found: int, readable: List[SubjectFacts], kept: set, lesion_slices_only: bool
 ) -> dict:
-    """The fingerprint of the ``readable`` subjects; ``kept``: the ids the conversion writes."""
+    """The fingerprint of the ``readable`` subjects, as check and conversion report it.
+
+    Args:
+        num_found: subjects discovered, readable or not.
+        readable: `subject_facts` of the subjects read without a problem.
+        kept: the ids the conversion writes.
+        lesion_slices_only: whether the conversion writes only lesion slices (the
+            ``converted`` slice count follows it).
+
+    Returns:
+        A JSON-ready dict (NaN where there is nothing to count; `format_fingerprint`
+        prints it).
+    """
     areas = [a for f in readable for a in f.lesion_areas]
     spaced = [f.spacing for f in readable if f.spacing is not None]
     converted = [f for f in readable if f.subject in kept]

@@ -22,6 +22,8 @@ _FOREGROUND_FRACTION = 0.1
 def head_box(image: np.ndarray, margin: int = 2) -> Tuple[int, int, int, int]:
     """(x0, y0, x1, y1), half-open, of the largest bright connected region plus ``margin``.
 
+    ``image``: (H, W), any intensity scale; ``margin`` in pixels, clipped to the slice.
+
     The background level is the image's 1st percentile and the bright end its
     99.5th, so a few hot pixels do not set the threshold; regions are
     8-connected. A slice with no
@@ -54,6 +56,9 @@ def head_box(image: np.ndarray, margin: int = 2) -> Tuple[int, int, int, int]:
 def crop_to_head(
     image: np.ndarray, margin: int = 2
 ) -> Tuple[np.ndarray, Tuple[int, int, int, int]]:
-    """The slice cropped to `head_box`, and that box (x0, y0, x1, y1)."""
+    """The slice cropped to `head_box`, and that box (x0, y0, x1, y1).
+
+    ``image``: (H, W); the crop is a (y1 - y0, x1 - x0) view of it, not a copy.
+    """
     x0, y0, x1, y1 = head_box(image, margin)
     return image[y0:y1, x0:x1], (x0, y0, x1, y1)

@@ -15,6 +15,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     The dense CRF's intensity scale ``c1`` is in 8-bit units, as in the
     reference, which worked on 8-bit slices; overlays show slices the same way.
     A constant image maps to zeros; NaN or inf is refused (no scale exists).
+    Any shape in, uint8 of the same shape out.
     """
     image = np.asarray(image, dtype=np.float32)
     lo, hi = float(image.min()), float(image.max())

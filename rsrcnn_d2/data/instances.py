@@ -31,7 +31,11 @@ def label_lesions(mask: np.ndarray):
 
 
 def mask_to_instances(mask: np.ndarray) -> Instances:
-    """Instances with gt_boxes (XYXY, pixel edges), gt_classes (0) and gt_masks (BitMasks)."""
+    """One training instance per connected lesion of an (H, W) binary mask.
+
+    Returns Instances of image size (H, W) with, for N lesions, gt_boxes (N boxes, XYXY
+    at pixel edges), gt_classes (N,) int64 zeros and gt_masks (BitMasks of (N, H, W)).
+    """
     labels, count = label_lesions(mask)
     height, width = labels.shape
     boxes = np.zeros((count, 4), dtype=np.float32)

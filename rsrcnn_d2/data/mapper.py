@@ -57,13 +57,22 @@ def slice_model_input(
     """(model input fields, transforms applied) for one grey slice (H, W).
 
     The one place that turns a slice into what the network reads, so that
-    training, the test loader and `LesionPredictor` feed it alike: optional
-    head crop (its box as "crop_box" x0, y0, x1, y1), the augmentations (with
-    the slice's ``spacing`` for TrainingScaleResize), and the raw intensities as
-    ``channels`` identical float32 channels under "image" (channels, h, w).
-    ``neighbors`` (2, H, W), slices z-1 and z+1, make the 3 channels z-1, z, z+1
-    instead (2.5-D): the head box is found on slice z and every transform moves
-    the three channels together, as one (H, W, 3) image.
+    training, the test loader and `LesionPredictor` feed it alike.
+
+    Args:
+        image: (H, W) raw intensities of slice z.
+        augmentations: applied after the optional head crop.
+        head_crop_margin: pixels around the head box (None: no crop).
+        spacing: the slice's (row, column) mm, for TrainingScaleResize (None: unknown).
+        channels: identical copies of the slice under "image".
+        neighbors: (2, H, W), slices z-1 and z+1: the 3 channels are then z-1, z, z+1
+            instead (2.5-D; ``channels`` must be 3). The head box is found on slice z and
+            every transform moves the three channels together, as one (H, W, 3) image.
+
+    Returns:
+        ``(fields, transforms)``: fields holds "image", float32 (channels, h, w) at the
+        network's size, and with a head crop "crop_box" [x0, y0, x1, y1] in the slice;
+        transforms is the TransformList applied (crop first), to move annotations alike.
     """
     fields, crop = {}, []
     if neighbors is not None and (channels != 3 or neighbors.shape != (2, *image.shape)):
@@ -127,9 +136,15 @@ class PWMLDatasetMapper:
         head_crop_margin: Optional[int] = None,
         neighbor_slices: bool = False,
     ):
-        """``augmentations`` run in order on image and masks; ``image_channels`` copies of the
-        slice; ``head_crop_margin`` (pixels) crops to the head first, None does not;
-        ``neighbor_slices``: channels z-1, z, z+1 from the record's "neighbor_file"."""
+        """
+        Args:
+            is_train: training: instances from the annotations; testing: their union as
+                "gt_mask" (where the record has annotations).
+            augmentations: run in order on image and masks.
+            image_channels: copies of the slice.
+            head_crop_margin: (pixels) crops to the head first; None does not.
+            neighbor_slices: channels z-1, z, z+1 from the record's "neighbor_file".
+        """
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_channels = image_channels

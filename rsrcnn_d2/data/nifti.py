@@ -33,7 +33,6 @@ __all__ = [
     "affine_difference",
     "AXES",
     "axis_name",
-    "add_axis_option",
     "NIFTI_ENDINGS",
     "NNUNET_T1_CHANNEL",
     "split_nifti_name",
@@ -49,7 +48,8 @@ __all__ = [
     "slice_spacing",
 ]
 
-# canonical (RAS+) axis that is constant across a slice; the keys are the CLIs' --axis choices
+# canonical (RAS+) axis that is constant across a slice; the keys are the programs' --axis
+# choices (rsrcnn_d2.cli.common.AXIS_NAMES, which must list them in this order)
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 NNUNET_T1_CHANNEL = "_0000"  # nnU-Net's channel suffix of the T1w image (the only one used)
@@ -59,13 +59,6 @@ def axis_name(axis: Union[str, int]) -> str:
     """ "sagittal", "coronal" or "axial" for a canonical axis given by index or name."""
     index = axis_index(axis)
     return next(name for name, i in AXES.items() if i == index)
-
-
-def add_axis_option(
-    parser, help: str = "slice axis in canonical (RAS+) orientation, as in prepare_pwml"
-) -> None:
-    """``--axis`` (default axial) with the `AXES` names as choices, for every tool that slices."""
-    parser.add_argument("--axis", default="axial", choices=list(AXES), help=help)
 
 
 def split_nifti_name(name: str) -> Tuple[Optional[str], Optional[str]]:

@@ -43,8 +43,12 @@ def lock_holder(folder: Union[str, Path]) -> Optional[dict]:
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
-        return {"pid": None, "host": "?", "program": "?", "started": "?"}  # unreadable: held
-    if holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", 0))):
+        holder = None
+    pid = holder.get("pid") if isinstance(holder, dict) else None
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        # unreadable, or no usable pid (0 would signal our own process group): held
+        return {"pid": None, "host": "?", "program": "?", "started": "?"}
+    if holder.get("host") == socket.gethostname() and not _alive(pid):
         return None
     return holder
 

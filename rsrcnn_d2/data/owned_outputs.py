@@ -24,8 +24,14 @@ def _owned(folder: Path) -> set:
 
 
 def check_owned(folder: Union[str, Path], names: Iterable[str], program: str) -> None:
-    """`PWMLDataError` for the first of ``names`` that exists in ``folder`` without having been
-    written there by one of our programs."""
+    """Before writing: `PWMLDataError` for the first of ``names`` that exists in ``folder``
+    without having been written there by one of our programs.
+
+    Args:
+        folder: the output folder the user picked.
+        names: the file names about to be written, relative to ``folder``.
+        program: the program's name, for the message.
+    """
     folder = Path(folder)
     ours = _owned(folder)
     for name in names:
@@ -38,7 +44,13 @@ def check_owned(folder: Union[str, Path], names: Iterable[str], program: str) ->
 
 
 def record_owned(folder: Union[str, Path], names: Iterable[str], program: str) -> None:
-    """Add ``names`` to the files ``folder`` holds from our programs."""
+    """After writing: add ``names`` to the files ``folder`` holds from our programs.
+
+    Args:
+        folder: the output folder (created if absent).
+        names: the file names written, relative to ``folder``.
+        program: the program's name, kept in the record.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = sorted(_owned(folder) | set(names))

@@ -1,6 +1,7 @@
 """Registering converted PWML datasets with detectron2's DatasetCatalog / MetadataCatalog.
 
-``import rsrcnn_d2`` registers the prepared root ``$DETECTRON2_DATASETS/pwml``
+Importing rsrcnn_d2.data (which a config made by `rsrcnn_d2.config.get_rsrcnn_cfg` does)
+registers the prepared root ``$DETECTRON2_DATASETS/pwml``
 (detectron2's convention; the variable defaults to "datasets") under the names
 a config's DATASETS.TRAIN / TEST use::
 
@@ -90,8 +91,14 @@ def register_pwml_split(
 ) -> None:
     """Register split ``split`` (e.g. "train", "fold3_val") of converted ``root`` as ``name``.
 
-    ``overwrite`` replaces an earlier registration of ``name`` (detectron2 itself
-    refuses to register a name twice).
+    Lazy: only paths are recorded; the COCO file is read when the name is used.
+
+    Args:
+        name: the dataset name configs use.
+        root: a converted dataset's folder.
+        split: the split's name, as in ``annotations/instances_<split>.json``.
+        overwrite: replace an earlier registration of ``name`` (detectron2 itself refuses
+            to register a name twice); False raises ValueError instead.
     """
     root = Path(root).absolute()
     json_file = root / "annotations" / f"instances_{split}.json"
@@ -116,7 +123,18 @@ def register_pwml_root(
     num_folds: Optional[int] = None,
     overwrite: bool = True,
 ) -> List[str]:
-    """Register every split of ``root`` as ``<prefix>_<split>``; return the names."""
+    """Register every split of ``root`` as ``<prefix>_<split>``; return the names.
+
+    Args:
+        root: a converted dataset's folder.
+        prefix: what the names start with.
+        num_folds: folds to register; None reads them from ``root``'s splits.json
+            (5 without one).
+        overwrite: as `register_pwml_split`.
+
+    Returns:
+        The registered names, in `splits.split_names` order.
+    """
     names = []
     for split in pwml_split_names(root, num_folds):
         register_pwml_split(f"{prefix}_{split}", root, split, overwrite=overwrite)

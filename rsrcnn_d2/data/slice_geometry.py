@@ -123,7 +123,20 @@ def record_training_geometry(cfg, overwrite: bool = True) -> Optional[SliceGeome
 
 
 def shortest_edge_scale(height: float, width: float, short_edge: float, max_size: float) -> float:
-    """The factor ResizeShortestEdge(short_edge, max_size) scales a height x width slice by."""
+    """The factor ResizeShortestEdge(short_edge, max_size) scales a height x width slice by.
+
+    `TrainingScaleResize` applies this one factor, computed for the training's typical
+    slice, to every test slice.
+
+    Args:
+        height, width: the slice's size in pixels.
+        short_edge: ResizeShortestEdge's target for the shorter side.
+        max_size: its cap on the longer side (<= 0: none).
+
+    Returns:
+        ``short_edge / min(height, width)``, lowered so that the longer side stays within
+        ``max_size``.
+    """
     scale = short_edge / min(height, width)
     return min(scale, max_size / max(height, width)) if max_size > 0 else scale
 
@@ -137,7 +150,14 @@ def warn_if_unlike(
 ) -> bool:
     """Log one warning naming ``source`` if its slices' size or spacing is > 20 % off ``train``'s.
 
-    Spacing is compared only when both are known. Returns whether it warned.
+    Args:
+        train: the model's training geometry (`geometry_from_cfg`).
+        shape: (height, width) of the input's slices.
+        spacing: their (row, column) mm, or None; compared only when both are known.
+        source: what the warning names (a file).
+
+    Returns:
+        Whether it warned.
     """
     height, width = shape
     problems = []

@@ -21,7 +21,17 @@ __all__ = ["read_slice_pair"]
 def read_slice_pair(
     image_path: Union[str, Path], mask_path: Union[str, Path], binarize: bool = False
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """(image float32 (H, W), mask uint8 (H, W) of 0/1), checked to belong together."""
+    """One slice of a slice folder, read and checked as the conversion needs it.
+
+    Args:
+        image_path: the grey slice (any image PIL reads, or .npy).
+        mask_path: its lesion mask, 0/1 or 0/255.
+        binarize: any value > 0 is lesion; else other values are a PWMLDataError.
+
+    Returns:
+        ``(image, mask)``: float32 (H, W) and uint8 (H, W) of 0/1. PWMLDataError naming
+        the file for a size mismatch, NaN or inf, or a constant image with lesions.
+    """
     image, raw = read_slice(image_path), read_slice(mask_path)
     if image.shape != raw.shape:
         raise PWMLDataError(

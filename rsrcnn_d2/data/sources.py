@@ -66,7 +66,19 @@ class SubjectSource:
 
 def check_subject_id(subject, where: Union[str, Path], entry: str = "") -> str:
     """``subject`` if it is safe as a file name; else PWMLDataError naming ``where``
-    (and ``entry``)."""
+    (and ``entry``).
+
+    Subject ids become the output's folder and file names, so this keeps any id, however
+    made, from placing a file elsewhere.
+
+    Args:
+        subject: the id to check (not a string: refused).
+        where: the file or folder the id came from, named in the error.
+        entry: the place in that file ("line 3"), or "".
+
+    Returns:
+        ``subject`` itself.
+    """
     if not isinstance(subject, str) or not _SAFE_ID.fullmatch(subject) or subject in (".", ".."):
         raise PWMLDataError(
             where,

@@ -78,7 +78,16 @@ def _shuffled(subjects: Sequence[str], rng: np.random.Generator) -> List[str]:
 def subject_splits(
     subjects: Sequence[str], fractions=(0.7, 0.15, 0.15), seed: int = 0
 ) -> Dict[str, List[str]]:
-    """{"train", "val", "test"}: sorted subject lists, disjoint, covering ``subjects``."""
+    """The seeded train/val/test split of the subjects.
+
+    Args:
+        subjects: unique subject ids (ValueError otherwise).
+        fractions: train, val and test shares, >= 0 and summing to 1 (`split_sizes`).
+        seed: the same seed and subjects give the same split.
+
+    Returns:
+        {"train", "val", "test"}: sorted subject lists, disjoint, covering ``subjects``.
+    """
     shuffled = _shuffled(subjects, np.random.default_rng(seed))
     sizes = split_sizes(len(shuffled), fractions)
     out, start = {}, 0
@@ -91,7 +100,18 @@ def subject_splits(
 def subject_folds(
     subjects: Sequence[str], num_folds: int = 5, seed: int = 0
 ) -> List[Dict[str, List[str]]]:
-    """``num_folds`` dicts {"train", "val"}; each subject is in exactly one "val"."""
+    """The seeded k-fold cross-validation folds of the subjects.
+
+    Args:
+        subjects: unique subject ids.
+        num_folds: k, with 2 <= k <= len(subjects) (ValueError otherwise).
+        seed: drawn from a different stream than `subject_splits`, so folds do not
+            mirror the split.
+
+    Returns:
+        ``num_folds`` dicts {"train", "val"} of sorted subject lists; each subject is in
+        exactly one "val", and fold sizes differ by at most one.
+    """
     if num_folds < 2 or num_folds > len(subjects):
         raise ValueError(
             f"cannot make {num_folds} folds of {len(subjects)} subjects "
@@ -112,7 +132,15 @@ def make_splits(
 ) -> dict:
     """The content of splits.json: seed, fractions, subjects, the split and the folds.
 
-    ``num_folds`` 0 writes no folds (for cohorts smaller than the fold count).
+    Args:
+        subjects: unique subject ids.
+        seed: as `subject_splits` and `subject_folds`.
+        fractions: as `subject_splits`.
+        num_folds: as `subject_folds`; 0 writes no folds (for cohorts smaller than the
+            fold count).
+
+    Returns:
+        ``{"seed", "fractions", "subjects", "train", "val", "test", "folds"}``.
     """
     return {
         "seed": int(seed),

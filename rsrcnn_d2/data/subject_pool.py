@@ -54,8 +54,17 @@ def map_subjects(
 ) -> List:
     """``[task(item) for item in items]``, in ``workers`` processes when more than one.
 
-    ``task`` must be a module-level function (or a partial of one); results keep the
-    order of ``items``; ``progress`` shows a tqdm bar named ``desc``.
+    Args:
+        task: a module-level function (or a partial of one), so that it can be sent to a
+            worker.
+        items: one per subject.
+        workers: processes; 1 (or a single item) runs in this process.
+        progress: show a tqdm bar.
+        desc: the bar's name.
+
+    Returns:
+        The results, in the order of ``items``. A task's exception stops the pool and
+        is raised here.
     """
     bar = None
     if progress:

@@ -1,9 +1,17 @@
 """Training-loop additions: validation loss, the plateau LR schedule, best checkpoint, the run's
 health, CPU DDP.
 
-The training program itself is `rsrcnn_d2.engine.train_net` (``python -m``); it is not
-imported here, since it builds on the evaluation and inference layers.
+`rsrcnn_d2.engine.train_net` (the Trainer, a worker's setup, in-process evaluation) is not
+imported here, since it builds on the evaluation and inference layers; the training program
+that runs it is `rsrcnn_d2.cli.train_net`.
 """
+
+from ..tool_setup import known_warnings_hidden
+
+# the first import of detectron2 on most paths into the package: its import-time notices
+# (it and fvcore script functions, which torch flags as deprecated) are not the user's to see
+with known_warnings_hidden():
+    import detectron2.modeling  # noqa: F401
 
 from .ddp import (
     cpu_ddp_support,

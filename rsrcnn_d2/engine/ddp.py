@@ -35,7 +35,16 @@ _d2_create_ddp_model = d2_defaults.create_ddp_model
 
 
 def create_ddp_model(model, *, fp16_compression: bool = False, **kwargs):
-    """detectron2's create_ddp_model, but without device ids for a CPU model."""
+    """detectron2's create_ddp_model, but without device ids for a CPU model.
+
+    Args:
+        model: the model to wrap; returned as it is when there is one worker.
+        fp16_compression: as detectron2's (a GPU model only).
+        kwargs: passed to DistributedDataParallel; ``device_ids`` is dropped for a CPU model.
+
+    Returns:
+        ``model`` itself, or a DistributedDataParallel around it.
+    """
     if comm.get_world_size() == 1:
         return model
     if next(model.parameters()).device.type != "cpu":
@@ -69,8 +78,14 @@ def cpu_threads_per_worker(
 ) -> int:
     """Compute threads for each of ``workers`` training processes sharing this machine's cores.
 
-    ``OMP_NUM_THREADS``, when the user set it (its first level, for a nested "6,2"), is kept
-    as it is: a deliberate choice. Otherwise cores // workers, at least 1.
+    Args:
+        workers: training processes on this machine.
+        cores: cores to share (None: those this process may run on).
+        environ: the environment to read (None: ``os.environ``).
+
+    Returns:
+        ``OMP_NUM_THREADS``, when the user set it (its first level, for a nested "6,2"):
+        a deliberate choice, kept as it is. Otherwise cores // workers, at least 1.
     """
     environ = os.environ if environ is None else environ
     value = environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
@@ -86,7 +101,14 @@ def prepare_cpu_workers(
     """Before CPU workers are started: export their share of the cores as OMP_NUM_THREADS and
     MKL_NUM_THREADS, read by each library's thread pool when a worker starts it.
 
-    A user's OMP_NUM_THREADS is left alone (MKL follows it). Returns the share.
+    A user's OMP_NUM_THREADS is left alone (MKL follows it).
+
+    Args:
+        workers, cores: as `cpu_threads_per_worker`.
+        environ: the environment to change (None: ``os.environ``).
+
+    Returns:
+        The threads per worker (`cpu_threads_per_worker`).
     """
     environ = os.environ if environ is None else environ
     threads = cpu_threads_per_worker(workers, cores, environ)

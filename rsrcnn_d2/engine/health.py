@@ -46,8 +46,17 @@ CURES = {
 def health_verdict(
     first_foreground: Optional[int], empty_lesion_share: Optional[float], max_empty_share: float
 ) -> str:
-    """One of `VERDICTS` from the heads' first foreground iteration (None: never) and the share
-    of validation lesion slices the evaluated weights leave empty (None or NaN: not measured)."""
+    """The run's verdict, so that a run that trained nothing useful says so.
+
+    Args:
+        first_foreground: the heads' first foreground iteration (None: never).
+        empty_lesion_share: the share of validation lesion slices the evaluated weights
+            leave empty (None or NaN: not measured).
+        max_empty_share: above this share the verdict is ``no_predictions``.
+
+    Returns:
+        One of `VERDICTS`.
+    """
     if first_foreground is None:
         return "heads_never_trained"
     if empty_lesion_share is None or math.isnan(empty_lesion_share):
@@ -66,7 +75,19 @@ def health_report(
     validation: Optional[Dict],
     max_empty_share: float,
 ) -> Dict:
-    """The content of health.json; ``validation`` is `ValidationLossHook.report` or None."""
+    """The content of health.json.
+
+    Args:
+        first_foreground: the heads' first foreground iteration, all workers pooled (None: never).
+        iterations: the run's length (``SOLVER.MAX_ITER``).
+        validation: `ValidationLossHook.report`, or None without validation.
+        max_empty_share: as `health_verdict`.
+
+    Returns:
+        A JSON-ready dict: ``verdict``, ``iterations``, ``first_foreground_iteration``,
+        ``best_checkpoint``, ``validation`` (NaN written as None), plus ``cure`` for a bad
+        verdict and ``warning`` when model_best.pth scores clearly below the final weights.
+    """
     validation = dict(validation or {})
     evaluated = validation.get("evaluated", {})
     verdict = health_verdict(first_foreground, evaluated.get("empty_lesion_share"), max_empty_share)
@@ -115,8 +136,14 @@ def _best_behind_final(validation: Dict) -> str:
 class HeadHealthHook(HookBase):
     """Tracks the heads' first foreground ROI; warns while there is none; writes health.json.
 
-    ``validation`` is the run's `ValidationLossHook` (or None): its ``report`` (set in its
-    ``after_train``, which must run before this hook's) gives the validation figures.
+    Args:
+        warn_period: iterations between warnings while the heads have no foreground ROI
+            (0: never warn).
+        output_dir: where health.json goes (None: the report is only logged and kept in
+            ``report``).
+        max_empty_share: as `health_verdict`.
+        validation: the run's `ValidationLossHook` (or None): its ``report`` (set in its
+            ``after_train``, which must run before this hook's) gives the validation figures.
     """
 
     def __init__(

@@ -23,11 +23,18 @@ __all__ = ["validation_dice"]
 
 
 def validation_dice(model: torch.nn.Module, batches: Iterable, dataset_name: str) -> Dict:
-    """``{"dice", "empty_lesion_share", "n_slices", "n_lesion_slices"}`` over ``batches``.
+    """Strict Dice of the validation slices, and how many lesion slices got no prediction.
 
-    ``model`` is the bare module (not DDP); it runs in eval mode without gradients and
-    is restored to its mode. Every worker gets the figures of all workers' slices pooled;
-    ``dice`` and ``empty_lesion_share`` are NaN when there is nothing to score.
+    Args:
+        model: the bare module (not DDP); it runs in eval mode without gradients and is
+            restored to its mode.
+        batches: lists of mapped inputs, as the model takes them (a test loader).
+        dataset_name: registered dataset whose records give the truth masks.
+
+    Returns:
+        ``{"dice", "empty_lesion_share", "n_slices", "n_lesion_slices"}``, all workers'
+        slices pooled (every worker gets the same). ``dice`` and ``empty_lesion_share``
+        are NaN when there is nothing to score.
     """
     truth = TruthSource(dataset_name)
     records = []

@@ -82,17 +82,31 @@ class ValidationLossHook(HookBase):
     """Every ``period`` iterations: log the validation losses, cut the LR on a plateau of
     ``monitor``, and write ``model_best.pth`` whenever ``criterion`` reaches a new best.
 
-    ``scale`` is the scheduler's PlateauScale (None to only log). ``criterion``: one of
-    `BEST_CRITERIA`. ``dice_fn(model) -> dict`` (`validation_dice` over the validation set)
-    scores the weights for ``val_dice`` at every evaluation, and the final and best weights
-    after training (``report``); None skips them. ``health`` (`HeadHealthHook`) keeps
-    ``model_best.pth`` from any evaluation less than ``head_iters`` iterations after the
-    heads' first foreground ROI, and weights that would be the best are kept only if they
-    leave at most ``max_empty_share`` of the validation slices with lesions without any
-    prediction (``dice_fn`` tells; heads that have not learned yet predict nothing, and
-    their small losses make them look best). With ``evaluate_best`` the model is loaded from
-    ``model_best.pth`` after training, so the final evaluation (detectron2's EvalHook,
-    placed after this hook) scores it.
+    Heads that have not learned yet predict nothing, and their small losses make them
+    look best: hence ``health``, ``head_iters`` and ``max_empty_share``. After training,
+    ``report`` holds the validation figures that `HeadHealthHook` writes to health.json.
+
+    Args:
+        period: iterations between evaluations (and one at the last iteration).
+        batches_fn: ``batches_fn() -> iterable of batches``, a fresh pass over the mapped,
+            un-augmented validation inputs with their instances (the losses need them).
+        scale: the scheduler's `PlateauScale`, lowered on a plateau (None to only log).
+        tracker: the `PlateauTracker` that says when (default: patience 10, no delta).
+        factor: what ``scale`` is multiplied by on a plateau.
+        monitor: the loss (or ``total_loss``) whose plateau cuts the LR.
+        output_dir: where ``model_best.pth`` goes (None: no best checkpoint).
+        evaluate_best: load ``model_best.pth`` after training, so the final evaluation
+            (detectron2's EvalHook, placed after this hook) scores it.
+        criterion: one of `BEST_CRITERIA`; what makes ``model_best.pth``.
+        dice_fn: ``dice_fn(model) -> dict`` (`validation_dice` over the validation set):
+            scores the weights for ``val_dice`` at every evaluation, and the final and best
+            weights after training (``report``); None skips them.
+        health: the run's `HeadHealthHook`; no evaluation less than ``head_iters``
+            iterations after the heads' first foreground ROI gives ``model_best.pth``.
+        head_iters: see ``health``.
+        max_empty_share: weights that would be the best are kept only if they leave at
+            most this share of the validation slices with lesions without any prediction
+            (``dice_fn`` tells).
     """
 
     def __init__(
@@ -133,9 +147,11 @@ class ValidationLossHook(HookBase):
 
     @property
     def best_path(self) -> Optional[str]:
+        """``output_dir/model_best.pth``, or None without an output folder."""
         return os.path.join(self.output_dir, BEST_CHECKPOINT) if self.output_dir else None
 
     def before_train(self):
+        """Delete an earlier run's ``model_best.pth`` on a fresh start; keep its score on resume."""
         path = self.best_path
         if (
             self.trainer.start_iter == 0

@@ -7,7 +7,7 @@ protocols.py   per-slice records; the strict, reference and per-subject 3-D prot
 truth.py       where the truth of a slice comes from (input keys, annotations, the dataset)
 report.py      per-slice CSV rows, atomic CSV files, the summary table
 pwml_evaluator.py  PWMLEvaluator (detectron2 DatasetEvaluator): gathering the records of all workers
-folder.py      rsrcnn-evaluate: folders of predicted and reference NIfTI masks (cli.py)
+folder.py      folders of predicted and reference NIfTI masks (the program: rsrcnn_d2.cli.evaluate)
 """
 
 from .distance import HausdorffDistances, hausdorff, hausdorff95, hausdorff_distances

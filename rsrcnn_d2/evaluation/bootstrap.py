@@ -18,11 +18,18 @@ __all__ = ["resample_ratios", "subject_interval", "paired_difference_interval"]
 def resample_ratios(
     sums: np.ndarray, counts: np.ndarray, n_resamples: int = 10000, seed: int = 0
 ) -> np.ndarray:
-    """(n_resamples, K) ratios sum(sums[k, drawn]) / sum(counts[drawn]) over subject draws.
+    """Bootstrap samples of K slice averages, drawing subjects (not slices) with replacement.
 
-    ``sums`` is (S,) or (K, S): per subject, the sum of its slice values for each
-    of K figures (rows); ``counts`` (S,) its number of slices. The same draws serve
-    every row.
+    Args:
+        sums: (S,) or (K, S): per subject, the sum of its slice values for each of K
+            figures (rows).
+        counts: (S,): each subject's number of slices, all > 0.
+        n_resamples: number of draws of S subjects.
+        seed: seed of numpy's generator, so that intervals are reproducible.
+
+    Returns:
+        (n_resamples, K) float64: per draw, ``sum(sums[k, drawn]) / sum(counts[drawn])``.
+        The same draws serve every row, which is what makes differences paired.
     """
     sums = np.atleast_2d(np.asarray(sums, dtype=np.float64))
     counts = np.asarray(counts, dtype=np.float64)
@@ -51,7 +58,18 @@ def subject_interval(
     n_resamples: int = 10000,
     seed: int = 0,
 ) -> Tuple[float, float, float]:
-    """(estimate, low, high): the slice average over all subjects and its bootstrap interval."""
+    """A slice-averaged figure with its subject-bootstrap interval.
+
+    Args:
+        sums: (S,): per subject, the sum of its slice values.
+        counts: (S,): per subject, its number of slices.
+        level: the interval's coverage, in (0, 1).
+        n_resamples, seed: as `resample_ratios`.
+
+    Returns:
+        ``(estimate, low, high)``: the slice average over all subjects and the percentile
+        interval of the resampled averages.
+    """
     sums, counts = np.asarray(sums, dtype=np.float64), np.asarray(counts, dtype=np.float64)
     samples = resample_ratios(sums, counts, n_resamples, seed)[:, 0]
     return (float(sums.sum() / counts.sum()), *_interval(samples, level))
@@ -65,7 +83,17 @@ def paired_difference_interval(
     n_resamples: int = 10000,
     seed: Optional[int] = 0,
 ) -> Tuple[float, float, float]:
-    """(estimate, low, high) of row a's slice average minus row b's over the same subjects."""
+    """Whether two rows (methods) differ on the same test subjects: a paired interval.
+
+    Args:
+        sums_a, sums_b: (S,): per subject, the sum of its slice values under rows a and b.
+        counts: (S,): per subject, its number of slices (the same slices for both rows).
+        level: the interval's coverage, in (0, 1).
+        n_resamples, seed: as `resample_ratios`; one draw serves both rows.
+
+    Returns:
+        ``(estimate, low, high)`` of row a's slice average minus row b's.
+    """
     counts = np.asarray(counts, dtype=np.float64)
     both = np.stack([np.asarray(sums_a, np.float64), np.asarray(sums_b, np.float64)])
     samples = resample_ratios(both, counts, n_resamples, seed)

@@ -76,7 +76,10 @@ def check_spacing(spacing: Optional[Sequence[float]], ndim: int) -> Optional[Tup
 
 
 def union_bounding_box(*masks: np.ndarray) -> Optional[Tuple[slice, ...]]:
-    """Slices of the smallest box holding every foreground pixel of the masks; None if all empty."""
+    """Slices of the smallest box holding every foreground pixel of the masks; None if all empty.
+
+    ``masks``: same-shaped arrays of any dimension; returns one slice per axis.
+    """
     union = masks[0].astype(bool, copy=True)
     for m in masks[1:]:
         union |= m
@@ -99,7 +102,7 @@ def _as_pair(a, b, spacing):
 
 def boundary(mask: np.ndarray) -> np.ndarray:
     """Foreground pixels with a background neighbour along some axis (outside counts as
-    background)."""
+    background): HD95's point set. ``mask``: any shape; returns bool of the same shape."""
     mask = np.asarray(mask, bool)
     cross = ndimage.generate_binary_structure(mask.ndim, 1)
     return mask & ~ndimage.binary_erosion(mask, structure=cross, border_value=0)
@@ -143,7 +146,14 @@ def directed_distances(
 ) -> np.ndarray:
     """Distance from each foreground pixel of ``a`` (row-major order) to the nearest of ``b``.
 
-    Both masks must be non-empty (the distance to an empty set is undefined).
+    Args:
+        a, b: same-shaped binary masks of any dimension, both non-empty (the distance to
+            an empty set is undefined: ValueError).
+        spacing: pixel size per axis (e.g. mm), in array axis order; None means pixels.
+        method: as `hausdorff_distances`.
+
+    Returns:
+        (count_nonzero(a),) float64 distances, in ``spacing`` units.
     """
     a, b, spacing = _as_pair(a, b, spacing)
     if not a.any() or not b.any():
@@ -157,10 +167,18 @@ def hausdorff_distances(
     spacing: Optional[Sequence[float]] = None,
     method: str = "auto",
 ) -> HausdorffDistances:
-    """(HD, HD95) of two same-shaped binary masks of any dimension (see module docstring).
+    """(HD, HD95) of two binary masks in one pass (see module docstring).
 
-    ``spacing``: pixel size per axis (e.g. mm), in array axis order; None means
-    pixel units. ``method``: "auto", or force "pairs" / "kdtree" / "edt" (tests, benchmarks).
+    Args:
+        pred, truth: same-shaped binary masks of any dimension: (H, W) slices or
+            (Z, H, W) stacks.
+        spacing: pixel size per axis (e.g. mm), in array axis order; None means
+            pixel units.
+        method: "auto", or force "pairs" / "kdtree" / "edt" (tests, benchmarks).
+
+    Returns:
+        `HausdorffDistances` in ``spacing`` units: 0.0 both if both masks are empty,
+        NaN both if exactly one is.
     """
     pred, truth, spacing = _as_pair(pred, truth, spacing)
     has_pred, has_truth = pred.any(), truth.any()
@@ -184,6 +202,12 @@ def hausdorff95_all_pixels(
     """This project's earlier HD95: 95th percentile of the pooled all-pixel directed distances.
 
     Kept to compare with figures computed before the standard definition was adopted.
+
+    Args:
+        pred, truth, spacing: as `hausdorff_distances`.
+
+    Returns:
+        The distance in ``spacing`` units (0.0 if both masks are empty, NaN if one is).
     """
     pred, truth, spacing = _as_pair(pred, truth, spacing)
     if not pred.any() and not truth.any():
@@ -196,12 +220,26 @@ def hausdorff95_all_pixels(
 def hausdorff(
     pred: np.ndarray, truth: np.ndarray, spacing: Optional[Sequence[float]] = None
 ) -> float:
-    """Symmetric Hausdorff distance (0 if both empty, NaN if exactly one is)."""
+    """Symmetric Hausdorff distance alone, for callers that need no HD95.
+
+    Args:
+        pred, truth, spacing: as `hausdorff_distances`.
+
+    Returns:
+        HD in ``spacing`` units (0 if both masks are empty, NaN if exactly one is).
+    """
     return hausdorff_distances(pred, truth, spacing).hd
 
 
 def hausdorff95(
     pred: np.ndarray, truth: np.ndarray, spacing: Optional[Sequence[float]] = None
 ) -> float:
-    """Standard HD95 between the masks' boundaries (0 if both empty, NaN if one is)."""
+    """Standard HD95 between the masks' boundaries alone, for callers that need no HD.
+
+    Args:
+        pred, truth, spacing: as `hausdorff_distances`.
+
+    Returns:
+        HD95 in ``spacing`` units (0 if both masks are empty, NaN if exactly one is).
+    """
     return hausdorff_distances(pred, truth, spacing).hd95

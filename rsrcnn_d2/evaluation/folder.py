@@ -56,6 +56,8 @@ AFFINE_ATOL_MM = 1e-3  # float32 header rounding of different writers
 
 @dataclass(frozen=True)
 class CasePair:
+    """One case's predicted and reference NIfTI files, paired by `pair_cases`."""
+
     case: str
     prediction: Path
     reference: Path
@@ -96,9 +98,17 @@ def pair_cases(
 ) -> List[CasePair]:
     """Predicted and reference masks paired by case id, in case order.
 
-    A prediction without a reference is always an error (its figures would be
-    meaningless); a reference without a prediction is one too, unless
-    ``allow_missing`` (then only the predicted cases are scored).
+    Args:
+        predictions: folder of predicted masks (``<case>.nii.gz`` or
+            ``<case>_lesion.nii.gz``; ``_prob`` maps are skipped).
+        references: folder of reference labels (``<case>.nii.gz``).
+        allow_missing: a reference without a prediction is an error unless this is set
+            (then only the predicted cases are scored). A prediction without a
+            reference is always an error (its figures would be meaningless).
+
+    Returns:
+        One `CasePair` per predicted case, sorted by case id. PWMLDataError on a missing
+        folder, a folder without masks, a repeated case or an unpaired file.
     """
     preds = _masks_in(Path(predictions), "prediction")
     refs = _masks_in(Path(references), "reference")
@@ -163,7 +173,20 @@ def evaluate_case(
     binarize: bool = False,
 ) -> CaseResult:
     """Per-slice records and whole-volume figures of one case; PWMLDataError naming a bad
-    file."""
+    file.
+
+    Args:
+        pair: the case's two files; they must have the same shape and affine.
+        axis: the slicing axis, a name ("axial", ...) or a canonical axis index.
+        lesion_slices_only: keep only the slices with a reference lesion (the 3-D figures
+            still cover every voxel).
+        binarize: any non-zero voxel is lesion; else a mask with values other than 0
+            and 1 is an error.
+
+    Returns:
+        A ``CaseResult``: `slice_record` of each kept slice, the 3-D lesion counts and the
+        (tp, fp, fn) voxel counts of the whole volume.
+    """
     pred, ref, zooms = _read_pair(pair, binarize)
     voxels = confusion(pred, ref)[:3]
     axis = axis_index(axis)
@@ -223,10 +246,19 @@ def evaluate_folder(
     """Score every predicted case; write ``slices.csv``, ``cases.csv``, ``summary.json`` to
     ``output``.
 
-    Returns the summary: ``headline`` first (per-case Dice of the whole volumes,
-    cases empty in both left out and counted; lesion-wise F1 of 3-D lesions), then
-    the slice protocols' results, 3-D lesion-wise figures and what the figures
-    cover. The first bad file stops the run with its error.
+    The first bad file stops the run with its error.
+
+    Args:
+        predictions, references, allow_missing: as `pair_cases`.
+        output: folder for the three files (created; None: write nothing).
+        axis, lesion_slices_only, binarize: as `evaluate_case`.
+        workers: processes reading and scoring cases in parallel (1: this process).
+        progress: show a progress bar.
+
+    Returns:
+        The summary: ``headline`` first (per-case Dice of the whole volumes, cases empty
+        in both left out and counted; lesion-wise F1 of 3-D lesions), then the slice
+        protocols' results, 3-D lesion-wise figures and what the figures cover.
     """
     pairs = pair_cases(predictions, references, allow_missing)
     records: List[Dict] = []

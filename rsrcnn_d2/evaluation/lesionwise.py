@@ -47,6 +47,7 @@ class LesionCounts:
 
     @property
     def missed(self) -> int:
+        """True lesions no predicted pixel touched (FN of `lesion_f1`)."""
         return self.true_lesions - self.found
 
     def __add__(self, other: "LesionCounts") -> "LesionCounts":
@@ -65,7 +66,11 @@ Counts = Union[LesionCounts, Iterable[LesionCounts]]  # one slice's, pooled, or 
 
 
 def lesion_counts(pred: np.ndarray, truth: np.ndarray) -> LesionCounts:
-    """Lesion-wise counts of one 2-D slice or 3-D volume (definitions in the module docstring)."""
+    """Lesion-wise counts of one 2-D slice or 3-D volume (definitions in the module docstring).
+
+    ``pred``, ``truth``: same-shaped binary masks, (H, W) (8-connected lesions) or
+    (Z, H, W) (26-connected).
+    """
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     if pred.shape != truth.shape:
         raise ValueError(f"prediction shape {pred.shape} != truth shape {truth.shape}")

@@ -54,7 +54,14 @@ def confusion(pred: np.ndarray, truth: np.ndarray):
 
 
 def dice_from_counts(tp: int, fp: int, fn: int) -> float:
-    """2·TP / (2·TP + FP + FN); NaN when both masks are empty. Counts may be pooled."""
+    """Dice from counts, so that slices or a case's voxels can be pooled before the ratio.
+
+    Args:
+        tp, fp, fn: pixel (or voxel) counts, e.g. from `confusion`.
+
+    Returns:
+        2·TP / (2·TP + FP + FN); NaN when both masks are empty.
+    """
     denom = 2 * tp + fp + fn
     return float("nan") if denom == 0 else 2.0 * tp / denom
 
@@ -70,16 +77,19 @@ def specificity_from_counts(fp: int, tn: int) -> float:
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two same-shaped binary masks; NaN when both are empty (module docstring)."""
     tp, fp, fn, _ = confusion(pred, truth)
     return dice_from_counts(tp, fp, fn)
 
 
 def sensitivity(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Pixel sensitivity of two same-shaped binary masks; NaN with an empty truth."""
     tp, _, fn, _ = confusion(pred, truth)
     return sensitivity_from_counts(tp, fn)
 
 
 def specificity(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Pixel specificity of two same-shaped binary masks; NaN with no negatives."""
     _, fp, _, tn = confusion(pred, truth)
     return specificity_from_counts(fp, tn)
 
@@ -107,10 +117,12 @@ class SliceMetrics:
 
     @property
     def truth_empty(self) -> bool:
+        """No lesion pixel in the truth (the slice's sensitivity is undefined)."""
         return self.tp + self.fn == 0
 
     @property
     def pred_empty(self) -> bool:
+        """No predicted pixel (the reference protocol skips such slices)."""
         return self.tp + self.fp == 0
 
 
@@ -119,8 +131,14 @@ def slice_metrics(
 ) -> SliceMetrics:
     """Dice, sensitivity, specificity, HD, HD95 and lesion counts of one 2-D slice.
 
-    ``spacing``: (row, column) pixel size in mm, or None (then the mm figures are
-    NaN). Edge cases as in the module docstring.
+    Edge cases as in the module docstring.
+
+    Args:
+        pred, truth: (H, W) binary masks of the same shape.
+        spacing: (row, column) pixel size in mm, or None (then the mm figures are NaN).
+
+    Returns:
+        `SliceMetrics`; both masks empty: tn = H·W, Dice, sensitivity and distances NaN.
     """
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     if pred.shape != truth.shape:

@@ -108,8 +108,21 @@ def _unpack(bits, shape) -> np.ndarray:
 def slice_record(pred: np.ndarray, truth: np.ndarray, inp: Dict) -> Dict:
     """Metrics of one slice plus what aggregation needs; masks kept only as packed crops.
 
-    ``inp`` gives ``file_name``/``image_id`` (named in errors), ``subject``,
-    ``slice_index`` and ``spacing`` ((row, column[, through-plane]) mm).
+    The crops (of the union's bounding box) are what the 3-D protocols stack, at a small
+    fraction of the full masks' memory.
+
+    Args:
+        pred, truth: (H, W) binary masks of the same shape (ValueError otherwise, naming
+            the input).
+        inp: gives ``file_name``/``image_id`` (named in errors), ``subject``,
+            ``slice_index`` and ``spacing`` ((row, column[, through-plane]) mm); each may
+            be absent.
+
+    Returns:
+        A dict: ``image_id``, ``file_name``, ``subject`` (`UNKNOWN_SUBJECT` when absent),
+        ``has_subject``, ``slice_index``, ``shape``, ``spacing``, ``metrics``
+        (`SliceMetrics`), ``box`` (r0, c0, r1, c1 of the union, or None when both are
+        empty), ``pred_bits`` and ``truth_bits`` (np.packbits of the crops, or None).
     """
     where = str(inp.get("file_name", inp.get("image_id", "<input without file_name>")))
     if pred.shape != truth.shape:

@@ -4,9 +4,9 @@ A detectron2 ``DatasetEvaluator`` (``inference_on_dataset``, ``DefaultTrainer.te
 or alone: ``reset()``, ``process(inputs, outputs)``..., ``evaluate()``). It
 gathers one record per slice (protocols.slice_record) from every worker and
 reports the protocols defined in protocols.py: ``pwml_strict`` (the default
-figures), ``pwml_reference`` (the reference implementation's), ``pwml_subject3d``
-and ``pwml_lesion``. Where the truth comes from: truth.py; the CSV files and the
-table: report.py.
+figures), ``pwml_reference`` (the reference implementation's), ``pwml_subject3d``,
+``pwml_headline``, ``pwml_lesion`` and ``pwml_lesion3d``. Where the truth comes from:
+truth.py; the CSV files and the table: report.py.
 
 Inputs: ``file_name``/``image_id``; optional ``subject`` (as the converter writes it),
 ``slice_index``, ``spacing`` ((row, column[, through-plane]) mm), and the truth.

@@ -87,6 +87,12 @@ def write_csv_atomic(path: str, columns: List[str], rows: List[Dict]) -> None:
 
     A reader never sees half a table, and the file gets the mode a plain open
     would give it (fileio's rule), not the temporary file's 0600.
+
+    Args:
+        path: the CSV file to write (replaced if present).
+        columns: the header, in order; a row's other keys are ignored.
+        rows: one dict per line; a missing key, None or NaN is an empty cell, floats are
+            written with 6 significant digits.
     """
 
     def write(tmp: str) -> None:

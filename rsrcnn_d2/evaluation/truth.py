@@ -29,7 +29,16 @@ def input_name(inp: Dict) -> str:
 
 
 def as_mask(value, where: str, what: str) -> np.ndarray:
-    """``value`` (array or tensor, (H, W) or (1, H, W)) as a bool (H, W) mask, > 0 being lesion."""
+    """One mask form for every truth and prediction source, so that all are scored alike.
+
+    Args:
+        value: array or tensor, (H, W) or (1, H, W); > 0 is lesion.
+        where: the input's name (`input_name`), for the error message.
+        what: the key the value came from, for the error message.
+
+    Returns:
+        (H, W) bool array. ValueError for any other shape.
+    """
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     mask = np.asarray(value)
@@ -55,7 +64,10 @@ def _instances_mask(instances, where: str) -> np.ndarray:
 
 
 def prediction_mask(output: Dict, where: str = "output") -> np.ndarray:
-    """The predicted lesion mask of one model output: ``lesion_mask`` or the union of pred_masks."""
+    """The predicted lesion mask of one model output: ``lesion_mask`` or the union of pred_masks.
+
+    Returns an (H, W) bool array; ValueError when the output has neither.
+    """
     if "lesion_mask" in output:
         return as_mask(output["lesion_mask"], where, "lesion_mask")
     inst = output.get("instances")

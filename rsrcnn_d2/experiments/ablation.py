@@ -1,48 +1,24 @@
 """Table 1's ablation rows, the k sweep on row C and our row, several seeds, resumable.
 
-    python tools/run_ablation.py [--output output/ablation] [--seeds 0 1 2] [--iters 500]
-                                 [--rows B C D E plus] [--k 1.0 1.3 2.0] [--subjects 36]
-                                 [--fractions 0.6 0.15 0.25] [--objective dice|lesion_f1]
-                                 [--variant NAME ROW KEY VALUE [KEY VALUE ...]]
-
-Every run is the ordinary training program (``python -m rsrcnn_d2.engine.train_net``)
-with a CPU-sized config (configs/PWML-Tiny/), trained on the cohort's train
-subjects for a fixed number of iterations (the validation subjects steer the
-plateau schedule and pick ``model_best.pth``) and evaluated once on its held-out
-test subjects at the config's operating point (score threshold 0.7, the
-reference's CRF parameters). Then every run is **calibrated** the same way
-(tools/tune_operating_point.py on the validation subjects: the score threshold,
-jointly with the CRF's parameters for rows that have one; objective --objective)
-and evaluated once more on the test subjects at its calibrated point
-(``runs/<run>/seed<s>/calibrated/``). The cohort (tools/make_synthetic_cohort.py,
-the anatomy-based generator, + tools/prepare_pwml.py) is made once and shared by
-all runs; seeds change initialisation and data order only.
-
-Rows: B-E are the paper's (the reference code's settings); ``plus`` is ours,
-RS R-CNN+ (row E + 2.5-D input + flip TTA, calibrated); the k sweep varies row
-C's expansion factor (the paper's Table 2; 1.3 is row C itself). Row A (the
-classical baseline, tuned on the validation subjects per seed) is available with
-``--rows A``. ``--variant`` adds a run of your own: a row with config overrides,
-e.g. ``--variant C_relu_off C MODEL.HRPN.OBJECTNESS_RELU False``.
-
-Re-running skips finished runs and calibrations and resumes an interrupted
-training from its last checkpoint; runs go seed by seed, so a partial sweep
-still has whole seeds. OUTPUT/summary.md (--summary) holds the tables: mean ±
-sd over seeds at both operating points, both protocols, lesion F1 with 2-D and
-3-D lesions, and bootstrap 95 % intervals over the test subjects for each row's
-strict Dice and the differences E - B and plus - E (summary.json: the numbers).
-The program behind ``tools/run_ablation.py`` (also ``python -m rsrcnn_d2.experiments.ablation``).
+`run_ablation` trains every run through the training program (``python -m
+rsrcnn_d2.cli.train_net``, `runner.train_and_record`) with a CPU-sized config
+(configs/PWML-Tiny/) on one synthetic cohort (`prepare_cohort`), evaluates it once on the
+test subjects at the config's operating point, calibrates it on the validation subjects
+(`calibrated_run`) and evaluates it again at its calibrated point; rows that train exactly
+as another (`TRAINED_AS`) and test-time variants (`TEST_VARIANTS`) reuse its weights; row A
+(`classical_run`) is tuned instead of trained. `write_summary` tabulates mean ± sd over seeds,
+both protocols and bootstrap intervals of the differences (`DIFFERENCES`).
+The program, its options and its outputs: `rsrcnn_d2.cli.run_ablation` (tools/run_ablation.py,
+``rsrcnn-ablation``).
 """
 
-import argparse
 import os
 import sys
 from pathlib import Path
+from typing import List, Sequence
 
 from .. import model_zoo
 from ..data.fileio import atomic_write_bytes, atomic_write_json, read_json
-from ..errors import report_errors
-from ..tool_setup import quiet_known_warnings
 from .intervals import interval_table, lesion_load_table
 from .results import (
     LESION3D_METRICS,
@@ -80,7 +56,7 @@ __all__ = [
     "calibrated_run",
     "prepare_cohort",
     "write_summary",
-    "main",
+    "run_ablation",
 ]
 
 ROW_CONFIGS = {row: model_zoo.row_config(row) for row in model_zoo.ROW_CONFIGS["tiny"]}
@@ -93,7 +69,6 @@ ROW_LABELS = {
     "plus": "RS R-CNN+ (E + 2.5-D + flip TTA)",
 }
 K_ROW, ROW_K = "C", 1.3  # the k sweep varies row C (the paper's Table 2); its config has 1.3
-DEFAULT_ROWS = ["B", "C", "D", "E", "plus"]
 # short names for the figures' axes
 FIGURE_LABELS = {"B": "B Mask R-CNN", "E": "E RS R-CNN", "plus": "RS R-CNN+"}
 FIGURE_LABELS.update({f"{K_ROW}_k{k}": f"{K_ROW} k={k}" for k in ("1.0", "2.0")})
@@ -247,7 +222,7 @@ def cohort_root(out: Path) -> DatasetRoot:
     return DatasetRoot("pwml", out / "pwml")
 
 
-def prepare_cohort(out: Path, args) -> None:
+def prepare_cohort(out: Path, subjects: int, cohort_seed: int, fractions: Sequence[float]) -> None:
     """The anatomy-based cohort in OUT/raw (every subject with lesions: the converter's
     lesion-slice mode, the paper's, refuses lesion-free ones), converted into OUT/pwml once."""
     from ..data import convert_pwml
@@ -255,9 +230,9 @@ def prepare_cohort(out: Path, args) -> None:
 
     raw, pwml = out / "raw", out / "pwml"
     params = AnatomyParams(lesion_free_fraction=0.0)
-    write_anatomical_cohort(raw, args.subjects, args.cohort_seed, params, workers=2)
+    write_anatomical_cohort(raw, subjects, cohort_seed, params, workers=2)
     if not (pwml / "conversion.json").exists():
-        convert_pwml(raw, pwml, seed=args.cohort_seed, fractions=tuple(args.fractions))
+        convert_pwml(raw, pwml, seed=cohort_seed, fractions=tuple(fractions))
 
 
 def _per_seed_lines(out: Path, runs, seeds):
@@ -445,101 +420,63 @@ def _train_opts(opts, iters: int, seed: int) -> list:
     return [*opts, *budget, "SEED", seed, "DATASETS.TEST", "('pwml_test',)"]
 
 
-@report_errors("run_ablation")
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
-    p.add_argument("--output", default="output/ablation")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--iters", type=int, default=500)
-    p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=[CLASSICAL, *ROW_CONFIGS])
-    p.add_argument(
-        "--k",
-        type=float,
-        nargs="*",
-        default=[1.0, 1.3, 2.0],
-        help=f"expansion factors for row {K_ROW} ({ROW_K} is row {K_ROW} itself)",
-    )
-    p.add_argument(
-        "--variant",
-        nargs="+",
-        action="append",
-        default=[],
-        metavar="NAME ROW KEY VALUE",
-        help="an extra run: a row with overrides",
-    )
-    p.add_argument("--subjects", type=int, default=36, help="synthetic cohort size")
-    p.add_argument("--cohort-seed", type=int, default=0)
-    p.add_argument(
-        "--fractions",
-        type=float,
-        nargs=3,
-        default=(0.6, 0.15, 0.25),
-        metavar=("TRAIN", "VAL", "TEST"),
-        help="subject split (enough test subjects for the bootstrap intervals)",
-    )
-    p.add_argument(
-        "--objective",
-        choices=["dice", "lesion_f1"],
-        default="dice",
-        help="what calibration maximises on the validation subjects",
-    )
-    p.add_argument(
-        "--calibration-trials",
-        type=int,
-        nargs=2,
-        default=(5, 15),
-        metavar=("RANDOM", "GUIDED"),
-        help="Bayesian trials of the joint threshold + CRF search (rows with a CRF)",
-    )
-    p.add_argument("--no-calibrate", action="store_true", help="train only (no calibration)")
-    p.add_argument("--no-train", action="store_true", help="calibrate finished runs only")
-    p.add_argument("--summary-only", action="store_true", help="only tabulate finished runs")
-    p.add_argument(
-        "--retrain",
-        action="store_true",
-        help="train again a run whose folder holds one trained with other options (the old "
-        "folder is kept as seed<k>.replaced-<time>); without it such a run is refused (exit 2)",
-    )
-    p.add_argument(
-        "--figures",
-        action="store_true",
-        help="also draw OUTPUT/figures/: box plots of every row and overlays of rows B, E "
-        "and plus (seed --seeds[0], calibrated)",
-    )
-    p.add_argument("--summary", default="summary.md", help="summary file name inside OUTPUT")
-    args = p.parse_args(argv)
-    quiet_known_warnings()  # harmless third-party notices, in this program only
+def run_ablation(
+    out,
+    *,
+    seeds: Sequence[int],
+    iters: int,
+    rows: Sequence[str],
+    ks: Sequence[float],
+    variants: Sequence[Sequence[str]],
+    subjects: int,
+    cohort_seed: int,
+    fractions: Sequence[float],
+    objective: str,
+    calibration_trials: Sequence[int],
+    no_calibrate: bool = False,
+    no_train: bool = False,
+    summary_only: bool = False,
+    retrain: bool = False,
+    figures: bool = False,
+    summary: str = "summary.md",
+) -> List[str]:
+    """The sweep into ``out`` (the module doc): make the cohort, train, calibrate and evaluate
+    every planned run of every seed, resumably, then tabulate (``out/summary``); the labels of
+    the runs that failed (re-running retries them), the others done.
 
-    out = Path(args.output).absolute()
+    ``variants``: extra runs as NAME ROW [KEY VALUE ...]; ``calibration_trials``: (random,
+    guided) Bayesian trials of the joint threshold + CRF search; ``no_calibrate``: train only;
+    ``no_train``: calibrate finished runs only; ``summary_only``: tabulate finished runs;
+    ``figures``: also OUT/figures (seed ``seeds[0]``). A run trained with other options is
+    refused (`StaleRunError`, before any work) unless ``retrain``.
+    """
+
+    out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     roots = [cohort_root(out)]  # OUT/pwml as pwml_*, here and in every training child
-    runs = add_variants(planned_runs(args.rows, args.k), args.variant)
-    variants = {n: v for n, v in TEST_VARIANTS.items() if v[0] in runs}
-    for name, (row, opts, label) in variants.items():
+    runs = add_variants(planned_runs(rows, ks), variants)
+    test_variants = {n: v for n, v in TEST_VARIANTS.items() if v[0] in runs}
+    for name, (row, opts, label) in test_variants.items():
         runs[name] = (runs[row][0], opts, label)
     failed = []
-    if not args.summary_only:
-        todo = [(s, name) for s in args.seeds for name in runs if name not in variants]
-        if not args.retrain:  # every run trained with other options refused before any work
+    if not summary_only:
+        todo = [(s, name) for s in seeds for name in runs if name not in test_variants]
+        if not retrain:  # every run trained with other options refused before any work
             for seed, name in todo:
                 config, opts, label = runs[name]
                 if name != CLASSICAL:
                     check_run_dir(
                         out / "runs" / name / f"seed{seed}",
-                        asked_options(config, _train_opts(opts, args.iters, seed), roots),
+                        asked_options(config, _train_opts(opts, iters, seed), roots),
                         f"{label}, seed {seed}",
                     )
-        if not args.no_train:
-            prepare_cohort(out, args)
+        if not no_train:
+            prepare_cohort(out, subjects, cohort_seed, fractions)
             roots[0].register(replace=True)
         for i, (seed, name) in enumerate(todo, 1):
             config, opts, label = runs[name]
             run_dir = out / "runs" / name / f"seed{seed}"
-            if args.no_train and (name == CLASSICAL or finished_result(run_dir) is None):
+            if no_train and (name == CLASSICAL or finished_result(run_dir) is None):
                 continue
             state = "done" if finished_result(run_dir) else "running"
             print(
@@ -550,21 +487,19 @@ def main(argv=None) -> int:
                 if name == CLASSICAL:
                     classical_run(out, seed)
                     continue
-                train_opts = _train_opts(opts, args.iters, seed)
+                train_opts = _train_opts(opts, iters, seed)
                 source = TRAINED_AS.get(name)
                 trained = source and finished_result(out / "runs" / source / f"seed{seed}")
                 # the other row's weights count only if trained exactly so (iterations, seed)
                 if trained and trained["opts"] == [str(o) for o in train_opts]:
-                    evaluate_trained_as(out, name, source, config, opts, seed, args.retrain)
+                    evaluate_trained_as(out, name, source, config, opts, seed, retrain)
                 else:
                     train_and_record(
-                        config, run_dir, train_opts, roots, retrain=args.retrain, what=label
+                        config, run_dir, train_opts, roots, retrain=retrain, what=label
                     )
-                if not args.no_calibrate:
-                    calibrated_run(
-                        out, name, config, opts, seed, args.objective, *args.calibration_trials
-                    )
-                    for variant, (row, v_opts, _) in variants.items():
+                if not no_calibrate:
+                    calibrated_run(out, name, config, opts, seed, objective, *calibration_trials)
+                    for variant, (row, v_opts, _) in test_variants.items():
                         if row == name:
                             calibrated_run(
                                 out,
@@ -572,24 +507,19 @@ def main(argv=None) -> int:
                                 config,
                                 v_opts,
                                 seed,
-                                args.objective,
-                                *args.calibration_trials,
+                                objective,
+                                *calibration_trials,
                                 weights_of=row,
                             )
             except (RuntimeError, ValueError) as e:
                 # go on with the other runs; re-running retries this one
                 print(f"error: {e}", file=sys.stderr, flush=True)
                 failed.append(f"{label}, seed {seed}")
-            write_summary(out, runs, args.seeds, args.iters, args.summary)
-    print(write_summary(out, runs, args.seeds, args.iters, args.summary))
-    print(f"summary: {out / args.summary}")
-    if args.figures:
-        write_figures(out, runs, args.seeds[0])
+            write_summary(out, runs, seeds, iters, summary)
+    print(write_summary(out, runs, seeds, iters, summary))
+    print(f"summary: {out / summary}")
+    if figures:
+        write_figures(out, runs, seeds[0])
     if failed:
         print("failed (re-run to retry): " + "; ".join(failed), file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return failed

@@ -1,7 +1,7 @@
 """Cross-validation over the folds of a prepared cohort, as nnU-Net users run it (tools/run_cv.py).
 
 For each fold i of ``splits.json`` (tools/prepare_pwml.py writes them): train on
-``fold{i}_train`` through the training program (`rsrcnn_d2.engine.train_net`),
+``fold{i}_train`` through the training program (`rsrcnn_d2.cli.train_net`),
 predict the **whole volumes** of the fold's held-out subjects (``fold{i}_val``)
 from their original NIfTI files, and score them with `evaluate_folder` (every
 slice counts). All out-of-fold predictions are then pooled and scored once.
@@ -219,8 +219,7 @@ def predict_fold(
     --save-probabilities map (whose ``>= MODEL.RSRCNN.MASK_THRESHOLD`` is the mask), for
     rsrcnn-find-best to ensemble rows on; a case whose map is missing is predicted again.
     """
-    from .. import get_rsrcnn_cfg
-    from ..config import fall_back_to_cpu
+    from ..config import fall_back_to_cpu, get_rsrcnn_cfg
     from ..inference.calibration import describe_inference
     from ..inference.inputs import PredictionInput, check_input_geometry
     from ..inference.predictor import LesionPredictor, predict_volume
@@ -416,8 +415,7 @@ def run_cv(
     the driver's). Raises PWMLDataError / ConfigError before any training for
     bad arguments, RuntimeError if a fold's training fails.
     """
-    from .. import get_rsrcnn_cfg
-    from ..config import check_requested_device, device_override
+    from ..config import check_requested_device, device_override, get_rsrcnn_cfg
 
     if checkpoint not in ("best", "final"):
         raise ValueError(f"checkpoint must be 'best' or 'final', not {checkpoint!r}")

@@ -15,12 +15,10 @@ Each step is one of the project's ordinary tools, run as a user would run it:
                                     (OUT/figures), overlays of the volume, OUT/report.md
 
 Re-running is safe: the cohort is reused, the conversion replaced, the models retrained.
-The program behind ``tools/demo.py`` (also ``python -m rsrcnn_d2.experiments.demo``).
+`run_demo` runs the steps; the program is `rsrcnn_d2.cli.demo` (tools/demo.py, ``rsrcnn-demo``).
 """
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Dict, Mapping
 
@@ -28,23 +26,22 @@ import numpy as np
 
 from ..data.fileio import atomic_write_bytes
 from ..model_zoo import row_config
-from ..tool_setup import quiet_known_warnings
 from .results import lesion3d_results, pooled_results
 from .run_health import HEALTH_NOTE, health_cell, read_health
 from .runner import DatasetRoot, calibrate, evaluate_checkpoint, step, train, trained_weights
 
-__all__ = ["ROWS", "main", "write_report", "write_overlays"]
+__all__ = ["ROWS", "run_demo", "write_report", "write_overlays"]
 
 # the rows compared, in the report's order: (label, model-zoo row)
 ROWS = {"B": "B  Mask R-CNN", "E": "E  RS R-CNN", "plus": "RS R-CNN+"}
 PREDICT_ROW = "plus"  # the recommended row segments the held-out volume
 
 
-def _train_row(out: Path, row: str, args, roots) -> Dict:
+def _train_row(out: Path, row: str, iters: int, seed: int, roots) -> Dict:
     """Train, calibrate and evaluate one row; its config, weights and test CSV."""
     train_dir = out / "train" / row
     label = ROWS[row]
-    opts = ["SOLVER.MAX_ITER", args.iters, "DATASETS.TEST", "('pwml_test',)", "SEED", args.seed]
+    opts = ["SOLVER.MAX_ITER", iters, "DATASETS.TEST", "('pwml_test',)", "SEED", seed]
     with step(f"3/7 training {label}"):
         train(row_config(row), train_dir, opts, roots, resume=False)  # retrained every time
     weights = trained_weights(train_dir)  # model_best.pth: the lowest validation loss
@@ -53,7 +50,7 @@ def _train_row(out: Path, row: str, args, roots) -> Dict:
         weights,
         train_dir / "operating_point.yaml",
         "pwml_val",
-        seed=args.seed,
+        seed=seed,
         trials=(3, 6),
         step_name=f"4/7 operating point of {label} (score threshold + CRF on pwml_val)",
     )
@@ -96,8 +93,7 @@ def _make_cohort(cohort: Path, out: Path, seed: int, subjects: int) -> DatasetRo
 
 def _predict_volume(volume: Path, output: Path, config, weights) -> None:
     """Step 6: the recommended row segments one held-out volume, as rsrcnn-predict would."""
-    from .. import get_rsrcnn_cfg
-    from ..config import fall_back_to_cpu
+    from ..config import fall_back_to_cpu, get_rsrcnn_cfg
     from ..inference.calibration import log_inference
     from ..inference.inputs import find_inputs
     from ..inference.predictor import LesionPredictor, predict_inputs
@@ -115,20 +111,15 @@ def _predict_volume(volume: Path, output: Path, config, weights) -> None:
         raise RuntimeError("; ".join(message for _, message in report.failures))
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--output", default="output/demo")
-    parser.add_argument("--subjects", type=int, default=14)
-    parser.add_argument("--iters", type=int, default=500, help="training iterations per row")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    quiet_known_warnings()  # harmless third-party notices, in this program only
-    out = Path(args.output).resolve()
+def run_demo(out, subjects: int = 14, iters: int = 500, seed: int = 0) -> Path:
+    """Steps 1-7 of the module doc into ``out`` (a cohort of ``subjects``, ``iters`` training
+    iterations per row, one ``seed`` for everything); the report's path."""
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     # OUT/cohort, not OUT/raw: a phantom cohort an older demo left in OUT/raw is never mixed in
     cohort = out / "cohort"
-    root = _make_cohort(cohort, out, args.seed, args.subjects)
-    rows = {row: _train_row(out, row, args, [root]) for row in ROWS}
+    root = _make_cohort(cohort, out, seed, subjects)
+    rows = {row: _train_row(out, row, iters, seed, [root]) for row in ROWS}
 
     test_subject = json.loads((out / "pwml" / "splits.json").read_text())["test"][0]
     volume = cohort / "imagesTr" / f"{test_subject}_0000.nii.gz"
@@ -143,15 +134,14 @@ def main(argv=None) -> int:
         {ROWS[r]: (v["config"], [], v["weights"], v["csv"]) for r, v in rows.items()},
         out / "figures",
     )
-    write_report(
+    return write_report(
         out,
         {ROWS[r]: v["csv"] for r, v in rows.items()},
         figures,
         volume,
-        args.iters,
+        iters,
         healths={ROWS[r]: v["health"] for r, v in rows.items()},
     )
-    return 0
 
 
 def _row_line(label: str, csv: Path, health=None) -> str:
@@ -176,9 +166,9 @@ def write_report(
     volume: Path,
     iters: int = 0,
     healths: Mapping[str, Dict] = None,
-):
+) -> Path:
     """OUT/report.md: each row's figures under both protocols and its training health, the
-    comparison figures and the overlays of the predicted volume."""
+    comparison figures and the overlays of the predicted volume; its path."""
     healths = healths or {}
     first = next(iter(csvs.values()))
     n = int(pooled_results([first])["pwml_strict/n_slices"])
@@ -235,6 +225,7 @@ def write_report(
     atomic_write_bytes(report, ("\n".join(lines) + "\n").encode())
     print("\n" + "\n".join(table))
     print(f"\nreport: {report}")
+    return report
 
 
 def write_overlays(out: Path, volume: Path, count: int = 3):
@@ -275,7 +266,3 @@ def write_overlays(out: Path, volume: Path, count: int = 3):
         )
         paths.append(path)
     return paths
-
-
-if __name__ == "__main__":
-    sys.exit(main())

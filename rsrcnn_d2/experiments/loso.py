@@ -1,48 +1,27 @@
 """Leave-one-subject-out cross-validation of rows A, B, E and RS R-CNN+ on a slice folder.
 
-    python tools/run_loso.py SLICES [--output output/loso] [--rows A B E plus] [--iters 300]
-                             [--weights B=PATH --weights E=PATH] [--config ROW=PATH]
-                             [--pretrain ANATOMY_SLICES [--pretrain-iters 500]] [--tag NAME]
-
-SLICES is a folder in the reference implementation's layout, such as the
-reference slices ($PWML_REFERENCE_SLICES, see datasets/README.md; read, never written).
-It is converted once with tools/prepare_pwml.py into OUTPUT/pwml with one fold
-per subject, and each row is trained with tools/train_net.py on all subjects
-but one and evaluated on that one, for every subject. The held-out slices of
-all folds are then pooled into one strict-protocol table (OUTPUT/summary.md),
-with the per-fold mean ± sd beside it. Row A, the classical baseline
-(rsrcnn_d2.classical), is not trained: its parameters are tuned on the same
-held-in subjects (Bayesian optimisation, --seed) and it is evaluated on the
-held-out one.
-
---weights starts a row from a checkpoint, e.g. a model trained on the synthetic
-cohort by tools/run_ablation.py (runs/B/seed0/model_final.pth); --config gives a
-row another config (e.g. a calibrated operating point). --pretrain does both
-itself: each row is first trained on ANATOMY_SLICES (a slice folder such as
-``tools/make_synthetic_cohort.py --slices`` writes: the anatomy-based cohort as
-the reference's 8-bit head crops), converted into OUTPUT/pretrain/pwml and split
-by subject, calibrated there on its validation subjects
-(tools/tune_operating_point.py), and every fold then fine-tunes that model with
-that operating point. --tag keeps runs with different starting points apart.
-Finished folds and pre-trainings are skipped on re-running; an interrupted one
-resumes.
-The program behind ``tools/run_loso.py`` (also ``python -m rsrcnn_d2.experiments.loso``).
+`run_loso` converts a slice folder in the reference implementation's layout once with one
+fold per subject (`prepare`), trains each row on all subjects but one through the training
+program (`runner.train_and_record`) and evaluates it on that one, for every subject, then
+pools the held-out slices of all folds into one strict-protocol table (OUT/summary_<tag>.md)
+with the per-fold mean ± sd beside it. Row A (rsrcnn_d2.classical) is tuned on the same
+held-in subjects instead of trained. `pretrain` first trains and calibrates each row on
+another slice folder, whose weights and operating point every fold then starts from.
+The program, its options and its outputs: `rsrcnn_d2.cli.run_loso` (tools/run_loso.py,
+``rsrcnn-loso``).
 """
 
-import argparse
-import sys
 from pathlib import Path
+from typing import Mapping, Optional, Sequence
 
 from ..data.fileio import atomic_write_bytes, read_json
 from ..data.sources import discover_subjects
-from ..errors import report_errors
 from ..model_zoo import row_config
-from ..tool_setup import quiet_known_warnings
 from .results import REFERENCE_METRICS, pooled_results, seed_summary_table
 from .run_health import health_line, read_health
 from .runner import DatasetRoot, calibrate, train_and_record, trained_weights
 
-__all__ = ["ROW_CONFIGS", "ROW_LABELS", "parse_weights", "prepare", "pretrain", "main"]
+__all__ = ["ROW_CONFIGS", "ROW_LABELS", "parse_weights", "prepare", "pretrain", "run_loso"]
 
 ROW_CONFIGS = {row: row_config(row) for row in ("B", "E", "plus")}
 ROW_LABELS = {
@@ -130,74 +109,45 @@ def prepare(slices: Path, pwml: Path, seed: int) -> int:
     return len(read_json(pwml / "splits.json")["folds"])
 
 
-@report_errors("run_loso")
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
-    p.add_argument("slices", help="folder with input/<subject>/*.png and gt/<subject>/*.png")
-    p.add_argument("--output", default="output/loso")
-    p.add_argument(
-        "--rows", nargs="+", default=[CLASSICAL, "B", "E"], choices=[CLASSICAL, *ROW_CONFIGS]
-    )
-    p.add_argument("--iters", type=int, default=300)
-    p.add_argument(
-        "--weights",
-        action="append",
-        default=[],
-        metavar="ROW=PATH",
-        help="initial weights of a row (default: from scratch)",
-    )
-    p.add_argument(
-        "--config",
-        action="append",
-        default=[],
-        metavar="ROW=PATH",
-        help="config of a row (default: its configs/PWML-Tiny/ file)",
-    )
-    p.add_argument(
-        "--pretrain",
-        metavar="SLICES",
-        default=None,
-        help="slice folder to pre-train and calibrate every row on first",
-    )
-    p.add_argument("--pretrain-iters", type=int, default=500)
-    p.add_argument(
-        "--tag", default=None, help="name of this set of runs (default: scratch or pretrained)"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--retrain",
-        action="store_true",
-        help="train again a run whose folder holds one trained with other options (kept "
-        "beside it as <folder>.replaced-<time>); without it such a run is refused (exit 2)",
-    )
-    args = p.parse_args(argv)
-    quiet_known_warnings()  # harmless third-party notices, in this program only
+def run_loso(
+    slices,
+    out,
+    *,
+    rows: Sequence[str],
+    iters: int,
+    weights: Mapping[str, str],
+    configs: Mapping[str, str],
+    pretrain_slices: Optional[Path] = None,
+    pretrain_iters: int = 500,
+    tag: Optional[str] = None,
+    seed: int = 0,
+    retrain: bool = False,
+) -> Path:
+    """Every row of ``rows`` trained (row A: tuned) on all subjects of ``slices`` but one
+    and evaluated on that one, for every subject, into ``out``; the summary file.
 
-    slices = Path(args.slices)
-    if not (slices / "input").is_dir() or not (slices / "gt").is_dir():
-        print(f"error: {slices}: expected input/ and gt/ folders of PNG slices", file=sys.stderr)
-        return 2
-    weights = parse_weights(args.weights)
-    configs = parse_weights(args.config, "--config")
-    out = Path(args.output).absolute()
-    if args.pretrain:
-        trained = [r for r in args.rows if r != CLASSICAL]
+    ``weights`` / ``configs``: {row: file} to start a row from (`parse_weights`);
+    ``pretrain_slices``: a slice folder every trained row is first trained and calibrated on (given
+    weights and configs win); ``tag`` names this set of runs (default: "pretrained" or
+    "scratch"). A run trained with other options is refused unless ``retrain``.
+    """
+    slices = Path(slices)
+    out = Path(out).absolute()
+    weights, configs = dict(weights), dict(configs)
+    if pretrain_slices:
+        trained = [r for r in rows if r != CLASSICAL]
         pre_weights, pre_configs = pretrain(
-            Path(args.pretrain), out, trained, args.pretrain_iters, args.seed, args.retrain
+            Path(pretrain_slices), out, trained, pretrain_iters, seed, retrain
         )
         weights = {**pre_weights, **weights}  # given ones win
         configs = {**pre_configs, **configs}
-    tag = args.tag or ("pretrained" if weights else "scratch")
-    folds = prepare(slices, out / "pwml", args.seed)
+    tag = tag or ("pretrained" if weights else "scratch")
+    folds = prepare(slices, out / "pwml", seed)
     roots = [DatasetRoot("pwml", out / "pwml")]
     splits = read_json(out / "pwml" / "splits.json")["folds"]
 
     fold_results, pooled, healths = {}, {}, {}
-    for row in args.rows:
+    for row in rows:
         csvs, fold_results[row] = [], []
         for i in range(folds):
             name = f"pwml_fold{i}_val"
@@ -210,20 +160,18 @@ def main(argv=None) -> int:
             if row == CLASSICAL:
                 from .row_a import run_row_a
 
-                record = run_row_a(
-                    f"pwml_fold{i}_train", name, run_dir, seed=args.seed, progress=False
-                )
+                record = run_row_a(f"pwml_fold{i}_train", name, run_dir, seed=seed, progress=False)
             else:
                 record = train_and_record(
                     configs.get(row, ROW_CONFIGS[row]),
                     run_dir,
                     [
                         "SOLVER.MAX_ITER",
-                        args.iters,
+                        iters,
                         "SOLVER.CHECKPOINT_PERIOD",
-                        max(1, args.iters // 2),
+                        max(1, iters // 2),
                         "SEED",
-                        args.seed,
+                        seed,
                         "MODEL.WEIGHTS",
                         weights.get(row, ""),
                         "DATASETS.TRAIN",
@@ -236,7 +184,7 @@ def main(argv=None) -> int:
                         f"('{name}',)",
                     ],
                     roots,
-                    retrain=args.retrain,
+                    retrain=retrain,
                     what=f"{tag}: row {row}, fold {i}",
                 )
             fold_results[row].append(record["results"])
@@ -245,14 +193,14 @@ def main(argv=None) -> int:
             csvs.append(run_dir / "inference" / name / "pwml_slices.csv")
         pooled[row] = [pooled_results(csvs)]
 
-    labels = {row: ROW_LABELS[row] for row in args.rows}
+    labels = {row: ROW_LABELS[row] for row in rows}
     start = ", ".join(f"{row} from {w}" for row, w in weights.items()) or "random initialisation"
     if configs:
         start += "; configs: " + ", ".join(f"{row} {c}" for row, c in configs.items())
     text = "\n".join(
         [
             f"Leave-one-subject-out over {slices.name} ({folds} folds), "
-            f"{args.iters} iterations per fold, "
+            f"{iters} iterations per fold, "
             f"starting from {start}; strict protocol.",
             "",
             "Held-out slices of all folds pooled:",
@@ -281,11 +229,7 @@ def main(argv=None) -> int:
             *([health_line(healths), ""] if healths else []),
         ]
     )
-    atomic_write_bytes(out / f"summary_{tag}.md", text.encode())
+    summary = out / f"summary_{tag}.md"
+    atomic_write_bytes(summary, text.encode())
     print(text)
-    print(f"summary: {out / f'summary_{tag}.md'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return summary

@@ -6,7 +6,7 @@ A run folder holds detectron2's usual output plus ``result.json``, written
 with ``result.json`` is skipped; one without it is resumed from its last
 checkpoint, so an interrupted sweep loses at most one checkpoint period.
 Training is the only step that runs in a child process (`train`: ``python -m
-rsrcnn_d2.engine.train_net``, the installed module), which isolates detectron2's
+rsrcnn_d2.cli.train_net``, the installed program), which isolates detectron2's
 global state and its DDP workers from the sweep; its cohorts reach it as
 ``--dataset-root NAME=DIR`` (`DatasetRoot`), never through the environment.
 Cohort generation, conversion, calibration and evaluation are function calls.
@@ -39,7 +39,7 @@ __all__ = [
     "TRAIN_NET_MODULE",
 ]
 
-TRAIN_NET_MODULE = "rsrcnn_d2.engine.train_net"
+TRAIN_NET_MODULE = "rsrcnn_d2.cli.train_net"  # run as ``python -m``: a program, not an import
 RESULT_FILE = "result.json"
 
 

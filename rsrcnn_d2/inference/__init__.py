@@ -3,7 +3,7 @@
 `LesionPredictor` segments 2-D slices; `predict_volume` a canonical volume;
 `predict_inputs` whole inputs found by `find_inputs`, writing masks with the
 input's affine and header (file names: `rsrcnn_d2.inference.inputs`). The
-command line is `rsrcnn-predict` (`rsrcnn_d2.inference.cli`, `tools/predict.py`).
+command line is `rsrcnn-predict` (`rsrcnn_d2.cli.predict`, `tools/predict.py`).
 """
 
 from ..data.nifti import case_name

@@ -30,7 +30,17 @@ _EPS = 1e-6
 
 @DCRF_REGISTRY.register()
 class DenseCRFPostprocessor:
-    """pydensecrf DenseCRF2D with the paper's parameters (l1, l2, c1, e1)."""
+    """pydensecrf DenseCRF2D with the paper's parameters (l1, l2, c1, e1).
+
+    Args:
+        gaussian_sxy: l1, the Gaussian pairwise term's standard deviation (pixels at the
+            network's input scale).
+        gaussian_compat: the Gaussian term's weight.
+        bilateral_sxy: l2, the bilateral term's spatial standard deviation (pixels).
+        bilateral_srgb: c1, its intensity standard deviation (8-bit units).
+        bilateral_compat: the bilateral term's weight.
+        iterations: e1, mean-field steps (0: the probability comes back unchanged).
+    """
 
     @configurable
     def __init__(

@@ -75,6 +75,7 @@ class HRPN(SingleNMSRPN):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
+        """As the parent's, but the head is always `HRPNHead`, whatever ``MODEL.RPN.HEAD_NAME``."""
         ret = super().from_config(cfg, input_shape)
         ret["head"] = HRPNHead(cfg, [input_shape[f] for f in cfg.MODEL.RPN.IN_FEATURES])
         return ret

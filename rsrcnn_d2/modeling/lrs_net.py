@@ -24,6 +24,13 @@ class LRSNetHead(BaseMaskRCNNHead, nn.Sequential):
 
     Loss (per-pixel BCE against targets resized to N x N) and the sigmoid at
     inference come from BaseMaskRCNNHead, as for detectron2's own heads.
+
+    Args:
+        input_shape: the pooled features' shape (C channels).
+        num_classes: mask channels out (1 with class-agnostic masks).
+        conv_dims: output channels of each 3x3 conv (``LRS_NUM_CONV`` times ``CONV_DIM``).
+        conv_norm: the convs' norm ("": none, and the convs get a bias).
+        kwargs: BaseMaskRCNNHead's (loss weight, vis period).
     """
 
     @configurable

@@ -36,7 +36,17 @@ NORMALIZATIONS = ("minmax_uint8", "zscore", "none")
 
 @META_ARCH_REGISTRY.register()
 class RSRCNN(GeneralizedRCNN):
-    """Mask R-CNN meta-architecture of RS R-CNN (``MODEL.META_ARCHITECTURE: RSRCNN``)."""
+    """Mask R-CNN meta-architecture of RS R-CNN (``MODEL.META_ARCHITECTURE: RSRCNN``).
+
+    Args:
+        normalization: one of `NORMALIZATIONS`: "zscore" per image (the pixel mean and
+            std are not used), "minmax_uint8" (stretch to 0..255, then the pixel mean and
+            std) or "none" (the pixel mean and std only).
+        mask_threshold: probability at or above which a pasted mask pixel is lesion.
+        dcrf: ``dcrf(patch_u8, prob) -> prob`` run on each instance before thresholding
+            (`build_dcrf_postprocessor`), or None.
+        kwargs: GeneralizedRCNN's.
+    """
 
     @configurable
     def __init__(
@@ -70,6 +80,7 @@ class RSRCNN(GeneralizedRCNN):
         return (image - self.pixel_mean) / self.pixel_std
 
     def preprocess_image(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> ImageList:
+        """As the parent's, but each image is normalised as ``MODEL.RSRCNN.NORMALIZATION`` says."""
         images = [self._normalize(x["image"]) for x in batched_inputs]
         return ImageList.from_tensors(
             images,
@@ -83,6 +94,7 @@ class RSRCNN(GeneralizedRCNN):
         detected_instances: Optional[List[Instances]] = None,
         do_postprocess: bool = True,
     ):
+        """As the parent's, but postprocessed outputs are the dicts of the module doc."""
         results = super().inference(batched_inputs, detected_instances, do_postprocess=False)
         if not do_postprocess:
             return results

@@ -39,7 +39,8 @@ def network_grey(image: torch.Tensor) -> torch.Tensor:
 def zscore_image(image: torch.Tensor) -> torch.Tensor:
     """Per-image normalisation to zero mean and unit variance (all channels at once).
 
-    A constant image becomes all zeros instead of NaN.
+    ``image``: (C, H, W), any dtype; returns float32 of the same shape. A constant
+    image becomes all zeros instead of NaN.
     """
     image = image.float()
     std = image.std() if image.numel() > 1 else image.new_tensor(0.0)
@@ -51,7 +52,8 @@ def minmax_uint8_image(image: torch.Tensor) -> torch.Tensor:
 
     Not rounded: the reference rounded to 8 bit before resizing to the network's
     size, we stretch after it, where the interpolated values are not integers
-    anyway. A constant image becomes all zeros.
+    anyway. ``image``: (C, H, W); returns float32 of the same shape. A constant
+    image becomes all zeros.
     """
     image = image.float()
     lo, hi = image.min(), image.max()
@@ -201,10 +203,18 @@ def paste_lesions(
 def place_in_frame(
     array: torch.Tensor, offset: Tuple[int, int], size: Tuple[int, int]
 ) -> torch.Tensor:
-    """Put ``array`` (..., h, w) at ``offset`` = (y0, x0) of a zero array (..., *size).
+    """Put ``array`` at ``offset`` of a zero array of ``size``: the inverse of a head crop.
 
-    The inverse of cropping (a head crop): outputs computed on a crop go back to
-    their place in the full slice.
+    Outputs computed on a crop go back to their place in the full slice.
+
+    Args:
+        array: Tensor of shape (..., h, w), computed on the crop.
+        offset: (y0, x0), the crop's top-left corner in the full slice.
+        size: (H, W) of the full slice.
+
+    Returns:
+        Tensor of shape (..., H, W), ``array``'s dtype and device, zero outside the
+        crop. Raises ValueError when the crop does not fit inside ``size``.
     """
     y0, x0 = offset
     h, w = array.shape[-2:]

@@ -72,7 +72,14 @@ class ReferenceSamplingROIHeads(StandardROIHeads):
 
 @ROI_HEADS_REGISTRY.register()
 class ExpandedROIHeads(ReferenceSamplingROIHeads):
-    """ReferenceSamplingROIHeads with both branches on k-expanded boxes (see module doc)."""
+    """ReferenceSamplingROIHeads with both branches on k-expanded boxes (see module doc).
+
+    Args:
+        expansion_k: k >= 1 (1: no expansion).
+        expand_box_head: RoIAlign1 pools the expanded proposals too
+            (``MODEL.ROI_BOX_HEAD.EXPAND_PROPOSALS``); not with TRAIN_ON_PRED_BOXES.
+        kwargs: ReferenceSamplingROIHeads' and StandardROIHeads'.
+    """
 
     @configurable
     def __init__(self, *, expansion_k: float = 1.3, expand_box_head: bool = True, **kwargs):

@@ -67,6 +67,7 @@ class SingleNMSRPN(RPN):
         return losses
 
     def predict_proposals(self, anchors, pred_objectness_logits, pred_anchor_deltas, image_sizes):
+        """As the parent's, but top-k and NMS run once over all levels together, not per level."""
         # per level: anchors Boxes (Hi*Wi*A, 4), logits (N, Hi*Wi*A), deltas (N, Hi*Wi*A, 4)
         anchors = [Boxes.cat(anchors)]
         pred_objectness_logits = [torch.cat(pred_objectness_logits, dim=1)]

@@ -20,7 +20,8 @@ PLATEAU_SCHEDULER = "WarmupPlateauLR"
 
 
 class PlateauScale(ParamScheduler):
-    """A constant multiplier that can be lowered during training."""
+    """The plateau part of ``WarmupPlateauLR``: a constant LR multiplier that
+    `ValidationLossHook` lowers (``scale *= factor``) during training."""
 
     def __init__(self, scale: float = 1.0):
         self.scale = float(scale)
@@ -29,9 +30,11 @@ class PlateauScale(ParamScheduler):
         return self.scale
 
     def state_dict(self):
+        """``{"scale": ...}``: fvcore schedulers keep no state, so the hook saves this one."""
         return {"scale": self.scale}
 
     def load_state_dict(self, state):
+        """Restore the scale saved by `state_dict` (on ``--resume``)."""
         self.scale = float(state["scale"])
 
 
@@ -51,6 +54,10 @@ class PlateauTracker:
         self.bad_evals = 0
 
     def update(self, loss: float) -> bool:
+        """Count one evaluation's ``loss``; True when the LR should be reduced now.
+
+        Raises FloatingPointError on a NaN or infinite loss, which no schedule can use.
+        """
         if not math.isfinite(loss):
             raise FloatingPointError(f"validation loss is {loss}")
         if loss < self.best - self.min_delta:
@@ -63,9 +70,11 @@ class PlateauTracker:
         return False
 
     def state_dict(self):
+        """``{"best", "bad_evals"}``, what a resumed run needs to continue the count."""
         return {"best": self.best, "bad_evals": self.bad_evals}
 
     def load_state_dict(self, state):
+        """Restore the best loss and the count saved by `state_dict`."""
         self.best, self.bad_evals = float(state["best"]), int(state["bad_evals"])
 
 

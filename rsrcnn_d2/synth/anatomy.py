@@ -103,6 +103,7 @@ class AnatomyParams:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
 
     def as_dict(self) -> Dict:
+        """The parameters as JSON-ready values (tuples as lists), for the cohort's settings."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
@@ -110,6 +111,7 @@ class AnatomyParams:
 class SimulatedSubject:
     """A simulated scan: int16 image, uint8 mask and the RAS+ affine they share.
 
+    Volumes are (X, Y, Z) on the acquisition grid, Z the slice axis; the affine is (4, 4).
     ``lesion_pv``: float32 partial-volume map (mask = lesion_pv >= 0.5);
     ``lesions``: the ellipsoids with their gains; ``info``: the subject's draws.
     """
@@ -181,7 +183,16 @@ def simulate_subject(
 ) -> SimulatedSubject:
     """Simulate one subject from ``seed`` (int or SeedSequence).
 
-    ``has_lesions`` None draws it (lesion-free with ``params.lesion_free_fraction``).
+    The same seed and params always give the same subject.
+
+    Args:
+        seed: int or SeedSequence; each of the four stages draws from its own stream.
+        params: the ranges the subject's draws come from.
+        has_lesions: None draws it (lesion-free with ``params.lesion_free_fraction``).
+
+    Returns:
+        `SimulatedSubject`: image int16 (X, Y, Z) (white matter about 1000), mask uint8
+        (X, Y, Z), affine (4, 4), the lesions and the draws in ``info``.
     """
     rng = _streams(seed)
     tissues = load_mni152_tissues()

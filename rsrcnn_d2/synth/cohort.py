@@ -32,7 +32,18 @@ GENERATOR = "rsrcnn_d2.data.anatomy (MNI152 2009a, nilearn)"
 
 
 def check_cohort_output(out_dir: Union[str, Path], num_subjects: int, what: str = "output") -> Path:
-    """Refuse a cohort size below 1 and an output path that is an existing file."""
+    """Refuse a cohort size below 1 and an output path that is an existing file.
+
+    Checked before any subject is simulated, so that a bad argument costs nothing.
+
+    Args:
+        out_dir: the folder to write.
+        num_subjects: the cohort's size.
+        what: the folder's role, for the message.
+
+    Returns:
+        ``out_dir`` as a Path. ValueError for either problem.
+    """
     if int(num_subjects) < 1:
         raise ValueError(f"the number of subjects must be at least 1, got {num_subjects}")
     out_dir = Path(out_dir)
@@ -93,9 +104,21 @@ def write_anatomical_cohort(
 ) -> List[str]:
     """Write ``num_subjects`` simulated subjects; return the case names.
 
-    Existing cases are reused unless ``overwrite``; a folder holding a cohort
-    made with other settings is refused (it would mix two cohorts) unless
-    ``overwrite``. ``workers`` > 1 simulates in that many processes.
+    Args:
+        out_dir: the nnU-Net raw folder (imagesTr, labelsTr, dataset.json).
+        num_subjects: the cohort's size; subject i depends only on (seed, i).
+        seed: the cohort's seed.
+        params: the ranges every subject's draws come from.
+        workers: > 1 simulates in that many processes.
+        slices_dir: also write the lesion slices as reference PNG head crops here
+            (None: no PNGs).
+        overwrite: existing cases are reused unless this is set; a folder holding a
+            cohort made with other settings is refused (it would mix two cohorts) unless
+            this is set.
+        progress: show a progress bar.
+
+    Returns:
+        The case names, ``PWML_000``, ``PWML_001``, ...
     """
     out_dir = check_cohort_output(out_dir, num_subjects)
     if slices_dir is not None:

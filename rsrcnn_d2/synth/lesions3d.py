@@ -38,7 +38,18 @@ class Lesion:
 
 def partial_volume(centre_mm, semi_axes_mm, rotation, grid: AcquisitionGrid):
     """(box, fraction of each voxel of ``box`` inside the ellipsoid), or (None, None) off the
-    grid."""
+    grid.
+
+    Args:
+        centre_mm: (3,) scanner mm.
+        semi_axes_mm: (3,) semi-axes before rotation, mm.
+        rotation: (3, 3) rotation of the ellipsoid's axes.
+        grid: the acquisition grid.
+
+    Returns:
+        ``box``: three slices of the grid around the ellipsoid; ``pv``: float32 of the
+        box's shape, from 4 x 4 x 4 sub-voxel samples.
+    """
     spacing = np.asarray(grid.spacing, float)
     origin = grid.affine[:3, 3]
     reach = float(np.max(semi_axes_mm))
@@ -92,10 +103,24 @@ def draw_lesions(
 ) -> List[Lesion]:
     """Place ``count`` ellipsoids, `LESION_GAP_MM` apart, centred on ``candidates`` voxels.
 
-    Semi-axes are log-uniform in ``in_plane_mm`` (x, y) and ``through_plane_mm``
-    (z) before a random rotation (up to 30 degrees off the axes). A share
-    ``cluster_share`` of lesions is placed within 6 mm of an earlier one, as
-    PWML cluster. A lesion whose core is less than 70 % white matter is redrawn.
+    A lesion whose core is less than 70 % white matter is redrawn.
+
+    Args:
+        rng: the subject's lesion stream.
+        candidates: (X, Y, Z) bool, voxels a lesion may be centred on.
+        white_matter: (X, Y, Z) white-matter fraction.
+        grid: the acquisition grid.
+        count: lesions wanted (0: none).
+        in_plane_mm: range of the x and y semi-axes (log-uniform), before a random
+            rotation (up to 30 degrees off the axes).
+        through_plane_mm: range of the z semi-axis (log-uniform).
+        cluster_share: share of lesions placed within 6 mm of an earlier one, as PWML
+            cluster.
+        max_tries: the placement gives up after ``count * max_tries`` draws in all.
+
+    Returns:
+        Up to ``count`` `Lesion` objects with ``box`` and ``pv`` set (fewer when the
+        candidates leave no room); ``gain`` is set by the caller.
     """
     points = np.argwhere(candidates)
     if count <= 0 or len(points) == 0:

@@ -60,9 +60,15 @@ def neonatal_t1w(
 ) -> np.ndarray:
     """Noise-free T1w intensity (float32) from tissue maps sampled on the acquisition grid.
 
-    ``maps``: ``gm``, ``wm``, ``csf`` probabilities and ``surface_mm`` (template
-    mm, positive outside the brain). ``scale`` converts template mm to subject
-    mm; ``thickness_jitter`` (mm, same shape) moves the layer edges.
+    Args:
+        maps: ``gm``, ``wm``, ``csf`` probabilities and ``surface_mm`` (template mm,
+            positive outside the brain), each (X, Y, Z).
+        contrast: the subject's tissue levels and layer thicknesses.
+        scale: converts template mm to subject mm.
+        thickness_jitter: (X, Y, Z) mm, moves the layer edges.
+
+    Returns:
+        (X, Y, Z) float32, white matter = 1.
     """
     gm, wm, csf = maps["gm"], maps["wm"], maps["csf"]
     surface = maps["surface_mm"] * np.float32(scale)

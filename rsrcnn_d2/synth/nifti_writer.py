@@ -16,7 +16,13 @@ __all__ = ["save_nifti"]
 
 
 def save_nifti(path: Union[str, Path], array: np.ndarray, affine: np.ndarray) -> None:
-    """Save ``array`` with ``affine`` as sform and qform, atomically."""
+    """Save ``array`` with ``affine`` as sform and qform, atomically.
+
+    Args:
+        path: the ``.nii.gz`` (or ``.nii``) file to write.
+        array: the (X, Y, Z) volume, stored in its own dtype.
+        affine: (4, 4) voxel-to-mm (RAS+) affine.
+    """
     import nibabel as nib
 
     image = nib.Nifti1Image(array, affine)

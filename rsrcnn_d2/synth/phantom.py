@@ -33,8 +33,19 @@ def synthetic_slice(
 ):
     """One slice: (image float32 (size, size), lesion mask uint8 (size, size)).
 
-    ``num_lesions`` is the inclusive range of lesions drawn; each covers 1-30
-    pixels and lies inside the white matter.
+    Fast enough for unit tests, and a global threshold fails on it (bright scalp and
+    distractor dots), as on real slices.
+
+    Args:
+        size: the slice's side in pixels.
+        num_lesions: the inclusive range of lesions drawn; each covers 1-30 pixels and
+            lies inside the white matter. (0, 0): a lesion-free slice.
+        seed: seeds a new generator when ``rng`` is None.
+        rng: the generator to draw from (a volume's slices share one).
+
+    Returns:
+        ``(image, mask)``: float32 (size, size), white matter about 0.75, and uint8
+        (size, size) of 0/1.
     """
     rng = rng if rng is not None else np.random.default_rng(seed)
     shape = (size, size)
@@ -92,7 +103,7 @@ SYNTHETIC_INTENSITY_SCALE = 1000.0  # phantom intensity 1.0 is stored as int16 1
 
 
 def synthetic_affine(shape, spacing=(0.8, 0.8, 2.0)) -> np.ndarray:
-    """RAS+ affine with voxel size ``spacing`` (mm) and the volume centred on the origin."""
+    """(4, 4) RAS+ affine with voxel size ``spacing`` (mm) and the volume centred on the origin."""
     affine = np.diag([*map(float, spacing), 1.0])
     affine[:3, 3] = -(np.asarray(shape[:3], float) - 1) / 2 * np.asarray(spacing, float)
     return affine
@@ -112,12 +123,23 @@ def synthetic_volume(
 
     Axial slices come from `synthetic_slice`, placed so that array row r and
     column c are canonical voxel (x, y) = (size-1-c, size-1-r): the volume then
-    reads back through `nifti.volume_slice` as the same images. About
-    ``lesion_fraction`` of the slices, drawn from the middle 60 % of the volume
-    and at least one, carry lesions; the rest are lesion-free.
-    ``distinct_slices`` > 0 generates only that many lesion-free and that many
-    lesion slices and repeats them (a fast path for large benchmark cohorts).
+    reads back through `nifti.volume_slice` as the same images.
     Intensities are stored as int16 = round(1000 * phantom value), as scanners do.
+
+    Args:
+        size: in-plane side in pixels.
+        depth: number of axial slices.
+        lesion_fraction: about this share of the slices, drawn from the middle 60 % of
+            the volume and at least one, carry lesions; the rest are lesion-free.
+        num_lesions: as `synthetic_slice`, per lesion slice.
+        spacing: voxel size (mm) for the affine.
+        seed, rng: as `synthetic_slice`.
+        distinct_slices: > 0 generates only that many lesion-free and that many lesion
+            slices and repeats them (a fast path for large benchmark cohorts).
+
+    Returns:
+        ``(image, mask, affine)``: int16 and uint8 (size, size, depth), and the (4, 4)
+        `synthetic_affine`.
     """
     rng = rng if rng is not None else np.random.default_rng(seed)
     lo, hi = int(depth * 0.2), max(int(depth * 0.8), int(depth * 0.2) + 1)
@@ -194,8 +216,20 @@ def write_synthetic_cohort(
 
     ``out_dir/imagesTr/PWML_###_0000.nii.gz``, ``out_dir/labelsTr/PWML_###.nii.gz``
     and a ``dataset.json`` (nnU-Net v2 fields). Subject i's volume depends only
-    on (seed, i), so cohorts of different sizes share their first subjects and
-    existing cases are reused unless ``overwrite``.
+    on (seed, i), so cohorts of different sizes share their first subjects.
+
+    Args:
+        out_dir: the cohort folder; one holding a cohort made with other settings is
+            refused (ValueError) unless ``overwrite``.
+        num_subjects: cases to write, at least 1.
+        size, depth, lesion_fraction, num_lesions, spacing, distinct_slices: each
+            volume's, as `synthetic_volume`.
+        seed: the cohort's seed.
+        workers: > 1 writes cases in that many processes.
+        overwrite: existing cases are reused unless this is set.
+
+    Returns:
+        The case names, ``PWML_000``, ``PWML_001``, ...
     """
     import multiprocessing
 

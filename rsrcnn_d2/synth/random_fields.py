@@ -15,7 +15,13 @@ __all__ = ["smooth_field", "control_grid_shape"]
 
 def control_grid_shape(shape: Sequence[int], spacing_mm: Sequence[float], control_mm: float):
     """Control points per axis so neighbours lie about ``control_mm`` apart (at least 4 per
-    axis)."""
+    axis, what a cubic spline needs).
+
+    Args:
+        shape: the target grid's size per axis.
+        spacing_mm: its voxel size per axis.
+        control_mm: the wanted distance between control points.
+    """
     return tuple(max(4, int(round(n * s / control_mm)) + 1) for n, s in zip(shape, spacing_mm))
 
 
@@ -27,7 +33,13 @@ def smooth_field(
     amplitude: float,
 ) -> np.ndarray:
     """A float32 field of ``shape``, standard deviation about ``amplitude``, smooth over
-    ``control_mm``."""
+    ``control_mm``.
+
+    Args:
+        rng: the stream the control values are drawn from.
+        shape, spacing_mm, control_mm: as `control_grid_shape`.
+        amplitude: the control values' standard deviation.
+    """
     grid = control_grid_shape(shape, spacing_mm, control_mm)
     coarse = rng.normal(0.0, amplitude, grid).astype(np.float32)
     # cubic interpolation, grid corners on the volume's corners

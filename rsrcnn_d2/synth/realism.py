@@ -29,7 +29,7 @@ _EIGHT = np.ones((3, 3), bool)
 
 
 def lesion_measures(image: np.ndarray, mask: np.ndarray) -> List[Tuple[int, float]]:
-    """(area in pixels, contrast) of every 2-D lesion of a slice.
+    """(area in pixels, contrast) of every 2-D lesion of a slice (``image``, ``mask``: (H, W)).
 
     Contrast = (lesion mean - ring mean) / ring standard deviation, the ring
     being the pixels within `RING_WIDTH` pixels (8-neighbour steps) of the
@@ -73,7 +73,7 @@ def best_threshold_dice(image: np.ndarray, mask: np.ndarray) -> float:
 
 def lesion_slice_spans(mask: np.ndarray, axis: int = 2) -> np.ndarray:
     """For each 3-D lesion (26-connected component), the number of slices along ``axis`` it
-    crosses."""
+    crosses: ``mask`` 3-D, returns (L,) int for L lesions."""
     labels, count = ndimage.label(np.asarray(mask) > 0, structure=np.ones((3, 3, 3), bool))
     return np.array(
         [box[axis].stop - box[axis].start for box in ndimage.find_objects(labels)], dtype=int
@@ -125,6 +125,14 @@ def volume_crops(image: np.ndarray, mask: np.ndarray, axis: int = 2):
 
     Slices are cut and oriented as the converter does (`nifti.volume_slice`) and
     cropped by `reference_crops.reference_crop`, exactly as the PNG export writes them.
+
+    Args:
+        image: a 3-D volume.
+        mask: its lesion mask, the same shape.
+        axis: the slicing axis (2: axial in canonical voxels).
+
+    Yields:
+        ``(crop, mask_crop)``: uint8 (h, w) and bool (h, w), long side 100 pixels.
     """
     from ..data.nifti import volume_slice
     from .reference_crops import reference_crop

@@ -21,6 +21,8 @@ MASK_AREA_THRESHOLD = 0.5  # a crop pixel is lesion when at least half its area 
 def resize_area(array: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
     """Resize a 2-D float array by area averaging (each output pixel averages its footprint).
 
+    ``array`` (H, W) -> float32 of ``shape`` (h, w).
+
     Shrinking this way is what an acquisition at the coarser pixel size would
     record, and it keeps a lesion's partial volume instead of aliasing it.
     """
@@ -38,6 +40,14 @@ def reference_crop(image: np.ndarray, mask: np.ndarray, long_side: int = CROP_LO
     The head's box is resized so its long side is ``long_side`` pixels (area
     averaging), then min-max stretched to 0-255; the mask is area-averaged the
     same way and thresholded at `MASK_AREA_THRESHOLD`.
+
+    Args:
+        image: (H, W) slice, any intensity scale.
+        mask: (H, W) lesion mask, non-zero is lesion.
+        long_side: pixels on the crop's long side.
+
+    Returns:
+        ``(crop, mask_crop)``: uint8 (h, w) and bool (h, w), max(h, w) = ``long_side``.
     """
     if image.shape != mask.shape:
         raise ValueError(f"image {image.shape} and mask {mask.shape} differ in shape")

@@ -29,9 +29,16 @@ def claim_cohort_folder(
     """Refuse a folder holding another generation, else record ``settings``; the earlier
     ``dataset.json`` ({} when none).
 
-    ``settings``: ``{"generator": name, "seed": int, "params": {...}}``; ``made_with`` reads
-    the settings a ``dataset.json`` records (an earlier release's layout too). ``overwrite``
-    accepts any folder (every case is then written again). `ValueError` naming the folder.
+    Args:
+        out_dir: the cohort folder (imagesTr and labelsTr are created).
+        settings: ``{"generator": name, "seed": int, "params": {...}}``.
+        overwrite: accept any folder (every case is then written again).
+        made_with: reads the settings a ``dataset.json`` records (an earlier release's
+            layout too).
+
+    Returns:
+        The earlier ``dataset.json`` content ({} when none). `ValueError` naming the folder
+        for another generation, or for cases no ``dataset.json`` describes.
     """
     path = out_dir / "dataset.json"
     previous = read_json(path) if path.exists() else {}

@@ -34,11 +34,12 @@ class AcquisitionGrid:
 
     @property
     def affine(self) -> np.ndarray:
+        """(4, 4) RAS+ affine of the grid (`acquisition_affine`)."""
         return acquisition_affine(self.shape, self.spacing)
 
 
 def acquisition_affine(shape, spacing) -> np.ndarray:
-    """RAS+ affine with voxel size ``spacing`` (mm) and the grid centred on the scanner origin."""
+    """(4, 4) RAS+ affine, voxel size ``spacing`` (mm), the grid centred on the scanner origin."""
     affine = np.diag([*map(float, spacing), 1.0])
     affine[:3, 3] = -(np.asarray(shape[:3], float) - 1) / 2 * np.asarray(spacing, float)
     return affine
@@ -65,10 +66,19 @@ def random_subject_transform(
 ) -> SubjectTransform:
     """Draw one subject's affine and elastic transform.
 
-    ``head_scale``: range of the mean linear size relative to the adult
-    template; each axis varies by another +-6 %. ``rotation_deg``: largest head
-    tilt about each axis. ``elastic_mm``: standard deviation of the displacement,
-    smooth over ``elastic_spacing_mm``.
+    Args:
+        rng: the subject's geometry stream.
+        grid: the acquisition grid the displacement is sampled on.
+        template_centre: (3,) template mm that the scanner origin maps to, before a
+            random shift of up to 4 mm per axis.
+        head_scale: range of the mean linear size relative to the adult template; each
+            axis varies by another +-6 % (left-right 5 % wider).
+        rotation_deg: largest head tilt about each axis.
+        elastic_mm: standard deviation of the displacement.
+        elastic_spacing_mm: the distance over which the displacement is smooth.
+
+    Returns:
+        `SubjectTransform` with a (3, X, Y, Z) float32 displacement in mm.
     """
     scale = rng.uniform(*head_scale)
     # left-right 5 % wider: the reference's head crops are ~0.82 as wide as long, the
@@ -97,8 +107,15 @@ def template_coordinates(
 ) -> np.ndarray:
     """Template voxel coordinates (3, X, Y, Z) float32 of every acquisition voxel centre.
 
-    ``z_offset_mm`` shifts the sample points through the slice (for a slice
-    profile built from several samples).
+    What ``ndimage.map_coordinates`` needs to resample and deform the template in one
+    interpolation.
+
+    Args:
+        transform: the subject's scanner-to-template transform.
+        grid: the acquisition grid, (X, Y, Z).
+        template_affine: (4, 4) voxel-to-mm affine of the template.
+        z_offset_mm: shifts the sample points through the slice (for a slice profile
+            built from several samples).
     """
     axes = [
         np.arange(n, dtype=np.float32) * s + o

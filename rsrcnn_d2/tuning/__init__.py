@@ -11,8 +11,9 @@ tuned_config.py      the result as a config file: absolute ``_BASE_`` + the tune
                      the TEST keys of the inference calibrated with
 calibrate.py         the whole calibration as one function (the drivers call it in their
                      own process)
-cli.py               tools/tune_operating_point.py (tools/tune_dcrf.py: its deprecated alias
-                     for --search crf)
+
+The program is `rsrcnn_d2.cli.tune_operating_point` (tools/tune_operating_point.py,
+``rsrcnn-tune``; tools/tune_dcrf.py: its deprecated alias for --search crf).
 """
 
 from .calibrate import Calibration, calibrate_operating_point

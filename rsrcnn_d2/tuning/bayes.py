@@ -41,10 +41,22 @@ def bayes_maximize(
 ) -> List[Tuple[Params, float]]:
     """Every (normalised params, score) pair evaluated, in order; the start's is first.
 
-    ``score(params)`` is called once per distinct normalised point. ``start`` may
-    hold keys that are not searched (not in ``bounds``): they are passed to
-    ``normalize`` with every point, unchanged. ``describe`` formats parameters
-    for the log lines (one per new point, at INFO).
+    Args:
+        score: ``score(params) -> float`` to maximise; called once per distinct
+            normalised point.
+        start: a value for every key of ``bounds``; keys that are not searched are
+            passed to ``normalize`` with every point, unchanged.
+        bounds: {key: (low, high)}, the optimiser's continuous box.
+        normalize: maps an optimiser point onto the parameters actually used
+            (integers rounded, ...).
+        init_points: random points before the Gaussian-process-guided ones.
+        n_iter: Gaussian-process-guided points.
+        seed: the optimiser's random state: equal inputs give equal trials.
+        describe: formats parameters for the log lines (one per new point, at INFO).
+        name: what the log lines call a trial.
+
+    Returns:
+        ``[(params, score), ...]`` in the order scored, the start first; use `best_trial`.
     """
     from bayes_opt import BayesianOptimization
 

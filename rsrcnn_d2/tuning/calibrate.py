@@ -62,6 +62,7 @@ class Calibration:
 
     @property
     def found_nothing(self) -> bool:
+        """No point scored above predicting no lesion: no config was written."""
         return self.written is None
 
 
@@ -78,10 +79,22 @@ def load_slices(
 ):
     """Cached network outputs: from ``cache`` when it matches, else one pass of the model.
 
-    ``score_floor`` runs the network with that detection threshold instead of the
-    config's (lower, so that higher thresholds can be tried on the cache). The
-    weights go through the predictor's checked loading: a checkpoint that does not
-    fill the model is refused unless ``allow_partial``.
+    Args:
+        cfg: the row's config; its CRF is switched off for the pass (the trials vary it).
+        dataset: registered dataset to run on.
+        weights: checkpoint ("" or None: a randomly initialised network, with a warning).
+        cache: a cache file to read when its key matches (PWMLDataError when it does
+            not) or to write after the pass ("" or None: no cache).
+        seed: seeds torch before the model is built (matters only without weights).
+        log: the logger that reports what was read or run.
+        allow_partial: the weights go through the predictor's checked loading: a
+            checkpoint that does not fill the model is refused unless this is set.
+        score_floor: runs the network with that detection threshold instead of the
+            config's (lower, so that higher thresholds can be tried on the cache).
+        progress: show a progress bar over the network pass.
+
+    Returns:
+        One `CachedSlice` per slice of ``dataset``.
     """
     model_cfg = cfg.clone()
     model_cfg.defrost()
@@ -148,13 +161,30 @@ def calibrate_operating_point(
     allow_partial_weights: bool = False,
     progress: bool = True,
 ) -> Calibration:
-    """Calibrate ``weights`` (None: MODEL.WEIGHTS) of ``config_file`` + ``opts`` on the
-    registered ``dataset`` (None: DATASETS.TEST[0]); write the tuned config to ``output``
-    (default OUTPUT_DIR/<config>_tuned.yaml) and the trials beside it (.json), the log
-    (.log). ``search``: "score" and/or "crf"; ``bounds`` of l1..e1 (default DEFAULT_BOUNDS).
+    """Calibrate a trained row's score threshold (and CRF) and write it as a tuned config.
 
     Raises ConfigError / PWMLDataError / WeightsError for a bad config, dataset, output or
     checkpoint, before the network runs where it can.
+
+    Args:
+        config_file: the row's config.
+        weights: checkpoint to calibrate (None: MODEL.WEIGHTS).
+        dataset: registered dataset to tune on (None: DATASETS.TEST[0]).
+        output: the tuned config (default OUTPUT_DIR/<config>_tuned.yaml); the trials go
+            beside it (.json), and the log (.log).
+        opts: config overrides, as on the command line.
+        search: "score" and/or "crf".
+        objective: a key of `dcrf_search.OBJECTIVES`.
+        score_grid: score thresholds tried exactly.
+        bounds: of l1..e1 (default DEFAULT_BOUNDS).
+        init_points, n_iter, seed: the Bayesian search's (`bayes.bayes_maximize`).
+        cache: file for the network's outputs: read when it exists (PWMLDataError when
+            made for another dataset, weights or config), else written (None: no cache).
+        allow_partial_weights: load a checkpoint that does not fill the model.
+        progress: show progress bars.
+
+    Returns:
+        `Calibration`; ``written`` is None when no point beat predicting no lesion.
     """
     opts = [str(o) for o in opts]
     bounds = {k: tuple(v) for k, v in (bounds or DEFAULT_BOUNDS).items()}

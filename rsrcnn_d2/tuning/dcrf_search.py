@@ -79,7 +79,13 @@ def params_from_cfg(cfg) -> Dict[str, float]:
 def crf_from_params(
     params: Mapping[str, float], gaussian_compat: float = 3.0, bilateral_compat: float = 10.0
 ) -> DenseCRFPostprocessor:
-    """A DenseCRFPostprocessor with the given l1, l2, c1, e1 (compatibilities fixed)."""
+    """A DenseCRFPostprocessor with the given l1, l2, c1, e1 (compatibilities fixed).
+
+    Args:
+        params: l1, l2, c1, e1 (normalised by `normalize_params`).
+        gaussian_compat: MODEL.DCRF.GAUSSIAN_COMPAT, not tuned.
+        bilateral_compat: MODEL.DCRF.BILATERAL_COMPAT, not tuned.
+    """
     p = normalize_params(params)
     return DenseCRFPostprocessor(
         gaussian_sxy=p["l1"],
@@ -105,8 +111,16 @@ def slice_prediction(
 ) -> np.ndarray:
     """The slice's lesion mask (H, W) as the model would output it at ``score_threshold``.
 
-    The cached detections the threshold keeps (`CachedSlice.kept`) are pasted,
-    refined by ``refine`` (the CRF) and thresholded at ``threshold``, as the model does.
+    Args:
+        s: the cached network outputs of one slice.
+        refine: the CRF (``refine(patch_u8, prob) -> prob``), or None.
+        threshold: mask probability at or above which a pixel is lesion
+            (MODEL.RSRCNN.MASK_THRESHOLD).
+        score_threshold: the detections it keeps (`CachedSlice.kept`) are pasted (None:
+            all cached).
+
+    Returns:
+        (H, W) bool numpy array in the output frame, as `paste_lesions` makes it.
     """
     height, width = s.truth.shape
     keep = s.kept(score_threshold)
@@ -130,7 +144,17 @@ def objective_value(
     threshold: float = 0.5,
     score_threshold: Optional[float] = None,
 ) -> float:
-    """``objective`` (a key of OBJECTIVES) of the masks pasted from ``slices``."""
+    """``objective`` (a key of OBJECTIVES) of the masks pasted from ``slices``.
+
+    Args:
+        slices: cached network outputs.
+        objective: a key of `OBJECTIVES`.
+        refine, threshold, score_threshold: as `slice_prediction`.
+
+    Returns:
+        The figure; 0.0 when it is undefined (nothing to find and nothing found), so an
+        optimiser always gets a number.
+    """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r} (choose from {', '.join(OBJECTIVES)})")
     if not slices:
@@ -154,7 +178,12 @@ def mean_dice(
     threshold: float = 0.5,
     score_threshold: Optional[float] = None,
 ) -> float:
-    """Strict mean Dice of the lesion masks pasted from ``slices`` (``refine``: the CRF or None)."""
+    """Strict mean Dice of the lesion masks pasted from ``slices`` (``refine``: the CRF or None).
+
+    Args:
+        slices: cached network outputs (ValueError when empty).
+        refine, threshold, score_threshold: as `slice_prediction`.
+    """
     if not slices:
         raise ValueError("mean_dice: no slices to score")
     return objective_value(slices, "dice", refine, threshold, score_threshold)

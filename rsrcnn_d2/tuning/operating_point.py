@@ -92,7 +92,15 @@ def format_point(point: Mapping[str, float]) -> str:
 def empty_prediction_value(
     slices: Sequence[CachedSlice], objective: str = "dice", mask_threshold: float = 0.5
 ) -> float:
-    """``objective`` of ``slices`` with every detection dropped: a model that finds nothing."""
+    """``objective`` of ``slices`` with every detection dropped: a model that finds nothing.
+
+    What a calibration must beat to have found anything.
+
+    Args:
+        slices: cached network outputs.
+        objective: a key of `dcrf_search.OBJECTIVES`.
+        mask_threshold: as `dcrf_search.slice_prediction`'s ``threshold``.
+    """
     empty = [
         replace(
             s,
@@ -125,10 +133,23 @@ def tune_operating_point(
 ) -> OperatingPoint:
     """Best (score threshold[, CRF parameters]) for ``objective`` on ``slices``.
 
-    ``crf_params``: the row's CRF (None: the row has none, only the threshold is
-    searched). ``tune_crf`` False keeps the CRF's parameters fixed. The slices must
-    have been cached at a threshold no higher than the grid's lowest point.
-    ``progress``: a bar over the grid (the Bayesian trials log one line each).
+    Args:
+        slices: cached network outputs, cached at a threshold no higher than the grid's
+            lowest point.
+        start_score: the config's threshold, the first trial.
+        crf_params: the row's CRF (None: the row has none, only the threshold is
+            searched).
+        tune_crf: False keeps the CRF's parameters fixed.
+        objective: a key of `dcrf_search.OBJECTIVES`.
+        score_grid: thresholds in [0, 1], each scored exactly.
+        bounds: of l1..e1 for the Bayesian search.
+        init_points, n_iter, seed: as `bayes.bayes_maximize`.
+        gaussian_compat, bilateral_compat: the CRF's fixed compatibilities.
+        mask_threshold: as `dcrf_search.slice_prediction`'s ``threshold``.
+        progress: a bar over the grid (the Bayesian trials log one line each).
+
+    Returns:
+        `OperatingPoint` with every trial, the config's point first.
     """
     from tqdm import tqdm
 

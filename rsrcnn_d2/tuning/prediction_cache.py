@@ -130,10 +130,16 @@ def collect_predictions(
 ) -> List[CachedSlice]:
     """Run ``model`` once on every batch of ``loader`` and cache each slice's outputs.
 
-    ``model`` is an RSRCNN (or anything returning its outputs); it is put in eval
-    mode and run without gradients. Build it with ``MODEL.DCRF.NAME ""``: the raw
-    ``mask_probs`` are the same either way, so a CRF inside the model is wasted time.
-    ``progress``: a bar over the batches (the network pass is the long part of tuning).
+    Args:
+        model: an RSRCNN (or anything returning its outputs, e.g. a `LesionEnsemble`);
+            a module is put in eval mode; everything runs without gradients. Build it
+            with ``MODEL.DCRF.NAME ""``: the raw ``mask_probs`` are the same either way,
+            so a CRF inside the model is wasted time.
+        loader: batches of inputs with ``gt_mask`` (`build_pwml_test_loader`).
+        progress: a bar over the batches (the network pass is the long part of tuning).
+
+    Returns:
+        One `CachedSlice` per input, on the CPU.
     """
     from tqdm import tqdm
 
@@ -199,7 +205,7 @@ def dataset_digest(dataset_name: str) -> str:
         stamps = {
             k: _file_stamp(v)
             for k, v in record.items()
-            if k.endswith("file_name") and isinstance(v, str)
+            if k.endswith(("file_name", "_file")) and isinstance(v, str)  # neighbor_file too
         }
         h.update(json.dumps([record, stamps], sort_keys=True, default=_plain).encode())
         h.update(b"\n")
@@ -222,8 +228,17 @@ def prediction_cache_key(cfg, dataset_name: str, weights: str) -> Dict[str, str]
     The dataset enters by `dataset_digest` (its records and their files), the
     weights by the sha256 of the file: retraining into the same
     ``model_final.pth`` or re-registering ``pwml_val`` over another split
-    invalidates a saved cache even when names, sizes and times agree. Weights
-    that are not a local file (a model-zoo URL) are keyed by their name.
+    invalidates a saved cache even when names, sizes and times agree.
+
+    Args:
+        cfg: the config the network runs under; MODEL.DCRF and TEST.CALIBRATED_WITH
+            are left out (they do not change the cached outputs).
+        dataset_name: a registered dataset.
+        weights: the checkpoint; one that is not a local file (a model-zoo URL) is
+            keyed by its name.
+
+    Returns:
+        ``{"dataset", "dataset_sha256", "weights", "weights_sha256", "config_sha256"}``.
     """
     model_cfg = cfg.clone()
     model_cfg.defrost()
@@ -243,7 +258,13 @@ def prediction_cache_key(cfg, dataset_name: str, weights: str) -> Dict[str, str]
 def save_prediction_cache(
     path: Union[str, Path], slices: List[CachedSlice], key: Optional[Dict[str, str]] = None
 ) -> None:
-    """Save ``slices`` (and the ``key`` they were made under) atomically with torch.save."""
+    """Save ``slices`` (and the ``key`` they were made under) atomically with torch.save.
+
+    Args:
+        path: the cache file.
+        slices: `collect_predictions`' result.
+        key: `prediction_cache_key` of the run, checked by `load_prediction_cache`.
+    """
     payload = {
         "version": CACHE_VERSION,
         "key": dict(key or {}),

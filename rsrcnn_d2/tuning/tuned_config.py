@@ -43,11 +43,18 @@ def write_tuned_config(
 ) -> Path:
     """Atomically write ``_BASE_: base_config`` + what was tuned.
 
-    ``params`` (l1, l2, c1, e1; None: the CRF was not tuned) become MODEL.DCRF with
-    the CRF switched on; ``score_threshold`` becomes MODEL.ROI_HEADS.SCORE_THRESH_TEST;
-    ``inference`` (`rsrcnn_d2.inference.calibration.calibration_record`) adds the TEST
-    keys of the inference the point was calibrated with. ``comments`` become ``#``
-    lines at the top (what was tuned on, the figures).
+    Args:
+        path: the tuned config to write.
+        base_config: the config tuned; it must exist and becomes the absolute ``_BASE_``.
+        params: l1, l2, c1, e1 (None: the CRF was not tuned); they become MODEL.DCRF
+            with the CRF switched on.
+        comments: become ``#`` lines at the top (what was tuned on, the figures).
+        score_threshold: becomes MODEL.ROI_HEADS.SCORE_THRESH_TEST (None: not tuned).
+        inference: `rsrcnn_d2.inference.calibration.calibration_record`; adds the TEST
+            keys of the inference the point was calibrated with.
+
+    Returns:
+        ``path`` as a Path. FileNotFoundError when ``base_config`` does not exist.
     """
     path = Path(path)
     if not os.path.isfile(base_config):

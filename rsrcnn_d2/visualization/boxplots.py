@@ -178,7 +178,7 @@ def _read_columns(csv_path, reader, metrics) -> Dict[str, SliceColumn]:
 
 
 def read_slice_metrics(csv_path: PathLike, metrics: Sequence[str]) -> Dict[str, np.ndarray]:
-    """{metric: float array of its defined (non-empty, non-NaN) per-slice values} from one CSV.
+    """{metric: float (n,) array of its defined (non-empty, non-NaN) per-slice values} from one CSV.
 
     Raises PWMLDataError naming the file for a missing file or column, a
     non-numeric cell or a value outside the metric's valid range (`VALID_RANGES`).
@@ -203,13 +203,21 @@ def boxplot_from_csvs(
 ) -> Path:
     """One panel per metric, one box per label (models/configs in the given order).
 
-    ``csvs``: {label: path of a per-slice CSV}. Means are marked as well as
-    medians: the paper's tables report means. ``log`` gets one line per box that
-    left undefined values out. CSVs that scored different slice selections
-    (`slice_selection`: the paper's lesion slices vs whole volumes) cannot share a
-    figure unless ``allow_mixed_selections``: their boxes do not measure the same
-    thing. Written atomically as PNG; an output that cannot be written is a
-    PWMLDataError naming it.
+    Means are marked as well as medians: the paper's tables report means. Written
+    atomically as PNG; an output that cannot be written is a PWMLDataError naming it.
+
+    Args:
+        csvs: {label: path of a per-slice CSV}.
+        out_png: the PNG file to write.
+        metrics: CSV columns, one panel each.
+        title: the figure's title ("": none).
+        log: gets one line per box that left undefined values out.
+        allow_mixed_selections: CSVs that scored different slice selections
+            (`slice_selection`: the paper's lesion slices vs whole volumes) cannot share
+            a figure unless this is set: their boxes do not measure the same thing.
+
+    Returns:
+        ``out_png`` as a Path.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -27,9 +27,20 @@ def save_comparison_png(
 ) -> Path:
     """Write a grid: slices down, ``predictions`` (label -> one mask per slice) across.
 
-    Every image, truth and mask of one slice must have the same (H, W). Each panel's
-    title gives the Dice of what it shows, or ``dice_values[label][i]`` where given
-    (e.g. the whole slice's, when the panels show a zoomed window).
+    Args:
+        path: the PNG file to write.
+        images: one (H, W) slice per row.
+        truths: one (H, W) reference mask per row.
+        predictions: label -> one (H, W) mask per row; one column per label, in order.
+            Every image, truth and mask of one slice must have the same (H, W).
+        slice_titles: one row label per slice.
+        panel_inches: side of one panel.
+        dice_values: label -> one Dice per row, shown instead of the Dice of what the
+            panel shows (e.g. the whole slice's, when the panels show a zoomed window).
+
+    Returns:
+        ``path`` as a Path. ValueError when there is no model or slice, or the counts
+        differ.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

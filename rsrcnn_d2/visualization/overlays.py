@@ -44,8 +44,14 @@ def _as_2d(name: str, array, shape=None) -> np.ndarray:
 def overlay_rgb(image, pred, truth) -> np.ndarray:
     """uint8 RGB (H, W, 3): ``image`` (H, W) in grey (min..max -> 0..255), TP/FP/FN coloured.
 
-    ``pred`` and ``truth`` are (H, W) masks (nonzero = lesion); numpy arrays or
-    CPU tensors.
+    Args:
+        image: (H, W) slice, any intensity scale; numpy array or tensor.
+        pred: (H, W) predicted mask (nonzero = lesion); numpy array or tensor.
+        truth: (H, W) reference mask, likewise.
+
+    Returns:
+        (H, W, 3) uint8: TP `TP_COLOR`, FP `FP_COLOR`, FN `FN_COLOR`, the rest grey.
+        ValueError for a mask that is not 2-D or not the image's shape.
     """
     grey = to_uint8(_as_2d("image", image))
     pred = _as_2d("prediction", pred, grey.shape).astype(bool)
@@ -62,8 +68,17 @@ def save_overlay_png(
 ) -> Path:
     """Write `overlay_rgb` as a PNG, each pixel as a ``scale`` x ``scale`` block.
 
-    The PNG is (H·scale, W·scale) pixels, plus a band of ``TITLE_BAND`` pixels on
-    top when ``title`` is given. Written atomically (temporary file + rename).
+    Written atomically (temporary file + rename).
+
+    Args:
+        path: the PNG file to write.
+        image, pred, truth: as `overlay_rgb`.
+        title: text in a band of ``TITLE_BAND`` pixels on top (None: no band).
+        scale: positive integer enlargement by pixel replication, so that a one-pixel
+            lesion stays one sharp block.
+
+    Returns:
+        ``path`` as a Path; the PNG is (H·scale, W·scale) pixels, plus the title band.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -87,6 +102,14 @@ def save_figure_png(fig, path: Union[str, Path], dpi: Optional[float] = None) ->
     """Render a matplotlib Figure to PNG at ``path`` atomically (temporary file + rename).
 
     A reader (a report, a notebook watching the folder) never sees half a PNG.
+
+    Args:
+        fig: the Figure, with a canvas attached.
+        path: the PNG file to write.
+        dpi: resolution (None: the figure's own).
+
+    Returns:
+        ``path`` as a Path.
     """
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)

@@ -11,6 +11,8 @@ map (``MODEL.RSRCNN.MASK_THRESHOLD``, 0.5 by default; use the rows' value, which
 the mean map ``<case>_prob.nii.gz``. Maps must share their voxel grid; OUT may not
 lie inside an input folder. Exit status: 0 done, 2 bad input or output (one line
 naming the file).
+The program behind tools/ensemble.py (also ``rsrcnn-ensemble``,
+``python -m rsrcnn_d2.cli.ensemble``).
 """
 
 import argparse
@@ -19,16 +21,10 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import report_errors
+from ..tool_setup import quiet_known_warnings
+from .common import probability_threshold
 
-__all__ = ["build_parser", "main", "probability_threshold"]
-
-
-def probability_threshold(text: str) -> float:
-    """argparse type of a lesion threshold on probabilities: a number in (0, 1]."""
-    value = float(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in (0, 1], not {text}")
-    return value
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,11 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 @report_errors("rsrcnn-ensemble")
 def main(argv: Optional[List[str]] = None) -> int:
-    from ..tool_setup import quiet_known_warnings
-    from .ensemble_folders import ensemble_folders
-
     args = build_parser().parse_args(argv)
     quiet_known_warnings()
+    from ..inference.ensemble_folders import ensemble_folders
+
     written = ensemble_folders(
         args.input,
         args.output,
@@ -85,5 +80,5 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m rsrcnn_d2.inference.ensemble_cli (= rsrcnn-ensemble)
+if __name__ == "__main__":
     sys.exit(main())

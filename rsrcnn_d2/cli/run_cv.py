@@ -17,17 +17,16 @@ Re-running skips finished folds and resumes an interrupted one, but only those
 trained with the same config, overrides and cohort: a fold trained otherwise is
 refused (exit 2, naming the fold and the differing keys) unless --retrain. Exit
 status: 0 done, 1 a fold's training failed, 2 bad data or arguments, 3 bad config.
-The program behind ``tools/run_cv.py`` (also ``python -m rsrcnn_d2.experiments.cv_cli``).
+The program behind tools/run_cv.py (also ``rsrcnn-cv``, ``python -m rsrcnn_d2.cli.run_cv``).
 """
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 from ..errors import EXIT_PARTIAL, report_errors
 from ..tool_setup import quiet_known_warnings
-from .cv import run_cv
+from .common import CONFIG_KEY
 
 __all__ = ["build_parser", "parse_args", "main"]
 
@@ -81,14 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")
-
-
 def parse_args(argv):
     """Options, then the overrides from the first config KEY on (``--folds 0 1`` may precede
     them)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    start = next((i for i, a in enumerate(argv) if _KEY.fullmatch(a)), len(argv))
+    start = next((i for i, a in enumerate(argv) if CONFIG_KEY.fullmatch(a)), len(argv))
     parser = build_parser()
     args = parser.parse_args(argv[:start])
     args.opts = argv[start:]
@@ -101,6 +97,8 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     quiet_known_warnings()
+    from ..experiments.cv import run_cv
+
     output = Path(args.output or Path("output") / f"cv_{Path(args.config).stem}")
     try:
         record = run_cv(

@@ -16,8 +16,8 @@ lesion-free subjects it wrote (about --lesion-free-fraction of them); the
 converter's default (lesion slices only) leaves them out with a warning, its
 --all-slices keeps them. Existing cases are kept unless --overwrite. See
 datasets/README.md.
-The program behind ``tools/make_synthetic_cohort.py`` (also
-``python -m rsrcnn_d2.synth.cli``).
+The program behind tools/make_synthetic_cohort.py (also ``rsrcnn-make-cohort``,
+``python -m rsrcnn_d2.cli.make_cohort``).
 """
 
 import argparse
@@ -25,15 +25,16 @@ import sys
 from pathlib import Path
 from typing import List
 
-from ..data.nifti import read_volume
-from ..tool_setup import quiet_known_warnings
-from .anatomy import AnatomyParams
-from .cohort import write_anatomical_cohort
-from .phantom import write_synthetic_cohort
-
 __all__ = ["parse_args", "main"]
 
-DEFAULTS = AnatomyParams()
+# the anatomy options, whose defaults are the generator's (rsrcnn_d2.synth.AnatomyParams):
+# {option: AnatomyParams field}, filled in after parsing
+ANATOMY_DEFAULTS = {
+    "lesion_free_fraction": "lesion_free_fraction",
+    "lesions": "lesions_per_subject",
+    "in_plane_mm": "in_plane_mm",
+    "slice_mm": "slice_mm",
+}
 PHANTOM_OPTIONS = {
     "--size": dict(type=int, help="in-plane size (pixels; default 64)"),
     "--depth": dict(type=int, help="number of axial slices (default 6)"),
@@ -74,32 +75,29 @@ def parse_args(argv=None):
     anatomy.add_argument(
         "--lesion-free-fraction",
         type=float,
-        default=DEFAULTS.lesion_free_fraction,
-        help="share of subjects drawn without lesions",
+        help="share of subjects drawn without lesions (default: the generator's, "
+        "AnatomyParams.lesion_free_fraction)",
     )
     anatomy.add_argument(
         "--lesions",
         type=int,
         nargs=2,
         metavar=("LOW", "HIGH"),
-        default=DEFAULTS.lesions_per_subject,
-        help="lesions per lesion subject",
+        help="lesions per lesion subject (default: AnatomyParams.lesions_per_subject)",
     )
     anatomy.add_argument(
         "--in-plane-mm",
         type=float,
         nargs=2,
         metavar=("LOW", "HIGH"),
-        default=DEFAULTS.in_plane_mm,
-        help="range of the in-plane voxel size",
+        help="range of the in-plane voxel size (default: AnatomyParams.in_plane_mm)",
     )
     anatomy.add_argument(
         "--slice-mm",
         type=float,
         nargs=2,
         metavar=("LOW", "HIGH"),
-        default=DEFAULTS.slice_mm,
-        help="range of the slice thickness",
+        help="range of the slice thickness (default: AnatomyParams.slice_mm)",
     )
     phantom = p.add_argument_group("phantom (--phantom only)")
     phantom.add_argument("--phantom", action="store_true", help="the fast cartoon phantom instead")
@@ -115,11 +113,20 @@ def parse_args(argv=None):
         name = flag[2:].replace("-", "_")
         if getattr(args, name) is None:
             setattr(args, name, default)
+    if any(getattr(args, name) is None for name in ANATOMY_DEFAULTS):
+        from ..synth import AnatomyParams  # the generator, once the arguments are valid
+
+        defaults = AnatomyParams()
+        for name, field in ANATOMY_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, getattr(defaults, field))
     return args
 
 
 def lesion_free_cases(out_dir, cases: List[str]) -> List[str]:
     """The cases whose mask, as written (reused cases too), holds no lesion voxel."""
+    from ..data.nifti import read_volume
+
     labels = Path(out_dir) / "labelsTr"
     return [case for case in cases if not read_volume(labels / f"{case}.nii.gz").canonical.any()]
 
@@ -135,8 +142,12 @@ def _lesion_free_note(lesion_free: List[str]) -> str:
 
 
 def main(argv=None) -> int:
+    from ..tool_setup import quiet_known_warnings
+
     args = parse_args(argv)
     quiet_known_warnings()
+    from ..synth import AnatomyParams, write_anatomical_cohort, write_synthetic_cohort
+
     try:
         if args.phantom:
             if args.slices:

@@ -7,18 +7,16 @@ Prints the strict, reference and subject 3-D protocols and the lesion-wise
 counts, as train_net's evaluation does for rows B–E, and writes into --output
 ``pwml_slices.csv``, ``pwml_subjects.csv`` and ``results.json`` (the figures
 flattened as ``task/metric``).
-The program behind ``tools/eval_classical.py`` (also ``python -m rsrcnn_d2.classical.eval_cli``).
+The program behind tools/eval_classical.py (also ``rsrcnn-eval-classical``,
+``python -m rsrcnn_d2.cli.eval_classical``).
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from ..data.errors import PWMLDataError
-from ..data.fileio import atomic_write_json
-from ..evaluation.pwml_evaluator import format_table
+from ..errors import PWMLDataError
 from ..tool_setup import quiet_known_warnings
-from . import evaluate_classical, flat_results, load_dataset_slices, load_params
 
 __all__ = ["parse_args", "main"]
 
@@ -39,6 +37,10 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     quiet_known_warnings()  # harmless third-party notices, in this program only
+    from ..classical import evaluate_classical, flat_results, load_dataset_slices, load_params
+    from ..data.fileio import atomic_write_json
+    from ..evaluation.pwml_evaluator import format_table
+
     try:
         params = load_params(args.params)
         slices = load_dataset_slices(

@@ -18,6 +18,8 @@ masks and evaluation in OUT/ensembles/<A>+<B>/.
 
 Exit status: 0 done; 2 bad arguments or data (a CV folder incomplete, rows scored
 on different cases, probability maps missing), one line naming the file.
+The program behind tools/find_best.py (also ``rsrcnn-find-best``,
+``python -m rsrcnn_d2.cli.find_best``).
 """
 
 import argparse
@@ -26,10 +28,13 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import report_errors
-from ..inference.ensemble_cli import probability_threshold
-from .find_best import METRICS
+from ..tool_setup import quiet_known_warnings, setup_tool_logging
+from .common import probability_threshold
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "METRICS"]
+
+# rsrcnn_d2.experiments.find_best.METRICS: the headline figures a candidate is ranked by
+METRICS = ("case_dice", "lesion_f1_3d")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,11 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 @report_errors("rsrcnn-find-best")
 def main(argv: Optional[List[str]] = None) -> int:
-    from ..tool_setup import quiet_known_warnings, setup_tool_logging
-    from .find_best import format_candidates, plan, run_plan
-
     args = build_parser().parse_args(argv)
     quiet_known_warnings()
+    from ..experiments.find_best import format_candidates, plan, run_plan
+
     output = Path(args.output)
     checked = plan(  # every input checked before OUT (and its log.txt) is made
         args.rows,
@@ -92,5 +96,5 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m rsrcnn_d2.experiments.find_best_cli (= rsrcnn-find-best)
+if __name__ == "__main__":
     sys.exit(main())

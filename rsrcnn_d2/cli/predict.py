@@ -39,21 +39,21 @@ parameters uninitialised (another row's checkpoint) are refused unless
     2  bad input data, arguments or output location: nothing could start
     3  bad config file (unknown key, unsafe YAML tag, unreadable)
     4  bad weights file (missing, truncated, unsafe pickle, does not fit the model)
+
+The program behind tools/predict.py (also ``rsrcnn-predict``,
+``python -m rsrcnn_d2.cli.predict``).
 """
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..data.errors import PWMLDataError
-from ..data.nifti import add_axis_option
-from ..errors import EXIT_DATA, EXIT_PARTIAL, report_errors
+from ..errors import EXIT_DATA, EXIT_PARTIAL, PWMLDataError, report_errors
+from ..tool_setup import quiet_known_warnings, setup_tool_logging
+from .common import CONFIG_KEY, add_axis_option
 
-__all__ = ["build_parser", "parse_args", "fold_checkpoints", "setup_cfg", "build_predictor", "main"]
-
-CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")  # MODEL.DEVICE, not a file name
+__all__ = ["build_parser", "parse_args", "setup_cfg", "build_predictor", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,7 +189,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
     if args.weights:  # `--weights a.pth MODEL.DEVICE cpu`: the overrides are not checkpoints
-        first_key = next((i for i, w in enumerate(args.weights) if CONFIG_KEY.match(w)), None)
+        first_key = next((i for i, w in enumerate(args.weights) if CONFIG_KEY.fullmatch(w)), None)
         if first_key is not None:
             args.opts = [*args.weights[first_key:], *args.opts]
             args.weights = args.weights[:first_key] or None
@@ -208,35 +208,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def fold_checkpoints(model_folder: str, folds: Optional[List[int]] = None) -> List[Path]:
-    """The trained weights of each ``fold_<i>`` of a cross-validation output, in fold order."""
-    from ..checkpoint import trained_weights
-
-    root = Path(model_folder)
-    if not root.is_dir():
-        raise PWMLDataError(root, "model folder does not exist")
-    if folds is None:
-        folds = sorted(int(p.name[5:]) for p in root.glob("fold_*") if p.name[5:].isdigit())
-        if not folds:
-            raise PWMLDataError(root, "no fold_<i> folders: not a tools/run_cv.py output")
-    found = []
-    for fold in folds:
-        weights = trained_weights(root / f"fold_{fold}")
-        if not weights.is_file():
-            raise PWMLDataError(
-                root / f"fold_{fold}",
-                "no model_best.pth or model_final.pth: has this fold finished training?",
-            )
-        found.append(weights)
-    return found
-
-
 def setup_cfg(args: argparse.Namespace):
     """Config from --config-file (or the first fold's config.yaml), the weights, -device and
     the overrides; CPU when the config's CUDA is absent, an error when the user's is. Sets
     ``args.weights`` to the checkpoint list."""
-    from .. import get_rsrcnn_cfg
-    from ..config import check_requested_device, device_override, fall_back_to_cpu
+    from ..checkpoint import fold_checkpoints
+    from ..config import check_requested_device, device_override, fall_back_to_cpu, get_rsrcnn_cfg
 
     asked = args.device or device_override(args.opts)  # named by the user: no fall-back
     if asked:
@@ -257,9 +234,8 @@ def setup_cfg(args: argparse.Namespace):
 
 
 def build_predictor(args: argparse.Namespace):
-    """The `LesionPredictor` the run uses (tests replace this with a stand-in)."""
-    from .predictor import LesionPredictor
-
+    """The `LesionPredictor` the run uses (tests replace this with a stand-in): the network of
+    the config and weights, or the classical detector (row A) of ``--classical``."""
     if args.classical:
         from ..classical import ClassicalPredictor, load_params
 
@@ -270,7 +246,8 @@ def build_predictor(args: argparse.Namespace):
                 "overrides apply to networks, not to --classical",
             )
         return ClassicalPredictor(load_params(args.classical), batch_size=args.batch_size)
-    from .calibration import log_inference
+    from ..inference.calibration import log_inference
+    from ..inference.predictor import LesionPredictor
 
     cfg = setup_cfg(args)
     predictor = LesionPredictor.from_config(
@@ -287,15 +264,14 @@ def build_predictor(args: argparse.Namespace):
 
 @report_errors("rsrcnn-predict")
 def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    quiet_known_warnings()
     from tqdm import tqdm
 
     from ..data.output_lock import output_lock
-    from ..tool_setup import quiet_known_warnings, setup_tool_logging
-    from .inputs import check_output_location, find_inputs
-    from .predictor import predict_inputs
+    from ..inference.inputs import check_output_location, find_inputs
+    from ..inference.predictor import predict_inputs
 
-    args = parse_args(argv)
-    quiet_known_warnings()
     setup_tool_logging()  # our warnings (unlike slices, partial weights) on the console
     try:  # the project's errors (bad data, config, weights) are reported by report_errors
         inputs = find_inputs(args.input)
@@ -331,5 +307,5 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m rsrcnn_d2.inference.cli, as the demo runs it
+if __name__ == "__main__":
     sys.exit(main())

@@ -12,7 +12,8 @@ scores of slices empty in truth and prediction; a value outside its metric's ran
 slice selections (the paper's lesion slices vs whole volumes) are refused in one
 figure unless --allow-mixed-selections.
 Exit status: 0 written; 2 a bad CSV, argument or output location (one line on stderr).
-The program behind ``tools/plot_results.py`` (also ``python -m rsrcnn_d2.visualization.plot_cli``).
+The program behind tools/plot_results.py (also ``rsrcnn-plot``,
+``python -m rsrcnn_d2.cli.plot_results``).
 """
 
 import argparse
@@ -21,7 +22,6 @@ from typing import Dict, List
 
 from ..errors import PWMLDataError, report_errors
 from ..tool_setup import quiet_known_warnings
-from .boxplots import boxplot_from_csvs
 
 __all__ = ["parse_csvs", "main"]
 
@@ -66,6 +66,8 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     quiet_known_warnings()  # harmless third-party notices, in this program only
+    from ..visualization.boxplots import boxplot_from_csvs
+
     out = boxplot_from_csvs(
         parse_csvs(args.csv),
         args.output,

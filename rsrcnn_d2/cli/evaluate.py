@@ -11,14 +11,18 @@ is scored by default; --lesion-slices-only scores only slices with a reference
 lesion, as the paper reports. Writes ``slices.csv``, ``cases.csv`` and
 ``summary.json`` to OUT (default PREDICTION_DIR/evaluation) and prints the table.
 Exit status: 0 done, 2 bad input (the message names the file).
+The program behind tools/evaluate.py (also ``rsrcnn-evaluate``,
+``python -m rsrcnn_d2.cli.evaluate``).
 """
 
 import argparse
+import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..data.nifti import add_axis_option
-from ..errors import report_errors
+from ..errors import PWMLDataError, report_errors
+from ..tool_setup import echo, quiet_known_warnings, setup_tool_logging
+from .common import add_axis_option
 
 __all__ = ["build_parser", "main", "OUTPUT_FILES"]
 
@@ -62,18 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 @report_errors("rsrcnn-evaluate")
 def main(argv: Optional[List[str]] = None) -> int:
-    from ..tool_setup import echo, quiet_known_warnings, setup_tool_logging
-
-    from ..data.fileio import check_writable
-    from ..data.owned_outputs import check_owned, record_owned
-    from .folder import evaluate_folder, format_summary, pair_cases
-
     args = build_parser().parse_args(argv)
     quiet_known_warnings()
+    from ..data.fileio import check_writable
+    from ..data.owned_outputs import check_owned, record_owned
+    from ..evaluation.folder import evaluate_folder, format_summary, pair_cases
+
     output = Path(args.output) if args.output else Path(args.prediction) / "evaluation"
     if output.exists() and not output.is_dir():
-        from ..errors import PWMLDataError
-
         raise PWMLDataError(output, "is a file; -o takes the folder to write the figures into")
     pair_cases(args.prediction, args.reference, args.allow_missing)  # bad folders: no output made
     check_writable(output)
@@ -97,5 +97,5 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m rsrcnn_d2.evaluation.cli (= rsrcnn-evaluate)
-    raise SystemExit(main())
+if __name__ == "__main__":
+    sys.exit(main())

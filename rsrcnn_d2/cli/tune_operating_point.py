@@ -32,23 +32,34 @@ CUDA among them), 3 bad config, 4 bad weights.
 ``<config>_tuned.yaml``, no longer ``<config>_dcrf_tuned.yaml``.
 ``--dataset-root [NAME=]DIR`` (repeatable) registers another prepared cohort as
 ``NAME_<split>`` for --dataset; a missing or unprepared root exits with status 2.
-The program behind ``tools/tune_operating_point.py`` (also ``python -m
-rsrcnn_d2.tuning.cli``).
+The program behind tools/tune_operating_point.py (also ``rsrcnn-tune``,
+``python -m rsrcnn_d2.cli.tune_operating_point``); `tune_dcrf_alias` behind tools/tune_dcrf.py.
 """
 
 import argparse
 import math
 import sys
 
-from ..config import check_requested_device, device_override
-from ..data.register import register_dataset_roots
 from ..errors import EXIT_PARTIAL, report_errors
 from ..tool_setup import quiet_known_warnings, setup_tool_logging
-from .calibrate import SEARCHES, Calibration, calibrate_operating_point
-from .dcrf_search import DEFAULT_BOUNDS, OBJECTIVES, PARAM_KEYS, check_bounds
-from .operating_point import DEFAULT_SCORE_GRID
+from .common import add_dataset_root_option
 
 __all__ = ["parse_args", "main", "tune_dcrf_alias"]
+
+# The library's tables (rsrcnn_d2.tuning: calibrate.SEARCHES, dcrf_search.OBJECTIVES and
+# PARAM_KEYS), as the parser names them before the library is loaded; the defaults (the
+# score grid, the CRF's search bounds) are the library's, filled in after parsing.
+SEARCHES = ("score", "crf")
+OBJECTIVES = {
+    "dice": "strict mean Dice (slices with a lesion in truth or prediction)",
+    "lesion_f1": "lesion-wise F1 (2-D lesions pooled over the slices)",
+}
+PARAM_KEYS = {
+    "l1": "GAUSSIAN_SXY",
+    "l2": "BILATERAL_SXY",
+    "c1": "BILATERAL_SRGB",
+    "e1": "ITERATIONS",
+}
 
 
 def parse_args(argv=None):
@@ -80,13 +91,7 @@ def parse_args(argv=None):
         help="file for the network's outputs: "
         "reused when it matches the model, config and dataset, else written",
     )
-    parser.add_argument(
-        "--dataset-root",
-        action="append",
-        default=[],
-        metavar="[NAME=]DIR",
-        help="register a prepared cohort (tools/prepare_pwml.py) as NAME_<split>; repeatable",
-    )
+    add_dataset_root_option(parser)
     parser.add_argument(
         "--search",
         nargs="+",
@@ -106,7 +111,7 @@ def parse_args(argv=None):
         "--score-grid",
         type=float,
         nargs="+",
-        default=list(DEFAULT_SCORE_GRID),
+        default=None,
         metavar="T",
         help="score thresholds tried (default 0.05, 0.10, ..., 0.95, 0.96, ..., 0.99); the "
         "config's is added",
@@ -119,20 +124,30 @@ def parse_args(argv=None):
         default=0,
         help="seed of the optimiser (and of the network when it has no weights)",
     )
-    for name, (lo, hi) in DEFAULT_BOUNDS.items():
+    for name, key in PARAM_KEYS.items():
         parser.add_argument(
             f"--{name}",
             type=float,
             nargs=2,
-            default=(lo, hi),
+            default=None,
             metavar=("LOW", "HIGH"),
-            help=f"search bounds of {name} (MODEL.DCRF.{PARAM_KEYS[name]}); default {lo:g} {hi:g}",
+            help=f"search bounds of {name} (MODEL.DCRF.{key}); default: "
+            "rsrcnn_d2.tuning.DEFAULT_BOUNDS",
         )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
-    if any(not 0 <= t <= 1 for t in args.score_grid):
+    if args.score_grid is not None and any(not 0 <= t <= 1 for t in args.score_grid):
         parser.error(f"--score-grid values must lie in [0, 1], got {args.score_grid}")
+    # the library's defaults and its rule for a search box, once the command line is whole
+    from ..tuning.dcrf_search import DEFAULT_BOUNDS, check_bounds
+    from ..tuning.operating_point import DEFAULT_SCORE_GRID
+
+    if args.score_grid is None:
+        args.score_grid = list(DEFAULT_SCORE_GRID)
+    for name, bounds in DEFAULT_BOUNDS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, bounds)
     try:  # a box the CRF cannot run in: refused here, not after the network's pass
         check_bounds(_bounds(args))
     except ValueError as e:
@@ -144,8 +159,9 @@ def _bounds(args) -> dict:
     return {k: tuple(getattr(args, k)) for k in PARAM_KEYS}
 
 
-def _say_nothing_found(found: Calibration) -> int:
-    """One line on stderr for a calibration that found nothing; the exit status."""
+def _say_nothing_found(found) -> int:
+    """One line on stderr for a calibration (a `rsrcnn_d2.tuning.Calibration`) that found
+    nothing; the exit status."""
     empty = found.empty_value
     nothing = "undefined" if math.isnan(empty) else f"{empty:.4f}"
     earlier = f"; {found.output} is from an earlier run" if found.output.exists() else ""
@@ -165,6 +181,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     quiet_known_warnings()
     setup_tool_logging(names=("rsrcnn_d2", "detectron2"))  # the console; the file per call
+    from ..config import check_requested_device, device_override
+    from ..data.register import register_dataset_roots
+    from ..tuning.calibrate import calibrate_operating_point
+
     device = device_override(args.opts)
     if device:  # asked for by name: no silent fall-back (exit 2 without CUDA)
         check_requested_device(device, "MODEL.DEVICE")

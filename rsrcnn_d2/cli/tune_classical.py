@@ -10,25 +10,21 @@ best parameters to --output (YAML, or JSON for a .json name; what
 ``rsrcnn-predict --classical`` and tools/eval_classical.py read) and every
 trial to ``<output stem>_trials.json`` beside it; nothing else. In "3d" mode
 each slice's neighbours are cut from its source volume (rsrcnn_d2.classical.dataset).
-The program behind ``tools/tune_classical.py`` (also ``python -m rsrcnn_d2.classical.tune_cli``).
+The program behind tools/tune_classical.py (also ``rsrcnn-tune-classical``,
+``python -m rsrcnn_d2.cli.tune_classical``).
 """
 
 import argparse
 import sys
 
-from ..data.errors import PWMLDataError
+from ..errors import PWMLDataError
 from ..tool_setup import quiet_known_warnings
-from . import (
-    MODES,
-    OBJECTIVES,
-    ClassicalParams,
-    load_dataset_slices,
-    load_params,
-    save_tuning,
-    tune_classical,
-)
 
 __all__ = ["parse_args", "main"]
+
+# rsrcnn_d2.classical's MODES and OBJECTIVES, named before the library is loaded
+MODES = ("2d", "3d")
+OBJECTIVES = ("dice", "lesion_f1")
 
 
 def parse_args(argv=None):
@@ -59,6 +55,14 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     quiet_known_warnings()  # harmless third-party notices, in this program only
+    from ..classical import (
+        ClassicalParams,
+        load_dataset_slices,
+        load_params,
+        save_tuning,
+        tune_classical,
+    )
+
     try:
         start = load_params(args.start) if args.start else ClassicalParams()
         if args.mode:

@@ -6,9 +6,10 @@
 SOURCE is an nnU-Net raw folder (imagesTr/ + labelsTr/), a CSV/JSON pair list
 (subject,image,mask) or the reference implementation's slice folders
 (input/ + gt/). The default output, $DETECTRON2_DATASETS/pwml, is what
-``import rsrcnn_d2`` registers as pwml_train / pwml_val / pwml_test /
-pwml_fold{i}_{train,val}. See datasets/README.md. ``--out`` is the deprecated
-spelling of ``--output``, kept so that existing scripts keep working.
+the package registers as pwml_train / pwml_val / pwml_test /
+pwml_fold{i}_{train,val} (rsrcnn_d2.data.register). See datasets/README.md.
+``--out`` is the deprecated spelling of ``--output``, kept so that existing scripts keep
+working.
 
 Every conversion first checks the whole cohort (rsrcnn_d2.data.check) and
 refuses, listing every error, before it writes anything; warnings (a lesion-free
@@ -19,7 +20,8 @@ problem, one line each naming the file, and the cohort's fingerprint.
 Exit status (rsrcnn_d2.errors): 0 done (with --check: no error found), 2 bad
 input data, arguments or output location (each problem on its own line naming
 the file or option).
-The program behind ``tools/prepare_pwml.py`` (also ``python -m rsrcnn_d2.data.prepare_cli``).
+The program behind tools/prepare_pwml.py (also ``rsrcnn-prepare``,
+``python -m rsrcnn_d2.cli.prepare``).
 """
 
 import argparse
@@ -27,15 +29,8 @@ import math
 import sys
 from pathlib import Path
 
-from ..errors import EXIT_DATA, report_errors
-from ..tool_setup import quiet_known_warnings, setup_tool_logging
-from .check import DatasetReport, check_dataset, count, format_report
-from .convert import convert_pwml
-from .errors import PWMLDataError
-from .fileio import atomic_write_json
-from .fingerprint import format_fingerprint
-from .nifti import add_axis_option
-from .register import default_pwml_root
+from ..errors import EXIT_DATA, PWMLDataError, report_errors
+from .common import add_axis_option
 
 __all__ = ["parse_args", "main"]
 
@@ -51,9 +46,9 @@ def parse_args(argv=None):
         "--output",
         "--out",
         dest="output",
-        default=str(default_pwml_root()),
-        help="output folder (default: $DETECTRON2_DATASETS/pwml = %(default)s); "
-        "--out is a deprecated alias",
+        default=None,
+        help="output folder (default: $DETECTRON2_DATASETS/pwml, the variable defaulting to "
+        "datasets); --out is a deprecated alias",
     )
     add_axis_option(p, help="slice axis in canonical (RAS+) orientation (NIfTI only)")
     p.add_argument(
@@ -112,11 +107,18 @@ def parse_args(argv=None):
         p.error(f"argument --folds: must be 0 (no folds) or at least 2, got {args.folds}")
     if args.workers < 1:
         p.error(f"argument --workers: must be at least 1, got {args.workers}")
+    if args.output is None:  # after the checks: the library loads only for a valid command
+        from ..data.register import default_pwml_root
+
+        args.output = str(default_pwml_root())
     return args
 
 
-def _write_report(path: Path, report: DatasetReport) -> None:
-    """The report as JSON at ``path``, which must not be one of the cohort's inputs."""
+def _write_report(path: Path, report) -> None:
+    """The report (a `DatasetReport`) as JSON at ``path``, which must not be one of the
+    cohort's inputs."""
+    from ..data.fileio import atomic_write_json
+
     inputs = {Path(report.source)} if report.source != "subjects" else set()
     for s in report.subjects:
         inputs |= {s.image, s.mask} | {f for _, image, mask in s.slices for f in (image, mask)}
@@ -142,6 +144,8 @@ def _cohort_options(args) -> dict:
 
 
 def _check_only(args) -> int:
+    from ..data.check import check_dataset, count, format_report
+
     report = check_dataset(args.source, **_cohort_options(args))
     print(format_report(report))
     if args.json:
@@ -159,11 +163,16 @@ def _check_only(args) -> int:
 
 @report_errors("prepare_pwml.py")
 def main(argv=None) -> int:
+    from ..tool_setup import quiet_known_warnings, setup_tool_logging
+
     args = parse_args(argv)
     quiet_known_warnings()
     setup_tool_logging()  # the check's warnings on the console
     if args.check:
         return _check_only(args)
+    from ..data.convert import convert_pwml
+    from ..data.fingerprint import format_fingerprint
+
     summary = convert_pwml(args.source, args.output, **_cohort_options(args))
     print(
         f"{summary['num_subjects']} subjects, {summary['num_images']} slices, "

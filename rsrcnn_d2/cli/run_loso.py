@@ -1,0 +1,119 @@
+"""Leave-one-subject-out cross-validation of rows A, B, E and RS R-CNN+ on a slice folder.
+
+    python tools/run_loso.py SLICES [--output output/loso] [--rows A B E plus] [--iters 300]
+                             [--weights B=PATH --weights E=PATH] [--config ROW=PATH]
+                             [--pretrain ANATOMY_SLICES [--pretrain-iters 500]] [--tag NAME]
+
+SLICES is a folder in the reference implementation's layout, such as the
+reference slices ($PWML_REFERENCE_SLICES, see datasets/README.md; read, never written).
+It is converted once with tools/prepare_pwml.py into OUTPUT/pwml with one fold
+per subject, and each row is trained with tools/train_net.py on all subjects
+but one and evaluated on that one, for every subject. The held-out slices of
+all folds are then pooled into one strict-protocol table (OUTPUT/summary.md),
+with the per-fold mean ± sd beside it. Row A, the classical baseline
+(rsrcnn_d2.classical), is not trained: its parameters are tuned on the same
+held-in subjects (Bayesian optimisation, --seed) and it is evaluated on the
+held-out one.
+
+--weights starts a row from a checkpoint, e.g. a model trained on the synthetic
+cohort by tools/run_ablation.py (runs/B/seed0/model_final.pth); --config gives a
+row another config (e.g. a calibrated operating point). --pretrain does both
+itself: each row is first trained on ANATOMY_SLICES (a slice folder such as
+``tools/make_synthetic_cohort.py --slices`` writes: the anatomy-based cohort as
+the reference's 8-bit head crops), converted into OUTPUT/pretrain/pwml and split
+by subject, calibrated there on its validation subjects
+(tools/tune_operating_point.py), and every fold then fine-tunes that model with
+that operating point. --tag keeps runs with different starting points apart.
+Finished folds and pre-trainings are skipped on re-running; an interrupted one
+resumes.
+The program behind tools/run_loso.py (also ``rsrcnn-loso``,
+``python -m rsrcnn_d2.cli.run_loso``); the cross-validation is `rsrcnn_d2.experiments.loso`.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import report_errors
+from ..tool_setup import quiet_known_warnings
+
+__all__ = ["build_parser", "main"]
+
+# rsrcnn_d2.experiments.loso's CLASSICAL and ROW_CONFIGS' rows, named before it is loaded
+CLASSICAL = "A"  # row A, the classical baseline: tuned, not trained
+ROWS = ("B", "E", "plus")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    p.add_argument("slices", help="folder with input/<subject>/*.png and gt/<subject>/*.png")
+    p.add_argument("--output", default="output/loso")
+    p.add_argument("--rows", nargs="+", default=[CLASSICAL, "B", "E"], choices=[CLASSICAL, *ROWS])
+    p.add_argument("--iters", type=int, default=300)
+    p.add_argument(
+        "--weights",
+        action="append",
+        default=[],
+        metavar="ROW=PATH",
+        help="initial weights of a row (default: from scratch)",
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="ROW=PATH",
+        help="config of a row (default: its configs/PWML-Tiny/ file)",
+    )
+    p.add_argument(
+        "--pretrain",
+        metavar="SLICES",
+        default=None,
+        help="slice folder to pre-train and calibrate every row on first",
+    )
+    p.add_argument("--pretrain-iters", type=int, default=500)
+    p.add_argument(
+        "--tag", default=None, help="name of this set of runs (default: scratch or pretrained)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train again a run whose folder holds one trained with other options (kept "
+        "beside it as <folder>.replaced-<time>); without it such a run is refused (exit 2)",
+    )
+    return p
+
+
+@report_errors("run_loso")
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet_known_warnings()  # harmless third-party notices, in this program only
+    slices = Path(args.slices)
+    if not (slices / "input").is_dir() or not (slices / "gt").is_dir():
+        print(f"error: {slices}: expected input/ and gt/ folders of PNG slices", file=sys.stderr)
+        return 2
+    from ..experiments.loso import parse_weights, run_loso
+
+    summary = run_loso(
+        slices,
+        args.output,
+        rows=args.rows,
+        iters=args.iters,
+        weights=parse_weights(args.weights),
+        configs=parse_weights(args.config, "--config"),
+        pretrain_slices=args.pretrain,
+        pretrain_iters=args.pretrain_iters,
+        tag=args.tag,
+        seed=args.seed,
+        retrain=args.retrain,
+    )
+    print(f"summary: {summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,8 +20,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from rsrcnn_d2.evaluation.folder import evaluate_folder, pair_cases
 from rsrcnn_d2.data.nifti import read_volume
+from rsrcnn_d2.evaluation.folder import evaluate_folder, pair_cases
 
 SIZE = 512
 

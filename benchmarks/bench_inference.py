@@ -21,7 +21,6 @@ import time
 
 import numpy as np
 import torch
-
 from detectron2.modeling import build_model
 
 from rsrcnn_d2 import get_rsrcnn_cfg

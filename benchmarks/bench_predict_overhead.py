@@ -27,8 +27,7 @@ import torch
 
 from rsrcnn_d2 import get_rsrcnn_cfg
 from rsrcnn_d2.config import fall_back_to_cpu
-from rsrcnn_d2.data.nifti import volume_slice
-from rsrcnn_d2.data.nifti import read_volume
+from rsrcnn_d2.data.nifti import read_volume, volume_slice
 from rsrcnn_d2.inference.inputs import find_inputs
 from rsrcnn_d2.inference.predictor import LesionPredictor, predict_inputs
 

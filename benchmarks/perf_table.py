@@ -50,6 +50,7 @@ def peak_rss_mib() -> float:
 def _slices(scale: str, count: int, with_instances: bool):
     import numpy as np
     import torch
+
     from rsrcnn_d2.data.instances import mask_to_instances
     from rsrcnn_d2.synth.phantom import synthetic_slice
 
@@ -91,9 +92,9 @@ def child_infer(scale: str, row: str, detections: int, slices: int) -> dict:
 
 
 def child_train(scale: str, row: str, iters: int, warmup: int) -> dict:
+    from bench_inference import build
     from detectron2.utils.events import EventStorage
 
-    from bench_inference import build
     from rsrcnn_d2.solver import build_optimizer  # the training's: CLIP_TYPE global_norm too
 
     cfg, model = build(row, 50, FAMILY[scale])
@@ -127,6 +128,7 @@ def _read_volume(paths):
 
 def child_convert(cohort: str, workers: int, what: str) -> dict:
     from multiprocessing import Pool
+
     from rsrcnn_d2.data.convert import convert_pwml
     from rsrcnn_d2.data.sources import nnunet_subjects
 
@@ -150,6 +152,7 @@ def child_convert(cohort: str, workers: int, what: str) -> dict:
 def child_evaluate(slices: int, baseline_slices: int) -> dict:
     import numpy as np
     from bench_evaluator import make_pair, whole_slice_metrics
+
     from rsrcnn_d2.evaluation import slice_metrics
 
     rng = np.random.default_rng(0)

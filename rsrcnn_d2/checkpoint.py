@@ -23,7 +23,7 @@ import pickle
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ def _plain(value):
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def input_form(cfg) -> Dict[str, object]:
+def input_form(cfg) -> dict[str, object]:
     """``{key: value}`` of `INPUT_FORM_KEYS` in ``cfg`` (keys the config lacks are left out)."""
     form = {}
     for key in INPUT_FORM_KEYS:
@@ -89,7 +89,7 @@ def input_form(cfg) -> Dict[str, object]:
     return form
 
 
-def form_differences(recorded: Dict[str, object], expected: Dict[str, object]) -> List[str]:
+def form_differences(recorded: dict[str, object], expected: dict[str, object]) -> list[str]:
     """``"KEY: <checkpoint's> in the weights, <config's> here"`` for every key both know and that
     differs; the pixel mean and std only where either side scales by them."""
     zscore = (
@@ -116,7 +116,7 @@ def _latin1_bytes(text, encoding="latin1"):
     return codecs.encode(text, "latin1")
 
 
-def _numpy_globals() -> Dict[Tuple[str, str], object]:
+def _numpy_globals() -> dict[tuple[str, str], object]:
     """The globals a pickled numpy array, dtype or scalar names, under numpy 1.x and 2.x
     module names."""
     try:
@@ -178,10 +178,10 @@ def _group(name: str) -> str:
 
 
 def fit_table(
-    model_keys: List[str],
-    missing: List[str],
-    unexpected: List[str],
-    incorrect_shapes: List[Tuple[str, tuple, tuple]],
+    model_keys: list[str],
+    missing: list[str],
+    unexpected: list[str],
+    incorrect_shapes: list[tuple[str, tuple, tuple]],
 ) -> str:
     """The fit of a partial load as one table, instead of detectron2's scattered warnings.
 
@@ -196,7 +196,7 @@ def fit_table(
         another shape) and left unused in the checkpoint (absent from the model, or of
         another shape), a total row, and the first mismatched shapes.
     """
-    rows: Dict[str, List[int]] = OrderedDict()
+    rows: dict[str, list[int]] = OrderedDict()
     missing_set = set(missing)
     for key in model_keys:
         counts = rows.setdefault(_group(key), [0, 0, 0])
@@ -245,7 +245,7 @@ class SafeCheckpointer(DetectionCheckpointer):
         save_dir: str = "",
         *,
         allow_partial: bool = False,
-        input_form: Optional[Dict[str, object]] = None,
+        input_form: Optional[dict[str, object]] = None,
         **kwargs,
     ):
         super().__init__(model, save_dir, **kwargs)
@@ -396,7 +396,7 @@ def load_model_weights(
     allow_partial: bool = False,
     save_dir: str = "",
     resume: bool = False,
-    input_form: Optional[Dict[str, object]] = None,
+    input_form: Optional[dict[str, object]] = None,
 ):
     """Load ``weights`` into ``model`` with `SafeCheckpointer`; the checked loading of every tool.
 
@@ -454,7 +454,7 @@ def trained_weights(run_dir) -> Path:
     return best if best.is_file() else Path(run_dir) / "model_final.pth"
 
 
-def fold_checkpoints(model_folder, folds: Optional[List[int]] = None) -> List[Path]:
+def fold_checkpoints(model_folder, folds: Optional[list[int]] = None) -> list[Path]:
     """The trained weights (`trained_weights`) of each ``fold_<i>`` of a cross-validation
     output, in fold order; all of them when ``folds`` is None. PWMLDataError names a missing
     folder or an unfinished fold."""

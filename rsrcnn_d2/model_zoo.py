@@ -14,7 +14,6 @@ TTA), which is not in the paper.
 """
 
 from pathlib import Path
-from typing import Dict, List
 
 from .errors import ConfigError
 
@@ -30,7 +29,7 @@ __all__ = [
 # Table 1's rows -> config name, per model size: "tiny" is the CPU-sized R-18 twin
 # used by the demo, tests and experiment scripts; "r101" is the paper's backbone.
 # "plus" (RS R-CNN+) = E + 2.5-D input + flip TTA: our recommendation, not Table 1's.
-ROW_CONFIGS: Dict[str, Dict[str, str]] = {
+ROW_CONFIGS: dict[str, dict[str, str]] = {
     "tiny": {
         "B": "PWML-Tiny/B_mask_rcnn_R_18_FPN.yaml",
         "C": "PWML-Tiny/C_hrpn_expand_R_18_FPN.yaml",
@@ -64,7 +63,7 @@ def configs_dir() -> Path:
     )
 
 
-def list_configs() -> List[str]:
+def list_configs() -> list[str]:
     """Every config name that `get_config_file` accepts, sorted."""
     root = configs_dir()
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.yaml"))

@@ -21,8 +21,9 @@ import logging
 import re
 import sys
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Union
+from typing import Optional, Union
 
 __all__ = [
     "setup_tool_logging",

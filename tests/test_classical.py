@@ -24,8 +24,8 @@ from rsrcnn_d2.classical import (
     tissue_mask,
     tune_classical,
 )
-from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.cli import predict as cli
+from rsrcnn_d2.data.errors import PWMLDataError
 
 # sensible settings for the hand-made slices: no smoothing and no growing, so the
 # detected mask is exactly the pixels above threshold
@@ -436,8 +436,7 @@ def test_tune_then_evaluate_tools_write_only_their_outputs(toy_dataset, tmp_path
 
 def test_3d_neighbours_are_cut_from_the_source_volume_as_the_converter_cut(toy_dataset):
     from rsrcnn_d2.classical import load_dataset_slices
-    from rsrcnn_d2.data.nifti import volume_slice
-    from rsrcnn_d2.data.nifti import read_volume
+    from rsrcnn_d2.data.nifti import read_volume, volume_slice
 
     cut = load_dataset_slices(f"{toy_dataset}_all", progress=False, from_volumes=True)
     own = load_dataset_slices(f"{toy_dataset}_all", progress=False)

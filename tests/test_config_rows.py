@@ -4,6 +4,7 @@ row E only in its 2.5-D input, flip TTA and checkpoint selection, for both confi
 import pytest
 
 import rsrcnn_d2
+
 from conftest import FULL_ROWS, TINY_ROWS
 
 # what each row changes with respect to the previous one

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from conftest import SHARED_SLICES
 from rsrcnn_d2.data.fileio import read_slice
 from rsrcnn_d2.data.nifti import read_nifti_pair
 from rsrcnn_d2.data.sources import slice_folder_subjects
@@ -23,6 +22,8 @@ from rsrcnn_d2.synth.realism import (
     volume_realism,
 )
 from rsrcnn_d2.synth.subject_geometry import AcquisitionGrid
+
+from conftest import SHARED_SLICES
 
 SEED = 1  # the first two subjects of seed 1 both have lesions
 

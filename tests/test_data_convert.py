@@ -15,6 +15,7 @@ from rsrcnn_d2.data.mapper import PWMLDatasetMapper
 from rsrcnn_d2.data.nifti import put_slice, volume_slice
 from rsrcnn_d2.data.register import register_pwml_root
 from rsrcnn_d2.data.sources import discover_subjects
+
 from test_data_fixtures import cohort, converted, nnunet_case, save_nifti  # noqa: F401
 
 

@@ -10,6 +10,7 @@ from PIL import Image
 from rsrcnn_d2.data.convert import convert_pwml
 from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.data.nifti import read_nifti_pair
+
 from test_data_fixtures import nnunet_case, save_nifti, small_cohort
 
 

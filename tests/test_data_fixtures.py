@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SHARED_SLICES
 from rsrcnn_d2.synth.phantom import synthetic_affine, synthetic_volume, write_synthetic_cohort
+
+from conftest import SHARED_SLICES
 
 
 def save_nifti(path, array, affine=None):

@@ -15,6 +15,7 @@ from rsrcnn_d2.data.fileio import save_slice
 from rsrcnn_d2.data.mapper import PWMLDatasetMapper, build_pwml_test_loader, build_pwml_train_loader
 from rsrcnn_d2.data.register import register_pwml_root
 from rsrcnn_d2.model_zoo import get_config_file
+
 from test_data_fixtures import cohort, converted  # noqa: F401
 
 TINY = get_config_file("PWML-Tiny/E_rsrcnn_R_18_FPN.yaml")  # found from any working directory

@@ -11,6 +11,7 @@ from PIL import Image
 from rsrcnn_d2.data.convert import convert_pwml
 from rsrcnn_d2.data.mapper import PWMLDatasetMapper
 from rsrcnn_d2.data.register import register_pwml_root
+
 from test_data_fixtures import SHARED_SLICES
 
 pytestmark = pytest.mark.skipif(

@@ -6,7 +6,6 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from rsrcnn_d2.data.errors import PWMLDataError
-from rsrcnn_d2.model_zoo import get_config_file
 from rsrcnn_d2.data.register import (
     PWML_METADATA,
     pwml_split_names,
@@ -14,6 +13,8 @@ from rsrcnn_d2.data.register import (
     register_pwml_root,
     register_pwml_split,
 )
+from rsrcnn_d2.model_zoo import get_config_file
+
 from test_data_fixtures import cohort, converted  # noqa: F401
 
 

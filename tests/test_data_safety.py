@@ -21,6 +21,7 @@ from rsrcnn_d2.data.fileio import atomic_write_bytes, read_slice
 from rsrcnn_d2.data.nifti import read_nifti_pair
 from rsrcnn_d2.data.slice_pairs import read_slice_pair
 from rsrcnn_d2.data.sources import SubjectSource
+
 from test_data_fixtures import cohort, save_nifti, small_cohort  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rsrcnn_d2.cli import make_cohort as cohort_cli
 from rsrcnn_d2.cli import prepare as prepare_cli
 from rsrcnn_d2.data.check import DatasetCheckError, check_dataset
 from rsrcnn_d2.data.convert import convert_pwml
@@ -14,7 +15,7 @@ from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.data.nifti import read_nifti_pair
 from rsrcnn_d2.data.sources import discover_subjects
 from rsrcnn_d2.data.splits import make_splits
-from rsrcnn_d2.cli import make_cohort as cohort_cli
+
 from test_data_fixtures import nnunet_case, save_nifti
 
 SHAPE = (16, 16, 4)

@@ -8,9 +8,10 @@ import shutil
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from conftest import REPO, TINY_ROWS
 from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.data.register import parse_dataset_root, register_all_pwml, register_dataset_roots
+
+from conftest import REPO, TINY_ROWS
 from test_data_fixtures import cohort, converted  # noqa: F401
 
 

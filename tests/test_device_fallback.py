@@ -81,8 +81,9 @@ def test_predict_stops_when_the_cuda_it_was_asked_for_is_missing(
     tmp_path, monkeypatch, capsys, asked, named
 ):
     """nnU-Net's behaviour: exit 2 and one line, nothing written, no quiet CPU run."""
-    from conftest import TINY_ROWS
     from rsrcnn_d2.cli.predict import main
+
+    from conftest import TINY_ROWS
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     volume = _tiny_volume(tmp_path / "case_0000.nii.gz")
@@ -98,8 +99,9 @@ def test_predict_stops_when_the_cuda_it_was_asked_for_is_missing(
 
 
 def test_predict_falls_back_to_the_cpu_when_only_the_config_says_cuda(tmp_path, monkeypatch):
-    from conftest import TINY_ROWS
     from rsrcnn_d2.cli import predict as cli
+
+    from conftest import TINY_ROWS
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     argv = ["x.nii.gz", "-o", str(tmp_path), "--config-file", str(TINY_ROWS["E"])]
@@ -108,8 +110,9 @@ def test_predict_falls_back_to_the_cpu_when_only_the_config_says_cuda(tmp_path, 
 
 
 def test_the_tuner_stops_when_the_cuda_it_was_asked_for_is_missing(monkeypatch, capsys):
-    from conftest import TINY_ROWS
     from rsrcnn_d2.cli.tune_operating_point import main
+
+    from conftest import TINY_ROWS
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     argv = ["--config-file", str(TINY_ROWS["E"]), "--dataset", "op_val", "MODEL.DEVICE", "cuda"]

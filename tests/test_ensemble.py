@@ -4,11 +4,11 @@ import copy
 
 import pytest
 import torch
-
-from conftest import synthetic_input, tiny_cfg
 from detectron2.modeling import build_model
 
 from rsrcnn_d2.inference.ensemble import LesionEnsemble, flip_boxes
+
+from conftest import synthetic_input, tiny_cfg
 
 # a random network: keep every box it finds, no CRF, so the outputs are the network's
 OPEN = (
@@ -115,8 +115,9 @@ def test_with_flip_tta_follows_the_config_and_unwraps_ddp():
 def test_train_net_evaluates_with_tta_when_the_config_asks(monkeypatch):
     import importlib.util
 
-    from conftest import REPO
     from detectron2.engine import DefaultTrainer
+
+    from conftest import REPO
 
     spec = importlib.util.spec_from_file_location("train_net_tool", REPO / "tools" / "train_net.py")
     tool = importlib.util.module_from_spec(spec)

@@ -7,8 +7,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.cli.evaluate import main
+from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.evaluation.folder import evaluate_folder, pair_cases
 
 AFFINE = np.diag([0.5, 0.5, 2.0, 1.0])  # RAS+ already: axial slices are [:, :, z]

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import print_csv_format
 

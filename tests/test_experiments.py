@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, TINY_ROWS
 from rsrcnn_d2.evaluation.report import SLICE_COLUMNS
 from rsrcnn_d2.experiments import (
     mean_sd,
@@ -29,6 +28,8 @@ from rsrcnn_d2.experiments.run_options import (
     claim_run_dir,
     stale_options,
 )
+
+from conftest import REPO, TINY_ROWS
 
 
 def test_read_eval_results_takes_the_last_evaluation(tmp_path):
@@ -209,6 +210,7 @@ def test_slice_records_read_back_are_the_evaluators(tmp_path):
     import dataclasses
 
     import torch
+
     from rsrcnn_d2.evaluation import PWMLEvaluator
     from rsrcnn_d2.experiments.results import read_slice_records
 

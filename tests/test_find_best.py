@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import yaml
 
-from rsrcnn_d2.evaluation.folder import evaluate_folder
 from rsrcnn_d2.cli import find_best as find_best_cli
+from rsrcnn_d2.evaluation.folder import evaluate_folder
 from rsrcnn_d2.experiments.find_best import rank
 
 AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])
@@ -283,9 +283,10 @@ def test_cv_folds_save_probability_maps_that_threshold_to_their_masks(
 ):
     import os
 
-    from conftest import TINY_ROWS
     from rsrcnn_d2.experiments import cv
     from rsrcnn_d2.inference import predictor as predictor_module
+
+    from conftest import TINY_ROWS
 
     model = RampModel()
     monkeypatch.setattr(

@@ -98,8 +98,9 @@ def test_evaluate_into_a_read_only_folder(area, raw):
 def weights(area):
     from detectron2.modeling import build_model
 
-    from conftest import tiny_cfg
     from rsrcnn_d2.checkpoint import SafeCheckpointer, input_form
+
+    from conftest import tiny_cfg
 
     cfg = tiny_cfg("B")
     SafeCheckpointer(build_model(cfg), str(area), input_form=input_form(cfg)).save("w")

@@ -15,8 +15,9 @@ from detectron2.structures import BitMasks, Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-from conftest import tiny_cfg
 from rsrcnn_d2.modeling import HRPNHead
+
+from conftest import tiny_cfg
 
 
 def softplus(x: float) -> float:

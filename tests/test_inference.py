@@ -6,10 +6,11 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
-from conftest import synthetic_input, tiny_cfg
-from rsrcnn_d2.modeling import DenseCRFPostprocessor, build_dcrf_postprocessor
 from rsrcnn_d2.data.image_ops import to_uint8
+from rsrcnn_d2.modeling import DenseCRFPostprocessor, build_dcrf_postprocessor
 from rsrcnn_d2.modeling.postprocessing import paste_instance_masks, zscore_image
+
+from conftest import synthetic_input, tiny_cfg
 
 
 def test_paste_constant_mask_fills_exactly_its_box():
@@ -96,6 +97,7 @@ def test_zero_width_boxes_are_dropped_not_crashing():
 
 def test_one_pixel_lesion_trains():
     from detectron2.utils.events import EventStorage
+
     from rsrcnn_d2.data.instances import mask_to_instances
 
     mask = np.zeros((128, 128), np.uint8)

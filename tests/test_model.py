@@ -10,8 +10,9 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 import rsrcnn_d2
-from conftest import FULL_ROWS, TINY_ROWS, synthetic_input, tiny_cfg
 from rsrcnn_d2.modeling import HRPNHead, LRSNetHead
+
+from conftest import FULL_ROWS, TINY_ROWS, synthetic_input, tiny_cfg
 
 LOSS_KEYS = {"loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"}
 

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_cfg, whole_slices_at
 from rsrcnn_d2.data.coco import load_pwml_coco
 from rsrcnn_d2.data.convert import convert_pwml
 from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.data.mapper import PWMLDatasetMapper, slice_model_input
 from rsrcnn_d2.data.nifti import volume_slice
+
+from conftest import tiny_cfg, whole_slices_at
 from test_data_fixtures import nnunet_case, save_nifti
 
 DEPTH = 5  # slices along the converted (axial) axis

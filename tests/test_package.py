@@ -9,9 +9,10 @@ from detectron2.modeling.proposal_generator.rpn import RPN_HEAD_REGISTRY
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, ROI_MASK_HEAD_REGISTRY
 
 import rsrcnn_d2
-from conftest import CONFIGS
 from rsrcnn_d2.errors import ConfigError
 from rsrcnn_d2.model_zoo import row_config
+
+from conftest import CONFIGS
 
 
 def test_first_use_registers_components():

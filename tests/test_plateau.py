@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from conftest import tiny_cfg
 from rsrcnn_d2.solver import PlateauTracker, build_lr_scheduler
+
+from conftest import tiny_cfg
 
 
 def test_tracker_cuts_after_patience_bad_evaluations_and_restarts_count():

@@ -10,13 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY_ROWS
+from rsrcnn_d2.cli import predict as cli
 from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.data.nifti import volume_slice
 from rsrcnn_d2.inference import LesionPredictor, case_name, find_inputs, predict_inputs
-from rsrcnn_d2.cli import predict as cli
 from rsrcnn_d2.inference.writers import to_input_orientation
 from rsrcnn_d2.synth import write_synthetic_cohort
+
+from conftest import TINY_ROWS
 
 CONFIG = str(TINY_ROWS["E"])
 
@@ -76,6 +77,7 @@ def run_cli(monkeypatch, *argv, predictor=None):
 # ------------------------------------------------------------------ geometry
 def test_tiny_model_writes_mask_and_prob_with_the_input_geometry(volumes, tmp_path, monkeypatch):
     from detectron2.modeling import build_model
+
     from rsrcnn_d2 import get_rsrcnn_cfg
 
     torch.manual_seed(0)  # random weights, saved as a checkpoint the CLI loads
@@ -142,6 +144,7 @@ def _predict(volumes, out, config, *extra):
 @pytest.fixture(scope="module")
 def row_e_checkpoint(tmp_path_factory):
     from detectron2.modeling import build_model
+
     from rsrcnn_d2 import get_rsrcnn_cfg
 
     torch.manual_seed(0)
@@ -459,6 +462,7 @@ def test_an_input_named_like_its_mask_is_never_overwritten(volumes, monkeypatch,
 
 def _checkpoint(path, seed):
     from detectron2.modeling import build_model
+
     from rsrcnn_d2 import get_rsrcnn_cfg
 
     torch.manual_seed(seed)
@@ -572,8 +576,8 @@ def test_model_folder_ensembles_the_folds_with_their_config(tmp_path, monkeypatc
 
 
 def test_axis_names_come_from_one_table():
-    from rsrcnn_d2.data.nifti import AXES, axis_name
     from rsrcnn_d2.cli import evaluate as evaluate_cli
+    from rsrcnn_d2.data.nifti import AXES, axis_name
 
     for parser in (cli.build_parser(), evaluate_cli.build_parser()):
         axis = next(a for a in parser._actions if a.dest == "axis")

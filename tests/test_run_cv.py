@@ -5,8 +5,9 @@ import shutil
 
 import pytest
 
-from conftest import TINY_ROWS, whole_slices_at
 from rsrcnn_d2.data.register import register_all_pwml
+
+from conftest import TINY_ROWS, whole_slices_at
 from test_data_fixtures import small_cohort
 
 # mechanics, not accuracy: two iterations on whole 64-px slices

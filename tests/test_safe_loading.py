@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_ROWS, whole_slices_at
 from rsrcnn_d2 import get_rsrcnn_cfg
 from rsrcnn_d2.errors import ConfigError, WeightsError
+
+from conftest import TINY_ROWS, whole_slices_at
 
 
 def _payload(marker):
@@ -267,8 +268,9 @@ def row_e_weights(tmp_path_factory):
 
 
 def test_row_e_weights_into_row_b_are_refused(row_e_weights):
-    from conftest import tiny_cfg
     from rsrcnn_d2.inference import LesionPredictor
+
+    from conftest import tiny_cfg
 
     cfg = tiny_cfg("B", "MODEL.WEIGHTS", str(row_e_weights))
     with pytest.raises(WeightsError) as info:
@@ -286,8 +288,9 @@ def test_row_e_weights_into_row_b_are_refused(row_e_weights):
 
 
 def test_allow_partial_weights_loads_and_logs_one_table(row_e_weights, caplog):
-    from conftest import tiny_cfg
     from rsrcnn_d2.inference import LesionPredictor
+
+    from conftest import tiny_cfg
 
     cfg = tiny_cfg("B", "MODEL.WEIGHTS", str(row_e_weights))
     with caplog.at_level(logging.INFO, logger="rsrcnn_d2"):
@@ -322,8 +325,9 @@ def row_e_weights_with_form(tmp_path_factory):
     """Row E's weights as train_net saves them: with the input form of row E's config."""
     from detectron2.modeling import build_model
 
-    from conftest import tiny_cfg
     from rsrcnn_d2.checkpoint import SafeCheckpointer, input_form
+
+    from conftest import tiny_cfg
 
     folder = tmp_path_factory.mktemp("rowE_form")
     torch.manual_seed(0)
@@ -361,8 +365,9 @@ def test_saved_checkpoints_record_the_input_form(row_e_weights_with_form):
 )
 def test_weights_of_another_input_form_are_refused(row_e_weights_with_form, opts, difference):
     """Every tensor fits (same shapes), yet the network would see inputs it never trained on."""
-    from conftest import tiny_cfg
     from rsrcnn_d2.inference import LesionPredictor
+
+    from conftest import tiny_cfg
 
     cfg = tiny_cfg("E", "MODEL.WEIGHTS", str(row_e_weights_with_form), *opts)
     with pytest.raises(WeightsError) as info:
@@ -374,8 +379,9 @@ def test_weights_of_another_input_form_are_refused(row_e_weights_with_form, opts
 
 
 def test_the_pixel_mean_counts_only_where_the_normalisation_uses_it(row_e_weights_with_form):
-    from conftest import tiny_cfg
     from rsrcnn_d2.inference import LesionPredictor
+
+    from conftest import tiny_cfg
 
     weights = ["MODEL.WEIGHTS", str(row_e_weights_with_form)]
     mean = ["MODEL.PIXEL_MEAN", "[100.0, 100.0, 100.0]"]
@@ -390,8 +396,9 @@ def test_the_pixel_mean_counts_only_where_the_normalisation_uses_it(row_e_weight
 
 
 def test_row_plus_with_row_e_weights_loads_only_when_allowed(row_e_weights_with_form, caplog):
-    from conftest import tiny_cfg
     from rsrcnn_d2.inference import LesionPredictor
+
+    from conftest import tiny_cfg
 
     cfg = tiny_cfg("plus", "MODEL.WEIGHTS", str(row_e_weights_with_form))
     with pytest.raises(WeightsError, match="INPUT.NEIGHBOR_SLICES: False in the weights, True"):
@@ -405,8 +412,9 @@ def test_row_plus_with_row_e_weights_loads_only_when_allowed(row_e_weights_with_
 
 
 def test_row_e_weights_into_row_e_load_silently(row_e_weights, caplog):
-    from conftest import tiny_cfg
     from rsrcnn_d2.inference import LesionPredictor
+
+    from conftest import tiny_cfg
 
     with caplog.at_level(logging.INFO, logger="rsrcnn_d2"):
         LesionPredictor.from_config(tiny_cfg("E", "MODEL.WEIGHTS", str(row_e_weights)))
@@ -418,8 +426,9 @@ def test_a_whole_model_as_a_model_zoo_pkl_loads_after_detectron2s_renaming(row_e
     names."""
     from detectron2.modeling import build_model
 
-    from conftest import tiny_cfg
     from rsrcnn_d2.checkpoint import load_model_weights
+
+    from conftest import tiny_cfg
 
     source = torch.load(row_e_weights, weights_only=True)["model"]
     path = tmp_path / "zoo.pkl"
@@ -452,8 +461,9 @@ def test_detectron2s_matching_heuristics_query_still_works(tmp_path):
 def test_pkl_with_no_matching_keys_is_refused(tmp_path):
     from detectron2.modeling import build_model
 
-    from conftest import tiny_cfg
     from rsrcnn_d2.checkpoint import load_model_weights
+
+    from conftest import tiny_cfg
 
     path = tmp_path / "other.pkl"
     path.write_bytes(

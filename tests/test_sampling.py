@@ -6,9 +6,10 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from conftest import synthetic_input, tiny_cfg
 from rsrcnn_d2.modeling.roi_heads import ReferenceSamplingROIHeads
 from rsrcnn_d2.modeling.sampling import capped_negative_count, subsample_capped_negatives
+
+from conftest import synthetic_input, tiny_cfg
 
 BG = 1  # one class: label 0 is a lesion, 1 background
 

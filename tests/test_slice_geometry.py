@@ -12,7 +12,6 @@ from detectron2.data import DatasetCatalog
 from detectron2.data import transforms as T
 from PIL import Image
 
-from conftest import REPO, TINY_ROWS, tiny_cfg
 from rsrcnn_d2 import get_rsrcnn_cfg
 from rsrcnn_d2.data.augmentation import TrainingScaleResize, build_pwml_augmentations
 from rsrcnn_d2.data.fileio import save_slice
@@ -20,6 +19,8 @@ from rsrcnn_d2.data.mapper import PWMLDatasetMapper
 from rsrcnn_d2.data.slice_geometry import SliceGeometry, record_training_geometry, training_geometry
 from rsrcnn_d2.errors import ConfigError
 from rsrcnn_d2.inference import LesionPredictor, find_inputs, predict_inputs
+
+from conftest import REPO, TINY_ROWS, tiny_cfg
 
 # a model trained on 128 x 128 whole slices (no head crop), tested with the same sizes
 WHOLE_128 = (

@@ -492,6 +492,7 @@ def test_hooks_in_the_same_order_on_every_rank(monkeypatch, tmp_path, extra_hook
     from detectron2.engine import DefaultTrainer, HookBase
     from detectron2.engine import hooks as d2_hooks
     from detectron2.utils import comm
+
     from rsrcnn_d2.engine import ValidationLossHook
     from rsrcnn_d2.solver import PlateauScale
 
@@ -671,8 +672,8 @@ def test_a_run_folder_in_use_by_a_live_trainer_is_refused(tmp_path, capsys):
     would mix two runs' checkpoints: refused before any worker starts."""
     import socket
 
-    from rsrcnn_d2.data.output_lock import LOCK_FILE
     from rsrcnn_d2.cli.train_net import cli
+    from rsrcnn_d2.data.output_lock import LOCK_FILE
 
     out = tmp_path / "run"
     out.mkdir()

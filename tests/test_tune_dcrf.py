@@ -11,7 +11,6 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 
-from conftest import REPO, TINY_ROWS, tiny_cfg
 from rsrcnn_d2 import get_rsrcnn_cfg
 from rsrcnn_d2.data import (
     build_pwml_test_loader,
@@ -30,6 +29,8 @@ from rsrcnn_d2.tuning import (
     save_prediction_cache,
     write_tuned_config,
 )
+
+from conftest import REPO, TINY_ROWS, tiny_cfg
 
 # every detection kept: an untrained network's scores are low
 OPTS = ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.DCRF.NAME", "")

@@ -4,8 +4,8 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from conftest import TINY_ROWS, tiny_cfg
 from rsrcnn_d2 import get_rsrcnn_cfg
+from rsrcnn_d2.cli.tune_operating_point import main as tune_main
 from rsrcnn_d2.data import (
     build_pwml_test_loader,
     convert_pwml,
@@ -14,7 +14,6 @@ from rsrcnn_d2.data import (
 from rsrcnn_d2.inference.ensemble import LesionEnsemble, member_scores, votes
 from rsrcnn_d2.synth import write_synthetic_cohort
 from rsrcnn_d2.tuning import CachedSlice, collect_predictions
-from rsrcnn_d2.cli.tune_operating_point import main as tune_main
 from rsrcnn_d2.tuning.dcrf_search import (
     crf_from_params,
     mean_dice,
@@ -23,6 +22,8 @@ from rsrcnn_d2.tuning.dcrf_search import (
     slice_prediction,
 )
 from rsrcnn_d2.tuning.operating_point import DEFAULT_SCORE_GRID, tune_operating_point
+
+from conftest import TINY_ROWS, tiny_cfg
 
 SIZE = 32
 

@@ -6,9 +6,9 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
+from rsrcnn_d2.cli import plot_results  # tools/plot_results.py's program
 from rsrcnn_d2.data.errors import PWMLDataError
 from rsrcnn_d2.evaluation import PWMLEvaluator
-from rsrcnn_d2.cli import plot_results  # tools/plot_results.py's program
 from rsrcnn_d2.visualization import (
     TITLE_BAND,
     boxplot_from_csvs,

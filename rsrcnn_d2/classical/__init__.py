@@ -21,9 +21,9 @@ from .detector import (
     otsu_threshold,
     tissue_mask,
 )
+from .evaluate import evaluate_classical, flat_results, save_tuning, tune_and_evaluate
 from .model import ClassicalLesionModel, ClassicalPredictor
 from .params import MODES, ClassicalParams, load_params, params_from_dict, save_params
-from .evaluate import evaluate_classical, flat_results, save_tuning, tune_and_evaluate
 from .tuning import (
     DEFAULT_BOUNDS,
     OBJECTIVES,

@@ -11,13 +11,13 @@ dataset's own slices of the same subject at ``slice_index`` ± 1, where present.
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
+from ..data.coco import annotations_mask
 from ..data.errors import PWMLDataError
 from ..data.fileio import read_slice
-from ..data.coco import annotations_mask
 
 __all__ = ["DatasetSlice", "load_dataset_slices", "model_input"]
 
@@ -27,13 +27,13 @@ class DatasetSlice:
     """One slice: its dataset ``record``, ``image`` float32 (H, W), ``truth`` bool (H, W),
     ``neighbours`` (previous, next) images or None."""
 
-    record: Dict
+    record: dict
     image: np.ndarray
     truth: np.ndarray
-    neighbours: Tuple[Optional[np.ndarray], Optional[np.ndarray]] = (None, None)
+    neighbours: tuple[Optional[np.ndarray], Optional[np.ndarray]] = (None, None)
 
 
-def _volume_neighbours(record: Dict, volumes: Dict) -> Optional[List[Optional[np.ndarray]]]:
+def _volume_neighbours(record: dict, volumes: dict) -> Optional[list[Optional[np.ndarray]]]:
     """(previous, next) slices cut from the record's source volume; None without one."""
     from ..data.nifti import NIFTI_ENDINGS, axis_index, read_volume, volume_slice
 
@@ -54,7 +54,7 @@ def _volume_neighbours(record: Dict, volumes: Dict) -> Optional[List[Optional[np
 
 def load_dataset_slices(
     dataset_name: str, progress: bool = True, from_volumes: bool = False, required: bool = False
-) -> List[DatasetSlice]:
+) -> list[DatasetSlice]:
     """Every slice of a registered dataset, with truth and neighbours (module docstring).
 
     Read once, so that every tuning trial scores the same slices without reading them again.
@@ -83,10 +83,10 @@ def load_dataset_slices(
         if r.get("subject") is not None and r.get("slice_index") is not None:
             position[(str(r["subject"]), int(r["slice_index"]))] = i
     slices, volumes = [], {}
-    for i, (r, image) in enumerate(zip(records, images)):
+    for r, image in zip(records, images):
         height, width = int(r.get("height", image.shape[0])), int(r.get("width", image.shape[1]))
         truth = annotations_mask(r.get("annotations", []), height, width, r["file_name"])
-        near: List[Optional[np.ndarray]] = [None, None]
+        near: list[Optional[np.ndarray]] = [None, None]
         cut = _volume_neighbours(r, volumes) if from_volumes else None
         if cut is not None:
             near = [n if n is not None and n.shape == image.shape else None for n in cut]
@@ -101,7 +101,7 @@ def load_dataset_slices(
     return slices
 
 
-def model_input(s: DatasetSlice) -> Dict:
+def model_input(s: DatasetSlice) -> dict:
     """The `ClassicalLesionModel` / `PWMLEvaluator` input of a slice (record + image + truth)."""
     return {
         **s.record,

@@ -24,8 +24,9 @@ All in numpy/scipy.ndimage on the slice as given (its own pixels: parameters
 are in pixels of the data it is tuned on). Speed: benchmarks/bench_classical.py.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage
@@ -203,7 +204,7 @@ def detect_slice(
     return Detection(mask, prob, z)
 
 
-def detect_stack(slices: Sequence[np.ndarray], params: ClassicalParams) -> List[Detection]:
+def detect_stack(slices: Sequence[np.ndarray], params: ClassicalParams) -> list[Detection]:
     """`Detection` of each slice of a through-plane ordered stack; in "3d" mode with its
     neighbours."""
     out = []

@@ -6,8 +6,9 @@ the same `PWMLEvaluator` as rows B–E (strict and reference protocols, subject
 3-D, lesion-wise), writing the same per-slice CSVs.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Optional, Union
 
 from ..data.fileio import atomic_write_json
 from .dataset import DatasetSlice, load_dataset_slices, model_input
@@ -54,7 +55,7 @@ def evaluate_classical(
     return evaluator.evaluate()
 
 
-def flat_results(results) -> Dict[str, float]:
+def flat_results(results) -> dict[str, float]:
     """``{"pwml_strict/Dice": ...}``: the evaluator's tasks flattened as detectron2 logs them."""
     return {
         f"{task}/{key}": float(value)
@@ -112,7 +113,7 @@ def tune_and_evaluate(
     init_points: int = 10,
     n_iter: int = 30,
     progress: bool = True,
-) -> Dict:
+) -> dict:
     """Tune on ``tune_dataset``, evaluate on ``test_dataset``; everything under ``output_dir``.
 
     Row A as the paper runs its tuned stages: tuned on validation, tested once.

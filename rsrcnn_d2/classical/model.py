@@ -12,7 +12,8 @@ detector's parameters are in the data's own pixels) and, in "3d" mode, each
 slice sees its neighbours.
 """
 
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from .params import ClassicalParams
 __all__ = ["ClassicalLesionModel", "ClassicalPredictor", "input_slice"]
 
 
-def input_slice(inp: Dict) -> np.ndarray:
+def input_slice(inp: dict) -> np.ndarray:
     """The grey slice of a model input: channel 0 of ``image`` (C, H, W) or an (H, W) image."""
     image = inp["image"]
     if isinstance(image, torch.Tensor):
@@ -55,7 +56,7 @@ class ClassicalLesionModel:
     def __init__(self, params: Optional[ClassicalParams] = None):
         self.params = params or ClassicalParams()
 
-    def __call__(self, batched_inputs: Sequence[Dict]) -> List[Dict]:
+    def __call__(self, batched_inputs: Sequence[dict]) -> list[dict]:
         outputs = []
         for inp in batched_inputs:
             image = input_slice(inp)
@@ -92,7 +93,7 @@ class ClassicalPredictor(LesionPredictor):
     def params(self) -> ClassicalParams:
         return self.model.params
 
-    def _model_input(self, image: np.ndarray) -> Dict:
+    def _model_input(self, image: np.ndarray) -> dict:
         # the detector reads one grey channel at the slice's own size: no resizing, no copies
         return {
             "image": np.asarray(image, np.float32),
@@ -100,7 +101,7 @@ class ClassicalPredictor(LesionPredictor):
             "width": image.shape[1],
         }
 
-    def predict_slices(self, images: Sequence[np.ndarray]) -> List[SlicePrediction]:
+    def predict_slices(self, images: Sequence[np.ndarray]) -> list[SlicePrediction]:
         if self.params.mode != "3d" or len(images) < 2:
             return super().predict_slices(images)
         out = []

@@ -18,9 +18,10 @@ range) is a `PWMLDataError` naming the file and the key.
 import dataclasses
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence, Union
+from typing import Any, Union
 
 from ..data.errors import PWMLDataError
 from ..data.fileio import atomic_write_bytes
@@ -71,7 +72,7 @@ class ClassicalParams:
         if problems:
             raise ValueError("; ".join(problems))
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Every parameter by name, as a parameters file holds them."""
         return dataclasses.asdict(self)
 

@@ -10,8 +10,9 @@ Integer parameters are rounded inside the objective (background_size to odd);
 """
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Optional
 
 from ..evaluation.lesionwise import lesion_counts, lesion_f1
 from ..evaluation.metrics import dice, mean_of_defined
@@ -30,7 +31,7 @@ __all__ = [
 
 OBJECTIVES = ("dice", "lesion_f1")
 # searched parameters and their default box; through_plane_weight only in "3d" mode
-DEFAULT_BOUNDS: Dict[str, Tuple[float, float]] = {
+DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
     "smoothing_sigma": (0.0, 2.0),
     "background_size": (3.0, 21.0),
     "threshold": (1.5, 12.0),
@@ -52,7 +53,7 @@ class ClassicalTuningResult:
     start_value: float
     best_params: ClassicalParams
     best_value: float
-    trials: List[Tuple[ClassicalParams, float]] = field(default_factory=list)
+    trials: list[tuple[ClassicalParams, float]] = field(default_factory=list)
     num_slices: int = 0
 
 
@@ -90,7 +91,7 @@ def _round_half_up(x: float) -> int:
     return int(math.floor(float(x) + 0.5))
 
 
-def normalize_search_point(point: Mapping[str, float]) -> Dict[str, object]:
+def normalize_search_point(point: Mapping[str, float]) -> dict[str, object]:
     """An optimiser point as parameter values: integers rounded (background_size odd),
     floats to 4 significant digits, max_area at least min_area; other keys kept."""
     out = dict(point)
@@ -163,7 +164,7 @@ def tune_classical(
     def to_params(values: Mapping[str, object]) -> ClassicalParams:
         return start.replace(**normalize_search_point(values))
 
-    def score(values: Dict[str, object]) -> float:
+    def score(values: dict[str, object]) -> float:
         bar.update(1)
         return objective_value(slices, to_params(values), objective)
 

@@ -18,7 +18,7 @@ The program behind tools/ensemble.py (also ``rsrcnn-ensemble``,
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 from ..errors import report_errors
 from ..tool_setup import quiet_known_warnings
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @report_errors("rsrcnn-ensemble")
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_known_warnings()
     from ..inference.ensemble_folders import ensemble_folders

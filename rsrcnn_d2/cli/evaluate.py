@@ -18,7 +18,7 @@ The program behind tools/evaluate.py (also ``rsrcnn-evaluate``,
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 from ..errors import PWMLDataError, report_errors
 from ..tool_setup import echo, quiet_known_warnings, setup_tool_logging
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @report_errors("rsrcnn-evaluate")
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_known_warnings()
     from ..data.fileio import check_writable

@@ -25,7 +25,7 @@ The program behind tools/find_best.py (also ``rsrcnn-find-best``,
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 from ..errors import report_errors
 from ..tool_setup import quiet_known_warnings, setup_tool_logging
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @report_errors("rsrcnn-find-best")
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_known_warnings()
     from ..experiments.find_best import format_candidates, plan, run_plan

@@ -23,7 +23,6 @@ The program behind tools/make_synthetic_cohort.py (also ``rsrcnn-make-cohort``,
 import argparse
 import sys
 from pathlib import Path
-from typing import List
 
 __all__ = ["parse_args", "main"]
 
@@ -123,7 +122,7 @@ def parse_args(argv=None):
     return args
 
 
-def lesion_free_cases(out_dir, cases: List[str]) -> List[str]:
+def lesion_free_cases(out_dir, cases: list[str]) -> list[str]:
     """The cases whose mask, as written (reused cases too), holds no lesion voxel."""
     from ..data.nifti import read_volume
 
@@ -131,7 +130,7 @@ def lesion_free_cases(out_dir, cases: List[str]) -> List[str]:
     return [case for case in cases if not read_volume(labels / f"{case}.nii.gz").canonical.any()]
 
 
-def _lesion_free_note(lesion_free: List[str]) -> str:
+def _lesion_free_note(lesion_free: list[str]) -> str:
     if not lesion_free:
         return "0 lesion-free"
     shown = ", ".join(lesion_free[:10]) + (", ..." if len(lesion_free) > 10 else "")

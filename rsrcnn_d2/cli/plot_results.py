@@ -18,7 +18,6 @@ The program behind tools/plot_results.py (also ``rsrcnn-plot``,
 
 import argparse
 import sys
-from typing import Dict, List
 
 from ..errors import PWMLDataError, report_errors
 from ..tool_setup import quiet_known_warnings
@@ -26,9 +25,9 @@ from ..tool_setup import quiet_known_warnings
 __all__ = ["parse_csvs", "main"]
 
 
-def parse_csvs(items: List[str]) -> Dict[str, str]:
+def parse_csvs(items: list[str]) -> dict[str, str]:
     """['B=a.csv', 'E=b.csv'] -> {'B': 'a.csv', 'E': 'b.csv'}, labels unique, in order."""
-    csvs: Dict[str, str] = {}
+    csvs: dict[str, str] = {}
     for item in items:
         label, sep, path = item.partition("=")
         if not sep or not label or not path:

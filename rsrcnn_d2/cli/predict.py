@@ -47,7 +47,7 @@ The program behind tools/predict.py (also ``rsrcnn-predict``,
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 from ..errors import EXIT_DATA, EXIT_PARTIAL, PWMLDataError, report_errors
 from ..tool_setup import quiet_known_warnings, setup_tool_logging
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     """Arguments, with INPUT from -i or the first argument (not both) and the model named once."""
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
@@ -263,7 +263,7 @@ def build_predictor(args: argparse.Namespace):
 
 
 @report_errors("rsrcnn-predict")
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     quiet_known_warnings()
     from tqdm import tqdm

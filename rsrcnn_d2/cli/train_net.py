@@ -21,7 +21,8 @@ import argparse
 import logging
 import os
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from ..errors import ConfigError, PWMLDataError, exit_code_of, report_errors
 from ..tool_setup import quiet_known_warnings

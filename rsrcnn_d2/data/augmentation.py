@@ -15,7 +15,8 @@ Every transform here takes (H, W) and (H, W, C) float32 images alike (the
 z+1 are moved identically; nothing here changes intensities.
 """
 
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 from detectron2.data import transforms as T
@@ -40,7 +41,7 @@ class RandomWidthScale(T.Augmentation):
     Zero padding suits MRI, whose background outside the head is close to 0.
     """
 
-    def __init__(self, scale_range: Tuple[float, float] = PAPER_WIDTH_SCALE):
+    def __init__(self, scale_range: tuple[float, float] = PAPER_WIDTH_SCALE):
         super().__init__()
         low, high = scale_range
         if not 0 < low <= high:
@@ -95,9 +96,9 @@ class TrainingScaleResize(T.Augmentation):
         if not scale > 0:
             raise ValueError(f"resize scale must be > 0, got {scale}")
         self.scale, self.train, self.interp = float(scale), train, interp
-        self.input_spacing: Optional[Tuple[float, float]] = None
+        self.input_spacing: Optional[tuple[float, float]] = None
 
-    def scales(self, spacing: Optional[Sequence[float]] = None) -> Tuple[float, float]:
+    def scales(self, spacing: Optional[Sequence[float]] = None) -> tuple[float, float]:
         """(row, column) factors for slices of ``spacing`` (None: the training's)."""
         if spacing is None or self.train.spacing is None:
             return self.scale, self.scale
@@ -143,7 +144,7 @@ def _training_scale_resize(cfg) -> Optional[TrainingScaleResize]:
     return TrainingScaleResize(scale, train)
 
 
-def build_pwml_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
+def build_pwml_augmentations(cfg, is_train: bool) -> list[T.Augmentation]:
     """Training: width scale, flip, resize (cfg); testing: resize only.
 
     The width-scale range is INPUT.WIDTH_SCALE_RANGE (added by add_rsrcnn_config,
@@ -153,7 +154,7 @@ def build_pwml_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
     `TrainingScaleResize` replaces ResizeShortestEdge when INPUT.TEST_RESIZE is
     "training_scale", INPUT.TRAIN_SLICE_SIZE is recorded and CROP_TO_HEAD is off.
     """
-    augs: List[T.Augmentation] = []
+    augs: list[T.Augmentation] = []
     if not is_train:
         resize = _training_scale_resize(cfg)
         if resize is not None:

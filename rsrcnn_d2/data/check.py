@@ -26,9 +26,10 @@ val or test split with a fraction above 0 that a small cohort leaves empty.
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -78,19 +79,19 @@ class DatasetReport:
 
     source: str
     options: dict
-    problems: List[Problem]
+    problems: list[Problem]
     fingerprint: dict
-    subjects: List[SubjectSource]
-    kept: List[SubjectSource]
+    subjects: list[SubjectSource]
+    kept: list[SubjectSource]
     splits: Optional[dict]
 
     @property
-    def errors(self) -> List[Problem]:
+    def errors(self) -> list[Problem]:
         """The problems that stop a conversion."""
         return [p for p in self.problems if p.severity == "error"]
 
     @property
-    def warnings(self) -> List[Problem]:
+    def warnings(self) -> list[Problem]:
         """The problems that are only printed."""
         return [p for p in self.problems if p.severity == "warning"]
 
@@ -134,11 +135,11 @@ def _source_name(source) -> str:
 
 def find_subjects(
     source: Union[str, Path, Sequence[SubjectSource]],
-) -> Tuple[List[SubjectSource], List[Problem]]:
+) -> tuple[list[SubjectSource], list[Problem]]:
     """Discovery that goes on past a problem: (the subjects that pair up, every problem)."""
     if isinstance(source, (list, tuple)):
         return list(source), []
-    found: List[PWMLDataError] = []
+    found: list[PWMLDataError] = []
     subjects = discover_subjects(source, problems=found)
     return subjects, [Problem(e.path, e.problem) for e in found]
 
@@ -148,7 +149,7 @@ def _mask_place(source: SubjectSource) -> str:
     return str(source.mask if source.kind == "nifti" else source.slices[0][2].parent)
 
 
-def _spacing_outliers(facts: List[SubjectFacts], images: dict) -> List[Problem]:
+def _spacing_outliers(facts: list[SubjectFacts], images: dict) -> list[Problem]:
     spaced = [f for f in facts if f.spacing is not None]
     problems = [
         Problem(images[f.subject], f"voxel size {_mm(f.spacing)} mm is not positive", "warning")
@@ -183,7 +184,7 @@ def _spacing_outliers(facts: List[SubjectFacts], images: dict) -> List[Problem]:
 SHEAR_TOLERANCE_DEGREES = 0.1  # float32 header rounding stays far below this
 
 
-def _sheared(facts: List[SubjectFacts], images: dict) -> List[Problem]:
+def _sheared(facts: list[SubjectFacts], images: dict) -> list[Problem]:
     """A warning for each volume whose voxel axes are not perpendicular: slices are cut along
     the voxel grid, so in-plane distances in mm (HD_mm, spacing) are then approximate."""
     return [
@@ -208,7 +209,7 @@ def _mm(spacing) -> str:
     return " x ".join(f"{float(s):g}" for s in spacing)
 
 
-def _split_problems(splits: dict, with_lesions: set, where: str, options: dict) -> List[Problem]:
+def _split_problems(splits: dict, with_lesions: set, where: str, options: dict) -> list[Problem]:
     """Refuse a val or test split without any lesion; warn about such a fold and about a
     val or test split that a small cohort leaves empty."""
     problems = []
@@ -261,7 +262,7 @@ def check_dataset(
     num_folds: Optional[int] = None,
     workers: int = 1,
     progress: bool = False,
-    found: Optional[Tuple[List[SubjectSource], List[Problem]]] = None,
+    found: Optional[tuple[list[SubjectSource], list[Problem]]] = None,
 ) -> DatasetReport:
     """Check a cohort as `convert.convert_pwml` would convert it with these options.
 

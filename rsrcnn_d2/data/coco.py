@@ -14,8 +14,9 @@ Image entries carry, besides COCO's id/file_name/height/width: ``subject``,
 mask (the mapper's ``gt_mask``, the evaluator's truth, the classical baseline's).
 """
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Dict, Iterable, List, Union
+from typing import Union
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -36,7 +37,7 @@ __all__ = [
 CATEGORIES = [{"id": 1, "name": "lesion", "supercategory": "lesion"}]
 
 
-def lesion_annotations(mask: np.ndarray) -> List[dict]:
+def lesion_annotations(mask: np.ndarray) -> list[dict]:
     """COCO annotations (without ids) of the connected lesions of a binary 2-D mask.
 
     ``mask``: (H, W), non-zero is lesion. One annotation per 8-connected component.
@@ -101,7 +102,7 @@ def annotations_mask(
     return mask
 
 
-def coco_dict(images: List[dict], annotations: List[dict], description: str = "") -> dict:
+def coco_dict(images: list[dict], annotations: list[dict], description: str = "") -> dict:
     """A COCO instances dict from already numbered images and annotations.
 
     Args:
@@ -129,7 +130,7 @@ def coco_subset(coco: dict, subjects: Iterable[str]) -> dict:
     return {**coco, "images": images, "annotations": annotations}
 
 
-def load_pwml_coco(json_file: Union[str, Path], image_root: Union[str, Path]) -> List[Dict]:
+def load_pwml_coco(json_file: Union[str, Path], image_root: Union[str, Path]) -> list[dict]:
     """detectron2 dataset dicts from a converted COCO file.
 
     Like detectron2's ``load_coco_json`` but keeps the per-slice fields (subject,
@@ -140,7 +141,7 @@ def load_pwml_coco(json_file: Union[str, Path], image_root: Union[str, Path]) ->
 
     coco = read_json(json_file)
     try:
-        by_image: Dict[int, List[dict]] = {im["id"]: [] for im in coco["images"]}
+        by_image: dict[int, list[dict]] = {im["id"]: [] for im in coco["images"]}
         for a in coco["annotations"]:
             by_image[a["image_id"]].append(
                 {

@@ -45,9 +45,10 @@ import re
 import shutil
 import signal
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -99,7 +100,7 @@ class ConvertOptions:
     binarize: bool = False
 
 
-SliceRecord = Tuple[dict, List[dict]]  # image entry without id, its annotations without ids
+SliceRecord = tuple[dict, list[dict]]  # image entry without id, its annotations without ids
 
 
 def _nifti_records(source: SubjectSource, opts: ConvertOptions):
@@ -150,7 +151,7 @@ def _folder_neighbor(path, image: np.ndarray) -> np.ndarray:
 
 def convert_subject(
     source: SubjectSource, out_images: Union[str, Path], opts: ConvertOptions = ConvertOptions()
-) -> List[SliceRecord]:
+) -> list[SliceRecord]:
     """Check and slice one subject, write its slice files under ``out_images/<subject>/``.
 
     One subject per call, so that a pool of worker processes can convert a cohort.
@@ -211,11 +212,11 @@ def convert_subject(
     return records
 
 
-def _convert_one(source: SubjectSource, out_images, opts) -> List[SliceRecord]:
+def _convert_one(source: SubjectSource, out_images, opts) -> list[SliceRecord]:
     return convert_subject(source, out_images, opts)  # looked up at each call (tests wrap it)
 
 
-def _convert_all(subjects, out_images, opts, workers, progress) -> List[List[SliceRecord]]:
+def _convert_all(subjects, out_images, opts, workers, progress) -> list[list[SliceRecord]]:
     task = functools.partial(_convert_one, out_images=out_images, opts=opts)
     return map_subjects(task, subjects, workers, progress)
 
@@ -240,7 +241,7 @@ def _sigterm_ends_run():
 
 def write_split_files(
     root: Union[str, Path], coco_all: dict, splits: dict, own: Optional[set] = None
-) -> List[str]:
+) -> list[str]:
     """Write splits.json and annotations/instances_<split>.json; return the split names.
 
     Args:
@@ -273,7 +274,7 @@ def _inside(path: Union[str, Path], folder: Union[str, Path]) -> bool:
     return os.path.commonpath([path, folder]) == folder
 
 
-def _input_paths(source, subjects: Sequence[SubjectSource]) -> List[Path]:
+def _input_paths(source, subjects: Sequence[SubjectSource]) -> list[Path]:
     paths = [] if isinstance(source, (list, tuple)) else [Path(source)]
     for s in subjects:
         paths += [p for p in (s.image, s.mask) if p is not None]

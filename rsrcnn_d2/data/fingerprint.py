@@ -11,8 +11,9 @@ with nothing to count is NaN (null in JSON, "n/a" in `format_fingerprint`).
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -40,11 +41,11 @@ class SubjectFacts:
     """What reading one subject found: its problems, or its slices, lesions and spacing."""
 
     subject: str
-    problems: List[PWMLDataError] = field(default_factory=list)
+    problems: list[PWMLDataError] = field(default_factory=list)
     slices: int = 0
     lesion_slices: int = 0
-    lesion_areas: List[int] = field(default_factory=list)  # pixels of each 2-D lesion
-    spacing: Optional[Tuple[float, float, float]] = None  # SPACING_AXES, mm; None for PNG
+    lesion_areas: list[int] = field(default_factory=list)  # pixels of each 2-D lesion
+    spacing: Optional[tuple[float, float, float]] = None  # SPACING_AXES, mm; None for PNG
     shear_degrees: float = 0.0  # largest departure of two voxel axes from perpendicular
 
 
@@ -112,7 +113,7 @@ def _summary(values: Sequence[float]) -> dict:
 
 
 def cohort_fingerprint(
-    num_found: int, readable: List[SubjectFacts], kept: set, lesion_slices_only: bool
+    num_found: int, readable: list[SubjectFacts], kept: set, lesion_slices_only: bool
 ) -> dict:
     """The fingerprint of the ``readable`` subjects, as check and conversion report it.
 

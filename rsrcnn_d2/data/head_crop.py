@@ -7,8 +7,6 @@ predictor crop each slice to `head_box` before the resize, pass the box on as
 ``crop_box``, and the model puts its outputs back at the full slice's size.
 """
 
-from typing import Tuple
-
 import numpy as np
 from scipy import ndimage
 
@@ -19,7 +17,7 @@ __all__ = ["head_box", "crop_to_head"]
 _FOREGROUND_FRACTION = 0.1
 
 
-def head_box(image: np.ndarray, margin: int = 2) -> Tuple[int, int, int, int]:
+def head_box(image: np.ndarray, margin: int = 2) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1), half-open, of the largest bright connected region plus ``margin``.
 
     ``image``: (H, W), any intensity scale; ``margin`` in pixels, clipped to the slice.
@@ -55,7 +53,7 @@ def head_box(image: np.ndarray, margin: int = 2) -> Tuple[int, int, int, int]:
 
 def crop_to_head(
     image: np.ndarray, margin: int = 2
-) -> Tuple[np.ndarray, Tuple[int, int, int, int]]:
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The slice cropped to `head_box`, and that box (x0, y0, x1, y1).
 
     ``image``: (H, W); the crop is a (y1 - y0, x1 - x0) view of it, not a copy.

@@ -8,9 +8,8 @@ counts of 3-D lesions) use the same rule in 3-D: the 26-neighbourhood.
 
 import numpy as np
 import torch
-from scipy import ndimage
-
 from detectron2.structures import BitMasks, Boxes, Instances
+from scipy import ndimage
 
 __all__ = ["label_lesions", "mask_to_instances", "EIGHT_CONNECTED"]
 

@@ -20,7 +20,7 @@ evaluator can score the prediction without re-reading the dataset.
 """
 
 import copy
-from typing import List, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -131,7 +131,7 @@ class PWMLDatasetMapper:
         self,
         is_train: bool,
         *,
-        augmentations: List[Union[T.Augmentation, T.Transform]],
+        augmentations: list[Union[T.Augmentation, T.Transform]],
         image_channels: int = 3,
         head_crop_margin: Optional[int] = None,
         neighbor_slices: bool = False,

@@ -23,7 +23,7 @@ mask to score is); `read_nifti_pair` reads a training subject with the same chec
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 
@@ -61,7 +61,7 @@ def axis_name(axis: Union[str, int]) -> str:
     return next(name for name, i in AXES.items() if i == index)
 
 
-def split_nifti_name(name: str) -> Tuple[Optional[str], Optional[str]]:
+def split_nifti_name(name: str) -> tuple[Optional[str], Optional[str]]:
     """(stem, ending) of a NIfTI file name (``a.nii.gz`` -> ("a", ".nii.gz")); (None, None) else."""
     for ending in NIFTI_ENDINGS:
         if name.endswith(ending):
@@ -98,7 +98,7 @@ class NiftiPair:
     image: np.ndarray
     mask: np.ndarray
     affine: np.ndarray  # canonical affine (4, 4)
-    zooms: Tuple[float, float, float]  # voxel size along the canonical axes, mm
+    zooms: tuple[float, float, float]  # voxel size along the canonical axes, mm
 
 
 def load_nifti_3d(path: Path):
@@ -201,7 +201,7 @@ def _checked_mask(msk, path: Path, binarize: bool) -> np.ndarray:
     return raw.astype(np.uint8)
 
 
-def _collect(found: List[PWMLDataError], step: Callable, *args):
+def _collect(found: list[PWMLDataError], step: Callable, *args):
     """``step(*args)``, or None with its PWMLDataError added to ``found``."""
     try:
         return step(*args)
@@ -227,7 +227,7 @@ def read_nifti_pair(
     mask_path: Union[str, Path],
     binarize: bool = False,
     affine_atol: float = 1e-3,
-    problems: Optional[List[PWMLDataError]] = None,
+    problems: Optional[list[PWMLDataError]] = None,
 ) -> Optional[NiftiPair]:
     """Load, check and canonicalise one subject's T1w volume and lesion mask.
 
@@ -238,7 +238,7 @@ def read_nifti_pair(
     None is returned; without it the first problem is raised.
     """
     image_path, mask_path = Path(image_path), Path(mask_path)
-    found: List[PWMLDataError] = []
+    found: list[PWMLDataError] = []
     img = _collect(found, load_nifti_3d, image_path)
     msk = _collect(found, load_nifti_3d, mask_path)
     if img is not None and msk is not None:
@@ -273,7 +273,7 @@ def read_nifti_pair(
     return NiftiPair(image=image, mask=mask, affine=img.affine, zooms=zooms)
 
 
-def _plane(axis: int) -> Tuple[int, int]:
+def _plane(axis: int) -> tuple[int, int]:
     # the two in-plane canonical axes, in increasing order
     return tuple(a for a in (0, 1, 2) if a != axis)
 
@@ -298,7 +298,7 @@ def put_slice(volume: np.ndarray, axis: int, index: int, image: np.ndarray) -> N
     volume[tuple(where)] = image[::-1, ::-1].T
 
 
-def canonical_shape_and_zooms(img) -> Tuple[Tuple[int, int, int], Tuple[float, float, float]]:
+def canonical_shape_and_zooms(img) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
     """Shape and voxel size (mm) of a 3-D image along the canonical (RAS+) axes, from its
     header and affine only: the stored axes may come in any order (e.g. S, A, R)."""
     from nibabel.orientations import io_orientation
@@ -310,7 +310,7 @@ def canonical_shape_and_zooms(img) -> Tuple[Tuple[int, int, int], Tuple[float, f
     return tuple(shape), tuple(zooms)
 
 
-def slice_spacing(zooms: Tuple[float, float, float], axis: int) -> Tuple[float, float, float]:
+def slice_spacing(zooms: tuple[float, float, float], axis: int) -> tuple[float, float, float]:
     """(row, column, through-plane) spacing in mm of a `volume_slice` image."""
     first, second = _plane(axis)
     return tuple(round(float(zooms[a]), 6) for a in (second, first, axis))

@@ -7,8 +7,9 @@ the same name that it did not write. The same rule `prepare_pwml` follows with i
 ``conversion.json``.
 """
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Union
 
 from .errors import PWMLDataError
 from .fileio import atomic_write_json, read_json

@@ -19,9 +19,10 @@ the tools' ``--dataset-root [NAME=]DIR`` options go through
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -58,7 +59,7 @@ def default_pwml_root() -> Path:
 
 def pwml_split_names(
     root: Union[str, Path, None] = None, num_folds: Optional[int] = None
-) -> List[str]:
+) -> list[str]:
     """Split names of a converted root (from its splits.json), or the default set if absent."""
     if num_folds is None:
         splits = Path(root) / "splits.json" if root is not None else None
@@ -122,7 +123,7 @@ def register_pwml_root(
     prefix: str = "pwml",
     num_folds: Optional[int] = None,
     overwrite: bool = True,
-) -> List[str]:
+) -> list[str]:
     """Register every split of ``root`` as ``<prefix>_<split>``; return the names.
 
     Args:
@@ -142,7 +143,7 @@ def register_pwml_root(
     return names
 
 
-def register_all_pwml(root: Union[str, Path, None] = None) -> List[str]:
+def register_all_pwml(root: Union[str, Path, None] = None) -> list[str]:
     """The import-time registration of ``$DETECTRON2_DATASETS/pwml``; never raises for a
     missing root."""
     root = Path(root) if root is not None else default_pwml_root()
@@ -156,7 +157,7 @@ def register_all_pwml(root: Union[str, Path, None] = None) -> List[str]:
 _PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def parse_dataset_root(spec: str) -> Tuple[str, Path]:
+def parse_dataset_root(spec: str) -> tuple[str, Path]:
     """``"NAME=DIR"`` or ``"DIR"`` -> (prefix, folder); the default prefix is the folder's name.
 
     A left part that is not a plain name (``./a=b``) makes the whole spec a folder.
@@ -197,7 +198,7 @@ class DatasetRoot:
         """``NAME=DIR``, as train_net's ``--dataset-root`` takes it."""
         return f"{self.name}={self.folder}"
 
-    def register(self, replace: bool = False) -> List[str]:
+    def register(self, replace: bool = False) -> list[str]:
         """`register_dataset_roots` of this root; the registered names. ``replace``: the names
         are this root's whatever they named before (a driver's own cohort, made in its output
         folder: an earlier driver call of the same process may have registered another)."""
@@ -238,7 +239,7 @@ def _owner(name: str) -> Optional[str]:
     return MetadataCatalog.get(name).get("pwml_root", "")
 
 
-def register_dataset_roots(specs: Sequence[Union[str, DatasetRoot]]) -> List[str]:
+def register_dataset_roots(specs: Sequence[Union[str, DatasetRoot]]) -> list[str]:
     """Register each ``--dataset-root`` spec (``NAME=DIR``, ``DIR`` or a `DatasetRoot`) under
     its prefix; return the names.
 

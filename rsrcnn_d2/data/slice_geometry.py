@@ -14,8 +14,9 @@ detectron2's resize.
 """
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -43,10 +44,10 @@ class SliceGeometry:
 
     height: float
     width: float
-    spacing: Optional[Tuple[float, float]] = None
+    spacing: Optional[tuple[float, float]] = None
 
 
-def _in_plane(spacing) -> Optional[Tuple[float, float]]:
+def _in_plane(spacing) -> Optional[tuple[float, float]]:
     # records store (row, column, through-plane) mm, or null for PNG slices
     if spacing is None or len(spacing) < 2:
         return None

@@ -8,7 +8,7 @@ head are normal, a blank slice with lesions is a broken export).
 """
 
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Union
 
 import numpy as np
 
@@ -20,7 +20,7 @@ __all__ = ["read_slice_pair"]
 
 def read_slice_pair(
     image_path: Union[str, Path], mask_path: Union[str, Path], binarize: bool = False
-) -> Tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """One slice of a slice folder, read and checked as the conversion needs it.
 
     Args:

@@ -27,7 +27,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Optional, Union
 
 from .errors import PWMLDataError
 from .nifti import NNUNET_T1_CHANNEL, case_name, split_nifti_name
@@ -44,7 +44,7 @@ __all__ = [
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.-]+")
 _CHANNEL = re.compile(r"(.+)_([0-9]{4})")  # nnU-Net's <case>_<channel>
 
-Problems = Optional[List[PWMLDataError]]  # None: raise the first problem
+Problems = Optional[list[PWMLDataError]]  # None: raise the first problem
 
 PNG_ENDINGS = (".png", ".tif", ".tiff")
 
@@ -61,7 +61,7 @@ class SubjectSource:
     kind: str
     image: Path = None
     mask: Path = None
-    slices: List[Tuple[int, Path, Path]] = field(default_factory=list)
+    slices: list[tuple[int, Path, Path]] = field(default_factory=list)
 
 
 def check_subject_id(subject, where: Union[str, Path], entry: str = "") -> str:
@@ -97,8 +97,8 @@ def _report(problems: Problems, error: PWMLDataError) -> None:
 
 
 def _check_unique(
-    subjects: List[SubjectSource], where: Path, problems: Problems = None, candidates: int = 0
-) -> List[SubjectSource]:
+    subjects: list[SubjectSource], where: Path, problems: Problems = None, candidates: int = 0
+) -> list[SubjectSource]:
     """``subjects`` sorted, safe ids, no id twice; ``candidates``: entries seen, problems too."""
     seen, out = set(), []
     for s in subjects:
@@ -118,8 +118,8 @@ def _check_unique(
 
 
 def _layout_folders(
-    root: Union[str, Path], names: Tuple[str, str], layout: str, problems: Problems = None
-) -> Optional[List[Path]]:
+    root: Union[str, Path], names: tuple[str, str], layout: str, problems: Problems = None
+) -> Optional[list[Path]]:
     """``root/name`` for each of ``names``; None (or PWMLDataError) if one is missing."""
     folders = [Path(root) / name for name in names]
     missing = [d for d in folders if not d.is_dir()]
@@ -138,7 +138,7 @@ def _nifti_files(folder: Path) -> dict:
     return files
 
 
-def nnunet_subjects(root: Union[str, Path], problems: Problems = None) -> List[SubjectSource]:
+def nnunet_subjects(root: Union[str, Path], problems: Problems = None) -> list[SubjectSource]:
     """Subjects of an nnU-Net raw dataset folder (imagesTr + labelsTr)."""
     folders = _layout_folders(root, ("imagesTr", "labelsTr"), "the nnU-Net layout", problems)
     if folders is None:
@@ -200,7 +200,7 @@ def _read_pair_list(list_file: Path) -> list:
 
 def pair_list_subjects(
     list_file: Union[str, Path], problems: Problems = None
-) -> List[SubjectSource]:
+) -> list[SubjectSource]:
     """Subjects named in a CSV or JSON list of (subject, image, mask)."""
     list_file = Path(list_file)
     try:
@@ -239,7 +239,7 @@ def _slice_index(path: Path, fallback: int) -> int:
         return fallback
 
 
-def slice_folder_subjects(root: Union[str, Path], problems: Problems = None) -> List[SubjectSource]:
+def slice_folder_subjects(root: Union[str, Path], problems: Problems = None) -> list[SubjectSource]:
     """Subjects of the reference implementation's input/ + gt/ slice folders."""
     layout = "the input/ + gt/ slice layout"
     folders = _layout_folders(root, ("input", "gt"), layout, problems)
@@ -270,7 +270,7 @@ def slice_folder_subjects(root: Union[str, Path], problems: Problems = None) -> 
     return _check_unique(out, input_dir, problems, len(subject_dirs))
 
 
-def discover_subjects(source: Union[str, Path], problems: Problems = None) -> List[SubjectSource]:
+def discover_subjects(source: Union[str, Path], problems: Problems = None) -> list[SubjectSource]:
     """Subjects from whichever layout ``source`` is: nnU-Net folder, slice folders or pair list."""
     source = Path(source)
     if source.is_file():

@@ -12,7 +12,7 @@ and trains on the rest, so every subject is validated exactly once.
 """
 
 import math
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -31,7 +31,7 @@ SPLIT_NAMES = ("train", "val", "test")
 FOLD_PARTS = ("train", "val")
 
 
-def split_names(num_folds: int) -> List[str]:
+def split_names(num_folds: int) -> list[str]:
     """Every split a converted root has: "all", train/val/test, then fold{i}_train, fold{i}_val.
 
     The one list behind the files the converter writes (instances_<name>.json)
@@ -42,7 +42,7 @@ def split_names(num_folds: int) -> List[str]:
     ]
 
 
-def split_subjects(splits: dict) -> Dict[str, List[str]]:
+def split_subjects(splits: dict) -> dict[str, list[str]]:
     """{split name: subjects} of a splits.json content, for every name of `split_names`
     but "all"."""
     parts = {name: splits[name] for name in SPLIT_NAMES}
@@ -51,7 +51,7 @@ def split_subjects(splits: dict) -> Dict[str, List[str]]:
     return parts
 
 
-def split_sizes(n: int, fractions: Sequence[float]) -> List[int]:
+def split_sizes(n: int, fractions: Sequence[float]) -> list[int]:
     """Integer part sizes summing to ``n``, as close to ``fraction * n`` as possible."""
     if (
         n < 0
@@ -68,7 +68,7 @@ def split_sizes(n: int, fractions: Sequence[float]) -> List[int]:
     return sizes
 
 
-def _shuffled(subjects: Sequence[str], rng: np.random.Generator) -> List[str]:
+def _shuffled(subjects: Sequence[str], rng: np.random.Generator) -> list[str]:
     ordered = sorted(set(subjects))
     if len(ordered) != len(subjects):
         raise ValueError("subject ids must be unique")
@@ -77,7 +77,7 @@ def _shuffled(subjects: Sequence[str], rng: np.random.Generator) -> List[str]:
 
 def subject_splits(
     subjects: Sequence[str], fractions=(0.7, 0.15, 0.15), seed: int = 0
-) -> Dict[str, List[str]]:
+) -> dict[str, list[str]]:
     """The seeded train/val/test split of the subjects.
 
     Args:
@@ -99,7 +99,7 @@ def subject_splits(
 
 def subject_folds(
     subjects: Sequence[str], num_folds: int = 5, seed: int = 0
-) -> List[Dict[str, List[str]]]:
+) -> list[dict[str, list[str]]]:
     """The seeded k-fold cross-validation folds of the subjects.
 
     Args:

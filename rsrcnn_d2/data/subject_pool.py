@@ -15,7 +15,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable, List, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 __all__ = ["map_subjects"]
 
@@ -51,7 +52,7 @@ def _numbered(task: Callable, item):
 
 def map_subjects(
     task: Callable, items: Sequence, workers: int, progress: bool = False, desc: str = "subjects"
-) -> List:
+) -> list:
     """``[task(item) for item in items]``, in ``workers`` processes when more than one.
 
     Args:

@@ -13,11 +13,11 @@ workers start) and `set_worker_threads` (in each) give every worker its share.
 
 import contextlib
 import os
-from typing import MutableMapping, Optional
-
-import torch
+from collections.abc import MutableMapping
+from typing import Optional
 
 import detectron2.engine.defaults as d2_defaults
+import torch
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 

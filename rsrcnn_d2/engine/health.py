@@ -15,7 +15,7 @@ slices they leave empty, and one of the `VERDICTS`.
 import logging
 import math
 import os
-from typing import Dict, Optional
+from typing import Optional
 
 from detectron2.engine import HookBase
 from detectron2.utils import comm
@@ -72,9 +72,9 @@ def _defined(value):
 def health_report(
     first_foreground: Optional[int],
     iterations: int,
-    validation: Optional[Dict],
+    validation: Optional[dict],
     max_empty_share: float,
-) -> Dict:
+) -> dict:
     """The content of health.json.
 
     Args:
@@ -118,7 +118,7 @@ def health_report(
 BEST_BEHIND_FINAL = 0.1
 
 
-def _best_behind_final(validation: Dict) -> str:
+def _best_behind_final(validation: dict) -> str:
     """A warning when the kept weights score clearly below the final ones on validation (the
     criterion chose heads that had barely started); "" otherwise."""
     best = (validation.get("best") or {}).get("dice", math.nan)
@@ -156,7 +156,7 @@ class HeadHealthHook(HookBase):
         self.warn_period, self.output_dir = warn_period, output_dir
         self.max_empty_share, self.validation = max_empty_share, validation
         self.first_foreground: Optional[int] = None
-        self.report: Optional[Dict] = None
+        self.report: Optional[dict] = None
 
     def update(self) -> None:
         """Record this iteration if it is the heads' first with a foreground ROI (idempotent)."""

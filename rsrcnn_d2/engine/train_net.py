@@ -10,7 +10,7 @@ rsrcnn_d2.cli.train_net``, tools/train_net.py), the module the drivers start.
 
 import logging
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, default_setup

@@ -9,10 +9,9 @@ without any prediction, the sign of a model that predicts nothing.
 
 import itertools
 import math
-from typing import Dict, Iterable
+from collections.abc import Iterable
 
 import torch
-
 from detectron2.evaluation.evaluator import inference_context
 from detectron2.utils import comm
 
@@ -22,7 +21,7 @@ from ..evaluation.truth import TruthSource, input_name, prediction_mask
 __all__ = ["validation_dice"]
 
 
-def validation_dice(model: torch.nn.Module, batches: Iterable, dataset_name: str) -> Dict:
+def validation_dice(model: torch.nn.Module, batches: Iterable, dataset_name: str) -> dict:
     """Strict Dice of the validation slices, and how many lesion slices got no prediction.
 
     Args:

@@ -18,10 +18,10 @@ checkpoint written at an evaluation's iteration already holds that evaluation an
 import logging
 import math
 import os
-from typing import Callable, Dict, Iterable, List, Optional
+from collections.abc import Iterable
+from typing import Callable, Optional
 
 import torch
-
 from detectron2.engine import HookBase
 from detectron2.engine.hooks import EvalHook, PeriodicCheckpointer
 from detectron2.utils import comm
@@ -47,7 +47,7 @@ TOTAL_LOSS = "total_loss"
 BEST_CRITERIA = ("val_loss", "val_dice", "")
 
 
-def validation_losses(model: torch.nn.Module, batches: Iterable) -> Dict[str, float]:
+def validation_losses(model: torch.nn.Module, batches: Iterable) -> dict[str, float]:
     """Mean of each loss and of their sum (``total_loss``) over ``batches``, all workers pooled.
 
     ``model`` is the bare module (not a DDP wrapper: workers may hold different
@@ -58,7 +58,7 @@ def validation_losses(model: torch.nn.Module, batches: Iterable) -> Dict[str, fl
     """
     was_training = model.training
     model.train()
-    sums: Dict[str, float] = {}
+    sums: dict[str, float] = {}
     count = 0
     try:
         with torch.no_grad(), EventStorage():
@@ -120,7 +120,7 @@ class ValidationLossHook(HookBase):
         output_dir: Optional[str] = None,
         evaluate_best: bool = True,
         criterion: str = "val_loss",
-        dice_fn: Optional[Callable[[torch.nn.Module], Dict]] = None,
+        dice_fn: Optional[Callable[[torch.nn.Module], dict]] = None,
         health=None,
         head_iters: int = 0,
         max_empty_share: float = 1.0,
@@ -141,9 +141,9 @@ class ValidationLossHook(HookBase):
         self.max_empty_share = max_empty_share
         self.lowest = math.inf  # the best score so far; lower is better (val_dice: -Dice)
         self.best_iteration: Optional[int] = None
-        self.best_dice: Optional[Dict] = None  # dice_fn's figures of model_best, when known
-        self.final_dice: Optional[Dict] = None
-        self.report: Optional[Dict] = None
+        self.best_dice: Optional[dict] = None  # dice_fn's figures of model_best, when known
+        self.final_dice: Optional[dict] = None
+        self.report: Optional[dict] = None
 
     @property
     def best_path(self) -> Optional[str]:
@@ -227,13 +227,13 @@ class ValidationLossHook(HookBase):
                     self._save_best(score)
         return value
 
-    def _dice(self, model: torch.nn.Module) -> Dict:
+    def _dice(self, model: torch.nn.Module) -> dict:
         """``dice_fn``'s figures of the current weights, logged as ``validation_dice``."""
         dice = self.dice_fn(model)
         self.trainer.storage.put_scalar("validation_dice", dice["dice"], smoothing_hint=False)
         return dice
 
-    def _predicts(self, dice: Optional[Dict], score: float) -> bool:
+    def _predicts(self, dice: Optional[dict], score: float) -> bool:
         """Whether weights that would be the best predict on the validation lesion slices
         (unknown without ``dice_fn``: then they count as predicting)."""
         empty = math.nan if dice is None else dice["empty_lesion_share"]
@@ -301,7 +301,7 @@ class ValidationLossHook(HookBase):
         if finished:
             self.report = self._report(has_best, has_best and self.evaluate_best)
 
-    def _report(self, has_best: bool, evaluates_best: bool) -> Dict:
+    def _report(self, has_best: bool, evaluates_best: bool) -> dict:
         """What health.json says of validation: the best, final and evaluated weights' figures."""
         report = {
             "best_checkpoint": {
@@ -341,7 +341,7 @@ def _shown(criterion: str, score: float) -> str:
     return f"Dice {-score:.4f}" if criterion == "val_dice" else f"total loss {score:.4f}"
 
 
-def insert_before_evaluation(hooks: List[HookBase], hook: HookBase) -> List[HookBase]:
+def insert_before_evaluation(hooks: list[HookBase], hook: HookBase) -> list[HookBase]:
     """Put ``hook`` immediately before detectron2's EvalHook (last without one), with the periodic
     checkpointer between them; returns ``hooks``, changed in place.
 

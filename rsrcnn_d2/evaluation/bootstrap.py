@@ -8,7 +8,8 @@ takes that ratio over their slices; a difference of two rows uses the same draw
 for both (paired), so what the subjects share cancels. Percentile intervals.
 """
 
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def resample_ratios(
     return np.stack([row[draws].sum(axis=1) / totals for row in sums], axis=1)
 
 
-def _interval(samples: np.ndarray, level: float) -> Tuple[float, float]:
+def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
     tail = 100 * (1 - level) / 2
@@ -57,7 +58,7 @@ def subject_interval(
     level: float = 0.95,
     n_resamples: int = 10000,
     seed: int = 0,
-) -> Tuple[float, float, float]:
+) -> tuple[float, float, float]:
     """A slice-averaged figure with its subject-bootstrap interval.
 
     Args:
@@ -82,7 +83,7 @@ def paired_difference_interval(
     level: float = 0.95,
     n_resamples: int = 10000,
     seed: Optional[int] = 0,
-) -> Tuple[float, float, float]:
+) -> tuple[float, float, float]:
     """Whether two rows (methods) differ on the same test subjects: a paired interval.
 
     Args:

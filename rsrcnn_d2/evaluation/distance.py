@@ -32,7 +32,8 @@ ones a Euclidean distance transform of each mask's complement on the crop, read
 at the other mask's points. All paths give the same values (tested).
 """
 
-from typing import NamedTuple, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import NamedTuple, Optional
 
 import numpy as np
 from scipy import ndimage
@@ -65,7 +66,7 @@ class HausdorffDistances(NamedTuple):
     hd95: float
 
 
-def check_spacing(spacing: Optional[Sequence[float]], ndim: int) -> Optional[Tuple[float, ...]]:
+def check_spacing(spacing: Optional[Sequence[float]], ndim: int) -> Optional[tuple[float, ...]]:
     """``spacing`` as a tuple of ``ndim`` positive finite floats (None stays None)."""
     if spacing is None:
         return None
@@ -75,7 +76,7 @@ def check_spacing(spacing: Optional[Sequence[float]], ndim: int) -> Optional[Tup
     return values
 
 
-def union_bounding_box(*masks: np.ndarray) -> Optional[Tuple[slice, ...]]:
+def union_bounding_box(*masks: np.ndarray) -> Optional[tuple[slice, ...]]:
     """Slices of the smallest box holding every foreground pixel of the masks; None if all empty.
 
     ``masks``: same-shaped arrays of any dimension; returns one slice per axis.
@@ -108,7 +109,7 @@ def boundary(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=cross, border_value=0)
 
 
-def _pairs_directed(a_pts: np.ndarray, b_pts: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _pairs_directed(a_pts: np.ndarray, b_pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # (na, nb) squared distances; the caller keeps na * nb small
     sq = np.zeros((len(a_pts), len(b_pts)))
     for axis in range(a_pts.shape[1]):

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Optional, Union
 
 import numpy as np
 
 from ..data.errors import PWMLDataError
 from ..data.fileio import atomic_write_json
-from ..data.owned_outputs import record_owned
 from ..data.nifti import (
     NIFTI_ENDINGS,
     affine_difference,
@@ -33,6 +32,7 @@ from ..data.nifti import (
     slice_spacing,
     volume_slice,
 )
+from ..data.owned_outputs import record_owned
 from .lesionwise import LesionCounts, lesion_counts, lesion_f1, lesion_sensitivity
 from .metrics import confusion
 from .protocols import headline, slice_record, summarize_slices
@@ -68,15 +68,15 @@ class CaseResult:
     """One case's per-slice records and its whole-volume figures (every voxel, whatever
     slices were asked for): 3-D lesion counts and (tp, fp, fn) voxel counts."""
 
-    records: List[Dict]
+    records: list[dict]
     lesions3d: LesionCounts
-    voxels: Tuple[int, int, int]
+    voxels: tuple[int, int, int]
 
 
-def _masks_in(folder: Path, role: str) -> Dict[str, Path]:
+def _masks_in(folder: Path, role: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise PWMLDataError(folder, f"{role} folder does not exist")
-    found: Dict[str, Path] = {}
+    found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file() or not path.name.endswith(NIFTI_ENDINGS):
             continue
@@ -95,7 +95,7 @@ def _masks_in(folder: Path, role: str) -> Dict[str, Path]:
 
 def pair_cases(
     predictions: Union[str, Path], references: Union[str, Path], allow_missing: bool = False
-) -> List[CasePair]:
+) -> list[CasePair]:
     """Predicted and reference masks paired by case id, in case order.
 
     Args:
@@ -219,7 +219,7 @@ def _evaluate_one(pair, **kwargs):
         return pair, None, e
 
 
-def _scored(pairs: List[CasePair], workers: int, progress: bool, **kwargs):
+def _scored(pairs: list[CasePair], workers: int, progress: bool, **kwargs):
     from tqdm import tqdm
 
     work = partial(_evaluate_one, **kwargs)
@@ -242,7 +242,7 @@ def evaluate_folder(
     allow_missing: bool = False,
     workers: int = 2,
     progress: bool = True,
-) -> Dict:
+) -> dict:
     """Score every predicted case; write ``slices.csv``, ``cases.csv``, ``summary.json`` to
     ``output``.
 
@@ -261,9 +261,9 @@ def evaluate_folder(
         protocols' results, 3-D lesion-wise figures and what the figures cover.
     """
     pairs = pair_cases(predictions, references, allow_missing)
-    records: List[Dict] = []
-    lesions3d: Dict[str, LesionCounts] = {}
-    voxels: Dict[str, Tuple[int, int, int]] = {}
+    records: list[dict] = []
+    lesions3d: dict[str, LesionCounts] = {}
+    voxels: dict[str, tuple[int, int, int]] = {}
     for pair, result, error in _scored(
         pairs,
         workers,
@@ -329,7 +329,7 @@ def evaluate_folder(
     return summary
 
 
-def format_summary(summary: Dict) -> str:
+def format_summary(summary: dict) -> str:
     """The headline first (per-case Dice of the whole volumes, 3-D lesion F1), then the
     slice protocols' table and what the figures cover."""
     return (

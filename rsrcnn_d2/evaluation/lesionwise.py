@@ -18,8 +18,9 @@ Counts are returned, not rates, so that they can be pooled over slices,
 subjects or workers before any ratio is taken.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 

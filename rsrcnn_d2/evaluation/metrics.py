@@ -19,8 +19,9 @@ union of both masks (true negatives outside it are counted, not visited), so a
 """
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -176,7 +177,7 @@ def slice_metrics(
     )
 
 
-def mean_of_defined(values: Iterable[float]) -> Tuple[float, int, int]:
+def mean_of_defined(values: Iterable[float]) -> tuple[float, int, int]:
     """(mean of the non-NaN values, how many were used, how many were NaN).
 
     Undefined per-slice values (sensitivity on an empty truth, HD with one empty

@@ -49,7 +49,6 @@ from the metrics alone, for records read back from a per-slice CSV.
 
 import logging
 from collections import OrderedDict, defaultdict
-from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -105,7 +104,7 @@ def _unpack(bits, shape) -> np.ndarray:
     return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
 
 
-def slice_record(pred: np.ndarray, truth: np.ndarray, inp: Dict) -> Dict:
+def slice_record(pred: np.ndarray, truth: np.ndarray, inp: dict) -> dict:
     """Metrics of one slice plus what aggregation needs; masks kept only as packed crops.
 
     The crops (of the union's bounding box) are what the 3-D protocols stack, at a small
@@ -161,13 +160,13 @@ def slice_record(pred: np.ndarray, truth: np.ndarray, inp: Dict) -> Dict:
 # --- the three protocols ------------------------------------------------------------
 
 
-def _means(metrics: List[SliceMetrics]) -> Dict[str, tuple]:
+def _means(metrics: list[SliceMetrics]) -> dict[str, tuple]:
     return {
         name: mean_of_defined(getattr(m, field) for m in metrics) for name, field in _FIELD.items()
     }
 
 
-def _strict(records) -> Dict[str, float]:
+def _strict(records) -> dict[str, float]:
     metrics = [r["metrics"] for r in records]
     means = _means(metrics)
     lesions = [m.lesions for m in metrics]
@@ -189,7 +188,7 @@ def _strict(records) -> Dict[str, float]:
     return out
 
 
-def _reference(by_subject) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]]]:
+def _reference(by_subject) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     per_subject, n_used, n_all, n_lesion, n_missed = {}, 0, 0, 0, 0
     for subject, recs in by_subject.items():
         used = [r["metrics"] for r in recs if not r["metrics"].pred_empty]
@@ -212,7 +211,7 @@ def _reference(by_subject) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]
     return out, per_subject
 
 
-def reference_would_abort(reference: Dict[str, float]) -> bool:
+def reference_would_abort(reference: dict[str, float]) -> bool:
     """Whether the reference evaluator would stop on this run (``pwml_reference`` results).
 
     The reference scored lesion slices only (the paper's test set holds no other)
@@ -224,7 +223,7 @@ def reference_would_abort(reference: Dict[str, float]) -> bool:
     return n > 0 and reference["n_lesion_slices_empty_pred"] / n > REFERENCE_MAX_SKIPPED
 
 
-def headline(case_counts: Dict[str, Tuple[int, int, int]], lesions3d: LesionCounts) -> Dict:
+def headline(case_counts: dict[str, tuple[int, int, int]], lesions3d: LesionCounts) -> dict:
     """The figures to read first (``pwml_headline``), nnU-Net's way.
 
     ``case_counts``: each case's (tp, fp, fn) voxel counts; ``lesions3d``: 3-D
@@ -346,7 +345,7 @@ def _subject3d(by_subject):
     return out, per_subject, lesions3d, counts
 
 
-def _group_by_subject(records) -> Dict[str, List[Dict]]:
+def _group_by_subject(records) -> dict[str, list[dict]]:
     """Records per subject, ordered through-plane; each gets "z", its stacking position."""
     groups = defaultdict(list)
     for r in records:
@@ -363,13 +362,13 @@ def _group_by_subject(records) -> Dict[str, List[Dict]]:
     return dict(sorted(groups.items()))
 
 
-def _all_floats(results: Dict[str, Dict]) -> None:
+def _all_floats(results: dict[str, dict]) -> None:
     for task in results.values():
         for k, v in task.items():
             task[k] = float(v)
 
 
-def strict_and_reference(records: List[Dict]) -> Dict[str, Dict[str, float]]:
+def strict_and_reference(records: list[dict]) -> dict[str, dict[str, float]]:
     """``pwml_strict`` and ``pwml_reference`` of records that carry only "metrics" and "subject".
 
     The two protocols need no masks, so they can be computed again from the
@@ -386,7 +385,7 @@ def strict_and_reference(records: List[Dict]) -> Dict[str, Dict[str, float]]:
     return results
 
 
-def summarize_slices(records: List[Dict]):
+def summarize_slices(records: list[dict]):
     """(results OrderedDict of tasks, per-subject rows) from per-slice records (`slice_record`)."""
     by_subject = _group_by_subject(records)
     reference, ref_subjects = _reference(by_subject)

@@ -17,10 +17,9 @@ import itertools
 import logging
 import os
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Optional
 
 import numpy as np
-
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
@@ -50,13 +49,13 @@ class PWMLEvaluator(DatasetEvaluator):
         output_dir: Optional[str] = None,
         *,
         distributed: bool = True,
-        truth_fn: Optional[Callable[[Dict], np.ndarray]] = None,
+        truth_fn: Optional[Callable[[dict], np.ndarray]] = None,
     ):
         self._dataset_name = dataset_name
         self._output_dir = output_dir
         self._distributed = distributed
         self._truth = TruthSource(dataset_name, truth_fn)
-        self._records: List[Dict] = []
+        self._records: list[dict] = []
 
     def reset(self):
         self._records = []

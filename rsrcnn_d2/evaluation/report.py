@@ -9,7 +9,6 @@ protocols, so pooled folds are scored by the same code as a single run.
 
 import csv
 import math
-from typing import Dict, List
 
 from tabulate import tabulate
 
@@ -48,7 +47,7 @@ SLICE_COLUMNS = [
 ]
 
 
-def slice_row(r: Dict) -> Dict:
+def slice_row(r: dict) -> dict:
     """The CSV row (`SLICE_COLUMNS`) of a per-slice record (`protocols.slice_record`)."""
     m = r["metrics"]
     spacing = r["spacing"] or (None, None)
@@ -82,7 +81,7 @@ def _cell(v):
     return f"{v:.6g}" if isinstance(v, float) else v
 
 
-def write_csv_atomic(path: str, columns: List[str], rows: List[Dict]) -> None:
+def write_csv_atomic(path: str, columns: list[str], rows: list[dict]) -> None:
     """Write rows to ``path`` as CSV through `rsrcnn_d2.data.fileio.atomic_write`.
 
     A reader never sees half a table, and the file gets the mode a plain open
@@ -109,7 +108,7 @@ def _figure(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.4f}"
 
 
-def format_headline(headline: Dict, cases: str = "cases") -> str:
+def format_headline(headline: dict, cases: str = "cases") -> str:
     """The line to read first (`protocols.headline`): per-case Dice and 3-D lesion F1,
     with what they leave out."""
     h = headline

@@ -9,7 +9,7 @@ annotations). Prediction: ``lesion_mask`` (H, W) or the union of
 ``instances.pred_masks``.
 """
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ __all__ = ["TRUTH_KEYS", "TruthSource", "prediction_mask", "as_mask", "input_nam
 TRUTH_KEYS = ("gt_mask", "sem_seg")
 
 
-def input_name(inp: Dict) -> str:
+def input_name(inp: dict) -> str:
     """What error messages call an input: its file, else its image id."""
     return str(inp.get("file_name", inp.get("image_id", "<input without file_name>")))
 
@@ -63,7 +63,7 @@ def _instances_mask(instances, where: str) -> np.ndarray:
     return as_mask(torch.as_tensor(masks).any(dim=0), where, "gt_masks")
 
 
-def prediction_mask(output: Dict, where: str = "output") -> np.ndarray:
+def prediction_mask(output: dict, where: str = "output") -> np.ndarray:
     """The predicted lesion mask of one model output: ``lesion_mask`` or the union of pred_masks.
 
     Returns an (H, W) bool array; ValueError when the output has neither.
@@ -92,13 +92,13 @@ class TruthSource:
     def __init__(
         self,
         dataset_name: Optional[str] = None,
-        truth_fn: Optional[Callable[[Dict], np.ndarray]] = None,
+        truth_fn: Optional[Callable[[dict], np.ndarray]] = None,
     ):
         self._dataset_name = dataset_name
         self._truth_fn = truth_fn
         self._records = None
 
-    def __call__(self, inp: Dict) -> np.ndarray:
+    def __call__(self, inp: dict) -> np.ndarray:
         where = input_name(inp)
         if self._truth_fn is not None:
             return as_mask(self._truth_fn(inp), where, "truth_fn(input)")
@@ -112,7 +112,7 @@ class TruthSource:
             record["annotations"], int(record["height"]), int(record["width"]), where
         )
 
-    def _dataset_record(self, inp: Dict, where: str) -> Dict:
+    def _dataset_record(self, inp: dict, where: str) -> dict:
         if self._dataset_name is None:
             raise ValueError(
                 f"{where}: no ground truth in the input ({', '.join(TRUTH_KEYS)}, "

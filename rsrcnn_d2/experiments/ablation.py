@@ -14,8 +14,8 @@ The program, its options and its outputs: `rsrcnn_d2.cli.run_ablation` (tools/ru
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Sequence
 
 from .. import model_zoo
 from ..data.fileio import atomic_write_bytes, atomic_write_json, read_json
@@ -398,7 +398,7 @@ def write_figures(out: Path, runs, seed: int) -> None:
 
     cohort_root(out).register(replace=True)  # this process's pwml_* are the cohort's
     rows = {}
-    for name, (config, opts, label) in runs.items():
+    for name, (_, opts, _) in runs.items():
         tuned = finished_result(out / "runs" / name / f"seed{seed}" / CALIBRATED)
         trained = finished_result(out / "runs" / name / f"seed{seed}")
         if name == CLASSICAL or tuned is None or trained is None:  # test variants: no weights
@@ -439,7 +439,7 @@ def run_ablation(
     retrain: bool = False,
     figures: bool = False,
     summary: str = "summary.md",
-) -> List[str]:
+) -> list[str]:
     """The sweep into ``out`` (the module doc): make the cohort, train, calibrate and evaluate
     every planned run of every seed, resumably, then tabulate (``out/summary``); the labels of
     the runs that failed (re-running retries them), the others done.

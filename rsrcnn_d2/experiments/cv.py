@@ -36,9 +36,10 @@ Nothing is written outside OUT, and the cohort and its source files are only rea
 
 import os
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 
@@ -53,8 +54,8 @@ from ..data.fileio import (
     replace_dir,
     staging_dir_for,
 )
-from ..data.output_lock import output_lock
 from ..data.nifti import NIFTI_ENDINGS, axis_index, read_volume, split_nifti_name
+from ..data.output_lock import output_lock
 from ..data.register import (
     DatasetRoot,
     check_prepared_root,
@@ -105,8 +106,8 @@ class Cohort:
     root: Path
     axis: str
     binarize: bool
-    folds: List[Dict[str, List[str]]]
-    sources: Dict[str, tuple]  # subject -> (image, mask) NIfTI paths
+    folds: list[dict[str, list[str]]]
+    sources: dict[str, tuple]  # subject -> (image, mask) NIfTI paths
 
 
 def read_cohort(root: Union[str, Path]) -> Cohort:
@@ -174,7 +175,7 @@ def _check_output(output: Path, cohort: Cohort) -> None:
                 raise PWMLDataError(output, f"output folder contains the source file {source}")
 
 
-def _fold_opts(prefix: str, fold: int) -> List[str]:
+def _fold_opts(prefix: str, fold: int) -> list[str]:
     train, val = f"{prefix}_fold{fold}_train", f"{prefix}_fold{fold}_val"
     return [
         "DATASETS.TRAIN",
@@ -275,7 +276,7 @@ def predict_fold(
     return predictions
 
 
-def _evaluate(predictions: Path, references: Path, output: Path, cohort: Cohort) -> Dict:
+def _evaluate(predictions: Path, references: Path, output: Path, cohort: Cohort) -> dict:
     """evaluate_folder's summary; a summary newer than every scored file is read, not recomputed."""
     from ..evaluation.folder import evaluate_folder
 
@@ -299,7 +300,7 @@ def _evaluate(predictions: Path, references: Path, output: Path, cohort: Cohort)
     )
 
 
-def _pool(output: Path, folds: Sequence[int], cohort: Cohort) -> Dict:
+def _pool(output: Path, folds: Sequence[int], cohort: Cohort) -> dict:
     """Hard links (copies where links fail) of every fold's cases in OUT/oof, scored once."""
     oof = output / "oof"
     remove_stale_staging(oof)
@@ -328,11 +329,11 @@ def _pool(output: Path, folds: Sequence[int], cohort: Cohort) -> Dict:
     return summary
 
 
-def _figures(summary: Dict) -> Dict[str, float]:
+def _figures(summary: dict) -> dict[str, float]:
     return {key: float(summary[task][field]) for key, _, task, field in CV_METRICS}
 
 
-def summarize_cv(per_fold: Mapping[int, Dict], pooled: Optional[Dict]) -> Dict:
+def summarize_cv(per_fold: Mapping[int, dict], pooled: Optional[dict]) -> dict:
     """Mean ± sample sd across folds of each figure, and the pooled out-of-fold figures."""
     figures = {fold: _figures(s) for fold, s in per_fold.items()}
     mean, sd, n = {}, {}, {}
@@ -351,7 +352,7 @@ def _cell(value: float, digits: int = 4) -> str:
     return "–" if value is None or np.isnan(value) else f"{value:.{digits}f}"
 
 
-def format_cv_summary(record: Dict) -> str:
+def format_cv_summary(record: dict) -> str:
     """cv_summary.md: one row per figure; folds, mean ± sd across folds, pooled out-of-fold."""
     folds = list(record["per_fold"])
     lines = [
@@ -402,7 +403,7 @@ def run_cv(
     log: Callable[[str], None] = print,
     retrain: bool = False,
     save_probabilities: bool = False,
-) -> Dict:
+) -> dict:
     """Train, predict and score the requested folds (default: all); return cv_summary.json's
     content.
 

@@ -10,9 +10,10 @@ missing or unfinished is a PWMLDataError naming the file.
 """
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Union
+from typing import Union
 
 from ..data.errors import PWMLDataError
 from ..data.fileio import nan_for_null, read_json
@@ -36,12 +37,12 @@ class CVRow:
 
     name: str
     folder: Path
-    headline: Dict[str, float]
-    cases: List[str]
+    headline: dict[str, float]
+    cases: list[str]
     axis: str
     mask_threshold: float  # MODEL.RSRCNN.MASK_THRESHOLD the fold models predicted with
     flip_tta: bool  # TEST.FLIP_TTA they predicted with
-    fold_weights: List[Path]
+    fold_weights: list[Path]
 
     @property
     def probabilities(self) -> Path:
@@ -52,7 +53,7 @@ class CVRow:
         return self.folder / "oof" / "references"
 
 
-def _headline(summary: Dict, path: Path) -> Dict[str, float]:
+def _headline(summary: dict, path: Path) -> dict[str, float]:
     if "headline" not in summary:
         raise PWMLDataError(
             path,

@@ -19,8 +19,8 @@ Re-running is safe: the cohort is reused, the conversion replaced, the models re
 """
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Dict, Mapping
 
 import numpy as np
 
@@ -37,7 +37,7 @@ ROWS = {"B": "B  Mask R-CNN", "E": "E  RS R-CNN", "plus": "RS R-CNN+"}
 PREDICT_ROW = "plus"  # the recommended row segments the held-out volume
 
 
-def _train_row(out: Path, row: str, iters: int, seed: int, roots) -> Dict:
+def _train_row(out: Path, row: str, iters: int, seed: int, roots) -> dict:
     """Train, calibrate and evaluate one row; its config, weights and test CSV."""
     train_dir = out / "train" / row
     label = ROWS[row]
@@ -165,7 +165,7 @@ def write_report(
     figures: Mapping[str, Path],
     volume: Path,
     iters: int = 0,
-    healths: Mapping[str, Dict] = None,
+    healths: Mapping[str, dict] = None,
 ) -> Path:
     """OUT/report.md: each row's figures under both protocols and its training health, the
     comparison figures and the overlays of the predicted volume; its path."""

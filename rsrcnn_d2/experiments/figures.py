@@ -7,8 +7,9 @@ predicted by each row at its operating point, head crops.
 Used by the ablation driver (``--figures``) and the demo.
 """
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Optional
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ def _window(truth: np.ndarray, shape, margin: int):
     return slice(y0, min(shape[0], cy + half + 1)), slice(x0, min(shape[1], cx + half + 1))
 
 
-def pick_slices(records: Sequence[dict], count: int = 4) -> List[dict]:
+def pick_slices(records: Sequence[dict], count: int = 4) -> list[dict]:
     """``count`` lesion slices spread over the lesion-load range, distinct subjects first."""
     from ..data.coco import annotations_mask
 
@@ -52,7 +53,7 @@ def pick_slices(records: Sequence[dict], count: int = 4) -> List[dict]:
     return picks
 
 
-def predict_slices(config, opts, weights, records) -> List[np.ndarray]:
+def predict_slices(config, opts, weights, records) -> list[np.ndarray]:
     """Each record's predicted lesion mask (H, W) from one row at its config's operating point."""
     from ..config import get_rsrcnn_cfg
     from ..data.mapper import PWMLDatasetMapper
@@ -71,12 +72,12 @@ def predict_slices(config, opts, weights, records) -> List[np.ndarray]:
 
 def comparison_figures(
     dataset: str,
-    rows: Mapping[str, Tuple[str, Sequence[str], str, str]],
+    rows: Mapping[str, tuple[str, Sequence[str], str, str]],
     out_dir: Path,
     count: int = 4,
     log=print,
     overlay_labels: Optional[Sequence[str]] = None,
-) -> Dict[str, Path]:
+) -> dict[str, Path]:
     """Write ``boxplots.png`` (every row) and ``overlays.png`` (``overlay_labels``, default
     every row) into ``out_dir``; {name: path}.
 

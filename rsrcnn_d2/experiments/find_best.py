@@ -25,10 +25,11 @@ import logging
 import math
 import shlex
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Optional, Union
 
 from ..data.errors import PWMLDataError
 from ..data.fileio import (
@@ -64,7 +65,7 @@ def ensemble_summary(
     threshold: float,
     workers: int = 1,
     progress: bool = False,
-) -> Dict:
+) -> dict:
     """Score the members' mean out-of-fold probability maps, thresholded; the evaluation
     (with ``predictions/``) is published as ``output`` only when complete."""
     from ..evaluation.folder import evaluate_folder
@@ -102,14 +103,14 @@ def _sort_key(value: float) -> float:
     return math.inf if value is None or math.isnan(value) else -value
 
 
-def rank(candidates: Sequence[Dict], metric: str) -> List[Dict]:
+def rank(candidates: Sequence[dict], metric: str) -> list[dict]:
     """Best first by ``metric``; NaN last; ties keep the given order (stable sort)."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, not {metric!r}")
     return sorted(candidates, key=lambda c: _sort_key(c[metric]))
 
 
-def _predict_command(row: CVRow, output: str, save_probabilities: bool) -> List[str]:
+def _predict_command(row: CVRow, output: str, save_probabilities: bool) -> list[str]:
     from ..checkpoint import trained_weights
 
     command = ["rsrcnn-predict", "-i", "INPUT_FOLDER", "-o", output]
@@ -127,7 +128,7 @@ def _predict_command(row: CVRow, output: str, save_probabilities: bool) -> List[
     return command
 
 
-def inference_commands(members: Sequence[CVRow], threshold: float) -> List[str]:
+def inference_commands(members: Sequence[CVRow], threshold: float) -> list[str]:
     """Shell lines predicting INPUT_FOLDER into OUTPUT_FOLDER as the chosen candidate does."""
     if len(members) == 1:
         return [shlex.join(_predict_command(members[0], "OUTPUT_FOLDER", False))]
@@ -151,7 +152,7 @@ def _pair_threshold(pair: Sequence[CVRow], threshold: Optional[float]) -> float:
     return levels.pop()
 
 
-def _candidate(name: str, members: Sequence[CVRow], headline: Dict, summary: Path) -> Dict:
+def _candidate(name: str, members: Sequence[CVRow], headline: dict, summary: Path) -> dict:
     return {"name": name, "members": [m.name for m in members], **headline, "summary": str(summary)}
 
 
@@ -170,9 +171,9 @@ class Plan:
     """What `run_plan` scores, every input checked: the rows, their pairs and each pair's
     threshold, the metric and the output folder."""
 
-    rows: List[CVRow]
-    pairs: List[tuple]
-    thresholds: Dict[tuple, float]  # (name, name) -> the pair's threshold
+    rows: list[CVRow]
+    pairs: list[tuple]
+    thresholds: dict[tuple, float]  # (name, name) -> the pair's threshold
     metric: str
     output: Path
 
@@ -207,7 +208,7 @@ def _names(members: Sequence[CVRow]) -> tuple:
     return tuple(m.name for m in members)
 
 
-def run_plan(checked: Plan, workers: int = 1, progress: bool = False) -> Dict:
+def run_plan(checked: Plan, workers: int = 1, progress: bool = False) -> dict:
     """Score the pairs, rank every candidate; write ``find_best.json`` and
     ``inference_command.txt`` to the plan's output and return the record."""
     rows, output, metric = checked.rows, checked.output, checked.metric
@@ -266,7 +267,7 @@ def find_best(
     threshold: Optional[float] = None,
     workers: int = 1,
     progress: bool = False,
-) -> Dict:
+) -> dict:
     """`plan` then `run_plan`: rank every row and (``ensembles``) every pair of rows."""
     return run_plan(plan(specs, output, metric, ensembles, threshold), workers, progress)
 
@@ -277,7 +278,7 @@ def _cell(value) -> str:
     )
 
 
-def format_candidates(record: Dict) -> str:
+def format_candidates(record: dict) -> str:
     """The table of every candidate, best first, the chosen one marked."""
     lines = [
         "| | candidate | case Dice | lesion F1 (3-D) | cases scored | empty in both |",

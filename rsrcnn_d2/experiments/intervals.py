@@ -8,8 +8,9 @@ The per-slice figures come from the evaluator's ``pwml_slices.csv`` of each run.
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -29,7 +30,7 @@ def slice_csv(out: Path, name: str, seed: int, calibrated: bool) -> Path:
     ) / "inference/pwml_test/pwml_slices.csv"
 
 
-def subject_dice_sums(csvs: Sequence[Path]) -> Dict[str, Tuple[float, int]]:
+def subject_dice_sums(csvs: Sequence[Path]) -> dict[str, tuple[float, int]]:
     """{subject: (sum of its slices' strict Dice, averaged over the runs, number of slices)}.
 
     The runs (seeds) must have scored the same slices of each subject.
@@ -54,15 +55,15 @@ def subject_dice_sums(csvs: Sequence[Path]) -> Dict[str, Tuple[float, int]]:
     }
 
 
-def _arrays(sums: Dict[str, Tuple[float, int]], subjects: List[str]):
+def _arrays(sums: dict[str, tuple[float, int]], subjects: list[str]):
     return np.array([sums[s][0] for s in subjects]), np.array([sums[s][1] for s in subjects])
 
 
-def _seeds_with(out, name, seeds, calibrated) -> List[int]:
+def _seeds_with(out, name, seeds, calibrated) -> list[int]:
     return [s for s in seeds if slice_csv(out, name, s, calibrated).is_file()]
 
 
-def _cell(values: Optional[Tuple[float, float, float]], signed: bool = False) -> str:
+def _cell(values: Optional[tuple[float, float, float]], signed: bool = False) -> str:
     if values is None:
         return "–"
     fmt = "+.3f" if signed else ".3f"
@@ -108,12 +109,12 @@ def _seed_value(out: Path, a: str, b: Optional[str], seed: int) -> float:
 
 def interval_table(
     out: Path,
-    runs: Dict,
+    runs: dict,
     seeds: Sequence[int],
-    differences: Sequence[Tuple[str, str]],
-    labels: Dict[str, str],
+    differences: Sequence[tuple[str, str]],
+    labels: dict[str, str],
     n_resamples: int = 10000,
-) -> Tuple[str, Dict]:
+) -> tuple[str, dict]:
     """(Markdown table, numbers) of strict Dice with 95 % subject-bootstrap intervals."""
     numbers = {"rows": {}, "differences": {}}
     lines = [
@@ -165,7 +166,7 @@ def interval_table(
 
 
 def lesion_load_table(
-    out: Path, runs: Dict, seeds: Sequence[int], labels: Dict[str, str], groups: int = 3
+    out: Path, runs: dict, seeds: Sequence[int], labels: dict[str, str], groups: int = 3
 ) -> str:
     """Calibrated strict Dice and slices left empty, by the slice's lesion load (true lesion
     pixels), in ``groups`` equal-count groups cut on the test slices; seeds pooled.

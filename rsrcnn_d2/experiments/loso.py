@@ -11,8 +11,9 @@ The program, its options and its outputs: `rsrcnn_d2.cli.run_loso` (tools/run_lo
 ``rsrcnn-loso``).
 """
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Optional
 
 from ..data.fileio import atomic_write_bytes, read_json
 from ..data.sources import discover_subjects

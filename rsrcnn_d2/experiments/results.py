@@ -11,8 +11,9 @@ import csv
 import dataclasses
 import json
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence, Tuple, Union
+from typing import Union
 
 from ..evaluation.lesionwise import LesionCounts, lesion_f1, lesion_sensitivity
 from ..evaluation.metrics import SliceMetrics, mean_of_defined
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 # (column title, key in detectron2's flattened results, digits)
-SUMMARY_METRICS: Tuple[Tuple[str, str, int], ...] = (
+SUMMARY_METRICS: tuple[tuple[str, str, int], ...] = (
     ("Dice", "pwml_strict/Dice", 3),
     ("Sensitivity", "pwml_strict/Sens", 3),
     ("Specificity", "pwml_strict/Spec", 5),
@@ -44,7 +45,7 @@ SUMMARY_METRICS: Tuple[Tuple[str, str, int], ...] = (
     ("lesion F1", "pwml_strict/lesion_F1", 3),
 )
 # the reference implementation's protocol (the paper's figures): empty predictions skipped
-REFERENCE_METRICS: Tuple[Tuple[str, str, int], ...] = (
+REFERENCE_METRICS: tuple[tuple[str, str, int], ...] = (
     ("Dice", "pwml_reference/Dice", 3),
     ("Sensitivity", "pwml_reference/Sens", 3),
     ("Specificity", "pwml_reference/Spec", 5),
@@ -54,13 +55,13 @@ REFERENCE_METRICS: Tuple[Tuple[str, str, int], ...] = (
 
 # the figures to read first (nnU-Net's): per-case Dice (cases empty in both left out, counted)
 # and lesion-wise F1 of 3-D lesions
-HEADLINE_METRICS: Tuple[Tuple[str, str, int], ...] = (
+HEADLINE_METRICS: tuple[tuple[str, str, int], ...] = (
     ("Dice per case (3-D)", "pwml_headline/case_dice", 3),
     ("lesion F1, 3-D lesions", "pwml_headline/lesion_f1_3d", 3),
 )
 
 # lesion-wise figures with 2-D lesions (per slice) and 3-D lesions (per subject's stacked slices)
-LESION3D_METRICS: Tuple[Tuple[str, str, int], ...] = (
+LESION3D_METRICS: tuple[tuple[str, str, int], ...] = (
     ("lesion F1, 2-D lesions", "pwml_strict/lesion_F1", 3),
     ("lesion F1, 3-D lesions", "pwml_lesion3d/F1", 3),
     ("3-D lesions found", "pwml_lesion3d/sensitivity", 3),
@@ -68,7 +69,7 @@ LESION3D_METRICS: Tuple[Tuple[str, str, int], ...] = (
 )
 
 
-def lesion3d_results(subjects_csv: Union[str, Path]) -> Dict[str, float]:
+def lesion3d_results(subjects_csv: Union[str, Path]) -> dict[str, float]:
     """``pwml_lesion3d/...`` figures (3-D counts per subject, pooled) and the headline
     ``pwml_headline/...`` (per-case Dice: subjects empty in both left out and counted) from
     the evaluator's ``pwml_subjects.csv``."""
@@ -101,7 +102,7 @@ def lesion3d_results(subjects_csv: Union[str, Path]) -> Dict[str, float]:
     }
 
 
-def loss_trend(metrics_json: Union[str, Path], key: str = "total_loss") -> Dict[str, float]:
+def loss_trend(metrics_json: Union[str, Path], key: str = "total_loss") -> dict[str, float]:
     """How flat a run's training loss ended: mean ``key`` over its last fifth of iterations
     against the fifth before (detectron2's ``metrics.json``, one logged value per 20
     iterations); ``change`` is (last - before) / before: near 0 is flat."""
@@ -137,7 +138,7 @@ def heads_start(metrics_json: Union[str, Path]) -> float:
     return math.nan
 
 
-def read_eval_results(metrics_json: Union[str, Path]) -> Dict[str, float]:
+def read_eval_results(metrics_json: Union[str, Path]) -> dict[str, float]:
     """The last PWML evaluation in a detectron2 ``metrics.json`` (one JSON object per line).
 
     Training writes the evaluator's results there, flattened as ``task/metric``.
@@ -163,7 +164,7 @@ def read_eval_results(metrics_json: Union[str, Path]) -> Dict[str, float]:
     )
 
 
-def mean_sd(values: Iterable[float]) -> Tuple[float, float, int]:
+def mean_sd(values: Iterable[float]) -> tuple[float, float, int]:
     """(mean, sample standard deviation, n) of the defined (non-NaN) values.
 
     sd is NaN for fewer than two values; mean is NaN for none.
@@ -184,11 +185,11 @@ def _cell(mean: float, sd: float, n: int, digits: int, expected: int) -> str:
 
 
 def seed_summary_table(
-    runs: Dict[str, List[Dict[str, float]]],
-    labels: Dict[str, str] = None,
-    metrics: Sequence[Tuple[str, str, int]] = SUMMARY_METRICS,
+    runs: dict[str, list[dict[str, float]]],
+    labels: dict[str, str] = None,
+    metrics: Sequence[tuple[str, str, int]] = SUMMARY_METRICS,
     count_title: str = "results",
-    counts: Dict[str, int] = None,
+    counts: dict[str, int] = None,
 ) -> str:
     """A Markdown table, one row per run name: mean ± sd over its results (seeds or folds).
 
@@ -208,21 +209,21 @@ def seed_summary_table(
     return "\n".join(lines)
 
 
-def _number(row: Dict[str, str], key: str, where: str) -> float:
+def _number(row: dict[str, str], key: str, where: str) -> float:
     value = row.get(key)
     if value is None:
         raise ValueError(f"{where}: no column {key!r}")
     return float(value) if value != "" else float("nan")
 
 
-def _count(row: Dict[str, str], key: str, where: str) -> int:
+def _count(row: dict[str, str], key: str, where: str) -> int:
     value = _number(row, key, where)
     if math.isnan(value):
         raise ValueError(f"{where}: column {key!r} is empty; counts are always written")
     return int(value)
 
 
-def read_slice_records(slice_csvs: Sequence[Union[str, Path]]) -> List[Dict]:
+def read_slice_records(slice_csvs: Sequence[Union[str, Path]]) -> list[dict]:
     """The per-slice records of ``pwml_slices.csv`` files, as `strict_and_reference` scores them.
 
     Each row gives back the slice's metrics (counts, per-slice figures, lesion
@@ -272,7 +273,7 @@ def read_slice_records(slice_csvs: Sequence[Union[str, Path]]) -> List[Dict]:
     return records
 
 
-def pooled_results(slice_csvs: Sequence[Union[str, Path]]) -> Dict[str, float]:
+def pooled_results(slice_csvs: Sequence[Union[str, Path]]) -> dict[str, float]:
     """Strict and reference figures over the slices of several ``pwml_slices.csv`` files pooled.
 
     For cross-validation: every held-out slice once, as if one evaluator had seen
@@ -288,11 +289,11 @@ def pooled_results(slice_csvs: Sequence[Union[str, Path]]) -> Dict[str, float]:
     }
 
 
-def pooled_strict(slice_csvs: Sequence[Union[str, Path]]) -> Dict[str, float]:
+def pooled_strict(slice_csvs: Sequence[Union[str, Path]]) -> dict[str, float]:
     """The ``pwml_strict/...`` figures of `pooled_results`."""
     return {k: v for k, v in pooled_results(slice_csvs).items() if k.startswith("pwml_strict/")}
 
 
-def pooled_reference(slice_csvs: Sequence[Union[str, Path]]) -> Dict[str, float]:
+def pooled_reference(slice_csvs: Sequence[Union[str, Path]]) -> dict[str, float]:
     """The ``pwml_reference/...`` figures of `pooled_results`."""
     return {k: v for k, v in pooled_results(slice_csvs).items() if k.startswith("pwml_reference/")}

@@ -5,7 +5,7 @@ experiments' format, and the classical package sits below them.
 """
 
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Optional, Union
 
 from ..classical import ClassicalParams, tune_and_evaluate
 from ..data.fileio import atomic_write_json
@@ -22,7 +22,7 @@ def run_row_a(
     seed: int = 0,
     start: Optional[ClassicalParams] = None,
     **kwargs,
-) -> Dict:
+) -> dict:
     """`tune_and_evaluate` as an experiment run: skipped when ``run_dir`` holds a result.
 
     Records ``result.json`` as `rsrcnn_d2.experiments.train_and_record` does for the

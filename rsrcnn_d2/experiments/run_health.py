@@ -4,8 +4,9 @@ A seed or fold whose heads never trained, or whose kept weights predict nothing,
 be visible in every summary, not only in its log.
 """
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Union
+from typing import Optional, Union
 
 from ..data.fileio import read_json
 from ..engine.health import HEALTH_FILE
@@ -20,13 +21,13 @@ HEALTH_NOTE = (
 )
 
 
-def read_health(run_dir: Union[str, Path]) -> Optional[Dict]:
+def read_health(run_dir: Union[str, Path]) -> Optional[dict]:
     """A run's health.json, or None (a run trained before health reports, or not finished)."""
     path = Path(run_dir) / HEALTH_FILE
     return read_json(path) if path.is_file() else None
 
 
-def health_cell(health: Optional[Dict]) -> str:
+def health_cell(health: Optional[dict]) -> str:
     """``ok (heads 106, best 449)``; a verdict other than ok in bold; ``–`` when unknown;
     ``below the final weights`` when health.json warns that model_best.pth is."""
     if not health:
@@ -44,7 +45,7 @@ def health_cell(health: Optional[Dict]) -> str:
     return f"{shown} ({', '.join(where)})"
 
 
-def health_line(healths: Mapping[str, Optional[Dict]]) -> str:
+def health_line(healths: Mapping[str, Optional[dict]]) -> str:
     """One sentence over named runs: how many are ok, and every other one by name."""
     known = {name: h for name, h in healths.items() if h}
     ok = [name for name, h in known.items() if h["verdict"] == "ok"]

@@ -15,8 +15,9 @@ stale, while any value that differs does.
 
 import hashlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Optional, Union
 
 import yaml
 
@@ -47,7 +48,7 @@ class StaleRunError(PWMLDataError):
     """A run folder holds a run trained with other options (exit 2, bad arguments/output)."""
 
 
-def _config_tree(text: str) -> Dict:
+def _config_tree(text: str) -> dict:
     tree = yaml.safe_load(text) or {}
     tree.pop("OUTPUT_DIR", None)
     return tree
@@ -65,7 +66,7 @@ def _cohort_content(root: Path) -> Optional[str]:
     return digest.hexdigest()
 
 
-def _dataset_roots(roots: Sequence) -> List[Dict]:
+def _dataset_roots(roots: Sequence) -> list[dict]:
     """``[{"root", "content"}]`` of the cohorts the training child registers (`DatasetRoot`s or
     ``[NAME=]DIR`` specs)."""
     from ..data.register import DatasetRoot
@@ -74,7 +75,7 @@ def _dataset_roots(roots: Sequence) -> List[Dict]:
     return [{"root": d, "content": _cohort_content(Path(d))} for d in folders]
 
 
-def _weights_file(path: str) -> Optional[Dict]:
+def _weights_file(path: str) -> Optional[dict]:
     """Size and modification time of a local MODEL.WEIGHTS file: the same path trained again
     (a re-run pre-training) is other weights."""
     if not path or not Path(path).is_file():
@@ -83,7 +84,7 @@ def _weights_file(path: str) -> Optional[Dict]:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def asked_options(config: Union[str, Path], opts: Sequence = (), roots: Sequence = ()) -> Dict:
+def asked_options(config: Union[str, Path], opts: Sequence = (), roots: Sequence = ()) -> dict:
     """The options a run is about to be trained with: ``{"config": merged config tree,
     "dataset_roots": [{"root", "content"}], "weights_file": size and time of MODEL.WEIGHTS}``
     (the roots: the cohorts handed to train_net as ``--dataset-root``, each with its splits'
@@ -99,7 +100,7 @@ def asked_options(config: Union[str, Path], opts: Sequence = (), roots: Sequence
     return json_safe(asked)
 
 
-def recorded_options(run_dir: Union[str, Path]) -> Optional[Dict]:
+def recorded_options(run_dir: Union[str, Path]) -> Optional[dict]:
     """What ``run_dir`` was trained with (`asked_options`' form), or None for a fresh folder.
 
     Folders of earlier releases: their ``config.yaml`` (detectron2's dump), roots unknown;
@@ -120,7 +121,7 @@ def recorded_options(run_dir: Union[str, Path]) -> Optional[Dict]:
         raise PWMLDataError(dump, f"cannot read the run's config ({e})") from e
 
 
-def _flat(tree, prefix: str = "") -> Dict[str, object]:
+def _flat(tree, prefix: str = "") -> dict[str, object]:
     if not isinstance(tree, dict):
         return {prefix: tree}
     out = {}
@@ -129,7 +130,7 @@ def _flat(tree, prefix: str = "") -> Dict[str, object]:
     return out
 
 
-def option_differences(recorded: Dict, asked: Dict) -> List[str]:
+def option_differences(recorded: dict, asked: dict) -> list[str]:
     """``["SOLVER.MAX_ITER: 40 here, 80 asked", ...]`` over the keys both sides have (the
     device, and training geometry asked as empty = to be recorded by train_net, aside)."""
     old, new = _flat(recorded.get("config", {})), _flat(asked.get("config", {}))
@@ -160,7 +161,7 @@ def _label(run_dir: Path, what: str) -> str:
     return f"{what} ({run_dir})" if what else str(run_dir)
 
 
-def stale_options(run_dir: Union[str, Path], asked: Dict) -> List[str]:
+def stale_options(run_dir: Union[str, Path], asked: dict) -> list[str]:
     """How what ``run_dir`` holds differs from ``asked`` (`option_differences`); [] for a
     fresh folder or the same options."""
     recorded = recorded_options(run_dir)
@@ -169,10 +170,10 @@ def stale_options(run_dir: Union[str, Path], asked: Dict) -> List[str]:
 
 def check_run_dir(
     run_dir: Union[str, Path],
-    asked: Dict,
+    asked: dict,
     what: str = "",
     cure: str = "--retrain trains it again (the old run is kept beside it)",
-) -> List[str]:
+) -> list[str]:
     """The differences between what ``run_dir`` holds and ``asked`` (none for a fresh
     folder); `StaleRunError` naming ``what`` (e.g. "fold 0"), the differing keys and
     ``cure`` when there are any. Nothing is written."""
@@ -201,7 +202,7 @@ def set_aside(run_dir: Path) -> Path:
 
 def claim_run_dir(
     run_dir: Union[str, Path],
-    asked: Dict,
+    asked: dict,
     retrain: bool = False,
     what: str = "",
     log=print,

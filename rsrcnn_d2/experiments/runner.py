@@ -15,8 +15,9 @@ Cohort generation, conversion, calibration and evaluation are function calls.
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Optional, Union
 
 from ..checkpoint import trained_weights
 from ..data.fileio import atomic_write_json, nan_for_null, read_json
@@ -61,7 +62,7 @@ class step:
         return False
 
 
-def _flags(roots: Sequence[DatasetRoot], num_gpus: int) -> List[str]:
+def _flags(roots: Sequence[DatasetRoot], num_gpus: int) -> list[str]:
     """train_net's options for ``roots`` and ``num_gpus``."""
     flags = [a for r in roots for a in ("--dataset-root", DatasetRoot.parse(r).spec)]
     return flags + (["--num-gpus", str(num_gpus)] if num_gpus != 1 else [])
@@ -74,7 +75,7 @@ def train_net_command(
     roots: Sequence[DatasetRoot] = (),
     num_gpus: int = 1,
     resume: bool = True,
-) -> List[str]:
+) -> list[str]:
     """The command line that trains (or, with ``resume``, resumes) ``config`` into ``run_dir``."""
     return [
         sys.executable,
@@ -117,7 +118,7 @@ def train(
         raise RuntimeError(f"training in {run_dir} failed (exit {proc.returncode}){where}")
 
 
-def finished_result(run_dir: Union[str, Path]) -> Optional[Dict]:
+def finished_result(run_dir: Union[str, Path]) -> Optional[dict]:
     """The recorded result of a finished run, or None if the run has not finished."""
     path = Path(run_dir) / RESULT_FILE
     if not path.exists():
@@ -137,7 +138,7 @@ def train_and_record(
     num_gpus: int = 1,
     retrain: bool = False,
     what: str = "",
-) -> Dict:
+) -> dict:
     """Train (or resume) ``config`` into ``run_dir`` (`train`); return {"config", "opts",
     "results", "health"} (health.json's content, see `rsrcnn_d2.engine.health`).
 
@@ -220,7 +221,7 @@ def evaluate_checkpoint(
     opts: Sequence = (),
     dataset: str = "pwml_test",
     step_name: Optional[str] = None,
-) -> Dict[str, float]:
+) -> dict[str, float]:
     """Evaluate ``weights`` with ``config`` on ``dataset`` in this process (train_net's
     ``--eval-only``, `rsrcnn_d2.engine.train_net.evaluate_weights`, into ``out_dir``); the
     evaluator's figures, read back from its CSVs, with the 3-D lesion counts."""

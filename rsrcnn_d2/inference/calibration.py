@@ -12,7 +12,7 @@ calibrated with (``TEST.CALIBRATED_WITH``); every tool that predicts logs what i
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Optional
 
 from .ensemble import LesionEnsemble
 
@@ -64,7 +64,7 @@ def calibrated_with(cfg) -> Optional[InferenceSettings]:
     return InferenceSettings(bool(record.FLIP_TTA), int(record.MODELS), int(record.VOTES))
 
 
-def calibration_record(cfg, settings: InferenceSettings) -> Dict[str, Dict]:
+def calibration_record(cfg, settings: InferenceSettings) -> dict[str, dict]:
     """The TEST keys a tuned config writes: the inference to run (TEST.FLIP_TTA, and
     ``cfg``'s TEST.ENSEMBLE_MIN_VOTES when members vote) and the record of it."""
     test = {"FLIP_TTA": bool(settings.flip_tta)}

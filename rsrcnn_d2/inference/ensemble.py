@@ -24,10 +24,10 @@ All members must share the config's input pipeline (the same network input);
 checkpoints of one config's folds or seeds do.
 """
 
-from typing import Dict, List, Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
-
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
@@ -123,19 +123,19 @@ class LesionEnsemble(torch.nn.Module):
         return len(self.models) * (2 if self.flip else 1)
 
     @torch.no_grad()
-    def forward(self, batched_inputs: List[Dict]) -> List[Dict]:
+    def forward(self, batched_inputs: list[dict]) -> list[dict]:
         if self.members == 1:
             return self.models[0](batched_inputs)
         return [self._one(x) for x in batched_inputs]
 
-    def _views(self, inp: Dict):
+    def _views(self, inp: dict):
         mirrored = dict(inp, image=inp["image"].flip(dims=[-1]))
         for model in self.models:
             yield model, inp, False
             if self.flip:
                 yield model, mirrored, True
 
-    def _one(self, inp: Dict) -> Dict:
+    def _one(self, inp: dict) -> dict:
         height, width = inp["image"].shape[-2:]
         boxes, scores, classes, members = [], [], [], []
         for model, view, mirrored in self._views(inp):

@@ -18,8 +18,9 @@ threshold; here whole rows (different configs) are combined after them.
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -42,12 +43,12 @@ AFFINE_ATOL_MM = 1e-3  # float32 header rounding, as rsrcnn-evaluate allows
 logger = logging.getLogger(__name__)
 
 
-def probability_maps(folder: PathLike) -> Dict[str, Path]:
+def probability_maps(folder: PathLike) -> dict[str, Path]:
     """``{case: <case>_prob.nii[.gz]}`` of a folder; PWMLDataError if it holds none."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PWMLDataError(folder, "probability folder does not exist")
-    found: Dict[str, Path] = {}
+    found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         stem, _ = split_nifti_name(path.name)
         if path.name.startswith(".") or stem is None or not stem.endswith(PROBABILITY_SUFFIX):
@@ -99,7 +100,7 @@ def _check_same_grid(image, path: Path, first, first_path: Path) -> None:
         raise PWMLDataError(path, f"affine differs from {first_path}: not the same voxel grid")
 
 
-def _check_grids(table: Dict[str, List[Path]]) -> None:
+def _check_grids(table: dict[str, list[Path]]) -> None:
     """Every case's maps on one voxel grid, from the headers only (before anything is written)."""
     for paths in table.values():
         first = load_nifti_3d(paths[0])
@@ -107,7 +108,7 @@ def _check_grids(table: Dict[str, List[Path]]) -> None:
             _check_same_grid(load_nifti_3d(path), path, first, paths[0])
 
 
-def _case_table(folders: Sequence[Path]) -> Dict[str, List[Path]]:
+def _case_table(folders: Sequence[Path]) -> dict[str, list[Path]]:
     """Each case's map in every folder; PWMLDataError naming a folder that lacks some."""
     maps = [probability_maps(f) for f in folders]
     cases = sorted(set().union(*maps))
@@ -141,7 +142,7 @@ def ensemble_folders(
     save_probabilities: bool = False,
     progress: bool = True,
     cases: Optional[Sequence[str]] = None,
-) -> List[Path]:
+) -> list[Path]:
     """Write ``<case>.nii.gz`` (uint8, ``mean >= threshold``) for every case of ``folders``.
 
     ``save_probabilities``: also the mean as ``<case>_prob.nii.gz`` (float32), so an

@@ -22,9 +22,10 @@ Every target must lie inside the output folder once symlinks are followed
 """
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Union
+from typing import Union
 
 from ..data.errors import PWMLDataError
 from ..data.fileio import check_writable
@@ -71,7 +72,7 @@ def _visible(paths) -> list:
     return sorted(p for p in paths if not p.name.startswith("."))
 
 
-def _png_inputs(base: Path) -> List[PredictionInput]:
+def _png_inputs(base: Path) -> list[PredictionInput]:
     files = [p for p in _visible(base.iterdir()) if p.is_file() and p.suffix.lower() == ".png"]
     for sub in (p for p in _visible(base.iterdir()) if p.is_dir()):
         files += [p for p in _visible(sub.iterdir()) if p.is_file() and p.suffix.lower() == ".png"]
@@ -80,7 +81,7 @@ def _png_inputs(base: Path) -> List[PredictionInput]:
     ]
 
 
-def find_inputs(path: PathLike) -> List[PredictionInput]:
+def find_inputs(path: PathLike) -> list[PredictionInput]:
     """Every volume or slice image that ``path`` holds, sorted; PWMLDataError if none.
 
     A folder with NIfTI files is a folder of volumes (sub-folders are not
@@ -149,7 +150,7 @@ def check_output_collisions(
     naming both, before anything is written): ``a.nii.gz`` + ``a_prob.nii.gz`` with
     probabilities (``a``'s map is ``a_prob``'s mask), ``43.png`` + ``43_overlay.png`` with
     overlays."""
-    owner: Dict[Path, PredictionInput] = {}
+    owner: dict[Path, PredictionInput] = {}
     for item in inputs:
         paths = output_paths(item, output, mask_suffix)
         targets = [paths.mask]

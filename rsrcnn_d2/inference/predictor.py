@@ -12,9 +12,10 @@ and carrying on past a bad file (see `rsrcnn_d2.inference.inputs` for file names
 """
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ __all__ = [
     "predict_inputs",
 ]
 
-Model = Callable[[List[Dict]], List[Dict]]
+Model = Callable[[list[dict]], list[dict]]
 
 logger = logging.getLogger("rsrcnn_d2")
 
@@ -141,14 +142,14 @@ class LesionPredictor:
         """What the model runs: flip TTA, checkpoints, the votes a lesion needs."""
         return InferenceSettings.of_model(self.model)
 
-    def _model_input(self, image: np.ndarray, neighbors: Optional[np.ndarray] = None) -> Dict:
+    def _model_input(self, image: np.ndarray, neighbors: Optional[np.ndarray] = None) -> dict:
         # spacing None: TrainingScaleResize uses what check_input_geometry gave it
         fields, _ = slice_model_input(
             image, self.augmentations, self.head_crop_margin, neighbors=neighbors
         )
         return {**fields, "height": image.shape[0], "width": image.shape[1]}
 
-    def _neighbors_of(self, images: Sequence[np.ndarray], neighbors) -> List[np.ndarray]:
+    def _neighbors_of(self, images: Sequence[np.ndarray], neighbors) -> list[np.ndarray]:
         """Each image's (2, H, W) neighbours: those given, else (2-D inputs) itself twice."""
         if neighbors is not None:
             if len(neighbors) != len(images):
@@ -164,11 +165,11 @@ class LesionPredictor:
 
     def predict_slices(
         self, images: Sequence[np.ndarray], neighbors: Optional[Sequence[np.ndarray]] = None
-    ) -> List[SlicePrediction]:
+    ) -> list[SlicePrediction]:
         """One `SlicePrediction` per 2-D image, in order; the model sees ``batch_size`` at a
         time. ``neighbors``: with ``neighbor_slices``, each image's slices z-1, z+1 as
         (2, H, W) (None: a 2-D input, repeated); ignored without it."""
-        out: List[Optional[SlicePrediction]] = [None] * len(images)
+        out: list[Optional[SlicePrediction]] = [None] * len(images)
         todo = []
         for i, image in enumerate(images):
             if image.ndim != 2:
@@ -212,7 +213,7 @@ def predict_volume(
     axis: Union[str, int] = "axial",
     progress: bool = False,
     desc: str = "slices",
-) -> Tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Mask (uint8 0/1) and probability (float32) volumes for a canonical (RAS+) ``volume``.
 
     Slices are cut with `volume_slice` and written back with `put_slice`, the
@@ -255,9 +256,9 @@ def predict_volume(
 class PredictionReport:
     """What a run wrote, per input, and which inputs failed with which message."""
 
-    written: Dict[Path, List[Path]] = field(default_factory=dict)
-    failures: List[Tuple[Path, str]] = field(default_factory=list)
-    skipped: List[Path] = field(default_factory=list)
+    written: dict[Path, list[Path]] = field(default_factory=dict)
+    failures: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
 
 
 class _Writer:
@@ -267,7 +268,7 @@ class _Writer:
     def __init__(self, inputs: Sequence[PredictionInput], output: Union[str, Path]):
         self.protected = {item.path.resolve() for item in inputs}
         self.output = output
-        self.written: List[Path] = []
+        self.written: list[Path] = []
 
     def __call__(self, save: Callable, path: Path, *args) -> None:
         check_inside_output(path, self.output)

@@ -8,7 +8,6 @@ the lesions' area rather than the slice's.
 """
 
 import numpy as np
-
 from detectron2.config import configurable
 from detectron2.utils.registry import Registry
 

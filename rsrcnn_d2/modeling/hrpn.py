@@ -11,15 +11,12 @@ reference's single NMS over all levels (`SingleNMSRPN`); how many are kept is
 detectron2's ``MODEL.RPN.POST_NMS_TOPK_TRAIN/TEST`` (the reference: 100 and 100).
 """
 
-from typing import List
-
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.modeling.proposal_generator import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.proposal_generator.rpn import RPN_HEAD_REGISTRY, StandardRPNHead
+from torch import nn
 
 from .rpn import SingleNMSRPN
 
@@ -52,7 +49,7 @@ class HRPNHead(StandardRPNHead):
         ret["objectness_relu"] = cfg.MODEL.HRPN.OBJECTNESS_RELU
         return ret
 
-    def forward(self, features: List[torch.Tensor]):
+    def forward(self, features: list[torch.Tensor]):
         pred_objectness_logits = []
         pred_anchor_deltas = []
         for x in features:

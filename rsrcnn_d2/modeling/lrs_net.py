@@ -6,14 +6,11 @@ expanded box. At 256 channels it has about 1.18 M parameters, against 2.62 M for
 detectron2's default MaskRCNNConvUpsampleHead.
 """
 
-from typing import List
-
 import fvcore.nn.weight_init as weight_init
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling.roi_heads.mask_head import ROI_MASK_HEAD_REGISTRY, BaseMaskRCNNHead
+from torch import nn
 
 __all__ = ["LRSNetHead"]
 
@@ -39,7 +36,7 @@ class LRSNetHead(BaseMaskRCNNHead, nn.Sequential):
         input_shape: ShapeSpec,
         *,
         num_classes: int,
-        conv_dims: List[int],
+        conv_dims: list[int],
         conv_norm: str = "",
         **kwargs,
     ):

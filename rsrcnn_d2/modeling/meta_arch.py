@@ -17,10 +17,9 @@ part of the frame (a head crop) and its outputs are put back in place:
 - ``lesion_prob``: float (H, W), pixel-wise maximum of the instance probabilities.
 """
 
-from typing import Dict, List, Optional
+from typing import Optional
 
 import torch
-
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.postprocessing import detector_postprocess
@@ -79,7 +78,7 @@ class RSRCNN(GeneralizedRCNN):
             image = minmax_uint8_image(image)
         return (image - self.pixel_mean) / self.pixel_std
 
-    def preprocess_image(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> ImageList:
+    def preprocess_image(self, batched_inputs: list[dict[str, torch.Tensor]]) -> ImageList:
         """As the parent's, but each image is normalised as ``MODEL.RSRCNN.NORMALIZATION`` says."""
         images = [self._normalize(x["image"]) for x in batched_inputs]
         return ImageList.from_tensors(
@@ -91,7 +90,7 @@ class RSRCNN(GeneralizedRCNN):
     def inference(
         self,
         batched_inputs,
-        detected_instances: Optional[List[Instances]] = None,
+        detected_instances: Optional[list[Instances]] = None,
         do_postprocess: bool = True,
     ):
         """As the parent's, but postprocessed outputs are the dicts of the module doc."""
@@ -100,7 +99,7 @@ class RSRCNN(GeneralizedRCNN):
             return results
         return [self._postprocess_one(r, x) for r, x in zip(results, batched_inputs)]
 
-    def _postprocess_one(self, results: Instances, batched_input: Dict) -> Dict:
+    def _postprocess_one(self, results: Instances, batched_input: dict) -> dict:
         in_h, in_w = results.image_size
         height = int(batched_input.get("height", in_h))
         width = int(batched_input.get("width", in_w))

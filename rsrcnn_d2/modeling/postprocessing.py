@@ -5,11 +5,11 @@ Pure functions on tensors. Masks are pasted through the box the mask branch saw
 under that box, then thresholded; the slice's lesion mask is their union.
 """
 
-from typing import Callable, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Callable, Optional
 
 import numpy as np
 import torch
-
 from detectron2.layers.mask_ops import _do_paste_mask
 
 from ..box_ops import pixel_window
@@ -95,7 +95,7 @@ def paste_instance_masks(
     image: Optional[torch.Tensor] = None,
     refine: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None,
     refine_boxes: Optional[torch.Tensor] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Paste per-instance probability maps into the image and threshold them.
 
     Args:
@@ -150,7 +150,7 @@ def paste_lesions(
     crop_box: Optional[Sequence[int]] = None,
     threshold: float = 0.5,
     refine: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """From the mask head's maps to masks in the full output frame (the model and DCRF tuning).
 
     Args:
@@ -201,7 +201,7 @@ def paste_lesions(
 
 
 def place_in_frame(
-    array: torch.Tensor, offset: Tuple[int, int], size: Tuple[int, int]
+    array: torch.Tensor, offset: tuple[int, int], size: tuple[int, int]
 ) -> torch.Tensor:
     """Put ``array`` at ``offset`` of a zero array of ``size``: the inverse of a head crop.
 

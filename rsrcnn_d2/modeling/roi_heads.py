@@ -16,10 +16,7 @@ positives and about twice as many negatives, not filled up to the batch size).
 All expansions are the same float box (`expand_boxes`, clipped to the image).
 """
 
-from typing import Dict, List
-
 import torch
-
 from detectron2.config import configurable
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.roi_heads.roi_heads import select_foreground_proposals
@@ -110,7 +107,7 @@ class ExpandedROIHeads(ReferenceSamplingROIHeads):
     def _expand(self, boxes: Boxes, image_size) -> Boxes:
         return Boxes(expand_boxes(boxes.tensor, self.expansion_k, image_size))
 
-    def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
+    def _forward_box(self, features: dict[str, torch.Tensor], proposals: list[Instances]):
         if not self.expand_box_head:
             return super()._forward_box(features, proposals)
         # StandardROIHeads._forward_box, except that RoIAlign1 pools the expanded
@@ -123,7 +120,7 @@ class ExpandedROIHeads(ReferenceSamplingROIHeads):
         pred_instances, _ = self.box_predictor.inference(predictions, proposals)
         return pred_instances
 
-    def _forward_mask(self, features: Dict[str, torch.Tensor], instances: List[Instances]):
+    def _forward_mask(self, features: dict[str, torch.Tensor], instances: list[Instances]):
         if not self.mask_on:
             return {} if self.training else instances
         if self.training:

@@ -15,7 +15,6 @@ chooses.
 """
 
 import torch
-
 from detectron2.config import configurable
 from detectron2.modeling.proposal_generator import PROPOSAL_GENERATOR_REGISTRY, RPN
 from detectron2.structures import Boxes

@@ -9,8 +9,6 @@ The paper's 50-ROI cap exists to balance positives and negatives, which only
 this rule does.
 """
 
-from typing import Tuple
-
 import torch
 
 __all__ = ["capped_negative_count", "subsample_capped_negatives"]
@@ -25,7 +23,7 @@ def capped_negative_count(num_positive: int, positive_fraction: float) -> int:
 
 def subsample_capped_negatives(
     labels: torch.Tensor, batch_size: int, positive_fraction: float, bg_label: int
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of sampled positives and negatives, at random, with the reference's cap.
 
     Args:

@@ -6,10 +6,9 @@ together and scales every one of them by ``limit / norm`` once it reaches the li
 (both tensors above end at norm 3.54). ``CLIP_TYPE: global_norm`` selects that.
 """
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
-
 from detectron2.solver import build_optimizer as build_detectron2_optimizer
 
 __all__ = ["GLOBAL_NORM", "clip_global_norm_", "build_optimizer"]

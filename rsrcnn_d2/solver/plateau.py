@@ -9,10 +9,9 @@ keep their state in checkpoints, so ``--resume`` continues the schedule.
 
 import math
 
-from fvcore.common.param_scheduler import ParamScheduler
-
 from detectron2.solver import build_lr_scheduler as d2_build_lr_scheduler
 from detectron2.solver.lr_scheduler import LRMultiplier, WarmupParamScheduler
+from fvcore.common.param_scheduler import ParamScheduler
 
 __all__ = ["PlateauScale", "PlateauTracker", "build_lr_scheduler", "PLATEAU_SCHEDULER"]
 

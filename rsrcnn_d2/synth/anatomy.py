@@ -21,7 +21,6 @@ image was brightened.
 """
 
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -49,23 +48,23 @@ class AnatomyParams:
     with benchmarks/cohort_realism.py.
     """
 
-    in_plane_mm: Tuple[float, float] = (0.6, 0.8)
-    slice_mm: Tuple[float, float] = (1.2, 2.0)
-    fov_mm: Tuple[float, float, float] = (150.0, 150.0, 96.0)
+    in_plane_mm: tuple[float, float] = (0.6, 0.8)
+    slice_mm: tuple[float, float] = (1.2, 2.0)
+    fov_mm: tuple[float, float, float] = (150.0, 150.0, 96.0)
     slice_profile_samples: int = 2
-    head_scale: Tuple[float, float] = (0.60, 0.70)
+    head_scale: tuple[float, float] = (0.60, 0.70)
     rotation_deg: float = 8.0
     elastic_mm: float = 1.5
     elastic_spacing_mm: float = 18.0
     texture: float = 0.05
     bias: float = 0.10
-    snr: Tuple[float, float] = (9.0, 18.0)
-    gain: Tuple[float, float] = (0.8, 1.25)
+    snr: tuple[float, float] = (9.0, 18.0)
+    gain: tuple[float, float] = (0.8, 1.25)
     lesion_free_fraction: float = 0.15
-    lesions_per_subject: Tuple[int, int] = (3, 12)
-    lesion_in_plane_mm: Tuple[float, float] = (1.1, 2.5)
-    lesion_through_plane_mm: Tuple[float, float] = (0.9, 2.4)
-    lesion_contrast: Tuple[float, float] = (8.5, 3.2)
+    lesions_per_subject: tuple[int, int] = (3, 12)
+    lesion_in_plane_mm: tuple[float, float] = (1.1, 2.5)
+    lesion_through_plane_mm: tuple[float, float] = (0.9, 2.4)
+    lesion_contrast: tuple[float, float] = (8.5, 3.2)
     lesion_contrast_scale: float = 1.0
     crop_pixel_mm: float = 1.2
 
@@ -102,7 +101,7 @@ class AnatomyParams:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
 
-    def as_dict(self) -> Dict:
+    def as_dict(self) -> dict:
         """The parameters as JSON-ready values (tuples as lists), for the cohort's settings."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
@@ -120,11 +119,11 @@ class SimulatedSubject:
     mask: np.ndarray
     affine: np.ndarray
     lesion_pv: np.ndarray
-    lesions: List[Lesion] = field(default_factory=list)
-    info: Dict = field(default_factory=dict)
+    lesions: list[Lesion] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
 
 
-def _streams(seed) -> Dict[str, np.random.Generator]:
+def _streams(seed) -> dict[str, np.random.Generator]:
     # children built from the seed's identity, not SeedSequence.spawn (which advances the
     # sequence's state): the same seed object then always gives the same subject
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
@@ -159,7 +158,7 @@ def _sample(volume: np.ndarray, coords_list, fill: float, where=None) -> np.ndar
     return total / np.float32(len(coords_list))
 
 
-def _sample_tissues(tissues, coords_list) -> Dict[str, np.ndarray]:
+def _sample_tissues(tissues, coords_list) -> dict[str, np.ndarray]:
     """gm, wm, csf and surface_mm on the acquisition grid.
 
     Grey and white matter are sampled only near and inside the brain (they are

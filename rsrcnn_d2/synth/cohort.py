@@ -11,7 +11,7 @@ Every file is written under a temporary name and renamed.
 
 import multiprocessing
 from pathlib import Path
-from typing import List, Union
+from typing import Union
 
 import numpy as np
 
@@ -101,7 +101,7 @@ def write_anatomical_cohort(
     slices_dir: Union[str, Path, None] = None,
     overwrite: bool = False,
     progress: bool = True,
-) -> List[str]:
+) -> list[str]:
     """Write ``num_subjects`` simulated subjects; return the case names.
 
     Args:

@@ -10,7 +10,7 @@ labelled component, in the volume and on ~1.2 mm head-crop pixels.
 """
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -31,7 +31,7 @@ class Lesion:
     centre_mm: np.ndarray
     semi_axes_mm: np.ndarray
     rotation: np.ndarray
-    box: Tuple[slice, slice, slice] = None
+    box: tuple[slice, slice, slice] = None
     pv: np.ndarray = None  # float32 partial volume inside ``box``
     gain: float = 0.0  # added intensity of a fully filled voxel
 
@@ -96,11 +96,11 @@ def draw_lesions(
     white_matter: np.ndarray,
     grid: AcquisitionGrid,
     count: int,
-    in_plane_mm: Tuple[float, float],
-    through_plane_mm: Tuple[float, float],
+    in_plane_mm: tuple[float, float],
+    through_plane_mm: tuple[float, float],
     cluster_share: float = 0.5,
     max_tries: int = 50,
-) -> List[Lesion]:
+) -> list[Lesion]:
     """Place ``count`` ellipsoids, `LESION_GAP_MM` apart, centred on ``candidates`` voxels.
 
     A lesion whose core is less than 70 % white matter is redrawn.
@@ -128,7 +128,7 @@ def draw_lesions(
     spacing = np.asarray(grid.spacing, float)
     origin = grid.affine[:3, 3]
     taken = np.zeros(grid.shape, bool)
-    lesions: List[Lesion] = []
+    lesions: list[Lesion] = []
     for _ in range(count * max_tries):
         if len(lesions) == count:
             break

@@ -11,7 +11,6 @@ and from soft layer edges.
 """
 
 from dataclasses import dataclass
-from typing import Dict
 
 import numpy as np
 
@@ -53,7 +52,7 @@ def _step(x: np.ndarray, width: float = 0.35) -> np.ndarray:
 
 
 def neonatal_t1w(
-    maps: Dict[str, np.ndarray],
+    maps: dict[str, np.ndarray],
     contrast: TissueContrast,
     scale: float,
     thickness_jitter: np.ndarray,

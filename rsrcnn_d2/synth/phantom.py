@@ -7,8 +7,6 @@ multiplicative bias field and Rician-like noise. Lesions are small bright blobs
 vessels-like dots outside the white matter) ensure a global threshold fails.
 """
 
-from typing import Tuple
-
 import numpy as np
 from scipy import ndimage
 
@@ -27,7 +25,7 @@ def _ellipse(shape, cy, cx, ry, rx, angle=0.0):
 
 def synthetic_slice(
     size: int = 128,
-    num_lesions: Tuple[int, int] = (2, 6),
+    num_lesions: tuple[int, int] = (2, 6),
     seed=None,
     rng: np.random.Generator = None,
 ):
@@ -113,7 +111,7 @@ def synthetic_volume(
     size: int = 64,
     depth: int = 6,
     lesion_fraction: float = 0.3,
-    num_lesions: Tuple[int, int] = (1, 5),
+    num_lesions: tuple[int, int] = (1, 5),
     spacing=(0.8, 0.8, 2.0),
     seed=None,
     rng: np.random.Generator = None,
@@ -206,7 +204,7 @@ def write_synthetic_cohort(
     depth: int = 6,
     seed: int = 0,
     lesion_fraction: float = 0.3,
-    num_lesions: Tuple[int, int] = (1, 5),
+    num_lesions: tuple[int, int] = (1, 5),
     spacing=(0.8, 0.8, 2.0),
     distinct_slices: int = 0,
     workers: int = 1,

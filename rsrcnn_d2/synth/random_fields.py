@@ -5,7 +5,7 @@ target grid, so its smoothness is set by the control spacing and no large
 Gaussian filter is ever run on a full volume.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage

@@ -9,7 +9,7 @@ cross two or more slices. All figures are plain functions of arrays; lesions
 are 8-connected components (`instances.label_lesions`' convention).
 """
 
-from typing import Dict, Iterable, List, Tuple
+from collections.abc import Iterable
 
 import numpy as np
 from scipy import ndimage
@@ -28,7 +28,7 @@ RING_WIDTH = 3  # pixels of surrounding tissue the contrast is measured against
 _EIGHT = np.ones((3, 3), bool)
 
 
-def lesion_measures(image: np.ndarray, mask: np.ndarray) -> List[Tuple[int, float]]:
+def lesion_measures(image: np.ndarray, mask: np.ndarray) -> list[tuple[int, float]]:
     """(area in pixels, contrast) of every 2-D lesion of a slice (``image``, ``mask``: (H, W)).
 
     Contrast = (lesion mean - ring mean) / ring standard deviation, the ring
@@ -81,8 +81,8 @@ def lesion_slice_spans(mask: np.ndarray, axis: int = 2) -> np.ndarray:
 
 
 def summarize_measures(
-    slices: Iterable[Tuple[np.ndarray, np.ndarray]], spans: Iterable[int] = ()
-) -> Dict[str, float]:
+    slices: Iterable[tuple[np.ndarray, np.ndarray]], spans: Iterable[int] = ()
+) -> dict[str, float]:
     """The realism table's figures over (8-bit head crop, mask) slices and 3-D lesion spans.
 
     Keys: slices, lesions, area_min / area_median / area_max (pixels),
@@ -144,8 +144,8 @@ def volume_crops(image: np.ndarray, mask: np.ndarray, axis: int = 2):
 
 
 def volume_realism(
-    volumes: Iterable[Tuple[np.ndarray, np.ndarray]], axis: int = 2
-) -> Dict[str, float]:
+    volumes: Iterable[tuple[np.ndarray, np.ndarray]], axis: int = 2
+) -> dict[str, float]:
     """`summarize_measures` over the lesion slices' head crops and the 3-D lesions of
     (image, mask) volumes."""
     crops, spans = [], []

@@ -6,8 +6,6 @@ measurements both go through `reference_crop`, so a generated slice is measured
 exactly in the form a model would be trained on.
 """
 
-from typing import Tuple
-
 import numpy as np
 
 from ..data.head_crop import head_box
@@ -18,7 +16,7 @@ CROP_LONG_SIDE = 100  # pixels on the crop's long side, as the reference's slice
 MASK_AREA_THRESHOLD = 0.5  # a crop pixel is lesion when at least half its area was lesion
 
 
-def resize_area(array: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
+def resize_area(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Resize a 2-D float array by area averaging (each output pixel averages its footprint).
 
     ``array`` (H, W) -> float32 of ``shape`` (h, w).

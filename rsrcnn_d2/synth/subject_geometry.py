@@ -10,7 +10,6 @@ resamples and deforms in one interpolation.
 """
 
 from dataclasses import dataclass
-from typing import Tuple
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -29,8 +28,8 @@ __all__ = [
 class AcquisitionGrid:
     """Voxel grid of the simulated scan: ``shape`` (X, Y, Z) and ``spacing`` (mm), RAS+."""
 
-    shape: Tuple[int, int, int]
-    spacing: Tuple[float, float, float]
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
 
     @property
     def affine(self) -> np.ndarray:
@@ -59,7 +58,7 @@ def random_subject_transform(
     rng: np.random.Generator,
     grid: AcquisitionGrid,
     template_centre: np.ndarray,
-    head_scale: Tuple[float, float],
+    head_scale: tuple[float, float],
     rotation_deg: float,
     elastic_mm: float,
     elastic_spacing_mm: float,

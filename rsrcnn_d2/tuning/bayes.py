@@ -14,16 +14,17 @@ box of parameters, some of them integers. What they share and this module does:
 """
 
 import logging
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Callable, Optional
 
 __all__ = ["bayes_maximize", "best_trial"]
 
 logger = logging.getLogger(__name__)
 
-Params = Dict[str, float]
+Params = dict[str, float]
 
 
-def _inside(params: Mapping[str, float], bounds: Mapping[str, Tuple[float, float]]) -> bool:
+def _inside(params: Mapping[str, float], bounds: Mapping[str, tuple[float, float]]) -> bool:
     return all(bounds[k][0] <= params[k] <= bounds[k][1] for k in bounds)
 
 
@@ -38,7 +39,7 @@ def bayes_maximize(
     seed: int = 0,
     describe: Optional[Callable[[Params], str]] = None,
     name: str = "trial",
-) -> List[Tuple[Params, float]]:
+) -> list[tuple[Params, float]]:
     """Every (normalised params, score) pair evaluated, in order; the start's is first.
 
     Args:
@@ -68,8 +69,8 @@ def bayes_maximize(
         raise KeyError(f"starting value missing for searched parameter(s) {', '.join(missing)}")
     fixed = {k: v for k, v in start.items() if k not in bounds}
     describe = describe or (lambda p: ", ".join(f"{k}={v:.4g}" for k, v in p.items()))
-    trials: List[Tuple[Params, float]] = []
-    seen: Dict[Tuple, float] = {}
+    trials: list[tuple[Params, float]] = []
+    seen: dict[tuple, float] = {}
 
     def objective(**raw: float) -> float:
         params = normalize({**fixed, **raw})
@@ -94,7 +95,7 @@ def bayes_maximize(
     return trials
 
 
-def best_trial(trials: Sequence[Tuple[Params, float]]) -> Tuple[Params, float]:
+def best_trial(trials: Sequence[tuple[Params, float]]) -> tuple[Params, float]:
     """The first trial reaching the highest score (the start wins ties, being first)."""
     if not trials:
         raise ValueError("no trials")

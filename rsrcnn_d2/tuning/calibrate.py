@@ -11,9 +11,10 @@ no lesion, no config is written and the trials file says ``"best": null``.
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Tuple, Union
+from typing import Optional, Union
 
 import torch
 
@@ -153,7 +154,7 @@ def calibrate_operating_point(
     search: Sequence[str] = SEARCHES,
     objective: str = "dice",
     score_grid: Sequence[float] = DEFAULT_SCORE_GRID,
-    bounds: Optional[Mapping[str, Tuple[float, float]]] = None,
+    bounds: Optional[Mapping[str, tuple[float, float]]] = None,
     init_points: int = 5,
     n_iter: int = 25,
     seed: int = 0,

@@ -12,13 +12,14 @@ threshold and CRF together, is operating_point.py's (``tools/tune_operating_poin
 """
 
 import math
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Callable, Optional
 
 import numpy as np
 
 from ..evaluation import dice
-from ..evaluation.metrics import mean_of_defined
 from ..evaluation.lesionwise import LesionCounts, lesion_counts, lesion_f1
+from ..evaluation.metrics import mean_of_defined
 from ..modeling.dcrf import DenseCRFPostprocessor
 from ..modeling.postprocessing import paste_lesions
 from .prediction_cache import CachedSlice
@@ -44,7 +45,7 @@ PARAM_KEYS = {
     "c1": "BILATERAL_SRGB",
     "e1": "ITERATIONS",
 }
-DEFAULT_BOUNDS: Dict[str, Tuple[float, float]] = {
+DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
     "l1": (0.5, 10.0),
     "l2": (1.0, 20.0),
     "c1": (1.0, 30.0),
@@ -54,7 +55,7 @@ DEFAULT_BOUNDS: Dict[str, Tuple[float, float]] = {
 Refine = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def normalize_params(params: Mapping[str, float]) -> Dict[str, float]:
+def normalize_params(params: Mapping[str, float]) -> dict[str, float]:
     """The four parameters as the CRF uses them: l1, l2, c1 to 4 significant digits, e1 an int.
 
     The optimiser works on a continuous box; e1 (mean-field steps) is an integer,
@@ -71,7 +72,7 @@ def normalize_params(params: Mapping[str, float]) -> Dict[str, float]:
     return out
 
 
-def params_from_cfg(cfg) -> Dict[str, float]:
+def params_from_cfg(cfg) -> dict[str, float]:
     """l1, l2, c1, e1 as set in cfg.MODEL.DCRF."""
     return normalize_params({k: cfg.MODEL.DCRF[key] for k, key in PARAM_KEYS.items()})
 
@@ -189,7 +190,7 @@ def mean_dice(
     return objective_value(slices, "dice", refine, threshold, score_threshold)
 
 
-def check_bounds(bounds: Mapping[str, Sequence[float]]) -> Dict[str, Tuple[float, float]]:
+def check_bounds(bounds: Mapping[str, Sequence[float]]) -> dict[str, tuple[float, float]]:
     """The CRF's search box as (low, high) floats; a box the CRF cannot run in is refused
     before any trial (a ValueError naming the parameter)."""
     out = {}

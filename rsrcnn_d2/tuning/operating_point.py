@@ -17,8 +17,9 @@ calibration none of whose points scores above predicting no lesion at all
 the tool says so instead of writing a "tuned" config.
 """
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Optional
 
 from .bayes import bayes_maximize, best_trial
 from .dcrf_search import (
@@ -42,7 +43,7 @@ __all__ = [
 ]
 
 # 0.05 .. 0.95 by 0.05, then finer towards 1: Mask R-CNN's false positives can score above 0.9
-DEFAULT_SCORE_GRID: Tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (
+DEFAULT_SCORE_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (
     0.96,
     0.97,
     0.98,
@@ -59,11 +60,11 @@ class OperatingPoint:
     """
 
     objective: str
-    start: Dict[str, float]
+    start: dict[str, float]
     start_value: float
-    best: Dict[str, float]
+    best: dict[str, float]
     best_value: float
-    trials: List[Tuple[Dict[str, float], float]] = field(default_factory=list)
+    trials: list[tuple[dict[str, float], float]] = field(default_factory=list)
     num_slices: int = 0
     empty_value: float = 0.0
 
@@ -73,7 +74,7 @@ class OperatingPoint:
         return not self.best_value > self.empty_value
 
 
-def _normalize(point: Mapping[str, float]) -> Dict[str, float]:
+def _normalize(point: Mapping[str, float]) -> dict[str, float]:
     """The threshold to 3 decimals (finer than scores can be told apart), CRF parameters as
     the CRF uses them."""
     out = {"score": round(float(point["score"]), 3)}
@@ -162,7 +163,7 @@ def tune_operating_point(
     if tune_crf:  # refused before the grid runs, not after
         bounds = check_bounds(bounds)
 
-    def score(point: Dict[str, float]) -> float:
+    def score(point: dict[str, float]) -> float:
         crf = None
         if crf_params is not None:
             crf = crf_from_params(point, gaussian_compat, bilateral_compat)

@@ -13,10 +13,11 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -62,7 +63,7 @@ class CachedSlice:
     network_boxes: torch.Tensor
     network_image: torch.Tensor
     truth: torch.Tensor
-    crop_box: Optional[List[int]] = None
+    crop_box: Optional[list[int]] = None
     subject: Optional[str] = None
     slice_index: Optional[int] = None
     scores: Optional[torch.Tensor] = None
@@ -86,7 +87,7 @@ class CachedSlice:
         return keep
 
 
-def _cached_slice(inp: Dict, out: Dict, min_votes: int = 1) -> CachedSlice:
+def _cached_slice(inp: dict, out: dict, min_votes: int = 1) -> CachedSlice:
     where = str(inp.get("file_name", inp.get("image_id", "<input>")))
     if "gt_mask" not in inp:
         raise ValueError(
@@ -124,10 +125,10 @@ def _cached_slice(inp: Dict, out: Dict, min_votes: int = 1) -> CachedSlice:
 
 
 def collect_predictions(
-    model: Callable[[List[Dict]], List[Dict]],
-    loader: Iterable[List[Dict]],
+    model: Callable[[list[dict]], list[dict]],
+    loader: Iterable[list[dict]],
     progress: bool = False,
-) -> List[CachedSlice]:
+) -> list[CachedSlice]:
     """Run ``model`` once on every batch of ``loader`` and cache each slice's outputs.
 
     Args:
@@ -222,7 +223,7 @@ def file_sha256(path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def prediction_cache_key(cfg, dataset_name: str, weights: str) -> Dict[str, str]:
+def prediction_cache_key(cfg, dataset_name: str, weights: str) -> dict[str, str]:
     """What the cached outputs depend on: dataset content, weights content, model/input/test config.
 
     The dataset enters by `dataset_digest` (its records and their files), the
@@ -256,7 +257,7 @@ def prediction_cache_key(cfg, dataset_name: str, weights: str) -> Dict[str, str]
 
 
 def save_prediction_cache(
-    path: Union[str, Path], slices: List[CachedSlice], key: Optional[Dict[str, str]] = None
+    path: Union[str, Path], slices: list[CachedSlice], key: Optional[dict[str, str]] = None
 ) -> None:
     """Save ``slices`` (and the ``key`` they were made under) atomically with torch.save.
 
@@ -274,8 +275,8 @@ def save_prediction_cache(
 
 
 def load_prediction_cache(
-    path: Union[str, Path], key: Optional[Dict[str, str]] = None
-) -> List[CachedSlice]:
+    path: Union[str, Path], key: Optional[dict[str, str]] = None
+) -> list[CachedSlice]:
     """Load a cache written by `save_prediction_cache`.
 
     With ``key``, a cache made under a different key (dataset, weights, config)

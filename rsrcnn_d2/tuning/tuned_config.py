@@ -9,13 +9,13 @@ exactly what tuning changed.
 """
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Optional, Union
 
 import yaml
 
 from ..data.fileio import atomic_write_bytes
-
 from .dcrf_search import PARAM_KEYS, normalize_params
 
 __all__ = ["write_tuned_config", "base_reference"]

@@ -12,8 +12,9 @@ figure must not hide a broken CSV by clipping its axis.
 import csv
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -72,7 +73,7 @@ _NON_NEGATIVE = (
     "spacing_col",
 )
 # (low, high) both inclusive, per column of pwml_slices.csv; other columns: any finite number
-VALID_RANGES: Dict[str, Tuple[float, float]] = {
+VALID_RANGES: dict[str, tuple[float, float]] = {
     **{m: (0.0, 1.0) for m in _FRACTIONS},
     **{m: (0.0, math.inf) for m in _NON_NEGATIVE},
 }
@@ -83,7 +84,7 @@ PathLike = Union[str, os.PathLike]
 _UNDEFINED_WHEN_EMPTY = ("dice", "sensitivity", "hd", "hd95", "hd_mm", "hd95_mm")
 
 
-def _pixels(row: Dict[str, str], column: str) -> Optional[float]:
+def _pixels(row: dict[str, str], column: str) -> Optional[float]:
     """A pixel count of a CSV row; None where the column is absent or not a number."""
     try:
         return float(row.get(column) or "nan") if row.get(column) is not None else None
@@ -129,7 +130,7 @@ def _check_value(v: float, metric: str) -> Optional[str]:
     return "not a finite number"
 
 
-def read_slice_columns(csv_path: PathLike, metrics: Sequence[str]) -> Dict[str, SliceColumn]:
+def read_slice_columns(csv_path: PathLike, metrics: Sequence[str]) -> dict[str, SliceColumn]:
     """{metric: SliceColumn} from one per-slice CSV; every problem is a PWMLDataError naming it."""
     if not os.path.isfile(csv_path):
         raise PWMLDataError(csv_path, "no such per-slice CSV")
@@ -140,7 +141,7 @@ def read_slice_columns(csv_path: PathLike, metrics: Sequence[str]) -> Dict[str, 
         raise PWMLDataError(csv_path, f"cannot read the CSV ({e})") from e
 
 
-def _read_columns(csv_path, reader, metrics) -> Dict[str, SliceColumn]:
+def _read_columns(csv_path, reader, metrics) -> dict[str, SliceColumn]:
     columns = reader.fieldnames or []
     missing = [m for m in metrics if m not in columns]
     if missing:
@@ -177,7 +178,7 @@ def _read_columns(csv_path, reader, metrics) -> Dict[str, SliceColumn]:
     return {m: SliceColumn(np.asarray(values[m], dtype=float), undefined[m]) for m in metrics}
 
 
-def read_slice_metrics(csv_path: PathLike, metrics: Sequence[str]) -> Dict[str, np.ndarray]:
+def read_slice_metrics(csv_path: PathLike, metrics: Sequence[str]) -> dict[str, np.ndarray]:
     """{metric: float (n,) array of its defined (non-empty, non-NaN) per-slice values} from one CSV.
 
     Raises PWMLDataError naming the file for a missing file or column, a

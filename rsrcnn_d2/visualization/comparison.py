@@ -6,8 +6,9 @@ crop, with the slice's Dice in its title, so the eye compares one lesion across
 models rather than across figures.
 """
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 

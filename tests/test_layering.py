@@ -15,7 +15,8 @@ TOP = "__init__"  # the package itself: ``import rsrcnn_d2``, ``from .. import x
 
 # low to high; units on one floor import nothing of each other
 FLOORS = [
-    {"errors", "parent_death", "box_ops", "tool_setup"},  # no project imports but errors
+    {"errors"},  # the exit-code table every tool shares
+    {"parent_death", "box_ops", "tool_setup", "writable"},  # small helpers, light to import
     {"data"},  # conversion, registration, the mapper
     {"modeling", "synth"},  # the model's components; the synthetic-cohort generator
     {"config", "checkpoint", "model_zoo", "solver", "evaluation"},

@@ -22,6 +22,7 @@ from typing import Optional
 
 from ..errors import PWMLDataError, report_errors
 from ..tool_setup import echo, quiet_known_warnings, setup_tool_logging
+from ..writable import check_writable
 from .common import add_axis_option
 
 __all__ = ["build_parser", "main", "OUTPUT_FILES"]
@@ -68,15 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_known_warnings()
-    from ..data.fileio import check_writable
-    from ..data.owned_outputs import check_owned, record_owned
-    from ..evaluation.folder import evaluate_folder, format_summary, pair_cases
-
     output = Path(args.output) if args.output else Path(args.prediction) / "evaluation"
     if output.exists() and not output.is_dir():
         raise PWMLDataError(output, "is a file; -o takes the folder to write the figures into")
+    check_writable(output)  # before the heavy imports: a read-only -o is told at once
+    from ..data.owned_outputs import check_owned, record_owned
+    from ..evaluation.folder import evaluate_folder, format_summary, pair_cases
+
     pair_cases(args.prediction, args.reference, args.allow_missing)  # bad folders: no output made
-    check_writable(output)
     check_owned(output, OUTPUT_FILES, "rsrcnn-evaluate")  # a user's summary.json is never replaced
     record_owned(output, OUTPUT_FILES, "rsrcnn-evaluate")
     # our warnings (e.g. subjects whose slices differ in size) to the console and log.txt

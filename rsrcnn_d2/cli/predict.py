@@ -51,6 +51,7 @@ from typing import Optional
 
 from ..errors import EXIT_DATA, EXIT_PARTIAL, PWMLDataError, report_errors
 from ..tool_setup import quiet_known_warnings, setup_tool_logging
+from ..writable import check_writable
 from .common import CONFIG_KEY, add_axis_option
 
 __all__ = ["build_parser", "parse_args", "setup_cfg", "build_predictor", "main"]
@@ -266,6 +267,7 @@ def build_predictor(args: argparse.Namespace):
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     quiet_known_warnings()
+    check_writable(args.output)  # once, before torch loads: not one failure per input
     from tqdm import tqdm
 
     from ..data.output_lock import output_lock

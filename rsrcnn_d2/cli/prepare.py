@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EXIT_DATA, PWMLDataError, report_errors
+from ..writable import check_writable
 from .common import add_axis_option
 
 __all__ = ["parse_args", "main"]
@@ -170,6 +171,12 @@ def main(argv=None) -> int:
     setup_tool_logging()  # the check's warnings on the console
     if args.check:
         return _check_only(args)
+    output = Path(args.output)
+    # before the heavy imports: a read-only output (or parent) is told at once; the
+    # converter checks again, with links and files in the way
+    check_writable(output.absolute().parent, "the folder holding the output")
+    if output.is_dir() and not output.is_symlink():
+        check_writable(output)
     from ..data.convert import convert_pwml
     from ..data.fingerprint import format_fingerprint
 

@@ -29,6 +29,7 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
+from ..writable import check_writable
 from .errors import PWMLDataError
 
 __all__ = [
@@ -83,34 +84,6 @@ def check_inside_output(path: PathLike, output: PathLike) -> Path:
             "choose another output folder",
         )
     return where
-
-
-def _nearest_existing(path: Path) -> Path:
-    """``path`` or the closest of its parents that exists (a folder to be created lives there)."""
-    path = path.absolute()
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return path
-
-
-def check_writable(folder: PathLike, what: str = "the output folder") -> None:
-    """Refuse, before any work, a ``folder`` (or, when it does not exist yet, the folder that
-    would hold it) this process cannot write into: `PWMLDataError` naming it.
-
-    Tried, not read from the mode bits: a file is created and removed (root writes into
-    folders of mode 555; a read-only mount refuses everyone).
-    """
-    folder = Path(folder)
-    where = _nearest_existing(folder)
-    if not where.is_dir():
-        return  # a file in the way: each program's own check names it
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".rsrcnn-write-test-", dir=where)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        creates = "" if where == folder.absolute() else f"; cannot create {folder} in it"
-        raise PWMLDataError(where, f"{what}: not writable ({e.strerror or e}){creates}") from None
 
 
 def output_path(root: PathLike, *parts: str) -> Path:

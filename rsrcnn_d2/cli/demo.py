@@ -1,7 +1,8 @@
 """The main job end to end on an embedded synthetic default, on CPU: is RS R-CNN better than
 Mask R-CNN on this cohort, and what does our row add?
 
-Each step is one of the project's ordinary tools, run as a user would run it:
+Each step does what one of the project's tools does (training in a child process, the
+rest in this one):
 
 1. tools/make_synthetic_cohort.py   anatomy-based synthetic NIfTI cohort -> OUT/cohort
 2. tools/prepare_pwml.py            COCO slices, subject splits    -> OUT/pwml

@@ -1,21 +1,7 @@
-"""The main job end to end on an embedded synthetic default, on CPU: is RS R-CNN better than
-Mask R-CNN on this cohort, and what does our row add?
-
-Each step is one of the project's ordinary tools, run as a user would run it:
-
-1. tools/make_synthetic_cohort.py   anatomy-based synthetic NIfTI cohort -> OUT/cohort
-2. tools/prepare_pwml.py            COCO slices, subject splits    -> OUT/pwml
-3. tools/train_net.py               rows B (Mask R-CNN), E (RS R-CNN) and RS R-CNN+ (CPU
-                                    twins), same budget            -> OUT/train/<row>
-4. tools/tune_operating_point.py    each row's score threshold (+ CRF) on pwml_val
-                                    -> OUT/train/<row>/operating_point.yaml
-5. tools/train_net.py --eval-only   each row at its point on pwml_test, both protocols
-6. tools/predict.py                 RS R-CNN+ segments one held-out volume -> OUT/predict
-7. figures + report                 box plots and the same slices under the three rows
-                                    (OUT/figures), overlays of the volume, OUT/report.md
-
-Re-running is safe: the cohort is reused, the conversion replaced, the models retrained.
-`run_demo` runs the steps; the program is `rsrcnn_d2.cli.demo` (tools/demo.py, ``rsrcnn-demo``).
+"""The demo's steps as functions (`run_demo`): an anatomy-based cohort, rows B, E and RS R-CNN+
+trained on the same budget, each calibrated on pwml_val and evaluated on pwml_test, one
+held-out volume predicted, and OUT/report.md with the figures. The program and its step
+list: `rsrcnn_d2.cli.demo` (tools/demo.py, ``rsrcnn-demo``).
 """
 
 import json

@@ -65,6 +65,7 @@ setup(
             "rsrcnn-ablation=rsrcnn_d2.cli.run_ablation:main",
             "rsrcnn-loso=rsrcnn_d2.cli.run_loso:main",
             "rsrcnn-demo=rsrcnn_d2.cli.demo:main",
+            "rsrcnn-pretrain=rsrcnn_d2.cli.pretrain:main",
         ]
     },
 )

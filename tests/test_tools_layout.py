@@ -188,8 +188,8 @@ def test_every_tool_program_is_also_python_m():
         for node in ast.parse(path.read_text()).body
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rsrcnn_d2.")
     }
-    # 16 tools, 15 programs: tools/tune_dcrf.py is tune_operating_point's deprecated alias
-    assert len(programs) == 15
+    # 17 tools, 16 programs: tools/tune_dcrf.py is tune_operating_point's deprecated alias
+    assert len(programs) == 16
     assert sorted(m for m in programs if not m.startswith("rsrcnn_d2.cli.")) == []
     assert sorted(m for m in programs if not _runs_under_python_m(m)) == []
 
@@ -259,6 +259,7 @@ def test_the_programs_option_tables_are_the_librarys():
     from rsrcnn_d2.cli import (
         common,
         find_best,
+        pretrain,
         run_ablation,
         run_loso,
         train_net,
@@ -268,6 +269,7 @@ def test_the_programs_option_tables_are_the_librarys():
     from rsrcnn_d2.data.nifti import AXES
     from rsrcnn_d2.experiments import ablation, loso
     from rsrcnn_d2.experiments.find_best import METRICS
+    from rsrcnn_d2.experiments.pretrain import SOURCE_SEED
     from rsrcnn_d2.tuning import DEFAULT_BOUNDS, PARAM_KEYS
     from rsrcnn_d2.tuning.calibrate import SEARCHES
     from rsrcnn_d2.tuning.dcrf_search import OBJECTIVES as TUNING_OBJECTIVES
@@ -284,6 +286,7 @@ def test_the_programs_option_tables_are_the_librarys():
     assert (run_ablation.K_ROW, run_ablation.ROW_K) == (ablation.K_ROW, ablation.ROW_K)
     assert set(run_ablation.DEFAULT_ROWS) <= set(ablation.ROW_CONFIGS)
     assert run_loso.CLASSICAL == loso.CLASSICAL and run_loso.ROWS == tuple(loso.ROW_CONFIGS)
+    assert pretrain.SOURCE_SEED == SOURCE_SEED
 
     # train_net's copy of detectron2's parser: the same options, defaults and types
     def options(parser):

@@ -4,6 +4,7 @@
                                  [--rows B C D E plus] [--k 1.0 1.3 2.0] [--subjects 36]
                                  [--fractions 0.6 0.15 0.25] [--objective dice|lesion_f1]
                                  [--variant NAME ROW KEY VALUE [KEY VALUE ...]]
+                                 [--pretrained OUT/pretrained.pth]
 
 Every run is the ordinary training program (``python -m rsrcnn_d2.cli.train_net``)
 with a CPU-sized config (configs/PWML-Tiny/), trained on the cohort's train
@@ -117,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
         "and plus (seed --seeds[0], calibrated)",
     )
     p.add_argument("--summary", default="summary.md", help="summary file name inside OUTPUT")
+    p.add_argument(
+        "--pretrained",
+        metavar="CKPT",
+        default=None,
+        help="fine-tune every trained run from this checkpoint (rsrcnn-pretrain's "
+        "pretrained.pth: the paper's protocol) instead of the configs' weights",
+    )
     return p
 
 
@@ -143,6 +151,7 @@ def main(argv=None) -> int:
         summary_only=args.summary_only,
         retrain=args.retrain,
         figures=args.figures,
+        pretrained=args.pretrained,
         summary=args.summary,
     )
     return 1 if failed else 0

@@ -321,7 +321,10 @@ def _health_lines(out: Path, runs, seeds):
     return [health_line(healths)] if healths else []
 
 
-def write_summary(out: Path, runs, seeds, iters, filename: str = "summary.md") -> str:
+def write_summary(
+    out: Path, runs, seeds, iters, filename: str = "summary.md", pretrained=None
+) -> str:
+    start = pretrained or "each config's own weights (cold start)"
     plain, tuned = {}, {}
     for name in runs:
         dirs = [out / "runs" / name / f"seed{s}" for s in seeds]
@@ -335,7 +338,8 @@ def write_summary(out: Path, runs, seeds, iters, filename: str = "summary.md") -
     text = "\n".join(
         [
             f"Anatomy-based cohort ({out / 'pwml'}), held-out test subjects; {iters} iterations "
-            f"per run; mean ± sd over seeds {', '.join(map(str, seeds))}.",
+            f"per run, starting from {start}; "
+            f"mean ± sd over seeds {', '.join(map(str, seeds))}.",
             "",
             *_health_lines(out, runs, seeds),
             "",
@@ -413,11 +417,27 @@ def write_figures(out: Path, runs, seed: int) -> None:
         print(f"{name}: {path}")
 
 
-def _train_opts(opts, iters: int, seed: int) -> list:
-    """A run's overrides: its row's, the budget, the seed, the test split."""
+def _train_opts(opts, iters: int, seed: int, pretrained=None) -> list:
+    """A run's overrides: its row's, the budget, the seed, the starting weights (a `pretrain`
+    checkpoint, or the config's), the test split."""
     checkpoints = max(1, iters // 4)
     budget = ["SOLVER.MAX_ITER", iters, "SOLVER.CHECKPOINT_PERIOD", checkpoints]
-    return [*opts, *budget, "SEED", seed, "DATASETS.TEST", "('pwml_test',)"]
+    start = ["MODEL.WEIGHTS", str(pretrained)] if pretrained else []
+    return [*opts, *budget, "SEED", seed, *start, "DATASETS.TEST", "('pwml_test',)"]
+
+
+def check_pretrained(pretrained, cohort_seed: int) -> None:
+    """Refuse a pre-trained checkpoint whose source cohort is the evaluation cohort itself
+    (the same generator and seed: the test subjects would have been seen)."""
+    from .pretrain import pretrained_source
+
+    source = pretrained_source(pretrained) or {}
+    made = source.get("generator_settings") or {}
+    if made.get("seed") == int(cohort_seed):
+        raise ValueError(
+            f"{pretrained}: pre-trained on generator seed {cohort_seed}, the evaluation "
+            "cohort's own: its test subjects were seen; pre-train with another seed"
+        )
 
 
 def run_ablation(
@@ -439,6 +459,7 @@ def run_ablation(
     retrain: bool = False,
     figures: bool = False,
     summary: str = "summary.md",
+    pretrained=None,
 ) -> list[str]:
     """The sweep into ``out`` (the module doc): make the cohort, train, calibrate and evaluate
     every planned run of every seed, resumably, then tabulate (``out/summary``); the labels of
@@ -447,9 +468,14 @@ def run_ablation(
     ``variants``: extra runs as NAME ROW [KEY VALUE ...]; ``calibration_trials``: (random,
     guided) Bayesian trials of the joint threshold + CRF search; ``no_calibrate``: train only;
     ``no_train``: calibrate finished runs only; ``summary_only``: tabulate finished runs;
-    ``figures``: also OUT/figures (seed ``seeds[0]``). A run trained with other options is
-    refused (`StaleRunError`, before any work) unless ``retrain``.
+    ``figures``: also OUT/figures (seed ``seeds[0]``); ``pretrained``: every trained run
+    starts from this checkpoint (`rsrcnn_d2.experiments.pretrain`; the paper's protocol)
+    instead of the config's weights. A run trained with other options is refused
+    (`StaleRunError`, before any work) unless ``retrain``.
     """
+    if pretrained:
+        pretrained = Path(pretrained).absolute()
+        check_pretrained(pretrained, cohort_seed)
 
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
@@ -467,7 +493,7 @@ def run_ablation(
                 if name != CLASSICAL:
                     check_run_dir(
                         out / "runs" / name / f"seed{seed}",
-                        asked_options(config, _train_opts(opts, iters, seed), roots),
+                        asked_options(config, _train_opts(opts, iters, seed, pretrained), roots),
                         f"{label}, seed {seed}",
                     )
         if not no_train:
@@ -487,7 +513,7 @@ def run_ablation(
                 if name == CLASSICAL:
                     classical_run(out, seed)
                     continue
-                train_opts = _train_opts(opts, iters, seed)
+                train_opts = _train_opts(opts, iters, seed, pretrained)
                 source = TRAINED_AS.get(name)
                 trained = source and finished_result(out / "runs" / source / f"seed{seed}")
                 # the other row's weights count only if trained exactly so (iterations, seed)
@@ -515,8 +541,8 @@ def run_ablation(
                 # go on with the other runs; re-running retries this one
                 print(f"error: {e}", file=sys.stderr, flush=True)
                 failed.append(f"{label}, seed {seed}")
-            write_summary(out, runs, seeds, iters, summary)
-    print(write_summary(out, runs, seeds, iters, summary))
+            write_summary(out, runs, seeds, iters, summary, pretrained)
+    print(write_summary(out, runs, seeds, iters, summary, pretrained))
     print(f"summary: {out / summary}")
     if figures:
         write_figures(out, runs, seeds[0])

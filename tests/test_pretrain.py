@@ -1,0 +1,95 @@
+"""The paper's protocol without COCO: one Mask R-CNN pre-trained on a source cohort, every row
+fine-tuned from it (rsrcnn_d2.experiments.pretrain, rsrcnn-pretrain, --pretrained)."""
+
+import pytest
+import torch
+
+from rsrcnn_d2.errors import WeightsError
+
+from conftest import TINY_ROWS, tiny_cfg
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    from rsrcnn_d2.experiments.pretrain import pretrain
+
+    out = tmp_path_factory.mktemp("pretrain")
+    coarse = dict(in_plane_mm=(1.4, 1.5), slice_mm=(2.6, 3.0))  # small volumes: a quick cohort
+    return pretrain(out, subjects=6, seed=1000, iters=2, workers=2, params=coarse)
+
+
+def test_the_checkpoint_holds_weights_form_and_source_only(pretrained):
+    data = torch.load(pretrained, map_location="cpu", weights_only=True)
+    assert set(data) == {"model", "input_form", "pretrain_source"}  # no optimizer, no iteration
+    source = data["pretrain_source"]
+    assert source["config"] == str(TINY_ROWS["B"]) and source["subjects"] == 6
+    assert source["generator_settings"]["seed"] == 1000
+    assert source["generator_settings"]["params"]["lesions_per_subject"] == [1, 20]
+    assert data["input_form"]["MODEL.ROI_HEADS.NAME"] == "ReferenceSamplingROIHeads"
+
+
+@pytest.mark.parametrize(
+    "row, reinitialised",
+    [
+        ("B", set()),
+        # H-RPN's two objectness logits per anchor where row B has one
+        ("C", {"proposal_generator.rpn_head.objectness_logits"}),
+        # LRS-Net's two 3x3 convs and predictor have the shapes of the standard head's first
+        # two and predictor: they start from those (its other convs and deconv go unused)
+        ("D", {"proposal_generator.rpn_head.objectness_logits"}),
+        ("E", {"proposal_generator.rpn_head.objectness_logits"}),
+        ("plus", {"proposal_generator.rpn_head.objectness_logits"}),
+    ],
+)
+def test_every_row_loads_it_with_the_heads_of_another_shape_reinitialised(
+    pretrained, row, reinitialised
+):
+    from detectron2.modeling import build_model
+
+    from rsrcnn_d2.checkpoint import input_form, load_model_weights
+
+    cfg = tiny_cfg(row)
+    model = build_model(cfg)
+    # a checked load refuses weights of another row (input form, heads); training loads them
+    with pytest.raises(WeightsError) if row != "B" else _nothing():
+        load_model_weights(build_model(cfg), str(pretrained), input_form=input_form(cfg))
+    found = load_model_weights(
+        model, str(pretrained), allow_partial=True, input_form=input_form(cfg)
+    )
+    missing = {k.rsplit(".", 1)[0] for k in found.missing_keys}
+    groups = {m if m.startswith("proposal") else ".".join(m.split(".")[:2]) for m in missing}
+    assert groups == reinitialised
+    source = torch.load(pretrained, weights_only=True)["model"]
+    key = "backbone.bottom_up.stem.conv1.weight"  # the backbone comes from the pre-training
+    assert torch.equal(model.state_dict()[key], source[key])
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_a_source_seed_of_the_evaluation_cohorts_is_refused(tmp_path, capsys):
+    from rsrcnn_d2.cli.pretrain import main
+    from rsrcnn_d2.experiments.ablation import _train_opts, check_pretrained
+
+    assert main(["--output", str(tmp_path / "p"), "--seed", "3"]) == 2
+    assert "--seed 3: use 1000 or more" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+    fake = tmp_path / "pre.pth"
+    torch.save({"model": {}, "pretrain_source": {"generator_settings": {"seed": 0}}}, fake)
+    with pytest.raises(ValueError, match="the evaluation cohort's own"):
+        check_pretrained(fake, cohort_seed=0)
+    check_pretrained(fake, cohort_seed=1)
+    opts = _train_opts([], 10, 2, fake)
+    assert opts[opts.index("MODEL.WEIGHTS") + 1] == str(fake)
+    with pytest.raises(WeightsError, match="does not exist"):
+        check_pretrained(tmp_path / "missing.pth", cohort_seed=0)
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot read the checkpoint"):
+        check_pretrained(tmp_path / "broken.pth", cohort_seed=0)
+    (tmp_path / "coco.pkl").write_bytes(b"a model-zoo pickle")  # COCO's: nothing to check
+    check_pretrained(tmp_path / "coco.pkl", cohort_seed=0)

@@ -26,6 +26,10 @@ def test_the_checkpoint_holds_weights_form_and_source_only(pretrained):
     assert source["generator_settings"]["seed"] == 1000
     assert source["generator_settings"]["params"]["lesions_per_subject"] == [1, 20]
     assert data["input_form"]["MODEL.ROI_HEADS.NAME"] == "ReferenceSamplingROIHeads"
+    # the final weights (a source's lowest validation loss comes before its heads work)
+    final = torch.load(pretrained.parent / "run" / "model_final.pth", weights_only=True)["model"]
+    assert source["weights"] == str(pretrained.parent / "run" / "model_final.pth")
+    assert all(torch.equal(final[k], v) for k, v in data["model"].items())
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ generator seeds no evaluation cohort uses (they start at `SOURCE_SEED`), with le
 contrasts and counts spread wider than the default cohort's (`SOURCE_PARAMS`), so that the
 network learns "small bright blob in dark white matter" rather than one cohort's lesions.
 
-The result, ``OUT/pretrained.pth``, holds the model's weights only (no optimizer, no
-iteration: a row starts its own schedule from it), the input form it was trained with and the
-source cohort's generator settings. Every row loads it through ``MODEL.WEIGHTS``; tensors
+The result, ``OUT/pretrained.pth``, holds the model's final weights only (no optimizer, no
+iteration: a row starts its own schedule from it), the input form it was trained with and
+the source cohort's generator settings. Every row loads it through ``MODEL.WEIGHTS``; tensors
 whose shapes differ (H-RPN's two-logit objectness, LRS-Net's head) are re-initialised and
 listed in the fit table, as with a COCO checkpoint. Resumable: the cohort and conversion are
 reused, the training resumes from its last checkpoint, a finished one is not redone.
@@ -20,7 +20,7 @@ from typing import Optional, Union
 
 from .. import model_zoo
 from ..data.fileio import atomic_write, read_json
-from .runner import DatasetRoot, train_and_record, trained_weights
+from .runner import DatasetRoot, train_and_record
 
 __all__ = [
     "SOURCE_SEED",
@@ -97,7 +97,9 @@ def pretrain(
         "DATASETS.VAL", f"('{PREFIX}_val',)", "DATASETS.TEST", f"('{PREFIX}_val',)",
     ]  # fmt: skip
     train_and_record(config, out / "run", opts, [root], retrain=retrain, what="pre-training")
-    weights = trained_weights(out / "run")
+    # the final weights, as a COCO checkpoint's: the source's validation loss is lowest before
+    # the heads propose lesions at all (measured: iteration 99 of 2000), a poor start
+    weights = out / "run" / "model_final.pth"
     state = torch.load(weights, map_location="cpu", weights_only=True)
     cfg = get_rsrcnn_cfg(config, [str(o) for o in opts])
     record = {

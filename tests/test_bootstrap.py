@@ -59,3 +59,19 @@ def test_bad_inputs_are_refused():
         subject_interval([1.0], [0])
     with pytest.raises(ValueError, match="level"):
         subject_interval([1.0, 2.0], [1, 2], level=95)
+
+
+def test_rows_with_their_own_denominators_as_lesion_f1():
+    """F1 = 2·found / (2·found + missed + FP) pooled over subjects: each row divides by its own
+    pooled denominator. Row a: (2 + 0) / (4 + 0) = 0.5 (subject 2 had nothing to find and
+    nothing predicted); row b: (1 + 1) / (4 + 4) = 0.25."""
+    est, low, high = paired_difference_interval([2, 0], [1, 1], [4, 0], counts_b=[4, 4])
+    # every draw holding subject 1 gives a 0.5 and b 0.25; a draw of subject 2 alone leaves
+    # row a undefined: dropped, not counted as 0 or 1
+    assert est == pytest.approx(0.25)
+    assert low == pytest.approx(0.25) and high == pytest.approx(0.25)
+    samples = resample_ratios(np.array([[2.0, 0.0]]), np.array([[4.0, 0.0]]), 200, seed=1)
+    assert set(np.unique(samples[~np.isnan(samples)])) == {0.5}
+    assert np.isnan(samples).any()  # the draws of subject 2 only
+    with pytest.raises(ValueError, match="at least one slice"):
+        resample_ratios(np.array([[1.0, 1.0]]), np.array([[0.0, 0.0]]))

@@ -24,29 +24,44 @@ def resample_ratios(
     Args:
         sums: (S,) or (K, S): per subject, the sum of its slice values for each of K
             figures (rows).
-        counts: (S,): each subject's number of slices, all > 0.
+        counts: (S,): each subject's number of slices, all > 0; or (K, S), each figure's
+            own denominators (a ratio of pooled counts such as lesion F1, whose
+            denominator differs between rows), each row with a positive total.
         n_resamples: number of draws of S subjects.
         seed: seed of numpy's generator, so that intervals are reproducible.
 
     Returns:
-        (n_resamples, K) float64: per draw, ``sum(sums[k, drawn]) / sum(counts[drawn])``.
-        The same draws serve every row, which is what makes differences paired.
+        (n_resamples, K) float64: per draw, ``sum(sums[k, drawn]) / sum(counts[k, drawn])``
+        (NaN for a draw whose denominator is 0). The same draws serve every row, which is
+        what makes differences paired.
     """
     sums = np.atleast_2d(np.asarray(sums, dtype=np.float64))
     counts = np.asarray(counts, dtype=np.float64)
-    if sums.shape[1] != counts.shape[0] or counts.ndim != 1:
+    per_row = counts.ndim == 2
+    if (
+        counts.ndim not in (1, 2)
+        or sums.shape[1] != counts.shape[-1]
+        or (per_row and counts.shape != sums.shape)
+    ):
         raise ValueError(f"sums {sums.shape} and counts {counts.shape} disagree on the subjects")
-    if len(counts) == 0 or np.any(counts <= 0):
+    if counts.shape[-1] == 0 or np.any(counts < 0) or np.any(counts.sum(axis=-1) <= 0):
+        raise ValueError("every subject needs at least one slice")
+    if not per_row and np.any(counts == 0):
         raise ValueError("every subject needs at least one slice")
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(counts), size=(n_resamples, len(counts)))
-    totals = counts[draws].sum(axis=1)
-    return np.stack([row[draws].sum(axis=1) / totals for row in sums], axis=1)
+    draws = rng.integers(0, counts.shape[-1], size=(n_resamples, counts.shape[-1]))
+    dens = np.broadcast_to(counts, sums.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = [row[draws].sum(axis=1) / den[draws].sum(axis=1) for row, den in zip(sums, dens)]
+    return np.stack(ratios, axis=1)
 
 
 def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
+    samples = samples[~np.isnan(samples)]  # draws with nothing to divide by
+    if samples.size == 0:
+        return float("nan"), float("nan")
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(samples, [tail, 100 - tail])
     return float(low), float(high)
@@ -83,6 +98,7 @@ def paired_difference_interval(
     level: float = 0.95,
     n_resamples: int = 10000,
     seed: Optional[int] = 0,
+    counts_b: Optional[Sequence[float]] = None,
 ) -> tuple[float, float, float]:
     """Whether two rows (methods) differ on the same test subjects: a paired interval.
 
@@ -91,12 +107,15 @@ def paired_difference_interval(
         counts: (S,): per subject, its number of slices (the same slices for both rows).
         level: the interval's coverage, in (0, 1).
         n_resamples, seed: as `resample_ratios`; one draw serves both rows.
+        counts_b: (S,): row b's own denominators where they differ from row a's
+            (``counts``), as for lesion F1; None: the same.
 
     Returns:
-        ``(estimate, low, high)`` of row a's slice average minus row b's.
+        ``(estimate, low, high)`` of row a's figure minus row b's.
     """
     counts = np.asarray(counts, dtype=np.float64)
     both = np.stack([np.asarray(sums_a, np.float64), np.asarray(sums_b, np.float64)])
-    samples = resample_ratios(both, counts, n_resamples, seed)
-    estimate = float((both[0].sum() - both[1].sum()) / counts.sum())
+    dens = np.stack([counts, counts if counts_b is None else np.asarray(counts_b, np.float64)])
+    samples = resample_ratios(both, dens, n_resamples, seed)
+    estimate = float(both[0].sum() / dens[0].sum() - both[1].sum() / dens[1].sum())
     return (estimate, *_interval(samples[:, 0] - samples[:, 1], level))

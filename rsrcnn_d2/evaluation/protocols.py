@@ -38,6 +38,8 @@ carries ``spacing``, lesion-wise counts) and the masks as packed crops for the
   prediction (``case_dice``; ``n_cases_scored``, ``n_cases_empty_both``) and the
   lesion-wise F1 of 3-D lesions (``lesion_f1_3d``). `headline` builds it.
 - ``pwml_lesion``: the pooled lesion-wise counts (2-D lesions: components of each slice).
+- ``pwml_size``: lesion recall, lesion Dice and F1 of the 2-D lesions by size
+  (1-5, 6-15, 16+ px; lesion_size.py), pooled over slices: are punctate lesions found?
 - ``pwml_lesion3d``: the same with lesions as 3-D (26-connected) components of each
   subject's stacked slices, pooled over subjects, with their sensitivity and F1.
 
@@ -53,6 +55,13 @@ from collections import OrderedDict, defaultdict
 import numpy as np
 
 from .distance import check_spacing, hausdorff_distances, union_bounding_box
+from .lesion_size import (
+    SIZE_STRATA,
+    lesion_size_counts,
+    pool_size_counts,
+    size_figures,
+    stratum_name,
+)
 from .lesionwise import (
     LesionCounts,
     false_positives_per_slice,
@@ -94,6 +103,9 @@ _FIELD = {
     "HD_mm": "hd_mm",
     "HD95_mm": "hd95_mm",
 }
+
+
+_NO_LESIONS = pool_size_counts(())
 
 
 def _packed_crop(mask: np.ndarray, box):
@@ -154,6 +166,7 @@ def slice_record(pred: np.ndarray, truth: np.ndarray, inp: dict) -> dict:
         "box": None if box is None else (box[0].start, box[1].start, box[0].stop, box[1].stop),
         "pred_bits": _packed_crop(pred, box),
         "truth_bits": _packed_crop(truth, box),
+        "size_counts": _NO_LESIONS if box is None else lesion_size_counts(pred[box], truth[box]),
     }
 
 
@@ -403,6 +416,7 @@ def summarize_slices(records: list[dict]):
         "predicted": pooled.predicted,
         "false_positives": pooled.false_positives,
     }
+    results["pwml_size"] = size_figures(pool_size_counts(r["size_counts"] for r in records))
     results["pwml_lesion3d"] = {
         "true_lesions": pooled3d.true_lesions,
         "found": pooled3d.found,
@@ -434,5 +448,16 @@ def summarize_slices(records: list[dict]):
             predicted_3d=lesions3d[subject].predicted,
             false_positives_3d=lesions3d[subject].false_positives,
         )
+        sizes = pool_size_counts(r["size_counts"] for r in recs)
+        for stratum, c in zip(SIZE_STRATA, sizes):
+            name = stratum_name(stratum)
+            row.update(
+                {
+                    f"lesions_{name}": c.true_lesions,
+                    f"found_{name}": c.found,
+                    f"fp_{name}": c.false_positives,
+                    f"dice_sum_{name}": c.dice_sum,
+                }
+            )
         rows.append(row)
     return results, rows

@@ -13,6 +13,7 @@ import math
 from tabulate import tabulate
 
 from ..data.fileio import atomic_write
+from .lesion_size import SIZE_STRATA, stratum_label, stratum_name
 from .protocols import _FIELD, METRICS
 
 __all__ = ["SLICE_COLUMNS", "slice_row", "write_csv_atomic", "format_headline", "format_table"]
@@ -171,4 +172,21 @@ def format_table(results) -> str:
         f"{lesion['false_positives']:.0f} false-positive components; sensitivity "
         f"{_figure(s['lesion_Sens'])}, FP/slice {_figure(s['lesion_FP_per_slice'])}, "
         f"F1 {_figure(s['lesion_F1'])}"
+        f"{_size_line(results.get('pwml_size'))}"
     )
+
+
+def _size_line(size) -> str:
+    """One line of lesion-wise figures by size ("1-5 px 3/7 found, lesion Dice 0.31, F1
+    0.40; ..."), or nothing without them."""
+    if not size:
+        return ""
+    parts = []
+    for stratum in SIZE_STRATA:
+        name = stratum_name(stratum)
+        found, lesions = size[f"{name}_found"], size[f"{name}_lesions"]
+        dice, f1 = _figure(size[f"{name}_Dice"]), _figure(size[f"{name}_F1"])
+        parts.append(
+            f"{stratum_label(stratum)} {found:.0f}/{lesions:.0f} found, lesion Dice {dice}, F1 {f1}"
+        )
+    return "\nlesion-wise by size (2-D lesions): " + "; ".join(parts)

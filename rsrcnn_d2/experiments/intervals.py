@@ -6,6 +6,7 @@ a difference pairs the rows on the same subjects and the seeds both finished.
 The per-slice figures come from the evaluator's ``pwml_slices.csv`` of each run.
 """
 
+import csv
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -15,9 +16,16 @@ from typing import Optional
 import numpy as np
 
 from ..evaluation.bootstrap import paired_difference_interval, subject_interval
-from .results import read_slice_records
+from ..evaluation.lesion_size import SIZE_STRATA, pool_size_counts, stratum_label
+from .results import mean_sd, read_slice_records, subject_size_counts
 
-__all__ = ["slice_csv", "subject_dice_sums", "interval_table", "lesion_load_table"]
+__all__ = [
+    "slice_csv",
+    "subject_dice_sums",
+    "interval_table",
+    "versus_table",
+    "lesion_load_table",
+]
 
 LEVEL = 0.95
 
@@ -162,6 +170,125 @@ def interval_table(
             f"| {key} | {len(seeds_t) or len(seeds_p)} | {_cell(tuned, True)} | "
             f"{_cell(plain, True)} | {', '.join(f'{v:+.3f}' for v in per_seed)} |"
         )
+    return "\n".join(lines), numbers
+
+
+def _case_dice(csvs: Sequence[Path]) -> dict[str, float]:
+    """{subject: its 3-D Dice averaged over the runs} from ``pwml_subjects.csv`` files (a
+    subject empty in truth and prediction has none: NaN)."""
+    per_run = []
+    for path in csvs:
+        with open(path, newline="") as f:
+            per_run.append({r["subject"]: _float(r["3d_Dice"]) for r in csv.DictReader(f)})
+    return {s: float(np.mean([run[s] for run in per_run])) for s in sorted(per_run[0])}
+
+
+def _float(cell: str) -> float:
+    return float(cell) if cell != "" else math.nan
+
+
+def _small_f1_terms(csvs: Sequence[Path]) -> tuple[dict[str, float], dict[str, float]]:
+    """Per subject, the numerator (2·found) and denominator (found + lesions + false
+    positives) of the smallest stratum's lesion F1, pooled over the runs; ({}, {}) when a
+    file has no size columns."""
+    per_run = [subject_size_counts(p) for p in csvs]
+    if not all(per_run):
+        return {}, {}
+    pooled = {s: pool_size_counts(run[s] for run in per_run)[0] for s in per_run[0]}
+    num = {s: 2.0 * c.found for s, c in pooled.items()}
+    den = {s: c.found + c.true_lesions + c.false_positives for s, c in pooled.items()}
+    return num, den
+
+
+def _versus(out, a, b, seeds, n_resamples):
+    """{figure: (estimate, low, high)} and {figure: [per-seed differences]} of run a minus run
+    b, calibrated, on the seeds both finished; None when they share none."""
+    both = [s for s in _seeds_with(out, a, seeds, True) if s in _seeds_with(out, b, seeds, True)]
+    if not both:
+        return None, None, []
+    subjects_csv = {
+        n: [slice_csv(out, n, s, True).with_name("pwml_subjects.csv") for s in both] for n in (a, b)
+    }
+    found, per_seed = {}, {}
+    found["strict Dice"] = _difference(out, a, b, seeds, True, n_resamples)[0]
+    per_seed["strict Dice"] = [_seed_value(out, a, b, s) for s in both]
+    dice_a, dice_b = _case_dice(subjects_csv[a]), _case_dice(subjects_csv[b])
+    cases = [s for s in dice_a if not (math.isnan(dice_a[s]) or math.isnan(dice_b[s]))]
+    if cases:
+        xa, xb = np.array([dice_a[s] for s in cases]), np.array([dice_b[s] for s in cases])
+        found["Dice per case"] = paired_difference_interval(
+            xa, xb, np.ones(len(cases)), LEVEL, n_resamples, seed=0
+        )
+    per_seed["Dice per case"] = [
+        np.nanmean(list(_case_dice([p_a]).values())) - np.nanmean(list(_case_dice([p_b]).values()))
+        for p_a, p_b in zip(subjects_csv[a], subjects_csv[b])
+    ]
+    (num_a, den_a), (num_b, den_b) = map(_small_f1_terms, (subjects_csv[a], subjects_csv[b]))
+    if num_a and num_b and sum(den_a.values()) and sum(den_b.values()):
+        subjects = sorted(num_a)
+        found["small F1"] = paired_difference_interval(
+            [num_a[s] for s in subjects],
+            [num_b[s] for s in subjects],
+            [den_a[s] for s in subjects],
+            LEVEL,
+            n_resamples,
+            seed=0,
+            counts_b=[den_b[s] for s in subjects],
+        )
+        per_seed["small F1"] = [
+            _f1(_small_f1_terms([p_a])) - _f1(_small_f1_terms([p_b]))
+            for p_a, p_b in zip(subjects_csv[a], subjects_csv[b])
+        ]
+    return found, per_seed, both
+
+
+def _f1(terms) -> float:
+    num, den = terms
+    return sum(num.values()) / sum(den.values()) if sum(den.values()) else math.nan
+
+
+VERSUS_FIGURES = ("strict Dice", "Dice per case", "small F1")
+
+
+def versus_table(
+    out: Path,
+    runs: dict,
+    seeds: Sequence[int],
+    baseline: str,
+    labels: dict[str, str],
+    n_resamples: int = 10000,
+) -> tuple[str, dict]:
+    """(Markdown table, numbers): every calibrated run minus ``baseline`` in strict Dice,
+    per-case Dice and lesion F1 of the smallest lesions, each with its 95 % subject-bootstrap
+    interval (seeds pooled) and the seeds' own differences (mean ± sd)."""
+    small = stratum_label(SIZE_STRATA[0])
+    titles = {"strict Dice": "strict Dice", "Dice per case": "Dice per case (3-D)"}
+    titles["small F1"] = f"lesion F1, {small} lesions"
+    lines = [
+        f"Each run minus {labels.get(baseline, baseline)}, calibrated, on the seeds both "
+        f"finished: the difference with its {100 * LEVEL:.0f} % bootstrap interval over the "
+        "test subjects (seeds pooled), then the seeds' own differences (mean ± sd):",
+        "",
+        "| run | seeds | " + " | ".join(titles[f] for f in VERSUS_FIGURES) + " |",
+        "|---|---|" + "---|" * len(VERSUS_FIGURES),
+    ]
+    numbers = {}
+    for name in runs:
+        if name == baseline:
+            continue
+        found, per_seed, both = _versus(out, name, baseline, seeds, n_resamples)
+        if found is None:
+            continue
+        numbers[name] = {"seeds": both, "intervals": found, "per_seed": per_seed}
+        cells = []
+        for figure in VERSUS_FIGURES:
+            if figure not in found:
+                cells.append("–")
+                continue
+            mean, sd, _ = mean_sd(per_seed[figure])
+            spread = f"{mean:+.3f}" if len(both) == 1 else f"{mean:+.3f} ± {sd:.3f}"
+            cells.append(f"{_cell(found[figure], True)}; seeds {spread}")
+        lines.append(f"| {labels.get(name, name)} | {len(both)} | " + " | ".join(cells) + " |")
     return "\n".join(lines), numbers
 
 

@@ -15,6 +15,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Union
 
+from ..evaluation.lesion_size import (
+    SIZE_STRATA,
+    SizeCounts,
+    pool_size_counts,
+    size_figures,
+    stratum_label,
+    stratum_name,
+)
 from ..evaluation.lesionwise import LesionCounts, lesion_f1, lesion_sensitivity
 from ..evaluation.metrics import SliceMetrics, mean_of_defined
 from ..evaluation.protocols import UNKNOWN_SUBJECT, strict_and_reference
@@ -24,6 +32,9 @@ __all__ = [
     "REFERENCE_METRICS",
     "LESION3D_METRICS",
     "lesion3d_results",
+    "SIZE_METRICS",
+    "subject_size_counts",
+    "size_results",
     "HEADLINE_METRICS",
     "loss_trend",
     "heads_start",
@@ -100,6 +111,44 @@ def lesion3d_results(subjects_csv: Union[str, Path]) -> dict[str, float]:
         "pwml_lesion3d/F1": lesion_f1(pooled),
         "pwml_lesion3d/FP_per_subject": pooled.false_positives / subjects if subjects else math.nan,
     }
+
+
+# lesion-wise figures by lesion size (2-D lesions; evaluation/lesion_size.py)
+SIZE_METRICS: tuple[tuple[str, str, int], ...] = tuple(
+    (f"{stratum_label(s)} {title}", f"pwml_size/{stratum_name(s)}_{key}", 3)
+    for s in SIZE_STRATA
+    for title, key in (("recall", "recall"), ("lesion Dice", "Dice"), ("F1", "F1"))
+)
+
+
+def subject_size_counts(subjects_csv: Union[str, Path]) -> dict[str, tuple[SizeCounts, ...]]:
+    """{subject: per-stratum `SizeCounts`} from the evaluator's ``pwml_subjects.csv``; {} for a
+    file written before the size columns existed."""
+    where, out = str(subjects_csv), {}
+    with open(subjects_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            if f"lesions_{stratum_name(SIZE_STRATA[0])}" not in row:
+                return {}
+            out[row["subject"]] = tuple(
+                SizeCounts(
+                    _count(row, f"lesions_{name}", where),
+                    _count(row, f"found_{name}", where),
+                    _count(row, f"fp_{name}", where),
+                    _number(row, f"dice_sum_{name}", where),
+                )
+                for name in map(stratum_name, SIZE_STRATA)
+            )
+    return out
+
+
+def size_results(subjects_csv: Union[str, Path]) -> dict[str, float]:
+    """``pwml_size/...`` figures (lesion-wise by size, pooled over subjects) from the
+    evaluator's ``pwml_subjects.csv``; {} for a file without the size columns."""
+    per_subject = subject_size_counts(subjects_csv)
+    if not per_subject:
+        return {}
+    pooled = pool_size_counts(per_subject.values())
+    return {f"pwml_size/{k}": float(v) for k, v in size_figures(pooled).items()}
 
 
 def loss_trend(metrics_json: Union[str, Path], key: str = "total_loss") -> dict[str, float]:

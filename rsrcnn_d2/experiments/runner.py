@@ -23,7 +23,7 @@ from ..checkpoint import trained_weights
 from ..data.fileio import atomic_write_json, nan_for_null, read_json
 from ..data.register import DatasetRoot
 from .child_process import run_child
-from .results import lesion3d_results, pooled_results, read_eval_results
+from .results import lesion3d_results, pooled_results, read_eval_results, size_results
 from .run_health import read_health
 from .run_options import asked_options, claim_run_dir
 
@@ -232,4 +232,5 @@ def evaluate_checkpoint(
     inference = Path(out_dir) / "inference" / dataset
     results = pooled_results([inference / "pwml_slices.csv"])
     results.update(lesion3d_results(inference / "pwml_subjects.csv"))
+    results.update(size_results(inference / "pwml_subjects.csv"))
     return results

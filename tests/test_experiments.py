@@ -483,7 +483,8 @@ def _slice_folder(root, subjects=3):
 
 
 def test_loso_holds_out_each_subject_once(tmp_path, capfd):
-    """Two folds after a pre-training on another slice folder, calibrated there."""
+    """Two folds after a pre-training on another slice folder, calibrated there; each fold is
+    also calibrated again on its held-in subject (--recalibrate)."""
     from rsrcnn_d2.cli.run_loso import main
 
     _slice_folder(tmp_path / "slices", subjects=2)  # two folds show the mechanics
@@ -503,6 +504,7 @@ def test_loso_holds_out_each_subject_once(tmp_path, capfd):
         tmp_path / "pre",
         "--pretrain-iters",
         2,
+        "--recalibrate",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     folds = json.loads((out / "pwml" / "splits.json").read_text())["folds"]
@@ -512,7 +514,8 @@ def test_loso_holds_out_each_subject_once(tmp_path, capfd):
     from rsrcnn_d2.experiments.loso import ROW_CONFIGS
 
     point = out / "pretrain" / "runs" / "E" / "operating_point.yaml"
-    fold = json.loads((out / "runs" / "pretrained" / "E" / "fold0" / "result.json").read_text())
+    fold_dir = out / "runs" / "pretrained" / "seed0" / "E" / "fold0"
+    fold = json.loads((fold_dir / "result.json").read_text())
     if json.loads(point.with_suffix(".json").read_text())["best"] is None:
         # 2 iterations found nothing to calibrate: no tuned config, the row's own point
         assert not point.exists() and fold["config"] == str(ROW_CONFIGS["E"])
@@ -522,12 +525,70 @@ def test_loso_holds_out_each_subject_once(tmp_path, capfd):
     assert fold["opts"][fold["opts"].index("MODEL.WEIGHTS") + 1] == str(
         trained_weights(out / "pretrain" / "runs" / "E")
     )
-    assert "Training health: " in (out / "summary_pretrained.md").read_text()
+    # calibrated again on the held-in subject s1 (fold 0 holds out s0), scored on s0
+    tuned = json.loads((fold_dir / "recalibrated" / "result.json").read_text())
+    assert (fold_dir / "recalibrated" / "held_in_probs.pt").is_file()
+    held_out = fold_dir / "recalibrated" / "inference" / "pwml_fold0_val" / "pwml_slices.csv"
+    assert {r["subject"] for r in csv.DictReader(held_out.open())} == {folds[0]["val"][0]}
+    assert tuned["results"]["pwml_strict/n_slices"] == fold["results"]["pwml_strict/n_slices"]
     summary = (out / "summary_pretrained.md").read_text()
+    assert "Training health: " in summary
     assert "(2 folds)" in summary and "| E  RS R-CNN | 2 |" in summary
     pooled = [ln for ln in summary.splitlines() if ln.startswith("| E ")][0]
-    assert pooled.startswith("| E  RS R-CNN | 4 |")  # the 4 slices of 2 folds, pooled
-    assert "| run | slices |" in summary and "| run | folds |" in summary
+    assert pooled.startswith("| E  RS R-CNN | 1 |")  # one seed; its 4 slices of 2 folds pooled
+    assert "(E 4 slices)" in summary and "| run | folds |" in summary
+    assert "1-5 px recall" in summary
+    assert "calibrated again on its own held-in subjects" in summary
+
+
+def test_loso_repeats_per_seed_from_one_checkpoint(tmp_path, monkeypatch, capsys):
+    """--seeds and --pretrained, without training: each (seed, row, fold) trains from the one
+    checkpoint with its seed into runs/TAG/seed<s>/ROW/fold<i>; the summary pools each seed's
+    folds and gives mean ± sd over the seeds."""
+    from rsrcnn_d2.cli.run_loso import main
+    from rsrcnn_d2.evaluation.protocols import slice_record, summarize_slices
+    from rsrcnn_d2.evaluation.report import slice_row, write_csv_atomic
+    from rsrcnn_d2.experiments import loso
+
+    _slice_folder(tmp_path / "slices", subjects=2)
+    checkpoint = tmp_path / "pretrained.pth"
+    checkpoint.write_bytes(b"weights")
+    trained = []
+
+    def fake_training(config, run_dir, opts, roots, retrain=False, what=None):
+        opts = dict(zip(opts[::2], map(str, opts[1::2])))
+        trained.append((run_dir.relative_to(tmp_path / "loso" / "runs"), opts))
+        # seed 0 finds the held-out lesion, seed 1 does not: pooled Dice 1 and 0
+        truth = np.zeros((8, 8), bool)
+        truth[2, 2:4] = True
+        pred = truth if opts["SEED"] == "0" else np.zeros_like(truth)
+        record = slice_record(pred, truth, {"file_name": "x.png", "subject": "s", "slice_index": 0})
+        results, rows = summarize_slices([record])
+        folder = run_dir / "inference" / opts["DATASETS.TEST"][2:-3]
+        folder.mkdir(parents=True)
+        write_csv_atomic(str(folder / "pwml_slices.csv"), SLICE_COLUMNS, [slice_row(record)])
+        write_csv_atomic(str(folder / "pwml_subjects.csv"), list(rows[0]), rows)
+        flat = {f"{task}/{k}": v for task, fig in results.items() for k, v in fig.items()}
+        return {"results": flat}
+
+    monkeypatch.setattr(loso, "train_and_record", fake_training)
+    monkeypatch.setattr(loso, "read_health", lambda run_dir: None)
+    args = [tmp_path / "slices", "--output", tmp_path / "loso", "--rows", "B", "E"]
+    assert main([str(a) for a in (*args, "--seeds", 0, 1, "--pretrained", checkpoint)]) == 0
+    assert [str(d) for d, _ in trained] == [
+        f"pretrained/seed{s}/{row}/fold{i}" for s in (0, 1) for row in "BE" for i in (0, 1)
+    ]
+    assert {o["MODEL.WEIGHTS"] for _, o in trained} == {str(checkpoint)}
+    assert [o["SEED"] for _, o in trained] == ["0"] * 4 + ["1"] * 4
+    summary = (tmp_path / "loso" / "summary_pretrained.md").read_text()
+    assert "seeds 0, 1" in summary and "mean ± sd over the seeds" in summary
+    # pooled strict Dice per seed: 1.0 and 0.0 -> 0.500 ± 0.707
+    assert "| B  Mask R-CNN | 2 | 0.500 ± 0.707 |" in summary
+    capsys.readouterr()
+    assert main([str(a) for a in (*args, "--seed", 0, "--seeds", 1)]) == 2
+    assert "--seed or --seeds" in capsys.readouterr().err
+    assert main([str(a) for a in (*args, "--pretrained", tmp_path / "none.pth")]) == 2
+    assert "--pretrained: no such file" in capsys.readouterr().err
 
 
 def test_loso_refuses_a_folder_without_slices(tmp_path, capsys):

@@ -103,7 +103,8 @@ def test_head_crop_is_found_on_the_centre_slice_and_cuts_all_three(tmp_path):
 
 def test_augmentations_move_the_three_channels_identically():
     """Width scale (bilinear resize + pad), flip and resize on the (H, W, 3) image give, per
-    channel, exactly what the same transforms give each slice alone."""
+    channel, what the same transforms give each slice alone, to float32 rounding (the resize
+    kernel sums in another order for 3 channels than for 1 with one thread: 2e-7 relative)."""
     from detectron2.data import transforms as T
 
     from rsrcnn_d2.data.augmentation import build_pwml_augmentations
@@ -118,7 +119,7 @@ def test_augmentations_move_the_three_channels_identically():
     assert fields["image"].shape[0] == 3
     for c in range(3):
         alone = transforms.apply_image(slices[c])
-        np.testing.assert_array_equal(fields["image"][c].numpy(), alone)
+        np.testing.assert_allclose(fields["image"][c].numpy(), alone, rtol=1e-6, atol=0)
     assert torch.count_nonzero(fields["image"][:, :, 0]) == 0  # shrunk: zero-padded columns
 
 

@@ -1,8 +1,10 @@
 """Leave-one-subject-out cross-validation of rows A, B, E and RS R-CNN+ on a slice folder.
 
     python tools/run_loso.py SLICES [--output output/loso] [--rows A B E plus] [--iters 300]
-                             [--weights B=PATH --weights E=PATH] [--config ROW=PATH]
-                             [--pretrain ANATOMY_SLICES [--pretrain-iters 500]] [--tag NAME]
+                             [--pretrained CKPT] [--weights B=PATH --weights E=PATH]
+                             [--config ROW=PATH] [--pretrain ANATOMY_SLICES
+                             [--pretrain-iters 500]] [--seeds 0 1 2] [--recalibrate]
+                             [--tag NAME]
 
 SLICES is a folder in the reference implementation's layout, such as the
 reference slices ($PWML_REFERENCE_SLICES, see datasets/README.md; read, never written).
@@ -15,15 +17,25 @@ with the per-fold mean ± sd beside it. Row A, the classical baseline
 held-in subjects (Bayesian optimisation, --seed) and it is evaluated on the
 held-out one.
 
---weights starts a row from a checkpoint, e.g. a model trained on the synthetic
-cohort by tools/run_ablation.py (runs/B/seed0/model_final.pth); --config gives a
-row another config (e.g. a calibrated operating point). --pretrain does both
+--pretrained starts every trained row from one checkpoint, as the paper fine-tunes
+every row from one pre-trained Mask R-CNN (tools/pretrain.py writes one:
+OUT/pretrained.pth). --weights starts one row from a checkpoint, e.g. a model
+trained on the synthetic cohort by tools/run_ablation.py
+(runs/B/seed0/model_final.pth); --config gives a row another config (e.g. an
+operating point calibrated on the synthetic cohort, or the row's own file for the
+reference's CRF parameters). --pretrain does both
 itself: each row is first trained on ANATOMY_SLICES (a slice folder such as
 ``tools/make_synthetic_cohort.py --slices`` writes: the anatomy-based cohort as
 the reference's 8-bit head crops), converted into OUTPUT/pretrain/pwml and split
 by subject, calibrated there on its validation subjects
 (tools/tune_operating_point.py), and every fold then fine-tunes that model with
-that operating point. --tag keeps runs with different starting points apart.
+that operating point.
+--seeds repeats the whole cross-validation once per seed (runs/TAG/seed<s>/...);
+the tables give the pooled figures' mean ± sd over the seeds. --recalibrate also
+calibrates each trained fold on its own held-in subjects (the slices it was
+fine-tuned on: what a user with a few annotated slices can do) and evaluates the
+held-out subject at that point, in a second set of tables.
+--tag keeps runs with different starting points apart.
 Finished folds and pre-trainings are skipped on re-running; an interrupted one
 resumes.
 The program behind tools/run_loso.py (also ``rsrcnn-loso``,
@@ -78,7 +90,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tag", default=None, help="name of this set of runs (default: scratch or pretrained)"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--pretrained",
+        metavar="CKPT",
+        default=None,
+        help="checkpoint every trained row starts from (tools/pretrain.py's pretrained.pth)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="repetitions of the whole cross-validation, one per seed (default: 0)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="one seed (the same as --seeds S)")
+    p.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="also calibrate each fold on its held-in subjects and evaluate it there",
+    )
     p.add_argument(
         "--retrain",
         action="store_true",
@@ -96,6 +126,13 @@ def main(argv=None) -> int:
     if not (slices / "input").is_dir() or not (slices / "gt").is_dir():
         print(f"error: {slices}: expected input/ and gt/ folders of PNG slices", file=sys.stderr)
         return 2
+    if args.seed is not None and args.seeds is not None:
+        print("error: give --seed or --seeds, not both", file=sys.stderr)
+        return 2
+    seeds = args.seeds or [0 if args.seed is None else args.seed]
+    if args.pretrained and not Path(args.pretrained).is_file():
+        print(f"error: --pretrained: no such file: {args.pretrained}", file=sys.stderr)
+        return 2
     from ..experiments.loso import parse_weights, run_loso
 
     summary = run_loso(
@@ -107,8 +144,10 @@ def main(argv=None) -> int:
         configs=parse_weights(args.config, "--config"),
         pretrain_slices=args.pretrain,
         pretrain_iters=args.pretrain_iters,
+        pretrained=args.pretrained,
+        recalibrate=args.recalibrate,
         tag=args.tag,
-        seed=args.seed,
+        seeds=seeds,
         retrain=args.retrain,
     )
     print(f"summary: {summary}")

@@ -11,6 +11,7 @@ The program, its options and its outputs: `rsrcnn_d2.cli.run_loso` (tools/run_lo
 ``rsrcnn-loso``).
 """
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Optional
@@ -18,11 +19,26 @@ from typing import Optional
 from ..data.fileio import atomic_write_bytes, read_json
 from ..data.sources import discover_subjects
 from ..model_zoo import row_config
-from .results import REFERENCE_METRICS, pooled_results, seed_summary_table
+from .results import (
+    REFERENCE_METRICS,
+    SIZE_METRICS,
+    pooled_results,
+    seed_summary_table,
+    size_results,
+)
 from .run_health import health_line, read_health
 from .runner import DatasetRoot, calibrate, train_and_record, trained_weights
 
-__all__ = ["ROW_CONFIGS", "ROW_LABELS", "parse_weights", "prepare", "pretrain", "run_loso"]
+__all__ = [
+    "ROW_CONFIGS",
+    "ROW_LABELS",
+    "parse_weights",
+    "prepare",
+    "pretrain",
+    "recalibrate_fold",
+    "run_loso",
+    "summary_text",
+]
 
 ROW_CONFIGS = {row: row_config(row) for row in ("B", "E", "plus")}
 ROW_LABELS = {
@@ -33,6 +49,7 @@ ROW_LABELS = {
 }
 PRETRAIN_PREFIX = "anatomy"  # the pre-training cohort's datasets: anatomy_train, anatomy_val
 CLASSICAL = "A"
+RECALIBRATED = "recalibrated"  # a fold's evaluation at a point calibrated on its held-in slices
 
 
 def parse_weights(items, option: str = "--weights"):
@@ -110,6 +127,64 @@ def prepare(slices: Path, pwml: Path, seed: int) -> int:
     return len(read_json(pwml / "splits.json")["folds"])
 
 
+def _fold_opts(iters: int, seed: int, weights: str, fold: int) -> list:
+    """A fold's training overrides: budget, seed, starting weights, the fold's splits."""
+    return [
+        "SOLVER.MAX_ITER",
+        iters,
+        "SOLVER.CHECKPOINT_PERIOD",
+        max(1, iters // 2),
+        "SEED",
+        seed,
+        "MODEL.WEIGHTS",
+        weights,
+        "DATASETS.TRAIN",
+        f"('pwml_fold{fold}_train',)",
+        # no spare subject for validation: the schedule and model_best follow the training
+        # subjects' loss, never the held-out one's
+        "DATASETS.VAL",
+        f"('pwml_fold{fold}_train',)",
+        "DATASETS.TEST",
+        f"('pwml_fold{fold}_val',)",
+    ]
+
+
+def recalibrate_fold(config, run_dir: Path, fold: int, seed: int) -> dict:
+    """Calibrate a trained fold on its own held-in subjects (``pwml_fold<i>_train``, the only
+    annotated slices a user of the fold has), evaluate the held-out subject there; the record,
+    kept in ``run_dir/recalibrated``. The held-in slices are the ones the fold was just
+    fine-tuned on, so the point is chosen on training data: what a user with a handful of
+    slices can do, not an independent calibration."""
+    from ..data.fileio import atomic_write_json
+    from .runner import evaluate_checkpoint, finished_result
+
+    where = run_dir / RECALIBRATED
+    done = finished_result(where)
+    if done is not None:
+        return done
+    weights = trained_weights(run_dir)
+    point = calibrate(
+        config,
+        weights,
+        where / "operating_point.yaml",
+        f"pwml_fold{fold}_train",
+        seed=seed,
+        cache=where / "held_in_probs.pt",
+    )
+    name = f"pwml_fold{fold}_val"
+    record = {
+        "config": str(point or config),
+        "operating_point": read_json(where / "operating_point.json")["best"],
+        "results": evaluate_checkpoint(point or config, weights, where, dataset=name),
+    }
+    atomic_write_json(where / "result.json", record)
+    return record
+
+
+def _run_dir(out: Path, tag: str, seed: int, row: str, fold: int) -> Path:
+    return out / "runs" / tag / f"seed{seed}" / row / f"fold{fold}"
+
+
 def run_loso(
     slices,
     out,
@@ -120,117 +195,161 @@ def run_loso(
     configs: Mapping[str, str],
     pretrain_slices: Optional[Path] = None,
     pretrain_iters: int = 500,
+    pretrained: Optional[Path] = None,
+    recalibrate: bool = False,
     tag: Optional[str] = None,
-    seed: int = 0,
+    seeds: Sequence[int] = (0,),
     retrain: bool = False,
 ) -> Path:
     """Every row of ``rows`` trained (row A: tuned) on all subjects of ``slices`` but one
-    and evaluated on that one, for every subject, into ``out``; the summary file.
+    and evaluated on that one, for every subject and every seed of ``seeds`` (repetitions),
+    into ``out``; the summary file.
 
     ``weights`` / ``configs``: {row: file} to start a row from (`parse_weights`);
-    ``pretrain_slices``: a slice folder every trained row is first trained and calibrated on (given
-    weights and configs win); ``tag`` names this set of runs (default: "pretrained" or
-    "scratch"). A run trained with other options is refused unless ``retrain``.
+    ``pretrained``: one checkpoint every trained row starts from (`rsrcnn-pretrain`'s
+    ``pretrained.pth``; the paper's protocol), unless ``weights`` names the row;
+    ``pretrain_slices``: a slice folder every trained row is first trained and calibrated on
+    (with the first seed; given weights and configs win); ``recalibrate``: also calibrate
+    each trained fold on its held-in subjects and evaluate it there (`recalibrate_fold`);
+    ``tag`` names this set of runs (default: "pretrained" or "scratch"). A run trained with
+    other options is refused unless ``retrain``.
     """
     slices = Path(slices)
     out = Path(out).absolute()
+    seeds = list(seeds)
     weights, configs = dict(weights), dict(configs)
+    if pretrained:
+        pretrained = str(Path(pretrained).absolute())
+        weights = {**{r: pretrained for r in rows if r != CLASSICAL}, **weights}
     if pretrain_slices:
         trained = [r for r in rows if r != CLASSICAL]
         pre_weights, pre_configs = pretrain(
-            Path(pretrain_slices), out, trained, pretrain_iters, seed, retrain
+            Path(pretrain_slices), out, trained, pretrain_iters, seeds[0], retrain
         )
         weights = {**pre_weights, **weights}  # given ones win
         configs = {**pre_configs, **configs}
     tag = tag or ("pretrained" if weights else "scratch")
-    folds = prepare(slices, out / "pwml", seed)
+    folds = prepare(slices, out / "pwml", seeds[0])
     roots = [DatasetRoot("pwml", out / "pwml")]
     splits = read_json(out / "pwml" / "splits.json")["folds"]
 
-    fold_results, pooled, healths = {}, {}, {}
-    for row in rows:
-        csvs, fold_results[row] = [], []
-        for i in range(folds):
-            name = f"pwml_fold{i}_val"
-            run_dir = out / "runs" / tag / row / f"fold{i}"
-            print(
-                f"\n=== {tag}: row {row}, fold {i + 1}/{folds} (held out: subject "
-                f"{', '.join(splits[i]['val'])}) -> {run_dir}",
-                flush=True,
-            )
-            if row == CLASSICAL:
-                from .row_a import run_row_a
-
-                record = run_row_a(f"pwml_fold{i}_train", name, run_dir, seed=seed, progress=False)
-            else:
-                record = train_and_record(
-                    configs.get(row, ROW_CONFIGS[row]),
-                    run_dir,
-                    [
-                        "SOLVER.MAX_ITER",
-                        iters,
-                        "SOLVER.CHECKPOINT_PERIOD",
-                        max(1, iters // 2),
-                        "SEED",
-                        seed,
-                        "MODEL.WEIGHTS",
-                        weights.get(row, ""),
-                        "DATASETS.TRAIN",
-                        f"('pwml_fold{i}_train',)",
-                        # no spare subject for validation: the schedule and model_best follow
-                        # the training subjects' loss, never the held-out one's
-                        "DATASETS.VAL",
-                        f"('pwml_fold{i}_train',)",
-                        "DATASETS.TEST",
-                        f"('{name}',)",
-                    ],
-                    roots,
-                    retrain=retrain,
-                    what=f"{tag}: row {row}, fold {i}",
+    fold_results, pooled, healths = defaultdict(list), defaultdict(list), {}
+    tuned_folds, tuned_pooled = defaultdict(list), defaultdict(list)
+    for seed in seeds:
+        for row in rows:
+            csvs, tuned_csvs = [], []
+            for i in range(folds):
+                name = f"pwml_fold{i}_val"
+                run_dir = _run_dir(out, tag, seed, row, i)
+                print(
+                    f"\n=== {tag}, seed {seed}: row {row}, fold {i + 1}/{folds} (held out: "
+                    f"subject {', '.join(splits[i]['val'])}) -> {run_dir}",
+                    flush=True,
                 )
-            fold_results[row].append(record["results"])
-            if row != CLASSICAL:
-                healths[f"{row} fold {i}"] = read_health(run_dir)
-            csvs.append(run_dir / "inference" / name / "pwml_slices.csv")
-        pooled[row] = [pooled_results(csvs)]
+                config = configs.get(row, ROW_CONFIGS.get(row))
+                if row == CLASSICAL:
+                    from .row_a import run_row_a
 
-    labels = {row: ROW_LABELS[row] for row in rows}
+                    record = run_row_a(
+                        f"pwml_fold{i}_train", name, run_dir, seed=seed, progress=False
+                    )
+                else:
+                    record = train_and_record(
+                        config,
+                        run_dir,
+                        _fold_opts(iters, seed, weights.get(row, ""), i),
+                        roots,
+                        retrain=retrain,
+                        what=f"{tag}: row {row}, seed {seed}, fold {i}",
+                    )
+                    healths[f"{row} seed {seed} fold {i}"] = read_health(run_dir)
+                    if recalibrate:
+                        tuned = recalibrate_fold(config, run_dir, i, seed)
+                        tuned_folds[row].append(tuned["results"])
+                        tuned_csvs.append(
+                            run_dir / RECALIBRATED / "inference" / name / "pwml_slices.csv"
+                        )
+                fold_results[row].append(record["results"])
+                csvs.append(run_dir / "inference" / name / "pwml_slices.csv")
+            pooled[row].append(_pooled(csvs))
+            if tuned_csvs:
+                tuned_pooled[row].append(_pooled(tuned_csvs))
+
     start = ", ".join(f"{row} from {w}" for row, w in weights.items()) or "random initialisation"
     if configs:
         start += "; configs: " + ", ".join(f"{row} {c}" for row, c in configs.items())
-    text = "\n".join(
+    text = summary_text(
+        slices.name, folds, iters, seeds, start, rows, pooled, fold_results, healths
+    )
+    if recalibrate:
+        text += "\n" + _recalibrated_text(rows, tuned_pooled, tuned_folds)
+    summary = out / f"summary_{tag}.md"
+    atomic_write_bytes(summary, text.encode())
+    print(text)
+    return summary
+
+
+def _pooled(slice_csvs: Sequence[Path]) -> dict[str, float]:
+    """The folds' held-out slices pooled: the slice protocols, and lesion figures by size from
+    the subjects files beside them."""
+    subjects = [p.with_name("pwml_subjects.csv") for p in slice_csvs]
+    return {**pooled_results(slice_csvs), **size_results(*subjects)}
+
+
+def _pooled_tables(rows, pooled, seeds_title: str) -> list[str]:
+    labels = {row: ROW_LABELS[row] for row in rows}
+    return [
+        seed_summary_table(pooled, labels, count_title=seeds_title),
+        "",
+        "Reference protocol (empty predictions skipped), held-out slices of all folds pooled:",
+        "",
+        seed_summary_table(pooled, labels, REFERENCE_METRICS, count_title=seeds_title),
+        "",
+        "Lesion-wise by lesion size (2-D lesions), held-out slices of all folds pooled:",
+        "",
+        seed_summary_table(pooled, labels, SIZE_METRICS, count_title=seeds_title),
+    ]
+
+
+def summary_text(name, folds, iters, seeds, start, rows, pooled, fold_results, healths) -> str:
+    """The LOSO summary: pooled held-out figures (mean ± sd over the seeds when there are
+    several), the reference protocol, by lesion size, per fold, training health."""
+    labels = {row: ROW_LABELS[row] for row in rows}
+    n_slices = {r: int(v[0]["pwml_strict/n_slices"]) for r, v in pooled.items()}
+    slices_note = ", ".join(f"{labels[r].split()[0]} {n}" for r, n in n_slices.items())
+    return "\n".join(
         [
-            f"Leave-one-subject-out over {slices.name} ({folds} folds), "
-            f"{iters} iterations per fold, "
-            f"starting from {start}; strict protocol.",
+            f"Leave-one-subject-out over {name} ({folds} folds), {iters} iterations per fold, "
+            f"seeds {', '.join(map(str, seeds))}, starting from {start}; strict protocol.",
             "",
-            "Held-out slices of all folds pooled:",
+            f"Held-out slices of all folds pooled ({slices_note} slices), "
+            + ("mean ± sd over the seeds:" if len(seeds) > 1 else "one seed:"),
             "",
-            seed_summary_table(
-                pooled,
-                labels,
-                count_title="slices",
-                counts={r: int(v[0]["pwml_strict/n_slices"]) for r, v in pooled.items()},
-            ),
+            *_pooled_tables(rows, pooled, "seeds"),
             "",
-            "Reference protocol (empty predictions skipped), held-out slices of all folds pooled:",
-            "",
-            seed_summary_table(
-                pooled,
-                labels,
-                REFERENCE_METRICS,
-                count_title="slices",
-                counts={r: int(v[0]["pwml_strict/n_slices"]) for r, v in pooled.items()},
-            ),
-            "",
-            "Mean ± sd over folds (strict):",
+            "Mean ± sd over folds" + (" and seeds" if len(seeds) > 1 else "") + " (strict):",
             "",
             seed_summary_table(fold_results, labels, count_title="folds"),
             "",
             *([health_line(healths), ""] if healths else []),
         ]
     )
-    summary = out / f"summary_{tag}.md"
-    atomic_write_bytes(summary, text.encode())
-    print(text)
-    return summary
+
+
+def _recalibrated_text(rows, tuned_pooled, tuned_folds) -> str:
+    trained = [r for r in rows if r in tuned_pooled]
+    return "\n".join(
+        [
+            "Each fold calibrated again on its own held-in subjects (the slices it was "
+            "fine-tuned on; `recalibrate_fold`), held-out slices of all folds pooled:",
+            "",
+            *_pooled_tables(trained, tuned_pooled, "seeds"),
+            "",
+            "Mean ± sd over folds (strict), re-calibrated:",
+            "",
+            seed_summary_table(
+                tuned_folds, {r: ROW_LABELS[r] for r in trained}, count_title="folds"
+            ),
+            "",
+        ]
+    )

@@ -141,13 +141,14 @@ def subject_size_counts(subjects_csv: Union[str, Path]) -> dict[str, tuple[SizeC
     return out
 
 
-def size_results(subjects_csv: Union[str, Path]) -> dict[str, float]:
+def size_results(*subjects_csvs: Union[str, Path]) -> dict[str, float]:
     """``pwml_size/...`` figures (lesion-wise by size, pooled over subjects) from the
-    evaluator's ``pwml_subjects.csv``; {} for a file without the size columns."""
-    per_subject = subject_size_counts(subjects_csv)
-    if not per_subject:
+    evaluator's ``pwml_subjects.csv`` of one run, or of several runs on disjoint subjects
+    (folds); {} when a file has no size columns."""
+    per_file = [subject_size_counts(path) for path in subjects_csvs]
+    if not per_file or not all(per_file):
         return {}
-    pooled = pool_size_counts(per_subject.values())
+    pooled = pool_size_counts(c for counts in per_file for c in counts.values())
     return {f"pwml_size/{k}": float(v) for k, v in size_figures(pooled).items()}
 
 

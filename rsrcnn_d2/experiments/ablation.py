@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .. import model_zoo
 from ..data.fileio import atomic_write_bytes, atomic_write_json, read_json
+from .cohort import anatomy_cohort
 from .intervals import interval_table, lesion_load_table, versus_table
 from .results import (
     LESION3D_METRICS,
@@ -232,16 +233,9 @@ def cohort_root(out: Path) -> DatasetRoot:
 
 
 def prepare_cohort(out: Path, subjects: int, cohort_seed: int, fractions: Sequence[float]) -> None:
-    """The anatomy-based cohort in OUT/raw (every subject with lesions: the converter's
-    lesion-slice mode, the paper's, refuses lesion-free ones), converted into OUT/pwml once."""
-    from ..data import convert_pwml
-    from ..synth import AnatomyParams, write_anatomical_cohort
-
-    raw, pwml = out / "raw", out / "pwml"
-    params = AnatomyParams(lesion_free_fraction=0.0)
-    write_anatomical_cohort(raw, subjects, cohort_seed, params, workers=2)
-    if not (pwml / "conversion.json").exists():
-        convert_pwml(raw, pwml, seed=cohort_seed, fractions=tuple(fractions))
+    """The anatomy-based cohort in OUT/raw, converted into OUT/pwml once and registered as
+    pwml_* (`anatomy_cohort`)."""
+    anatomy_cohort(out / "raw", cohort_root(out).folder, subjects, cohort_seed, fractions=fractions)
 
 
 def _per_seed_lines(out: Path, runs, seeds):
@@ -516,7 +510,6 @@ def run_ablation(
                     )
         if not no_train:
             prepare_cohort(out, subjects, cohort_seed, fractions)
-            roots[0].register(replace=True)
         for i, (seed, name) in enumerate(todo, 1):
             config, opts, label = runs[name]
             run_dir = out / "runs" / name / f"seed{seed}"

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..data.fileio import atomic_write_bytes
 from ..model_zoo import row_config
+from .cohort import anatomy_cohort
 from .results import lesion3d_results, pooled_results
 from .run_health import HEALTH_NOTE, health_cell, read_health
 from .runner import DatasetRoot, calibrate, evaluate_checkpoint, step, train, trained_weights
@@ -56,24 +57,14 @@ def _train_row(out: Path, row: str, iters: int, seed: int, roots) -> dict:
 
 
 def _make_cohort(cohort: Path, out: Path, seed: int, subjects: int) -> DatasetRoot:
-    """Steps 1-2: the anatomy-based cohort (every subject with lesions: the converter's
-    lesion-slice mode, the paper's, refuses lesion-free ones) converted into OUT/pwml, and
-    registered as pwml_* here (the training children get it as --dataset-root)."""
-    from ..data import convert_pwml
-    from ..synth import AnatomyParams, write_anatomical_cohort
-
-    with step("1/7 synthetic cohort"):
-        params = AnatomyParams(lesion_free_fraction=0.0)
-        cases = write_anatomical_cohort(cohort, subjects, seed, params, workers=2)
-        print(f"{len(cases)} subjects in {cohort}")
-    root = DatasetRoot("pwml", out / "pwml")
-    with step("2/7 conversion"):
-        summary = convert_pwml(cohort, root.folder, seed=seed)
+    """Steps 1-2: the anatomy-based cohort converted into OUT/pwml and registered as pwml_*
+    here (the training children get it as --dataset-root; `anatomy_cohort`)."""
+    with step("1-2/7 synthetic cohort and its conversion"):
+        root, summary = anatomy_cohort(cohort, out / "pwml", subjects, seed)
         print(
-            f"{summary['num_subjects']} subjects, {summary['num_images']} slices, "
+            f"{summary['num_subjects']} subjects in {cohort}: {summary['num_images']} slices, "
             f"{summary['num_annotations']} lesions -> {root.folder}"
         )
-    root.register(replace=True)
     return root
 
 

@@ -20,7 +20,8 @@ from typing import Optional, Union
 
 from .. import model_zoo
 from ..data.fileio import atomic_write, read_json
-from .runner import DatasetRoot, train_and_record
+from .cohort import anatomy_cohort
+from .runner import train_and_record
 
 __all__ = [
     "SOURCE_SEED",
@@ -76,8 +77,6 @@ def pretrain(
 
     from ..checkpoint import input_form
     from ..config import get_rsrcnn_cfg
-    from ..data import convert_pwml
-    from ..synth import AnatomyParams, write_anatomical_cohort
 
     if seed < SOURCE_SEED:
         raise ValueError(
@@ -85,12 +84,10 @@ def pretrain(
         )
     out = Path(out).absolute()
     config = str(config or model_zoo.row_config("B"))
-    raw, root = out / "raw", DatasetRoot(PREFIX, out / "pwml")
-    source = AnatomyParams(**{**SOURCE_PARAMS, **(params or {})})
-    write_anatomical_cohort(raw, subjects, seed, source, workers=workers)
-    if not (root.folder / "conversion.json").exists():
-        convert_pwml(raw, root.folder, seed=seed)
-    root.register(replace=True)
+    raw, source = out / "raw", {**SOURCE_PARAMS, **(params or {})}
+    root, _ = anatomy_cohort(
+        raw, out / "pwml", subjects, seed, source, prefix=PREFIX, workers=workers
+    )
     opts = [
         "SOLVER.MAX_ITER", iters, "SOLVER.CHECKPOINT_PERIOD", max(1, iters // 4),
         "SEED", seed, "DATASETS.TRAIN", f"('{PREFIX}_train',)",

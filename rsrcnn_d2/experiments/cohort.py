@@ -1,0 +1,49 @@
+"""The one way a driver gets its anatomy-based cohort: simulated once, converted once,
+registered here.
+
+The ablation, the demo and the pre-training each need the same three steps on a cohort of
+their own (`rsrcnn_d2.synth.write_anatomical_cohort` into RAW, `rsrcnn_d2.data.convert_pwml`
+into PWML, registration as ``PREFIX_*``). Both steps resume: the generator keeps the subjects
+already written (its settings stamp refuses other settings in the same folder) and a finished
+conversion (its ``conversion.json``) is reused.
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+from ..data.fileio import read_json
+from .runner import DatasetRoot
+
+__all__ = ["anatomy_cohort"]
+
+
+def anatomy_cohort(
+    raw: Path,
+    pwml: Path,
+    subjects: int,
+    seed: int,
+    params: Optional[dict] = None,
+    *,
+    prefix: str = "pwml",
+    fractions: Optional[Sequence[float]] = None,
+    workers: int = 2,
+) -> tuple[DatasetRoot, dict]:
+    """Simulate (or keep) ``subjects`` anatomy-based subjects of generator ``seed`` in ``raw``,
+    convert them once into ``pwml`` (subject splits from ``seed``, ``fractions`` train/val/test
+    or the converter's), register that as ``prefix``_*; (the root, the conversion record).
+
+    ``params``: `AnatomyParams` fields; every subject has lesions unless they say otherwise (the
+    converter's lesion-slice mode, the paper's, refuses lesion-free subjects).
+    """
+    from ..data import convert_pwml
+    from ..synth import AnatomyParams, write_anatomical_cohort
+
+    settings = AnatomyParams(**{"lesion_free_fraction": 0.0, **(params or {})})
+    write_anatomical_cohort(raw, subjects, seed, settings, workers=workers)
+    if not (Path(pwml) / "conversion.json").exists():
+        split = {} if fractions is None else {"fractions": tuple(fractions)}
+        convert_pwml(raw, pwml, seed=seed, **split)
+    root = DatasetRoot(prefix, Path(pwml))
+    root.register(replace=True)
+    return root, read_json(Path(pwml) / "conversion.json")

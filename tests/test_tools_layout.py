@@ -250,6 +250,22 @@ def test_help_loads_neither_torch_nor_detectron2(program):
     assert "usage:" in proc.stdout
 
 
+_TOOL_HELP = _HELP.replace("run_module", "run_path").replace(", alter_sys=True", "")
+
+
+@pytest.mark.parametrize(
+    "tool", sorted(p.name for p in REPO.glob("tools/*.py") if p.name not in NOT_THIN)
+)
+def test_the_tools_help_loads_neither_torch_nor_detectron2(tool):
+    """``python tools/<tool> --help`` too: a shim that re-exports the library (train_net's
+    Trainer and setup) must not load it before it is used."""
+    code = _TOOL_HELP.format(module=str(REPO / "tools" / tool), heavy=HEAVY)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]"
+    assert "usage:" in proc.stdout
+
+
 def test_the_programs_option_tables_are_the_librarys():
     """The programs name a few library tables before the library loads (fast --help); the
     copies must be the library's."""

@@ -12,19 +12,19 @@ detectron2's idiom: ``--config-file``, ``--num-gpus`` (on a CPU-only machine
 prepared cohort as ``NAME_train``, ``NAME_fold0_val``, ... (NAME defaults to the
 folder's name) in every worker; a missing or unprepared root exits with status 2.
 The program itself is `rsrcnn_d2.cli.train_net` (also ``rsrcnn-train``, ``python -m
-rsrcnn_d2.cli.train_net``); ``Trainer`` and ``setup`` are re-exported, as detectron2's
-tools/train_net.py has them (importing them loads torch and detectron2).
+rsrcnn_d2.cli.train_net``); ``Trainer``, ``setup`` and ``main`` can be taken from here, as
+from detectron2's tools/train_net.py; they load torch and detectron2 on first use, so
+``--help`` answers at once.
 """
 
 import sys
 
-from rsrcnn_d2.cli.train_net import (
-    Trainer,
+from rsrcnn_d2.cli.train_net import (  # its __getattr__ loads Trainer and setup on first use
+    __getattr__,
     argument_parser,
     cli,
     default_argument_parser,
     main,
-    setup,
 )
 
 if __name__ == "__main__":

@@ -514,7 +514,7 @@ def test_loso_holds_out_each_subject_once(tmp_path, capfd):
     from rsrcnn_d2.experiments.loso import ROW_CONFIGS
 
     point = out / "pretrain" / "runs" / "E" / "operating_point.yaml"
-    fold_dir = out / "runs" / "pretrained" / "seed0" / "E" / "fold0"
+    fold_dir = out / "runs" / "pretrained" / "seed0" / "E" / "fold_0"
     fold = json.loads((fold_dir / "result.json").read_text())
     if json.loads(point.with_suffix(".json").read_text())["best"] is None:
         # 2 iterations found nothing to calibrate: no tuned config, the row's own point
@@ -543,19 +543,21 @@ def test_loso_holds_out_each_subject_once(tmp_path, capfd):
 
 def test_loso_repeats_per_seed_from_one_checkpoint(tmp_path, monkeypatch, capsys):
     """--seeds and --pretrained, without training: each (seed, row, fold) trains from the one
-    checkpoint with its seed into runs/TAG/seed<s>/ROW/fold<i>; the summary pools each seed's
-    folds and gives mean ± sd over the seeds."""
+    checkpoint with its seed into runs/TAG/seed<s>/ROW/fold_<i> (run_cv's fold loop, the
+    fold's own training subjects validating it); the summary pools each seed's folds and gives
+    mean ± sd over the seeds."""
     from rsrcnn_d2.cli.run_loso import main
+    from rsrcnn_d2.data.fileio import atomic_write_json
     from rsrcnn_d2.evaluation.protocols import slice_record, summarize_slices
     from rsrcnn_d2.evaluation.report import slice_row, write_csv_atomic
-    from rsrcnn_d2.experiments import loso
+    from rsrcnn_d2.experiments import cv, loso
 
     _slice_folder(tmp_path / "slices", subjects=2)
     checkpoint = tmp_path / "pretrained.pth"
     checkpoint.write_bytes(b"weights")
     trained = []
 
-    def fake_training(config, run_dir, opts, roots, retrain=False, what=None):
+    def fake_training(config, run_dir, opts, roots, **kwargs):
         opts = dict(zip(opts[::2], map(str, opts[1::2])))
         trained.append((run_dir.relative_to(tmp_path / "loso" / "runs"), opts))
         # seed 0 finds the held-out lesion, seed 1 does not: pooled Dice 1 and 0
@@ -569,15 +571,21 @@ def test_loso_repeats_per_seed_from_one_checkpoint(tmp_path, monkeypatch, capsys
         write_csv_atomic(str(folder / "pwml_slices.csv"), SLICE_COLUMNS, [slice_row(record)])
         write_csv_atomic(str(folder / "pwml_subjects.csv"), list(rows[0]), rows)
         flat = {f"{task}/{k}": v for task, fig in results.items() for k, v in fig.items()}
+        atomic_write_json(run_dir / "result.json", {"results": flat})
         return {"results": flat}
 
-    monkeypatch.setattr(loso, "train_and_record", fake_training)
-    monkeypatch.setattr(loso, "read_health", lambda run_dir: None)
+    monkeypatch.setattr(cv, "train_and_record", fake_training)
+    for module in (cv, loso):
+        monkeypatch.setattr(module, "read_health", lambda run_dir: None)
     args = [tmp_path / "slices", "--output", tmp_path / "loso", "--rows", "B", "E"]
     assert main([str(a) for a in (*args, "--seeds", 0, 1, "--pretrained", checkpoint)]) == 0
     assert [str(d) for d, _ in trained] == [
-        f"pretrained/seed{s}/{row}/fold{i}" for s in (0, 1) for row in "BE" for i in (0, 1)
+        f"pretrained/seed{s}/{row}/fold_{i}" for s in (0, 1) for row in "BE" for i in (0, 1)
     ]
+    # leave-one-subject-out: the held-out subject never validates its own fold
+    assert {
+        o["DATASETS.VAL"] for _, o in trained if o["DATASETS.TEST"] == "('pwml_fold0_val',)"
+    } == {"('pwml_fold0_train',)"}
     assert {o["MODEL.WEIGHTS"] for _, o in trained} == {str(checkpoint)}
     assert [o["SEED"] for _, o in trained] == ["0"] * 4 + ["1"] * 4
     summary = (tmp_path / "loso" / "summary_pretrained.md").read_text()
@@ -662,3 +670,26 @@ def test_calibration_that_finds_nothing_goes_on_and_a_crash_raises(tmp_path, mon
     monkeypatch.setattr(tuning, "calibrate_operating_point", crash)
     with pytest.raises(RuntimeError, match="the tuner failed"):
         runner.calibrate("cfg.yaml", "w.pth", output, "pwml_val")
+
+
+def test_run_cv_scores_a_slice_cohort_by_its_trainings_and_refuses_what_needs_volumes(tmp_path):
+    """A cohort converted from PNG slices has no volumes to predict: run_cv takes each fold
+    training's own evaluation (LOSO runs so); the final weights and probability maps, which
+    need a prediction of the volumes, are refused before any training."""
+    from rsrcnn_d2.data import convert_pwml
+    from rsrcnn_d2.data.errors import PWMLDataError
+    from rsrcnn_d2.experiments.cv import read_cohort, run_cv
+
+    _slice_folder(tmp_path / "slices", subjects=2)
+    convert_pwml(tmp_path / "slices", tmp_path / "pwml", num_folds=2)
+    cohort = read_cohort(tmp_path / "pwml")
+    assert not cohort.volumes and [f["val"] for f in cohort.folds] in (
+        [["s0"], ["s1"]],
+        [["s1"], ["s0"]],
+    )
+    for kwargs in ({"checkpoint": "final"}, {"save_probabilities": True}):
+        with pytest.raises(PWMLDataError, match="converted from slice images"):
+            run_cv(TINY_ROWS["B"], f"loso={tmp_path / 'pwml'}", tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="validation must be one of"):
+        run_cv(TINY_ROWS["B"], f"loso={tmp_path / 'pwml'}", tmp_path / "out", validation="x")

@@ -5,6 +5,9 @@ For each fold i of ``splits.json`` (tools/prepare_pwml.py writes them): train on
 predict the **whole volumes** of the fold's held-out subjects (``fold{i}_val``)
 from their original NIfTI files, and score them with `evaluate_folder` (every
 slice counts). All out-of-fold predictions are then pooled and scored once.
+A cohort converted from slice images (PNG folders: the reference slices) has no
+volumes: each fold is scored on its held-out slices by the training's own test
+evaluation, and the folds' CSVs are pooled (leave-one-subject-out, `loso`, runs so).
 Output folder::
 
     OUT/fold_<i>/                   train_net's run: config.yaml, model_best.pth and/or
@@ -34,6 +37,7 @@ per machine) are scored and pooled with the requested ones.
 Nothing is written outside OUT, and the cohort and its source files are only read.
 """
 
+import csv
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -59,10 +63,9 @@ from ..data.output_lock import output_lock
 from ..data.register import (
     DatasetRoot,
     check_prepared_root,
-    parse_dataset_root,
     register_dataset_roots,
 )
-from .results import mean_sd
+from .results import lesion3d_results, mean_sd, pooled_results, size_results
 from .run_health import HEALTH_NOTE, health_cell, read_health
 from .run_options import asked_options, check_run_dir, stale_options
 from .runner import RESULT_FILE, train_and_record, trained_weights
@@ -92,9 +95,20 @@ SCORED = (
     "whole volumes: every slice of each held-out subject's original NIfTI volume "
     "(not only the converted lesion slices)"
 )
-VALIDATION = (
-    "the held-out fold is DATASETS.VAL: it steers the plateau LR schedule and picks "
-    "model_best.pth, as nnU-Net validates on its held-out fold"
+# what each validation policy means: DATASETS.VAL of a fold, and the summary's sentence
+VALIDATION = {
+    "held-out": (
+        "the held-out fold is DATASETS.VAL: it steers the plateau LR schedule and picks "
+        "model_best.pth, as nnU-Net validates on its held-out fold"
+    ),
+    "held-in": (
+        "the fold's training subjects are DATASETS.VAL (no subject to spare, as in "
+        "leave-one-subject-out): the schedule and model_best.pth never see the held-out one"
+    ),
+}
+SCORED_SLICES = (
+    "the converted slices of each held-out subject (a cohort of slice images has no "
+    "volumes), by the training's own evaluation of its kept weights"
 )
 _FORBIDDEN_OPTS = ("DATASETS.TRAIN", "DATASETS.VAL", "DATASETS.TEST", "OUTPUT_DIR")
 
@@ -104,10 +118,11 @@ class Cohort:
     """What the driver needs of a prepared root: its folds and each subject's source files."""
 
     root: Path
-    axis: str
+    axis: Optional[str]  # None for a slice-folder cohort
     binarize: bool
     folds: list[dict[str, list[str]]]
-    sources: dict[str, tuple]  # subject -> (image, mask) NIfTI paths
+    sources: dict[str, tuple]  # subject -> (image, mask) source paths
+    volumes: bool = True  # NIfTI volumes (scored whole); False: a folder of PNG slices
 
 
 def read_cohort(root: Union[str, Path]) -> Cohort:
@@ -125,14 +140,9 @@ def read_cohort(root: Union[str, Path]) -> Cohort:
     for image in read_json(root / "annotations" / "instances_all.json")["images"]:
         sources.setdefault(image["subject"], (Path(image["source_file"]), Path(image["mask_file"])))
     first = next(iter(sources.values()))
-    if not str(first[0]).endswith(NIFTI_ENDINGS):
-        raise PWMLDataError(
-            root,
-            "was converted from slice images, not NIfTI volumes; the CV driver "
-            "scores whole volumes and needs the original NIfTI files",
-        )
+    volumes = str(first[0]).endswith(NIFTI_ENDINGS)  # else slice images: scored as slices
     axis = conversion.get("axis")
-    if not axis:
+    if volumes and not axis:
         raise PWMLDataError(
             root / "conversion.json", "does not say along which axis slices were cut"
         )
@@ -143,7 +153,7 @@ def read_cohort(root: Union[str, Path]) -> Cohort:
                     root / "splits.json",
                     f"fold subject {subject!r} has no slices in annotations/instances_all.json",
                 )
-            for path in sources[subject]:
+            for path in sources[subject] if volumes else ():
                 if not path.is_file():  # checked before any training, not after fold 0
                     raise PWMLDataError(
                         path,
@@ -151,7 +161,8 @@ def read_cohort(root: Union[str, Path]) -> Cohort:
                         f"{root / 'annotations' / 'instances_all.json'}) is missing; "
                         "held-out cases are predicted from the original volumes",
                     )
-    return Cohort(root, axis, bool(conversion.get("binarize", False)), folds, sources)
+    binarize = bool(conversion.get("binarize", False))
+    return Cohort(root, axis, binarize, folds, sources, volumes)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -175,16 +186,41 @@ def _check_output(output: Path, cohort: Cohort) -> None:
                 raise PWMLDataError(output, f"output folder contains the source file {source}")
 
 
-def _fold_opts(prefix: str, fold: int) -> list[str]:
+def _fold_opts(prefix: str, fold: int, validation: str = "held-out") -> list[str]:
     train, val = f"{prefix}_fold{fold}_train", f"{prefix}_fold{fold}_val"
     return [
         "DATASETS.TRAIN",
         f"('{train}',)",
         "DATASETS.VAL",
-        f"('{val}',)",
+        f"('{val if validation == 'held-out' else train}',)",
         "DATASETS.TEST",
         f"('{val}',)",
     ]
+
+
+def _inference_dir(run_dir: Path, prefix: str, fold: int) -> Path:
+    """Where a fold's training evaluated its held-out subjects (train_net's DATASETS.TEST)."""
+    return run_dir / "inference" / f"{prefix}_fold{fold}_val"
+
+
+def _slice_summary(inference_dirs: Sequence[Path]) -> dict:
+    """A slice cohort's fold (or pooled folds) in evaluate_folder's summary form, from the
+    evaluator's CSVs of each training's own test evaluation (``pwml_slices.csv``,
+    ``pwml_subjects.csv``) on disjoint held-out subjects."""
+    slices = [d / "pwml_slices.csv" for d in inference_dirs]
+    subjects = [d / "pwml_subjects.csv" for d in inference_dirs]
+    for path in [*slices, *subjects]:
+        if not path.is_file():
+            raise PWMLDataError(path, "missing: the fold's training did not evaluate its test set")
+    flat = {**pooled_results(slices), **lesion3d_results(*subjects), **size_results(*subjects)}
+    summary = {}
+    for key, value in flat.items():
+        task, name = key.split("/", 1)
+        summary.setdefault("headline" if task == "pwml_headline" else task, {})[name] = value
+    summary["cases"] = sorted(
+        {row["subject"] for path in subjects for row in csv.DictReader(path.open(newline=""))}
+    )
+    return summary
 
 
 def _copy_file(source: Path, target: Path) -> None:
@@ -403,15 +439,23 @@ def run_cv(
     log: Callable[[str], None] = print,
     retrain: bool = False,
     save_probabilities: bool = False,
+    validation: str = "held-out",
 ) -> dict:
     """Train, predict and score the requested folds (default: all); return cv_summary.json's
     content.
+
+    A cohort of NIfTI volumes is scored on the held-out subjects' whole volumes; a cohort
+    converted from slice images (a leave-one-subject-out of the reference slices) on their
+    slices, by each fold training's own evaluation. ``validation``: "held-out" (nnU-Net's:
+    the held-out fold steers the schedule and picks model_best) or "held-in" (the fold's
+    training subjects do, when there is no subject to spare).
 
     A fold folder trained with other options (config, overrides, cohort) is never
     reported or resumed: `StaleRunError` names the fold and the differing keys, unless
     ``retrain`` (a requested fold is then trained again, its old folder kept aside).
 
-    ``dataset_root`` is a ``[NAME=]DIR`` spec as train_net's ``--dataset-root``;
+    ``dataset_root`` is a `DatasetRoot` or a ``[NAME=]DIR`` spec as train_net's
+    ``--dataset-root``;
     ``opts`` are KEY VALUE overrides for every fold (DATASETS.* and OUTPUT_DIR are
     the driver's). Raises PWMLDataError / ConfigError before any training for
     bad arguments, RuntimeError if a fold's training fails.
@@ -420,14 +464,22 @@ def run_cv(
 
     if checkpoint not in ("best", "final"):
         raise ValueError(f"checkpoint must be 'best' or 'final', not {checkpoint!r}")
+    if validation not in VALIDATION:
+        raise ValueError(f"validation must be one of {sorted(VALIDATION)}, not {validation!r}")
     opts = [str(o) for o in opts]
     for key in opts[::2]:
         if key in _FORBIDDEN_OPTS:
             raise PWMLDataError(config, f"override {key} is set by the CV driver for each fold")
     get_rsrcnn_cfg(str(config), opts)  # a bad config or override fails now, not in fold 0
     check_requested_device(device_override(opts), "MODEL.DEVICE")  # asked for: no fallback
-    prefix, root = parse_dataset_root(dataset_root)
-    cohort = read_cohort(root)
+    spec = DatasetRoot.parse(dataset_root)
+    prefix, cohort = spec.name, read_cohort(spec.folder)
+    if not cohort.volumes and (checkpoint != "best" or save_probabilities):
+        raise PWMLDataError(
+            cohort.root,
+            "was converted from slice images: its folds are scored by the training's own "
+            "evaluation of its kept weights (no --checkpoint final, no probability maps)",
+        )
     roots = [DatasetRoot(prefix, cohort.root)]
     register_dataset_roots(roots)  # refuses a prefix clash before training
     folds = list(range(len(cohort.folds))) if folds is None else [int(f) for f in folds]
@@ -441,7 +493,7 @@ def run_cv(
     _check_output(output, cohort)
     with output_lock(output, "run_cv"):  # a second run_cv into OUT: exit 2, nothing trained
         asked = {
-            fold: asked_options(config, [*opts, *_fold_opts(prefix, fold)], roots)
+            fold: asked_options(config, [*opts, *_fold_opts(prefix, fold, validation)], roots)
             for fold in range(len(cohort.folds))
         }
         for fold in range(len(cohort.folds)):  # every stale fold refused before any training
@@ -456,7 +508,8 @@ def run_cv(
                 check_run_dir(output / f"fold_{fold}", asked[fold], f"fold {fold}")
         per_fold = {}
         for fold in range(len(cohort.folds)):
-            run_dir, fold_opts = output / f"fold_{fold}", [*opts, *_fold_opts(prefix, fold)]
+            run_dir = output / f"fold_{fold}"
+            fold_opts = [*opts, *_fold_opts(prefix, fold, validation)]
             finished = (run_dir / RESULT_FILE).is_file()
             if fold not in folds and not finished:
                 continue  # not asked for and not trained by an earlier run
@@ -473,13 +526,20 @@ def run_cv(
                 retrain=retrain,
                 what=f"fold {fold}",
             )
+            if not cohort.volumes:
+                per_fold[fold] = _slice_summary([_inference_dir(run_dir, prefix, fold)])
+                continue
             predictions = predict_fold(
                 cohort, fold, run_dir, checkpoint, opts, log, save_probabilities=save_probabilities
             )
             per_fold[fold] = _evaluate(
                 predictions, run_dir / "references", run_dir / "evaluation", cohort
             )
-        pooled = _pool(output, sorted(per_fold), cohort)
+        if cohort.volumes:
+            pooled = _pool(output, sorted(per_fold), cohort)
+        else:
+            dirs = [_inference_dir(output / f"fold_{f}", prefix, f) for f in sorted(per_fold)]
+            pooled = _slice_summary(dirs)
         record = {
             "config": str(config),
             "dataset_root": str(cohort.root),
@@ -487,8 +547,8 @@ def run_cv(
             "num_folds": len(cohort.folds),
             "folds": sorted(per_fold),
             "complete": sorted(per_fold) == list(range(len(cohort.folds))),
-            "scored": SCORED,
-            "validation": VALIDATION,
+            "scored": SCORED if cohort.volumes else SCORED_SLICES,
+            "validation": VALIDATION[validation],
             "checkpoint": (
                 "model_best.pth where training kept one, else model_final.pth"
                 if checkpoint == "best"

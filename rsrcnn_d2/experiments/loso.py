@@ -1,10 +1,11 @@
 """Leave-one-subject-out cross-validation of rows A, B, E and RS R-CNN+ on a slice folder.
 
 `run_loso` converts a slice folder in the reference implementation's layout once with one
-fold per subject (`prepare`), trains each row on all subjects but one through the training
-program (`runner.train_and_record`) and evaluates it on that one, for every subject, then
-pools the held-out slices of all folds into one strict-protocol table (OUT/summary_<tag>.md)
-with the per-fold mean ± sd beside it. Row A (rsrcnn_d2.classical) is tuned on the same
+fold per subject (`prepare`) and runs each trained row's cross-validation through
+`cv.run_cv` (one fold per subject; the fold's own training subjects validate it, there
+being none to spare), per seed of a list (repetitions), then pools the held-out slices of
+all folds into one strict-protocol table per seed (OUT/summary_<tag>.md: mean ± sd over the
+seeds) with the per-fold mean ± sd beside it. Row A (rsrcnn_d2.classical) is tuned on the same
 held-in subjects instead of trained. `pretrain` first trains and calibrates each row on
 another slice folder, whose weights and operating point every fold then starts from.
 The program, its options and its outputs: `rsrcnn_d2.cli.run_loso` (tools/run_loso.py,
@@ -19,6 +20,7 @@ from typing import Optional
 from ..data.fileio import atomic_write_bytes, read_json
 from ..data.sources import discover_subjects
 from ..model_zoo import row_config
+from .cv import run_cv
 from .results import (
     REFERENCE_METRICS,
     SIZE_METRICS,
@@ -27,7 +29,7 @@ from .results import (
     size_results,
 )
 from .run_health import health_line, read_health
-from .runner import DatasetRoot, calibrate, train_and_record, trained_weights
+from .runner import DatasetRoot, calibrate, finished_result, train_and_record, trained_weights
 
 __all__ = [
     "ROW_CONFIGS",
@@ -127,26 +129,12 @@ def prepare(slices: Path, pwml: Path, seed: int) -> int:
     return len(read_json(pwml / "splits.json")["folds"])
 
 
-def _fold_opts(iters: int, seed: int, weights: str, fold: int) -> list:
-    """A fold's training overrides: budget, seed, starting weights, the fold's splits."""
-    return [
-        "SOLVER.MAX_ITER",
-        iters,
-        "SOLVER.CHECKPOINT_PERIOD",
-        max(1, iters // 2),
-        "SEED",
-        seed,
-        "MODEL.WEIGHTS",
-        weights,
-        "DATASETS.TRAIN",
-        f"('pwml_fold{fold}_train',)",
-        # no spare subject for validation: the schedule and model_best follow the training
-        # subjects' loss, never the held-out one's
-        "DATASETS.VAL",
-        f"('pwml_fold{fold}_train',)",
-        "DATASETS.TEST",
-        f"('pwml_fold{fold}_val',)",
-    ]
+def _row_opts(iters: int, seed: int, weights: str) -> list:
+    """A trained row's overrides for every fold: budget, seed, starting weights (the folds'
+    datasets are run_cv's)."""
+    period = max(1, iters // 2)
+    return ["SOLVER.MAX_ITER", iters, "SOLVER.CHECKPOINT_PERIOD", period, "SEED", seed,
+            "MODEL.WEIGHTS", weights]  # fmt: skip
 
 
 def recalibrate_fold(config, run_dir: Path, fold: int, seed: int) -> dict:
@@ -156,7 +144,7 @@ def recalibrate_fold(config, run_dir: Path, fold: int, seed: int) -> dict:
     fine-tuned on, so the point is chosen on training data: what a user with a handful of
     slices can do, not an independent calibration."""
     from ..data.fileio import atomic_write_json
-    from .runner import evaluate_checkpoint, finished_result
+    from .runner import evaluate_checkpoint
 
     where = run_dir / RECALIBRATED
     done = finished_result(where)
@@ -181,8 +169,9 @@ def recalibrate_fold(config, run_dir: Path, fold: int, seed: int) -> dict:
     return record
 
 
-def _run_dir(out: Path, tag: str, seed: int, row: str, fold: int) -> Path:
-    return out / "runs" / tag / f"seed{seed}" / row / f"fold{fold}"
+def _row_dir(out: Path, tag: str, seed: int, row: str) -> Path:
+    """One row's cross-validation for one seed (run_cv's output: fold_<i>/, cv_summary.md)."""
+    return out / "runs" / tag / f"seed{seed}" / row
 
 
 def run_loso(
@@ -237,40 +226,29 @@ def run_loso(
     tuned_folds, tuned_pooled = defaultdict(list), defaultdict(list)
     for seed in seeds:
         for row in rows:
+            row_dir = _row_dir(out, tag, seed, row)
+            config = configs.get(row, ROW_CONFIGS.get(row))
+            print(f"\n=== {tag}, seed {seed}: row {row}, {folds} folds -> {row_dir}", flush=True)
+            if row == CLASSICAL:
+                records = _classical_folds(row_dir, folds, splits, seed)
+            else:  # the fold loop is run_cv's, with one fold per subject
+                opts = _row_opts(iters, seed, weights.get(row, ""))
+                run_cv(config, roots[0], row_dir, opts=opts, validation="held-in", retrain=retrain)
+                records = [finished_result(row_dir / f"fold_{i}") for i in range(folds)]
             csvs, tuned_csvs = [], []
-            for i in range(folds):
-                name = f"pwml_fold{i}_val"
-                run_dir = _run_dir(out, tag, seed, row, i)
-                print(
-                    f"\n=== {tag}, seed {seed}: row {row}, fold {i + 1}/{folds} (held out: "
-                    f"subject {', '.join(splits[i]['val'])}) -> {run_dir}",
-                    flush=True,
-                )
-                config = configs.get(row, ROW_CONFIGS.get(row))
-                if row == CLASSICAL:
-                    from .row_a import run_row_a
-
-                    record = run_row_a(
-                        f"pwml_fold{i}_train", name, run_dir, seed=seed, progress=False
-                    )
-                else:
-                    record = train_and_record(
-                        config,
-                        run_dir,
-                        _fold_opts(iters, seed, weights.get(row, ""), i),
-                        roots,
-                        retrain=retrain,
-                        what=f"{tag}: row {row}, seed {seed}, fold {i}",
-                    )
-                    healths[f"{row} seed {seed} fold {i}"] = read_health(run_dir)
-                    if recalibrate:
-                        tuned = recalibrate_fold(config, run_dir, i, seed)
-                        tuned_folds[row].append(tuned["results"])
-                        tuned_csvs.append(
-                            run_dir / RECALIBRATED / "inference" / name / "pwml_slices.csv"
-                        )
+            for i, record in enumerate(records):
+                fold_dir, name = row_dir / f"fold_{i}", f"pwml_fold{i}_val"
                 fold_results[row].append(record["results"])
-                csvs.append(run_dir / "inference" / name / "pwml_slices.csv")
+                csvs.append(fold_dir / "inference" / name / "pwml_slices.csv")
+                if row == CLASSICAL:
+                    continue
+                healths[f"{row} seed {seed} fold {i}"] = read_health(fold_dir)
+                if recalibrate:
+                    tuned = recalibrate_fold(config, fold_dir, i, seed)
+                    tuned_folds[row].append(tuned["results"])
+                    tuned_csvs.append(
+                        fold_dir / RECALIBRATED / "inference" / name / "pwml_slices.csv"
+                    )
             pooled[row].append(_pooled(csvs))
             if tuned_csvs:
                 tuned_pooled[row].append(_pooled(tuned_csvs))
@@ -287,6 +265,22 @@ def run_loso(
     atomic_write_bytes(summary, text.encode())
     print(text)
     return summary
+
+
+def _classical_folds(row_dir: Path, folds: int, splits, seed: int) -> list[dict]:
+    """Row A per fold: tuned on the held-in subjects, evaluated on the held-out one."""
+    from .row_a import run_row_a
+
+    records = []
+    for i in range(folds):
+        print(f"row A, fold {i + 1}/{folds} (held out: {', '.join(splits[i]['val'])})")
+        run_dir = row_dir / f"fold_{i}"
+        records.append(
+            run_row_a(
+                f"pwml_fold{i}_train", f"pwml_fold{i}_val", run_dir, seed=seed, progress=False
+            )
+        )
+    return records
 
 
 def _pooled(slice_csvs: Sequence[Path]) -> dict[str, float]:

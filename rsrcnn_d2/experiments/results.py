@@ -80,24 +80,27 @@ LESION3D_METRICS: tuple[tuple[str, str, int], ...] = (
 )
 
 
-def lesion3d_results(subjects_csv: Union[str, Path]) -> dict[str, float]:
+def lesion3d_results(*subjects_csvs: Union[str, Path]) -> dict[str, float]:
     """``pwml_lesion3d/...`` figures (3-D counts per subject, pooled) and the headline
     ``pwml_headline/...`` (per-case Dice: subjects empty in both left out and counted) from
-    the evaluator's ``pwml_subjects.csv``."""
-    where = str(subjects_csv)
+    the evaluator's ``pwml_subjects.csv`` of one run, or of several on disjoint subjects
+    (cross-validation folds)."""
     pooled, subjects, case_dice = LesionCounts(), 0, []
-    with open(subjects_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            pooled = pooled + LesionCounts(
-                *(
+    for subjects_csv in subjects_csvs:
+        where = str(subjects_csv)
+        with open(subjects_csv, newline="") as f:
+            for row in csv.DictReader(f):
+                counts = (
                     _count(row, k, where)
                     for k in ("true_lesions_3d", "found_3d", "predicted_3d", "false_positives_3d")
                 )
-            )
-            # a subject empty in both has no Dice (earlier releases wrote 1 in its cell)
-            nothing = not _count(row, "true_lesions_3d", where) + _count(row, "predicted_3d", where)
-            case_dice.append(math.nan if nothing else _number(row, "3d_Dice", where))
-            subjects += 1
+                pooled = pooled + LesionCounts(*counts)
+                # a subject empty in both has no Dice (earlier releases wrote 1 in its cell)
+                nothing = not _count(row, "true_lesions_3d", where) + _count(
+                    row, "predicted_3d", where
+                )
+                case_dice.append(math.nan if nothing else _number(row, "3d_Dice", where))
+                subjects += 1
     dice, scored, empty_both = mean_of_defined(case_dice)
     return {
         "pwml_headline/case_dice": dice,

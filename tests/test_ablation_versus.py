@@ -74,3 +74,34 @@ def test_a_calibrated_record_made_before_the_size_strata_is_evaluated_again(tmp_
     }
     ablation.calibrated_run(tmp_path, "B", "row.yaml", [], 0)  # now current: not again
     assert len(calls) == 1
+
+
+def test_final_weights_are_calibrated_and_evaluated_beside_the_kept_checkpoint(
+    tmp_path, monkeypatch
+):
+    """--final-weights: run <name>_final evaluates model_final.pth although training kept a
+    model_best.pth (which the plain calibrated run evaluates)."""
+    source = tmp_path / "runs" / "C" / "seed0"
+    source.mkdir(parents=True)
+    for name in ("model_best.pth", "model_final.pth"):
+        (source / name).write_bytes(b"")
+    (source / "result.json").write_text(json.dumps({"results": {}}))
+    used = {}
+
+    def calibrate(config, weights, point, dataset, opts, **kwargs):
+        point.parent.mkdir(parents=True, exist_ok=True)
+        point.with_suffix(".json").write_text(json.dumps({"best": None}))
+        used[point.parent.parent.parent.name] = weights
+
+    monkeypatch.setattr(ablation, "calibrate", calibrate)
+    monkeypatch.setattr(ablation, "evaluate_checkpoint", lambda *a, **k: {ablation.SIZE_KEY: 0})
+    ablation.calibrated_run(tmp_path, "C", "c.yaml", [], 0)
+    record = ablation.calibrated_run(
+        tmp_path, "C_final", "c.yaml", [], 0, weights_of="C", final=True
+    )
+    assert used == {"C": source / "model_best.pth", "C_final": source / "model_final.pth"}
+    assert record["weights"] == str(source / "model_final.pth")
+    runs = {"A": (None, [], "A"), "C": ("c.yaml", ["K", "1"], "C"), "E_tta": ("e.yaml", [], "t")}
+    assert ablation.final_variants(runs, {"E_tta": None}) == {
+        "C_final": ("c.yaml", ["K", "1"], "C, final weights")
+    }

@@ -291,5 +291,12 @@ def test_a_kept_checkpoint_far_below_the_final_weights_is_warned_about():
     from rsrcnn_d2.experiments.run_health import health_cell
 
     assert health_cell(report) == "ok (heads 54, best 149, below the final weights)"
+    from rsrcnn_d2.experiments.run_health import health_line
+
+    fine = health_report(54, 500, {**validation, "final": validation["best"]}, 0.9)
+    assert health_line({"D seed 1": report, "D seed 0": fine, "D seed 2": None}) == (
+        "Training health: 2 of 3 runs ok; 1 kept a checkpoint (model_best.pth) whose validation "
+        "Dice is clearly below their final weights' (D seed 1); 1 without a health report."
+    )
     validation["final"]["dice"] = 0.155  # within 0.1: no warning
     assert "warning" not in health_report(54, 500, validation, 0.9)

@@ -4,7 +4,7 @@
                                  [--rows B C D E plus] [--k 1.0 1.3 2.0] [--subjects 36]
                                  [--fractions 0.6 0.15 0.25] [--objective dice|lesion_f1]
                                  [--variant NAME ROW KEY VALUE [KEY VALUE ...]]
-                                 [--pretrained OUT/pretrained.pth]
+                                 [--pretrained OUT/pretrained.pth] [--final-weights]
 
 Every run is the ordinary training program (``python -m rsrcnn_d2.cli.train_net``)
 with a CPU-sized config (configs/PWML-Tiny/), trained on the cohort's train
@@ -32,6 +32,10 @@ still has whole seeds. OUTPUT/summary.md (--summary) holds the tables: mean ±
 sd over seeds at both operating points, both protocols, lesion F1 with 2-D and
 3-D lesions, and bootstrap 95 % intervals over the test subjects for each row's
 strict Dice and the differences E - B and plus - E (summary.json: the numbers).
+--final-weights also calibrates and evaluates every trained run's model_final.pth
+(runs/<run>_final/): the reference keeps the checkpoint of lowest validation loss,
+which in a short fine-tuning can come before the heads have started (each run's
+health says so); the summary then compares the rows both ways.
 The program behind tools/run_ablation.py (also ``rsrcnn-ablation``,
 ``python -m rsrcnn_d2.cli.run_ablation``); the sweep is `rsrcnn_d2.experiments.ablation`.
 """
@@ -125,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune every trained run from this checkpoint (rsrcnn-pretrain's "
         "pretrained.pth: the paper's protocol) instead of the configs' weights",
     )
+    p.add_argument(
+        "--final-weights",
+        action="store_true",
+        help="also calibrate and evaluate every trained run's final weights (<run>_final), "
+        "beside the checkpoint training kept (model_best.pth)",
+    )
     return p
 
 
@@ -152,6 +162,7 @@ def main(argv=None) -> int:
         retrain=args.retrain,
         figures=args.figures,
         pretrained=args.pretrained,
+        final_weights=args.final_weights,
         summary=args.summary,
     )
     return 1 if failed else 0

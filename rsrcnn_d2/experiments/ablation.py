@@ -84,6 +84,9 @@ BASELINE = "B"  # what every row is compared with (the paper's Mask R-CNN)
 # a calibrated record without it was evaluated before the lesion-size strata: evaluated again
 SIZE_KEY = SIZE_METRICS[0][1]
 CALIBRATED = "calibrated"  # a run's calibrated evaluation: runs/<run>/seed<s>/calibrated/
+# --final-weights: run <name>_final calibrates and evaluates <name>'s model_final.pth, beside the
+# kept checkpoint (model_best.pth, the reference's lowest validation loss)
+FINAL = "_final"
 # the differences the summary gives intervals for: (minuend, subtrahend)
 DIFFERENCES = (
     ("E", "B"),
@@ -94,6 +97,16 @@ DIFFERENCES = (
     ("E_tta", "E"),
     ("plus", "E_tta"),
 )
+
+
+def final_variants(runs, test_variants) -> dict:
+    """{<name>_final: (config, opts, label)} for every trained run of the plan: its final
+    weights, evaluated beside the checkpoint the reference's rule keeps."""
+    return {
+        f"{name}{FINAL}": (config, opts, f"{label}, final weights")
+        for name, (config, opts, label) in runs.items()
+        if name != CLASSICAL and name not in test_variants
+    }
 
 
 def planned_runs(rows, ks):
@@ -188,24 +201,25 @@ def calibrated_run(
     init_points: int = 5,
     n_iter: int = 15,
     weights_of: str = None,
+    final: bool = False,
 ):
     """Calibrate a finished run on pwml_val, evaluate it on pwml_test there, record; the record.
 
     ``weights_of``: another run whose trained weights this one evaluates with its own
-    ``opts`` (a test-time variant, e.g. flip TTA, needs no training of its own).
+    ``opts`` (a test-time variant, e.g. flip TTA, needs no training of its own);
+    ``final``: its ``model_final.pth`` rather than the checkpoint training kept.
     None while the run has not finished training.
     """
     source = out / "runs" / (weights_of or name) / f"seed{seed}"
     run_dir = out / "runs" / name / f"seed{seed}" / CALIBRATED
+    weights = source / "model_final.pth" if final else trained_weights(source)
     done = finished_result(run_dir)
     if done is not None and SIZE_KEY not in done["results"]:  # evaluated before the strata
-        done["results"] = evaluate_checkpoint(
-            done["config"], trained_weights(source), run_dir, opts
-        )
+        done["results"] = evaluate_checkpoint(done["config"], weights, run_dir, opts)
         atomic_write_json(run_dir / "result.json", done)
     if done is not None or finished_result(source) is None:
         return done
-    weights, point = trained_weights(source), run_dir / "operating_point.yaml"
+    point = run_dir / "operating_point.yaml"
     tuned = calibrate(
         config,
         weights,
@@ -220,6 +234,7 @@ def calibrated_run(
     record = {  # nothing to calibrate (no point beat an empty prediction): the config's point
         "config": str(tuned or config),
         "opts": list(map(str, opts)),
+        "weights": str(weights),
         "operating_point": read_json(point.with_suffix(".json"))["best"],  # null: not calibrated
         "results": evaluate_checkpoint(tuned or config, weights, run_dir, opts),
     }
@@ -338,7 +353,16 @@ def write_summary(
     labels = {name: label for name, (_, _, label) in runs.items()}
     trained = {n: v for n, v in tuned.items() if n != CLASSICAL}
     intervals, numbers = interval_table(out, runs, seeds, DIFFERENCES, labels)
-    versus, numbers["versus_" + BASELINE] = versus_table(out, runs, seeds, BASELINE, labels)
+    kept = {n: v for n, v in runs.items() if not n.endswith(FINAL)}
+    versus, numbers["versus_" + BASELINE] = versus_table(out, kept, seeds, BASELINE, labels)
+    finals = {n: v for n, v in runs.items() if n.endswith(FINAL)}
+    if BASELINE + FINAL in finals:
+        text, numbers["versus_" + BASELINE + FINAL] = versus_table(
+            out, finals, seeds, BASELINE + FINAL, labels
+        )
+        versus += (
+            "\n\nThe same with every run's final weights (no checkpoint selection):\n\n" + text
+        )
     text = "\n".join(
         [
             f"Anatomy-based cohort ({out / 'pwml'}), held-out test subjects; {iters} iterations "
@@ -472,6 +496,7 @@ def run_ablation(
     figures: bool = False,
     summary: str = "summary.md",
     pretrained=None,
+    final_weights: bool = False,
 ) -> list[str]:
     """The sweep into ``out`` (the module doc): make the cohort, train, calibrate and evaluate
     every planned run of every seed, resumably, then tabulate (``out/summary``); the labels of
@@ -482,7 +507,9 @@ def run_ablation(
     ``no_train``: calibrate finished runs only; ``summary_only``: tabulate finished runs;
     ``figures``: also OUT/figures (seed ``seeds[0]``); ``pretrained``: every trained run
     starts from this checkpoint (`rsrcnn_d2.experiments.pretrain`; the paper's protocol)
-    instead of the config's weights. A run trained with other options is refused
+    instead of the config's weights; ``final_weights``: every trained run's final weights are
+    also calibrated and evaluated (``<run>_final``, `final_variants`). A run trained with
+    other options is refused
     (`StaleRunError`, before any work) unless ``retrain``.
     """
     if pretrained:
@@ -496,9 +523,12 @@ def run_ablation(
     test_variants = {n: v for n, v in TEST_VARIANTS.items() if v[0] in runs}
     for name, (row, opts, label) in test_variants.items():
         runs[name] = (runs[row][0], opts, label)
+    finals = final_variants(runs, test_variants) if final_weights else {}
+    runs.update(finals)  # tabulated; calibrated and evaluated with their source run
     failed = []
     if not summary_only:
-        todo = [(s, name) for s in seeds for name in runs if name not in test_variants]
+        derived = {**test_variants, **finals}  # no training or run of their own
+        todo = [(s, name) for s in seeds for name in runs if name not in derived]
         if not retrain:  # every run trained with other options refused before any work
             for seed, name in todo:
                 config, opts, label = runs[name]
@@ -548,6 +578,18 @@ def run_ablation(
                                 *calibration_trials,
                                 weights_of=row,
                             )
+                    if name + FINAL in finals:
+                        calibrated_run(
+                            out,
+                            name + FINAL,
+                            config,
+                            opts,
+                            seed,
+                            objective,
+                            *calibration_trials,
+                            weights_of=name,
+                            final=True,
+                        )
             except (RuntimeError, ValueError) as e:
                 # go on with the other runs; re-running retries this one
                 print(f"error: {e}", file=sys.stderr, flush=True)

@@ -46,12 +46,19 @@ def health_cell(health: Optional[dict]) -> str:
 
 
 def health_line(healths: Mapping[str, Optional[dict]]) -> str:
-    """One sentence over named runs: how many are ok, and every other one by name."""
+    """One sentence over named runs: how many are ok, every other one by name, and the ok
+    ones whose kept checkpoint validates clearly below their final weights."""
     known = {name: h for name, h in healths.items() if h}
     ok = [name for name, h in known.items() if h["verdict"] == "ok"]
     bad = [f"{name}: {health_cell(h)}" for name, h in known.items() if h["verdict"] != "ok"]
+    below = [name for name in ok if known[name].get("warning")]
     unknown = len(healths) - len(known)
     parts = [f"{len(ok)} of {len(healths)} runs ok"] + bad
+    if below:
+        parts.append(
+            f"{len(below)} kept a checkpoint (model_best.pth) whose validation Dice is clearly "
+            f"below their final weights' ({', '.join(below)})"
+        )
     if unknown:
         parts.append(f"{unknown} without a health report")
     return "Training health: " + "; ".join(parts) + "."

@@ -131,8 +131,12 @@ def test_train_evaluate_and_resume(cohort_root, tmp_path):
         "0",
         "TEST.CALIBRATED_WITH.MODELS",  # as if fine-tuned from a tuned config
         "1",
+        "SEED",
+        "5",
     )
     assert "validation_loss" in log
+    # what repeats the run exactly (the tests' train_net runs with OMP_NUM_THREADS=1)
+    assert "repeatability: SEED 5, 1 torch thread(s) per worker" in log
     # new weights: the tuned config's calibration is not theirs, and evaluation says so
     assert "MODELS: 0" in (out / "config.yaml").read_text().split("CALIBRATED_WITH:")[1]
     assert "inference: flip TTA off (from the config), 1 model, no ensemble vote; " in log

@@ -194,3 +194,17 @@ def test_pair_lists_and_coronal_axis(tmp_path):
     coco = _coco(tmp_path / "o2")
     assert s2["axis"] == "coronal" and {im["slice_index"] for im in coco["images"]} == {3, 5}
     assert (coco["images"][0]["height"], coco["images"][0]["width"]) == (4, 10)
+
+
+def test_resplit_keeps_the_fold_count_and_a_small_cohort_has_none(tmp_path):
+    """Without num_folds, resplit keeps the dataset's folds; a 3-subject cohort converted
+    without folds is re-split without any (it used to ask for 5 folds of 3 subjects)."""
+    from test_data_fixtures import small_cohort
+
+    root = convert_pwml(small_cohort(tmp_path / "raw", n=3), tmp_path / "pwml", seed=0)
+    root = tmp_path / "pwml"
+    assert json.loads((root / "splits.json").read_text())["folds"] == []
+    splits = resplit_pwml(root, seed=3)
+    assert splits["folds"] == [] and json.loads((root / "splits.json").read_text())["seed"] == 3
+    resplit_pwml(root, seed=4, num_folds=3)
+    assert len(resplit_pwml(root, seed=5)["folds"]) == 3  # the dataset's number of folds

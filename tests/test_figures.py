@@ -49,3 +49,29 @@ def test_comparison_grid_is_a_png_with_one_panel_per_slice_and_row(tmp_path):
     assert (width, height) == (200, 230)  # 2 x 2 panels of 1 inch at 100 dpi + the title band
     with pytest.raises(ValueError, match="one image, truth, title and mask per slice"):
         save_comparison_png(tmp_path / "x.png", [image], [truth], {"B": []}, ["s"])
+
+
+def test_comparison_titles_say_n_a_for_an_empty_slice_and_need_every_rows_dice(
+    tmp_path, monkeypatch
+):
+    from rsrcnn_d2.visualization import comparison
+
+    figures = []
+    monkeypatch.setattr(comparison, "save_figure_png", lambda fig, path: figures.append(fig))
+    image, empty = np.zeros((6, 6), np.float32), np.zeros((6, 6), bool)
+    truth = empty.copy()
+    truth[1, 1] = True
+    save_comparison_png(
+        tmp_path / "g.png", [image, image], [truth, empty], {"B": [truth, empty]}, ["a", "b"]
+    )
+    titles = [ax.get_title() for ax in figures[0].axes]
+    assert titles == ["B: Dice 1.00", "B: Dice n/a"]  # empty in truth and prediction: no Dice
+    with pytest.raises(ValueError, match=r"one Dice per slice needed for \['E'\]"):
+        save_comparison_png(
+            tmp_path / "g.png",
+            [image],
+            [truth],
+            {"B": [truth], "E": [truth]},
+            ["a"],
+            dice_values={"B": [0.5]},
+        )

@@ -43,7 +43,7 @@ from .fingerprint import (
 )
 from .nifti import axis_index, axis_name
 from .sources import SubjectSource, discover_subjects
-from .splits import make_splits
+from .splits import default_num_folds, make_splits
 from .subject_pool import map_subjects
 
 __all__ = [
@@ -326,7 +326,7 @@ def check_dataset(
             )
         )
     elif kept_ids and len(readable) == len(subjects):  # a split of a broken cohort would change
-        folds = num_folds if num_folds is not None else (5 if len(kept_ids) >= 5 else 0)
+        folds = num_folds if num_folds is not None else default_num_folds(len(kept_ids))
         try:
             splits = make_splits(kept_ids, seed, fractions, folds)
         except ValueError as e:  # fractions or fold count that do not fit the cohort

@@ -70,7 +70,7 @@ from .fileio import (
 from .nifti import axis_index, axis_name, read_nifti_pair, slice_spacing, volume_slice
 from .slice_pairs import read_slice_pair
 from .sources import SubjectSource, check_subject_id
-from .splits import make_splits, split_names, split_subjects
+from .splits import default_num_folds, make_splits, split_names, split_subjects
 from .subject_pool import map_subjects
 
 __all__ = [
@@ -519,13 +519,17 @@ def _convert_into(out_dir, subjects, opts, splits, workers, progress, seed, extr
 
 
 def resplit_pwml(
-    root: Union[str, Path], seed: int = 0, fractions=(0.7, 0.15, 0.15), num_folds: int = 5
+    root: Union[str, Path],
+    seed: int = 0,
+    fractions=(0.7, 0.15, 0.15),
+    num_folds: Optional[int] = None,
 ) -> dict:
     """Re-draw the subject split and folds of a converted dataset without re-converting.
 
     Args:
         root: a converted dataset's folder.
-        seed, fractions, num_folds: as `splits.make_splits`.
+        seed, fractions, num_folds: as `splits.make_splits`; ``num_folds`` None keeps the
+            dataset's number of folds (a cohort of fewer than 5 subjects has none).
 
     Returns:
         The new splits.json content; conversion.json's seed, splits and file list follow.
@@ -533,6 +537,10 @@ def resplit_pwml(
     root = Path(root)
     coco_all = read_json(root / "annotations" / "instances_all.json")
     subjects = sorted({im["subject"] for im in coco_all["images"]})
+    if num_folds is None:
+        current = root / "splits.json"
+        folds = read_json(current).get("folds") if current.is_file() else None
+        num_folds = len(folds) if isinstance(folds, list) else default_num_folds(len(subjects))
     splits = make_splits(subjects, seed, fractions, num_folds)
     own = _own_files(root)
     names = write_split_files(root, coco_all, splits, own)

@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "split_sizes",
     "subject_splits",
+    "default_num_folds",
     "subject_folds",
     "make_splits",
     "SPLIT_NAMES",
@@ -95,6 +96,11 @@ def subject_splits(
         out[name] = sorted(shuffled[start : start + size])
         start += size
     return out
+
+
+def default_num_folds(num_subjects: int) -> int:
+    """Folds made when none are asked for: 5, or none for a cohort of fewer than 5 subjects."""
+    return 5 if num_subjects >= 5 else 0
 
 
 def subject_folds(

@@ -41,7 +41,7 @@ def save_comparison_png(
 
     Returns:
         ``path`` as a Path. ValueError when there is no model or slice, or the counts
-        differ.
+        differ. A panel empty in truth and prediction shows "Dice n/a", never 1.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -55,6 +55,9 @@ def save_comparison_png(
         len(p) != len(images) for p in predictions.values()
     ):
         raise ValueError("comparison figure: one image, truth, title and mask per slice needed")
+    missing = [label for label in labels if dice_values is not None and label not in dice_values]
+    if missing or (dice_values and any(len(dice_values[k]) != len(images) for k in labels)):
+        raise ValueError(f"comparison figure: one Dice per slice needed for {missing or labels}")
     rows, cols = len(images), len(labels)
     fig = Figure(figsize=(panel_inches * cols, panel_inches * rows + 0.3), dpi=100)
     FigureCanvasAgg(fig)
@@ -68,7 +71,8 @@ def save_comparison_png(
             ax.set_yticks([])
             name = " ".join(label.split())
             value = dice_values[label][i] if dice_values else dice(pred, np.asarray(truth, bool))
-            ax.set_title(f"{name}: Dice {value:.2f}", fontsize=8)
+            shown = "n/a" if np.isnan(value) else f"{value:.2f}"  # empty in both: no Dice
+            ax.set_title(f"{name}: Dice {shown}", fontsize=8)
             if j == 0:
                 ax.set_ylabel(slice_titles[i], fontsize=8)
     fig.suptitle(

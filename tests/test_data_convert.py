@@ -201,10 +201,26 @@ def test_resplit_keeps_the_fold_count_and_a_small_cohort_has_none(tmp_path):
     without folds is re-split without any (it used to ask for 5 folds of 3 subjects)."""
     from test_data_fixtures import small_cohort
 
-    root = convert_pwml(small_cohort(tmp_path / "raw", n=3), tmp_path / "pwml", seed=0)
+    convert_pwml(small_cohort(tmp_path / "raw", n=3), tmp_path / "pwml", seed=0)
     root = tmp_path / "pwml"
     assert json.loads((root / "splits.json").read_text())["folds"] == []
     splits = resplit_pwml(root, seed=3)
     assert splits["folds"] == [] and json.loads((root / "splits.json").read_text())["seed"] == 3
     resplit_pwml(root, seed=4, num_folds=3)
     assert len(resplit_pwml(root, seed=5)["folds"]) == 3  # the dataset's number of folds
+
+
+def test_pair_list_problems_name_the_csv_line(tmp_path):
+    """A CSV row is named by its line (the header is line 1), a JSON item by its entry."""
+    from rsrcnn_d2.data.sources import pair_list_subjects
+
+    (tmp_path / "pairs.csv").write_text("subject,image,mask\nA,a.nii,a_m.nii\nB,b.nii\n")
+    problems = []
+    assert pair_list_subjects(tmp_path / "pairs.csv", problems) == []
+    messages = [str(p) for p in problems]
+    assert any("listed in" in m and "(line 2) but missing" in m for m in messages), messages
+    assert any("line 3 needs keys subject, image, mask" in m for m in messages), messages
+    (tmp_path / "pairs.json").write_text(json.dumps([{"subject": "A"}]))
+    problems = []
+    pair_list_subjects(tmp_path / "pairs.json", problems)
+    assert "entry 0 needs keys" in str(problems[0])

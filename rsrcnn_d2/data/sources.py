@@ -211,13 +211,15 @@ def pair_list_subjects(
     is_csv = list_file.suffix.lower() != ".json"
     out = []
     for i, row in enumerate(rows):
-        if not isinstance(row, dict) or not {"subject", "image", "mask"} <= set(row):
+        where = f"line {i + 2}" if is_csv else f"entry {i}"  # CSV: line 1 is the header
+        if not isinstance(row, dict) or any(
+            row.get(k) is None for k in ("subject", "image", "mask")
+        ):  # a short CSV row gives None for its missing cells (an empty id: check_subject_id)
             _report(
                 problems,
-                PWMLDataError(list_file, f"entry {i} needs keys subject, image, mask: {row}"),
+                PWMLDataError(list_file, f"{where} needs keys subject, image, mask: {row}"),
             )
             continue
-        where = f"line {i + 2}" if is_csv else f"entry {i}"  # CSV: line 1 is the header
         try:
             check_subject_id(str(row["subject"] or "").strip(), list_file, where)
         except PWMLDataError as e:
@@ -226,7 +228,7 @@ def pair_list_subjects(
         image, mask = (list_file.parent / str(row[k]).strip() for k in ("image", "mask"))
         missing = [p for p in (image, mask) if not p.exists()]
         for p in missing:
-            _report(problems, PWMLDataError(p, f"listed in {list_file} (entry {i}) but missing"))
+            _report(problems, PWMLDataError(p, f"listed in {list_file} ({where}) but missing"))
         if not missing:
             out.append(SubjectSource(str(row["subject"]).strip(), "nifti", image=image, mask=mask))
     return _check_unique(out, list_file, problems, len(rows))

@@ -188,8 +188,7 @@ def calibrate_operating_point(
         `Calibration`; ``written`` is None when no point beat predicting no lesion.
     """
     opts = [str(o) for o in opts]
-    bounds = {k: tuple(v) for k, v in (bounds or DEFAULT_BOUNDS).items()}
-    check_bounds(bounds)
+    bounds = check_bounds(bounds or DEFAULT_BOUNDS)  # (low, high) floats, or refused now
     cfg = get_rsrcnn_cfg(str(config_file), opts)
     weights = cfg.MODEL.WEIGHTS if weights is None else str(weights)
     dataset = dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)

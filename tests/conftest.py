@@ -12,7 +12,8 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     # `make test` runs pytest-xdist workers, one per core: each worker, and the programs its
     # tests start, gets its share of the cores, since torch threads contending for the same
     # cores run many times slower, not just slower. Set before torch is imported.
-    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    _share = max(1, (_cores or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, str(_share))
 

@@ -105,3 +105,59 @@ def test_final_weights_are_calibrated_and_evaluated_beside_the_kept_checkpoint(
     assert ablation.final_variants(runs, {"E_tta": None}) == {
         "C_final": ("c.yaml", ["K", "1"], "C, final weights")
     }
+
+
+def test_a_variant_made_before_its_source_was_trained_again_is_made_again(tmp_path, monkeypatch):
+    """Reviewed: after --retrain of row C, runs C_final and E_tta kept the old weights'
+    figures. A record from another run's weights older than that run's record is set aside."""
+    import os
+
+    source = tmp_path / "runs" / "C" / "seed0"
+    source.mkdir(parents=True)
+    (source / "model_final.pth").write_bytes(b"")
+    variant = tmp_path / "runs" / "C_final" / "seed0" / "calibrated"
+    variant.mkdir(parents=True)
+    old = {"config": "c.yaml", "opts": [], "operating_point": None}
+    (variant / "result.json").write_text(json.dumps({**old, "results": {ablation.SIZE_KEY: 1}}))
+    (source / "result.json").write_text(json.dumps({"results": {}}))
+    stamp = (variant / "result.json").stat().st_mtime_ns
+    os.utime(source / "result.json", ns=(stamp + 10**9, stamp + 10**9))  # trained again since
+
+    def calibrate(config, weights, point, dataset, opts, **kwargs):
+        point.parent.mkdir(parents=True, exist_ok=True)
+        point.with_suffix(".json").write_text(json.dumps({"best": None}))
+
+    monkeypatch.setattr(ablation, "calibrate", calibrate)
+    monkeypatch.setattr(ablation, "evaluate_checkpoint", lambda *a, **k: {ablation.SIZE_KEY: 0})
+    record = ablation.calibrated_run(
+        tmp_path, "C_final", "c.yaml", [], 0, weights_of="C", final=True
+    )
+    assert record["results"] == {ablation.SIZE_KEY: 0}
+    aside = [p.name for p in (tmp_path / "runs" / "C_final").iterdir()]
+    assert "seed0" in aside and any(name.startswith("seed0.replaced-") for name in aside)
+
+
+def test_a_cohort_converted_for_another_request_is_converted_again(tmp_path):
+    """Reviewed: the demo into an OUT converted for 14 subjects, asked for 20, simulated 6
+    more and trained on the old 14. The conversion counts only if it matches the request."""
+    from rsrcnn_d2.experiments.cohort import _converted_as_asked
+
+    assert not _converted_as_asked(tmp_path, 14, 0, None)  # nothing converted yet
+    (tmp_path / "conversion.json").write_text("{}")
+    split = {"seed": 0, "subjects": 14, "fractions": {"train": 0.6, "val": 0.15, "test": 0.25}}
+    (tmp_path / "splits.json").write_text(json.dumps(split))
+    assert _converted_as_asked(tmp_path, 14, 0, None)
+    assert _converted_as_asked(tmp_path, 14, 0, (0.6, 0.15, 0.25))
+    assert not _converted_as_asked(tmp_path, 20, 0, None)
+    assert not _converted_as_asked(tmp_path, 14, 1, None)
+    assert not _converted_as_asked(tmp_path, 14, 0, (0.7, 0.15, 0.15))
+
+
+def test_each_seeds_per_case_difference_pairs_the_same_cases():
+    """Reviewed: each seed's per-case difference took each run's mean over its own defined
+    cases; a case empty in both for one run then weighed on one side only."""
+    from rsrcnn_d2.experiments.intervals import _paired_case_difference
+
+    a, b = {"s1": 1.0, "s2": float("nan")}, {"s1": 0.5, "s2": 0.2}
+    assert _paired_case_difference(a, b) == pytest.approx(0.5)  # s1 only, not 1.0 - 0.35
+    assert np.isnan(_paired_case_difference({"s1": float("nan")}, b))

@@ -63,11 +63,11 @@ def test_bad_inputs_are_refused():
 
 def test_rows_with_their_own_denominators_as_lesion_f1():
     """F1 = 2·found / (2·found + missed + FP) pooled over subjects: each row divides by its own
-    pooled denominator. Row a: (2 + 0) / (4 + 0) = 0.5 (subject 2 had nothing to find and
-    nothing predicted); row b: (1 + 1) / (4 + 4) = 0.25."""
-    est, low, high = paired_difference_interval([2, 0], [1, 1], [4, 0], counts_b=[4, 4])
-    # every draw holding subject 1 gives a 0.5 and b 0.25; a draw of subject 2 alone leaves
-    # row a undefined: dropped, not counted as 0 or 1
+    pooled denominator. Row a: (2 + 0 + 2) / (4 + 0 + 4) = 0.5 (subject 2 had nothing to find
+    and nothing predicted); row b: 3 / 12 = 0.25."""
+    est, low, high = paired_difference_interval([2, 0, 2], [1, 1, 1], [4, 0, 4], counts_b=[4, 4, 4])
+    # every draw holding subject 1 or 3 gives a 0.5 and b 0.25; a draw of subject 2 alone
+    # (1 in 27) leaves row a undefined: dropped, not counted as 0 or 1
     assert est == pytest.approx(0.25)
     assert low == pytest.approx(0.25) and high == pytest.approx(0.25)
     samples = resample_ratios(np.array([[2.0, 0.0]]), np.array([[4.0, 0.0]]), 200, seed=1)
@@ -75,3 +75,14 @@ def test_rows_with_their_own_denominators_as_lesion_f1():
     assert np.isnan(samples).any()  # the draws of subject 2 only
     with pytest.raises(ValueError, match="at least one slice"):
         resample_ratios(np.array([[1.0, 1.0]]), np.array([[0.0, 0.0]]))
+
+
+def test_an_interval_few_subjects_carry_is_undefined_and_zero_slices_are_refused():
+    """Reviewed: one subject of six with lesions to find made 34 % of draws undefined, and the
+    rest a confident interval; now NaN. A subject without slices is refused in a difference."""
+    est, low, high = paired_difference_interval(
+        [2, 0, 0, 0, 0, 0], [0] * 6, [3, 0, 0, 0, 0, 1], counts_b=[2, 0, 0, 0, 0, 0]
+    )
+    assert est == pytest.approx(2 / 4 - 0) and np.isnan(low) and np.isnan(high)
+    with pytest.raises(ValueError, match="at least one slice"):
+        paired_difference_interval([1, 0], [0, 0], [1, 0])

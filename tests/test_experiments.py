@@ -376,6 +376,14 @@ def _tool(name, *args, **kw):
     )
 
 
+def test_ablation_refuses_a_seed_given_twice(tmp_path, capsys):
+    from rsrcnn_d2.cli.run_ablation import main
+
+    assert main(["--output", str(tmp_path / "a"), "--seeds", "0", "1", "0"]) == 2
+    assert "--seeds repeats a seed: 0 1 0" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+
 def test_ablation_plan_names_the_k_sweep():
     from rsrcnn_d2.experiments.ablation import ROW_CONFIGS, planned_runs
 
@@ -597,6 +605,12 @@ def test_loso_repeats_per_seed_from_one_checkpoint(tmp_path, monkeypatch, capsys
     assert "--seed or --seeds" in capsys.readouterr().err
     assert main([str(a) for a in (*args, "--pretrained", tmp_path / "none.pth")]) == 2
     assert "--pretrained: no such file" in capsys.readouterr().err
+    # reviewed: a seed given twice counted twice in mean ± sd; --pretrained silently beat --pretrain
+    assert main([str(a) for a in (*args, "--seeds", 1, 1)]) == 2
+    assert "--seeds repeats a seed: 1 1" in capsys.readouterr().err
+    both = ("--pretrained", checkpoint, "--pretrain", tmp_path / "slices")
+    assert main([str(a) for a in (*args, *both)]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 def test_loso_refuses_a_folder_without_slices(tmp_path, capsys):

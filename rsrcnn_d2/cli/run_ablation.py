@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     quiet_known_warnings()  # harmless third-party notices, in this program only
+    if len(set(args.seeds)) != len(args.seeds):  # a seed twice would count twice in mean ± sd
+        print(f"error: --seeds repeats a seed: {' '.join(map(str, args.seeds))}", file=sys.stderr)
+        return 2
     from ..experiments.ablation import run_ablation
 
     failed = run_ablation(

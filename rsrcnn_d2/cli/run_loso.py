@@ -130,6 +130,16 @@ def main(argv=None) -> int:
         print("error: give --seed or --seeds, not both", file=sys.stderr)
         return 2
     seeds = args.seeds or [0 if args.seed is None else args.seed]
+    if len(set(seeds)) != len(seeds):
+        print(f"error: --seeds repeats a seed: {' '.join(map(str, seeds))}", file=sys.stderr)
+        return 2
+    if args.pretrained and args.pretrain:
+        print(
+            "error: give --pretrained (one checkpoint for every row) or --pretrain (each row "
+            "trained on a slice folder first), not both",
+            file=sys.stderr,
+        )
+        return 2
     if args.pretrained and not Path(args.pretrained).is_file():
         print(f"error: --pretrained: no such file: {args.pretrained}", file=sys.stderr)
         return 2

@@ -56,12 +56,20 @@ def resample_ratios(
     return np.stack(ratios, axis=1)
 
 
+# the largest share of draws that may have nothing to divide by (every drawn subject with a
+# zero denominator) before the interval is undefined: past it, a few subjects carry the figure
+MAX_UNDEFINED_DRAWS = 0.05
+
+
 def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    """Percentile interval of the defined draws; NaN when more than `MAX_UNDEFINED_DRAWS` of
+    them are undefined (a figure that few subjects carry has no honest interval)."""
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
-    samples = samples[~np.isnan(samples)]  # draws with nothing to divide by
-    if samples.size == 0:
+    defined = samples[~np.isnan(samples)]  # draws with nothing to divide by
+    if samples.size == 0 or defined.size < (1 - MAX_UNDEFINED_DRAWS) * samples.size:
         return float("nan"), float("nan")
+    samples = defined
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(samples, [tail, 100 - tail])
     return float(low), float(high)
@@ -115,7 +123,9 @@ def paired_difference_interval(
     """
     counts = np.asarray(counts, dtype=np.float64)
     both = np.stack([np.asarray(sums_a, np.float64), np.asarray(sums_b, np.float64)])
-    dens = np.stack([counts, counts if counts_b is None else np.asarray(counts_b, np.float64)])
+    # one denominator per subject (slices: each must have one) or one per row and subject
+    dens = counts if counts_b is None else np.stack([counts, np.asarray(counts_b, np.float64)])
     samples = resample_ratios(both, dens, n_resamples, seed)
+    dens = np.broadcast_to(dens, both.shape)
     estimate = float(both[0].sum() / dens[0].sum() - both[1].sum() / dens[1].sum())
     return (estimate, *_interval(samples[:, 0] - samples[:, 1], level))

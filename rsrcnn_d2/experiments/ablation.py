@@ -214,6 +214,9 @@ def calibrated_run(
     run_dir = out / "runs" / name / f"seed{seed}" / CALIBRATED
     weights = source / "model_final.pth" if final else trained_weights(source)
     done = finished_result(run_dir)
+    if done is not None and weights_of and _older_than_source(run_dir, source):
+        set_aside(run_dir.parent)  # the source was trained again (--retrain) since: redo
+        done = None
     if done is not None and SIZE_KEY not in done["results"]:  # evaluated before the strata
         done["results"] = evaluate_checkpoint(done["config"], weights, run_dir, opts)
         atomic_write_json(run_dir / "result.json", done)
@@ -240,6 +243,12 @@ def calibrated_run(
     }
     atomic_write_json(run_dir / "result.json", record)
     return record
+
+
+def _older_than_source(run_dir: Path, source: Path) -> bool:
+    """Whether a record made from another run's weights predates that run's own record."""
+    mine, theirs = run_dir / "result.json", source / "result.json"
+    return theirs.is_file() and theirs.stat().st_mtime_ns > mine.stat().st_mtime_ns
 
 
 def cohort_root(out: Path) -> DatasetRoot:

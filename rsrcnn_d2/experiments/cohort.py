@@ -5,7 +5,8 @@ The ablation, the demo and the pre-training each need the same three steps on a 
 their own (`rsrcnn_d2.synth.write_anatomical_cohort` into RAW, `rsrcnn_d2.data.convert_pwml`
 into PWML, registration as ``PREFIX_*``). Both steps resume: the generator keeps the subjects
 already written (its settings stamp refuses other settings in the same folder) and a finished
-conversion (its ``conversion.json``) is reused.
+conversion (its ``conversion.json``) is reused when it holds as many subjects, split with the
+same seed and fractions; otherwise the cohort is converted again.
 """
 
 from collections.abc import Sequence
@@ -41,9 +42,23 @@ def anatomy_cohort(
 
     settings = AnatomyParams(**{"lesion_free_fraction": 0.0, **(params or {})})
     write_anatomical_cohort(raw, subjects, seed, settings, workers=workers)
-    if not (Path(pwml) / "conversion.json").exists():
-        split = {} if fractions is None else {"fractions": tuple(fractions)}
+    split = {} if fractions is None else {"fractions": tuple(fractions)}
+    if not _converted_as_asked(Path(pwml), subjects, seed, fractions):
         convert_pwml(raw, pwml, seed=seed, **split)
     root = DatasetRoot(prefix, Path(pwml))
     root.register(replace=True)
     return root, read_json(Path(pwml) / "conversion.json")
+
+
+def _converted_as_asked(pwml: Path, subjects: int, seed: int, fractions) -> bool:
+    """Whether PWML holds a finished conversion of this many subjects, split with this seed and
+    these fractions (another request converts again: the converter replaces its own output)."""
+    if not (pwml / "conversion.json").is_file() or not (pwml / "splits.json").is_file():
+        return False
+    splits = read_json(pwml / "splits.json")
+    same = splits.get("subjects") == subjects and splits.get("seed") == seed
+    if fractions is not None:
+        recorded = splits.get("fractions") or {}
+        asked = dict(zip(("train", "val", "test"), map(float, fractions)))
+        same = same and all(abs(recorded.get(k, -1) - v) < 1e-9 for k, v in asked.items())
+    return same

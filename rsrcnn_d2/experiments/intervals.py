@@ -220,7 +220,7 @@ def _versus(out, a, b, seeds, n_resamples):
             xa, xb, np.ones(len(cases)), LEVEL, n_resamples, seed=0
         )
     per_seed["Dice per case"] = [
-        np.nanmean(list(_case_dice([p_a]).values())) - np.nanmean(list(_case_dice([p_b]).values()))
+        _paired_case_difference(_case_dice([p_a]), _case_dice([p_b]))
         for p_a, p_b in zip(subjects_csv[a], subjects_csv[b])
     ]
     (num_a, den_a), (num_b, den_b) = map(_small_f1_terms, (subjects_csv[a], subjects_csv[b]))
@@ -240,6 +240,12 @@ def _versus(out, a, b, seeds, n_resamples):
             for p_a, p_b in zip(subjects_csv[a], subjects_csv[b])
         ]
     return found, per_seed, both
+
+
+def _paired_case_difference(dice_a: dict, dice_b: dict) -> float:
+    """Mean per-case Dice of run a minus run b over the cases both define (NaN: none)."""
+    both = [s for s in dice_a if not (math.isnan(dice_a[s]) or math.isnan(dice_b.get(s, math.nan)))]
+    return float(np.mean([dice_a[s] - dice_b[s] for s in both])) if both else math.nan
 
 
 def _f1(terms) -> float:
@@ -285,8 +291,8 @@ def versus_table(
             if figure not in found:
                 cells.append("–")
                 continue
-            mean, sd, _ = mean_sd(per_seed[figure])
-            spread = f"{mean:+.3f}" if len(both) == 1 else f"{mean:+.3f} ± {sd:.3f}"
+            mean, sd, n = mean_sd(per_seed[figure])
+            spread = f"{mean:+.3f}" if n < 2 else f"{mean:+.3f} ± {sd:.3f}"
             cells.append(f"{_cell(found[figure], True)}; seeds {spread}")
         lines.append(f"| {labels.get(name, name)} | {len(both)} | " + " | ".join(cells) + " |")
     return "\n".join(lines), numbers

@@ -206,6 +206,10 @@ def run_loso(
     slices = Path(slices)
     out = Path(out).absolute()
     seeds = list(seeds)
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds repeat: {seeds}")
+    if pretrained and pretrain_slices:
+        raise ValueError("pretrained (one checkpoint) and pretrain_slices exclude each other")
     weights, configs = dict(weights), dict(configs)
     if pretrained:
         pretrained = str(Path(pretrained).absolute())
@@ -219,6 +223,7 @@ def run_loso(
         configs = {**pre_configs, **configs}
     tag = tag or ("pretrained" if weights else "scratch")
     folds = prepare(slices, out / "pwml", seeds[0])
+    _say_earlier_layout(out, tag, rows)
     roots = [DatasetRoot("pwml", out / "pwml")]
     splits = read_json(out / "pwml" / "splits.json")["folds"]
 
@@ -265,6 +270,21 @@ def run_loso(
     atomic_write_bytes(summary, text.encode())
     print(text)
     return summary
+
+
+def _say_earlier_layout(out: Path, tag: str, rows) -> None:
+    """Runs of an earlier release (runs/TAG/ROW/fold<i>, before seeds) are not reused: say so,
+    rather than retrain beside them without a word."""
+    old = [
+        out / "runs" / tag / row for row in rows if (out / "runs" / tag / row / "fold0").is_dir()
+    ]
+    if old:
+        print(
+            f"note: {', '.join(map(str, old))} hold(s) runs of an earlier layout (ROW/fold<i>); "
+            f"this release keeps runs in {out / 'runs' / tag}/seed<s>/ROW/fold_<i> and trains "
+            "them anew",
+            flush=True,
+        )
 
 
 def _classical_folds(row_dir: Path, folds: int, splits, seed: int) -> list[dict]:

@@ -707,3 +707,26 @@ def test_run_cv_scores_a_slice_cohort_by_its_trainings_and_refuses_what_needs_vo
     assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="validation must be one of"):
         run_cv(TINY_ROWS["B"], f"loso={tmp_path / 'pwml'}", tmp_path / "out", validation="x")
+
+
+def test_a_loso_fold_is_evaluated_again_at_a_given_point_without_training(tmp_path, monkeypatch):
+    """--evaluate-at ROW=YAML: the fold's kept weights at another operating point (e.g. the
+    CRF calibrated on the synthetic cohort), recorded once per point."""
+    from rsrcnn_d2.experiments import loso, runner
+
+    fold = tmp_path / "fold_2"
+    fold.mkdir()
+    (fold / "model_final.pth").write_bytes(b"")
+    calls = []
+
+    def evaluate(config, weights, out_dir, opts=(), dataset="pwml_test", step_name=None):
+        calls.append((config, weights.name, out_dir.name, dataset))
+        return {"pwml_strict/Dice": 0.5}
+
+    monkeypatch.setattr(runner, "evaluate_checkpoint", evaluate)
+    first = loso.evaluate_fold_at("synthetic.yaml", fold, 2)
+    assert first == {"config": "synthetic.yaml", "results": {"pwml_strict/Dice": 0.5}}
+    assert calls == [("synthetic.yaml", "model_final.pth", "at_point", "pwml_fold2_val")]
+    loso.evaluate_fold_at("synthetic.yaml", fold, 2)  # recorded: not again
+    loso.evaluate_fold_at("reference.yaml", fold, 2)  # another point: again
+    assert [c[0] for c in calls] == ["synthetic.yaml", "reference.yaml"]

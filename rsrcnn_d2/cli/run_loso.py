@@ -4,6 +4,7 @@
                              [--pretrained CKPT] [--weights B=PATH --weights E=PATH]
                              [--config ROW=PATH] [--pretrain ANATOMY_SLICES
                              [--pretrain-iters 500]] [--seeds 0 1 2] [--recalibrate]
+                             [--evaluate-at ROW=YAML]
                              [--tag NAME]
 
 SLICES is a folder in the reference implementation's layout, such as the
@@ -34,7 +35,11 @@ that operating point.
 the tables give the pooled figures' mean ± sd over the seeds. --recalibrate also
 calibrates each trained fold on its own held-in subjects (the slices it was
 fine-tuned on: what a user with a few annotated slices can do) and evaluates the
-held-out subject at that point, in a second set of tables.
+held-out subject at that point, in a second set of tables. --evaluate-at ROW=YAML
+evaluates each trained fold of ROW once more with YAML's test-time settings (an
+operating point of the same row, e.g. one calibrated on the synthetic cohort by
+tools/run_ablation.py: runs/E/seed0/calibrated/operating_point.yaml), without
+training again.
 --tag keeps runs with different starting points apart.
 Finished folds and pre-trainings are skipped on re-running; an interrupted one
 resumes.
@@ -105,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=None, help="one seed (the same as --seeds S)")
     p.add_argument(
+        "--evaluate-at",
+        action="append",
+        default=[],
+        metavar="ROW=YAML",
+        help="also evaluate each trained fold of ROW at this operating point (same row)",
+    )
+    p.add_argument(
         "--recalibrate",
         action="store_true",
         help="also calibrate each fold on its held-in subjects and evaluate it there",
@@ -156,6 +168,7 @@ def main(argv=None) -> int:
         pretrain_iters=args.pretrain_iters,
         pretrained=args.pretrained,
         recalibrate=args.recalibrate,
+        evaluate_at=parse_weights(args.evaluate_at, "--evaluate-at"),
         tag=args.tag,
         seeds=seeds,
         retrain=args.retrain,

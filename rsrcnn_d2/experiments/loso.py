@@ -38,6 +38,7 @@ __all__ = [
     "prepare",
     "pretrain",
     "recalibrate_fold",
+    "evaluate_fold_at",
     "run_loso",
     "summary_text",
 ]
@@ -52,6 +53,7 @@ ROW_LABELS = {
 PRETRAIN_PREFIX = "anatomy"  # the pre-training cohort's datasets: anatomy_train, anatomy_val
 CLASSICAL = "A"
 RECALIBRATED = "recalibrated"  # a fold's evaluation at a point calibrated on its held-in slices
+AT_POINT = "at_point"  # a fold's evaluation at an operating point given by the user
 
 
 def parse_weights(items, option: str = "--weights"):
@@ -169,6 +171,25 @@ def recalibrate_fold(config, run_dir: Path, fold: int, seed: int) -> dict:
     return record
 
 
+def evaluate_fold_at(point, run_dir: Path, fold: int) -> dict:
+    """Evaluate a trained fold's kept weights on its held-out subject with ``point``'s test-time
+    settings (a config of the same row: score threshold, CRF), e.g. an operating point
+    calibrated on another cohort; the record, kept in ``run_dir/at_point`` (made again when
+    it was made at another point)."""
+    from ..data.fileio import atomic_write_json
+    from .runner import evaluate_checkpoint
+
+    where = run_dir / AT_POINT
+    done = finished_result(where)
+    if done is not None and done.get("config") == str(point):
+        return done
+    name = f"pwml_fold{fold}_val"
+    results = evaluate_checkpoint(point, trained_weights(run_dir), where, dataset=name)
+    record = {"config": str(point), "results": results}
+    atomic_write_json(where / "result.json", record)
+    return record
+
+
 def _row_dir(out: Path, tag: str, seed: int, row: str) -> Path:
     """One row's cross-validation for one seed (run_cv's output: fold_<i>/, cv_summary.md)."""
     return out / "runs" / tag / f"seed{seed}" / row
@@ -186,6 +207,7 @@ def run_loso(
     pretrain_iters: int = 500,
     pretrained: Optional[Path] = None,
     recalibrate: bool = False,
+    evaluate_at: Optional[Mapping[str, str]] = None,
     tag: Optional[str] = None,
     seeds: Sequence[int] = (0,),
     retrain: bool = False,
@@ -200,6 +222,8 @@ def run_loso(
     ``pretrain_slices``: a slice folder every trained row is first trained and calibrated on
     (with the first seed; given weights and configs win); ``recalibrate``: also calibrate
     each trained fold on its held-in subjects and evaluate it there (`recalibrate_fold`);
+    ``evaluate_at``: {row: config} to evaluate each trained fold of that row at once more
+    (`evaluate_fold_at`; e.g. the point calibrated on the synthetic cohort);
     ``tag`` names this set of runs (default: "pretrained" or "scratch"). A run trained with
     other options is refused unless ``retrain``.
     """
@@ -229,6 +253,7 @@ def run_loso(
 
     fold_results, pooled, healths = defaultdict(list), defaultdict(list), {}
     tuned_folds, tuned_pooled = defaultdict(list), defaultdict(list)
+    at_folds, at_pooled, evaluate_at = defaultdict(list), defaultdict(list), evaluate_at or {}
     for seed in seeds:
         for row in rows:
             row_dir = _row_dir(out, tag, seed, row)
@@ -240,7 +265,7 @@ def run_loso(
                 opts = _row_opts(iters, seed, weights.get(row, ""))
                 run_cv(config, roots[0], row_dir, opts=opts, validation="held-in", retrain=retrain)
                 records = [finished_result(row_dir / f"fold_{i}") for i in range(folds)]
-            csvs, tuned_csvs = [], []
+            csvs, tuned_csvs, at_csvs = [], [], []
             for i, record in enumerate(records):
                 fold_dir, name = row_dir / f"fold_{i}", f"pwml_fold{i}_val"
                 fold_results[row].append(record["results"])
@@ -254,9 +279,14 @@ def run_loso(
                     tuned_csvs.append(
                         fold_dir / RECALIBRATED / "inference" / name / "pwml_slices.csv"
                     )
+                if row in evaluate_at:
+                    at_folds[row].append(evaluate_fold_at(evaluate_at[row], fold_dir, i)["results"])
+                    at_csvs.append(fold_dir / AT_POINT / "inference" / name / "pwml_slices.csv")
             pooled[row].append(_pooled(csvs))
             if tuned_csvs:
                 tuned_pooled[row].append(_pooled(tuned_csvs))
+            if at_csvs:
+                at_pooled[row].append(_pooled(at_csvs))
 
     start = ", ".join(f"{row} from {w}" for row, w in weights.items()) or "random initialisation"
     if configs:
@@ -266,6 +296,14 @@ def run_loso(
     )
     if recalibrate:
         text += "\n" + _recalibrated_text(rows, tuned_pooled, tuned_folds)
+    if at_pooled:
+        given = ", ".join(f"{row} {point}" for row, point in evaluate_at.items())
+        text += "\n" + _other_point_text(
+            f"Each fold evaluated again at a given operating point ({given}; `evaluate_fold_at`), "
+            "held-out slices of all folds pooled:",
+            at_pooled,
+            at_folds,
+        )
     summary = out / f"summary_{tag}.md"
     atomic_write_bytes(summary, text.encode())
     print(text)
@@ -351,19 +389,25 @@ def summary_text(name, folds, iters, seeds, start, rows, pooled, fold_results, h
 
 
 def _recalibrated_text(rows, tuned_pooled, tuned_folds) -> str:
-    trained = [r for r in rows if r in tuned_pooled]
+    return _other_point_text(
+        "Each fold calibrated again on its own held-in subjects (the slices it was "
+        "fine-tuned on; `recalibrate_fold`), held-out slices of all folds pooled:",
+        {r: tuned_pooled[r] for r in rows if r in tuned_pooled},
+        tuned_folds,
+    )
+
+
+def _other_point_text(title: str, pooled, per_fold) -> str:
+    """The pooled and per-fold tables of the folds evaluated at another operating point."""
     return "\n".join(
         [
-            "Each fold calibrated again on its own held-in subjects (the slices it was "
-            "fine-tuned on; `recalibrate_fold`), held-out slices of all folds pooled:",
+            title,
             "",
-            *_pooled_tables(trained, tuned_pooled, "seeds"),
+            *_pooled_tables(list(pooled), pooled, "seeds"),
             "",
-            "Mean ± sd over folds (strict), re-calibrated:",
+            "Mean ± sd over folds (strict), at that point:",
             "",
-            seed_summary_table(
-                tuned_folds, {r: ROW_LABELS[r] for r in trained}, count_title="folds"
-            ),
+            seed_summary_table(per_fold, {r: ROW_LABELS[r] for r in pooled}, count_title="folds"),
             "",
         ]
     )

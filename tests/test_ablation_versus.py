@@ -161,3 +161,23 @@ def test_each_seeds_per_case_difference_pairs_the_same_cases():
     a, b = {"s1": 1.0, "s2": float("nan")}, {"s1": 0.5, "s2": 0.2}
     assert _paired_case_difference(a, b) == pytest.approx(0.5)  # s1 only, not 1.0 - 0.35
     assert np.isnan(_paired_case_difference({"s1": float("nan")}, b))
+
+
+def test_a_case_whose_slices_cannot_be_stacked_still_has_its_dice(tmp_path):
+    """Found in the LOSO on the reference slices: a subject's two head crops differ in size, so
+    no 3-D lesions are counted; its per-case Dice (0.5 here) was dropped as 'empty in truth
+    and prediction'. Emptiness is read from the slice counts."""
+    from rsrcnn_d2.experiments.results import lesion3d_results
+
+    head = "subject,n_slices,n_lesion_slices,n_reference_used,3d_Dice,"
+    head += "true_lesions_3d,found_3d,predicted_3d,false_positives_3d\n"
+    rows = ["s1,2,2,1,0.5,0,0,0,0", "s2,2,0,0,,0,0,0,0"]  # s2: empty in both
+    (tmp_path / "pwml_subjects.csv").write_text(head + "\n".join(rows) + "\n")
+    results = lesion3d_results(tmp_path / "pwml_subjects.csv")
+    assert results["pwml_headline/case_dice"] == 0.5
+    assert results["pwml_headline/n_cases_scored"] == 1.0
+    assert results["pwml_headline/n_cases_empty_both"] == 1.0
+    # an earlier release's file (no slice counts, Dice 1 for an empty case): 3-D counts decide
+    old = "subject,3d_Dice,true_lesions_3d,found_3d,predicted_3d,false_positives_3d\n"
+    (tmp_path / "old.csv").write_text(old + "a,0.25,1,1,1,0\nb,1.0,0,0,0,0\n")
+    assert lesion3d_results(tmp_path / "old.csv")["pwml_headline/case_dice"] == 0.25

@@ -95,11 +95,9 @@ def lesion3d_results(*subjects_csvs: Union[str, Path]) -> dict[str, float]:
                     for k in ("true_lesions_3d", "found_3d", "predicted_3d", "false_positives_3d")
                 )
                 pooled = pooled + LesionCounts(*counts)
-                # a subject empty in both has no Dice (earlier releases wrote 1 in its cell)
-                nothing = not _count(row, "true_lesions_3d", where) + _count(
-                    row, "predicted_3d", where
+                case_dice.append(
+                    math.nan if _empty_case(row, where) else _number(row, "3d_Dice", where)
                 )
-                case_dice.append(math.nan if nothing else _number(row, "3d_Dice", where))
                 subjects += 1
     dice, scored, empty_both = mean_of_defined(case_dice)
     return {
@@ -122,6 +120,19 @@ SIZE_METRICS: tuple[tuple[str, str, int], ...] = tuple(
     for s in SIZE_STRATA
     for title, key in (("recall", "recall"), ("lesion Dice", "Dice"), ("F1", "F1"))
 )
+
+
+def _empty_case(row: dict[str, str], where: str) -> bool:
+    """A subject with no lesion pixel in its truth or its prediction, which has no Dice.
+
+    Read from its slice counts (slices with a true lesion, slices with a prediction). The 3-D
+    lesion counts cannot tell: they are 0 as well where the slices could not be stacked
+    (slices of different sizes, as the reference slices' head crops). Files of earlier
+    releases without those columns: from the 3-D lesion counts (they wrote Dice 1 there).
+    """
+    if "n_lesion_slices" in row and "n_reference_used" in row:
+        return not _count(row, "n_lesion_slices", where) + _count(row, "n_reference_used", where)
+    return not _count(row, "true_lesions_3d", where) + _count(row, "predicted_3d", where)
 
 
 def subject_size_counts(subjects_csv: Union[str, Path]) -> dict[str, tuple[SizeCounts, ...]]:

@@ -181,3 +181,20 @@ def test_a_case_whose_slices_cannot_be_stacked_still_has_its_dice(tmp_path):
     old = "subject,3d_Dice,true_lesions_3d,found_3d,predicted_3d,false_positives_3d\n"
     (tmp_path / "old.csv").write_text(old + "a,0.25,1,1,1,0\nb,1.0,0,0,0,0\n")
     assert lesion3d_results(tmp_path / "old.csv")["pwml_headline/case_dice"] == 0.25
+
+
+def test_3d_lesion_figures_are_undefined_when_a_subject_could_not_be_stacked(tmp_path):
+    """A pooled 3-D lesion F1 over the subjects that could be stacked only would read as the
+    whole set's: NaN instead, with the subjects counted."""
+    from rsrcnn_d2.experiments.results import lesion3d_results
+
+    head = "subject,n_lesion_slices,n_reference_used,3d_Dice,true_lesions,predicted,"
+    head += "true_lesions_3d,found_3d,predicted_3d,false_positives_3d\n"
+    stacked = "a,2,2,0.8,2,2,1,1,1,0"
+    (tmp_path / "one.csv").write_text(head + stacked + "\n")
+    assert lesion3d_results(tmp_path / "one.csv")["pwml_lesion3d/F1"] == 1.0
+    (tmp_path / "two.csv").write_text(head + stacked + "\nb,2,1,0.5,2,1,0,0,0,0\n")
+    both = lesion3d_results(tmp_path / "two.csv")
+    assert np.isnan(both["pwml_lesion3d/F1"]) and np.isnan(both["pwml_headline/lesion_f1_3d"])
+    assert both["pwml_lesion3d/n_subjects_not_stacked"] == 1.0
+    assert both["pwml_headline/case_dice"] == pytest.approx(0.65)  # voxel counts: still there

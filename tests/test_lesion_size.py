@@ -99,3 +99,20 @@ def test_pooled_figures_and_the_evaluation_protocol():
     assert by_subject["s1"]["lesions_1to5px"] == 1 and by_subject["s1"]["fp_6to15px"] == 1
     assert by_subject["s2"]["dice_sum_16pxplus"] == pytest.approx(40 / 44)
     assert "1-5 px 2/2 found, lesion Dice 0.6667, F1 0.6667" in format_table(results)
+
+
+def test_3d_lesion_figures_are_undefined_when_a_subjects_slices_cannot_be_stacked():
+    """Slices of one subject of two sizes (as the reference slices' head crops) cannot be
+    stacked: no 3-D lesions for it, so no pooled 3-D lesion F1 that would read as everyone's."""
+    truth_a, truth_b = np.zeros((6, 6), bool), np.zeros((6, 8), bool)
+    truth_a[1, 1] = truth_b[2, 2] = True
+    records = [
+        slice_record(truth_a, truth_a, {"file_name": "a.png", "subject": "s", "slice_index": 0}),
+        slice_record(truth_b, truth_b, {"file_name": "b.png", "subject": "s", "slice_index": 5}),
+    ]
+    results, _ = summarize_slices(records)
+    assert results["pwml_subject3d"]["n_not_stacked"] == 1.0
+    assert math.isnan(results["pwml_lesion3d"]["F1"])
+    assert math.isnan(results["pwml_headline"]["lesion_f1_3d"])
+    assert results["pwml_headline"]["case_dice"] == 1.0  # voxel counts need no stacking
+    assert results["pwml_lesion"]["found"] == 2.0  # 2-D lesions are still counted

@@ -41,7 +41,9 @@ carries ``spacing``, lesion-wise counts) and the masks as packed crops for the
 - ``pwml_size``: lesion recall, lesion Dice and F1 of the 2-D lesions by size
   (1-5, 6-15, 16+ px; lesion_size.py), pooled over slices: are punctate lesions found?
 - ``pwml_lesion3d``: the same with lesions as 3-D (26-connected) components of each
-  subject's stacked slices, pooled over subjects, with their sensitivity and F1.
+  subject's stacked slices, pooled over subjects, with their sensitivity and F1 (NaN, with
+  the headline's 3-D lesion figures, when a subject's slices could not be stacked:
+  ``pwml_subject3d/n_not_stacked``).
 
 Slices without a ``subject`` (the converter's key) form
 one subject, "unknown"; without ``slice_index`` a subject's slices are stacked
@@ -327,6 +329,7 @@ def _subject3d(by_subject):
     """(pwml_subject3d, per-subject figures, per-subject 3-D lesion counts, per-subject
     (tp, fp, fn))."""
     per_subject, measured, both_empty, lesions3d, counts = {}, 0, 0, {}, {}
+    not_stacked = 0
     for subject, recs in by_subject.items():
         tp, fp, fn, tn = (
             sum(getattr(r["metrics"], k) for r in recs) for k in ("tp", "fp", "fn", "tn")
@@ -335,6 +338,7 @@ def _subject3d(by_subject):
         measured += tp + fn > 0 and tp + fp > 0
         both_empty += tp + fn + fp == 0
         volumes = _subject_volumes(recs, subject)
+        not_stacked += volumes is None
         hd, hd95, hd_mm, hd95_mm = _subject_volume_hd(volumes)
         lesions3d[subject] = _subject_lesions3d(volumes)
         per_subject[subject] = {
@@ -354,6 +358,7 @@ def _subject3d(by_subject):
         n_both_empty=both_empty,
         n_HD_missing=means["HD"][2] - both_empty,
         n_HD_measured=measured,
+        n_not_stacked=not_stacked,
     )
     return out, per_subject, lesions3d, counts
 
@@ -425,6 +430,11 @@ def summarize_slices(records: list[dict]):
         "sensitivity": lesion_sensitivity(pooled3d),
         "F1": lesion_f1(pooled3d),
     }
+    if subject3d["n_not_stacked"]:  # some subjects' 3-D lesions uncounted: no pooled figure
+        results["pwml_lesion3d"].update(sensitivity=float("nan"), F1=float("nan"))
+        results["pwml_headline"].update(
+            lesion_f1_3d=float("nan"), lesion_sensitivity_3d=float("nan")
+        )
     _all_floats(results)
     rows = []
     for subject, recs in by_subject.items():

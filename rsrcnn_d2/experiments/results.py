@@ -84,8 +84,10 @@ def lesion3d_results(*subjects_csvs: Union[str, Path]) -> dict[str, float]:
     """``pwml_lesion3d/...`` figures (3-D counts per subject, pooled) and the headline
     ``pwml_headline/...`` (per-case Dice: subjects empty in both left out and counted) from
     the evaluator's ``pwml_subjects.csv`` of one run, or of several on disjoint subjects
-    (cross-validation folds)."""
-    pooled, subjects, case_dice = LesionCounts(), 0, []
+    (cross-validation folds). A subject whose slices could not be stacked (slices of
+    different sizes) has no 3-D lesions: the 3-D lesion figures are then NaN rather than a
+    figure over the other subjects only, and ``n_subjects_not_stacked`` counts them."""
+    pooled, subjects, case_dice, not_stacked = LesionCounts(), 0, [], 0
     for subjects_csv in subjects_csvs:
         where = str(subjects_csv)
         with open(subjects_csv, newline="") as f:
@@ -95,23 +97,39 @@ def lesion3d_results(*subjects_csvs: Union[str, Path]) -> dict[str, float]:
                     for k in ("true_lesions_3d", "found_3d", "predicted_3d", "false_positives_3d")
                 )
                 pooled = pooled + LesionCounts(*counts)
+                not_stacked += _not_stacked(row, where)
                 case_dice.append(
                     math.nan if _empty_case(row, where) else _number(row, "3d_Dice", where)
                 )
                 subjects += 1
     dice, scored, empty_both = mean_of_defined(case_dice)
+    whole = not not_stacked  # every subject's 3-D lesions counted
+    f1 = lesion_f1(pooled) if whole else math.nan
     return {
         "pwml_headline/case_dice": dice,
         "pwml_headline/n_cases_scored": float(scored),
         "pwml_headline/n_cases_empty_both": float(empty_both),
-        "pwml_headline/lesion_f1_3d": lesion_f1(pooled),
+        "pwml_headline/lesion_f1_3d": f1,
         "pwml_lesion3d/true_lesions": float(pooled.true_lesions),
         "pwml_lesion3d/found": float(pooled.found),
         "pwml_lesion3d/false_positives": float(pooled.false_positives),
-        "pwml_lesion3d/sensitivity": lesion_sensitivity(pooled),
-        "pwml_lesion3d/F1": lesion_f1(pooled),
-        "pwml_lesion3d/FP_per_subject": pooled.false_positives / subjects if subjects else math.nan,
+        "pwml_lesion3d/sensitivity": lesion_sensitivity(pooled) if whole else math.nan,
+        "pwml_lesion3d/F1": f1,
+        "pwml_lesion3d/FP_per_subject": (
+            pooled.false_positives / subjects if subjects and whole else math.nan
+        ),
+        "pwml_lesion3d/n_subjects_not_stacked": float(not_stacked),
     }
+
+
+def _not_stacked(row: dict[str, str], where: str) -> bool:
+    """A subject with 2-D lesions (true or predicted) but no 3-D ones: its slices were not
+    stacked (every 2-D lesion lies in a 3-D one). Files without 2-D counts: False."""
+    if "true_lesions" not in row or "predicted" not in row:
+        return False
+    flat = _count(row, "true_lesions", where) + _count(row, "predicted", where)
+    solid = _count(row, "true_lesions_3d", where) + _count(row, "predicted_3d", where)
+    return flat > 0 and solid == 0
 
 
 # lesion-wise figures by lesion size (2-D lesions; evaluation/lesion_size.py)

@@ -39,14 +39,15 @@ def resample_ratios(
     counts = np.asarray(counts, dtype=np.float64)
     per_row = counts.ndim == 2
     if (
-        counts.ndim not in (1, 2)
+        sums.ndim != 2
+        or counts.ndim not in (1, 2)
         or sums.shape[1] != counts.shape[-1]
         or (per_row and counts.shape != sums.shape)
     ):
         raise ValueError(f"sums {sums.shape} and counts {counts.shape} disagree on the subjects")
-    if counts.shape[-1] == 0 or np.any(counts < 0) or np.any(counts.sum(axis=-1) <= 0):
-        raise ValueError("every subject needs at least one slice")
-    if not per_row and np.any(counts == 0):
+    # slice counts: every subject needs one; per-row denominators: every row a positive total
+    needed = counts.sum(axis=-1) if per_row else counts
+    if counts.shape[-1] == 0 or np.any(counts < 0) or np.any(needed <= 0):
         raise ValueError("every subject needs at least one slice")
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, counts.shape[-1], size=(n_resamples, counts.shape[-1]))

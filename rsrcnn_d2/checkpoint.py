@@ -33,6 +33,7 @@ from .errors import PWMLDataError, WeightsError
 
 __all__ = [
     "SafeCheckpointer",
+    "adapt_checkpoint",
     "load_model_weights",
     "load_trainer_weights",
     "restricted_unpickle",
@@ -220,6 +221,25 @@ def fit_table(
     return "\n".join(lines)
 
 
+def adapt_checkpoint(model, state: dict, source: Optional[str] = None) -> list[str]:
+    """Let each module of ``model`` that has an ``adapt_checkpoint(state, prefix)`` method
+    (`HRPNHead`: a one-logit RPN classifier into its two-way one) rewrite its own tensors of a
+    checkpoint's model dict before loading, and log what was rewritten.
+
+    Returns the modules' lines on what they rewrote.
+    """
+    rewritten = []
+    for name, module in model.named_modules():
+        adapt = getattr(module, "adapt_checkpoint", None)
+        if callable(adapt):
+            rewritten += adapt(state, f"{name}." if name else "")
+    if rewritten:
+        logger.info(
+            "%s, rewritten for this model: %s", source or "checkpoint", "; ".join(rewritten)
+        )
+    return rewritten
+
+
 class SafeCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer that runs no code from a weights file and checks the fit.
 
@@ -351,6 +371,8 @@ class SafeCheckpointer(DetectionCheckpointer):
         if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
             raise WeightsError(self._path, "not a checkpoint: no dict of tensors under 'model'")
         self._check_input_form(checkpoint)
+        if not checkpoint.get("matching_heuristics"):  # Caffe2 names: renamed later, by detectron2
+            adapt_checkpoint(self.model, checkpoint["model"], self._path)
         try:
             incompatible = super()._load_model(checkpoint)
         except (ValueError, TypeError, AttributeError, RuntimeError) as e:

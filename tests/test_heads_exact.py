@@ -16,6 +16,7 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 
 from rsrcnn_d2.modeling import HRPNHead
+from rsrcnn_d2.modeling.hrpn import two_way_objectness
 
 from conftest import tiny_cfg
 
@@ -105,6 +106,43 @@ def test_hrpn_head_from_config_shapes():
         tiny_cfg("C", "MODEL.HRPN.OBJECTNESS_RELU", "False"), [ShapeSpec(channels=64)] * 5
     )
     assert off.objectness_relu is False
+
+
+def test_two_way_objectness_from_hand_values():
+    # one-logit classifier of 2 anchors: w = [3, -2], b = [1, 0.5]
+    w, b = torch.tensor([3.0, -2.0]).view(2, 1, 1, 1), torch.tensor([1.0, 0.5])
+    relu_w, relu_b = two_way_objectness(w, b, objectness_relu=True)
+    assert relu_w.flatten().tolist() == [-3.0, 2.0, 3.0, -2.0]  # background, then lesion
+    assert relu_b.tolist() == [-1.0, -0.5, 1.0, 0.5]
+    half_w, half_b = two_way_objectness(w, b, objectness_relu=False)
+    assert half_w.flatten().tolist() == [-1.5, 1.0, 1.5, -1.0]
+    assert half_b.tolist() == [-0.5, -0.25, 0.5, 0.25]
+
+
+@pytest.mark.parametrize("objectness_relu", [True, False])
+def test_a_one_logit_rpn_checkpoint_gives_the_hrpn_head_the_same_objectness(objectness_relu):
+    from detectron2.modeling.proposal_generator.rpn import StandardRPNHead
+
+    torch.manual_seed(0)
+    standard = StandardRPNHead(in_channels=4, num_anchors=3, conv_dims=(8,))
+    for p in standard.parameters():
+        nn.init.normal_(p, std=1.0)  # logits of both signs and of size, so the ReLU matters
+    state = {f"rpn_head.{k}": v.clone() for k, v in standard.state_dict().items()}
+    hrpn = HRPNHead(in_channels=4, num_anchors=3, conv_dims=(8,), objectness_relu=objectness_relu)
+    said = hrpn.adapt_checkpoint(state, "rpn_head.")
+    assert said == [
+        "rpn_head.objectness_logits: one logit per anchor -> H-RPN's two, same objectness"
+    ]
+    hrpn.load_state_dict({k.removeprefix("rpn_head."): v for k, v in state.items()})
+    x = [torch.randn(2, 4, 5, 6), torch.randn(2, 4, 3, 3)]
+    with torch.no_grad():
+        (want, want_small), deltas = standard(x)
+        (got, got_small), same_deltas = hrpn(x)
+    assert (want < 0).any() and (want > 0).any()
+    assert torch.equal(got, want) and torch.equal(got_small, want_small)
+    assert all(torch.equal(a, b) for a, b in zip(deltas, same_deltas))
+    # a checkpoint already two-way (H-RPN's own) is left alone
+    assert hrpn.adapt_checkpoint(state, "rpn_head.") == []
 
 
 # ----------------------------------------------------------------------- expanded ROI heads

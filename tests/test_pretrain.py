@@ -36,18 +36,17 @@ def test_the_checkpoint_holds_weights_form_and_source_only(pretrained):
     "row, reinitialised",
     [
         ("B", set()),
-        # H-RPN's two objectness logits per anchor where row B has one
-        ("C", {"proposal_generator.rpn_head.objectness_logits"}),
+        # H-RPN's two objectness logits per anchor come from row B's one (rewritten, same
+        # objectness), as the reference loads the pre-trained RPN classifier into its H-RPN
+        ("C", set()),
         # LRS-Net's two 3x3 convs and predictor have the shapes of the standard head's first
         # two and predictor: they start from those (its other convs and deconv go unused)
-        ("D", {"proposal_generator.rpn_head.objectness_logits"}),
-        ("E", {"proposal_generator.rpn_head.objectness_logits"}),
-        ("plus", {"proposal_generator.rpn_head.objectness_logits"}),
+        ("D", set()),
+        ("E", set()),
+        ("plus", set()),
     ],
 )
-def test_every_row_loads_it_with_the_heads_of_another_shape_reinitialised(
-    pretrained, row, reinitialised
-):
+def test_every_row_loads_it_whole_the_hrpn_classifier_rewritten(pretrained, row, reinitialised):
     from detectron2.modeling import build_model
 
     from rsrcnn_d2.checkpoint import input_form, load_model_weights
@@ -66,6 +65,10 @@ def test_every_row_loads_it_with_the_heads_of_another_shape_reinitialised(
     source = torch.load(pretrained, weights_only=True)["model"]
     key = "backbone.bottom_up.stem.conv1.weight"  # the backbone comes from the pre-training
     assert torch.equal(model.state_dict()[key], source[key])
+    objectness = model.state_dict()["proposal_generator.rpn_head.objectness_logits.bias"]
+    one_logit = source["proposal_generator.rpn_head.objectness_logits.bias"]
+    two_way = torch.cat([-one_logit, one_logit])  # background, lesion (the H-RPN's ReLU is on)
+    assert torch.equal(objectness, one_logit if row == "B" else two_way)
 
 
 class _nothing:

@@ -300,3 +300,47 @@ def test_a_kept_checkpoint_far_below_the_final_weights_is_warned_about():
     )
     validation["final"]["dice"] = 0.155  # within 0.1: no warning
     assert "warning" not in health_report(54, 500, validation, 0.9)
+
+
+def test_heads_with_a_foreground_roi_in_few_iterations_are_warned_about(tmp_path, caplog):
+    """Row C under the pre-trained protocol before its classifier was carried over: a first
+    foreground ROI at iteration 6, then none in most iterations until about 500. The heads
+    have foreground at iterations 1 and 4 of 6 here: 2 of 6 (33 %), each window of 2 with
+    one, except (2, 3) with none."""
+    with caplog.at_level("WARNING"):
+        _, hook, health = _train(tmp_path, (1, 4), [1.0, 0.5, 0.25], head_iters=0, dice=_predicting)
+    assert hook.foreground_iterations == 2
+    assert health["first_foreground_iteration"] == 1
+    assert health["foreground_share"] == pytest.approx(2 / 6)
+    assert health["verdict"] == "ok"
+    assert health["heads_idle"] == (
+        "the box and mask heads had a foreground ROI in 2 of 6 iterations (33%): for most of "
+        "the run only the RPN learned; train longer (SOLVER.MAX_ITER) or start from weights "
+        "whose RPN already finds lesions (MODEL.WEIGHTS)"
+    )
+    warnings = [r.getMessage() for r in caplog.records]
+    # windows (0, 1) and (4, 5) have 1 of 2: not below half; (2, 3) has none
+    assert [w for w in warnings if "hardly learning" in w] == [
+        "iteration 3: the box and mask heads had a foreground ROI in only 0 of the last 2 "
+        "iterations: they are hardly learning"
+    ]
+    assert "training health: " + health["heads_idle"] in warnings
+    from rsrcnn_d2.experiments.run_health import health_cell, health_line
+
+    assert health_cell(health) == "ok (heads 1, heads in 33% of iterations, best 5)"
+    assert health_line({"C seed 0": health}) == (
+        "Training health: 1 of 1 runs ok; 1 trained their heads in less than half of the "
+        "iterations (C seed 0)."
+    )
+
+
+def test_heads_busy_half_the_run_or_uncounted_are_not_idle(tmp_path):
+    _, hook, health = _train(tmp_path, (0, 2, 4), [1.0, 0.5, 0.25], head_iters=0, dice=_predicting)
+    assert health["foreground_share"] == 0.5 and "heads_idle" not in health
+    from rsrcnn_d2.engine.health import health_report
+
+    # resumed from a checkpoint that did not count: unknown, not idle
+    hook.load_state_dict({"first_foreground": 3})
+    assert hook.foreground_iterations is None and hook.pooled_foreground_iterations() is None
+    report = health_report(3, 6, None, 0.9, None)
+    assert report["foreground_share"] is None and "heads_idle" not in report

@@ -7,9 +7,16 @@ so until the RPN finds lesions their losses are zero and they learn nothing; fro
 start that can take most of a short run, or all of it. `HeadHealthHook` watches
 detectron2's ``roi_head/num_fg_samples`` scalar, says when the heads start, warns every
 ``warn_period`` iterations while they have not, and after training writes the report
-(`health_report`): the first foreground iteration, the best checkpoint's iteration, the
-validation Dice of the best and the final weights and the share of validation lesion
-slices they leave empty, and one of the `VERDICTS`.
+(`health_report`): the first foreground iteration, the share of iterations in which the heads
+had a foreground ROI, the best checkpoint's iteration, the validation Dice of the best and
+the final weights and the share of validation lesion slices they leave empty, and one of the
+`VERDICTS`.
+
+A first foreground ROI does not mean the heads train from then on: with a freshly initialised
+RPN classifier a lucky proposal can reach them at iteration 6 and the next steady ones only
+hundreds of iterations later. Hence the share, a warning for every ``warn_period`` window in
+which the heads had a foreground ROI in less than half of the iterations, and one in the
+report when that holds for the whole run (`HEADS_IDLE_SHARE`).
 """
 
 import logging
@@ -74,6 +81,7 @@ def health_report(
     iterations: int,
     validation: Optional[dict],
     max_empty_share: float,
+    foreground_iterations: Optional[float] = None,
 ) -> dict:
     """The content of health.json.
 
@@ -82,11 +90,15 @@ def health_report(
         iterations: the run's length (``SOLVER.MAX_ITER``).
         validation: `ValidationLossHook.report`, or None without validation.
         max_empty_share: as `health_verdict`.
+        foreground_iterations: in how many iterations the heads had a foreground ROI (mean
+            over workers; None: not counted).
 
     Returns:
         A JSON-ready dict: ``verdict``, ``iterations``, ``first_foreground_iteration``,
-        ``best_checkpoint``, ``validation`` (NaN written as None), plus ``cure`` for a bad
-        verdict and ``warning`` when model_best.pth scores clearly below the final weights.
+        ``foreground_share``, ``best_checkpoint``, ``validation`` (NaN written as None), plus
+        ``cure`` for a bad verdict, ``warning`` when model_best.pth scores clearly below the
+        final weights and ``heads_idle`` when the heads had a foreground ROI in less than half
+        of the iterations.
     """
     validation = dict(validation or {})
     evaluated = validation.get("evaluated", {})
@@ -95,6 +107,7 @@ def health_report(
         "verdict": verdict,
         "iterations": iterations,
         "first_foreground_iteration": first_foreground,
+        "foreground_share": foreground_share(foreground_iterations, iterations),
         "best_checkpoint": validation.get("best_checkpoint"),
         "validation": {
             key: {k: _defined(v) for k, v in validation[key].items()}
@@ -111,11 +124,35 @@ def health_report(
     behind = _best_behind_final(validation)
     if behind:
         report["warning"] = behind
+    idle = _heads_idle(report["foreground_share"], foreground_iterations, iterations)
+    if idle:
+        report["heads_idle"] = idle
     return report
 
 
 # validation Dice by which the final weights must beat model_best.pth to be worth a warning
 BEST_BEHIND_FINAL = 0.1
+# below this share of iterations with a foreground ROI, the heads trained for less than half a run
+HEADS_IDLE_SHARE = 0.5
+
+
+def foreground_share(foreground_iterations: Optional[float], iterations: int) -> Optional[float]:
+    """The share of a run's iterations in which the heads had a foreground ROI (None: unknown)."""
+    if foreground_iterations is None or iterations <= 0:
+        return None
+    return foreground_iterations / iterations
+
+
+def _heads_idle(share: Optional[float], foreground_iterations: Optional[float], iterations: int):
+    """A warning when the heads had a foreground ROI in less than `HEADS_IDLE_SHARE` of the
+    iterations; "" otherwise (or when unknown)."""
+    if share is None or share >= HEADS_IDLE_SHARE:
+        return ""
+    return (
+        f"the box and mask heads had a foreground ROI in {foreground_iterations:g} of {iterations} "
+        f"iterations ({share:.0%}): for most of the run only the RPN learned; train longer "
+        "(SOLVER.MAX_ITER) or start from weights whose RPN already finds lesions (MODEL.WEIGHTS)"
+    )
 
 
 def _best_behind_final(validation: dict) -> str:
@@ -134,11 +171,11 @@ def _best_behind_final(validation: dict) -> str:
 
 
 class HeadHealthHook(HookBase):
-    """Tracks the heads' first foreground ROI; warns while there is none; writes health.json.
+    """Tracks the heads' foreground ROIs; warns while they have none or few; writes health.json.
 
     Args:
-        warn_period: iterations between warnings while the heads have no foreground ROI
-            (0: never warn).
+        warn_period: the window, in iterations, of the warnings while the heads have no
+            foreground ROI or have one in less than half of the window (0: never warn).
         output_dir: where health.json goes (None: the report is only logged and kept in
             ``report``).
         max_empty_share: as `health_verdict`.
@@ -156,14 +193,26 @@ class HeadHealthHook(HookBase):
         self.warn_period, self.output_dir = warn_period, output_dir
         self.max_empty_share, self.validation = max_empty_share, validation
         self.first_foreground: Optional[int] = None
+        # iterations with a foreground ROI, the whole run (None: unknown, resumed from a
+        # checkpoint that did not count them)
+        self.foreground_iterations: Optional[int] = 0
+        self.window_foreground = 0  # the same, since the last warn_period boundary
+        self._counted = -1  # the last iteration counted (update() may run twice per step)
         self.report: Optional[dict] = None
 
     def update(self) -> None:
-        """Record this iteration if it is the heads' first with a foreground ROI (idempotent)."""
-        if self.first_foreground is not None:
-            return
+        """Count this iteration if the heads had a foreground ROI in it, and note the first
+        such iteration (idempotent)."""
         value, iteration = self.trainer.storage.latest().get(FOREGROUND_SCALAR, (0.0, -1))
-        if iteration == self.trainer.iter and value > 0:
+        if iteration != self.trainer.iter or iteration == self._counted:
+            return
+        self._counted = iteration
+        if value <= 0:
+            return
+        if self.foreground_iterations is not None:
+            self.foreground_iterations += 1
+        self.window_foreground += 1
+        if self.first_foreground is None:
             self.first_foreground = self.trainer.iter
             logger.info(
                 "iteration %d: the box and mask heads had their first foreground ROI",
@@ -176,22 +225,42 @@ class HeadHealthHook(HookBase):
         seen = [i for i in comm.all_gather(self.first_foreground) if i is not None]
         return min(seen) if seen else None
 
+    def pooled_foreground_iterations(self) -> Optional[float]:
+        """The workers' mean count of iterations with a foreground ROI, None when a worker's
+        is unknown (call on every worker)."""
+        counts = comm.all_gather(self.foreground_iterations)
+        return None if None in counts else sum(counts) / len(counts)
+
     def after_step(self):
         self.update()
         done = self.trainer.iter + 1
-        if self.first_foreground is None and self.warn_period > 0 and done % self.warn_period == 0:
+        if self.warn_period <= 0 or done % self.warn_period:
+            return
+        if self.first_foreground is None:
             logger.warning(
                 "iteration %d: the box and mask heads have had no foreground ROI yet (no "
                 "proposal overlaps a lesion at IoU >= 0.5): they are not learning",
                 self.trainer.iter,
             )
+        elif self.window_foreground < self.warn_period / 2:
+            logger.warning(
+                "iteration %d: the box and mask heads had a foreground ROI in only %d of the "
+                "last %d iterations: they are hardly learning",
+                self.trainer.iter,
+                self.window_foreground,
+                self.warn_period,
+            )
+        self.window_foreground = 0
 
     def after_train(self):
         if self.trainer.iter < self.trainer.max_iter:  # stopped by an error: nothing to report
             return
         first = self.pooled_first_foreground()
+        counted = self.pooled_foreground_iterations()
         validation = getattr(self.validation, "report", None)
-        self.report = health_report(first, self.trainer.max_iter, validation, self.max_empty_share)
+        self.report = health_report(
+            first, self.trainer.max_iter, validation, self.max_empty_share, counted
+        )
         if not comm.is_main_process():
             return
         if self.output_dir:
@@ -200,11 +269,19 @@ class HeadHealthHook(HookBase):
             logger.warning("training health: %s — %s", self.report["verdict"], self.report["cure"])
         else:
             logger.info("training health: %s", self.report["verdict"])
-        if "warning" in self.report:
-            logger.warning("training health: %s", self.report["warning"])
+        for key in ("heads_idle", "warning"):
+            if key in self.report:
+                logger.warning("training health: %s", self.report[key])
 
     def state_dict(self):
-        return {"first_foreground": self.first_foreground}
+        return {
+            "first_foreground": self.first_foreground,
+            "foreground_iterations": self.foreground_iterations,
+            "window_foreground": self.window_foreground,
+        }
 
     def load_state_dict(self, state):
         self.first_foreground = state.get("first_foreground")
+        # a checkpoint from before the count: unknown, not taken for idle heads
+        self.foreground_iterations = state.get("foreground_iterations")
+        self.window_foreground = state.get("window_foreground", 0)

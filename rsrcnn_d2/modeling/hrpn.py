@@ -9,6 +9,12 @@ to detectron2's unchanged losses and proposal selection. With the ReLU switched
 off it is an ordinary two-logit softmax RPN. Proposals go through the
 reference's single NMS over all levels (`SingleNMSRPN`); how many are kept is
 detectron2's ``MODEL.RPN.POST_NMS_TOPK_TRAIN/TEST`` (the reference: 100 and 100).
+
+Fine-tuned from a Mask R-CNN, the reference loads the pre-trained RPN classifier into the
+H-RPN's (same layer name, nothing excluded). detectron2's checkpoints (COCO's, ours from
+`rsrcnn-pretrain`) hold one logit per anchor instead; `HRPNHead.adapt_checkpoint` turns it
+into the two-way classifier that gives exactly the same logits, so the H-RPN starts from
+the pre-trained classifier, as in the paper, rather than from scratch.
 """
 
 import torch
@@ -20,7 +26,28 @@ from torch import nn
 
 from .rpn import SingleNMSRPN
 
-__all__ = ["HRPNHead", "HRPN"]
+__all__ = ["HRPNHead", "HRPN", "two_way_objectness"]
+
+
+def two_way_objectness(
+    weight: torch.Tensor, bias: torch.Tensor, objectness_relu: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two-way classifier whose logit difference equals a one-logit classifier's.
+
+    With z = w·x + b the one-logit objectness, background = -s·z and lesion = s·z give
+    relu(z) - relu(-z) = z with the ReLU (s = 1) and z/2 + z/2 = z without it (s = 1/2);
+    both are exact in floating point.
+
+    Args:
+        weight: (A, C, 1, 1), the one-logit 1x1 conv of A anchors.
+        bias: (A,).
+        objectness_relu: whether the H-RPN applies its ReLU to both logits.
+
+    Returns:
+        weight (2A, C, 1, 1) and bias (2A,): background channels first, as `HRPNHead`'s.
+    """
+    scale = 1.0 if objectness_relu else 0.5
+    return torch.cat([-scale * weight, scale * weight]), torch.cat([-scale * bias, scale * bias])
 
 
 @RPN_HEAD_REGISTRY.register()
@@ -48,6 +75,23 @@ class HRPNHead(StandardRPNHead):
         ret = super().from_config(cfg, input_shape)
         ret["objectness_relu"] = cfg.MODEL.HRPN.OBJECTNESS_RELU
         return ret
+
+    def adapt_checkpoint(self, state: dict, prefix: str) -> list[str]:
+        """Rewrite, in ``state`` (a checkpoint's model dict), a one-logit RPN classifier under
+        ``prefix`` (detectron2's StandardRPNHead: weight (A, C, 1, 1)) as `two_way_objectness`.
+
+        Returns one line saying what was rewritten; [] when the checkpoint's classifier is
+        already two-way, absent, or of another size.
+        """
+        w_key, b_key = prefix + "objectness_logits.weight", prefix + "objectness_logits.bias"
+        if w_key not in state or b_key not in state:
+            return []
+        weight, bias = torch.as_tensor(state[w_key]), torch.as_tensor(state[b_key])
+        ours = self.objectness_logits.weight
+        if weight.shape != (ours.shape[0] // 2, *ours.shape[1:]) or bias.shape != weight.shape[:1]:
+            return []
+        state[w_key], state[b_key] = two_way_objectness(weight, bias, self.objectness_relu)
+        return [f"{prefix}objectness_logits: one logit per anchor -> H-RPN's two, same objectness"]
 
     def forward(self, features: list[torch.Tensor]):
         pred_objectness_logits = []

@@ -69,12 +69,9 @@ def _datasets_root():
         yield
 
 
-@pytest.fixture(autouse=True)
-def _fresh_logging():
-    """Tools called in-process (train_net's setup, tune_dcrf's main) attach handlers to the
-    project's and detectron2's loggers with the test's captured stdout; drop them after
-    each test so that no later test logs into a closed stream."""
-    yield
+def _drop_tool_log_handlers():
+    """Remove the handlers that tools run in-process attached to the project's and
+    detectron2's loggers (bound to a stream or log file that is about to close)."""
     import logging
 
     from detectron2.utils.logger import setup_logger
@@ -83,7 +80,74 @@ def _fresh_logging():
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
+            if isinstance(handler, logging.FileHandler):
+                handler.close()
     setup_logger.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """Tools called in-process (train_net's setup, tune_dcrf's main) attach handlers to the
+    project's and detectron2's loggers with the test's captured stdout; drop them after
+    each test so that no later test logs into a closed stream."""
+    yield
+    _drop_tool_log_handlers()
+
+
+def _train_net_here(cmd, stdout=None, stderr=None):
+    """``python -m rsrcnn_d2.cli.train_net ARGS`` run as train_net's command line in this
+    process: the same program without a fresh interpreter's imports (seconds per training).
+    The process state it changes (log handlers, torch threads, environment, warning filters)
+    is put back afterwards."""
+    import contextlib
+    import subprocess
+    import traceback
+    import warnings
+
+    from rsrcnn_d2.cli.train_net import cli
+
+    threads, environ = torch.get_num_threads(), dict(os.environ)
+    err = stdout if stderr == subprocess.STDOUT else stderr
+    to_out = contextlib.redirect_stdout(stdout) if stdout else contextlib.nullcontext()
+    to_err = contextlib.redirect_stderr(err) if err else contextlib.nullcontext()
+    try:
+        with warnings.catch_warnings(), to_out, to_err:
+            try:
+                code = cli(list(map(str, cmd[3:])), prog="train_net")
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except Exception:  # a child would print it and exit 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        _drop_tool_log_handlers()
+        torch.set_num_threads(threads)
+        os.environ.clear()
+        os.environ.update(environ)
+    return subprocess.CompletedProcess(cmd, code)
+
+
+@pytest.fixture
+def trainings_in_process(monkeypatch):
+    """The experiment drivers' trainings (`runner.train`, the one child process they start)
+    run in the test's process. End-to-end driver tests use it to save a Python start and
+    torch/detectron2 imports per training; the child process itself is tested in
+    test_child_process.py and test_experiments.py."""
+    in_process(monkeypatch)
+
+
+def in_process(monkeypatch):
+    """`trainings_in_process` for a fixture of wider scope (a `pytest.MonkeyPatch`)."""
+    from rsrcnn_d2.experiments import runner
+
+    child = runner.run_child
+
+    def run(cmd, **kwargs):
+        if list(cmd[1:3]) != ["-m", runner.TRAIN_NET_MODULE]:
+            return child(cmd, **kwargs)
+        return _train_net_here(cmd, kwargs.get("stdout"), kwargs.get("stderr"))
+
+    monkeypatch.setattr(runner, "run_child", run)
 
 
 @pytest.fixture(autouse=True)

@@ -422,7 +422,7 @@ def _in_process(capfd, main, *args):
     return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
-def test_ablation_runs_then_resumes_without_retraining(tmp_path, capfd):
+def test_ablation_runs_then_resumes_without_retraining(tmp_path, capfd, trainings_in_process):
     from rsrcnn_d2.cli.run_ablation import main
 
     out = tmp_path / "abl"
@@ -490,7 +490,7 @@ def _slice_folder(root, subjects=3):
                 Image.fromarray(array).save(root / part / f"s{s}" / f"{k}.png")
 
 
-def test_loso_holds_out_each_subject_once(tmp_path, capfd):
+def test_loso_holds_out_each_subject_once(tmp_path, capfd, trainings_in_process):
     """Two folds after a pre-training on another slice folder, calibrated there; each fold is
     also calibrated again on its held-in subject (--recalibrate)."""
     from rsrcnn_d2.cli.run_loso import main

@@ -6,7 +6,7 @@ import torch
 
 from rsrcnn_d2.errors import WeightsError
 
-from conftest import TINY_ROWS, tiny_cfg
+from conftest import TINY_ROWS, in_process, tiny_cfg
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,9 @@ def pretrained(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("pretrain")
     coarse = dict(in_plane_mm=(1.4, 1.5), slice_mm=(2.6, 3.0))  # small volumes: a quick cohort
-    return pretrain(out, subjects=6, seed=1000, iters=2, workers=2, params=coarse)
+    with pytest.MonkeyPatch.context() as mp:
+        in_process(mp)
+        return pretrain(out, subjects=6, seed=1000, iters=2, workers=2, params=coarse)
 
 
 def test_the_checkpoint_holds_weights_form_and_source_only(pretrained):

@@ -31,7 +31,7 @@ FAST = [
 
 
 @pytest.fixture(autouse=True)
-def _restore_default_registration():
+def _restore_default_registration(trainings_in_process):
     yield
     register_all_pwml()
 

@@ -36,7 +36,8 @@ def two_way_objectness(
 
     With z = w·x + b the one-logit objectness, background = -s·z and lesion = s·z give
     relu(z) - relu(-z) = z with the ReLU (s = 1) and z/2 + z/2 = z without it (s = 1/2);
-    both are exact in floating point.
+    exact in arithmetic, and to float rounding where the conv sums 2A channels in another
+    order than A.
 
     Args:
         weight: (A, C, 1, 1), the one-logit 1x1 conv of A anchors.

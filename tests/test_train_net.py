@@ -52,6 +52,33 @@ SMALL_INPUT = [
 ]
 
 
+def _run_here(root, out, *extra):
+    """train_net's command line in this process (one worker, one thread, the cohort under
+    ``root``/pwml registered as the default names), as `_run` without its Python start and
+    imports; the output of the run."""
+    import io
+    from pathlib import Path
+
+    from rsrcnn_d2.data.register import register_all_pwml
+
+    from conftest import _train_net_here
+
+    flags = [e for e in extra if e.startswith("--")]
+    opts = [e for e in extra if not e.startswith("--")]
+    args = ["--config-file", TINY_ROWS["E"], *flags, "OUTPUT_DIR", out, "SOLVER.IMS_PER_BATCH"]
+    args += ["2", "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "1000", "SEED", "1"]
+    log = io.StringIO()
+    register_all_pwml(Path(root) / "pwml")
+    torch.set_num_threads(1)  # as `_run`'s OMP_NUM_THREADS=1 (put back by _train_net_here)
+    try:
+        cmd = [sys.executable, "-m", "train_net", *args, *SMALL_INPUT, *opts]
+        proc = _train_net_here(cmd, log, subprocess.STDOUT)
+    finally:
+        register_all_pwml()
+    assert proc.returncode == 0, log.getvalue()[-6000:]
+    return log.getvalue()
+
+
 def _run(root, out, *extra, num_gpus=1, timeout=600, threads="1", dataset_root=None):
     """train_net in a session of its own: on a timeout the whole group (workers too) is killed.
     ``root``: $DETECTRON2_DATASETS; ``dataset_root``: a --dataset-root NAME=DIR."""
@@ -181,7 +208,7 @@ def test_train_evaluate_and_resume(cohort_root, tmp_path):
 
     # resume: iteration count, LR schedule and plateau state carry on
     (out / "metrics.json").unlink()
-    _run(
+    _run_here(
         cohort_root,
         out,
         "--resume",
@@ -212,7 +239,7 @@ def test_best_checkpoint_by_validation_dice(cohort_root, tmp_path):
     """SOLVER.BEST_CHECKPOINT val_dice: the validation Dice is measured at every validation and
     picks model_best.pth (RS R-CNN+'s choice)."""
     out = tmp_path / "dice"
-    _run(
+    _run_here(
         cohort_root,
         out,
         "SOLVER.MAX_ITER",
@@ -237,7 +264,7 @@ def test_best_checkpoint_by_validation_dice(cohort_root, tmp_path):
 
 def test_eval_only(cohort_root, tmp_path):
     out = tmp_path / "eval"
-    log = _run(cohort_root, out, "--eval-only", "SOLVER.MAX_ITER", "1")
+    log = _run_here(cohort_root, out, "--eval-only", "SOLVER.MAX_ITER", "1")
     assert "copypaste: Task: pwml_strict" in log
 
 
@@ -425,7 +452,7 @@ def test_kill_and_resume_keeps_the_lr_schedule_and_best_checkpoint(cohort_root, 
     """A run killed right after a checkpoint taken at an evaluation, then resumed, ends with the
     LR of an uninterrupted run (MIN_DELTA 1e9: every evaluation after the first halves it)."""
     whole = tmp_path / "whole"
-    _run(cohort_root, whole, *PLATEAU_EVERY_EVAL)
+    _run_here(cohort_root, whole, *PLATEAU_EVERY_EVAL)
     # evaluations at iterations 3, 7, 11, 15, 19: four halvings
     assert _final_schedule(whole)[0] == 1 / 16
     assert (whole / "model_best.pth").exists()
@@ -460,7 +487,7 @@ def test_kill_and_resume_keeps_the_lr_schedule_and_best_checkpoint(cohort_root, 
     assert not (killed / "model_final.pth").exists(), "the run finished before it could be killed"
     best_before = torch.load(killed / "model_best.pth", map_location="cpu", weights_only=True)
 
-    _run(cohort_root, killed, "--resume", "SOLVER.CHECKPOINT_PERIOD", "8", *PLATEAU_EVERY_EVAL)
+    _run_here(cohort_root, killed, "--resume", "SOLVER.CHECKPOINT_PERIOD", "8", *PLATEAU_EVERY_EVAL)
     assert _final_schedule(killed) == pytest.approx(_final_schedule(whole))
     best_after = torch.load(killed / "model_best.pth", map_location="cpu", weights_only=True)
     assert best_after["score"] <= best_before["score"]

@@ -226,13 +226,15 @@ def adapt_checkpoint(model, state: dict, source: Optional[str] = None) -> list[s
     (`HRPNHead`: a one-logit RPN classifier into its two-way one) rewrite its own tensors of a
     checkpoint's model dict before loading, and log what was rewritten.
 
-    Returns the modules' lines on what they rewrote.
+    Returns the modules' lines on what they rewrote. Keys of other names (Caffe2's, before
+    detectron2 renames them) are left alone; a DDP checkpoint's ``module.`` lead is allowed.
     """
+    lead = "module." if state and all(str(k).startswith("module.") for k in state) else ""
     rewritten = []
     for name, module in model.named_modules():
         adapt = getattr(module, "adapt_checkpoint", None)
         if callable(adapt):
-            rewritten += adapt(state, f"{name}." if name else "")
+            rewritten += adapt(state, f"{lead}{name}." if name else lead)
     if rewritten:
         logger.info(
             "%s, rewritten for this model: %s", source or "checkpoint", "; ".join(rewritten)
@@ -371,8 +373,7 @@ class SafeCheckpointer(DetectionCheckpointer):
         if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
             raise WeightsError(self._path, "not a checkpoint: no dict of tensors under 'model'")
         self._check_input_form(checkpoint)
-        if not checkpoint.get("matching_heuristics"):  # Caffe2 names: renamed later, by detectron2
-            adapt_checkpoint(self.model, checkpoint["model"], self._path)
+        adapt_checkpoint(self.model, checkpoint["model"], self._path)
         try:
             incompatible = super()._load_model(checkpoint)
         except (ValueError, TypeError, AttributeError, RuntimeError) as e:

@@ -94,34 +94,59 @@ def _fresh_logging():
     _drop_tool_log_handlers()
 
 
-def _train_net_here(cmd, stdout=None, stderr=None):
+_TOOL_LOGGERS = ("rsrcnn_d2", "detectron2", "fvcore", "d2")
+
+
+def _train_net_here(cmd, stdout=None, stderr=None, threads=None):
     """``python -m rsrcnn_d2.cli.train_net ARGS`` run as train_net's command line in this
     process: the same program without a fresh interpreter's imports (seconds per training).
-    The process state it changes (log handlers, torch threads, environment, warning filters)
-    is put back afterwards."""
+
+    ``threads``: the OMP_NUM_THREADS the run sees, as a child's environment would set it.
+    The process state it changes is put back afterwards: the loggers' handlers (log.txt
+    streams closed), levels and propagation, detectron2's logger caches, torch threads, the
+    environment and warning filters."""
     import contextlib
+    import logging
     import subprocess
     import traceback
     import warnings
 
+    from detectron2.utils import logger as d2_logger
+
     from rsrcnn_d2.cli.train_net import cli
 
-    threads, environ = torch.get_num_threads(), dict(os.environ)
+    saved_threads, environ = torch.get_num_threads(), dict(os.environ)
+    loggers = {name: logging.getLogger(name) for name in _TOOL_LOGGERS}
+    saved = {n: (lg.level, lg.propagate, list(lg.handlers)) for n, lg in loggers.items()}
     err = stdout if stderr == subprocess.STDOUT else stderr
     to_out = contextlib.redirect_stdout(stdout) if stdout else contextlib.nullcontext()
     to_err = contextlib.redirect_stderr(err) if err else contextlib.nullcontext()
+    if threads is not None:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     try:
         with warnings.catch_warnings(), to_out, to_err:
             try:
                 code = cli(list(map(str, cmd[3:])), prog="train_net")
             except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
             except Exception:  # a child would print it and exit 1
                 traceback.print_exc()
                 code = 1
     finally:
-        _drop_tool_log_handlers()
-        torch.set_num_threads(threads)
+        for name, lg in loggers.items():
+            level, propagate, handlers = saved[name]
+            for handler in [h for h in lg.handlers if h not in handlers]:
+                lg.removeHandler(handler)
+                stream = getattr(handler, "stream", None)
+                if isinstance(handler, logging.FileHandler):
+                    handler.close()
+                elif str(getattr(stream, "name", "")).rsplit("/", 1)[-1].startswith("log.txt"):
+                    stream.close()  # detectron2's cached log.txt stream
+            lg.setLevel(level)
+            lg.propagate = propagate
+        d2_logger.setup_logger.cache_clear()
+        d2_logger._cached_log_stream.cache_clear()  # a re-run into the same folder reopens it
+        torch.set_num_threads(saved_threads)
         os.environ.clear()
         os.environ.update(environ)
     return subprocess.CompletedProcess(cmd, code)

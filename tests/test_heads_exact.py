@@ -147,6 +147,24 @@ def test_a_one_logit_rpn_checkpoint_gives_the_hrpn_head_the_same_objectness(obje
     assert hrpn.adapt_checkpoint(state, "rpn_head.") == []
 
 
+def test_a_ddp_checkpoint_is_rewritten_under_its_module_lead():
+    from rsrcnn_d2.checkpoint import adapt_checkpoint
+
+    model = nn.Module()
+    model.rpn_head = HRPNHead(in_channels=4, num_anchors=3, conv_dims=(8,))
+    weight, bias = torch.ones(3, 8, 1, 1), torch.tensor([1.0, 2.0, 3.0])
+    state = {
+        "module.rpn_head.objectness_logits.weight": weight,
+        "module.rpn_head.objectness_logits.bias": bias,
+        "module.rpn_head.conv.weight": torch.zeros(8, 4, 3, 3),
+    }
+    said = adapt_checkpoint(model, state)
+    assert said == [
+        "module.rpn_head.objectness_logits: one logit per anchor -> H-RPN's two, same objectness"
+    ]
+    assert state["module.rpn_head.objectness_logits.bias"].tolist() == [-1, -2, -3, 1, 2, 3]
+
+
 # ----------------------------------------------------------------------- expanded ROI heads
 
 SIZE = 64

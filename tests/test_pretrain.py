@@ -67,10 +67,11 @@ def test_every_row_loads_it_whole_the_hrpn_classifier_rewritten(pretrained, row,
     source = torch.load(pretrained, weights_only=True)["model"]
     key = "backbone.bottom_up.stem.conv1.weight"  # the backbone comes from the pre-training
     assert torch.equal(model.state_dict()[key], source[key])
-    objectness = model.state_dict()["proposal_generator.rpn_head.objectness_logits.bias"]
-    one_logit = source["proposal_generator.rpn_head.objectness_logits.bias"]
-    two_way = torch.cat([-one_logit, one_logit])  # background, lesion (the H-RPN's ReLU is on)
-    assert torch.equal(objectness, one_logit if row == "B" else two_way)
+    for part in ("weight", "bias"):
+        objectness = model.state_dict()[f"proposal_generator.rpn_head.objectness_logits.{part}"]
+        one_logit = source[f"proposal_generator.rpn_head.objectness_logits.{part}"]
+        two_way = torch.cat([-one_logit, one_logit])  # background, lesion (the ReLU is on)
+        assert torch.equal(objectness, one_logit if row == "B" else two_way)
 
 
 class _nothing:

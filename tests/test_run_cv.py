@@ -171,6 +171,7 @@ def test_two_folds_resume_after_fold_0_and_pool_all_subjects(cohort, capfd):
     assert sixth.returncode == 0, sixth.stdout[-3000:] + sixth.stderr[-3000:]
     for fold in (fold0, fold1):
         assert torch.load(fold / "model_final.pth", weights_only=False)["iteration"] == 2
+        assert "MAX_ITER: 3" in (fold / "log.txt").read_text()  # the new run's log, here
         run_options = json.loads((fold / "run_options.json").read_text())
         assert run_options["config"]["SOLVER"]["MAX_ITER"] == 3
     kept = sorted(p.name.split(".replaced-")[0] for p in out.iterdir() if ".replaced-" in p.name)

@@ -69,10 +69,9 @@ def _run_here(root, out, *extra):
     args += ["2", "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "1000", "SEED", "1"]
     log = io.StringIO()
     register_all_pwml(Path(root) / "pwml")
-    torch.set_num_threads(1)  # as `_run`'s OMP_NUM_THREADS=1 (put back by _train_net_here)
     try:
         cmd = [sys.executable, "-m", "train_net", *args, *SMALL_INPUT, *opts]
-        proc = _train_net_here(cmd, log, subprocess.STDOUT)
+        proc = _train_net_here(cmd, log, subprocess.STDOUT, threads=1)  # as `_run`
     finally:
         register_all_pwml()
     assert proc.returncode == 0, log.getvalue()[-6000:]
@@ -228,6 +227,9 @@ def test_train_evaluate_and_resume(cohort_root, tmp_path):
     assert second["iteration"] == 8
     second_hooks = second["trainer"]["hooks"]
     assert second_hooks["LRScheduler"]["last_epoch"] == first_hooks["LRScheduler"]["last_epoch"] + 3
+    # the heads' count of foreground iterations carries on: 9 of 9 (the ground truth is
+    # among the proposals), not the resumed run's 3 of 9
+    assert json.loads((out / "health.json").read_text())["foreground_share"] == 1.0
     # the tracker resumed from the first run's best instead of starting from inf
     assert (
         second_hooks["ValidationLossHook"]["tracker"]["best"]

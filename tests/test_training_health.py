@@ -339,8 +339,24 @@ def test_heads_busy_half_the_run_or_uncounted_are_not_idle(tmp_path):
     assert health["foreground_share"] == 0.5 and "heads_idle" not in health
     from rsrcnn_d2.engine.health import health_report
 
-    # resumed from a checkpoint that did not count: unknown, not idle
+    # resumed from a checkpoint that did not count: unknown, not idle, no window warning
     hook.load_state_dict({"first_foreground": 3})
+    assert hook.window_foreground is None
     assert hook.foreground_iterations is None and hook.pooled_foreground_iterations() is None
     report = health_report(3, 6, None, 0.9, None)
     assert report["foreground_share"] is None and "heads_idle" not in report
+
+
+def test_a_resume_without_the_hooks_state_counts_nothing_before_it(tmp_path):
+    """A checkpoint written before the hook existed: the iterations before the resume are
+    unknown, so no share (and no idle warning) is made up from the resumed part alone."""
+    from types import SimpleNamespace
+
+    hook = HeadHealthHook(warn_period=2)
+    hook.trainer = SimpleNamespace(start_iter=500)
+    hook.before_train()
+    assert hook.foreground_iterations is None and hook.window_foreground is None
+    fresh = HeadHealthHook(warn_period=2)
+    fresh.trainer = SimpleNamespace(start_iter=0)
+    fresh.before_train()
+    assert fresh.foreground_iterations == 0 and fresh.window_foreground == 0

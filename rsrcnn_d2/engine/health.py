@@ -196,7 +196,8 @@ class HeadHealthHook(HookBase):
         # iterations with a foreground ROI, the whole run (None: unknown, resumed from a
         # checkpoint that did not count them)
         self.foreground_iterations: Optional[int] = 0
-        self.window_foreground = 0  # the same, since the last warn_period boundary
+        self.window_foreground: Optional[int] = 0  # since the last warn_period boundary
+        self._state_loaded = False
         self._counted = -1  # the last iteration counted (update() may run twice per step)
         self.report: Optional[dict] = None
 
@@ -211,7 +212,8 @@ class HeadHealthHook(HookBase):
             return
         if self.foreground_iterations is not None:
             self.foreground_iterations += 1
-        self.window_foreground += 1
+        if self.window_foreground is not None:
+            self.window_foreground += 1
         if self.first_foreground is None:
             self.first_foreground = self.trainer.iter
             logger.info(
@@ -224,6 +226,11 @@ class HeadHealthHook(HookBase):
         self.update()
         seen = [i for i in comm.all_gather(self.first_foreground) if i is not None]
         return min(seen) if seen else None
+
+    def before_train(self):
+        # resumed from a checkpoint without this hook's state: what came before is unknown
+        if self.trainer.start_iter > 0 and not self._state_loaded:
+            self.foreground_iterations = self.window_foreground = None
 
     def pooled_foreground_iterations(self) -> Optional[float]:
         """The workers' mean count of iterations with a foreground ROI, None when a worker's
@@ -242,7 +249,7 @@ class HeadHealthHook(HookBase):
                 "proposal overlaps a lesion at IoU >= 0.5): they are not learning",
                 self.trainer.iter,
             )
-        elif self.window_foreground < self.warn_period / 2:
+        elif self.window_foreground is not None and self.window_foreground < self.warn_period / 2:
             logger.warning(
                 "iteration %d: the box and mask heads had a foreground ROI in only %d of the "
                 "last %d iterations: they are hardly learning",
@@ -284,4 +291,5 @@ class HeadHealthHook(HookBase):
         self.first_foreground = state.get("first_foreground")
         # a checkpoint from before the count: unknown, not taken for idle heads
         self.foreground_iterations = state.get("foreground_iterations")
-        self.window_foreground = state.get("window_foreground", 0)
+        self.window_foreground = state.get("window_foreground")
+        self._state_loaded = True

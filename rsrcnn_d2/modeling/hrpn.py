@@ -10,11 +10,13 @@ off it is an ordinary two-logit softmax RPN. Proposals go through the
 reference's single NMS over all levels (`SingleNMSRPN`); how many are kept is
 detectron2's ``MODEL.RPN.POST_NMS_TOPK_TRAIN/TEST`` (the reference: 100 and 100).
 
-Fine-tuned from a Mask R-CNN, the reference loads the pre-trained RPN classifier into the
-H-RPN's (same layer name, nothing excluded). detectron2's checkpoints (COCO's, ours from
-`rsrcnn-pretrain`) hold one logit per anchor instead; `HRPNHead.adapt_checkpoint` turns it
-into the two-way classifier that gives exactly the same logits, so the H-RPN starts from
-the pre-trained classifier, as in the paper, rather than from scratch.
+The reference loads its starting checkpoint's RPN (the Keras ``rpn_model`` holding
+``rpn_class_raw``) by name with nothing excluded, so its H-RPN classifier is fine-tuned from
+the pre-trained one (a two-way classifier in the Keras Mask R-CNN it builds on). A
+checkpoint of row B's layout (`rsrcnn-pretrain`'s) holds one logit per anchor instead;
+`HRPNHead.adapt_checkpoint` turns it into the two-way classifier that gives exactly the same
+objectness, so the H-RPN does not start from scratch. (COCO's detectron2 checkpoint has a
+256-channel RPN conv where ours has 512: nothing of its RPN fits either way.)
 """
 
 import torch

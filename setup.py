@@ -46,7 +46,9 @@ setup(
         "nilearn>=0.14",  # ships the MNI152 2009a template the synthetic cohort is built on
     ],
     # ruff pinned: its formatting changes between releases, and `make test` checks it
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "ruff==0.16.9"]},
+    extras_require={
+        "test": ["pytest>=7", "pytest-xdist>=3", "filelock>=3", "hypothesis>=6", "ruff==0.16.9"]
+    },
     # one command per module of rsrcnn_d2/cli (tools/*.py run the same programs)
     entry_points={
         "console_scripts": [

@@ -10,14 +10,26 @@ from conftest import TINY_ROWS, in_process, tiny_cfg
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
+def pretrained(tmp_path_factory, worker_id):
+    """One pre-training for the whole run: under pytest-xdist the workers share this session's
+    temporary root, and the first to take the lock makes it (pytest-xdist's recipe)."""
+    from filelock import FileLock
+
     from rsrcnn_d2.experiments.pretrain import pretrain
 
-    out = tmp_path_factory.mktemp("pretrain")
+    if worker_id == "master":  # no xdist
+        shared = tmp_path_factory.mktemp("shared")
+    else:
+        shared = tmp_path_factory.getbasetemp().parent
+    out = shared / "pretrain"
     coarse = dict(in_plane_mm=(1.4, 1.5), slice_mm=(2.6, 3.0))  # small volumes: a quick cohort
-    with pytest.MonkeyPatch.context() as mp:
-        in_process(mp)
-        return pretrain(out, subjects=6, seed=1000, iters=2, workers=2, params=coarse)
+    with FileLock(str(shared / "pretrain.lock")):
+        done = out / "pretrained.pth"
+        if done.is_file():
+            return done
+        with pytest.MonkeyPatch.context() as mp:
+            in_process(mp)
+            return pretrain(out, subjects=6, seed=1000, iters=2, workers=2, params=coarse)
 
 
 def test_the_checkpoint_holds_weights_form_and_source_only(pretrained):

@@ -1,12 +1,14 @@
-"""The demo's steps as functions (`run_demo`): an anatomy-based cohort, rows B, E and RS R-CNN+
-trained on the same budget, each calibrated on pwml_val and evaluated on pwml_test, one
-held-out volume predicted, and OUT/report.md with the figures. The program and its step
-list: `rsrcnn_d2.cli.demo` (tools/demo.py, ``rsrcnn-demo``).
+"""The demo's steps as functions (`run_demo`), the paper's protocol in small: one Mask R-CNN
+(row B) pre-trained on a source cohort the demo cohort never sees, then row B and our
+recommended row fine-tuned from it on the same budget, each calibrated on pwml_val and
+evaluated on pwml_test, one held-out volume predicted, and OUT/report.md with the figures.
+The program and its step list: `rsrcnn_d2.cli.demo` (tools/demo.py, ``rsrcnn-demo``).
 """
 
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -19,17 +21,19 @@ from .runner import DatasetRoot, calibrate, evaluate_checkpoint, step, train, tr
 
 __all__ = ["ROWS", "run_demo", "write_report", "write_overlays"]
 
-# the rows compared, in the report's order: (label, model-zoo row)
-ROWS = {"B": "B  Mask R-CNN", "E": "E  RS R-CNN", "plus": "RS R-CNN+"}
-PREDICT_ROW = "plus"  # the recommended row segments the held-out volume
+# the rows compared, in the report's order: model-zoo row -> label
+ROWS = {"B": "B  Mask R-CNN", "plus": "RS R-CNN+"}
+PREDICT_ROW = "plus"  # the recommended row (README, "Which row"): it segments the held-out volume
 
 
-def _train_row(out: Path, row: str, iters: int, seed: int, roots) -> dict:
-    """Train, calibrate and evaluate one row; its config, weights and test CSV."""
+def _train_row(out: Path, row: str, iters: int, seed: int, roots, weights: Path) -> dict:
+    """Fine-tune one row from ``weights``, calibrate and evaluate it; its config, weights,
+    test CSV and health."""
     train_dir = out / "train" / row
     label = ROWS[row]
     opts = ["SOLVER.MAX_ITER", iters, "DATASETS.TEST", "('pwml_test',)", "SEED", seed]
-    with step(f"3/7 training {label}"):
+    opts += ["MODEL.WEIGHTS", str(weights)]
+    with step(f"4/8 fine-tuning {label}"):
         train(row_config(row), train_dir, opts, roots, resume=False)  # retrained every time
     weights = trained_weights(train_dir)  # model_best.pth: the lowest validation loss
     point = calibrate(  # None: no point beat an empty prediction; the row's own point is used
@@ -39,14 +43,14 @@ def _train_row(out: Path, row: str, iters: int, seed: int, roots) -> dict:
         "pwml_val",
         seed=seed,
         trials=(3, 6),
-        step_name=f"4/7 operating point of {label} (score threshold + CRF on pwml_val)",
+        step_name=f"5/8 operating point of {label} (score threshold + CRF on pwml_val)",
     )
     point = point or row_config(row)
     evaluate_checkpoint(
         point,
         weights,
         train_dir / "calibrated",
-        step_name=f"5/7 {label} at its operating point on pwml_test",
+        step_name=f"6/8 {label} at its operating point on pwml_test",
     )
     return {
         "config": point,
@@ -56,10 +60,20 @@ def _train_row(out: Path, row: str, iters: int, seed: int, roots) -> dict:
     }
 
 
+def _pretrained(out: Path, subjects: int, iters: int) -> Path:
+    """Step 1: row B pre-trained on a source cohort of ``subjects`` (generator seeds from
+    `SOURCE_SEED`, which no evaluation cohort uses) for ``iters`` iterations; reused when a
+    finished one was asked the same (`rsrcnn_d2.experiments.pretrain`)."""
+    from .pretrain import SOURCE_SEED, pretrain
+
+    with step(f"1/8 pre-training row B on a source cohort ({subjects} subjects, {iters} its)"):
+        return pretrain(out / "pretrain", subjects=subjects, seed=SOURCE_SEED, iters=iters)
+
+
 def _make_cohort(cohort: Path, out: Path, seed: int, subjects: int) -> DatasetRoot:
-    """Steps 1-2: the anatomy-based cohort converted into OUT/pwml and registered as pwml_*
+    """Steps 2-3: the anatomy-based cohort converted into OUT/pwml and registered as pwml_*
     here (the training children get it as --dataset-root; `anatomy_cohort`)."""
-    with step("1-2/7 synthetic cohort and its conversion"):
+    with step("2-3/8 synthetic cohort and its conversion"):
         root, summary = anatomy_cohort(cohort, out / "pwml", subjects, seed)
         print(
             f"{summary['num_subjects']} subjects in {cohort}: {summary['num_images']} slices, "
@@ -69,7 +83,7 @@ def _make_cohort(cohort: Path, out: Path, seed: int, subjects: int) -> DatasetRo
 
 
 def _predict_volume(volume: Path, output: Path, config, weights) -> None:
-    """Step 6: the recommended row segments one held-out volume, as rsrcnn-predict would."""
+    """Step 7: the recommended row segments one held-out volume, as rsrcnn-predict would."""
     from ..config import fall_back_to_cpu, get_rsrcnn_cfg
     from ..inference.calibration import log_inference
     from ..inference.inputs import find_inputs
@@ -88,22 +102,49 @@ def _predict_volume(volume: Path, output: Path, config, weights) -> None:
         raise RuntimeError("; ".join(message for _, message in report.failures))
 
 
-def run_demo(out, subjects: int = 14, iters: int = 500, seed: int = 0) -> Path:
-    """Steps 1-7 of the module doc into ``out`` (a cohort of ``subjects``, ``iters`` training
-    iterations per row, one ``seed`` for everything); the report's path."""
+def run_demo(
+    out,
+    subjects: int = 14,
+    iters: int = 250,
+    seed: int = 0,
+    pretrain_subjects: int = 14,
+    pretrain_iters: int = 200,
+    pretrained: Optional[Path] = None,
+) -> Path:
+    """Steps 1-8 of the module doc into ``out``; the report's path.
+
+    Args:
+        out: the output folder.
+        subjects: the demo cohort's size.
+        iters: fine-tuning iterations per row.
+        seed: the demo cohort's generator and split seed, and the trainings' seed.
+        pretrain_subjects, pretrain_iters: the source cohort's size and the pre-training's
+            length (step 1).
+        pretrained: a checkpoint to fine-tune from instead of step 1 (`rsrcnn-pretrain`'s,
+            or detectron2's COCO Mask R-CNN).
+    """
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if pretrained is None:
+        weights = _pretrained(out, pretrain_subjects, pretrain_iters)
+        start = (
+            f"row B pre-trained for {pretrain_iters} iterations on {pretrain_subjects} source "
+            "subjects the demo cohort does not share"
+        )
+    else:
+        weights = Path(pretrained).resolve()
+        start = f"`{weights}`"
     # OUT/cohort, not OUT/raw: a phantom cohort an older demo left in OUT/raw is never mixed in
     cohort = out / "cohort"
     root = _make_cohort(cohort, out, seed, subjects)
-    rows = {row: _train_row(out, row, iters, seed, [root]) for row in ROWS}
+    rows = {row: _train_row(out, row, iters, seed, [root], weights) for row in ROWS}
 
     test_subject = json.loads((out / "pwml" / "splits.json").read_text())["test"][0]
     volume = cohort / "imagesTr" / f"{test_subject}_0000.nii.gz"
-    with step(f"6/7 prediction of a held-out volume with {ROWS[PREDICT_ROW]}"):
+    with step(f"7/8 prediction of a held-out volume with {ROWS[PREDICT_ROW]}"):
         best = rows[PREDICT_ROW]
         _predict_volume(volume, out / "predict", best["config"], best["weights"])
-    print("\n=== 7/7 figures and report", flush=True)
+    print("\n=== 8/8 figures and report", flush=True)
     from .figures import comparison_figures
 
     figures = comparison_figures(
@@ -118,6 +159,7 @@ def run_demo(out, subjects: int = 14, iters: int = 500, seed: int = 0) -> Path:
         volume,
         iters,
         healths={ROWS[r]: v["health"] for r, v in rows.items()},
+        start=start,
     )
 
 
@@ -142,10 +184,12 @@ def write_report(
     figures: Mapping[str, Path],
     volume: Path,
     iters: int = 0,
-    healths: Mapping[str, dict] = None,
+    healths: Optional[Mapping[str, dict]] = None,
+    start: str = "",
 ) -> Path:
     """OUT/report.md: each row's figures under both protocols and its training health, the
-    comparison figures and the overlays of the predicted volume; its path."""
+    comparison figures and the overlays of the predicted volume; its path. ``start``: what
+    every row was fine-tuned from ("": trained from scratch)."""
     healths = healths or {}
     first = next(iter(csvs.values()))
     n = int(pooled_results([first])["pwml_strict/n_slices"])
@@ -158,18 +202,19 @@ def write_report(
     ]
     overlays = write_overlays(out, volume)
     budget = f"{iters} iterations each, " if iters else ""
+    origin = f"fine-tuned from {start}, " if start else ""
     lines = [
         "# RS R-CNN demo report",
         "",
         "Anatomy-based synthetic cohort (datasets/README.md, section 7), the CPU-sized rows "
-        f"({budget}same seed), each at its operating point calibrated on the validation "
+        f"({origin}{budget}same seed), each at its operating point calibrated on the validation "
         f"subjects, scored on the held-out test subjects ({n} lesion slices). Read first: "
         "Dice per case (each test subject's lesion slices as one 3-D volume; a subject empty "
         "in truth and prediction would be left out, not scored 1) and lesion-wise F1 of 3-D "
         "lesions. Then, for comparison with the paper, its per-slice protocols: strict (every "
         "lesion slice counts, an empty prediction scores 0) and the reference implementation's "
         "(empty predictions skipped). One seed on a small cohort: docs/RESULTS.md has the "
-        "three-seed ablation with intervals.",
+        "ablation over seeds with intervals.",
         "",
         *table,
         "",

@@ -9,9 +9,11 @@ network learns "small bright blob in dark white matter" rather than one cohort's
 
 The result, ``OUT/pretrained.pth``, holds the model's final weights only (no optimizer, no
 iteration: a row starts its own schedule from it), the input form it was trained with and
-the source cohort's generator settings. Every row loads it through ``MODEL.WEIGHTS``; tensors
-whose shapes differ (H-RPN's two-logit objectness, LRS-Net's head) are re-initialised and
-listed in the fit table, as with a COCO checkpoint. Resumable: the cohort and conversion are
+the source cohort's generator settings. Every row loads it through ``MODEL.WEIGHTS``: H-RPN's
+two-logit objectness is written from the one logit per anchor (same objectness,
+`HRPNHead.adapt_checkpoint`), LRS-Net's convs take the first mask convs of the same shape,
+and any tensor of another shape is re-initialised and listed in the fit table, as with a
+COCO checkpoint. Resumable: the cohort and conversion are
 reused, the training resumes from its last checkpoint, a finished one is not redone.
 """
 

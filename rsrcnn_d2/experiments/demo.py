@@ -23,7 +23,7 @@ __all__ = ["ROWS", "run_demo", "write_report", "write_overlays"]
 
 # the rows compared, in the report's order: model-zoo row -> label
 ROWS = {"B": "B  Mask R-CNN", "plus": "RS R-CNN+"}
-PREDICT_ROW = "plus"  # the recommended row (README, "Which row"): it segments the held-out volume
+PREDICT_ROW = "plus"  # our recommended row (README, "RS R-CNN+"): it segments the held-out volume
 
 
 def _train_row(out: Path, row: str, iters: int, seed: int, roots, weights: Path) -> dict:

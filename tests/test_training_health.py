@@ -314,7 +314,7 @@ def test_heads_with_a_foreground_roi_in_few_iterations_are_warned_about(tmp_path
     assert health["foreground_share"] == pytest.approx(2 / 6)
     assert health["verdict"] == "ok"
     assert health["heads_idle"] == (
-        "the box and mask heads had a foreground ROI in 2 of 6 iterations (33%): for most of "
+        "the box and mask heads had a foreground ROI in 2 of 6 iterations (33.3%): for most of "
         "the run only the RPN learned; train longer (SOLVER.MAX_ITER) or start from weights "
         "whose RPN already finds lesions (MODEL.WEIGHTS)"
     )

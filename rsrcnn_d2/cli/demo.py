@@ -42,10 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", default="output/demo")
     parser.add_argument("--subjects", type=int, default=14)
-    parser.add_argument("--iters", type=int, default=250, help="fine-tuning iterations per row")
+    parser.add_argument("--iters", type=int, default=180, help="fine-tuning iterations per row")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pretrain-subjects", type=int, default=14, help="source cohort size")
-    parser.add_argument("--pretrain-iters", type=int, default=200, help="pre-training iterations")
+    parser.add_argument("--pretrain-subjects", type=int, default=10, help="source cohort size")
+    parser.add_argument("--pretrain-iters", type=int, default=150, help="pre-training iterations")
     parser.add_argument(
         "--pretrained", metavar="CKPT", help="fine-tune from this checkpoint instead of step 1"
     )

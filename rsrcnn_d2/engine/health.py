@@ -150,7 +150,7 @@ def _heads_idle(share: Optional[float], foreground_iterations: Optional[float], 
         return ""
     return (
         f"the box and mask heads had a foreground ROI in {foreground_iterations:g} of {iterations} "
-        f"iterations ({share:.0%}): for most of the run only the RPN learned; train longer "
+        f"iterations ({share:.1%}): for most of the run only the RPN learned; train longer "
         "(SOLVER.MAX_ITER) or start from weights whose RPN already finds lesions (MODEL.WEIGHTS)"
     )
 

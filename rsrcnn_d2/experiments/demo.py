@@ -105,10 +105,10 @@ def _predict_volume(volume: Path, output: Path, config, weights) -> None:
 def run_demo(
     out,
     subjects: int = 14,
-    iters: int = 250,
+    iters: int = 180,
     seed: int = 0,
-    pretrain_subjects: int = 14,
-    pretrain_iters: int = 200,
+    pretrain_subjects: int = 10,
+    pretrain_iters: int = 150,
     pretrained: Optional[Path] = None,
 ) -> Path:
     """Steps 1-8 of the module doc into ``out``; the report's path.

@@ -124,7 +124,7 @@ def health_report(
     behind = _best_behind_final(validation)
     if behind:
         report["warning"] = behind
-    idle = _heads_idle(report["foreground_share"], foreground_iterations, iterations)
+    idle = _heads_idle(foreground_iterations, iterations)
     if idle:
         report["heads_idle"] = idle
     return report
@@ -143,9 +143,10 @@ def foreground_share(foreground_iterations: Optional[float], iterations: int) ->
     return foreground_iterations / iterations
 
 
-def _heads_idle(share: Optional[float], foreground_iterations: Optional[float], iterations: int):
+def _heads_idle(foreground_iterations: Optional[float], iterations: int) -> str:
     """A warning when the heads had a foreground ROI in less than `HEADS_IDLE_SHARE` of the
     iterations; "" otherwise (or when unknown)."""
+    share = foreground_share(foreground_iterations, iterations)
     if share is None or share >= HEADS_IDLE_SHARE:
         return ""
     return (

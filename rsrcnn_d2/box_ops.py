@@ -1,4 +1,5 @@
-"""Box arithmetic of RS R-CNN: expansion by the factor k, and the RoIAlign2 size.
+"""Box arithmetic of RS R-CNN: expansion by the factor k, the RoIAlign2 size, and an NMS
+that stops once it has kept enough boxes.
 
 Pure functions on tensors, no config. The paper's Eq. 1 prints the growth as
 ``k * (w / 2)``, which would double a box at k = 1 and contradicts its own text
@@ -12,7 +13,7 @@ import math
 
 import torch
 
-__all__ = ["expand_boxes", "expanded_mask_resolution", "pixel_window"]
+__all__ = ["expand_boxes", "expanded_mask_resolution", "pixel_window", "nms_first"]
 
 
 def expand_boxes(boxes: torch.Tensor, k: float, image_size=None) -> torch.Tensor:
@@ -85,3 +86,42 @@ def _one_pixel_at_least(lo: int, hi: int, size: int):
     lo = min(max(lo, 0), size - 1)
     hi = min(max(hi, lo + 1), size)
     return lo, hi
+
+
+def nms_first(
+    boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, limit: int, block: int = 0
+) -> torch.Tensor:
+    """The first ``limit`` boxes greedy NMS keeps: ``torchvision.ops.nms(...)[:limit]``, exactly,
+    without running the NMS over boxes it would never reach.
+
+    The RPN keeps 100 (H-RPN) or 1,000-2,000 proposals of 6,000 candidates; a full NMS visits
+    every candidate and costs most of the proposal step on a CPU. Candidates are taken in score
+    order in blocks: a block first loses every box that an already kept box suppresses, then
+    runs torchvision's NMS on what is left; that is the greedy NMS, block by block, and it ends
+    when ``limit`` boxes are kept.
+
+    Args:
+        boxes: Tensor of shape (R, 4), XYXY.
+        scores: Tensor of shape (R,).
+        iou_threshold: a box is dropped when its IoU with a kept box is above this.
+        limit: how many kept boxes are wanted (>= 0).
+        block: candidates per block (0: twice the limit, at least 512).
+
+    Returns:
+        Int64 tensor of shape (min(limit, kept),): indices into ``boxes``, best score first.
+    """
+    from torchvision.ops import box_iou, nms
+
+    order = torch.sort(scores, descending=True, stable=True).indices
+    block = block or max(2 * limit, 512)
+    kept = order[:0]
+    for start in range(0, len(order), block):
+        if len(kept) >= limit:
+            break
+        candidates = order[start : start + block]
+        if len(kept):
+            overlap = box_iou(boxes[kept], boxes[candidates])  # (K, C)
+            candidates = candidates[(overlap <= iou_threshold).all(dim=0)]
+        survivors = nms(boxes[candidates], scores[candidates], iou_threshold)
+        kept = torch.cat([kept, candidates[survivors]])
+    return kept[:limit]

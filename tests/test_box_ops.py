@@ -73,3 +73,37 @@ def test_bad_arguments():
 )
 def test_roialign2_resolution(k, n):
     assert expanded_mask_resolution(k) == n
+
+
+def test_nms_first_keeps_what_greedy_nms_keeps_and_not_a_suppressed_boxs_victims():
+    from rsrcnn_d2.box_ops import nms_first
+
+    # B overlaps A by IoU 90/110 = 0.82 (dropped); C overlaps A by 80/120 = 0.67 (kept),
+    # although it overlaps the dropped B by 0.82: only kept boxes suppress
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 0, 11, 10], [2, 0, 12, 10], [50, 50, 60, 60]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.1])
+    assert nms_first(boxes, scores, 0.7, 10).tolist() == [0, 2, 3]
+    assert nms_first(boxes, scores, 0.7, 2).tolist() == [0, 2]
+    assert nms_first(boxes, scores, 0.7, 0).tolist() == []
+    assert nms_first(boxes[:0], scores[:0], 0.7, 5).tolist() == []
+
+
+@pytest.mark.parametrize(
+    "limit, block", [(1, 0), (100, 0), (300, 0), (1000, 0), (5000, 0), (300, 7), (5000, 64)]
+)
+def test_nms_first_is_torchvisions_nms_cut_at_the_limit(limit, block):
+    """3,000 clustered boxes; with small blocks, boxes kept in one block suppress boxes of
+    the next, as one NMS over all of them would."""
+    from torchvision.ops import nms
+
+    from rsrcnn_d2.box_ops import nms_first
+
+    g = torch.Generator().manual_seed(limit)
+    centres = torch.rand(40, 2, generator=g) * 200
+    xy = centres[torch.randint(0, 40, (3000,), generator=g)] + torch.randn(3000, 2, generator=g) * 4
+    wh = 4 + torch.rand(3000, 2, generator=g) * 20
+    boxes = torch.cat([xy - wh / 2, xy + wh / 2], dim=1)
+    scores = torch.rand(3000, generator=g)
+    full = nms(boxes, scores, 0.5)
+    assert 300 < len(full) < 3000  # some boxes suppressed, more kept than one block's limit
+    assert torch.equal(nms_first(boxes, scores, 0.5, limit, block), full[:limit])

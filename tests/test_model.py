@@ -138,6 +138,55 @@ def test_single_nms_across_levels():
     assert len(per_level) == 2
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_single_nms_rpn_gives_detectron2s_proposals_of_the_levels_joined(training):
+    """The NMS that stops at POST_NMS_TOPK returns exactly what detectron2's selection returns
+    for the levels concatenated into one (6,000 candidates, one NMS over all)."""
+    from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_proposals
+
+    model = build_model(tiny_cfg("C", "MODEL.RPN.POST_NMS_TOPK_TEST", "300"))
+    rpn = model.proposal_generator.train(training)
+    torch.manual_seed(0)
+    images = model.preprocess_image([synthetic_input(s, size=256)[0] for s in (1, 2)])
+    with torch.no_grad():
+        features = [model.backbone(images.tensor)[f] for f in rpn.in_features]
+        anchors = rpn.anchor_generator(features)
+        logits, deltas = rpn.rpn_head(features)
+    logits = [x.permute(0, 2, 3, 1).flatten(1) for x in logits]
+    deltas = [
+        x.view(x.shape[0], -1, 4, x.shape[-2], x.shape[-1]).permute(0, 3, 4, 1, 2).flatten(1, -2)
+        for x in deltas
+    ]
+    ours = rpn.predict_proposals(anchors, logits, deltas, images.image_sizes)
+    joined = rpn._decode_proposals([Boxes.cat(anchors)], [torch.cat(deltas, 1)])
+    theirs = find_top_rpn_proposals(
+        joined,
+        [torch.cat(logits, 1)],
+        images.image_sizes,
+        rpn.nms_thresh,
+        rpn.pre_nms_topk[training],
+        rpn.post_nms_topk[training],
+        rpn.min_box_size,
+        training,
+    )
+    assert [len(p) for p in ours] == [rpn.post_nms_topk[training]] * 2
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a.proposal_boxes.tensor, b.proposal_boxes.tensor)
+        assert torch.equal(a.objectness_logits, b.objectness_logits)
+
+
+def test_single_nms_rpn_calls_a_non_finite_score_divergence_in_training():
+    model = build_model(tiny_cfg("B"))
+    rpn = model.proposal_generator
+    anchors = [Boxes(torch.tensor([[10.0, 10.0, 30.0, 30.0], [0.0, 0.0, 8.0, 8.0]]))]
+    logits = [torch.tensor([[float("nan"), 1.0]])]
+    deltas = [torch.zeros(1, 2, 4)]
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        rpn.train().predict_proposals(anchors, logits, deltas, [(64, 64)])
+    kept = rpn.eval().predict_proposals(anchors, logits, deltas, [(64, 64)])[0]
+    assert kept.proposal_boxes.tensor.tolist() == [[0.0, 0.0, 8.0, 8.0]]  # the finite one
+
+
 def _given_proposals(boxes, size=(128, 128)):
     inst = Instances(size)
     inst.proposal_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))

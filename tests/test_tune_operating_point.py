@@ -18,6 +18,7 @@ from rsrcnn_d2.tuning.dcrf_search import (
     crf_from_params,
     mean_dice,
     objective_value,
+    objective_values,
     params_from_cfg,
     slice_prediction,
 )
@@ -343,6 +344,23 @@ def crf_slices(cohort):
     slices = collect_predictions(build_model(cfg).eval(), build_pwml_test_loader(cfg, "op_val"))
     assert sum(len(s.scores) for s in slices) > 0
     return slices
+
+
+@pytest.mark.parametrize("objective", ["dice", "lesion_f1"])
+def test_one_pass_over_the_grid_gives_each_thresholds_own_value(crf_slices, objective):
+    """Each slice pasted once (through the CRF) for every threshold: the values are those of
+    one pass per threshold, exactly."""
+    crf = crf_from_params({"l1": 3.0, "l2": 5.0, "c1": 10.0, "e1": 2})
+    grid = [None, 0.0, 0.05, 0.3, 0.99]
+    alone = [objective_value(crf_slices, objective, crf, 0.5, t) for t in grid]
+    assert objective_values(crf_slices, objective, crf, 0.5, grid) == alone
+    assert len(set(alone)) > 1  # the thresholds select different detections
+    by_hand = objective_values([_slice([0.6, 0.3])], objective, None, 0.5, [0.7, 0.5, 0.1])
+    assert by_hand == (
+        [0.0, 1.0, pytest.approx(32 / 48)]
+        if objective == "dice"
+        else [0.0, 1.0, pytest.approx(2 / 3)]
+    )
 
 
 def _crf_alone(slices, start, **kwargs):

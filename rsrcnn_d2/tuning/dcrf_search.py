@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Callable, Optional
 
 import numpy as np
+import torch
 
 from ..evaluation import dice
 from ..evaluation.lesionwise import LesionCounts, lesion_counts, lesion_f1
@@ -32,7 +33,9 @@ __all__ = [
     "crf_from_params",
     "OBJECTIVES",
     "slice_prediction",
+    "slice_predictions",
     "objective_value",
+    "objective_values",
     "mean_dice",
     "check_bounds",
     "format_params",
@@ -123,19 +126,34 @@ def slice_prediction(
     Returns:
         (H, W) bool numpy array in the output frame, as `paste_lesions` makes it.
     """
-    height, width = s.truth.shape
-    keep = s.kept(score_threshold)
+    return slice_predictions(s, refine, threshold, [score_threshold])[0]
+
+
+def slice_predictions(
+    s: CachedSlice,
+    refine: Optional[Refine],
+    threshold: float,
+    score_thresholds: Sequence[Optional[float]],
+) -> list[np.ndarray]:
+    """`slice_prediction` at each of ``score_thresholds``, each detection pasted (and refined)
+    once: a detection's pasted mask does not depend on the others, so the mask at a threshold
+    is the union of the kept detections' masks.
+
+    Returns:
+        One (H, W) bool numpy array per threshold.
+    """
+    keeps = [s.kept(t) for t in score_thresholds]
+    pasted = torch.stack(keeps).any(dim=0)  # (R,) kept at one threshold at least
     masks, _, _ = paste_lesions(
-        s.mask_probs[keep],
-        s.network_boxes[keep],
+        s.mask_probs[pasted],
+        s.network_boxes[pasted],
         s.network_image,
-        height,
-        width,
+        *s.truth.shape,
         s.crop_box,
         threshold,
-        refine=refine if bool(keep.any()) else None,
-    )
-    return masks.any(dim=0).numpy()
+        refine=refine if bool(pasted.any()) else None,
+    )  # (P, H, W)
+    return [masks[keep[pasted]].any(dim=0).numpy() for keep in keeps]
 
 
 def objective_value(
@@ -156,21 +174,41 @@ def objective_value(
         The figure; 0.0 when it is undefined (nothing to find and nothing found), so an
         optimiser always gets a number.
     """
+    return objective_values(slices, objective, refine, threshold, [score_threshold])[0]
+
+
+def objective_values(
+    slices: Sequence[CachedSlice],
+    objective: str,
+    refine: Optional[Refine],
+    threshold: float,
+    score_thresholds: Sequence[Optional[float]],
+    progress: bool = False,
+) -> list[float]:
+    """`objective_value` at each of ``score_thresholds``, each slice pasted once
+    (`slice_predictions`); ``progress`` shows a bar over the slices."""
+    from tqdm import tqdm
+
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r} (choose from {', '.join(OBJECTIVES)})")
     if not slices:
         raise ValueError("no slices to score")
-    scores, counts = [], LesionCounts()
-    for s in slices:
-        pred, truth = slice_prediction(s, refine, threshold, score_threshold), s.truth.numpy()
-        if objective == "dice":
-            scores.append(dice(pred, truth))
-        else:
-            counts = counts + lesion_counts(pred, truth)
+    scores = [[] for _ in score_thresholds]
+    counts = [LesionCounts() for _ in score_thresholds]
+    for s in tqdm(slices, desc="score thresholds", unit="slice", disable=not progress):
+        truth = s.truth.numpy()
+        for i, pred in enumerate(slice_predictions(s, refine, threshold, score_thresholds)):
+            if objective == "dice":
+                scores[i].append(dice(pred, truth))
+            else:
+                counts[i] = counts[i] + lesion_counts(pred, truth)
     # slices (or counts) with nothing to find and nothing found have no score; an
     # objective must be a number, and a set where nothing is defined gives nothing to gain
-    value = mean_of_defined(scores)[0] if objective == "dice" else lesion_f1(counts)
-    return 0.0 if math.isnan(value) else value
+    values = [
+        mean_of_defined(sc)[0] if objective == "dice" else lesion_f1(c)
+        for sc, c in zip(scores, counts)
+    ]
+    return [0.0 if math.isnan(v) else v for v in values]
 
 
 def mean_dice(

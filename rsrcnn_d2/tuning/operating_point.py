@@ -31,6 +31,7 @@ from .dcrf_search import (
     format_params,
     normalize_params,
     objective_value,
+    objective_values,
 )
 from .prediction_cache import CachedSlice
 
@@ -147,13 +148,11 @@ def tune_operating_point(
         init_points, n_iter, seed: as `bayes.bayes_maximize`.
         gaussian_compat, bilateral_compat: the CRF's fixed compatibilities.
         mask_threshold: as `dcrf_search.slice_prediction`'s ``threshold``.
-        progress: a bar over the grid (the Bayesian trials log one line each).
+        progress: a bar over the slices of the grid (the Bayesian trials log one line each).
 
     Returns:
         `OperatingPoint` with every trial, the config's point first.
     """
-    from tqdm import tqdm
-
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r} (choose from {', '.join(OBJECTIVES)})")
     grid = sorted({round(float(t), 3) for t in score_grid})
@@ -171,11 +170,14 @@ def tune_operating_point(
 
     crf_start = {} if crf_params is None else normalize_params(crf_params)
     start = _normalize({"score": start_score, **crf_start})
-    trials = [(start, score(start))]  # the config's point first: it wins ties
-    for t in tqdm(grid, desc="score thresholds", unit="point", disable=not progress):
-        point = _normalize({"score": t, **crf_start})
-        if point != start:
-            trials.append((point, score(point)))
+    points = [start]  # the config's point first: it wins ties
+    points += [p for p in (_normalize({"score": t, **crf_start}) for t in grid) if p != start]
+    # the grid shares one CRF: every slice is pasted once for all its thresholds
+    crf = None if crf_params is None else crf_from_params(start, gaussian_compat, bilateral_compat)
+    values = objective_values(
+        slices, objective, crf, mask_threshold, [p["score"] for p in points], progress
+    )
+    trials = list(zip(points, values))
     if tune_crf:
         from_grid, _ = best_trial(trials)
         box = {"score": (grid[0], grid[-1]), **{k: tuple(bounds[k]) for k in PARAM_KEYS}}

@@ -216,11 +216,10 @@ def merge_config_file(cfg: CN, config_file: str) -> None:
     objects."""
     import yaml
 
+    from .config_file import check_config_file
     from .errors import ConfigError
 
-    if not os.path.isfile(config_file):
-        what = "is not a file" if os.path.exists(config_file) else "does not exist"
-        raise ConfigError(config_file, f"config file {what}")
+    check_config_file(config_file)
     _check_base_chain(config_file)
     try:
         cfg.merge_from_file(config_file, allow_unsafe=False)

@@ -16,7 +16,7 @@ TOP = "__init__"  # the package itself: ``import rsrcnn_d2``, ``from .. import x
 # low to high; units on one floor import nothing of each other
 FLOORS = [
     {"errors"},  # the exit-code table every tool shares
-    {"parent_death", "box_ops", "tool_setup", "writable"},  # small helpers, light to import
+    {"parent_death", "box_ops", "tool_setup", "writable", "config_file"},  # small, light helpers
     {"data"},  # conversion, registration, the mapper
     {"modeling", "synth"},  # the model's components; the synthetic-cohort generator
     {"config", "checkpoint", "model_zoo", "solver", "evaluation"},

@@ -250,6 +250,19 @@ def test_help_loads_neither_torch_nor_detectron2(program):
     assert "usage:" in proc.stdout
 
 
+def test_a_missing_config_file_is_answered_before_torch_loads(tmp_path):
+    """A mistyped ``--config-file`` is an argument error: exit 3 at once, not after the
+    imports (the modules loaded are checked, not seconds)."""
+    code = _HELP.replace('"--help"', '"--config-file", "missing.yaml"').replace("== 0", "== 3")
+    code = code.format(module="rsrcnn_d2.cli.train_net", heavy=HEAVY)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]"
+    assert proc.stderr == "train_net.py: error: missing.yaml: config file does not exist\n"
+
+
 _TOOL_HELP = _HELP.replace("run_module", "run_path").replace(", alter_sys=True", "")
 
 

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
+from ..config_file import check_config_file
 from ..errors import ConfigError, PWMLDataError, exit_code_of, report_errors
 from ..tool_setup import quiet_known_warnings
 from .common import add_dataset_root_option
@@ -204,6 +205,12 @@ def cli(argv: Optional[Sequence[str]] = None, prog: str = "train_net.py") -> int
     """
     args = argument_parser().parse_args(argv)
     print("Command Line Args:", args)
+    try:  # a mistyped path answered before torch and detectron2 load
+        if args.config_file:
+            check_config_file(args.config_file)
+    except ConfigError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return exit_code_of(e)
     quiet_known_warnings()  # this process imports detectron2 too
     from detectron2.engine import launch
 

@@ -513,6 +513,9 @@ def test_loso_holds_out_each_subject_once(tmp_path, capfd, trainings_in_process)
         "--pretrain-iters",
         2,
         "--recalibrate",
+        "--calibration-trials",
+        1,
+        1,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     folds = json.loads((out / "pwml" / "splits.json").read_text())["folds"]
@@ -547,6 +550,12 @@ def test_loso_holds_out_each_subject_once(tmp_path, capfd, trainings_in_process)
     assert "(E 4 slices)" in summary and "| run | folds |" in summary
     assert "1-5 px recall" in summary
     assert "calibrated again on its own held-in subjects" in summary
+    # every calibration ran the trials asked: the grid, then 1 random and 1 guided trial
+    from rsrcnn_d2.tuning.operating_point import DEFAULT_SCORE_GRID
+
+    for trials in (point.with_suffix(".json"), fold_dir / "recalibrated" / "operating_point.json"):
+        record = json.loads(trials.read_text())
+        assert len(record["trials"]) <= len(DEFAULT_SCORE_GRID) + 1 + 2, trials
 
 
 def test_loso_repeats_per_seed_from_one_checkpoint(tmp_path, monkeypatch, capsys):

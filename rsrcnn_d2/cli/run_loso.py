@@ -122,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="also calibrate each fold on its held-in subjects and evaluate it there",
     )
     p.add_argument(
+        "--calibration-trials",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("RANDOM", "GUIDED"),
+        help="Bayesian trials of every calibration (default: 5 25 for the pre-training's, "
+        "5 15 for each fold's --recalibrate)",
+    )
+    p.add_argument(
         "--retrain",
         action="store_true",
         help="train again a run whose folder holds one trained with other options (kept "
@@ -172,6 +181,7 @@ def main(argv=None) -> int:
         tag=args.tag,
         seeds=seeds,
         retrain=args.retrain,
+        calibration_trials=args.calibration_trials,
     )
     print(f"summary: {summary}")
     return 0

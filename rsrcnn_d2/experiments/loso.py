@@ -52,6 +52,9 @@ ROW_LABELS = {
 }
 PRETRAIN_PREFIX = "anatomy"  # the pre-training cohort's datasets: anatomy_train, anatomy_val
 CLASSICAL = "A"
+# (random, guided) Bayesian trials: the pre-training's calibration (the tool's defaults) and a
+# fold's on its few held-in slices
+PRETRAIN_TRIALS, RECALIBRATION_TRIALS = (5, 25), (5, 15)
 RECALIBRATED = "recalibrated"  # a fold's evaluation at a point calibrated on its held-in slices
 AT_POINT = "at_point"  # a fold's evaluation at an operating point given by the user
 
@@ -71,7 +74,15 @@ def parse_weights(items, option: str = "--weights"):
     return weights
 
 
-def pretrain(slices: Path, out: Path, rows, iters: int, seed: int, retrain: bool = False):
+def pretrain(
+    slices: Path,
+    out: Path,
+    rows,
+    iters: int,
+    seed: int,
+    retrain: bool = False,
+    trials: Sequence[int] = PRETRAIN_TRIALS,
+):
     """Train each row on ``slices`` (converted once into OUT/pretrain/pwml), calibrate it on
     its validation subjects; ({row: weights}, {row: calibrated config})."""
     from ..data import convert_pwml
@@ -113,7 +124,7 @@ def pretrain(slices: Path, out: Path, rows, iters: int, seed: int, retrain: bool
                 point,
                 f"{PRETRAIN_PREFIX}_val",
                 seed=seed,
-                trials=(5, 25),  # the tool's defaults
+                trials=trials,
             ) or Path(ROW_CONFIGS[row])  # nothing to calibrate: the row's own point
         weights[row], configs[row] = str(trained_weights(run_dir)), str(point)
     return weights, configs
@@ -139,7 +150,9 @@ def _row_opts(iters: int, seed: int, weights: str) -> list:
             "MODEL.WEIGHTS", weights]  # fmt: skip
 
 
-def recalibrate_fold(config, run_dir: Path, fold: int, seed: int) -> dict:
+def recalibrate_fold(
+    config, run_dir: Path, fold: int, seed: int, trials: Sequence[int] = RECALIBRATION_TRIALS
+) -> dict:
     """Calibrate a trained fold on its own held-in subjects (``pwml_fold<i>_train``, the only
     annotated slices a user of the fold has), evaluate the held-out subject there; the record,
     kept in ``run_dir/recalibrated``. The held-in slices are the ones the fold was just
@@ -159,6 +172,7 @@ def recalibrate_fold(config, run_dir: Path, fold: int, seed: int) -> dict:
         where / "operating_point.yaml",
         f"pwml_fold{fold}_train",
         seed=seed,
+        trials=trials,
         cache=where / "held_in_probs.pt",
     )
     name = f"pwml_fold{fold}_val"
@@ -211,6 +225,7 @@ def run_loso(
     tag: Optional[str] = None,
     seeds: Sequence[int] = (0,),
     retrain: bool = False,
+    calibration_trials: Optional[Sequence[int]] = None,
 ) -> Path:
     """Every row of ``rows`` trained (row A: tuned) on all subjects of ``slices`` but one
     and evaluated on that one, for every subject and every seed of ``seeds`` (repetitions),
@@ -225,7 +240,9 @@ def run_loso(
     ``evaluate_at``: {row: config} to evaluate each trained fold of that row at once more
     (`evaluate_fold_at`; e.g. the point calibrated on the synthetic cohort);
     ``tag`` names this set of runs (default: "pretrained" or "scratch"). A run trained with
-    other options is refused unless ``retrain``.
+    other options is refused unless ``retrain``. ``calibration_trials``: (random, guided)
+    Bayesian trials of every calibration (None: `PRETRAIN_TRIALS` for the pre-training's,
+    `RECALIBRATION_TRIALS` for the folds').
     """
     slices = Path(slices)
     out = Path(out).absolute()
@@ -241,7 +258,13 @@ def run_loso(
     if pretrain_slices:
         trained = [r for r in rows if r != CLASSICAL]
         pre_weights, pre_configs = pretrain(
-            Path(pretrain_slices), out, trained, pretrain_iters, seeds[0], retrain
+            Path(pretrain_slices),
+            out,
+            trained,
+            pretrain_iters,
+            seeds[0],
+            retrain,
+            calibration_trials or PRETRAIN_TRIALS,
         )
         weights = {**pre_weights, **weights}  # given ones win
         configs = {**pre_configs, **configs}
@@ -274,7 +297,9 @@ def run_loso(
                     continue
                 healths[f"{row} seed {seed} fold {i}"] = read_health(fold_dir)
                 if recalibrate:
-                    tuned = recalibrate_fold(config, fold_dir, i, seed)
+                    tuned = recalibrate_fold(
+                        config, fold_dir, i, seed, calibration_trials or RECALIBRATION_TRIALS
+                    )
                     tuned_folds[row].append(tuned["results"])
                     tuned_csvs.append(
                         fold_dir / RECALIBRATED / "inference" / name / "pwml_slices.csv"

@@ -5,7 +5,7 @@ import pytest
 
 import rsrcnn_d2
 
-from conftest import FULL_ROWS, TINY_ROWS
+from conftest import CONFIGS, FULL_ROWS, TINY_ROWS
 
 # what each row changes with respect to the previous one
 INTENDED = {
@@ -105,3 +105,32 @@ def test_row_b_has_the_references_base_settings():
     )
     assert b.MODEL.RSRCNN.NORMALIZATION == "minmax_uint8" and b.MODEL.PIXEL_MEAN == [56.49] * 3
     assert b.INPUT.CROP_TO_HEAD
+
+
+@pytest.mark.parametrize(
+    "config", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: p.relative_to(CONFIGS).as_posix()
+)
+def test_the_config_reader_gives_detectron2s_config(config):
+    """Our reader of the _BASE_ chain (libyaml, one pass) against detectron2's own
+    merge_from_file on every shipped config."""
+    from detectron2.config import get_cfg
+
+    from rsrcnn_d2.config import add_rsrcnn_config
+
+    theirs = get_cfg()
+    add_rsrcnn_config(theirs)
+    theirs.merge_from_file(str(config), allow_unsafe=False)
+    assert rsrcnn_d2.get_rsrcnn_cfg(str(config)).dump() == theirs.dump()
+
+
+def test_a_chain_merges_mappings_key_by_key_and_resolves_bases_where_they_are_named(tmp_path):
+    from rsrcnn_d2.config import load_config_chain
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "root.yaml").write_text("A: {X: 1, Y: 2}\nB: 1\n")
+    (tmp_path / "sub" / "mid.yaml").write_text("_BASE_: ../root.yaml\nA: {Y: 3, Z: 4}\n")
+    top = tmp_path / "top.yaml"
+    top.write_text(f"_BASE_: {tmp_path / 'sub' / 'mid.yaml'}\nA: {{Z: 5}}\nC: [1, 2]\n")
+    assert load_config_chain(str(top)) == {"A": {"X": 1, "Y": 3, "Z": 5}, "B": 1, "C": [1, 2]}
+    (tmp_path / "remote.yaml").write_text("_BASE_: https://example.org/base.yaml\n")
+    assert load_config_chain(str(tmp_path / "remote.yaml")) is None  # left to detectron2

@@ -178,41 +178,21 @@ def test_symlinked_output_or_subfolder_is_refused(cohort, tmp_path):
     assert _tree(target) == ["keep.txt"] and link.is_symlink()
 
 
-def test_cli_repro_keeps_notes(cohort, tmp_path):
+def test_cli_repro_keeps_notes(cohort, tmp_path, capsys):
+    """The program (in this process: its script and console entry are tests/test_tools_layout's)
+    converts again into its own output and keeps a file it did not write there."""
+    from rsrcnn_d2.cli.prepare import main
+
     out = tmp_path / "v"
     out.mkdir()
     (out / "conversion.json").write_text("{}")
     (out / "NOTES.txt").write_text("notes\n")
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tools" / "prepare_pwml.py"),
-            str(cohort),
-            "--output",
-            str(out),
-            "--workers",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, run.stderr
+    assert main([str(cohort), "--output", str(out), "--workers", "1"]) == 0
     assert (out / "NOTES.txt").read_text() == "notes\n"
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tools" / "prepare_pwml.py"),
-            str(cohort),
-            "--output",
-            str(cohort / "sub"),
-            "--workers",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 2 and "inside the input" in run.stderr
-    assert len(run.stderr.strip().splitlines()) == 1
+    capsys.readouterr()
+    assert main([str(cohort), "--output", str(cohort / "sub"), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "inside the input" in err and len(err.strip().splitlines()) == 1
 
 
 # ---------------------------------------------------------------- 3. killed runs

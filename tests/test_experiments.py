@@ -300,7 +300,7 @@ def test_a_run_trained_with_other_options_is_refused_or_retrained(tmp_path):
     ]
 
 
-def test_failed_training_raises_and_records_nothing(tmp_path):
+def test_failed_training_raises_and_records_nothing(tmp_path, trainings_in_process):
     # the child fails (no such dataset registered): one error, no result
     opts = ["DATASETS.TRAIN", "('no_such_dataset',)"]
     with pytest.raises(RuntimeError, match="failed"):

@@ -427,7 +427,7 @@ def test_ablation_runs_then_resumes_without_retraining(tmp_path, capfd, training
 
     out = tmp_path / "abl"
     args = ["--output", out, "--iters", 2, "--subjects", 6, "--seeds", 0, "--rows", "D", "E"]
-    args += ["--k"]
+    args += ["--k", "--coarse-cohort"]  # small volumes: a quick cohort
     args += ["--calibration-trials", 1, 1]
     first = _in_process(capfd, main, *args)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -468,12 +468,25 @@ def test_ablation_runs_then_resumes_without_retraining(tmp_path, capfd, training
     summary = (out / "summary.md").read_text()
     assert "| run | seeds |" in summary and "| E  + DCRF (RS R-CNN), k=1.3 | 1 |" in summary
     assert "bootstrap intervals over the test subjects" in summary
+    assert "voxels 1.4-1.5 mm in-plane, slices 2.6-3 mm" in summary  # the grid it was made on
     assert "Training health: " in summary and "| health |" in summary
     assert json.loads((out / "summary.json").read_text())["rows"]["E"]["calibrated"]
     # more iterations asked of finished runs: refused before any work, naming run and key
     third = _in_process(capfd, main, *[3 if a == 2 else a for a in args])
     assert third.returncode == 2 and "SOLVER.MAX_ITER: 2 here, 3 asked" in third.stderr
     assert "seed 0 (" in third.stderr and result.stat().st_mtime_ns == stamp
+    # the default grid asked of a cohort simulated on the coarse one: refused, nothing mixed
+    fourth = _in_process(capfd, main, *[a for a in args if a != "--coarse-cohort"])
+    assert fourth.returncode == 2 and "Traceback" not in fourth.stderr, fourth.stderr[-2000:]
+    assert (
+        fourth.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "raw: holds a cohort made with other settings (seed 0); use another folder or "
+            "overwrite=True (--overwrite)"
+        )
+    )
+    assert result.stat().st_mtime_ns == stamp
 
 
 def _slice_folder(root, subjects=3):

@@ -16,20 +16,20 @@ def pretrained(tmp_path_factory, worker_id):
     from filelock import FileLock
 
     from rsrcnn_d2.experiments.pretrain import pretrain
+    from rsrcnn_d2.synth import COARSE_GRID
 
     if worker_id == "master":  # no xdist
         shared = tmp_path_factory.mktemp("shared")
     else:
         shared = tmp_path_factory.getbasetemp().parent
     out = shared / "pretrain"
-    coarse = dict(in_plane_mm=(1.4, 1.5), slice_mm=(2.6, 3.0))  # small volumes: a quick cohort
     with FileLock(str(shared / "pretrain.lock")):
         done = out / "pretrained.pth"
         if done.is_file():
             return done
         with pytest.MonkeyPatch.context() as mp:
             in_process(mp)
-            return pretrain(out, subjects=6, seed=1000, iters=2, workers=2, params=coarse)
+            return pretrain(out, subjects=6, seed=1000, iters=2, workers=2, params=COARSE_GRID)
 
 
 def test_the_checkpoint_holds_weights_form_and_source_only(pretrained):

@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subjects", type=int, default=36, help="synthetic cohort size")
     p.add_argument("--cohort-seed", type=int, default=0)
     p.add_argument(
+        "--coarse-cohort",
+        action="store_true",
+        help="simulate the cohort on a coarse grid (1.4-1.5 mm in-plane, 2.6-3.0 mm slices: "
+        "about 8x fewer voxels, half the slices): a quick smoke run of the sweep, not results",
+    )
+    p.add_argument(
         "--fractions",
         type=float,
         nargs=3,
@@ -146,6 +152,7 @@ def main(argv=None) -> int:
         print(f"error: --seeds repeats a seed: {' '.join(map(str, args.seeds))}", file=sys.stderr)
         return 2
     from ..experiments.ablation import run_ablation
+    from ..synth import COARSE_GRID
 
     failed = run_ablation(
         args.output,
@@ -167,6 +174,7 @@ def main(argv=None) -> int:
         pretrained=args.pretrained,
         final_weights=args.final_weights,
         summary=args.summary,
+        cohort_params=COARSE_GRID if args.coarse_cohort else None,
     )
     return 1 if failed else 0
 

@@ -14,8 +14,9 @@ The program, its options and its outputs: `rsrcnn_d2.cli.run_ablation` (tools/ru
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Optional
 
 from .. import model_zoo
 from ..data.fileio import atomic_write_bytes, atomic_write_json, read_json
@@ -57,6 +58,7 @@ __all__ = [
     "classical_run",
     "calibrated_run",
     "prepare_cohort",
+    "cohort_grid",
     "write_summary",
     "run_ablation",
 ]
@@ -256,10 +258,31 @@ def cohort_root(out: Path) -> DatasetRoot:
     return DatasetRoot("pwml", out / "pwml")
 
 
-def prepare_cohort(out: Path, subjects: int, cohort_seed: int, fractions: Sequence[float]) -> None:
-    """The anatomy-based cohort in OUT/raw, converted into OUT/pwml once and registered as
-    pwml_* (`anatomy_cohort`)."""
-    anatomy_cohort(out / "raw", cohort_root(out).folder, subjects, cohort_seed, fractions=fractions)
+def prepare_cohort(
+    out: Path,
+    subjects: int,
+    cohort_seed: int,
+    fractions: Sequence[float],
+    params: Optional[Mapping] = None,
+) -> None:
+    """The anatomy-based cohort in OUT/raw (``params``: `AnatomyParams` fields beyond the
+    defaults), converted into OUT/pwml once and registered as pwml_* (`anatomy_cohort`)."""
+    anatomy_cohort(
+        out / "raw", cohort_root(out).folder, subjects, cohort_seed, params, fractions=fractions
+    )
+
+
+def cohort_grid(out: Path) -> str:
+    """The voxel grid OUT/raw's cohort was simulated on, from its recorded settings ("" when
+    there is no record)."""
+    record = out / "raw" / "dataset.json"
+    if not record.is_file():
+        return ""
+    params = read_json(record).get("generator_settings", {}).get("params", {})
+    if "in_plane_mm" not in params or "slice_mm" not in params:
+        return ""
+    (a, b), (c, d) = params["in_plane_mm"], params["slice_mm"]
+    return f"voxels {a:g}-{b:g} mm in-plane, slices {c:g}-{d:g} mm"
 
 
 def _per_seed_lines(out: Path, runs, seeds):
@@ -374,7 +397,8 @@ def write_summary(
         )
     text = "\n".join(
         [
-            f"Anatomy-based cohort ({out / 'pwml'}), held-out test subjects; {iters} iterations "
+            f"Anatomy-based cohort ({out / 'pwml'}; {cohort_grid(out) or 'grid not recorded'}), "
+            f"held-out test subjects; {iters} iterations "
             f"per run, starting from {start}; "
             f"mean ± sd over seeds {', '.join(map(str, seeds))}.",
             "",
@@ -506,6 +530,7 @@ def run_ablation(
     summary: str = "summary.md",
     pretrained=None,
     final_weights: bool = False,
+    cohort_params: Optional[Mapping] = None,
 ) -> list[str]:
     """The sweep into ``out`` (the module doc): make the cohort, train, calibrate and evaluate
     every planned run of every seed, resumably, then tabulate (``out/summary``); the labels of
@@ -517,7 +542,9 @@ def run_ablation(
     ``figures``: also OUT/figures (seed ``seeds[0]``); ``pretrained``: every trained run
     starts from this checkpoint (`rsrcnn_d2.experiments.pretrain`; the paper's protocol)
     instead of the config's weights; ``final_weights``: every trained run's final weights are
-    also calibrated and evaluated (``<run>_final``, `final_variants`). A run trained with
+    also calibrated and evaluated (``<run>_final``, `final_variants`); ``cohort_params``:
+    `AnatomyParams` fields of the cohort beyond the defaults (`COARSE_GRID` for a smoke run;
+    the cohort's folder refuses other settings than it was made with). A run trained with
     other options is refused
     (`StaleRunError`, before any work) unless ``retrain``.
     """
@@ -548,7 +575,7 @@ def run_ablation(
                         f"{label}, seed {seed}",
                     )
         if not no_train:
-            prepare_cohort(out, subjects, cohort_seed, fractions)
+            prepare_cohort(out, subjects, cohort_seed, fractions, cohort_params)
         for i, (seed, name) in enumerate(todo, 1):
             config, opts, label = runs[name]
             run_dir = out / "runs" / name / f"seed{seed}"

@@ -14,7 +14,7 @@ it. What needs it imports it: the program `rsrcnn_d2.cli.make_cohort`
   phantom for unit tests.
 """
 
-from .anatomy import AnatomyParams, simulate_subject
+from .anatomy import COARSE_GRID, AnatomyParams, simulate_subject
 from .cohort import write_anatomical_cohort
 from .phantom import synthetic_slice, synthetic_volume, write_synthetic_cohort
 
@@ -25,4 +25,5 @@ __all__ = [
     "write_anatomical_cohort",
     "simulate_subject",
     "AnatomyParams",
+    "COARSE_GRID",
 ]

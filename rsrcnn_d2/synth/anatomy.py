@@ -31,9 +31,18 @@ from .neonatal_contrast import neonatal_t1w, random_tissue_contrast
 from .random_fields import smooth_field
 from .subject_geometry import AcquisitionGrid, random_subject_transform, template_coordinates
 
-__all__ = ["AnatomyParams", "SimulatedSubject", "simulate_subject", "INTENSITY_SCALE"]
+__all__ = [
+    "AnatomyParams",
+    "SimulatedSubject",
+    "simulate_subject",
+    "INTENSITY_SCALE",
+    "COARSE_GRID",
+]
 
 INTENSITY_SCALE = 1000.0  # white matter (before bias and gain) is stored as about 1000
+# `AnatomyParams` fields of a quick cohort: about 8x fewer voxels and half the slices of the
+# default grid, for smoke runs of a driver (and the tests), never for results
+COARSE_GRID = {"in_plane_mm": (1.4, 1.5), "slice_mm": (2.6, 3.0)}
 
 
 @dataclass(frozen=True)

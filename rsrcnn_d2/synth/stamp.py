@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..data.fileio import atomic_write_json, read_json
+from ..errors import PWMLDataError
 
 __all__ = ["claim_cohort_folder"]
 
@@ -37,8 +38,9 @@ def claim_cohort_folder(
             layout too).
 
     Returns:
-        The earlier ``dataset.json`` content ({} when none). `ValueError` naming the folder
-        for another generation, or for cases no ``dataset.json`` describes.
+        The earlier ``dataset.json`` content ({} when none). `PWMLDataError` (exit 2, a
+        ValueError) naming the folder for another generation, or for cases no
+        ``dataset.json`` describes.
     """
     path = out_dir / "dataset.json"
     previous = read_json(path) if path.exists() else {}
@@ -48,14 +50,15 @@ def claim_cohort_folder(
             what = f"made with other settings (seed {made.get('seed')})"
         else:
             what = f"not made by this generator ({previous.get('name', 'unnamed')})"
-        raise ValueError(
-            f"{out_dir} holds a cohort {what}; use another folder or overwrite=True (--overwrite)"
+        raise PWMLDataError(
+            out_dir, f"holds a cohort {what}; use another folder or overwrite=True (--overwrite)"
         )
     stray = sorted((out_dir / "imagesTr").glob("PWML_*.nii.gz")) if not previous else []
     if stray and not overwrite:  # cases of an unknown run (no dataset.json says how made)
-        raise ValueError(
-            f"{out_dir} holds cases ({stray[0].name}, ...) that no dataset.json describes; "
-            "use another folder or overwrite=True (--overwrite)"
+        raise PWMLDataError(
+            out_dir,
+            f"holds cases ({stray[0].name}, ...) that no dataset.json describes; "
+            "use another folder or overwrite=True (--overwrite)",
         )
     (out_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out_dir / "labelsTr").mkdir(parents=True, exist_ok=True)

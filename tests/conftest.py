@@ -186,21 +186,21 @@ def _seed():
 # nothing to do: the workers share out the quick tests as they go (--dist worksteal). A test
 # whose cost is a module fixture its neighbours share stays with them.
 SLOWEST_FIRST = (
-    "test_ablation_runs_then_resumes_without_retraining",
     "test_two_workers_over_gloo",
-    "test_two_folds_resume_after_fold_0_and_pool_all_subjects",
+    "test_ablation_runs_then_resumes_without_retraining",
     "test_the_checkpoint_holds_weights_form_and_source_only",  # makes the shared pre-training
     "test_loso_holds_out_each_subject_once",
-    "test_kill_and_resume_keeps_the_lr_schedule_and_best_checkpoint",
+    "test_two_folds_resume_after_fold_0_and_pool_all_subjects",
     "test_workers_die_with_a_killed_launcher",
+    "test_kill_and_resume_keeps_the_lr_schedule_and_best_checkpoint",
     "test_train_evaluate_and_resume",
     "test_a_worker_past_the_reach_of_sigint_dies_with_its_launcher",
+    "test_built_wheel_carries_the_configs_and_resolves_them",
     "test_overfits_one_synthetic_image",
     "test_sigterm_ends_the_run_and_removes_its_staging",
-    "test_built_wheel_carries_the_configs_and_resolves_them",
-    "test_sigkill_leaves_no_workers_and_next_run_cleans_staging",
     "test_import_is_light_and_a_config_registers_the_components",
     "test_train_net_into_a_read_only_output_dir",
+    "test_sigkill_leaves_no_workers_and_next_run_cleans_staging",
     "test_a_killed_driver_leaves_no_child_running",
 )
 

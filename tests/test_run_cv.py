@@ -23,7 +23,7 @@ FAST = [
     "TEST.EVAL_PERIOD",
     "0",
     "SOLVER.PLATEAU.PERIOD",
-    "1",
+    "1000",  # one validation, at the last iteration
     "SOLVER.IMS_PER_BATCH",
     "2",
     *whole_slices_at(64),

@@ -144,20 +144,24 @@ def test_single_nms_rpn_gives_detectron2s_proposals_of_the_levels_joined(trainin
     for the levels concatenated into one (6,000 candidates, one NMS over all)."""
     from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_proposals
 
+    from rsrcnn_d2.modeling.rpn import SingleNMSRPN
+
     model = build_model(tiny_cfg("C", "MODEL.RPN.POST_NMS_TOPK_TEST", "300"))
     rpn = model.proposal_generator.train(training)
     torch.manual_seed(0)
-    images = model.preprocess_image([synthetic_input(s, size=256)[0] for s in (1, 2)])
-    with torch.no_grad():
-        features = [model.backbone(images.tensor)[f] for f in rpn.in_features]
-        anchors = rpn.anchor_generator(features)
-        logits, deltas = rpn.rpn_head(features)
-    logits = [x.permute(0, 2, 3, 1).flatten(1) for x in logits]
-    deltas = [
-        x.view(x.shape[0], -1, 4, x.shape[-2], x.shape[-1]).permute(0, 3, 4, 1, 2).flatten(1, -2)
-        for x in deltas
-    ]
-    ours = rpn.predict_proposals(anchors, logits, deltas, images.image_sizes)
+    inputs = [synthetic_input(s, size=256)[0] for s in (1, 2)]
+    images = model.preprocess_image(inputs)
+    seen = []  # the RPN's own forward hands predict_proposals its flattened head outputs
+
+    def spy(*args):
+        seen.append(args)
+        return SingleNMSRPN.predict_proposals(rpn, *args)
+
+    rpn.predict_proposals = spy
+    gt = [x["instances"] for x in inputs] if training else None
+    with torch.no_grad(), EventStorage():  # training logs its anchor counts
+        ours, _ = rpn(images, model.backbone(images.tensor), gt)
+    anchors, logits, deltas, _ = seen[0]
     joined = rpn._decode_proposals([Boxes.cat(anchors)], [torch.cat(deltas, 1)])
     theirs = find_top_rpn_proposals(
         joined,

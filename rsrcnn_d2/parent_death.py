@@ -15,7 +15,7 @@ import signal
 import sys
 from typing import Callable, Optional
 
-__all__ = ["arm_parent_death", "die_with_parent"]
+__all__ = ["arm_parent_death", "die_with_parent", "die_with_launcher"]
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -44,3 +44,16 @@ def die_with_parent(parent: int) -> Optional[Callable[[], None]]:
         arm_parent_death(parent)
 
     return arm
+
+
+def die_with_launcher(args) -> None:
+    """In a worker that ``launch`` spawned (``--num-gpus`` > 1): die when the launcher dies.
+
+    A SIGKILLed launcher cannot stop its workers, which would go on training and writing
+    ``model_final.pth`` into a folder a re-run trains again. ``args.launcher_pid`` is set by
+    the command line (`rsrcnn_d2.cli.train_net.cli`); in the launcher's own process (one
+    worker) nothing is armed.
+    """
+    launcher = getattr(args, "launcher_pid", None)
+    if launcher and launcher != os.getpid():
+        arm_parent_death(launcher)

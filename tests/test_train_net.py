@@ -385,7 +385,7 @@ _STUCK_WORKER = """
 import os, signal, sys, time
 import torch.multiprocessing as mp
 from types import SimpleNamespace
-from rsrcnn_d2.engine.train_net import die_with_launcher
+from rsrcnn_d2.parent_death import die_with_launcher
 
 def worker(i, launcher, pid_file):
     # a worker a SIGINT cannot stop (torch's own parent-death signal): blocked in a collective

@@ -26,6 +26,7 @@ from typing import Optional
 
 from ..config_file import check_config_file
 from ..errors import ConfigError, PWMLDataError, exit_code_of, report_errors
+from ..parent_death import die_with_launcher
 from ..tool_setup import quiet_known_warnings
 from .common import add_dataset_root_option
 
@@ -123,15 +124,15 @@ def argument_parser() -> argparse.ArgumentParser:
 
 def main(args):
     """One worker's job: train (or, with ``--eval-only``, evaluate) and return the results."""
+    die_with_launcher(args)  # first: a worker still importing dies with its launcher too
     quiet_known_warnings()  # in every worker, before detectron2 is imported
     from detectron2.utils import comm
 
     from ..checkpoint import input_form, load_model_weights, load_trainer_weights
     from ..data.register import register_dataset_roots
-    from ..engine.train_net import Trainer, die_with_launcher, say_where_results_are, setup
+    from ..engine.train_net import Trainer, say_where_results_are, setup
     from ..engine.validation_loss import BEST_CHECKPOINT
 
-    die_with_launcher(args)
     register_dataset_roots(getattr(args, "dataset_root", ()))  # here: every worker needs the names
     cfg = setup(args)
     if args.eval_only:

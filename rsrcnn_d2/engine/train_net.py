@@ -26,7 +26,7 @@ from rsrcnn_d2.data.slice_geometry import record_training_geometry
 from rsrcnn_d2.evaluation import PWMLEvaluator
 from rsrcnn_d2.inference.calibration import InferenceSettings, log_inference
 from rsrcnn_d2.inference.ensemble import with_flip_tta
-from rsrcnn_d2.parent_death import arm_parent_death
+from rsrcnn_d2.parent_death import die_with_launcher  # re-exported: the workers' first act
 from rsrcnn_d2.solver import PlateauTracker, build_lr_scheduler, build_optimizer
 from rsrcnn_d2.tool_setup import logged_step, plain_log_files
 
@@ -193,19 +193,6 @@ def evaluate_weights(config, weights, output_dir, opts: Sequence = (), dataset: 
         model = Trainer.build_model(cfg)
         load_model_weights(model, str(weights), input_form=input_form(cfg))
         return Trainer.test(cfg, model)
-
-
-def die_with_launcher(args) -> None:
-    """In a worker that ``launch`` spawned (``--num-gpus`` > 1): die when the launcher dies.
-
-    A SIGKILLed launcher cannot stop its workers, which would go on training and writing
-    ``model_final.pth`` into a folder a re-run trains again. ``args.launcher_pid`` is set by
-    the command line (`rsrcnn_d2.cli.train_net.cli`); in the launcher's own process (one
-    worker) nothing is armed.
-    """
-    launcher = getattr(args, "launcher_pid", None)
-    if launcher and launcher != os.getpid():
-        arm_parent_death(launcher)
 
 
 def say_where_results_are(cfg) -> None:

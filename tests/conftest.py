@@ -188,7 +188,7 @@ def _seed():
 SLOWEST_FIRST = (
     "test_two_workers_over_gloo",
     "test_ablation_runs_then_resumes_without_retraining",
-    "test_the_checkpoint_holds_weights_form_and_source_only",  # makes the shared pre-training
+    "test_pretrain.py",  # its module fixture, the shared pre-training: the module together
     "test_loso_holds_out_each_subject_once",
     "test_two_folds_resume_after_fold_0_and_pool_all_subjects",
     "test_workers_die_with_a_killed_launcher",
@@ -206,6 +206,11 @@ SLOWEST_FIRST = (
 
 
 def pytest_collection_modifyitems(items):
-    """`SLOWEST_FIRST` at the front, in its order; every other test keeps its place."""
+    """`SLOWEST_FIRST` (test names, or test files for all their tests) at the front, in its
+    order; every other test keeps its place."""
     rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.originalname, len(rank)))
+
+    def place(item):
+        return rank.get(item.originalname, rank.get(item.path.name, len(rank)))
+
+    items.sort(key=place)

@@ -96,9 +96,10 @@ def nms_first(
 
     The RPN keeps 100 (H-RPN) or 1,000-2,000 proposals of 6,000 candidates; a full NMS visits
     every candidate and costs most of the proposal step on a CPU. Candidates are taken in score
-    order in blocks: a block first loses every box that an already kept box suppresses, then
-    runs torchvision's NMS on what is left; that is the greedy NMS, block by block, and it ends
-    when ``limit`` boxes are kept.
+    order in blocks: torchvision's NMS runs on the boxes kept so far followed by the next block,
+    ranked by that position, so every pair is compared by the same kernel and arithmetic as in
+    one NMS over all candidates (an IoU computed another way can fall on the other side of the
+    threshold by a rounding); it ends when ``limit`` boxes are kept.
 
     Args:
         boxes: Tensor of shape (R, 4), XYXY.
@@ -110,7 +111,7 @@ def nms_first(
     Returns:
         Int64 tensor of shape (min(limit, kept),): indices into ``boxes``, best score first.
     """
-    from torchvision.ops import box_iou, nms
+    from torchvision.ops import nms
 
     order = torch.sort(scores, descending=True, stable=True).indices
     block = block or max(2 * limit, 512)
@@ -118,10 +119,7 @@ def nms_first(
     for start in range(0, len(order), block):
         if len(kept) >= limit:
             break
-        candidates = order[start : start + block]
-        if len(kept):
-            overlap = box_iou(boxes[kept], boxes[candidates])  # (K, C)
-            candidates = candidates[(overlap <= iou_threshold).all(dim=0)]
-        survivors = nms(boxes[candidates], scores[candidates], iou_threshold)
-        kept = torch.cat([kept, candidates[survivors]])
+        together = torch.cat([kept, order[start : start + block]])  # (K + C,)
+        rank = -torch.arange(len(together), device=boxes.device).to(boxes.dtype)
+        kept = together[nms(boxes[together], rank, iou_threshold)]  # the kept ones stay kept
     return kept[:limit]

@@ -107,3 +107,19 @@ def test_nms_first_is_torchvisions_nms_cut_at_the_limit(limit, block):
     full = nms(boxes, scores, 0.5)
     assert 300 < len(full) < 3000  # some boxes suppressed, more kept than one block's limit
     assert torch.equal(nms_first(boxes, scores, 0.5, limit, block), full[:limit])
+
+
+def test_nms_first_keeps_tied_scores_in_their_order_as_torchvisions_nms():
+    """Many equal scores (a trained RPN scores padded regions alike): the boxes of one score
+    keep their order, as in torchvision's NMS, at every limit and block size."""
+    from torchvision.ops import nms
+
+    from rsrcnn_d2.box_ops import nms_first
+
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(3000, 2, generator=g) * 200
+    boxes = torch.cat([xy, xy + 4 + torch.rand(3000, 2, generator=g) * 20], dim=1)
+    scores = torch.randint(0, 20, (3000,), generator=g).float()
+    full = nms(boxes, scores, 0.7)
+    for limit, block in [(100, 0), (1000, 0), (2000, 0), (700, 64)]:
+        assert torch.equal(nms_first(boxes, scores, 0.7, limit, block), full[:limit])

@@ -142,8 +142,8 @@ def test_single_nms_across_levels():
 def test_single_nms_rpn_gives_detectron2s_proposals_of_the_levels_joined(training):
     """The NMS that stops at POST_NMS_TOPK returns exactly what detectron2's selection returns
     for the levels concatenated into one (6,000 candidates, one NMS over all), where no two
-    scores are equal: among equal scores detectron2 re-sorts its kept boxes with a sort that
-    does not keep their order, ours keeps torchvision's (tests/test_box_ops.py)."""
+    scores are equal: detectron2 orders equal scores its own way (a top-k over the batch, a
+    re-sort that does not keep ties in order), ours keeps torchvision's (tests/test_box_ops.py)."""
     from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_proposals
 
     from rsrcnn_d2.modeling.rpn import SingleNMSRPN

@@ -6,8 +6,9 @@ within each level. The reference (Matterport's proposal layer) keeps the
 so a box on one level suppresses an overlapping box on another. The NMS stops once it has
 kept ``POST_NMS_TOPK`` boxes (`rsrcnn_d2.box_ops.nms_first`): torchvision's NMS cut at that
 count, where a full NMS took most of the proposal step on a CPU (70-150 ms an image,
-docs/BENCHMARKS.md). detectron2's selection gives the same boxes, but re-sorts them with a
-sort that leaves boxes of exactly equal score in no set order; ours keep their order.
+docs/BENCHMARKS.md). detectron2's selection gives the same proposals except where scores tie
+exactly: it orders those its own way (a top-k over the batch, then a re-sort that does not keep
+ties in order), ours keep torchvision's order.
 
 The box loss: the reference divides its targets by (0.1, 0.1, 0.2, 0.2) (detectron2's
 ``MODEL.RPN.BBOX_REG_WEIGHTS`` (10, 10, 5, 5)), takes smooth-L1 with beta 1

@@ -110,9 +110,12 @@ def nms_first(
 
     Returns:
         Int64 tensor of shape (min(limit, kept),): indices into ``boxes``, best score first.
+        Exact with ties too on a CPU; torchvision's CUDA kernel orders tied scores its own way.
     """
     from torchvision.ops import nms
 
+    if boxes.dtype in (torch.float16, torch.bfloat16):  # ranks past 2048 would tie
+        boxes = boxes.float()
     order = torch.sort(scores, descending=True, stable=True).indices
     block = block or max(2 * limit, 512)
     kept = order[:0]
@@ -120,6 +123,6 @@ def nms_first(
         if len(kept) >= limit:
             break
         together = torch.cat([kept, order[start : start + block]])  # (K + C,)
-        rank = -torch.arange(len(together), device=boxes.device).to(boxes.dtype)
+        rank = -torch.arange(len(together), device=boxes.device).to(boxes.dtype)  # exact < 2^24
         kept = together[nms(boxes[together], rank, iou_threshold)]  # the kept ones stay kept
     return kept[:limit]

@@ -260,7 +260,7 @@ _REMOTE_BASES = ("https://", "http://", "catalog://")
 
 def load_config_chain(config_file: str) -> Optional[dict]:
     """The YAML of ``config_file`` over its ``_BASE_`` chain, as one dict; None when the chain
-    leaves the disk (a URL base: detectron2 reads those).
+    leaves what this reads (a URL base, a list of bases: detectron2 reads those).
 
     detectron2's rule (fvcore's ``load_yaml_with_base``): a relative base is relative to the
     file naming it; a file's keys override its base's, mappings merged key by key. Read with
@@ -273,32 +273,42 @@ def load_config_chain(config_file: str) -> Optional[dict]:
     from .errors import ConfigError
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    chain, current, documents = [], os.path.realpath(config_file), []
+    chain, named, documents = [], str(config_file), []
     while True:
-        if current in chain:
-            cycle = " -> ".join([*chain[chain.index(current) :], current])
+        real = os.path.realpath(named)  # the cycle check compares files; bases follow names
+        if real in chain:
+            cycle = " -> ".join([*chain[chain.index(real) :], real])
             raise ConfigError(config_file, f"the _BASE_ chain is a cycle: {cycle}")
-        chain.append(current)
-        with open(current) as f:
-            document = yaml.load(f, Loader=loader)
+        chain.append(real)
+        document = _read_yaml(named, loader)
         if not isinstance(document, dict):
-            raise TypeError(f"{current} holds no mapping of config keys")
+            raise TypeError(f"{named} holds no mapping of config keys")
         documents.append(document)
-        base = document.pop("_BASE_", None)
-        if base is None:
+        if "_BASE_" not in document:
             break
-        if not isinstance(base, str):
-            raise TypeError(f"_BASE_ must name a file, got {base!r}")
-        if base.startswith(_REMOTE_BASES):
-            return None
+        base = document.pop("_BASE_")
+        if not isinstance(base, str) or base.startswith(_REMOTE_BASES):
+            return None  # a list of bases, a URL: detectron2's reader follows those
         base = os.path.expanduser(base)
-        if not os.path.isabs(base):
-            base = os.path.join(os.path.dirname(current), base)
-        current = os.path.realpath(base)
+        # relative to the file as named, as fvcore resolves it (a link's own folder)
+        named = base if os.path.isabs(base) else os.path.join(os.path.dirname(named), base)
     merged = {}
     for document in reversed(documents):  # the deepest base first
         _merge_into(document, merged)
     return merged
+
+
+def _read_yaml(path: str, loader):
+    """``path`` parsed by ``loader``; on a YAML error, parsed again by PyYAML's own safe
+    loader, whose error names the file, line and problem as the programs always said."""
+    import yaml
+
+    with open(path) as f:
+        try:
+            return yaml.load(f, Loader=loader)
+        except yaml.YAMLError:
+            f.seek(0)
+            return yaml.safe_load(f)
 
 
 def _merge_into(source: dict, target: dict) -> None:

@@ -211,6 +211,7 @@ def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
 
     def place(item):
-        return rank.get(item.originalname, rank.get(item.path.name, len(rank)))
+        name = getattr(item, "originalname", item.name)  # a doctest or a plugin's item has none
+        return rank.get(name, rank.get(item.path.name, len(rank)))
 
     items.sort(key=place)

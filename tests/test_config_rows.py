@@ -134,3 +134,43 @@ def test_a_chain_merges_mappings_key_by_key_and_resolves_bases_where_they_are_na
     assert load_config_chain(str(top)) == {"A": {"X": 1, "Y": 3, "Z": 5}, "B": 1, "C": [1, 2]}
     (tmp_path / "remote.yaml").write_text("_BASE_: https://example.org/base.yaml\n")
     assert load_config_chain(str(tmp_path / "remote.yaml")) is None  # left to detectron2
+
+
+def _detectron2s(config):
+    from detectron2.config import get_cfg
+
+    from rsrcnn_d2.config import add_rsrcnn_config
+
+    cfg = get_cfg()
+    add_rsrcnn_config(cfg)
+    cfg.merge_from_file(str(config), allow_unsafe=False)
+    return cfg
+
+
+def test_bases_named_through_a_link_or_as_a_list_read_as_detectron2_reads_them(tmp_path):
+    """A relative base is relative to the config as named (a link's own folder, not its
+    target's); a list of bases is left to detectron2. Both as its merge_from_file."""
+    for folder, lr in (("real", 0.1), ("other", 0.9)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "b.yaml").write_text(
+            f"_BASE_: {TINY_ROWS['B']}\nSOLVER:\n  BASE_LR: {lr}\n"
+        )
+    (tmp_path / "real" / "top.yaml").write_text("_BASE_: b.yaml\nSEED: 3\n")
+    (tmp_path / "other" / "link.yaml").symlink_to(tmp_path / "real" / "top.yaml")
+    linked = rsrcnn_d2.get_rsrcnn_cfg(str(tmp_path / "other" / "link.yaml"))
+    assert linked.SOLVER.BASE_LR == 0.9 and linked.SEED == 3
+    assert linked.dump() == _detectron2s(tmp_path / "other" / "link.yaml").dump()
+    (tmp_path / "c.yaml").write_text("SEED: 4\n")
+    both = tmp_path / "both.yaml"
+    both.write_text("_BASE_: [real/b.yaml, c.yaml]\nINPUT:\n  MIN_SIZE_TEST: 96\n")
+    assert rsrcnn_d2.get_rsrcnn_cfg(str(both)).dump() == _detectron2s(both).dump()
+
+
+def test_a_yaml_error_is_told_as_pyyamls_own_parser_tells_it(tmp_path):
+    from rsrcnn_d2.errors import ConfigError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"_BASE_: {TINY_ROWS['B']}\nSOLVER: a: b\n")
+    with pytest.raises(ConfigError) as e:
+        rsrcnn_d2.get_rsrcnn_cfg(str(bad))
+    assert str(e.value) == f"{bad}: not valid YAML (line 2): mapping values are not allowed here"

@@ -376,6 +376,22 @@ def _tool(name, *args, **kw):
     )
 
 
+@pytest.mark.parametrize("program", ["run_ablation", "run_loso"])
+def test_a_negative_calibration_trial_count_is_an_argument_error(tmp_path, capsys, program):
+    """Refused at once (exit 2, one line), not after the trainings by the optimiser."""
+    import importlib
+
+    main = importlib.import_module(f"rsrcnn_d2.cli.{program}").main
+    (tmp_path / "s" / "input").mkdir(parents=True)
+    (tmp_path / "s" / "gt").mkdir()
+    first = [str(tmp_path / "s")] if program == "run_loso" else []
+    with pytest.raises(SystemExit) as e:
+        main([*first, "--output", str(tmp_path / "o"), "--calibration-trials", "2", "-1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err[-1].endswith("RANDOM and GUIDED are counts (0 or more)")
+    assert not (tmp_path / "o").exists()
+
+
 def test_ablation_refuses_a_seed_given_twice(tmp_path, capsys):
     from rsrcnn_d2.cli.run_ablation import main
 

@@ -146,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 @report_errors("run_ablation")
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.calibration_trials is not None and min(args.calibration_trials) < 0:
+        parser.error("--calibration-trials: RANDOM and GUIDED are counts (0 or more)")
     quiet_known_warnings()  # harmless third-party notices, in this program only
     if len(set(args.seeds)) != len(args.seeds):  # a seed twice would count twice in mean ± sd
         print(f"error: --seeds repeats a seed: {' '.join(map(str, args.seeds))}", file=sys.stderr)

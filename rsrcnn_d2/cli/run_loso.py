@@ -141,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 @report_errors("run_loso")
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.calibration_trials is not None and min(args.calibration_trials) < 0:
+        parser.error("--calibration-trials: RANDOM and GUIDED are counts (0 or more)")
     quiet_known_warnings()  # harmless third-party notices, in this program only
     slices = Path(args.slices)
     if not (slices / "input").is_dir() or not (slices / "gt").is_dir():

@@ -66,9 +66,16 @@ class _DropMatching(logging.Filter):
 
 
 class _NoColour(logging.Filter):
-    """Strips terminal colour codes (detectron2 highlights the config dump) from a file's lines."""
+    """Strips terminal colour codes (detectron2 highlights the config dump) from the lines of
+    ``handler``, unless it writes to a terminal (a log file, ``> train.log``: stripped)."""
+
+    def __init__(self, handler: Optional[logging.Handler] = None):
+        super().__init__()
+        self._handler = handler
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if self._handler is not None and _is_terminal(getattr(self._handler, "stream", None)):
+            return True
         message = record.getMessage()
         if "\x1b[" in message:
             record.msg, record.args = _ANSI.sub("", message), None
@@ -142,15 +149,20 @@ def quiet_known_warnings() -> None:
             logger.addFilter(_DropMatching(message))
 
 
+def _is_terminal(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
 def plain_log_files(logger: logging.Logger) -> None:
-    """Colour codes off every handler of ``logger`` that writes to a file (not the console),
-    so that log.txt reads as text."""
+    """Colour codes off every handler of ``logger`` that does not write to a terminal, so that
+    log.txt and a redirected console read as text."""
     for handler in logger.handlers:
-        stream = getattr(handler, "stream", None)
-        if stream in (sys.stdout, sys.stderr) or isinstance(handler, _CurrentStdout):
-            continue
         if not any(isinstance(f, _NoColour) for f in handler.filters):
-            handler.addFilter(_NoColour())
+            handler.addFilter(_NoColour(handler))
 
 
 def echo(text: str, name: str = "rsrcnn_d2") -> None:

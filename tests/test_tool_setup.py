@@ -116,16 +116,24 @@ def test_known_third_party_log_lines_are_dropped_and_no_other(caplog):
     assert [r.getMessage() for r in caplog.records] == ["a different torch.fx warning"]
 
 
-def test_colour_codes_stay_out_of_log_files_only(tmp_path, capsys):
+def test_colour_codes_reach_a_terminal_only(tmp_path, capsys):
+    import io
+
     from rsrcnn_d2.tool_setup import plain_log_files
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
 
     logger = logging.getLogger("rsrcnn_d2_test_colour")
     logger.propagate = False
-    console = logging.StreamHandler(__import__("sys").stdout)
+    terminal = logging.StreamHandler(Terminal())
+    redirected = logging.StreamHandler(__import__("sys").stdout)  # `> train.log`: no terminal
     file = logging.StreamHandler(open(tmp_path / "log.txt", "w"))  # as detectron2 opens it
-    logger.handlers = [console, file]
+    logger.handlers = [terminal, redirected, file]
     plain_log_files(logger)
     logger.warning("config:\n\x1b[38;5;197mMODEL\x1b[39m: %s", "x")
     file.stream.close()
     assert (tmp_path / "log.txt").read_text() == "config:\nMODEL: x\n"
-    assert "\x1b[38;5;197m" in capsys.readouterr().out
+    assert capsys.readouterr().out == "config:\nMODEL: x\n"
+    assert terminal.stream.getvalue() == "config:\n\x1b[38;5;197mMODEL\x1b[39m: x\n"

@@ -198,3 +198,20 @@ def test_3d_lesion_figures_are_undefined_when_a_subject_could_not_be_stacked(tmp
     assert np.isnan(both["pwml_lesion3d/F1"]) and np.isnan(both["pwml_headline/lesion_f1_3d"])
     assert both["pwml_lesion3d/n_subjects_not_stacked"] == 1.0
     assert both["pwml_headline/case_dice"] == pytest.approx(0.65)  # voxel counts: still there
+
+
+def test_each_component_of_the_ablation_gets_its_own_difference(tmp_path):
+    # the paper's claims one by one: H-RPN (C - B), LRS-Net (D - C), CRF (E - D), k (C at 1.3
+    # against C at 1.0); here C finds both lesions, the others one
+    found = {"s1": False, "s2": True}
+    for name in ("B", "C", "D", "E", "C_k1.0"):
+        folder = tmp_path / "runs" / name / "seed0" / "calibrated" / "inference" / "pwml_test"
+        _write_evaluation(folder, {"s1": True, "s2": True} if name == "C" else found)
+    runs = ablation.planned_runs(["B", "C", "D", "E"], [1.0, 1.3])
+    _, numbers = ablation.interval_table(
+        tmp_path, runs, [0], ablation.DIFFERENCES, {}, n_resamples=200
+    )
+    difference = {key: value["calibrated"][0] for key, value in numbers["differences"].items()}
+    assert difference == pytest.approx(
+        {"E - B": 0.0, "C - B": 0.5, "D - C": -0.5, "E - D": 0.0, "C - C_k1.0": 0.5}
+    )

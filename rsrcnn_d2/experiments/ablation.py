@@ -94,8 +94,11 @@ DIFFERENCES = (
     ("E", "B"),
     ("plus", "E"),
     ("plus", "B"),
-    ("C", "B"),
-    ("E", "D"),
+    ("C", "B"),  # H-RPN with k = 1.3
+    ("D", "C"),  # LRS-Net
+    ("E", "D"),  # the CRF
+    (K_ROW, f"{K_ROW}_k1.0"),  # the expansion k = 1.3 against none (Table 2)
+    (K_ROW, f"{K_ROW}_k2.0"),
     ("E_tta", "E"),
     ("plus", "E_tta"),
 )

@@ -215,3 +215,55 @@ def test_each_component_of_the_ablation_gets_its_own_difference(tmp_path):
     assert difference == pytest.approx(
         {"E - B": 0.0, "C - B": 0.5, "D - C": -0.5, "E - D": 0.0, "C - C_k1.0": 0.5}
     )
+
+
+def test_another_objective_is_calibrated_beside_the_first_not_read_from_it(tmp_path, monkeypatch):
+    """Reviewed: a re-run with --objective lesion_f1 found the Dice calibration's record and
+    reported it as its own. Each objective now has its folder; the network's cached validation
+    outputs (independent of the objective) are shared."""
+    source = tmp_path / "runs" / "B" / "seed0"
+    (source / "calibrated").mkdir(parents=True)
+    (source / "model_final.pth").write_bytes(b"")
+    (source / "result.json").write_text(json.dumps({"results": {}}))
+    dice = {"config": "b.yaml", "opts": [], "operating_point": None}
+    dice["results"] = {ablation.SIZE_KEY: 0.5}
+    (source / "calibrated" / "result.json").write_text(json.dumps(dice))
+    used = []
+
+    def calibrate(config, weights, point, dataset, opts, **kwargs):
+        point.parent.mkdir(parents=True, exist_ok=True)
+        point.with_suffix(".json").write_text(json.dumps({"best": {"score": 0.3}}))
+        used.append((point, kwargs["objective"], kwargs["cache"]))
+        return point
+
+    monkeypatch.setattr(ablation, "calibrate", calibrate)
+    monkeypatch.setattr(ablation, "evaluate_checkpoint", lambda *a, **k: {ablation.SIZE_KEY: 0.7})
+    record = ablation.calibrated_run(tmp_path, "B", "b.yaml", [], 0, objective="lesion_f1")
+    folder = source / "calibrated_lesion_f1"
+    assert used == [
+        (folder / "operating_point.yaml", "lesion_f1", source / "calibrated" / "val_probs.pt")
+    ]
+    assert record["results"] == {ablation.SIZE_KEY: 0.7}
+    assert json.loads((folder / "result.json").read_text())["operating_point"] == {"score": 0.3}
+    assert json.loads((source / "calibrated" / "result.json").read_text()) == dice
+    assert ablation.calibrated_run(tmp_path, "B", "b.yaml", [], 0)["results"] == dice["results"]
+    assert len(used) == 1
+    with pytest.raises(ValueError, match="unknown calibration objective 'hd'"):
+        ablation.calibration_folder("hd")
+
+
+def test_the_tables_read_the_calibration_of_the_objective_asked_for(tmp_path):
+    # Dice calibration: E finds subject s1's lesion, B does not; lesion-F1 calibration: both do
+    for folder, e_found in (("calibrated", True), ("calibrated_lesion_f1", True)):
+        for name, found in (("B", folder != "calibrated"), ("E", e_found)):
+            _write_evaluation(
+                tmp_path / "runs" / name / "seed0" / folder / "inference" / "pwml_test",
+                {"s1": found, "s2": True},
+            )
+    runs = {"B": None, "E": None}
+    _, dice = versus_table(tmp_path, runs, [0], "B", {}, n_resamples=100)
+    _, f1 = versus_table(
+        tmp_path, runs, [0], "B", {}, n_resamples=100, folder="calibrated_lesion_f1"
+    )
+    assert dice["E"]["per_seed"]["strict Dice"] == pytest.approx([0.5])
+    assert f1["E"]["per_seed"]["strict Dice"] == pytest.approx([0.0])

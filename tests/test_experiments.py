@@ -400,6 +400,22 @@ def test_ablation_refuses_a_seed_given_twice(tmp_path, capsys):
     assert not (tmp_path / "a").exists()
 
 
+def test_ablation_summary_file_follows_the_objective(tmp_path, monkeypatch):
+    """A lesion-F1 re-run into a Dice sweep's folder writes its own summary, not over summary.md."""
+    from rsrcnn_d2.cli.run_ablation import main
+    from rsrcnn_d2.experiments import ablation
+
+    asked = []
+    monkeypatch.setattr(ablation, "run_ablation", lambda out, **kw: asked.append(kw) or [])
+    for extra in ([], ["--objective", "lesion_f1"], ["--objective", "lesion_f1", "--summary", "x"]):
+        assert main(["--output", str(tmp_path / "a"), *extra]) == 0
+    assert [(kw["objective"], kw["summary"]) for kw in asked] == [
+        ("dice", "summary.md"),
+        ("lesion_f1", "summary_lesion_f1.md"),
+        ("lesion_f1", "x"),
+    ]
+
+
 def test_ablation_plan_names_the_k_sweep():
     from rsrcnn_d2.experiments.ablation import ROW_CONFIGS, planned_runs
 

@@ -102,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--objective",
         choices=["dice", "lesion_f1"],
         default="dice",
-        help="what calibration maximises on the validation subjects",
+        help="what calibration maximises on the validation subjects; each objective has its "
+        "own calibrated evaluations (runs/<run>/seed<s>/calibrated for dice, "
+        "calibrated_lesion_f1) and summary (summary.md, summary_lesion_f1.md), so a re-run "
+        "with the other one adds to the first instead of reusing it",
     )
     p.add_argument(
         "--calibration-trials",
@@ -127,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also draw OUTPUT/figures/: box plots of every row and overlays of rows B, E "
         "and plus (seed --seeds[0], calibrated)",
     )
-    p.add_argument("--summary", default="summary.md", help="summary file name inside OUTPUT")
+    p.add_argument(
+        "--summary",
+        help="summary file name inside OUTPUT (default: summary.md; summary_lesion_f1.md for "
+        "--objective lesion_f1)",
+    )
     p.add_argument(
         "--pretrained",
         metavar="CKPT",
@@ -176,7 +183,8 @@ def main(argv=None) -> int:
         figures=args.figures,
         pretrained=args.pretrained,
         final_weights=args.final_weights,
-        summary=args.summary,
+        summary=args.summary
+        or ("summary.md" if args.objective == "dice" else f"summary_{args.objective}.md"),
         cohort_params=COARSE_GRID if args.coarse_cohort else None,
     )
     return 1 if failed else 0

@@ -21,7 +21,7 @@ from typing import Optional
 from .. import model_zoo
 from ..data.fileio import atomic_write_bytes, atomic_write_json, read_json
 from .cohort import anatomy_cohort
-from .intervals import interval_table, lesion_load_table, versus_table
+from .intervals import CALIBRATED, interval_table, lesion_load_table, versus_table
 from .results import (
     LESION3D_METRICS,
     REFERENCE_METRICS,
@@ -85,10 +85,21 @@ CLASSICAL = "A"
 BASELINE = "B"  # what every row is compared with (the paper's Mask R-CNN)
 # a calibrated record without it was evaluated before the lesion-size strata: evaluated again
 SIZE_KEY = SIZE_METRICS[0][1]
-CALIBRATED = "calibrated"  # a run's calibrated evaluation: runs/<run>/seed<s>/calibrated/
 # --final-weights: run <name>_final calibrates and evaluates <name>'s model_final.pth, beside the
 # kept checkpoint (model_best.pth, the reference's lowest validation loss)
 FINAL = "_final"
+OBJECTIVES = ("dice", "lesion_f1")  # what a calibration maximises on the validation subjects
+OBJECTIVE_NAMES = {"dice": "strict Dice", "lesion_f1": "lesion F1"}
+
+
+def calibration_folder(objective: str = "dice") -> str:
+    """A run's calibrated evaluation, one folder per objective (runs/<run>/seed<s>/<folder>):
+    a re-run with another ``--objective`` adds its own instead of reusing the first's."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown calibration objective {objective!r} (one of {OBJECTIVES})")
+    return CALIBRATED if objective == "dice" else f"{CALIBRATED}_{objective}"
+
+
 # the differences the summary gives intervals for: (minuend, subtrahend)
 DIFFERENCES = (
     ("E", "B"),
@@ -216,7 +227,7 @@ def calibrated_run(
     None while the run has not finished training.
     """
     source = out / "runs" / (weights_of or name) / f"seed{seed}"
-    run_dir = out / "runs" / name / f"seed{seed}" / CALIBRATED
+    run_dir = out / "runs" / name / f"seed{seed}" / calibration_folder(objective)
     weights = source / "model_final.pth" if final else trained_weights(source)
     done = finished_result(run_dir)
     if done is not None and weights_of and _older_than_source(run_dir, source):
@@ -237,7 +248,8 @@ def calibrated_run(
         seed=seed,
         trials=(init_points, n_iter),
         objective=objective,
-        cache=run_dir / "val_probs.pt",
+        # the network's validation outputs do not depend on the objective: one cache per run
+        cache=run_dir.parent / CALIBRATED / "val_probs.pt",
     )
     record = {  # nothing to calibrate (no point beat an empty prediction): the config's point
         "config": str(tuned or config),
@@ -288,12 +300,12 @@ def cohort_grid(out: Path) -> str:
     return f"voxels {a:g}-{b:g} mm in-plane, slices {c:g}-{d:g} mm"
 
 
-def _per_seed_lines(out: Path, runs, seeds):
+def _per_seed_lines(out: Path, runs, seeds, folder: str = CALIBRATED):
     lines = []
     for name, (_, _, label) in runs.items():
         for s in seeds:
             plain = finished_result(out / "runs" / name / f"seed{s}")
-            tuned = finished_result(out / "runs" / name / f"seed{s}" / CALIBRATED)
+            tuned = finished_result(out / "runs" / name / f"seed{s}" / folder)
             if plain is None and tuned is None:
                 continue
             r = plain["results"] if plain else {}
@@ -375,25 +387,36 @@ def _health_lines(out: Path, runs, seeds):
 
 
 def write_summary(
-    out: Path, runs, seeds, iters, filename: str = "summary.md", pretrained=None
+    out: Path,
+    runs,
+    seeds,
+    iters,
+    filename: str = "summary.md",
+    pretrained=None,
+    objective: str = "dice",
 ) -> str:
+    """OUT/<filename> (+ .json): every table of the finished runs, "calibrated" meaning
+    calibrated for ``objective``; the text."""
     start = pretrained or "each config's own weights (cold start)"
+    folder = calibration_folder(objective)
     plain, tuned = {}, {}
     for name in runs:
         dirs = [out / "runs" / name / f"seed{s}" for s in seeds]
         plain[name] = [d["results"] for d in map(finished_result, dirs) if d is not None]
         tuned[name] = [
-            d["results"] for d in (finished_result(x / CALIBRATED) for x in dirs) if d is not None
+            d["results"] for d in (finished_result(x / folder) for x in dirs) if d is not None
         ]
     labels = {name: label for name, (_, _, label) in runs.items()}
     trained = {n: v for n, v in tuned.items() if n != CLASSICAL}
-    intervals, numbers = interval_table(out, runs, seeds, DIFFERENCES, labels)
+    intervals, numbers = interval_table(out, runs, seeds, DIFFERENCES, labels, folder=folder)
     kept = {n: v for n, v in runs.items() if not n.endswith(FINAL)}
-    versus, numbers["versus_" + BASELINE] = versus_table(out, kept, seeds, BASELINE, labels)
+    versus, numbers["versus_" + BASELINE] = versus_table(
+        out, kept, seeds, BASELINE, labels, folder=folder
+    )
     finals = {n: v for n, v in runs.items() if n.endswith(FINAL)}
     if BASELINE + FINAL in finals:
         text, numbers["versus_" + BASELINE + FINAL] = versus_table(
-            out, finals, seeds, BASELINE + FINAL, labels
+            out, finals, seeds, BASELINE + FINAL, labels, folder=folder
         )
         versus += (
             "\n\nThe same with every run's final weights (no checkpoint selection):\n\n" + text
@@ -410,7 +433,7 @@ def write_summary(
             versus,
             "",
             "**Calibrated** (score threshold, and the CRF where the row has one, tuned on the "
-            "validation subjects), strict protocol:",
+            f"validation subjects for {OBJECTIVE_NAMES[objective]}), strict protocol:",
             "",
             seed_summary_table(trained, labels, SUMMARY_METRICS, count_title="seeds"),
             "",
@@ -438,7 +461,7 @@ def write_summary(
             "",
             intervals,
             "",
-            lesion_load_table(out, runs, seeds, labels),
+            lesion_load_table(out, runs, seeds, labels, folder=folder),
             "",
             *_budget_lines(out, runs, seeds, iters),
             "",
@@ -447,7 +470,7 @@ def write_summary(
             "| run | seed | Dice | lesion F1 | calibrated point | Dice | lesion F1 (2-D) | "
             "lesion F1 (3-D) | health |",
             "|---|---|---|---|---|---|---|---|---|",
-            *_per_seed_lines(out, runs, seeds),
+            *_per_seed_lines(out, runs, seeds, folder),
             "",
             HEALTH_NOTE + ".",
             "",
@@ -459,6 +482,7 @@ def write_summary(
         {
             "seeds": list(seeds),
             "iters": iters,
+            "objective": objective,
             "config_point": plain,
             "calibrated": tuned,
             **numbers,
@@ -467,21 +491,23 @@ def write_summary(
     return text
 
 
-def write_figures(out: Path, runs, seed: int) -> None:
-    """OUT/figures/boxplots.png and overlays.png from the calibrated runs of one seed."""
+def write_figures(out: Path, runs, seed: int, objective: str = "dice") -> None:
+    """OUT/figures/boxplots.png and overlays.png from the runs of one seed calibrated for
+    ``objective``."""
     from .figures import comparison_figures
     from .intervals import slice_csv
 
     cohort_root(out).register(replace=True)  # this process's pwml_* are the cohort's
     rows = {}
     for name, (_, opts, _) in runs.items():
-        tuned = finished_result(out / "runs" / name / f"seed{seed}" / CALIBRATED)
+        folder = calibration_folder(objective)
+        tuned = finished_result(out / "runs" / name / f"seed{seed}" / folder)
         trained = finished_result(out / "runs" / name / f"seed{seed}")
         if name == CLASSICAL or tuned is None or trained is None:  # test variants: no weights
             continue
         weights = trained_weights(out / "runs" / name / f"seed{seed}")
         short = FIGURE_LABELS.get(name, name)
-        rows[short] = (tuned["config"], opts, weights, slice_csv(out, name, seed, True))
+        rows[short] = (tuned["config"], opts, weights, slice_csv(out, name, seed, folder))
     shown = [FIGURE_LABELS[n] for n in ("B", "E", "plus") if FIGURE_LABELS[n] in rows]
     for name, path in comparison_figures(
         "pwml_test", rows, out / "figures", overlay_labels=shown
@@ -633,11 +659,11 @@ def run_ablation(
                 # go on with the other runs; re-running retries this one
                 print(f"error: {e}", file=sys.stderr, flush=True)
                 failed.append(f"{label}, seed {seed}")
-            write_summary(out, runs, seeds, iters, summary, pretrained)
-    print(write_summary(out, runs, seeds, iters, summary, pretrained))
+            write_summary(out, runs, seeds, iters, summary, pretrained, objective)
+    print(write_summary(out, runs, seeds, iters, summary, pretrained, objective))
     print(f"summary: {out / summary}")
     if figures:
-        write_figures(out, runs, seeds[0])
+        write_figures(out, runs, seeds[0], objective)
     if failed:
         print("failed (re-run to retry): " + "; ".join(failed), file=sys.stderr)
     return failed

@@ -11,7 +11,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
@@ -30,12 +30,18 @@ __all__ = [
 LEVEL = 0.95
 
 
-def slice_csv(out: Path, name: str, seed: int, calibrated: bool) -> Path:
-    """Where a run's per-slice test figures are (at its calibrated or its config's point)."""
+CALIBRATED = (
+    "calibrated"  # a run's evaluation at its calibrated point: runs/<run>/seed<s>/calibrated
+)
+
+
+def slice_csv(out: Path, name: str, seed: int, calibrated: Union[bool, str]) -> Path:
+    """Where a run's per-slice test figures are: at its calibrated point (True: CALIBRATED, or
+    the folder named, one per calibration objective) or at its config's (False)."""
     run_dir = out / "runs" / name / f"seed{seed}"
-    return (
-        run_dir / "calibrated" if calibrated else run_dir
-    ) / "inference/pwml_test/pwml_slices.csv"
+    if calibrated:
+        run_dir = run_dir / (CALIBRATED if calibrated is True else calibrated)
+    return run_dir / "inference/pwml_test/pwml_slices.csv"
 
 
 def subject_dice_sums(csvs: Sequence[Path]) -> dict[str, tuple[float, int]]:
@@ -105,11 +111,11 @@ def _difference(out, a, b, seeds, calibrated, n_resamples):
     return paired_difference_interval(xa, xb, counts, LEVEL, n_resamples, seed=0), both
 
 
-def _seed_value(out: Path, a: str, b: Optional[str], seed: int) -> float:
+def _seed_value(out: Path, a: str, b: Optional[str], seed: int, folder: str = CALIBRATED) -> float:
     """One seed's calibrated strict Dice of run ``a`` (minus run ``b``'s, when given)."""
 
     def dice(name):
-        sums = subject_dice_sums([slice_csv(out, name, seed, True)])
+        sums = subject_dice_sums([slice_csv(out, name, seed, folder)])
         return sum(v[0] for v in sums.values()) / sum(v[1] for v in sums.values())
 
     return dice(a) - (dice(b) if b else 0.0)
@@ -122,8 +128,10 @@ def interval_table(
     differences: Sequence[tuple[str, str]],
     labels: dict[str, str],
     n_resamples: int = 10000,
+    folder: str = CALIBRATED,
 ) -> tuple[str, dict]:
-    """(Markdown table, numbers) of strict Dice with 95 % subject-bootstrap intervals."""
+    """(Markdown table, numbers) of strict Dice with 95 % subject-bootstrap intervals;
+    "calibrated": the evaluations in each run's ``folder``."""
     numbers = {"rows": {}, "differences": {}}
     lines = [
         f"Strict Dice with {100 * LEVEL:.0f} % bootstrap intervals over the test subjects "
@@ -136,11 +144,11 @@ def interval_table(
         "|---|---|---|---|---|",
     ]
     for name in runs:
-        tuned, seeds_t = _row_interval(out, name, seeds, True, n_resamples)
+        tuned, seeds_t = _row_interval(out, name, seeds, folder, n_resamples)
         plain, seeds_p = _row_interval(out, name, seeds, False, n_resamples)
         if tuned is None and plain is None:
             continue
-        per_seed = [_seed_value(out, name, None, s) for s in seeds_t]
+        per_seed = [_seed_value(out, name, None, s, folder) for s in seeds_t]
         numbers["rows"][name] = {
             "calibrated": tuned,
             "config_point": plain,
@@ -154,12 +162,12 @@ def interval_table(
     for a, b in differences:
         if a not in runs or b not in runs:
             continue
-        tuned, seeds_t = _difference(out, a, b, seeds, True, n_resamples)
+        tuned, seeds_t = _difference(out, a, b, seeds, folder, n_resamples)
         plain, seeds_p = _difference(out, a, b, seeds, False, n_resamples)
         if tuned is None and plain is None:
             continue
         key = f"{a} - {b}"
-        per_seed = [_seed_value(out, a, b, s) for s in seeds_t]
+        per_seed = [_seed_value(out, a, b, s, folder) for s in seeds_t]
         numbers["differences"][key] = {
             "calibrated": tuned,
             "config_point": plain,
@@ -200,18 +208,21 @@ def _small_f1_terms(csvs: Sequence[Path]) -> tuple[dict[str, float], dict[str, f
     return num, den
 
 
-def _versus(out, a, b, seeds, n_resamples):
+def _versus(out, a, b, seeds, n_resamples, folder=CALIBRATED):
     """{figure: (estimate, low, high)} and {figure: [per-seed differences]} of run a minus run
     b, calibrated, on the seeds both finished; None when they share none."""
-    both = [s for s in _seeds_with(out, a, seeds, True) if s in _seeds_with(out, b, seeds, True)]
+    both = [
+        s for s in _seeds_with(out, a, seeds, folder) if s in _seeds_with(out, b, seeds, folder)
+    ]
     if not both:
         return None, None, []
     subjects_csv = {
-        n: [slice_csv(out, n, s, True).with_name("pwml_subjects.csv") for s in both] for n in (a, b)
+        n: [slice_csv(out, n, s, folder).with_name("pwml_subjects.csv") for s in both]
+        for n in (a, b)
     }
     found, per_seed = {}, {}
-    found["strict Dice"] = _difference(out, a, b, seeds, True, n_resamples)[0]
-    per_seed["strict Dice"] = [_seed_value(out, a, b, s) for s in both]
+    found["strict Dice"] = _difference(out, a, b, seeds, folder, n_resamples)[0]
+    per_seed["strict Dice"] = [_seed_value(out, a, b, s, folder) for s in both]
     dice_a, dice_b = _case_dice(subjects_csv[a]), _case_dice(subjects_csv[b])
     cases = [s for s in dice_a if not (math.isnan(dice_a[s]) or math.isnan(dice_b[s]))]
     if cases:
@@ -263,6 +274,7 @@ def versus_table(
     baseline: str,
     labels: dict[str, str],
     n_resamples: int = 10000,
+    folder: str = CALIBRATED,
 ) -> tuple[str, dict]:
     """(Markdown table, numbers): every calibrated run minus ``baseline`` in strict Dice,
     per-case Dice and lesion F1 of the smallest lesions, each with its 95 % subject-bootstrap
@@ -282,7 +294,7 @@ def versus_table(
     for name in runs:
         if name == baseline:
             continue
-        found, per_seed, both = _versus(out, name, baseline, seeds, n_resamples)
+        found, per_seed, both = _versus(out, name, baseline, seeds, n_resamples, folder)
         if found is None:
             continue
         numbers[name] = {"seeds": both, "intervals": found, "per_seed": per_seed}
@@ -299,7 +311,12 @@ def versus_table(
 
 
 def lesion_load_table(
-    out: Path, runs: dict, seeds: Sequence[int], labels: dict[str, str], groups: int = 3
+    out: Path,
+    runs: dict,
+    seeds: Sequence[int],
+    labels: dict[str, str],
+    groups: int = 3,
+    folder: str = CALIBRATED,
 ) -> str:
     """Calibrated strict Dice and slices left empty, by the slice's lesion load (true lesion
     pixels), in ``groups`` equal-count groups cut on the test slices; seeds pooled.
@@ -308,9 +325,9 @@ def lesion_load_table(
     """
     per_row = {}
     for name in runs:
-        found = _seeds_with(out, name, seeds, True)
+        found = _seeds_with(out, name, seeds, folder)
         if found:
-            per_row[name] = read_slice_records([slice_csv(out, name, s, True) for s in found])
+            per_row[name] = read_slice_records([slice_csv(out, name, s, folder) for s in found])
     if not per_row:
         return ""
     loads = sorted(r["metrics"].tp + r["metrics"].fn for r in next(iter(per_row.values())))

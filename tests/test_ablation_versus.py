@@ -139,12 +139,17 @@ def test_a_variant_made_before_its_source_was_trained_again_is_made_again(tmp_pa
 
 def test_a_cohort_converted_for_another_request_is_converted_again(tmp_path):
     """Reviewed: the demo into an OUT converted for 14 subjects, asked for 20, simulated 6
-    more and trained on the old 14. The conversion counts only if it matches the request."""
+    more and trained on the old 14. The conversion counts only if it matches the request.
+
+    And the converter's own splits.json (subject ids, not a count) counts as converted: it
+    was converted again at every driver start, rewriting the cohort under a running sweep
+    and making every cached validation prediction stale."""
+    from rsrcnn_d2.data.splits import make_splits
     from rsrcnn_d2.experiments.cohort import _converted_as_asked
 
     assert not _converted_as_asked(tmp_path, 14, 0, None)  # nothing converted yet
     (tmp_path / "conversion.json").write_text("{}")
-    split = {"seed": 0, "subjects": 14, "fractions": {"train": 0.6, "val": 0.15, "test": 0.25}}
+    split = make_splits([f"PWML_{i:03d}" for i in range(14)], 0, (0.6, 0.15, 0.25), 0)
     (tmp_path / "splits.json").write_text(json.dumps(split))
     assert _converted_as_asked(tmp_path, 14, 0, None)
     assert _converted_as_asked(tmp_path, 14, 0, (0.6, 0.15, 0.25))

@@ -519,6 +519,21 @@ def test_ablation_runs_then_resumes_without_retraining(tmp_path, capfd, training
         )
     )
     assert result.stat().st_mtime_ns == stamp
+    # the finished runs calibrated again for lesion F1 (--no-train) in a process whose pwml_*
+    # are the import-time ones, as a new process has them: on the sweep's cohort, beside the
+    # Dice calibration (reviewed: --no-train calibrated against datasets/pwml)
+    from rsrcnn_d2.data.register import register_all_pwml
+
+    register_all_pwml()
+    fifth = _in_process(capfd, main, *args, "--no-train", "--objective", "lesion_f1")
+    assert fifth.returncode == 0, fifth.stderr[-2000:]
+    for run in ("E", "E_tta"):
+        assert (out / "runs" / run / "seed0" / "calibrated_lesion_f1" / "result.json").is_file()
+    assert "validation subjects for lesion F1)" in (out / "summary_lesion_f1.md").read_text()
+    assert tuned == json.loads(
+        (out / "runs" / "E" / "seed0" / "calibrated" / "result.json").read_text()
+    )
+    assert result.stat().st_mtime_ns == stamp
 
 
 def _slice_folder(root, subjects=3):

@@ -603,7 +603,9 @@ def run_ablation(
                         asked_options(config, _train_opts(opts, iters, seed, pretrained), roots),
                         f"{label}, seed {seed}",
                     )
-        if not no_train:
+        if no_train:  # calibrate only: on the cohort the runs were trained on
+            cohort_root(out).register(replace=True)
+        else:
             prepare_cohort(out, subjects, cohort_seed, fractions, cohort_params)
         for i, (seed, name) in enumerate(todo, 1):
             config, opts, label = runs[name]

@@ -96,10 +96,10 @@ def test_both_rows_fine_tune_from_one_pretrained_checkpoint(tmp_path, monkeypatc
     out = tmp_path / "demo"
     demo.run_demo(out, subjects=5, iters=30, seed=3, pretrain_subjects=6, pretrain_iters=40)
     assert calls["pretrain"] == [(6, 40)]
-    assert [a[1] for a, _ in calls["train"]] == [out / "train" / "B", out / "train" / "plus"]
+    assert [a[1] for a, _ in calls["train"]] == [out / "train" / "B", out / "train" / "E"]
     from rsrcnn_d2.model_zoo import row_config
 
-    for row, ((config, _, opts, roots), kwargs) in zip(("B", "plus"), calls["train"]):
+    for row, ((config, _, opts, roots), kwargs) in zip(("B", "E"), calls["train"]):
         assert config == row_config(row)
         assert opts[opts.index("MODEL.WEIGHTS") + 1] == str(out / "pretrain" / "pretrained.pth")
         assert opts[opts.index("SOLVER.MAX_ITER") + 1] == 30 and opts[opts.index("SEED") + 1] == 3
@@ -107,7 +107,7 @@ def test_both_rows_fine_tune_from_one_pretrained_checkpoint(tmp_path, monkeypatc
     # the recommended row segments the held-out subject's volume
     volume, _, _, weights = calls["predict"]
     assert volume == out / "cohort" / "imagesTr" / "s7_0000.nii.gz"
-    assert weights == out / "train" / "plus" / "model_final.pth"
+    assert weights == out / "train" / "E" / "model_final.pth"
     start = calls["report"][0][1]["start"]
     assert (
         start

@@ -100,7 +100,7 @@ def test_demo_runs_its_steps_through_the_library_runner():
 
     assert demo.train is runner.train and demo.calibrate is runner.calibrate
     assert not hasattr(demo, "run") and not hasattr(demo, "subprocess")
-    assert list(demo.ROWS) == ["B", "plus"]  # configs through rsrcnn_d2.model_zoo
+    assert list(demo.ROWS) == ["B", "E"]  # configs through rsrcnn_d2.model_zoo
 
 
 @pytest.mark.parametrize("driver", ["ablation", "loso"])

@@ -8,13 +8,13 @@ rest in this one):
                                     the demo cohort does not use)  -> OUT/pretrain
 2. tools/make_synthetic_cohort.py   anatomy-based synthetic NIfTI cohort -> OUT/cohort
 3. tools/prepare_pwml.py            COCO slices, subject splits    -> OUT/pwml
-4. tools/train_net.py               rows B (Mask R-CNN) and RS R-CNN+ (our recommended row,
-                                    CPU twins) fine-tuned from step 1, same budget
+4. tools/train_net.py               rows B (Mask R-CNN) and E (RS R-CNN, the recommended
+                                    row; CPU twins) fine-tuned from step 1, same budget
                                     -> OUT/train/<row>
 5. tools/tune_operating_point.py    each row's score threshold (+ CRF) on pwml_val
                                     -> OUT/train/<row>/operating_point.yaml
 6. tools/train_net.py --eval-only   each row at its point on pwml_test, both protocols
-7. tools/predict.py                 RS R-CNN+ segments one held-out volume -> OUT/predict
+7. tools/predict.py                 row E segments one held-out volume -> OUT/predict
 8. figures + report                 box plots and the same slices under both rows
                                     (OUT/figures), overlays of the volume, OUT/report.md
 

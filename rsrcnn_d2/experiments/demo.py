@@ -22,8 +22,9 @@ from .runner import DatasetRoot, calibrate, evaluate_checkpoint, step, train, tr
 __all__ = ["ROWS", "run_demo", "write_report", "write_overlays"]
 
 # the rows compared, in the report's order: model-zoo row -> label
-ROWS = {"B": "B  Mask R-CNN", "plus": "RS R-CNN+"}
-PREDICT_ROW = "plus"  # our recommended row (README, "RS R-CNN+"): it segments the held-out volume
+ROWS = {"B": "B  Mask R-CNN", "E": "E  RS R-CNN"}
+# the recommended row (README, "Which row to use"): it segments the held-out volume
+PREDICT_ROW = "E"
 
 
 def _train_row(out: Path, row: str, iters: int, seed: int, roots, weights: Path) -> dict:

@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     if len(set(args.seeds)) != len(args.seeds):  # a seed twice would count twice in mean ± sd
         print(f"error: --seeds repeats a seed: {' '.join(map(str, args.seeds))}", file=sys.stderr)
         return 2
-    from ..experiments.ablation import run_ablation
+    from ..experiments.ablation import run_ablation, summary_file
     from ..synth import COARSE_GRID
 
     failed = run_ablation(
@@ -183,8 +183,7 @@ def main(argv=None) -> int:
         figures=args.figures,
         pretrained=args.pretrained,
         final_weights=args.final_weights,
-        summary=args.summary
-        or ("summary.md" if args.objective == "dice" else f"summary_{args.objective}.md"),
+        summary=args.summary or summary_file(args.objective),
         cohort_params=COARSE_GRID if args.coarse_cohort else None,
     )
     return 1 if failed else 0

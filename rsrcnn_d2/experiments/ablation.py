@@ -88,16 +88,22 @@ SIZE_KEY = SIZE_METRICS[0][1]
 # --final-weights: run <name>_final calibrates and evaluates <name>'s model_final.pth, beside the
 # kept checkpoint (model_best.pth, the reference's lowest validation loss)
 FINAL = "_final"
-OBJECTIVES = ("dice", "lesion_f1")  # what a calibration maximises on the validation subjects
+# what a calibration can maximise on the validation subjects (tuning.dcrf_search.OBJECTIVES)
 OBJECTIVE_NAMES = {"dice": "strict Dice", "lesion_f1": "lesion F1"}
 
 
 def calibration_folder(objective: str = "dice") -> str:
     """A run's calibrated evaluation, one folder per objective (runs/<run>/seed<s>/<folder>):
     a re-run with another ``--objective`` adds its own instead of reusing the first's."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown calibration objective {objective!r} (one of {OBJECTIVES})")
+    if objective not in OBJECTIVE_NAMES:
+        known = tuple(OBJECTIVE_NAMES)
+        raise ValueError(f"unknown calibration objective {objective!r} (one of {known})")
     return CALIBRATED if objective == "dice" else f"{CALIBRATED}_{objective}"
+
+
+def summary_file(objective: str = "dice") -> str:
+    """The summary's default name in OUT, one per objective, as the calibrated folders."""
+    return "summary.md" if objective == "dice" else f"summary_{objective}.md"
 
 
 # the differences the summary gives intervals for: (minuend, subtrahend)
@@ -499,8 +505,8 @@ def write_figures(out: Path, runs, seed: int, objective: str = "dice") -> None:
 
     cohort_root(out).register(replace=True)  # this process's pwml_* are the cohort's
     rows = {}
+    folder = calibration_folder(objective)
     for name, (_, opts, _) in runs.items():
-        folder = calibration_folder(objective)
         tuned = finished_result(out / "runs" / name / f"seed{seed}" / folder)
         trained = finished_result(out / "runs" / name / f"seed{seed}")
         if name == CLASSICAL or tuned is None or trained is None:  # test variants: no weights

@@ -56,9 +56,8 @@ def _converted_as_asked(pwml: Path, subjects: int, seed: int, fractions) -> bool
     if not (pwml / "conversion.json").is_file() or not (pwml / "splits.json").is_file():
         return False
     splits = read_json(pwml / "splits.json")
-    converted = splits.get("subjects")  # the converter's record: the subject ids
-    count = len(converted) if isinstance(converted, list) else converted
-    same = count == subjects and splits.get("seed") == seed
+    converted = splits.get("subjects") or []  # the converter's record: the subject ids
+    same = len(converted) == subjects and splits.get("seed") == seed
     if fractions is not None:
         recorded = splits.get("fractions") or {}
         asked = dict(zip(("train", "val", "test"), map(float, fractions)))

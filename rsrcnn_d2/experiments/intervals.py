@@ -11,7 +11,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 
@@ -30,18 +30,15 @@ __all__ = [
 LEVEL = 0.95
 
 
-CALIBRATED = (
-    "calibrated"  # a run's evaluation at its calibrated point: runs/<run>/seed<s>/calibrated
-)
+# a run's evaluation at its calibrated point (Dice objective): runs/<run>/seed<s>/calibrated
+CALIBRATED = "calibrated"
+CONFIG_POINT = ""  # the run's own evaluation, at its config's point: runs/<run>/seed<s>
 
 
-def slice_csv(out: Path, name: str, seed: int, calibrated: Union[bool, str]) -> Path:
-    """Where a run's per-slice test figures are: at its calibrated point (True: CALIBRATED, or
-    the folder named, one per calibration objective) or at its config's (False)."""
-    run_dir = out / "runs" / name / f"seed{seed}"
-    if calibrated:
-        run_dir = run_dir / (CALIBRATED if calibrated is True else calibrated)
-    return run_dir / "inference/pwml_test/pwml_slices.csv"
+def slice_csv(out: Path, name: str, seed: int, folder: str) -> Path:
+    """Where a run's per-slice test figures are: in its calibrated ``folder`` (one per
+    calibration objective) or, for `CONFIG_POINT`, at its config's point."""
+    return out / "runs" / name / f"seed{seed}" / folder / "inference/pwml_test/pwml_slices.csv"
 
 
 def subject_dice_sums(csvs: Sequence[Path]) -> dict[str, tuple[float, int]]:
@@ -73,8 +70,8 @@ def _arrays(sums: dict[str, tuple[float, int]], subjects: list[str]):
     return np.array([sums[s][0] for s in subjects]), np.array([sums[s][1] for s in subjects])
 
 
-def _seeds_with(out, name, seeds, calibrated) -> list[int]:
-    return [s for s in seeds if slice_csv(out, name, s, calibrated).is_file()]
+def _seeds_with(out, name, seeds, folder) -> list[int]:
+    return [s for s in seeds if slice_csv(out, name, s, folder).is_file()]
 
 
 def _cell(values: Optional[tuple[float, float, float]], signed: bool = False) -> str:
@@ -85,25 +82,23 @@ def _cell(values: Optional[tuple[float, float, float]], signed: bool = False) ->
     return f"{est:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
 
 
-def _row_interval(out, name, seeds, calibrated, n_resamples):
-    found = _seeds_with(out, name, seeds, calibrated)
+def _row_interval(out, name, seeds, folder, n_resamples):
+    found = _seeds_with(out, name, seeds, folder)
     if not found:
         return None, []
-    sums = subject_dice_sums([slice_csv(out, name, s, calibrated) for s in found])
+    sums = subject_dice_sums([slice_csv(out, name, s, folder) for s in found])
     subjects = sorted(sums)
     return subject_interval(*_arrays(sums, subjects), LEVEL, n_resamples, seed=0), found
 
 
-def _difference(out, a, b, seeds, calibrated, n_resamples):
+def _difference(out, a, b, seeds, folder, n_resamples):
     both = [
-        s
-        for s in _seeds_with(out, a, seeds, calibrated)
-        if s in _seeds_with(out, b, seeds, calibrated)
+        s for s in _seeds_with(out, a, seeds, folder) if s in _seeds_with(out, b, seeds, folder)
     ]
     if not both:
         return None, []
-    sums_a = subject_dice_sums([slice_csv(out, a, s, calibrated) for s in both])
-    sums_b = subject_dice_sums([slice_csv(out, b, s, calibrated) for s in both])
+    sums_a = subject_dice_sums([slice_csv(out, a, s, folder) for s in both])
+    sums_b = subject_dice_sums([slice_csv(out, b, s, folder) for s in both])
     if {k: v[1] for k, v in sums_a.items()} != {k: v[1] for k, v in sums_b.items()}:
         raise ValueError(f"runs {a} and {b} scored different test slices")
     subjects = sorted(sums_a)
@@ -145,7 +140,7 @@ def interval_table(
     ]
     for name in runs:
         tuned, seeds_t = _row_interval(out, name, seeds, folder, n_resamples)
-        plain, seeds_p = _row_interval(out, name, seeds, False, n_resamples)
+        plain, seeds_p = _row_interval(out, name, seeds, CONFIG_POINT, n_resamples)
         if tuned is None and plain is None:
             continue
         per_seed = [_seed_value(out, name, None, s, folder) for s in seeds_t]
@@ -163,7 +158,7 @@ def interval_table(
         if a not in runs or b not in runs:
             continue
         tuned, seeds_t = _difference(out, a, b, seeds, folder, n_resamples)
-        plain, seeds_p = _difference(out, a, b, seeds, False, n_resamples)
+        plain, seeds_p = _difference(out, a, b, seeds, CONFIG_POINT, n_resamples)
         if tuned is None and plain is None:
             continue
         key = f"{a} - {b}"

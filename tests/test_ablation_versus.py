@@ -272,3 +272,41 @@ def test_the_tables_read_the_calibration_of_the_objective_asked_for(tmp_path):
     )
     assert dice["E"]["per_seed"]["strict Dice"] == pytest.approx([0.5])
     assert f1["E"]["per_seed"]["strict Dice"] == pytest.approx([0.0])
+
+
+def _write_calibration(folder, value):
+    """The calibration's trials file with its best validation value."""
+    trials = {"start": {"score": 0.7, "value": value - 0.1}, "best": {"score": 0.5, "value": value}}
+    (folder / "operating_point.json").write_text(json.dumps(trials))
+
+
+def test_k_chosen_on_validation_per_seed_against_the_papers_k(tmp_path):
+    from rsrcnn_d2.experiments.k_choice import k_choice_table, k_runs
+
+    # test subjects s1, s2 (one 2-px lesion each): k = 1.0 finds both, 1.3 only s2's, 2.0 none
+    found = {"C_k1.0": (True, True), "C": (False, True), "C_k2.0": (False, False)}
+    # validation: seed 0 prefers k = 1.0; seed 1 ties 1.0 with 1.3 (kept); seed 2 is unfinished
+    validation = {0: {"C_k1.0": 0.8, "C": 0.7, "C_k2.0": 0.5}, 1: {"C_k1.0": 0.8, "C": 0.8}}
+    validation[1]["C_k2.0"] = 0.6
+    for seed, values in validation.items():
+        for name, value in values.items():
+            calibrated = tmp_path / "runs" / name / f"seed{seed}" / "calibrated"
+            s1, s2 = found[name]
+            _write_evaluation(calibrated / "inference" / "pwml_test", {"s1": s1, "s2": s2})
+            _write_calibration(calibrated, value)
+    runs = {"B": None, "C": None, "C_k2.0": None, "C_k1.0": None, "C_k1.0_final": None}
+    assert k_runs(runs, "C", 1.3) == {"C_k1.0": 1.0, "C": 1.3, "C_k2.0": 2.0}
+    text, numbers = k_choice_table(
+        tmp_path, runs, [0, 1, 2], "C", 1.3, "calibrated", n_resamples=400
+    )
+    assert "| 0 | 0.800 | 0.700 | 0.500 | 1 | 1.000 | 0.500 |" in text
+    assert "| 1 | 0.800 | 0.800 | 0.600 | 1.3 | 0.500 | 0.500 |" in text
+    assert "| 2 |" not in text
+    assert numbers["picks"] == {"0": 1.0, "1": 1.3}
+    assert numbers["per_seed"] == pytest.approx([0.5, 0.0])
+    # seeds pooled per subject: s1 +0.5, s2 0; drawing s1 twice gives 0.5, s2 twice 0
+    assert numbers["interval"] == pytest.approx((0.25, 0.0, 0.5))
+    assert "k chosen on validation minus k = 1.3: +0.250 [+0.000, +0.500]" in text
+    assert "seeds +0.250 ± 0.354." in text
+    # no sweep (row C alone): nothing to say
+    assert k_choice_table(tmp_path, {"B": None, "C": None}, [0], "C", 1.3, "calibrated") == ("", {})

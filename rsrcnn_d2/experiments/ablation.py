@@ -7,7 +7,8 @@ test subjects at the config's operating point, calibrates it on the validation s
 (`calibrated_run`) and evaluates it again at its calibrated point; rows that train exactly
 as another (`TRAINED_AS`) and test-time variants (`TEST_VARIANTS`) reuse its weights; row A
 (`classical_run`) is tuned instead of trained. `write_summary` tabulates mean ± sd over seeds,
-both protocols and bootstrap intervals of the differences (`DIFFERENCES`).
+both protocols, bootstrap intervals of the differences (`DIFFERENCES`) and, with the k
+sweep, row C's k chosen on the validation subjects (`k_choice`).
 The program, its options and its outputs: `rsrcnn_d2.cli.run_ablation` (tools/run_ablation.py,
 ``rsrcnn-ablation``).
 """
@@ -22,6 +23,7 @@ from .. import model_zoo
 from ..data.fileio import atomic_write_bytes, atomic_write_json, read_json
 from .cohort import anatomy_cohort
 from .intervals import CALIBRATED, interval_table, lesion_load_table, versus_table
+from .k_choice import k_choice_table
 from .results import (
     LESION3D_METRICS,
     REFERENCE_METRICS,
@@ -415,6 +417,9 @@ def write_summary(
     labels = {name: label for name, (_, _, label) in runs.items()}
     trained = {n: v for n, v in tuned.items() if n != CLASSICAL}
     intervals, numbers = interval_table(out, runs, seeds, DIFFERENCES, labels, folder=folder)
+    k_text, numbers["k_chosen_on_validation"] = k_choice_table(
+        out, runs, seeds, K_ROW, ROW_K, folder, OBJECTIVE_NAMES[objective]
+    )
     kept = {n: v for n, v in runs.items() if not n.endswith(FINAL)}
     versus, numbers["versus_" + BASELINE] = versus_table(
         out, kept, seeds, BASELINE, labels, folder=folder
@@ -467,6 +472,7 @@ def write_summary(
             "",
             intervals,
             "",
+            *([k_text, ""] if k_text else []),
             lesion_load_table(out, runs, seeds, labels, folder=folder),
             "",
             *_budget_lines(out, runs, seeds, iters),

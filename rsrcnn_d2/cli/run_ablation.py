@@ -31,7 +31,9 @@ training from its last checkpoint; runs go seed by seed, so a partial sweep
 still has whole seeds. OUTPUT/summary.md (--summary) holds the tables: mean ±
 sd over seeds at both operating points, both protocols, lesion F1 with 2-D and
 3-D lesions, and bootstrap 95 % intervals over the test subjects for each row's
-strict Dice and the differences E - B and plus - E (summary.json: the numbers).
+strict Dice and the differences between rows (each part, each k against 1.3), and,
+with the k sweep, row C's k chosen per seed on the validation subjects against
+k = 1.3 (summary.json: the numbers).
 --final-weights also calibrates and evaluates every trained run's model_final.pth
 (runs/<run>_final/): the reference keeps the checkpoint of lowest validation loss,
 which in a short fine-tuning can come before the heads have started (each run's

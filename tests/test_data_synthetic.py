@@ -127,3 +127,22 @@ def test_cases_no_dataset_json_describes_are_refused(tmp_path):
     with pytest.raises(ValueError, match="that no dataset.json describes"):
         write_synthetic_cohort(tmp_path, 1, size=32, depth=4)
     assert (tmp_path / "imagesTr" / "PWML_000_0000.nii.gz").read_bytes() == b"someone's case"
+
+
+def test_a_taken_cohort_folder_says_what_the_callers_user_can_do(tmp_path):
+    import pickle
+
+    from rsrcnn_d2.synth.stamp import OVERWRITE_HINT, CohortFolderTaken
+
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "imagesTr" / "PWML_000_0000.nii.gz").write_bytes(b"someone's case")
+    with pytest.raises(CohortFolderTaken) as taken:
+        write_synthetic_cohort(tmp_path, 1, size=32, depth=4)
+    # the generator's own users have --overwrite (tools/make_synthetic_cohort.py)
+    assert str(taken.value).endswith(f"that no dataset.json describes; {OVERWRITE_HINT}")
+    assert taken.value.reason.endswith("that no dataset.json describes")
+    # a driver re-words the remedy; the parts survive a worker process
+    again = CohortFolderTaken(taken.value.path, taken.value.reason, "use another --output")
+    back = pickle.loads(pickle.dumps(again))
+    assert str(back) == f"{tmp_path}: {taken.value.reason}; use another --output"
+    assert (back.reason, back.remedy) == (again.reason, "use another --output")

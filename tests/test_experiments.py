@@ -514,8 +514,9 @@ def test_ablation_runs_then_resumes_without_retraining(tmp_path, capfd, training
         fourth.stderr.strip()
         .splitlines()[-1]
         .endswith(
-            "raw: holds a cohort made with other settings (seed 0); use another folder or "
-            "overwrite=True (--overwrite)"
+            "raw: holds a cohort made with other settings (seed 0); this tool simulates its "
+            "cohort there itself and keeps only its own: use another --output, or move that "
+            "folder away"
         )
     )
     assert result.stat().st_mtime_ns == stamp

@@ -18,6 +18,12 @@ from .runner import DatasetRoot
 
 __all__ = ["anatomy_cohort"]
 
+# a driver makes its cohort in a folder of its own output: another output is the way out
+DRIVER_REMEDY = (
+    "this tool simulates its cohort there itself and keeps only its own: "
+    "use another --output, or move that folder away"
+)
+
 
 def anatomy_cohort(
     raw: Path,
@@ -39,9 +45,13 @@ def anatomy_cohort(
     """
     from ..data import convert_pwml
     from ..synth import AnatomyParams, write_anatomical_cohort
+    from ..synth.stamp import CohortFolderTaken
 
     settings = AnatomyParams(**{"lesion_free_fraction": 0.0, **(params or {})})
-    write_anatomical_cohort(raw, subjects, seed, settings, workers=workers)
+    try:
+        write_anatomical_cohort(raw, subjects, seed, settings, workers=workers)
+    except CohortFolderTaken as taken:  # the driver's user has no --overwrite: say what to do
+        raise CohortFolderTaken(taken.path, taken.reason, DRIVER_REMEDY) from None
     split = {} if fractions is None else {"fractions": tuple(fractions)}
     if not _converted_as_asked(Path(pwml), subjects, seed, fractions):
         convert_pwml(raw, pwml, seed=seed, **split)

@@ -14,7 +14,22 @@ from typing import Callable, Optional
 from ..data.fileio import atomic_write_json, read_json
 from ..errors import PWMLDataError
 
-__all__ = ["claim_cohort_folder"]
+__all__ = ["CohortFolderTaken", "OVERWRITE_HINT", "claim_cohort_folder"]
+
+# what a user of the generators (tools/make_synthetic_cohort.py) can do about a taken folder
+OVERWRITE_HINT = "use another folder or overwrite=True (--overwrite)"
+
+
+class CohortFolderTaken(PWMLDataError):
+    """A cohort folder holding another generation; ``reason`` says whose, ``remedy`` what the
+    caller's user can do (a driver that makes its cohort itself has no --overwrite)."""
+
+    def __init__(self, path, reason: str, remedy: str = OVERWRITE_HINT):
+        self.reason, self.remedy = reason, remedy
+        super().__init__(path, f"{reason}; {remedy}")
+
+    def __reduce__(self):  # survives worker processes with its parts
+        return (type(self), (self.path, self.reason, self.remedy))
 
 
 def _made_with(previous: dict) -> Optional[dict]:
@@ -38,8 +53,8 @@ def claim_cohort_folder(
             layout too).
 
     Returns:
-        The earlier ``dataset.json`` content ({} when none). `PWMLDataError` (exit 2, a
-        ValueError) naming the folder for another generation, or for cases no
+        The earlier ``dataset.json`` content ({} when none). `CohortFolderTaken` (a
+        `PWMLDataError`: exit 2) naming the folder for another generation, or for cases no
         ``dataset.json`` describes.
     """
     path = out_dir / "dataset.json"
@@ -50,15 +65,11 @@ def claim_cohort_folder(
             what = f"made with other settings (seed {made.get('seed')})"
         else:
             what = f"not made by this generator ({previous.get('name', 'unnamed')})"
-        raise PWMLDataError(
-            out_dir, f"holds a cohort {what}; use another folder or overwrite=True (--overwrite)"
-        )
+        raise CohortFolderTaken(out_dir, f"holds a cohort {what}")
     stray = sorted((out_dir / "imagesTr").glob("PWML_*.nii.gz")) if not previous else []
     if stray and not overwrite:  # cases of an unknown run (no dataset.json says how made)
-        raise PWMLDataError(
-            out_dir,
-            f"holds cases ({stray[0].name}, ...) that no dataset.json describes; "
-            "use another folder or overwrite=True (--overwrite)",
+        raise CohortFolderTaken(
+            out_dir, f"holds cases ({stray[0].name}, ...) that no dataset.json describes"
         )
     (out_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out_dir / "labelsTr").mkdir(parents=True, exist_ok=True)

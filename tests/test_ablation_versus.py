@@ -299,7 +299,7 @@ def test_k_chosen_on_validation_per_seed_against_the_papers_k(tmp_path):
     text, numbers = k_choice_table(
         tmp_path, runs, [0, 1, 2], "C", 1.3, "calibrated", n_resamples=400
     )
-    assert "| 0 | 0.800 | 0.700 | 0.500 | 1 | 1.000 | 0.500 |" in text
+    assert "| 0 | 0.800 | 0.700 | 0.500 | 1.0 | 1.000 | 0.500 |" in text
     assert "| 1 | 0.800 | 0.800 | 0.600 | 1.3 | 0.500 | 0.500 |" in text
     assert "| 2 |" not in text
     assert numbers["picks"] == {"0": 1.0, "1": 1.3}
@@ -307,6 +307,7 @@ def test_k_chosen_on_validation_per_seed_against_the_papers_k(tmp_path):
     # seeds pooled per subject: s1 +0.5, s2 0; drawing s1 twice gives 0.5, s2 twice 0
     assert numbers["interval"] == pytest.approx((0.25, 0.0, 0.5))
     assert "k chosen on validation minus k = 1.3: +0.250 [+0.000, +0.500]" in text
-    assert "seeds +0.250 ± 0.354." in text
+    assert "| seed | val., k = 1.0 | val., k = 1.3 | val., k = 2.0 | chosen k |" in text
+    assert "2 seeds pooled); seeds +0.250 ± 0.354." in text
     # no sweep (row C alone): nothing to say
     assert k_choice_table(tmp_path, {"B": None, "C": None}, [0], "C", 1.3, "calibrated") == ("", {})

@@ -80,7 +80,7 @@ def k_choice_table(
         picks[seed] = pick
         cells = " | ".join(f"{values[name]:.3f}" for name in ks)
         per_seed_lines.append(
-            f"| {seed} | {cells} | {ks[pick]:g} | "
+            f"| {seed} | {cells} | {ks[pick]!r} | "
             f"{_test_dice(slice_csv(out, pick, seed, folder)):.3f} | "
             f"{_test_dice(slice_csv(out, row, seed, folder)):.3f} |"
         )
@@ -102,7 +102,7 @@ def k_choice_table(
     mean, sd, n = mean_sd(differences)
     spread = f"{mean:+.3f}" if n < 2 else f"{mean:+.3f} ± {sd:.3f}"
     est, low, high = interval
-    header = " | ".join(f"val., k = {k:g}" for k in ks.values())
+    header = " | ".join(f"val., k = {k!r}" for k in ks.values())
     text = "\n".join(
         [
             f"Row {row}'s k chosen on the validation subjects (per seed, the k whose calibrated "
@@ -114,8 +114,8 @@ def k_choice_table(
             *per_seed_lines,
             "",
             f"k chosen on validation minus k = {row_k:g}: {est:+.3f} [{low:+.3f}, {high:+.3f}] "
-            f"({100 * LEVEL:.0f} % bootstrap interval over the test subjects, {len(picks)} "
-            f"seeds pooled); seeds {spread}.",
+            f"({100 * LEVEL:.0f} % bootstrap interval over the test subjects, "
+            f"{len(picks)} seed{'s' if len(picks) > 1 else ''} pooled); seeds {spread}.",
         ]
     )
     numbers = {

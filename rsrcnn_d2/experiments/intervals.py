@@ -22,6 +22,8 @@ from .results import mean_sd, read_slice_records, subject_size_counts
 __all__ = [
     "slice_csv",
     "subject_dice_sums",
+    "csv_dice",
+    "paired_interval",
     "interval_table",
     "versus_table",
     "lesion_load_table",
@@ -91,29 +93,39 @@ def _row_interval(out, name, seeds, folder, n_resamples):
     return subject_interval(*_arrays(sums, subjects), LEVEL, n_resamples, seed=0), found
 
 
+def paired_interval(csvs_a: Sequence[Path], csvs_b: Sequence[Path], n_resamples: int, what: str):
+    """(estimate, low, high) of strict Dice A minus B, paired on the same test subjects, each
+    side's evaluations (one per seed, in the same order) averaged per slice first; ``what``
+    names the two in the error when they scored different slices."""
+    sums_a, sums_b = subject_dice_sums(csvs_a), subject_dice_sums(csvs_b)
+    if {k: v[1] for k, v in sums_a.items()} != {k: v[1] for k, v in sums_b.items()}:
+        raise ValueError(f"{what} scored different test slices")
+    subjects = sorted(sums_a)
+    (xa, counts), (xb, _) = _arrays(sums_a, subjects), _arrays(sums_b, subjects)
+    return paired_difference_interval(xa, xb, counts, LEVEL, n_resamples, seed=0)
+
+
 def _difference(out, a, b, seeds, folder, n_resamples):
     both = [
         s for s in _seeds_with(out, a, seeds, folder) if s in _seeds_with(out, b, seeds, folder)
     ]
     if not both:
         return None, []
-    sums_a = subject_dice_sums([slice_csv(out, a, s, folder) for s in both])
-    sums_b = subject_dice_sums([slice_csv(out, b, s, folder) for s in both])
-    if {k: v[1] for k, v in sums_a.items()} != {k: v[1] for k, v in sums_b.items()}:
-        raise ValueError(f"runs {a} and {b} scored different test slices")
-    subjects = sorted(sums_a)
-    (xa, counts), (xb, _) = _arrays(sums_a, subjects), _arrays(sums_b, subjects)
-    return paired_difference_interval(xa, xb, counts, LEVEL, n_resamples, seed=0), both
+    csvs_a = [slice_csv(out, a, s, folder) for s in both]
+    csvs_b = [slice_csv(out, b, s, folder) for s in both]
+    return paired_interval(csvs_a, csvs_b, n_resamples, f"runs {a} and {b}"), both
+
+
+def csv_dice(csv: Path) -> float:
+    """One evaluation's strict Dice: the mean over the test slices it scored."""
+    sums = subject_dice_sums([csv])
+    return sum(v[0] for v in sums.values()) / sum(v[1] for v in sums.values())
 
 
 def _seed_value(out: Path, a: str, b: Optional[str], seed: int, folder: str = CALIBRATED) -> float:
     """One seed's calibrated strict Dice of run ``a`` (minus run ``b``'s, when given)."""
-
-    def dice(name):
-        sums = subject_dice_sums([slice_csv(out, name, seed, folder)])
-        return sum(v[0] for v in sums.values()) / sum(v[1] for v in sums.values())
-
-    return dice(a) - (dice(b) if b else 0.0)
+    dice_b = csv_dice(slice_csv(out, b, seed, folder)) if b else 0.0
+    return csv_dice(slice_csv(out, a, seed, folder)) - dice_b
 
 
 def interval_table(

@@ -6,16 +6,12 @@ would pick. Its strict Dice on the test subjects, paired with the paper's fixed 
 (row C itself), says what choosing k on validation is worth.
 """
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
 from ..data.fileio import read_json
-from ..evaluation.bootstrap import paired_difference_interval
-from .intervals import LEVEL, slice_csv, subject_dice_sums
+from .intervals import LEVEL, csv_dice, paired_interval, slice_csv
 from .results import mean_sd
 
 __all__ = ["k_runs", "validation_value", "k_choice_table"]
@@ -48,12 +44,6 @@ def validation_value(out: Path, name: str, seed: int, folder: str) -> Optional[f
     return None if value is None else float(value)
 
 
-def _test_dice(csv: Path) -> float:
-    sums = subject_dice_sums([csv])
-    slices = sum(n for _, n in sums.values())
-    return sum(total for total, _ in sums.values()) / slices if slices else math.nan
-
-
 def k_choice_table(
     out: Path,
     runs,
@@ -70,7 +60,7 @@ def k_choice_table(
     ks = k_runs(runs, row, row_k)
     if len(ks) < 2 or row not in ks:
         return "", {}
-    picks, per_seed_lines = {}, []
+    picks, per_seed_lines, differences = {}, [], []
     for seed in seeds:
         values = {name: validation_value(out, name, seed, folder) for name in ks}
         tested = all(slice_csv(out, name, seed, folder).is_file() for name in ks)
@@ -78,27 +68,18 @@ def k_choice_table(
             continue
         pick = max(ks, key=lambda name: (values[name], name == row))  # a tie keeps row_k
         picks[seed] = pick
+        chosen, fixed = (csv_dice(slice_csv(out, n, seed, folder)) for n in (pick, row))
+        differences.append(chosen - fixed)
         cells = " | ".join(f"{values[name]:.3f}" for name in ks)
-        per_seed_lines.append(
-            f"| {seed} | {cells} | {ks[pick]!r} | "
-            f"{_test_dice(slice_csv(out, pick, seed, folder)):.3f} | "
-            f"{_test_dice(slice_csv(out, row, seed, folder)):.3f} |"
-        )
+        per_seed_lines.append(f"| {seed} | {cells} | {ks[pick]!r} | {chosen:.3f} | {fixed:.3f} |")
     if not picks:
         return "", {}
-    chosen = [slice_csv(out, picks[s], s, folder) for s in picks]
-    fixed = [slice_csv(out, row, s, folder) for s in picks]
-    sums_a, sums_b = subject_dice_sums(chosen), subject_dice_sums(fixed)
-    subjects = sorted(sums_a)
-    interval = paired_difference_interval(
-        np.array([sums_a[s][0] for s in subjects]),
-        np.array([sums_b[s][0] for s in subjects]),
-        np.array([sums_a[s][1] for s in subjects]),
-        LEVEL,
+    interval = paired_interval(
+        [slice_csv(out, picks[s], s, folder) for s in picks],
+        [slice_csv(out, row, s, folder) for s in picks],
         n_resamples,
-        seed=0,
+        f"row {row} at the chosen k and at k = {row_k:g}",
     )
-    differences = [_test_dice(a) - _test_dice(b) for a, b in zip(chosen, fixed)]
     mean, sd, n = mean_sd(differences)
     spread = f"{mean:+.3f}" if n < 2 else f"{mean:+.3f} ± {sd:.3f}"
     est, low, high = interval

@@ -416,6 +416,21 @@ def test_ablation_summary_file_follows_the_objective(tmp_path, monkeypatch):
     ]
 
 
+def test_the_k_sweep_comes_with_row_c_unless_asked(tmp_path, monkeypatch):
+    """--rows D E trains rows D and E only: the k sweep (three runs of row C) is the default
+    when row C is among the rows (the default rows have it), and --k always says."""
+    from rsrcnn_d2.cli.run_ablation import main
+    from rsrcnn_d2.experiments import ablation
+
+    asked = []
+    monkeypatch.setattr(ablation, "run_ablation", lambda out, **kw: asked.append(kw["ks"]) or [])
+    out = ["--output", str(tmp_path / "a")]
+    for extra in ([], ["--rows", "B", "C"], ["--rows", "D", "E"], ["--rows", "D", "--k", "2"]):
+        assert main([*out, *extra]) == 0
+    assert main([*out, "--rows", "C", "--k"]) == 0
+    assert asked == [[1.0, 1.3, 2.0], [1.0, 1.3, 2.0], [], [2.0], []]
+
+
 def test_ablation_plan_names_the_k_sweep():
     from rsrcnn_d2.experiments.ablation import ROW_CONFIGS, planned_runs
 

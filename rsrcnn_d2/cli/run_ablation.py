@@ -21,7 +21,8 @@ all runs; seeds change initialisation and data order only.
 
 Rows: B-E are the paper's (the reference code's settings); ``plus`` is ours,
 RS R-CNN+ (row E + 2.5-D input + flip TTA, calibrated); the k sweep varies row
-C's expansion factor (the paper's Table 2; 1.3 is row C itself). Row A (the
+C's expansion factor (the paper's Table 2; 1.3 is row C itself) and comes with row C
+unless --k names other factors (``--k`` alone: none). Row A (the
 classical baseline, tuned on the validation subjects per seed) is available with
 ``--rows A``. ``--variant`` adds a run of your own: a row with config overrides,
 e.g. ``--variant C_relu_off C MODEL.HRPN.OBJECTNESS_RELU False``.
@@ -54,6 +55,7 @@ __all__ = ["build_parser", "main"]
 # rsrcnn_d2.experiments.ablation's CLASSICAL, K_ROW and ROW_K, named before it is loaded
 CLASSICAL = "A"  # row A, the classical baseline: no config
 K_ROW, ROW_K = "C", 1.3  # the k sweep varies row C; its config has 1.3
+DEFAULT_KS = [1.0, ROW_K, 2.0]  # the paper's Table 2
 DEFAULT_ROWS = ["B", "C", "D", "E", "plus"]
 
 
@@ -73,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--k",
         type=float,
         nargs="*",
-        default=[1.0, 1.3, 2.0],
-        help=f"expansion factors for row {K_ROW} ({ROW_K} is row {K_ROW} itself)",
+        default=None,
+        help=f"expansion factors for row {K_ROW} ({ROW_K} is row {K_ROW} itself; default "
+        f"{' '.join(map(str, DEFAULT_KS))} when --rows has {K_ROW}, none otherwise; "
+        "--k alone: none)",
     )
     p.add_argument(
         "--variant",
@@ -153,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def k_sweep(rows, ks):
+    """The expansion factors to run row C at: those asked with --k, else the paper's Table 2
+    when row C is among the rows (``--rows D E`` trains no row C)."""
+    if ks is not None:
+        return ks
+    return list(DEFAULT_KS) if K_ROW in rows else []
+
+
 @report_errors("run_ablation")
 def main(argv=None) -> int:
     parser = build_parser()
@@ -171,7 +183,7 @@ def main(argv=None) -> int:
         seeds=args.seeds,
         iters=args.iters,
         rows=args.rows,
-        ks=args.k,
+        ks=k_sweep(args.rows, args.k),
         variants=args.variant,
         subjects=args.subjects,
         cohort_seed=args.cohort_seed,

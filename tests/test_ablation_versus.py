@@ -311,3 +311,21 @@ def test_k_chosen_on_validation_per_seed_against_the_papers_k(tmp_path):
     assert "2 seeds pooled); seeds +0.250 ± 0.354." in text
     # no sweep (row C alone): nothing to say
     assert k_choice_table(tmp_path, {"B": None, "C": None}, [0], "C", 1.3, "calibrated") == ("", {})
+
+
+def test_strict_dice_of_an_evaluation_with_nothing_to_score_is_nan(tmp_path):
+    """Slices empty in truth and prediction are not scored: an evaluation made only of them has
+    no strict Dice (NaN), not a division by zero; one found lesion of two scores 0.5."""
+    from rsrcnn_d2.experiments.intervals import csv_dice
+
+    records = []
+    for i in range(2):
+        empty = np.zeros((6, 6), bool)
+        inp = {"file_name": f"s{i}.png", "subject": f"s{i}", "slice_index": 0, "image_id": i}
+        records.append(slice_record(empty, empty.copy(), inp))
+    (tmp_path / "empty").mkdir()
+    csv = tmp_path / "empty" / "pwml_slices.csv"
+    write_csv_atomic(str(csv), SLICE_COLUMNS, list(map(slice_row, records)))
+    assert np.isnan(csv_dice(csv))
+    _write_evaluation(tmp_path / "half", {"s0": True, "s1": False})
+    assert csv_dice(tmp_path / "half" / "pwml_slices.csv") == pytest.approx(0.5)

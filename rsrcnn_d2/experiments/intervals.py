@@ -117,9 +117,11 @@ def _difference(out, a, b, seeds, folder, n_resamples):
 
 
 def csv_dice(csv: Path) -> float:
-    """One evaluation's strict Dice: the mean over the test slices it scored."""
+    """One evaluation's strict Dice: the mean over the test slices it scored; NaN when it
+    scored none (every slice empty in truth and prediction)."""
     sums = subject_dice_sums([csv])
-    return sum(v[0] for v in sums.values()) / sum(v[1] for v in sums.values())
+    scored = sum(n for _, n in sums.values())
+    return sum(total for total, _ in sums.values()) / scored if scored else math.nan
 
 
 def _seed_value(out: Path, a: str, b: Optional[str], seed: int, folder: str = CALIBRATED) -> float:
